@@ -5,4 +5,5 @@
 //! This crate must not know about streams, memory pools, state pools or devices: its functions
 //! take host tensors (or raw buffers) and compute.
 
+pub mod cpu;
 pub mod reference;

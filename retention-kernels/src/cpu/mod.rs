@@ -1,0 +1,1 @@
+//! Fast CPU kernels (multi-threaded, vectorised), each checked against [`crate::reference`].
