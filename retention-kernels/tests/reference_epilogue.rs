@@ -28,7 +28,9 @@ fn epilogue_with_zero_eps_is_scale_invariant_per_head() {
     let mut scaled = o.clone();
     for (i, row) in scaled.data_mut().chunks_mut(v).enumerate() {
         let s = 0.01 + i as f64; // a different positive factor per (token, head)
-        row.iter_mut().for_each(|x| *x *= s);
+        for x in row.iter_mut() {
+            *x *= s;
+        }
     }
     let a = msr_epilogue(&o, &g, 0.0).unwrap();
     let c = msr_epilogue(&scaled, &g, 0.0).unwrap();
