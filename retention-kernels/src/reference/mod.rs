@@ -14,7 +14,10 @@ mod problem;
 mod recurrent;
 mod varlen;
 
-pub use backward::Gradients;
+pub use backward::{
+    Gradients, chunkwise_backward, chunkwise_backward_varlen, recurrent_backward,
+    recurrent_backward_varlen,
+};
 pub use chunkwise::chunkwise;
 pub use decay::decay;
 pub use epilogue::msr_epilogue;
