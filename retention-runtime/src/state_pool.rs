@@ -1,0 +1,270 @@
+//! `StatePool`: the per-sequence recurrent state store that serving needs — the RetNet
+//! counterpart of a paged KV cache, except each sequence's state has a fixed size
+//! (layers × H × K × V f32) whatever its length.
+
+use retention_core::{Element, HostTensor, Result, RetentionError};
+use retention_kernels::reference::{self, RetentionParams};
+
+use crate::device::Device;
+use crate::memory_pool::{MemoryPool, PoolBuffer};
+use crate::slot::{Slot, SlotTable};
+
+/// The per-layer head geometry a pool serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    /// Heads H.
+    pub heads: usize,
+    /// Key head dimension K.
+    pub dk: usize,
+    /// Value head dimension V.
+    pub dv: usize,
+    /// Decays and scale.
+    pub params: RetentionParams,
+}
+
+/// One sequence's state copied to the host: `[layers, H, K, V]` f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostState(pub HostTensor<f32>);
+
+/// Fixed-capacity store of recurrent states, `[capacity, layers, H, K, V]` f32.
+#[derive(Debug)]
+pub struct StatePool {
+    device: Device,
+    cfg: StateConfig,
+    layers: usize,
+    slots: SlotTable,
+    states: PoolBuffer,
+}
+
+impl StatePool {
+    /// Reserve `capacity` sequences × `layers` layers of state on `device` from `memory`.
+    ///
+    /// # Errors
+    /// Zero heads/dims/layers/capacity; gammas not matching H; out of memory.
+    pub fn new(
+        device: &Device,
+        memory: &MemoryPool,
+        cfg: &StateConfig,
+        layers: usize,
+        capacity: usize,
+    ) -> Result<Self> {
+        for (axis, n) in [
+            ("H", cfg.heads),
+            ("K", cfg.dk),
+            ("V", cfg.dv),
+            ("layers", layers),
+            ("capacity", capacity),
+        ] {
+            if n == 0 {
+                return Err(RetentionError::ZeroDim { axis });
+            }
+        }
+        cfg.params.gammas.check_heads(cfg.heads)?;
+        let elems = capacity * layers * cfg.heads * cfg.dk * cfg.dv;
+        let mut states = memory.alloc(elems * 4)?;
+        states.fill_zero();
+        Ok(Self {
+            device: device.clone(),
+            cfg: cfg.clone(),
+            layers,
+            slots: SlotTable::new(capacity),
+            states,
+        })
+    }
+
+    /// The device holding the states.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Sequences currently holding a slot.
+    pub fn in_use(&self) -> usize {
+        self.slots.in_use()
+    }
+
+    /// Bytes of state per sequence (all layers).
+    pub fn bytes_per_sequence(&self) -> usize {
+        self.layer_len() * self.layers * 4
+    }
+
+    fn layer_len(&self) -> usize {
+        self.cfg.heads * self.cfg.dk * self.cfg.dv
+    }
+
+    fn range(&self, index: usize, layer: usize) -> std::ops::Range<usize> {
+        let start = (index * self.layers + layer) * self.layer_len();
+        start..start + self.layer_len()
+    }
+
+    fn seq_range(&self, index: usize) -> std::ops::Range<usize> {
+        let start = index * self.layers * self.layer_len();
+        start..start + self.layers * self.layer_len()
+    }
+
+    fn check_layer(&self, layer: usize) -> Result<()> {
+        if layer < self.layers {
+            Ok(())
+        } else {
+            Err(RetentionError::Unsupported {
+                what: "layer".into(),
+                value: layer.to_string(),
+                reason: format!("the pool holds {} layers", self.layers),
+            })
+        }
+    }
+
+    /// Take a free slot; its state starts at zero.
+    ///
+    /// # Errors
+    /// [`RetentionError::Slot`] when the pool is full (never a silent eviction).
+    pub fn alloc(&mut self) -> Result<Slot> {
+        let slot = self.slots.alloc()?;
+        let r = self.seq_range(slot.index());
+        self.states.as_mut_slice::<f32>()[r].fill(0.0);
+        Ok(slot)
+    }
+
+    /// Return a slot; its handle (and copies of it) become stale.
+    ///
+    /// # Errors
+    /// [`RetentionError::Slot`] for a stale or foreign handle.
+    pub fn free(&mut self, slot: Slot) -> Result<()> {
+        self.slots.free(slot).map(|_| ())
+    }
+
+    /// Zero a slot's state in every layer.
+    ///
+    /// # Errors
+    /// [`RetentionError::Slot`] for a stale or foreign handle.
+    pub fn reset(&mut self, slot: Slot) -> Result<()> {
+        let i = self.slots.check(slot)?;
+        let r = self.seq_range(i);
+        self.states.as_mut_slice::<f32>()[r].fill(0.0);
+        Ok(())
+    }
+
+    /// Copy a slot's state (all layers) to the host.
+    ///
+    /// # Errors
+    /// [`RetentionError::Slot`] for a stale or foreign handle.
+    pub fn snapshot(&self, slot: Slot) -> Result<HostState> {
+        let i = self.slots.check(slot)?;
+        let data = self.states.as_slice::<f32>()[self.seq_range(i)].to_vec();
+        let c = &self.cfg;
+        Ok(HostState(HostTensor::new(
+            vec![self.layers, c.heads, c.dk, c.dv],
+            data,
+        )?))
+    }
+
+    /// Overwrite a slot's state (all layers) from the host (prefix reuse, migration).
+    ///
+    /// # Errors
+    /// [`RetentionError::Slot`] for a stale or foreign handle; a shape mismatch.
+    pub fn restore(&mut self, slot: Slot, state: &HostState) -> Result<()> {
+        let i = self.slots.check(slot)?;
+        let c = &self.cfg;
+        state.0.expect_shape(
+            "state",
+            &["layers", "H", "K", "V"],
+            &[self.layers, c.heads, c.dk, c.dv],
+        )?;
+        let r = self.seq_range(i);
+        self.states.as_mut_slice::<f32>()[r].copy_from_slice(state.0.data());
+        Ok(())
+    }
+
+    /// One decode step of `layer` for a batch whose rows belong to arbitrary slots
+    /// (continuous batching): q, k `[N, H, K]`, v `[N, H, V]`; returns o `[N, H, V]`.
+    ///
+    /// # Errors
+    /// Stale/foreign/duplicate slots, a bad layer, shape mismatches.
+    pub fn step<T: Element>(
+        &mut self,
+        layer: usize,
+        slots: &[Slot],
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+    ) -> Result<HostTensor<T>> {
+        self.check_layer(layer)?;
+        let indices = slots
+            .iter()
+            .map(|&s| self.slots.check(s))
+            .collect::<Result<Vec<_>>>()?;
+        let c = &self.cfg;
+        let n = slots.len();
+        let (q64, k64, v64) = (q.to_f64(), k.to_f64(), v.to_f64());
+        q64.expect_shape("q", &["N", "H", "K"], &[n, c.heads, c.dk])?;
+        k64.expect_shape("k", &["N", "H", "K"], &[n, c.heads, c.dk])?;
+        v64.expect_shape("v", &["N", "H", "V"], &[n, c.heads, c.dv])?;
+        // Gather the rows' states (a duplicate slot is rejected by the oracle below).
+        let mut gathered = Vec::with_capacity(n * self.layer_len());
+        for &i in &indices {
+            let r = self.range(i, layer);
+            gathered.extend(
+                self.states.as_slice::<f32>()[r]
+                    .iter()
+                    .map(|&x| f64::from(x)),
+            );
+        }
+        let mut pool = HostTensor::new(vec![n, c.heads, c.dk, c.dv], gathered)?;
+        let rows: Vec<usize> = (0..n).collect();
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = indices.iter().find(|&&i| !seen.insert(i)) {
+            return Err(RetentionError::Slot(format!(
+                "slot {dup} appears twice in one step"
+            )));
+        }
+        let o = reference::decode_step(&q64, &k64, &v64, &mut pool, &rows, &c.params)?;
+        for (row, &i) in indices.iter().enumerate() {
+            let r = self.range(i, layer);
+            let src = &pool.data()[row * self.layer_len()..(row + 1) * self.layer_len()];
+            for (d, &s) in self.states.as_mut_slice::<f32>()[r].iter_mut().zip(src) {
+                *d = s as f32;
+            }
+        }
+        Ok(o.cast())
+    }
+
+    /// Prefill `layer` of one sequence with the chunkwise form: H0 from the slot, H_T written
+    /// back. q, k `[1, T, H, K]`, v `[1, T, H, V]`; returns o `[1, T, H, V]`.
+    ///
+    /// # Errors
+    /// A stale/foreign slot, a bad layer, chunk 0, shape mismatches.
+    pub fn prefill<T: Element>(
+        &mut self,
+        layer: usize,
+        slot: Slot,
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+        chunk: usize,
+    ) -> Result<HostTensor<T>> {
+        self.check_layer(layer)?;
+        let i = self.slots.check(slot)?;
+        let c = &self.cfg;
+        let r = self.range(i, layer);
+        let h0: Vec<f64> = self.states.as_slice::<f32>()[r.clone()]
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let h0 = HostTensor::new(vec![1, c.heads, c.dk, c.dv], h0)?;
+        let (q64, k64, v64) = (q.to_f64(), k.to_f64(), v.to_f64());
+        if q64.shape().first() != Some(&1) {
+            return Err(RetentionError::ShapeMismatch {
+                tensor: "q".into(),
+                expected: "[B=1, T, H, K] (one sequence)".into(),
+                got: format!("{:?}", q64.shape()),
+            });
+        }
+        let (o, ht) = reference::chunkwise(&q64, &k64, &v64, &c.params, chunk, Some(&h0))?;
+        for (d, &s) in self.states.as_mut_slice::<f32>()[r]
+            .iter_mut()
+            .zip(ht.data())
+        {
+            *d = s as f32;
+        }
+        Ok(o.cast())
+    }
+}
