@@ -269,20 +269,7 @@ fn whole_rows(p: &Problem<'_>) -> Vec<Segment> {
 
 /// One segment per packed sequence, after checking the packing as the forward does.
 fn packed_seqs(p: &Problem<'_>, cu_seqlens: &CuSeqlens) -> Result<Vec<Segment>> {
-    if p.shape.batch != 1 {
-        return Err(RetentionError::ShapeMismatch {
-            tensor: "q".into(),
-            expected: "packed [B=1, T=ΣT, H, K] with cu_seqlens".into(),
-            got: format!("B={}", p.shape.batch),
-        });
-    }
-    if cu_seqlens.as_slice().last() != Some(&p.shape.seq_len) {
-        return Err(RetentionError::InvalidCuSeqlens(format!(
-            "ends at {:?} but the packed batch has {} tokens",
-            cu_seqlens.as_slice().last(),
-            p.shape.seq_len
-        )));
-    }
+    p.check_packed(cu_seqlens)?;
     Ok((0..cu_seqlens.num_seqs())
         .map(|n| Segment {
             row: 0,

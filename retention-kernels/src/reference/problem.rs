@@ -1,6 +1,8 @@
 //! Validation of user input and index arithmetic shared by every reference form.
 
-use retention_core::{Gammas, HostTensor, Result, RetentionError, RetentionShape, validate_scale};
+use retention_core::{
+    CuSeqlens, Gammas, HostTensor, Result, RetentionError, RetentionShape, validate_scale,
+};
 
 /// The per-problem constants of retention: the decay of every head and the scale on q.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +81,25 @@ impl<'a> Problem<'a> {
             Some(s) => s.expect_shape("h0", &STATE_AXES, &self.shape.state_shape(rows)),
             None => Ok(()),
         }
+    }
+
+    /// Check a packed variable-length batch: B = 1 and `cu_seqlens` ending at ΣT.
+    pub fn check_packed(&self, cu_seqlens: &CuSeqlens) -> Result<()> {
+        if self.shape.batch != 1 {
+            return Err(RetentionError::ShapeMismatch {
+                tensor: "q".into(),
+                expected: "packed [B=1, T=ΣT, H, K] with cu_seqlens".into(),
+                got: format!("B={}", self.shape.batch),
+            });
+        }
+        if cu_seqlens.as_slice().last() != Some(&self.shape.seq_len) {
+            return Err(RetentionError::InvalidCuSeqlens(format!(
+                "ends at {:?} but the packed batch has {} tokens",
+                cu_seqlens.as_slice().last(),
+                self.shape.seq_len
+            )));
+        }
+        Ok(())
     }
 
     /// q at row `b`, token `t`, head `h` (length K).

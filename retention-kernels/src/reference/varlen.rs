@@ -18,20 +18,7 @@ fn run_varlen(
 ) -> Result<(HostTensor<f64>, HostTensor<f64>)> {
     let p = Problem::new(q, k, v, params)?;
     let s = p.shape;
-    if s.batch != 1 {
-        return Err(RetentionError::ShapeMismatch {
-            tensor: "q".into(),
-            expected: "packed [B=1, T=ΣT, H, K] with cu_seqlens".into(),
-            got: format!("B={}", s.batch),
-        });
-    }
-    if cu_seqlens.as_slice().last() != Some(&s.seq_len) {
-        return Err(RetentionError::InvalidCuSeqlens(format!(
-            "ends at {:?} but the packed batch has {} tokens",
-            cu_seqlens.as_slice().last(),
-            s.seq_len
-        )));
-    }
+    p.check_packed(cu_seqlens)?;
     let n = cu_seqlens.num_seqs();
     p.check_state(h0, n)?;
     let mut o = HostTensor::zeros(s.vo_shape());
