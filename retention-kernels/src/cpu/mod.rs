@@ -1,1 +1,29 @@
 //! Fast CPU kernels (multi-threaded, vectorised), each checked against [`crate::reference`].
+//!
+//! Every op takes f32, f16 or bf16 inputs ([`CpuElement`]) and computes in f32: states and
+//! accumulators are f32, decays are `exp2(n · log2 γ)` in f32 from a log2 γ derived in f64,
+//! and outputs are narrowed once at the end. Work runs on the rayon pool across
+//! (row, head) pairs — and across sequence blocks when those are fewer than the threads; the
+//! chunk-level products go through the `gemm` crate, the rest through AVX2/FMA loops chosen
+//! at run time with a portable fallback. Validation matches the reference's, error for error.
+//!
+//! [`attention_decode`] is the softmax-attention KV-cache baseline decode is compared with.
+
+mod attention;
+mod chunk_kernel;
+mod chunkwise;
+mod decode;
+mod element;
+mod epilogue;
+mod matmul;
+mod parallel;
+mod shared_out;
+mod simd;
+mod validate;
+
+pub use attention::attention_decode;
+pub use chunkwise::{chunkwise, chunkwise_varlen};
+pub use decode::decode_step;
+pub use element::CpuElement;
+pub use epilogue::msr_epilogue;
+pub use parallel::parallel;

@@ -1,0 +1,213 @@
+//! The chunkwise recurrence of one head over one token range — the shared core of the
+//! chunkwise, varlen and parallel-prefix CPU forms. Per chunk of length L (DESIGN §1):
+//!
+//! O = s·((Q Kᵀ ⊙ D) V + (Q R) ⊙ ξ);  R ← γ^L R + Kᵀ (V ⊙ ζ).
+//!
+//! The four products run through [`matmul`]; the scale is folded into Q once, ξ into Q's rows
+//! and ζ into V's rows, so every product writes straight into its destination.
+
+use std::ops::Range;
+
+use super::element::CpuElement;
+use super::matmul::{View, matmul};
+use super::shared_out::SharedOut;
+use super::validate::decay_table;
+
+/// Borrowed token-major inputs q, k `[B, T, H, K]`, v `[B, T, H, V]` with their dimensions.
+pub(crate) struct Inputs<'a, T> {
+    pub q: &'a [T],
+    pub k: &'a [T],
+    pub v: &'a [T],
+    pub seq_len: usize,
+    pub heads: usize,
+    pub dk: usize,
+    pub dv: usize,
+    pub scale: f32,
+}
+
+impl<T: CpuElement> Inputs<'_, T> {
+    /// Index of token `t` of row `b`, head `h` in units of one head's row.
+    fn row(&self, b: usize, t: usize, h: usize) -> usize {
+        (b * self.seq_len + t) * self.heads + h
+    }
+
+    /// Widen q (times the scale), k and v of tokens `range` into row-major f32 tiles.
+    pub fn load(&self, b: usize, range: Range<usize>, h: usize, tiles: &mut Tiles) {
+        let (dk, dv) = (self.dk, self.dv);
+        for (j, t) in range.enumerate() {
+            let r = self.row(b, t, h);
+            let qj = &mut tiles.q[j * dk..(j + 1) * dk];
+            T::load_f32(&self.q[r * dk..(r + 1) * dk], qj);
+            for x in qj.iter_mut() {
+                *x *= self.scale;
+            }
+            T::load_f32(
+                &self.k[r * dk..(r + 1) * dk],
+                &mut tiles.k[j * dk..(j + 1) * dk],
+            );
+            T::load_f32(
+                &self.v[r * dv..(r + 1) * dv],
+                &mut tiles.v[j * dv..(j + 1) * dv],
+            );
+        }
+    }
+
+    /// Widen only k and v of tokens `range` (key blocks of the parallel form).
+    pub fn load_kv(&self, b: usize, range: Range<usize>, h: usize, tiles: &mut Tiles) {
+        let (dk, dv) = (self.dk, self.dv);
+        for (j, t) in range.enumerate() {
+            let r = self.row(b, t, h);
+            T::load_f32(
+                &self.k[r * dk..(r + 1) * dk],
+                &mut tiles.k[j * dk..(j + 1) * dk],
+            );
+            T::load_f32(
+                &self.v[r * dv..(r + 1) * dv],
+                &mut tiles.v[j * dv..(j + 1) * dv],
+            );
+        }
+    }
+
+    /// Narrow the f32 output rows of tokens `range` into `out` (`[B, T, H, V]`).
+    ///
+    /// # Safety
+    /// No other task may be writing rows (b, t, h) for t in `range` at the same time.
+    pub unsafe fn store(
+        &self,
+        b: usize,
+        range: Range<usize>,
+        h: usize,
+        o: &[f32],
+        out: &SharedOut<'_, T>,
+    ) {
+        let dv = self.dv;
+        for (j, t) in range.enumerate() {
+            // SAFETY: the caller owns rows (b, t, h) for t in `range` exclusively.
+            let dst = unsafe { out.rows(self.row(b, t, h) * dv, dv) };
+            T::store_f32(&o[j * dv..(j + 1) * dv], dst);
+        }
+    }
+}
+
+/// Per-task f32 working tiles for chunks of up to `c` tokens.
+pub(crate) struct Tiles {
+    pub q: Vec<f32>,   // (C, K)
+    pub k: Vec<f32>,   // (C, K)
+    pub v: Vec<f32>,   // (C, V)
+    pub a: Vec<f32>,   // (C, C)
+    pub o: Vec<f32>,   // (C, V)
+    pub pow: Vec<f32>, // (C + 1): γ^n
+}
+
+impl Tiles {
+    /// Tiles for chunks of up to `c` tokens with head dims `dk`, `dv`.
+    pub fn new(c: usize, dk: usize, dv: usize) -> Self {
+        Self {
+            q: vec![0.0; c * dk],
+            k: vec![0.0; c * dk],
+            v: vec![0.0; c * dv],
+            a: vec![0.0; c * c],
+            o: vec![0.0; c * dv],
+            pow: Vec::with_capacity(c + 1),
+        }
+    }
+}
+
+/// What to do with the outputs of a range.
+pub(crate) enum Emit<'o, 'a, T> {
+    /// Write o rows into the shared output.
+    Outputs(&'o SharedOut<'a, T>),
+    /// Only advance the state (the first pass of the sequence-parallel split).
+    StateOnly,
+}
+
+/// Run chunks of `c` tokens of head `h` over tokens `range` of row `b`, carrying `state`
+/// (R, K×V row-major f32) in place. `state_is_zero` lets the first chunk skip Q·R.
+///
+/// # Safety
+/// With [`Emit::Outputs`], no other task may write rows (b, t, h), t ∈ `range`, concurrently.
+pub(crate) unsafe fn chunkwise_head<T: CpuElement>(
+    x: &Inputs<'_, T>,
+    b: usize,
+    range: Range<usize>,
+    h: usize,
+    c: usize,
+    log2g: f32,
+    state: &mut [f32],
+    mut state_is_zero: bool,
+    emit: &Emit<'_, '_, T>,
+    tiles: &mut Tiles,
+) {
+    let (dk, dv) = (x.dk, x.dv);
+    decay_table(log2g, c, &mut tiles.pow);
+    let mut start = range.start;
+    while start < range.end {
+        let len = c.min(range.end - start);
+        let chunk = start..start + len;
+        x.load(b, chunk.clone(), h, tiles);
+        let Tiles { q, k, v, a, o, pow } = tiles;
+        if let Emit::Outputs(out) = emit {
+            // A = Q Kᵀ ⊙ D  (L, L)
+            matmul(
+                len,
+                len,
+                dk,
+                a,
+                len,
+                None,
+                View::rows(q, dk),
+                View::transposed(k, dk),
+            );
+            for (j, arow) in a.chunks_exact_mut(len).take(len).enumerate() {
+                for (i, aji) in arow.iter_mut().enumerate() {
+                    *aji = if i <= j { *aji * pow[j - i] } else { 0.0 };
+                }
+            }
+            // O = A V  (L, V)
+            matmul(
+                len,
+                dv,
+                len,
+                o,
+                dv,
+                None,
+                View::rows(a, len),
+                View::rows(v, dv),
+            );
+            if !state_is_zero {
+                // O += (diag(ξ) Q) R, ξ_j = γ^(j+1).
+                for (j, qrow) in q.chunks_exact_mut(dk).take(len).enumerate() {
+                    super::simd::scale(qrow, pow[j + 1]);
+                }
+                matmul(
+                    len,
+                    dv,
+                    dk,
+                    o,
+                    dv,
+                    Some(1.0),
+                    View::rows(q, dk),
+                    View::rows(state, dv),
+                );
+            }
+            // SAFETY: forwarded from this function's contract.
+            unsafe { x.store(b, chunk, h, o, out) };
+        }
+        // R ← γ^L R + Kᵀ (diag(ζ) V), ζ_j = γ^(L−1−j).
+        for (j, vrow) in v.chunks_exact_mut(dv).take(len).enumerate() {
+            super::simd::scale(vrow, pow[len - 1 - j]);
+        }
+        matmul(
+            dk,
+            dv,
+            len,
+            state,
+            dv,
+            Some(pow[len]),
+            View::transposed(k, dk),
+            View::rows(v, dv),
+        );
+        state_is_zero = false;
+        start += len;
+    }
+}

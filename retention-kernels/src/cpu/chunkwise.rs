@@ -1,0 +1,264 @@
+//! Chunkwise forward (H0 → outputs and H_T), dense `[B, T, H, ·]` and packed varlen.
+//!
+//! Work is split across threads by (row, head). When there are fewer (row, head) pairs than
+//! threads, each sequence is also cut into segments (whole chunks) that run in parallel:
+//! pass 1 computes every segment's own state contribution from zero, a short serial scan
+//! turns those into each segment's incoming state, pass 2 computes the outputs.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+use retention_core::{CuSeqlens, HostTensor, Result, RetentionError};
+
+use super::chunk_kernel::{Emit, Inputs, Tiles, chunkwise_head};
+use super::element::CpuElement;
+use super::shared_out::SharedOut;
+use super::validate::{check_qkv, check_state};
+use crate::reference::RetentionParams;
+
+/// One (row, head) sequence with its state.
+struct Job<'s> {
+    b: usize,
+    range: Range<usize>,
+    h: usize,
+    state: &'s mut [f32],
+}
+
+/// Run every job: outputs into `out`, final states in place.
+fn run_jobs<T: CpuElement>(
+    x: &Inputs<'_, T>,
+    jobs: Vec<Job<'_>>,
+    c: usize,
+    log2g: &[f32],
+    zero_init: bool,
+    out: &SharedOut<'_, T>,
+) {
+    let (dk, dv) = (x.dk, x.dv);
+    let threads = rayon::current_num_threads();
+    let longest = jobs.iter().map(|j| j.range.len()).max().unwrap_or(0);
+    let c = c.min(longest).max(1);
+    if jobs.len() >= threads || longest < 4 * c {
+        jobs.into_par_iter().for_each_init(
+            || Tiles::new(c, dk, dv),
+            |tiles, job| {
+                // SAFETY: each job is a distinct (row, head) or a distinct token range, so the
+                // output rows it writes are its own.
+                unsafe {
+                    chunkwise_head(
+                        x,
+                        job.b,
+                        job.range,
+                        job.h,
+                        c,
+                        log2g[job.h],
+                        job.state,
+                        zero_init,
+                        &Emit::Outputs(out),
+                        tiles,
+                    );
+                }
+            },
+        );
+        return;
+    }
+    let parts = (2 * threads).div_ceil(jobs.len());
+    for mut job in jobs {
+        run_segmented(x, &mut job, c, parts, log2g, zero_init, out);
+    }
+}
+
+/// One long sequence cut into up to `parts` segments of whole chunks (see the module docs).
+fn run_segmented<T: CpuElement>(
+    x: &Inputs<'_, T>,
+    job: &mut Job<'_>,
+    c: usize,
+    parts: usize,
+    log2g: &[f32],
+    zero_init: bool,
+    out: &SharedOut<'_, T>,
+) {
+    let (dk, dv) = (x.dk, x.dv);
+    let n = job.range.len();
+    let seg = n.div_ceil(parts).div_ceil(c) * c;
+    let segments: Vec<Range<usize>> = (0..n.div_ceil(seg))
+        .map(|s| job.range.start + s * seg..job.range.start + ((s + 1) * seg).min(n))
+        .collect();
+    let lg = log2g[job.h];
+    // Pass 1: each segment's own contribution, from a zero state (the last one is not needed).
+    let mut own: Vec<Vec<f32>> = vec![vec![0.0; dk * dv]; segments.len() - 1];
+    own.par_iter_mut().zip(&segments).for_each_init(
+        || Tiles::new(c, dk, dv),
+        |tiles, (state, range)| {
+            // SAFETY: StateOnly writes no output.
+            unsafe {
+                chunkwise_head(
+                    x,
+                    job.b,
+                    range.clone(),
+                    job.h,
+                    c,
+                    lg,
+                    state,
+                    true,
+                    &Emit::StateOnly,
+                    tiles,
+                );
+            }
+        },
+    );
+    // Scan: incoming state of segment s+1 = γ^len(s) · incoming(s) + own(s).
+    let mut incoming: Vec<Vec<f32>> = Vec::with_capacity(segments.len());
+    incoming.push(job.state.to_vec());
+    for (s, contrib) in own.iter().enumerate() {
+        let g = (segments[s].len() as f32 * lg).exp2();
+        let next: Vec<f32> = incoming[s]
+            .iter()
+            .zip(contrib)
+            .map(|(r, d)| g * r + d)
+            .collect();
+        incoming.push(next);
+    }
+    // Pass 2: outputs of every segment from its incoming state; the last one ends at H_T.
+    incoming
+        .par_iter_mut()
+        .zip(&segments)
+        .enumerate()
+        .for_each_init(
+            || Tiles::new(c, dk, dv),
+            |tiles, (s, (state, range))| {
+                // SAFETY: segments are disjoint token ranges of one (row, head).
+                unsafe {
+                    chunkwise_head(
+                        x,
+                        job.b,
+                        range.clone(),
+                        job.h,
+                        c,
+                        lg,
+                        state,
+                        s == 0 && zero_init,
+                        &Emit::Outputs(out),
+                        tiles,
+                    );
+                }
+            },
+        );
+    job.state.copy_from_slice(&incoming[segments.len() - 1]);
+}
+
+/// Chunkwise retention with chunk size `chunk` (any C ≥ 1; C need not divide T; C > T is one
+/// partial chunk). `h0` is `[B, H, K, V]` f32. Returns (o `[B, T, H, V]` in the input dtype,
+/// H_T `[B, H, K, V]` f32).
+///
+/// # Errors
+/// As [`crate::reference::chunkwise`]: zero chunk, shape mismatches, gammas, scale.
+pub fn chunkwise<T: CpuElement>(
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    v: &HostTensor<T>,
+    params: &RetentionParams,
+    chunk: usize,
+    h0: Option<&HostTensor<f32>>,
+) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+    if chunk == 0 {
+        return Err(RetentionError::ZeroChunk);
+    }
+    let dims = check_qkv(q, k, v, params)?;
+    let s = dims.shape;
+    check_state(h0, &s, s.batch)?;
+    let mut ht = h0
+        .cloned()
+        .unwrap_or_else(|| HostTensor::zeros(s.state_shape(s.batch)));
+    let mut o = HostTensor::<T>::zeros(s.vo_shape());
+    let x = Inputs {
+        q: q.data(),
+        k: k.data(),
+        v: v.data(),
+        seq_len: s.seq_len,
+        heads: s.heads,
+        dk: s.dk,
+        dv: s.dv,
+        scale: dims.scale,
+    };
+    let jobs = ht
+        .data_mut()
+        .chunks_exact_mut(s.state_len())
+        .enumerate()
+        .map(|(i, state)| Job {
+            b: i / s.heads,
+            range: 0..s.seq_len,
+            h: i % s.heads,
+            state,
+        })
+        .collect();
+    let out = SharedOut::new(o.data_mut());
+    run_jobs(&x, jobs, chunk, &dims.log2g, h0.is_none(), &out);
+    Ok((o, ht))
+}
+
+/// Chunkwise retention over a packed variable-length batch: q, k `[1, ΣT, H, K]`, v
+/// `[1, ΣT, H, V]`, one sequence per `cu_seqlens` range; chunks restart at every sequence
+/// boundary. `h0` is `[N, H, K, V]`. Returns (o, H_T `[N, H, K, V]`).
+///
+/// # Errors
+/// As [`crate::reference::chunkwise_varlen`]: B ≠ 1, `cu_seqlens` not ending at ΣT, zero
+/// chunk, shape mismatches, gammas, scale.
+pub fn chunkwise_varlen<T: CpuElement>(
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    v: &HostTensor<T>,
+    cu_seqlens: &CuSeqlens,
+    params: &RetentionParams,
+    chunk: usize,
+    h0: Option<&HostTensor<f32>>,
+) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+    if chunk == 0 {
+        return Err(RetentionError::ZeroChunk);
+    }
+    let dims = check_qkv(q, k, v, params)?;
+    let s = dims.shape;
+    if s.batch != 1 {
+        return Err(RetentionError::ShapeMismatch {
+            tensor: "q".into(),
+            expected: "packed [B=1, T=ΣT, H, K] with cu_seqlens".into(),
+            got: format!("B={}", s.batch),
+        });
+    }
+    if cu_seqlens.as_slice().last() != Some(&s.seq_len) {
+        return Err(RetentionError::InvalidCuSeqlens(format!(
+            "ends at {:?} but the packed batch has {} tokens",
+            cu_seqlens.as_slice().last(),
+            s.seq_len
+        )));
+    }
+    let n = cu_seqlens.num_seqs();
+    check_state(h0, &s, n)?;
+    let mut ht = h0
+        .cloned()
+        .unwrap_or_else(|| HostTensor::zeros(s.state_shape(n)));
+    let mut o = HostTensor::<T>::zeros(s.vo_shape());
+    let x = Inputs {
+        q: q.data(),
+        k: k.data(),
+        v: v.data(),
+        seq_len: s.seq_len,
+        heads: s.heads,
+        dk: s.dk,
+        dv: s.dv,
+        scale: dims.scale,
+    };
+    let jobs = ht
+        .data_mut()
+        .chunks_exact_mut(s.state_len())
+        .enumerate()
+        .map(|(i, state)| Job {
+            b: 0,
+            range: cu_seqlens.range(i / s.heads),
+            h: i % s.heads,
+            state,
+        })
+        .collect();
+    let out = SharedOut::new(o.data_mut());
+    run_jobs(&x, jobs, chunk, &dims.log2g, h0.is_none(), &out);
+    Ok((o, ht))
+}

@@ -1,0 +1,121 @@
+//! The batched decode step with slot-indexed f32 state (continuous batching).
+
+use rayon::prelude::*;
+use retention_core::{HostTensor, Result, RetentionError};
+
+use super::element::CpuElement;
+use super::simd::decode_update;
+use super::validate::check_qkv_shapes;
+use crate::reference::RetentionParams;
+
+/// View a rank-3 decode input `[N, H, D]` as the rank-4 `[N, 1, H, D]` the checks expect.
+fn as_sequence<T: CpuElement>(t: &HostTensor<T>) -> Result<[usize; 4]> {
+    let sh = t.shape();
+    if sh.len() != 3 {
+        return Err(RetentionError::ShapeMismatch {
+            tensor: "decode input".into(),
+            expected: "rank 3 [N, H, K|V]".into(),
+            got: format!("rank {} {sh:?}", sh.len()),
+        });
+    }
+    Ok([sh[0], 1, sh[1], sh[2]])
+}
+
+/// Check `slots` against the pool capacity: in range and never twice in one step.
+fn check_slots(slots: &[usize], capacity: usize) -> Result<()> {
+    let mut seen = vec![false; capacity];
+    for &slot in slots {
+        if slot >= capacity {
+            return Err(RetentionError::Slot(format!(
+                "slot {slot} outside a pool of {capacity}"
+            )));
+        }
+        if std::mem::replace(&mut seen[slot], true) {
+            return Err(RetentionError::Slot(format!(
+                "slot {slot} appears twice in one step"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One batched decode step: row n of q, k `[N, H, K]` and v `[N, H, V]` advances the f32
+/// state `pool[slots[n]]` of a `[S, H, K, V]` pool in place (S ← γS + kᵀv) and yields
+/// o_n = s · q_n S. Returns o `[N, H, V]` in the input dtype.
+///
+/// Each (row, head) reads and writes its K×V state exactly once (one fused pass); rows and
+/// heads run in parallel.
+///
+/// # Errors
+/// Shape mismatches; a slot outside the pool or repeated in one step; gammas not matching H;
+/// a non-finite scale — exactly as [`crate::reference::decode_step`].
+pub fn decode_step<T: CpuElement>(
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    v: &HostTensor<T>,
+    pool: &mut HostTensor<f32>,
+    slots: &[usize],
+    params: &RetentionParams,
+) -> Result<HostTensor<T>> {
+    let (qs, ks, vs) = (as_sequence(q)?, as_sequence(k)?, as_sequence(v)?);
+    let dims = check_qkv_shapes(&qs, &ks, &vs, params)?;
+    let s = dims.shape;
+    if slots.len() != s.batch {
+        return Err(RetentionError::ShapeMismatch {
+            tensor: "slots".into(),
+            expected: format!("[N={}]", s.batch),
+            got: format!("[N={}]", slots.len()),
+        });
+    }
+    let capacity = pool.shape().first().copied().unwrap_or(0);
+    pool.expect_shape(
+        "state pool",
+        &["S", "H", "K", "V"],
+        &s.state_shape(capacity),
+    )?;
+    check_slots(slots, capacity)?;
+
+    let (heads, dk, dv) = (s.heads, s.dk, s.dv);
+    let state_len = dk * dv;
+    // Hand each (row, head) its own state: slots are distinct, so the slabs are disjoint.
+    let mut by_slot: Vec<Option<&mut [f32]>> = pool
+        .data_mut()
+        .chunks_exact_mut(heads * state_len)
+        .map(Some)
+        .collect();
+    let mut work: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(s.batch * heads);
+    for (n, &slot) in slots.iter().enumerate() {
+        let slab = by_slot[slot].take().expect("slots checked distinct");
+        for (h, state) in slab.chunks_exact_mut(state_len).enumerate() {
+            work.push((n, h, state));
+        }
+    }
+    let gammas: Vec<f32> = dims.log2g.iter().map(|l| l.exp2()).collect();
+    let mut o = HostTensor::<T>::zeros(vec![s.batch, heads, dv]);
+    let (qd, kd, vd) = (q.data(), k.data(), v.data());
+    work.into_par_iter()
+        .zip(o.data_mut().par_chunks_exact_mut(dv))
+        .for_each_init(
+            || {
+                (
+                    vec![0.0f32; dk],
+                    vec![0.0f32; dk],
+                    vec![0.0f32; dv],
+                    vec![0.0f32; dv],
+                )
+            },
+            |(qf, kf, vf, of), ((n, h, state), out)| {
+                let row = n * heads + h;
+                T::load_f32(&qd[row * dk..(row + 1) * dk], qf);
+                T::load_f32(&kd[row * dk..(row + 1) * dk], kf);
+                T::load_f32(&vd[row * dv..(row + 1) * dv], vf);
+                // The scale goes on q, once.
+                for x in qf.iter_mut() {
+                    *x *= dims.scale;
+                }
+                decode_update(state, qf, kf, vf, gammas[h], of);
+                T::store_f32(of, out);
+            },
+        );
+    Ok(o)
+}
