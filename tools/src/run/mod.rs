@@ -1,0 +1,162 @@
+//! `retention run`: compute retention for tensors in a safetensors file, or `--demo`.
+//!
+//! Until the runtime exists, `--device cpu` computes through the f64 reference (exact) and
+//! rounds o once to the input dtype; the final state is written as f32.
+
+mod demo;
+mod forms;
+mod gammas_arg;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use retention_core::{Dtype, validate_scale};
+use retention_kernels::reference::RetentionParams;
+use safetensors::Dtype as StDtype;
+
+use crate::error::CliError;
+use crate::exact_round::encode;
+use crate::input_file;
+use crate::output_file::{self, OutputTensor};
+use forms::{Form, compute};
+use gammas_arg::GammasArg;
+
+/// Where the computation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// The host CPU (today: the exact f64 reference).
+    Cpu,
+    /// The PTX emulator (not in this build yet).
+    Emulated,
+    /// An NVIDIA GPU through CUDA (not in this build yet).
+    Cuda,
+}
+
+/// Flags of `retention run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// safetensors file with q, k [B,T,H,K] and v [B,T,H,V] (f32, f16 or bf16, one dtype),
+    /// optionally h0 [B,H,K,V] f32 and cu_seqlens [N+1] i64/i32 (then B = 1, h0 [N,H,K,V]).
+    #[arg(long, value_name = "FILE", required_unless_present = "demo")]
+    pub input: Option<PathBuf>,
+    /// Where to write o (input dtype) and, except for parallel, ht (f32).
+    #[arg(long, value_name = "FILE", required_unless_present = "demo")]
+    pub output: Option<PathBuf>,
+    /// Which form computes the result.
+    #[arg(long, value_enum, required_unless_present = "demo")]
+    pub form: Option<Form>,
+    /// Chunk size of the chunkwise form (any N ≥ 1; need not divide T).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub chunk: usize,
+    /// Per-head decays: `retnet` (γ_h = 1 − 2^(−5−h)) or a list `g1,g2,…` with one γ per head.
+    #[arg(long, value_name = "retnet|g1,g2,…", default_value = "retnet")]
+    pub gammas: String,
+    /// Global index of the first head, for a shard of a tensor-parallel model (retnet only).
+    #[arg(long, value_name = "N")]
+    pub head_offset: Option<usize>,
+    /// Scale applied to q (default K^(-1/2)).
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub scale: Option<f64>,
+    /// Device to compute on.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Generate a random problem, run every form and print how far they are apart.
+    #[arg(long, conflicts_with_all = ["input", "output", "form", "chunk", "gammas", "head_offset", "scale"])]
+    pub demo: bool,
+    /// Seed of the demo's random problem.
+    #[arg(long, value_name = "S", requires = "demo", default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Run the subcommand.
+///
+/// # Errors
+/// Any [`CliError`]; nothing is written unless everything succeeded.
+pub fn execute(args: &RunArgs) -> Result<(), CliError> {
+    match args.device {
+        Device::Cpu => {}
+        Device::Emulated => return Err(CliError::DeviceUnavailable("emulated")),
+        Device::Cuda => return Err(CliError::DeviceUnavailable("cuda")),
+    }
+    if args.demo {
+        return demo::run(args.seed);
+    }
+    let (Some(input), Some(output), Some(form)) = (&args.input, &args.output, args.form) else {
+        return Err(CliError::BadFlag(
+            "--input, --output and --form are required without --demo".into(),
+        ));
+    };
+    // Flags first: a typo should not cost reading a large file.
+    let gammas_arg = GammasArg::parse(&args.gammas, args.head_offset)?;
+    let bytes = std::fs::read(input).map_err(|e| CliError::ReadInput {
+        path: input.clone(),
+        reason: e.to_string(),
+    })?;
+    let inputs = input_file::load(&bytes, input)?;
+    drop(bytes);
+    let shape = inputs.shape();
+    let gammas = gammas_arg.resolve(shape.heads)?;
+    let scale = validate_scale(args.scale, shape.dk)?;
+    let params = RetentionParams::new(gammas, Some(scale));
+    let result = compute(form, args.chunk, &inputs, &params)?;
+
+    let mut tensors = vec![OutputTensor {
+        name: "o",
+        dtype: safetensors_dtype(inputs.dtype),
+        shape: result.o.shape().to_vec(),
+        bytes: encode(inputs.dtype, result.o.data()),
+    }];
+    if let Some(ht) = &result.ht {
+        tensors.push(OutputTensor {
+            name: "ht",
+            dtype: StDtype::F32,
+            shape: ht.shape().to_vec(),
+            bytes: encode(Dtype::F32, ht.data()),
+        });
+    }
+    let metadata = provenance(args, form, &params, scale, input);
+    output_file::write(output, &tensors, metadata)
+}
+
+fn safetensors_dtype(dtype: Dtype) -> StDtype {
+    match dtype {
+        Dtype::F32 => StDtype::F32,
+        Dtype::F16 => StDtype::F16,
+        Dtype::Bf16 => StDtype::BF16,
+    }
+}
+
+/// How the output was made, stored in the file's `__metadata__` so a result explains itself.
+fn provenance(
+    args: &RunArgs,
+    form: Form,
+    params: &RetentionParams,
+    scale: f64,
+    input: &Path,
+) -> HashMap<String, String> {
+    let gammas: Vec<String> = params
+        .gammas
+        .as_slice()
+        .iter()
+        .map(f64::to_string)
+        .collect();
+    let mut m = HashMap::from([
+        (
+            "tool".to_string(),
+            format!("retention {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("form".to_string(), form.name().to_string()),
+        (
+            "device".to_string(),
+            "cpu (f64 reference, rounded once)".to_string(),
+        ),
+        ("gammas".to_string(), gammas.join(",")),
+        ("scale".to_string(), scale.to_string()),
+        ("input".to_string(), input.display().to_string()),
+    ]);
+    if form == Form::Chunkwise {
+        m.insert("chunk".to_string(), args.chunk.to_string());
+    }
+    m
+}
