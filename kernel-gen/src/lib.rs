@@ -7,3 +7,61 @@
 //! `KernelSpec` into PTX text and nothing more.
 
 pub use ptx_emu as emu;
+
+mod arch;
+pub mod catalog;
+pub mod dsl;
+mod error;
+pub mod kernels;
+pub mod manifest;
+pub mod ptxas;
+pub mod spec;
+
+pub use arch::Arch;
+pub use error::GenError;
+pub use spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
+
+use serde::{Deserialize, Serialize};
+
+/// How to launch a kernel: CUDA grid and block dimensions and dynamic shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchGeometry {
+    /// CTAs along x, y, z.
+    pub grid: [u32; 3],
+    /// Threads per CTA along x, y, z.
+    pub block: [u32; 3],
+    /// Bytes of dynamic shared memory (static shared memory is declared in the PTX).
+    pub dynamic_smem_bytes: u32,
+}
+
+/// The PTX module (text) for `spec`, validated first.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] when no generator serves the spec.
+pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
+    let kernel = match spec.op {
+        KernelOp::Decode => kernels::decode::generate(spec)?,
+    };
+    Ok(kernel.to_ptx())
+}
+
+/// The launch of `spec` for `rows` batch rows and `heads` heads.
+///
+/// # Errors
+/// [`GenError::Launch`] when the sizes do not fit the spec; spec errors as [`emit_ptx`].
+pub fn launch_geometry(
+    spec: &KernelSpec,
+    rows: u32,
+    heads: u32,
+) -> Result<LaunchGeometry, GenError> {
+    match spec.op {
+        KernelOp::Decode => kernels::decode::launch_geometry(spec, rows, heads),
+    }
+}
+
+/// Parameter names of `spec`'s entry, in launch order.
+pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
+    match spec.op {
+        KernelOp::Decode => kernels::decode::param_names(spec),
+    }
+}

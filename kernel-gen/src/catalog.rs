@@ -1,0 +1,34 @@
+//! The default catalog: every spec that ships precompiled.
+
+use retention_core::Dtype;
+
+use crate::Arch;
+use crate::spec::{GammaSet, KernelSpec};
+
+/// The gamma sets of the default catalog: the paper's head counts (8, 10, 16), 32 for the
+/// slowest heads, and runtime γ for everything else.
+pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
+    GammaSet::Retnet { heads: 8 },
+    GammaSet::Retnet { heads: 10 },
+    GammaSet::Retnet { heads: 16 },
+    GammaSet::Retnet { heads: 32 },
+    GammaSet::Runtime,
+];
+
+/// Decode kernels for K ∈ {64, 128, 256}, V ∈ {K, 2K}, every dtype, every default gamma set,
+/// sm_80 and sm_90, in a fixed order.
+pub fn default_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for k in [64, 128, 256] {
+            for v in [k, 2 * k] {
+                for dtype in Dtype::ALL {
+                    for gammas in DEFAULT_GAMMA_SETS {
+                        specs.push(KernelSpec::decode(k, v, gammas, dtype, arch));
+                    }
+                }
+            }
+        }
+    }
+    specs
+}

@@ -1,0 +1,68 @@
+//! The generator's own error type: a spec no generator serves, a DSL misuse, or a tool failure.
+
+use retention_core::RetentionError;
+use thiserror::Error;
+
+/// Everything that can stop a kernel from being generated or checked.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GenError {
+    /// The spec asks for something no generator serves (e.g. head dim K = 96).
+    #[error("unsupported {what}: {value} ({reason})")]
+    UnsupportedSpec {
+        /// The field or feature (e.g. `head dim K`).
+        what: &'static str,
+        /// The requested value.
+        value: String,
+        /// Which values are supported.
+        reason: String,
+    },
+    /// An instruction family the DSL has reserved but does not emit yet (tensor-core ops).
+    #[error("unsupported instruction {op}: {reason}")]
+    UnsupportedOp {
+        /// The PTX instruction family (e.g. `mma.sync.m16n8k16`).
+        op: &'static str,
+        /// Why it is not available.
+        reason: &'static str,
+    },
+    /// A DSL call whose operands do not type-check (a generator bug, caught before emission).
+    #[error("kernel `{kernel}`: {message}")]
+    Dsl {
+        /// The kernel being built.
+        kernel: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A launch that the kernel cannot serve (e.g. heads not matching a named gamma set).
+    #[error("invalid launch: {0}")]
+    Launch(String),
+    /// `ptxas` failed to run or rejected the PTX.
+    #[error("ptxas: {0}")]
+    Ptxas(String),
+    /// A file could not be written or read.
+    #[error("io: {0}")]
+    Io(String),
+}
+
+impl From<GenError> for RetentionError {
+    fn from(e: GenError) -> Self {
+        match e {
+            GenError::UnsupportedSpec {
+                what,
+                value,
+                reason,
+            } => RetentionError::Unsupported {
+                what: what.to_string(),
+                value,
+                reason,
+            },
+            GenError::UnsupportedOp { op, reason } => RetentionError::Unsupported {
+                what: "instruction".into(),
+                value: op.into(),
+                reason: reason.into(),
+            },
+            GenError::Io(m) => RetentionError::Io(m),
+            other => RetentionError::KernelLoad(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The batched, slot-indexed recurrent decode step (DESIGN §1, recurrent form, one token):
+//!
+//! ```text
+//! for every row n and head h, with S = state[slots[n], h]      (K×V, f32, in place)
+//!     S ← γ_h·S + k[n,h]ᵀ v[n,h]
+//!     o[n,h] = s · q[n,h] · S                                    (with the NEW state)
+//! ```
+//!
+//! Kernel parameters, in launch order (pointers are `.u64` device addresses):
+//!
+//! | # | name           | type   | meaning                                          |
+//! |---|----------------|--------|--------------------------------------------------|
+//! | 0 | `p_q`          | `.u64` | q `[N,H,K]` in the spec's dtype                  |
+//! | 1 | `p_k`          | `.u64` | k `[N,H,K]` in dtype                             |
+//! | 2 | `p_v`          | `.u64` | v `[N,H,V]` in dtype                             |
+//! | 3 | `p_state`      | `.u64` | state pool `[slots,H,K,V]` f32, updated in place |
+//! | 4 | `p_slots`      | `.u64` | slot of each row, u32 `[N]`                      |
+//! | 5 | `p_o`          | `.u64` | o `[N,H,V]` in dtype (written)                   |
+//! | 6 | `p_n`          | `.u32` | N, rows in the batch                             |
+//! | 7 | `p_scale`      | `.f32` | s, applied to q exactly once                     |
+//! | 8 | `p_heads`      | `.u32` | H — runtime-γ variant only                       |
+//! | 9 | `p_log2_gamma` | `.u64` | log2 γ_h, f32 `[H]` — runtime-γ variant only     |
+//!
+//! The caller guarantees every slot index is inside the pool and that no two rows share a
+//! slot (both would race on one state); the runtime's `StatePool` checks this.
+//!
+//! Mapping ([`launch_geometry`]): one CTA per (row n, head h) — grid `(N, H, 1)`, block
+//! `(threads, 1, 1)`, no dynamic shared memory. Thread t owns the four state columns
+//! `4c..4c+4` (c = t mod V/4) of rows `r, r+R, r+2R, …` (r = t div V/4, R = 4·threads/V), so
+//! a warp touches consecutive 16-byte pieces of a row: every state element is read once and
+//! written once with coalesced `v4.f32` accesses. q·s and k are staged in shared memory as f32;
+//! the R partial outputs per column are summed through shared memory at the end.
+//!
+//! The decay is 2^(log2 γ_h) computed by [`decay::emit_exp2`] (accurate near γ = 1): for a
+//! named gamma set log2 γ_h is an f32 immediate chosen per head, for runtime γ it is loaded,
+//! so both variants compute the same decay from the same log2 γ.
+
+use retention_core::Dtype;
+
+use super::decay;
+use crate::dsl::{
+    Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, SharedRef, Space, Sreg, Ty,
+};
+use crate::spec::{GammaSet, KernelOp, KernelSpec};
+use crate::{GenError, LaunchGeometry};
+
+const SUPPORTED_K: [u32; 3] = [64, 128, 256];
+const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
+
+fn unsupported(
+    what: &'static str,
+    value: impl std::fmt::Display,
+    reason: impl Into<String>,
+) -> GenError {
+    GenError::UnsupportedSpec {
+        what,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Check that this generator serves `spec`.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] for an unsupported K, V, chunk, gamma set or tile.
+pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
+    if spec.op != KernelOp::Decode {
+        return Err(unsupported(
+            "op",
+            spec.op.name(),
+            "the decode generator emits decode only",
+        ));
+    }
+    if !SUPPORTED_K.contains(&spec.k) {
+        return Err(unsupported(
+            "head dim K",
+            spec.k,
+            "decode serves K in {64, 128, 256}",
+        ));
+    }
+    if !SUPPORTED_V.contains(&spec.v) {
+        return Err(unsupported(
+            "head dim V",
+            spec.v,
+            "decode serves V in {64, 128, 256, 512}",
+        ));
+    }
+    if let Some(c) = spec.chunk {
+        return Err(unsupported("chunk", c, "decode takes no chunk (None)"));
+    }
+    if let GammaSet::Retnet { heads } = spec.gammas
+        && !(1..=48).contains(&heads)
+    {
+        return Err(unsupported(
+            "gamma set",
+            spec.gammas.name(),
+            "retnet(H) needs 1 <= H <= 48",
+        ));
+    }
+    let t = spec.tile;
+    if !t.threads.is_power_of_two() || !(64..=1024).contains(&t.threads) || t.threads * 4 < spec.v {
+        return Err(unsupported(
+            "tile threads",
+            t.threads,
+            "a power of two in 64..=1024 with 4·threads >= V",
+        ));
+    }
+    let row_groups = t.threads * 4 / spec.v;
+    if !matches!(t.rows_per_step, 1 | 2 | 4 | 8)
+        || !spec.k.is_multiple_of(row_groups * t.rows_per_step)
+    {
+        return Err(unsupported(
+            "tile rows_per_step",
+            t.rows_per_step,
+            format!("one of 1, 2, 4, 8 dividing K / {row_groups} row groups"),
+        ));
+    }
+    Ok(())
+}
+
+/// The launch of a decode kernel for `rows` rows and `heads` heads.
+///
+/// # Errors
+/// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
+/// or heads exceeds the grid's y limit (65535); spec errors as [`validate`].
+pub fn launch_geometry(
+    spec: &KernelSpec,
+    rows: u32,
+    heads: u32,
+) -> Result<LaunchGeometry, GenError> {
+    validate(spec)?;
+    if rows == 0 || heads == 0 {
+        return Err(GenError::Launch(format!(
+            "rows {rows} and heads {heads} must be at least 1"
+        )));
+    }
+    if let GammaSet::Retnet { heads: fixed } = spec.gammas
+        && fixed != heads
+    {
+        return Err(GenError::Launch(format!(
+            "{} serves exactly {fixed} heads, got {heads}",
+            spec.gammas.name()
+        )));
+    }
+    if heads > 65535 || rows > i32::MAX as u32 {
+        return Err(GenError::Launch(format!(
+            "grid ({rows}, {heads}) exceeds the CUDA grid limits"
+        )));
+    }
+    Ok(LaunchGeometry {
+        grid: [rows, heads, 1],
+        block: [spec.tile.threads, 1, 1],
+        dynamic_smem_bytes: 0,
+    })
+}
+
+/// Parameter names in launch order (see the module table).
+pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
+    let mut names = vec![
+        "p_q", "p_k", "p_v", "p_state", "p_slots", "p_o", "p_n", "p_scale",
+    ];
+    if spec.gammas == GammaSet::Runtime {
+        names.extend(["p_heads", "p_log2_gamma"]);
+    }
+    names
+}
+
+/// Load one element of `dtype` at `addr` and widen it to f32.
+fn load_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Reg {
+    match dtype {
+        Dtype::F32 => kb.ld(Space::Global, Ty::F32, addr),
+        Dtype::F16 => {
+            let h = kb.ld(Space::Global, Ty::F16, addr);
+            kb.cvt(Ty::F32, h, None)
+        }
+        Dtype::Bf16 => {
+            let h = kb.ld(Space::Global, Ty::Bf16, addr);
+            kb.cvt(Ty::F32, h, None)
+        }
+    }
+}
+
+/// Load four consecutive elements of `dtype` in one access and widen them to f32.
+fn load4_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Vec<Reg> {
+    match dtype {
+        Dtype::F32 => kb.ld_vec(Space::Global, Ty::F32, 4, addr),
+        Dtype::F16 | Dtype::Bf16 => {
+            let ty = if dtype == Dtype::F16 {
+                Ty::F16
+            } else {
+                Ty::Bf16
+            };
+            let halves = kb.ld_vec(Space::Global, ty, 4, addr);
+            halves
+                .into_iter()
+                .map(|h| kb.cvt(Ty::F32, h, None))
+                .collect()
+        }
+    }
+}
+
+/// Round an f32 to `dtype` and store it at `addr`.
+fn store_from_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address, x: Reg) {
+    match dtype {
+        Dtype::F32 => kb.st(Space::Global, addr, x),
+        Dtype::F16 => {
+            let h = kb.cvt(Ty::F16, x, Some(Rounding::Rn));
+            kb.st(Space::Global, addr, h);
+        }
+        Dtype::Bf16 => {
+            let h = kb.cvt(Ty::Bf16, x, Some(Rounding::Rn));
+            kb.st(Space::Global, addr, h);
+        }
+    }
+}
+
+/// `base + index·elem_bytes` as a global address register.
+fn element_ptr(kb: &mut KernelBuilder, base: Reg, index: Reg, elem_bytes: u32) -> Reg {
+    let offset = kb.mul_wide(index, elem_bytes);
+    kb.add(base, offset)
+}
+
+/// log2 γ_h: the named set's immediate for head `h`, chosen by a `selp` chain.
+fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: Reg) -> Reg {
+    let mut g = kb.mov(Ty::F32, log2_gammas[0]);
+    for (i, &l) in log2_gammas.iter().enumerate().skip(1) {
+        let is_head = kb.setp(Cmp::Eq, h, i as u32);
+        g = kb.selp(l, g, is_head);
+    }
+    g
+}
+
+/// Emit the decode kernel for `spec` (validated first).
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] as [`validate`]; [`GenError::Dsl`] on a generator bug.
+pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
+    validate(spec)?;
+    let (k_dim, v_dim) = (spec.k, spec.v);
+    let threads = spec.tile.threads;
+    let rows_per_step = spec.tile.rows_per_step;
+    let col_groups = v_dim / 4; // threads per state row
+    let row_groups = threads / col_groups; // R: rows processed side by side
+    let steps = k_dim / (row_groups * rows_per_step);
+    let esize = spec.dtype.size_bytes() as u32;
+    let log2_gammas = spec.gammas.log2_gammas()?;
+
+    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
+    kb.header(format!("retention decode step: {}", spec.slug()));
+    kb.header(format!("spec: {}", spec.canonical()));
+    kb.header("S <- gamma_h * S + k^T v ; o = scale * q . S   (state f32, in place)".to_string());
+    kb.max_threads(threads);
+
+    let p_q = kb.param("p_q", Ty::U64);
+    let p_k = kb.param("p_k", Ty::U64);
+    let p_v = kb.param("p_v", Ty::U64);
+    let p_state = kb.param("p_state", Ty::U64);
+    let p_slots = kb.param("p_slots", Ty::U64);
+    let p_o = kb.param("p_o", Ty::U64);
+    let p_n = kb.param("p_n", Ty::U32);
+    let p_scale = kb.param("p_scale", Ty::F32);
+    let runtime = if log2_gammas.is_none() {
+        Some((
+            kb.param("p_heads", Ty::U32),
+            kb.param("p_log2_gamma", Ty::U64),
+        ))
+    } else {
+        None
+    };
+
+    let s_q: SharedRef = kb.shared_array("s_q", k_dim * 4, 16, "q*scale as f32 [K]");
+    let s_k = kb.shared_array("s_k", k_dim * 4, 16, "k as f32 [K]");
+    let s_part = kb.shared_array("s_part", threads * 16, 16, "partial o as f32 [R, V]");
+
+    kb.comment("one CTA per (row n = ctaid.x, head h = ctaid.y)");
+    let n = kb.sreg(Sreg::Ctaid(Axis::X));
+    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let rows = kb.ld_param(&p_n);
+    let done = kb.label();
+    let past_end = kb.setp(Cmp::Ge, n, rows);
+    kb.bra_if(past_end, false, done);
+
+    let (heads, log2_gamma): (Operand, Reg) = match (&runtime, &log2_gammas) {
+        (Some((p_heads, p_log2)), _) => {
+            let heads = kb.ld_param(p_heads);
+            let table = kb.global_ptr(p_log2);
+            let at = element_ptr(&mut kb, table, h, 4);
+            (
+                heads.into(),
+                kb.ld(Space::Global, Ty::F32, Address::reg(at, 0)),
+            )
+        }
+        (None, Some(l)) => {
+            kb.comment("log2 gamma_h: exact f32 immediates, one per head");
+            ((l.len() as u32).into(), select_log2_gamma(&mut kb, l, h))
+        }
+        (None, None) => unreachable!("a gamma set is either named or runtime"),
+    };
+    let gamma = decay::emit_exp2(&mut kb, log2_gamma);
+
+    kb.comment("row offsets: q,k at (n*H + h)*K, v,o at (n*H + h)*V, state at (slot*H + h)*K*V");
+    let nh = kb.mad_lo(n, heads, h);
+    let slots = kb.global_ptr(&p_slots);
+    let slot_at = element_ptr(&mut kb, slots, n, 4);
+    let slot = kb.ld(Space::Global, Ty::U32, Address::reg(slot_at, 0));
+    let slot_h = kb.mad_lo(slot, heads, h);
+    let state = kb.global_ptr(&p_state);
+    let g_state = kb.mad_wide(slot_h, k_dim * v_dim * 4, state); // (K, V) f32 of this (slot, h)
+    let q = kb.global_ptr(&p_q);
+    let k = kb.global_ptr(&p_k);
+    let v = kb.global_ptr(&p_v);
+    let o = kb.global_ptr(&p_o);
+    let g_q = kb.mad_wide(nh, k_dim * esize, q); // (K)
+    let g_k = kb.mad_wide(nh, k_dim * esize, k); // (K)
+    let g_v = kb.mad_wide(nh, v_dim * esize, v); // (V)
+    let g_o = kb.mad_wide(nh, v_dim * esize, o); // (V)
+
+    kb.comment("stage q*scale and k in shared memory as f32");
+    let scale = kb.ld_param(&p_scale);
+    let t_bytes = kb.mul_wide(t, esize);
+    let tq = kb.add(g_q, t_bytes);
+    let tk = kb.add(g_k, t_bytes);
+    let t_f32 = kb.shl(t, 2u32);
+    let sq_addr = kb.shared_addr(&s_q);
+    let sk_addr = kb.shared_addr(&s_k);
+    let sq_t = kb.add(sq_addr, t_f32);
+    let sk_t = kb.add(sk_addr, t_f32);
+    for first in (0..k_dim).step_by(threads as usize) {
+        let stage = |kb: &mut KernelBuilder| {
+            let off = i64::from(first * esize);
+            let qx = load_f32(kb, spec.dtype, Address::reg(tq, off));
+            let kx = load_f32(kb, spec.dtype, Address::reg(tk, off));
+            let qs = kb.mul(qx, scale);
+            kb.st(Space::Shared, Address::reg(sq_t, i64::from(first * 4)), qs);
+            kb.st(Space::Shared, Address::reg(sk_t, i64::from(first * 4)), kx);
+        };
+        if first + threads > k_dim {
+            let inside = kb.setp(Cmp::Lt, t, k_dim - first);
+            kb.guarded(inside, false, stage);
+        } else {
+            stage(&mut kb);
+        }
+    }
+
+    kb.comment(format!("thread t owns columns 4c..4c+4 (c = t mod {col_groups}) of rows r + {row_groups}j (r = t div {col_groups})"));
+    let c = kb.and(t, col_groups - 1);
+    let r = kb.shr(t, col_groups.trailing_zeros());
+    let c4 = kb.shl(c, 2u32);
+    let v_at = element_ptr(&mut kb, g_v, c4, esize);
+    let v4 = load4_f32(&mut kb, spec.dtype, Address::reg(v_at, 0)); // v[4c..4c+4]
+    let first_elem = kb.mad_lo(r, v_dim, c4);
+    let state_ptr = element_ptr(&mut kb, g_state, first_elem, 4);
+    let r4 = kb.shl(r, 2u32);
+    let sq_ptr = kb.add(sq_addr, r4);
+    let sk_ptr = kb.add(sk_addr, r4);
+    let acc: Vec<Reg> = (0..4).map(|_| kb.mov(Ty::F32, 0.0f32)).collect(); // o partial [4]
+    kb.bar_sync(0);
+
+    kb.comment(format!(
+        "stream the state: {steps} steps of {rows_per_step} rows, S <- gamma*S + k^T v, o += q*S"
+    ));
+    let row_bytes = i64::from(row_groups * v_dim * 4); // from row i to row i + R in the state
+    let step = |kb: &mut KernelBuilder| {
+        let tiles: Vec<Vec<Reg>> = (0..rows_per_step)
+            .map(|j| {
+                kb.ld_vec(
+                    Space::Global,
+                    Ty::F32,
+                    4,
+                    Address::reg(state_ptr, i64::from(j) * row_bytes),
+                )
+            })
+            .collect();
+        for (j, s) in tiles.iter().enumerate() {
+            let shared_off = (j as u32 * row_groups * 4) as i64;
+            let kj = kb.ld(Space::Shared, Ty::F32, Address::reg(sk_ptr, shared_off));
+            let qj = kb.ld(Space::Shared, Ty::F32, Address::reg(sq_ptr, shared_off));
+            let s_new: Vec<Operand> = (0..4)
+                .map(|i| {
+                    let kv = kb.mul(kj, v4[i]);
+                    kb.fma(gamma, s[i], kv).into()
+                })
+                .collect();
+            kb.st_vec(
+                Space::Global,
+                Ty::F32,
+                Address::reg(state_ptr, j as i64 * row_bytes),
+                &s_new,
+            );
+            for i in 0..4 {
+                kb.fma_into(acc[i], qj, s_new[i], acc[i]);
+            }
+        }
+    };
+    if steps == 1 {
+        step(&mut kb);
+    } else {
+        kb.for_range(0u32, steps, 1, |kb, _| {
+            step(kb);
+            let next = kb.add(state_ptr, u64::from(rows_per_step) * row_bytes as u64);
+            kb.assign(state_ptr, next);
+            let advance = rows_per_step * row_groups * 4;
+            let nq = kb.add(sq_ptr, advance);
+            kb.assign(sq_ptr, nq);
+            let nk = kb.add(sk_ptr, advance);
+            kb.assign(sk_ptr, nk);
+        });
+    }
+
+    kb.comment("sum the partial outputs of the row groups: s_part[r][4c..4c+4] is at 16t");
+    let part_addr = kb.shared_addr(&s_part);
+    let t16 = kb.shl(t, 4u32);
+    let my_part = kb.add(part_addr, t16);
+    let acc_ops: Vec<Operand> = acc.iter().map(|&a| a.into()).collect();
+    kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_part, 0), &acc_ops);
+    kb.bar_sync(0);
+    let col_part = kb.add(part_addr, t_f32);
+    let o_t = element_ptr(&mut kb, g_o, t, esize);
+    for first in (0..v_dim).step_by(threads as usize) {
+        let reduce = |kb: &mut KernelBuilder| {
+            let col_off = i64::from(first * 4);
+            let mut sum = kb.ld(Space::Shared, Ty::F32, Address::reg(col_part, col_off));
+            for g in 1..row_groups {
+                let part = kb.ld(
+                    Space::Shared,
+                    Ty::F32,
+                    Address::reg(col_part, col_off + i64::from(g * v_dim * 4)),
+                );
+                sum = kb.add(sum, part);
+            }
+            store_from_f32(
+                kb,
+                spec.dtype,
+                Address::reg(o_t, i64::from(first * esize)),
+                sum,
+            );
+        };
+        if first + threads > v_dim {
+            let inside = kb.setp(Cmp::Lt, t, v_dim - first);
+            kb.guarded(inside, false, reduce);
+        } else {
+            reduce(&mut kb);
+        }
+    }
+    kb.place(done);
+    kb.ret();
+    kb.finish()
+}

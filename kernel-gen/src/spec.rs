@@ -1,0 +1,213 @@
+//! `KernelSpec` (DESIGN §2): what a kernel computes and for which target, with a stable hash
+//! that names the PTX entry and keys every cache.
+
+use std::fmt;
+
+use retention_core::{Dtype, Gammas};
+use serde::{Deserialize, Serialize};
+
+use crate::{Arch, GenError};
+
+/// Which retention computation a kernel performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelOp {
+    /// One recurrent step for a batch of rows, each on its own state slot.
+    Decode,
+}
+
+impl KernelOp {
+    /// Lower-case name, used in entry names.
+    pub const fn name(self) -> &'static str {
+        match self {
+            KernelOp::Decode => "decode",
+        }
+    }
+}
+
+/// Where the per-head decays come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GammaSet {
+    /// `Gammas::retnet(heads)`: H is fixed and every log2 γ_h is baked in as an immediate.
+    Retnet {
+        /// Number of heads.
+        heads: u32,
+    },
+    /// Any decays: H is a launch parameter and log2 γ_h is read from an f32 buffer.
+    Runtime,
+}
+
+impl GammaSet {
+    /// The set's name in entry slugs (`retnet8`, `runtime`).
+    pub fn name(self) -> String {
+        match self {
+            GammaSet::Retnet { heads } => format!("retnet{heads}"),
+            GammaSet::Runtime => "runtime".into(),
+        }
+    }
+
+    /// log2 γ_h of every head of a named set, rounded once from f64 to f32 (never γ itself in
+    /// 16 bits, PITFALLS #5); `None` for runtime γ.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] when the set has no valid RetNet decays.
+    pub fn log2_gammas(self) -> Result<Option<Vec<f32>>, GenError> {
+        match self {
+            GammaSet::Runtime => Ok(None),
+            GammaSet::Retnet { heads } => {
+                let g = Gammas::retnet(heads as usize).map_err(|e| GenError::UnsupportedSpec {
+                    what: "gamma set",
+                    value: self.name(),
+                    reason: e.to_string(),
+                })?;
+                Ok(Some((0..g.len()).map(|h| g.log2(h) as f32).collect()))
+            }
+        }
+    }
+}
+
+/// How a kernel maps work onto a CTA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TileConfig {
+    /// Threads per CTA.
+    pub threads: u32,
+    /// State rows each thread streams per loop step (loads in flight per thread).
+    pub rows_per_step: u32,
+}
+
+impl Default for TileConfig {
+    fn default() -> Self {
+        TileConfig {
+            threads: 256,
+            rows_per_step: 4,
+        }
+    }
+}
+
+/// Serde for `retention_core::Dtype` (which stays serde-free) as its lower-case name.
+mod dtype_serde {
+    use retention_core::Dtype;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Dtype, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Dtype, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Everything that determines a kernel's PTX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KernelSpec {
+    /// The computation.
+    pub op: KernelOp,
+    /// Key/query head dimension.
+    pub k: u32,
+    /// Value head dimension.
+    pub v: u32,
+    /// Chunk length for chunkwise kernels; `None` for decode.
+    pub chunk: Option<u32>,
+    /// Decays.
+    pub gammas: GammaSet,
+    /// Element type of q, k, v and o (state is always f32).
+    #[serde(with = "dtype_serde")]
+    pub dtype: Dtype,
+    /// Target.
+    pub arch: Arch,
+    /// CTA mapping.
+    pub tile: TileConfig,
+}
+
+/// 64-bit FNV-1a: tiny, specified, and stable across Rust versions (unlike `DefaultHasher`).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl KernelSpec {
+    /// A decode-step spec with the default tile.
+    pub fn decode(k: u32, v: u32, gammas: GammaSet, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::Decode,
+            k,
+            v,
+            chunk: None,
+            gammas,
+            dtype,
+            arch,
+            tile: TileConfig::default(),
+        }
+    }
+
+    /// The canonical text every field is hashed from. Changing it renames every entry, so it
+    /// only ever gains fields.
+    pub fn canonical(&self) -> String {
+        let chunk = self
+            .chunk
+            .map_or_else(|| "none".to_string(), |c| c.to_string());
+        format!(
+            "op={};k={};v={};chunk={chunk};gammas={};dtype={};arch={};threads={};rows_per_step={}",
+            self.op.name(),
+            self.k,
+            self.v,
+            self.gammas.name(),
+            self.dtype.name(),
+            self.arch.name(),
+            self.tile.threads,
+            self.tile.rows_per_step,
+        )
+    }
+
+    /// Stable 64-bit hash of [`Self::canonical`].
+    pub fn hash64(&self) -> u64 {
+        fnv1a64(self.canonical().as_bytes())
+    }
+
+    /// The PTX entry name: `retention_<op>_<16 hex digits of the hash>`.
+    pub fn entry(&self) -> String {
+        format!("retention_{}_{:016x}", self.op.name(), self.hash64())
+    }
+
+    /// A readable file stem: `decode_k64_v128_retnet8_f16_sm_80`.
+    pub fn slug(&self) -> String {
+        let chunk = self.chunk.map_or_else(String::new, |c| format!("_c{c}"));
+        let tile = if self.tile == TileConfig::default() {
+            String::new()
+        } else {
+            format!("_t{}r{}", self.tile.threads, self.tile.rows_per_step)
+        };
+        format!(
+            "{}_k{}_v{}{chunk}_{}_{}_{}{tile}",
+            self.op.name(),
+            self.k,
+            self.v,
+            self.gammas.name(),
+            self.dtype.name(),
+            self.arch.name()
+        )
+    }
+
+    /// Check that a generator serves this spec, before a single instruction is emitted.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the first field no generator serves.
+    pub fn validate(&self) -> Result<(), GenError> {
+        match self.op {
+            KernelOp::Decode => crate::kernels::decode::validate(self),
+        }
+    }
+}
+
+impl fmt::Display for KernelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.slug())
+    }
+}

@@ -1,0 +1,214 @@
+//! `KernelSpec`: stable hashing, validation with typed errors, launch geometry, catalog shape.
+
+use std::collections::HashSet;
+
+use kernel_gen::catalog::default_catalog;
+use kernel_gen::spec::fnv1a64;
+use kernel_gen::{
+    Arch, GammaSet, GenError, KernelSpec, TileConfig, emit_ptx, launch_geometry, param_names,
+};
+use retention_core::{Dtype, RetentionError};
+
+fn spec() -> KernelSpec {
+    KernelSpec::decode(
+        64,
+        64,
+        GammaSet::Retnet { heads: 8 },
+        Dtype::F16,
+        Arch::Sm80,
+    )
+}
+
+#[test]
+fn fnv1a_matches_its_published_test_vectors() {
+    assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+}
+
+#[test]
+fn entry_names_are_stable_and_readable() {
+    let s = spec();
+    assert_eq!(
+        s.canonical(),
+        "op=decode;k=64;v=64;chunk=none;gammas=retnet8;dtype=f16;arch=sm_80;threads=256;rows_per_step=4"
+    );
+    // Pinned: a change here renames every entry and invalidates every cache keyed by it.
+    assert_eq!(s.entry(), "retention_decode_fdd1a785c7470e7b");
+    assert_eq!(s.slug(), "decode_k64_v64_retnet8_f16_sm_80");
+    let mut other = s;
+    other.tile = TileConfig {
+        threads: 128,
+        rows_per_step: 2,
+    };
+    assert_ne!(other.entry(), s.entry());
+    assert_eq!(other.slug(), "decode_k64_v64_retnet8_f16_sm_80_t128r2");
+    assert!(
+        emit_ptx(&s)
+            .unwrap()
+            .contains(".visible .entry retention_decode_fdd1a785c7470e7b(")
+    );
+}
+
+#[test]
+fn default_catalog_has_every_combination_once() {
+    let cat = default_catalog();
+    // 6 (K, V) pairs x 3 dtypes x 5 gamma sets x 2 archs.
+    assert_eq!(cat.len(), 180);
+    let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
+    let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
+    assert_eq!(entries.len(), 180);
+    assert_eq!(slugs.len(), 180);
+    for s in &cat {
+        s.validate().unwrap();
+        assert!(s.v == s.k || s.v == 2 * s.k, "{s}");
+    }
+}
+
+#[test]
+fn spec_round_trips_through_json() {
+    let s = KernelSpec::decode(128, 256, GammaSet::Runtime, Dtype::Bf16, Arch::Sm90);
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(
+        json.contains("\"dtype\":\"bf16\"") && json.contains("\"arch\":\"sm_90\""),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<KernelSpec>(&json).unwrap(), s);
+}
+
+fn unsupported_field(s: &KernelSpec) -> &'static str {
+    match emit_ptx(s) {
+        Err(GenError::UnsupportedSpec { what, .. }) => what,
+        other => panic!("expected an unsupported-spec error for {s:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsupported_specs_are_typed_errors_before_emission() {
+    let base = spec();
+    assert_eq!(
+        unsupported_field(&KernelSpec { k: 96, ..base }),
+        "head dim K"
+    );
+    assert_eq!(
+        unsupported_field(&KernelSpec { k: 0, ..base }),
+        "head dim K"
+    );
+    assert_eq!(
+        unsupported_field(&KernelSpec { v: 96, ..base }),
+        "head dim V"
+    );
+    assert_eq!(
+        unsupported_field(&KernelSpec { v: 1024, ..base }),
+        "head dim V"
+    );
+    assert_eq!(
+        unsupported_field(&KernelSpec {
+            chunk: Some(64),
+            ..base
+        }),
+        "chunk"
+    );
+    for heads in [0, 49] {
+        let s = KernelSpec {
+            gammas: GammaSet::Retnet { heads },
+            ..base
+        };
+        assert_eq!(unsupported_field(&s), "gamma set");
+    }
+    let tile = |threads, rows_per_step| KernelSpec {
+        tile: TileConfig {
+            threads,
+            rows_per_step,
+        },
+        ..base
+    };
+    assert_eq!(unsupported_field(&tile(100, 4)), "tile threads");
+    assert_eq!(unsupported_field(&tile(8, 4)), "tile threads");
+    assert_eq!(unsupported_field(&tile(256, 3)), "tile rows_per_step");
+    // K = 64 rows over 16 row groups leaves 4 rows per thread: 8 per step cannot divide it.
+    assert_eq!(unsupported_field(&tile(256, 8)), "tile rows_per_step");
+    let e: RetentionError = emit_ptx(&KernelSpec { k: 96, ..base }).unwrap_err().into();
+    assert!(matches!(e, RetentionError::Unsupported { .. }), "{e:?}");
+    assert!("sm_75".parse::<Arch>().is_err());
+}
+
+#[test]
+fn other_tiles_also_emit() {
+    for (threads, rows_per_step) in [(128, 1), (128, 2), (512, 2), (1024, 1)] {
+        let s = KernelSpec {
+            k: 256,
+            v: 256,
+            tile: TileConfig {
+                threads,
+                rows_per_step,
+            },
+            ..spec()
+        };
+        let ptx = emit_ptx(&s).unwrap();
+        assert!(ptx.contains(&format!(".maxntid {threads}, 1, 1")));
+    }
+}
+
+#[test]
+fn launch_geometry_is_one_cta_per_row_and_head() {
+    let named = spec();
+    let g = launch_geometry(&named, 5, 8).unwrap();
+    assert_eq!(g.grid, [5, 8, 1]);
+    assert_eq!(g.block, [256, 1, 1]);
+    assert_eq!(g.dynamic_smem_bytes, 0);
+    assert!(matches!(
+        launch_geometry(&named, 5, 7),
+        Err(GenError::Launch(_))
+    ));
+    assert!(matches!(
+        launch_geometry(&named, 0, 8),
+        Err(GenError::Launch(_))
+    ));
+    let runtime = KernelSpec {
+        gammas: GammaSet::Runtime,
+        ..named
+    };
+    assert_eq!(launch_geometry(&runtime, 3, 12).unwrap().grid, [3, 12, 1]);
+    assert!(matches!(
+        launch_geometry(&runtime, 3, 70_000),
+        Err(GenError::Launch(_))
+    ));
+    assert!(matches!(
+        launch_geometry(&KernelSpec { k: 96, ..named }, 1, 8),
+        Err(GenError::UnsupportedSpec { .. })
+    ));
+}
+
+#[test]
+fn signature_lists_params_in_documented_order() {
+    for gammas in [GammaSet::Retnet { heads: 10 }, GammaSet::Runtime] {
+        let s = KernelSpec { gammas, ..spec() };
+        let ptx = emit_ptx(&s).unwrap();
+        let sig: Vec<&str> = ptx
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(".param "))
+            .map(|l| l.split_whitespace().nth(1).unwrap().trim_end_matches(','))
+            .collect();
+        assert_eq!(sig, param_names(&s));
+    }
+    let runtime = KernelSpec {
+        gammas: GammaSet::Runtime,
+        ..spec()
+    };
+    assert_eq!(
+        param_names(&runtime),
+        [
+            "p_q",
+            "p_k",
+            "p_v",
+            "p_state",
+            "p_slots",
+            "p_o",
+            "p_n",
+            "p_scale",
+            "p_heads",
+            "p_log2_gamma"
+        ]
+    );
+}
