@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::RetentionError;
+use crate::round::{f64_to_bf16_bits, f64_to_f16_bits};
 
 /// Element type of q, k, v and o. State and accumulators are always f32 (DESIGN §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,8 +43,8 @@ impl Dtype {
     pub fn round(self, x: f64) -> f64 {
         match self {
             Dtype::F32 => f64::from(x as f32),
-            Dtype::F16 => f16::from_f64(x).to_f64(),
-            Dtype::Bf16 => bf16::from_f64(x).to_f64(),
+            Dtype::F16 => f16::from_bits(f64_to_f16_bits(x)).to_f64(),
+            Dtype::Bf16 => bf16::from_bits(f64_to_bf16_bits(x)).to_f64(),
         }
     }
 }
@@ -78,7 +79,7 @@ pub trait Element:
     const DTYPE: Option<Dtype>;
     /// Widen to f64 exactly.
     fn to_f64(self) -> f64;
-    /// Narrow from f64 with round-to-nearest-even.
+    /// Narrow from f64 with round-to-nearest-even, rounding exactly once.
     fn from_f64(x: f64) -> Self;
 }
 
@@ -108,7 +109,7 @@ impl Element for f16 {
         f16::to_f64(self)
     }
     fn from_f64(x: f64) -> Self {
-        f16::from_f64(x)
+        f16::from_bits(f64_to_f16_bits(x))
     }
 }
 
@@ -118,7 +119,7 @@ impl Element for bf16 {
         bf16::to_f64(self)
     }
     fn from_f64(x: f64) -> Self {
-        bf16::from_f64(x)
+        bf16::from_bits(f64_to_bf16_bits(x))
     }
 }
 
@@ -134,5 +135,9 @@ mod tests {
         assert_eq!(Dtype::Bf16.round(1.0 + 2f64.powi(-9)), 1.0);
         assert_eq!(Dtype::F16.round(1.0 + 2f64.powi(-10)), 1.0 + 2f64.powi(-10));
         assert_eq!(Dtype::F32.size_bytes() + Dtype::Bf16.size_bytes(), 6);
+        // Just above a bf16 tie: the deciding bit is in the f64's low 32 bits.
+        let x = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
+        assert_eq!(Dtype::Bf16.round(x), 1.0 + 2f64.powi(-7));
+        assert_eq!(<bf16 as Element>::from_f64(x).to_f64(), 1.0 + 2f64.powi(-7));
     }
 }

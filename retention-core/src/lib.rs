@@ -11,6 +11,7 @@ mod dtype;
 mod error;
 mod gammas;
 mod rng;
+mod round;
 mod shape;
 mod tensor;
 
@@ -18,5 +19,6 @@ pub use dtype::{Dtype, Element};
 pub use error::{Result, RetentionError};
 pub use gammas::Gammas;
 pub use rng::SplitMix64;
+pub use round::{f64_to_bf16_bits, f64_to_f16_bits};
 pub use shape::{CuSeqlens, RetentionShape, default_scale, validate_scale};
 pub use tensor::HostTensor;
