@@ -83,3 +83,95 @@ fn bad_arguments_fail() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sm_75"));
 }
+
+#[test]
+fn emu_subcommand_runs_a_launch_file_and_writes_outputs() {
+    use kernel_gen::{Arch, GammaSet, KernelSpec, emit_ptx, launch_geometry};
+    let dir = out_dir("emu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = KernelSpec::decode(
+        64,
+        64,
+        GammaSet::Runtime,
+        retention_core::Dtype::F32,
+        Arch::Sm80,
+    );
+    std::fs::write(dir.join("k.ptx"), emit_ptx(&spec).unwrap()).unwrap();
+    let f32s = |name: &str, v: &[f32]| {
+        std::fs::write(
+            dir.join(name),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+        )
+        .unwrap();
+    };
+    // Zero state, q = k = 1: S' = kᵀv and o = s·(q·k)·v = 0.5·64·v, exact in f32.
+    let v: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
+    f32s("q.bin", &[1.0; 64]);
+    f32s("k.bin", &[1.0; 64]);
+    f32s("v.bin", &v);
+    f32s("state.bin", &[0.0; 64 * 64]);
+    std::fs::write(dir.join("slots.bin"), 0u32.to_le_bytes()).unwrap();
+    f32s("o.bin", &[0.0; 64]);
+    f32s("log2g.bin", &[-0.5]);
+    let geo = launch_geometry(&spec, 1, 1).unwrap();
+    let launch = serde_json::json!({
+        "entry": spec.entry(),
+        "grid": geo.grid,
+        "block": geo.block,
+        "dynamic_shared_bytes": geo.dynamic_smem_bytes,
+        "params": [
+            {"file": "q.bin", "dtype": "f32", "len": 64},
+            {"file": "k.bin", "dtype": "f32", "len": 64},
+            {"file": "v.bin", "dtype": "f32", "len": 64},
+            {"file": "state.bin", "dtype": "f32", "len": 4096, "output": true},
+            {"file": "slots.bin", "dtype": "u32", "len": 1},
+            {"file": "o.bin", "dtype": "f32", "len": 64, "output": true},
+            {"type": "u32", "value": 1},
+            {"type": "f32", "value": 0.5},
+            {"type": "u32", "value": 1},
+            {"file": "log2g.bin", "dtype": "f32", "len": 1}
+        ]
+    });
+    std::fs::write(dir.join("launch.json"), launch.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kernel-gen"))
+        .arg("emu")
+        .arg(dir.join("k.ptx"))
+        .arg("--launch")
+        .arg(dir.join("launch.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kernel"], spec.entry());
+    let o: Vec<f32> = std::fs::read(dir.join("o.bin"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let want: Vec<f32> = v.iter().map(|x| 32.0 * x).collect();
+    assert_eq!(o, want);
+
+    // A launch naming a missing entry: one line on stderr, exit code 2.
+    let bad = launch.to_string().replace(&spec.entry(), "no_such_entry");
+    std::fs::write(dir.join("bad.json"), bad).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kernel-gen"))
+        .arg("emu")
+        .arg(dir.join("k.ptx"))
+        .arg("--launch")
+        .arg(dir.join("bad.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .trim_end()
+            .lines()
+            .count(),
+        1
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
