@@ -22,8 +22,11 @@ pub struct PtxasInfo {
     pub stack_frame_bytes: u32,
     /// Bytes of static shared memory.
     pub shared_bytes: u32,
-    /// Bytes of constant bank 0 (kernel parameters and driver constants).
-    pub constant_bytes: u32,
+    /// Bytes of constant bank 0 (kernel parameters and driver constants); `None` where ptxas
+    /// does not report it (sm_90 passes parameters outside bank 0 and prints no figure).
+    pub constant_bytes: Option<u32>,
+    /// Named barriers used.
+    pub barriers: u32,
 }
 
 impl PtxasInfo {
@@ -63,7 +66,8 @@ pub fn parse_verbose(report: &str) -> PtxasInfo {
         if line.contains("Used") && line.contains("registers") {
             info.registers = number_before(line, "registers").unwrap_or(0);
             info.shared_bytes = number_before(line, "bytes smem").unwrap_or(0);
-            info.constant_bytes = number_before(line, "bytes cmem[0]").unwrap_or(0);
+            info.constant_bytes = number_before(line, "bytes cmem[0]");
+            info.barriers = number_before(line, "barriers").unwrap_or(0);
         }
     }
     info
@@ -142,4 +146,36 @@ pub fn assemble_all(ptxas: &Path, modules: &[(String, Arch)]) -> Vec<Result<Ptxa
                 .unwrap_or_else(|| Err(GenError::Ptxas("worker did not finish".into())))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sm80_and_sm90_reports() {
+        let sm80 = "ptxas info    : Compiling entry function 'k' for 'sm_80'
+ptxas info    : Function properties for k
+    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads
+ptxas info    : Used 40 registers, used 1 barriers, 4608 bytes smem, 408 bytes cmem[0]";
+        assert_eq!(
+            parse_verbose(sm80),
+            PtxasInfo {
+                registers: 40,
+                spill_store_bytes: 4,
+                spill_load_bytes: 12,
+                stack_frame_bytes: 8,
+                shared_bytes: 4608,
+                constant_bytes: Some(408),
+                barriers: 1,
+            }
+        );
+        let sm90 = "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 30 registers, used 1 barriers, 4608 bytes smem";
+        let info = parse_verbose(sm90);
+        assert_eq!(
+            (info.registers, info.constant_bytes, info.spills()),
+            (30, None, false)
+        );
+    }
 }
