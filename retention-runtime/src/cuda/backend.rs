@@ -9,7 +9,7 @@ use retention_core::{Result, RetentionError};
 
 use super::error::{device_error, kernel_error};
 use super::module::Module;
-use super::probe::{device_count, driver_present, guarded_driver_call};
+use super::probe::{count_devices, guarded_driver_call};
 use super::signature::parse_entries;
 use super::stream::Stream;
 
@@ -25,26 +25,16 @@ impl CudaBackend {
     ///
     /// # Errors
     /// [`RetentionError::NoDevice`] when no CUDA driver is installed, the driver fails to
-    /// initialise, or `ordinal` is not below [`device_count`].
+    /// initialise, or `ordinal` is not below [`device_count`](super::device_count).
     pub fn new(ordinal: usize) -> Result<Self> {
-        if !driver_present() {
-            return Err(RetentionError::NoDevice(format!(
-                "CUDA device {ordinal}: no CUDA driver (libcuda) found on this machine"
-            )));
-        }
-        let count = device_count();
+        let no_device =
+            |why: String| RetentionError::NoDevice(format!("CUDA device {ordinal}: {why}"));
+        let count = count_devices().map_err(no_device)?;
         if ordinal >= count {
-            return Err(RetentionError::NoDevice(format!(
-                "CUDA device {ordinal}: the driver reports {count} device(s)"
-            )));
+            return Err(no_device(format!("the driver reports {count} device(s)")));
         }
         let ctx = guarded_driver_call(move || CudaContext::new(ordinal))
-            .ok_or_else(|| {
-                RetentionError::NoDevice(format!(
-                    "CUDA device {ordinal}: the driver lacks a function this build needs \
-                     (bindings pinned to CUDA 12.8)"
-                ))
-            })?
+            .map_err(no_device)?
             .map_err(|e| device_error(ordinal, "creating the context", e))?;
         let default_stream = Stream::new(ctx.default_stream());
         Ok(Self {

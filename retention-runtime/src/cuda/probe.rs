@@ -3,7 +3,7 @@
 use std::panic::{UnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
-use cudarc::driver::{CudaContext, DriverError};
+use cudarc::driver::CudaContext;
 
 /// True when a CUDA driver library (`libcuda`) can be opened. It says nothing about GPUs:
 /// a driver with no device attached still answers [`device_count`] with 0.
@@ -22,22 +22,27 @@ pub fn driver_present() -> bool {
 /// The number of CUDA devices; 0 when there is no driver, it fails to initialise, or it has
 /// no device.
 pub fn device_count() -> usize {
-    match guarded_driver_call(CudaContext::device_count) {
-        Some(Ok(count)) => usize::try_from(count).unwrap_or(0),
-        Some(Err(_)) | None => 0,
+    count_devices().unwrap_or(0)
+}
+
+/// The number of CUDA devices, or why the driver cannot say.
+pub(super) fn count_devices() -> Result<usize, String> {
+    match guarded_driver_call(CudaContext::device_count)? {
+        Ok(count) => Ok(usize::try_from(count).unwrap_or(0)),
+        Err(err) => Err(format!("the CUDA driver failed to initialise: {err}")),
     }
 }
 
-/// Runs a cudarc call that would touch the driver, or returns `None` when it cannot.
+/// Runs a cudarc call that touches the driver, or says why it cannot.
 ///
 /// cudarc opens `libcuda` and resolves each symbol lazily and panics when either is missing,
 /// so the library's presence is checked first; the `catch_unwind` is for a driver older than
 /// the pinned bindings that lacks a symbol (it does nothing under `panic = "abort"`).
-pub(super) fn guarded_driver_call<T>(
-    call: impl FnOnce() -> Result<T, DriverError> + UnwindSafe,
-) -> Option<Result<T, DriverError>> {
+pub(super) fn guarded_driver_call<T>(call: impl FnOnce() -> T + UnwindSafe) -> Result<T, String> {
     if !driver_present() {
-        return None;
+        return Err("no CUDA driver (libcuda) found on this machine".into());
     }
-    catch_unwind(call).ok()
+    catch_unwind(call).map_err(|_| {
+        "the CUDA driver lacks a function this build calls (bindings pinned to CUDA 12.8)".into()
+    })
 }
