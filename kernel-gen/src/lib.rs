@@ -5,6 +5,17 @@
 //!
 //! This crate must not know about devices, streams, memory pools or `cudarc`: it turns a
 //! `KernelSpec` into PTX text and nothing more.
+//!
+//! # Using it
+//! - [`emit_ptx`] turns a [`KernelSpec`] into a PTX module whose entry is [`KernelSpec::entry`];
+//!   [`launch_geometry`] and [`param_names`] say how to launch it (the decode kernel's
+//!   parameter table is in [`kernels::decode`]). [`catalog::default_catalog`] lists what ships.
+//! - `kernel-gen --out DIR [--arch sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog
+//!   spec and `manifest.json` (with `ptxas -v` figures when ptxas is found);
+//!   `kernel-gen emu FILE.ptx --launch LAUNCH.json` runs a module in the emulator.
+//! - ptxas lane: `RETENTION_PTXAS=$(./scripts/install-ptxas.sh) cargo test -p kernel-gen`.
+//! - Golden PTX: after an intended codegen change, review the diff of
+//!   `UPDATE_GOLDEN=1 cargo test -p kernel-gen --test golden`.
 
 pub use ptx_emu as emu;
 

@@ -92,6 +92,16 @@ fn run(case: &Case) {
         n_n * h_n * (k_n * v_n * 4 + v_n * esize)
     );
 
+    // DESIGN §5 targets: at most 1.15x the algorithmic minimum of global bytes (f32 state
+    // read and written once, q, k, v read and o written once), no shared bank conflicts.
+    let minimum = n_n * h_n * (8 * k_n * v_n + (2 * k_n + 2 * v_n) * esize);
+    let moved = (report.global_bytes_read + report.global_bytes_written) as usize;
+    assert!(
+        moved as f64 <= 1.15 * minimum as f64,
+        "{s}: {moved} bytes moved, minimum {minimum}"
+    );
+    assert_eq!(report.shared_bank_conflicts, 0, "{s}");
+
     let out_ulp = match s.dtype {
         Dtype::F32 => 2f64.powi(-24),
         Dtype::F16 => 2f64.powi(-11),
