@@ -193,3 +193,38 @@ fn runtime_gamma_bf16_and_f32_match_f64() {
         });
     }
 }
+
+#[test]
+fn tile_variants_match_f64() {
+    use kernel_gen::TileConfig;
+    // Fewer threads than K (q/k staged in several passes), fewer than V (several outputs per
+    // thread), one row group (R = 1), and 1, 2 or 8 rows per step.
+    let gammas = Gammas::from_list(vec![0.9, 0.999]).unwrap();
+    for (k, v, threads, rows_per_step) in [
+        (128, 64, 64, 2),
+        (64, 512, 128, 8),
+        (256, 128, 1024, 1),
+        (64, 256, 512, 4),
+    ] {
+        let spec = KernelSpec {
+            tile: TileConfig {
+                threads,
+                rows_per_step,
+            },
+            ..KernelSpec::decode(k, v, GammaSet::Runtime, Dtype::F16, Arch::Sm80)
+        };
+        if let Some(ptxas) = kernel_gen::ptxas::find_ptxas() {
+            let info =
+                kernel_gen::ptxas::assemble(&ptxas, &emit_ptx(&spec).unwrap(), spec.arch).unwrap();
+            assert!(!info.spills(), "{spec}: {info:?}");
+        }
+        run(&Case {
+            spec,
+            gammas: gammas.clone(),
+            rows: 2,
+            slots: vec![0, 1],
+            pool_slots: 2,
+            scale: 0.3,
+        });
+    }
+}

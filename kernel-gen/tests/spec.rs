@@ -212,3 +212,41 @@ fn signature_lists_params_in_documented_order() {
         ]
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Validation and emission agree on every spec: valid ones emit their entry, invalid ones
+    /// fail with a typed error and no text.
+    #[test]
+    fn validation_agrees_with_emission(
+        k in proptest::sample::select(vec![0u32, 16, 64, 96, 128, 256, 512]),
+        v in proptest::sample::select(vec![0u32, 32, 64, 128, 256, 512, 1024]),
+        threads in proptest::sample::select(vec![32u32, 64, 100, 128, 256, 512, 1024, 2048]),
+        rows_per_step in 0u32..10,
+        heads in 0u32..60,
+        runtime in proptest::bool::ANY,
+        dtype in proptest::sample::select(Dtype::ALL.to_vec()),
+        arch in proptest::sample::select(Arch::ALL.to_vec()),
+        chunk in proptest::option::weighted(0.1, 1u32..128),
+    ) {
+        let gammas = if runtime { GammaSet::Runtime } else { GammaSet::Retnet { heads } };
+        let s = KernelSpec {
+            chunk,
+            tile: TileConfig { threads, rows_per_step },
+            ..KernelSpec::decode(k, v, gammas, dtype, arch)
+        };
+        match (s.validate(), emit_ptx(&s)) {
+            (Ok(()), Ok(ptx)) => {
+                let entry_line = format!(".visible .entry {}(", s.entry());
+                proptest::prop_assert!(ptx.contains(&entry_line));
+            }
+            (Err(a), Err(b)) => {
+                proptest::prop_assert_eq!(&a, &b);
+                let is_spec_error = matches!(a, GenError::UnsupportedSpec { .. });
+                proptest::prop_assert!(is_spec_error);
+            }
+            (a, b) => proptest::prop_assert!(false, "validate {:?} but emit {:?}", a, b.map(|_| ())),
+        }
+    }
+}
