@@ -85,14 +85,14 @@ impl Ty {
         }
     }
 
-    /// Bit-type suffix (`.b32`, ...) for logic ops, moves, loads and stores of this type.
+    /// Bit-type suffix of the same width (`.b16`, `.b32`, `.b64`; `.pred` for predicates),
+    /// used by the logic ops `and/or/xor/not/shl`.
     pub const fn bit_suffix(self) -> &'static str {
         match self {
             Ty::Pred => ".pred",
             Ty::F16 | Ty::Bf16 => ".b16",
-            Ty::U32 | Ty::S32 | Ty::F16x2 | Ty::Bf16x2 => ".b32",
+            Ty::U32 | Ty::S32 | Ty::F32 | Ty::F16x2 | Ty::Bf16x2 => ".b32",
             Ty::U64 => ".b64",
-            Ty::F32 => ".f32",
         }
     }
 
