@@ -9,6 +9,7 @@
 //! wired in. CUDA and emulated devices, streams and the module cache come with the runtime
 //! issue.
 
+pub mod cuda;
 mod device;
 mod memory_pool;
 mod slot;
