@@ -83,6 +83,10 @@ pub enum RetentionError {
     /// The requested device does not exist (e.g. no GPU, or no CUDA driver).
     #[error("no such device: {0}")]
     NoDevice(String),
+    /// A device call failed after the device was opened (stream, copy, event, or a sticky
+    /// fault left by an earlier kernel).
+    #[error("device failure: {0}")]
+    DeviceFailure(String),
     /// A kernel module failed to generate, assemble or load.
     #[error("kernel load failed: {0}")]
     KernelLoad(String),

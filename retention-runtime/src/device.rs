@@ -2,26 +2,57 @@
 
 use std::fmt;
 
+use retention_core::{Result, RetentionError};
+
+use crate::cuda;
+
 /// A compute device. Every device offers the same operations through the runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Device {
     /// The host CPU (`retention-kernels`' CPU kernels).
     Cpu,
+    /// An NVIDIA GPU by ordinal, through `cudarc` with the driver loaded at run time.
+    Cuda(usize),
 }
 
 impl Device {
-    /// The best device on this machine. CUDA devices join when the runtime's CUDA backend
-    /// lands; until then this is always the CPU, and it never panics on a machine without
-    /// CUDA.
+    /// The best device on this machine: CUDA device 0 when `libcuda` is present and a GPU
+    /// answers, else the CPU. Never panics on a machine without CUDA.
     pub fn best() -> Self {
-        Device::Cpu
+        Self::cuda(0).unwrap_or(Device::Cpu)
+    }
+
+    /// CUDA device `ordinal`, checked to exist.
+    ///
+    /// # Errors
+    /// [`RetentionError::NoDevice`] when there is no driver, no GPU, or no such ordinal.
+    pub fn cuda(ordinal: usize) -> Result<Self> {
+        cuda::CudaBackend::new(ordinal).map(|_| Device::Cuda(ordinal))
+    }
+
+    /// Parse a device name: `cpu`, `cuda` (ordinal 0) or `cuda:N`, checked to exist.
+    ///
+    /// # Errors
+    /// [`RetentionError::NoDevice`] for an unknown name or a device that is not there.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Self::cuda(0),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(ordinal)) => Self::cuda(ordinal),
+                _ => Err(RetentionError::NoDevice(format!(
+                    "unknown device `{other}` (expected cpu, cuda or cuda:N)"
+                ))),
+            },
+        }
     }
 
     /// A short name for reports and cache keys.
     pub fn name(&self) -> String {
         match self {
             Device::Cpu => "cpu".into(),
+            Device::Cuda(ordinal) => format!("cuda:{ordinal}"),
         }
     }
 }
@@ -29,5 +60,34 @@ impl Device {
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_missing_gpus_are_errors() {
+        assert_eq!(Device::from_name("cpu").unwrap(), Device::Cpu);
+        assert!(matches!(
+            Device::from_name("tpu"),
+            Err(RetentionError::NoDevice(_))
+        ));
+        assert!(matches!(
+            Device::from_name("cuda:x"),
+            Err(RetentionError::NoDevice(_))
+        ));
+        if cuda::device_count() == 0 {
+            assert_eq!(Device::best(), Device::Cpu);
+            assert!(matches!(
+                Device::from_name("cuda"),
+                Err(RetentionError::NoDevice(_))
+            ));
+            assert!(matches!(Device::cuda(0), Err(RetentionError::NoDevice(_))));
+        } else {
+            assert_eq!(Device::best(), Device::Cuda(0));
+            assert_eq!(Device::from_name("cuda:0").unwrap().name(), "cuda:0");
+        }
     }
 }

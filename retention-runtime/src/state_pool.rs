@@ -60,6 +60,15 @@ impl StatePool {
             }
         }
         cfg.params.gammas.check_heads(cfg.heads)?;
+        if *device != Device::Cpu {
+            return Err(RetentionError::Unsupported {
+                what: "state pool device".into(),
+                value: device.name(),
+                reason: "state pools live on the CPU until the CUDA and emulated launch paths \
+                         of the runtime land"
+                    .into(),
+            });
+        }
         let elems = capacity * layers * cfg.heads * cfg.dk * cfg.dv;
         let mut states = memory.alloc(elems * 4)?;
         states.fill_zero();

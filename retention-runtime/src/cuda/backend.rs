@@ -51,7 +51,7 @@ impl CudaBackend {
     /// The device's marketing name (e.g. `NVIDIA H100 80GB HBM3`).
     ///
     /// # Errors
-    /// [`RetentionError::NoDevice`] when the driver call fails.
+    /// [`RetentionError::DeviceFailure`] when the driver call fails.
     pub fn name(&self) -> Result<String> {
         self.ctx
             .name()
@@ -61,7 +61,7 @@ impl CudaBackend {
     /// Compute capability `(major, minor)`, e.g. `(9, 0)` for sm_90: picks the PTX variant.
     ///
     /// # Errors
-    /// [`RetentionError::NoDevice`] when the driver call fails.
+    /// [`RetentionError::DeviceFailure`] when the driver call fails.
     pub fn compute_capability(&self) -> Result<(u32, u32)> {
         let (major, minor) = self
             .ctx
@@ -73,7 +73,7 @@ impl CudaBackend {
     /// Device memory `(free, total)` in bytes, as the driver sees it now.
     ///
     /// # Errors
-    /// [`RetentionError::NoDevice`] when the driver call fails.
+    /// [`RetentionError::DeviceFailure`] when the driver call fails.
     pub fn memory_info(&self) -> Result<(usize, usize)> {
         self.ctx
             .mem_get_info()
@@ -91,7 +91,7 @@ impl CudaBackend {
     /// streams are ordered by the events cudarc records on each use.
     ///
     /// # Errors
-    /// [`RetentionError::NoDevice`] when the driver cannot create a stream.
+    /// [`RetentionError::DeviceFailure`] when the driver cannot create a stream.
     pub fn new_stream(&self) -> Result<Stream> {
         self.ctx
             .new_stream()
@@ -102,7 +102,7 @@ impl CudaBackend {
     /// Waits until all work on every stream of this device has finished.
     ///
     /// # Errors
-    /// [`RetentionError::NoDevice`] when the device reports a failure (including an
+    /// [`RetentionError::DeviceFailure`] when the device reports a failure (including an
     /// asynchronous fault of an earlier kernel).
     pub fn synchronize(&self) -> Result<()> {
         self.ctx

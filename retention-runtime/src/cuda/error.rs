@@ -8,7 +8,7 @@ use retention_core::RetentionError;
 /// (context, stream, copy, event). After an asynchronous kernel fault every later call on the
 /// device fails this way: CUDA errors of that kind are sticky for the context.
 pub(super) fn device_error(ordinal: usize, doing: &str, err: DriverError) -> RetentionError {
-    RetentionError::NoDevice(format!("CUDA device {ordinal}: {doing} failed: {err}"))
+    RetentionError::DeviceFailure(format!("CUDA device {ordinal}: {doing} failed: {err}"))
 }
 
 /// A failure to load a module, find an entry, or launch it.

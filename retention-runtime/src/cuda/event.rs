@@ -22,7 +22,7 @@ impl Event {
     ///
     /// # Errors
     /// [`RetentionError::Unsupported`](retention_core::RetentionError::Unsupported) when
-    /// `stream` belongs to another device; [`RetentionError::NoDevice`](retention_core::RetentionError::NoDevice)
+    /// `stream` belongs to another device; [`RetentionError::DeviceFailure`](retention_core::RetentionError::DeviceFailure)
     /// when the driver call fails.
     pub fn record(&self, stream: &Stream) -> Result<()> {
         if self.inner.context() != stream.inner.context() {
@@ -36,7 +36,7 @@ impl Event {
     /// Waits until the work before this event has finished.
     ///
     /// # Errors
-    /// [`RetentionError::NoDevice`](retention_core::RetentionError::NoDevice) when the device
+    /// [`RetentionError::DeviceFailure`](retention_core::RetentionError::DeviceFailure) when the device
     /// reports a failure, including an earlier kernel's fault.
     pub fn synchronize(&self) -> Result<()> {
         self.inner
@@ -49,7 +49,7 @@ impl Event {
     ///
     /// # Errors
     /// [`RetentionError::Unsupported`](retention_core::RetentionError::Unsupported) when the
-    /// events belong to different devices; [`RetentionError::NoDevice`](retention_core::RetentionError::NoDevice)
+    /// events belong to different devices; [`RetentionError::DeviceFailure`](retention_core::RetentionError::DeviceFailure)
     /// when either was never recorded or the driver call fails.
     pub fn elapsed_ms(&self, end: &Event) -> Result<f32> {
         if self.inner.context() != end.inner.context() {

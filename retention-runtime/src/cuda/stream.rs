@@ -44,7 +44,7 @@ impl Stream {
     /// A new buffer holding a copy of `host`.
     ///
     /// # Errors
-    /// As [`Stream::alloc_zeros`], or [`RetentionError::NoDevice`] when the copy fails.
+    /// As [`Stream::alloc_zeros`], or [`RetentionError::DeviceFailure`] when the copy fails.
     pub fn upload<T: DeviceElement>(&self, host: &[T]) -> Result<DeviceBuffer<T>> {
         let bytes = self.checked_bytes::<T>(host.len())?;
         self.inner
@@ -57,7 +57,7 @@ impl Stream {
     ///
     /// # Errors
     /// [`RetentionError::DataLength`] on a length mismatch; [`RetentionError::Unsupported`]
-    /// when `dst` lives on another device; [`RetentionError::NoDevice`] when the copy fails.
+    /// when `dst` lives on another device; [`RetentionError::DeviceFailure`] when the copy fails.
     pub fn copy_to_device<T: DeviceElement>(
         &self,
         host: &[T],
@@ -74,7 +74,7 @@ impl Stream {
     ///
     /// # Errors
     /// [`RetentionError::Unsupported`] when `src` lives on another device;
-    /// [`RetentionError::NoDevice`] when the copy fails, including because an earlier
+    /// [`RetentionError::DeviceFailure`] when the copy fails, including because an earlier
     /// kernel faulted.
     pub fn download<T: DeviceElement>(&self, src: &DeviceBuffer<T>) -> Result<Vec<T>> {
         let mut host = vec![T::default(); src.len()];
@@ -102,7 +102,7 @@ impl Stream {
     /// Waits until all work queued on this stream has finished.
     ///
     /// # Errors
-    /// [`RetentionError::NoDevice`] when the device reports a failure, including an earlier
+    /// [`RetentionError::DeviceFailure`] when the device reports a failure, including an earlier
     /// kernel's fault.
     pub fn synchronize(&self) -> Result<()> {
         self.inner
@@ -113,7 +113,7 @@ impl Stream {
     /// A timing event recorded at the current end of this stream.
     ///
     /// # Errors
-    /// [`RetentionError::NoDevice`] when the driver cannot create or record it.
+    /// [`RetentionError::DeviceFailure`] when the driver cannot create or record it.
     pub fn record_event(&self) -> Result<Event> {
         self.inner
             .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
