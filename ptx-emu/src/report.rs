@@ -164,7 +164,7 @@ pub const H100: GpuPeaks = GpuPeaks {
 };
 
 impl GpuPeaks {
-    /// Roofline time: the slowest of moving the global bytes, the f32 (+ f16 vector) FLOPs,
+    /// Roofline time: the slowest of moving the global bytes (sector bytes in reports), the f32 (+ f16 vector) FLOPs,
     /// and the tensor FLOPs. Launch overhead, latency and occupancy are ignored, so this is
     /// a lower bound.
     pub fn predicted_seconds(&self, bytes: u64, fp32_flops: u64, mma_flops: u64) -> f64 {
@@ -213,7 +213,9 @@ pub struct EmuReport {
     pub fp16_flops: u64,
     /// Tensor-core FLOPs (`mma.m16n8k16` = 4096 per warp instruction).
     pub mma_flops: u64,
-    /// Roofline prediction for A100-80 SXM, seconds. Not a measurement.
+    /// Roofline prediction for A100-80 SXM, seconds: max of `global_sectors × 32` bytes over
+    /// HBM bandwidth, f32+f16 FLOPs over the f32 peak, and mma FLOPs over the tensor peak.
+    /// Not a measurement.
     pub predicted_a100_seconds: f64,
     /// Roofline prediction for H100 SXM, seconds. Not a measurement.
     pub predicted_h100_seconds: f64,
@@ -221,7 +223,9 @@ pub struct EmuReport {
 
 impl EmuReport {
     pub(crate) fn new(kernel: &str, grid: [u32; 3], block: [u32; 3], c: &Counters) -> EmuReport {
-        let bytes = c.global_bytes_read + c.global_bytes_written;
+        // DRAM traffic is counted at sector granularity (what a warp request moves), with no
+        // reuse across requests: broadcasts cost one sector, scattered lanes one each.
+        let bytes = c.global_sectors * 32;
         let flops = c.fp32_flops + c.fp16_flops;
         EmuReport {
             kernel: kernel.to_string(),
