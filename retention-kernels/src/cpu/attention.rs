@@ -1,15 +1,15 @@
 //! The Transformer baseline we compare decode against: single-query softmax attention over a
 //! KV cache, split over the context (flash-decoding) and merged by log-sum-exp.
 //!
-//! Written with the same care as the retention kernels — vector dot/axpy paths, f32
-//! accumulation, zero-copy f32 cache reads, every core busy even at batch 1 — because a slow
+//! Written with the same care as the retention kernels — vector dot/axpy paths that widen
+//! 16-bit caches on the fly, f32 accumulation, every core busy even at batch 1 — because a slow
 //! baseline would flatter retention.
 
 use rayon::prelude::*;
 use retention_core::{HostTensor, Result, RetentionError, RetentionShape, validate_scale};
 
-use super::element::{CpuElement, as_f32};
-use super::simd::{axpy, dot, scale};
+use super::element::CpuElement;
+use super::simd::{axpy, scale};
 use super::validate::{expect_shape, rank4};
 
 /// Context tokens per split (one parallel task).
@@ -68,15 +68,8 @@ pub fn attention_decode<T: CpuElement>(
         .par_chunks_exact_mut(stride)
         .enumerate()
         .for_each_init(
-            || {
-                (
-                    vec![0.0f32; dk],
-                    vec![0.0f32; TILE * dk],
-                    vec![0.0f32; TILE * dv],
-                    [0.0f32; TILE],
-                )
-            },
-            |(qf, kbuf, vbuf, scores), (task, part)| {
+            || (vec![0.0f32; dk], [0.0f32; TILE]),
+            |(qf, scores), (task, part)| {
                 let (nh, sp) = (task / splits, task % splits);
                 T::load_f32(&qd[nh * dk..(nh + 1) * dk], qf);
                 scale(qf, s);
@@ -89,13 +82,9 @@ pub fn attention_decode<T: CpuElement>(
                     let len = TILE.min(t1 - tile);
                     let kr = &kd[(nh * ctx + tile) * dk..(nh * ctx + tile + len) * dk];
                     let vr = &vd[(nh * ctx + tile) * dv..(nh * ctx + tile + len) * dv];
-                    let keys: &[f32] = as_f32(kr).unwrap_or_else(|| {
-                        T::load_f32(kr, &mut kbuf[..len * dk]);
-                        &kbuf[..len * dk]
-                    });
                     let mut tile_max = f32::NEG_INFINITY;
-                    for (sc, key) in scores.iter_mut().zip(keys.chunks_exact(dk)) {
-                        *sc = dot(qf, key);
+                    for (sc, key) in scores.iter_mut().zip(kr.chunks_exact(dk)) {
+                        *sc = T::dot_widen(qf, key);
                         tile_max = tile_max.max(*sc);
                     }
                     if tile_max > m {
@@ -104,14 +93,10 @@ pub fn attention_decode<T: CpuElement>(
                         l *= corr;
                         m = tile_max;
                     }
-                    let values: &[f32] = as_f32(vr).unwrap_or_else(|| {
-                        T::load_f32(vr, &mut vbuf[..len * dv]);
-                        &vbuf[..len * dv]
-                    });
-                    for (&sc, val) in scores[..len].iter().zip(values.chunks_exact(dv)) {
+                    for (&sc, val) in scores[..len].iter().zip(vr.chunks_exact(dv)) {
                         let p = (sc - m).exp();
                         l += p;
-                        axpy(acc, p, val);
+                        T::axpy_widen(acc, p, val);
                     }
                 }
                 ml[0] = m;

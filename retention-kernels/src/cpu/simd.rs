@@ -83,12 +83,77 @@ pub fn scale(y: &mut [f32], a: f32) {
     }
 }
 
+/// Dot product of an f32 row with a bf16 row, widening on the fly (no staging buffer).
+pub fn dot_bf16(a: &[f32], b: &[half::bf16]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2_fma() {
+        // SAFETY: AVX2 and FMA present (checked above); equal lengths asserted above.
+        return unsafe { avx2::dot_bf16(a, b) };
+    }
+    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
+}
+
+/// `y ← y + w·x` with a bf16 row x widened on the fly.
+pub fn axpy_bf16(y: &mut [f32], w: f32, x: &[half::bf16]) {
+    assert_eq!(y.len(), x.len());
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2_fma() {
+        // SAFETY: AVX2 and FMA present (checked above); equal lengths asserted above.
+        unsafe { avx2::axpy_bf16(y, w, x) };
+        return;
+    }
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += w * xi.to_f32();
+    }
+}
+
+/// Whether the F16C conversions may run too.
+#[inline]
+fn use_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use_avx2_fma() && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Dot product of an f32 row with an f16 row, widening on the fly.
+pub fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if use_f16c() {
+        // SAFETY: AVX2, FMA and F16C present (checked above); equal lengths asserted above.
+        return unsafe { avx2::dot_f16(a, b) };
+    }
+    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
+}
+
+/// `y ← y + w·x` with an f16 row x widened on the fly.
+pub fn axpy_f16(y: &mut [f32], w: f32, x: &[half::f16]) {
+    assert_eq!(y.len(), x.len());
+    #[cfg(target_arch = "x86_64")]
+    if use_f16c() {
+        // SAFETY: AVX2, FMA and F16C present (checked above); equal lengths asserted above.
+        unsafe { avx2::axpy_f16(y, w, x) };
+        return;
+    }
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += w * xi.to_f32();
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use half::{bf16, f16};
     use std::arch::x86_64::{
-        __m256, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps,
-        _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
-        _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        __m128i, __m256, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps,
+        _mm_shuffle_ps, _mm256_castps256_ps128, _mm256_castsi256_ps, _mm256_cvtepu16_epi32,
+        _mm256_cvtph_ps, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps,
+        _mm256_set1_ps, _mm256_setzero_ps, _mm256_slli_epi32, _mm256_storeu_ps,
     };
 
     /// Horizontal sum of the 8 lanes.
@@ -238,6 +303,128 @@ mod avx2 {
             *yi += a * xi;
         }
     }
+
+    /// Eight bf16 at `p` widened to f32 (bf16 is the top half of an f32).
+    ///
+    /// # Safety
+    /// AVX2 available; 8 readable u16 at `p`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load_bf16x8(p: *const bf16) -> __m256 {
+        // SAFETY: the caller guarantees 16 readable bytes at p.
+        #[allow(clippy::cast_ptr_alignment)] // loadu: no alignment requirement
+        let raw = unsafe { _mm_loadu_si128(p.cast::<__m128i>()) };
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
+    }
+
+    /// Eight f16 at `p` widened to f32.
+    ///
+    /// # Safety
+    /// AVX2 and F16C available; 8 readable u16 at `p`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_f16x8(p: *const f16) -> __m256 {
+        // SAFETY: the caller guarantees 16 readable bytes at p.
+        #[allow(clippy::cast_ptr_alignment)] // loadu: no alignment requirement
+        let raw = unsafe { _mm_loadu_si128(p.cast::<__m128i>()) };
+        _mm256_cvtph_ps(raw)
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available; `a.len() == b.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_bf16(a: &[f32], b: &[bf16]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut j = 0;
+        while j + 16 <= n {
+            // SAFETY: j + 16 <= n = a.len() = b.len().
+            unsafe {
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(j)), load_bf16x8(pb.add(j)), acc0);
+                acc1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(j + 8)),
+                    load_bf16x8(pb.add(j + 8)),
+                    acc1,
+                );
+            }
+            j += 16;
+        }
+        let tail: f32 = a[j..]
+            .iter()
+            .zip(&b[j..])
+            .map(|(x, y)| x * y.to_f32())
+            .sum();
+        hsum(std::arch::x86_64::_mm256_add_ps(acc0, acc1)) + tail
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available; `y.len() == x.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy_bf16(y: &mut [f32], w: f32, x: &[bf16]) {
+        let n = y.len();
+        let (py, px) = (y.as_mut_ptr(), x.as_ptr());
+        let wv = _mm256_set1_ps(w);
+        let mut j = 0;
+        while j + 8 <= n {
+            // SAFETY: j + 8 <= n = y.len() = x.len().
+            unsafe {
+                let r = _mm256_fmadd_ps(wv, load_bf16x8(px.add(j)), _mm256_loadu_ps(py.add(j)));
+                _mm256_storeu_ps(py.add(j), r);
+            }
+            j += 8;
+        }
+        for (yi, xi) in y[j..].iter_mut().zip(&x[j..]) {
+            *yi += w * xi.to_f32();
+        }
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `a.len() == b.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut j = 0;
+        while j + 16 <= n {
+            // SAFETY: j + 16 <= n = a.len() = b.len().
+            unsafe {
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(j)), load_f16x8(pb.add(j)), acc0);
+                acc1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(j + 8)),
+                    load_f16x8(pb.add(j + 8)),
+                    acc1,
+                );
+            }
+            j += 16;
+        }
+        let tail: f32 = a[j..]
+            .iter()
+            .zip(&b[j..])
+            .map(|(x, y)| x * y.to_f32())
+            .sum();
+        hsum(std::arch::x86_64::_mm256_add_ps(acc0, acc1)) + tail
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `y.len() == x.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f16(y: &mut [f32], w: f32, x: &[f16]) {
+        let n = y.len();
+        let (py, px) = (y.as_mut_ptr(), x.as_ptr());
+        let wv = _mm256_set1_ps(w);
+        let mut j = 0;
+        while j + 8 <= n {
+            // SAFETY: j + 8 <= n = y.len() = x.len().
+            unsafe {
+                let r = _mm256_fmadd_ps(wv, load_f16x8(px.add(j)), _mm256_loadu_ps(py.add(j)));
+                _mm256_storeu_ps(py.add(j), r);
+            }
+            j += 8;
+        }
+        for (yi, xi) in y[j..].iter_mut().zip(&x[j..]) {
+            *yi += w * xi.to_f32();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +446,40 @@ mod tests {
             axpy(&mut y, 0.5, &a);
             for i in 0..n {
                 assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6);
+            }
+        }
+        for n in [1usize, 7, 8, 17, 40] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let hb: Vec<half::bf16> = (0..n)
+                .map(|i| half::bf16::from_f32((i as f32 * 0.2).cos()))
+                .collect();
+            let hf: Vec<half::f16> = (0..n)
+                .map(|i| half::f16::from_f32((i as f32 * 0.3).cos()))
+                .collect();
+            let want_b: f64 = a
+                .iter()
+                .zip(&hb)
+                .map(|(x, y)| f64::from(*x) * y.to_f64())
+                .sum();
+            let want_f: f64 = a
+                .iter()
+                .zip(&hf)
+                .map(|(x, y)| f64::from(*x) * y.to_f64())
+                .sum();
+            assert!(
+                (f64::from(dot_bf16(&a, &hb)) - want_b).abs() < 1e-5,
+                "dot_bf16 n={n}"
+            );
+            assert!(
+                (f64::from(dot_f16(&a, &hf)) - want_f).abs() < 1e-5,
+                "dot_f16 n={n}"
+            );
+            let (mut yb, mut yf) = (a.clone(), a.clone());
+            axpy_bf16(&mut yb, 0.25, &hb);
+            axpy_f16(&mut yf, 0.25, &hf);
+            for i in 0..n {
+                assert!((yb[i] - (a[i] + 0.25 * hb[i].to_f32())).abs() < 1e-6);
+                assert!((yf[i] - (a[i] + 0.25 * hf[i].to_f32())).abs() < 1e-6);
             }
         }
         // Row counts not a multiple of 4 and widths not a multiple of 8 use the tails.
