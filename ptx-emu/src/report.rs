@@ -30,7 +30,7 @@ pub struct InstructionCounts {
     pub ld_st_other: u64,
     /// `mma.sync`.
     pub mma: u64,
-    /// `shfl.sync`.
+    /// Warp communication: `shfl.sync`, `vote.sync`, `activemask`.
     pub shfl: u64,
     /// Branches and exits.
     pub control: u64,

@@ -134,6 +134,63 @@ fn divergent_shfl_is_caught() {
     run(&ok, [1, 1, 1], [32, 1, 1], vec![]).unwrap();
 }
 
+#[test]
+fn vote_and_activemask() {
+    // Lanes 0..20 run; predicate = lane is odd.
+    let src = module(
+        ".param .u64 pout",
+        "ld.param.u64 %rd1, [pout];
+         mov.u32 %r1, %tid.x;
+         setp.ge.u32 %p3, %r1, 20;
+         @%p3 bra END;
+         and.b32 %r2, %r1, 1;
+         setp.eq.u32 %p1, %r2, 1;
+         vote.sync.ballot.b32 %r3, %p1, 0x000fffff;
+         vote.sync.any.pred %p2, !%p1, 0x000fffff;
+         selp.u32 %r4, 1, 0, %p2;
+         vote.sync.all.pred %p2, %p1, 0x000fffff;
+         selp.u32 %r5, 1, 0, %p2;
+         activemask.b32 %r6;
+         mul.wide.u32 %rd2, %r1, 16;
+         add.s64 %rd3, %rd1, %rd2;
+         st.global.v4.u32 [%rd3], {%r3, %r4, %r5, %r6};
+     END:
+         ret;",
+    );
+    let (_, l) = run(
+        &src,
+        [1, 1, 1],
+        [32, 1, 1],
+        vec![Param::Buffer(Buffer::zeros(Dtype::U32, 128))],
+    )
+    .unwrap();
+    let out = l.buffer(0).unwrap().to_u32();
+    for lane in 0..20 {
+        assert_eq!(
+            out[lane * 4..lane * 4 + 4],
+            [0x000a_aaaa, 1, 0, 0x000f_ffff],
+            "lane {lane}"
+        );
+    }
+    // A full mask while lanes 20..31 are elsewhere (not exited) is divergent.
+    let bad = src
+        .replace("@%p3 bra END;", "@%p3 bra SKIP;")
+        .replace("END:", "SKIP: bar.sync 0;\n END:")
+        .replace(
+            "vote.sync.ballot.b32 %r3, %p1, 0x000fffff;",
+            "vote.sync.ballot.b32 %r3, %p1, 0xffffffff;",
+        );
+    assert!(matches!(
+        run(
+            &bad,
+            [1, 1, 1],
+            [32, 1, 1],
+            vec![Param::Buffer(Buffer::zeros(Dtype::U32, 128))]
+        ),
+        Err(EmuError::DivergentCollective { .. })
+    ));
+}
+
 // ---- mma.m16n8k16 ----------------------------------------------------------------------
 
 /// ISA: A fragment element i of lane → (row, col).

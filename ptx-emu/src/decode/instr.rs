@@ -3,7 +3,7 @@
 
 use super::ops::{
     Addr, AddrBase, AtomOp, BoolOp, Class, Cmp, FMods, FType, FloatOp, FloatUnOp, Instr, IntOp,
-    IntUnOp, MadMode, Op, Reg, ShflMode, Space, Special, Src,
+    IntUnOp, MadMode, Op, Reg, ShflMode, Space, Special, Src, VoteMode,
 };
 use super::{Scope, Sym, unsupported};
 use crate::EmuError;
@@ -462,6 +462,14 @@ pub(super) fn decode(scope: &Scope, ri: &RawInstr) -> Result<Instr, EmuError> {
             (Op::Fence, Class::Barrier)
         }
         "shfl" => decode_shfl(&o, &mut m)?,
+        "vote" => decode_vote(&o, &mut m)?,
+        "activemask" => {
+            if m.one_type()? != Ty::B32 {
+                return Err(o.err("activemask is .b32"));
+            }
+            o.count(1)?;
+            (Op::ActiveMask { d: o.reg(0)? }, Class::Shfl)
+        }
         "mma" => decode_mma(&o, &mut m)?,
         "ldmatrix" => decode_ldmatrix(&o, &mut m)?,
         "cp" => decode_cp_async(&o, &mut m)?,
@@ -730,6 +738,9 @@ fn decode_setp(o: &Ops, m: &mut Mods) -> Result<(Op, Class), EmuError> {
     };
     m.take("ftz");
     let ty = m.one_type()?;
+    if matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
+        return Err(o.err("packed setp is not supported"));
+    }
     let (d, d2) = match o.op(0)? {
         Operand::Pair(p, q) => (o.reg_named(p)?, Some(o.reg_named(q)?)),
         Operand::Name(p) => (o.reg_named(p)?, None),
@@ -906,6 +917,38 @@ fn decode_shfl(o: &Ops, m: &mut Mods) -> Result<(Op, Class), EmuError> {
             b: o.src(2, Ty::B32)?,
             c: o.src(3, Ty::B32)?,
             mask: o.src(4, Ty::B32)?,
+        },
+        Class::Shfl,
+    ))
+}
+
+fn decode_vote(o: &Ops, m: &mut Mods) -> Result<(Op, Class), EmuError> {
+    if !m.take("sync") {
+        return Err(o.err("only vote.sync is supported"));
+    }
+    let mode = match m.take_one(&["ballot", "any", "all", "uni"]) {
+        Some("ballot") => VoteMode::Ballot,
+        Some("any") => VoteMode::Any,
+        Some("all") => VoteMode::All,
+        Some("uni") => VoteMode::Uni,
+        _ => return Err(o.err("vote.sync needs .ballot, .any, .all or .uni")),
+    };
+    let ty = m.one_type()?;
+    if (mode == VoteMode::Ballot) != (ty == Ty::B32) || (ty != Ty::B32 && ty != Ty::Pred) {
+        return Err(o.err("vote.sync.ballot is .b32; any/all/uni are .pred"));
+    }
+    o.count(3)?;
+    let (a, neg) = match o.op(1)? {
+        Operand::NotName(n) => (Src::Reg(o.reg_named(n)?), true),
+        _ => (o.src(1, Ty::Pred)?, false),
+    };
+    Ok((
+        Op::Vote {
+            mode,
+            d: o.reg(0)?,
+            a,
+            neg,
+            mask: o.src(2, Ty::B32)?,
         },
         Class::Shfl,
     ))

@@ -148,6 +148,14 @@ pub(crate) enum ShflMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VoteMode {
+    Ballot,
+    Any,
+    All,
+    Uni,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AtomOp {
     Add,
     Min,
@@ -333,6 +341,18 @@ pub(crate) enum Op {
         b: Src,
         c: Src,
         mask: Src,
+    },
+    /// `vote.sync.{ballot,any,all,uni}`; `a` is a predicate, negated when `neg`.
+    Vote {
+        mode: VoteMode,
+        d: Reg,
+        a: Src,
+        neg: bool,
+        mask: Src,
+    },
+    /// `activemask.b32 d`.
+    ActiveMask {
+        d: Reg,
     },
     Mma {
         ab: Fmt,

@@ -554,7 +554,11 @@ impl<'a> Block<'a> {
                 }
             }
             Op::Fence => {}
-            Op::Shfl { .. } | Op::Mma { .. } | Op::Ldmatrix { .. } => {
+            Op::Shfl { .. }
+            | Op::Vote { .. }
+            | Op::ActiveMask { .. }
+            | Op::Mma { .. }
+            | Op::Ldmatrix { .. } => {
                 super::collective::exec_collective(self, w, pc, exec, op)?;
             }
             Op::Bra { .. } | Op::Exit | Op::Bar { .. } => unreachable!("handled in step"),

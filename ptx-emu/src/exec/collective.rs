@@ -15,7 +15,7 @@
 
 use super::block::Block;
 use super::warp::lanes;
-use crate::decode::ops::{Op, ShflMode, Space};
+use crate::decode::ops::{Op, ShflMode, Space, VoteMode};
 use crate::error::{AccessKind, EmuError};
 use crate::exec::memops::Loc;
 use crate::types::Fmt;
@@ -97,6 +97,40 @@ pub(crate) fn exec_collective(
                 if let Some(p) = p {
                     b.warps[w].set(p, l, u64::from(out[l].1));
                 }
+            }
+        }
+        Op::Vote {
+            mode,
+            d,
+            a,
+            neg,
+            mask,
+        } => {
+            let gone = b.warps[w].gone();
+            let mut ballot = 0u32;
+            for l in lanes(exec) {
+                let m = b.val(w, mask, l) as u32;
+                if (m & !gone) & !exec != 0 || m & (1 << l) == 0 {
+                    return Err(divergent(b, w, pc, m, exec));
+                }
+                if (b.val(w, a, l) & 1 != 0) != neg {
+                    ballot |= 1 << l;
+                }
+            }
+            for l in lanes(exec) {
+                let m = b.val(w, mask, l) as u32 & exec;
+                let v = match mode {
+                    VoteMode::Ballot => ballot & m,
+                    VoteMode::Any => u32::from(ballot & m != 0),
+                    VoteMode::All => u32::from(ballot & m == m),
+                    VoteMode::Uni => u32::from(ballot & m == 0 || ballot & m == m),
+                };
+                b.warps[w].set(d, l, v as u64);
+            }
+        }
+        Op::ActiveMask { d } => {
+            for l in lanes(exec) {
+                b.warps[w].set(d, l, exec as u64);
             }
         }
         Op::Mma {
