@@ -4,6 +4,8 @@ use std::fmt;
 
 use retention_core::{Result, RetentionError};
 
+use kernel_gen::Arch;
+
 use crate::cuda;
 
 /// A compute device. Every device offers the same operations through the runtime.
@@ -14,6 +16,9 @@ pub enum Device {
     Cpu,
     /// An NVIDIA GPU by ordinal, through `cudarc` with the driver loaded at run time.
     Cuda(usize),
+    /// The PTX emulator standing in for a GPU of this architecture: the very PTX, module
+    /// cache and launches a GPU gets, executed on the CPU (tests, and machines without GPUs).
+    Emulated(Arch),
 }
 
 impl Device {
@@ -31,7 +36,8 @@ impl Device {
         cuda::CudaBackend::new(ordinal).map(|_| Device::Cuda(ordinal))
     }
 
-    /// Parse a device name: `cpu`, `cuda` (ordinal 0) or `cuda:N`, checked to exist.
+    /// Parse a device name: `cpu`, `cuda` (ordinal 0), `cuda:N`, `emulated` (sm_80) or
+    /// `emulated:sm_80|sm_90`; CUDA devices are checked to exist.
     ///
     /// # Errors
     /// [`RetentionError::NoDevice`] for an unknown name or a device that is not there.
@@ -39,12 +45,19 @@ impl Device {
         match name {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Self::cuda(0),
-            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(ordinal)) => Self::cuda(ordinal),
-                _ => Err(RetentionError::NoDevice(format!(
-                    "unknown device `{other}` (expected cpu, cuda or cuda:N)"
-                ))),
-            },
+            "emulated" => Ok(Device::Emulated(Arch::Sm80)),
+            other => {
+                if let Some(Ok(ordinal)) = other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                    return Self::cuda(ordinal);
+                }
+                if let Some(Ok(arch)) = other.strip_prefix("emulated:").map(str::parse::<Arch>) {
+                    return Ok(Device::Emulated(arch));
+                }
+                Err(RetentionError::NoDevice(format!(
+                    "unknown device `{other}` (expected cpu, cuda, cuda:N, emulated or \
+                     emulated:sm_80|sm_90)"
+                )))
+            }
         }
     }
 
@@ -53,6 +66,7 @@ impl Device {
         match self {
             Device::Cpu => "cpu".into(),
             Device::Cuda(ordinal) => format!("cuda:{ordinal}"),
+            Device::Emulated(arch) => format!("emulated:{arch}"),
         }
     }
 }

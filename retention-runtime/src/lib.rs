@@ -1,21 +1,25 @@
-//! `retention-runtime`: devices, the memory pool, the per-sequence recurrent-state pool, and
-//! (as their issues land) streams, the module cache and the autotune cache.
+//! `retention-runtime`: devices ([`Device`]: CPU, CUDA through `cudarc`, and the PTX
+//! emulator), the caching [`MemoryPool`], the per-sequence recurrent-state pool
+//! ([`StatePool`]) and the [`ModuleCache`] (spec → PTX from `kernel-gen` → loaded module).
 //!
-//! This crate must not know how a kernel is written: it receives PTX images and CPU functions
-//! from `retention-kernels` and launches them.
+//! This crate must not know how a kernel is written: it asks `kernel-gen` for the PTX of a
+//! `KernelSpec` (and its launch geometry and parameter order) and `retention-kernels` for CPU
+//! functions, and launches them.
 //!
-//! Status: `Device::Cpu`, [`MemoryPool`] and [`StatePool`] exist; the CPU device currently
-//! computes through the f64 reference (rounded to f32 state), until the fast CPU kernels are
-//! wired in. CUDA and emulated devices, streams and the module cache come with the runtime
-//! issue.
+//! Status: state pools run on the CPU and on `Device::Emulated`, where decode launches the
+//! catalog's PTX kernel; streams, the CUDA launch path of the state pool, and the autotune
+//! cache come with the rest of the runtime issue.
 
 pub mod cuda;
 mod device;
+mod emulated_decode;
 mod memory_pool;
+mod module_cache;
 mod slot;
 mod state_pool;
 
 pub use device::Device;
 pub use memory_pool::{MemoryPool, PoolBuffer, PoolStats, size_class};
+pub use module_cache::{LoadedModule, ModuleCache, ModuleCacheStats};
 pub use slot::Slot;
 pub use state_pool::{HostState, StateConfig, StatePool};

@@ -6,6 +6,7 @@ use retention_core::{Element, HostTensor, Result, RetentionError};
 use retention_kernels::reference::{self, RetentionParams};
 
 use crate::device::Device;
+use crate::emulated_decode::{self, DecodeProblem};
 use crate::memory_pool::{MemoryPool, PoolBuffer};
 use crate::slot::{Slot, SlotTable};
 
@@ -60,12 +61,12 @@ impl StatePool {
             }
         }
         cfg.params.gammas.check_heads(cfg.heads)?;
-        if *device != Device::Cpu {
+        if matches!(device, Device::Cuda(_)) {
             return Err(RetentionError::Unsupported {
                 what: "state pool device".into(),
                 value: device.name(),
-                reason: "state pools live on the CPU until the CUDA and emulated launch paths \
-                         of the runtime land"
+                reason: "state pools live on the CPU or the emulator until the CUDA launch path \
+                         of the runtime lands"
                     .into(),
             });
         }
@@ -187,7 +188,8 @@ impl StatePool {
     /// (continuous batching): q, k `[N, H, K]`, v `[N, H, V]`; returns o `[N, H, V]`.
     ///
     /// # Errors
-    /// Stale/foreign/duplicate slots, a bad layer, shape mismatches.
+    /// Stale/foreign/duplicate slots, a bad layer, shape mismatches, a head geometry no
+    /// decode kernel serves (emulated device).
     pub fn step<T: Element>(
         &mut self,
         layer: usize,
@@ -201,35 +203,67 @@ impl StatePool {
             .iter()
             .map(|&s| self.slots.check(s))
             .collect::<Result<Vec<_>>>()?;
-        let c = &self.cfg;
-        let n = slots.len();
-        let (q64, k64, v64) = (q.to_f64(), k.to_f64(), v.to_f64());
-        q64.expect_shape("q", &["N", "H", "K"], &[n, c.heads, c.dk])?;
-        k64.expect_shape("k", &["N", "H", "K"], &[n, c.heads, c.dk])?;
-        v64.expect_shape("v", &["N", "H", "V"], &[n, c.heads, c.dv])?;
-        // Gather the rows' states (a duplicate slot is rejected by the oracle below).
-        let mut gathered = Vec::with_capacity(n * self.layer_len());
-        for &i in &indices {
-            let r = self.range(i, layer);
-            gathered.extend(
-                self.states.as_slice::<f32>()[r]
-                    .iter()
-                    .map(|&x| f64::from(x)),
-            );
-        }
-        let mut pool = HostTensor::new(vec![n, c.heads, c.dk, c.dv], gathered)?;
-        let rows: Vec<usize> = (0..n).collect();
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = indices.iter().find(|&&i| !seen.insert(i)) {
             return Err(RetentionError::Slot(format!(
                 "slot {dup} appears twice in one step"
             )));
         }
-        let o = reference::decode_step(&q64, &k64, &v64, &mut pool, &rows, &c.params)?;
-        for (row, &i) in indices.iter().enumerate() {
-            let r = self.range(i, layer);
-            let src = &pool.data()[row * self.layer_len()..(row + 1) * self.layer_len()];
-            for (d, &s) in self.states.as_mut_slice::<f32>()[r].iter_mut().zip(src) {
+        let c = &self.cfg;
+        let n = slots.len();
+        q.expect_shape("q", &["N", "H", "K"], &[n, c.heads, c.dk])?;
+        k.expect_shape("k", &["N", "H", "K"], &[n, c.heads, c.dk])?;
+        v.expect_shape("v", &["N", "H", "V"], &[n, c.heads, c.dv])?;
+        // The pool is [capacity · layers, H, K, V]: row (slot, layer) = slot · layers + layer.
+        let rows: Vec<usize> = indices.iter().map(|&i| i * self.layers + layer).collect();
+        match self.device {
+            Device::Emulated(arch) => {
+                let problem = DecodeProblem {
+                    arch,
+                    gammas: &c.params.gammas,
+                    scale: c.params.scale,
+                    heads: c.heads,
+                    dk: c.dk,
+                    dv: c.dv,
+                };
+                let rows: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+                let states = self.states.as_mut_slice::<f32>();
+                emulated_decode::decode_step(&problem, states, &rows, q, k, v)
+            }
+            _ => self.step_cpu(&rows, q, k, v),
+        }
+    }
+
+    /// The CPU decode step over pool rows `rows`.
+    fn step_cpu<T: Element>(
+        &mut self,
+        rows: &[usize],
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+    ) -> Result<HostTensor<T>> {
+        let c = &self.cfg;
+        let n = rows.len();
+        let len = self.layer_len();
+        let mut gathered = Vec::with_capacity(n * len);
+        for &r in rows {
+            let src = &self.states.as_slice::<f32>()[r * len..(r + 1) * len];
+            gathered.extend(src.iter().map(|&x| f64::from(x)));
+        }
+        let mut pool = HostTensor::new(vec![n, c.heads, c.dk, c.dv], gathered)?;
+        let ident: Vec<usize> = (0..n).collect();
+        let o = reference::decode_step(
+            &q.to_f64(),
+            &k.to_f64(),
+            &v.to_f64(),
+            &mut pool,
+            &ident,
+            &c.params,
+        )?;
+        for (j, &r) in rows.iter().enumerate() {
+            let src = &pool.data()[j * len..(j + 1) * len];
+            let dst = &mut self.states.as_mut_slice::<f32>()[r * len..(r + 1) * len];
+            for (d, &s) in dst.iter_mut().zip(src) {
                 *d = s as f32;
             }
         }
@@ -252,6 +286,12 @@ impl StatePool {
     ) -> Result<HostTensor<T>> {
         self.check_layer(layer)?;
         let i = self.slots.check(slot)?;
+        if chunk == 0 {
+            return Err(RetentionError::ZeroChunk);
+        }
+        if let Device::Emulated(_) = self.device {
+            return self.prefill_by_steps(slot, layer, q, k, v);
+        }
         let c = &self.cfg;
         let r = self.range(i, layer);
         let h0: Vec<f64> = self.states.as_slice::<f32>()[r.clone()]
@@ -275,5 +315,40 @@ impl StatePool {
             *d = s as f32;
         }
         Ok(o.cast())
+    }
+
+    /// Prefill on a device whose chunkwise kernel has not landed yet: the recurrent form, one
+    /// decode launch per token (the same math; DESIGN §1).
+    fn prefill_by_steps<T: Element>(
+        &mut self,
+        slot: Slot,
+        layer: usize,
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+    ) -> Result<HostTensor<T>> {
+        let c = self.cfg.clone();
+        let t = q.shape().get(1).copied().unwrap_or(0);
+        q.expect_shape("q", &["B", "T", "H", "K"], &[1, t, c.heads, c.dk])?;
+        k.expect_shape("k", &["B", "T", "H", "K"], &[1, t, c.heads, c.dk])?;
+        v.expect_shape("v", &["B", "T", "H", "V"], &[1, t, c.heads, c.dv])?;
+        let token = |x: &HostTensor<T>, i: usize, d: usize| {
+            HostTensor::new(
+                vec![1, c.heads, d],
+                x.data()[i * c.heads * d..(i + 1) * c.heads * d].to_vec(),
+            )
+        };
+        let mut out = Vec::with_capacity(t * c.heads * c.dv);
+        for i in 0..t {
+            let o = self.step(
+                layer,
+                &[slot],
+                &token(q, i, c.dk)?,
+                &token(k, i, c.dk)?,
+                &token(v, i, c.dv)?,
+            )?;
+            out.extend_from_slice(o.data());
+        }
+        HostTensor::new(vec![1, t, c.heads, c.dv], out)
     }
 }

@@ -1,0 +1,128 @@
+//! The decode step on `Device::Emulated`: the catalog's PTX decode kernel, loaded through the
+//! module cache and executed by the PTX emulator — the same spec, launch geometry and argument
+//! list a real GPU gets.
+
+use half::{bf16, f16};
+use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
+use kernel_gen::{Arch, GammaSet, KernelSpec, launch_geometry};
+use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, validate_scale};
+
+use crate::module_cache::ModuleCache;
+
+/// The decode spec serving these decays: baked immediates for an unsharded RetNet schedule,
+/// the runtime-γ variant for anything else (sharded heads, explicit lists).
+pub(crate) fn decode_spec(
+    gammas: &Gammas,
+    dk: usize,
+    dv: usize,
+    dtype: Dtype,
+    arch: Arch,
+) -> KernelSpec {
+    let set = if gammas.is_retnet() && gammas.head_offset() == 0 {
+        GammaSet::Retnet {
+            heads: gammas.len() as u32,
+        }
+    } else {
+        GammaSet::Runtime
+    };
+    KernelSpec::decode(dk as u32, dv as u32, set, dtype, arch)
+}
+
+fn dtype_of<T: Element>() -> Result<Dtype> {
+    T::DTYPE.ok_or_else(|| RetentionError::Unsupported {
+        what: "dtype".into(),
+        value: "f64".into(),
+        reason: "device kernels take f32, f16 or bf16".into(),
+    })
+}
+
+fn emu_dtype(dtype: Dtype) -> EmuDtype {
+    match dtype {
+        Dtype::F32 => EmuDtype::F32,
+        Dtype::F16 => EmuDtype::F16,
+        Dtype::Bf16 => EmuDtype::Bf16,
+    }
+}
+
+fn buffer<T: Element>(t: &HostTensor<T>, dtype: Dtype) -> Buffer {
+    Buffer {
+        bytes: t.as_bytes().to_vec(),
+        dtype: emu_dtype(dtype),
+        output: false,
+    }
+}
+
+/// What one emulated decode step needs besides the tensors.
+pub(crate) struct DecodeProblem<'a> {
+    pub arch: Arch,
+    pub gammas: &'a Gammas,
+    pub scale: Option<f64>,
+    pub heads: usize,
+    pub dk: usize,
+    pub dv: usize,
+}
+
+/// Run one decode step: rows n advance `states[rows[n]]` (a `[S, H, K, V]` f32 pool, updated
+/// in place) with q, k `[N, H, K]`, v `[N, H, V]`. Rows must be distinct and in range (the
+/// caller checks; the kernel trusts it). Returns o `[N, H, V]`.
+pub(crate) fn decode_step<T: Element>(
+    p: &DecodeProblem<'_>,
+    states: &mut [f32],
+    rows: &[u32],
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    v: &HostTensor<T>,
+) -> Result<HostTensor<T>> {
+    let dtype = dtype_of::<T>()?;
+    let spec = decode_spec(p.gammas, p.dk, p.dv, dtype, p.arch);
+    let module = ModuleCache::global().get(&spec)?;
+    let n = rows.len();
+    let geometry =
+        launch_geometry(&spec, n as u32, p.heads as u32).map_err(RetentionError::from)?;
+    let scale = validate_scale(p.scale, p.dk)? as f32;
+    let mut launch = Launch::new(module.entry.clone(), geometry.grid, geometry.block)
+        .dynamic_shared(geometry.dynamic_smem_bytes)
+        .arg(Param::Buffer(buffer(q, dtype)))
+        .arg(Param::Buffer(buffer(k, dtype)))
+        .arg(Param::Buffer(buffer(v, dtype)))
+        .arg(Param::Buffer(Buffer::from_f32(states).output()))
+        .arg(Param::Buffer(Buffer::from_u32(rows)))
+        .arg(Param::Buffer(
+            Buffer::zeros(emu_dtype(dtype), n * p.heads * p.dv).output(),
+        ))
+        .arg(Param::U32(n as u32))
+        .arg(Param::F32(scale));
+    if spec.gammas == GammaSet::Runtime {
+        let log2g: Vec<f32> = (0..p.heads).map(|h| p.gammas.log2(h) as f32).collect();
+        launch = launch
+            .arg(Param::U32(p.heads as u32))
+            .arg(Param::Buffer(Buffer::from_f32(&log2g)));
+    }
+    module
+        .emulated
+        .launch(&mut launch)
+        .map_err(|e| RetentionError::KernelLoad(format!("{}: {e}", module.entry)))?;
+    let out_state = launch.buffer(3).map(Buffer::to_f32).unwrap_or_default();
+    states.copy_from_slice(&out_state);
+    let o = launch
+        .buffer(5)
+        .ok_or_else(|| RetentionError::KernelLoad("no output".into()))?;
+    let values: Vec<T> = match dtype {
+        Dtype::F32 => o
+            .to_f32()
+            .into_iter()
+            .map(|x| T::from_f64(f64::from(x)))
+            .collect(),
+        Dtype::F16 => o
+            .to_u16()
+            .into_iter()
+            .map(|b| T::from_f64(f16::from_bits(b).to_f64()))
+            .collect(),
+        Dtype::Bf16 => o
+            .to_u16()
+            .into_iter()
+            .map(|b| T::from_f64(bf16::from_bits(b).to_f64()))
+            .collect(),
+    };
+    HostTensor::new(vec![n, p.heads, p.dv], values)
+}
