@@ -10,6 +10,8 @@ use crate::types::Ty;
 
 /// Most shared memory one block may use (sm_90: 227 KiB).
 pub const MAX_SHARED_BYTES: u64 = 227 * 1024;
+/// Most `.local` bytes per thread (the PTX limit).
+pub const MAX_LOCAL_BYTES: u64 = 512 * 1024;
 /// Most threads in one block.
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
 /// Default warp-instruction budget per block before a launch is declared runaway.
@@ -338,10 +340,16 @@ impl Module {
             )));
         }
         let dyn_base = k.dyn_shared_offset.unwrap_or(k.shared_static);
-        let shared_bytes = dyn_base + launch.dynamic_shared_bytes as u64;
+        let shared_bytes = dyn_base.saturating_add(launch.dynamic_shared_bytes as u64);
         if shared_bytes > MAX_SHARED_BYTES {
             return Err(bad(format!(
                 "{shared_bytes} shared bytes exceed {MAX_SHARED_BYTES}"
+            )));
+        }
+        if k.local_bytes > MAX_LOCAL_BYTES {
+            return Err(bad(format!(
+                "{} local bytes per thread exceed {MAX_LOCAL_BYTES}",
+                k.local_bytes
             )));
         }
         if launch.params.len() != k.params.len() {

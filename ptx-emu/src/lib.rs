@@ -26,6 +26,19 @@
 //!   `rsqrt`, `sqrt`, `sin`, `cos`, `tanh`) are computed in f64 and rounded once, i.e. more
 //!   accurately than hardware; `mma` sums exact products in f64 and rounds once to f32.
 //!
+//! # Limits (each is an error or documented imprecision, never a silent wrong answer)
+//! - Not implemented (decode error): `.func`/`call`, `.global`/`.const` variables, `ld.const`,
+//!   texture/surface ops, `prmt`, `lop3`, `bfe`/`bfi`, `bar.arrive`, `bar.warp.sync`,
+//!   shared-memory atomics, `wgmma`/`tma`/clusters, `mma` shapes other than m16n8k16 with
+//!   f16/bf16 inputs and f32 accumulators, `ldmatrix` shapes other than m8n8.b16.
+//! - Race detection covers shared memory within a block (byte granularity, barrier epochs);
+//!   a named barrier with a thread count that releases a subset of the block also advances
+//!   the epoch for threads outside it, which can hide a race between those threads.
+//!   Global memory races between blocks are not detected.
+//! - Reconvergence is min-PC (see `exec::warp`): exact for structured control flow.
+//! - `mma` rounds once from an f64 sum; hardware truncates partial sums differently, so
+//!   compare tensor-core results with a tolerance.
+//!
 //! # Example
 //! ```
 //! use ptx_emu::{Buffer, Launch, Module, Param};
@@ -84,8 +97,8 @@ mod types;
 
 pub use error::{AccessKind, EmuError, Site};
 pub use launch::{
-    Buffer, DEFAULT_STEP_LIMIT, Dtype, EntryInfo, Launch, MAX_SHARED_BYTES, MAX_THREADS_PER_BLOCK,
-    Module, Param,
+    Buffer, DEFAULT_STEP_LIMIT, Dtype, EntryInfo, Launch, MAX_LOCAL_BYTES, MAX_SHARED_BYTES,
+    MAX_THREADS_PER_BLOCK, Module, Param,
 };
 pub use launch_file::run_launch_files;
 pub use report::{A100, EmuReport, GpuPeaks, H100, InstructionCounts};

@@ -120,6 +120,28 @@ fn undeclared_names_and_bad_syntax_are_errors() {
 }
 
 #[test]
+fn oversized_declarations_are_rejected_not_allocated() {
+    let m = Module::parse(&module("", ".shared .b8 big[1000000000000];\n ret;")).unwrap();
+    let err = m
+        .launch(&mut Launch::new("k", [1, 1, 1], [1, 1, 1]))
+        .unwrap_err();
+    assert!(err.to_string().contains("shared bytes"), "{err}");
+    let m = Module::parse(&module("", ".local .b8 big[1000000000];\n ret;")).unwrap();
+    let err = m
+        .launch(&mut Launch::new("k", [1, 1, 1], [1, 1, 1]))
+        .unwrap_err();
+    assert!(err.to_string().contains("local bytes"), "{err}");
+    assert!(matches!(
+        Module::parse(&module("", ".reg .b32 %x<1000000>;\n ret;")),
+        Err(EmuError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        Module::parse(&module("", "mov.b64 {%rd2}, %rd1;")),
+        Err(EmuError::Unsupported { .. })
+    ));
+}
+
+#[test]
 fn launch_validation_names_the_problem() {
     let m = Module::parse(&module(".param .u64 p, .param .f32 s", "ret;")).unwrap();
     let err = m

@@ -71,6 +71,44 @@ fn wide_multiplies_produce_64_bits() {
 }
 
 #[test]
+fn sixty_four_bit_high_products() {
+    // Operands near 2^64: the full product needs 128 unsigned bits.
+    let src = common::module(
+        ".param .u64 pout",
+        "ld.param.u64 %rd1, [pout];
+         mov.u64 %rd2, 0xfffffffffffffff1;
+         mov.u64 %rd3, 0xfffffffffffffff3;
+         mul.hi.u64 %rd4, %rd2, %rd3;
+         mul.hi.s64 %rd5, %rd2, %rd3;
+         mad.hi.u64 %rd6, %rd2, %rd3, 7;
+         mul.lo.u64 %rd7, %rd2, %rd3;
+         st.global.v2.u64 [%rd1], {%rd4, %rd5};
+         st.global.v2.u64 [%rd1+16], {%rd6, %rd7};
+         ret;",
+    );
+    let (_, l) = run(
+        &src,
+        [1, 1, 1],
+        [1, 1, 1],
+        vec![Param::Buffer(Buffer::zeros(Dtype::U64, 4))],
+    )
+    .unwrap();
+    let b = &l.buffer(0).unwrap().bytes;
+    let word = |i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap());
+    let (x, y) = (0xffff_ffff_ffff_fff1u64, 0xffff_ffff_ffff_fff3u64);
+    assert_eq!(word(0), ((x as u128 * y as u128) >> 64) as u64);
+    assert_eq!(
+        word(1),
+        ((x as i64 as i128 * y as i64 as i128) >> 64) as u64
+    );
+    assert_eq!(
+        word(2),
+        (((x as u128 * y as u128) >> 64) as u64).wrapping_add(7)
+    );
+    assert_eq!(word(3), x.wrapping_mul(y));
+}
+
+#[test]
 fn division_min_max() {
     let (a, mut b) = inputs(64, 0x1234);
     for v in &mut b {

@@ -486,6 +486,9 @@ fn decode_mov(o: &Ops, m: &mut Mods) -> Result<(Op, Class), EmuError> {
     let op = match (o.op(0)?, o.op(1)?) {
         (Operand::Vector(ds), _) => {
             let part_bits = ty.bits() / ds.len() as u32;
+            if ![8, 16, 32].contains(&part_bits) || part_bits * ds.len() as u32 != ty.bits() {
+                return Err(o.err("unsupported unpack width"));
+            }
             let mut regs = Vec::new();
             for d in ds {
                 match d {
@@ -507,6 +510,9 @@ fn decode_mov(o: &Ops, m: &mut Mods) -> Result<(Op, Class), EmuError> {
                 32 => Ty::B32,
                 _ => return Err(o.err("unsupported pack width")),
             };
+            if part_bits * parts.len() as u32 != ty.bits() {
+                return Err(o.err("unsupported pack width"));
+            }
             let parts = parts
                 .iter()
                 .map(|p| o.src_of(p, part_ty))

@@ -12,6 +12,9 @@ use crate::parse::{RawKernel, RawModule, Stmt, VarDecl, VarSpace};
 use crate::types::Ty;
 use ops::{Instr, Reg};
 
+/// Most registers (of all types) one kernel may declare: each costs 256 bytes per warp.
+pub(crate) const MAX_REGISTERS: usize = 1 << 16;
+
 /// One declared kernel parameter as laid out in the param space.
 #[derive(Debug, Clone)]
 pub(crate) struct KParam {
@@ -58,7 +61,7 @@ pub(crate) struct Scope<'a> {
 }
 
 fn align_up(v: u64, a: u64) -> u64 {
-    v.div_ceil(a.max(1)) * a.max(1)
+    v.div_ceil(a.max(1)).saturating_mul(a.max(1))
 }
 
 fn place_vars(
@@ -77,7 +80,7 @@ fn place_vars(
                     VarSpace::Local => Sym::Local(size),
                 };
                 syms.insert(v.name.clone(), sym);
-                size += n * v.elem.bytes() as u64;
+                size = size.saturating_add(n.saturating_mul(v.elem.bytes() as u64));
             }
             None => externs.push(v.name.clone()),
         }
@@ -112,6 +115,15 @@ fn decode_kernel(module_shared: &[VarDecl], k: &RawKernel) -> Result<Kernel, Emu
         let _ = ty; // registers hold raw bits; instructions carry types
         syms.insert(name.clone(), Sym::Reg(nregs as Reg));
         nregs += 1;
+    }
+    if nregs > MAX_REGISTERS {
+        return Err(EmuError::Unsupported {
+            line: k.regs.last().map_or(0, |r| r.2),
+            instruction: ".reg".into(),
+            reason: format!(
+                "{nregs} registers declared; the emulator supports up to {MAX_REGISTERS}"
+            ),
+        });
     }
     let mut externs = Vec::new();
     let mut shared = place_vars(module_shared, VarSpace::Shared, 0, &mut syms, &mut externs);

@@ -30,10 +30,7 @@ pub(crate) fn int_bin(op: IntOp, ty: Ty, a: u64, b: u64) -> AluResult {
         IntOp::AddSat => (ai + bi).clamp(i32::MIN as i128, i32::MAX as i128) as i64 as u64,
         IntOp::SubSat => (ai - bi).clamp(i32::MIN as i128, i32::MAX as i128) as i64 as u64,
         IntOp::MulLo => wrap(ai.wrapping_mul(bi)),
-        IntOp::MulHi => {
-            let p = ai * bi; // fits: |a|,|b| < 2^64
-            wrap(p >> bits)
-        }
+        IntOp::MulHi => mul_hi(ty, a, b),
         IntOp::MulWide => {
             let p = ai * bi;
             let wide = if ty.is_signed() { Ty::S64 } else { Ty::U64 };
@@ -83,13 +80,26 @@ pub(crate) fn int_bin(op: IntOp, ty: Ty, a: u64, b: u64) -> AluResult {
     })
 }
 
+/// The high half of the full product (64-bit unsigned operands need u128: the product of
+/// two values near 2^64 does not fit in i128).
+fn mul_hi(ty: Ty, a: u64, b: u64) -> u64 {
+    let bits = ty.bits();
+    if bits == 64 && !ty.is_signed() {
+        ((a as u128 * b as u128) >> 64) as u64
+    } else {
+        ty.normalize(((ty.int_value(a) * ty.int_value(b)) >> bits) as u64)
+    }
+}
+
 pub(crate) fn mad(mode: MadMode, ty: Ty, a: u64, b: u64, c: u64) -> AluResult {
     let bits = ty.bits();
     let ai = ty.int_value(a);
     let bi = ty.int_value(b);
     Ok(match mode {
-        MadMode::Lo => ty.normalize((ai.wrapping_mul(bi) + ty.int_value(c)) as u64),
-        MadMode::Hi => ty.normalize((((ai * bi) >> bits) + ty.int_value(c)) as u64),
+        MadMode::Lo => ty.normalize(ai.wrapping_mul(bi).wrapping_add(ty.int_value(c)) as u64),
+        MadMode::Hi => {
+            ty.normalize((mul_hi(ty, a, b) as i128).wrapping_add(ty.int_value(c)) as u64)
+        }
         MadMode::Wide => {
             let wide = if ty.is_signed() { Ty::S64 } else { Ty::U64 };
             if bits == 64 {

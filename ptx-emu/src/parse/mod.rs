@@ -457,8 +457,15 @@ impl Parser<'_> {
                 self.pos += 1;
                 let n = self.int()?;
                 self.expect_punct('>')?;
-                if n > 1 << 20 {
-                    return Err(err(line, "register range too large"));
+                if n > crate::decode::MAX_REGISTERS as u64 {
+                    return Err(EmuError::Unsupported {
+                        line,
+                        instruction: format!("{name}<{n}>"),
+                        reason: format!(
+                            "register range larger than the {} registers the emulator supports",
+                            crate::decode::MAX_REGISTERS
+                        ),
+                    });
                 }
                 for i in 0..n {
                     k.regs.push((ty, format!("{name}{i}"), line));
