@@ -28,7 +28,8 @@
 //!
 //! # Limits (each is an error or documented imprecision, never a silent wrong answer)
 //! - Not implemented (decode error): `.func`/`call`, `.global`/`.const` variables, `ld.const`,
-//!   texture/surface ops, `prmt`, `lop3`, `bfe`/`bfi`, `bar.arrive`, `bar.warp.sync`,
+//!   texture/surface ops, `prmt` modes other than the default, `sad`, `bar.arrive`,
+//!   `bar.warp.sync`,
 //!   shared-memory atomics, `wgmma`/`tma`/clusters, `mma` shapes other than m16n8k16 with
 //!   f16/bf16 inputs and f32 accumulators, `ldmatrix` shapes other than m8n8.b16.
 //! - Race detection covers shared memory within a block (byte granularity, barrier epochs);

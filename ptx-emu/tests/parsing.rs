@@ -79,10 +79,10 @@ fn unsupported(body: &str) -> (usize, String, String) {
 #[test]
 fn unknown_instruction_is_an_error_naming_it_and_its_line() {
     let (line, instr, reason) =
-        unsupported("mov.u32 %r1, 0;\n    prmt.b32 %r2, %r1, %r1, 0x3210;\n ret;");
+        unsupported("mov.u32 %r1, 0;\n    sad.u32 %r2, %r1, %r1, %r1;\n ret;");
     assert_eq!(line, 16);
-    assert_eq!(instr, "prmt.b32 %r2, %r1, %r1, 0x3210;");
-    assert!(reason.contains("prmt"), "{reason}");
+    assert_eq!(instr, "sad.u32 %r2, %r1, %r1, %r1;");
+    assert!(reason.contains("sad"), "{reason}");
 }
 
 #[test]

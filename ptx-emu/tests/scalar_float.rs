@@ -146,6 +146,14 @@ fn f32_arithmetic_round_to_nearest_matches_ieee() {
 }
 
 #[test]
+fn negative_float_literals() {
+    let out = binary_u32("mov.f32 %f1, -0f3FC00000; mov.b32 %r4, %f1;", &[0], &[0]).unwrap();
+    assert_eq!(f32::from_bits(out[0]), -1.5);
+    let out = binary_u32("mov.f32 %f1, -2.25; mov.b32 %r4, %f1;", &[0], &[0]).unwrap();
+    assert_eq!(f32::from_bits(out[0]), -2.25);
+}
+
+#[test]
 fn f32_directed_rounding_modes() {
     for mode in ["rn", "rz", "rm", "rp"] {
         check_f32(

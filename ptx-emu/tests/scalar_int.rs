@@ -169,6 +169,45 @@ fn logic_and_shifts() {
 }
 
 #[test]
+fn bit_field_and_permute_instructions() {
+    check("lop3.b32 %r4, %r2, %r3, 0x0f0f0f0f, 0x96;", |a, b| {
+        a ^ b ^ 0x0f0f_0f0f
+    });
+    check("lop3.b32 %r4, %r2, %r3, 0x0f0f0f0f, 0xe8;", |a, b| {
+        let c = 0x0f0f_0f0f;
+        (a & b) | (a & c) | (b & c)
+    });
+    check("lop3.b32 %r4, %r2, %r3, 0x12345678, 0xf8;", |a, b| {
+        a | (b & 0x1234_5678)
+    });
+    check("bfe.u32 %r4, %r2, 4, 9;", |a, _| (a >> 4) & 0x1ff);
+    check("bfe.s32 %r4, %r2, 20, 12;", |a, _| {
+        ((a as i32) >> 20) as u32
+    });
+    check("bfe.s32 %r4, %r2, 3, 5;", |a, _| {
+        (((a >> 3) & 31) as i32).wrapping_shl(27).wrapping_shr(27) as u32
+    });
+    check("bfe.u32 %r4, %r2, 28, 12;", |a, _| a >> 28);
+    check("bfe.u32 %r4, %r2, 7, 0;", |_, _| 0);
+    check("bfi.b32 %r4, %r2, %r3, 8, 12;", |a, b| {
+        (b & !(0xfff << 8)) | ((a & 0xfff) << 8)
+    });
+    check("bfi.b32 %r4, %r2, %r3, 28, 8;", |a, b| {
+        (b & 0x0fff_ffff) | ((a & 0xf) << 28)
+    });
+    check("prmt.b32 %r4, %r2, %r3, 0x3210;", |a, _| a);
+    check("prmt.b32 %r4, %r2, %r3, 0x7654;", |_, b| b);
+    check("prmt.b32 %r4, %r2, %r3, 0x0123;", |a, _| a.swap_bytes());
+    check("prmt.b32 %r4, %r2, %r3, 0x5140;", |a, b| {
+        (a & 0xff) | ((b & 0xff) << 8) | (((a >> 8) & 0xff) << 16) | (((b >> 8) & 0xff) << 24)
+    });
+    check("prmt.b32 %r4, %r2, %r3, 0x8880;", |a, _| {
+        let s = if a & 0x80 != 0 { 0xff } else { 0 };
+        (a & 0xff) | (s << 8) | (s << 16) | (s << 24)
+    });
+}
+
+#[test]
 fn setp_selp_and_combining() {
     check(
         "setp.lt.s32 %p1, %r2, %r3; selp.u32 %r4, 1, 0, %p1;",

@@ -380,6 +380,68 @@ pub(super) fn decode(scope: &Scope, ri: &RawInstr) -> Result<Instr, EmuError> {
         "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor" | "shl"
         | "shr" => decode_binary(&o, &mut m, &base)?,
         "mad" | "fma" => decode_mad(&o, &mut m, &base)?,
+        "lop3" => {
+            if m.one_type()? != Ty::B32 {
+                return Err(o.err("lop3 is .b32"));
+            }
+            o.count(5)?;
+            let lut = match o.op(4)? {
+                Operand::Imm(Imm::Int(v)) if *v <= 0xff => *v as u8,
+                _ => return Err(o.err("lop3 needs an 8-bit immediate truth table")),
+            };
+            let op = Op::Lop3 {
+                d: o.reg(0)?,
+                a: o.src(1, Ty::B32)?,
+                b: o.src(2, Ty::B32)?,
+                c: o.src(3, Ty::B32)?,
+                lut,
+            };
+            (op, Class::Int)
+        }
+        "bfe" => {
+            let ty = m.one_type()?;
+            if !matches!(ty, Ty::U32 | Ty::S32 | Ty::U64 | Ty::S64) {
+                return Err(o.err("bfe needs .u32/.s32/.u64/.s64"));
+            }
+            o.count(4)?;
+            let op = Op::Bfe {
+                ty,
+                d: o.reg(0)?,
+                a: o.src(1, ty)?,
+                pos: o.src(2, Ty::U32)?,
+                len: o.src(3, Ty::U32)?,
+            };
+            (op, Class::Int)
+        }
+        "bfi" => {
+            let ty = m.one_type()?;
+            if !matches!(ty, Ty::B32 | Ty::B64) {
+                return Err(o.err("bfi needs .b32/.b64"));
+            }
+            o.count(5)?;
+            let op = Op::Bfi {
+                ty,
+                d: o.reg(0)?,
+                f: o.src(1, ty)?,
+                base: o.src(2, ty)?,
+                pos: o.src(3, Ty::U32)?,
+                len: o.src(4, Ty::U32)?,
+            };
+            (op, Class::Int)
+        }
+        "prmt" => {
+            if m.one_type()? != Ty::B32 {
+                return Err(o.err("prmt is .b32 (only the default mode is supported)"));
+            }
+            o.count(4)?;
+            let op = Op::Prmt {
+                d: o.reg(0)?,
+                a: o.src(1, Ty::B32)?,
+                b: o.src(2, Ty::B32)?,
+                c: o.src(3, Ty::B32)?,
+            };
+            (op, Class::Int)
+        }
         "abs" | "neg" | "not" | "cnot" | "popc" | "clz" | "brev" => {
             decode_unary(&o, &mut m, &base)?
         }

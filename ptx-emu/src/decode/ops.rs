@@ -255,6 +255,38 @@ pub(crate) enum Op {
         b: Src,
         c: Src,
     },
+    /// `lop3.b32 d, a, b, c, lut`: bitwise function given by its truth table.
+    Lop3 {
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+        lut: u8,
+    },
+    /// `bfe`: extract `len` bits at `pos` (sign-extended for signed types).
+    Bfe {
+        ty: Ty,
+        d: Reg,
+        a: Src,
+        pos: Src,
+        len: Src,
+    },
+    /// `bfi`: insert the low `len` bits of `f` into `base` at `pos`.
+    Bfi {
+        ty: Ty,
+        d: Reg,
+        f: Src,
+        base: Src,
+        pos: Src,
+        len: Src,
+    },
+    /// `prmt.b32` (default mode): byte permute of `{b, a}` by selector `c`.
+    Prmt {
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+    },
     IntUn {
         op: IntUnOp,
         ty: Ty,

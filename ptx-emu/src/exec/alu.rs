@@ -393,3 +393,68 @@ pub(crate) fn cvt(
         }
     }
 }
+
+/// `lop3`: bit i of the result is bit `(a_i << 2) | (b_i << 1) | c_i` of the table (the
+/// table of `F` is `F(0xF0, 0xCC, 0xAA)`).
+pub(crate) fn lop3(a: u64, b: u64, c: u64, lut: u8) -> u64 {
+    let mut r = 0u32;
+    for i in 0..32 {
+        let idx = (((a >> i) & 1) << 2) | (((b >> i) & 1) << 1) | ((c >> i) & 1);
+        r |= (((lut >> idx) & 1) as u32) << i;
+    }
+    r as u64
+}
+
+/// `bfe` per the ISA: `len` bits from `pos`, filled above with the sign bit (signed) or 0.
+pub(crate) fn bfe(ty: Ty, a: u64, pos: u64, len: u64) -> u64 {
+    let msb = ty.bits() - 1;
+    let pos = (pos & 0xff) as u32;
+    let len = (len & 0xff) as u32;
+    let sbit = if ty.is_signed() && len > 0 {
+        (a >> (pos + len - 1).min(msb)) & 1
+    } else {
+        0
+    };
+    let mut d = 0u64;
+    for i in 0..=msb {
+        let bit = if i < len && pos + i <= msb {
+            (a >> (pos + i)) & 1
+        } else {
+            sbit
+        };
+        d |= bit << i;
+    }
+    ty.normalize(d)
+}
+
+/// `bfi` per the ISA: the low `len` bits of `f` replace bits `pos..` of `base`.
+pub(crate) fn bfi(ty: Ty, f: u64, base: u64, pos: u64, len: u64) -> u64 {
+    let msb = ty.bits() - 1;
+    let pos = (pos & 0xff) as u32;
+    let len = (len & 0xff) as u32;
+    let mut d = base;
+    let mut i = 0;
+    while i < len && pos + i <= msb {
+        d = (d & !(1u64 << (pos + i))) | (((f >> i) & 1) << (pos + i));
+        i += 1;
+    }
+    ty.normalize(d)
+}
+
+/// `prmt.b32` default mode: result byte i is byte `c[4i+2:4i]` of `{b, a}`, or that byte's
+/// sign replicated when `c[4i+3]` is set.
+pub(crate) fn prmt(a: u64, b: u64, c: u64) -> u64 {
+    let bytes = ((b & 0xffff_ffff) << 32) | (a & 0xffff_ffff);
+    let mut r = 0u64;
+    for i in 0..4 {
+        let sel = (c >> (4 * i)) & 0xf;
+        let byte = (bytes >> (8 * (sel & 7))) & 0xff;
+        let byte = if sel & 8 != 0 {
+            if byte & 0x80 != 0 { 0xff } else { 0 }
+        } else {
+            byte
+        };
+        r |= byte << (8 * i);
+    }
+    r
+}

@@ -423,6 +423,57 @@ impl<'a> Block<'a> {
                     }
                 }
             }
+            Op::Lop3 { d, a, b, c, lut } => {
+                for l in lanes(exec) {
+                    let v = alu::lop3(
+                        warp.get(a, l, env),
+                        warp.get(b, l, env),
+                        warp.get(c, l, env),
+                        lut,
+                    );
+                    warp.set(d, l, v);
+                }
+            }
+            Op::Bfe { ty, d, a, pos, len } => {
+                for l in lanes(exec) {
+                    let v = alu::bfe(
+                        ty,
+                        warp.get(a, l, env),
+                        warp.get(pos, l, env),
+                        warp.get(len, l, env),
+                    );
+                    warp.set(d, l, v);
+                }
+            }
+            Op::Bfi {
+                ty,
+                d,
+                f,
+                base,
+                pos,
+                len,
+            } => {
+                for l in lanes(exec) {
+                    let v = alu::bfi(
+                        ty,
+                        warp.get(f, l, env),
+                        warp.get(base, l, env),
+                        warp.get(pos, l, env),
+                        warp.get(len, l, env),
+                    );
+                    warp.set(d, l, v);
+                }
+            }
+            Op::Prmt { d, a, b, c } => {
+                for l in lanes(exec) {
+                    let v = alu::prmt(
+                        warp.get(a, l, env),
+                        warp.get(b, l, env),
+                        warp.get(c, l, env),
+                    );
+                    warp.set(d, l, v);
+                }
+            }
             Op::IntUn { op, ty, d, a } => {
                 for l in lanes(exec) {
                     let v = alu::int_un(op, ty, warp.get(a, l, env));

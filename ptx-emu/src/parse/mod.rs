@@ -574,9 +574,8 @@ impl Parser<'_> {
             }
             Tok::Punct('-') => match self.operand()? {
                 Operand::Imm(Imm::Int(v)) => Ok(Operand::Imm(Imm::Int(v.wrapping_neg()))),
-                Operand::Imm(Imm::F64(b)) => {
-                    Ok(Operand::Imm(Imm::F64((-f64::from_bits(b)).to_bits())))
-                }
+                Operand::Imm(Imm::F64(b)) => Ok(Operand::Imm(Imm::F64(b ^ (1 << 63)))),
+                Operand::Imm(Imm::F32(b)) => Ok(Operand::Imm(Imm::F32(b ^ (1 << 31)))),
                 _ => Err(err(t.line, "`-` must precede a number")),
             },
             Tok::Punct('!') => Ok(Operand::NotName(self.ident()?.0)),
