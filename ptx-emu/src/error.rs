@@ -159,7 +159,8 @@ pub enum EmuError {
         kind: AccessKind,
         /// The earlier conflicting access.
         other_kind: AccessKind,
-        /// `%tid` of the earlier accessor.
+        /// `%tid` of the earlier accessor; `[u32::MAX; 3]` when several threads read the
+        /// byte before this write.
         other_thread: [u32; 3],
     },
     /// A warp-synchronous instruction reached while lanes it needs are not with it.

@@ -162,7 +162,9 @@ pub fn run_launch_files(ptx: &Path, launch: &Path) -> Result<EmuReport, EmuError
     let mut staged = Vec::new();
     for (i, path) in &outputs {
         let Some(b) = l.buffer(*i) else { continue };
-        let tmp = path.with_extension("emu-tmp");
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".emu-tmp");
+        let tmp = PathBuf::from(tmp);
         std::fs::write(&tmp, &b.bytes).map_err(|source| EmuError::Io {
             path: tmp.display().to_string(),
             source,
