@@ -146,3 +146,23 @@ fn prefill_then_decode_continues_at_the_right_position() {
     let got = HostTensor::new(vec![1, t_pre + t_dec, h, dv], got).unwrap();
     assert_matches("prefill + decode vs parallel", &got, &o_ref);
 }
+
+fn many_heads<T: CpuElement>() {
+    // B = 1 with many heads: jobs take several heads each (they share input pages).
+    let x = Qkv::<T>::new(71, (1, 70, 16, 8, 12));
+    let (q, k, v) = x.f64();
+    let p = params(16, None);
+    let h0 = random_state(12, &[1, 16, 8, 12]);
+    for chunk in [1usize, 16, 33] {
+        let (o, ht) = cpu::chunkwise(&x.q, &x.k, &x.v, &p, chunk, Some(&h0)).unwrap();
+        let (o_ref, ht_ref) =
+            reference::chunkwise(&q, &k, &v, &p, chunk, Some(&h0.to_f64())).unwrap();
+        assert_matches(&format!("16 heads o, chunk {chunk}"), &o, &o_ref);
+        assert_state(&format!("16 heads H_T, chunk {chunk}"), &ht, &ht_ref);
+    }
+}
+
+#[test]
+fn grouped_heads_match_reference_every_dtype() {
+    for_each_dtype!(many_heads);
+}

@@ -34,7 +34,14 @@ impl<T: CpuElement> Inputs<'_, T> {
     /// Widen q (times the scale), k and v of tokens `range` into row-major f32 tiles.
     pub fn load(&self, b: usize, range: Range<usize>, h: usize, tiles: &mut Tiles) {
         let (dk, dv) = (self.dk, self.dv);
+        let end = range.end;
         for (j, t) in range.enumerate() {
+            if t + PREFETCH_AHEAD < end {
+                let ahead = self.row(b, t + PREFETCH_AHEAD, h);
+                prefetch(&self.q[ahead * dk..(ahead + 1) * dk]);
+                prefetch(&self.k[ahead * dk..(ahead + 1) * dk]);
+                prefetch(&self.v[ahead * dv..(ahead + 1) * dv]);
+            }
             let r = self.row(b, t, h);
             let qj = &mut tiles.q[j * dk..(j + 1) * dk];
             T::load_f32(&self.q[r * dk..(r + 1) * dk], qj);
@@ -49,19 +56,6 @@ impl<T: CpuElement> Inputs<'_, T> {
                 &self.v[r * dv..(r + 1) * dv],
                 &mut tiles.v[j * dv..(j + 1) * dv],
             );
-        }
-    }
-
-    /// Ask for the q, k, v rows of tokens `range` to be brought into cache ahead of use.
-    /// One head's rows sit H·K elements apart, a stride the hardware prefetchers do not
-    /// follow across pages, so without this every chunk starts by stalling on DRAM.
-    pub fn prefetch(&self, b: usize, range: Range<usize>, h: usize) {
-        let (dk, dv) = (self.dk, self.dv);
-        for t in range {
-            let r = self.row(b, t, h);
-            prefetch_row(&self.q[r * dk..(r + 1) * dk]);
-            prefetch_row(&self.k[r * dk..(r + 1) * dk]);
-            prefetch_row(&self.v[r * dv..(r + 1) * dv]);
         }
     }
 
@@ -102,18 +96,21 @@ impl<T: CpuElement> Inputs<'_, T> {
     }
 }
 
-/// Prefetch every cache line of `row` into L2 (a hint; no effect off x86_64).
+/// Tokens ahead whose rows a load requests early. One head's rows sit H·K elements apart —
+/// a stride the hardware prefetchers do not follow — so without this every row is a miss.
+const PREFETCH_AHEAD: usize = 4;
+
+/// Prefetch every cache line of `row` (a hint; nothing off x86_64).
 #[inline]
-fn prefetch_row<T>(row: &[T]) {
+fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        let bytes = std::mem::size_of_val(row);
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let base = row.as_ptr().cast::<i8>();
-        for off in (0..bytes).step_by(64) {
-            // SAFETY: `off` < the row's byte length, so the address is inside the slice;
-            // prefetch is a hint that never faults and reads nothing architecturally.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(base.add(off)) };
+        for off in (0..std::mem::size_of_val(row)).step_by(64) {
+            // SAFETY: `off` is inside the row, so the address is in bounds; a prefetch never
+            // faults and has no architectural effect.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -152,95 +149,119 @@ pub(crate) enum Emit<'o, 'a, T> {
     StateOnly,
 }
 
-/// Run chunks of `c` tokens of head `h` over tokens `range` of row `b`, carrying `state`
-/// (R, K×V row-major f32) in place. `state_is_zero` lets the first chunk skip Q·R.
+/// Run chunks of `c` tokens over tokens `range` of row `b` for every head in `heads`,
+/// carrying their states (`heads.len()` consecutive K×V row-major f32 blocks) in place.
+/// Chunks are the outer loop and heads the inner one: one token's rows of all heads share a
+/// page, so a group of heads walks the (strided, token-major) inputs page by page together
+/// instead of each head taking its own TLB misses. `state_is_zero` lets the first chunk skip
+/// Q·R.
 ///
 /// # Safety
-/// With [`Emit::Outputs`], no other task may write rows (b, t, h), t ∈ `range`, concurrently.
-pub(crate) unsafe fn chunkwise_head<T: CpuElement>(
+/// With [`Emit::Outputs`], no other task may write rows (b, t, h), t ∈ `range`, h ∈ `heads`,
+/// concurrently.
+pub(crate) unsafe fn chunkwise_heads<T: CpuElement>(
     x: &Inputs<'_, T>,
     b: usize,
     range: Range<usize>,
-    h: usize,
+    heads: Range<usize>,
     c: usize,
-    log2g: f32,
-    state: &mut [f32],
+    log2g: &[f32],
+    states: &mut [f32],
     mut state_is_zero: bool,
     emit: &Emit<'_, '_, T>,
     tiles: &mut Tiles,
 ) {
     let (dk, dv) = (x.dk, x.dv);
-    decay_table(log2g, c, &mut tiles.pow);
     let mut start = range.start;
     while start < range.end {
         let len = c.min(range.end - start);
         let chunk = start..start + len;
-        x.load(b, chunk.clone(), h, tiles);
-        let next = start + len;
-        x.prefetch(b, next..(next + c).min(range.end), h);
-        let Tiles { q, k, v, a, o, pow } = tiles;
-        if let Emit::Outputs(out) = emit {
-            // A = Q Kᵀ ⊙ D  (L, L)
-            matmul(
-                len,
-                len,
-                dk,
-                a,
-                len,
-                None,
-                View::rows(q, dk),
-                View::transposed(k, dk),
-            );
-            for (j, arow) in a.chunks_exact_mut(len).take(len).enumerate() {
-                for (i, aji) in arow.iter_mut().enumerate() {
-                    *aji = if i <= j { *aji * pow[j - i] } else { 0.0 };
-                }
-            }
-            // O = A V  (L, V)
-            matmul(
-                len,
-                dv,
-                len,
-                o,
-                dv,
-                None,
-                View::rows(a, len),
-                View::rows(v, dv),
-            );
-            if !state_is_zero {
-                // O += (diag(ξ) Q) R, ξ_j = γ^(j+1).
-                for (j, qrow) in q.chunks_exact_mut(dk).take(len).enumerate() {
-                    super::simd::scale(qrow, pow[j + 1]);
-                }
-                matmul(
-                    len,
-                    dv,
-                    dk,
-                    o,
-                    dv,
-                    Some(1.0),
-                    View::rows(q, dk),
-                    View::rows(state, dv),
-                );
-            }
+        for (h, state) in heads.clone().zip(states.chunks_exact_mut(dk * dv)) {
+            decay_table(log2g[h], len, &mut tiles.pow);
+            x.load(b, chunk.clone(), h, tiles);
             // SAFETY: forwarded from this function's contract.
-            unsafe { x.store(b, chunk, h, o, out) };
+            unsafe { chunk_step(x, b, chunk.clone(), h, state, state_is_zero, emit, tiles) };
         }
-        // R ← γ^L R + Kᵀ (diag(ζ) V), ζ_j = γ^(L−1−j).
-        for (j, vrow) in v.chunks_exact_mut(dv).take(len).enumerate() {
-            super::simd::scale(vrow, pow[len - 1 - j]);
-        }
-        matmul(
-            dk,
-            dv,
-            len,
-            state,
-            dv,
-            Some(pow[len]),
-            View::transposed(k, dk),
-            View::rows(v, dv),
-        );
         state_is_zero = false;
         start += len;
     }
+}
+
+/// One chunk of one head, its inputs already in `tiles` and γ^0..=γ^L in `tiles.pow`.
+///
+/// # Safety
+/// As [`chunkwise_heads`].
+unsafe fn chunk_step<T: CpuElement>(
+    x: &Inputs<'_, T>,
+    b: usize,
+    chunk: Range<usize>,
+    h: usize,
+    state: &mut [f32],
+    state_is_zero: bool,
+    emit: &Emit<'_, '_, T>,
+    tiles: &mut Tiles,
+) {
+    let (dk, dv, len) = (x.dk, x.dv, chunk.len());
+    let Tiles { q, k, v, a, o, pow } = tiles;
+    if let Emit::Outputs(out) = emit {
+        // A = Q Kᵀ ⊙ D  (L, L)
+        matmul(
+            len,
+            len,
+            dk,
+            a,
+            len,
+            None,
+            View::rows(q, dk),
+            View::transposed(k, dk),
+        );
+        for (j, arow) in a.chunks_exact_mut(len).take(len).enumerate() {
+            for (i, aji) in arow.iter_mut().enumerate() {
+                *aji = if i <= j { *aji * pow[j - i] } else { 0.0 };
+            }
+        }
+        // O = A V  (L, V)
+        matmul(
+            len,
+            dv,
+            len,
+            o,
+            dv,
+            None,
+            View::rows(a, len),
+            View::rows(v, dv),
+        );
+        if !state_is_zero {
+            // O += (diag(ξ) Q) R, ξ_j = γ^(j+1).
+            for (j, qrow) in q.chunks_exact_mut(dk).take(len).enumerate() {
+                super::simd::scale(qrow, pow[j + 1]);
+            }
+            matmul(
+                len,
+                dv,
+                dk,
+                o,
+                dv,
+                Some(1.0),
+                View::rows(q, dk),
+                View::rows(state, dv),
+            );
+        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { x.store(b, chunk, h, o, out) };
+    }
+    // R ← γ^L R + Kᵀ (diag(ζ) V), ζ_j = γ^(L−1−j).
+    for (j, vrow) in v.chunks_exact_mut(dv).take(len).enumerate() {
+        super::simd::scale(vrow, pow[len - 1 - j]);
+    }
+    matmul(
+        dk,
+        dv,
+        len,
+        state,
+        dv,
+        Some(pow[len]),
+        View::transposed(k, dk),
+        View::rows(v, dv),
+    );
 }

@@ -1,7 +1,7 @@
 //! Chunkwise forward (H0 → outputs and H_T), dense `[B, T, H, ·]` and packed varlen.
 //!
-//! Work is split across threads by (row, head). When there are fewer (row, head) pairs than
-//! threads, each sequence is also cut into segments (whole chunks) that run in parallel:
+//! Work is split across threads by (row, group of heads). When there are fewer (row, head)
+//! pairs than threads, each sequence is also cut into segments (whole chunks) that run in parallel:
 //! pass 1 computes every segment's own state contribution from zero, a short serial scan
 //! turns those into each segment's incoming state, pass 2 computes the outputs.
 
@@ -10,18 +10,52 @@ use std::ops::Range;
 use rayon::prelude::*;
 use retention_core::{CuSeqlens, HostTensor, Result, RetentionError};
 
-use super::chunk_kernel::{Emit, Inputs, Tiles, chunkwise_head};
+use super::chunk_kernel::{Emit, Inputs, Tiles, chunkwise_heads};
 use super::element::CpuElement;
 use super::shared_out::SharedOut;
 use super::validate::{check_qkv, check_state};
 use crate::reference::RetentionParams;
 
-/// One (row, head) sequence with its state.
+/// A token range of one row for a group of consecutive heads, with their states.
 struct Job<'s> {
     b: usize,
     range: Range<usize>,
-    h: usize,
-    state: &'s mut [f32],
+    heads: Range<usize>,
+    states: &'s mut [f32],
+}
+
+/// Heads per job: enough jobs for two per thread, otherwise as many heads per job as
+/// possible, since heads of one job walk the token-major input pages together.
+fn heads_per_job(rows: usize, heads: usize) -> usize {
+    let groups = (2 * rayon::current_num_threads())
+        .div_ceil(rows)
+        .clamp(1, heads);
+    heads.div_ceil(groups)
+}
+
+/// Cut `states` (`[rows, H, K, V]`) into jobs; `row_of(r)` gives row r's (b, token range).
+fn make_jobs(
+    states: &mut [f32],
+    rows: usize,
+    heads: usize,
+    kv: usize,
+    row_of: impl Fn(usize) -> (usize, Range<usize>),
+) -> Vec<Job<'_>> {
+    let g = heads_per_job(rows, heads);
+    let mut jobs = Vec::new();
+    for (r, slab) in states.chunks_exact_mut(heads * kv).enumerate() {
+        let (b, range) = row_of(r);
+        for (gi, st) in slab.chunks_mut(g * kv).enumerate() {
+            let first = gi * g;
+            jobs.push(Job {
+                b,
+                range: range.clone(),
+                heads: first..first + st.len() / kv,
+                states: st,
+            });
+        }
+    }
+    jobs
 }
 
 /// Run every job: outputs into `out`, final states in place.
@@ -41,17 +75,17 @@ fn run_jobs<T: CpuElement>(
         jobs.into_par_iter().for_each_init(
             || Tiles::new(c, dk, dv),
             |tiles, job| {
-                // SAFETY: each job is a distinct (row, head) or a distinct token range, so the
-                // output rows it writes are its own.
+                // SAFETY: jobs cover distinct (row, head) pairs, so the output rows each
+                // writes are its own.
                 unsafe {
-                    chunkwise_head(
+                    chunkwise_heads(
                         x,
                         job.b,
                         job.range,
-                        job.h,
+                        job.heads,
                         c,
-                        log2g[job.h],
-                        job.state,
+                        log2g,
+                        job.states,
                         zero_init,
                         &Emit::Outputs(out),
                         tiles,
@@ -78,12 +112,14 @@ fn run_segmented<T: CpuElement>(
     out: &SharedOut<'_, T>,
 ) {
     let (dk, dv) = (x.dk, x.dv);
+    // Only reached with fewer (row, head) pairs than threads: one head per job.
+    debug_assert_eq!(job.heads.len(), 1);
+    let heads = job.heads.clone();
     let n = job.range.len();
     let seg = n.div_ceil(parts).div_ceil(c) * c;
     let segments: Vec<Range<usize>> = (0..n.div_ceil(seg))
         .map(|s| job.range.start + s * seg..job.range.start + ((s + 1) * seg).min(n))
         .collect();
-    let lg = log2g[job.h];
     // Pass 1: each segment's own contribution, from a zero state (the last one is not needed).
     let mut own: Vec<Vec<f32>> = vec![vec![0.0; dk * dv]; segments.len() - 1];
     own.par_iter_mut().zip(&segments).for_each_init(
@@ -91,13 +127,13 @@ fn run_segmented<T: CpuElement>(
         |tiles, (state, range)| {
             // SAFETY: StateOnly writes no output.
             unsafe {
-                chunkwise_head(
+                chunkwise_heads(
                     x,
                     job.b,
                     range.clone(),
-                    job.h,
+                    heads.clone(),
                     c,
-                    lg,
+                    log2g,
                     state,
                     true,
                     &Emit::StateOnly,
@@ -108,9 +144,9 @@ fn run_segmented<T: CpuElement>(
     );
     // Scan: incoming state of segment s+1 = γ^len(s) · incoming(s) + own(s).
     let mut incoming: Vec<Vec<f32>> = Vec::with_capacity(segments.len());
-    incoming.push(job.state.to_vec());
+    incoming.push(job.states.to_vec());
     for (s, contrib) in own.iter().enumerate() {
-        let g = (segments[s].len() as f32 * lg).exp2();
+        let g = (segments[s].len() as f32 * log2g[heads.start]).exp2();
         let next: Vec<f32> = incoming[s]
             .iter()
             .zip(contrib)
@@ -128,13 +164,13 @@ fn run_segmented<T: CpuElement>(
             |tiles, (s, (state, range))| {
                 // SAFETY: segments are disjoint token ranges of one (row, head).
                 unsafe {
-                    chunkwise_head(
+                    chunkwise_heads(
                         x,
                         job.b,
                         range.clone(),
-                        job.h,
+                        heads.clone(),
                         c,
-                        lg,
+                        log2g,
                         state,
                         s == 0 && zero_init,
                         &Emit::Outputs(out),
@@ -143,7 +179,7 @@ fn run_segmented<T: CpuElement>(
                 }
             },
         );
-    job.state.copy_from_slice(&incoming[segments.len() - 1]);
+    job.states.copy_from_slice(&incoming[segments.len() - 1]);
 }
 
 /// Chunkwise retention with chunk size `chunk` (any C ≥ 1; C need not divide T; C > T is one
@@ -180,17 +216,9 @@ pub fn chunkwise<T: CpuElement>(
         dv: s.dv,
         scale: dims.scale,
     };
-    let jobs = ht
-        .data_mut()
-        .chunks_exact_mut(s.state_len())
-        .enumerate()
-        .map(|(i, state)| Job {
-            b: i / s.heads,
-            range: 0..s.seq_len,
-            h: i % s.heads,
-            state,
-        })
-        .collect();
+    let jobs = make_jobs(ht.data_mut(), s.batch, s.heads, s.state_len(), |b| {
+        (b, 0..s.seq_len)
+    });
     let out = SharedOut::new(o.data_mut());
     run_jobs(&x, jobs, chunk, &dims.log2g, h0.is_none(), &out);
     Ok((o, ht))
@@ -247,17 +275,9 @@ pub fn chunkwise_varlen<T: CpuElement>(
         dv: s.dv,
         scale: dims.scale,
     };
-    let jobs = ht
-        .data_mut()
-        .chunks_exact_mut(s.state_len())
-        .enumerate()
-        .map(|(i, state)| Job {
-            b: 0,
-            range: cu_seqlens.range(i / s.heads),
-            h: i % s.heads,
-            state,
-        })
-        .collect();
+    let jobs = make_jobs(ht.data_mut(), n, s.heads, s.state_len(), |seq| {
+        (0, cu_seqlens.range(seq))
+    });
     let out = SharedOut::new(o.data_mut());
     run_jobs(&x, jobs, chunk, &dims.log2g, h0.is_none(), &out);
     Ok((o, ht))

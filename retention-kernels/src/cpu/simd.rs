@@ -150,10 +150,11 @@ pub fn axpy_f16(y: &mut [f32], w: f32, x: &[half::f16]) {
 mod avx2 {
     use half::{bf16, f16};
     use std::arch::x86_64::{
-        __m128i, __m256, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps,
-        _mm_shuffle_ps, _mm256_castps256_ps128, _mm256_castsi256_ps, _mm256_cvtepu16_epi32,
-        _mm256_cvtph_ps, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps,
-        _mm256_set1_ps, _mm256_setzero_ps, _mm256_slli_epi32, _mm256_storeu_ps,
+        __m128i, __m256, _MM_HINT_T0, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128,
+        _mm_movehl_ps, _mm_prefetch, _mm_shuffle_ps, _mm256_castps256_ps128, _mm256_castsi256_ps,
+        _mm256_cvtepu16_epi32, _mm256_cvtph_ps, _mm256_extractf128_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_slli_epi32,
+        _mm256_storeu_ps,
     };
 
     /// Horizontal sum of the 8 lanes.
@@ -205,7 +206,7 @@ mod avx2 {
             let mut j = 0;
             while j < vec_end {
                 // SAFETY: rows i..i+4 lie inside state (i + 4 <= dk), j + 8 <= dv, and o, v
-                // have dv elements.
+                // have dv elements; the prefetched rows i+4..i+8 exist when i + 8 <= dk.
                 unsafe {
                     let vv = _mm256_loadu_ps(vp.add(j));
                     let mut ov = _mm256_loadu_ps(op.add(j));
@@ -213,6 +214,15 @@ mod avx2 {
                     let p1 = p0.add(dv);
                     let p2 = p1.add(dv);
                     let p3 = p2.add(dv);
+                    // Rows are only 4·V bytes long: too short for the hardware prefetcher to
+                    // lock on, so fetch the next block's rows one block ahead.
+                    if i + 8 <= dk && j % 16 == 0 {
+                        let ahead = p0.add(4 * dv).cast::<i8>();
+                        _mm_prefetch::<_MM_HINT_T0>(ahead);
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.add(4 * dv));
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.add(8 * dv));
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.add(12 * dv));
+                    }
                     let s0 = _mm256_fmadd_ps(gv, _mm256_loadu_ps(p0), _mm256_mul_ps(av0, vv));
                     let s1 = _mm256_fmadd_ps(gv, _mm256_loadu_ps(p1), _mm256_mul_ps(av1, vv));
                     let s2 = _mm256_fmadd_ps(gv, _mm256_loadu_ps(p2), _mm256_mul_ps(av2, vv));
