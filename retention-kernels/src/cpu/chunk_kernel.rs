@@ -62,7 +62,13 @@ impl<T: CpuElement> Inputs<'_, T> {
     /// Widen only k and v of tokens `range` (key blocks of the parallel form).
     pub fn load_kv(&self, b: usize, range: Range<usize>, h: usize, tiles: &mut Tiles) {
         let (dk, dv) = (self.dk, self.dv);
+        let end = range.end;
         for (j, t) in range.enumerate() {
+            if t + PREFETCH_AHEAD < end {
+                let ahead = self.row(b, t + PREFETCH_AHEAD, h);
+                prefetch(&self.k[ahead * dk..(ahead + 1) * dk]);
+                prefetch(&self.v[ahead * dv..(ahead + 1) * dv]);
+            }
             let r = self.row(b, t, h);
             T::load_f32(
                 &self.k[r * dk..(r + 1) * dk],
