@@ -16,7 +16,7 @@ pub trait CpuElement: Element {
     fn load_f32(src: &[Self], dst: &mut [f32]);
     /// Narrow `src` into `dst` (equal lengths).
     fn store_f32(src: &[f32], dst: &mut [Self]);
-    /// Σ a[i]·b[i] in f32, `b` widened on the fly (equal lengths).
+    /// `Σ a[i]·b[i]` in f32, `b` widened on the fly (equal lengths).
     fn dot_widen(a: &[f32], b: &[Self]) -> f32;
     /// `y ← y + w·x` in f32, `x` widened on the fly (equal lengths).
     fn axpy_widen(y: &mut [f32], w: f32, x: &[Self]);
