@@ -131,6 +131,7 @@ pub(crate) struct Tiles {
     pub a: Vec<f32>,   // (C, C)
     pub o: Vec<f32>,   // (C, V)
     pub pow: Vec<f32>, // (C + 1): γ^n
+    pub rev: Vec<f32>, // (C): γ^(L−1−n)
 }
 
 impl Tiles {
@@ -143,6 +144,7 @@ impl Tiles {
             a: vec![0.0; c * c],
             o: vec![0.0; c * dv],
             pow: Vec::with_capacity(c + 1),
+            rev: Vec::with_capacity(c),
         }
     }
 }
@@ -208,7 +210,15 @@ unsafe fn chunk_step<T: CpuElement>(
     tiles: &mut Tiles,
 ) {
     let (dk, dv, len) = (x.dk, x.dv, chunk.len());
-    let Tiles { q, k, v, a, o, pow } = tiles;
+    let Tiles {
+        q,
+        k,
+        v,
+        a,
+        o,
+        pow,
+        rev,
+    } = tiles;
     if let Emit::Outputs(out) = emit {
         // A = Q Kᵀ ⊙ D  (L, L)
         matmul(
@@ -221,10 +231,15 @@ unsafe fn chunk_step<T: CpuElement>(
             View::rows(q, dk),
             View::transposed(k, dk),
         );
+        // Row j scales by γ^j … γ^0 on i ≤ j: a contiguous, forward run of `rev`.
+        rev.clear();
+        rev.extend(pow[..len].iter().rev());
         for (j, arow) in a.chunks_exact_mut(len).take(len).enumerate() {
-            for (i, aji) in arow.iter_mut().enumerate() {
-                *aji = if i <= j { *aji * pow[j - i] } else { 0.0 };
+            let (lower, upper) = arow.split_at_mut(j + 1);
+            for (aji, d) in lower.iter_mut().zip(&rev[len - 1 - j..]) {
+                *aji *= d;
             }
+            upper.fill(0.0);
         }
         // O = A V  (L, V)
         matmul(
