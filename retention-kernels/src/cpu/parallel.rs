@@ -61,14 +61,15 @@ pub fn parallel<T: CpuElement>(
             for kb in (0..=qb).rev() {
                 let k0 = kb * blk;
                 let klen = blk.min(tlen - k0);
-                // D[j, i] = γ^(Δ + j − i) with Δ = q0 − k0; band[j − i + klen − 1] holds it.
+                // D[j, i] = γ^(Δ + j − i) with Δ = q0 − k0, held at band[qlen − 1 − j + i] so
+                // each row of D is a forward run of the band.
                 let delta = (q0 - k0) as isize;
                 let nearest = delta - (klen as isize - 1);
                 if nearest > 0 && (nearest as f32 * lg).exp2() == 0.0 {
                     break; // every decay in this block and all earlier ones is exactly 0
                 }
                 for (idx, d) in band.iter_mut().enumerate().take(qlen + klen - 1) {
-                    let n = delta + idx as isize - (klen as isize - 1);
+                    let n = delta + (qlen as isize - 1) - idx as isize;
                     *d = if n >= 0 { (n as f32 * lg).exp2() } else { 0.0 };
                 }
                 x.load_kv(b, k0..k0 + klen, h, kt);
@@ -84,8 +85,8 @@ pub fn parallel<T: CpuElement>(
                     View::transposed(&kt.k, dk),
                 );
                 for (j, arow) in a.chunks_exact_mut(klen).take(qlen).enumerate() {
-                    for (i, aji) in arow.iter_mut().enumerate() {
-                        *aji *= band[j + klen - 1 - i];
+                    for (aji, d) in arow.iter_mut().zip(&band[qlen - 1 - j..]) {
+                        *aji *= d;
                     }
                 }
                 let acc = if first { None } else { Some(1.0) };
