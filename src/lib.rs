@@ -1,29 +1,43 @@
 //! `retention`: Retentive Network (RetNet) retention for Rust, on NVIDIA GPUs and the CPU.
 //!
-//! This is the facade users depend on. It re-exports the shared vocabulary
-//! ([`Gammas`], [`Dtype`], [`RetentionShape`], [`HostTensor`], [`RetentionError`]) and the f64
-//! reference implementation of every retention form ([`reference`]).
+//! This is the facade users depend on. [`Retention`] runs the three forms of retention —
+//! parallel, recurrent and chunkwise — on a [`Device`]; [`StatePool`] keeps the recurrent
+//! state of every sequence being served (the RetNet counterpart of a KV cache) and decodes
+//! batches whose rows belong to arbitrary sequences. [`reference`] is the f64 oracle every
+//! implementation is checked against.
 //!
 //! ```
-//! use retention::{reference, Gammas, HostTensor, RetentionParams};
+//! use retention::{Device, Gammas, HostTensor, Retention, RetentionParams, reference};
 //! # fn main() -> retention::Result<()> {
-//! let (b, t, h, k, v) = (1, 4, 2, 3, 5);
-//! let q = HostTensor::<f64>::new(vec![b, t, h, k], vec![0.1; b * t * h * k])?;
-//! let kk = q.clone();
-//! let vv = HostTensor::<f64>::new(vec![b, t, h, v], vec![0.2; b * t * h * v])?;
+//! let (b, t, h, k, v) = (1, 6, 2, 4, 3);
+//! let ramp = |n: usize| (0..n).map(|i| ((i % 7) as f32 - 3.0) / 4.0).collect::<Vec<_>>();
+//! let q = HostTensor::new(vec![b, t, h, k], ramp(b * t * h * k))?;
+//! let kk = HostTensor::new(vec![b, t, h, k], ramp(b * t * h * k))?;
+//! let vv = HostTensor::new(vec![b, t, h, v], ramp(b * t * h * v))?;
 //! let params = RetentionParams::new(Gammas::retnet(h)?, None);
-//! let o_par = reference::parallel(&q, &kk, &vv, &params)?;
-//! let (o_chunk, _state) = reference::chunkwise(&q, &kk, &vv, &params, 2, None)?;
-//! assert!(reference::max_abs_diff(o_par.data(), o_chunk.data()) < 1e-12);
+//!
+//! let ret = Retention::new(&Device::best(), params.clone())?;
+//! let (o, state) = ret.chunkwise(&q, &kk, &vv, 4, None)?;
+//!
+//! // The f64 oracle agrees.
+//! let o_ref = reference::parallel(&q.to_f64(), &kk.to_f64(), &vv.to_f64(), &params)?;
+//! assert!(reference::max_rel_diff(o.to_f64().data(), o_ref.data()) < 1e-5);
+//! assert_eq!(state.shape(), &[b, h, k, v]);
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! It must not know about kernel internals: it only wires the crates below it together.
+//! Layouts are token-major: q, k `[B, T, H, K]`; v, o `[B, T, H, V]`; states `[B, H, K, V]`
+//! in f32. This crate must not know about kernel internals: it only wires the crates below it
+//! together.
 
 pub use retention_core::{
     CuSeqlens, Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape,
     default_scale,
 };
+pub use retention_kernels::cpu::CpuElement;
 pub use retention_kernels::reference;
 pub use retention_kernels::reference::RetentionParams;
+pub use retention_runtime::{
+    Device, HostState, MemoryPool, PoolStats, Retention, Slot, StateConfig, StatePool,
+};

@@ -15,11 +15,13 @@ mod device;
 mod emulated_decode;
 mod memory_pool;
 mod module_cache;
+mod retention;
 mod slot;
 mod state_pool;
 
 pub use device::Device;
 pub use memory_pool::{MemoryPool, PoolBuffer, PoolStats, size_class};
 pub use module_cache::{LoadedModule, ModuleCache, ModuleCacheStats};
+pub use retention::Retention;
 pub use slot::Slot;
 pub use state_pool::{HostState, StateConfig, StatePool};

@@ -1,0 +1,224 @@
+//! `Retention`: the three forms of DESIGN §1 on any [`Device`], host tensors in and out.
+
+use kernel_gen::Arch;
+use retention_core::{HostTensor, Result, RetentionError};
+use retention_kernels::cpu::{self, CpuElement};
+use retention_kernels::reference::RetentionParams;
+
+use crate::device::Device;
+use crate::emulated_decode::{self, DecodeProblem};
+use crate::memory_pool::MemoryPool;
+use crate::state_pool::{StateConfig, StatePool};
+
+/// Retention with fixed decays and scale on one device.
+///
+/// On the CPU every form runs the fast CPU kernels. On an emulated GPU the recurrent and
+/// chunkwise forms launch the catalog's decode kernel token by token (the same math as the
+/// chunkwise form, DESIGN §1) until the chunkwise tensor-core kernels land; the parallel form
+/// has no emulated kernel yet and is an error there.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    device: Device,
+    params: RetentionParams,
+    memory: MemoryPool,
+}
+
+impl Retention {
+    /// Retention on `device` with these decays and scale.
+    ///
+    /// # Errors
+    /// [`RetentionError::Unsupported`] for a CUDA device (its launch path is not wired yet).
+    pub fn new(device: &Device, params: RetentionParams) -> Result<Self> {
+        if let Device::Cuda(_) = device {
+            return Err(unsupported_cuda());
+        }
+        Ok(Self {
+            device: device.clone(),
+            params,
+            memory: MemoryPool::new(),
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The memory pool state pools made by [`Retention::state_pool`] draw from.
+    pub fn memory(&self) -> &MemoryPool {
+        &self.memory
+    }
+
+    /// Parallel form: o `[B, T, H, V]` from q, k `[B, T, H, K]`, v `[B, T, H, V]`.
+    ///
+    /// # Errors
+    /// Shape mismatches, gammas not matching H, a bad scale; unsupported on emulated devices.
+    pub fn parallel<T: CpuElement>(
+        &self,
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+    ) -> Result<HostTensor<T>> {
+        match self.device {
+            Device::Emulated(_) => Err(RetentionError::Unsupported {
+                what: "parallel form on".into(),
+                value: self.device.name(),
+                reason: "the emulated parallel kernel has not landed; use chunkwise".into(),
+            }),
+            _ => cpu::parallel(q, k, v, &self.params),
+        }
+    }
+
+    /// Chunkwise form with chunk `chunk` and optional initial state `h0` `[B, H, K, V]`.
+    /// Returns (o `[B, T, H, V]`, H_T `[B, H, K, V]` f32).
+    ///
+    /// # Errors
+    /// Zero chunk, shape mismatches, gammas, scale; on emulated devices a head geometry no
+    /// decode kernel serves.
+    pub fn chunkwise<T: CpuElement>(
+        &self,
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+        chunk: usize,
+        h0: Option<&HostTensor<f32>>,
+    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+        match self.device {
+            Device::Emulated(arch) => {
+                if chunk == 0 {
+                    return Err(RetentionError::ZeroChunk);
+                }
+                self.recurrent_emulated(arch, q, k, v, h0)
+            }
+            _ => cpu::chunkwise(q, k, v, &self.params, chunk, h0),
+        }
+    }
+
+    /// Recurrent form (token by token) with optional `h0`. Returns (o, H_T) like
+    /// [`Retention::chunkwise`], whose result it equals.
+    ///
+    /// # Errors
+    /// As [`Retention::chunkwise`].
+    pub fn recurrent<T: CpuElement>(
+        &self,
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+        h0: Option<&HostTensor<f32>>,
+    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+        match self.device {
+            Device::Emulated(arch) => self.recurrent_emulated(arch, q, k, v, h0),
+            // One token per chunk is the recurrence itself.
+            _ => cpu::chunkwise(q, k, v, &self.params, 1, h0),
+        }
+    }
+
+    /// A state pool for serving `capacity` sequences of `layers` layers with this device and
+    /// these decays.
+    ///
+    /// # Errors
+    /// As [`StatePool::new`].
+    pub fn state_pool(
+        &self,
+        heads: usize,
+        dk: usize,
+        dv: usize,
+        layers: usize,
+        capacity: usize,
+    ) -> Result<StatePool> {
+        let cfg = StateConfig {
+            heads,
+            dk,
+            dv,
+            params: self.params.clone(),
+        };
+        StatePool::new(&self.device, &self.memory, &cfg, layers, capacity)
+    }
+
+    fn recurrent_emulated<T: CpuElement>(
+        &self,
+        arch: Arch,
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+        h0: Option<&HostTensor<f32>>,
+    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+        // Validate exactly as the CPU path does, on a tiny slice of the work.
+        let s = shape_of(q, k, v, &self.params)?;
+        let mut state = match h0 {
+            Some(h) => {
+                h.expect_shape("h0", &["B", "H", "K", "V"], &s.state_shape(s.batch))?;
+                h.data().to_vec()
+            }
+            None => vec![0.0; s.batch * s.heads * s.dk * s.dv],
+        };
+        let problem = DecodeProblem {
+            arch,
+            gammas: &self.params.gammas,
+            scale: self.params.scale,
+            heads: s.heads,
+            dk: s.dk,
+            dv: s.dv,
+        };
+        let rows: Vec<u32> = (0..s.batch as u32).collect();
+        let token = |x: &HostTensor<T>, t: usize, d: usize| -> Result<HostTensor<T>> {
+            let mut data = Vec::with_capacity(s.batch * s.heads * d);
+            for b in 0..s.batch {
+                let off = (b * s.seq_len + t) * s.heads * d;
+                data.extend_from_slice(&x.data()[off..off + s.heads * d]);
+            }
+            HostTensor::new(vec![s.batch, s.heads, d], data)
+        };
+        let mut o = HostTensor::<T>::zeros(s.vo_shape());
+        for t in 0..s.seq_len {
+            let ot = emulated_decode::decode_step(
+                &problem,
+                &mut state,
+                &rows,
+                &token(q, t, s.dk)?,
+                &token(k, t, s.dk)?,
+                &token(v, t, s.dv)?,
+            )?;
+            let row = s.heads * s.dv;
+            for b in 0..s.batch {
+                let off = (b * s.seq_len + t) * row;
+                o.data_mut()[off..off + row].copy_from_slice(&ot.data()[b * row..(b + 1) * row]);
+            }
+        }
+        Ok((o, HostTensor::new(s.state_shape(s.batch), state)?))
+    }
+}
+
+/// The problem shape after the same checks the CPU kernels make.
+fn shape_of<T: CpuElement>(
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    v: &HostTensor<T>,
+    params: &RetentionParams,
+) -> Result<retention_core::RetentionShape> {
+    // A one-token, one-row probe of the CPU parallel kernel would also validate, but shapes
+    // are cheap to check directly.
+    let dims = |t: &HostTensor<T>, name: &str, last: &str| -> Result<[usize; 4]> {
+        <[usize; 4]>::try_from(t.shape()).map_err(|_| RetentionError::ShapeMismatch {
+            tensor: name.into(),
+            expected: format!("rank 4 [B, T, H, {last}]"),
+            got: format!("rank {} {:?}", t.shape().len(), t.shape()),
+        })
+    };
+    let [b, t, h, dk] = dims(q, "q", "K")?;
+    let [.., dv] = dims(v, "v", "V")?;
+    let shape = retention_core::RetentionShape::new(b, t, h, dk, dv)?;
+    k.expect_shape("k", &["B", "T", "H", "K"], &shape.qk_shape())?;
+    v.expect_shape("v", &["B", "T", "H", "V"], &shape.vo_shape())?;
+    params.gammas.check_heads(h)?;
+    retention_core::validate_scale(params.scale, dk)?;
+    Ok(shape)
+}
+
+fn unsupported_cuda() -> RetentionError {
+    RetentionError::Unsupported {
+        what: "device".into(),
+        value: "cuda".into(),
+        reason: "the CUDA launch path of the runtime has not landed yet".into(),
+    }
+}

@@ -1,0 +1,99 @@
+//! The facade's forms, one body per device (`Cpu`, `Emulated(sm_80)`), against the f64
+//! reference: f32 ≤ 1e-5 relative, bf16 relative RMSE ≤ 5e-3.
+
+use half::bf16;
+use retention::{
+    CpuElement, Device, Element, Gammas, HostTensor, Retention, RetentionError, RetentionParams,
+    reference,
+};
+
+fn input<T: Element>(shape: Vec<usize>, seed: u64) -> HostTensor<T> {
+    let mut rng = retention_core::SplitMix64::new(seed);
+    let n = shape.iter().product();
+    HostTensor::from_f64(shape, &rng.vec(n)).unwrap()
+}
+
+fn forms_match_reference<T: CpuElement>(device: &Device, tol: f64, rmse: bool) {
+    let (b, t, h, k, v) = (2, 7, 2, 64, 64);
+    let params = RetentionParams::new(Gammas::retnet_sharded(h, 3).unwrap(), Some(0.3));
+    let ret = Retention::new(device, params.clone()).unwrap();
+    let (q, kk, vv) = (
+        input::<T>(vec![b, t, h, k], 1),
+        input::<T>(vec![b, t, h, k], 2),
+        input::<T>(vec![b, t, h, v], 3),
+    );
+    let h0 = input::<f32>(vec![b, h, k, v], 4);
+    let (want_o, want_ht) = reference::recurrent(
+        &q.to_f64(),
+        &kk.to_f64(),
+        &vv.to_f64(),
+        &params,
+        Some(&h0.to_f64()),
+    )
+    .unwrap();
+    let check = |what: &str, got: &[f64], want: &[f64], rmse: bool| {
+        let e = if rmse {
+            reference::rel_rmse(got, want)
+        } else {
+            reference::max_rel_diff(got, want)
+        };
+        assert!(e <= tol, "{device} {what}: {e:e}");
+    };
+    for c in [1, 3, 64] {
+        let (o, ht) = ret.chunkwise(&q, &kk, &vv, c, Some(&h0)).unwrap();
+        check(
+            &format!("chunkwise C={c} o"),
+            o.to_f64().data(),
+            want_o.data(),
+            rmse,
+        );
+        check(
+            &format!("chunkwise C={c} ht"),
+            ht.to_f64().data(),
+            want_ht.data(),
+            false,
+        );
+    }
+    let (o, ht) = ret.recurrent(&q, &kk, &vv, Some(&h0)).unwrap();
+    check("recurrent o", o.to_f64().data(), want_o.data(), rmse);
+    check("recurrent ht", ht.to_f64().data(), want_ht.data(), false);
+    match device {
+        Device::Cpu => {
+            let o = ret.parallel(&q, &kk, &vv).unwrap();
+            let want =
+                reference::parallel(&q.to_f64(), &kk.to_f64(), &vv.to_f64(), &params).unwrap();
+            check("parallel", o.to_f64().data(), want.data(), rmse);
+        }
+        _ => assert!(matches!(
+            ret.parallel(&q, &kk, &vv),
+            Err(RetentionError::Unsupported { .. })
+        )),
+    }
+    assert!(matches!(
+        ret.chunkwise(&q, &kk, &vv, 0, None),
+        Err(RetentionError::ZeroChunk)
+    ));
+}
+
+#[test]
+fn facade_forms_on_every_device() {
+    for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
+        forms_match_reference::<f32>(&device, 1e-5, false);
+        forms_match_reference::<bf16>(&device, 5e-3, true);
+    }
+}
+
+#[test]
+fn cuda_without_a_gpu_is_a_typed_error() {
+    assert!(matches!(
+        Device::from_name("cuda"),
+        Err(RetentionError::NoDevice(_)) | Ok(_)
+    ));
+    if retention_runtime::cuda::device_count() == 0 {
+        assert_eq!(Device::best(), Device::Cpu);
+        assert!(matches!(
+            Device::from_name("cuda:0"),
+            Err(RetentionError::NoDevice(_))
+        ));
+    }
+}
