@@ -202,7 +202,7 @@ pub(crate) fn exec_collective(
             }
             let mut rows = [[0u16; 8]; 32];
             for m in 0..num as usize {
-                let mut reqs = Vec::with_capacity(8);
+                let mut reqs = [(Loc::Param(0), 0u32); 8];
                 for r in 0..8 {
                     let l = m * 8 + r;
                     let t = b.warps[w].first_thread + l as u32;
@@ -217,7 +217,7 @@ pub(crate) fn exec_collective(
                     for c in 0..8 {
                         rows[m * 8 + r][c] = b.shared.read(off + 2 * c as u64, 2) as u16;
                     }
-                    reqs.push((loc, 16));
+                    reqs[r] = (loc, 16);
                 }
                 count_shared_phase(b, &reqs);
             }
@@ -242,24 +242,8 @@ pub(crate) fn exec_collective(
     Ok(())
 }
 
-/// One ldmatrix matrix = 8 rows × 16 bytes = one 128-byte phase.
+/// One ldmatrix matrix = 8 rows × 16 bytes = one 128-byte phase, counted like a 16-byte
+/// vector request of 8 lanes.
 fn count_shared_phase(b: &mut Block, reqs: &[(Loc, u32)]) {
-    let mut words: Vec<(u64, u64)> = Vec::with_capacity(32);
-    for (loc, sz) in reqs {
-        if let Loc::Shared(o) = loc {
-            for wd in (o / 4)..(o + *sz as u64).div_ceil(4) {
-                words.push((wd % 32, wd));
-            }
-        }
-    }
-    words.sort_unstable();
-    words.dedup();
-    let mut per_bank = [0u64; 32];
-    for (bank, _) in &words {
-        per_bank[*bank as usize] += 1;
-    }
-    let max = per_bank.iter().copied().max().unwrap_or(0);
-    b.counters.shared_requests += 1;
-    b.counters.shared_wavefronts += max;
-    b.counters.shared_bank_conflicts += max.saturating_sub(1);
+    b.count_request(reqs);
 }

@@ -180,58 +180,110 @@ impl Block<'_> {
     }
 
     /// Records one warp request's coalescing or bank behaviour.
-    fn count_request(&mut self, accesses: &[(Loc, u32)]) {
-        if accesses.is_empty() {
+    pub(crate) fn count_request(&mut self, accesses: &[(Loc, u32)]) {
+        let Some(first) = accesses.first() else {
             return;
-        }
-        match accesses[0].0 {
+        };
+        match first.0 {
             Loc::Global(..) => {
-                let mut sectors: Vec<u64> = accesses
-                    .iter()
-                    .filter_map(|(loc, size)| match loc {
-                        Loc::Global(_, a) => Some((*a >> 5, (*a + *size as u64 - 1) >> 5)),
-                        _ => None,
-                    })
-                    .flat_map(|(a, b)| a..=b)
-                    .collect();
-                sectors.sort_unstable();
-                sectors.dedup();
+                // Aligned accesses of at most 16 bytes never straddle a 32-byte sector.
+                let mut sectors = [0u64; 32];
+                let mut n = 0;
+                for (loc, _) in accesses {
+                    if let Loc::Global(_, a) = loc {
+                        sectors[n] = a >> 5;
+                        n += 1;
+                    }
+                }
+                let sectors = &mut sectors[..n];
+                if !sectors.is_sorted() {
+                    sectors.sort_unstable();
+                }
+                let distinct = 1 + sectors.windows(2).filter(|w| w[0] != w[1]).count();
                 self.counters.global_requests += 1;
-                self.counters.global_sectors += sectors.len() as u64;
+                self.counters.global_sectors += distinct as u64;
             }
             Loc::Shared(_) => {
-                let size = accesses[0].1;
+                let size = first.1;
                 let per_phase = (128 / size.max(4)).min(32) as usize;
-                let mut words: Vec<(u64, u64)> = Vec::with_capacity(128);
                 for phase in accesses.chunks(per_phase) {
-                    words.clear();
-                    for (loc, sz) in phase {
+                    // Fast path: every bank sees at most one distinct word (conflict-free,
+                    // broadcasts included).
+                    let mut bank_word = [u64::MAX; 32];
+                    let mut conflict = false;
+                    'scan: for (loc, sz) in phase {
                         if let Loc::Shared(o) = loc {
                             for wd in (o / 4)..(o + *sz as u64).div_ceil(4) {
-                                words.push((wd % 32, wd));
+                                let slot = &mut bank_word[(wd % 32) as usize];
+                                if *slot == u64::MAX {
+                                    *slot = wd;
+                                } else if *slot != wd {
+                                    conflict = true;
+                                    break 'scan;
+                                }
                             }
                         }
                     }
-                    words.sort_unstable();
-                    words.dedup();
-                    let mut max = 0;
-                    let mut i = 0;
-                    while i < words.len() {
-                        let bank = words[i].0;
-                        let mut j = i;
-                        while j < words.len() && words[j].0 == bank {
-                            j += 1;
-                        }
-                        max = max.max(j - i);
-                        i = j;
+                    if !conflict {
+                        self.counters.shared_wavefronts += 1;
+                        continue;
                     }
-                    self.counters.shared_wavefronts += max as u64;
-                    self.counters.shared_bank_conflicts += max.saturating_sub(1) as u64;
+                    // (bank, word) pairs of this phase; at most 128 bytes = 32 words, or 32
+                    // lanes of sub-word accesses.
+                    let mut words = [(0u8, 0u64); 128];
+                    let mut n = 0;
+                    for (loc, sz) in phase {
+                        if let Loc::Shared(o) = loc {
+                            for wd in (o / 4)..(o + *sz as u64).div_ceil(4) {
+                                if n < words.len() {
+                                    words[n] = ((wd % 32) as u8, wd);
+                                    n += 1;
+                                }
+                            }
+                        }
+                    }
+                    let words = &mut words[..n];
+                    words.sort_unstable();
+                    let mut per_bank = [0u32; 32];
+                    for (i, w) in words.iter().enumerate() {
+                        if i == 0 || words[i - 1] != *w {
+                            per_bank[w.0 as usize] += 1;
+                        }
+                    }
+                    let max = per_bank.iter().copied().max().unwrap_or(0) as u64;
+                    self.counters.shared_wavefronts += max;
+                    self.counters.shared_bank_conflicts += max.saturating_sub(1);
                 }
                 self.counters.shared_requests += 1;
             }
             _ => {}
         }
+    }
+}
+
+/// One warp request's checked locations (at most one per lane), kept on the stack.
+pub(crate) struct Requests {
+    items: [(Loc, u32); 32],
+    n: usize,
+}
+
+impl Requests {
+    pub(crate) fn new() -> Requests {
+        Requests {
+            items: [(Loc::Param(0), 0); 32],
+            n: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, r: (Loc, u32)) {
+        if self.n < 32 {
+            self.items[self.n] = r;
+            self.n += 1;
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[(Loc, u32)] {
+        &self.items[..self.n]
     }
 }
 
@@ -250,7 +302,7 @@ pub(crate) fn exec_mem(
     exec: u32,
     op: &Op,
 ) -> Result<(), EmuError> {
-    let mut accesses: Vec<(Loc, u32)> = Vec::with_capacity(32);
+    let mut accesses = Requests::new();
     match *op {
         Op::Ld {
             space,
@@ -359,7 +411,7 @@ pub(crate) fn exec_mem(
         }
         _ => unreachable!("not a memory op"),
     }
-    b.count_request(&accesses);
+    b.count_request(accesses.as_slice());
     Ok(())
 }
 

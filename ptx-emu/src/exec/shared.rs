@@ -55,32 +55,28 @@ impl SharedMemory {
         kind: AccessKind,
     ) -> Result<(), Race> {
         let e = self.epoch;
-        for i in off..off + size as u64 {
-            let tr = &mut self.track[i as usize];
+        let range = off as usize..off as usize + size as usize;
+        for (i, tr) in self.track[range].iter_mut().enumerate() {
             if tr.write_epoch == e && tr.writer != t {
                 return Err(Race {
-                    offset: i,
+                    offset: off + i as u64,
                     other: AccessKind::Write,
                     other_thread: tr.writer,
                 });
             }
             match kind {
                 AccessKind::Read => {
-                    if tr.read_epoch == e {
-                        if tr.reader != t {
-                            tr.reader = MANY;
-                        }
-                    } else {
+                    if tr.read_epoch != e {
                         tr.read_epoch = e;
                         tr.reader = t;
+                    } else if tr.reader != t {
+                        tr.reader = MANY;
                     }
                 }
                 AccessKind::Write => {
                     if tr.read_epoch == e && tr.reader != t {
-                        // With several readers, name one that is not the writer: unknown here,
-                        // so report the writer's own id only when it was a single other reader.
                         return Err(Race {
-                            offset: i,
+                            offset: off + i as u64,
                             other: AccessKind::Read,
                             other_thread: tr.reader,
                         });
