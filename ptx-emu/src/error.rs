@@ -120,6 +120,19 @@ pub enum EmuError {
         /// Index of the kernel parameter that holds the buffer.
         param: usize,
     },
+    /// A buffer both read through the non-coherent path (`ld.global.nc`, `ldu`) and written
+    /// in the same launch: the ISA requires `.nc` data to be read-only for the launch.
+    #[error(
+        "{site}: buffer (param {param}) at 0x{address:x} is both read with ld.global.nc and written in this launch"
+    )]
+    NonCoherentWrittenBuffer {
+        /// The access that completed the conflict.
+        site: Box<Site>,
+        /// Address of that access.
+        address: u64,
+        /// Index of the kernel parameter that holds the buffer.
+        param: usize,
+    },
     /// A local or param access outside its space.
     #[error(
         "{site}: {space} access of {size} bytes at offset {offset} is outside the {limit}-byte space"

@@ -16,6 +16,7 @@
 //!   ISA's fragment layouts; `cp.async` copies land at `wait_group`/`wait_all`.
 //! - **Checks**: global accesses outside every buffer, shared accesses outside the declared
 //!   static + dynamic size, misaligned accesses, stores into buffers not marked output,
+//!   `ld.global.nc` reads of a buffer the launch also writes,
 //!   shared-memory races between barriers, collectives reached by a divergent warp, and
 //!   barriers some thread can never reach are all typed [`EmuError`]s naming kernel,
 //!   instruction, line, block and thread.

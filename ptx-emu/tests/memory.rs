@@ -154,6 +154,41 @@ fn stores_into_inputs_are_caught() {
 }
 
 #[test]
+fn non_coherent_reads_of_a_written_buffer_are_caught() {
+    // Thread i reads out[i] through the read-only path and writes out[i] + 1: the ISA
+    // requires .nc data to stay unchanged for the whole launch.
+    let src = io(&format!(
+        "{INDEX4} ld.global.nc.f32 %f1, [%rd5]; add.f32 %f1, %f1, 0f3F800000; st.global.f32 [%rd5], %f1;"
+    ));
+    let err = run(
+        &src,
+        [1, 1, 1],
+        [32, 1, 1],
+        vec![
+            Param::Buffer(Buffer::from_f32(&[0.0; 32])),
+            Param::Buffer(Buffer::zeros(Dtype::F32, 32)),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, EmuError::NonCoherentWrittenBuffer { param: 1, .. }),
+        "{err}"
+    );
+    // The coherent load of the same data is fine.
+    let ok = src.replace("ld.global.nc.f32", "ld.global.f32");
+    run(
+        &ok,
+        [1, 1, 1],
+        [32, 1, 1],
+        vec![
+            Param::Buffer(Buffer::from_f32(&[0.0; 32])),
+            Param::Buffer(Buffer::zeros(Dtype::F32, 32)),
+        ],
+    )
+    .unwrap();
+}
+
+#[test]
 fn failed_launch_leaves_buffers_unchanged() {
     let src = io(&format!(
         "{INDEX4} mov.f32 %f1, 0f40000000; st.global.f32 [%rd5], %f1;"

@@ -910,7 +910,6 @@ fn decode_cvt(o: &Ops, m: &mut Mods) -> Result<(Op, Class), EmuError> {
 fn decode_ldst(o: &Ops, m: &mut Mods, base: &str) -> Result<(Op, Class), EmuError> {
     let space = space_of(m);
     let nc = m.take("nc") || base == "ldu";
-    let _ = nc;
     m.ignore(HINTS);
     let n: usize = match m.take_one(&["v2", "v4"]) {
         Some("v2") => 2,
@@ -942,6 +941,7 @@ fn decode_ldst(o: &Ops, m: &mut Mods, base: &str) -> Result<(Op, Class), EmuErro
             n: n as u8,
             d: o.vec_regs(0, n)?,
             addr: o.addr(1, space)?,
+            nc,
         }
     } else {
         Op::St {

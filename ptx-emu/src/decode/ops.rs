@@ -348,6 +348,8 @@ pub(crate) enum Op {
         n: u8,
         d: [Reg; 4],
         addr: Addr,
+        /// `.nc` / `ldu`: the data must be read-only for the whole launch.
+        nc: bool,
     },
     St {
         space: Space,

@@ -4,7 +4,7 @@
 //! relaxed ordering (a plain load/store on x86 and ARM): ordinary accesses cost what a plain
 //! access costs, and `atom.global` is a real atomic read-modify-write.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::memory_map::{GLOBAL_BASE, GUARD_BYTES};
 
@@ -15,6 +15,10 @@ pub(crate) struct Allocation {
     pub writable: bool,
     /// Kernel parameter index holding this buffer.
     pub param: usize,
+    /// Whether any thread read it with `ld.global.nc` / `ldu`.
+    pub nc_read: AtomicBool,
+    /// Whether any thread stored to it (or ran an atomic on it).
+    pub written: AtomicBool,
     words: Vec<AtomicU32>,
 }
 
@@ -44,6 +48,8 @@ impl GlobalMemory {
                 len,
                 writable,
                 param,
+                nc_read: AtomicBool::new(false),
+                written: AtomicBool::new(false),
                 words,
             });
             bases.push(next);

@@ -1,6 +1,8 @@
 //! Loads, stores, atomics and `cp.async` issue: address resolution, bounds and alignment
 //! checks, race tracking, and the coalescing / bank-conflict counters.
 
+use std::sync::atomic::Ordering;
+
 use super::block::{Block, PendingCopy};
 use super::warp::lanes;
 use crate::decode::ops::{Addr, AddrBase, AtomOp, Op, Space};
@@ -167,15 +169,36 @@ impl Block<'_> {
         pc: u32,
     ) -> Result<(), EmuError> {
         let alloc = &self.l.global.allocs[i];
-        if alloc.writable {
-            Ok(())
-        } else {
-            Err(EmuError::WriteToInput {
+        if !alloc.writable {
+            return Err(EmuError::WriteToInput {
                 site: self.site(pc, t),
                 address: a,
                 size,
                 param: alloc.param,
-            })
+            });
+        }
+        alloc.written.store(true, Ordering::Relaxed);
+        if alloc.nc_read.load(Ordering::Relaxed) {
+            return Err(self.nc_conflict(i, a, t, pc));
+        }
+        Ok(())
+    }
+
+    /// Records a non-coherent (`.nc`) read; the buffer must not be written in this launch.
+    fn mark_nc_read(&self, i: usize, a: u64, t: u32, pc: u32) -> Result<(), EmuError> {
+        let alloc = &self.l.global.allocs[i];
+        alloc.nc_read.store(true, Ordering::Relaxed);
+        if alloc.written.load(Ordering::Relaxed) {
+            return Err(self.nc_conflict(i, a, t, pc));
+        }
+        Ok(())
+    }
+
+    fn nc_conflict(&self, i: usize, a: u64, t: u32, pc: u32) -> EmuError {
+        EmuError::NonCoherentWrittenBuffer {
+            site: self.site(pc, t),
+            address: a,
+            param: self.l.global.allocs[i].param,
         }
     }
 
@@ -310,6 +333,7 @@ pub(crate) fn exec_mem(
             n,
             d,
             addr,
+            nc,
         } => {
             let eb = ty.bytes();
             let total = eb * n as u32;
@@ -317,6 +341,9 @@ pub(crate) fn exec_mem(
                 let t = b.warps[w].first_thread + l as u32;
                 let a = b.address(w, l, addr);
                 let loc = b.resolve(w, l, pc, space, a, total, AccessKind::Read)?;
+                if nc && let Loc::Global(i, ga) = loc {
+                    b.mark_nc_read(i, ga, t, pc)?;
+                }
                 accesses.push((loc, total));
                 for k in 0..n as usize {
                     let v = b.load(offset(loc, k as u64 * eb as u64), eb, t, pc)?;
