@@ -5,9 +5,9 @@
 mod cpu_support;
 
 use cpu_support::{Qkv, assert_matches, assert_state, params, random_state};
-use retention_core::{CuSeqlens, HostTensor};
+use retention_core::{CuSeqlens, Gammas, HostTensor};
 use retention_kernels::cpu::{self, CpuElement};
-use retention_kernels::reference;
+use retention_kernels::reference::{self, RetentionParams};
 
 fn chunk_sizes_and_initial_states<T: CpuElement>() {
     // (B, T, H, K, V): odd dims exercise the vector tails; T = 37 is prime.
@@ -165,4 +165,39 @@ fn many_heads<T: CpuElement>() {
 #[test]
 fn grouped_heads_match_reference_every_dtype() {
     for_each_dtype!(many_heads);
+}
+
+#[test]
+fn head_sharded_gammas_concatenate_to_the_unsharded_output() {
+    // PITFALLS #9: two shards of 3 heads with global-index RetNet decays give exactly the
+    // columns of the 6-head problem.
+    let (t, h, dk, dv) = (24usize, 6usize, 4usize, 5usize);
+    let x = Qkv::<f32>::new(81, (1, t, h, dk, dv));
+    let full = RetentionParams::new(Gammas::retnet(h).unwrap(), None);
+    let (o_full, _) = cpu::chunkwise(&x.q, &x.k, &x.v, &full, 5, None).unwrap();
+    let heads = |src: &HostTensor<f32>, lo: usize, d: usize| {
+        let data: Vec<f32> = src
+            .data()
+            .chunks(h * d)
+            .flat_map(|tok| tok[lo * d..(lo + 3) * d].to_vec())
+            .collect();
+        HostTensor::new(vec![1, t, 3, d], data).unwrap()
+    };
+    for lo in [0usize, 3] {
+        let shard = RetentionParams::new(Gammas::retnet_sharded(3, lo).unwrap(), None);
+        let (o, _) = cpu::chunkwise(
+            &heads(&x.q, lo, dk),
+            &heads(&x.k, lo, dk),
+            &heads(&x.v, lo, dv),
+            &shard,
+            5,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            o.data(),
+            heads(&o_full, lo, dv).data(),
+            "shard at head {lo}"
+        );
+    }
 }
