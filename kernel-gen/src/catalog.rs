@@ -3,6 +3,7 @@
 use retention_core::Dtype;
 
 use crate::Arch;
+use crate::kernels::chunkwise;
 use crate::spec::{GammaSet, KernelSpec};
 
 /// The gamma sets of the default catalog: the paper's head counts (8, 10, 16), 32 for the
@@ -16,8 +17,43 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 ];
 
 /// Decode kernels for K ∈ {64, 128, 256}, V ∈ {K, 2K}, every dtype, every default gamma set,
-/// sm_80 and sm_90, in a fixed order.
+/// sm_80 and sm_90, then the chunkwise forward for K, V ∈ {64, 128} and C ∈ {32, 64} where
+/// sm_80's shared memory holds it (all but K = V = 128 with C = 64), in a fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
+    let mut specs = decode_catalog();
+    specs.extend(chunkwise_catalog());
+    specs
+}
+
+/// The chunkwise-forward part of the catalog.
+pub fn chunkwise_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for k in chunkwise::SUPPORTED_DIMS {
+            for v in chunkwise::SUPPORTED_DIMS {
+                for c in chunkwise::SUPPORTED_CHUNKS {
+                    for dtype in Dtype::ALL {
+                        for gammas in DEFAULT_GAMMA_SETS {
+                            let spec = KernelSpec::chunkwise(k, v, c, gammas, dtype, arch);
+                            // One shape set for every arch: what sm_80's shared memory holds.
+                            let on_sm80 = KernelSpec {
+                                arch: Arch::Sm80,
+                                ..spec
+                            };
+                            if on_sm80.validate().is_ok() {
+                                specs.push(spec);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    specs
+}
+
+/// The decode part of the catalog.
+fn decode_catalog() -> Vec<KernelSpec> {
     let mut specs = Vec::new();
     for arch in Arch::ALL {
         for k in [64, 128, 256] {

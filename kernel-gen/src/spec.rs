@@ -14,6 +14,8 @@ use crate::{Arch, GenError};
 pub enum KernelOp {
     /// One recurrent step for a batch of rows, each on its own state slot.
     Decode,
+    /// The chunkwise forward over whole sequences: o and optionally the final state.
+    Chunkwise,
 }
 
 impl KernelOp {
@@ -21,6 +23,7 @@ impl KernelOp {
     pub const fn name(self) -> &'static str {
         match self {
             KernelOp::Decode => "decode",
+            KernelOp::Chunkwise => "chunkwise",
         }
     }
 }
@@ -147,6 +150,27 @@ impl KernelSpec {
         }
     }
 
+    /// A chunkwise-forward spec with chunk length `chunk` and the default tile.
+    pub fn chunkwise(
+        k: u32,
+        v: u32,
+        chunk: u32,
+        gammas: GammaSet,
+        dtype: Dtype,
+        arch: Arch,
+    ) -> Self {
+        KernelSpec {
+            op: KernelOp::Chunkwise,
+            k,
+            v,
+            chunk: Some(chunk),
+            gammas,
+            dtype,
+            arch,
+            tile: TileConfig::default(),
+        }
+    }
+
     /// The canonical text every field is hashed from. Changing it renames every entry, so it
     /// only ever gains fields.
     pub fn canonical(&self) -> String {
@@ -202,6 +226,7 @@ impl KernelSpec {
     pub fn validate(&self) -> Result<(), GenError> {
         match self.op {
             KernelOp::Decode => crate::kernels::decode::validate(self),
+            KernelOp::Chunkwise => crate::kernels::chunkwise::validate(self),
         }
     }
 }

@@ -21,7 +21,7 @@ fn writes_filtered_catalog_and_manifest() {
             "--arch",
             "sm_90",
             "--filter",
-            "k64_v128_",
+            "decode_k64_v128_",
             "--no-ptxas",
         ])
         .status()

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use kernel_gen::catalog::default_catalog;
 use kernel_gen::spec::fnv1a64;
 use kernel_gen::{
-    Arch, GammaSet, GenError, KernelSpec, TileConfig, emit_ptx, launch_geometry, param_names,
+    Arch, GammaSet, GenError, KernelOp, KernelSpec, TileConfig, emit_ptx, launch_geometry,
+    param_names,
 };
 use retention_core::{Dtype, RetentionError};
 
@@ -53,15 +54,21 @@ fn entry_names_are_stable_and_readable() {
 #[test]
 fn default_catalog_has_every_combination_once() {
     let cat = default_catalog();
-    // 6 (K, V) pairs x 3 dtypes x 5 gamma sets x 2 archs.
-    assert_eq!(cat.len(), 180);
+    // Decode: 6 (K, V) pairs x 3 dtypes x 5 gamma sets x 2 archs. Chunkwise: 7 (K, V, C)
+    // shapes (K, V in {64, 128}, C in {32, 64}, minus K = V = 128 with C = 64) x 3 x 5 x 2.
+    let decode = cat.iter().filter(|s| s.op == KernelOp::Decode).count();
+    let chunkwise = cat.iter().filter(|s| s.op == KernelOp::Chunkwise).count();
+    assert_eq!((decode, chunkwise), (180, 210));
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
-    assert_eq!(entries.len(), 180);
-    assert_eq!(slugs.len(), 180);
+    assert_eq!(entries.len(), cat.len());
+    assert_eq!(slugs.len(), cat.len());
     for s in &cat {
         s.validate().unwrap();
-        assert!(s.v == s.k || s.v == 2 * s.k, "{s}");
+        match s.op {
+            KernelOp::Decode => assert!(s.v == s.k || s.v == 2 * s.k, "{s}"),
+            KernelOp::Chunkwise => assert!(s.chunk.is_some(), "{s}"),
+        }
     }
 }
 

@@ -188,7 +188,15 @@ pub fn emit(kernel: &Kernel) -> String {
         let _ = writeln!(s, "// {}: {} bytes, {}", a.name, a.bytes, a.comment);
         let _ = writeln!(s, ".shared .align {} .b8 {}[{}];", a.align, a.name, a.bytes);
     }
-    if !kernel.shared.is_empty() {
+    if let Some(d) = &kernel.dynamic_shared {
+        let _ = writeln!(
+            s,
+            "// {}: {} bytes at launch, {}",
+            d.name, d.bytes, d.comment
+        );
+        let _ = writeln!(s, ".extern .shared .align {} .b8 {}[];", d.align, d.name);
+    }
+    if !kernel.shared.is_empty() || kernel.dynamic_shared.is_some() {
         s.push('\n');
     }
     let _ = writeln!(s, ".visible .entry {}(", kernel.name);

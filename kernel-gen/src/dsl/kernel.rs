@@ -41,6 +41,9 @@ pub struct Kernel {
     pub params: Vec<Param>,
     /// Shared arrays.
     pub shared: Vec<SharedArray>,
+    /// The dynamic shared-memory window (`.extern .shared name[]`), sized at launch; its
+    /// `bytes` is what the kernel needs and what the launch must pass.
+    pub dynamic_shared: Option<SharedArray>,
     /// `.maxntid` (threads per CTA), which lets ptxas budget registers.
     pub max_threads: Option<u32>,
     /// Registers allocated so far, per [`Ty::index`].

@@ -1,4 +1,6 @@
 //! Retention kernel generators, one file per kernel, each validating its spec first.
 
+pub mod chunkwise;
+pub mod chunkwise_fma;
 pub mod decay;
 pub mod decode;

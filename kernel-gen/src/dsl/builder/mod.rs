@@ -80,6 +80,7 @@ impl KernelBuilder {
                 header: Vec::new(),
                 params: Vec::new(),
                 shared: Vec::new(),
+                dynamic_shared: None,
                 max_threads: None,
                 reg_counts: [0; Ty::ALL.len()],
                 instrs: Vec::new(),
@@ -198,6 +199,32 @@ impl KernelBuilder {
     /// Declare a static shared array of `bytes` bytes aligned to `align`.
     pub fn shared_array(&mut self, name: &str, bytes: u32, align: u32, comment: &str) -> SharedRef {
         self.kernel.shared.push(SharedArray {
+            name: name.into(),
+            bytes,
+            align,
+            comment: comment.into(),
+        });
+        SharedRef {
+            name: name.into(),
+            bytes,
+        }
+    }
+
+    /// Declare the kernel's dynamic shared memory (`.extern .shared .align a .b8 name[]`):
+    /// `bytes` is what the launch must provide. One per kernel.
+    pub fn dynamic_shared(
+        &mut self,
+        name: &str,
+        bytes: u32,
+        align: u32,
+        comment: &str,
+    ) -> SharedRef {
+        if self.kernel.dynamic_shared.is_some() {
+            self.fail(format!(
+                "dynamic shared {name}: a kernel has one dynamic window"
+            ));
+        }
+        self.kernel.dynamic_shared = Some(SharedArray {
             name: name.into(),
             bytes,
             align,

@@ -1,0 +1,648 @@
+//! The chunkwise retention forward (DESIGN §1, chunkwise form), one CTA per (row b, head h)
+//! walking the sequence in chunks of C with the state R (K×V, f32) kept in shared memory
+//! across chunks — one pass over q, k, v, no per-chunk state in global memory:
+//!
+//! ```text
+//! R = H0[b,h] (or 0)
+//! for each chunk [c0, c0+L), L = min(C, T − c0):
+//!     S  = (s·Q) Kᵀ ⊙ D,            D[i][j] = γ^(i−j) for i ≥ j, else 0
+//!     O  = ((s·Q) R) ⊙ ξ + S V,     ξ_i = γ^(i+1)            (rows i < L written)
+//!     R ← γ^L R + Kᵀ (V ⊙ ζ),       ζ_j = γ^(L−1−j)          (j < L)
+//! H_T[b,h] = R (when asked for)
+//! ```
+//!
+//! Kernel parameters, in launch order (pointers are `.u64` device addresses):
+//!
+//! | # | name           | type   | meaning                                               |
+//! |---|----------------|--------|-------------------------------------------------------|
+//! | 0 | `p_q`          | `.u64` | q `[B,T,H,K]` in the spec's dtype                     |
+//! | 1 | `p_k`          | `.u64` | k `[B,T,H,K]` in dtype                                |
+//! | 2 | `p_v`          | `.u64` | v `[B,T,H,V]` in dtype                                |
+//! | 3 | `p_o`          | `.u64` | o `[B,T,H,V]` in dtype (written)                      |
+//! | 4 | `p_h0`         | `.u64` | initial state `[B,H,K,V]` f32, or 0 for none           |
+//! | 5 | `p_ht`         | `.u64` | final state `[B,H,K,V]` f32 (written), or 0 for none   |
+//! | 6 | `p_t`          | `.u32` | T, tokens per row (0 is allowed: H_T = H0)            |
+//! | 7 | `p_scale`      | `.f32` | s, applied to q exactly once                          |
+//! | 8 | `p_heads`      | `.u32` | H — runtime-γ variant only                            |
+//! | 9 | `p_log2_gamma` | `.u64` | log2 γ_h, f32 `[H]` — runtime-γ variant only          |
+//!
+//! Mapping ([`launch_geometry`]): grid `(B, H, 1)`, block `(256, 1, 1)`, and
+//! [`SharedLayout::total`] bytes of dynamic shared memory (more than 48 KiB: the runtime must
+//! raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES` attribute before launching).
+//!
+//! Numerics: every product accumulates in f32 (this is the FMA path for every dtype; q, k, v
+//! are widened to f32 as they are staged). Decays come from one table `γ^d, d = 0..=C`,
+//! computed once per CTA as 2^(d·log2 γ_h) by [`decay::emit_exp2`] — relative exponents only,
+//! all ≤ 0, so nothing overflows and far terms underflow to 0. The causal mask is a `selp`,
+//! never a multiplication, so stale shared rows past a partial chunk cannot leak NaN; the
+//! inner loops that read V or K rows run to L, not C.
+
+use retention_core::Dtype;
+
+use super::chunkwise_fma::{
+    accumulate_shared, for_each_piece, load_piece, rank1_update, store_piece, zero_acc,
+};
+use super::decay;
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
+use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
+use crate::{Arch, GenError, LaunchGeometry};
+
+/// Head dims served.
+pub const SUPPORTED_DIMS: [u32; 2] = [64, 128];
+/// Chunk lengths served.
+pub const SUPPORTED_CHUNKS: [u32; 2] = [32, 64];
+/// Threads per CTA.
+pub const THREADS: u32 = 256;
+
+fn unsupported(
+    what: &'static str,
+    value: impl std::fmt::Display,
+    reason: impl Into<String>,
+) -> GenError {
+    GenError::UnsupportedSpec {
+        what,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Most dynamic shared memory one CTA may opt into.
+pub const fn max_dynamic_shared(arch: Arch) -> u32 {
+    match arch {
+        Arch::Sm80 => 163 * 1024,
+        Arch::Sm90 => 227 * 1024,
+    }
+}
+
+/// Byte offsets of the f32 arrays in the dynamic shared window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedLayout {
+    /// R `[K][V]`: the state.
+    pub r: u32,
+    /// (s·Q)ᵀ `[K][C]`.
+    pub qt: u32,
+    /// Kᵀ `[K][C]`.
+    pub kt: u32,
+    /// V `[C][V]`.
+    pub v: u32,
+    /// Sᵀ `[C][C]`: masked, decayed scores, `[j][i]`.
+    pub st: u32,
+    /// γ^d for d = 0..=C.
+    pub decay: u32,
+    /// Total bytes.
+    pub total: u32,
+}
+
+impl SharedLayout {
+    /// The layout for head dims `k`, `v` and chunk `c`.
+    pub const fn new(k: u32, v: u32, c: u32) -> Self {
+        let r = 0;
+        let qt = r + k * v * 4;
+        let kt = qt + k * c * 4;
+        let vv = kt + k * c * 4;
+        let st = vv + c * v * 4;
+        let decay = st + c * c * 4;
+        let total = decay + ((c + 1) * 4).div_ceil(16) * 16;
+        SharedLayout {
+            r,
+            qt,
+            kt,
+            v: vv,
+            st,
+            decay,
+            total,
+        }
+    }
+}
+
+/// Check that this generator serves `spec`.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] for an unsupported op, K, V, chunk, gamma set, tile, or a
+/// shape whose shared memory exceeds the arch's limit.
+pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
+    if spec.op != KernelOp::Chunkwise {
+        return Err(unsupported(
+            "op",
+            spec.op.name(),
+            "the chunkwise generator emits chunkwise only",
+        ));
+    }
+    if !SUPPORTED_DIMS.contains(&spec.k) {
+        return Err(unsupported(
+            "head dim K",
+            spec.k,
+            "chunkwise serves K in {64, 128}",
+        ));
+    }
+    if !SUPPORTED_DIMS.contains(&spec.v) {
+        return Err(unsupported(
+            "head dim V",
+            spec.v,
+            "chunkwise serves V in {64, 128}",
+        ));
+    }
+    let Some(c) = spec.chunk else {
+        return Err(unsupported(
+            "chunk",
+            "none",
+            "chunkwise needs a chunk length",
+        ));
+    };
+    if !SUPPORTED_CHUNKS.contains(&c) {
+        return Err(unsupported("chunk", c, "chunkwise serves C in {32, 64}"));
+    }
+    if let GammaSet::Retnet { heads } = spec.gammas
+        && !(1..=48).contains(&heads)
+    {
+        return Err(unsupported(
+            "gamma set",
+            spec.gammas.name(),
+            "retnet(H) needs 1 <= H <= 48",
+        ));
+    }
+    if spec.tile != TileConfig::default() || spec.tile.threads != THREADS {
+        return Err(unsupported(
+            "tile",
+            format!("{:?}", spec.tile),
+            "chunkwise uses the default tile (256 threads)",
+        ));
+    }
+    let bytes = SharedLayout::new(spec.k, spec.v, c).total;
+    if bytes > max_dynamic_shared(spec.arch) {
+        return Err(unsupported(
+            "shared memory",
+            bytes,
+            format!(
+                "{} allows at most {} bytes per CTA; use a shorter chunk",
+                spec.arch,
+                max_dynamic_shared(spec.arch)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The launch of a chunkwise kernel for `rows` batch rows and `heads` heads.
+///
+/// # Errors
+/// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
+/// or the grid is too large; spec errors as [`validate`].
+pub fn launch_geometry(
+    spec: &KernelSpec,
+    rows: u32,
+    heads: u32,
+) -> Result<LaunchGeometry, GenError> {
+    validate(spec)?;
+    if rows == 0 || heads == 0 {
+        return Err(GenError::Launch(format!(
+            "rows {rows} and heads {heads} must be at least 1"
+        )));
+    }
+    if let GammaSet::Retnet { heads: fixed } = spec.gammas
+        && fixed != heads
+    {
+        return Err(GenError::Launch(format!(
+            "{} serves exactly {fixed} heads, got {heads}",
+            spec.gammas.name()
+        )));
+    }
+    if heads > 65535 || rows > i32::MAX as u32 {
+        return Err(GenError::Launch(format!(
+            "grid ({rows}, {heads}) exceeds the CUDA grid limits"
+        )));
+    }
+    let c = spec.chunk.unwrap_or_default();
+    Ok(LaunchGeometry {
+        grid: [rows, heads, 1],
+        block: [THREADS, 1, 1],
+        dynamic_smem_bytes: SharedLayout::new(spec.k, spec.v, c).total,
+    })
+}
+
+/// Parameter names in launch order (see the module table).
+pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
+    let mut names = vec!["p_q", "p_k", "p_v", "p_o", "p_h0", "p_ht", "p_t", "p_scale"];
+    if spec.gammas == GammaSet::Runtime {
+        names.extend(["p_heads", "p_log2_gamma"]);
+    }
+    names
+}
+
+fn elem_ty(dtype: Dtype) -> Ty {
+    match dtype {
+        Dtype::F32 => Ty::F32,
+        Dtype::F16 => Ty::F16,
+        Dtype::Bf16 => Ty::Bf16,
+    }
+}
+
+/// Load four consecutive elements of `dtype` in one access and widen them to f32.
+fn load4_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Vec<Reg> {
+    let ty = elem_ty(dtype);
+    let raw = kb.ld_vec(Space::Global, ty, 4, addr);
+    if ty == Ty::F32 {
+        raw
+    } else {
+        raw.into_iter().map(|x| kb.cvt(Ty::F32, x, None)).collect()
+    }
+}
+
+/// Round four f32 to `dtype` and store them in one access.
+fn store4_from_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address, xs: &[Reg]) {
+    let ty = elem_ty(dtype);
+    let vals: Vec<Operand> = if ty == Ty::F32 {
+        xs.iter().map(|&x| x.into()).collect()
+    } else {
+        xs.iter()
+            .map(|&x| kb.cvt(ty, x, Some(Rounding::Rn)).into())
+            .collect()
+    };
+    kb.st_vec(Space::Global, ty, addr, &vals);
+}
+
+/// log2 γ_h: the named set's immediate for head `h`, chosen by a `selp` chain.
+fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: Reg) -> Reg {
+    let mut g = kb.mov(Ty::F32, log2_gammas[0]);
+    for (i, &l) in log2_gammas.iter().enumerate().skip(1) {
+        let is_head = kb.setp(Cmp::Eq, h, i as u32);
+        g = kb.selp(l, g, is_head);
+    }
+    g
+}
+
+/// Per-thread staging of one `[C][D]` operand from global memory: thread t moves the four
+/// elements `4·(t mod D/4)..` of rows `t div (D/4) + j·rows_per_round`.
+struct Stager {
+    /// Column of the thread's four elements.
+    col: Reg,
+    /// First row.
+    row: Reg,
+    /// Rows between rounds.
+    rows_per_round: u32,
+    /// Rounds per chunk.
+    rounds: u32,
+}
+
+impl Stager {
+    fn new(kb: &mut KernelBuilder, t: Reg, d: u32, c: u32) -> Self {
+        let groups = d / 4;
+        let g = kb.and(t, groups - 1);
+        let col = kb.shl(g, 2u32);
+        let row = kb.shr(t, groups.trailing_zeros());
+        let rows_per_round = THREADS / groups;
+        Stager {
+            col,
+            row,
+            rows_per_round,
+            rounds: c / rows_per_round,
+        }
+    }
+
+    /// For each round, with the chunk's length `len`, the thread's global pointer for token
+    /// `tok + row` of head `h` (`row_stride` bytes between tokens), and the row index: run
+    /// `body(kb, global address, row)` where `row < len`.
+    fn run(
+        &self,
+        kb: &mut KernelBuilder,
+        first: Reg,
+        row_step: Reg,
+        len: Reg,
+        mut body: impl FnMut(&mut KernelBuilder, Reg, u32),
+    ) {
+        let mut at = first;
+        for round in 0..self.rounds {
+            if round > 0 {
+                at = kb.add(at, row_step);
+            }
+            let row = kb.add(self.row, round * self.rows_per_round);
+            let inside = kb.setp(Cmp::Lt, row, len);
+            kb.guarded(inside, false, |kb| body(kb, at, round));
+        }
+    }
+}
+
+/// Emit the chunkwise forward for `spec` (validated first).
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] as [`validate`]; [`GenError::Dsl`] on a generator bug.
+pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
+    validate(spec)?;
+    let (kd, vd) = (spec.k, spec.v);
+    let c = spec.chunk.unwrap_or_default();
+    let es = spec.dtype.size_bytes() as u32;
+    let lay = SharedLayout::new(kd, vd, c);
+    let log2_gammas = spec.gammas.log2_gammas()?;
+
+    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
+    kb.header(format!("retention chunkwise forward: {}", spec.slug()));
+    kb.header(format!("spec: {}", spec.canonical()));
+    kb.header(
+        "O = ((sQ) R) . xi + ((sQ) K^T . D) V ; R <- g^L R + K^T (V . zeta)  (f32 state on chip)",
+    );
+    kb.max_threads(THREADS);
+
+    let p_q = kb.param("p_q", Ty::U64);
+    let p_k = kb.param("p_k", Ty::U64);
+    let p_v = kb.param("p_v", Ty::U64);
+    let p_o = kb.param("p_o", Ty::U64);
+    let p_h0 = kb.param("p_h0", Ty::U64);
+    let p_ht = kb.param("p_ht", Ty::U64);
+    let p_t = kb.param("p_t", Ty::U32);
+    let p_scale = kb.param("p_scale", Ty::F32);
+    let runtime = (log2_gammas.is_none()).then(|| {
+        (
+            kb.param("p_heads", Ty::U32),
+            kb.param("p_log2_gamma", Ty::U64),
+        )
+    });
+    let smem = kb.dynamic_shared(
+        "smem",
+        lay.total,
+        16,
+        &format!(
+            "f32 R [K,V] @{}, (sQ)^T [K,C] @{}, K^T [K,C] @{}, V [C,V] @{}, S^T [C,C] @{}, gamma^d [C+1] @{}",
+            lay.r, lay.qt, lay.kt, lay.v, lay.st, lay.decay
+        ),
+    );
+
+    kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y)");
+    let b = kb.sreg(Sreg::Ctaid(Axis::X));
+    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let (heads, log2_gamma) = match (&runtime, &log2_gammas) {
+        (Some((p_heads, p_log2)), _) => {
+            let heads = kb.ld_param(p_heads);
+            let table = kb.global_ptr(p_log2);
+            let off = kb.mul_wide(h, 4u32);
+            let at = kb.add(table, off);
+            (heads, kb.ld(Space::Global, Ty::F32, Address::reg(at, 0)))
+        }
+        (None, Some(l)) => {
+            kb.comment("log2 gamma_h: exact f32 immediates, one per head");
+            let heads = kb.mov(Ty::U32, l.len() as u32);
+            (heads, select_log2_gamma(&mut kb, l, h))
+        }
+        (None, None) => unreachable!("a gamma set is either named or runtime"),
+    };
+    let seq_len = kb.ld_param(&p_t);
+    let scale = kb.ld_param(&p_scale);
+    let base = kb.shared_addr(&smem);
+    let t4 = kb.shl(t, 2u32);
+    let t16 = kb.shl(t, 4u32);
+
+    kb.comment(format!(
+        "decay table gamma^d = 2^(d log2 gamma), d = 0..={c}, relative exponents only"
+    ));
+    let in_table = kb.setp(Cmp::Le, t, c);
+    kb.guarded(in_table, false, |kb| {
+        let d = kb.cvt(Ty::F32, t, Some(Rounding::Rn));
+        let x = kb.mul(d, log2_gamma);
+        let g = decay::emit_exp2(kb, x);
+        let at = kb.add(base, t4);
+        kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), g);
+    });
+
+    kb.comment("R = H0[b,h] when given, else 0");
+    let bh = kb.mad_lo(b, heads, h);
+    let state_bytes = kb.mul_wide(bh, kd * vd * 4);
+    let my_state = kb.add(base, t16); // R as [K*V/4] groups of 4, group t first
+    let state_rounds = kd * vd / 4 / THREADS;
+    let h0_raw = kb.ld_param(&p_h0);
+    let has_h0 = kb.setp(Cmp::Ne, h0_raw, 0u64);
+    let (zero_state, state_ready) = (kb.label(), kb.label());
+    kb.bra_if(has_h0, true, zero_state);
+    let h0 = kb.global_ptr(&p_h0);
+    let h0_bh = kb.add(h0, state_bytes);
+    let t16w = kb.cvt(Ty::U64, t16, None);
+    let h0_t = kb.add(h0_bh, t16w);
+    for r in 0..state_rounds {
+        let off = i64::from(r * THREADS * 16);
+        let x = kb.ld_vec(Space::Global, Ty::F32, 4, Address::reg(h0_t, off));
+        let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+        kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_state, off), &x);
+    }
+    kb.bra_uni(state_ready);
+    kb.place(zero_state);
+    for r in 0..state_rounds {
+        let off = i64::from(r * THREADS * 16);
+        let z: Operand = 0.0f32.into();
+        kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_state, off), &[z; 4]);
+    }
+    kb.place(state_ready);
+    kb.bar_sync(0);
+
+    kb.comment("per-thread staging positions and global row strides (tokens are H*dim apart)");
+    let stage_k = Stager::new(&mut kb, t, kd, c);
+    let stage_v = Stager::new(&mut kb, t, vd, c);
+    let tok_stride_v = kb.mul_wide(heads, vd * es); // bytes between tokens of v/o
+    let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kd * es);
+    let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vd * es);
+    let (q, k, v, o) = (
+        kb.global_ptr(&p_q),
+        kb.global_ptr(&p_k),
+        kb.global_ptr(&p_v),
+        kb.global_ptr(&p_o),
+    );
+    let tok0 = kb.mul_lo(b, seq_len); // row b's first token in the flattened [B*T] axis
+    let col_k_bytes = kb.mul_wide(stage_k.col, es);
+    let col_v_bytes = kb.mul_wide(stage_v.col, es);
+    // Shared destinations of the thread's staged elements (round 0; rounds add immediates).
+    let qt_elem = kb.mad_lo(stage_k.col, c, stage_k.row);
+    let qt_off = kb.shl(qt_elem, 2u32);
+    let st_qt = kb.add(base, qt_off); // + lay.qt / lay.kt
+    let v_elem = kb.mad_lo(stage_v.row, vd, stage_v.col);
+    let v_off = kb.shl(v_elem, 2u32);
+    let st_v = kb.add(base, v_off); // + lay.v
+
+    kb.comment(format!("walk the sequence in chunks of {c}"));
+    kb.for_range(0u32, seq_len, c, |kb, c0| {
+        let remaining = kb.sub(seq_len, c0);
+        let len = kb.min(remaining, c);
+        let tok_c = kb.add(tok0, c0);
+
+        kb.comment("stage (s q)^T, k^T and v of rows < L as f32");
+        let tok_k = kb.add(tok_c, stage_k.row);
+        let th_k = kb.mad_lo(tok_k, heads, h);
+        let qk_off = kb.mad_wide(th_k, kd * es, col_k_bytes);
+        let q_first = kb.add(q, qk_off);
+        let k_first = kb.add(k, qk_off);
+        stage_k.run(kb, q_first, round_step_k, len, |kb, at, round| {
+            let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+            for (e, &x) in xs.iter().enumerate() {
+                let xq = kb.mul(x, scale);
+                let off = lay.qt + (e as u32 * c + round * stage_k.rows_per_round) * 4;
+                kb.st(Space::Shared, Address::reg(st_qt, i64::from(off)), xq);
+            }
+        });
+        stage_k.run(kb, k_first, round_step_k, len, |kb, at, round| {
+            let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+            for (e, &x) in xs.iter().enumerate() {
+                let off = lay.kt + (e as u32 * c + round * stage_k.rows_per_round) * 4;
+                kb.st(Space::Shared, Address::reg(st_qt, i64::from(off)), x);
+            }
+        });
+        let tok_v = kb.add(tok_c, stage_v.row);
+        let th_v = kb.mad_lo(tok_v, heads, h);
+        let v_goff = kb.mad_wide(th_v, vd * es, col_v_bytes);
+        let v_first = kb.add(v, v_goff);
+        stage_v.run(kb, v_first, round_step_v, len, |kb, at, round| {
+            let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+            let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
+            let off = lay.v + round * stage_v.rows_per_round * vd * 4;
+            kb.st_vec(
+                Space::Shared,
+                Ty::F32,
+                Address::reg(st_v, i64::from(off)),
+                &xs,
+            );
+        });
+        kb.bar_sync(0);
+
+        kb.comment("S^T[j][i] = (i >= j) ? gamma^(i-j) (sQ_i . k_j) : 0");
+        for_each_piece(kb, t, THREADS, c, c, |kb, p| {
+            let acc = zero_acc(kb);
+            let a_off = kb.shl(p.row, 2u32);
+            let a = kb.add(base, a_off);
+            let a = kb.add(a, lay.qt);
+            let b_off = kb.shl(p.col, 2u32);
+            let bb = kb.add(base, b_off);
+            let bb = kb.add(bb, lay.kt);
+            accumulate_shared(kb, &acc, a, c * 4, bb, c * 4, kd);
+            // diff = i0 + C - j0 >= 0; row i0+r, column j0+cc is causal iff diff + r >= C + cc.
+            let shifted = kb.add(p.row, c);
+            let diff = kb.sub(shifted, p.col);
+            let dst_elem = kb.mad_lo(p.col, c, p.row);
+            let dst_off = kb.shl(dst_elem, 2u32);
+            let dst = kb.add(base, dst_off);
+            let mut masked = [[acc[0][0]; 4]; 4];
+            for r in 0..4u32 {
+                let dr = kb.add(diff, r);
+                for cc in 0..4u32 {
+                    let causal = kb.setp(Cmp::Ge, dr, c + cc);
+                    let clamped = kb.max(dr, c + cc);
+                    let cl4 = kb.shl(clamped, 2u32);
+                    let at = kb.add(base, cl4);
+                    let d = kb.ld(
+                        Space::Shared,
+                        Ty::F32,
+                        Address::reg(at, i64::from(lay.decay - 4 * (c + cc))),
+                    );
+                    let val = kb.mul(acc[r as usize][cc as usize], d);
+                    masked[cc as usize][r as usize] = kb.selp(val, 0.0f32, causal);
+                }
+            }
+            // masked[cc][r] is S^T[j0+cc][i0+r]: one v4 store per column of S.
+            let dst = kb.add(dst, lay.st);
+            store_piece(kb, &masked, dst, c * 4);
+        });
+        kb.bar_sync(0);
+
+        kb.comment("O[i] = xi_i (sQ_i . R) + sum_{j<L} S[i][j] v_j ; rows i < L to global");
+        for_each_piece(kb, t, THREADS, c, vd, |kb, p| {
+            let acc = zero_acc(kb);
+            let a_off = kb.shl(p.row, 2u32);
+            let a_base = kb.add(base, a_off);
+            let a = kb.add(a_base, lay.qt);
+            let b_off = kb.shl(p.col, 2u32);
+            let b_base = kb.add(base, b_off);
+            let bb = kb.add(b_base, lay.r);
+            accumulate_shared(kb, &acc, a, c * 4, bb, vd * 4, kd);
+            let acc: [[Reg; 4]; 4] = std::array::from_fn(|r| {
+                let xi = kb.ld(
+                    Space::Shared,
+                    Ty::F32,
+                    Address::reg(a_base, i64::from(lay.decay + 4 * (r as u32 + 1))),
+                );
+                std::array::from_fn(|cc| kb.mul(acc[r][cc], xi))
+            });
+            let a = kb.add(a_base, lay.st);
+            let bb = kb.add(b_base, lay.v);
+            accumulate_shared(kb, &acc, a, c * 4, bb, vd * 4, len);
+            let tok_i = kb.add(tok_c, p.row);
+            let th = kb.mad_lo(tok_i, heads, h);
+            let col_bytes = kb.mul_wide(p.col, es);
+            let o_off = kb.mad_wide(th, vd * es, col_bytes);
+            let mut at = kb.add(o, o_off);
+            for r in 0..4u32 {
+                if r > 0 {
+                    at = kb.add(at, tok_stride_v);
+                }
+                let i = kb.add(p.row, r);
+                let inside = kb.setp(Cmp::Lt, i, len);
+                let row = acc[r as usize];
+                kb.guarded(inside, false, |kb| {
+                    store4_from_f32(kb, spec.dtype, Address::reg(at, 0), &row);
+                });
+            }
+        });
+        kb.bar_sync(0);
+
+        kb.comment("R <- gamma^L R + sum_{j<L} gamma^(L-1-j) k_j^T v_j");
+        let len4 = kb.shl(len, 2u32);
+        let g_len_at = kb.add(base, len4);
+        let g_len = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(g_len_at, i64::from(lay.decay)),
+        );
+        for_each_piece(kb, t, THREADS, kd, vd, |kb, p| {
+            let r_elem = kb.mad_lo(p.row, vd, p.col);
+            let r_off = kb.shl(r_elem, 2u32);
+            let r_at = kb.add(base, r_off);
+            let old = load_piece(kb, r_at, vd * 4);
+            let acc: [[Reg; 4]; 4] =
+                std::array::from_fn(|r| std::array::from_fn(|cc| kb.mul(old[r][cc], g_len)));
+            let kt_elem = kb.mul_lo(p.row, c);
+            let kt_off = kb.shl(kt_elem, 2u32);
+            let kt_at = kb.add(base, kt_off);
+            let a_ptr = kb.add(kt_at, lay.kt);
+            let z_ptr = kb.add(g_len_at, lay.decay - 4); // gamma^(L-1-j) at j = 0
+            let v_off = kb.shl(p.col, 2u32);
+            let v_at = kb.add(base, v_off);
+            let b_ptr = kb.add(v_at, lay.v);
+            kb.for_range(0u32, len, 1, |kb, _| {
+                let z = kb.ld(Space::Shared, Ty::F32, Address::reg(z_ptr, 0));
+                let az: Vec<Reg> = (0..4u32)
+                    .map(|r| {
+                        let x = kb.ld(
+                            Space::Shared,
+                            Ty::F32,
+                            Address::reg(a_ptr, i64::from(r * c * 4)),
+                        );
+                        kb.mul(x, z)
+                    })
+                    .collect();
+                let bv = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(b_ptr, 0));
+                rank1_update(kb, &acc, &az, &bv);
+                let na = kb.add(a_ptr, 4u32);
+                kb.assign(a_ptr, na);
+                let nz = kb.sub(z_ptr, 4u32);
+                kb.assign(z_ptr, nz);
+                let nb = kb.add(b_ptr, vd * 4);
+                kb.assign(b_ptr, nb);
+            });
+            store_piece(kb, &acc, r_at, vd * 4);
+        });
+        kb.bar_sync(0);
+    });
+
+    kb.comment("H_T[b,h] = R when asked for");
+    let ht_raw = kb.ld_param(&p_ht);
+    let has_ht = kb.setp(Cmp::Ne, ht_raw, 0u64);
+    let done = kb.label();
+    kb.bra_if(has_ht, true, done);
+    let ht = kb.global_ptr(&p_ht);
+    let ht_bh = kb.add(ht, state_bytes);
+    let t16w = kb.cvt(Ty::U64, t16, None);
+    let ht_t = kb.add(ht_bh, t16w);
+    for r in 0..state_rounds {
+        let off = i64::from(r * THREADS * 16);
+        let x = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(my_state, off));
+        let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+        kb.st_vec(Space::Global, Ty::F32, Address::reg(ht_t, off), &x);
+    }
+    kb.place(done);
+    kb.ret();
+    kb.finish()
+}

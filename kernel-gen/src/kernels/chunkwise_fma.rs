@@ -1,0 +1,116 @@
+//! Block-wide f32 tile products on the FMA units, for the chunkwise kernel's FMA path.
+//!
+//! Every product here is `acc (M×N) += Σ_p a_p ⊗ b_p` where, for each inner index p, a thread
+//! needs four consecutive entries of a column of A and of a row of B. The operands live in
+//! shared memory "inner-major" (row p holds a_p, resp. b_p), so each step is two `ld.v4`
+//! from shared memory and sixteen `fma`. The CTA's threads tile the M×N output in 4×4
+//! pieces, piece `tt` at rows `4·(tt div N/4)` and columns `4·(tt mod N/4)`: consecutive
+//! threads take consecutive column groups, so B rows are read as whole 512-byte spans.
+
+use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Space, Ty};
+
+/// A 4×4 f32 accumulator, `acc[r][c]` for output row r and column c of a piece.
+pub type Acc4x4 = [[Reg; 4]; 4];
+
+/// The 4×4 piece a thread owns: its first output row and column (`.u32`).
+#[derive(Debug, Clone, Copy)]
+pub struct Piece {
+    /// First output row of the piece.
+    pub row: Reg,
+    /// First output column of the piece.
+    pub col: Reg,
+}
+
+/// Run `body` once for every 4×4 piece of an M×N output that thread `t` owns (pieces `t`,
+/// `t + threads`, …). Pieces are unrolled at generation time; threads without a piece in a
+/// round branch around it.
+pub fn for_each_piece(
+    kb: &mut KernelBuilder,
+    t: Reg,
+    threads: u32,
+    m: u32,
+    n: u32,
+    mut body: impl FnMut(&mut KernelBuilder, Piece),
+) {
+    let pieces = m * n / 16;
+    let across = n / 4;
+    for round in 0..pieces.div_ceil(threads) {
+        let tt = kb.add(t, round * threads);
+        let skip = kb.label();
+        if (round + 1) * threads > pieces {
+            let outside = kb.setp(Cmp::Ge, tt, pieces);
+            kb.bra_if(outside, false, skip);
+        }
+        let col_group = kb.and(tt, across - 1);
+        let col = kb.shl(col_group, 2u32);
+        let row_group = kb.shr(tt, across.trailing_zeros());
+        let row = kb.shl(row_group, 2u32);
+        body(kb, Piece { row, col });
+        kb.place(skip);
+    }
+}
+
+/// Sixteen f32 registers set to `0`.
+pub fn zero_acc(kb: &mut KernelBuilder) -> Acc4x4 {
+    std::array::from_fn(|_| std::array::from_fn(|_| kb.mov(Ty::F32, 0.0f32)))
+}
+
+/// `acc += a ⊗ b` for one inner index.
+pub fn rank1_update(kb: &mut KernelBuilder, acc: &Acc4x4, a: &[Reg], b: &[Reg]) {
+    for r in 0..4 {
+        for c in 0..4 {
+            kb.fma_into(acc[r][c], a[r], b[c], acc[r][c]);
+        }
+    }
+}
+
+/// `acc += Σ_{p < count} A[p][0..4] ⊗ B[p][0..4]` with A and B inner-major in shared memory:
+/// `a` and `b` are the shared addresses of `A[0][0]` and `B[0][0]` of the piece, rows
+/// `a_stride`/`b_stride` bytes apart. `count` is a `.u32` register or immediate.
+pub fn accumulate_shared(
+    kb: &mut KernelBuilder,
+    acc: &Acc4x4,
+    a: Reg,
+    a_stride: u32,
+    b: Reg,
+    b_stride: u32,
+    count: impl Into<crate::dsl::Operand>,
+) {
+    let a_ptr = kb.mov(Ty::U32, a);
+    let b_ptr = kb.mov(Ty::U32, b);
+    kb.for_range(0u32, count, 1, |kb, _| {
+        let av = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(a_ptr, 0));
+        let bv = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(b_ptr, 0));
+        rank1_update(kb, acc, &av, &bv);
+        let na = kb.add(a_ptr, a_stride);
+        kb.assign(a_ptr, na);
+        let nb = kb.add(b_ptr, b_stride);
+        kb.assign(b_ptr, nb);
+    });
+}
+
+/// Load a 4×4 f32 piece whose rows start `row_stride` bytes apart at shared address `at`.
+pub fn load_piece(kb: &mut KernelBuilder, at: Reg, row_stride: u32) -> Acc4x4 {
+    std::array::from_fn(|r| {
+        let v = kb.ld_vec(
+            Space::Shared,
+            Ty::F32,
+            4,
+            Address::reg(at, i64::from(r as u32 * row_stride)),
+        );
+        [v[0], v[1], v[2], v[3]]
+    })
+}
+
+/// Store a 4×4 f32 piece whose rows start `row_stride` bytes apart at shared address `at`.
+pub fn store_piece(kb: &mut KernelBuilder, acc: &Acc4x4, at: Reg, row_stride: u32) {
+    for (r, row) in acc.iter().enumerate() {
+        let srcs: Vec<_> = row.iter().map(|&x| x.into()).collect();
+        kb.st_vec(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(at, i64::from(r as u32 * row_stride)),
+            &srcs,
+        );
+    }
+}
