@@ -44,13 +44,34 @@ pub enum CliError {
     /// `run --demo` found forms that disagree beyond the tolerance.
     #[error("demo self-check failed: {0}")]
     DemoMismatch(String),
+    /// The request is valid but this build cannot do it yet (e.g. benchmarking the emulator).
+    #[error("{what} is not supported yet{hint}")]
+    NotSupported {
+        /// What was asked for.
+        what: String,
+        /// Where to go instead (starts with a separator, or empty).
+        hint: String,
+    },
+    /// The autotune cache directory or file could not be written.
+    #[error("cannot write autotune cache `{}`: {reason}", path.display())]
+    WriteCache {
+        /// The cache file or directory.
+        path: PathBuf,
+        /// The operating system's (or serializer's) reason.
+        reason: String,
+    },
+    /// `verify` found kernels that fail (ptxas errors, spills, emulator errors or results
+    /// off the reference).
+    #[error("verify failed: {0}")]
+    VerifyFailed(String),
 }
 
 impl CliError {
-    /// Exit code: 1 when a self-check found a wrong result, 2 for anything the user gave us.
+    /// Exit code: 1 when a self-check (`run --demo`, `verify`) found a wrong result, 2 for
+    /// anything the user gave us.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::DemoMismatch(_) => 1,
+            CliError::DemoMismatch(_) | CliError::VerifyFailed(_) => 1,
             _ => 2,
         }
     }

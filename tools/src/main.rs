@@ -8,11 +8,22 @@
 //! Exit codes: 0 success; 1 a `--demo` self-check failed; 2 bad input or usage, always with a
 //! single line on stderr and no output file left behind.
 
+mod autotune;
+mod bench;
+mod device_arg;
+mod dtype_arg;
 mod error;
 mod exact_round;
+mod host_info;
+mod info;
 mod input_file;
+mod model_arg;
 mod output_file;
+mod progress;
+mod random_tensor;
 mod run;
+mod timing;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -24,7 +35,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "retention",
     version,
-    about = "RetNet retention from the command line (today: `run`)"
+    about = "RetNet retention from the command line: run, bench, autotune, verify, info"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +46,14 @@ struct Cli {
 enum Command {
     /// Compute retention of q, k, v from a safetensors file and write o (and the final state).
     Run(run::RunArgs),
+    /// Benchmark decode, prefill and retention against attention; JSON/Markdown/SVG reports.
+    Bench(bench::BenchArgs),
+    /// Sweep the chunk size on this machine and keep every timing in the autotune cache.
+    Autotune(autotune::AutotuneArgs),
+    /// Check every catalog kernel with ptxas (when found) and the emulator against the reference.
+    Verify(verify::VerifyArgs),
+    /// Show the devices found, the kernel catalog and the autotune cache.
+    Info(info::InfoArgs),
 }
 
 /// The first paragraph of a message joined into one line, so every failure is one greppable
@@ -73,6 +92,13 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Run(args) => run::execute(args),
+        Command::Bench(args) => bench::execute(args),
+        Command::Autotune(args) => autotune::execute(args),
+        Command::Verify(args) => verify::execute(args),
+        Command::Info(args) => {
+            info::execute(args);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

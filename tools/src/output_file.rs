@@ -1,5 +1,5 @@
-//! Writing `run`'s output: a safetensors file, replaced atomically so a failure never leaves a
-//! partial or stale-but-new-looking file behind.
+//! Writing the tool's output files (`run`'s safetensors, `bench`'s reports), each replaced
+//! atomically so a failure never leaves a partial or stale-but-new-looking file behind.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -55,7 +55,16 @@ pub fn write(
         .map_err(|e| CliError::write_output(path, &e))?;
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| CliError::write_output(path, &e))?;
+    write_atomic(path, &bytes)
+}
 
+/// Write `bytes` to `path` atomically: a hidden temporary file in the same directory, synced,
+/// then renamed over `path`.
+///
+/// # Errors
+/// [`CliError::WriteOutput`] when the directory is missing or unwritable, the path is a
+/// directory, or the disk is full; nothing is left behind in any of these cases.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let name = path
         .file_name()
         .ok_or_else(|| CliError::write_output(path, &"the path names no file"))?;
@@ -78,11 +87,41 @@ pub fn write(
         path: temp_path,
         keep: false,
     };
-    file.write_all(&bytes)
+    file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| CliError::write_output(path, &e))?;
     drop(file);
     fs::rename(&temp.path, path).map_err(|e| CliError::write_output(path, &e))?;
     temp.keep = true;
+    Ok(())
+}
+
+/// Check up front that `path` can be written (its directory exists and takes a new file), so a
+/// long benchmark does not fail at the very end. Writes and removes a hidden probe file.
+///
+/// # Errors
+/// [`CliError::WriteOutput`] naming `path` when it cannot be written.
+pub fn check_writable(path: &Path) -> Result<(), CliError> {
+    if path.is_dir() {
+        return Err(CliError::write_output(path, &"it is a directory"));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| CliError::write_output(path, &"the path names no file"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let probe = dir.join(format!(
+        ".{}.{}.probe",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| CliError::write_output(path, &e))?;
+    let _ = fs::remove_file(&probe);
     Ok(())
 }

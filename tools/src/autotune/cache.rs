@@ -1,0 +1,276 @@
+//! The autotune cache: every candidate's timing, keyed so a result is reused only where it
+//! applies. One JSON file, `autotune.json`, in [`cache_dir`].
+//!
+//! A key holds the op, the device and its hardware (CPU model or GPU name), the architecture,
+//! the input dtype, a power-of-two shape bucket, and a checksum of the candidate set and the
+//! kernel-gen version. An entry whose checksum differs from the current one is stale: it is
+//! ignored and replaced by the next tuning. A file that cannot be parsed is reported and
+//! rebuilt, never a crash.
+//!
+//! The runtime will read winners through [`cached_winner`]; see the module's report for where
+//! this should move once the runtime owns the autotune cache.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Layout version of `autotune.json`.
+pub const CACHE_SCHEMA: u32 = 1;
+
+/// The cache file's name inside the cache directory.
+pub const CACHE_FILE: &str = "autotune.json";
+
+/// A power-of-two shape bucket: each size rounded up to the next power of two, so nearby
+/// shapes share a tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapeBucket {
+    /// Sequences per call.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Heads H.
+    pub heads: usize,
+    /// Key head dimension K.
+    pub dk: usize,
+    /// Value head dimension V.
+    pub dv: usize,
+}
+
+impl ShapeBucket {
+    /// The bucket holding (batch, T, H, K, V).
+    pub fn of(batch: usize, seq_len: usize, heads: usize, dk: usize, dv: usize) -> Self {
+        Self {
+            batch: batch.next_power_of_two(),
+            seq_len: seq_len.next_power_of_two(),
+            heads: heads.next_power_of_two(),
+            dk: dk.next_power_of_two(),
+            dv: dv.next_power_of_two(),
+        }
+    }
+}
+
+/// What a tuning result applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TuneKey {
+    /// The tuned op, e.g. `chunkwise`.
+    pub op: String,
+    /// Device name, e.g. `cpu` or `cuda:0`.
+    pub device: String,
+    /// CPU architecture or GPU compute capability, e.g. `x86_64`, `sm_90`.
+    pub arch: String,
+    /// CPU model, or GPU name and driver version.
+    pub hardware: String,
+    /// Input dtype.
+    pub dtype: String,
+    /// The shape bucket.
+    pub bucket: ShapeBucket,
+    /// FNV-1a of the candidate set and the kernel-gen version, 16 hex digits.
+    pub checksum: String,
+}
+
+impl TuneKey {
+    /// Whether `other` is the same key except for its checksum (a stale result for this key).
+    pub fn same_but_checksum(&self, other: &TuneKey) -> bool {
+        TuneKey {
+            checksum: other.checksum.clone(),
+            ..self.clone()
+        } == *other
+    }
+}
+
+/// One candidate's measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateTiming {
+    /// The chunk size tried.
+    pub chunk: usize,
+    /// Median seconds per call.
+    pub seconds: f64,
+    /// Timed calls behind the median.
+    pub runs: usize,
+}
+
+/// A tuning result: every candidate's timing and the winner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// What it applies to.
+    pub key: TuneKey,
+    /// How the timings were taken (e.g. `cpu wall clock, median of repeated runs`).
+    pub method: String,
+    /// Every candidate, in the order tried.
+    pub candidates: Vec<CandidateTiming>,
+    /// The fastest candidate's chunk.
+    pub winner: usize,
+    /// When it was measured, seconds since the Unix epoch.
+    pub measured_at_unix: u64,
+}
+
+/// The whole cache file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheFile {
+    /// [`CACHE_SCHEMA`].
+    pub schema: u32,
+    /// Tuning results, at most one per key.
+    pub entries: Vec<CacheEntry>,
+}
+
+impl Default for CacheFile {
+    fn default() -> Self {
+        Self {
+            schema: CACHE_SCHEMA,
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// What reading the cache found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No cache file yet.
+    Missing,
+    /// A valid file.
+    Valid(CacheFile),
+    /// A file that is not a valid cache (the reason says why); treat as empty and rebuild.
+    Corrupt(String),
+}
+
+/// The cache directory: `$RETENTION_CACHE_DIR`, else `$XDG_CACHE_HOME/retention`, else
+/// `$HOME/.cache/retention`; `None` when none of these is set.
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("RETENTION_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("retention")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("retention")))
+}
+
+/// FNV-1a, 64 bits: a stable checksum (the standard hasher is not stable across releases).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Read `path`.
+pub fn load(path: &Path) -> Loaded {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
+        Err(e) => return Loaded::Corrupt(e.to_string()),
+    };
+    match serde_json::from_str::<CacheFile>(&text) {
+        Ok(file) if file.schema == CACHE_SCHEMA => Loaded::Valid(file),
+        Ok(file) => Loaded::Corrupt(format!(
+            "schema {} (this build reads {CACHE_SCHEMA})",
+            file.schema
+        )),
+        Err(e) => Loaded::Corrupt(e.to_string()),
+    }
+}
+
+impl CacheFile {
+    /// The entry for exactly `key` (stale entries never match).
+    pub fn lookup(&self, key: &TuneKey) -> Option<&CacheEntry> {
+        self.entries.iter().find(|e| e.key == *key)
+    }
+
+    /// Entries for `key` under another checksum.
+    pub fn stale(&self, key: &TuneKey) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.key != *key && key.same_but_checksum(&e.key))
+            .count()
+    }
+
+    /// Store `entry`, replacing its key's previous and stale entries.
+    pub fn insert(&mut self, entry: CacheEntry) {
+        self.entries
+            .retain(|e| !entry.key.same_but_checksum(&e.key));
+        self.entries.push(entry);
+    }
+}
+
+/// The cached winning chunk for `key` in the cache file at `path`, if a current entry exists
+/// (missing, corrupt or stale caches give `None`). What the runtime calls to pick a chunk.
+pub fn cached_winner(path: &Path, key: &TuneKey) -> Option<usize> {
+    match load(path) {
+        Loaded::Valid(file) => file.lookup(key).map(|e| e.winner),
+        Loaded::Missing | Loaded::Corrupt(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(checksum: &str) -> TuneKey {
+        TuneKey {
+            op: "chunkwise".into(),
+            device: "cpu".into(),
+            arch: "x86_64".into(),
+            hardware: "test cpu".into(),
+            dtype: "bf16".into(),
+            bucket: ShapeBucket::of(1, 1000, 8, 256, 512),
+            checksum: checksum.into(),
+        }
+    }
+
+    fn entry(checksum: &str, winner: usize) -> CacheEntry {
+        CacheEntry {
+            key: key(checksum),
+            method: "test".into(),
+            candidates: vec![CandidateTiming {
+                chunk: winner,
+                seconds: 1.0,
+                runs: 3,
+            }],
+            winner,
+            measured_at_unix: 0,
+        }
+    }
+
+    #[test]
+    fn buckets_round_up_to_powers_of_two() {
+        let b = ShapeBucket::of(3, 1000, 10, 256, 500);
+        assert_eq!(
+            (b.batch, b.seq_len, b.heads, b.dk, b.dv),
+            (4, 1024, 16, 256, 512)
+        );
+        assert_eq!(ShapeBucket::of(1, 1024, 8, 64, 64).seq_len, 1024);
+    }
+
+    #[test]
+    fn fnv_matches_the_published_vectors() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn stale_entries_never_match_and_are_replaced() {
+        let mut file = CacheFile::default();
+        file.insert(entry("old", 32));
+        assert!(file.lookup(&key("new")).is_none());
+        assert_eq!(file.stale(&key("new")), 1);
+        file.insert(entry("new", 64));
+        assert_eq!(file.entries.len(), 1);
+        assert_eq!(file.lookup(&key("new")).map(|e| e.winner), Some(64));
+        assert_eq!(file.stale(&key("new")), 0);
+    }
+
+    #[test]
+    fn corrupt_and_missing_files_give_no_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CACHE_FILE);
+        assert!(matches!(load(&path), Loaded::Missing));
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(matches!(load(&path), Loaded::Corrupt(_)));
+        assert_eq!(cached_winner(&path, &key("x")), None);
+        let mut file = CacheFile::default();
+        file.insert(entry("x", 128));
+        std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+        assert_eq!(cached_winner(&path, &key("x")), Some(128));
+        assert_eq!(cached_winner(&path, &key("y")), None);
+    }
+}

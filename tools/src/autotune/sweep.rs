@@ -1,0 +1,66 @@
+//! Timing the chunk-size candidates of the CPU chunkwise kernel on one shape.
+
+use std::time::Duration;
+
+use retention_core::Gammas;
+use retention_kernels::cpu::{self, CpuElement};
+use retention_kernels::reference::RetentionParams;
+
+use crate::error::CliError;
+use crate::progress;
+use crate::random_tensor::random;
+use crate::timing::RepeatPlan;
+
+use super::cache::{CandidateTiming, ShapeBucket};
+
+/// The chunk sizes tried.
+pub const CHUNK_CANDIDATES: [usize; 5] = [16, 32, 64, 128, 256];
+
+/// Repetitions per candidate.
+pub fn plan(quick: bool) -> RepeatPlan {
+    if quick {
+        RepeatPlan {
+            min_runs: 3,
+            max_runs: 10,
+            budget: Duration::from_millis(10),
+        }
+    } else {
+        RepeatPlan {
+            min_runs: 5,
+            max_runs: 50,
+            budget: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Time chunkwise prefill on the bucket's shape once per candidate (one progress step each).
+///
+/// # Errors
+/// Kernel errors (none expected for a valid shape).
+pub fn time_candidates<T: CpuElement>(
+    bucket: &ShapeBucket,
+    plan: RepeatPlan,
+) -> Result<Vec<CandidateTiming>, CliError> {
+    let b = bucket;
+    let params = RetentionParams::new(Gammas::retnet(b.heads)?, None);
+    let q = random::<T>(&[b.batch, b.seq_len, b.heads, b.dk], 11)?;
+    let k = random::<T>(&[b.batch, b.seq_len, b.heads, b.dk], 12)?;
+    let v = random::<T>(&[b.batch, b.seq_len, b.heads, b.dv], 13)?;
+    let bar = progress::bar(CHUNK_CANDIDATES.len(), "autotune");
+    let mut out = Vec::with_capacity(CHUNK_CANDIDATES.len());
+    for chunk in CHUNK_CANDIDATES {
+        bar.set_message(format!("chunk {chunk}"));
+        let t = plan.measure(1, || {
+            std::hint::black_box(cpu::chunkwise(&q, &k, &v, &params, chunk, None)?);
+            Ok::<(), CliError>(())
+        })?;
+        out.push(CandidateTiming {
+            chunk,
+            seconds: t.median,
+            runs: t.runs,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}

@@ -1,0 +1,185 @@
+//! `retention bench`: decode latency against context and batch, prefill throughput against T
+//! and chunk, and retention against the attention KV-cache baseline, with the machine's own
+//! copy and GEMM limits measured in the same run. Prints a table; writes JSON (schema 1, see
+//! `tools/docs/bench-json.md`), Markdown and SVG plots on request.
+//!
+//! Every timing calls the fast CPU kernels of `retention_kernels::cpu` directly; the runtime's
+//! `StatePool` supplies the state-memory figure (its high-water mark).
+
+mod grid;
+mod limits;
+mod plot;
+mod points;
+pub mod report;
+mod suites;
+mod table;
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use half::{bf16, f16};
+
+use crate::device_arg::{DeviceArg, require_cpu};
+use crate::dtype_arg::DtypeArg;
+use crate::error::CliError;
+use crate::host_info;
+use crate::model_arg::ModelArgs;
+use crate::output_file::{check_writable, write_atomic};
+use crate::progress;
+use grid::Grid;
+use points::PointContext;
+use report::{Report, SCHEMA_VERSION};
+use suites::Selection;
+use table::Style;
+pub use table::duration;
+
+/// Which measurements to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SuiteArg {
+    /// Decode latency and tokens/s against context and batch.
+    Decode,
+    /// Prefill throughput against T and chunk size.
+    Prefill,
+    /// Retention against the attention KV-cache baseline at 2k, 8k and 32k context.
+    Compare,
+    /// All three.
+    All,
+}
+
+/// Flags of `retention bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Device to measure.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// The model measured.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Which suite to run.
+    #[arg(long, value_enum, default_value_t = SuiteArg::All)]
+    pub suite: SuiteArg,
+    /// Input dtype of q, k, v and the KV cache (state is f32).
+    #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
+    pub dtype: DtypeArg,
+    /// A much smaller sweep with fewer repetitions (seconds instead of a minute or two).
+    #[arg(long)]
+    pub quick: bool,
+    /// Write the report as JSON (schema 1) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the report as Markdown to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Write SVG plots of latency and memory against context into DIR (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Fail before measuring anything when an output cannot be written.
+fn preflight(args: &BenchArgs) -> Result<(), CliError> {
+    for path in [&args.json, &args.markdown].into_iter().flatten() {
+        check_writable(path)?;
+    }
+    if let Some(dir) = &args.plot {
+        std::fs::create_dir_all(dir).map_err(|e| CliError::write_output(dir, &e))?;
+        check_writable(&dir.join(plot::FILES[0]))?;
+    }
+    Ok(())
+}
+
+/// Run the subcommand.
+///
+/// # Errors
+/// Any [`CliError`]; outputs are checked before measuring and written atomically.
+pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
+    let device = require_cpu(args.device, "benchmarking")?;
+    let model = args.model.shape();
+    preflight(args)?;
+    let grid = if args.quick {
+        Grid::quick()
+    } else {
+        Grid::full()
+    };
+    let selection = match args.suite {
+        SuiteArg::Decode => Selection {
+            decode: true,
+            prefill: false,
+            compare: false,
+        },
+        SuiteArg::Prefill => Selection {
+            decode: false,
+            prefill: true,
+            compare: false,
+        },
+        SuiteArg::Compare => Selection {
+            decode: false,
+            prefill: false,
+            compare: true,
+        },
+        SuiteArg::All => Selection {
+            decode: true,
+            prefill: true,
+            compare: true,
+        },
+    };
+
+    let bar = progress::bar(1, "limits");
+    bar.set_message("copy bandwidth and gemm");
+    let limits = limits::measure(grid.limits);
+    bar.finish_and_clear();
+
+    let cx = PointContext {
+        model: &model,
+        dtype: args.dtype.name(),
+        plan: grid.plan,
+        memory_budget: grid.memory_budget,
+    };
+    let collected = match args.dtype {
+        DtypeArg::F32 => suites::run::<f32>(&cx, &grid, selection)?,
+        DtypeArg::F16 => suites::run::<f16>(&cx, &grid, selection)?,
+        DtypeArg::Bf16 => suites::run::<bf16>(&cx, &grid, selection)?,
+    };
+    let mut notes = vec![
+        "timed through retention_kernels::cpu directly (StatePool::step is not on the fast \
+         kernels yet); state memory is the StatePool's high-water mark"
+            .to_string(),
+        "seconds: median per call on one layer; tokens/s, state and KV cache: whole model"
+            .to_string(),
+        "retention decode state does not grow with context: each context is measured, not \
+         copied"
+            .to_string(),
+    ];
+    notes.extend(collected.notes);
+    let report = Report {
+        schema: SCHEMA_VERSION,
+        tool: format!("retention {}", env!("CARGO_PKG_VERSION")),
+        device: format!("{device} ({})", host_info::describe_cpu()),
+        model,
+        limits,
+        results: collected.results,
+        notes,
+    };
+
+    print!("{}", table::render(&report, Style::Terminal));
+    if let Some(path) = &args.json {
+        let json = report
+            .to_json()
+            .map_err(|e| CliError::write_output(path, &e))?;
+        write_atomic(path, json.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.markdown {
+        write_atomic(path, table::render(&report, Style::Markdown).as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.plot {
+        let files = plot::write(&report, dir)?;
+        if files.is_empty() {
+            println!("no batch-1 decode results to plot (run the decode or compare suite)");
+        }
+        for f in files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! `retention verify`: every catalog kernel through ptxas (when found) and the PTX emulator,
+//! held to the f64 reference — a table of spec, registers, spills, shared memory, error
+//! against the reference and predicted time; exit 1 on any failure.
+//!
+//! Without `--full` the emulator runs a sample (every spec under a work budget, and another
+//! architecture only where its PTX body differs), as `tests/decode_emulated.rs` does; every
+//! spec is still emitted, parsed and (with ptxas) assembled.
+
+mod emulate_decode;
+mod row;
+
+use clap::Args;
+use kernel_gen::emu::Module;
+use kernel_gen::{Arch, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry, ptxas};
+
+use crate::error::CliError;
+use crate::progress;
+use emulate_decode::DecodeCheck;
+use row::{Row, Status};
+
+/// Emulated state elements a spec may cost in a sampled run.
+const SAMPLE_BUDGET: usize = 800_000;
+
+/// Flags of `retention verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only this architecture (default: every one in the catalog).
+    #[arg(long, value_name = "sm_80|sm_90", value_parser = parse_arch)]
+    pub arch: Option<Arch>,
+    /// Emulate every spec, not a sample (minutes).
+    #[arg(long)]
+    pub full: bool,
+    /// Only specs whose name contains TEXT (e.g. `k64`, `bf16`, `runtime`).
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+}
+
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    s.parse::<Arch>().map_err(|e| e.to_string())
+}
+
+/// PTX text without its `.target`/`.version` lines: what can differ between archs' bodies.
+fn body(ptx: &str) -> String {
+    ptx.lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !l.starts_with(".target") && !l.starts_with(".version")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether a sampled run emulates `spec`: under the work budget, and for an architecture
+/// after the first selected one only when its body differs from the first one's.
+fn sampled(spec: &KernelSpec, ptx: &str, first_arch: Arch) -> bool {
+    if emulate_decode::cost(spec) > SAMPLE_BUDGET {
+        return false;
+    }
+    if spec.arch == first_arch {
+        return true;
+    }
+    let mut twin = *spec;
+    twin.arch = first_arch;
+    emit_ptx(&twin).map_or(true, |t| body(&t) != body(ptx))
+}
+
+/// Check one spec; never fails as a whole — the row's status carries any failure.
+fn check_spec(
+    spec: &KernelSpec,
+    index: usize,
+    ptxas_path: Option<&std::path::Path>,
+    full: bool,
+    first_arch: Arch,
+) -> Row {
+    let mut row = Row::new(spec);
+    let ptx = match emit_ptx(spec) {
+        Ok(p) => p,
+        Err(e) => return row.fail(format!("emit: {e}")),
+    };
+    if let Some(path) = ptxas_path {
+        match ptxas::assemble(path, &ptx, spec.arch) {
+            Ok(info) => {
+                row.ptxas = Some(info);
+                if info.spills() {
+                    return row.fail(format!(
+                        "spills {} B stores / {} B loads",
+                        info.spill_store_bytes, info.spill_load_bytes
+                    ));
+                }
+            }
+            Err(e) => return row.fail(format!("ptxas: {}", crate::one_line(&e.to_string()))),
+        }
+    }
+    let module = match Module::parse(&ptx) {
+        Ok(m) => m,
+        Err(e) => return row.fail(format!("emulator parse: {e}")),
+    };
+    if !module.entries().contains(&spec.entry().as_str()) {
+        return row.fail(format!("entry {} missing from the PTX", spec.entry()));
+    }
+    if spec.op != KernelOp::Decode {
+        row.status = Status::NotEmulated(format!("no reference check for {} yet", spec.op.name()));
+        return row;
+    }
+    let (n, h) = emulate_decode::problem_size(spec);
+    row.dynamic_smem = launch_geometry(spec, n as u32, h as u32)
+        .ok()
+        .map(|g| g.dynamic_smem_bytes);
+    if !full && !sampled(spec, &ptx, first_arch) {
+        row.status = Status::NotEmulated("outside the sample; --full runs it".into());
+        return row;
+    }
+    match emulate_decode::check(spec, &module, 1000 + index as u64) {
+        Ok(check) => {
+            row.error = Some(check.o_error.max(check.state_error));
+            row.predicted = check.report.as_ref().map(|r| match spec.arch {
+                Arch::Sm80 => ("A100", r.predicted_a100_seconds),
+                Arch::Sm90 => ("H100", r.predicted_h100_seconds),
+            });
+            if let Some(why) = check.failure(spec.dtype) {
+                row.fail(why)
+            } else {
+                row.status = Status::Passed {
+                    tolerance: DecodeCheck::o_tolerance(spec.dtype),
+                };
+                row
+            }
+        }
+        Err(e) => row.fail(e),
+    }
+}
+
+/// Run the subcommand.
+///
+/// # Errors
+/// [`CliError::BadFlag`] when no spec matches; [`CliError::VerifyFailed`] (exit 1) when any
+/// kernel fails.
+pub fn execute(args: &VerifyArgs) -> Result<(), CliError> {
+    let specs: Vec<KernelSpec> = catalog::default_catalog()
+        .into_iter()
+        .filter(|s| args.arch.is_none_or(|a| s.arch == a))
+        .filter(|s| {
+            args.filter
+                .as_ref()
+                .is_none_or(|f| s.slug().contains(f.as_str()))
+        })
+        .collect();
+    let Some(first_arch) = specs.iter().map(|s| s.arch).min() else {
+        return Err(CliError::BadFlag(format!(
+            "no catalog kernel matches{}{}",
+            args.arch
+                .map(|a| format!(" --arch {a}"))
+                .unwrap_or_default(),
+            args.filter
+                .as_ref()
+                .map(|f| format!(" --filter {f}"))
+                .unwrap_or_default()
+        )));
+    };
+    let ptxas_path = ptxas::find_ptxas();
+    match &ptxas_path {
+        Some(p) => println!("ptxas: {}", p.display()),
+        None => println!(
+            "ptxas: not found (set RETENTION_PTXAS or put ptxas on PATH; \
+             scripts/install-ptxas.sh installs it) — registers, spills and static shared \
+             memory are not checked"
+        ),
+    }
+    println!(
+        "emulator: {} ({} specs)",
+        if args.full {
+            "every spec"
+        } else {
+            "a sample (--full runs every spec)"
+        },
+        specs.len()
+    );
+    let bar = progress::bar(specs.len(), "verify");
+    let rows: Vec<Row> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            bar.set_message(spec.slug());
+            let row = check_spec(spec, i, ptxas_path.as_deref(), args.full, first_arch);
+            bar.inc(1);
+            row
+        })
+        .collect();
+    bar.finish_and_clear();
+    print!("{}", row::render(&rows));
+
+    let failed: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.status, Status::Failed(_)))
+        .collect();
+    let emulated = rows
+        .iter()
+        .filter(|r| matches!(r.status, Status::Passed { .. }))
+        .count();
+    println!(
+        "{} specs: {} emulated and within tolerance, {} not emulated, {} failed{}",
+        rows.len(),
+        emulated,
+        rows.len() - emulated - failed.len(),
+        failed.len(),
+        if ptxas_path.is_some() {
+            "; all assembled by ptxas"
+        } else {
+            ""
+        }
+    );
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(CliError::VerifyFailed(format!(
+            "{} of {} kernels failed; first: {} ({})",
+            failed.len(),
+            rows.len(),
+            first.slug,
+            first.status.text()
+        ))),
+    }
+}

@@ -1,0 +1,121 @@
+//! `retention verify` on a filtered slice of the catalog (emulated against the reference),
+//! its failure exit code, its bad flags; and `retention info`.
+
+mod support;
+
+use kernel_gen::{Arch, catalog};
+use support::{assert_one_line_error, ok_stdout, retention, retention_env};
+
+#[test]
+fn verify_emulates_the_selected_specs_within_tolerance() {
+    let args = [
+        "verify",
+        "--arch",
+        "sm_80",
+        "--filter",
+        "decode_k64_v64_retnet8",
+    ];
+    let stdout = ok_stdout(&args, &retention(&args));
+    let want: Vec<String> = catalog::default_catalog()
+        .into_iter()
+        .filter(|s| s.arch == Arch::Sm80 && s.slug().contains("decode_k64_v64_retnet8"))
+        .map(|s| s.slug())
+        .collect();
+    assert_eq!(want.len(), 3, "one spec per dtype");
+    for slug in &want {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(slug.as_str()))
+            .unwrap_or_else(|| panic!("no row for {slug}: {stdout}"));
+        assert!(line.contains("ok (≤"), "{line}");
+        assert!(line.contains("(A100)"), "predicted time missing: {line}");
+    }
+    assert!(stdout.contains("3 specs: 3 emulated and within tolerance, 0 not emulated, 0 failed"));
+}
+
+#[test]
+fn verify_says_when_ptxas_is_missing_and_fails_when_it_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "verify",
+        "--arch",
+        "sm_90",
+        "--filter",
+        "decode_k64_v64_retnet8_f32",
+    ];
+    let out = retention_env(
+        &args,
+        &[
+            ("PATH", dir.path()),
+            ("RETENTION_PTXAS", &dir.path().join("none")),
+        ],
+    );
+    let stdout = ok_stdout(&args, &out);
+    assert!(stdout.contains("ptxas: not found"), "{stdout}");
+    // A "ptxas" that rejects everything: every row fails and the exit code is 1.
+    let out = retention_env(
+        &args,
+        &[("RETENTION_PTXAS", std::path::Path::new("/bin/false"))],
+    );
+    assert_one_line_error(&args, &out, 1, "verify failed: 1 of 1 kernels failed");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL: ptxas"));
+}
+
+#[test]
+fn verify_rejects_bad_flags() {
+    let args = ["verify", "--arch", "sm_70"];
+    assert_one_line_error(&args, &retention(&args), 2, "sm_70");
+    let args = ["verify", "--filter", "no_such_kernel"];
+    assert_one_line_error(&args, &retention(&args), 2, "no catalog kernel matches");
+}
+
+#[test]
+fn info_lists_devices_catalog_and_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["info"];
+    let out = retention_env(&args, &[("RETENTION_CACHE_DIR", dir.path())]);
+    let stdout = ok_stdout(&args, &out);
+    assert!(stdout.contains("  cpu: "), "{stdout}");
+    assert!(stdout.contains("  cuda: "), "{stdout}");
+    let n = catalog::default_catalog().len();
+    assert!(
+        stdout.contains(&format!("kernel catalog: {n} specs")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!(
+        "autotune cache: {}",
+        dir.path().join("autotune.json").display()
+    )));
+    assert!(stdout.contains("no cache file yet"), "{stdout}");
+
+    // After tuning, the entry is listed; a corrupt file is reported, not fatal.
+    let tune = [
+        "autotune",
+        "--heads",
+        "1",
+        "--dk",
+        "8",
+        "--dv",
+        "8",
+        "--seq-len",
+        "32",
+        "--quick",
+    ];
+    ok_stdout(
+        &tune,
+        &retention_env(&tune, &[("RETENTION_CACHE_DIR", dir.path())]),
+    );
+    let stdout = ok_stdout(
+        &args,
+        &retention_env(&args, &[("RETENTION_CACHE_DIR", dir.path())]),
+    );
+    assert!(stdout.contains("1 entry"), "{stdout}");
+    assert!(stdout.contains("B=1 T=32 H=1 K=8 V=8: chunk"), "{stdout}");
+    assert!(stdout.contains("(current)"), "{stdout}");
+    std::fs::write(dir.path().join("autotune.json"), "[]").unwrap();
+    let stdout = ok_stdout(
+        &args,
+        &retention_env(&args, &[("RETENTION_CACHE_DIR", dir.path())]),
+    );
+    assert!(stdout.contains("corrupt"), "{stdout}");
+}
