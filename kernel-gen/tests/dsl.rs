@@ -2,8 +2,7 @@
 //! assembled by ptxas for sm_80 and sm_90 when ptxas is available, so the text is valid PTX.
 
 use kernel_gen::dsl::{
-    Address, Axis, Cmp, Imm, KernelBuilder, Operand, Precision, Rounding, ShflMode, Space, Sreg,
-    TensorCoreOp, Ty,
+    Address, Axis, Cmp, Imm, KernelBuilder, Operand, Precision, Rounding, ShflMode, Space, Sreg, Ty,
 };
 use kernel_gen::ptxas::{assemble, find_ptxas};
 use kernel_gen::{Arch, GenError};
@@ -438,21 +437,6 @@ fn warp_shuffles() {
         w.push(format!("shfl.sync.up.b32 {c}, {u}, 1, 0, 0xffffffff;"));
         w.push(format!("shfl.sync.idx.b32 {d}, {u}, {u}, 31, 0x0000ffff;"));
     });
-}
-
-#[test]
-fn tensor_core_ops_are_honestly_unsupported() {
-    let mut kb = KernelBuilder::new("tc", Arch::Sm90);
-    for op in [
-        TensorCoreOp::MmaSyncM16n8k16,
-        TensorCoreOp::Ldmatrix,
-        TensorCoreOp::CpAsync,
-    ] {
-        assert!(matches!(
-            kb.tensor_core(op),
-            Err(GenError::UnsupportedOp { .. })
-        ));
-    }
 }
 
 fn dsl_error(build: impl FnOnce(&mut KernelBuilder)) -> String {

@@ -25,6 +25,12 @@ fn list<T: std::fmt::Display>(items: &[T]) -> String {
     }
 }
 
+/// `{a, b, …}` even for one register (vector operands of the warp collectives).
+fn braced(regs: &[Reg]) -> String {
+    let inner: Vec<String> = regs.iter().map(ToString::to_string).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
 fn vec_suffix(n: usize) -> String {
     if n == 1 {
         String::new()
@@ -153,6 +159,35 @@ pub fn op_text(op: &Op) -> String {
                 mode.suffix()
             )
         }
+        Op::WarpMma { ab, d, a, b, c } => format!(
+            "mma.sync.aligned.m16n8k16.row.col.f32{t}{t}.f32 {}, {}, {}, {}",
+            braced(d),
+            braced(a),
+            braced(b),
+            braced(c),
+            t = ab.suffix()
+        ),
+        Op::WarpLdmatrix { trans, dsts, addr } => format!(
+            "ldmatrix.sync.aligned.m8n8.x{}{}.shared.b16 {}, {addr}",
+            dsts.len(),
+            if *trans { ".trans" } else { "" },
+            braced(dsts)
+        ),
+        Op::CpAsync {
+            cg,
+            bytes,
+            dst,
+            src,
+            src_bytes,
+        } => {
+            let tail = src_bytes.map_or(String::new(), |s| format!(", {s}"));
+            format!(
+                "cp.async.{}.shared.global {dst}, {src}, {bytes}{tail}",
+                if *cg { "cg" } else { "ca" }
+            )
+        }
+        Op::CpAsyncCommit => "cp.async.commit_group".into(),
+        Op::CpAsyncWait { pending } => format!("cp.async.wait_group {pending}"),
         Op::Bra { target, uni } => format!("bra{} {target}", if *uni { ".uni" } else { "" }),
         Op::Ret => "ret".into(),
     }

@@ -66,6 +66,9 @@ fn operands_mut(op: &mut Op) -> Vec<&mut Operand> {
         Op::CvtPack { hi, lo, .. } => vec![hi, lo],
         Op::St { srcs, .. } => srcs.iter_mut().collect(),
         Op::WarpShfl { b, c, .. } => vec![b, c],
+        Op::CpAsync {
+            src_bytes: Some(s), ..
+        } => vec![s],
         _ => Vec::new(),
     }
 }

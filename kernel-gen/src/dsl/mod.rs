@@ -8,7 +8,7 @@ pub mod legalise;
 mod ops;
 mod types;
 
-pub use builder::{KernelBuilder, ParamRef, SharedRef, TensorCoreOp};
+pub use builder::{CpAsyncCache, KernelBuilder, ParamRef, SharedRef};
 pub use kernel::{Kernel, Param, SharedArray};
 pub use ops::{BinOp, Guard, Instr, MulMode, Op, ShflMode, UnOp};
 pub use types::{

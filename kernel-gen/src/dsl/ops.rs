@@ -337,6 +337,51 @@ pub enum Op {
         /// Participating lanes.
         mask: u32,
     },
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.{ab}.{ab}.f32 d, a, b, c` — a warp collective:
+    /// D (16×8 f32) = A (16×16, row) · B (16×8, col) + C, fragments as the PTX ISA lays them.
+    WarpMma {
+        /// Element type of A and B (`F16` or `Bf16`).
+        ab: Ty,
+        /// D fragment: four f32.
+        d: [Reg; 4],
+        /// A fragment: four 32-bit registers of packed pairs.
+        a: [Reg; 4],
+        /// B fragment: two 32-bit registers of packed pairs.
+        b: [Reg; 2],
+        /// C fragment: four f32 (may be `d` itself).
+        c: [Reg; 4],
+    },
+    /// `ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16 d, [addr]` — a warp
+    /// collective: lanes 8i..8i+7 give the row addresses of 8×8 matrix i.
+    WarpLdmatrix {
+        /// Transpose each matrix while loading.
+        trans: bool,
+        /// One 32-bit destination per matrix (1, 2 or 4).
+        dsts: Vec<Reg>,
+        /// Shared address of this lane's row.
+        addr: Address,
+    },
+    /// `cp.async.{ca,cg}.shared.global [dst], [src], bytes[, src_bytes]`: an asynchronous
+    /// global → shared copy that lands at a later `cp.async.wait_group`.
+    CpAsync {
+        /// `.cg` (bypass L1, 16 bytes only) rather than `.ca`.
+        cg: bool,
+        /// Bytes copied: 4, 8 or 16.
+        bytes: u32,
+        /// Shared destination.
+        dst: Address,
+        /// Global source.
+        src: Address,
+        /// Bytes actually read from `src`; the rest of the destination is zero-filled.
+        src_bytes: Option<Operand>,
+    },
+    /// `cp.async.commit_group`: close the current group of this thread's copies.
+    CpAsyncCommit,
+    /// `cp.async.wait_group n`: wait until at most `n` of this thread's groups are pending.
+    CpAsyncWait {
+        /// Groups allowed to stay in flight.
+        pending: u32,
+    },
     /// `bra target` (`.uni` when every thread provably takes the same path).
     Bra {
         /// Target.

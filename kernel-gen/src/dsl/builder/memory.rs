@@ -7,7 +7,7 @@ use crate::dsl::types::{AddrBase, Address, Operand, Reg, Space, Ty};
 impl KernelBuilder {
     // ---- memory ----
 
-    fn check_addr(&mut self, space: Space, addr: &Address) {
+    pub(super) fn check_addr(&mut self, space: Space, addr: &Address) {
         match (&addr.base, space) {
             (AddrBase::Reg(r), Space::Global) if r.ty != Ty::U64 => {
                 self.fail(format!("global address in {r}, which is not .u64"));

@@ -8,22 +8,14 @@
 mod arith;
 mod control;
 mod memory;
+mod tensor_core;
+
+pub use tensor_core::CpAsyncCache;
 
 use super::kernel::{Kernel, Param, SharedArray};
 use super::ops::{Guard, Instr, Op};
 use super::types::{AddrBase, Address, Operand, Reg, Sreg, Ty};
 use crate::{Arch, GenError};
-
-/// Tensor-core instruction families reserved for the chunkwise kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TensorCoreOp {
-    /// `mma.sync.aligned.m16n8k16`.
-    MmaSyncM16n8k16,
-    /// `ldmatrix.sync.aligned`.
-    Ldmatrix,
-    /// `cp.async`.
-    CpAsync,
-}
 
 /// A handle on a declared kernel parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,21 +275,5 @@ impl KernelBuilder {
                 Ty::U32
             })
         }
-    }
-
-    /// Tensor-core instructions are reserved for the chunkwise kernels and not emitted yet.
-    ///
-    /// # Errors
-    /// Always [`GenError::UnsupportedOp`].
-    pub fn tensor_core(&mut self, op: TensorCoreOp) -> Result<(), GenError> {
-        let name = match op {
-            TensorCoreOp::MmaSyncM16n8k16 => "mma.sync.aligned.m16n8k16",
-            TensorCoreOp::Ldmatrix => "ldmatrix.sync.aligned",
-            TensorCoreOp::CpAsync => "cp.async",
-        };
-        Err(GenError::UnsupportedOp {
-            op: name,
-            reason: "tensor-core ops arrive with the chunkwise kernels",
-        })
     }
 }
