@@ -2,8 +2,9 @@
 //! counterpart of a paged KV cache, except each sequence's state has a fixed size
 //! (layers × H × K × V f32) whatever its length.
 
-use retention_core::{Element, HostTensor, Result, RetentionError};
-use retention_kernels::reference::{self, RetentionParams};
+use retention_core::{HostTensor, Result, RetentionError};
+use retention_kernels::cpu::{self, CpuElement};
+use retention_kernels::reference::RetentionParams;
 
 use crate::device::Device;
 use crate::emulated_decode::{self, DecodeProblem};
@@ -190,7 +191,7 @@ impl StatePool {
     /// # Errors
     /// Stale/foreign/duplicate slots, a bad layer, shape mismatches, a head geometry no
     /// decode kernel serves (emulated device).
-    pub fn step<T: Element>(
+    pub fn step<T: CpuElement>(
         &mut self,
         layer: usize,
         slots: &[Slot],
@@ -234,40 +235,16 @@ impl StatePool {
         }
     }
 
-    /// The CPU decode step over pool rows `rows`.
-    fn step_cpu<T: Element>(
+    /// The CPU decode step over pool rows `rows`, in place on the pool's own storage.
+    fn step_cpu<T: CpuElement>(
         &mut self,
         rows: &[usize],
         q: &HostTensor<T>,
         k: &HostTensor<T>,
         v: &HostTensor<T>,
     ) -> Result<HostTensor<T>> {
-        let c = &self.cfg;
-        let n = rows.len();
-        let len = self.layer_len();
-        let mut gathered = Vec::with_capacity(n * len);
-        for &r in rows {
-            let src = &self.states.as_slice::<f32>()[r * len..(r + 1) * len];
-            gathered.extend(src.iter().map(|&x| f64::from(x)));
-        }
-        let mut pool = HostTensor::new(vec![n, c.heads, c.dk, c.dv], gathered)?;
-        let ident: Vec<usize> = (0..n).collect();
-        let o = reference::decode_step(
-            &q.to_f64(),
-            &k.to_f64(),
-            &v.to_f64(),
-            &mut pool,
-            &ident,
-            &c.params,
-        )?;
-        for (j, &r) in rows.iter().enumerate() {
-            let src = &pool.data()[j * len..(j + 1) * len];
-            let dst = &mut self.states.as_mut_slice::<f32>()[r * len..(r + 1) * len];
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = s as f32;
-            }
-        }
-        Ok(o.cast())
+        let states = self.states.as_mut_slice::<f32>();
+        cpu::decode_step_in(q, k, v, states, rows, &self.cfg.params)
     }
 
     /// Prefill `layer` of one sequence with the chunkwise form: H0 from the slot, H_T written
@@ -275,7 +252,7 @@ impl StatePool {
     ///
     /// # Errors
     /// A stale/foreign slot, a bad layer, chunk 0, shape mismatches.
-    pub fn prefill<T: Element>(
+    pub fn prefill<T: CpuElement>(
         &mut self,
         layer: usize,
         slot: Slot,
@@ -294,32 +271,25 @@ impl StatePool {
         }
         let c = &self.cfg;
         let r = self.range(i, layer);
-        let h0: Vec<f64> = self.states.as_slice::<f32>()[r.clone()]
-            .iter()
-            .map(|&x| f64::from(x))
-            .collect();
-        let h0 = HostTensor::new(vec![1, c.heads, c.dk, c.dv], h0)?;
-        let (q64, k64, v64) = (q.to_f64(), k.to_f64(), v.to_f64());
-        if q64.shape().first() != Some(&1) {
+        if q.shape().first() != Some(&1) {
             return Err(RetentionError::ShapeMismatch {
                 tensor: "q".into(),
                 expected: "[B=1, T, H, K] (one sequence)".into(),
-                got: format!("{:?}", q64.shape()),
+                got: format!("{:?}", q.shape()),
             });
         }
-        let (o, ht) = reference::chunkwise(&q64, &k64, &v64, &c.params, chunk, Some(&h0))?;
-        for (d, &s) in self.states.as_mut_slice::<f32>()[r]
-            .iter_mut()
-            .zip(ht.data())
-        {
-            *d = s as f32;
-        }
-        Ok(o.cast())
+        let h0 = HostTensor::new(
+            vec![1, c.heads, c.dk, c.dv],
+            self.states.as_slice::<f32>()[r.clone()].to_vec(),
+        )?;
+        let (o, ht) = cpu::chunkwise(q, k, v, &c.params, chunk, Some(&h0))?;
+        self.states.as_mut_slice::<f32>()[r].copy_from_slice(ht.data());
+        Ok(o)
     }
 
     /// Prefill on a device whose chunkwise kernel has not landed yet: the recurrent form, one
     /// decode launch per token (the same math; DESIGN §1).
-    fn prefill_by_steps<T: Element>(
+    fn prefill_by_steps<T: CpuElement>(
         &mut self,
         slot: Slot,
         layer: usize,

@@ -6,6 +6,7 @@
 use half::bf16;
 use kernel_gen::Arch;
 use retention_core::{Dtype, Element, Gammas, HostTensor, SplitMix64};
+use retention_kernels::cpu::CpuElement;
 use retention_kernels::reference::{self, RetentionParams};
 use retention_runtime::{Device, MemoryPool, StateConfig, StatePool};
 
@@ -41,7 +42,7 @@ fn random<T: Element>(rng: &mut SplitMix64, shape: Vec<usize>) -> HostTensor<T> 
 
 /// Prefill two sequences, decode them in scrambled slots while a third joins and one leaves,
 /// snapshot and restore — against the reference on the same (dtype-rounded) inputs.
-fn serve_like_a_server<T: Element>(device: &Device, gammas: Gammas) {
+fn serve_like_a_server<T: CpuElement>(device: &Device, gammas: Gammas) {
     let dtype = T::DTYPE.unwrap();
     let what = |s: &str| format!("{device} {dtype} {s}");
     let params = RetentionParams::new(gammas, Some(0.37));

@@ -57,6 +57,31 @@ pub fn decode_step<T: CpuElement>(
     slots: &[usize],
     params: &RetentionParams,
 ) -> Result<HostTensor<T>> {
+    let capacity = pool.shape().first().copied().unwrap_or(0);
+    let (qs, ks, vs) = (as_sequence(q)?, as_sequence(k)?, as_sequence(v)?);
+    let dims = check_qkv_shapes(&qs, &ks, &vs, params)?;
+    pool.expect_shape(
+        "state pool",
+        &["S", "H", "K", "V"],
+        &dims.shape.state_shape(capacity),
+    )?;
+    decode_step_in(q, k, v, pool.data_mut(), slots, params)
+}
+
+/// [`decode_step`] on a pool held as a plain f32 slice of `S · H · K · V` elements (a state
+/// pool's own storage, with no copy into a tensor). S is the slice length over H · K · V.
+///
+/// # Errors
+/// As [`decode_step`]; a slice whose length is not a whole number of `[H, K, V]` states is a
+/// shape mismatch.
+pub fn decode_step_in<T: CpuElement>(
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    v: &HostTensor<T>,
+    pool: &mut [f32],
+    slots: &[usize],
+    params: &RetentionParams,
+) -> Result<HostTensor<T>> {
     let (qs, ks, vs) = (as_sequence(q)?, as_sequence(k)?, as_sequence(v)?);
     let dims = check_qkv_shapes(&qs, &ks, &vs, params)?;
     let s = dims.shape;
@@ -67,22 +92,22 @@ pub fn decode_step<T: CpuElement>(
             got: format!("[N={}]", slots.len()),
         });
     }
-    let capacity = pool.shape().first().copied().unwrap_or(0);
-    pool.expect_shape(
-        "state pool",
-        &["S", "H", "K", "V"],
-        &s.state_shape(capacity),
-    )?;
+    let per_slot = s.heads * s.state_len();
+    if !pool.len().is_multiple_of(per_slot) {
+        return Err(RetentionError::ShapeMismatch {
+            tensor: "state pool".into(),
+            expected: format!("[S, H={}, K={}, V={}]", s.heads, s.dk, s.dv),
+            got: format!("{} elements", pool.len()),
+        });
+    }
+    let capacity = pool.len() / per_slot;
     check_slots(slots, capacity)?;
 
     let (heads, dk, dv) = (s.heads, s.dk, s.dv);
     let state_len = dk * dv;
     // Hand each (row, head) its own state: slots are distinct, so the slabs are disjoint.
-    let mut by_slot: Vec<Option<&mut [f32]>> = pool
-        .data_mut()
-        .chunks_exact_mut(heads * state_len)
-        .map(Some)
-        .collect();
+    let mut by_slot: Vec<Option<&mut [f32]>> =
+        pool.chunks_exact_mut(heads * state_len).map(Some).collect();
     let mut work: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(s.batch * heads);
     for (n, &slot) in slots.iter().enumerate() {
         let slab = by_slot[slot].take().expect("slots checked distinct");

@@ -23,7 +23,7 @@ mod validate;
 
 pub use attention::attention_decode;
 pub use chunkwise::{chunkwise, chunkwise_varlen};
-pub use decode::decode_step;
+pub use decode::{decode_step, decode_step_in};
 pub use element::CpuElement;
 pub use epilogue::msr_epilogue;
 pub use parallel::parallel;
