@@ -193,8 +193,11 @@ impl Fmt {
 
     fn round_nearest_even(self, x: f64) -> u64 {
         match self {
-            Fmt::F16 => half::f16::from_f64(x).to_bits() as u64,
-            Fmt::Bf16 => half::bf16::from_f64(x).to_bits() as u64,
+            // Via f32 rounded to odd: f32 keeps more than two extra bits over both 16-bit
+            // formats, so the second rounding is exact-equivalent. (`half`'s direct f64
+            // conversion mis-rounds some bf16 cases, e.g. f32 bits 0x85F48004.)
+            Fmt::F16 => half::f16::from_f32(f32_round_to_odd(x)).to_bits() as u64,
+            Fmt::Bf16 => half::bf16::from_f32(f32_round_to_odd(x)).to_bits() as u64,
             Fmt::F32 => (x as f32).to_bits() as u64,
             Fmt::F64 => x.to_bits(),
         }
@@ -328,6 +331,27 @@ impl Fmt {
     }
 }
 
+/// `x` rounded to f32 with round-to-odd: when inexact, the neighbour with an odd
+/// significand, so a later rounding to a narrower format is not a double rounding.
+fn f32_round_to_odd(x: f64) -> f32 {
+    let r = x as f32;
+    if !r.is_finite() || r as f64 == x || r.to_bits() & 1 == 1 {
+        return r;
+    }
+    // Step from the even nearest value toward x: the other bracketing neighbour, odd.
+    let toward_x_is_up = (x > r as f64) == (r >= 0.0);
+    let bits = r.to_bits();
+    let stepped = if r == 0.0 {
+        // ±0 with x on one side: the smallest subnormal of x's sign.
+        if x > 0.0 { 1 } else { 0x8000_0001 }
+    } else if toward_x_is_up {
+        bits + 1
+    } else {
+        bits - 1
+    };
+    f32::from_bits(stepped)
+}
+
 /// Error-free sum: returns `(s, t)` with `s + t == a + b` exactly.
 pub(crate) fn two_sum(a: f64, b: f64) -> (f64, f64) {
     let s = a + b;
@@ -354,6 +378,18 @@ mod tests {
                 .to_f64(Fmt::F16.round(1e9, 0.0, Rnd::Rn))
                 .is_infinite()
         );
+    }
+
+    #[test]
+    fn bf16_rounds_from_f64_correctly() {
+        // f32 bits 0x85F48004: the dropped half 0x8004 is above the tie, so RNE rounds up
+        // in magnitude to 0x85F5.
+        let x = f32::from_bits(0x85F4_8004) as f64;
+        assert_eq!(Fmt::Bf16.round(x, 0.0, Rnd::Rn), 0x85F5);
+        // Exactly the tie rounds to even; a tie broken by bits beyond f32 does not.
+        let tie = f32::from_bits(0x3F80_8000) as f64;
+        assert_eq!(Fmt::Bf16.round(tie, 0.0, Rnd::Rn), 0x3F80);
+        assert_eq!(Fmt::Bf16.round(tie + 1e-12, 0.0, Rnd::Rn), 0x3F81);
     }
 
     #[test]

@@ -72,6 +72,31 @@ fn check(ty: &str, xs: &[u32]) {
     }
 }
 
+#[test]
+fn cvt_cases_found_by_the_properties() {
+    // f32 bits 0x85F48004: bf16 round-to-nearest must round up in magnitude (0x85F5).
+    check(
+        "bf16",
+        &[
+            0x85F4_8004,
+            0x3F80_8000,
+            0x3F81_8000,
+            0x0000_8001,
+            0x8000_8000,
+        ],
+    );
+    check(
+        "f16",
+        &[
+            0x85F4_8004,
+            0x3380_1000,
+            0x3380_0fff,
+            0x477F_F000,
+            0x477F_EFFF,
+        ],
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]

@@ -3,7 +3,10 @@
 //! indices, and every opcode becomes an [`ops::Op`] (see `instr.rs`).
 
 mod instr;
+mod memory_ops;
+mod operands;
 pub(crate) mod ops;
+mod warp_ops;
 
 use std::collections::HashMap;
 

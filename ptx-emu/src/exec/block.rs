@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use super::warp::{Env, Lane, Warp, lanes};
 use super::{Launched, memops};
-use crate::decode::ops::{Op, Src};
+use crate::decode::ops::{IntOp, Op, Src};
 use crate::error::{AccessKind, EmuError, Site};
 use crate::exec::shared::SharedMemory;
 use crate::report::Counters;
@@ -38,6 +38,8 @@ pub(crate) struct Block<'a> {
     /// Requested thread count per barrier id (from `bar.sync id, count`).
     bar_count: [Option<u32>; 16],
     nthreads: u32,
+    /// Index of the global allocation the last resolved access fell in.
+    pub alloc_hint: std::cell::Cell<usize>,
 }
 
 impl<'a> Block<'a> {
@@ -63,6 +65,7 @@ impl<'a> Block<'a> {
             counters: Counters::default(),
             bar_count: [None; 16],
             nthreads,
+            alloc_hint: std::cell::Cell::new(0),
         }
     }
 
@@ -305,6 +308,33 @@ impl<'a> Block<'a> {
                     for (i, d) in ds.iter().enumerate() {
                         warp.set(*d, l, (v >> (i as u32 * part_bits)) & m);
                     }
+                }
+            }
+            Op::Int { op, ty, d, a, b }
+                if ty.bits() >= 32
+                    && matches!(
+                        op,
+                        IntOp::Add
+                            | IntOp::Sub
+                            | IntOp::MulLo
+                            | IntOp::And
+                            | IntOp::Or
+                            | IntOp::Xor
+                    ) =>
+            {
+                // Wrapping arithmetic on the low bits, then the type's normalisation, is
+                // exactly what these ops define; skip the general i128 path.
+                let f = |x: u64, y: u64| match op {
+                    IntOp::Add => x.wrapping_add(y),
+                    IntOp::Sub => x.wrapping_sub(y),
+                    IntOp::MulLo => x.wrapping_mul(y),
+                    IntOp::And => x & y,
+                    IntOp::Or => x | y,
+                    _ => x ^ y,
+                };
+                for l in lanes(exec) {
+                    let v = ty.normalize(f(warp.get(a, l, env), warp.get(b, l, env)));
+                    warp.set(d, l, v);
                 }
             }
             Op::Int { op, ty, d, a, b } => {

@@ -64,10 +64,21 @@ impl Block<'_> {
         match space {
             Space::Global => {
                 let g = &self.l.global;
-                match g.allocs.iter().position(|a| {
+                let fits = |a: &super::global::Allocation| {
                     addr >= a.base && addr.saturating_add(size as u64) <= a.base + a.len
-                }) {
-                    Some(i) => Ok(Loc::Global(i, addr)),
+                };
+                // Neighbouring lanes nearly always hit the buffer the previous lane hit.
+                let hint = self.alloc_hint.get();
+                let found = if g.allocs.get(hint).is_some_and(fits) {
+                    Some(hint)
+                } else {
+                    g.allocs.iter().position(fits)
+                };
+                match found {
+                    Some(i) => {
+                        self.alloc_hint.set(i);
+                        Ok(Loc::Global(i, addr))
+                    }
                     None => Err(EmuError::GlobalOutOfBounds {
                         site: self.site(pc, t),
                         kind,
@@ -177,7 +188,11 @@ impl Block<'_> {
                 param: alloc.param,
             });
         }
-        alloc.written.store(true, Ordering::Relaxed);
+        // Load before store: the flags are shared by all blocks, and an unconditional store
+        // would bounce their cache line between cores on every access.
+        if !alloc.written.load(Ordering::Relaxed) {
+            alloc.written.store(true, Ordering::Relaxed);
+        }
         if alloc.nc_read.load(Ordering::Relaxed) {
             return Err(self.nc_conflict(i, a, t, pc));
         }
@@ -187,7 +202,9 @@ impl Block<'_> {
     /// Records a non-coherent (`.nc`) read; the buffer must not be written in this launch.
     fn mark_nc_read(&self, i: usize, a: u64, t: u32, pc: u32) -> Result<(), EmuError> {
         let alloc = &self.l.global.allocs[i];
-        alloc.nc_read.store(true, Ordering::Relaxed);
+        if !alloc.nc_read.load(Ordering::Relaxed) {
+            alloc.nc_read.store(true, Ordering::Relaxed);
+        }
         if alloc.written.load(Ordering::Relaxed) {
             return Err(self.nc_conflict(i, a, t, pc));
         }
