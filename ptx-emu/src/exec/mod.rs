@@ -6,6 +6,7 @@ mod block;
 mod collective;
 pub(crate) mod global;
 mod memops;
+mod scalar;
 mod shared;
 mod warp;
 
