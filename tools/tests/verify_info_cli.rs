@@ -6,22 +6,17 @@ mod support;
 use kernel_gen::{Arch, catalog};
 use support::{assert_one_line_error, ok_stdout, retention, retention_env};
 
-#[test]
-fn verify_emulates_the_selected_specs_within_tolerance() {
-    let args = [
-        "verify",
-        "--arch",
-        "sm_80",
-        "--filter",
-        "decode_k64_v64_retnet8",
-    ];
+/// Run verify on the sm_80 specs whose names contain `filter`; every one must be emulated
+/// within tolerance with a predicted A100 time.
+fn verify_slice(filter: &str, expected: usize) {
+    let args = ["verify", "--arch", "sm_80", "--filter", filter];
     let stdout = ok_stdout(&args, &retention(&args));
     let want: Vec<String> = catalog::default_catalog()
         .into_iter()
-        .filter(|s| s.arch == Arch::Sm80 && s.slug().contains("decode_k64_v64_retnet8"))
+        .filter(|s| s.arch == Arch::Sm80 && s.slug().contains(filter))
         .map(|s| s.slug())
         .collect();
-    assert_eq!(want.len(), 3, "one spec per dtype");
+    assert_eq!(want.len(), expected, "one spec per dtype");
     for slug in &want {
         let line = stdout
             .lines()
@@ -30,7 +25,22 @@ fn verify_emulates_the_selected_specs_within_tolerance() {
         assert!(line.contains("ok (≤"), "{line}");
         assert!(line.contains("(A100)"), "predicted time missing: {line}");
     }
-    assert!(stdout.contains("3 specs: 3 emulated and within tolerance, 0 not emulated, 0 failed"));
+    assert!(
+        stdout.contains(&format!(
+            "{expected} specs: {expected} emulated and within tolerance, 0 not emulated, 0 failed"
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn verify_emulates_decode_specs_within_tolerance() {
+    verify_slice("decode_k64_v64_retnet8_", 3);
+}
+
+#[test]
+fn verify_emulates_chunkwise_specs_within_tolerance() {
+    verify_slice("chunkwise_k64_v64_c32_runtime_", 3);
 }
 
 #[test]

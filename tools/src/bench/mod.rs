@@ -3,8 +3,9 @@
 //! copy and GEMM limits measured in the same run. Prints a table; writes JSON (schema 1, see
 //! `tools/docs/bench-json.md`), Markdown and SVG plots on request.
 //!
-//! Every timing calls the fast CPU kernels of `retention_kernels::cpu` directly; the runtime's
-//! `StatePool` supplies the state-memory figure (its high-water mark).
+//! Retention decode runs through the runtime's `StatePool` (its high-water mark is the state
+//! memory figure); attention decode and prefill call the CPU kernels of `retention_kernels::cpu`
+//! directly.
 
 mod grid;
 mod limits;
@@ -140,8 +141,12 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
         DtypeArg::Bf16 => suites::run::<bf16>(&cx, &grid, selection)?,
     };
     let mut notes = vec![
-        "timed through retention_kernels::cpu directly (StatePool::step is not on the fast \
-         kernels yet); state memory is the StatePool's high-water mark"
+        "retention decode timed through the runtime's StatePool::step (CPU kernels, in place \
+         on the pool's storage), its state memory the pool's high-water mark; attention \
+         decode and prefill call retention_kernels::cpu directly"
+            .to_string(),
+        "% copy: a copy also reads its destination before writing it (write-allocate) while \
+         the decode step updates its state in place, so decode can pass 100%"
             .to_string(),
         "seconds: median per call on one layer; tokens/s, state and KV cache: whole model"
             .to_string(),

@@ -1,12 +1,13 @@
-//! One measured point of each kind: a retention decode step, an attention decode over a KV
-//! cache, a chunkwise or parallel prefill. Timing calls `retention_kernels::cpu` directly:
-//! `StatePool::step` is not on the fast kernels yet, so the pool provides only the memory
-//! figure (its high-water mark) and the kernel runs on a state tensor of the pool's layout.
+//! One measured point of each kind: a retention decode step (through the runtime's
+//! `StatePool`, whose memory pool's high-water mark is the state figure), an attention decode
+//! over a KV cache and a chunkwise or parallel prefill (the CPU kernels of
+//! `retention_kernels::cpu`, called directly: the runtime has no attention op, and the
+//! prefill sweep varies what the pool fixes).
 
-use retention_core::{Gammas, HostTensor};
+use retention_core::Gammas;
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
-use retention_runtime::{Device, MemoryPool, StateConfig, StatePool};
+use retention_runtime::{Device, MemoryPool, Slot, StateConfig, StatePool};
 
 use crate::error::CliError;
 use crate::model_arg::ModelShape;
@@ -102,9 +103,10 @@ impl PointContext<'_> {
     }
 }
 
-/// One decode step of `batch` sequences, cycling through every layer's state so the working
-/// set is the model's (a single layer's state could sit in cache and flatter the figure). The
-/// state does not grow with context; each context is measured, not copied.
+/// One decode step of `batch` sequences through the runtime's [`StatePool::step`], cycling
+/// through every layer so the working set is the model's state (a single layer's state could
+/// sit in cache and flatter the figure). The state does not grow with context; each context
+/// is measured, not copied.
 ///
 /// # Errors
 /// Kernel or pool errors (none expected for a valid model).
@@ -122,35 +124,24 @@ pub fn retention_decode<T: CpuElement>(
         return Ok(skip);
     }
     let params = cx.params()?;
-    // The runtime's figure: reserve the batch's slots in a state pool and read the pool's
-    // high-water mark, then give the memory back before the kernel's own copy is made.
-    let state_bytes = {
-        let memory = MemoryPool::new();
-        let cfg = StateConfig {
-            heads: m.heads,
-            dk: m.dk,
-            dv: m.dv,
-            params: params.clone(),
-        };
-        let mut pool = StatePool::new(&Device::Cpu, &memory, &cfg, m.layers, batch)?;
-        for _ in 0..batch {
-            pool.alloc()?;
-        }
-        memory.stats().high_water as u64
+    let memory = MemoryPool::new();
+    let cfg = StateConfig {
+        heads: m.heads,
+        dk: m.dk,
+        dv: m.dv,
+        params,
     };
-    // The pool's layout [sequence, layer, H, K, V] seen as [sequence·layers, H, K, V]: layer l
-    // of sequence b is slot b·layers + l.
-    let mut states = HostTensor::<f32>::zeros(vec![batch * m.layers, m.heads, m.dk, m.dv]);
+    let mut pool = StatePool::new(&Device::Cpu, &memory, &cfg, m.layers, batch)?;
+    let slots = (0..batch)
+        .map(|_| pool.alloc())
+        .collect::<Result<Vec<Slot>, _>>()?;
+    let state_bytes = memory.stats().high_water as u64;
     let q = random::<T>(&[batch, m.heads, m.dk], seed)?;
     let k = random::<T>(&[batch, m.heads, m.dk], seed + 1)?;
     let v = random::<T>(&[batch, m.heads, m.dv], seed + 2)?;
-    let slots: Vec<Vec<usize>> = (0..m.layers)
-        .map(|l| (0..batch).map(|b| b * m.layers + l).collect())
-        .collect();
     let mut layer = 0;
     let timing = cx.plan.measure(m.layers, || {
-        let o = cpu::decode_step(&q, &k, &v, &mut states, &slots[layer], &params)?;
-        std::hint::black_box(o);
+        std::hint::black_box(pool.step(layer, &slots, &q, &k, &v)?);
         layer = (layer + 1) % m.layers;
         Ok::<(), CliError>(())
     })?;

@@ -6,49 +6,17 @@
 //! Arguments are filled by the names `kernel_gen::param_names` gives, so a kernel whose
 //! parameters this check does not know is reported, never launched with guesses.
 
-use half::{bf16, f16};
-use kernel_gen::emu::{Buffer, Dtype as EmuDtype, EmuReport, Launch, Module, Param};
+use kernel_gen::emu::{Buffer, Launch, Module, Param};
 use kernel_gen::{GammaSet, KernelSpec, launch_geometry, param_names};
-use retention_core::{Dtype, Element, Gammas, HostTensor, SplitMix64};
+use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
+
+use super::emu_io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position};
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.37;
 /// Decode steps run (the second reads the state the first wrote).
 const STEPS: usize = 2;
-
-/// How close the emulated kernel came to the reference.
-#[derive(Debug, Clone)]
-pub struct DecodeCheck {
-    /// Worst output error over the steps (max relative for f32, relative RMSE for 16-bit).
-    pub o_error: f64,
-    /// Worst state error (max relative).
-    pub state_error: f64,
-    /// The last step's emulator report (predicted A100/H100 times).
-    pub report: Option<EmuReport>,
-}
-
-impl DecodeCheck {
-    /// The output tolerance for `dtype`.
-    pub fn o_tolerance(dtype: Dtype) -> f64 {
-        match dtype {
-            Dtype::F32 => 1e-5,
-            Dtype::F16 | Dtype::Bf16 => 5e-3,
-        }
-    }
-
-    /// Why the result is off, or `None` when within tolerance.
-    pub fn failure(&self, dtype: Dtype) -> Option<String> {
-        let tol = Self::o_tolerance(dtype);
-        if self.o_error.is_nan() || self.o_error > tol {
-            Some(format!("output error {:.2e} > {tol:.0e}", self.o_error))
-        } else if self.state_error.is_nan() || self.state_error > 1e-5 {
-            Some(format!("state error {:.2e} > 1e-5", self.state_error))
-        } else {
-            None
-        }
-    }
-}
 
 /// Rows and heads a spec is exercised with.
 pub fn problem_size(spec: &KernelSpec) -> (usize, usize) {
@@ -62,57 +30,6 @@ pub fn problem_size(spec: &KernelSpec) -> (usize, usize) {
 pub fn cost(spec: &KernelSpec) -> usize {
     let (n, h) = problem_size(spec);
     n * h * spec.k as usize * spec.v as usize
-}
-
-fn gammas_for(spec: &KernelSpec, heads: usize) -> Result<Gammas, String> {
-    match spec.gammas {
-        GammaSet::Retnet { heads } => Gammas::retnet(heads as usize),
-        // A fast head and one so slow that γ rounds to 1 in f32 (only log2 γ can carry it).
-        GammaSet::Runtime => Gammas::from_list(vec![0.3, 1.0 - 2f64.powi(-30)][..heads].to_vec()),
-    }
-    .map_err(|e| e.to_string())
-}
-
-fn input_buffer(dtype: Dtype, values: &[f64]) -> Buffer {
-    match dtype {
-        Dtype::F32 => Buffer::from_f32(&values.iter().map(|&x| x as f32).collect::<Vec<_>>()),
-        Dtype::F16 => Buffer::from_f16(
-            &values
-                .iter()
-                .map(|&x| <f16 as Element>::from_f64(x))
-                .collect::<Vec<_>>(),
-        ),
-        Dtype::Bf16 => Buffer::from_bf16(
-            &values
-                .iter()
-                .map(|&x| <bf16 as Element>::from_f64(x))
-                .collect::<Vec<_>>(),
-        ),
-    }
-}
-
-fn output_values(dtype: Dtype, buf: &Buffer) -> Vec<f64> {
-    match dtype {
-        Dtype::F32 => buf.to_f32().into_iter().map(f64::from).collect(),
-        Dtype::F16 => buf
-            .to_u16()
-            .into_iter()
-            .map(|b| f16::from_bits(b).to_f64())
-            .collect(),
-        Dtype::Bf16 => buf
-            .to_u16()
-            .into_iter()
-            .map(|b| bf16::from_bits(b).to_f64())
-            .collect(),
-    }
-}
-
-fn emu_dtype(dtype: Dtype) -> EmuDtype {
-    match dtype {
-        Dtype::F32 => EmuDtype::F32,
-        Dtype::F16 => EmuDtype::F16,
-        Dtype::Bf16 => EmuDtype::Bf16,
-    }
 }
 
 /// One step's inputs, already rounded to the spec's dtype (what the kernel reads exactly).
@@ -153,26 +70,22 @@ fn argument(
     })
 }
 
-fn position(names: &[&str], name: &str) -> Result<usize, String> {
-    names
-        .iter()
-        .position(|n| *n == name)
-        .ok_or_else(|| format!("decode kernel has no `{name}` parameter"))
-}
-
 /// Run `spec` (a decode spec) in the emulator against the reference.
 ///
 /// # Errors
 /// A one-line reason: launch geometry, an unknown parameter, an emulator error (out of
 /// bounds, race, unsupported instruction), or a reference failure. Results off the reference
-/// are not errors here: see [`DecodeCheck::failure`].
-pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<DecodeCheck, String> {
+/// are not errors here: see [`EmuCheck::failure`].
+pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
     let (n, h) = problem_size(spec);
     let (k, v) = (spec.k as usize, spec.v as usize);
-    let gammas = gammas_for(spec, h)?;
+    let gammas = gammas_for(spec.gammas, h)?;
     let params = RetentionParams::new(gammas.clone(), Some(SCALE));
     let names = param_names(spec);
-    let (state_at, o_at) = (position(&names, "p_state")?, position(&names, "p_o")?);
+    let (state_at, o_at) = (
+        position(&names, "p_state", spec)?,
+        position(&names, "p_o", spec)?,
+    );
     let capacity = n + 3;
     // Rows live in scrambled slots; the others must stay untouched.
     let slots: Vec<usize> = (0..n).map(|r| (capacity - 1 + 2 * r) % capacity).collect();
@@ -186,7 +99,7 @@ pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<DecodeChec
         HostTensor::new(vec![capacity, h, k, v], pool0.clone()).map_err(|e| e.to_string())?;
     let mut state = Buffer::from_f32(&pool0.iter().map(|&x| x as f32).collect::<Vec<_>>()).output();
     let geometry = launch_geometry(spec, n as u32, h as u32).map_err(|e| e.to_string())?;
-    let mut out = DecodeCheck {
+    let mut out = EmuCheck {
         o_error: 0.0,
         state_error: 0.0,
         report: None,

@@ -6,6 +6,8 @@
 //! architecture only where its PTX body differs), as `tests/decode_emulated.rs` does; every
 //! spec is still emitted, parsed and (with ptxas) assembled.
 
+mod emu_io;
+mod emulate_chunkwise;
 mod emulate_decode;
 mod row;
 
@@ -15,11 +17,13 @@ use kernel_gen::{Arch, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry,
 
 use crate::error::CliError;
 use crate::progress;
-use emulate_decode::DecodeCheck;
+use emu_io::EmuCheck;
 use row::{Row, Status};
 
-/// Emulated state elements a spec may cost in a sampled run.
-const SAMPLE_BUDGET: usize = 800_000;
+/// Emulated state elements a decode spec may cost in a sampled run.
+const DECODE_BUDGET: usize = 800_000;
+/// Emulated rows × heads × tokens × K × V a chunkwise spec may cost in a sampled run.
+const CHUNKWISE_BUDGET: usize = 2_500_000;
 
 /// Flags of `retention verify`.
 #[derive(Debug, Args)]
@@ -50,10 +54,38 @@ fn body(ptx: &str) -> String {
         .join("\n")
 }
 
-/// Whether a sampled run emulates `spec`: under the work budget, and for an architecture
+/// Emulated work of `spec`, and the most a sampled run spends on one spec of its op.
+fn cost_and_budget(spec: &KernelSpec) -> (usize, usize) {
+    match spec.op {
+        KernelOp::Decode => (emulate_decode::cost(spec), DECODE_BUDGET),
+        KernelOp::Chunkwise => (emulate_chunkwise::cost(spec), CHUNKWISE_BUDGET),
+    }
+}
+
+/// (rows, heads) of the emulated launch.
+fn launch_size(spec: &KernelSpec) -> (usize, usize) {
+    match spec.op {
+        KernelOp::Decode => emulate_decode::problem_size(spec),
+        KernelOp::Chunkwise => {
+            let (b, h, _) = emulate_chunkwise::problem_size(spec);
+            (b, h)
+        }
+    }
+}
+
+/// Emulate `spec` against the reference with its op's check.
+fn emulate(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
+    match spec.op {
+        KernelOp::Decode => emulate_decode::check(spec, module, seed),
+        KernelOp::Chunkwise => emulate_chunkwise::check(spec, module, seed),
+    }
+}
+
+/// Whether a sampled run emulates `spec`: under its op's work budget, and for an architecture
 /// after the first selected one only when its body differs from the first one's.
 fn sampled(spec: &KernelSpec, ptx: &str, first_arch: Arch) -> bool {
-    if emulate_decode::cost(spec) > SAMPLE_BUDGET {
+    let (cost, budget) = cost_and_budget(spec);
+    if cost > budget {
         return false;
     }
     if spec.arch == first_arch {
@@ -98,19 +130,15 @@ fn check_spec(
     if !module.entries().contains(&spec.entry().as_str()) {
         return row.fail(format!("entry {} missing from the PTX", spec.entry()));
     }
-    if spec.op != KernelOp::Decode {
-        row.status = Status::NotEmulated(format!("no reference check for {} yet", spec.op.name()));
-        return row;
-    }
-    let (n, h) = emulate_decode::problem_size(spec);
-    row.dynamic_smem = launch_geometry(spec, n as u32, h as u32)
+    let (rows, heads) = launch_size(spec);
+    row.dynamic_smem = launch_geometry(spec, rows as u32, heads as u32)
         .ok()
         .map(|g| g.dynamic_smem_bytes);
     if !full && !sampled(spec, &ptx, first_arch) {
         row.status = Status::NotEmulated("outside the sample; --full runs it".into());
         return row;
     }
-    match emulate_decode::check(spec, &module, 1000 + index as u64) {
+    match emulate(spec, &module, 1000 + index as u64) {
         Ok(check) => {
             row.error = Some(check.o_error.max(check.state_error));
             row.predicted = check.report.as_ref().map(|r| match spec.arch {
@@ -121,7 +149,7 @@ fn check_spec(
                 row.fail(why)
             } else {
                 row.status = Status::Passed {
-                    tolerance: DecodeCheck::o_tolerance(spec.dtype),
+                    tolerance: EmuCheck::o_tolerance(spec.dtype),
                 };
                 row
             }

@@ -1,0 +1,131 @@
+//! Run a catalog chunkwise kernel's PTX in the emulator on one problem that spans a full and a
+//! partial chunk, with an initial state and the final state requested, and hold o and H_T to
+//! the f64 reference (`reference::chunkwise` on the dtype-rounded inputs).
+//!
+//! Arguments are filled by the names `kernel_gen::param_names` gives, so a kernel whose
+//! parameters this check does not know is reported, never launched with guesses.
+
+use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Module, Param};
+use kernel_gen::{GammaSet, KernelSpec, launch_geometry, param_names};
+use retention_core::{Dtype, HostTensor, SplitMix64};
+use retention_kernels::reference::{self, RetentionParams};
+
+use super::emu_io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position};
+
+/// Scale applied to q (not the default, so a kernel that ignores it fails).
+const SCALE: f64 = 0.29;
+
+/// (batch, heads, T) a spec is exercised with: one row, the spec's heads (3 for runtime γ),
+/// and a T of one full chunk plus a partial one.
+pub fn problem_size(spec: &KernelSpec) -> (usize, usize, usize) {
+    let heads = match spec.gammas {
+        GammaSet::Retnet { heads } => heads as usize,
+        GammaSet::Runtime => 3,
+    };
+    let chunk = spec.chunk.unwrap_or(1) as usize;
+    (1, heads, chunk + 5)
+}
+
+/// Emulated work (rows × heads × T × K × V): decides whether a sampled run emulates a spec.
+pub fn cost(spec: &KernelSpec) -> usize {
+    let (b, h, t) = problem_size(spec);
+    b * h * t * spec.k as usize * spec.v as usize
+}
+
+fn tensor(shape: Vec<usize>, data: &[f64]) -> Result<HostTensor<f64>, String> {
+    HostTensor::new(shape, data.to_vec()).map_err(|e| e.to_string())
+}
+
+/// Run `spec` (a chunkwise spec) in the emulator against the reference.
+///
+/// # Errors
+/// A one-line reason: no chunk in the spec, launch geometry, an unknown parameter, an
+/// emulator error, or a reference failure. Results off the reference are not errors here:
+/// see [`EmuCheck::failure`].
+pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
+    let chunk = spec
+        .chunk
+        .ok_or_else(|| format!("{} has no chunk size", spec.slug()))? as usize;
+    let (b, h, t) = problem_size(spec);
+    let (k, v) = (spec.k as usize, spec.v as usize);
+    let gammas = gammas_for(spec.gammas, h)?;
+    let params = RetentionParams::new(gammas.clone(), Some(SCALE));
+    let mut rng = SplitMix64::new(seed);
+    let mut round = |len: usize| {
+        rng.vec(len)
+            .into_iter()
+            .map(|x| spec.dtype.round(x))
+            .collect::<Vec<_>>()
+    };
+    let (q, kk, vv) = (
+        round(b * t * h * k),
+        round(b * t * h * k),
+        round(b * t * h * v),
+    );
+    // f32 state values (the kernel reads f32).
+    let h0: Vec<f64> = round(b * h * k * v)
+        .into_iter()
+        .map(|x| f64::from(x as f32))
+        .collect();
+    let (want_o, want_ht) = reference::chunkwise(
+        &tensor(vec![b, t, h, k], &q)?,
+        &tensor(vec![b, t, h, k], &kk)?,
+        &tensor(vec![b, t, h, v], &vv)?,
+        &params,
+        chunk,
+        Some(&tensor(vec![b, h, k, v], &h0)?),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let names = param_names(spec);
+    let (o_at, ht_at) = (
+        position(&names, "p_o", spec)?,
+        position(&names, "p_ht", spec)?,
+    );
+    let geometry = launch_geometry(spec, b as u32, h as u32).map_err(|e| e.to_string())?;
+    let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
+        .dynamic_shared(geometry.dynamic_smem_bytes);
+    for name in &names {
+        launch = launch.arg(match *name {
+            "p_q" => Param::Buffer(input_buffer(spec.dtype, &q)),
+            "p_k" => Param::Buffer(input_buffer(spec.dtype, &kk)),
+            "p_v" => Param::Buffer(input_buffer(spec.dtype, &vv)),
+            "p_o" => Param::Buffer(Buffer::zeros(emu_dtype(spec.dtype), b * t * h * v).output()),
+            "p_h0" => Param::Buffer(Buffer::from_f32(
+                &h0.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+            )),
+            "p_ht" => Param::Buffer(Buffer::zeros(EmuDtype::F32, b * h * k * v).output()),
+            "p_t" => Param::U32(t as u32),
+            "p_scale" => Param::F32(SCALE as f32),
+            "p_heads" => Param::U32(h as u32),
+            "p_log2_gamma" => Param::Buffer(Buffer::from_f32(
+                &(0..h).map(|i| gammas.log2(i) as f32).collect::<Vec<_>>(),
+            )),
+            other => return Err(format!("verify cannot fill chunkwise parameter `{other}`")),
+        });
+    }
+    let report = module
+        .launch(&mut launch)
+        .map_err(|e| format!("emulator: {e}"))?;
+    let got_o = output_values(
+        spec.dtype,
+        launch
+            .buffer(o_at)
+            .ok_or("the output argument is not a buffer")?,
+    );
+    let got_ht: Vec<f64> = launch
+        .buffer(ht_at)
+        .ok_or("the final-state argument is not a buffer")?
+        .to_f32()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    Ok(EmuCheck {
+        o_error: match spec.dtype {
+            Dtype::F32 => reference::max_rel_diff(&got_o, want_o.data()),
+            Dtype::F16 | Dtype::Bf16 => reference::rel_rmse(&got_o, want_o.data()),
+        },
+        state_error: reference::max_rel_diff(&got_ht, want_ht.data()),
+        report: Some(report),
+    })
+}
