@@ -245,6 +245,9 @@ pub fn emit(kernel: &Kernel) -> String {
     if let Some(n) = kernel.max_threads {
         let _ = writeln!(s, ".maxntid {n}, 1, 1");
     }
+    if let Some(n) = kernel.min_ctas_per_sm {
+        let _ = writeln!(s, ".minnctapersm {n}");
+    }
     s.push_str("{\n");
     for ty in Ty::ALL {
         let n = kernel.reg_counts[ty.index()];

@@ -46,6 +46,9 @@ pub struct Kernel {
     pub dynamic_shared: Option<SharedArray>,
     /// `.maxntid` (threads per CTA), which lets ptxas budget registers.
     pub max_threads: Option<u32>,
+    /// `.minnctapersm`: CTAs that must fit on one SM at once; 1 lets ptxas give a
+    /// register-hungry tensor-core kernel every register rather than spill.
+    pub min_ctas_per_sm: Option<u32>,
     /// Registers allocated so far, per [`Ty::index`].
     pub reg_counts: [u32; Ty::ALL.len()],
     /// The body.

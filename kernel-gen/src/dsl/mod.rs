@@ -6,6 +6,7 @@ pub mod emit;
 mod kernel;
 pub mod legalise;
 mod ops;
+pub mod tiles;
 mod types;
 
 pub use builder::{CpAsyncCache, KernelBuilder, ParamRef, SharedRef};

@@ -26,12 +26,15 @@
 //! | 8 | `p_heads`      | `.u32` | H — runtime-γ variant only                            |
 //! | 9 | `p_log2_gamma` | `.u64` | log2 γ_h, f32 `[H]` — runtime-γ variant only          |
 //!
-//! Mapping ([`launch_geometry`]): grid `(B, H, 1)`, block `(256, 1, 1)`, and
-//! [`SharedLayout::total`] bytes of dynamic shared memory (more than 48 KiB: the runtime must
-//! raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES` attribute before launching).
+//! Two paths share this parameter table and grid `(B, H, 1)`: f16/bf16 with V = 64 run on
+//! tensor cores ([`chunkwise_tc`], `32·max(C, K)/16` threads, f32 state in `mma`
+//! accumulators); everything else runs the FMA path below (256 threads, f32 state in shared
+//! memory). [`launch_geometry`] gives the block and the dynamic shared memory (over 48 KiB
+//! on the FMA path: the runtime must raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES`
+//! attribute before launching).
 //!
-//! Numerics: every product accumulates in f32 (this is the FMA path for every dtype; q, k, v
-//! are widened to f32 as they are staged). Decays come from one table `γ^d, d = 0..=C`,
+//! Numerics (FMA path): every product accumulates in f32; q, k, v are widened to f32 as they
+//! are staged. Decays come from one table `γ^d, d = 0..=C`,
 //! computed once per CTA as 2^(d·log2 γ_h) by [`decay::emit_exp2`] — relative exponents only,
 //! all ≤ 0, so nothing overflows and far terms underflow to 0. The causal mask is a `selp`,
 //! never a multiplication, so stale shared rows past a partial chunk cannot leak NaN; the
@@ -42,7 +45,7 @@ use retention_core::Dtype;
 use super::chunkwise_fma::{
     accumulate_shared, for_each_piece, load_piece, rank1_update, store_piece, zero_acc,
 };
-use super::decay;
+use super::{chunkwise_tc, decay};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{Arch, GenError, LaunchGeometry};
@@ -168,7 +171,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "chunkwise uses the default tile (256 threads)",
         ));
     }
-    let bytes = SharedLayout::new(spec.k, spec.v, c).total;
+    let bytes = shared_bytes(spec);
     if bytes > max_dynamic_shared(spec.arch) {
         return Err(unsupported(
             "shared memory",
@@ -212,12 +215,26 @@ pub fn launch_geometry(
             "grid ({rows}, {heads}) exceeds the CUDA grid limits"
         )));
     }
-    let c = spec.chunk.unwrap_or_default();
+    let threads = if chunkwise_tc::uses_tensor_cores(spec) {
+        32 * chunkwise_tc::warps(spec)
+    } else {
+        THREADS
+    };
     Ok(LaunchGeometry {
         grid: [rows, heads, 1],
-        block: [THREADS, 1, 1],
-        dynamic_smem_bytes: SharedLayout::new(spec.k, spec.v, c).total,
+        block: [threads, 1, 1],
+        dynamic_smem_bytes: shared_bytes(spec),
     })
+}
+
+/// Dynamic shared memory of the path that serves `spec`.
+fn shared_bytes(spec: &KernelSpec) -> u32 {
+    let c = spec.chunk.unwrap_or_default();
+    if chunkwise_tc::uses_tensor_cores(spec) {
+        chunkwise_tc::TcLayout::new(spec.k, spec.v, c).total
+    } else {
+        SharedLayout::new(spec.k, spec.v, c).total
+    }
 }
 
 /// Parameter names in launch order (see the module table).
@@ -262,7 +279,7 @@ fn store4_from_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address, xs: &[Re
 }
 
 /// log2 γ_h: the named set's immediate for head `h`, chosen by a `selp` chain.
-fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: Reg) -> Reg {
+pub(crate) fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: Reg) -> Reg {
     let mut g = kb.mov(Ty::F32, log2_gammas[0]);
     for (i, &l) in log2_gammas.iter().enumerate().skip(1) {
         let is_head = kb.setp(Cmp::Eq, h, i as u32);
@@ -328,6 +345,9 @@ impl Stager {
 /// [`GenError::UnsupportedSpec`] as [`validate`]; [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
+    if chunkwise_tc::uses_tensor_cores(spec) {
+        return chunkwise_tc::generate(spec);
+    }
     let (kd, vd) = (spec.k, spec.v);
     let c = spec.chunk.unwrap_or_default();
     let es = spec.dtype.size_bytes() as u32;

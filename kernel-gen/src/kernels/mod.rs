@@ -2,5 +2,6 @@
 
 pub mod chunkwise;
 pub mod chunkwise_fma;
+pub mod chunkwise_tc;
 pub mod decay;
 pub mod decode;

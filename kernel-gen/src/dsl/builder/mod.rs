@@ -74,6 +74,7 @@ impl KernelBuilder {
                 shared: Vec::new(),
                 dynamic_shared: None,
                 max_threads: None,
+                min_ctas_per_sm: None,
                 reg_counts: [0; Ty::ALL.len()],
                 instrs: Vec::new(),
             },
@@ -96,6 +97,12 @@ impl KernelBuilder {
     /// Declare the CTA size ptxas may assume (`.maxntid n, 1, 1`).
     pub fn max_threads(&mut self, n: u32) {
         self.kernel.max_threads = Some(n);
+    }
+
+    /// Declare how many CTAs must fit on an SM together (`.minnctapersm n`), which bounds
+    /// the registers ptxas may budget per thread from below.
+    pub fn min_ctas_per_sm(&mut self, n: u32) {
+        self.kernel.min_ctas_per_sm = Some(n);
     }
 
     /// The first error recorded, if any; otherwise the kernel.

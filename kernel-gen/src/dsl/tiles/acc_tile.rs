@@ -1,0 +1,90 @@
+//! A warp's f32 accumulator tile held as `mma.m16n8k16` C/D fragments.
+
+use crate::dsl::{KernelBuilder, Reg, Ty};
+
+/// A 16 × 8n f32 tile, one warp: `frags[nt]` holds (row g, cols 2q, 2q+1) and (row g+8,
+/// cols 2q, 2q+1) of n-tile `nt` (columns `8nt..8nt+8`).
+#[derive(Debug, Clone)]
+pub struct AccTileF32 {
+    /// Fragments, one per 8-column n-tile.
+    pub frags: Vec<[Reg; 4]>,
+}
+
+impl AccTileF32 {
+    /// A zero tile with `cols / 8` n-tiles.
+    pub fn zeros(kb: &mut KernelBuilder, cols: u32) -> Self {
+        AccTileF32 {
+            frags: (0..cols / 8)
+                .map(|_| std::array::from_fn(|_| kb.mov(Ty::F32, 0.0f32)))
+                .collect(),
+        }
+    }
+
+    /// `acc[:, nt] += A · B` for one 16×16 A fragment and one B fragment.
+    pub fn mma(&self, kb: &mut KernelBuilder, ab: Ty, nt: usize, a: [Reg; 4], b: [Reg; 2]) {
+        let d = self.frags[nt];
+        kb.warp_mma_m16n8k16_into(ab, d, a, b, d);
+    }
+
+    /// Multiply rows g by `lo` and rows g+8 by `hi`, in place.
+    pub fn scale_rows(&self, kb: &mut KernelBuilder, lo: Reg, hi: Reg) {
+        for f in &self.frags {
+            for (i, &x) in f.iter().enumerate() {
+                let s = if i < 2 { lo } else { hi };
+                kb.fma_into(x, x, s, -0.0f32);
+            }
+        }
+    }
+
+    /// Multiply every element by `s`, in place.
+    pub fn scale(&self, kb: &mut KernelBuilder, s: Reg) {
+        self.scale_rows(kb, s, s);
+    }
+
+    /// Element `i` of n-tile `nt` packed with its neighbour: (i, i+1) for i ∈ {0, 2}, rounded
+    /// to the 16-bit type `ab` (lower column in the low half).
+    pub fn packed_pair(&self, kb: &mut KernelBuilder, ab: Ty, nt: usize, i: usize) -> Reg {
+        let f = self.frags[nt];
+        kb.cvt_pack(ab.packed().unwrap_or(Ty::F16x2), f[i + 1], f[i])
+    }
+
+    /// The tile as A fragments of a following product (16 × 16 per k-step), rounded to `ab`:
+    /// k-step s is n-tiles 2s and 2s+1.
+    pub fn to_a_fragments(&self, kb: &mut KernelBuilder, ab: Ty) -> Vec<[Reg; 4]> {
+        (0..self.frags.len() / 2)
+            .map(|s| {
+                [
+                    self.packed_pair(kb, ab, 2 * s, 0),
+                    self.packed_pair(kb, ab, 2 * s, 2),
+                    self.packed_pair(kb, ab, 2 * s + 1, 0),
+                    self.packed_pair(kb, ab, 2 * s + 1, 2),
+                ]
+            })
+            .collect()
+    }
+}
+
+/// Multiply both halves of a packed 16-bit pair by f32 factors and split each product into
+/// a rounded 16-bit head and the 16-bit rounding of its remainder, so that a product on the
+/// tensor cores with `head` and then `tail` carries about twice the input type's precision
+/// (an f32 factor is never rounded to 16 bits whole). Returns (head, tail).
+pub fn scale_pair_split(
+    kb: &mut KernelBuilder,
+    pair: Reg,
+    lo_factor: Reg,
+    hi_factor: Reg,
+) -> (Reg, Reg) {
+    let (lo, hi) = kb.unpack(pair);
+    let lo = kb.cvt(Ty::F32, lo, None);
+    let hi = kb.cvt(Ty::F32, hi, None);
+    let lo = kb.mul(lo, lo_factor);
+    let hi = kb.mul(hi, hi_factor);
+    let head = kb.cvt_pack(pair.ty, hi, lo);
+    let (head_lo, head_hi) = kb.unpack(head);
+    let head_lo = kb.cvt(Ty::F32, head_lo, None);
+    let head_hi = kb.cvt(Ty::F32, head_hi, None);
+    let rest_lo = kb.sub(lo, head_lo);
+    let rest_hi = kb.sub(hi, head_hi);
+    let tail = kb.cvt_pack(pair.ty, rest_hi, rest_lo);
+    (head, tail)
+}

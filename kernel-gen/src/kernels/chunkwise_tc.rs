@@ -1,0 +1,482 @@
+//! The tensor-core path of the chunkwise forward (f16/bf16 inputs, f32 accumulation), same
+//! math, parameters and grid as [`super::chunkwise`], one CTA per (row b, head h):
+//!
+//! ```text
+//! warp w of W = max(C, K)/16, lane (g = lane/4, q = lane%4):
+//!   rows 16w.. of the chunk (w < C/16):  S_w = Q_w Kᵀ ⊙ D      (mma, f32, in registers)
+//!                                         O_w = s·(ξ ⊙ (Q_w R̃) + S̃_w V)
+//!   rows 16w.. of the state (w < K/16):  R_w ← γ^L R_w + (Kᵀ ⊙ ζ)_w V   (f32, registers)
+//! ```
+//!
+//! The state R never leaves registers (f32 `mma` accumulators, one 16-row slice per warp);
+//! after each chunk every warp writes its slice rounded to the input type into `R̃` in shared
+//! memory, the B operand of the next chunk's `Q R̃` (the f32 state itself is never
+//! rounded). `S̃` is the masked score tile converted in registers from accumulator to A
+//! fragments. q, k, v arrive by `cp.async` into XOR-swizzled tiles (rows past a partial
+//! chunk are zero-filled by the copy), every operand is read with `ldmatrix`, and o leaves
+//! through a swizzled shared tile as whole 16-byte rows, so global traffic is q, k, v, o,
+//! H0, H_T once each and shared accesses are free of bank conflicts.
+
+use retention_core::Dtype;
+
+use super::chunkwise::select_log2_gamma;
+use super::decay;
+use crate::GenError;
+use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
+use crate::dsl::{
+    Address, Axis, Cmp, CpAsyncCache, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty,
+};
+use crate::spec::KernelSpec;
+
+/// Whether `spec` is served by this path (16-bit inputs with V = 64).
+pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
+    spec.dtype != Dtype::F32 && spec.v == 64
+}
+
+/// Warps per CTA: one 16-row slice of the chunk and of the state each.
+pub fn warps(spec: &KernelSpec) -> u32 {
+    spec.chunk.unwrap_or_default().max(spec.k) / 16
+}
+
+/// Shared tiles of the tensor-core path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcLayout {
+    /// q `[C][K]`.
+    pub q: SharedTile16,
+    /// k `[C][K]`.
+    pub k: SharedTile16,
+    /// v `[C][V]`.
+    pub v: SharedTile16,
+    /// R̃ `[K][V]`: the state rounded to the input type.
+    pub rh: SharedTile16,
+    /// o `[C][V]` on its way out.
+    pub o: SharedTile16,
+    /// γ^d, d = 0..=C, f32.
+    pub decay: u32,
+    /// Total bytes.
+    pub total: u32,
+}
+
+impl TcLayout {
+    /// The layout for head dims `k`, `v` and chunk `c`.
+    pub const fn new(k: u32, v: u32, c: u32) -> Self {
+        let q = SharedTile16::new(0, c, k);
+        let kt = SharedTile16::new(q.offset + q.bytes(), c, k);
+        let vt = SharedTile16::new(kt.offset + kt.bytes(), c, v);
+        let rh = SharedTile16::new(vt.offset + vt.bytes(), k, v);
+        let o = SharedTile16::new(rh.offset + rh.bytes(), c, v);
+        let decay = o.offset + o.bytes();
+        TcLayout {
+            q,
+            k: kt,
+            v: vt,
+            rh,
+            o,
+            decay,
+            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+        }
+    }
+}
+
+/// Copy a `[C][dim]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
+/// rows at or past `len` are zero-filled (their source is row 0, read for 0 bytes).
+#[allow(clippy::too_many_arguments)]
+fn stage_tile(
+    kb: &mut KernelBuilder,
+    tile: SharedTile16,
+    base: Reg,
+    src: Reg,
+    t: Reg,
+    threads: u32,
+    es: u32,
+    tok_c: Reg,
+    heads: Reg,
+    h: Reg,
+    len: Reg,
+) {
+    let per_row = tile.cols / 8;
+    let ch = kb.and(t, per_row - 1);
+    let row0 = kb.shr(t, per_row.trailing_zeros());
+    let ch_bytes = kb.mul_wide(ch, 16u32);
+    let src_ch = kb.add(src, ch_bytes);
+    for round in 0..tile.rows * per_row / threads {
+        let row = kb.add(row0, round * threads / per_row);
+        let valid = kb.setp(Cmp::Lt, row, len);
+        let src_row = kb.selp(row, 0u32, valid);
+        let sixteen = kb.mov(Ty::U32, 16u32);
+        let bytes = kb.selp(sixteen, 0u32, valid);
+        let tok = kb.add(tok_c, src_row);
+        let th = kb.mad_lo(tok, heads, h);
+        let at = kb.mad_wide(th, tile.cols * es, src_ch);
+        let dst = tile.chunk_addr(kb, base, row, ch);
+        kb.cp_async(
+            CpAsyncCache::Cg,
+            16,
+            Address::reg(dst, 0),
+            Address::reg(at, 0),
+            Some(bytes.into()),
+        );
+    }
+}
+
+/// Branch to a fresh label when `warp >= limit` (a warp-uniform role test); returns the
+/// label to place after the role's code, or `None` when every warp has the role.
+fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<crate::dsl::Label> {
+    (limit < warps).then(|| {
+        let skip = kb.label();
+        let idle = kb.setp(Cmp::Ge, warp, limit);
+        kb.bra_if(idle, false, skip);
+        skip
+    })
+}
+
+/// Emit the tensor-core chunkwise forward for `spec` (validated by the caller).
+///
+/// # Errors
+/// [`GenError::Dsl`] on a generator bug.
+pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
+    let (kd, vd) = (spec.k, spec.v);
+    let c = spec.chunk.unwrap_or_default();
+    let es = spec.dtype.size_bytes() as u32;
+    let ab = match spec.dtype {
+        Dtype::Bf16 => Ty::Bf16,
+        _ => Ty::F16,
+    };
+    let pty = ab.packed().unwrap_or(Ty::F16x2);
+    let w_count = warps(spec);
+    let threads = 32 * w_count;
+    let lay = TcLayout::new(kd, vd, c);
+    let log2_gammas = spec.gammas.log2_gammas()?;
+
+    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
+    kb.header(format!(
+        "retention chunkwise forward (tensor cores): {}",
+        spec.slug()
+    ));
+    kb.header(format!("spec: {}", spec.canonical()));
+    kb.header("per warp: S = Q K^T . D ; O = s (xi . Q R~ + S~ V) ; R <- g^L R + (K^T . zeta) V  (mma, f32 state in registers)");
+    kb.max_threads(threads);
+    // Three f32 accumulator tiles live at once (S, O and the state): ptxas's default budget
+    // for 128 threads (168 registers) spills a few bytes; one CTA per SM removes the cap.
+    kb.min_ctas_per_sm(1);
+
+    let p_q = kb.param("p_q", Ty::U64);
+    let p_k = kb.param("p_k", Ty::U64);
+    let p_v = kb.param("p_v", Ty::U64);
+    let p_o = kb.param("p_o", Ty::U64);
+    let p_h0 = kb.param("p_h0", Ty::U64);
+    let p_ht = kb.param("p_ht", Ty::U64);
+    let p_t = kb.param("p_t", Ty::U32);
+    let p_scale = kb.param("p_scale", Ty::F32);
+    let runtime = (log2_gammas.is_none()).then(|| {
+        (
+            kb.param("p_heads", Ty::U32),
+            kb.param("p_log2_gamma", Ty::U64),
+        )
+    });
+    let smem = kb.dynamic_shared(
+        "smem",
+        lay.total,
+        128,
+        &format!(
+            "swizzled 16-bit q [C,K] @{}, k [C,K] @{}, v [C,V] @{}, R~ [K,V] @{}, o [C,V] @{}; f32 gamma^d [C+1] @{}",
+            lay.q.offset, lay.k.offset, lay.v.offset, lay.rh.offset, lay.o.offset, lay.decay
+        ),
+    );
+
+    kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y)");
+    let b = kb.sreg(Sreg::Ctaid(Axis::X));
+    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let lane = kb.and(t, 31u32);
+    let warp = kb.shr(t, 5u32);
+    let g = kb.shr(lane, 2u32);
+    let q4 = kb.and(lane, 3u32);
+    let (heads, log2_gamma) = match (&runtime, &log2_gammas) {
+        (Some((p_heads, p_log2)), _) => {
+            let heads = kb.ld_param(p_heads);
+            let table = kb.global_ptr(p_log2);
+            let off = kb.mul_wide(h, 4u32);
+            let at = kb.add(table, off);
+            (heads, kb.ld(Space::Global, Ty::F32, Address::reg(at, 0)))
+        }
+        (None, Some(l)) => {
+            kb.comment("log2 gamma_h: exact f32 immediates, one per head");
+            let heads = kb.mov(Ty::U32, l.len() as u32);
+            (heads, select_log2_gamma(&mut kb, l, h))
+        }
+        (None, None) => unreachable!("a gamma set is either named or runtime"),
+    };
+    let seq_len = kb.ld_param(&p_t);
+    let scale = kb.ld_param(&p_scale);
+    let base = kb.shared_addr(&smem);
+
+    kb.comment(format!(
+        "decay table gamma^d = 2^(d log2 gamma), d = 0..={c}, relative exponents only"
+    ));
+    let in_table = kb.setp(Cmp::Le, t, c);
+    kb.guarded(in_table, false, |kb| {
+        let d = kb.cvt(Ty::F32, t, Some(Rounding::Rn));
+        let x = kb.mul(d, log2_gamma);
+        let gd = decay::emit_exp2(kb, x);
+        let t4 = kb.shl(t, 2u32);
+        let at = kb.add(base, t4);
+        kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), gd);
+    });
+
+    kb.comment("per-lane ldmatrix rows; warp w owns rows 16w.. of the chunk and of the state");
+    let lanes = LaneFragments::new(&mut kb, lane);
+    let zero = kb.mov(Ty::U32, 0u32);
+    let i0 = kb.shl(warp, 4u32);
+    let k_chunk = kb.shl(warp, 1u32); // 16w / 8: chunk of column 16w in a [C][K] tile
+    let q_rows = lay.q.lane_rows(&mut kb, base, i0, lanes.p1_row);
+    let k_rows = lay.k.lane_rows(&mut kb, base, zero, lanes.p2_row);
+    let rh_rows = lay.rh.lane_rows(&mut kb, base, zero, lanes.p1_row);
+    let v_rows = lay.v.lane_rows(&mut kb, base, zero, lanes.p1_row);
+
+    kb.comment("R_w = H0[b,h] rows 16w.. (or 0), in mma accumulators; R~ = R rounded");
+    let bh = kb.mad_lo(b, heads, h);
+    let state_bytes = kb.mul_wide(bh, kd * vd * 4);
+    let racc = AccTileF32::zeros(&mut kb, vd);
+    // Element (16w + g, 2q) of the state: the lane's first f32 pair.
+    let my_row = kb.add(i0, g);
+    let q2 = kb.shl(q4, 1u32);
+    let my_elem = kb.mad_lo(my_row, vd, q2);
+    let my_elem_bytes = kb.mul_wide(my_elem, 4u32);
+    let state_role = role(&mut kb, warp, kd / 16, w_count);
+    let h0_raw = kb.ld_param(&p_h0);
+    let has_h0 = kb.setp(Cmp::Ne, h0_raw, 0u64);
+    let no_h0 = kb.label();
+    kb.bra_if(has_h0, true, no_h0);
+    let h0 = kb.global_ptr(&p_h0);
+    let h0_bh = kb.add(h0, state_bytes);
+    let h0_at = kb.add(h0_bh, my_elem_bytes);
+    for (nt, f) in racc.frags.iter().enumerate() {
+        for half in 0..2 {
+            let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4);
+            let x = kb.ld_vec(Space::Global, Ty::F32, 2, Address::reg(h0_at, off));
+            kb.assign(f[2 * half as usize], x[0]);
+            kb.assign(f[2 * half as usize + 1], x[1]);
+        }
+    }
+    kb.place(no_h0);
+    lay.rh.store_acc(&mut kb, base, &racc, ab, i0, g, q4);
+    if let Some(skip) = state_role {
+        kb.place(skip);
+    }
+    kb.bar_sync(0);
+
+    let q = kb.global_ptr(&p_q);
+    let k = kb.global_ptr(&p_k);
+    let v = kb.global_ptr(&p_v);
+    let o = kb.global_ptr(&p_o);
+    let tok0 = kb.mul_lo(b, seq_len);
+    let o_per_row = vd / 8;
+    let o_ch = kb.and(t, o_per_row - 1);
+    let o_row0 = kb.shr(t, o_per_row.trailing_zeros());
+    let o_ch_bytes = kb.mul_wide(o_ch, 16u32);
+    let o_ch_at = kb.add(o, o_ch_bytes);
+
+    kb.comment(format!("walk the sequence in chunks of {c}"));
+    kb.for_range(0u32, seq_len, c, |kb, c0| {
+        let remaining = kb.sub(seq_len, c0);
+        let len = kb.min(remaining, c);
+        let tok_c = kb.add(tok0, c0);
+
+        kb.comment("cp.async q, k, v rows of the chunk (rows >= L zero-filled)");
+        for (tile, src) in [(lay.q, q), (lay.k, k), (lay.v, v)] {
+            stage_tile(kb, tile, base, src, t, threads, es, tok_c, heads, h, len);
+        }
+        kb.cp_async_commit();
+        kb.cp_async_wait(0);
+        kb.bar_sync(0);
+
+        kb.comment("rows 16w..: S = Q K^T and Q R~ on tensor cores");
+        let rows_role = role(kb, warp, c / 16, w_count);
+        let sacc = AccTileF32::zeros(kb, c);
+        let oacc = AccTileF32::zeros(kb, vd);
+        for ks in 0..kd / 16 {
+            let qa = lay
+                .q
+                .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
+            for np in 0..c / 16 {
+                let kf = lay
+                    .k
+                    .ldmatrix_x4(kb, pty, false, k_rows, 16 * np, 2 * ks, lanes.p2_x);
+                sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
+                sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
+            }
+            for np in 0..vd / 16 {
+                let rf = lay
+                    .rh
+                    .ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, 2 * np, lanes.p1_x);
+                oacc.mma(kb, ab, 2 * np as usize, qa, [rf[0], rf[1]]);
+                oacc.mma(kb, ab, 2 * np as usize + 1, qa, [rf[2], rf[3]]);
+            }
+        }
+        kb.comment("S[i][j] = (i >= j) ? gamma^(i-j) S[i][j] : 0 (selp: stale rows cannot leak)");
+        // diff + 16 = i0 + g + 16 - 2q - 8nt - (e&1) + 8(e>>1), kept non-negative.
+        let d1 = kb.add(i0, g);
+        let d2 = kb.add(d1, 16u32);
+        let d_lo = kb.sub(d2, q2);
+        let d_hi = kb.add(d_lo, 8u32);
+        let masked = AccTileF32 {
+            frags: sacc
+                .frags
+                .iter()
+                .enumerate()
+                .map(|(nt, f)| {
+                    std::array::from_fn(|e| {
+                        let dv = if e < 2 { d_lo } else { d_hi };
+                        let thr = 16 + 8 * nt as u32 + (e as u32 & 1);
+                        let causal = kb.setp(Cmp::Ge, dv, thr);
+                        let cl = kb.max(dv, thr);
+                        let cl4 = kb.shl(cl, 2u32);
+                        let at = kb.add(base, cl4);
+                        let dec = kb.ld(
+                            Space::Shared,
+                            Ty::F32,
+                            Address::reg(at, i64::from(lay.decay) - i64::from(4 * thr)),
+                        );
+                        let val = kb.mul(f[e], dec);
+                        kb.selp(val, 0.0f32, causal)
+                    })
+                })
+                .collect(),
+        };
+        let sa = masked.to_a_fragments(kb, ab);
+        kb.comment("O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1)");
+        let row4 = kb.shl(d1, 2u32);
+        let xi_at = kb.add(base, row4);
+        let xi_lo = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(xi_at, i64::from(lay.decay + 4)),
+        );
+        let xi_hi = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(xi_at, i64::from(lay.decay + 36)),
+        );
+        oacc.scale_rows(kb, xi_lo, xi_hi);
+        for (ks, a) in sa.iter().enumerate() {
+            for np in 0..vd / 16 {
+                let vf =
+                    lay.v
+                        .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks as u32, 2 * np, lanes.p1_x);
+                oacc.mma(kb, ab, 2 * np as usize, *a, [vf[0], vf[1]]);
+                oacc.mma(kb, ab, 2 * np as usize + 1, *a, [vf[2], vf[3]]);
+            }
+        }
+        oacc.scale(kb, scale);
+        lay.o.store_acc(kb, base, &oacc, ab, i0, g, q4);
+        if let Some(skip) = rows_role {
+            kb.place(skip);
+        }
+
+        kb.comment("state rows 16w..: R <- gamma^L R + (K^T . zeta) V, zeta_j = gamma^(L-1-j)");
+        let len4 = kb.shl(len, 2u32);
+        let gl_at = kb.add(base, len4);
+        let g_len = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(gl_at, i64::from(lay.decay)),
+        );
+        let state_role = role(kb, warp, kd / 16, w_count);
+        racc.scale(kb, g_len);
+        // zeta index + C = L + C - 1 - j, j = 16 ks + 2q + e: clamped to C (γ^0) past L,
+        // where the zero-filled k and v rows make the term vanish anyway.
+        let z1 = kb.add(len, c - 1);
+        let z_base = kb.sub(z1, q2);
+        for ks in 0..c / 16 {
+            let ka = lay
+                .k
+                .ldmatrix_x4(kb, pty, true, k_rows, 16 * ks, k_chunk, lanes.p2_x);
+            let zeta: Vec<Reg> = [0u32, 1, 8, 9]
+                .iter()
+                .map(|&e| {
+                    let idx = kb.sub(z_base, 16 * ks + e);
+                    let cl = kb.max(idx, c);
+                    let cl4 = kb.shl(cl, 2u32);
+                    let at = kb.add(base, cl4);
+                    kb.ld(
+                        Space::Shared,
+                        Ty::F32,
+                        Address::reg(at, i64::from(lay.decay) - i64::from(4 * c)),
+                    )
+                })
+                .collect();
+            // K^T . zeta as head + tail 16-bit fragments: the f32 decay is not rounded away.
+            let split = [
+                scale_pair_split(kb, ka[0], zeta[0], zeta[1]),
+                scale_pair_split(kb, ka[1], zeta[0], zeta[1]),
+                scale_pair_split(kb, ka[2], zeta[2], zeta[3]),
+                scale_pair_split(kb, ka[3], zeta[2], zeta[3]),
+            ];
+            let head = split.map(|p| p.0);
+            let tail = split.map(|p| p.1);
+            for np in 0..vd / 16 {
+                let vf = lay
+                    .v
+                    .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks, 2 * np, lanes.p1_x);
+                for kz in [head, tail] {
+                    racc.mma(kb, ab, 2 * np as usize, kz, [vf[0], vf[1]]);
+                    racc.mma(kb, ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
+                }
+            }
+        }
+        if let Some(skip) = state_role {
+            kb.place(skip);
+        }
+        kb.bar_sync(0);
+
+        kb.comment("R~ <- R rounded; o rows < L leave as whole 16-byte pieces");
+        let state_role = role(kb, warp, kd / 16, w_count);
+        lay.rh.store_acc(kb, base, &racc, ab, i0, g, q4);
+        if let Some(skip) = state_role {
+            kb.place(skip);
+        }
+        for round in 0..c * o_per_row / threads {
+            let row = kb.add(o_row0, round * threads / o_per_row);
+            let inside = kb.setp(Cmp::Lt, row, len);
+            let tok = kb.add(tok_c, row);
+            let th = kb.mad_lo(tok, heads, h);
+            let dst = kb.mad_wide(th, vd * es, o_ch_at);
+            let src = lay.o.chunk_addr(kb, base, row, o_ch);
+            kb.guarded(inside, false, |kb| {
+                let x = kb.ld_vec(Space::Shared, Ty::U32, 4, Address::reg(src, 0));
+                let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+                kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, 0), &x);
+            });
+        }
+        kb.bar_sync(0);
+    });
+
+    kb.comment("H_T[b,h] rows 16w.. = R_w when asked for");
+    let done = kb.label();
+    if kd / 16 < w_count {
+        let idle = kb.setp(Cmp::Ge, warp, kd / 16);
+        kb.bra_if(idle, false, done);
+    }
+    let ht_raw = kb.ld_param(&p_ht);
+    let has_ht = kb.setp(Cmp::Ne, ht_raw, 0u64);
+    kb.bra_if(has_ht, true, done);
+    let ht = kb.global_ptr(&p_ht);
+    let ht_bh = kb.add(ht, state_bytes);
+    let ht_at = kb.add(ht_bh, my_elem_bytes);
+    for (nt, f) in racc.frags.iter().enumerate() {
+        for half in 0..2u32 {
+            let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4);
+            let i = 2 * half as usize;
+            kb.st_vec(
+                Space::Global,
+                Ty::F32,
+                Address::reg(ht_at, off),
+                &[f[i].into(), f[i + 1].into()],
+            );
+        }
+    }
+    kb.place(done);
+    kb.ret();
+    kb.finish()
+}

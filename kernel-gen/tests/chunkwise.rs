@@ -1,0 +1,147 @@
+//! The chunkwise generator's contract: which specs it serves (typed errors otherwise), how
+//! each is launched, its parameter table, and which path (tensor cores or FMA) emits it.
+//! Numerical proof against the f64 reference is in the root crate's
+//! `tests/chunkwise_emulated.rs`.
+
+use kernel_gen::kernels::chunkwise::{self, SharedLayout};
+use kernel_gen::kernels::chunkwise_tc::{self, TcLayout};
+use kernel_gen::{
+    Arch, GammaSet, GenError, KernelSpec, TileConfig, emit_ptx, launch_geometry, param_names,
+};
+use retention_core::Dtype;
+
+fn spec(dtype: Dtype) -> KernelSpec {
+    KernelSpec::chunkwise(64, 64, 64, GammaSet::Runtime, dtype, Arch::Sm80)
+}
+
+fn unsupported_field(s: &KernelSpec) -> &'static str {
+    match emit_ptx(s) {
+        Err(GenError::UnsupportedSpec { what, .. }) => what,
+        other => panic!("expected an unsupported-spec error for {s:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsupported_chunkwise_specs_are_typed_errors() {
+    let base = spec(Dtype::F16);
+    assert_eq!(
+        unsupported_field(&KernelSpec { k: 96, ..base }),
+        "head dim K"
+    );
+    assert_eq!(
+        unsupported_field(&KernelSpec { v: 256, ..base }),
+        "head dim V"
+    );
+    assert_eq!(
+        unsupported_field(&KernelSpec {
+            chunk: None,
+            ..base
+        }),
+        "chunk"
+    );
+    assert_eq!(
+        unsupported_field(&KernelSpec {
+            chunk: Some(16),
+            ..base
+        }),
+        "chunk"
+    );
+    assert_eq!(
+        unsupported_field(&KernelSpec {
+            gammas: GammaSet::Retnet { heads: 0 },
+            ..base
+        }),
+        "gamma set"
+    );
+    assert_eq!(
+        unsupported_field(&KernelSpec {
+            tile: TileConfig {
+                threads: 128,
+                rows_per_step: 4
+            },
+            ..base
+        }),
+        "tile"
+    );
+    // The FMA path's f32 tiles for K = V = 128, C = 64 exceed sm_80's 163 KiB, not sm_90's.
+    let big = KernelSpec::chunkwise(128, 128, 64, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
+    assert_eq!(unsupported_field(&big), "shared memory");
+    assert!(
+        KernelSpec {
+            arch: Arch::Sm90,
+            ..big
+        }
+        .validate()
+        .is_ok()
+    );
+}
+
+#[test]
+fn launch_geometry_follows_the_path() {
+    let tc = spec(Dtype::Bf16);
+    assert!(chunkwise_tc::uses_tensor_cores(&tc));
+    let g = launch_geometry(&tc, 3, 5).unwrap();
+    assert_eq!(g.grid, [3, 5, 1]);
+    assert_eq!(g.block, [128, 1, 1]);
+    assert_eq!(g.dynamic_smem_bytes, TcLayout::new(64, 64, 64).total);
+    let wide = KernelSpec::chunkwise(128, 64, 32, GammaSet::Runtime, Dtype::F16, Arch::Sm90);
+    assert_eq!(launch_geometry(&wide, 1, 1).unwrap().block, [256, 1, 1]);
+
+    let fma = spec(Dtype::F32);
+    assert!(!chunkwise_tc::uses_tensor_cores(&fma));
+    let g = launch_geometry(&fma, 2, 1).unwrap();
+    assert_eq!(g.block, [chunkwise::THREADS, 1, 1]);
+    assert_eq!(g.dynamic_smem_bytes, SharedLayout::new(64, 64, 64).total);
+
+    let named = KernelSpec::chunkwise(
+        64,
+        64,
+        32,
+        GammaSet::Retnet { heads: 8 },
+        Dtype::F16,
+        Arch::Sm80,
+    );
+    assert!(matches!(
+        launch_geometry(&named, 1, 7),
+        Err(GenError::Launch(_))
+    ));
+    assert!(matches!(
+        launch_geometry(&named, 0, 8),
+        Err(GenError::Launch(_))
+    ));
+    assert!(launch_geometry(&named, 1, 8).is_ok());
+}
+
+#[test]
+fn parameter_table_matches_the_signature() {
+    for gammas in [GammaSet::Runtime, GammaSet::Retnet { heads: 8 }] {
+        for dtype in Dtype::ALL {
+            let s = KernelSpec {
+                gammas,
+                ..spec(dtype)
+            };
+            let names = param_names(&s);
+            let ptx = emit_ptx(&s).unwrap();
+            let declared: Vec<&str> = ptx
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix(".param "))
+                .map(|l| l.split_whitespace().nth(1).unwrap().trim_end_matches(','))
+                .collect();
+            assert_eq!(declared, names, "{s}");
+            let n = if gammas == GammaSet::Runtime { 10 } else { 8 };
+            assert_eq!(names.len(), n);
+        }
+    }
+}
+
+#[test]
+fn sixteen_bit_specs_use_tensor_cores_and_f32_uses_fma() {
+    for dtype in Dtype::ALL {
+        let ptx = emit_ptx(&spec(dtype)).unwrap();
+        let tc = ptx.contains("mma.sync.aligned.m16n8k16");
+        assert_eq!(tc, dtype != Dtype::F32, "{dtype:?}");
+        assert_eq!(ptx.contains("ldmatrix.sync.aligned"), tc);
+        assert_eq!(ptx.contains("cp.async.cg.shared.global"), tc);
+        assert!(ptx.contains(".extern .shared .align"));
+    }
+}
