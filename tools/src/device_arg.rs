@@ -11,9 +11,9 @@ use crate::error::CliError;
 pub enum DeviceArg {
     /// The host CPU (the fast CPU kernels).
     Cpu,
-    /// CUDA device 0.
+    /// CUDA device 0 (not measurable by this build yet).
     Cuda,
-    /// The PTX emulator (predicted GPU times; see `retention verify`).
+    /// The PTX emulator (not measurable yet; `retention verify` reports predicted GPU times).
     Emulated,
 }
 

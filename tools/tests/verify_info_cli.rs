@@ -72,6 +72,32 @@ fn verify_says_when_ptxas_is_missing_and_fails_when_it_rejects() {
 }
 
 #[test]
+fn verify_reports_ptxas_figures_when_ptxas_is_installed() {
+    // The ptxas lane runs where `scripts/install-ptxas.sh` (or a CUDA toolkit) provided one.
+    let Some(ptxas) = kernel_gen::ptxas::find_ptxas() else {
+        eprintln!("ptxas not found: skipping the ptxas lane of verify");
+        return;
+    };
+    let args = [
+        "verify",
+        "--arch",
+        "sm_80",
+        "--filter",
+        "decode_k64_v64_retnet8_f32",
+    ];
+    let stdout = ok_stdout(&args, &retention_env(&args, &[("RETENTION_PTXAS", &ptxas)]));
+    assert!(stdout.contains("all assembled by ptxas"), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("decode_k64_v64_retnet8_f32_sm_80"))
+        .unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    let registers: u32 = cells[1].parse().unwrap_or_else(|_| panic!("{row}"));
+    assert!(registers > 0 && registers <= 255, "{row}");
+    assert_eq!(cells[2], "0", "spills: {row}");
+}
+
+#[test]
 fn verify_rejects_bad_flags() {
     let args = ["verify", "--arch", "sm_70"];
     assert_one_line_error(&args, &retention(&args), 2, "sm_70");
