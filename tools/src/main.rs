@@ -10,6 +10,7 @@
 
 mod autotune;
 mod bench;
+mod byte_size;
 mod device_arg;
 mod dtype_arg;
 mod error;

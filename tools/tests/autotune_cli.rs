@@ -179,6 +179,14 @@ fn bad_inputs_are_one_line_errors() {
         (&["autotune", "--model", "3b"][..], "3b"),
         (&["autotune", "--seq-len", "0"][..], "at least 1"),
         (
+            &["autotune", "--seq-len", "100000000000"][..],
+            "the tuning problem needs",
+        ),
+        (
+            &["autotune", "--seq-len", "18446744073709551615"][..],
+            "too large",
+        ),
+        (
             &["autotune", "--heads", "0", "--dk", "4", "--dv", "4"][..],
             "at least 1",
         ),

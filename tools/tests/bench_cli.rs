@@ -236,6 +236,18 @@ fn bad_models_are_rejected() {
         "cannot be used",
     );
     rejected(&["--suite", "training"], "training");
+    // Far beyond any memory: refused by the budget (with the reason), never an allocation abort.
+    rejected(
+        &[
+            "--heads", "100000", "--dk", "100000", "--dv", "100000", "--suite", "decode",
+        ],
+        "nothing could be measured",
+    );
+    // A decay schedule that cannot hold that many heads is a typed error.
+    rejected(
+        &["--heads", "60", "--dk", "4", "--dv", "4"],
+        "gamma for head",
+    );
 }
 
 #[test]

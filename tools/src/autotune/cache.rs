@@ -37,15 +37,16 @@ pub struct ShapeBucket {
 }
 
 impl ShapeBucket {
-    /// The bucket holding (batch, T, H, K, V).
-    pub fn of(batch: usize, seq_len: usize, heads: usize, dk: usize, dv: usize) -> Self {
-        Self {
-            batch: batch.next_power_of_two(),
-            seq_len: seq_len.next_power_of_two(),
-            heads: heads.next_power_of_two(),
-            dk: dk.next_power_of_two(),
-            dv: dv.next_power_of_two(),
-        }
+    /// The bucket holding (batch, T, H, K, V); `None` when a size has no power of two above
+    /// it in a `usize`.
+    pub fn of(batch: usize, seq_len: usize, heads: usize, dk: usize, dv: usize) -> Option<Self> {
+        Some(Self {
+            batch: batch.checked_next_power_of_two()?,
+            seq_len: seq_len.checked_next_power_of_two()?,
+            heads: heads.checked_next_power_of_two()?,
+            dk: dk.checked_next_power_of_two()?,
+            dv: dv.checked_next_power_of_two()?,
+        })
     }
 }
 
@@ -212,7 +213,7 @@ mod tests {
             arch: "x86_64".into(),
             hardware: "test cpu".into(),
             dtype: "bf16".into(),
-            bucket: ShapeBucket::of(1, 1000, 8, 256, 512),
+            bucket: ShapeBucket::of(1, 1000, 8, 256, 512).unwrap(),
             checksum: checksum.into(),
         }
     }
@@ -233,12 +234,13 @@ mod tests {
 
     #[test]
     fn buckets_round_up_to_powers_of_two() {
-        let b = ShapeBucket::of(3, 1000, 10, 256, 500);
+        let b = ShapeBucket::of(3, 1000, 10, 256, 500).unwrap();
         assert_eq!(
             (b.batch, b.seq_len, b.heads, b.dk, b.dv),
             (4, 1024, 16, 256, 512)
         );
-        assert_eq!(ShapeBucket::of(1, 1024, 8, 64, 64).seq_len, 1024);
+        assert_eq!(ShapeBucket::of(1, 1024, 8, 64, 64).unwrap().seq_len, 1024);
+        assert!(ShapeBucket::of(1, usize::MAX, 8, 64, 64).is_none());
     }
 
     #[test]

@@ -139,7 +139,20 @@ fn print_entry(entry: &CacheEntry) {
 pub fn execute(args: &AutotuneArgs) -> Result<(), CliError> {
     require_cpu(args.device, "autotuning")?;
     let m = args.model.shape();
-    let bucket = ShapeBucket::of(args.batch, args.seq_len, m.heads, m.dk, m.dv);
+    let bucket = ShapeBucket::of(args.batch, args.seq_len, m.heads, m.dk, m.dv)
+        .ok_or_else(|| CliError::BadFlag(format!("shape too large to bucket: {}", m.describe())))?;
+    let elem = match args.dtype {
+        DtypeArg::F32 => 4,
+        DtypeArg::F16 | DtypeArg::Bf16 => 2,
+    };
+    let needed = sweep::problem_bytes(&bucket, elem);
+    if needed > sweep::MEMORY_LIMIT {
+        return Err(CliError::BadFlag(format!(
+            "the tuning problem needs {} MiB (limit {} MiB); use a smaller --seq-len or --batch",
+            needed >> 20,
+            sweep::MEMORY_LIMIT >> 20
+        )));
+    }
     let key = cpu_chunkwise_key(bucket, args.dtype);
     let path = cache_file()?;
     print_key(&key, &path);

@@ -6,6 +6,7 @@ use retention_core::Gammas;
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
 
+use crate::byte_size::saturating_product;
 use crate::error::CliError;
 use crate::progress;
 use crate::random_tensor::random;
@@ -31,6 +32,18 @@ pub fn plan(quick: bool) -> RepeatPlan {
             budget: Duration::from_millis(500),
         }
     }
+}
+
+/// The most memory a tuning problem may take.
+pub const MEMORY_LIMIT: u64 = 4 << 30;
+
+/// Bytes the bucket's problem allocates: q, k, v, o in `elem`-byte elements and the f32 state.
+pub fn problem_bytes(bucket: &ShapeBucket, elem: usize) -> u64 {
+    let b = bucket;
+    let tokens = saturating_product(&[b.batch, b.seq_len, b.heads, elem, 2]);
+    tokens
+        .saturating_mul(b.dk.saturating_add(b.dv) as u64)
+        .saturating_add(saturating_product(&[b.batch, b.heads, b.dk, b.dv, 4]))
 }
 
 /// Time chunkwise prefill on the bucket's shape once per candidate (one progress step each).

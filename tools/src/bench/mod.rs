@@ -140,6 +140,16 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
         DtypeArg::F16 => suites::run::<f16>(&cx, &grid, selection)?,
         DtypeArg::Bf16 => suites::run::<bf16>(&cx, &grid, selection)?,
     };
+    if collected.results.is_empty() {
+        return Err(CliError::BadFlag(format!(
+            "nothing could be measured for {}: {}",
+            model.describe(),
+            collected
+                .notes
+                .first()
+                .map_or("no point selected", String::as_str)
+        )));
+    }
     let mut notes = vec![
         "retention decode timed through the runtime's StatePool::step (CPU kernels, in place \
          on the pool's storage), its state memory the pool's high-water mark; attention \

@@ -9,6 +9,7 @@ use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
 use retention_runtime::{Device, MemoryPool, Slot, StateConfig, StatePool};
 
+use crate::byte_size::saturating_product;
 use crate::error::CliError;
 use crate::model_arg::ModelShape;
 use crate::random_tensor::random;
@@ -118,9 +119,9 @@ pub fn retention_decode<T: CpuElement>(
     seed: u64,
 ) -> Result<Outcome, CliError> {
     let m = cx.model;
-    let state_elems = (batch * m.layers * m.heads * m.dk * m.dv) as u64;
+    let state_bytes_needed = saturating_product(&[batch, m.layers, m.heads, m.dk, m.dv, 4]);
     let what = format!("retention decode batch {batch} context {context}");
-    if let Some(skip) = cx.over_budget(&what, state_elems * 4) {
+    if let Some(skip) = cx.over_budget(&what, state_bytes_needed) {
         return Ok(skip);
     }
     let params = cx.params()?;
@@ -176,7 +177,8 @@ pub fn attention_decode<T: CpuElement>(
 ) -> Result<Outcome, CliError> {
     let m = cx.model;
     let elem = std::mem::size_of::<T>() as u64;
-    let layer_cache = (batch * m.heads * context * (m.dk + m.dv)) as u64 * elem;
+    let layer_cache = saturating_product(&[batch, m.heads, context, m.dk.saturating_add(m.dv)])
+        .saturating_mul(elem);
     let what = format!("attention decode batch {batch} context {context}");
     if let Some(skip) = cx.over_budget(&what, layer_cache) {
         return Ok(skip);
@@ -217,14 +219,18 @@ pub fn prefill<T: CpuElement>(
 ) -> Result<Outcome, CliError> {
     let m = cx.model;
     let elem = std::mem::size_of::<T>() as u64;
-    let io = (tokens * m.heads * (2 * m.dk + 2 * m.dv)) as u64 * elem;
+    let io =
+        saturating_product(&[tokens, m.heads, 2, m.dk.saturating_add(m.dv)]).saturating_mul(elem);
     let op = if chunk.is_some() {
         Op::Chunkwise
     } else {
         Op::Parallel
     };
     let what = format!("{} T {tokens}", op.name());
-    if let Some(skip) = cx.over_budget(&what, io + (m.heads * m.dk * m.dv * 4) as u64) {
+    if let Some(skip) = cx.over_budget(
+        &what,
+        io.saturating_add(saturating_product(&[m.heads, m.dk, m.dv, 4])),
+    ) {
         return Ok(skip);
     }
     let params = cx.params()?;
