@@ -63,6 +63,8 @@ fn unsupported_chunkwise_specs_are_typed_errors() {
         }),
         "tile"
     );
+    let tight = KernelSpec::chunkwise(128, 128, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm90);
+    assert_eq!(unsupported_field(&tight), "shape");
     // The FMA path's f32 tiles for K = V = 128, C = 64 exceed sm_80's 163 KiB, not sm_90's.
     let big = KernelSpec::chunkwise(128, 128, 64, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
     assert_eq!(unsupported_field(&big), "shared memory");

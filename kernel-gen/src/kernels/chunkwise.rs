@@ -26,10 +26,10 @@
 //! | 8 | `p_heads`      | `.u32` | H — runtime-γ variant only                            |
 //! | 9 | `p_log2_gamma` | `.u64` | log2 γ_h, f32 `[H]` — runtime-γ variant only          |
 //!
-//! Two paths share this parameter table and grid `(B, H, 1)`: f16/bf16 with V = 64 run on
-//! tensor cores ([`chunkwise_tc`], `32·max(C, K)/16` threads, f32 state in `mma`
-//! accumulators); everything else runs the FMA path below (256 threads, f32 state in shared
-//! memory). [`launch_geometry`] gives the block and the dynamic shared memory (over 48 KiB
+//! Two paths share this parameter table and grid `(B, H, 1)`: f16/bf16 run on tensor cores
+//! ([`chunkwise_tc`], `32·max(C, K)/16` threads, f32 state in `mma` accumulators; every
+//! (K, V, C) but K = V = 128 with C = 64); f32 runs the FMA path below (256 threads, f32
+//! state in shared memory). [`launch_geometry`] gives the block and the dynamic shared memory (over 48 KiB
 //! on the FMA path: the runtime must raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES`
 //! attribute before launching).
 //!
@@ -169,6 +169,14 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "tile",
             format!("{:?}", spec.tile),
             "chunkwise uses the default tile (256 threads)",
+        ));
+    }
+    if chunkwise_tc::uses_tensor_cores(spec) && (spec.k, spec.v, c) == (128, 128, 64) {
+        return Err(unsupported(
+            "shape",
+            "K = V = 128 with C = 64",
+            "the tensor-core path's f32 tiles (S, O and the state) need more than 255 \
+             registers per thread there; use C = 32",
         ));
     }
     let bytes = shared_bytes(spec);

@@ -28,9 +28,9 @@ use crate::dsl::{
 };
 use crate::spec::KernelSpec;
 
-/// Whether `spec` is served by this path (16-bit inputs with V = 64).
+/// Whether `spec` is served by this path (16-bit inputs).
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
-    spec.dtype != Dtype::F32 && spec.v == 64
+    spec.dtype != Dtype::F32
 }
 
 /// Warps per CTA: one 16-row slice of the chunk and of the state each.
@@ -291,10 +291,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.cp_async_wait(0);
         kb.bar_sync(0);
 
-        kb.comment("rows 16w..: S = Q K^T and Q R~ on tensor cores");
+        kb.comment("rows 16w..: S = Q K^T on tensor cores");
         let rows_role = role(kb, warp, c / 16, w_count);
         let sacc = AccTileF32::zeros(kb, c);
-        let oacc = AccTileF32::zeros(kb, vd);
         for ks in 0..kd / 16 {
             let qa = lay
                 .q
@@ -305,13 +304,6 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                     .ldmatrix_x4(kb, pty, false, k_rows, 16 * np, 2 * ks, lanes.p2_x);
                 sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
                 sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
-            }
-            for np in 0..vd / 16 {
-                let rf = lay
-                    .rh
-                    .ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, 2 * np, lanes.p1_x);
-                oacc.mma(kb, ab, 2 * np as usize, qa, [rf[0], rf[1]]);
-                oacc.mma(kb, ab, 2 * np as usize + 1, qa, [rf[2], rf[3]]);
             }
         }
         kb.comment("S[i][j] = (i >= j) ? gamma^(i-j) S[i][j] : 0 (selp: stale rows cannot leak)");
@@ -345,7 +337,20 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 .collect(),
         };
         let sa = masked.to_a_fragments(kb, ab);
-        kb.comment("O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1)");
+        kb.comment("O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1); S is packed before O is live");
+        let oacc = AccTileF32::zeros(kb, vd);
+        for ks in 0..kd / 16 {
+            let qa = lay
+                .q
+                .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
+            for np in 0..vd / 16 {
+                let rf = lay
+                    .rh
+                    .ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, 2 * np, lanes.p1_x);
+                oacc.mma(kb, ab, 2 * np as usize, qa, [rf[0], rf[1]]);
+                oacc.mma(kb, ab, 2 * np as usize + 1, qa, [rf[2], rf[3]]);
+            }
+        }
         let row4 = kb.shl(d1, 2u32);
         let xi_at = kb.add(base, row4);
         let xi_lo = kb.ld(
