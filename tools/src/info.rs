@@ -83,7 +83,10 @@ fn cache_lines() -> Vec<String> {
             for e in &file.entries {
                 let k = &e.key;
                 let b = &k.bucket;
-                let state = if autotune::candidate_checksum() == k.checksum {
+                // Only the CPU's candidate set is known without the model's head count.
+                let state = if k.device != "cpu" {
+                    e.method.as_str()
+                } else if autotune::candidate_checksum() == k.checksum {
                     "current"
                 } else {
                     "stale"

@@ -148,7 +148,7 @@ fn dry_run_lists_candidates_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (stdout, _) = run_ok(dir.path(), &["--dry-run"]);
     assert!(
-        stdout.contains("candidates: chunk 16, 32, 64, 128, 256"),
+        stdout.contains("candidates: chunk 16, chunk 32, chunk 64, chunk 128, chunk 256"),
         "{stdout}"
     );
     assert!(stdout.contains("not cached"), "{stdout}");
@@ -167,7 +167,7 @@ fn bad_inputs_are_one_line_errors() {
     assert_one_line_error(&refs, &out, 2, "cannot write autotune cache");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("timing"));
     for (extra, needle) in [
-        (&["--device", "emulated"][..], "not supported yet"),
+        (&["--device", "cuda"][..], "cuda"),
         (&["--batch", "0"][..], "at least 1"),
         (&["--dtype", "f8"][..], "f8"),
     ] {
@@ -195,4 +195,67 @@ fn bad_inputs_are_one_line_errors() {
         assert_one_line_error(args, &out, 2, needle);
     }
     assert_eq!(entries(dir.path()), ["file"]);
+}
+
+#[test]
+fn emulated_tuning_ranks_catalog_kernels_by_predicted_time_and_caches_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "autotune",
+        "--device",
+        "emulated",
+        "--arch",
+        "sm_80",
+        "--heads",
+        "8",
+        "--dk",
+        "64",
+        "--dv",
+        "64",
+        "--seq-len",
+        "100",
+        "--dtype",
+        "f32",
+    ];
+    let env = [("RETENTION_CACHE_DIR", dir.path())];
+    let first = ok_stdout(&args, &retention_env(&args, &env));
+    assert!(first.contains("emulator predicted time"), "{first}");
+    let file = cache_json(dir.path());
+    let e = &file["entries"][0];
+    assert_eq!(e["key"]["device"], "emulated:sm_80");
+    assert!(e["method"].as_str().unwrap().contains("not a measurement"));
+    let candidates = e["candidates"].as_array().unwrap();
+    assert!(candidates.len() >= 2, "{candidates:?}");
+    for c in candidates {
+        let kernel = c["kernel"].as_str().unwrap();
+        assert!(
+            kernel.starts_with("chunkwise_k64_v64_c") && kernel.ends_with("_retnet8_f32_sm_80")
+        );
+        assert!(c["seconds"].as_f64().unwrap() > 0.0);
+    }
+    let fastest = candidates
+        .iter()
+        .min_by(|a, b| {
+            a["seconds"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["seconds"].as_f64().unwrap())
+        })
+        .unwrap();
+    assert_eq!(e["winner"], fastest["chunk"]);
+    let second = ok_stdout(&args, &retention_env(&args, &env));
+    assert!(second.contains("cache hit"), "{second}");
+
+    // A shape the catalog has no kernel for, and --arch without the emulator.
+    let args = ["autotune", "--device", "emulated", "--model", "1.3b"];
+    assert_one_line_error(
+        &args,
+        &retention_env(&args, &env),
+        2,
+        "no catalog chunkwise kernel",
+    );
+    let args = [
+        "autotune", "--arch", "sm_90", "--heads", "1", "--dk", "8", "--dv", "8",
+    ];
+    assert_one_line_error(&args, &retention_env(&args, &env), 2, "--device emulated");
 }

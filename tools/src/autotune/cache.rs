@@ -84,10 +84,13 @@ impl TuneKey {
 pub struct CandidateTiming {
     /// The chunk size tried.
     pub chunk: usize,
-    /// Median seconds per call.
+    /// Median seconds per call (or the predicted seconds, for the emulator).
     pub seconds: f64,
-    /// Timed calls behind the median.
+    /// Timed calls behind the median (1 for a prediction).
     pub runs: usize,
+    /// The catalog kernel tried, where the candidate is one (emulated and GPU tuning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
 }
 
 /// A tuning result: every candidate's timing and the winner.
@@ -226,6 +229,7 @@ mod tests {
                 chunk: winner,
                 seconds: 1.0,
                 runs: 3,
+                kernel: None,
             }],
             winner,
             measured_at_unix: 0,

@@ -1,27 +1,30 @@
-//! `retention autotune`: sweep the chunk size of the CPU chunkwise kernel on a shape bucket,
-//! keep every candidate's timing in the autotune cache, and reuse it on the next run.
-//!
-//! GPU tile options join the sweep when the runtime launches catalog kernels; until then
-//! `--device cuda|emulated` is a one-line error.
+//! `retention autotune`: sweep the chunk size of the CPU chunkwise kernel on a shape bucket
+//! (median wall time), or the catalog's chunkwise variants in the emulator (predicted GPU
+//! time, labelled so); keep every candidate's timing in the autotune cache, and reuse it on the
+//! next run. `--device cuda` is a one-line error until the runtime launches catalog kernels.
 
 pub mod cache;
+mod emulated;
 mod sweep;
+mod tuner;
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use half::{bf16, f16};
+use kernel_gen::Arch;
 
 use crate::bench::report::Op;
-use crate::device_arg::{DeviceArg, require_cpu};
+use crate::device_arg::DeviceArg;
 use crate::dtype_arg::DtypeArg;
 use crate::error::CliError;
 use crate::host_info;
 use crate::model_arg::{ModelArgs, positive_count};
 use crate::output_file::{check_writable, write_atomic};
+use crate::verify::parse_arch;
 use cache::{CACHE_FILE, CacheEntry, CacheFile, CandidateTiming, Loaded, ShapeBucket, TuneKey};
 use sweep::CHUNK_CANDIDATES;
+use tuner::Tuner;
 
 /// Flags of `retention autotune`.
 #[derive(Debug, Args)]
@@ -50,11 +53,14 @@ pub struct AutotuneArgs {
     /// Fewer repetitions per candidate.
     #[arg(long)]
     pub quick: bool,
+    /// Architecture whose catalog kernels are tuned (`--device emulated` only; default sm_80).
+    #[arg(long, value_name = "sm_80|sm_90", value_parser = parse_arch)]
+    pub arch: Option<Arch>,
 }
 
 /// The version whose kernels the timings describe. Every workspace member shares the
 /// workspace version, so this crate's is kernel-gen's.
-const KERNEL_GEN_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const KERNEL_GEN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The checksum of what this build would try: a change to the candidate set, the op or the
 /// kernel version makes older entries stale.
@@ -115,7 +121,7 @@ fn print_key(key: &TuneKey, path: &Path) {
 }
 
 fn print_entry(entry: &CacheEntry) {
-    println!("{:>6}  {:>12}  {:>5}", "chunk", "median", "runs");
+    println!("{:>6}  {:>12}  {:>5}  kernel", "chunk", "seconds", "runs");
     for c in &entry.candidates {
         let mark = if c.chunk == entry.winner {
             "  <- winner"
@@ -123,10 +129,11 @@ fn print_entry(entry: &CacheEntry) {
             ""
         };
         println!(
-            "{:>6}  {:>12}  {:>5}{mark}",
+            "{:>6}  {:>12}  {:>5}  {}{mark}",
             c.chunk,
             crate::bench::duration(c.seconds),
-            c.runs
+            c.runs,
+            c.kernel.as_deref().unwrap_or("cpu chunkwise")
         );
     }
     println!("winner: chunk {} ({})", entry.winner, entry.method);
@@ -137,23 +144,8 @@ fn print_entry(entry: &CacheEntry) {
 /// # Errors
 /// A device that cannot be tuned here, no cache directory, or an unwritable cache.
 pub fn execute(args: &AutotuneArgs) -> Result<(), CliError> {
-    require_cpu(args.device, "autotuning")?;
-    let m = args.model.shape();
-    let bucket = ShapeBucket::of(args.batch, args.seq_len, m.heads, m.dk, m.dv)
-        .ok_or_else(|| CliError::BadFlag(format!("shape too large to bucket: {}", m.describe())))?;
-    let elem = match args.dtype {
-        DtypeArg::F32 => 4,
-        DtypeArg::F16 | DtypeArg::Bf16 => 2,
-    };
-    let needed = sweep::problem_bytes(&bucket, elem);
-    if needed > sweep::MEMORY_LIMIT {
-        return Err(CliError::BadFlag(format!(
-            "the tuning problem needs {} MiB (limit {} MiB); use a smaller --seq-len or --batch",
-            needed >> 20,
-            sweep::MEMORY_LIMIT >> 20
-        )));
-    }
-    let key = cpu_chunkwise_key(bucket, args.dtype);
+    let tuner = Tuner::new(args)?;
+    let key = tuner.key();
     let path = cache_file()?;
     print_key(&key, &path);
 
@@ -181,8 +173,7 @@ pub fn execute(args: &AutotuneArgs) -> Result<(), CliError> {
         );
     }
     if args.dry_run {
-        let chunks: Vec<String> = CHUNK_CANDIDATES.iter().map(usize::to_string).collect();
-        println!("candidates: chunk {}", chunks.join(", "));
+        println!("candidates: {}", tuner.candidate_names().join(", "));
         match file.lookup(&key) {
             Some(e) => println!("cached: winner chunk {} (dry run: nothing timed)", e.winner),
             None => println!("not cached (dry run: nothing timed or written)"),
@@ -197,26 +188,23 @@ pub fn execute(args: &AutotuneArgs) -> Result<(), CliError> {
         return Ok(());
     }
 
+    let b = &key.bucket;
     println!(
-        "timing {} candidates on B={} T={} H={} K={} V={} ({})",
-        CHUNK_CANDIDATES.len(),
-        bucket.batch,
-        bucket.seq_len,
-        bucket.heads,
-        bucket.dk,
-        bucket.dv,
-        args.dtype.name()
+        "timing {} candidates on B={} T={} H={} K={} V={} ({}): {}",
+        tuner.candidate_names().len(),
+        b.batch,
+        b.seq_len,
+        b.heads,
+        b.dk,
+        b.dv,
+        key.dtype,
+        tuner.method()
     );
-    let plan = sweep::plan(args.quick);
-    let candidates = match args.dtype {
-        DtypeArg::F32 => sweep::time_candidates::<f32>(&bucket, plan)?,
-        DtypeArg::F16 => sweep::time_candidates::<f16>(&bucket, plan)?,
-        DtypeArg::Bf16 => sweep::time_candidates::<bf16>(&bucket, plan)?,
-    };
+    let candidates = tuner.run()?;
     let winner = fastest(&candidates);
     let entry = CacheEntry {
         key,
-        method: "cpu wall clock, median of repeated runs".into(),
+        method: tuner.method().into(),
         candidates,
         winner,
         measured_at_unix: SystemTime::now()
@@ -285,6 +273,7 @@ mod tests {
             chunk,
             seconds,
             runs: 3,
+            kernel: None,
         };
         assert_eq!(fastest(&[c(16, 3.0), c(32, 1.0), c(64, 2.0)]), 32);
         assert_eq!(fastest(&[c(16, 1.0), c(32, 1.0)]), 16);

@@ -71,6 +71,7 @@ pub fn time_candidates<T: CpuElement>(
             chunk,
             seconds: t.median,
             runs: t.runs,
+            kernel: None,
         });
         bar.inc(1);
     }

@@ -6,18 +6,15 @@
 //! architecture only where its PTX body differs), as `tests/decode_emulated.rs` does; every
 //! spec is still emitted, parsed and (with ptxas) assembled.
 
-mod emu_io;
-mod emulate_chunkwise;
-mod emulate_decode;
 mod row;
 
 use clap::Args;
 use kernel_gen::emu::Module;
 use kernel_gen::{Arch, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry, ptxas};
 
+use crate::emulator_check::{EmuCheck, chunkwise as emulate_chunkwise, decode as emulate_decode};
 use crate::error::CliError;
 use crate::progress;
-use emu_io::EmuCheck;
 use row::{Row, Status};
 
 /// Emulated state elements a decode spec may cost in a sampled run.
@@ -39,7 +36,8 @@ pub struct VerifyArgs {
     pub filter: Option<String>,
 }
 
-fn parse_arch(s: &str) -> Result<Arch, String> {
+/// `sm_80`/`sm_90` (also `80`, `sm90`) as an [`Arch`], for clap.
+pub fn parse_arch(s: &str) -> Result<Arch, String> {
     s.parse::<Arch>().map_err(|e| e.to_string())
 }
 
@@ -54,37 +52,60 @@ fn body(ptx: &str) -> String {
         .join("\n")
 }
 
-/// Emulated work of `spec`, and the most a sampled run spends on one spec of its op.
-fn cost_and_budget(spec: &KernelSpec) -> (usize, usize) {
-    match spec.op {
-        KernelOp::Decode => (emulate_decode::cost(spec), DECODE_BUDGET),
-        KernelOp::Chunkwise => (emulate_chunkwise::cost(spec), CHUNKWISE_BUDGET),
-    }
+/// The emulator checks verify has, one per kernel op it knows how to launch and judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checker {
+    /// `emulator_check::decode`.
+    Decode,
+    /// `emulator_check::chunkwise`.
+    Chunkwise,
 }
 
-/// (rows, heads) of the emulated launch.
-fn launch_size(spec: &KernelSpec) -> (usize, usize) {
-    match spec.op {
-        KernelOp::Decode => emulate_decode::problem_size(spec),
-        KernelOp::Chunkwise => {
-            let (b, h, _) = emulate_chunkwise::problem_size(spec);
-            (b, h)
+impl Checker {
+    /// The check for `op`, if there is one. Written as comparisons rather than a match, so a
+    /// new op in kernel-gen shows up here as "not emulated" instead of breaking the build.
+    fn for_op(op: KernelOp) -> Option<Checker> {
+        if op == KernelOp::Decode {
+            Some(Checker::Decode)
+        } else if op == KernelOp::Chunkwise {
+            Some(Checker::Chunkwise)
+        } else {
+            None
         }
     }
-}
 
-/// Emulate `spec` against the reference with its op's check.
-fn emulate(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
-    match spec.op {
-        KernelOp::Decode => emulate_decode::check(spec, module, seed),
-        KernelOp::Chunkwise => emulate_chunkwise::check(spec, module, seed),
+    /// Emulated work of `spec`, and the most a sampled run spends on one spec of this op.
+    fn cost_and_budget(self, spec: &KernelSpec) -> (usize, usize) {
+        match self {
+            Checker::Decode => (emulate_decode::cost(spec), DECODE_BUDGET),
+            Checker::Chunkwise => (emulate_chunkwise::cost(spec), CHUNKWISE_BUDGET),
+        }
+    }
+
+    /// (rows, heads) of the emulated launch.
+    fn launch_size(self, spec: &KernelSpec) -> (usize, usize) {
+        match self {
+            Checker::Decode => emulate_decode::problem_size(spec),
+            Checker::Chunkwise => {
+                let (b, h, _) = emulate_chunkwise::problem_size(spec);
+                (b, h)
+            }
+        }
+    }
+
+    /// Emulate `spec` against the reference.
+    fn emulate(self, spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
+        match self {
+            Checker::Decode => emulate_decode::check(spec, module, seed),
+            Checker::Chunkwise => emulate_chunkwise::check(spec, module, seed),
+        }
     }
 }
 
 /// Whether a sampled run emulates `spec`: under its op's work budget, and for an architecture
 /// after the first selected one only when its body differs from the first one's.
-fn sampled(spec: &KernelSpec, ptx: &str, first_arch: Arch) -> bool {
-    let (cost, budget) = cost_and_budget(spec);
+fn sampled(checker: Checker, spec: &KernelSpec, ptx: &str, first_arch: Arch) -> bool {
+    let (cost, budget) = checker.cost_and_budget(spec);
     if cost > budget {
         return false;
     }
@@ -130,15 +151,19 @@ fn check_spec(
     if !module.entries().contains(&spec.entry().as_str()) {
         return row.fail(format!("entry {} missing from the PTX", spec.entry()));
     }
-    let (rows, heads) = launch_size(spec);
+    let Some(checker) = Checker::for_op(spec.op) else {
+        row.status = Status::NotEmulated(format!("no reference check for {} yet", spec.op.name()));
+        return row;
+    };
+    let (rows, heads) = checker.launch_size(spec);
     row.dynamic_smem = launch_geometry(spec, rows as u32, heads as u32)
         .ok()
         .map(|g| g.dynamic_smem_bytes);
-    if !full && !sampled(spec, &ptx, first_arch) {
+    if !full && !sampled(checker, spec, &ptx, first_arch) {
         row.status = Status::NotEmulated("outside the sample; --full runs it".into());
         return row;
     }
-    match emulate(spec, &module, 1000 + index as u64) {
+    match checker.emulate(spec, &module, 1000 + index as u64) {
         Ok(check) => {
             row.error = Some(check.o_error.max(check.state_error));
             row.predicted = check.report.as_ref().map(|r| match spec.arch {

@@ -10,7 +10,7 @@ use kernel_gen::{GammaSet, KernelSpec, launch_geometry, param_names};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
-use super::emu_io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position};
+use super::io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position};
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.29;
@@ -43,10 +43,26 @@ fn tensor(shape: Vec<usize>, data: &[f64]) -> Result<HostTensor<f64>, String> {
 /// emulator error, or a reference failure. Results off the reference are not errors here:
 /// see [`EmuCheck::failure`].
 pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
+    check_on(spec, module, problem_size(spec), seed)
+}
+
+/// [`check`] on a chosen (batch, heads, T); a named gamma set fixes the heads to its own.
+///
+/// # Errors
+/// As [`check`].
+pub fn check_on(
+    spec: &KernelSpec,
+    module: &Module,
+    (b, h, t): (usize, usize, usize),
+    seed: u64,
+) -> Result<EmuCheck, String> {
     let chunk = spec
         .chunk
         .ok_or_else(|| format!("{} has no chunk size", spec.slug()))? as usize;
-    let (b, h, t) = problem_size(spec);
+    let h = match spec.gammas {
+        GammaSet::Retnet { heads } => heads as usize,
+        GammaSet::Runtime => h,
+    };
     let (k, v) = (spec.k as usize, spec.v as usize);
     let gammas = gammas_for(spec.gammas, h)?;
     let params = RetentionParams::new(gammas.clone(), Some(SCALE));

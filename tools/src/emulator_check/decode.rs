@@ -11,7 +11,7 @@ use kernel_gen::{GammaSet, KernelSpec, launch_geometry, param_names};
 use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
-use super::emu_io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position};
+use super::io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position};
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.37;
