@@ -1,5 +1,5 @@
 //! `--device cpu|cuda|emulated` for `bench` and `autotune`: which device a measurement runs
-//! on, and a one-line error for the ones this build cannot measure on.
+//! on, and a one-line error where this build cannot measure.
 
 use clap::ValueEnum;
 use retention_runtime::Device;
@@ -13,7 +13,8 @@ pub enum DeviceArg {
     Cpu,
     /// CUDA device 0 (not measurable by this build yet).
     Cuda,
-    /// The PTX emulator (not measurable yet; `retention verify` reports predicted GPU times).
+    /// The PTX emulator: `autotune` ranks catalog kernels by predicted time; `bench` cannot
+    /// measure it yet (`retention verify` reports predicted times per kernel).
     Emulated,
 }
 

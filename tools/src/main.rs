@@ -50,7 +50,7 @@ enum Command {
     Run(run::RunArgs),
     /// Benchmark decode, prefill and retention against attention; JSON/Markdown/SVG reports.
     Bench(bench::BenchArgs),
-    /// Sweep the chunk size on this machine and keep every timing in the autotune cache.
+    /// Sweep chunk sizes on the CPU (or catalog kernels in the emulator); cache every timing.
     Autotune(autotune::AutotuneArgs),
     /// Check every catalog kernel with ptxas (when found) and the emulator against the reference.
     Verify(verify::VerifyArgs),
