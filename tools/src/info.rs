@@ -123,7 +123,10 @@ pub fn execute(_args: &InfoArgs) {
     for line in cuda_lines() {
         println!("  {line}");
     }
-    println!("  emulated: the PTX emulator (sm_80, sm_90), used by `retention verify`");
+    println!(
+        "  emulated: the PTX emulator (sm_80, sm_90), used by `retention verify` and \
+         `retention autotune --device emulated`"
+    );
     println!("{}", catalog_line());
     match ptxas::find_ptxas() {
         Some(p) => println!("ptxas: {}", p.display()),
