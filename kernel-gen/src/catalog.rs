@@ -4,7 +4,7 @@ use retention_core::Dtype;
 
 use crate::Arch;
 use crate::kernels::chunkwise;
-use crate::spec::{GammaSet, KernelSpec};
+use crate::spec::{GammaSet, KernelOp, KernelSpec};
 
 /// The gamma sets of the default catalog: the paper's head counts (8, 10, 16), 32 for the
 /// slowest heads, and runtime γ for everything else.
@@ -18,7 +18,8 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 
 /// Decode kernels for K ∈ {64, 128, 256}, V ∈ {K, 2K}, every dtype, every default gamma set,
 /// sm_80 and sm_90, then the chunkwise forward for K, V ∈ {64, 128} and C ∈ {32, 64} where
-/// sm_80's shared memory holds it (all but K = V = 128 with C = 64), in a fixed order.
+/// sm_80's shared memory holds it (all but K = V = 128 with C = 64), each dense and varlen,
+/// in a fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
     specs.extend(chunkwise_catalog());
@@ -42,6 +43,10 @@ pub fn chunkwise_catalog() -> Vec<KernelSpec> {
                             };
                             if on_sm80.validate().is_ok() {
                                 specs.push(spec);
+                                specs.push(KernelSpec {
+                                    op: KernelOp::ChunkwiseVarlen,
+                                    ..spec
+                                });
                             }
                         }
                     }

@@ -52,7 +52,7 @@ pub struct LaunchGeometry {
 pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
     let kernel = match spec.op {
         KernelOp::Decode => kernels::decode::generate(spec)?,
-        KernelOp::Chunkwise => kernels::chunkwise::generate(spec)?,
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::generate(spec)?,
     };
     Ok(kernel.to_ptx())
 }
@@ -68,7 +68,9 @@ pub fn launch_geometry(
 ) -> Result<LaunchGeometry, GenError> {
     match spec.op {
         KernelOp::Decode => kernels::decode::launch_geometry(spec, rows, heads),
-        KernelOp::Chunkwise => kernels::chunkwise::launch_geometry(spec, rows, heads),
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
+            kernels::chunkwise::launch_geometry(spec, rows, heads)
+        }
     }
 }
 
@@ -76,6 +78,6 @@ pub fn launch_geometry(
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     match spec.op {
         KernelOp::Decode => kernels::decode::param_names(spec),
-        KernelOp::Chunkwise => kernels::chunkwise::param_names(spec),
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::param_names(spec),
     }
 }

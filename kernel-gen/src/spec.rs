@@ -16,6 +16,8 @@ pub enum KernelOp {
     Decode,
     /// The chunkwise forward over whole sequences: o and optionally the final state.
     Chunkwise,
+    /// The chunkwise forward over a packed variable-length batch (`cu_seqlens`).
+    ChunkwiseVarlen,
 }
 
 impl KernelOp {
@@ -24,6 +26,7 @@ impl KernelOp {
         match self {
             KernelOp::Decode => "decode",
             KernelOp::Chunkwise => "chunkwise",
+            KernelOp::ChunkwiseVarlen => "chunkwise_varlen",
         }
     }
 }
@@ -171,6 +174,21 @@ impl KernelSpec {
         }
     }
 
+    /// As [`Self::chunkwise`] over a packed variable-length batch.
+    pub fn chunkwise_varlen(
+        k: u32,
+        v: u32,
+        chunk: u32,
+        gammas: GammaSet,
+        dtype: Dtype,
+        arch: Arch,
+    ) -> Self {
+        KernelSpec {
+            op: KernelOp::ChunkwiseVarlen,
+            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
+        }
+    }
+
     /// The canonical text every field is hashed from. Changing it renames every entry, so it
     /// only ever gains fields.
     pub fn canonical(&self) -> String {
@@ -226,7 +244,9 @@ impl KernelSpec {
     pub fn validate(&self) -> Result<(), GenError> {
         match self.op {
             KernelOp::Decode => crate::kernels::decode::validate(self),
-            KernelOp::Chunkwise => crate::kernels::chunkwise::validate(self),
+            KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
+                crate::kernels::chunkwise::validate(self)
+            }
         }
     }
 }

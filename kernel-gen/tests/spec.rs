@@ -54,11 +54,18 @@ fn entry_names_are_stable_and_readable() {
 #[test]
 fn default_catalog_has_every_combination_once() {
     let cat = default_catalog();
-    // Decode: 6 (K, V) pairs x 3 dtypes x 5 gamma sets x 2 archs. Chunkwise: 7 (K, V, C)
-    // shapes (K, V in {64, 128}, C in {32, 64}, minus K = V = 128 with C = 64) x 3 x 5 x 2.
-    let decode = cat.iter().filter(|s| s.op == KernelOp::Decode).count();
-    let chunkwise = cat.iter().filter(|s| s.op == KernelOp::Chunkwise).count();
-    assert_eq!((decode, chunkwise), (180, 210));
+    // Decode: 6 (K, V) pairs x 3 dtypes x 5 gamma sets x 2 archs. Chunkwise, dense and
+    // varlen each: 7 (K, V, C) shapes (K, V in {64, 128}, C in {32, 64}, minus K = V = 128
+    // with C = 64) x 3 x 5 x 2.
+    let count = |op| cat.iter().filter(|s| s.op == op).count();
+    assert_eq!(
+        (
+            count(KernelOp::Decode),
+            count(KernelOp::Chunkwise),
+            count(KernelOp::ChunkwiseVarlen)
+        ),
+        (180, 210, 210)
+    );
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
     assert_eq!(entries.len(), cat.len());
@@ -67,7 +74,9 @@ fn default_catalog_has_every_combination_once() {
         s.validate().unwrap();
         match s.op {
             KernelOp::Decode => assert!(s.v == s.k || s.v == 2 * s.k, "{s}"),
-            KernelOp::Chunkwise => assert!(s.chunk.is_some(), "{s}"),
+            KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
+                assert!(s.chunk.is_some(), "{s}");
+            }
         }
     }
 }

@@ -22,9 +22,14 @@
 //! | 4 | `p_h0`         | `.u64` | initial state `[B,H,K,V]` f32, or 0 for none           |
 //! | 5 | `p_ht`         | `.u64` | final state `[B,H,K,V]` f32 (written), or 0 for none   |
 //! | 6 | `p_t`          | `.u32` | T, tokens per row (0 is allowed: H_T = H0)            |
+//! | 6 | `p_cu_seqlens` | `.u64` | varlen only, instead of `p_t`: u32 `[N+1]` bounds     |
 //! | 7 | `p_scale`      | `.f32` | s, applied to q exactly once                          |
 //! | 8 | `p_heads`      | `.u32` | H — runtime-γ variant only                            |
 //! | 9 | `p_log2_gamma` | `.u64` | log2 γ_h, f32 `[H]` — runtime-γ variant only          |
+//!
+//! The varlen op (`chunkwise_varlen`) reads packed q, k `[1,ΣT,H,K]`, v, o `[1,ΣT,H,V]`,
+//! states `[N,H,K,V]`, and runs CTA (n, h) over tokens `cu[n]..cu[n+1]` (grid `(N, H, 1)`);
+//! chunks restart at every sequence boundary.
 //!
 //! Two paths share this parameter table and grid `(B, H, 1)`: f16/bf16 run on tensor cores
 //! ([`chunkwise_tc`], `32·max(C, K)/16` threads, f32 state in `mma` accumulators; every
@@ -46,7 +51,9 @@ use super::chunkwise_fma::{
     accumulate_shared, for_each_piece, load_piece, rank1_update, store_piece, zero_acc,
 };
 use super::{chunkwise_tc, decay};
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
+use crate::dsl::{
+    Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Rounding, Space, Sreg, Ty,
+};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{Arch, GenError, LaunchGeometry};
 
@@ -124,11 +131,11 @@ impl SharedLayout {
 /// [`GenError::UnsupportedSpec`] for an unsupported op, K, V, chunk, gamma set, tile, or a
 /// shape whose shared memory exceeds the arch's limit.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if spec.op != KernelOp::Chunkwise {
+    if !matches!(spec.op, KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen) {
         return Err(unsupported(
             "op",
             spec.op.name(),
-            "the chunkwise generator emits chunkwise only",
+            "the chunkwise generator emits chunkwise and chunkwise_varlen only",
         ));
     }
     if !SUPPORTED_DIMS.contains(&spec.k) {
@@ -247,7 +254,14 @@ fn shared_bytes(spec: &KernelSpec) -> u32 {
 
 /// Parameter names in launch order (see the module table).
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
-    let mut names = vec!["p_q", "p_k", "p_v", "p_o", "p_h0", "p_ht", "p_t", "p_scale"];
+    let lengths = if spec.op == KernelOp::ChunkwiseVarlen {
+        "p_cu_seqlens"
+    } else {
+        "p_t"
+    };
+    let mut names = vec![
+        "p_q", "p_k", "p_v", "p_o", "p_h0", "p_ht", lengths, "p_scale",
+    ];
     if spec.gammas == GammaSet::Runtime {
         names.extend(["p_heads", "p_log2_gamma"]);
     }
@@ -347,6 +361,37 @@ impl Stager {
     }
 }
 
+/// The `p_t` (dense) or `p_cu_seqlens` (varlen) parameter, declared in position 6.
+pub(crate) fn declare_lengths(kb: &mut KernelBuilder, spec: &KernelSpec) -> ParamRef {
+    if spec.op == KernelOp::ChunkwiseVarlen {
+        kb.param("p_cu_seqlens", Ty::U64)
+    } else {
+        kb.param("p_t", Ty::U32)
+    }
+}
+
+/// The first token of sequence `b` in the flattened token axis and its length: `b·T` and
+/// `T` for a dense batch, `cu[b]` and `cu[b+1] − cu[b]` for a packed one.
+pub(crate) fn sequence_bounds(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    lengths: &ParamRef,
+    b: Reg,
+) -> (Reg, Reg) {
+    if spec.op == KernelOp::ChunkwiseVarlen {
+        let cu = kb.global_ptr(lengths);
+        let off = kb.mul_wide(b, 4u32);
+        let at = kb.add(cu, off);
+        let start = kb.ld(Space::Global, Ty::U32, Address::reg(at, 0));
+        let end = kb.ld(Space::Global, Ty::U32, Address::reg(at, 4));
+        let len = kb.sub(end, start);
+        (start, len)
+    } else {
+        let t = kb.ld_param(lengths);
+        (kb.mul_lo(b, t), t)
+    }
+}
+
 /// Emit the chunkwise forward for `spec` (validated first).
 ///
 /// # Errors
@@ -376,7 +421,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let p_o = kb.param("p_o", Ty::U64);
     let p_h0 = kb.param("p_h0", Ty::U64);
     let p_ht = kb.param("p_ht", Ty::U64);
-    let p_t = kb.param("p_t", Ty::U32);
+    let p_t = declare_lengths(&mut kb, spec);
     let p_scale = kb.param("p_scale", Ty::F32);
     let runtime = (log2_gammas.is_none()).then(|| {
         (
@@ -413,7 +458,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         }
         (None, None) => unreachable!("a gamma set is either named or runtime"),
     };
-    let seq_len = kb.ld_param(&p_t);
+    let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p_t, b);
     let scale = kb.ld_param(&p_scale);
     let base = kb.shared_addr(&smem);
     let t4 = kb.shl(t, 2u32);
@@ -472,7 +517,6 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.global_ptr(&p_v),
         kb.global_ptr(&p_o),
     );
-    let tok0 = kb.mul_lo(b, seq_len); // row b's first token in the flattened [B*T] axis
     let col_k_bytes = kb.mul_wide(stage_k.col, es);
     let col_v_bytes = kb.mul_wide(stage_v.col, es);
     // Shared destinations of the thread's staged elements (round 0; rounds add immediates).

@@ -19,7 +19,7 @@
 
 use retention_core::Dtype;
 
-use super::chunkwise::select_log2_gamma;
+use super::chunkwise::{declare_lengths, select_log2_gamma, sequence_bounds};
 use super::decay;
 use crate::GenError;
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
@@ -166,7 +166,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let p_o = kb.param("p_o", Ty::U64);
     let p_h0 = kb.param("p_h0", Ty::U64);
     let p_ht = kb.param("p_ht", Ty::U64);
-    let p_t = kb.param("p_t", Ty::U32);
+    let p_t = declare_lengths(&mut kb, spec);
     let p_scale = kb.param("p_scale", Ty::F32);
     let runtime = (log2_gammas.is_none()).then(|| {
         (
@@ -207,7 +207,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         }
         (None, None) => unreachable!("a gamma set is either named or runtime"),
     };
-    let seq_len = kb.ld_param(&p_t);
+    let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p_t, b);
     let scale = kb.ld_param(&p_scale);
     let base = kb.shared_addr(&smem);
 
@@ -260,7 +260,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         }
     }
     kb.place(no_h0);
-    lay.rh.store_acc(&mut kb, base, &racc, ab, i0, g, q4);
+    lay.rh.store_acc(&mut kb, base, &racc, ab, i0, g, q4, 0);
     if let Some(skip) = state_role {
         kb.place(skip);
     }
@@ -270,7 +270,6 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let k = kb.global_ptr(&p_k);
     let v = kb.global_ptr(&p_v);
     let o = kb.global_ptr(&p_o);
-    let tok0 = kb.mul_lo(b, seq_len);
     let o_per_row = vd / 8;
     let o_ch = kb.and(t, o_per_row - 1);
     let o_row0 = kb.shr(t, o_per_row.trailing_zeros());
@@ -337,20 +336,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 .collect(),
         };
         let sa = masked.to_a_fragments(kb, ab);
-        kb.comment("O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1); S is packed before O is live");
-        let oacc = AccTileF32::zeros(kb, vd);
-        for ks in 0..kd / 16 {
-            let qa = lay
-                .q
-                .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
-            for np in 0..vd / 16 {
-                let rf = lay
-                    .rh
-                    .ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, 2 * np, lanes.p1_x);
-                oacc.mma(kb, ab, 2 * np as usize, qa, [rf[0], rf[1]]);
-                oacc.mma(kb, ab, 2 * np as usize + 1, qa, [rf[2], rf[3]]);
-            }
-        }
+        kb.comment("O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1), 64 columns at a time");
         let row4 = kb.shl(d1, 2u32);
         let xi_at = kb.add(base, row4);
         let xi_lo = kb.ld(
@@ -363,18 +349,38 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             Ty::F32,
             Address::reg(xi_at, i64::from(lay.decay + 36)),
         );
-        oacc.scale_rows(kb, xi_lo, xi_hi);
-        for (ks, a) in sa.iter().enumerate() {
-            for np in 0..vd / 16 {
-                let vf =
-                    lay.v
-                        .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks as u32, 2 * np, lanes.p1_x);
-                oacc.mma(kb, ab, 2 * np as usize, *a, [vf[0], vf[1]]);
-                oacc.mma(kb, ab, 2 * np as usize + 1, *a, [vf[2], vf[3]]);
+        // S is packed before any O accumulator is live, and O is built 64 columns at a time,
+        // so at most S~ (16), one O slice (32) and the state (V/2) are live together.
+        for slice in 0..vd / 64 {
+            let oacc = AccTileF32::zeros(kb, 64);
+            let pairs = |np: u32| (np as usize * 2, 8 * slice + 2 * np);
+            for ks in 0..kd / 16 {
+                let qa = lay
+                    .q
+                    .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
+                for np in 0..4 {
+                    let (nt, chunk) = pairs(np);
+                    let rf = lay
+                        .rh
+                        .ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, chunk, lanes.p1_x);
+                    oacc.mma(kb, ab, nt, qa, [rf[0], rf[1]]);
+                    oacc.mma(kb, ab, nt + 1, qa, [rf[2], rf[3]]);
+                }
             }
+            oacc.scale_rows(kb, xi_lo, xi_hi);
+            for (ks, a) in sa.iter().enumerate() {
+                for np in 0..4 {
+                    let (nt, chunk) = pairs(np);
+                    let vf =
+                        lay.v
+                            .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks as u32, chunk, lanes.p1_x);
+                    oacc.mma(kb, ab, nt, *a, [vf[0], vf[1]]);
+                    oacc.mma(kb, ab, nt + 1, *a, [vf[2], vf[3]]);
+                }
+            }
+            oacc.scale(kb, scale);
+            lay.o.store_acc(kb, base, &oacc, ab, i0, g, q4, 8 * slice);
         }
-        oacc.scale(kb, scale);
-        lay.o.store_acc(kb, base, &oacc, ab, i0, g, q4);
         if let Some(skip) = rows_role {
             kb.place(skip);
         }
@@ -437,7 +443,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
         kb.comment("R~ <- R rounded; o rows < L leave as whole 16-byte pieces");
         let state_role = role(kb, warp, kd / 16, w_count);
-        lay.rh.store_acc(kb, base, &racc, ab, i0, g, q4);
+        lay.rh.store_acc(kb, base, &racc, ab, i0, g, q4, 0);
         if let Some(skip) = state_role {
             kb.place(skip);
         }

@@ -113,9 +113,9 @@ impl SharedTile16 {
 }
 
 impl SharedTile16 {
-    /// Store a warp's accumulator (rows `r0 + g` and `r0 + g + 8`, `r0` a multiple of 16)
-    /// rounded to `ab`, one packed pair per `st.shared.b32`; with the swizzle the eight rows
-    /// of a store hit eight different bank groups.
+    /// Store a warp's accumulator (rows `r0 + g` and `r0 + g + 8`, `r0` a multiple of 16;
+    /// columns from chunk `first_chunk` on) rounded to `ab`, one packed pair per
+    /// `st.shared.b32`; with the swizzle the eight rows of a store hit eight bank groups.
     pub fn store_acc(
         &self,
         kb: &mut KernelBuilder,
@@ -125,13 +125,14 @@ impl SharedTile16 {
         r0: Reg,
         g: Reg,
         q: Reg,
+        first_chunk: u32,
     ) {
         let row = kb.add(r0, g);
         let row_at = kb.mad_lo(row, self.pitch(), base);
         let q4 = kb.shl(q, 2u32);
         let row_at = kb.add(row_at, q4);
         for nt in 0..acc.frags.len() {
-            let phys = kb.xor(g, nt as u32);
+            let phys = kb.xor(g, first_chunk + nt as u32);
             let off = kb.shl(phys, 4u32);
             let at = kb.add(row_at, off);
             let lo = acc.packed_pair(kb, ab, nt, 0);
