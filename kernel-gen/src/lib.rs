@@ -8,8 +8,12 @@
 //!
 //! # Using it
 //! - [`emit_ptx`] turns a [`KernelSpec`] into a PTX module whose entry is [`KernelSpec::entry`];
-//!   [`launch_geometry`] and [`param_names`] say how to launch it (the decode kernel's
-//!   parameter table is in [`kernels::decode`]). [`catalog::default_catalog`] lists what ships.
+//!   [`launch_geometry`] and [`param_names`] say how to launch it (parameter tables: the
+//!   decode step in [`kernels::decode`], the chunkwise forward — dense and packed varlen,
+//!   tensor cores for f16/bf16 in [`kernels::chunkwise_tc`], FMA for f32 — in
+//!   [`kernels::chunkwise`]). [`catalog::default_catalog`] lists what ships.
+//! - [`dsl::tiles`] is the tile vocabulary (swizzled shared tiles, `mma` accumulator tiles)
+//!   the tensor-core kernels are written in.
 //! - `kernel-gen --out DIR [--arch sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog
 //!   spec and `manifest.json` (with `ptxas -v` figures when ptxas is found);
 //!   `kernel-gen emu FILE.ptx --launch LAUNCH.json` runs a module in the emulator.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use kernel_gen::{Arch, GammaSet, KernelSpec, emit_ptx};
 use retention_core::Dtype;
 
-fn golden_specs() -> [KernelSpec; 3] {
+fn golden_specs() -> [KernelSpec; 5] {
     [
         // The smallest shape: one loop step, 16 row groups, f16 in and out.
         KernelSpec::decode(
@@ -30,6 +30,17 @@ fn golden_specs() -> [KernelSpec; 3] {
             GammaSet::Retnet { heads: 32 },
             Dtype::F32,
             Arch::Sm80,
+        ),
+        // The chunkwise forward on tensor cores (cp.async, ldmatrix, mma), runtime γ.
+        KernelSpec::chunkwise(64, 64, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80),
+        // The chunkwise forward's FMA path, packed varlen input, baked decays.
+        KernelSpec::chunkwise_varlen(
+            64,
+            64,
+            32,
+            GammaSet::Retnet { heads: 8 },
+            Dtype::F32,
+            Arch::Sm90,
         ),
     ]
 }
