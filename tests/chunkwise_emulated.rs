@@ -198,6 +198,13 @@ fn sample(specs: &[KernelSpec], full: bool) -> Vec<KernelSpec> {
             picked.push(*s);
         }
     }
+    // A shape served in one dtype only (e.g. f32 alone) still runs once.
+    for s in specs.iter().filter(|s| s.arch == Arch::ALL[0]) {
+        let shape = (s.k, s.v, s.chunk);
+        if s.gammas == GammaSet::Runtime && !picked.iter().any(|p| (p.k, p.v, p.chunk) == shape) {
+            picked.push(*s);
+        }
+    }
     picked
 }
 

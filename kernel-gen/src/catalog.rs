@@ -26,12 +26,24 @@ pub fn default_catalog() -> Vec<KernelSpec> {
     specs
 }
 
+/// (K, V) of the chunkwise catalog: every pair of 64 and 128, then V = 2K for K = 128 and
+/// the paper's K = V = 256 and K = 256, V = 512 (6.7B).
+pub const CHUNKWISE_HEAD_DIMS: [(u32, u32); 7] = [
+    (64, 64),
+    (64, 128),
+    (128, 64),
+    (128, 128),
+    (128, 256),
+    (256, 256),
+    (256, 512),
+];
+
 /// The chunkwise-forward part of the catalog.
 pub fn chunkwise_catalog() -> Vec<KernelSpec> {
     let mut specs = Vec::new();
     for arch in Arch::ALL {
-        for k in chunkwise::SUPPORTED_DIMS {
-            for v in chunkwise::SUPPORTED_DIMS {
+        for (k, v) in CHUNKWISE_HEAD_DIMS {
+            {
                 for c in chunkwise::SUPPORTED_CHUNKS {
                     for dtype in Dtype::ALL {
                         for gammas in DEFAULT_GAMMA_SETS {

@@ -29,7 +29,7 @@ fn unsupported_chunkwise_specs_are_typed_errors() {
         "head dim K"
     );
     assert_eq!(
-        unsupported_field(&KernelSpec { v: 256, ..base }),
+        unsupported_field(&KernelSpec { v: 96, ..base }),
         "head dim V"
     );
     assert_eq!(
@@ -65,8 +65,9 @@ fn unsupported_chunkwise_specs_are_typed_errors() {
     );
     let tight = KernelSpec::chunkwise(128, 128, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm90);
     assert_eq!(unsupported_field(&tight), "shape");
-    // The FMA path's f32 tiles for K = V = 128, C = 64 exceed sm_80's 163 KiB, not sm_90's.
-    let big = KernelSpec::chunkwise(128, 128, 64, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
+    // K = 256 with C = 64: the FMA path's q and k tiles alone (128 KiB) plus the narrowest
+    // state slice exceed sm_80's 163 KiB, not sm_90's 227 KiB.
+    let big = KernelSpec::chunkwise(256, 64, 64, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
     assert_eq!(unsupported_field(&big), "shared memory");
     assert!(
         KernelSpec {
@@ -89,6 +90,13 @@ fn launch_geometry_follows_the_path() {
     let wide = KernelSpec::chunkwise(128, 64, 32, GammaSet::Runtime, Dtype::F16, Arch::Sm90);
     assert_eq!(launch_geometry(&wide, 1, 1).unwrap().block, [256, 1, 1]);
 
+    // The 6.7B head (K = 256, V = 512) splits V into 64-column slices on sm_80: grid z = 8.
+    let paper = KernelSpec::chunkwise(256, 512, 32, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
+    assert!(!chunkwise_tc::uses_tensor_cores(&paper));
+    assert_eq!(chunkwise::value_slice(&paper), 64);
+    let g = launch_geometry(&paper, 2, 16).unwrap();
+    assert_eq!(g.grid, [2, 16, 8]);
+    assert_eq!(g.dynamic_smem_bytes, SharedLayout::new(256, 64, 32).total);
     let fma = spec(Dtype::F32);
     assert!(!chunkwise_tc::uses_tensor_cores(&fma));
     let g = launch_geometry(&fma, 2, 1).unwrap();

@@ -57,8 +57,10 @@ use crate::dsl::{
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{Arch, GenError, LaunchGeometry};
 
-/// Head dims served.
-pub const SUPPORTED_DIMS: [u32; 2] = [64, 128];
+/// Head dims K served.
+pub const SUPPORTED_K: [u32; 3] = [64, 128, 256];
+/// Head dims V served.
+pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
 /// Chunk lengths served.
 pub const SUPPORTED_CHUNKS: [u32; 2] = [32, 64];
 /// Threads per CTA.
@@ -138,18 +140,18 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the chunkwise generator emits chunkwise and chunkwise_varlen only",
         ));
     }
-    if !SUPPORTED_DIMS.contains(&spec.k) {
+    if !SUPPORTED_K.contains(&spec.k) {
         return Err(unsupported(
             "head dim K",
             spec.k,
-            "chunkwise serves K in {64, 128}",
+            "chunkwise serves K in {64, 128, 256}",
         ));
     }
-    if !SUPPORTED_DIMS.contains(&spec.v) {
+    if !SUPPORTED_V.contains(&spec.v) {
         return Err(unsupported(
             "head dim V",
             spec.v,
-            "chunkwise serves V in {64, 128}",
+            "chunkwise serves V in {64, 128, 256, 512}",
         ));
     }
     let Some(c) = spec.chunk else {
@@ -236,7 +238,7 @@ pub fn launch_geometry(
         THREADS
     };
     Ok(LaunchGeometry {
-        grid: [rows, heads, 1],
+        grid: [rows, heads, spec.v / value_slice(spec)],
         block: [threads, 1, 1],
         dynamic_smem_bytes: shared_bytes(spec),
     })
@@ -248,8 +250,23 @@ fn shared_bytes(spec: &KernelSpec) -> u32 {
     if chunkwise_tc::uses_tensor_cores(spec) {
         chunkwise_tc::TcLayout::new(spec.k, spec.v, c).total
     } else {
-        SharedLayout::new(spec.k, spec.v, c).total
+        SharedLayout::new(spec.k, value_slice(spec), c).total
     }
+}
+
+/// Columns of V (and of the state) one CTA of the FMA path serves: all of V when its f32
+/// tiles fit the arch's shared memory, else the widest halving (down to 64) that fits; the
+/// grid's z axis walks the V/slice slices, each recomputing the chunk's scores.
+pub fn value_slice(spec: &KernelSpec) -> u32 {
+    if chunkwise_tc::uses_tensor_cores(spec) {
+        return spec.v;
+    }
+    let c = spec.chunk.unwrap_or_default();
+    let mut vs = spec.v;
+    while vs > 64 && SharedLayout::new(spec.k, vs, c).total > max_dynamic_shared(spec.arch) {
+        vs /= 2;
+    }
+    vs
 }
 
 /// Parameter names in launch order (see the module table).
@@ -338,26 +355,34 @@ impl Stager {
         }
     }
 
-    /// For each round, with the chunk's length `len`, the thread's global pointer for token
-    /// `tok + row` of head `h` (`row_stride` bytes between tokens), and the row index: run
-    /// `body(kb, global address, row)` where `row < len`.
+    /// A runtime loop over the rounds (an unrolled one lets ptxas hoist every round's loads
+    /// and run out of registers): `body(kb, global address, shared address)` runs where the
+    /// round's row is below the chunk's length `len`. Global addresses start at `first` and
+    /// advance `row_step` bytes a round, shared ones at `shared_first` by `shared_step`.
     fn run(
         &self,
         kb: &mut KernelBuilder,
         first: Reg,
         row_step: Reg,
         len: Reg,
-        mut body: impl FnMut(&mut KernelBuilder, Reg, u32),
+        shared_first: Reg,
+        shared_step: u32,
+        body: impl FnOnce(&mut KernelBuilder, Reg, Reg),
     ) {
-        let mut at = first;
-        for round in 0..self.rounds {
-            if round > 0 {
-                at = kb.add(at, row_step);
-            }
-            let row = kb.add(self.row, round * self.rows_per_round);
+        let at = kb.mov(Ty::U64, first);
+        let sh = kb.mov(Ty::U32, shared_first);
+        let row = kb.mov(Ty::U32, self.row);
+        let rows_per_round = self.rows_per_round;
+        kb.for_range(0u32, self.rounds, 1, |kb, _| {
             let inside = kb.setp(Cmp::Lt, row, len);
-            kb.guarded(inside, false, |kb| body(kb, at, round));
-        }
+            kb.guarded(inside, false, |kb| body(kb, at, sh));
+            let next = kb.add(at, row_step);
+            kb.assign(at, next);
+            let next = kb.add(sh, shared_step);
+            kb.assign(sh, next);
+            let next = kb.add(row, rows_per_round);
+            kb.assign(row, next);
+        });
     }
 }
 
@@ -402,9 +427,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         return chunkwise_tc::generate(spec);
     }
     let (kd, vd) = (spec.k, spec.v);
+    let vs = value_slice(spec); // columns of V this CTA serves
     let c = spec.chunk.unwrap_or_default();
     let es = spec.dtype.size_bytes() as u32;
-    let lay = SharedLayout::new(kd, vd, c);
+    let lay = SharedLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
@@ -414,6 +440,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         "O = ((sQ) R) . xi + ((sQ) K^T . D) V ; R <- g^L R + K^T (V . zeta)  (f32 state on chip)",
     );
     kb.max_threads(THREADS);
+    // Shared memory (over 80 KiB) already limits the path to one or two CTAs per SM; let
+    // ptxas budget registers for one rather than spill.
+    kb.min_ctas_per_sm(1);
 
     let p_q = kb.param("p_q", Ty::U64);
     let p_k = kb.param("p_k", Ty::U64);
@@ -476,22 +505,40 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), g);
     });
 
-    kb.comment("R = H0[b,h] when given, else 0");
+    kb.comment(format!(
+        "R = H0[b,h][:, {vs}z..{vs}z+{vs}] when given, else 0 (z = ctaid.z)"
+    ));
+    let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+    let v_col0 = kb.mul_lo(z, vs); // first V column of this CTA
     let bh = kb.mad_lo(b, heads, h);
-    let state_bytes = kb.mul_wide(bh, kd * vd * 4);
-    let my_state = kb.add(base, t16); // R as [K*V/4] groups of 4, group t first
-    let state_rounds = kd * vd / 4 / THREADS;
+    let bh_bytes = kb.mul_wide(bh, kd * vd * 4);
+    // Thread t moves the four state columns 4(t mod vs/4).. of rows t div (vs/4) + j·R.
+    let state_groups = vs / 4;
+    let state_col = kb.and(t, state_groups - 1);
+    let state_col4 = kb.shl(state_col, 2u32);
+    let state_row = kb.shr(t, state_groups.trailing_zeros());
+    let state_rows_per_round = THREADS / state_groups;
+    let g_col = kb.add(v_col0, state_col4);
+    let g_elem = kb.mad_lo(state_row, vd, g_col);
+    let g_elem_bytes = kb.mul_wide(g_elem, 4u32);
+    let state_bytes = kb.add(bh_bytes, g_elem_bytes); // this thread's first global group
+    let my_state = kb.add(base, t16); // R as [K*vs/4] groups of 4, group t first
+    let state_rounds = kd * vs / 4 / THREADS;
+    let global_round = i64::from(state_rows_per_round * vd * 4);
     let h0_raw = kb.ld_param(&p_h0);
     let has_h0 = kb.setp(Cmp::Ne, h0_raw, 0u64);
     let (zero_state, state_ready) = (kb.label(), kb.label());
     kb.bra_if(has_h0, true, zero_state);
     let h0 = kb.global_ptr(&p_h0);
     let h0_bh = kb.add(h0, state_bytes);
-    let t16w = kb.cvt(Ty::U64, t16, None);
-    let h0_t = kb.add(h0_bh, t16w);
     for r in 0..state_rounds {
         let off = i64::from(r * THREADS * 16);
-        let x = kb.ld_vec(Space::Global, Ty::F32, 4, Address::reg(h0_t, off));
+        let x = kb.ld_vec(
+            Space::Global,
+            Ty::F32,
+            4,
+            Address::reg(h0_bh, i64::from(r) * global_round),
+        );
         let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
         kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_state, off), &x);
     }
@@ -507,7 +554,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     kb.comment("per-thread staging positions and global row strides (tokens are H*dim apart)");
     let stage_k = Stager::new(&mut kb, t, kd, c);
-    let stage_v = Stager::new(&mut kb, t, vd, c);
+    let stage_v = Stager::new(&mut kb, t, vs, c);
     let tok_stride_v = kb.mul_wide(heads, vd * es); // bytes between tokens of v/o
     let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kd * es);
     let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vd * es);
@@ -518,12 +565,13 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.global_ptr(&p_o),
     );
     let col_k_bytes = kb.mul_wide(stage_k.col, es);
-    let col_v_bytes = kb.mul_wide(stage_v.col, es);
+    let v_col = kb.add(stage_v.col, v_col0);
+    let col_v_bytes = kb.mul_wide(v_col, es);
     // Shared destinations of the thread's staged elements (round 0; rounds add immediates).
     let qt_elem = kb.mad_lo(stage_k.col, c, stage_k.row);
     let qt_off = kb.shl(qt_elem, 2u32);
     let st_qt = kb.add(base, qt_off); // + lay.qt / lay.kt
-    let v_elem = kb.mad_lo(stage_v.row, vd, stage_v.col);
+    let v_elem = kb.mad_lo(stage_v.row, vs, stage_v.col);
     let v_off = kb.shl(v_elem, 2u32);
     let st_v = kb.add(base, v_off); // + lay.v
 
@@ -539,36 +587,59 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         let qk_off = kb.mad_wide(th_k, kd * es, col_k_bytes);
         let q_first = kb.add(q, qk_off);
         let k_first = kb.add(k, qk_off);
-        stage_k.run(kb, q_first, round_step_k, len, |kb, at, round| {
-            let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
-            for (e, &x) in xs.iter().enumerate() {
-                let xq = kb.mul(x, scale);
-                let off = lay.qt + (e as u32 * c + round * stage_k.rows_per_round) * 4;
-                kb.st(Space::Shared, Address::reg(st_qt, i64::from(off)), xq);
-            }
-        });
-        stage_k.run(kb, k_first, round_step_k, len, |kb, at, round| {
-            let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
-            for (e, &x) in xs.iter().enumerate() {
-                let off = lay.kt + (e as u32 * c + round * stage_k.rows_per_round) * 4;
-                kb.st(Space::Shared, Address::reg(st_qt, i64::from(off)), x);
-            }
-        });
+        let kt_step = stage_k.rows_per_round * 4; // next rows: next columns of the transpose
+        let sh_q = kb.add(st_qt, lay.qt);
+        stage_k.run(
+            kb,
+            q_first,
+            round_step_k,
+            len,
+            sh_q,
+            kt_step,
+            |kb, at, sh| {
+                let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+                for (e, &x) in xs.iter().enumerate() {
+                    let xq = kb.mul(x, scale);
+                    let off = i64::from(e as u32 * c * 4);
+                    kb.st(Space::Shared, Address::reg(sh, off), xq);
+                }
+            },
+        );
+        let sh_k = kb.add(st_qt, lay.kt);
+        stage_k.run(
+            kb,
+            k_first,
+            round_step_k,
+            len,
+            sh_k,
+            kt_step,
+            |kb, at, sh| {
+                let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+                for (e, &x) in xs.iter().enumerate() {
+                    let off = i64::from(e as u32 * c * 4);
+                    kb.st(Space::Shared, Address::reg(sh, off), x);
+                }
+            },
+        );
         let tok_v = kb.add(tok_c, stage_v.row);
         let th_v = kb.mad_lo(tok_v, heads, h);
         let v_goff = kb.mad_wide(th_v, vd * es, col_v_bytes);
         let v_first = kb.add(v, v_goff);
-        stage_v.run(kb, v_first, round_step_v, len, |kb, at, round| {
-            let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
-            let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
-            let off = lay.v + round * stage_v.rows_per_round * vd * 4;
-            kb.st_vec(
-                Space::Shared,
-                Ty::F32,
-                Address::reg(st_v, i64::from(off)),
-                &xs,
-            );
-        });
+        let sh_v = kb.add(st_v, lay.v);
+        let v_step = stage_v.rows_per_round * vs * 4;
+        stage_v.run(
+            kb,
+            v_first,
+            round_step_v,
+            len,
+            sh_v,
+            v_step,
+            |kb, at, sh| {
+                let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+                let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
+                kb.st_vec(Space::Shared, Ty::F32, Address::reg(sh, 0), &xs);
+            },
+        );
         kb.bar_sync(0);
 
         kb.comment("S^T[j][i] = (i >= j) ? gamma^(i-j) (sQ_i . k_j) : 0");
@@ -611,7 +682,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.bar_sync(0);
 
         kb.comment("O[i] = xi_i (sQ_i . R) + sum_{j<L} S[i][j] v_j ; rows i < L to global");
-        for_each_piece(kb, t, THREADS, c, vd, |kb, p| {
+        for_each_piece(kb, t, THREADS, c, vs, |kb, p| {
             let acc = zero_acc(kb);
             let a_off = kb.shl(p.row, 2u32);
             let a_base = kb.add(base, a_off);
@@ -619,7 +690,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             let b_off = kb.shl(p.col, 2u32);
             let b_base = kb.add(base, b_off);
             let bb = kb.add(b_base, lay.r);
-            accumulate_shared(kb, &acc, a, c * 4, bb, vd * 4, kd);
+            accumulate_shared(kb, &acc, a, c * 4, bb, vs * 4, kd);
             let acc: [[Reg; 4]; 4] = std::array::from_fn(|r| {
                 let xi = kb.ld(
                     Space::Shared,
@@ -630,10 +701,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             });
             let a = kb.add(a_base, lay.st);
             let bb = kb.add(b_base, lay.v);
-            accumulate_shared(kb, &acc, a, c * 4, bb, vd * 4, len);
+            accumulate_shared(kb, &acc, a, c * 4, bb, vs * 4, len);
             let tok_i = kb.add(tok_c, p.row);
             let th = kb.mad_lo(tok_i, heads, h);
-            let col_bytes = kb.mul_wide(p.col, es);
+            let o_col = kb.add(p.col, v_col0);
+            let col_bytes = kb.mul_wide(o_col, es);
             let o_off = kb.mad_wide(th, vd * es, col_bytes);
             let mut at = kb.add(o, o_off);
             for r in 0..4u32 {
@@ -658,11 +730,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             Ty::F32,
             Address::reg(g_len_at, i64::from(lay.decay)),
         );
-        for_each_piece(kb, t, THREADS, kd, vd, |kb, p| {
-            let r_elem = kb.mad_lo(p.row, vd, p.col);
+        for_each_piece(kb, t, THREADS, kd, vs, |kb, p| {
+            let r_elem = kb.mad_lo(p.row, vs, p.col);
             let r_off = kb.shl(r_elem, 2u32);
             let r_at = kb.add(base, r_off);
-            let old = load_piece(kb, r_at, vd * 4);
+            let old = load_piece(kb, r_at, vs * 4);
             let acc: [[Reg; 4]; 4] =
                 std::array::from_fn(|r| std::array::from_fn(|cc| kb.mul(old[r][cc], g_len)));
             let kt_elem = kb.mul_lo(p.row, c);
@@ -691,10 +763,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 kb.assign(a_ptr, na);
                 let nz = kb.sub(z_ptr, 4u32);
                 kb.assign(z_ptr, nz);
-                let nb = kb.add(b_ptr, vd * 4);
+                let nb = kb.add(b_ptr, vs * 4);
                 kb.assign(b_ptr, nb);
             });
-            store_piece(kb, &acc, r_at, vd * 4);
+            store_piece(kb, &acc, r_at, vs * 4);
         });
         kb.bar_sync(0);
     });
@@ -706,13 +778,16 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.bra_if(has_ht, true, done);
     let ht = kb.global_ptr(&p_ht);
     let ht_bh = kb.add(ht, state_bytes);
-    let t16w = kb.cvt(Ty::U64, t16, None);
-    let ht_t = kb.add(ht_bh, t16w);
     for r in 0..state_rounds {
         let off = i64::from(r * THREADS * 16);
         let x = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(my_state, off));
         let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
-        kb.st_vec(Space::Global, Ty::F32, Address::reg(ht_t, off), &x);
+        kb.st_vec(
+            Space::Global,
+            Ty::F32,
+            Address::reg(ht_bh, i64::from(r) * global_round),
+            &x,
+        );
     }
     kb.place(done);
     kb.ret();

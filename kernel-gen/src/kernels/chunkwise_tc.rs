@@ -28,9 +28,10 @@ use crate::dsl::{
 };
 use crate::spec::KernelSpec;
 
-/// Whether `spec` is served by this path (16-bit inputs).
+/// Whether `spec` is served by this path: 16-bit inputs with K, V ≤ 128 (one 16-row state
+/// slice per warp; wider heads would need more warps than registers allow).
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
-    spec.dtype != Dtype::F32
+    spec.dtype != Dtype::F32 && spec.k <= 128 && spec.v <= 128
 }
 
 /// Warps per CTA: one 16-row slice of the chunk and of the state each.
