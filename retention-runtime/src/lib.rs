@@ -10,6 +10,7 @@
 //! catalog's PTX kernel; streams, the CUDA launch path of the state pool, and the autotune
 //! cache come with the rest of the runtime issue.
 
+pub mod autotune_cache;
 pub mod cuda;
 mod device;
 mod emulated_decode;

@@ -1,10 +1,15 @@
 //! `Retention`: the three forms of DESIGN §1 on any [`Device`], host tensors in and out.
 
+use std::path::Path;
+
 use kernel_gen::Arch;
-use retention_core::{HostTensor, Result, RetentionError};
+use retention_core::{Dtype, HostTensor, Result, RetentionError, RetentionShape};
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
 
+use crate::autotune_cache::{
+    CACHE_FILE, DEFAULT_CHUNK, ShapeBucket, cache_dir, cached_winner, cpu_chunkwise_key,
+};
 use crate::device::Device;
 use crate::emulated_decode::{self, DecodeProblem};
 use crate::memory_pool::MemoryPool;
@@ -113,6 +118,43 @@ impl Retention {
         }
     }
 
+    /// The chunk size `retention autotune` found fastest for this problem on this machine (the
+    /// cached winner for its shape bucket and dtype in the default autotune cache), or
+    /// [`DEFAULT_CHUNK`] when there is no current entry. Never fails: a missing, stale or
+    /// corrupt cache just means no tuning result.
+    pub fn tuned_chunk(&self, shape: &RetentionShape, dtype: Dtype) -> usize {
+        match cache_dir() {
+            Some(dir) => self.tuned_chunk_in(&dir.join(CACHE_FILE), shape, dtype),
+            None => DEFAULT_CHUNK,
+        }
+    }
+
+    /// [`Retention::tuned_chunk`] reading the cache file at `path`.
+    pub fn tuned_chunk_in(&self, path: &Path, shape: &RetentionShape, dtype: Dtype) -> usize {
+        let Device::Cpu = self.device else {
+            return DEFAULT_CHUNK;
+        };
+        ShapeBucket::of(shape.batch, shape.seq_len, shape.heads, shape.dk, shape.dv)
+            .and_then(|bucket| cached_winner(path, &cpu_chunkwise_key(bucket, dtype)))
+            .unwrap_or(DEFAULT_CHUNK)
+    }
+
+    /// [`Retention::chunkwise`] with the tuned chunk size ([`Retention::tuned_chunk`]).
+    ///
+    /// # Errors
+    /// As [`Retention::chunkwise`].
+    pub fn chunkwise_tuned<T: CpuElement>(
+        &self,
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+        h0: Option<&HostTensor<f32>>,
+    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+        let shape = shape_of(q, k, v, &self.params)?;
+        let dtype = T::DTYPE.unwrap_or(Dtype::F32);
+        self.chunkwise(q, k, v, self.tuned_chunk(&shape, dtype), h0)
+    }
+
     /// A state pool for serving `capacity` sequences of `layers` layers with this device and
     /// these decays.
     ///
@@ -195,7 +237,7 @@ fn shape_of<T: CpuElement>(
     k: &HostTensor<T>,
     v: &HostTensor<T>,
     params: &RetentionParams,
-) -> Result<retention_core::RetentionShape> {
+) -> Result<RetentionShape> {
     // A one-token, one-row probe of the CPU parallel kernel would also validate, but shapes
     // are cheap to check directly.
     let dims = |t: &HostTensor<T>, name: &str, last: &str| -> Result<[usize; 4]> {
@@ -207,7 +249,7 @@ fn shape_of<T: CpuElement>(
     };
     let [b, t, h, dk] = dims(q, "q", "K")?;
     let [.., dv] = dims(v, "v", "V")?;
-    let shape = retention_core::RetentionShape::new(b, t, h, dk, dv)?;
+    let shape = RetentionShape::new(b, t, h, dk, dv)?;
     k.expect_shape("k", &["B", "T", "H", "K"], &shape.qk_shape())?;
     v.expect_shape("v", &["B", "T", "H", "V"], &shape.vo_shape())?;
     params.gammas.check_heads(h)?;

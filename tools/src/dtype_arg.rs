@@ -14,6 +14,15 @@ pub enum DtypeArg {
 }
 
 impl DtypeArg {
+    /// The workspace dtype.
+    pub fn dtype(self) -> retention_core::Dtype {
+        match self {
+            DtypeArg::F32 => retention_core::Dtype::F32,
+            DtypeArg::F16 => retention_core::Dtype::F16,
+            DtypeArg::Bf16 => retention_core::Dtype::Bf16,
+        }
+    }
+
     /// The name reports and cache keys use.
     pub fn name(self) -> &'static str {
         match self {

@@ -246,14 +246,29 @@ fn emulated_tuning_ranks_catalog_kernels_by_predicted_time_and_caches_them() {
     let second = ok_stdout(&args, &retention_env(&args, &env));
     assert!(second.contains("cache hit"), "{second}");
 
-    // A shape the catalog has no kernel for, and --arch without the emulator.
-    let args = ["autotune", "--device", "emulated", "--model", "1.3b"];
+    // A head size the catalog has no kernel for; a model too large to emulate; --arch
+    // without the emulator.
+    let args = [
+        "autotune",
+        "--device",
+        "emulated",
+        "--heads",
+        "2",
+        "--dk",
+        "48",
+        "--dv",
+        "48",
+        "--seq-len",
+        "64",
+    ];
     assert_one_line_error(
         &args,
         &retention_env(&args, &env),
         2,
         "no catalog chunkwise kernel",
     );
+    let args = ["autotune", "--device", "emulated", "--model", "1.3b"];
+    assert_one_line_error(&args, &retention_env(&args, &env), 2, "too much to emulate");
     let args = [
         "autotune", "--arch", "sm_90", "--heads", "1", "--dk", "8", "--dv", "8",
     ];

@@ -3,7 +3,7 @@
 //! time, labelled so); keep every candidate's timing in the autotune cache, and reuse it on the
 //! next run. `--device cuda` is a one-line error until the runtime launches catalog kernels.
 
-pub mod cache;
+pub use retention_runtime::autotune_cache as cache;
 mod emulated;
 mod sweep;
 mod tuner;
@@ -14,16 +14,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Args;
 use kernel_gen::Arch;
 
-use crate::bench::report::Op;
 use crate::device_arg::DeviceArg;
 use crate::dtype_arg::DtypeArg;
 use crate::error::CliError;
-use crate::host_info;
 use crate::model_arg::{ModelArgs, positive_count};
 use crate::output_file::{check_writable, write_atomic};
 use crate::verify::parse_arch;
-use cache::{CACHE_FILE, CacheEntry, CacheFile, CandidateTiming, Loaded, ShapeBucket, TuneKey};
-use sweep::CHUNK_CANDIDATES;
+use cache::{
+    CACHE_FILE, CHUNK_CANDIDATES, CacheEntry, CacheFile, CandidateTiming, Loaded, ShapeBucket,
+    TuneKey,
+};
+pub use cache::{KERNEL_GEN_VERSION, candidate_checksum};
 use tuner::Tuner;
 
 /// Flags of `retention autotune`.
@@ -58,33 +59,9 @@ pub struct AutotuneArgs {
     pub arch: Option<Arch>,
 }
 
-/// The version whose kernels the timings describe. Every workspace member shares the
-/// workspace version, so this crate's is kernel-gen's.
-pub(crate) const KERNEL_GEN_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// The checksum of what this build would try: a change to the candidate set, the op or the
-/// kernel version makes older entries stale.
-pub fn candidate_checksum() -> String {
-    let chunks: Vec<String> = CHUNK_CANDIDATES.iter().map(usize::to_string).collect();
-    let text = format!(
-        "op={};chunks={};kernel-gen={KERNEL_GEN_VERSION}",
-        Op::Chunkwise.name(),
-        chunks.join(",")
-    );
-    format!("{:016x}", cache::fnv1a64(text.as_bytes()))
-}
-
 /// The key for the CPU chunkwise kernel on this machine.
 pub fn cpu_chunkwise_key(bucket: ShapeBucket, dtype: DtypeArg) -> TuneKey {
-    TuneKey {
-        op: Op::Chunkwise.name().into(),
-        device: "cpu".into(),
-        arch: std::env::consts::ARCH.into(),
-        hardware: host_info::cpu_model(),
-        dtype: dtype.name().into(),
-        bucket,
-        checksum: candidate_checksum(),
-    }
+    cache::cpu_chunkwise_key(bucket, dtype.dtype())
 }
 
 /// The cache file, or why there is none.
@@ -277,12 +254,5 @@ mod tests {
         };
         assert_eq!(fastest(&[c(16, 3.0), c(32, 1.0), c(64, 2.0)]), 32);
         assert_eq!(fastest(&[c(16, 1.0), c(32, 1.0)]), 16);
-    }
-
-    #[test]
-    fn the_checksum_names_the_candidates_and_the_kernel_version() {
-        let a = candidate_checksum();
-        assert_eq!(a.len(), 16);
-        assert_eq!(a, candidate_checksum());
     }
 }

@@ -12,10 +12,8 @@ use crate::progress;
 use crate::random_tensor::random;
 use crate::timing::RepeatPlan;
 
+pub use super::cache::CHUNK_CANDIDATES;
 use super::cache::{CandidateTiming, ShapeBucket};
-
-/// The chunk sizes tried.
-pub const CHUNK_CANDIDATES: [usize; 5] = [16, 32, 64, 128, 256];
 
 /// Repetitions per candidate.
 pub fn plan(quick: bool) -> RepeatPlan {

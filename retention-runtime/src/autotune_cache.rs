@@ -7,12 +7,15 @@
 //! ignored and replaced by the next tuning. A file that cannot be parsed is reported and
 //! rebuilt, never a crash.
 //!
-//! The runtime will read winners through [`cached_winner`]; see the module's report for where
-//! this should move once the runtime owns the autotune cache.
+//! The runtime reads winners through [`cached_winner`] ([`crate::Retention::tuned_chunk`]);
+//! `retention autotune` writes the entries.
 
 use std::path::{Path, PathBuf};
 
+use retention_core::Dtype;
 use serde::{Deserialize, Serialize};
+
+pub use kernel_gen::spec::fnv1a64;
 
 /// Layout version of `autotune.json`.
 pub const CACHE_SCHEMA: u32 = 1;
@@ -150,13 +153,6 @@ pub fn cache_dir() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|d| d.join(".cache").join("retention")))
 }
 
-/// FNV-1a, 64 bits: a stable checksum (the standard hasher is not stable across releases).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// Read `path`.
 pub fn load(path: &Path) -> Loaded {
     let text = match std::fs::read_to_string(path) {
@@ -205,6 +201,55 @@ pub fn cached_winner(path: &Path, key: &TuneKey) -> Option<usize> {
     }
 }
 
+/// The chunk sizes the CPU chunkwise kernel is tuned over.
+pub const CHUNK_CANDIDATES: [usize; 5] = [16, 32, 64, 128, 256];
+
+/// The chunk used when no tuning result applies.
+pub const DEFAULT_CHUNK: usize = 64;
+
+/// The kernel version the timings describe (every workspace member shares one version).
+pub const KERNEL_GEN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The checksum of what this build tunes over: a change to the candidate set, the op or the
+/// kernel version makes older entries stale.
+pub fn candidate_checksum() -> String {
+    let chunks: Vec<String> = CHUNK_CANDIDATES.iter().map(usize::to_string).collect();
+    let text = format!(
+        "op=chunkwise;chunks={};kernel-gen={KERNEL_GEN_VERSION}",
+        chunks.join(",")
+    );
+    format!("{:016x}", fnv1a64(text.as_bytes()))
+}
+
+/// The key of the CPU chunkwise kernel on this machine for a shape bucket and input dtype.
+pub fn cpu_chunkwise_key(bucket: ShapeBucket, dtype: Dtype) -> TuneKey {
+    TuneKey {
+        op: "chunkwise".into(),
+        device: "cpu".into(),
+        arch: std::env::consts::ARCH.into(),
+        hardware: cpu_model(),
+        dtype: dtype.name().into(),
+        bucket,
+        checksum: candidate_checksum(),
+    }
+}
+
+/// The CPU's model name from `/proc/cpuinfo`, or the target architecture when unavailable.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| model_name(&text))
+        .unwrap_or_else(|| format!("unknown {} CPU", std::env::consts::ARCH))
+}
+
+/// The first `model name` line's value.
+fn model_name(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == "model name" && !value.trim().is_empty()).then(|| value.trim().to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +290,22 @@ mod tests {
         );
         assert_eq!(ShapeBucket::of(1, 1024, 8, 64, 64).unwrap().seq_len, 1024);
         assert!(ShapeBucket::of(1, usize::MAX, 8, 64, 64).is_none());
+    }
+
+    #[test]
+    fn reads_the_first_model_name() {
+        let text = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t: x\n\
+                    processor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
+        assert_eq!(model_name(text).as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(model_name("processor : 0\n"), None);
+        assert_eq!(model_name("model name :   \n"), None);
+    }
+
+    #[test]
+    fn the_checksum_names_the_candidates_and_the_kernel_version() {
+        let a = candidate_checksum();
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, candidate_checksum());
     }
 
     #[test]
