@@ -1,12 +1,15 @@
-//! `retention`: the command-line tool of the workspace. Today it has `run` (compute retention of
-//! tensors from a safetensors file, or `--demo` to check every form against the others);
-//! `bench`, `autotune`, `verify` and `info` join it as the runtime grows, one module each.
+//! `retention`: the command-line tool of the workspace — `run` (retention of tensors from a
+//! safetensors file, exact in f64, or `--demo`), `bench` (decode, prefill and the attention
+//! comparison, with the machine's own limits measured in the same run), `autotune` (chunk-size
+//! sweeps kept in the runtime's autotune cache), `verify` (ptxas and the emulator over the
+//! kernel catalog) and `info` (devices, catalog, cache).
 //!
 //! The tool speaks files, flags and exit codes. It must not know how kernels are written: it
-//! computes through `retention_kernels::reference` (and later the runtime's devices) only.
+//! computes through `retention_kernels` (reference and CPU kernels), the runtime's devices, and
+//! `kernel-gen`'s catalog and emulator as black boxes.
 //!
-//! Exit codes: 0 success; 1 a `--demo` self-check failed; 2 bad input or usage, always with a
-//! single line on stderr and no output file left behind.
+//! Exit codes: 0 success; 1 a self-check (`run --demo`, `verify`) failed; 2 bad input or
+//! usage, always with a single line on stderr and no output file left behind.
 
 mod autotune;
 mod bench;
