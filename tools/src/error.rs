@@ -30,9 +30,6 @@ pub enum CliError {
     /// A flag's value is invalid in a way the argument parser cannot see.
     #[error("{0}")]
     BadFlag(String),
-    /// The requested device is not compiled into this build.
-    #[error("device `{0}` is not available in this build (only `cpu` is)")]
-    DeviceUnavailable(&'static str),
     /// The output could not be written.
     #[error("cannot write output `{}`: {reason}", path.display())]
     WriteOutput {

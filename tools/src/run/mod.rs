@@ -1,11 +1,13 @@
 //! `retention run`: compute retention for tensors in a safetensors file, or `--demo`.
 //!
-//! Until the runtime exists, `--device cpu` computes through the f64 reference (exact) and
-//! rounds o once to the input dtype; the final state is written as f32.
+//! `--device cpu` computes through the f64 reference (exact) and rounds o once to the input
+//! dtype; the final state is written as f32. `--device emulated` runs the same problem through
+//! the runtime on the PTX emulator (the catalog's kernels), `--device cuda` on a GPU.
 
 mod demo;
 mod forms;
 mod gammas_arg;
+mod on_device;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,11 +27,11 @@ use gammas_arg::GammasArg;
 /// Where the computation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Device {
-    /// The host CPU (today: the exact f64 reference).
+    /// The host CPU, exactly: the f64 reference, rounded once.
     Cpu,
-    /// The PTX emulator (not in this build yet).
+    /// The PTX emulator running the catalog's kernels (sm_80) through the runtime.
     Emulated,
-    /// An NVIDIA GPU through CUDA (not in this build yet).
+    /// CUDA device 0 through the runtime (an error on a machine without one).
     Cuda,
 }
 
@@ -74,10 +76,15 @@ pub struct RunArgs {
 /// # Errors
 /// Any [`CliError`]; nothing is written unless everything succeeded.
 pub fn execute(args: &RunArgs) -> Result<(), CliError> {
-    match args.device {
-        Device::Cpu => {}
-        Device::Emulated => return Err(CliError::DeviceUnavailable("emulated")),
-        Device::Cuda => return Err(CliError::DeviceUnavailable("cuda")),
+    let gpu = match args.device {
+        Device::Cpu => None,
+        Device::Emulated => Some(on_device::runtime_device(true, kernel_gen::Arch::Sm80)?),
+        Device::Cuda => Some(on_device::runtime_device(false, kernel_gen::Arch::Sm80)?),
+    };
+    if args.demo && gpu.is_some() {
+        return Err(CliError::BadFlag(
+            "--demo runs on the cpu device only".into(),
+        ));
     }
     if args.demo {
         return demo::run(args.seed);
@@ -99,7 +106,10 @@ pub fn execute(args: &RunArgs) -> Result<(), CliError> {
     let gammas = gammas_arg.resolve(shape.heads)?;
     let scale = validate_scale(args.scale, shape.dk)?;
     let params = RetentionParams::new(gammas, Some(scale));
-    let result = compute(form, args.chunk, &inputs, &params)?;
+    let result = match &gpu {
+        None => compute(form, args.chunk, &inputs, &params)?,
+        Some(device) => on_device::compute(device, form, args.chunk, &inputs, &params)?,
+    };
 
     let mut tensors = vec![OutputTensor {
         name: "o",

@@ -254,3 +254,22 @@ pub fn f32_values(t: &Tensor) -> HostTensor<f64> {
         .collect();
     HostTensor::new(t.shape.clone(), data).unwrap()
 }
+
+/// A tensor's values in `dtype` (f32, f16 or bf16), widened to f64.
+pub fn tensor_values(t: &Tensor, dtype: Dtype) -> HostTensor<f64> {
+    assert_eq!(t.dtype, st_dtype(dtype), "{}", t.name);
+    let data: Vec<f64> = match dtype {
+        Dtype::F32 => return f32_values(t),
+        Dtype::F16 => t
+            .bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64())
+            .collect(),
+        Dtype::Bf16 => t
+            .bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f64())
+            .collect(),
+    };
+    HostTensor::new(t.shape.clone(), data).unwrap()
+}
