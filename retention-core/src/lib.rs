@@ -20,5 +20,5 @@ pub use error::{Result, RetentionError};
 pub use gammas::Gammas;
 pub use rng::SplitMix64;
 pub use round::{f64_to_bf16_bits, f64_to_f16_bits};
-pub use shape::{CuSeqlens, RetentionShape, default_scale, validate_scale};
+pub use shape::{CuSeqlens, RetentionShape, check_shape, default_scale, validate_scale};
 pub use tensor::HostTensor;

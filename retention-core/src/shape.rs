@@ -66,7 +66,7 @@ impl RetentionShape {
 }
 
 /// Describe a shape with named axes for error messages, e.g. `[B=2, T=5, H=4, K=8]`.
-pub(crate) fn named(axes: &[&str], dims: &[usize]) -> String {
+fn named(axes: &[&str], dims: &[usize]) -> String {
     if axes.len() == dims.len() {
         let parts: Vec<String> = axes
             .iter()
@@ -76,6 +76,22 @@ pub(crate) fn named(axes: &[&str], dims: &[usize]) -> String {
         format!("[{}]", parts.join(", "))
     } else {
         format!("{dims:?}")
+    }
+}
+
+/// Check that tensor `name` has shape `want`, naming its axes in the error.
+///
+/// # Errors
+/// [`RetentionError::ShapeMismatch`] with both shapes described axis by axis.
+pub fn check_shape(name: &str, axes: &[&str], got: &[usize], want: &[usize]) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(RetentionError::ShapeMismatch {
+            tensor: name.into(),
+            expected: named(axes, want),
+            got: named(axes, got),
+        })
     }
 }
 

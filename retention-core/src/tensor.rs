@@ -1,6 +1,6 @@
 //! A contiguous row-major tensor in host memory.
 
-use crate::shape::named;
+use crate::shape::check_shape;
 use crate::{Element, Result, RetentionError};
 
 /// Shape plus contiguous row-major data. The unit every API takes and returns on the host.
@@ -104,15 +104,7 @@ impl<T: Element> HostTensor<T> {
     /// # Errors
     /// [`RetentionError::ShapeMismatch`] naming every axis of both shapes.
     pub fn expect_shape(&self, name: &str, axes: &[&str], dims: &[usize]) -> Result<()> {
-        if self.shape == dims {
-            Ok(())
-        } else {
-            Err(RetentionError::ShapeMismatch {
-                tensor: name.into(),
-                expected: named(axes, dims),
-                got: named(axes, &self.shape),
-            })
-        }
+        check_shape(name, axes, &self.shape, dims)
     }
 }
 

@@ -7,3 +7,4 @@
 
 pub mod cpu;
 pub mod reference;
+mod validate;

@@ -13,7 +13,7 @@ use retention_core::{CuSeqlens, HostTensor, Result, RetentionError};
 use super::chunk_kernel::{Emit, Inputs, Tiles, chunkwise_heads};
 use super::element::CpuElement;
 use super::shared_out::SharedOut;
-use super::validate::{check_qkv, check_state};
+use super::validate::{check_packed, check_qkv, check_state};
 use crate::reference::RetentionParams;
 
 /// A token range of one row for a group of consecutive heads, with their states.
@@ -245,20 +245,7 @@ pub fn chunkwise_varlen<T: CpuElement>(
     }
     let dims = check_qkv(q, k, v, params)?;
     let s = dims.shape;
-    if s.batch != 1 {
-        return Err(RetentionError::ShapeMismatch {
-            tensor: "q".into(),
-            expected: "packed [B=1, T=ΣT, H, K] with cu_seqlens".into(),
-            got: format!("B={}", s.batch),
-        });
-    }
-    if cu_seqlens.as_slice().last() != Some(&s.seq_len) {
-        return Err(RetentionError::InvalidCuSeqlens(format!(
-            "ends at {:?} but the packed batch has {} tokens",
-            cu_seqlens.as_slice().last(),
-            s.seq_len
-        )));
-    }
+    check_packed(&s, cu_seqlens)?;
     let n = cu_seqlens.num_seqs();
     check_state(h0, &s, n)?;
     let mut ht = h0

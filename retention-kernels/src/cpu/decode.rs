@@ -5,39 +5,8 @@ use retention_core::{HostTensor, Result, RetentionError};
 
 use super::element::CpuElement;
 use super::simd::decode_update;
-use super::validate::check_qkv_shapes;
+use super::validate::{check_qkv_shapes, check_slots, decode_rows};
 use crate::reference::RetentionParams;
-
-/// View a rank-3 decode input `[N, H, D]` as the rank-4 `[N, 1, H, D]` the checks expect.
-fn as_sequence<T: CpuElement>(t: &HostTensor<T>) -> Result<[usize; 4]> {
-    let sh = t.shape();
-    if sh.len() != 3 {
-        return Err(RetentionError::ShapeMismatch {
-            tensor: "decode input".into(),
-            expected: "rank 3 [N, H, K|V]".into(),
-            got: format!("rank {} {sh:?}", sh.len()),
-        });
-    }
-    Ok([sh[0], 1, sh[1], sh[2]])
-}
-
-/// Check `slots` against the pool capacity: in range and never twice in one step.
-fn check_slots(slots: &[usize], capacity: usize) -> Result<()> {
-    let mut seen = vec![false; capacity];
-    for &slot in slots {
-        if slot >= capacity {
-            return Err(RetentionError::Slot(format!(
-                "slot {slot} outside a pool of {capacity}"
-            )));
-        }
-        if std::mem::replace(&mut seen[slot], true) {
-            return Err(RetentionError::Slot(format!(
-                "slot {slot} appears twice in one step"
-            )));
-        }
-    }
-    Ok(())
-}
 
 /// One batched decode step: row n of q, k `[N, H, K]` and v `[N, H, V]` advances the f32
 /// state `pool[slots[n]]` of a `[S, H, K, V]` pool in place (S ← γS + kᵀv) and yields
@@ -58,7 +27,11 @@ pub fn decode_step<T: CpuElement>(
     params: &RetentionParams,
 ) -> Result<HostTensor<T>> {
     let capacity = pool.shape().first().copied().unwrap_or(0);
-    let (qs, ks, vs) = (as_sequence(q)?, as_sequence(k)?, as_sequence(v)?);
+    let (qs, ks, vs) = (
+        decode_rows(q.shape())?,
+        decode_rows(k.shape())?,
+        decode_rows(v.shape())?,
+    );
     let dims = check_qkv_shapes(&qs, &ks, &vs, params)?;
     pool.expect_shape(
         "state pool",
@@ -82,16 +55,13 @@ pub fn decode_step_in<T: CpuElement>(
     slots: &[usize],
     params: &RetentionParams,
 ) -> Result<HostTensor<T>> {
-    let (qs, ks, vs) = (as_sequence(q)?, as_sequence(k)?, as_sequence(v)?);
+    let (qs, ks, vs) = (
+        decode_rows(q.shape())?,
+        decode_rows(k.shape())?,
+        decode_rows(v.shape())?,
+    );
     let dims = check_qkv_shapes(&qs, &ks, &vs, params)?;
     let s = dims.shape;
-    if slots.len() != s.batch {
-        return Err(RetentionError::ShapeMismatch {
-            tensor: "slots".into(),
-            expected: format!("[N={}]", s.batch),
-            got: format!("[N={}]", slots.len()),
-        });
-    }
     let per_slot = s.heads * s.state_len();
     if !pool.len().is_multiple_of(per_slot) {
         return Err(RetentionError::ShapeMismatch {
@@ -101,7 +71,7 @@ pub fn decode_step_in<T: CpuElement>(
         });
     }
     let capacity = pool.len() / per_slot;
-    check_slots(slots, capacity)?;
+    check_slots(slots, s.batch, capacity)?;
 
     let (heads, dk, dv) = (s.heads, s.dk, s.dv);
     let state_len = dk * dv;

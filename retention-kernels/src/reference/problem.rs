@@ -1,8 +1,8 @@
 //! Validation of user input and index arithmetic shared by every reference form.
 
-use retention_core::{
-    CuSeqlens, Gammas, HostTensor, Result, RetentionError, RetentionShape, validate_scale,
-};
+use retention_core::{CuSeqlens, Gammas, HostTensor, Result, RetentionShape};
+
+use crate::validate::{check_packed, check_qkv_shapes};
 
 /// The per-problem constants of retention: the decay of every head and the scale on q.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,22 +30,7 @@ pub(crate) struct Problem<'a> {
     pub scale: f64,
 }
 
-const QK_AXES: [&str; 4] = ["B", "T", "H", "K"];
-const VO_AXES: [&str; 4] = ["B", "T", "H", "V"];
-pub(crate) const STATE_AXES: [&str; 4] = ["B", "H", "K", "V"];
-
-fn rank4(t: &HostTensor<f64>, name: &str, axes: &[&str; 4]) -> Result<[usize; 4]> {
-    let s = t.shape();
-    if s.len() == 4 {
-        Ok([s[0], s[1], s[2], s[3]])
-    } else {
-        Err(RetentionError::ShapeMismatch {
-            tensor: name.into(),
-            expected: format!("rank 4 [{}]", axes.join(", ")),
-            got: format!("rank {} {s:?}", s.len()),
-        })
-    }
-}
+pub(crate) use crate::validate::STATE_AXES;
 
 impl<'a> Problem<'a> {
     /// Check q `[B,T,H,K]`, k (same), v `[B,T,H,V]` and the params against each other.
@@ -55,16 +40,8 @@ impl<'a> Problem<'a> {
         v: &'a HostTensor<f64>,
         params: &RetentionParams,
     ) -> Result<Self> {
-        let [b, t, h, dk] = rank4(q, "q", &QK_AXES)?;
-        let shape = RetentionShape::new(b, t, h, dk, v.shape().get(3).copied().unwrap_or(1))?;
-        k.expect_shape("k", &QK_AXES, &shape.qk_shape())?;
-        let [vb, vt, vh, dv] = rank4(v, "v", &VO_AXES)?;
-        v.expect_shape("v", &VO_AXES, &[b, t, h, dv])?;
-        let _ = (vb, vt, vh);
-        let shape = RetentionShape::new(b, t, h, dk, dv)?;
-        params.gammas.check_heads(h)?;
-        let scale = validate_scale(params.scale, dk)?;
-        let log2g = (0..h).map(|i| params.gammas.log2(i)).collect();
+        let (shape, scale) = check_qkv_shapes(q.shape(), k.shape(), v.shape(), params)?;
+        let log2g = (0..shape.heads).map(|i| params.gammas.log2(i)).collect();
         Ok(Self {
             shape,
             q: q.data(),
@@ -85,21 +62,7 @@ impl<'a> Problem<'a> {
 
     /// Check a packed variable-length batch: B = 1 and `cu_seqlens` ending at ΣT.
     pub fn check_packed(&self, cu_seqlens: &CuSeqlens) -> Result<()> {
-        if self.shape.batch != 1 {
-            return Err(RetentionError::ShapeMismatch {
-                tensor: "q".into(),
-                expected: "packed [B=1, T=ΣT, H, K] with cu_seqlens".into(),
-                got: format!("B={}", self.shape.batch),
-            });
-        }
-        if cu_seqlens.as_slice().last() != Some(&self.shape.seq_len) {
-            return Err(RetentionError::InvalidCuSeqlens(format!(
-                "ends at {:?} but the packed batch has {} tokens",
-                cu_seqlens.as_slice().last(),
-                self.shape.seq_len
-            )));
-        }
-        Ok(())
+        check_packed(&self.shape, cu_seqlens)
     }
 
     /// q at row `b`, token `t`, head `h` (length K).

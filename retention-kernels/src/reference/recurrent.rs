@@ -1,8 +1,9 @@
 //! Recurrent form: S_t = γ S_{t−1} + k_tᵀ v_t; o_t = s · q_t S_t, with S_{−1} = H0.
 
-use retention_core::{HostTensor, Result, RetentionError};
+use retention_core::{HostTensor, Result};
 
 use super::problem::{Problem, RetentionParams, dot};
+use crate::validate::{check_slots, decode_rows};
 
 /// Run the recurrence for head `h` over tokens `range` of row `b`, updating `state` (K·V,
 /// row-major K×V) in place and writing o into `out` (a `[B,T,H,V]` buffer).
@@ -77,45 +78,18 @@ pub fn decode_step(
     params: &RetentionParams,
 ) -> Result<HostTensor<f64>> {
     let as_seq = |t: &HostTensor<f64>| -> Result<HostTensor<f64>> {
-        let sh = t.shape();
-        if sh.len() != 3 {
-            return Err(RetentionError::ShapeMismatch {
-                tensor: "decode input".into(),
-                expected: "rank 3 [N, H, K|V]".into(),
-                got: format!("rank {} {sh:?}", sh.len()),
-            });
-        }
-        HostTensor::new(vec![sh[0], 1, sh[1], sh[2]], t.data().to_vec())
+        HostTensor::new(decode_rows(t.shape())?.to_vec(), t.data().to_vec())
     };
     let (q4, k4, v4) = (as_seq(q)?, as_seq(k)?, as_seq(v)?);
     let p = Problem::new(&q4, &k4, &v4, params)?;
     let s = p.shape;
-    if slots.len() != s.batch {
-        return Err(RetentionError::ShapeMismatch {
-            tensor: "slots".into(),
-            expected: format!("[N={}]", s.batch),
-            got: format!("[N={}]", slots.len()),
-        });
-    }
     let capacity = pool.shape().first().copied().unwrap_or(0);
     pool.expect_shape(
         "state pool",
         &["S", "H", "K", "V"],
         &s.state_shape(capacity),
     )?;
-    let mut seen = vec![false; capacity];
-    for &slot in slots {
-        if slot >= capacity {
-            return Err(RetentionError::Slot(format!(
-                "slot {slot} outside a pool of {capacity}"
-            )));
-        }
-        if std::mem::replace(&mut seen[slot], true) {
-            return Err(RetentionError::Slot(format!(
-                "slot {slot} appears twice in one step"
-            )));
-        }
-    }
+    check_slots(slots, s.batch, capacity)?;
     let mut o = HostTensor::zeros(vec![s.batch, s.heads, s.dv]);
     for (n, &slot) in slots.iter().enumerate() {
         for h in 0..s.heads {
