@@ -3,10 +3,11 @@
 //! list a real GPU gets.
 
 use half::{bf16, f16};
-use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
+use kernel_gen::emu::{Buffer, Launch, Param};
 use kernel_gen::{Arch, GammaSet, KernelSpec, launch_geometry};
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, validate_scale};
 
+use crate::catalog_check::io::emu_dtype;
 use crate::module_cache::ModuleCache;
 
 /// The decode spec serving these decays: baked immediates for an unsharded RetNet schedule,
@@ -34,14 +35,6 @@ fn dtype_of<T: Element>() -> Result<Dtype> {
         value: "f64".into(),
         reason: "device kernels take f32, f16 or bf16".into(),
     })
-}
-
-fn emu_dtype(dtype: Dtype) -> EmuDtype {
-    match dtype {
-        Dtype::F32 => EmuDtype::F32,
-        Dtype::F16 => EmuDtype::F16,
-        Dtype::Bf16 => EmuDtype::Bf16,
-    }
 }
 
 fn buffer<T: Element>(t: &HostTensor<T>, dtype: Dtype) -> Buffer {

@@ -11,6 +11,7 @@
 //! cache come with the rest of the runtime issue.
 
 pub mod autotune_cache;
+pub mod catalog_check;
 pub mod cuda;
 mod device;
 mod emulated_decode;

@@ -16,7 +16,6 @@ mod bench;
 mod byte_size;
 mod device_arg;
 mod dtype_arg;
-mod emulator_check;
 mod error;
 mod exact_round;
 mod host_info;

@@ -8,9 +8,9 @@ use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx};
 use retention_core::Dtype;
 
 use crate::byte_size::saturating_product;
-use crate::emulator_check::chunkwise;
 use crate::error::CliError;
 use crate::progress;
+use retention_runtime::catalog_check::chunkwise;
 
 use super::cache::{CandidateTiming, ShapeBucket};
 

@@ -12,9 +12,11 @@ use clap::Args;
 use kernel_gen::emu::Module;
 use kernel_gen::{Arch, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry, ptxas};
 
-use crate::emulator_check::{EmuCheck, chunkwise as emulate_chunkwise, decode as emulate_decode};
 use crate::error::CliError;
 use crate::progress;
+use retention_runtime::catalog_check::{
+    EmuCheck, chunkwise as emulate_chunkwise, decode as emulate_decode,
+};
 use row::{Row, Status};
 
 /// Emulated state elements a decode spec may cost in a sampled run.
@@ -55,9 +57,9 @@ fn body(ptx: &str) -> String {
 /// The emulator checks verify has, one per kernel op it knows how to launch and judge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checker {
-    /// `emulator_check::decode`.
+    /// `catalog_check::decode`.
     Decode,
-    /// `emulator_check::chunkwise`.
+    /// `catalog_check::chunkwise`.
     Chunkwise,
 }
 
