@@ -81,6 +81,17 @@ fn facade_forms_on_every_device() {
         forms_match_reference::<f32>(&device, 1e-5, false);
         forms_match_reference::<bf16>(&device, 5e-3, true);
     }
+    // C = 64 took the catalog's chunkwise kernel on the emulator (FMA path for f32, tensor
+    // cores for bf16).
+    let specs = retention_runtime::ModuleCache::global().specs();
+    for dtype in [retention::Dtype::F32, retention::Dtype::Bf16] {
+        assert!(
+            specs
+                .iter()
+                .any(|s| s.op == kernel_gen::KernelOp::Chunkwise && s.dtype == dtype),
+            "no chunkwise kernel ran for {dtype}"
+        );
+    }
 }
 
 #[test]

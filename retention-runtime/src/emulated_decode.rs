@@ -19,17 +19,43 @@ pub(crate) fn decode_spec(
     dtype: Dtype,
     arch: Arch,
 ) -> KernelSpec {
-    let set = if gammas.is_retnet() && gammas.head_offset() == 0 {
+    KernelSpec::decode(dk as u32, dv as u32, gamma_set(gammas), dtype, arch)
+}
+
+/// Baked immediates for an unsharded RetNet schedule, the runtime-γ variant for anything else
+/// (sharded heads, explicit lists).
+pub(crate) fn gamma_set(gammas: &Gammas) -> GammaSet {
+    if gammas.is_retnet() && gammas.head_offset() == 0 {
         GammaSet::Retnet {
             heads: gammas.len() as u32,
         }
     } else {
         GammaSet::Runtime
-    };
-    KernelSpec::decode(dk as u32, dv as u32, set, dtype, arch)
+    }
 }
 
-fn dtype_of<T: Element>() -> Result<Dtype> {
+/// A buffer of `dtype` read back as `T` (exact: `T` is that dtype).
+pub(crate) fn widen<T: Element>(dtype: Dtype, buf: &Buffer) -> Vec<T> {
+    match dtype {
+        Dtype::F32 => buf
+            .to_f32()
+            .into_iter()
+            .map(|x| T::from_f64(f64::from(x)))
+            .collect(),
+        Dtype::F16 => buf
+            .to_u16()
+            .into_iter()
+            .map(|b| T::from_f64(f16::from_bits(b).to_f64()))
+            .collect(),
+        Dtype::Bf16 => buf
+            .to_u16()
+            .into_iter()
+            .map(|b| T::from_f64(bf16::from_bits(b).to_f64()))
+            .collect(),
+    }
+}
+
+pub(crate) fn dtype_of<T: Element>() -> Result<Dtype> {
     T::DTYPE.ok_or_else(|| RetentionError::Unsupported {
         what: "dtype".into(),
         value: "f64".into(),
@@ -100,22 +126,6 @@ pub(crate) fn decode_step<T: Element>(
     let o = launch
         .buffer(5)
         .ok_or_else(|| RetentionError::KernelLoad("no output".into()))?;
-    let values: Vec<T> = match dtype {
-        Dtype::F32 => o
-            .to_f32()
-            .into_iter()
-            .map(|x| T::from_f64(f64::from(x)))
-            .collect(),
-        Dtype::F16 => o
-            .to_u16()
-            .into_iter()
-            .map(|b| T::from_f64(f16::from_bits(b).to_f64()))
-            .collect(),
-        Dtype::Bf16 => o
-            .to_u16()
-            .into_iter()
-            .map(|b| T::from_f64(bf16::from_bits(b).to_f64()))
-            .collect(),
-    };
+    let values: Vec<T> = widen(dtype, o);
     HostTensor::new(vec![n, p.heads, p.dv], values)
 }

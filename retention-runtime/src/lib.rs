@@ -14,6 +14,7 @@ pub mod autotune_cache;
 pub mod catalog_check;
 pub mod cuda;
 mod device;
+mod emulated_chunkwise;
 mod emulated_decode;
 mod memory_pool;
 mod module_cache;

@@ -70,6 +70,18 @@ impl ModuleCache {
         slot.get_or_init(|| load(spec)).clone()
     }
 
+    /// The specs loaded successfully so far, in no particular order.
+    pub fn specs(&self) -> Vec<KernelSpec> {
+        let map = self
+            .modules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter(|(_, slot)| matches!(slot.get(), Some(Ok(_))))
+            .map(|(spec, _)| *spec)
+            .collect()
+    }
+
     /// Totals over the modules loaded so far.
     pub fn stats(&self) -> ModuleCacheStats {
         let map = self

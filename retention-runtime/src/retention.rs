@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use kernel_gen::Arch;
-use retention_core::{Dtype, HostTensor, Result, RetentionError, RetentionShape};
+use retention_core::{Dtype, HostTensor, Result, RetentionError, RetentionShape, validate_scale};
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
 
@@ -11,16 +11,17 @@ use crate::autotune_cache::{
     CACHE_FILE, DEFAULT_CHUNK, ShapeBucket, cache_dir, cached_winner, cpu_chunkwise_key,
 };
 use crate::device::Device;
+use crate::emulated_chunkwise;
 use crate::emulated_decode::{self, DecodeProblem};
 use crate::memory_pool::MemoryPool;
 use crate::state_pool::{StateConfig, StatePool};
 
 /// Retention with fixed decays and scale on one device.
 ///
-/// On the CPU every form runs the fast CPU kernels. On an emulated GPU the recurrent and
-/// chunkwise forms launch the catalog's decode kernel token by token (the same math as the
-/// chunkwise form, DESIGN §1) until the chunkwise tensor-core kernels land; the parallel form
-/// has no emulated kernel yet and is an error there.
+/// On the CPU every form runs the fast CPU kernels. On an emulated GPU the chunkwise form
+/// launches the catalog's chunkwise kernel when one serves the (K, V, chunk, dtype), and
+/// otherwise — like the recurrent form — the decode kernel token by token (the same math,
+/// DESIGN §1); the parallel form has no emulated kernel yet and is an error there.
 #[derive(Debug, Clone)]
 pub struct Retention {
     device: Device,
@@ -93,7 +94,31 @@ impl Retention {
                 if chunk == 0 {
                     return Err(RetentionError::ZeroChunk);
                 }
-                self.recurrent_emulated(arch, q, k, v, h0)
+                let shape = shape_of(q, k, v, &self.params)?;
+                if let Some(h) = h0 {
+                    h.expect_shape("h0", &["B", "H", "K", "V"], &shape.state_shape(shape.batch))?;
+                }
+                let dtype = emulated_decode::dtype_of::<T>()?;
+                match emulated_chunkwise::chunkwise_spec(
+                    &self.params.gammas,
+                    &shape,
+                    chunk,
+                    dtype,
+                    arch,
+                ) {
+                    Some(spec) => {
+                        let scale = validate_scale(self.params.scale, shape.dk)? as f32;
+                        emulated_chunkwise::chunkwise(
+                            &spec,
+                            &shape,
+                            &self.params.gammas,
+                            scale,
+                            (q, k, v),
+                            h0,
+                        )
+                    }
+                    None => self.recurrent_emulated(arch, q, k, v, h0),
+                }
             }
             _ => cpu::chunkwise(q, k, v, &self.params, chunk, h0),
         }

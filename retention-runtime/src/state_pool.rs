@@ -2,11 +2,13 @@
 //! counterpart of a paged KV cache, except each sequence's state has a fixed size
 //! (layers × H × K × V f32) whatever its length.
 
-use retention_core::{HostTensor, Result, RetentionError};
+use kernel_gen::Arch;
+use retention_core::{HostTensor, Result, RetentionError, RetentionShape, validate_scale};
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
 
 use crate::device::Device;
+use crate::emulated_chunkwise::{self, chunkwise_spec};
 use crate::emulated_decode::{self, DecodeProblem};
 use crate::memory_pool::{MemoryPool, PoolBuffer};
 use crate::slot::{Slot, SlotTable};
@@ -266,8 +268,8 @@ impl StatePool {
         if chunk == 0 {
             return Err(RetentionError::ZeroChunk);
         }
-        if let Device::Emulated(_) = self.device {
-            return self.prefill_by_steps(slot, layer, q, k, v);
+        if let Device::Emulated(arch) = self.device {
+            return self.prefill_emulated(arch, i, slot, layer, (q, k, v), chunk);
         }
         let c = &self.cfg;
         let r = self.range(i, layer);
@@ -287,8 +289,47 @@ impl StatePool {
         Ok(o)
     }
 
-    /// Prefill on a device whose chunkwise kernel has not landed yet: the recurrent form, one
-    /// decode launch per token (the same math; DESIGN §1).
+    /// Prefill on the emulator: the catalog's chunkwise kernel with H0 from the slot and H_T
+    /// written back, or — for a (K, V, chunk, dtype) no chunkwise kernel serves — one decode
+    /// launch per token (the same math; DESIGN §1).
+    fn prefill_emulated<T: CpuElement>(
+        &mut self,
+        arch: Arch,
+        index: usize,
+        slot: Slot,
+        layer: usize,
+        (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+        chunk: usize,
+    ) -> Result<HostTensor<T>> {
+        let c = self.cfg.clone();
+        let t = q.shape().get(1).copied().unwrap_or(0);
+        q.expect_shape("q", &["B", "T", "H", "K"], &[1, t, c.heads, c.dk])?;
+        let shape = RetentionShape::new(1, t, c.heads, c.dk, c.dv)?;
+        let dtype = emulated_decode::dtype_of::<T>()?;
+        let Some(spec) = chunkwise_spec(&c.params.gammas, &shape, chunk, dtype, arch) else {
+            return self.prefill_by_steps(slot, layer, q, k, v);
+        };
+        k.expect_shape("k", &["B", "T", "H", "K"], &shape.qk_shape())?;
+        v.expect_shape("v", &["B", "T", "H", "V"], &shape.vo_shape())?;
+        let r = self.range(index, layer);
+        let h0 = HostTensor::new(
+            shape.state_shape(1),
+            self.states.as_slice::<f32>()[r.clone()].to_vec(),
+        )?;
+        let scale = validate_scale(c.params.scale, c.dk)? as f32;
+        let (o, ht) = emulated_chunkwise::chunkwise(
+            &spec,
+            &shape,
+            &c.params.gammas,
+            scale,
+            (q, k, v),
+            Some(&h0),
+        )?;
+        self.states.as_mut_slice::<f32>()[r].copy_from_slice(ht.data());
+        Ok(o)
+    }
+
+    /// Prefill one decode launch per token (the recurrent form).
     fn prefill_by_steps<T: CpuElement>(
         &mut self,
         slot: Slot,
