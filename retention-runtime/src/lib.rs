@@ -6,9 +6,13 @@
 //! `KernelSpec` (and its launch geometry and parameter order) and `retention-kernels` for CPU
 //! functions, and launches them.
 //!
-//! Status: state pools run on the CPU and on `Device::Emulated`, where decode launches the
-//! catalog's PTX kernel; streams, the CUDA launch path of the state pool, and the autotune
-//! cache come with the rest of the runtime issue.
+//! Also: [`Stream`]/[`Event`] with one API on every device, the autotune cache
+//! ([`autotune_cache`]) whose winners [`Retention::tuned_chunk`] uses, and the emulator-vs-
+//! reference check of catalog kernels ([`catalog_check`]).
+//!
+//! Status: `Retention` and `StatePool` run on the CPU and on `Device::Emulated` (decode and
+//! chunkwise launch the catalog's PTX); on `Device::Cuda` they are a typed error until the
+//! CUDA launch path is wired to them (the `cuda` backend itself loads PTX and launches).
 
 pub mod autotune_cache;
 pub mod catalog_check;
@@ -21,6 +25,7 @@ mod module_cache;
 mod retention;
 mod slot;
 mod state_pool;
+mod stream;
 
 pub use device::Device;
 pub use memory_pool::{MemoryPool, PoolBuffer, PoolStats, size_class};
@@ -28,3 +33,4 @@ pub use module_cache::{LoadedModule, ModuleCache, ModuleCacheStats};
 pub use retention::Retention;
 pub use slot::Slot;
 pub use state_pool::{HostState, StateConfig, StatePool};
+pub use stream::{Event, Stream};
