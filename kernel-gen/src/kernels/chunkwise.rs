@@ -50,7 +50,7 @@ use retention_core::Dtype;
 use super::chunkwise_fma::{
     accumulate_shared, for_each_piece, load_piece, rank1_update, store_piece, zero_acc,
 };
-use super::{chunkwise_tc, decay};
+use super::{chunkwise_tc, decay, unsupported};
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Rounding, Space, Sreg, Ty,
 };
@@ -65,18 +65,6 @@ pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
 pub const SUPPORTED_CHUNKS: [u32; 2] = [32, 64];
 /// Threads per CTA.
 pub const THREADS: u32 = 256;
-
-fn unsupported(
-    what: &'static str,
-    value: impl std::fmt::Display,
-    reason: impl Into<String>,
-) -> GenError {
-    GenError::UnsupportedSpec {
-        what,
-        value: value.to_string(),
-        reason: reason.into(),
-    }
-}
 
 /// Most dynamic shared memory one CTA may opt into.
 pub const fn max_dynamic_shared(arch: Arch) -> u32 {
@@ -214,24 +202,7 @@ pub fn launch_geometry(
     heads: u32,
 ) -> Result<LaunchGeometry, GenError> {
     validate(spec)?;
-    if rows == 0 || heads == 0 {
-        return Err(GenError::Launch(format!(
-            "rows {rows} and heads {heads} must be at least 1"
-        )));
-    }
-    if let GammaSet::Retnet { heads: fixed } = spec.gammas
-        && fixed != heads
-    {
-        return Err(GenError::Launch(format!(
-            "{} serves exactly {fixed} heads, got {heads}",
-            spec.gammas.name()
-        )));
-    }
-    if heads > 65535 || rows > i32::MAX as u32 {
-        return Err(GenError::Launch(format!(
-            "grid ({rows}, {heads}) exceeds the CUDA grid limits"
-        )));
-    }
+    super::check_grid(spec, rows, heads)?;
     let threads = if chunkwise_tc::uses_tensor_cores(spec) {
         32 * chunkwise_tc::warps(spec)
     } else {

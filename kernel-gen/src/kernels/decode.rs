@@ -37,7 +37,7 @@
 
 use retention_core::Dtype;
 
-use super::decay;
+use super::{decay, unsupported};
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, SharedRef, Space, Sreg, Ty,
 };
@@ -46,18 +46,6 @@ use crate::{GenError, LaunchGeometry};
 
 const SUPPORTED_K: [u32; 3] = [64, 128, 256];
 const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
-
-fn unsupported(
-    what: &'static str,
-    value: impl std::fmt::Display,
-    reason: impl Into<String>,
-) -> GenError {
-    GenError::UnsupportedSpec {
-        what,
-        value: value.to_string(),
-        reason: reason.into(),
-    }
-}
 
 /// Check that this generator serves `spec`.
 ///
@@ -129,24 +117,7 @@ pub fn launch_geometry(
     heads: u32,
 ) -> Result<LaunchGeometry, GenError> {
     validate(spec)?;
-    if rows == 0 || heads == 0 {
-        return Err(GenError::Launch(format!(
-            "rows {rows} and heads {heads} must be at least 1"
-        )));
-    }
-    if let GammaSet::Retnet { heads: fixed } = spec.gammas
-        && fixed != heads
-    {
-        return Err(GenError::Launch(format!(
-            "{} serves exactly {fixed} heads, got {heads}",
-            spec.gammas.name()
-        )));
-    }
-    if heads > 65535 || rows > i32::MAX as u32 {
-        return Err(GenError::Launch(format!(
-            "grid ({rows}, {heads}) exceeds the CUDA grid limits"
-        )));
-    }
+    super::check_grid(spec, rows, heads)?;
     Ok(LaunchGeometry {
         grid: [rows, heads, 1],
         block: [spec.tile.threads, 1, 1],
