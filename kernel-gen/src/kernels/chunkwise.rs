@@ -358,7 +358,47 @@ impl Stager {
 }
 
 /// The `p_t` (dense) or `p_cu_seqlens` (varlen) parameter, declared in position 6.
-pub(crate) fn declare_lengths(kb: &mut KernelBuilder, spec: &KernelSpec) -> ParamRef {
+/// The parameters of both chunkwise paths (FMA and tensor cores), declared once in the
+/// launch order of the table above, so the two paths cannot drift apart.
+pub(crate) struct ChunkwiseParams {
+    pub q: ParamRef,
+    pub k: ParamRef,
+    pub v: ParamRef,
+    pub o: ParamRef,
+    pub h0: ParamRef,
+    pub ht: ParamRef,
+    /// `p_t` (dense) or `p_cu_seqlens` (varlen).
+    pub lengths: ParamRef,
+    pub scale: ParamRef,
+    /// `p_heads` and `p_log2_gamma`, runtime-γ only.
+    pub runtime: Option<(ParamRef, ParamRef)>,
+}
+
+/// Declare [`ChunkwiseParams`] for `spec`; `runtime_gamma` adds the runtime-γ pair.
+pub(crate) fn declare_params(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    runtime_gamma: bool,
+) -> ChunkwiseParams {
+    ChunkwiseParams {
+        q: kb.param("p_q", Ty::U64),
+        k: kb.param("p_k", Ty::U64),
+        v: kb.param("p_v", Ty::U64),
+        o: kb.param("p_o", Ty::U64),
+        h0: kb.param("p_h0", Ty::U64),
+        ht: kb.param("p_ht", Ty::U64),
+        lengths: declare_lengths(kb, spec),
+        scale: kb.param("p_scale", Ty::F32),
+        runtime: runtime_gamma.then(|| {
+            (
+                kb.param("p_heads", Ty::U32),
+                kb.param("p_log2_gamma", Ty::U64),
+            )
+        }),
+    }
+}
+
+fn declare_lengths(kb: &mut KernelBuilder, spec: &KernelSpec) -> ParamRef {
     if spec.op == KernelOp::ChunkwiseVarlen {
         kb.param("p_cu_seqlens", Ty::U64)
     } else {
@@ -415,20 +455,17 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     // ptxas budget registers for one rather than spill.
     kb.min_ctas_per_sm(1);
 
-    let p_q = kb.param("p_q", Ty::U64);
-    let p_k = kb.param("p_k", Ty::U64);
-    let p_v = kb.param("p_v", Ty::U64);
-    let p_o = kb.param("p_o", Ty::U64);
-    let p_h0 = kb.param("p_h0", Ty::U64);
-    let p_ht = kb.param("p_ht", Ty::U64);
-    let p_t = declare_lengths(&mut kb, spec);
-    let p_scale = kb.param("p_scale", Ty::F32);
-    let runtime = (log2_gammas.is_none()).then(|| {
-        (
-            kb.param("p_heads", Ty::U32),
-            kb.param("p_log2_gamma", Ty::U64),
-        )
-    });
+    let ChunkwiseParams {
+        q: p_q,
+        k: p_k,
+        v: p_v,
+        o: p_o,
+        h0: p_h0,
+        ht: p_ht,
+        lengths: p_t,
+        scale: p_scale,
+        runtime,
+    } = declare_params(&mut kb, spec, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
         "smem",
         lay.total,

@@ -19,7 +19,7 @@
 
 use retention_core::Dtype;
 
-use super::chunkwise::{declare_lengths, select_log2_gamma, sequence_bounds};
+use super::chunkwise::{ChunkwiseParams, declare_params, select_log2_gamma, sequence_bounds};
 use super::decay;
 use crate::GenError;
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
@@ -161,20 +161,17 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     // for 128 threads (168 registers) spills a few bytes; one CTA per SM removes the cap.
     kb.min_ctas_per_sm(1);
 
-    let p_q = kb.param("p_q", Ty::U64);
-    let p_k = kb.param("p_k", Ty::U64);
-    let p_v = kb.param("p_v", Ty::U64);
-    let p_o = kb.param("p_o", Ty::U64);
-    let p_h0 = kb.param("p_h0", Ty::U64);
-    let p_ht = kb.param("p_ht", Ty::U64);
-    let p_t = declare_lengths(&mut kb, spec);
-    let p_scale = kb.param("p_scale", Ty::F32);
-    let runtime = (log2_gammas.is_none()).then(|| {
-        (
-            kb.param("p_heads", Ty::U32),
-            kb.param("p_log2_gamma", Ty::U64),
-        )
-    });
+    let ChunkwiseParams {
+        q: p_q,
+        k: p_k,
+        v: p_v,
+        o: p_o,
+        h0: p_h0,
+        ht: p_ht,
+        lengths: p_t,
+        scale: p_scale,
+        runtime,
+    } = declare_params(&mut kb, spec, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
         "smem",
         lay.total,
