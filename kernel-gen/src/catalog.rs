@@ -19,10 +19,30 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 /// Decode kernels for K ∈ {64, 128, 256}, V ∈ {K, 2K}, every dtype, every default gamma set,
 /// sm_80 and sm_90, then the chunkwise forward for K, V ∈ {64, 128} and C ∈ {32, 64} where
 /// sm_80's shared memory holds it (all but K = V = 128 with C = 64), each dense and varlen,
-/// in a fixed order.
+/// then the attention decode baseline ([`attention_catalog`]), in a fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
     specs.extend(chunkwise_catalog());
+    specs.extend(attention_catalog());
+    specs
+}
+
+/// (K, V) of the attention decode baseline: K = V ∈ {64, 128, 256}, and the paper's
+/// K = 256, V = 512 (the head shape `retention bench` compares at).
+pub const ATTENTION_HEAD_DIMS: [(u32, u32); 4] = [(64, 64), (128, 128), (256, 256), (256, 512)];
+
+/// The attention decode baseline: split and combine pass of every head shape, dtype and arch.
+pub fn attention_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for (k, v) in ATTENTION_HEAD_DIMS {
+            for dtype in Dtype::ALL {
+                let spec = KernelSpec::attention_decode(k, v, dtype, arch);
+                specs.push(spec);
+                specs.push(spec.attention_combine());
+            }
+        }
+    }
     specs
 }
 

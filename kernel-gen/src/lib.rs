@@ -11,7 +11,9 @@
 //!   [`launch_geometry`] and [`param_names`] say how to launch it (parameter tables: the
 //!   decode step in [`kernels::decode`], the chunkwise forward — dense and packed varlen,
 //!   tensor cores for f16/bf16 in [`kernels::chunkwise_tc`], FMA for f32 — in
-//!   [`kernels::chunkwise`]). [`catalog::default_catalog`] lists what ships.
+//!   [`kernels::chunkwise`]; the softmax-attention KV-cache decode baseline, two launches
+//!   planned by [`kernels::attention_decode::plan`]). [`catalog::default_catalog`] lists
+//!   what ships.
 //! - [`dsl::tiles`] is the tile vocabulary (swizzled shared tiles, `mma` accumulator tiles)
 //!   the tensor-core kernels are written in.
 //! - `kernel-gen --out DIR [--arch sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog
@@ -57,6 +59,8 @@ pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
     let kernel = match spec.op {
         KernelOp::Decode => kernels::decode::generate(spec)?,
         KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::generate(spec)?,
+        KernelOp::AttentionDecode => kernels::attention_decode::generate(spec)?,
+        KernelOp::AttentionCombine => kernels::attention_combine::generate(spec)?,
     };
     Ok(kernel.to_ptx())
 }
@@ -75,6 +79,9 @@ pub fn launch_geometry(
         KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
             kernels::chunkwise::launch_geometry(spec, rows, heads)
         }
+        KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
+            kernels::attention_decode::launch_geometry(spec, rows, heads)
+        }
     }
 }
 
@@ -83,5 +90,8 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     match spec.op {
         KernelOp::Decode => kernels::decode::param_names(spec),
         KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::param_names(spec),
+        KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
+            kernels::attention_decode::param_names(spec)
+        }
     }
 }

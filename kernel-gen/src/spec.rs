@@ -18,6 +18,11 @@ pub enum KernelOp {
     Chunkwise,
     /// The chunkwise forward over a packed variable-length batch (`cu_seqlens`).
     ChunkwiseVarlen,
+    /// The softmax-attention KV-cache decode baseline, split pass: partial (m, l, o) per
+    /// context split (or o itself when there is one split).
+    AttentionDecode,
+    /// The softmax-attention KV-cache decode baseline, combine pass: merges the splits.
+    AttentionCombine,
 }
 
 impl KernelOp {
@@ -27,6 +32,8 @@ impl KernelOp {
             KernelOp::Decode => "decode",
             KernelOp::Chunkwise => "chunkwise",
             KernelOp::ChunkwiseVarlen => "chunkwise_varlen",
+            KernelOp::AttentionDecode => "attention_decode",
+            KernelOp::AttentionCombine => "attention_combine",
         }
     }
 }
@@ -189,6 +196,30 @@ impl KernelSpec {
         }
     }
 
+    /// A softmax-attention KV-cache decode spec (the split pass; [`Self::attention_combine`]
+    /// gives its combine pass): query/key dim `k`, value dim `v`. Attention has no decays, so
+    /// the gamma set is [`GammaSet::Runtime`] (H is a launch dimension, nothing is baked in).
+    pub fn attention_decode(k: u32, v: u32, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::AttentionDecode,
+            k,
+            v,
+            chunk: None,
+            gammas: GammaSet::Runtime,
+            dtype,
+            arch,
+            tile: TileConfig::default(),
+        }
+    }
+
+    /// The combine pass that goes with an attention split-pass spec (same fields, its own op).
+    pub fn attention_combine(&self) -> Self {
+        KernelSpec {
+            op: KernelOp::AttentionCombine,
+            ..*self
+        }
+    }
+
     /// The canonical text every field is hashed from. Changing it renames every entry, so it
     /// only ever gains fields.
     pub fn canonical(&self) -> String {
@@ -246,6 +277,9 @@ impl KernelSpec {
             KernelOp::Decode => crate::kernels::decode::validate(self),
             KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
                 crate::kernels::chunkwise::validate(self)
+            }
+            KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
+                crate::kernels::attention_decode::validate(self)
             }
         }
     }

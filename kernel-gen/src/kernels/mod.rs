@@ -1,5 +1,8 @@
 //! Retention kernel generators, one file per kernel, each validating its spec first.
 
+pub mod attention_combine;
+pub mod attention_decode;
+mod attention_layout;
 pub mod chunkwise;
 pub mod chunkwise_fma;
 pub mod chunkwise_tc;

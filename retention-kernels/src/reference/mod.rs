@@ -5,6 +5,7 @@
 //! `exp2(n · log2 γ)` on non-negative relative exponents only. Layouts are token-major:
 //! q, k `[B, T, H, K]`; v, o `[B, T, H, V]`; states `[B, H, K, V]`.
 
+mod attention;
 mod backward;
 mod chunkwise;
 mod decay;
@@ -14,6 +15,7 @@ mod problem;
 mod recurrent;
 mod varlen;
 
+pub use attention::attention_decode;
 pub use backward::{
     Gradients, chunkwise_backward, chunkwise_backward_varlen, recurrent_backward,
     recurrent_backward_varlen,

@@ -1,0 +1,116 @@
+//! The combine pass of the attention decode baseline: merges the per-split partials
+//! (m_s, l_s, õ_s) that [`super::attention_decode`] wrote into o = Σ 2^(m_s−M) õ_s /
+//! Σ 2^(m_s−M) l_s, M the running max, in f32, then rounds to the output dtype.
+//!
+//! Parameters, in launch order:
+//!
+//! | # | name        | type   | meaning                                          |
+//! |---|-------------|--------|--------------------------------------------------|
+//! | 0 | `p_partial` | `.u64` | partials f32 `[N,H,splits,V+4]` (m, l, pad, õ)   |
+//! | 1 | `p_o`       | `.u64` | o `[N,H,V]` in the spec's dtype (written)        |
+//! | 2 | `p_splits`  | `.u32` | splits per (row, head), as the split pass ran    |
+//!
+//! Mapping: grid `(1, H, N)`, block `(max(32, V/4), 1, 1)`; thread t owns V/threads (2 or 4)
+//! consecutive columns. Lane i of every warp loads the (m, l) of split `base + i` once and
+//! `shfl.idx` hands it to the warp, so each partial word is read once per warp at most.
+
+use super::attention_decode::{NO_SCORE, PARTIAL_HEADER, combine_threads, validate};
+use super::attention_layout::{load_piece_words_masked, store_from_f32};
+use super::unsupported;
+use crate::GenError;
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Space, Sreg, Ty};
+use crate::spec::{KernelOp, KernelSpec};
+use retention_core::Dtype;
+
+/// Emit the combine pass for `spec` (validated first).
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] as [`validate`] or for the split-pass op;
+/// [`GenError::Dsl`] on a generator bug.
+pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
+    validate(spec)?;
+    if spec.op != KernelOp::AttentionCombine {
+        return Err(unsupported(
+            "op",
+            spec.op.name(),
+            "this generator emits the combine pass (attention_combine)",
+        ));
+    }
+    let vd = spec.v;
+    let threads = combine_threads(spec);
+    let cols = vd / threads; // 2 or 4
+    let esize = spec.dtype.size_bytes() as u32;
+    let row_bytes = (vd + PARTIAL_HEADER) * 4;
+
+    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
+    kb.header(format!("softmax attention decode, combine pass: {}", spec.slug()));
+    kb.header(format!("spec: {}", spec.canonical()));
+    kb.header("o = sum_s 2^(m_s - M) o~_s / sum_s 2^(m_s - M) l_s".to_string());
+    kb.max_threads(threads);
+    let p_partial = kb.param("p_partial", Ty::U64);
+    let p_o = kb.param("p_o", Ty::U64);
+    let p_splits = kb.param("p_splits", Ty::U32);
+
+    kb.comment("one CTA per (head h = ctaid.y, row n = ctaid.z)");
+    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let heads = kb.sreg(Sreg::Nctaid(Axis::Y));
+    let n = kb.sreg(Sreg::Ctaid(Axis::Z));
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let lane = kb.and(t, 31u32);
+    let nh = kb.mad_lo(n, heads, h);
+    let splits = kb.ld_param(&p_splits);
+    let first_row = kb.mul_lo(nh, splits);
+    let partial = kb.global_ptr(&p_partial);
+    let g_rows = kb.mad_wide(first_row, row_bytes, partial); // (splits, V + 4)
+    let t_cols = kb.mul_wide(t, cols * 4);
+    let g_cols = kb.add(g_rows, t_cols);
+
+    let big_m = kb.mov(Ty::F32, NO_SCORE);
+    let l_sum = kb.mov(Ty::F32, 0.0f32);
+    let acc: Vec<Reg> = (0..cols).map(|_| kb.mov(Ty::F32, 0.0f32)).collect();
+    kb.for_range(0u32, splits, 32, |kb, base| {
+        kb.comment("lane i fetches (m, l) of split base + i");
+        let mine = kb.add(base, lane);
+        let valid = kb.setp(Cmp::Lt, mine, splits);
+        let ml_at = kb.mad_wide(mine, row_bytes, g_rows);
+        let ml = load_piece_words_masked(kb, Dtype::F32, 8, Address::reg(ml_at, 0), valid);
+        let left = kb.sub(splits, base);
+        let count = kb.min(left, 32u32);
+        let row_at = kb.mad_wide(base, row_bytes, g_cols);
+        kb.for_range(0u32, count, 1, |kb, i| {
+            let m_i = kb.warp_shfl(ShflMode::Idx, ml[0], i, 0x1fu32, u32::MAX);
+            let l_i = kb.warp_shfl(ShflMode::Idx, ml[1], i, 0x1fu32, u32::MAX);
+            let o_i = kb.ld_vec(
+                Space::Global,
+                Ty::F32,
+                cols as usize,
+                Address::reg(row_at, i64::from(PARTIAL_HEADER * 4)),
+            );
+            let m = kb.max(big_m, m_i);
+            let a = kb.sub(big_m, m);
+            let a = kb.ex2(a, true);
+            let b = kb.sub(m_i, m);
+            let b = kb.ex2(b, true);
+            let l = kb.mul(l_sum, a);
+            kb.fma_into(l_sum, l_i, b, l);
+            for (&x, &y) in acc.iter().zip(&o_i) {
+                let xa = kb.mul(x, a);
+                kb.fma_into(x, y, b, xa);
+            }
+            kb.assign(big_m, m);
+            let next = kb.add(row_at, u64::from(row_bytes));
+            kb.assign(row_at, next);
+        });
+    });
+
+    kb.comment("o = o~ / l in the output dtype");
+    let inv = kb.div(1.0f32, l_sum);
+    let o_vals: Vec<Reg> = acc.iter().map(|&x| kb.mul(x, inv)).collect();
+    let o = kb.global_ptr(&p_o);
+    let o_row = kb.mad_wide(nh, vd * esize, o);
+    let o_col = kb.mul_wide(t, cols * esize);
+    let o_at = kb.add(o_row, o_col);
+    store_from_f32(&mut kb, spec.dtype, Address::reg(o_at, 0), &o_vals);
+    kb.ret();
+    kb.finish()
+}

@@ -1,0 +1,686 @@
+//! The softmax-attention KV-cache decode baseline (the Transformer step retention decode is
+//! compared with), flash-decoding style, as two kernels:
+//!
+//! ```text
+//! for every row n, head h:  s_t = s · q[n,h]·k[n,h,t]          t < L
+//!                           o[n,h] = Σ_t softmax_t(s_t) v[n,h,t]
+//! ```
+//!
+//! The context is cut into splits of `split_len` tokens, one CTA each, so that a small batch
+//! still fills the GPU. A split CTA keeps an online (max-subtracted) softmax in f32 and writes
+//! its partial (m, l, õ) — the running max in log2 units, Σ 2^(s−m) and the unnormalised
+//! Σ 2^(s−m) v — and the combine kernel ([`super::attention_combine`]) merges the splits.
+//! With a single split the split kernel normalises and writes o itself and no combine runs.
+//! Layouts as `retention_kernels::cpu::attention_decode`: q `[N,H,K]`, k_cache `[N,H,L,K]`,
+//! v_cache `[N,H,L,V]` (head-major: a head's context is contiguous), o `[N,H,V]`, all in the
+//! spec's dtype; partials f32 `[N,H,splits,V+4]` (m, l, two pad words, then õ: 16-byte rows).
+//!
+//! Split-pass parameters, in launch order (pointers are `.u64` device addresses):
+//!
+//! | # | name          | type   | meaning                                                 |
+//! |---|---------------|--------|---------------------------------------------------------|
+//! | 0 | `p_q`         | `.u64` | q `[N,H,K]`                                             |
+//! | 1 | `p_k_cache`   | `.u64` | k_cache `[N,H,L,K]`                                     |
+//! | 2 | `p_v_cache`   | `.u64` | v_cache `[N,H,L,V]`                                     |
+//! | 3 | `p_o`         | `.u64` | o `[N,H,V]`, written only when there is one split       |
+//! | 4 | `p_partial`   | `.u64` | partials f32 `[N,H,splits,V+4]`, written when splits > 1 |
+//! | 5 | `p_context`   | `.u32` | L, cached tokens (≥ 1)                                  |
+//! | 6 | `p_split_len` | `.u32` | tokens per split; splits = ⌈L / split_len⌉ = grid x     |
+//! | 7 | `p_scale`     | `.f32` | s, applied to q exactly once                            |
+//!
+//! Mapping: grid `(splits, H, N)`, block `(threads, 1, 1)`, no dynamic shared memory (see
+//! [`plan`]). Lanes are laid over tokens as [`super::attention_layout`] describes: a group
+//! of G lanes reads one token's key and value rows with 16-byte loads, each lane holding the
+//! same q elements (staged once through shared memory, pre-multiplied by s·log2 e so scores
+//! are in log2 units and softmax weights are `ex2`). A step reads `rows_per_step` tokens per
+//! group; the group's q·k partial dots are summed by butterfly shuffles, and the group's
+//! running (m, l, õ) is rescaled once per step. At the end the groups of a warp merge by
+//! shuffles, the warps through shared memory. Every cached byte is read exactly once; the
+//! last step of a split is masked (predicated loads), never read past the context.
+
+use super::attention_layout::{
+    LaneLayout, load_piece_words, load_piece_words_masked, store_from_f32, widen,
+};
+use super::unsupported;
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Space, Sreg, Ty};
+use crate::spec::{GammaSet, KernelOp, KernelSpec};
+use crate::{Arch, GenError, LaunchGeometry};
+
+/// Key/query head dims served.
+pub const SUPPORTED_K: [u32; 3] = [64, 128, 256];
+/// Value head dims served.
+pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
+/// f32 words before each split's õ in the partials: m, l and two pad words.
+pub const PARTIAL_HEADER: u32 = 4;
+/// The running max of a lane group that has seen no token: finite, so max − max is 0.
+pub(crate) const NO_SCORE: f32 = f32::MIN;
+
+/// Check that the attention generators serve `spec` (either pass).
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] for another op, an unsupported K or V, a chunk, a named
+/// gamma set, or a tile other than threads ∈ {64, …, 512} (a power of two, 4·threads ≥ V)
+/// and rows_per_step ∈ {1, 2, 4}.
+pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
+    if !matches!(
+        spec.op,
+        KernelOp::AttentionDecode | KernelOp::AttentionCombine
+    ) {
+        return Err(unsupported(
+            "op",
+            spec.op.name(),
+            "the attention generators emit attention_decode and attention_combine only",
+        ));
+    }
+    if !SUPPORTED_K.contains(&spec.k) {
+        return Err(unsupported(
+            "head dim K",
+            spec.k,
+            "attention decode serves K in {64, 128, 256}",
+        ));
+    }
+    if !SUPPORTED_V.contains(&spec.v) {
+        return Err(unsupported(
+            "head dim V",
+            spec.v,
+            "attention decode serves V in {64, 128, 256, 512}",
+        ));
+    }
+    if let Some(c) = spec.chunk {
+        return Err(unsupported("chunk", c, "attention decode takes no chunk"));
+    }
+    if spec.gammas != GammaSet::Runtime {
+        return Err(unsupported(
+            "gamma set",
+            spec.gammas.name(),
+            "attention has no decays: use `runtime` (nothing baked in)",
+        ));
+    }
+    let t = spec.tile;
+    if !t.threads.is_power_of_two() || !(64..=512).contains(&t.threads) || t.threads * 4 < spec.v
+    {
+        return Err(unsupported(
+            "tile threads",
+            t.threads,
+            "a power of two in 64..=512 with 4·threads >= V",
+        ));
+    }
+    if !matches!(t.rows_per_step, 1 | 2 | 4) {
+        return Err(unsupported(
+            "tile rows_per_step",
+            t.rows_per_step,
+            "tokens per lane group per step: 1, 2 or 4",
+        ));
+    }
+    Ok(())
+}
+
+/// Tokens one CTA of the split pass reads per step (a power of two).
+pub fn tokens_per_step(spec: &KernelSpec) -> u32 {
+    let groups = LaneLayout::new(spec).groups_per_warp();
+    spec.tile.threads / 32 * groups * spec.tile.rows_per_step
+}
+
+/// Threads of the combine pass: 2 or 4 output columns each, at least a warp.
+pub fn combine_threads(spec: &KernelSpec) -> u32 {
+    (spec.v / 4).max(32)
+}
+
+/// How to run one attention decode: the split pass, then (when `splits > 1`) the combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionDecodePlan {
+    /// Tokens per split (`p_split_len`).
+    pub split_len: u32,
+    /// ⌈L / split_len⌉: the split pass's grid x and the combine's `p_splits`.
+    pub splits: u32,
+    /// The split pass's launch: grid `(splits, H, N)`.
+    pub split: LaunchGeometry,
+    /// The combine pass's launch, grid `(1, H, N)`; `None` with one split (the split pass
+    /// writes o itself).
+    pub combine: Option<LaunchGeometry>,
+    /// f32 elements of the partials buffer, `N·H·splits·(V+4)`; 0 with one split (then
+    /// `p_partial` is not touched and may be any value).
+    pub partial_floats: u64,
+}
+
+/// SMs of the GPU an arch's catalog is tuned for (A100, H100).
+const fn sm_count(arch: Arch) -> u32 {
+    match arch {
+        Arch::Sm80 => 108,
+        Arch::Sm90 => 132,
+    }
+}
+
+/// The launch plan for `rows` sequences of `heads` heads over a `context`-token cache: as few
+/// splits as give about four CTAs per SM of the arch's GPU, each split a whole number of
+/// steps, never more splits than steps.
+///
+/// # Errors
+/// As [`plan_with_split_len`].
+pub fn plan(
+    spec: &KernelSpec,
+    rows: u32,
+    heads: u32,
+    context: u32,
+) -> Result<AttentionDecodePlan, GenError> {
+    validate(spec)?;
+    let step = tokens_per_step(spec);
+    let steps = context.div_ceil(step).max(1);
+    let cells = (u64::from(rows) * u64::from(heads)).max(1);
+    let target = u64::from(4 * sm_count(spec.arch));
+    let splits = target.div_ceil(cells).min(u64::from(steps)) as u32;
+    let split_len = steps.div_ceil(splits.max(1)) * step;
+    plan_with_split_len(spec, rows, heads, context, split_len)
+}
+
+/// The launch plan with a chosen split length (any length ≥ 1 is correct; multiples of
+/// [`tokens_per_step`] waste no lanes).
+///
+/// # Errors
+/// [`GenError::Launch`] when rows, heads, context or split_len is 0, rows or heads exceed
+/// 65535 (grid z and y), N·H·L or the partials' size exceeds 2³² − 1 (32-bit index math);
+/// spec errors as [`validate`].
+pub fn plan_with_split_len(
+    spec: &KernelSpec,
+    rows: u32,
+    heads: u32,
+    context: u32,
+    split_len: u32,
+) -> Result<AttentionDecodePlan, GenError> {
+    validate(spec)?;
+    if rows == 0 || heads == 0 || context == 0 || split_len == 0 {
+        return Err(GenError::Launch(format!(
+            "rows {rows}, heads {heads}, context {context} and split_len {split_len} must be \
+             at least 1"
+        )));
+    }
+    if rows > 65535 || heads > 65535 {
+        return Err(GenError::Launch(format!(
+            "grid (splits, {heads}, {rows}) exceeds the CUDA grid limits (y, z <= 65535)"
+        )));
+    }
+    let cells = u64::from(rows) * u64::from(heads);
+    if cells * u64::from(context) > u64::from(u32::MAX) {
+        return Err(GenError::Launch(format!(
+            "N·H·L = {} cached rows exceed 2^32 - 1",
+            cells * u64::from(context)
+        )));
+    }
+    let splits = context.div_ceil(split_len);
+    let partial_floats = if splits > 1 {
+        cells * u64::from(splits) * u64::from(spec.v + PARTIAL_HEADER)
+    } else {
+        0
+    };
+    if partial_floats > u64::from(u32::MAX) {
+        return Err(GenError::Launch(format!(
+            "{partial_floats} partial floats exceed 2^32 - 1"
+        )));
+    }
+    Ok(AttentionDecodePlan {
+        split_len,
+        splits,
+        split: LaunchGeometry {
+            grid: [splits, heads, rows],
+            block: [spec.tile.threads, 1, 1],
+            dynamic_smem_bytes: 0,
+        },
+        combine: (splits > 1).then(|| LaunchGeometry {
+            grid: [1, heads, rows],
+            block: [combine_threads(spec), 1, 1],
+            dynamic_smem_bytes: 0,
+        }),
+        partial_floats,
+    })
+}
+
+/// The launch of either pass with one split per (row, head): grid `(1, H, N)` (the split
+/// pass then needs `p_split_len >= L` and writes o directly). Split launches come from
+/// [`plan`], which knows the context length.
+///
+/// # Errors
+/// [`GenError::Launch`] when rows or heads is 0 or above 65535; spec errors as [`validate`].
+pub fn launch_geometry(
+    spec: &KernelSpec,
+    rows: u32,
+    heads: u32,
+) -> Result<LaunchGeometry, GenError> {
+    let p = plan_with_split_len(spec, rows, heads, 1, 1)?;
+    Ok(match spec.op {
+        KernelOp::AttentionCombine => LaunchGeometry {
+            grid: [1, heads, rows],
+            block: [combine_threads(spec), 1, 1],
+            dynamic_smem_bytes: 0,
+        },
+        _ => p.split,
+    })
+}
+
+/// Parameter names in launch order (the module tables of this file and of the combine).
+pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
+    match spec.op {
+        KernelOp::AttentionCombine => vec!["p_partial", "p_o", "p_splits"],
+        _ => vec![
+            "p_q",
+            "p_k_cache",
+            "p_v_cache",
+            "p_o",
+            "p_partial",
+            "p_context",
+            "p_split_len",
+            "p_scale",
+        ],
+    }
+}
+
+/// A lane group's running softmax state: max m (log2 units), Σ 2^(s−m), Σ 2^(s−m)·v.
+struct Running {
+    m: Reg,
+    l: Reg,
+    acc: Vec<Reg>,
+}
+
+impl Running {
+    /// Fold in the state (m2, l2, acc2) of another part of the context.
+    fn merge(&self, kb: &mut KernelBuilder, m2: Reg, l2: Reg, acc2: &[Reg]) {
+        let m = kb.max(self.m, m2);
+        let a = kb.sub(self.m, m);
+        let a = kb.ex2(a, true);
+        let b = kb.sub(m2, m);
+        let b = kb.ex2(b, true);
+        let l = kb.mul(self.l, a);
+        kb.fma_into(self.l, l2, b, l);
+        for (&x, &y) in self.acc.iter().zip(acc2) {
+            let xa = kb.mul(x, a);
+            kb.fma_into(x, y, b, xa);
+        }
+        kb.assign(self.m, m);
+    }
+}
+
+/// Where a lane's loads of one step start.
+struct StepPointers {
+    k: Reg,
+    v: Reg,
+}
+
+/// One step: `rows_per_step` tokens per lane group, folded into `run`. `valid` (for the
+/// masked last step) says per token whether it is inside the split.
+fn emit_step(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    lay: LaneLayout,
+    ptr: &StepPointers,
+    q: &[Reg],
+    run: &Running,
+    valid: Option<&[Reg]>,
+) {
+    let u_count = spec.tile.rows_per_step;
+    let token_stride = spec.tile.threads / 32 * lay.groups_per_warp(); // tokens between u's
+    let (k_row, v_row) = (
+        i64::from(spec.k * lay.k.esize),
+        i64::from(spec.v * lay.v.esize),
+    );
+    let load = |kb: &mut KernelBuilder, base: Reg, row: i64, split: super::attention_layout::RowSplit, u: u32| {
+        let mut words = Vec::new();
+        for i in 0..split.pieces {
+            let addr = Address::reg(
+                base,
+                i64::from(u * token_stride) * row + split.piece_offset(i, lay.group),
+            );
+            words.extend(match valid {
+                Some(v) => {
+                    load_piece_words_masked(kb, spec.dtype, split.piece_bytes, addr, v[u as usize])
+                }
+                None => load_piece_words(kb, spec.dtype, split.piece_bytes, addr),
+            });
+        }
+        words
+    };
+    // Issue every load of the step before any arithmetic.
+    let k_words: Vec<Vec<Reg>> = (0..u_count)
+        .map(|u| load(kb, ptr.k, k_row, lay.k, u))
+        .collect();
+    let v_words: Vec<Vec<Reg>> = (0..u_count)
+        .map(|u| load(kb, ptr.v, v_row, lay.v, u))
+        .collect();
+    let mut scores = Vec::new();
+    for (u, words) in k_words.iter().enumerate() {
+        let k = widen(kb, words);
+        let mut dot = kb.mul(q[0], k[0]);
+        for (&qe, &ke) in q.iter().zip(&k).skip(1) {
+            dot = kb.fma(qe, ke, dot);
+        }
+        let mut off = lay.group / 2;
+        while off > 0 {
+            let other = kb.warp_shfl(ShflMode::Bfly, dot, off, 0x1fu32, u32::MAX);
+            dot = kb.add(dot, other);
+            off /= 2;
+        }
+        if let Some(v) = valid {
+            dot = kb.selp(dot, NO_SCORE, v[u]);
+        }
+        scores.push(dot);
+    }
+    let mut m = run.m;
+    for &s in &scores {
+        m = kb.max(m, s);
+    }
+    let corr = kb.sub(run.m, m);
+    let corr = kb.ex2(corr, true);
+    let probs: Vec<Reg> = scores
+        .iter()
+        .enumerate()
+        .map(|(u, &s)| {
+            let d = kb.sub(s, m);
+            let p = kb.ex2(d, true);
+            match valid {
+                Some(v) => kb.selp(p, 0.0f32, v[u]),
+                None => p,
+            }
+        })
+        .collect();
+    let mut l = kb.mul(run.l, corr);
+    for &p in &probs {
+        l = kb.add(l, p);
+    }
+    kb.assign(run.l, l);
+    let vs: Vec<Vec<Reg>> = v_words.iter().map(|w| widen(kb, w)).collect();
+    for (c, &acc) in run.acc.iter().enumerate() {
+        let mut x = kb.mul(acc, corr);
+        for (p, v) in probs.iter().zip(&vs) {
+            x = kb.fma(*p, v[c], x);
+        }
+        kb.assign(acc, x);
+    }
+    kb.assign(run.m, m);
+}
+
+/// Emit the split pass for `spec` (validated first).
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] as [`validate`] or for the combine op (see
+/// [`super::attention_combine::generate`]); [`GenError::Dsl`] on a generator bug.
+pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
+    validate(spec)?;
+    if spec.op != KernelOp::AttentionDecode {
+        return Err(unsupported(
+            "op",
+            spec.op.name(),
+            "this generator emits the split pass (attention_decode)",
+        ));
+    }
+    let lay = LaneLayout::new(spec);
+    let (kd, vd) = (spec.k, spec.v);
+    let threads = spec.tile.threads;
+    let warps = threads / 32;
+    let group = lay.group;
+    let groups = lay.groups_per_warp();
+    let step_tokens = tokens_per_step(spec);
+    let esize = spec.dtype.size_bytes() as u32;
+
+    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
+    kb.header(format!("softmax attention decode, split pass: {}", spec.slug()));
+    kb.header(format!("spec: {}", spec.canonical()));
+    kb.header(
+        "partial (m, l, o~) of tokens [split*split_len, ..) : online softmax in f32, log2 units"
+            .to_string(),
+    );
+    kb.max_threads(threads);
+
+    let p_q = kb.param("p_q", Ty::U64);
+    let p_k = kb.param("p_k_cache", Ty::U64);
+    let p_v = kb.param("p_v_cache", Ty::U64);
+    let p_o = kb.param("p_o", Ty::U64);
+    let p_partial = kb.param("p_partial", Ty::U64);
+    let p_context = kb.param("p_context", Ty::U32);
+    let p_split_len = kb.param("p_split_len", Ty::U32);
+    let p_scale = kb.param("p_scale", Ty::F32);
+
+    let s_q = kb.shared_array("s_q", kd * 4, 16, "q*scale*log2(e) as f32 [K]");
+    let s_ml = kb.shared_array("s_ml", warps * 8, 16, "each warp's (m, l) as f32 [W, 2]");
+    let s_acc = kb.shared_array("s_acc", warps * vd * 4, 16, "each warp's o~ as f32 [W, V]");
+
+    kb.comment("one CTA per (split = ctaid.x, head h = ctaid.y, row n = ctaid.z)");
+    let split = kb.sreg(Sreg::Ctaid(Axis::X));
+    let splits = kb.sreg(Sreg::Nctaid(Axis::X));
+    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let heads = kb.sreg(Sreg::Nctaid(Axis::Y));
+    let n = kb.sreg(Sreg::Ctaid(Axis::Z));
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let nh = kb.mad_lo(n, heads, h);
+    let context = kb.ld_param(&p_context);
+    let split_len = kb.ld_param(&p_split_len);
+    let start = kb.mul_lo(split, split_len);
+    let left = kb.sub(context, start);
+    let len = kb.min(left, split_len);
+    let end = kb.add(start, len);
+
+    kb.comment("stage q * scale * log2(e) in shared memory as f32, four elements per thread");
+    let scale = kb.ld_param(&p_scale);
+    let q_scale = kb.mul(scale, std::f32::consts::LOG2_E);
+    let q = kb.global_ptr(&p_q);
+    let g_q = kb.mad_wide(nh, kd * esize, q); // (K)
+    let sq_addr = kb.shared_addr(&s_q);
+    let stage = |kb: &mut KernelBuilder| {
+        let at = kb.mul_wide(t, 4 * esize);
+        let at = kb.add(g_q, at);
+        let words = load_piece_words(kb, spec.dtype, 4 * esize, Address::reg(at, 0));
+        let xs = widen(kb, &words);
+        let xs: Vec<_> = xs.into_iter().map(|x| kb.mul(x, q_scale).into()).collect();
+        let t16 = kb.shl(t, 4u32);
+        let dst = kb.add(sq_addr, t16);
+        kb.st_vec(Space::Shared, Ty::F32, Address::reg(dst, 0), &xs);
+    };
+    if threads > kd / 4 {
+        let inside = kb.setp(Cmp::Lt, t, kd / 4);
+        let skip = kb.label();
+        kb.bra_if(inside, true, skip);
+        stage(&mut kb);
+        kb.place(skip);
+    } else {
+        stage(&mut kb);
+    }
+    kb.bar_sync(0);
+
+    kb.comment(format!(
+        "lane j of group r (G = {group} lanes per token) holds q elements (i*G + j)*{} ..",
+        lay.k.piece_elems()
+    ));
+    let lane = kb.and(t, 31u32);
+    let warp = kb.shr(t, 5u32);
+    let j = kb.and(lane, group - 1);
+    let r = kb.shr(lane, group.trailing_zeros());
+    let jq = kb.mul_lo(j, lay.k.piece_elems() * 4);
+    let sq_lane = kb.add(sq_addr, jq);
+    let mut q_regs = Vec::new();
+    for i in 0..lay.k.pieces {
+        let piece = i64::from(i * group * lay.k.piece_elems() * 4);
+        let mut c = 0;
+        while c < lay.k.piece_elems() {
+            let n_vec = (lay.k.piece_elems() - c).min(4);
+            q_regs.extend(kb.ld_vec(
+                Space::Shared,
+                Ty::F32,
+                n_vec as usize,
+                Address::reg(sq_lane, piece + i64::from(c * 4)),
+            ));
+            c += n_vec;
+        }
+    }
+
+    kb.comment(format!(
+        "this group's first token: start + warp*{groups} + r; tokens of a step are {} apart",
+        warps * groups
+    ));
+    let first = kb.mad_lo(warp, groups, r);
+    let my_tok = kb.add(start, first);
+    let ctx_rows = kb.mul_lo(nh, context);
+    let row = kb.add(ctx_rows, my_tok);
+    let (k_base, v_base) = (kb.global_ptr(&p_k), kb.global_ptr(&p_v));
+    let k_at = kb.mad_wide(row, kd * esize, k_base);
+    let k_lane = kb.mul_wide(j, lay.k.piece_bytes);
+    let k_ptr = kb.add(k_at, k_lane);
+    let v_at = kb.mad_wide(row, vd * esize, v_base);
+    let v_lane = kb.mul_wide(j, lay.v.piece_bytes);
+    let v_ptr = kb.add(v_at, v_lane);
+    let ptr = StepPointers { k: k_ptr, v: v_ptr };
+    let run = Running {
+        m: kb.mov(Ty::F32, NO_SCORE),
+        l: kb.mov(Ty::F32, 0.0f32),
+        acc: (0..lay.v.lane_elems())
+            .map(|_| kb.mov(Ty::F32, 0.0f32))
+            .collect(),
+    };
+
+    let full_steps = kb.shr(len, step_tokens.trailing_zeros());
+    kb.comment(format!("full steps of {step_tokens} tokens"));
+    kb.for_range(0u32, full_steps, 1, |kb, _| {
+        emit_step(kb, spec, lay, &ptr, &q_regs, &run, None);
+        let k_next = kb.add(ptr.k, u64::from(step_tokens * kd * esize));
+        kb.assign(ptr.k, k_next);
+        let v_next = kb.add(ptr.v, u64::from(step_tokens * vd * esize));
+        kb.assign(ptr.v, v_next);
+    });
+    kb.comment("the last, partial step: tokens past the split's end are masked");
+    let rest = kb.and(len, step_tokens - 1);
+    let no_rest = kb.setp(Cmp::Eq, rest, 0u32);
+    let merged = kb.label();
+    kb.bra_if(no_rest, false, merged);
+    let tail_tok = kb.mad_lo(full_steps, step_tokens, my_tok);
+    let valid: Vec<Reg> = (0..spec.tile.rows_per_step)
+        .map(|u| {
+            let tok = kb.add(tail_tok, u * warps * groups);
+            kb.setp(Cmp::Lt, tok, end)
+        })
+        .collect();
+    emit_step(&mut kb, spec, lay, &ptr, &q_regs, &run, Some(&valid));
+    kb.place(merged);
+
+    kb.comment("merge the lane groups of a warp (same columns, lanes G apart)");
+    let mut off = group;
+    while off < 32 {
+        let shfl = |kb: &mut KernelBuilder, x: Reg| kb.warp_shfl(ShflMode::Bfly, x, off, 0x1fu32, u32::MAX);
+        let m2 = shfl(&mut kb, run.m);
+        let l2 = shfl(&mut kb, run.l);
+        let acc2: Vec<Reg> = run.acc.iter().map(|&a| shfl(&mut kb, a)).collect();
+        run.merge(&mut kb, m2, l2, &acc2);
+        off *= 2;
+    }
+
+    kb.comment("group 0 of each warp writes its (m, l) and o~ to shared memory");
+    let ml_addr = kb.shared_addr(&s_ml);
+    let acc_addr = kb.shared_addr(&s_acc);
+    let written = kb.label();
+    let not_group0 = kb.setp(Cmp::Ne, r, 0u32);
+    kb.bra_if(not_group0, false, written);
+    let warp_acc = kb.mad_lo(warp, vd * 4, acc_addr);
+    let jv = kb.mul_lo(j, lay.v.piece_elems() * 4);
+    let my_acc = kb.add(warp_acc, jv);
+    let epp = lay.v.piece_elems();
+    for i in 0..lay.v.pieces {
+        let mut c = 0;
+        while c < epp {
+            let n_vec = (epp - c).min(4);
+            let vals: Vec<_> = run.acc[(i * epp + c) as usize..(i * epp + c + n_vec) as usize]
+                .iter()
+                .map(|&x| x.into())
+                .collect();
+            let at = i64::from((i * group * epp + c) * 4);
+            kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_acc, at), &vals);
+            c += n_vec;
+        }
+    }
+    let lane0 = kb.setp(Cmp::Eq, j, 0u32);
+    let warp8 = kb.shl(warp, 3u32);
+    let my_ml = kb.add(ml_addr, warp8);
+    kb.guarded(lane0, false, |kb| {
+        kb.st_vec(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(my_ml, 0),
+            &[run.m.into(), run.l.into()],
+        );
+    });
+    kb.place(written);
+    kb.bar_sync(0);
+
+    kb.comment("merge the warps: thread t < V/4 owns columns 4t..4t+4");
+    let done = kb.label();
+    if threads > vd / 4 {
+        let outside = kb.setp(Cmp::Ge, t, vd / 4);
+        kb.bra_if(outside, false, done);
+    }
+    let t16 = kb.shl(t, 4u32);
+    let col_acc = kb.add(acc_addr, t16);
+    let mls: Vec<Vec<Reg>> = (0..warps)
+        .map(|w| kb.ld_vec(Space::Shared, Ty::F32, 2, Address::reg(ml_addr, i64::from(w * 8))))
+        .collect();
+    let mut big_m = mls[0][0];
+    for ml in &mls[1..] {
+        big_m = kb.max(big_m, ml[0]);
+    }
+    let mut l_sum: Option<Reg> = None;
+    let mut o4: Vec<Reg> = Vec::new();
+    for (w, ml) in mls.iter().enumerate() {
+        let d = kb.sub(ml[0], big_m);
+        let e = kb.ex2(d, true);
+        let part = kb.ld_vec(
+            Space::Shared,
+            Ty::F32,
+            4,
+            Address::reg(col_acc, (w as u32 * vd * 4).into()),
+        );
+        match l_sum {
+            None => {
+                l_sum = Some(kb.mul(ml[1], e));
+                o4 = part.iter().map(|&x| kb.mul(x, e)).collect();
+            }
+            Some(l) => {
+                l_sum = Some(kb.fma(ml[1], e, l));
+                o4 = part.iter().zip(&o4).map(|(&x, &o)| kb.fma(x, e, o)).collect();
+            }
+        }
+    }
+    let l_sum = l_sum.unwrap_or(run.l);
+
+    let one_split = kb.setp(Cmp::Eq, splits, 1u32);
+    let write_partial = kb.label();
+    kb.bra_if(one_split, true, write_partial);
+    kb.comment("one split: o = o~ / l in the output dtype");
+    let inv = kb.div(1.0f32, l_sum);
+    let o_vals: Vec<Reg> = o4.iter().map(|&x| kb.mul(x, inv)).collect();
+    let o = kb.global_ptr(&p_o);
+    let o_row = kb.mad_wide(nh, vd * esize, o);
+    let o_col = kb.mul_wide(t, 4 * esize);
+    let o_at = kb.add(o_row, o_col);
+    store_from_f32(&mut kb, spec.dtype, Address::reg(o_at, 0), &o_vals);
+    kb.bra_uni(done);
+
+    kb.place(write_partial);
+    kb.comment("several splits: the partial row (m, l, 0, 0, o~[V]) of this split");
+    let part_row = kb.mad_lo(nh, splits, split);
+    let partial = kb.global_ptr(&p_partial);
+    let g_part = kb.mad_wide(part_row, (vd + PARTIAL_HEADER) * 4, partial);
+    let t16_wide = kb.mul_wide(t, 16u32);
+    let g_col = kb.add(g_part, t16_wide);
+    let vals: Vec<_> = o4.iter().map(|&x| x.into()).collect();
+    kb.st_vec(
+        Space::Global,
+        Ty::F32,
+        Address::reg(g_col, i64::from(PARTIAL_HEADER * 4)),
+        &vals,
+    );
+    let t0 = kb.setp(Cmp::Eq, t, 0u32);
+    kb.guarded(t0, false, |kb| {
+        kb.st_vec(
+            Space::Global,
+            Ty::F32,
+            Address::reg(g_part, 0),
+            &[big_m.into(), l_sum.into()],
+        );
+    });
+    kb.place(done);
+    kb.ret();
+    kb.finish()
+}
