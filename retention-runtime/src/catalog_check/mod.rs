@@ -3,6 +3,7 @@
 //! `retention verify` (is every kernel right?) and by `retention autotune --device emulated`
 //! (which variant is predicted fastest?).
 
+pub mod attention;
 pub mod chunkwise;
 pub mod decode;
 pub mod io;
