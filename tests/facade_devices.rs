@@ -1,4 +1,5 @@
-//! The facade's forms, one body per device (`Cpu`, `Emulated(sm_80)`), against the f64
+//! The facade's forms, one body per device (`Cpu`, `Emulated(sm_80)`, and `Cuda(0)` where a
+//! GPU answers), against the f64
 //! reference: f32 ≤ 1e-5 relative, bf16 relative RMSE ≤ 5e-3.
 
 use half::bf16;
@@ -77,7 +78,12 @@ fn forms_match_reference<T: CpuElement>(device: &Device, tol: f64, rmse: bool) {
 
 #[test]
 fn facade_forms_on_every_device() {
-    for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
+    let mut devices = vec![Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)];
+    match Device::cuda(0) {
+        Ok(gpu) => devices.push(gpu),
+        Err(e) => eprintln!("no CUDA device here, so no CUDA run: {e}"),
+    }
+    for device in devices {
         forms_match_reference::<f32>(&device, 1e-5, false);
         forms_match_reference::<bf16>(&device, 5e-3, true);
     }

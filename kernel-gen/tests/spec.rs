@@ -77,6 +77,9 @@ fn default_catalog_has_every_combination_once() {
             KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
                 assert!(s.chunk.is_some(), "{s}");
             }
+            KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
+                assert!(s.chunk.is_none() && s.gammas == GammaSet::Runtime, "{s}");
+            }
         }
     }
 }

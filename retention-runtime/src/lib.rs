@@ -10,16 +10,21 @@
 //! ([`autotune_cache`]) whose winners [`Retention::tuned_chunk`] uses, and the emulator-vs-
 //! reference check of catalog kernels ([`catalog_check`]).
 //!
-//! Status: `Retention` and `StatePool` run on the CPU and on `Device::Emulated` (decode and
-//! chunkwise launch the catalog's PTX); on `Device::Cuda` they are a typed error until the
-//! CUDA launch path is wired to them (the `cuda` backend itself loads PTX and launches).
+//! `Retention` and `StatePool` run on every device: the CPU kernels on `Device::Cpu`; on
+//! `Device::Emulated` and `Device::Cuda` one launch description per kernel call
+//! ([`launch_target`]), executed by the PTX emulator or by the GPU through the `cuda` backend
+//! ([`cuda_target::CudaTarget`]). On CUDA the state pool lives in GPU memory.
 
 pub mod autotune_cache;
 pub mod catalog_check;
 pub mod cuda;
+pub mod cuda_target;
 mod device;
-mod emulated_chunkwise;
-mod emulated_decode;
+mod gpu;
+mod gpu_chunkwise;
+mod gpu_decode;
+pub mod kernel_timing;
+pub mod launch_target;
 mod memory_pool;
 mod module_cache;
 mod retention;

@@ -1,4 +1,5 @@
-//! `MemoryPool`: a caching allocator with size classes, reuse, trim and exact statistics.
+//! `MemoryPool`: a caching allocator with size classes, reuse, trim and exact statistics, on
+//! the host (CPU and emulated devices) or in a CUDA device's memory.
 //!
 //! Blocks are rounded up to a size class (quarter-power-of-two steps, at least 256 bytes) so
 //! a freed block serves any later request of its class without touching the device
@@ -9,6 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use retention_core::{Result, RetentionError};
+
+use crate::cuda::DeviceBuffer;
+use crate::cuda_target::CudaTarget;
+use crate::device::Device;
 
 /// Smallest size class in bytes.
 const MIN_CLASS: usize = 256;
@@ -63,15 +68,31 @@ impl HostBlock {
     }
 }
 
+/// One block of a pool: host memory or device memory (f32 elements; every size class is a
+/// multiple of 4 bytes).
+#[derive(Debug)]
+enum Block {
+    Host(HostBlock),
+    Cuda(DeviceBuffer<f32>),
+}
+
+/// Where a pool's blocks come from.
+#[derive(Debug, Clone)]
+enum Source {
+    Host,
+    Cuda(CudaTarget),
+}
+
 #[derive(Debug, Default)]
 struct PoolState {
-    cached: BTreeMap<usize, Vec<HostBlock>>,
+    cached: BTreeMap<usize, Vec<Block>>,
     stats: PoolStats,
 }
 
 #[derive(Debug)]
 struct PoolShared {
     limit: Option<usize>,
+    source: Source,
     state: Mutex<PoolState>,
 }
 
@@ -99,11 +120,59 @@ impl MemoryPool {
 
     /// A pool that never reserves more than `limit` bytes (`None`: no cap).
     pub fn with_limit(limit: Option<usize>) -> Self {
+        Self::with_source(Source::Host, limit)
+    }
+
+    /// A pool of `device`'s memory: device memory on a CUDA device, host memory on the CPU
+    /// and on emulated devices (whose kernels read host buffers), capped at `limit` bytes.
+    ///
+    /// # Errors
+    /// [`RetentionError::NoDevice`] when a CUDA device cannot be opened.
+    pub fn on(device: &Device, limit: Option<usize>) -> Result<Self> {
+        let source = match device {
+            Device::Cuda(ordinal) => Source::Cuda(CudaTarget::open(*ordinal)?),
+            _ => Source::Host,
+        };
+        Ok(Self::with_source(source, limit))
+    }
+
+    fn with_source(source: Source, limit: Option<usize>) -> Self {
         Self {
             shared: Arc::new(PoolShared {
                 limit,
+                source,
                 state: Mutex::new(PoolState::default()),
             }),
+        }
+    }
+
+    /// True when blocks live in GPU memory.
+    pub fn is_device_memory(&self) -> bool {
+        matches!(self.shared.source, Source::Cuda(_))
+    }
+
+    /// A fresh block of `class` bytes from the source; on a device that is out of memory,
+    /// the cached blocks are released and the allocation tried once more.
+    fn new_block(&self, st: &mut PoolState, class: usize, bytes: usize) -> Result<Block> {
+        match &self.shared.source {
+            Source::Host => Ok(Block::Host(HostBlock::new(class))),
+            Source::Cuda(target) => {
+                let alloc = || target.stream().alloc_zeros::<f32>(class / 4);
+                let block = match alloc() {
+                    Err(RetentionError::OutOfMemory { .. }) => {
+                        Self::release_cached(st);
+                        alloc()
+                    }
+                    other => other,
+                };
+                block.map(Block::Cuda).map_err(|e| match e {
+                    RetentionError::OutOfMemory { available, .. } => RetentionError::OutOfMemory {
+                        requested: bytes,
+                        available,
+                    },
+                    other => other,
+                })
+            }
         }
     }
 
@@ -132,8 +201,9 @@ impl MemoryPool {
                     });
                 }
             }
+            let block = self.new_block(&mut st, class, bytes)?;
             st.stats.reserved += class;
-            HostBlock::new(class)
+            block
         };
         st.stats.allocations += 1;
         st.stats.in_use += class;
@@ -180,7 +250,7 @@ impl Default for MemoryPool {
 /// A block handed out by a [`MemoryPool`]; it returns to the pool's cache when dropped.
 #[derive(Debug)]
 pub struct PoolBuffer {
-    block: Option<HostBlock>,
+    block: Option<Block>,
     len: usize,
     class: usize,
     pool: Arc<PoolShared>,
@@ -202,33 +272,71 @@ impl PoolBuffer {
         self.class
     }
 
-    /// The requested bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.block.as_ref().expect("live buffer").bytes()[..self.len]
+    /// The buffer's bytes, when it lives in host memory.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self.block.as_ref()? {
+            Block::Host(b) => Some(&b.bytes()[..self.len]),
+            Block::Cuda(_) => None,
+        }
     }
 
-    /// The requested bytes, mutable.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
+    /// The buffer's bytes, writable, when it lives in host memory.
+    pub fn bytes_mut(&mut self) -> Option<&mut [u8]> {
         let len = self.len;
-        &mut self.block.as_mut().expect("live buffer").bytes_mut()[..len]
+        match self.block.as_mut()? {
+            Block::Host(b) => Some(&mut b.bytes_mut()[..len]),
+            Block::Cuda(_) => None,
+        }
     }
 
-    /// View as a slice of `T` (the buffer is 64-byte aligned; trailing bytes that do not fill
-    /// a whole `T` are not part of the view).
-    pub fn as_slice<T: bytemuck::Pod>(&self) -> &[T] {
+    /// The buffer as `T`s (whole elements only), when it lives in host memory.
+    pub fn as_slice<T: bytemuck::Pod>(&self) -> Option<&[T]> {
         let n = self.len / std::mem::size_of::<T>();
-        bytemuck::cast_slice(&self.bytes()[..n * std::mem::size_of::<T>()])
+        self.bytes()
+            .map(|b| bytemuck::cast_slice(&b[..n * std::mem::size_of::<T>()]))
     }
 
-    /// Mutable view as a slice of `T`.
-    pub fn as_mut_slice<T: bytemuck::Pod>(&mut self) -> &mut [T] {
+    /// The buffer as writable `T`s, when it lives in host memory.
+    pub fn as_mut_slice<T: bytemuck::Pod>(&mut self) -> Option<&mut [T]> {
         let n = self.len / std::mem::size_of::<T>();
-        bytemuck::cast_slice_mut(&mut self.bytes_mut()[..n * std::mem::size_of::<T>()])
+        self.bytes_mut()
+            .map(|b| bytemuck::cast_slice_mut(&mut b[..n * std::mem::size_of::<T>()]))
     }
 
-    /// Set every byte to zero.
-    pub fn fill_zero(&mut self) {
-        self.bytes_mut().fill(0);
+    /// The device memory behind the buffer (f32 elements, at least `len() / 4` of them),
+    /// when it lives on a GPU.
+    pub fn device(&self) -> Option<&DeviceBuffer<f32>> {
+        match self.block.as_ref()? {
+            Block::Host(_) => None,
+            Block::Cuda(b) => Some(b),
+        }
+    }
+
+    /// The device memory behind the buffer, writable, when it lives on a GPU.
+    pub fn device_mut(&mut self) -> Option<&mut DeviceBuffer<f32>> {
+        match self.block.as_mut()? {
+            Block::Host(_) => None,
+            Block::Cuda(b) => Some(b),
+        }
+    }
+
+    /// Sets every byte to zero, wherever the buffer lives.
+    ///
+    /// # Errors
+    /// [`RetentionError::DeviceFailure`] when clearing device memory fails.
+    pub fn fill_zero(&mut self) -> Result<()> {
+        let source = self.pool.source.clone();
+        match (self.block.as_mut(), source) {
+            (Some(Block::Host(b)), _) => {
+                b.bytes_mut().fill(0);
+                Ok(())
+            }
+            (Some(Block::Cuda(b)), Source::Cuda(target)) => {
+                let len = b.len();
+                target.stream().zero_range(b, 0, len)
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -301,10 +409,48 @@ mod tests {
     fn typed_views_are_aligned() {
         let pool = MemoryPool::new();
         let mut buf = pool.alloc(40).unwrap();
-        buf.fill_zero();
-        buf.as_mut_slice::<f32>()[9] = 2.5;
-        assert_eq!(buf.as_slice::<f32>().len(), 10);
-        assert_eq!(buf.as_slice::<f32>()[9], 2.5);
-        assert_eq!(buf.bytes().as_ptr() as usize % 64, 0);
+        buf.fill_zero().unwrap();
+        buf.as_mut_slice::<f32>().unwrap()[9] = 2.5;
+        assert_eq!(buf.as_slice::<f32>().unwrap().len(), 10);
+        assert_eq!(buf.as_slice::<f32>().unwrap()[9], 2.5);
+        assert_eq!(buf.bytes().unwrap().as_ptr() as usize % 64, 0);
+        assert!(buf.device_mut().is_none());
+    }
+
+    #[test]
+    fn device_pools_count_exactly_and_recover_from_a_cap() {
+        let device = match crate::Device::cuda(0) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("no CUDA device here: {e}");
+                assert!(matches!(
+                    MemoryPool::on(&crate::Device::Cuda(0), None),
+                    Err(RetentionError::NoDevice(_))
+                ));
+                return;
+            }
+        };
+        let pool = MemoryPool::on(&device, Some(3 * 1024 * 1024)).unwrap();
+        assert!(pool.is_device_memory());
+        let mut a = pool.alloc(1 << 20).unwrap();
+        assert!(a.as_slice::<f32>().is_none());
+        a.fill_zero().unwrap();
+        assert_eq!(a.device_mut().unwrap().len(), (1 << 20) / 4);
+        let b = pool.alloc(1 << 20).unwrap();
+        assert_eq!(pool.stats().in_use, 2 << 20);
+        assert!(matches!(
+            pool.alloc(2 << 20),
+            Err(RetentionError::OutOfMemory { .. })
+        ));
+        drop(b);
+        let c = pool.alloc(1 << 20).unwrap();
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.in_use, stats.reserved, stats.cache_hits),
+            (2 << 20, 2 << 20, 1)
+        );
+        drop((a, c));
+        assert_eq!(pool.trim(), 2 << 20);
+        assert_eq!(pool.stats().reserved, 0);
     }
 }

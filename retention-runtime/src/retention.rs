@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use kernel_gen::Arch;
 use retention_core::{Dtype, HostTensor, Result, RetentionError, RetentionShape, validate_scale};
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
@@ -11,20 +10,24 @@ use crate::autotune_cache::{
     CACHE_FILE, DEFAULT_CHUNK, ShapeBucket, cache_dir, cached_winner, cpu_chunkwise_key,
 };
 use crate::device::Device;
-use crate::emulated_chunkwise;
-use crate::emulated_decode::{self, DecodeProblem};
+use crate::gpu::{Gpu, StateRef};
+use crate::gpu_chunkwise;
+use crate::gpu_decode::{self, DecodeProblem};
 use crate::memory_pool::MemoryPool;
 use crate::state_pool::{StateConfig, StatePool};
 
 /// Retention with fixed decays and scale on one device.
 ///
-/// On the CPU every form runs the fast CPU kernels. On an emulated GPU the chunkwise form
-/// launches the catalog's chunkwise kernel when one serves the (K, V, chunk, dtype), and
-/// otherwise — like the recurrent form — the decode kernel token by token (the same math,
-/// DESIGN §1); the parallel form has no emulated kernel yet and is an error there.
+/// On the CPU every form runs the fast CPU kernels. On a GPU — a CUDA device, or the
+/// emulator standing in for one — the chunkwise form launches the catalog's chunkwise kernel
+/// when one serves the (K, V, chunk, dtype), and otherwise — like the recurrent form — the
+/// decode kernel token by token (the same math, DESIGN §1); the parallel form has no GPU
+/// kernel yet and is an error there. Host tensors go in and come out; on CUDA they are
+/// copied to the device and back around each call.
 #[derive(Debug, Clone)]
 pub struct Retention {
     device: Device,
+    gpu: Option<Gpu>,
     params: RetentionParams,
     memory: MemoryPool,
 }
@@ -33,15 +36,14 @@ impl Retention {
     /// Retention on `device` with these decays and scale.
     ///
     /// # Errors
-    /// [`RetentionError::Unsupported`] for a CUDA device (its launch path is not wired yet).
+    /// [`RetentionError::NoDevice`] when a CUDA device cannot be opened;
+    /// [`RetentionError::Unsupported`] for a GPU older than sm_80.
     pub fn new(device: &Device, params: RetentionParams) -> Result<Self> {
-        if let Device::Cuda(_) = device {
-            return Err(unsupported_cuda());
-        }
         Ok(Self {
             device: device.clone(),
+            gpu: Gpu::of(device)?,
             params,
-            memory: MemoryPool::new(),
+            memory: MemoryPool::on(device, None)?,
         })
     }
 
@@ -65,13 +67,13 @@ impl Retention {
         k: &HostTensor<T>,
         v: &HostTensor<T>,
     ) -> Result<HostTensor<T>> {
-        match self.device {
-            Device::Emulated(_) => Err(RetentionError::Unsupported {
+        match self.gpu {
+            Some(_) => Err(RetentionError::Unsupported {
                 what: "parallel form on".into(),
                 value: self.device.name(),
-                reason: "the emulated parallel kernel has not landed; use chunkwise".into(),
+                reason: "the GPU parallel kernel has not landed; use chunkwise".into(),
             }),
-            _ => cpu::parallel(q, k, v, &self.params),
+            None => cpu::parallel(q, k, v, &self.params),
         }
     }
 
@@ -89,39 +91,36 @@ impl Retention {
         chunk: usize,
         h0: Option<&HostTensor<f32>>,
     ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
-        match self.device {
-            Device::Emulated(arch) => {
-                if chunk == 0 {
-                    return Err(RetentionError::ZeroChunk);
-                }
-                let shape = shape_of(q, k, v, &self.params)?;
-                if let Some(h) = h0 {
-                    h.expect_shape("h0", &["B", "H", "K", "V"], &shape.state_shape(shape.batch))?;
-                }
-                let dtype = emulated_decode::dtype_of::<T>()?;
-                match emulated_chunkwise::chunkwise_spec(
-                    &self.params.gammas,
-                    &shape,
-                    chunk,
-                    dtype,
-                    arch,
-                ) {
-                    Some(spec) => {
-                        let scale = validate_scale(self.params.scale, shape.dk)? as f32;
-                        emulated_chunkwise::chunkwise(
-                            &spec,
-                            &shape,
-                            &self.params.gammas,
-                            scale,
-                            (q, k, v),
-                            h0,
-                        )
-                    }
-                    None => self.recurrent_emulated(arch, q, k, v, h0),
-                }
-            }
-            _ => cpu::chunkwise(q, k, v, &self.params, chunk, h0),
+        let Some(gpu) = &self.gpu else {
+            return cpu::chunkwise(q, k, v, &self.params, chunk, h0);
+        };
+        if chunk == 0 {
+            return Err(RetentionError::ZeroChunk);
         }
+        let shape = shape_of(q, k, v, &self.params)?;
+        if let Some(h) = h0 {
+            h.expect_shape("h0", &["B", "H", "K", "V"], &shape.state_shape(shape.batch))?;
+        }
+        let dtype = gpu_decode::dtype_of::<T>()?;
+        let gammas = &self.params.gammas;
+        let Some(spec) = gpu_chunkwise::chunkwise_spec(gammas, &shape, chunk, dtype, gpu.arch())
+        else {
+            return self.recurrent_gpu(gpu, q, k, v, h0);
+        };
+        let scale = validate_scale(self.params.scale, shape.dk)? as f32;
+        let mut h0 = h0.map(|h| h.data().to_vec());
+        let mut ht = vec![0.0; shape.batch * shape.heads * shape.dk * shape.dv];
+        let o = gpu_chunkwise::chunkwise(
+            gpu,
+            &spec,
+            &shape,
+            gammas,
+            scale,
+            (q, k, v),
+            h0.as_deref_mut().map(StateRef::Host),
+            StateRef::Host(&mut ht),
+        )?;
+        Ok((o, HostTensor::new(shape.state_shape(shape.batch), ht)?))
     }
 
     /// Recurrent form (token by token) with optional `h0`. Returns (o, H_T) like
@@ -136,10 +135,10 @@ impl Retention {
         v: &HostTensor<T>,
         h0: Option<&HostTensor<f32>>,
     ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
-        match self.device {
-            Device::Emulated(arch) => self.recurrent_emulated(arch, q, k, v, h0),
+        match &self.gpu {
+            Some(gpu) => self.recurrent_gpu(gpu, q, k, v, h0),
             // One token per chunk is the recurrence itself.
-            _ => cpu::chunkwise(q, k, v, &self.params, 1, h0),
+            None => cpu::chunkwise(q, k, v, &self.params, 1, h0),
         }
     }
 
@@ -202,9 +201,11 @@ impl Retention {
         StatePool::new(&self.device, &self.memory, &cfg, layers, capacity)
     }
 
-    fn recurrent_emulated<T: CpuElement>(
+    /// The recurrent form as one decode launch per token; the state stays in the device's
+    /// memory between tokens.
+    fn recurrent_gpu<T: CpuElement>(
         &self,
-        arch: Arch,
+        gpu: &Gpu,
         q: &HostTensor<T>,
         k: &HostTensor<T>,
         v: &HostTensor<T>,
@@ -220,7 +221,7 @@ impl Retention {
             None => vec![0.0; s.batch * s.heads * s.dk * s.dv],
         };
         let problem = DecodeProblem {
-            arch,
+            arch: gpu.arch(),
             gammas: &self.params.gammas,
             scale: self.params.scale,
             heads: s.heads,
@@ -237,20 +238,42 @@ impl Retention {
             HostTensor::new(vec![s.batch, s.heads, d], data)
         };
         let mut o = HostTensor::<T>::zeros(s.vo_shape());
+        let mut device_state = match gpu {
+            Gpu::Cuda(target) => {
+                let mut buf = self.memory.alloc(state.len() * 4)?;
+                if let Some(dev) = buf.device_mut() {
+                    target.stream().copy_to_device_at(&state, dev, 0)?;
+                }
+                Some((target.stream().clone(), buf))
+            }
+            Gpu::Emulated(_) => None,
+        };
         for t in 0..s.seq_len {
-            let ot = emulated_decode::decode_step(
+            let states = match device_state.as_mut().and_then(|(_, b)| b.device_mut()) {
+                Some(dev) => StateRef::Device(dev),
+                None => StateRef::Host(&mut state),
+            };
+            let ot = gpu_decode::decode_step(
+                gpu,
                 &problem,
-                &mut state,
+                states,
                 &rows,
-                &token(q, t, s.dk)?,
-                &token(k, t, s.dk)?,
-                &token(v, t, s.dv)?,
+                (
+                    &token(q, t, s.dk)?,
+                    &token(k, t, s.dk)?,
+                    &token(v, t, s.dv)?,
+                ),
             )?;
             let row = s.heads * s.dv;
             for b in 0..s.batch {
                 let off = (b * s.seq_len + t) * row;
                 o.data_mut()[off..off + row].copy_from_slice(&ot.data()[b * row..(b + 1) * row]);
             }
+        }
+        if let Some((stream, buf)) = &device_state
+            && let Some(dev) = buf.device()
+        {
+            stream.copy_to_host_from(dev, 0, &mut state)?;
         }
         Ok((o, HostTensor::new(s.state_shape(s.batch), state)?))
     }
@@ -280,12 +303,4 @@ fn shape_of<T: CpuElement>(
     params.gammas.check_heads(h)?;
     retention_core::validate_scale(params.scale, dk)?;
     Ok(shape)
-}
-
-fn unsupported_cuda() -> RetentionError {
-    RetentionError::Unsupported {
-        what: "device".into(),
-        value: "cuda".into(),
-        reason: "the CUDA launch path of the runtime has not landed yet".into(),
-    }
 }

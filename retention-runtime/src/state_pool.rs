@@ -2,14 +2,16 @@
 //! counterpart of a paged KV cache, except each sequence's state has a fixed size
 //! (layers × H × K × V f32) whatever its length.
 
-use kernel_gen::Arch;
+use std::ops::Range;
+
 use retention_core::{HostTensor, Result, RetentionError, RetentionShape, validate_scale};
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
 
 use crate::device::Device;
-use crate::emulated_chunkwise::{self, chunkwise_spec};
-use crate::emulated_decode::{self, DecodeProblem};
+use crate::gpu::{Gpu, StateRef};
+use crate::gpu_chunkwise::{self, chunkwise_spec};
+use crate::gpu_decode::{self, DecodeProblem};
 use crate::memory_pool::{MemoryPool, PoolBuffer};
 use crate::slot::{Slot, SlotTable};
 
@@ -30,10 +32,14 @@ pub struct StateConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostState(pub HostTensor<f32>);
 
-/// Fixed-capacity store of recurrent states, `[capacity, layers, H, K, V]` f32.
+/// Fixed-capacity store of recurrent states, `[capacity, layers, H, K, V]` f32, in the
+/// memory of the device that steps them (host memory for the CPU and the emulator, GPU
+/// memory for CUDA).
 #[derive(Debug)]
 pub struct StatePool {
     device: Device,
+    gpu: Option<Gpu>,
+    memory: MemoryPool,
     cfg: StateConfig,
     layers: usize,
     slots: SlotTable,
@@ -41,10 +47,12 @@ pub struct StatePool {
 }
 
 impl StatePool {
-    /// Reserve `capacity` sequences × `layers` layers of state on `device` from `memory`.
+    /// Reserve `capacity` sequences × `layers` layers of state on `device` from `memory`
+    /// (a pool of that device's memory: [`MemoryPool::on`]).
     ///
     /// # Errors
-    /// Zero heads/dims/layers/capacity; gammas not matching H; out of memory.
+    /// Zero heads/dims/layers/capacity; gammas not matching H; out of memory; a CUDA device
+    /// with a host-memory pool or the reverse; no such CUDA device.
     pub fn new(
         device: &Device,
         memory: &MemoryPool,
@@ -64,20 +72,32 @@ impl StatePool {
             }
         }
         cfg.params.gammas.check_heads(cfg.heads)?;
-        if matches!(device, Device::Cuda(_)) {
+        let on_gpu = matches!(device, Device::Cuda(_));
+        if on_gpu != memory.is_device_memory() {
             return Err(RetentionError::Unsupported {
-                what: "state pool device".into(),
-                value: device.name(),
-                reason: "state pools live on the CPU or the emulator until the CUDA launch path \
-                         of the runtime lands"
-                    .into(),
+                what: "memory pool".into(),
+                value: if on_gpu { "host memory" } else { "GPU memory" }.into(),
+                reason: format!(
+                    "a state pool on {device} needs a pool of that device's memory \
+                     (MemoryPool::on)"
+                ),
             });
         }
-        let elems = capacity * layers * cfg.heads * cfg.dk * cfg.dv;
+        let gpu = Gpu::of(device)?;
+        let elems = [capacity, layers, cfg.heads, cfg.dk, cfg.dv, 4]
+            .into_iter()
+            .try_fold(1usize, usize::checked_mul)
+            .ok_or(RetentionError::OutOfMemory {
+                requested: usize::MAX,
+                available: 0,
+            })?
+            / 4;
         let mut states = memory.alloc(elems * 4)?;
-        states.fill_zero();
+        states.fill_zero()?;
         Ok(Self {
             device: device.clone(),
+            gpu,
+            memory: memory.clone(),
             cfg: cfg.clone(),
             layers,
             slots: SlotTable::new(capacity),
@@ -133,7 +153,10 @@ impl StatePool {
     pub fn alloc(&mut self) -> Result<Slot> {
         let slot = self.slots.alloc()?;
         let r = self.seq_range(slot.index());
-        self.states.as_mut_slice::<f32>()[r].fill(0.0);
+        if let Err(e) = self.zero(r) {
+            self.slots.free(slot)?;
+            return Err(e);
+        }
         Ok(slot)
     }
 
@@ -151,9 +174,7 @@ impl StatePool {
     /// [`RetentionError::Slot`] for a stale or foreign handle.
     pub fn reset(&mut self, slot: Slot) -> Result<()> {
         let i = self.slots.check(slot)?;
-        let r = self.seq_range(i);
-        self.states.as_mut_slice::<f32>()[r].fill(0.0);
-        Ok(())
+        self.zero(self.seq_range(i))
     }
 
     /// Copy a slot's state (all layers) to the host.
@@ -162,7 +183,7 @@ impl StatePool {
     /// [`RetentionError::Slot`] for a stale or foreign handle.
     pub fn snapshot(&self, slot: Slot) -> Result<HostState> {
         let i = self.slots.check(slot)?;
-        let data = self.states.as_slice::<f32>()[self.seq_range(i)].to_vec();
+        let data = self.read(self.seq_range(i))?;
         let c = &self.cfg;
         Ok(HostState(HostTensor::new(
             vec![self.layers, c.heads, c.dk, c.dv],
@@ -183,8 +204,7 @@ impl StatePool {
             &[self.layers, c.heads, c.dk, c.dv],
         )?;
         let r = self.seq_range(i);
-        self.states.as_mut_slice::<f32>()[r].copy_from_slice(state.0.data());
-        Ok(())
+        self.write(r, state.0.data())
     }
 
     /// One decode step of `layer` for a batch whose rows belong to arbitrary slots
@@ -219,10 +239,10 @@ impl StatePool {
         v.expect_shape("v", &["N", "H", "V"], &[n, c.heads, c.dv])?;
         // The pool is [capacity · layers, H, K, V]: row (slot, layer) = slot · layers + layer.
         let rows: Vec<usize> = indices.iter().map(|&i| i * self.layers + layer).collect();
-        match self.device {
-            Device::Emulated(arch) => {
+        match &self.gpu {
+            Some(gpu) => {
                 let problem = DecodeProblem {
-                    arch,
+                    arch: gpu.arch(),
                     gammas: &c.params.gammas,
                     scale: c.params.scale,
                     heads: c.heads,
@@ -230,10 +250,10 @@ impl StatePool {
                     dv: c.dv,
                 };
                 let rows: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-                let states = self.states.as_mut_slice::<f32>();
-                emulated_decode::decode_step(&problem, states, &rows, q, k, v)
+                let states = state_ref(&mut self.states)?;
+                gpu_decode::decode_step(gpu, &problem, states, &rows, (q, k, v))
             }
-            _ => self.step_cpu(&rows, q, k, v),
+            None => self.step_cpu(&rows, q, k, v),
         }
     }
 
@@ -245,7 +265,7 @@ impl StatePool {
         k: &HostTensor<T>,
         v: &HostTensor<T>,
     ) -> Result<HostTensor<T>> {
-        let states = self.states.as_mut_slice::<f32>();
+        let states = host_mut(&mut self.states)?;
         cpu::decode_step_in(q, k, v, states, rows, &self.cfg.params)
     }
 
@@ -268,8 +288,8 @@ impl StatePool {
         if chunk == 0 {
             return Err(RetentionError::ZeroChunk);
         }
-        if let Device::Emulated(arch) = self.device {
-            return self.prefill_emulated(arch, i, slot, layer, (q, k, v), chunk);
+        if self.gpu.is_some() {
+            return self.prefill_gpu(i, slot, layer, (q, k, v), chunk);
         }
         let c = &self.cfg;
         let r = self.range(i, layer);
@@ -280,21 +300,17 @@ impl StatePool {
                 got: format!("{:?}", q.shape()),
             });
         }
-        let h0 = HostTensor::new(
-            vec![1, c.heads, c.dk, c.dv],
-            self.states.as_slice::<f32>()[r.clone()].to_vec(),
-        )?;
+        let h0 = HostTensor::new(vec![1, c.heads, c.dk, c.dv], self.read(r.clone())?)?;
         let (o, ht) = cpu::chunkwise(q, k, v, &c.params, chunk, Some(&h0))?;
-        self.states.as_mut_slice::<f32>()[r].copy_from_slice(ht.data());
+        self.write(r, ht.data())?;
         Ok(o)
     }
 
-    /// Prefill on the emulator: the catalog's chunkwise kernel with H0 from the slot and H_T
-    /// written back, or — for a (K, V, chunk, dtype) no chunkwise kernel serves — one decode
-    /// launch per token (the same math; DESIGN §1).
-    fn prefill_emulated<T: CpuElement>(
+    /// Prefill on a GPU-like device: the catalog's chunkwise kernel with H0 from the slot and
+    /// H_T written back, or — for a (K, V, chunk, dtype) no chunkwise kernel serves — one
+    /// decode launch per token (the same math; DESIGN §1).
+    fn prefill_gpu<T: CpuElement>(
         &mut self,
-        arch: Arch,
         index: usize,
         slot: Slot,
         layer: usize,
@@ -302,31 +318,100 @@ impl StatePool {
         chunk: usize,
     ) -> Result<HostTensor<T>> {
         let c = self.cfg.clone();
+        let Some(gpu) = self.gpu.clone() else {
+            return Err(RetentionError::NoDevice("the pool has no GPU".into()));
+        };
         let t = q.shape().get(1).copied().unwrap_or(0);
         q.expect_shape("q", &["B", "T", "H", "K"], &[1, t, c.heads, c.dk])?;
         let shape = RetentionShape::new(1, t, c.heads, c.dk, c.dv)?;
-        let dtype = emulated_decode::dtype_of::<T>()?;
-        let Some(spec) = chunkwise_spec(&c.params.gammas, &shape, chunk, dtype, arch) else {
+        let dtype = gpu_decode::dtype_of::<T>()?;
+        let Some(spec) = chunkwise_spec(&c.params.gammas, &shape, chunk, dtype, gpu.arch()) else {
             return self.prefill_by_steps(slot, layer, q, k, v);
         };
         k.expect_shape("k", &["B", "T", "H", "K"], &shape.qk_shape())?;
         v.expect_shape("v", &["B", "T", "H", "V"], &shape.vo_shape())?;
         let r = self.range(index, layer);
-        let h0 = HostTensor::new(
-            shape.state_shape(1),
-            self.states.as_slice::<f32>()[r.clone()].to_vec(),
-        )?;
         let scale = validate_scale(c.params.scale, c.dk)? as f32;
-        let (o, ht) = emulated_chunkwise::chunkwise(
-            &spec,
-            &shape,
-            &c.params.gammas,
-            scale,
-            (q, k, v),
-            Some(&h0),
-        )?;
-        self.states.as_mut_slice::<f32>()[r].copy_from_slice(ht.data());
+        let run = |h0: StateRef<'_>, ht: StateRef<'_>| {
+            gpu_chunkwise::chunkwise(
+                &gpu,
+                &spec,
+                &shape,
+                &c.params.gammas,
+                scale,
+                (q, k, v),
+                Some(h0),
+                ht,
+            )
+        };
+        if let Some(states) = self.states.as_mut_slice::<f32>() {
+            let mut h0 = states[r.clone()].to_vec();
+            return run(StateRef::Host(&mut h0), StateRef::Host(&mut states[r]));
+        }
+        // GPU memory: H0 and H_T go through two scratch blocks of the pool (the kernel
+        // reads H0 while it writes H_T), then H_T is copied into the slot on the device.
+        let (mut h0, mut ht) = (
+            self.memory.alloc(r.len() * 4)?,
+            self.memory.alloc(r.len() * 4)?,
+        );
+        let Gpu::Cuda(target) = &gpu else {
+            return Err(RetentionError::NoDevice(
+                "device memory without a CUDA device".into(),
+            ));
+        };
+        let stream = target.stream();
+        let states = device_mut(&mut self.states)?;
+        let (h0_dev, ht_dev) = (device_mut(&mut h0)?, device_mut(&mut ht)?);
+        stream.copy_on_device((states, r.start), (h0_dev, 0), r.len())?;
+        let o = run(StateRef::Device(h0_dev), StateRef::Device(ht_dev))?;
+        stream.copy_on_device((ht_dev, 0), (states, r.start), r.len())?;
         Ok(o)
+    }
+
+    /// Sets `range` of the state to zero, wherever it lives.
+    fn zero(&mut self, range: Range<usize>) -> Result<()> {
+        if let Some(s) = self.states.as_mut_slice::<f32>() {
+            s[range].fill(0.0);
+            return Ok(());
+        }
+        let stream = self.cuda_stream()?;
+        stream.zero_range(device_mut(&mut self.states)?, range.start, range.len())
+    }
+
+    /// A host copy of `range` of the state.
+    fn read(&self, range: Range<usize>) -> Result<Vec<f32>> {
+        if let Some(s) = self.states.as_slice::<f32>() {
+            return Ok(s[range].to_vec());
+        }
+        let mut out = vec![0.0; range.len()];
+        let stream = self.cuda_stream()?;
+        let Some(dev) = self.states.device() else {
+            return Err(RetentionError::NoDevice(
+                "the pool's state has no memory".into(),
+            ));
+        };
+        stream.copy_to_host_from(dev, range.start, &mut out)?;
+        Ok(out)
+    }
+
+    /// Overwrites `range` of the state with `data`.
+    fn write(&mut self, range: Range<usize>, data: &[f32]) -> Result<()> {
+        if let Some(s) = self.states.as_mut_slice::<f32>() {
+            s[range].copy_from_slice(data);
+            return Ok(());
+        }
+        let stream = self.cuda_stream()?;
+        stream.copy_to_device_at(data, device_mut(&mut self.states)?, range.start)
+    }
+
+    fn cuda_stream(&self) -> Result<crate::cuda::Stream> {
+        match &self.gpu {
+            Some(Gpu::Cuda(target)) => Ok(target.stream().clone()),
+            _ => Err(RetentionError::NoDevice(format!(
+                "{}: the state is not in GPU memory",
+                self.device
+            ))),
+        }
     }
 
     /// Prefill one decode launch per token (the recurrent form).
@@ -362,4 +447,24 @@ impl StatePool {
         }
         HostTensor::new(vec![1, t, c.heads, c.dv], out)
     }
+}
+
+/// The state argument of a launch: host slice or device buffer, whichever holds the pool.
+fn state_ref(states: &mut PoolBuffer) -> Result<StateRef<'_>> {
+    if states.device_mut().is_some() {
+        return device_mut(states).map(StateRef::Device);
+    }
+    host_mut(states).map(StateRef::Host)
+}
+
+fn host_mut(buffer: &mut PoolBuffer) -> Result<&mut [f32]> {
+    buffer
+        .as_mut_slice::<f32>()
+        .ok_or_else(|| RetentionError::NoDevice("the state is in GPU memory".into()))
+}
+
+fn device_mut(buffer: &mut PoolBuffer) -> Result<&mut crate::cuda::DeviceBuffer<f32>> {
+    buffer
+        .device_mut()
+        .ok_or_else(|| RetentionError::NoDevice("the state is in host memory".into()))
 }

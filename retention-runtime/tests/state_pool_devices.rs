@@ -1,5 +1,5 @@
-//! One test body per op, run on every device this machine has: `Cpu`, `Emulated(sm_80)` and
-//! `Emulated(sm_90)` (and `Cuda` once the state pool's CUDA path lands). Each device must
+//! One test body per op, run on every device this machine has: `Cpu`, `Emulated(sm_80)`,
+//! `Emulated(sm_90)`, and `Cuda(0)` where a GPU answers (the state then lives in GPU memory). Each device must
 //! equal the f64 reference within the dtype tolerances of DESIGN: f32 outputs ≤ 1e-5
 //! relative, f16/bf16 outputs relative RMSE ≤ 5e-3; states (always f32) ≤ 1e-5 relative.
 
@@ -15,11 +15,16 @@ const K: usize = 64;
 const V: usize = 64;
 
 fn devices() -> Vec<Device> {
-    vec![
+    let mut all = vec![
         Device::Cpu,
         Device::Emulated(Arch::Sm80),
         Device::Emulated(Arch::Sm90),
-    ]
+    ];
+    match Device::cuda(0) {
+        Ok(gpu) => all.push(gpu),
+        Err(e) => eprintln!("no CUDA device here, so no CUDA run: {e}"),
+    }
+    all
 }
 
 fn check_output(what: &str, dtype: Dtype, got: &[f64], want: &[f64]) {
@@ -52,7 +57,7 @@ fn serve_like_a_server<T: CpuElement>(device: &Device, gammas: Gammas) {
         dv: V,
         params: params.clone(),
     };
-    let memory = MemoryPool::new();
+    let memory = MemoryPool::on(device, None).unwrap();
     let mut pool = StatePool::new(device, &memory, &cfg, 2, 4).unwrap();
     let mut rng = SplitMix64::new(17);
     let filler = pool.alloc().unwrap(); // occupies slot 0 so the others are scrambled

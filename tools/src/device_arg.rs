@@ -11,11 +11,25 @@ use crate::error::CliError;
 pub enum DeviceArg {
     /// The host CPU (the fast CPU kernels).
     Cpu,
-    /// CUDA device 0 (not measurable by this build yet).
+    /// CUDA device 0: catalog kernels timed with device events.
     Cuda,
-    /// The PTX emulator: `autotune` ranks catalog kernels by predicted time; `bench` cannot
-    /// measure it yet (`retention verify` reports predicted times per kernel).
+    /// The PTX emulator standing in for an A100 (sm_80): catalog kernels with *predicted*
+    /// times from one emulated launch each.
     Emulated,
+}
+
+impl DeviceArg {
+    /// The runtime device, checked to exist.
+    ///
+    /// # Errors
+    /// [`CliError::Retention`] (`NoDevice`) when CUDA has no device here.
+    pub fn open(self) -> Result<Device, CliError> {
+        Ok(match self {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::from_name("cuda")?,
+            DeviceArg::Emulated => Device::Emulated(kernel_gen::Arch::Sm80),
+        })
+    }
 }
 
 /// The CPU, or a one-line error saying why `device` cannot run `what` here: no CUDA device

@@ -97,8 +97,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
         ));
     }
     let t = spec.tile;
-    if !t.threads.is_power_of_two() || !(64..=512).contains(&t.threads) || t.threads * 4 < spec.v
-    {
+    if !t.threads.is_power_of_two() || !(64..=512).contains(&t.threads) || t.threads * 4 < spec.v {
         return Err(unsupported(
             "tile threads",
             t.threads,
@@ -321,7 +320,11 @@ fn emit_step(
         i64::from(spec.k * lay.k.esize),
         i64::from(spec.v * lay.v.esize),
     );
-    let load = |kb: &mut KernelBuilder, base: Reg, row: i64, split: super::attention_layout::RowSplit, u: u32| {
+    let load = |kb: &mut KernelBuilder,
+                base: Reg,
+                row: i64,
+                split: super::attention_layout::RowSplit,
+                u: u32| {
         let mut words = Vec::new();
         for i in 0..split.pieces {
             let addr = Address::reg(
@@ -420,7 +423,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let esize = spec.dtype.size_bytes() as u32;
 
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!("softmax attention decode, split pass: {}", spec.slug()));
+    kb.header(format!(
+        "softmax attention decode, split pass: {}",
+        spec.slug()
+    ));
     kb.header(format!("spec: {}", spec.canonical()));
     kb.header(
         "partial (m, l, o~) of tokens [split*split_len, ..) : online softmax in f32, log2 units"
@@ -560,7 +566,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment("merge the lane groups of a warp (same columns, lanes G apart)");
     let mut off = group;
     while off < 32 {
-        let shfl = |kb: &mut KernelBuilder, x: Reg| kb.warp_shfl(ShflMode::Bfly, x, off, 0x1fu32, u32::MAX);
+        let shfl = |kb: &mut KernelBuilder, x: Reg| {
+            kb.warp_shfl(ShflMode::Bfly, x, off, 0x1fu32, u32::MAX)
+        };
         let m2 = shfl(&mut kb, run.m);
         let l2 = shfl(&mut kb, run.l);
         let acc2: Vec<Reg> = run.acc.iter().map(|&a| shfl(&mut kb, a)).collect();
@@ -614,7 +622,14 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let t16 = kb.shl(t, 4u32);
     let col_acc = kb.add(acc_addr, t16);
     let mls: Vec<Vec<Reg>> = (0..warps)
-        .map(|w| kb.ld_vec(Space::Shared, Ty::F32, 2, Address::reg(ml_addr, i64::from(w * 8))))
+        .map(|w| {
+            kb.ld_vec(
+                Space::Shared,
+                Ty::F32,
+                2,
+                Address::reg(ml_addr, i64::from(w * 8)),
+            )
+        })
         .collect();
     let mut big_m = mls[0][0];
     for ml in &mls[1..] {
@@ -638,7 +653,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             }
             Some(l) => {
                 l_sum = Some(kb.fma(ml[1], e, l));
-                o4 = part.iter().zip(&o4).map(|(&x, &o)| kb.fma(x, e, o)).collect();
+                o4 = part
+                    .iter()
+                    .zip(&o4)
+                    .map(|(&x, &o)| kb.fma(x, e, o))
+                    .collect();
             }
         }
     }

@@ -243,11 +243,13 @@ pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, 
         } else {
             run.o_error
         });
-        out.report = Some(if spec.op == KernelOp::AttentionCombine {
-            run.combine.unwrap_or(run.split)
-        } else {
-            run.split
-        });
+        out.report = Some(crate::launch_target::LaunchReport::Emulated(Box::new(
+            if spec.op == KernelOp::AttentionCombine {
+                run.combine.unwrap_or(run.split)
+            } else {
+                run.split
+            },
+        )));
     }
     Ok(out)
 }

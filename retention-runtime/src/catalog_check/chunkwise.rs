@@ -5,7 +5,9 @@
 //! Arguments are filled by the names `kernel_gen::param_names` gives, so a kernel whose
 //! parameters this check does not know is reported, never launched with guesses.
 
-use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Module, Param};
+use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
+
+use crate::launch_target::LaunchTarget;
 use kernel_gen::{GammaSet, KernelSpec, launch_geometry, param_names};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
@@ -42,7 +44,7 @@ fn tensor(shape: Vec<usize>, data: &[f64]) -> Result<HostTensor<f64>, String> {
 /// A one-line reason: no chunk in the spec, launch geometry, an unknown parameter, an
 /// emulator error, or a reference failure. Results off the reference are not errors here:
 /// see [`EmuCheck::failure`].
-pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
+pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<EmuCheck, String> {
     check_on(spec, module, problem_size(spec), seed)
 }
 
@@ -52,7 +54,7 @@ pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, 
 /// As [`check`].
 pub fn check_on(
     spec: &KernelSpec,
-    module: &Module,
+    module: &dyn LaunchTarget,
     (b, h, t): (usize, usize, usize),
     seed: u64,
 ) -> Result<EmuCheck, String> {
@@ -121,8 +123,8 @@ pub fn check_on(
         });
     }
     let report = module
-        .launch(&mut launch)
-        .map_err(|e| format!("emulator: {e}"))?;
+        .execute(spec, &mut launch)
+        .map_err(|e| e.to_string())?;
     let got_o = output_values(
         spec.dtype,
         launch

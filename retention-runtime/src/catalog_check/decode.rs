@@ -6,7 +6,9 @@
 //! Arguments are filled by the names `kernel_gen::param_names` gives, so a kernel whose
 //! parameters this check does not know is reported, never launched with guesses.
 
-use kernel_gen::emu::{Buffer, Launch, Module, Param};
+use kernel_gen::emu::{Buffer, Launch, Param};
+
+use crate::launch_target::LaunchTarget;
 use kernel_gen::{GammaSet, KernelSpec, launch_geometry, param_names};
 use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
@@ -76,7 +78,7 @@ fn argument(
 /// A one-line reason: launch geometry, an unknown parameter, an emulator error (out of
 /// bounds, race, unsupported instruction), or a reference failure. Results off the reference
 /// are not errors here: see [`EmuCheck::failure`].
-pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
+pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<EmuCheck, String> {
     let (n, h) = problem_size(spec);
     let (k, v) = (spec.k as usize, spec.v as usize);
     let gammas = gammas_for(spec.gammas, h)?;
@@ -132,8 +134,8 @@ pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, 
             launch = launch.arg(argument(name, spec, &x, &state, &slots, (n, h), &gammas)?);
         }
         let report = module
-            .launch(&mut launch)
-            .map_err(|e| format!("emulator, step {step}: {e}"))?;
+            .execute(spec, &mut launch)
+            .map_err(|e| format!("step {step}: {e}"))?;
         state = launch
             .buffer(state_at)
             .ok_or("the state argument is not a buffer")?

@@ -3,9 +3,11 @@
 //! `tests/decode_emulated.rs` and `tests/chunkwise_emulated.rs`).
 
 use half::{bf16, f16};
-use kernel_gen::emu::{Buffer, Dtype as EmuDtype, EmuReport};
+use kernel_gen::emu::{Buffer, Dtype as EmuDtype};
 use kernel_gen::{GammaSet, KernelSpec};
 use retention_core::{Dtype, Element, Gammas};
+
+use crate::launch_target::LaunchReport;
 
 /// How close the emulated kernel came to the reference.
 #[derive(Debug, Clone)]
@@ -14,8 +16,9 @@ pub struct EmuCheck {
     pub o_error: f64,
     /// Worst state error (max relative).
     pub state_error: f64,
-    /// The last step's emulator report (predicted A100/H100 times).
-    pub report: Option<EmuReport>,
+    /// The last launch's report: the emulator's counters and predicted A100/H100 times, or
+    /// the time a real GPU measured.
+    pub report: Option<LaunchReport>,
 }
 
 impl EmuCheck {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute};
 use cudarc::driver::{CudaStream, PushKernelArg};
 use retention_core::{Result, RetentionError};
 
@@ -11,6 +11,9 @@ use super::error::{alloc_error, device_error, foreign_object, kernel_error};
 use super::event::Event;
 use super::launch::{ArgValue, KernelArg, LaunchDims};
 use super::module::Kernel;
+
+/// Dynamic shared memory a kernel may use without opting in (CUDA's default limit).
+const DEFAULT_DYNAMIC_SHARED_LIMIT: u32 = 48 * 1024;
 
 /// A CUDA stream. Work queued on one stream runs in order; cloning shares the stream.
 #[derive(Debug, Clone)]
@@ -99,6 +102,89 @@ impl Stream {
         self.synchronize()
     }
 
+    /// Copies `host` into `dst[offset..offset + host.len()]` (in stream order; the host slice
+    /// is read before this returns).
+    ///
+    /// # Errors
+    /// [`RetentionError::DataLength`] when the range does not fit in `dst`; otherwise as
+    /// [`Stream::copy_to_device`].
+    pub fn copy_to_device_at<T: DeviceElement>(
+        &self,
+        host: &[T],
+        dst: &mut DeviceBuffer<T>,
+        offset: usize,
+    ) -> Result<()> {
+        self.check_same_device(dst)?;
+        let range = check_range("device destination", offset, host.len(), dst.len())?;
+        let mut view = dst.slice.slice_mut(range);
+        self.inner
+            .memcpy_htod(host, &mut view)
+            .map_err(|e| device_error(self.ordinal(), "copying host to device", e))
+    }
+
+    /// Copies `src[offset..offset + host.len()]` into `host` (waits).
+    ///
+    /// # Errors
+    /// [`RetentionError::DataLength`] when the range does not fit in `src`; otherwise as
+    /// [`Stream::download`].
+    pub fn copy_to_host_from<T: DeviceElement>(
+        &self,
+        src: &DeviceBuffer<T>,
+        offset: usize,
+        host: &mut [T],
+    ) -> Result<()> {
+        self.check_same_device(src)?;
+        let range = check_range("device source", offset, host.len(), src.len())?;
+        let view = src.slice.slice(range);
+        self.inner
+            .memcpy_dtoh(&view, host)
+            .map_err(|e| device_error(self.ordinal(), "copying device to host", e))?;
+        self.synchronize()
+    }
+
+    /// Copies `len` elements from `src[src_offset..]` to `dst[dst_offset..]` on the device,
+    /// in stream order.
+    ///
+    /// # Errors
+    /// [`RetentionError::DataLength`] when either range does not fit;
+    /// [`RetentionError::Unsupported`] for a buffer of another device;
+    /// [`RetentionError::DeviceFailure`] when the copy fails.
+    pub fn copy_on_device<T: DeviceElement>(
+        &self,
+        (src, src_offset): (&DeviceBuffer<T>, usize),
+        (dst, dst_offset): (&mut DeviceBuffer<T>, usize),
+        len: usize,
+    ) -> Result<()> {
+        self.check_same_device(src)?;
+        self.check_same_device(dst)?;
+        let from = check_range("device source", src_offset, len, src.len())?;
+        let to = check_range("device destination", dst_offset, len, dst.len())?;
+        let view = src.slice.slice(from);
+        let mut target = dst.slice.slice_mut(to);
+        self.inner
+            .memcpy_dtod(&view, &mut target)
+            .map_err(|e| device_error(self.ordinal(), "copying on the device", e))
+    }
+
+    /// Sets `dst[offset..offset + len]` to zero bits, in stream order.
+    ///
+    /// # Errors
+    /// [`RetentionError::DataLength`] when the range does not fit in `dst`;
+    /// [`RetentionError::DeviceFailure`] when the driver call fails.
+    pub fn zero_range<T: DeviceElement>(
+        &self,
+        dst: &mut DeviceBuffer<T>,
+        offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.check_same_device(dst)?;
+        let range = check_range("device destination", offset, len, dst.len())?;
+        let mut view = dst.slice.slice_mut(range);
+        self.inner
+            .memset_zeros(&mut view)
+            .map_err(|e| device_error(self.ordinal(), "clearing device memory", e))
+    }
+
     /// Waits until all work queued on this stream has finished.
     ///
     /// # Errors
@@ -176,6 +262,27 @@ impl Stream {
                 }
             }
         }
+        if dims.shared_bytes > DEFAULT_DYNAMIC_SHARED_LIMIT {
+            // Above 48 KiB the driver needs the kernel's opt-in first, else the launch fails.
+            let bytes = i32::try_from(dims.shared_bytes).unwrap_or(i32::MAX);
+            kernel
+                .func
+                .set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes,
+                )
+                .map_err(|e| {
+                    kernel_error(
+                        ordinal,
+                        &format!(
+                            "allowing `{}` {} B of dynamic shared memory",
+                            kernel.entry(),
+                            dims.shared_bytes
+                        ),
+                        e,
+                    )
+                })?;
+        }
         let config = cudarc::driver::LaunchConfig {
             grid_dim: dims.grid,
             block_dim: dims.block,
@@ -247,6 +354,24 @@ fn check_len(what: &str, got: usize, expected: usize) -> Result<()> {
             shape: vec![expected],
             needed: expected,
         })
+    }
+}
+
+/// `offset..offset + len` as a range when it lies inside `0..available`.
+fn check_range(
+    what: &str,
+    offset: usize,
+    len: usize,
+    available: usize,
+) -> Result<std::ops::Range<usize>> {
+    match offset.checked_add(len) {
+        Some(end) if end <= available => Ok(offset..end),
+        _ => Err(RetentionError::DataLength {
+            tensor: what.into(),
+            len: available,
+            shape: vec![offset, len],
+            needed: offset.saturating_add(len),
+        }),
     }
 }
 

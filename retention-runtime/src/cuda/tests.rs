@@ -248,3 +248,32 @@ fn gpu_rejects_bad_ptx_with_kernel_load() {
         assert!(matches!(err, RetentionError::KernelLoad(_)), "{err:?}");
     }
 }
+
+#[test]
+fn gpu_ranged_copies_touch_only_their_range() {
+    let Some(backend) = gpu_or_skip("gpu_ranged_copies_touch_only_their_range") else {
+        return;
+    };
+    let stream = backend.default_stream();
+    let mut a = stream.upload(&[1.0f32; 16]).unwrap();
+    let mut b = stream.alloc_zeros::<f32>(16).unwrap();
+    stream.copy_to_device_at(&[5.0, 6.0], &mut a, 3).unwrap();
+    stream.copy_on_device((&a, 2), (&mut b, 10), 4).unwrap();
+    stream.zero_range(&mut a, 0, 2).unwrap();
+    let mut part = [0.0f32; 3];
+    stream.copy_to_host_from(&b, 10, &mut part).unwrap();
+    assert_eq!(part, [1.0, 5.0, 6.0]);
+    let mut want_a = [1.0f32; 16];
+    want_a[..2].fill(0.0);
+    want_a[3] = 5.0;
+    want_a[4] = 6.0;
+    assert_eq!(stream.download(&a).unwrap(), want_a);
+    assert!(matches!(
+        stream.copy_to_device_at(&[1.0, 2.0], &mut a, 15),
+        Err(RetentionError::DataLength { .. })
+    ));
+    assert!(matches!(
+        stream.copy_on_device((&a, 14), (&mut b, 0), 4),
+        Err(RetentionError::DataLength { .. })
+    ));
+}

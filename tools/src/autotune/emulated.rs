@@ -106,10 +106,7 @@ pub fn time_candidates(
         let report = check
             .report
             .ok_or_else(|| failed("the emulator gave no report".into()))?;
-        let seconds = match spec.arch {
-            Arch::Sm80 => report.predicted_a100_seconds,
-            Arch::Sm90 => report.predicted_h100_seconds,
-        };
+        let seconds = report.seconds(spec.arch);
         out.push(CandidateTiming {
             chunk: spec.chunk.unwrap_or(0) as usize,
             seconds,

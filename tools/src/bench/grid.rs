@@ -70,4 +70,49 @@ impl Grid {
             limits: LimitSizes::QUICK,
         }
     }
+
+    /// The sweep on a GPU: the full CPU sweep's points plus batch 256 and 128k contexts and
+    /// longer prefills (a GPU runs them in milliseconds); `quick` keeps the CPU quick sweep's
+    /// points with fewer repetitions.
+    pub fn gpu(quick: bool) -> Self {
+        if quick {
+            return Self {
+                limits: LimitSizes::FULL,
+                ..Self::quick()
+            };
+        }
+        Self {
+            decode_batches: vec![1, 4, 16, 64, 256],
+            decode_contexts: vec![1024, 4096, 16384, 65536],
+            prefill_lengths: vec![1024, 4096, 16384],
+            prefill_chunks: vec![32, 64, 128, 256],
+            memory_budget: 16 << 30,
+            plan: RepeatPlan {
+                min_runs: 5,
+                max_runs: 50,
+                budget: Duration::from_millis(200),
+            },
+            ..Self::full()
+        }
+    }
+
+    /// The sweep on the emulated device: each point is one emulated launch (seconds of CPU
+    /// for a paper-sized model), so one batch, one context, one prefill length.
+    pub fn emulated() -> Self {
+        Self {
+            decode_batches: vec![1],
+            decode_contexts: vec![1024],
+            prefill_lengths: vec![256],
+            prefill_chunks: vec![64],
+            parallel_max_len: 0,
+            compare_contexts: vec![2048],
+            memory_budget: 1 << 30,
+            plan: RepeatPlan {
+                min_runs: 1,
+                max_runs: 1,
+                budget: Duration::from_millis(1),
+            },
+            limits: LimitSizes::QUICK,
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! memory figure); attention decode and prefill call the CPU kernels of `retention_kernels::cpu`
 //! directly.
 
+mod gpu_points;
 mod grid;
 mod limits;
 mod plot;
@@ -20,16 +21,21 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use half::{bf16, f16};
 
-use crate::device_arg::{DeviceArg, require_cpu};
+use crate::device_arg::DeviceArg;
 use crate::dtype_arg::DtypeArg;
 use crate::error::CliError;
 use crate::host_info;
 use crate::model_arg::ModelArgs;
 use crate::output_file::{check_writable, write_atomic};
 use crate::progress;
+use gpu_points::GpuContext;
 use grid::Grid;
 use points::PointContext;
+use report::Limits;
 use report::{Report, SCHEMA_VERSION};
+use retention_runtime::Device;
+use retention_runtime::cuda_target::CudaTarget;
+use retention_runtime::kernel_timing::KernelTimer;
 use suites::Selection;
 use table::Style;
 pub use table::duration;
@@ -93,15 +99,25 @@ fn preflight(args: &BenchArgs) -> Result<(), CliError> {
 /// # Errors
 /// Any [`CliError`]; outputs are checked before measuring and written atomically.
 pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
-    let device = require_cpu(args.device, "benchmarking")?;
+    let device = args.device.open()?;
     let model = args.model.shape();
     preflight(args)?;
-    let grid = if args.quick {
-        Grid::quick()
-    } else {
-        Grid::full()
+    let grid = match (&device, args.quick) {
+        (Device::Emulated(_), _) => Grid::emulated(),
+        (Device::Cuda(_), _) => Grid::gpu(args.quick),
+        (_, true) => Grid::quick(),
+        (_, false) => Grid::full(),
     };
-    let selection = match args.suite {
+    if device != Device::Cpu {
+        return execute_gpu(args, &device, model, &grid, selection(args.suite));
+    }
+    let selection = selection(args.suite);
+    run_cpu(args, &device, model, &grid, selection)
+}
+
+/// The suites `suite` selects.
+fn selection(suite: SuiteArg) -> Selection {
+    match suite {
         SuiteArg::Decode => Selection {
             decode: true,
             prefill: false,
@@ -122,8 +138,17 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
             prefill: true,
             compare: true,
         },
-    };
+    }
+}
 
+/// The CPU run: the fast CPU kernels, limits of this machine.
+fn run_cpu(
+    args: &BenchArgs,
+    device: &Device,
+    model: crate::model_arg::ModelShape,
+    grid: &Grid,
+    selection: Selection,
+) -> Result<(), CliError> {
     let bar = progress::bar(1, "limits");
     bar.set_message("copy bandwidth and gemm");
     let limits = limits::measure(grid.limits);
@@ -136,9 +161,9 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
         memory_budget: grid.memory_budget,
     };
     let collected = match args.dtype {
-        DtypeArg::F32 => suites::run::<f32>(&cx, &grid, selection)?,
-        DtypeArg::F16 => suites::run::<f16>(&cx, &grid, selection)?,
-        DtypeArg::Bf16 => suites::run::<bf16>(&cx, &grid, selection)?,
+        DtypeArg::F32 => suites::run::<f32>(&cx, grid, selection)?,
+        DtypeArg::F16 => suites::run::<f16>(&cx, grid, selection)?,
+        DtypeArg::Bf16 => suites::run::<bf16>(&cx, grid, selection)?,
     };
     if collected.results.is_empty() {
         return Err(CliError::BadFlag(format!(
@@ -175,6 +200,96 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
         notes,
     };
 
+    emit(args, &report)
+}
+
+/// The GPU run (`--device cuda` or `emulated`): catalog kernels timed by the runtime.
+fn execute_gpu(
+    args: &BenchArgs,
+    device: &Device,
+    model: crate::model_arg::ModelShape,
+    grid: &Grid,
+    selection: Selection,
+) -> Result<(), CliError> {
+    let timer = KernelTimer::new(device, grid.plan.max_runs.min(50))?;
+    let limits = Limits {
+        copy_gbps: timer.copy_gbps(grid.limits.copy_floats)?,
+        gemm_gflops: if timer.predicts() {
+            let peaks = match timer.arch() {
+                kernel_gen::Arch::Sm80 => kernel_gen::emu::A100,
+                kernel_gen::Arch::Sm90 => kernel_gen::emu::H100,
+            };
+            Some(peaks.tensor_flops / 1e9)
+        } else {
+            None
+        },
+        predicted: timer.predicts(),
+    };
+    let cx = PointContext {
+        model: &model,
+        dtype: args.dtype.name(),
+        plan: grid.plan,
+        memory_budget: grid.memory_budget,
+    };
+    let g = GpuContext {
+        cx: &cx,
+        device,
+        timer: &timer,
+        dtype: args.dtype.dtype(),
+    };
+    let collected = suites::run_gpu(&g, grid, selection)?;
+    if collected.results.is_empty() {
+        return Err(CliError::BadFlag(format!(
+            "nothing could be measured for {} on {device}: {}",
+            model.describe(),
+            collected
+                .notes
+                .first()
+                .map_or("no point selected", String::as_str)
+        )));
+    }
+    let mut notes = vec![if timer.predicts() {
+        format!(
+            "seconds are PREDICTED: one emulated launch of each catalog kernel, timed by the \
+             emulator's roofline model of {} (not a measurement); limits are that model's peaks",
+            match timer.arch() {
+                kernel_gen::Arch::Sm80 => "an A100",
+                kernel_gen::Arch::Sm90 => "an H100",
+            }
+        )
+    } else {
+        "seconds: kernel time between two device events, the median of repeated launches with \
+         inputs already on the GPU; copy_gbps: device-to-device copy timed the same way"
+            .to_string()
+    }];
+    notes.push(
+        "retention decode: the catalog decode kernel on one layer's states; state memory is \
+         the high-water mark of a StatePool holding the whole model's state on the device"
+            .to_string(),
+    );
+    notes.push(
+        "seconds: median per call on one layer; tokens/s, state and KV cache: whole model"
+            .to_string(),
+    );
+    notes.extend(collected.notes);
+    let report = Report {
+        schema: SCHEMA_VERSION,
+        tool: format!("retention {}", env!("CARGO_PKG_VERSION")),
+        device: match device {
+            Device::Cuda(ordinal) => format!("{device} ({})", CudaTarget::open(*ordinal)?.name()),
+            _ => format!("{device} (PTX emulator; predicted times)"),
+        },
+        model,
+        limits,
+        results: collected.results,
+        notes,
+    };
+    emit(args, &report)
+}
+
+/// Print the table and write the requested files.
+fn emit(args: &BenchArgs, report: &Report) -> Result<(), CliError> {
+    let report = report.clone();
     print!("{}", table::render(&report, Style::Terminal));
     if let Some(path) = &args.json {
         let json = report

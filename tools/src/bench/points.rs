@@ -40,14 +40,14 @@ pub enum Outcome {
 const MIB: f64 = 1024.0 * 1024.0;
 
 impl PointContext<'_> {
-    fn params(&self) -> Result<RetentionParams, CliError> {
+    pub(super) fn params(&self) -> Result<RetentionParams, CliError> {
         Ok(RetentionParams::new(
             Gammas::retnet(self.model.heads)?,
             None,
         ))
     }
 
-    fn over_budget(&self, what: &str, bytes: u64) -> Option<Outcome> {
+    pub(super) fn over_budget(&self, what: &str, bytes: u64) -> Option<Outcome> {
         (bytes > self.memory_budget).then(|| {
             Outcome::Skipped(format!(
                 "{what}: skipped, needs {:.0} MiB (budget {:.0} MiB)",
@@ -57,7 +57,7 @@ impl PointContext<'_> {
         })
     }
 
-    fn result(
+    pub(super) fn result(
         &self,
         suite: Suite,
         op: Op,
@@ -83,11 +83,12 @@ impl PointContext<'_> {
             gflops: None,
             state_bytes: None,
             kv_cache_bytes: None,
+            predicted: false,
         }
     }
 
     /// Fill the timing-derived fields of `r` from the median `seconds` of one layer's call.
-    fn timed(
+    pub(super) fn timed(
         &self,
         mut r: BenchResult,
         seconds: f64,

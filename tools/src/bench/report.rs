@@ -88,15 +88,21 @@ pub struct BenchResult {
     pub state_bytes: Option<u64>,
     /// Whole-model KV cache of the batch, bytes (attention decode).
     pub kv_cache_bytes: Option<u64>,
+    /// True when `seconds` is the PTX emulator's *prediction* for a GPU, not a measurement.
+    pub predicted: bool,
 }
 
 /// The machine's own limits, measured in the same run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Limits {
-    /// Large-buffer copy, bytes read + written per second, GB/s.
+    /// Large-buffer copy, bytes read + written per second, GB/s (on a GPU: device memory to
+    /// device memory, timed with events).
     pub copy_gbps: f64,
-    /// f32 GEMM (the `gemm` crate, 512³, all threads), GFLOP/s.
-    pub gemm_gflops: f64,
+    /// f32 GEMM (the `gemm` crate, 512³, all threads), GFLOP/s; `None` on GPU devices (the
+    /// library ships no GEMM kernel to measure).
+    pub gemm_gflops: Option<f64>,
+    /// True when the limits are the emulator's GPU model (its peak figures), not measured.
+    pub predicted: bool,
 }
 
 /// The whole report.

@@ -5,6 +5,7 @@ use retention_kernels::cpu::CpuElement;
 use crate::error::CliError;
 use crate::progress;
 
+use super::gpu_points::{self, GpuContext};
 use super::grid::Grid;
 use super::points::{self, Outcome, PointContext};
 use super::report::{BenchResult, Suite};
@@ -117,6 +118,64 @@ pub fn run<T: CpuElement>(
                 context,
                 next_seed(),
             )?);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
+    Ok(out)
+}
+
+/// Run the selected suites on a GPU-like device (catalog kernels timed by the runtime).
+///
+/// # Errors
+/// The first kernel, pool or device error.
+pub fn run_gpu(
+    g: &GpuContext<'_>,
+    grid: &Grid,
+    selection: Selection,
+) -> Result<Collected, CliError> {
+    let mut out = Collected::default();
+    if selection.decode {
+        let bar = progress::bar(
+            grid.decode_batches.len() * grid.decode_contexts.len(),
+            "decode",
+        );
+        for &batch in &grid.decode_batches {
+            for &context in &grid.decode_contexts {
+                bar.set_message(format!("batch {batch} context {context}"));
+                out.push(gpu_points::retention_decode(
+                    g,
+                    Suite::Decode,
+                    batch,
+                    context,
+                )?);
+                bar.inc(1);
+            }
+        }
+        bar.finish_and_clear();
+    }
+    if selection.prefill {
+        let bar = progress::bar(
+            grid.prefill_lengths.len() * grid.prefill_chunks.len(),
+            "prefill",
+        );
+        for &tokens in &grid.prefill_lengths {
+            for &chunk in &grid.prefill_chunks {
+                bar.set_message(format!("T {tokens} chunk {chunk}"));
+                out.push(gpu_points::prefill(g, tokens, chunk)?);
+                bar.inc(1);
+            }
+        }
+        bar.finish_and_clear();
+    }
+    if selection.compare {
+        let bar = progress::bar(2 * grid.compare_contexts.len(), "compare");
+        for &context in &grid.compare_contexts {
+            bar.set_message(format!("context {context} retention"));
+            out.push(gpu_points::retention_decode(g, Suite::Compare, 1, context)?);
+            bar.inc(1);
+            bar.set_message(format!("context {context} attention"));
+            out.push(gpu_points::attention_decode(g, Suite::Compare, 1, context)?);
             bar.inc(1);
         }
         bar.finish_and_clear();

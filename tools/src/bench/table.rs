@@ -92,7 +92,8 @@ fn result_rows(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 opt(r.gflops.map(|g| format!("{g:.1}"))),
                 opt(r
                     .gflops
-                    .map(|g| format!("{:.0}%", 100.0 * g / l.gemm_gflops))),
+                    .zip(l.gemm_gflops)
+                    .map(|(g, peak)| format!("{:.0}%", 100.0 * g / peak))),
                 opt(r.state_bytes.map(bytes)),
                 opt(r.kv_cache_bytes.map(bytes)),
             ]
@@ -216,10 +217,24 @@ pub fn render(report: &Report, style: Style) -> String {
         ),
     );
     let dtype = report.results.first().map_or("-", |r| r.dtype);
+    let gemm = report
+        .limits
+        .gemm_gflops
+        .map_or("none measured".to_string(), |g| format!("{g:.1} GFLOP/s"));
+    let source = if report.limits.predicted {
+        "limits of the emulator's GPU model"
+    } else {
+        "limits measured in this run"
+    };
+    let timing = if report.results.iter().any(|r| r.predicted) {
+        "; seconds are PREDICTED by the PTX emulator, not measured"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "inputs {dtype}, f32 state; limits measured in this run: copy {:.1} GB/s, gemm f32 {:.1} GFLOP/s\n",
-        report.limits.copy_gbps, report.limits.gemm_gflops
+        "inputs {dtype}, f32 state; {source}: copy {:.1} GB/s, gemm {gemm}{timing}\n",
+        report.limits.copy_gbps
     );
     let (h, rows) = result_rows(report);
     if rows.is_empty() {

@@ -11,6 +11,9 @@ mod row;
 use clap::Args;
 use kernel_gen::emu::Module;
 use kernel_gen::{Arch, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry, ptxas};
+use retention_runtime::Device;
+use retention_runtime::cuda_target::CudaTarget;
+use retention_runtime::launch_target::LaunchTarget;
 
 use crate::error::CliError;
 use crate::progress;
@@ -36,6 +39,10 @@ pub struct VerifyArgs {
     /// Only specs whose name contains TEXT (e.g. `k64`, `bf16`, `runtime`).
     #[arg(long, value_name = "TEXT")]
     pub filter: Option<String>,
+    /// Run the reference checks on a real GPU (`cuda`, `cuda:N`) instead of the emulator:
+    /// every spec the GPU's architecture can load, with measured kernel times.
+    #[arg(long, value_name = "emulated|cuda[:N]", default_value = "emulated")]
+    pub device: String,
 }
 
 /// `sm_80`/`sm_90` (also `80`, `sm90`) as an [`Arch`], for clap.
@@ -96,7 +103,12 @@ impl Checker {
     }
 
     /// Emulate `spec` against the reference.
-    fn emulate(self, spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
+    fn emulate(
+        self,
+        spec: &KernelSpec,
+        module: &dyn LaunchTarget,
+        seed: u64,
+    ) -> Result<EmuCheck, String> {
         match self {
             Checker::Decode => emulate_decode::check(spec, module, seed),
             Checker::Chunkwise => emulate_chunkwise::check(spec, module, seed),
@@ -126,6 +138,7 @@ fn check_spec(
     ptxas_path: Option<&std::path::Path>,
     full: bool,
     first_arch: Arch,
+    gpu: Option<&CudaTarget>,
 ) -> Row {
     let mut row = Row::new(spec);
     let ptx = match emit_ptx(spec) {
@@ -161,16 +174,31 @@ fn check_spec(
     row.dynamic_smem = launch_geometry(spec, rows as u32, heads as u32)
         .ok()
         .map(|g| g.dynamic_smem_bytes);
-    if !full && !sampled(checker, spec, &ptx, first_arch) {
+    if let Some(gpu) = gpu
+        && spec.arch > gpu.arch()
+    {
+        row.status =
+            Status::NotEmulated(format!("{} PTX does not load on {}", spec.arch, gpu.arch()));
+        return row;
+    }
+    if gpu.is_none() && !full && !sampled(checker, spec, &ptx, first_arch) {
         row.status = Status::NotEmulated("outside the sample; --full runs it".into());
         return row;
     }
-    match checker.emulate(spec, &module, 1000 + index as u64) {
+    let target: &dyn LaunchTarget = match gpu {
+        Some(g) => g,
+        None => &module,
+    };
+    match checker.emulate(spec, target, 1000 + index as u64) {
         Ok(check) => {
             row.error = Some(check.o_error.max(check.state_error));
-            row.predicted = check.report.as_ref().map(|r| match spec.arch {
-                Arch::Sm80 => ("A100", r.predicted_a100_seconds),
-                Arch::Sm90 => ("H100", r.predicted_h100_seconds),
+            row.predicted = check.report.as_ref().map(|r| {
+                let label = match (r.is_predicted(), spec.arch) {
+                    (false, _) => "measured",
+                    (true, Arch::Sm80) => "A100",
+                    (true, Arch::Sm90) => "H100",
+                };
+                (label, r.seconds(spec.arch))
             });
             if let Some(why) = check.failure(spec.dtype) {
                 row.fail(why)
@@ -212,6 +240,24 @@ pub fn execute(args: &VerifyArgs) -> Result<(), CliError> {
                 .unwrap_or_default()
         )));
     };
+    let gpu = match args.device.as_str() {
+        "emulated" => None,
+        name => match Device::from_name(name)? {
+            Device::Cuda(ordinal) => Some(CudaTarget::open(ordinal)?),
+            other => {
+                return Err(CliError::BadFlag(format!(
+                    "--device {other}: verify runs on `emulated` or a CUDA device"
+                )));
+            }
+        },
+    };
+    if let Some(g) = &gpu {
+        println!(
+            "GPU: {} ({}): every spec it can load runs on the device",
+            g.name(),
+            g.arch()
+        );
+    }
     let ptxas_path = ptxas::find_ptxas();
     match &ptxas_path {
         Some(p) => println!("ptxas: {}", p.display()),
@@ -236,7 +282,14 @@ pub fn execute(args: &VerifyArgs) -> Result<(), CliError> {
         .enumerate()
         .map(|(i, spec)| {
             bar.set_message(spec.slug());
-            let row = check_spec(spec, i, ptxas_path.as_deref(), args.full, first_arch);
+            let row = check_spec(
+                spec,
+                i,
+                ptxas_path.as_deref(),
+                args.full,
+                first_arch,
+                gpu.as_ref(),
+            );
             bar.inc(1);
             row
         })

@@ -1,14 +1,14 @@
-//! The chunkwise forward on `Device::Emulated`: the catalog's chunkwise kernel (tensor cores
-//! for f16/bf16, FMA for f32), loaded through the module cache and run by the PTX emulator
-//! with the argument list its spec names.
+//! The chunkwise forward on a GPU-like device: the catalog's chunkwise kernel (tensor cores
+//! for f16/bf16, FMA for f32) with the argument list its spec names, run by the emulator or a
+//! CUDA device.
 
-use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
+use kernel_gen::emu::{Buffer, Launch, Param};
 use kernel_gen::{Arch, KernelSpec, launch_geometry, param_names};
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
 use crate::catalog_check::io::emu_dtype;
-use crate::emulated_decode::gamma_set;
-use crate::module_cache::ModuleCache;
+use crate::gpu::{Gpu, StateRef};
+use crate::gpu_decode::gamma_set;
 
 /// The chunkwise spec for this problem, when the catalog's generator serves it (K, V, chunk
 /// and dtype it was built for); `None` otherwise.
@@ -31,17 +31,48 @@ pub(crate) fn chunkwise_spec(
     spec.validate().ok().map(|()| spec)
 }
 
-/// Run `spec` over q, k `[B,T,H,K]`, v `[B,T,H,V]` with optional `h0` `[B,H,K,V]`.
-/// Returns (o `[B,T,H,V]`, H_T `[B,H,K,V]`).
+/// Run `spec` on `gpu` over q, k `[B,T,H,K]`, v `[B,T,H,V]` with optional `h0` `[B,H,K,V]`
+/// f32, writing H_T `[B,H,K,V]` into `ht`. Returns o `[B,T,H,V]`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn chunkwise<T: Element>(
+    gpu: &Gpu,
     spec: &KernelSpec,
     shape: &RetentionShape,
     gammas: &Gammas,
     scale: f32,
     (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
-    h0: Option<&HostTensor<f32>>,
-) -> Result<(HostTensor<T>, HostTensor<f32>)> {
-    let module = ModuleCache::global().get(spec)?;
+    h0: Option<StateRef<'_>>,
+    ht: StateRef<'_>,
+) -> Result<HostTensor<T>> {
+    let mut launch = chunkwise_launch(spec, shape, gammas, scale, (q, k, v))?;
+    let names = param_names(spec);
+    let at = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| RetentionError::KernelLoad(format!("{}: no `{name}`", spec.entry())))
+    };
+    let mut states = vec![(at("p_ht")?, ht)];
+    if let Some(h0) = h0 {
+        states.push((at("p_h0")?, h0));
+    }
+    gpu.run(spec, &mut launch, states)?;
+    let o = launch
+        .buffer(at("p_o")?)
+        .ok_or_else(|| RetentionError::KernelLoad("no output buffer".into()))?;
+    let values: Vec<T> = crate::gpu_decode::widen(spec.dtype, o);
+    HostTensor::new(shape.vo_shape(), values)
+}
+
+/// The launch description of `spec` over q, k, v; `p_h0` and `p_ht` are null placeholders
+/// for the caller to bind (a null H0 means zero).
+pub(crate) fn chunkwise_launch<T: Element>(
+    spec: &KernelSpec,
+    shape: &RetentionShape,
+    gammas: &Gammas,
+    scale: f32,
+    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+) -> Result<Launch> {
     let s = shape;
     let geometry =
         launch_geometry(spec, s.batch as u32, s.heads as u32).map_err(RetentionError::from)?;
@@ -51,7 +82,7 @@ pub(crate) fn chunkwise<T: Element>(
         output: false,
     };
     let names = param_names(spec);
-    let mut launch = Launch::new(module.entry.clone(), geometry.grid, geometry.block)
+    let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
         .dynamic_shared(geometry.dynamic_smem_bytes);
     for name in &names {
         launch = launch.arg(match *name {
@@ -61,13 +92,8 @@ pub(crate) fn chunkwise<T: Element>(
             "p_o" => Param::Buffer(
                 Buffer::zeros(emu_dtype(spec.dtype), s.batch * s.seq_len * s.heads * s.dv).output(),
             ),
-            "p_h0" => match h0 {
-                Some(h) => Param::Buffer(Buffer::from_f32(h.data())),
-                None => Param::U64(0),
-            },
-            "p_ht" => Param::Buffer(
-                Buffer::zeros(EmuDtype::F32, s.batch * s.heads * s.dk * s.dv).output(),
-            ),
+            // Bound by `Gpu::run` (a null H0 when there is none).
+            "p_h0" | "p_ht" => Param::U64(0),
             "p_t" => Param::U32(s.seq_len as u32),
             "p_scale" => Param::F32(scale),
             "p_heads" => Param::U32(s.heads as u32),
@@ -79,28 +105,10 @@ pub(crate) fn chunkwise<T: Element>(
             other => {
                 return Err(RetentionError::KernelLoad(format!(
                     "{}: the runtime cannot fill parameter `{other}`",
-                    module.entry
+                    spec.entry()
                 )));
             }
         });
     }
-    module
-        .emulated
-        .launch(&mut launch)
-        .map_err(|e| RetentionError::KernelLoad(format!("{}: {e}", module.entry)))?;
-    let at = |name: &str| {
-        names
-            .iter()
-            .position(|n| *n == name)
-            .and_then(|i| launch.buffer(i))
-    };
-    let o = at("p_o").ok_or_else(|| RetentionError::KernelLoad("no output buffer".into()))?;
-    let values: Vec<T> = crate::emulated_decode::widen(spec.dtype, o);
-    let ht = at("p_ht")
-        .ok_or_else(|| RetentionError::KernelLoad("no final-state buffer".into()))?
-        .to_f32();
-    Ok((
-        HostTensor::new(s.vo_shape(), values)?,
-        HostTensor::new(s.state_shape(s.batch), ht)?,
-    ))
+    Ok(launch)
 }

@@ -1,6 +1,6 @@
-//! The decode step on `Device::Emulated`: the catalog's PTX decode kernel, loaded through the
-//! module cache and executed by the PTX emulator — the same spec, launch geometry and argument
-//! list a real GPU gets.
+//! The decode step on a GPU-like device: the catalog's PTX decode kernel, described once
+//! (spec, launch geometry, arguments by parameter name) and run by the emulator or a CUDA
+//! device.
 
 use half::{bf16, f16};
 use kernel_gen::emu::{Buffer, Launch, Param};
@@ -8,7 +8,7 @@ use kernel_gen::{Arch, GammaSet, KernelSpec, launch_geometry};
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, validate_scale};
 
 use crate::catalog_check::io::emu_dtype;
-use crate::module_cache::ModuleCache;
+use crate::gpu::{Gpu, StateRef};
 
 /// The decode spec serving these decays: baked immediates for an unsharded RetNet schedule,
 /// the runtime-γ variant for anything else (sharded heads, explicit lists).
@@ -85,26 +85,41 @@ pub(crate) struct DecodeProblem<'a> {
 /// in place) with q, k `[N, H, K]`, v `[N, H, V]`. Rows must be distinct and in range (the
 /// caller checks; the kernel trusts it). Returns o `[N, H, V]`.
 pub(crate) fn decode_step<T: Element>(
+    gpu: &Gpu,
     p: &DecodeProblem<'_>,
-    states: &mut [f32],
+    states: StateRef<'_>,
     rows: &[u32],
-    q: &HostTensor<T>,
-    k: &HostTensor<T>,
-    v: &HostTensor<T>,
+    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
 ) -> Result<HostTensor<T>> {
+    let (spec, mut launch) = decode_launch(p, rows, (q, k, v))?;
+    gpu.run(&spec, &mut launch, vec![(3, states)])?;
+    let o = launch
+        .buffer(5)
+        .ok_or_else(|| RetentionError::KernelLoad("no output".into()))?;
+    let values: Vec<T> = widen(spec.dtype, o);
+    HostTensor::new(vec![rows.len(), p.heads, p.dv], values)
+}
+
+/// The spec and launch description of one decode step (argument 3, the state pool, is a
+/// placeholder for the caller to bind).
+pub(crate) fn decode_launch<T: Element>(
+    p: &DecodeProblem<'_>,
+    rows: &[u32],
+    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+) -> Result<(KernelSpec, Launch)> {
     let dtype = dtype_of::<T>()?;
     let spec = decode_spec(p.gammas, p.dk, p.dv, dtype, p.arch);
-    let module = ModuleCache::global().get(&spec)?;
     let n = rows.len();
     let geometry =
         launch_geometry(&spec, n as u32, p.heads as u32).map_err(RetentionError::from)?;
     let scale = validate_scale(p.scale, p.dk)? as f32;
-    let mut launch = Launch::new(module.entry.clone(), geometry.grid, geometry.block)
+    let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
         .dynamic_shared(geometry.dynamic_smem_bytes)
         .arg(Param::Buffer(buffer(q, dtype)))
         .arg(Param::Buffer(buffer(k, dtype)))
         .arg(Param::Buffer(buffer(v, dtype)))
-        .arg(Param::Buffer(Buffer::from_f32(states).output()))
+        // The state pool: bound by `Gpu::run` to host or device memory.
+        .arg(Param::U64(0))
         .arg(Param::Buffer(Buffer::from_u32(rows)))
         .arg(Param::Buffer(
             Buffer::zeros(emu_dtype(dtype), n * p.heads * p.dv).output(),
@@ -117,15 +132,5 @@ pub(crate) fn decode_step<T: Element>(
             .arg(Param::U32(p.heads as u32))
             .arg(Param::Buffer(Buffer::from_f32(&log2g)));
     }
-    module
-        .emulated
-        .launch(&mut launch)
-        .map_err(|e| RetentionError::KernelLoad(format!("{}: {e}", module.entry)))?;
-    let out_state = launch.buffer(3).map(Buffer::to_f32).unwrap_or_default();
-    states.copy_from_slice(&out_state);
-    let o = launch
-        .buffer(5)
-        .ok_or_else(|| RetentionError::KernelLoad("no output".into()))?;
-    let values: Vec<T> = widen(dtype, o);
-    HostTensor::new(vec![n, p.heads, p.dv], values)
+    Ok((spec, launch))
 }
