@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec};
 use retention_core::Dtype;
 use serde::{Deserialize, Serialize};
 
@@ -232,6 +233,74 @@ pub fn cpu_chunkwise_key(bucket: ShapeBucket, dtype: Dtype) -> TuneKey {
         bucket,
         checksum: candidate_checksum(),
     }
+}
+
+/// The catalog's chunkwise variants a GPU of `arch` tunes over for (K, V, dtype) and `heads`
+/// heads: those with the RetNet decays of exactly `heads` heads when the catalog has them,
+/// else the runtime-γ ones (what the runtime would launch for that model). Empty when no
+/// variant serves the shape.
+pub fn gpu_chunkwise_candidates(
+    heads: usize,
+    dk: usize,
+    dv: usize,
+    dtype: Dtype,
+    arch: Arch,
+) -> Vec<KernelSpec> {
+    let shape: Vec<KernelSpec> = kernel_gen::catalog::default_catalog()
+        .into_iter()
+        .filter(|s| {
+            s.op == KernelOp::Chunkwise
+                && s.k as usize == dk
+                && s.v as usize == dv
+                && s.dtype == dtype
+                && s.arch == arch
+        })
+        .collect();
+    let named = GammaSet::Retnet {
+        heads: u32::try_from(heads).unwrap_or(u32::MAX),
+    };
+    let wanted = if shape.iter().any(|s| s.gammas == named) {
+        named
+    } else {
+        GammaSet::Runtime
+    };
+    shape.into_iter().filter(|s| s.gammas == wanted).collect()
+}
+
+/// The key of the catalog's chunkwise kernels on a GPU-like device: `device` is its name
+/// (`cuda:0`, `emulated:sm_80`), `hardware` the GPU's name (or the emulator's model), and
+/// the checksum covers the candidate specs and the kernel-gen version.
+pub fn gpu_chunkwise_key(
+    device: &str,
+    hardware: &str,
+    arch: Arch,
+    bucket: ShapeBucket,
+    dtype: Dtype,
+    candidates: &[KernelSpec],
+) -> TuneKey {
+    let slugs: Vec<String> = candidates.iter().map(KernelSpec::slug).collect();
+    let text = format!(
+        "kernels={};kernel-gen={KERNEL_GEN_VERSION}",
+        slugs.join(",")
+    );
+    TuneKey {
+        op: "chunkwise".into(),
+        device: device.into(),
+        arch: arch.to_string(),
+        hardware: hardware.into(),
+        dtype: dtype.name().into(),
+        bucket,
+        checksum: format!("{:016x}", fnv1a64(text.as_bytes())),
+    }
+}
+
+/// What the emulator's timings are called in cache keys: the GPU its roofline models.
+pub fn emulated_hardware(arch: Arch) -> String {
+    let gpu = match arch {
+        Arch::Sm80 => "A100-80 SXM",
+        Arch::Sm90 => "H100 SXM",
+    };
+    format!("ptx-emu roofline of the {gpu}")
 }
 
 /// The CPU's model name from `/proc/cpuinfo`, or the target architecture when unavailable.

@@ -87,6 +87,11 @@ impl CudaTarget {
         self.backend.default_stream()
     }
 
+    /// The architecture whose PTX this device runs.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
     /// The device's name as the driver reports it.
     pub fn name(&self) -> &str {
         &self.name

@@ -137,6 +137,22 @@ impl KernelTimer {
                 reason: "no catalog kernel serves this head geometry and chunk".into(),
             }
         })?;
+        self.chunkwise_spec(&spec, gammas, shape)
+    }
+
+    /// The chunkwise kernel `spec` (any catalog variant: the autotuner's candidates) over
+    /// `shape`, no H0, seeded inputs of the spec's dtype.
+    ///
+    /// # Errors
+    /// A spec that is not a chunkwise kernel or does not fit `shape`; device errors.
+    pub fn chunkwise_spec(
+        &self,
+        spec: &KernelSpec,
+        gammas: &Gammas,
+        shape: &RetentionShape,
+    ) -> Result<KernelTime> {
+        let spec = *spec;
+        let dtype = spec.dtype;
         let s = shape;
         let mut launch = with_dtype!(dtype, T, {
             let q = random::<T>(s.qk_shape().to_vec(), 1)?;

@@ -8,6 +8,7 @@ use retention_kernels::reference::RetentionParams;
 
 use crate::autotune_cache::{
     CACHE_FILE, DEFAULT_CHUNK, ShapeBucket, cache_dir, cached_winner, cpu_chunkwise_key,
+    emulated_hardware, gpu_chunkwise_candidates, gpu_chunkwise_key,
 };
 use crate::device::Device;
 use crate::gpu::{Gpu, StateRef};
@@ -153,14 +154,36 @@ impl Retention {
         }
     }
 
-    /// [`Retention::tuned_chunk`] reading the cache file at `path`.
+    /// [`Retention::tuned_chunk`] reading the cache file at `path`. On a GPU-like device the
+    /// key names the device, its GPU (or the emulator's model) and the catalog candidates
+    /// `retention autotune --device cuda|emulated` timed; on the CPU the CPU model.
     pub fn tuned_chunk_in(&self, path: &Path, shape: &RetentionShape, dtype: Dtype) -> usize {
-        let Device::Cpu = self.device else {
+        let Some(bucket) =
+            ShapeBucket::of(shape.batch, shape.seq_len, shape.heads, shape.dk, shape.dv)
+        else {
             return DEFAULT_CHUNK;
         };
-        ShapeBucket::of(shape.batch, shape.seq_len, shape.heads, shape.dk, shape.dv)
-            .and_then(|bucket| cached_winner(path, &cpu_chunkwise_key(bucket, dtype)))
-            .unwrap_or(DEFAULT_CHUNK)
+        let key = match &self.gpu {
+            None => cpu_chunkwise_key(bucket, dtype),
+            Some(gpu) => {
+                let arch = gpu.arch();
+                let candidates =
+                    gpu_chunkwise_candidates(shape.heads, shape.dk, shape.dv, dtype, arch);
+                let hardware = match gpu {
+                    Gpu::Cuda(target) => target.name().to_string(),
+                    Gpu::Emulated(_) => emulated_hardware(arch),
+                };
+                gpu_chunkwise_key(
+                    &self.device.name(),
+                    &hardware,
+                    arch,
+                    bucket,
+                    dtype,
+                    &candidates,
+                )
+            }
+        };
+        cached_winner(path, &key).unwrap_or(DEFAULT_CHUNK)
     }
 
     /// [`Retention::chunkwise`] with the tuned chunk size ([`Retention::tuned_chunk`]).

@@ -75,3 +75,60 @@ fn tuned_chunk_reads_the_cached_winner() {
         (&[1, 3, 4, 64][..], &[1, 4, 64, 64][..])
     );
 }
+
+#[test]
+fn gpu_devices_read_the_winner_of_their_own_catalog_candidates() {
+    use kernel_gen::Arch;
+    use retention_runtime::autotune_cache::{
+        emulated_hardware, gpu_chunkwise_candidates, gpu_chunkwise_key,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(CACHE_FILE);
+    let device = Device::Emulated(Arch::Sm80);
+    let ret = Retention::new(
+        &device,
+        RetentionParams::new(Gammas::retnet(8).unwrap(), None),
+    )
+    .unwrap();
+    let shape = RetentionShape::new(2, 700, 8, 64, 64).unwrap();
+    let bucket = ShapeBucket::of(2, 1024, 8, 64, 64).unwrap();
+    let candidates = gpu_chunkwise_candidates(8, 64, 64, Dtype::Bf16, Arch::Sm80);
+    assert!(candidates.len() >= 2, "{candidates:?}");
+    let key = gpu_chunkwise_key(
+        "emulated:sm_80",
+        &emulated_hardware(Arch::Sm80),
+        Arch::Sm80,
+        bucket,
+        Dtype::Bf16,
+        &candidates,
+    );
+    let mut file = CacheFile::default();
+    file.insert(CacheEntry {
+        key: key.clone(),
+        method: "test".into(),
+        candidates: vec![],
+        winner: 32,
+        measured_at_unix: 0,
+    });
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+    assert_eq!(ret.tuned_chunk_in(&path, &shape, Dtype::Bf16), 32);
+    // The CPU's key is another key; a different candidate set is stale.
+    let cpu = Retention::new(
+        &Device::Cpu,
+        RetentionParams::new(Gammas::retnet(8).unwrap(), None),
+    )
+    .unwrap();
+    assert_eq!(
+        cpu.tuned_chunk_in(&path, &shape, Dtype::Bf16),
+        DEFAULT_CHUNK
+    );
+    let stale = gpu_chunkwise_key(
+        "emulated:sm_80",
+        &emulated_hardware(Arch::Sm80),
+        Arch::Sm80,
+        bucket,
+        Dtype::Bf16,
+        &candidates[..1],
+    );
+    assert_ne!(stale.checksum, key.checksum);
+}

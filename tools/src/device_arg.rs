@@ -31,25 +31,3 @@ impl DeviceArg {
         })
     }
 }
-
-/// The CPU, or a one-line error saying why `device` cannot run `what` here: no CUDA device
-/// (the runtime's reason), or measuring there is not built yet.
-///
-/// # Errors
-/// [`CliError::Retention`] (`NoDevice`) or [`CliError::NotSupported`].
-pub fn require_cpu(device: DeviceArg, what: &str) -> Result<Device, CliError> {
-    match device {
-        DeviceArg::Cpu => Ok(Device::Cpu),
-        DeviceArg::Cuda => {
-            let gpu = Device::from_name("cuda")?;
-            Err(CliError::NotSupported {
-                what: format!("{what} on {gpu}"),
-                hint: String::new(),
-            })
-        }
-        DeviceArg::Emulated => Err(CliError::NotSupported {
-            what: format!("{what} on the emulated device"),
-            hint: "; `retention verify` reports the emulator's predicted GPU times".into(),
-        }),
-    }
-}

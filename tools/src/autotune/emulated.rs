@@ -4,13 +4,19 @@
 //! result on that very problem to the f64 reference.
 
 use kernel_gen::emu::Module;
-use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx};
+use kernel_gen::{Arch, KernelSpec, emit_ptx};
 use retention_core::Dtype;
 
 use crate::byte_size::saturating_product;
 use crate::error::CliError;
 use crate::progress;
+use retention_core::RetentionShape;
+use retention_runtime::Device;
+use retention_runtime::autotune_cache::gpu_chunkwise_candidates;
 use retention_runtime::catalog_check::chunkwise;
+use retention_runtime::catalog_check::io::gammas_for;
+use retention_runtime::cuda_target::CudaTarget;
+use retention_runtime::kernel_timing::KernelTimer;
 
 use super::cache::{CandidateTiming, ShapeBucket};
 
@@ -19,14 +25,6 @@ pub const EMULATION_LIMIT: u64 = 64 << 20;
 
 /// How the emulated timings are obtained, stored with every entry.
 pub const METHOD: &str = "emulator predicted time (roofline model, not a measurement)";
-
-/// The GPU whose roofline model predicts `arch`'s times.
-pub fn predicted_gpu(arch: Arch) -> &'static str {
-    match arch {
-        Arch::Sm80 => "A100-80 SXM",
-        Arch::Sm90 => "H100 SXM",
-    }
-}
 
 /// The catalog's chunkwise variants for (K, V, dtype, arch) and `heads` heads: those with the
 /// RetNet decays of exactly `heads` heads when the catalog has them, else the runtime-γ ones.
@@ -40,25 +38,7 @@ pub fn candidates(
     dtype: Dtype,
     arch: Arch,
 ) -> Result<Vec<KernelSpec>, CliError> {
-    let shape: Vec<KernelSpec> = catalog::default_catalog()
-        .into_iter()
-        .filter(|s| {
-            s.op == KernelOp::Chunkwise
-                && s.k as usize == dk
-                && s.v as usize == dv
-                && s.dtype == dtype
-                && s.arch == arch
-        })
-        .collect();
-    let named = GammaSet::Retnet {
-        heads: u32::try_from(heads).unwrap_or(u32::MAX),
-    };
-    let wanted = if shape.iter().any(|s| s.gammas == named) {
-        named
-    } else {
-        GammaSet::Runtime
-    };
-    let specs: Vec<KernelSpec> = shape.into_iter().filter(|s| s.gammas == wanted).collect();
+    let specs = gpu_chunkwise_candidates(heads, dk, dv, dtype, arch);
     if specs.is_empty() {
         return Err(CliError::BadFlag(format!(
             "no catalog chunkwise kernel serves K={dk} V={dv} {} on {arch}",
@@ -111,6 +91,47 @@ pub fn time_candidates(
             chunk: spec.chunk.unwrap_or(0) as usize,
             seconds,
             runs: 1,
+            kernel: Some(spec.slug()),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// `autotune --device cuda`: every candidate is first held to the f64 reference on the GPU
+/// (the catalog check, run by the device), then timed with device events — the median of
+/// repeated launches on (bucket batch, `heads`, bucket T).
+///
+/// # Errors
+/// [`CliError::VerifyFailed`] (exit 1) when a candidate fails on the GPU or is off the
+/// reference; device errors.
+pub fn time_on_gpu(
+    target: &CudaTarget,
+    specs: &[KernelSpec],
+    bucket: &ShapeBucket,
+    heads: usize,
+    quick: bool,
+) -> Result<Vec<CandidateTiming>, CliError> {
+    let device = Device::Cuda(target.backend().ordinal());
+    let reps = if quick { 5 } else { 25 };
+    let timer = KernelTimer::new(&device, reps)?;
+    let shape = RetentionShape::new(bucket.batch, bucket.seq_len, heads, bucket.dk, bucket.dv)?;
+    let bar = progress::bar(specs.len(), "autotune");
+    let mut out = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        bar.set_message(spec.slug());
+        let failed = |why: String| CliError::VerifyFailed(format!("{}: {why}", spec.slug()));
+        let check = chunkwise::check(spec, target, 7000 + i as u64).map_err(failed)?;
+        if let Some(why) = check.failure(spec.dtype) {
+            return Err(failed(why));
+        }
+        let gammas = gammas_for(spec.gammas, heads).map_err(failed)?;
+        let t = timer.chunkwise_spec(spec, &gammas, &shape)?;
+        out.push(CandidateTiming {
+            chunk: spec.chunk.unwrap_or(0) as usize,
+            seconds: t.seconds,
+            runs: reps,
             kernel: Some(spec.slug()),
         });
         bar.inc(1);

@@ -20,11 +20,11 @@ use crate::error::CliError;
 use crate::model_arg::{ModelArgs, positive_count};
 use crate::output_file::{check_writable, write_atomic};
 use crate::verify::parse_arch;
+pub use cache::candidate_checksum;
 use cache::{
     CACHE_FILE, CHUNK_CANDIDATES, CacheEntry, CacheFile, CandidateTiming, Loaded, ShapeBucket,
     TuneKey,
 };
-pub use cache::{KERNEL_GEN_VERSION, candidate_checksum};
 use tuner::Tuner;
 
 /// Flags of `retention autotune`.

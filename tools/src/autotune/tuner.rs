@@ -6,13 +6,16 @@ use half::{bf16, f16};
 use kernel_gen::{Arch, KernelSpec};
 use retention_core::Dtype;
 
-use crate::device_arg::{DeviceArg, require_cpu};
+use crate::device_arg::DeviceArg;
 use crate::dtype_arg::DtypeArg;
 use crate::error::CliError;
+use retention_runtime::Device;
+use retention_runtime::autotune_cache::{emulated_hardware, gpu_chunkwise_key};
+use retention_runtime::cuda_target::CudaTarget;
 
-use super::cache::{CandidateTiming, ShapeBucket, TuneKey, fnv1a64};
+use super::cache::{CandidateTiming, ShapeBucket, TuneKey};
 use super::sweep::{self, CHUNK_CANDIDATES};
-use super::{AutotuneArgs, KERNEL_GEN_VERSION, cpu_chunkwise_key, emulated};
+use super::{AutotuneArgs, cpu_chunkwise_key, emulated};
 
 /// A tuning job.
 pub enum Tuner {
@@ -22,6 +25,24 @@ pub enum Tuner {
         bucket: ShapeBucket,
         /// Input dtype.
         dtype: DtypeArg,
+        /// Fewer repetitions.
+        quick: bool,
+    },
+    /// Catalog chunkwise variants on a CUDA device, timed with device events after each is
+    /// held to the f64 reference on the GPU.
+    Cuda {
+        /// The shape bucket timed (with the model's own head count).
+        bucket: ShapeBucket,
+        /// The model's heads.
+        heads: usize,
+        /// Input dtype.
+        dtype: Dtype,
+        /// The device.
+        target: CudaTarget,
+        /// Its ordinal.
+        ordinal: usize,
+        /// The candidates.
+        specs: Vec<KernelSpec>,
         /// Fewer repetitions.
         quick: bool,
     },
@@ -72,7 +93,29 @@ impl Tuner {
                 specs,
             });
         }
-        require_cpu(args.device, "autotuning")?;
+        if args.device == DeviceArg::Cuda {
+            if args.arch.is_some() {
+                return Err(CliError::BadFlag(
+                    "--arch is the GPU's own on --device cuda; use it with --device emulated"
+                        .into(),
+                ));
+            }
+            let Device::Cuda(ordinal) = args.device.open()? else {
+                unreachable!("DeviceArg::Cuda opens a CUDA device")
+            };
+            let target = CudaTarget::open(ordinal)?;
+            let dtype = core_dtype(args.dtype);
+            let specs = emulated::candidates(m.heads, m.dk, m.dv, dtype, target.arch())?;
+            return Ok(Tuner::Cuda {
+                bucket,
+                heads: m.heads,
+                dtype,
+                target,
+                ordinal,
+                specs,
+                quick: args.quick,
+            });
+        }
         if args.arch.is_some() {
             return Err(CliError::BadFlag(
                 "--arch selects catalog kernels: use it with --device emulated".into(),
@@ -108,22 +151,29 @@ impl Tuner {
                 arch,
                 specs,
                 ..
-            } => {
-                let slugs: Vec<String> = specs.iter().map(KernelSpec::slug).collect();
-                let text = format!(
-                    "kernels={};kernel-gen={KERNEL_GEN_VERSION}",
-                    slugs.join(",")
-                );
-                TuneKey {
-                    op: "chunkwise".into(),
-                    device: format!("emulated:{arch}"),
-                    arch: arch.to_string(),
-                    hardware: format!("ptx-emu roofline of the {}", emulated::predicted_gpu(*arch)),
-                    dtype: dtype.name().into(),
-                    bucket: *bucket,
-                    checksum: format!("{:016x}", fnv1a64(text.as_bytes())),
-                }
-            }
+            } => gpu_chunkwise_key(
+                &format!("emulated:{arch}"),
+                &emulated_hardware(*arch),
+                *arch,
+                *bucket,
+                *dtype,
+                specs,
+            ),
+            Tuner::Cuda {
+                bucket,
+                dtype,
+                target,
+                ordinal,
+                specs,
+                ..
+            } => gpu_chunkwise_key(
+                &format!("cuda:{ordinal}"),
+                target.name(),
+                target.arch(),
+                *bucket,
+                *dtype,
+                specs,
+            ),
         }
     }
 
@@ -134,7 +184,9 @@ impl Tuner {
                 .iter()
                 .map(|c| format!("chunk {c}"))
                 .collect(),
-            Tuner::Emulated { specs, .. } => specs.iter().map(KernelSpec::slug).collect(),
+            Tuner::Emulated { specs, .. } | Tuner::Cuda { specs, .. } => {
+                specs.iter().map(KernelSpec::slug).collect()
+            }
         }
     }
 
@@ -143,6 +195,10 @@ impl Tuner {
         match self {
             Tuner::Cpu { .. } => "cpu wall clock, median of repeated runs",
             Tuner::Emulated { .. } => emulated::METHOD,
+            Tuner::Cuda { .. } => {
+                "GPU kernel time between device events, median of repeated launches, after \
+                 a check against the f64 reference on the GPU"
+            }
         }
     }
 
@@ -170,6 +226,14 @@ impl Tuner {
                 specs,
                 ..
             } => emulated::time_candidates(specs, bucket, *heads),
+            Tuner::Cuda {
+                bucket,
+                heads,
+                target,
+                specs,
+                quick,
+                ..
+            } => emulated::time_on_gpu(target, specs, bucket, *heads, *quick),
         }
     }
 }
