@@ -11,7 +11,8 @@
 //!   [`launch_geometry`] and [`param_names`] say how to launch it (parameter tables: the
 //!   decode step in [`kernels::decode`], the chunkwise forward — dense and packed varlen,
 //!   tensor cores for f16/bf16 in [`kernels::chunkwise_tc`], FMA for f32 — in
-//!   [`kernels::chunkwise`]). [`catalog::default_catalog`] lists what ships.
+//!   [`kernels::chunkwise`]; the flash-style parallel forward in [`kernels::parallel`]).
+//!   [`catalog::default_catalog`] lists what ships.
 //! - [`dsl::tiles`] is the tile vocabulary (swizzled shared tiles, `mma` accumulator tiles)
 //!   the tensor-core kernels are written in.
 //! - `kernel-gen --out DIR [--arch sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog
@@ -57,11 +58,13 @@ pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
     let kernel = match spec.op {
         KernelOp::Decode => kernels::decode::generate(spec)?,
         KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::generate(spec)?,
+        KernelOp::Parallel => kernels::parallel::generate(spec)?,
     };
     Ok(kernel.to_ptx())
 }
 
-/// The launch of `spec` for `rows` batch rows and `heads` heads.
+/// The launch of `spec` for `rows` batch rows and `heads` heads (for the parallel forward,
+/// whose grid also depends on T, prefer [`kernels::parallel::launch_geometry_for_len`]).
 ///
 /// # Errors
 /// [`GenError::Launch`] when the sizes do not fit the spec; spec errors as [`emit_ptx`].
@@ -75,6 +78,7 @@ pub fn launch_geometry(
         KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
             kernels::chunkwise::launch_geometry(spec, rows, heads)
         }
+        KernelOp::Parallel => kernels::parallel::launch_geometry(spec, rows, heads),
     }
 }
 
@@ -83,5 +87,6 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     match spec.op {
         KernelOp::Decode => kernels::decode::param_names(spec),
         KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::param_names(spec),
+        KernelOp::Parallel => kernels::parallel::param_names(spec),
     }
 }

@@ -18,6 +18,8 @@ pub enum KernelOp {
     Chunkwise,
     /// The chunkwise forward over a packed variable-length batch (`cu_seqlens`).
     ChunkwiseVarlen,
+    /// The parallel forward, flash-style (tile size in `chunk`; no initial or final state).
+    Parallel,
 }
 
 impl KernelOp {
@@ -27,6 +29,7 @@ impl KernelOp {
             KernelOp::Decode => "decode",
             KernelOp::Chunkwise => "chunkwise",
             KernelOp::ChunkwiseVarlen => "chunkwise_varlen",
+            KernelOp::Parallel => "parallel",
         }
     }
 }
@@ -189,6 +192,15 @@ impl KernelSpec {
         }
     }
 
+    /// A parallel-forward spec whose query and key tiles have `tile` rows (stored in the
+    /// `chunk` field; [`crate::kernels::parallel::default_tile`] is the catalog's choice).
+    pub fn parallel(k: u32, v: u32, tile: u32, gammas: GammaSet, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::Parallel,
+            ..Self::chunkwise(k, v, tile, gammas, dtype, arch)
+        }
+    }
+
     /// The canonical text every field is hashed from. Changing it renames every entry, so it
     /// only ever gains fields.
     pub fn canonical(&self) -> String {
@@ -247,6 +259,7 @@ impl KernelSpec {
             KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
                 crate::kernels::chunkwise::validate(self)
             }
+            KernelOp::Parallel => crate::kernels::parallel::validate(self),
         }
     }
 }

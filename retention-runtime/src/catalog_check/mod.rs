@@ -5,6 +5,7 @@
 
 pub mod chunkwise;
 pub mod decode;
+pub mod parallel;
 pub mod io;
 
 pub use io::EmuCheck;
