@@ -101,7 +101,11 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
         ));
     };
     if !SUPPORTED_TILES.contains(&b) {
-        return Err(unsupported("chunk", b, "parallel serves tiles B in {32, 64}"));
+        return Err(unsupported(
+            "chunk",
+            b,
+            "parallel serves tiles B in {32, 64}",
+        ));
     }
     if let GammaSet::Retnet { heads } = spec.gammas
         && !(1..=48).contains(&heads)
@@ -148,7 +152,8 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
         return spec.v.min(parallel_tc::MAX_VALUE_SLICE);
     }
     let mut vs = spec.v;
-    while vs > 64 && parallel_fma::FmaLayout::new(spec.k, vs, b).total > max_dynamic_shared(spec.arch)
+    while vs > 64
+        && parallel_fma::FmaLayout::new(spec.k, vs, b).total > max_dynamic_shared(spec.arch)
     {
         vs /= 2;
     }
@@ -287,11 +292,7 @@ impl ParallelParams {
                 let heads = kb.mov(Ty::U32, l.len() as u32);
                 (heads, select_log2_gamma(kb, l, h))
             }
-            (None, None) => {
-                // Unreachable for a validated spec: a set is either named or runtime.
-                let heads = kb.mov(Ty::U32, 1u32);
-                (heads, kb.mov(Ty::F32, -1.0f32))
-            }
+            (None, None) => unreachable!("a gamma set is either named or runtime"),
         }
     }
 }

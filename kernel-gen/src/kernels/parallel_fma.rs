@@ -256,11 +256,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 let mut decayed = [[acc[0][0]; 4]; 4];
                 for r in 0..4i64 {
                     for cc in 0..4i64 {
-                        let dec = kb.ld(
-                            Space::Shared,
-                            Ty::F32,
-                            Address::reg(band_at, 4 * (r - cc)),
-                        );
+                        let dec =
+                            kb.ld(Space::Shared, Ty::F32, Address::reg(band_at, 4 * (r - cc)));
                         decayed[cc as usize][r as usize] =
                             kb.mul(acc[r as usize][cc as usize], dec);
                     }

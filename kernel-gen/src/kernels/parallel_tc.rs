@@ -21,9 +21,7 @@ use super::parallel::{
 };
 use crate::GenError;
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
-use crate::dsl::{
-    Address, Axis, Cmp, CpAsyncCache, KernelBuilder, Operand, Reg, Space, Sreg, Ty,
-};
+use crate::dsl::{Address, Axis, Cmp, CpAsyncCache, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
 use crate::spec::KernelSpec;
 
 /// Most value columns one CTA serves (its f32 O tile is V/2 registers per thread).
@@ -215,7 +213,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         let remaining = kb.sub(seq_len, row0);
         let len_i = kb.min(remaining, bt);
         let tok_i = kb.add(tok_row, row0);
-        kb.comment("cp.async the query tile (rows >= L zero-filled); it lands with the first key tile");
+        kb.comment(
+            "cp.async the query tile (rows >= L zero-filled); it lands with the first key tile",
+        );
         stage_tile(
             kb, lay.q, base, &src_q, t, threads, es, tok_i, heads, h, len_i,
         );
@@ -228,8 +228,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             let tok_j = kb.add(tok_row, key0);
             let is_diag = kb.setp(Cmp::Eq, s, 0u32);
             let len_j = kb.selp(len_i, full, is_diag);
-            stage_tile(kb, lay.k, base, &src_k, t, threads, es, tok_j, heads, h, len_j);
-            stage_tile(kb, lay.v, base, &src_v, t, threads, es, tok_j, heads, h, len_j);
+            stage_tile(
+                kb, lay.k, base, &src_k, t, threads, es, tok_j, heads, h, len_j,
+            );
+            stage_tile(
+                kb, lay.v, base, &src_v, t, threads, es, tok_j, heads, h, len_j,
+            );
             kb.cp_async_commit();
             emit_band(kb, band, t, bt, s, log2_gamma);
             kb.cp_async_wait(0);
@@ -257,7 +261,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                     .map(|(nt, f)| {
                         std::array::from_fn(|e| {
                             let dd = 8 * (e as i64 >> 1) - 8 * nt as i64 - (e as i64 & 1);
-                            let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(band_lane, 4 * dd));
+                            let dec =
+                                kb.ld(Space::Shared, Ty::F32, Address::reg(band_lane, 4 * dd));
                             kb.mul(f[e], dec)
                         })
                     })
@@ -266,9 +271,15 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             let sa = decayed.to_a_fragments(kb, ab);
             for (ks, a) in sa.iter().enumerate() {
                 for np in 0..vs / 16 {
-                    let vf = lay
-                        .v
-                        .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks as u32, 2 * np, lanes.p1_x);
+                    let vf = lay.v.ldmatrix_x4(
+                        kb,
+                        pty,
+                        true,
+                        v_rows,
+                        16 * ks as u32,
+                        2 * np,
+                        lanes.p1_x,
+                    );
                     oacc.mma(kb, ab, 2 * np as usize, *a, [vf[0], vf[1]]);
                     oacc.mma(kb, ab, 2 * np as usize + 1, *a, [vf[2], vf[3]]);
                 }
@@ -296,4 +307,3 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.ret();
     kb.finish()
 }
-

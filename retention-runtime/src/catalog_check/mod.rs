@@ -5,7 +5,7 @@
 
 pub mod chunkwise;
 pub mod decode;
-pub mod parallel;
 pub mod io;
+pub mod parallel;
 
 pub use io::EmuCheck;

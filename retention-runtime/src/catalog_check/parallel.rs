@@ -9,7 +9,7 @@
 
 use kernel_gen::emu::{Buffer, Launch, Module, Param};
 use kernel_gen::kernels::parallel::launch_geometry_for_len;
-use kernel_gen::{GammaSet, KernelSpec, param_names};
+use kernel_gen::{GammaSet, KernelSpec, LaunchGeometry, param_names};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
@@ -57,13 +57,36 @@ pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, 
 pub fn check_on(
     spec: &KernelSpec,
     module: &Module,
-    (b, h, t): (usize, usize, usize),
+    size: (usize, usize, usize),
     seed: u64,
 ) -> Result<EmuCheck, String> {
-    let h = match spec.gammas {
-        GammaSet::Retnet { heads } => heads as usize,
-        GammaSet::Runtime => h,
-    };
+    let (b, h, t) = heads_of(spec, size);
+    let geometry =
+        launch_geometry_for_len(spec, b as u32, h as u32, t as u32).map_err(|e| e.to_string())?;
+    check_launch(spec, module, size, seed, geometry)
+}
+
+/// (batch, heads, T) with the heads of a named gamma set.
+fn heads_of(spec: &KernelSpec, (b, h, t): (usize, usize, usize)) -> (usize, usize, usize) {
+    match spec.gammas {
+        GammaSet::Retnet { heads } => (b, heads as usize, t),
+        GammaSet::Runtime => (b, h, t),
+    }
+}
+
+/// [`check_on`] with a chosen launch `geometry` (any grid z that is a multiple of the value
+/// slices is correct: CTAs then walk several query tiles).
+///
+/// # Errors
+/// As [`check`].
+pub fn check_launch(
+    spec: &KernelSpec,
+    module: &Module,
+    size: (usize, usize, usize),
+    seed: u64,
+    geometry: LaunchGeometry,
+) -> Result<EmuCheck, String> {
+    let (b, h, t) = heads_of(spec, size);
     let (k, v) = (spec.k as usize, spec.v as usize);
     let gammas = gammas_for(spec.gammas, h)?;
     let params = RetentionParams::new(gammas.clone(), Some(SCALE));
@@ -89,8 +112,6 @@ pub fn check_on(
 
     let names = param_names(spec);
     let o_at = position(&names, "p_o", spec)?;
-    let geometry =
-        launch_geometry_for_len(spec, b as u32, h as u32, t as u32).map_err(|e| e.to_string())?;
     let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
         .dynamic_shared(geometry.dynamic_smem_bytes);
     for name in &names {
