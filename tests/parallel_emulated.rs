@@ -196,3 +196,47 @@ fn parallel_reads_each_key_tile_once_per_query_tile() {
         }
     }
 }
+
+/// Tiles whose decays are all below 2^-150 are never loaded: with one head of γ = 0.3 (the
+/// runtime test decays' first) a query tile visits key steps s = 0..=min(i, s_max) only,
+/// where s_max is the last s with ((s−1)·B + 1)·log2 γ ≥ −150 in f32, as the kernel tests it.
+/// (The emulator counts bytes per thread: the log2 γ every thread loads counts once each.)
+#[test]
+fn vanishing_key_tiles_are_never_loaded() {
+    for dtype in [Dtype::F32, Dtype::Bf16] {
+        let tile = kernel_gen::kernels::parallel::default_tile(dtype);
+        let spec = KernelSpec::parallel(64, 64, tile, GammaSet::Runtime, dtype, Arch::Sm80);
+        let module = Module::parse(&emit_ptx(&spec).unwrap()).unwrap();
+        let t = 512u64;
+        let got = check_on(&spec, &module, (1, 1, t as usize), 31).unwrap();
+        assert!(
+            got.failure(dtype).is_none(),
+            "{}: {:e}",
+            spec.slug(),
+            got.o_error
+        );
+        let report = got.report.unwrap();
+        let log2_gamma = 0.3f64.log2() as f32;
+        let s_max = (1u64..)
+            .find(|&s| (s as f32 * tile as f32 - (tile - 1) as f32) * log2_gamma < -150.0)
+            .unwrap()
+            - 1;
+        let (e, k, v, b) = (dtype.size_bytes() as u64, 64u64, 64u64, u64::from(tile));
+        let n = t / b;
+        let visited: u64 = (0..n).map(|i| i.min(s_max) + 1).sum();
+        // q once, the visited k/v tiles once, and log2 γ once per thread (one CTA per tile).
+        let threads = u64::from(kernel_gen::kernels::parallel::threads(&spec));
+        let read = e * (t * k + b * visited * (k + v)) + 4 * threads * n;
+        assert!(
+            visited < n * (n + 1) / 2,
+            "{}: nothing skipped",
+            spec.slug()
+        );
+        assert_eq!(report.global_bytes_read, read, "{}", spec.slug());
+        println!(
+            "{}: gamma 0.3 visits {visited} of {} key tiles (s <= {s_max})",
+            spec.slug(),
+            n * (n + 1) / 2
+        );
+    }
+}
