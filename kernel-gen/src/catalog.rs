@@ -3,7 +3,7 @@
 use retention_core::Dtype;
 
 use crate::Arch;
-use crate::kernels::chunkwise;
+use crate::kernels::{chunkwise, parallel};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 
 /// The gamma sets of the default catalog: the paper's head counts (8, 10, 16), 32 for the
@@ -19,11 +19,13 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 /// Decode kernels for K ∈ {64, 128, 256}, V ∈ {K, 2K}, every dtype, every default gamma set,
 /// sm_80 and sm_90, then the chunkwise forward for K, V ∈ {64, 128} and C ∈ {32, 64} where
 /// sm_80's shared memory holds it (all but K = V = 128 with C = 64), each dense and varlen,
-/// then the attention decode baseline ([`attention_catalog`]), in a fixed order.
+/// then the attention decode baseline ([`attention_catalog`]), then the parallel forward
+/// ([`parallel_catalog`]), in a fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
     specs.extend(chunkwise_catalog());
     specs.extend(attention_catalog());
+    specs.extend(parallel_catalog());
     specs
 }
 
@@ -40,6 +42,23 @@ pub fn attention_catalog() -> Vec<KernelSpec> {
                 let spec = KernelSpec::attention_decode(k, v, dtype, arch);
                 specs.push(spec);
                 specs.push(spec.attention_combine());
+            }
+        }
+    }
+    specs
+}
+
+/// The parallel-forward part of the catalog: every (K, V) of [`CHUNKWISE_HEAD_DIMS`], every
+/// dtype (tile [`parallel::default_tile`]), every default gamma set, sm_80 and sm_90.
+pub fn parallel_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for (k, v) in CHUNKWISE_HEAD_DIMS {
+            for dtype in Dtype::ALL {
+                for gammas in DEFAULT_GAMMA_SETS {
+                    let tile = parallel::default_tile(dtype);
+                    specs.push(KernelSpec::parallel(k, v, tile, gammas, dtype, arch));
+                }
             }
         }
     }

@@ -11,9 +11,9 @@
 //!   [`launch_geometry`] and [`param_names`] say how to launch it (parameter tables: the
 //!   decode step in [`kernels::decode`], the chunkwise forward — dense and packed varlen,
 //!   tensor cores for f16/bf16 in [`kernels::chunkwise_tc`], FMA for f32 — in
-//!   [`kernels::chunkwise`]; the softmax-attention KV-cache decode baseline, two launches
-//!   planned by [`kernels::attention_decode::plan`]). [`catalog::default_catalog`] lists
-//!   what ships.
+//!   [`kernels::chunkwise`]; the flash-style parallel forward in [`kernels::parallel`]; the
+//!   softmax-attention KV-cache decode baseline, two launches planned by
+//!   [`kernels::attention_decode::plan`]). [`catalog::default_catalog`] lists what ships.
 //! - [`dsl::tiles`] is the tile vocabulary (swizzled shared tiles, `mma` accumulator tiles)
 //!   the tensor-core kernels are written in.
 //! - `kernel-gen --out DIR [--arch sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog
@@ -61,11 +61,13 @@ pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
         KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::generate(spec)?,
         KernelOp::AttentionDecode => kernels::attention_decode::generate(spec)?,
         KernelOp::AttentionCombine => kernels::attention_combine::generate(spec)?,
+        KernelOp::Parallel => kernels::parallel::generate(spec)?,
     };
     Ok(kernel.to_ptx())
 }
 
-/// The launch of `spec` for `rows` batch rows and `heads` heads.
+/// The launch of `spec` for `rows` batch rows and `heads` heads (for the parallel forward,
+/// whose grid also depends on T, prefer [`kernels::parallel::launch_geometry_for_len`]).
 ///
 /// # Errors
 /// [`GenError::Launch`] when the sizes do not fit the spec; spec errors as [`emit_ptx`].
@@ -82,6 +84,7 @@ pub fn launch_geometry(
         KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
             kernels::attention_decode::launch_geometry(spec, rows, heads)
         }
+        KernelOp::Parallel => kernels::parallel::launch_geometry(spec, rows, heads),
     }
 }
 
@@ -93,5 +96,6 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
         KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
             kernels::attention_decode::param_names(spec)
         }
+        KernelOp::Parallel => kernels::parallel::param_names(spec),
     }
 }

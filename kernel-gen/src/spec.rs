@@ -23,6 +23,8 @@ pub enum KernelOp {
     AttentionDecode,
     /// The softmax-attention KV-cache decode baseline, combine pass: merges the splits.
     AttentionCombine,
+    /// The parallel forward, flash-style (tile size in `chunk`; no initial or final state).
+    Parallel,
 }
 
 impl KernelOp {
@@ -34,6 +36,7 @@ impl KernelOp {
             KernelOp::ChunkwiseVarlen => "chunkwise_varlen",
             KernelOp::AttentionDecode => "attention_decode",
             KernelOp::AttentionCombine => "attention_combine",
+            KernelOp::Parallel => "parallel",
         }
     }
 }
@@ -220,6 +223,15 @@ impl KernelSpec {
         }
     }
 
+    /// A parallel-forward spec whose query and key tiles have `tile` rows (stored in the
+    /// `chunk` field; [`crate::kernels::parallel::default_tile`] is the catalog's choice).
+    pub fn parallel(k: u32, v: u32, tile: u32, gammas: GammaSet, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::Parallel,
+            ..Self::chunkwise(k, v, tile, gammas, dtype, arch)
+        }
+    }
+
     /// The canonical text every field is hashed from. Changing it renames every entry, so it
     /// only ever gains fields.
     pub fn canonical(&self) -> String {
@@ -281,6 +293,7 @@ impl KernelSpec {
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
                 crate::kernels::attention_decode::validate(self)
             }
+            KernelOp::Parallel => crate::kernels::parallel::validate(self),
         }
     }
 }

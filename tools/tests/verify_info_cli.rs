@@ -44,6 +44,13 @@ fn verify_emulates_chunkwise_specs_within_tolerance() {
 }
 
 #[test]
+fn verify_emulates_parallel_specs_within_tolerance() {
+    // The tensor-core tile (64) serves f16 and bf16; f32 uses tile 32.
+    verify_slice("parallel_k64_v64_c64_runtime_", 2);
+    verify_slice("parallel_k64_v64_c32_runtime_", 1);
+}
+
+#[test]
 fn verify_says_when_ptxas_is_missing_and_fails_when_it_rejects() {
     let dir = tempfile::tempdir().unwrap();
     let args = [

@@ -256,7 +256,7 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     names
 }
 
-fn elem_ty(dtype: Dtype) -> Ty {
+pub(crate) fn elem_ty(dtype: Dtype) -> Ty {
     match dtype {
         Dtype::F32 => Ty::F32,
         Dtype::F16 => Ty::F16,
@@ -265,7 +265,7 @@ fn elem_ty(dtype: Dtype) -> Ty {
 }
 
 /// Load four consecutive elements of `dtype` in one access and widen them to f32.
-fn load4_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Vec<Reg> {
+pub(crate) fn load4_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Vec<Reg> {
     let ty = elem_ty(dtype);
     let raw = kb.ld_vec(Space::Global, ty, 4, addr);
     if ty == Ty::F32 {
@@ -276,7 +276,7 @@ fn load4_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Vec<Reg> {
 }
 
 /// Round four f32 to `dtype` and store them in one access.
-fn store4_from_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address, xs: &[Reg]) {
+pub(crate) fn store4_from_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address, xs: &[Reg]) {
     let ty = elem_ty(dtype);
     let vals: Vec<Operand> = if ty == Ty::F32 {
         xs.iter().map(|&x| x.into()).collect()
@@ -300,19 +300,19 @@ pub(crate) fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: 
 
 /// Per-thread staging of one `[C][D]` operand from global memory: thread t moves the four
 /// elements `4·(t mod D/4)..` of rows `t div (D/4) + j·rows_per_round`.
-struct Stager {
+pub(crate) struct Stager {
     /// Column of the thread's four elements.
-    col: Reg,
+    pub col: Reg,
     /// First row.
-    row: Reg,
+    pub row: Reg,
     /// Rows between rounds.
-    rows_per_round: u32,
+    pub rows_per_round: u32,
     /// Rounds per chunk.
     rounds: u32,
 }
 
 impl Stager {
-    fn new(kb: &mut KernelBuilder, t: Reg, d: u32, c: u32) -> Self {
+    pub(crate) fn new(kb: &mut KernelBuilder, t: Reg, d: u32, c: u32) -> Self {
         let groups = d / 4;
         let g = kb.and(t, groups - 1);
         let col = kb.shl(g, 2u32);
@@ -330,7 +330,7 @@ impl Stager {
     /// and run out of registers): `body(kb, global address, shared address)` runs where the
     /// round's row is below the chunk's length `len`. Global addresses start at `first` and
     /// advance `row_step` bytes a round, shared ones at `shared_first` by `shared_step`.
-    fn run(
+    pub(crate) fn run(
         &self,
         kb: &mut KernelBuilder,
         first: Reg,

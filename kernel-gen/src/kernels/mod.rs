@@ -8,6 +8,9 @@ pub mod chunkwise_fma;
 pub mod chunkwise_tc;
 pub mod decay;
 pub mod decode;
+pub mod parallel;
+pub mod parallel_fma;
+pub mod parallel_tc;
 
 use crate::GenError;
 use crate::spec::{GammaSet, KernelSpec};

@@ -7,5 +7,6 @@ pub mod attention;
 pub mod chunkwise;
 pub mod decode;
 pub mod io;
+pub mod parallel;
 
 pub use io::EmuCheck;

@@ -19,6 +19,7 @@ use crate::error::CliError;
 use crate::progress;
 use retention_runtime::catalog_check::{
     EmuCheck, chunkwise as emulate_chunkwise, decode as emulate_decode,
+    parallel as emulate_parallel,
 };
 use row::{Row, Status};
 
@@ -26,6 +27,8 @@ use row::{Row, Status};
 const DECODE_BUDGET: usize = 800_000;
 /// Emulated rows × heads × tokens × K × V a chunkwise spec may cost in a sampled run.
 const CHUNKWISE_BUDGET: usize = 2_500_000;
+/// Emulated rows × heads × tokens × K × V a parallel spec may cost in a sampled run.
+const PARALLEL_BUDGET: usize = 2_500_000;
 
 /// Flags of `retention verify`.
 #[derive(Debug, Args)]
@@ -68,6 +71,8 @@ enum Checker {
     Decode,
     /// `catalog_check::chunkwise`.
     Chunkwise,
+    /// `catalog_check::parallel`.
+    Parallel,
 }
 
 impl Checker {
@@ -78,6 +83,8 @@ impl Checker {
             Some(Checker::Decode)
         } else if op == KernelOp::Chunkwise {
             Some(Checker::Chunkwise)
+        } else if op == KernelOp::Parallel {
+            Some(Checker::Parallel)
         } else {
             None
         }
@@ -88,6 +95,7 @@ impl Checker {
         match self {
             Checker::Decode => (emulate_decode::cost(spec), DECODE_BUDGET),
             Checker::Chunkwise => (emulate_chunkwise::cost(spec), CHUNKWISE_BUDGET),
+            Checker::Parallel => (emulate_parallel::cost(spec), PARALLEL_BUDGET),
         }
     }
 
@@ -97,6 +105,10 @@ impl Checker {
             Checker::Decode => emulate_decode::problem_size(spec),
             Checker::Chunkwise => {
                 let (b, h, _) = emulate_chunkwise::problem_size(spec);
+                (b, h)
+            }
+            Checker::Parallel => {
+                let (b, h, _) = emulate_parallel::problem_size(spec);
                 (b, h)
             }
         }
@@ -112,6 +124,7 @@ impl Checker {
         match self {
             Checker::Decode => emulate_decode::check(spec, module, seed),
             Checker::Chunkwise => emulate_chunkwise::check(spec, module, seed),
+            Checker::Parallel => emulate_parallel::check(spec, module, seed),
         }
     }
 }

@@ -1,0 +1,401 @@
+//! The parallel retention forward (DESIGN §1, parallel form), flash-style: no T×T matrix
+//! ever reaches global memory.
+//!
+//! ```text
+//! O = s·((Q Kᵀ) ⊙ D) V,   D[n][m] = γ^(n−m) for n ≥ m, else 0        (per row b, head h)
+//!
+//! CTA (b, h, z) owns query tiles i of B rows (B = spec.chunk, the tile size):
+//!     O_i = 0
+//!     for s = 0, 1, …, i  (key tile j = i − s; tiles above the diagonal are never loaded):
+//!         stop once γ^((s−1)·B+1) — the largest decay of tile j — is below 2^−150
+//!         S  = Q_i K_jᵀ ⊙ band_s,    band_s[d] = γ^(s·B + d − (B−1)) or 0 where negative
+//!         O_i += S V_j                                               (f32)
+//!     o[rows of tile i] = s·O_i                                      (written once)
+//! ```
+//!
+//! The decay of element (r, c) of tile pair (i, j) depends only on d = r − c + B − 1, so each
+//! key tile gets one band table of 2B − 1 decays computed as 2^(n·log2 γ) by
+//! [`decay::emit_exp2`] on the *relative* exponent n = s·B + d − (B − 1) (an exact integer,
+//! never negative where used; negative n is the causal mask and stores 0). Baked immediates
+//! give log2 γ for [`GammaSet::Retnet`], an f32 buffer for [`GammaSet::Runtime`].
+//!
+//! Kernel parameters, in launch order (pointers are `.u64` device addresses):
+//!
+//! | # | name           | type   | meaning                                         |
+//! |---|----------------|--------|-------------------------------------------------|
+//! | 0 | `p_q`          | `.u64` | q `[B,T,H,K]` in the spec's dtype               |
+//! | 1 | `p_k`          | `.u64` | k `[B,T,H,K]` in dtype                          |
+//! | 2 | `p_v`          | `.u64` | v `[B,T,H,V]` in dtype                          |
+//! | 3 | `p_o`          | `.u64` | o `[B,T,H,V]` in dtype (written, every element) |
+//! | 4 | `p_t`          | `.u32` | T, tokens per row (0 is allowed: nothing runs)  |
+//! | 5 | `p_scale`      | `.f32` | s, applied exactly once                         |
+//! | 6 | `p_heads`      | `.u32` | H — runtime-γ variant only                      |
+//! | 7 | `p_log2_gamma` | `.u64` | log2 γ_h, f32 `[H]` — runtime-γ variant only    |
+//!
+//! Grid `(B, H, S·Z)` with S = V / [`value_slice`] value slices: CTA z serves value columns
+//! `(z mod S)·vs..` and query tiles `n−1−z/S, n−1−z/S−Z, …` (n = ⌈T/B⌉, longest first), so
+//! any Z ≥ 1 is correct; [`launch_geometry_for_len`] gives Z = n (one query tile per CTA,
+//! capped at the grid limit), [`launch_geometry`] (which does not know T) gives Z = 1.
+//!
+//! Two paths share this table: f16/bf16 on tensor cores ([`parallel_tc`]: B/16 warps, each
+//! owning 16 query rows, `mma` m16n8k16 with f32 accumulators, `cp.async` + `ldmatrix` on
+//! swizzled tiles, value slices of at most 128 columns so O stays in registers), f32 on the
+//! FMA units ([`parallel_fma`]: 256 threads, f32 tiles in shared memory, value slices halved
+//! until the tiles fit the arch's shared memory). Dynamic shared memory can exceed 48 KiB:
+//! the runtime must raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES` attribute first.
+
+use super::{parallel_fma, parallel_tc, unsupported};
+use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
+use crate::kernels::chunkwise::{max_dynamic_shared, select_log2_gamma};
+use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
+use crate::{GenError, LaunchGeometry};
+
+/// Head dims K served.
+pub const SUPPORTED_K: [u32; 3] = [64, 128, 256];
+/// Head dims V served.
+pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
+/// Tile sizes B (query and key rows per tile) served.
+pub const SUPPORTED_TILES: [u32; 2] = [32, 64];
+
+/// The catalog's tile for `dtype`: 64 on tensor cores (4 warps of 16 query rows), 32 on the
+/// FMA path (whose f32 tiles must fit shared memory at K = 256).
+pub const fn default_tile(dtype: retention_core::Dtype) -> u32 {
+    match dtype {
+        retention_core::Dtype::F32 => 32,
+        _ => 64,
+    }
+}
+
+/// Check that this generator serves `spec`.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] for another op, an unsupported K, V, tile, gamma set or
+/// [`TileConfig`], or a shape whose shared memory exceeds the arch's limit.
+pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
+    if spec.op != KernelOp::Parallel {
+        return Err(unsupported(
+            "op",
+            spec.op.name(),
+            "the parallel generator emits parallel only",
+        ));
+    }
+    if !SUPPORTED_K.contains(&spec.k) {
+        return Err(unsupported(
+            "head dim K",
+            spec.k,
+            "parallel serves K in {64, 128, 256}",
+        ));
+    }
+    if !SUPPORTED_V.contains(&spec.v) {
+        return Err(unsupported(
+            "head dim V",
+            spec.v,
+            "parallel serves V in {64, 128, 256, 512}",
+        ));
+    }
+    let Some(b) = spec.chunk else {
+        return Err(unsupported(
+            "chunk",
+            "none",
+            "parallel needs a tile size (the chunk field)",
+        ));
+    };
+    if !SUPPORTED_TILES.contains(&b) {
+        return Err(unsupported(
+            "chunk",
+            b,
+            "parallel serves tiles B in {32, 64}",
+        ));
+    }
+    if let GammaSet::Retnet { heads } = spec.gammas
+        && !(1..=48).contains(&heads)
+    {
+        return Err(unsupported(
+            "gamma set",
+            spec.gammas.name(),
+            "retnet(H) needs 1 <= H <= 48",
+        ));
+    }
+    if spec.tile != TileConfig::default() {
+        return Err(unsupported(
+            "tile",
+            format!("{:?}", spec.tile),
+            "parallel uses the default tile config",
+        ));
+    }
+    let bytes = shared_bytes(spec);
+    if bytes > max_dynamic_shared(spec.arch) {
+        return Err(unsupported(
+            "shared memory",
+            bytes,
+            format!(
+                "{} allows at most {} bytes per CTA; use a smaller tile",
+                spec.arch,
+                max_dynamic_shared(spec.arch)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `spec` runs on tensor cores (f16/bf16) rather than the FMA path (f32).
+pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
+    spec.dtype != retention_core::Dtype::F32
+}
+
+/// Columns of V one CTA serves: at most 128 on tensor cores (the f32 O tile lives in
+/// registers), on the FMA path all of V unless its f32 tiles overflow shared memory, then
+/// the widest halving (down to 64) that fits.
+pub fn value_slice(spec: &KernelSpec) -> u32 {
+    let b = spec.chunk.unwrap_or(32);
+    if uses_tensor_cores(spec) {
+        return spec.v.min(parallel_tc::MAX_VALUE_SLICE);
+    }
+    let mut vs = spec.v;
+    while vs > 64
+        && parallel_fma::FmaLayout::new(spec.k, vs, b).total > max_dynamic_shared(spec.arch)
+    {
+        vs /= 2;
+    }
+    vs
+}
+
+/// Dynamic shared memory of the path that serves `spec`.
+fn shared_bytes(spec: &KernelSpec) -> u32 {
+    let b = spec.chunk.unwrap_or(32);
+    if uses_tensor_cores(spec) {
+        parallel_tc::TcLayout::new(spec.k, value_slice(spec), b).total
+    } else {
+        parallel_fma::FmaLayout::new(spec.k, value_slice(spec), b).total
+    }
+}
+
+/// Threads per CTA of the path that serves `spec`.
+pub fn threads(spec: &KernelSpec) -> u32 {
+    if uses_tensor_cores(spec) {
+        32 * spec.chunk.unwrap_or(32) / 16
+    } else {
+        parallel_fma::THREADS
+    }
+}
+
+/// The launch for `rows` batch rows and `heads` heads without knowing T: one CTA per (row,
+/// head, value slice) walks every query tile. Correct for any T; prefer
+/// [`launch_geometry_for_len`].
+///
+/// # Errors
+/// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
+/// or the grid is too large; spec errors as [`validate`].
+pub fn launch_geometry(
+    spec: &KernelSpec,
+    rows: u32,
+    heads: u32,
+) -> Result<LaunchGeometry, GenError> {
+    validate(spec)?;
+    super::check_grid(spec, rows, heads)?;
+    Ok(LaunchGeometry {
+        grid: [rows, heads, spec.v / value_slice(spec)],
+        block: [threads(spec), 1, 1],
+        dynamic_smem_bytes: shared_bytes(spec),
+    })
+}
+
+/// The launch for T = `t` tokens: one CTA per (row, head, value slice, query tile), the
+/// z extent capped at 65535 (whole multiples of the slices; CTAs then take several tiles).
+///
+/// # Errors
+/// As [`launch_geometry`].
+pub fn launch_geometry_for_len(
+    spec: &KernelSpec,
+    rows: u32,
+    heads: u32,
+    t: u32,
+) -> Result<LaunchGeometry, GenError> {
+    let mut g = launch_geometry(spec, rows, heads)?;
+    let slices = g.grid[2];
+    let tiles = t.div_ceil(spec.chunk.unwrap_or(32)).max(1);
+    g.grid[2] = slices * tiles.min(65535 / slices);
+    Ok(g)
+}
+
+/// Parameter names in launch order (see the module table).
+pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
+    let mut names = vec!["p_q", "p_k", "p_v", "p_o", "p_t", "p_scale"];
+    if spec.gammas == GammaSet::Runtime {
+        names.extend(["p_heads", "p_log2_gamma"]);
+    }
+    names
+}
+
+/// Emit the parallel forward for `spec` (validated first).
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] as [`validate`]; [`GenError::Dsl`] on a generator bug.
+pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
+    validate(spec)?;
+    if uses_tensor_cores(spec) {
+        parallel_tc::generate(spec)
+    } else {
+        parallel_fma::generate(spec)
+    }
+}
+
+/// The parameters of both paths, declared once in the order of the module table.
+pub(crate) struct ParallelParams {
+    pub q: ParamRef,
+    pub k: ParamRef,
+    pub v: ParamRef,
+    pub o: ParamRef,
+    pub t: ParamRef,
+    pub scale: ParamRef,
+    /// `p_heads` and `p_log2_gamma`, runtime-γ only.
+    pub runtime: Option<(ParamRef, ParamRef)>,
+}
+
+impl ParallelParams {
+    /// Declare the parameters; `runtime_gamma` adds the runtime-γ pair.
+    pub(crate) fn declare(kb: &mut KernelBuilder, runtime_gamma: bool) -> Self {
+        ParallelParams {
+            q: kb.param("p_q", Ty::U64),
+            k: kb.param("p_k", Ty::U64),
+            v: kb.param("p_v", Ty::U64),
+            o: kb.param("p_o", Ty::U64),
+            t: kb.param("p_t", Ty::U32),
+            scale: kb.param("p_scale", Ty::F32),
+            runtime: runtime_gamma.then(|| {
+                (
+                    kb.param("p_heads", Ty::U32),
+                    kb.param("p_log2_gamma", Ty::U64),
+                )
+            }),
+        }
+    }
+
+    /// (H, log2 γ_h) for head `h`: launch parameter and buffer for runtime γ, immediates
+    /// for a named set.
+    pub(crate) fn heads_and_log2_gamma(
+        &self,
+        kb: &mut KernelBuilder,
+        log2_gammas: Option<&[f32]>,
+        h: Reg,
+    ) -> (Reg, Reg) {
+        match (&self.runtime, log2_gammas) {
+            (Some((p_heads, p_log2)), _) => {
+                let heads = kb.ld_param(p_heads);
+                let table = kb.global_ptr(p_log2);
+                let off = kb.mul_wide(h, 4u32);
+                let at = kb.add(table, off);
+                (heads, kb.ld(Space::Global, Ty::F32, Address::reg(at, 0)))
+            }
+            (None, Some(l)) => {
+                kb.comment("log2 gamma_h: exact f32 immediates, one per head");
+                let heads = kb.mov(Ty::U32, l.len() as u32);
+                (heads, select_log2_gamma(kb, l, h))
+            }
+            (None, None) => unreachable!("a gamma set is either named or runtime"),
+        }
+    }
+}
+
+/// Where a CTA's work lies on the grid's z axis: its value slice and its query tiles.
+pub(crate) struct GridZ {
+    /// Value slice index (`z mod S`).
+    pub slice: Reg,
+    /// First query-tile step (`z div S`).
+    pub first: Reg,
+    /// Steps between this CTA's query tiles (`nctaid.z div S`).
+    pub stride: Reg,
+}
+
+impl GridZ {
+    /// Decode `ctaid.z` for `slices` (a power of two) value slices.
+    pub(crate) fn new(kb: &mut KernelBuilder, slices: u32) -> Self {
+        let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+        let nz = kb.sreg(Sreg::Nctaid(Axis::Z));
+        let shift = slices.trailing_zeros();
+        GridZ {
+            slice: kb.and(z, slices - 1),
+            first: kb.shr(z, shift),
+            stride: kb.shr(nz, shift),
+        }
+    }
+}
+
+/// Emit `for step in (first..tiles).step_by(stride) { body(query tile tiles−1−step) }` with a
+/// runtime stride (longest query tiles first).
+pub(crate) fn for_each_query_tile(
+    kb: &mut KernelBuilder,
+    grid: &GridZ,
+    tiles: Reg,
+    body: impl FnOnce(&mut KernelBuilder, Reg),
+) {
+    let step = kb.mov(Ty::U32, grid.first);
+    let (top, done) = (kb.label(), kb.label());
+    kb.place(top);
+    let past = kb.setp(crate::dsl::Cmp::Ge, step, tiles);
+    kb.bra_if(past, false, done);
+    let last = kb.sub(tiles, 1u32);
+    let i = kb.sub(last, step);
+    body(kb, i);
+    let next = kb.add(step, grid.stride);
+    kb.assign(step, next);
+    kb.bra_uni(top);
+    kb.place(done);
+}
+
+/// Emit the key-tile walk of query tile `i`: `body(j, s)` for s = 0, 1, …, i (key tile
+/// j = i − s, the diagonal first), stopping before the first tile whose largest decay
+/// γ^((s−1)·B+1) is below 2^−150 (it and every later tile would add exact zeros).
+pub(crate) fn for_each_key_tile(
+    kb: &mut KernelBuilder,
+    b: u32,
+    i: Reg,
+    log2_gamma: Reg,
+    mut body: impl FnMut(&mut KernelBuilder, Reg, Reg),
+) {
+    use crate::dsl::{Cmp, Rounding};
+    let s = kb.mov(Ty::U32, 0u32);
+    let (top, done) = (kb.label(), kb.label());
+    kb.place(top);
+    let past = kb.setp(Cmp::Gt, s, i);
+    kb.bra_if(past, false, done);
+    let sb = kb.mul_lo(s, b);
+    let sb_f = kb.cvt(Ty::F32, sb, Some(Rounding::Rn));
+    let nearest = kb.sub(sb_f, (b - 1) as f32); // (s−1)·B + 1; ≤ 0 on the diagonal
+    let x = kb.mul(nearest, log2_gamma);
+    let vanished = kb.setp(Cmp::Lt, x, -150.0f32);
+    kb.bra_if(vanished, false, done);
+    let j = kb.sub(i, s);
+    body(kb, j, s);
+    let next = kb.add(s, 1u32);
+    kb.assign(s, next);
+    kb.bra_uni(top);
+    kb.place(done);
+}
+
+/// Store the band table of key step `s` at shared address `band`: for d = t < 2B − 1,
+/// `band[d] = γ^n` with n = s·B + d − (B − 1) when n ≥ 0, else 0 (the causal mask).
+pub(crate) fn emit_band(
+    kb: &mut KernelBuilder,
+    band: Reg,
+    t: Reg,
+    b: u32,
+    s: Reg,
+    log2_gamma: Reg,
+) {
+    use crate::dsl::{Cmp, Rounding};
+    let in_table = kb.setp(Cmp::Lt, t, 2 * b - 1);
+    let sb = kb.mul_lo(s, b);
+    let nd = kb.add(sb, t); // n + B − 1
+    let causal = kb.setp(Cmp::Ge, nd, b - 1);
+    let n = kb.sub(nd, b - 1);
+    let n_f = kb.cvt(Ty::F32, n, Some(Rounding::Rn));
+    let x = kb.mul(n_f, log2_gamma);
+    let g = super::decay::emit_exp2(kb, x);
+    let d = kb.selp(g, 0.0f32, causal);
+    let t4 = kb.shl(t, 2u32);
+    let at = kb.add(band, t4);
+    kb.guarded(in_table, false, |kb| {
+        kb.st(Space::Shared, Address::reg(at, 0), d);
+    });
+}

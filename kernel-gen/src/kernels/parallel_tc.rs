@@ -1,0 +1,309 @@
+//! The tensor-core path of the parallel forward (f16/bf16 inputs, f32 accumulation); math,
+//! parameters and grid as [`super::parallel`]:
+//!
+//! ```text
+//! warp w of B/16, lane (g = lane/4, q = lane%4), query rows 16w.. of tile i:
+//!   O_w = 0                                                   (mma accumulators, f32)
+//!   for each key tile j ≤ i:  S_w = Q_w K_jᵀ ⊙ band           (mma, f32, in registers)
+//!                             O_w += S̃_w V_j                  (S̃: S rounded to 16 bits)
+//!   o rows 16w.. = s·O_w
+//! ```
+//!
+//! q, k and v tiles arrive by `cp.async` into XOR-swizzled shared tiles (rows past T are
+//! zero-filled by the copy, so masked products are exact zeros, never stale data), every
+//! operand is read with `ldmatrix`, and o leaves through a swizzled shared tile as whole
+//! 16-byte rows. Global traffic per query tile: q once, each visited k/v tile once, o once.
+
+use retention_core::Dtype;
+
+use super::parallel::{
+    GridZ, ParallelParams, emit_band, for_each_key_tile, for_each_query_tile, value_slice,
+};
+use crate::GenError;
+use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
+use crate::dsl::{Address, Axis, Cmp, CpAsyncCache, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
+use crate::spec::KernelSpec;
+
+/// Most value columns one CTA serves (its f32 O tile is V/2 registers per thread).
+pub const MAX_VALUE_SLICE: u32 = 128;
+
+/// Shared tiles of the tensor-core path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcLayout {
+    /// q `[B][K]`.
+    pub q: SharedTile16,
+    /// k `[B][K]`.
+    pub k: SharedTile16,
+    /// v `[B][vs]` (this CTA's value slice).
+    pub v: SharedTile16,
+    /// o `[B][vs]` on its way out.
+    pub o: SharedTile16,
+    /// The band table γ^n, 2B − 1 f32 (padded to 2B).
+    pub band: u32,
+    /// Total bytes.
+    pub total: u32,
+}
+
+impl TcLayout {
+    /// The layout for head dim `k`, value slice `vs` and tile `b`.
+    pub const fn new(k: u32, vs: u32, b: u32) -> Self {
+        let q = SharedTile16::new(0, b, k);
+        let kt = SharedTile16::new(q.offset + q.bytes(), b, k);
+        let vt = SharedTile16::new(kt.offset + kt.bytes(), b, vs);
+        let o = SharedTile16::new(vt.offset + vt.bytes(), b, vs);
+        let band = o.offset + o.bytes();
+        TcLayout {
+            q,
+            k: kt,
+            v: vt,
+            o,
+            band,
+            total: band + 2 * b * 4,
+        }
+    }
+}
+
+/// Where one token-major tensor's tile comes from: the tensor's row width `dim` (elements
+/// between heads) and the global address of column `col0` of token 0, head 0.
+struct Source {
+    at: Reg,
+    dim: u32,
+}
+
+/// Copy rows `tok0..tok0+B` (columns of `tile.cols` from the source's `col0`) into a
+/// swizzled tile with `cp.async`; rows at or past `len` are zero-filled (their source is
+/// row 0, read for 0 bytes).
+#[allow(clippy::too_many_arguments)]
+fn stage_tile(
+    kb: &mut KernelBuilder,
+    tile: SharedTile16,
+    base: Reg,
+    src: &Source,
+    t: Reg,
+    threads: u32,
+    es: u32,
+    tok0: Reg,
+    heads: Reg,
+    h: Reg,
+    len: Reg,
+) {
+    let per_row = tile.cols / 8;
+    let ch = kb.and(t, per_row - 1);
+    let row0 = kb.shr(t, per_row.trailing_zeros());
+    let ch_bytes = kb.mul_wide(ch, 16u32);
+    let src_ch = kb.add(src.at, ch_bytes);
+    for round in 0..tile.rows * per_row / threads {
+        let row = kb.add(row0, round * threads / per_row);
+        let valid = kb.setp(Cmp::Lt, row, len);
+        let src_row = kb.selp(row, 0u32, valid);
+        let sixteen = kb.mov(Ty::U32, 16u32);
+        let bytes = kb.selp(sixteen, 0u32, valid);
+        let tok = kb.add(tok0, src_row);
+        let th = kb.mad_lo(tok, heads, h);
+        let at = kb.mad_wide(th, src.dim * es, src_ch);
+        let dst = tile.chunk_addr(kb, base, row, ch);
+        kb.cp_async(
+            CpAsyncCache::Cg,
+            16,
+            Address::reg(dst, 0),
+            Address::reg(at, 0),
+            Some(bytes.into()),
+        );
+    }
+}
+
+/// Emit the tensor-core parallel forward for `spec` (validated by the caller).
+///
+/// # Errors
+/// [`GenError::Dsl`] on a generator bug.
+#[allow(clippy::too_many_lines)]
+pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
+    let (kd, vd) = (spec.k, spec.v);
+    let vs = value_slice(spec);
+    let bt = spec.chunk.unwrap_or_default(); // tile rows B
+    let es = spec.dtype.size_bytes() as u32;
+    let ab = match spec.dtype {
+        Dtype::Bf16 => Ty::Bf16,
+        _ => Ty::F16,
+    };
+    let pty = ab.packed().unwrap_or(Ty::F16x2);
+    let threads = 32 * bt / 16;
+    let lay = TcLayout::new(kd, vs, bt);
+    let log2_gammas = spec.gammas.log2_gammas()?;
+
+    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
+    kb.header(format!(
+        "retention parallel forward (tensor cores): {}",
+        spec.slug()
+    ));
+    kb.header(format!("spec: {}", spec.canonical()));
+    kb.header(
+        "per warp: O = 0; for key tiles j <= i: S = Q K_j^T . band ; O += S~ V_j ; o = s O  (mma, f32 accumulators)",
+    );
+    kb.max_threads(threads);
+    kb.min_ctas_per_sm(1);
+
+    let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
+    let smem = kb.dynamic_shared(
+        "smem",
+        lay.total,
+        128,
+        &format!(
+            "swizzled 16-bit q [B,K] @{}, k [B,K] @{}, v [B,vs] @{}, o [B,vs] @{}; f32 band [2B] @{}",
+            lay.q.offset, lay.k.offset, lay.v.offset, lay.o.offset, lay.band
+        ),
+    );
+
+    kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
+    let b = kb.sreg(Sreg::Ctaid(Axis::X));
+    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let grid = GridZ::new(&mut kb, vd / vs);
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let lane = kb.and(t, 31u32);
+    let warp = kb.shr(t, 5u32);
+    let g = kb.shr(lane, 2u32);
+    let q4 = kb.and(lane, 3u32);
+    let q2 = kb.shl(q4, 1u32);
+    let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);
+    let seq_len = kb.ld_param(&params.t);
+    let tok_row = kb.mul_lo(b, seq_len); // first token of row b
+    let scale = kb.ld_param(&params.scale);
+    let base = kb.shared_addr(&smem);
+    let band = kb.add(base, lay.band);
+
+    kb.comment("per-lane ldmatrix rows; warp w owns query rows 16w.. of the tile");
+    let lanes = LaneFragments::new(&mut kb, lane);
+    let zero = kb.mov(Ty::U32, 0u32);
+    let i0 = kb.shl(warp, 4u32);
+    let q_rows = lay.q.lane_rows(&mut kb, base, i0, lanes.p1_row);
+    let k_rows = lay.k.lane_rows(&mut kb, base, zero, lanes.p2_row);
+    let v_rows = lay.v.lane_rows(&mut kb, base, zero, lanes.p1_row);
+    // band[r − c + B − 1] for r = i0 + g (+8), c = 2q (+8nt, +1): one base, immediate offsets.
+    let d0 = kb.add(i0, g);
+    let d1 = kb.add(d0, bt - 1);
+    let d2 = kb.sub(d1, q2);
+    let d4 = kb.shl(d2, 2u32);
+    let band_lane = kb.add(band, d4);
+
+    let (q, k, v, o) = (
+        kb.global_ptr(&params.q),
+        kb.global_ptr(&params.k),
+        kb.global_ptr(&params.v),
+        kb.global_ptr(&params.o),
+    );
+    let col0 = kb.mul_lo(grid.slice, vs);
+    let col0_bytes = kb.mul_wide(col0, es);
+    let v_at = kb.add(v, col0_bytes);
+    let o_at = kb.add(o, col0_bytes);
+    let src_q = Source { at: q, dim: kd };
+    let src_k = Source { at: k, dim: kd };
+    let src_v = Source { at: v_at, dim: vd };
+    let full = kb.mov(Ty::U32, bt);
+    let o_per_row = vs / 8;
+    let o_ch = kb.and(t, o_per_row - 1);
+    let o_row0 = kb.shr(t, o_per_row.trailing_zeros());
+    let o_ch_bytes = kb.mul_wide(o_ch, 16u32);
+    let o_ch_at = kb.add(o_at, o_ch_bytes);
+    let tiles = kb.add(seq_len, bt - 1);
+    let tiles = kb.shr(tiles, bt.trailing_zeros());
+
+    kb.comment(format!("query tiles of {bt} rows, longest first"));
+    for_each_query_tile(&mut kb, &grid, tiles, |kb, i| {
+        let row0 = kb.mul_lo(i, bt);
+        let remaining = kb.sub(seq_len, row0);
+        let len_i = kb.min(remaining, bt);
+        let tok_i = kb.add(tok_row, row0);
+        kb.comment(
+            "cp.async the query tile (rows >= L zero-filled); it lands with the first key tile",
+        );
+        stage_tile(
+            kb, lay.q, base, &src_q, t, threads, es, tok_i, heads, h, len_i,
+        );
+        let oacc = AccTileF32::zeros(kb, vs);
+
+        kb.comment("key tiles j = i, i-1, ..., while their decays are not all zero");
+        for_each_key_tile(kb, bt, i, log2_gamma, |kb, j, s| {
+            kb.bar_sync(0);
+            let key0 = kb.mul_lo(j, bt);
+            let tok_j = kb.add(tok_row, key0);
+            let is_diag = kb.setp(Cmp::Eq, s, 0u32);
+            let len_j = kb.selp(len_i, full, is_diag);
+            stage_tile(
+                kb, lay.k, base, &src_k, t, threads, es, tok_j, heads, h, len_j,
+            );
+            stage_tile(
+                kb, lay.v, base, &src_v, t, threads, es, tok_j, heads, h, len_j,
+            );
+            kb.cp_async_commit();
+            emit_band(kb, band, t, bt, s, log2_gamma);
+            kb.cp_async_wait(0);
+            kb.bar_sync(0);
+
+            let sacc = AccTileF32::zeros(kb, bt);
+            for ks in 0..kd / 16 {
+                let qa = lay
+                    .q
+                    .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
+                for np in 0..bt / 16 {
+                    let kf = lay
+                        .k
+                        .ldmatrix_x4(kb, pty, false, k_rows, 16 * np, 2 * ks, lanes.p2_x);
+                    sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
+                    sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
+                }
+            }
+            // Element e of n-tile nt sits at row i0 + g + 8(e >> 1), column 8nt + 2q + (e & 1).
+            let decayed = AccTileF32 {
+                frags: sacc
+                    .frags
+                    .iter()
+                    .enumerate()
+                    .map(|(nt, f)| {
+                        std::array::from_fn(|e| {
+                            let dd = 8 * (e as i64 >> 1) - 8 * nt as i64 - (e as i64 & 1);
+                            let dec =
+                                kb.ld(Space::Shared, Ty::F32, Address::reg(band_lane, 4 * dd));
+                            kb.mul(f[e], dec)
+                        })
+                    })
+                    .collect(),
+            };
+            let sa = decayed.to_a_fragments(kb, ab);
+            for (ks, a) in sa.iter().enumerate() {
+                for np in 0..vs / 16 {
+                    let vf = lay.v.ldmatrix_x4(
+                        kb,
+                        pty,
+                        true,
+                        v_rows,
+                        16 * ks as u32,
+                        2 * np,
+                        lanes.p1_x,
+                    );
+                    oacc.mma(kb, ab, 2 * np as usize, *a, [vf[0], vf[1]]);
+                    oacc.mma(kb, ab, 2 * np as usize + 1, *a, [vf[2], vf[3]]);
+                }
+            }
+        });
+
+        kb.comment("o rows < L of the tile = s O, out through the swizzled o tile");
+        oacc.scale(kb, scale);
+        lay.o.store_acc(kb, base, &oacc, ab, i0, g, q4, 0);
+        kb.bar_sync(0);
+        for round in 0..bt * o_per_row / threads {
+            let row = kb.add(o_row0, round * threads / o_per_row);
+            let inside = kb.setp(Cmp::Lt, row, len_i);
+            let tok = kb.add(tok_i, row);
+            let th = kb.mad_lo(tok, heads, h);
+            let dst = kb.mad_wide(th, vd * es, o_ch_at);
+            let src = lay.o.chunk_addr(kb, base, row, o_ch);
+            kb.guarded(inside, false, |kb| {
+                let x = kb.ld_vec(Space::Shared, Ty::U32, 4, Address::reg(src, 0));
+                let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+                kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, 0), &x);
+            });
+        }
+    });
+    kb.ret();
+    kb.finish()
+}
