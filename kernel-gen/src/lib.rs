@@ -34,6 +34,7 @@ pub mod spec;
 
 pub use arch::Arch;
 pub use error::GenError;
+pub use kernels::chunkwise_two_phase::{TwoPhasePlan, prefer_two_phase, two_phase_plan};
 pub use spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 
 use serde::{Deserialize, Serialize};
@@ -56,12 +57,17 @@ pub struct LaunchGeometry {
 pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
     let kernel = match spec.op {
         KernelOp::Decode => kernels::decode::generate(spec)?,
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::generate(spec)?,
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
+            kernels::chunkwise::generate(spec)?
+        }
+        KernelOp::ChunkStates => kernels::chunk_states::generate(spec)?,
     };
     Ok(kernel.to_ptx())
 }
 
-/// The launch of `spec` for `rows` batch rows and `heads` heads.
+/// The launch of `spec` for `rows` batch rows and `heads` heads. For the two-phase ops
+/// (`chunk_states`, `chunkwise_segmented`) this is the grid of ONE segment per (row, head):
+/// [`kernels::chunkwise_two_phase::two_phase_plan`] gives the whole launch.
 ///
 /// # Errors
 /// [`GenError::Launch`] when the sizes do not fit the spec; spec errors as [`emit_ptx`].
@@ -72,9 +78,10 @@ pub fn launch_geometry(
 ) -> Result<LaunchGeometry, GenError> {
     match spec.op {
         KernelOp::Decode => kernels::decode::launch_geometry(spec, rows, heads),
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
             kernels::chunkwise::launch_geometry(spec, rows, heads)
         }
+        KernelOp::ChunkStates => kernels::chunk_states::launch_geometry(spec, rows, heads),
     }
 }
 
@@ -82,6 +89,9 @@ pub fn launch_geometry(
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     match spec.op {
         KernelOp::Decode => kernels::decode::param_names(spec),
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::param_names(spec),
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
+            kernels::chunkwise::param_names(spec)
+        }
+        KernelOp::ChunkStates => kernels::chunk_states::param_names(spec),
     }
 }

@@ -18,6 +18,12 @@ pub enum KernelOp {
     Chunkwise,
     /// The chunkwise forward over a packed variable-length batch (`cu_seqlens`).
     ChunkwiseVarlen,
+    /// Phase 1 of the two-phase chunkwise forward: every full segment's local end state
+    /// (from zero), f32, into a workspace (`kernels::chunk_states`).
+    ChunkStates,
+    /// Phase 2 of the two-phase chunkwise forward: each segment's initial state folded from
+    /// H0 and the workspace, then the chunk loop over the segment (`kernels::chunkwise_two_phase`).
+    ChunkwiseSegmented,
 }
 
 impl KernelOp {
@@ -27,6 +33,8 @@ impl KernelOp {
             KernelOp::Decode => "decode",
             KernelOp::Chunkwise => "chunkwise",
             KernelOp::ChunkwiseVarlen => "chunkwise_varlen",
+            KernelOp::ChunkStates => "chunk_states",
+            KernelOp::ChunkwiseSegmented => "chunkwise_segmented",
         }
     }
 }
@@ -189,6 +197,36 @@ impl KernelSpec {
         }
     }
 
+    /// Phase 1 of the two-phase chunkwise forward (see [`KernelOp::ChunkStates`]).
+    pub fn chunk_states(
+        k: u32,
+        v: u32,
+        chunk: u32,
+        gammas: GammaSet,
+        dtype: Dtype,
+        arch: Arch,
+    ) -> Self {
+        KernelSpec {
+            op: KernelOp::ChunkStates,
+            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
+        }
+    }
+
+    /// Phase 2 of the two-phase chunkwise forward (see [`KernelOp::ChunkwiseSegmented`]).
+    pub fn chunkwise_segmented(
+        k: u32,
+        v: u32,
+        chunk: u32,
+        gammas: GammaSet,
+        dtype: Dtype,
+        arch: Arch,
+    ) -> Self {
+        KernelSpec {
+            op: KernelOp::ChunkwiseSegmented,
+            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
+        }
+    }
+
     /// The canonical text every field is hashed from. Changing it renames every entry, so it
     /// only ever gains fields.
     pub fn canonical(&self) -> String {
@@ -244,9 +282,10 @@ impl KernelSpec {
     pub fn validate(&self) -> Result<(), GenError> {
         match self.op {
             KernelOp::Decode => crate::kernels::decode::validate(self),
-            KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
+            KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
                 crate::kernels::chunkwise::validate(self)
             }
+            KernelOp::ChunkStates => crate::kernels::chunk_states::validate(self),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Retention kernel generators, one file per kernel, each validating its spec first.
 
+pub mod chunk_states;
+pub mod chunk_states_tc;
 pub mod chunkwise;
 pub mod chunkwise_fma;
 pub mod chunkwise_tc;
+pub mod chunkwise_two_phase;
 pub mod decay;
 pub mod decode;
 

@@ -6,5 +6,6 @@
 pub mod chunkwise;
 pub mod decode;
 pub mod io;
+pub mod two_phase;
 
 pub use io::EmuCheck;
