@@ -293,7 +293,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), g);
     });
 
-    kb.comment(format!("R = 0; this CTA serves V columns {vs}z'.. (z' = ctaid.z mod {slices})"));
+    kb.comment(format!(
+        "R = 0; this CTA serves V columns {vs}z'.. (z' = ctaid.z mod {slices})"
+    ));
     let z = kb.sreg(Sreg::Ctaid(Axis::Z));
     let slice = kb.and(z, slices - 1);
     let v_col0 = kb.mul_lo(slice, vs);

@@ -517,7 +517,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     };
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p_t, b);
     let (tok0, seq_len, segment) =
-        two_phase::segment_of(&mut kb, spec, segments.as_ref(), log2_gamma, tok0, seq_len);
+        two_phase::segment_of(&mut kb, spec, segments.as_ref(), &p_t, tok0, seq_len);
     let scale = kb.ld_param(&p_scale);
     let base = kb.shared_addr(&smem);
     let t4 = kb.shl(t, 2u32);
@@ -581,7 +581,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     }
     kb.place(state_ready);
     if let Some(seg) = &segment {
-        seg.fold_into_shared(&mut kb, spec, bh, g_elem_bytes, my_state);
+        seg.fold_into_shared(&mut kb, spec, log2_gamma, bh, g_elem_bytes, my_state);
     }
     kb.bar_sync(0);
 
@@ -810,7 +810,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let done = kb.label();
     kb.bra_if(has_ht, true, done);
     if let Some(seg) = &segment {
-        kb.bra_if(seg.is_last, true, done);
+        seg.skip_unless_last(&mut kb, done);
     }
     let ht = kb.global_ptr(&p_ht);
     let ht_bh = kb.add(ht, state_bytes);

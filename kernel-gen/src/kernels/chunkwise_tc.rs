@@ -123,7 +123,7 @@ pub(crate) fn stage_tile(
 
 /// Branch to a fresh label when `warp >= limit` (a warp-uniform role test); returns the
 /// label to place after the role's code, or `None` when every warp has the role.
-pub(crate) fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<crate::dsl::Label> {
+fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<crate::dsl::Label> {
     (limit < warps).then(|| {
         let skip = kb.label();
         let idle = kb.setp(Cmp::Ge, warp, limit);
@@ -209,7 +209,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     };
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p_t, b);
     let (tok0, seq_len, segment) =
-        two_phase::segment_of(&mut kb, spec, segments.as_ref(), log2_gamma, tok0, seq_len);
+        two_phase::segment_of(&mut kb, spec, segments.as_ref(), &p_t, tok0, seq_len);
     let scale = kb.ld_param(&p_scale);
     let base = kb.shared_addr(&smem);
 
@@ -263,7 +263,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     }
     kb.place(no_h0);
     if let Some(seg) = &segment {
-        seg.fold_into_acc(&mut kb, spec, bh, my_elem_bytes, &racc);
+        seg.fold_into_acc(&mut kb, spec, log2_gamma, bh, my_elem_bytes, &racc);
     }
     lay.rh.store_acc(&mut kb, base, &racc, ab, i0, g, q4, 0);
     if let Some(skip) = state_role {
@@ -478,7 +478,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let has_ht = kb.setp(Cmp::Ne, ht_raw, 0u64);
     kb.bra_if(has_ht, true, done);
     if let Some(seg) = &segment {
-        kb.bra_if(seg.is_last, true, done);
+        seg.skip_unless_last(&mut kb, done);
     }
     let ht = kb.global_ptr(&p_ht);
     let ht_bh = kb.add(ht, state_bytes);

@@ -25,8 +25,10 @@
 use super::chunk_states;
 use super::chunkwise::{self, THREADS};
 use super::decay;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, ParamRef, Reg, Rounding, Space, Sreg, Ty};
 use crate::dsl::tiles::AccTileF32;
+use crate::dsl::{
+    Address, Axis, Cmp, KernelBuilder, Label, ParamRef, Reg, Rounding, Space, Sreg, Ty,
+};
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
 
@@ -34,14 +36,15 @@ use crate::{GenError, LaunchGeometry};
 pub(crate) struct Segment {
     /// s, the segment index.
     pub index: Reg,
-    /// Whether this segment ends the sequence (it writes H_T).
-    pub is_last: Reg,
     /// The workspace pointer (global, `.u64`).
     pub states: Reg,
     /// S − 1: local states per (row, head) in the workspace.
     pub stored: Reg,
-    /// γ^L, f32.
-    pub decay: Reg,
+    /// `p_t` and `p_segment_len`, reread by the epilogue rather than kept live in registers
+    /// across the chunk loop (the tensor-core path has none to spare).
+    params: (ParamRef, ParamRef),
+    /// V-slices per segment.
+    slices: u32,
 }
 
 /// `ctaid.z`'s V-slice part: `ctaid.z` itself, except for the segmented op where
@@ -95,7 +98,7 @@ pub(crate) fn segment_of(
     kb: &mut KernelBuilder,
     spec: &KernelSpec,
     params: Option<&(ParamRef, ParamRef)>,
-    log2_gamma: Reg,
+    p_t: &ParamRef,
     tok0: Reg,
     t: Reg,
 ) -> (Reg, Reg, Option<Segment>) {
@@ -105,32 +108,58 @@ pub(crate) fn segment_of(
     kb.comment("this CTA's segment: tokens sL.. of the row, L = p_segment_len");
     let raw_len = kb.ld_param(p_segment_len);
     let segment_len = kb.max(raw_len, 1u32);
-    let (index, start, len, rel0) = segment_bounds(kb, slices(spec), segment_len, tok0, t);
-    let end = kb.add(rel0, len);
-    let is_last = kb.setp(Cmp::Eq, end, t);
+    let (index, start, len, _) = segment_bounds(kb, slices(spec), segment_len, tok0, t);
     let states = kb.global_ptr(p_states);
     let stored = stored_states(kb, t, segment_len);
-    kb.comment("gamma^L = 2^(L log2 gamma): the one decay of the fold, a relative exponent");
-    let lf = kb.cvt(Ty::F32, segment_len, Some(Rounding::Rn));
-    let x = kb.mul(lf, log2_gamma);
-    let decay = decay::emit_exp2(kb, x);
     (
         start,
         len,
         Some(Segment {
             index,
-            is_last,
             states,
             stored,
-            decay,
+            params: (p_t.clone(), p_segment_len.clone()),
+            slices: slices(spec),
         }),
     )
 }
 
 impl Segment {
+    /// Branch to `done` unless this CTA's segment ends the sequence (only the last segment
+    /// writes H_T): sL ≤ T ≤ sL + L, recomputed from the parameters.
+    pub(crate) fn skip_unless_last(&self, kb: &mut KernelBuilder, done: Label) {
+        let t = kb.ld_param(&self.params.0);
+        let raw_len = kb.ld_param(&self.params.1);
+        let segment_len = kb.max(raw_len, 1u32);
+        let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+        let s = kb.shr(z, self.slices.trailing_zeros());
+        let rel0 = kb.mul_lo(s, segment_len);
+        let past_end = kb.setp(Cmp::Gt, rel0, t);
+        kb.bra_if(past_end, false, done);
+        let rest = kb.sub(t, rel0);
+        let not_last = kb.setp(Cmp::Gt, rest, segment_len);
+        kb.bra_if(not_last, false, done);
+    }
+
+    /// γ^L = 2^(L·log2 γ), the one decay of the fold: a relative exponent (≤ 0).
+    fn fold_decay(&self, kb: &mut KernelBuilder, log2_gamma: Reg) -> Reg {
+        kb.comment("gamma^L = 2^(L log2 gamma): the one decay of the fold, a relative exponent");
+        let raw_len = kb.ld_param(&self.params.1);
+        let segment_len = kb.max(raw_len, 1u32);
+        let lf = kb.cvt(Ty::F32, segment_len, Some(Rounding::Rn));
+        let x = kb.mul(lf, log2_gamma);
+        decay::emit_exp2(kb, x)
+    }
+
     /// The global address of this thread's first element of `Local_0[b,h]`: `elem_bytes`
     /// into the (row, head)'s first workspace state.
-    fn first_state(&self, kb: &mut KernelBuilder, spec: &KernelSpec, bh: Reg, elem_bytes: Reg) -> Reg {
+    fn first_state(
+        &self,
+        kb: &mut KernelBuilder,
+        spec: &KernelSpec,
+        bh: Reg,
+        elem_bytes: Reg,
+    ) -> Reg {
         let first = kb.mul_lo(bh, self.stored);
         let off = kb.mul_wide(first, spec.k * spec.v * 4);
         let at = kb.add(self.states, off);
@@ -144,6 +173,7 @@ impl Segment {
         &self,
         kb: &mut KernelBuilder,
         spec: &KernelSpec,
+        log2_gamma: Reg,
         bh: Reg,
         elem_bytes: Reg,
         my_state: Reg,
@@ -154,7 +184,7 @@ impl Segment {
         let global_round = i64::from(rows_per_round * spec.v * 4);
         kb.comment("R <- gamma^L R + Local_s' for every earlier segment s' (Horner)");
         let at = self.first_state(kb, spec, bh, elem_bytes);
-        let decay = self.decay;
+        let decay = self.fold_decay(kb, log2_gamma);
         kb.for_range(0u32, self.index, 1, |kb, _| {
             for r in 0..rounds {
                 let sh = Address::reg(my_state, i64::from(r * THREADS * 16));
@@ -183,13 +213,16 @@ impl Segment {
         &self,
         kb: &mut KernelBuilder,
         spec: &KernelSpec,
+        log2_gamma: Reg,
         bh: Reg,
         elem_bytes: Reg,
         racc: &AccTileF32,
     ) {
-        kb.comment("R_w <- gamma^L R_w + Local_s' rows 16w.. for every earlier segment s' (Horner)");
+        kb.comment(
+            "R_w <- gamma^L R_w + Local_s' rows 16w.. for every earlier segment s' (Horner)",
+        );
         let at = self.first_state(kb, spec, bh, elem_bytes);
-        let decay = self.decay;
+        let decay = self.fold_decay(kb, log2_gamma);
         kb.for_range(0u32, self.index, 1, |kb, _| {
             for (nt, f) in racc.frags.iter().enumerate() {
                 for half in 0..2u32 {
@@ -242,7 +275,10 @@ pub fn two_phase_plan(
     t: u32,
     segment_len: u32,
 ) -> Result<TwoPhasePlan, GenError> {
-    if !matches!(spec.op, KernelOp::ChunkStates | KernelOp::ChunkwiseSegmented) {
+    if !matches!(
+        spec.op,
+        KernelOp::ChunkStates | KernelOp::ChunkwiseSegmented
+    ) {
         return Err(super::unsupported(
             "op",
             spec.op.name(),
@@ -260,7 +296,7 @@ pub fn two_phase_plan(
     let chunk = spec.chunk.unwrap_or_default();
     let one1 = chunk_states::launch_geometry(&states_spec, batch, heads)?;
     let one2 = chunkwise::launch_geometry(&segmented_spec, batch, heads)?;
-    if segment_len == 0 || chunk == 0 || segment_len % chunk != 0 {
+    if segment_len == 0 || chunk == 0 || !segment_len.is_multiple_of(chunk) {
         return Err(GenError::Launch(format!(
             "segment length {segment_len} must be a positive multiple of the chunk {chunk}"
         )));
@@ -321,7 +357,11 @@ pub fn prefer_two_phase(batch: u32, heads: u32, t: u32, chunk: u32, sm_count: u3
         return None;
     }
     // Keep both grids within CUDA's z limit (V-slices multiply it, at most 8).
-    let len = len.max(u64::from(t).div_ceil(8191).next_multiple_of(u64::from(chunk)));
+    let len = len.max(
+        u64::from(t)
+            .div_ceil(8191)
+            .next_multiple_of(u64::from(chunk)),
+    );
     u32::try_from(len).ok()
 }
 
@@ -343,7 +383,10 @@ mod tests {
         assert_eq!(p.phase2.grid, [2, 3, 4]);
         assert_eq!(p.workspace_elems, 2 * 3 * 3 * 64 * 64);
         let one = two_phase_plan(&spec(), 1, 1, 0, 256).unwrap();
-        assert_eq!((one.segments, one.phase1, one.workspace_elems), (1, None, 0));
+        assert_eq!(
+            (one.segments, one.phase1, one.workspace_elems),
+            (1, None, 0)
+        );
     }
 
     #[test]

@@ -216,14 +216,9 @@ pub fn check_case(
     )
     .map_err(|e| e.to_string())?;
 
-    let plan = kernel_gen::two_phase_plan(
-        spec,
-        b as u32,
-        h as u32,
-        t as u32,
-        case.segment_len as u32,
-    )
-    .map_err(|e| e.to_string())?;
+    let plan =
+        kernel_gen::two_phase_plan(spec, b as u32, h as u32, t as u32, case.segment_len as u32)
+            .map_err(|e| e.to_string())?;
     if plan.states_spec != *states_spec || plan.segmented_spec != *spec {
         return Err(format!(
             "{} and {} are not the two phases of one plan",

@@ -16,6 +16,7 @@ use crate::error::CliError;
 use crate::progress;
 use retention_runtime::catalog_check::{
     EmuCheck, chunkwise as emulate_chunkwise, decode as emulate_decode,
+    two_phase as emulate_two_phase,
 };
 use row::{Row, Status};
 
@@ -61,6 +62,8 @@ enum Checker {
     Decode,
     /// `catalog_check::chunkwise`.
     Chunkwise,
+    /// `catalog_check::two_phase` (either phase: the check runs both).
+    TwoPhase,
 }
 
 impl Checker {
@@ -71,6 +74,8 @@ impl Checker {
             Some(Checker::Decode)
         } else if op == KernelOp::Chunkwise {
             Some(Checker::Chunkwise)
+        } else if op == KernelOp::ChunkStates || op == KernelOp::ChunkwiseSegmented {
+            Some(Checker::TwoPhase)
         } else {
             None
         }
@@ -81,6 +86,7 @@ impl Checker {
         match self {
             Checker::Decode => (emulate_decode::cost(spec), DECODE_BUDGET),
             Checker::Chunkwise => (emulate_chunkwise::cost(spec), CHUNKWISE_BUDGET),
+            Checker::TwoPhase => (emulate_two_phase::cost(spec), CHUNKWISE_BUDGET),
         }
     }
 
@@ -92,6 +98,10 @@ impl Checker {
                 let (b, h, _) = emulate_chunkwise::problem_size(spec);
                 (b, h)
             }
+            Checker::TwoPhase => {
+                let case = emulate_two_phase::problem_size(spec);
+                (case.batch, case.heads)
+            }
         }
     }
 
@@ -100,6 +110,7 @@ impl Checker {
         match self {
             Checker::Decode => emulate_decode::check(spec, module, seed),
             Checker::Chunkwise => emulate_chunkwise::check(spec, module, seed),
+            Checker::TwoPhase => emulate_two_phase::check(spec, module, seed),
         }
     }
 }
