@@ -12,6 +12,10 @@
 //!   decode step in [`kernels::decode`], the chunkwise forward — dense and packed varlen,
 //!   tensor cores for f16/bf16 in [`kernels::chunkwise_tc`], FMA for f32 — in
 //!   [`kernels::chunkwise`]). [`catalog::default_catalog`] lists what ships.
+//! - Few (row, head) pairs and long sequences: the two-phase chunkwise forward
+//!   ([`kernels::chunkwise_two_phase`]) — [`prefer_two_phase`] picks a segment length,
+//!   [`two_phase_plan`] sizes the `chunk_states` and `chunkwise_segmented` launches and
+//!   their f32 workspace.
 //! - [`dsl::tiles`] is the tile vocabulary (swizzled shared tiles, `mma` accumulator tiles)
 //!   the tensor-core kernels are written in.
 //! - `kernel-gen --out DIR [--arch sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog
