@@ -267,7 +267,7 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     names
 }
 
-pub(crate) fn elem_ty(dtype: Dtype) -> Ty {
+fn elem_ty(dtype: Dtype) -> Ty {
     match dtype {
         Dtype::F32 => Ty::F32,
         Dtype::F16 => Ty::F16,
