@@ -20,12 +20,14 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 /// sm_80 and sm_90, then the chunkwise forward for K, V ∈ {64, 128} and C ∈ {32, 64} where
 /// sm_80's shared memory holds it (all but K = V = 128 with C = 64), each dense and varlen,
 /// then the attention decode baseline ([`attention_catalog`]), then the parallel forward
-/// ([`parallel_catalog`]), in a fixed order.
+/// ([`parallel_catalog`]), then both phases of the two-phase chunkwise forward for every
+/// dense chunkwise spec ([`two_phase_catalog`]), in a fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
     specs.extend(chunkwise_catalog());
     specs.extend(attention_catalog());
     specs.extend(parallel_catalog());
+    specs.extend(two_phase_catalog());
     specs
 }
 
@@ -60,6 +62,23 @@ pub fn parallel_catalog() -> Vec<KernelSpec> {
                     specs.push(KernelSpec::parallel(k, v, tile, gammas, dtype, arch));
                 }
             }
+        }
+    }
+    specs
+}
+
+/// The two-phase chunkwise forward (`chunk_states` then `chunkwise_segmented`) for every
+/// dense spec of [`chunkwise_catalog`] both phases serve, phase 1 first.
+pub fn two_phase_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for spec in chunkwise_catalog() {
+        if spec.op != KernelOp::Chunkwise {
+            continue;
+        }
+        let phases = [KernelOp::ChunkStates, KernelOp::ChunkwiseSegmented]
+            .map(|op| KernelSpec { op, ..spec });
+        if phases.iter().all(|p| p.validate().is_ok()) {
+            specs.extend(phases);
         }
     }
     specs

@@ -14,6 +14,10 @@
 //!   [`kernels::chunkwise`]; the flash-style parallel forward in [`kernels::parallel`]; the
 //!   softmax-attention KV-cache decode baseline, two launches planned by
 //!   [`kernels::attention_decode::plan`]). [`catalog::default_catalog`] lists what ships.
+//! - Few (row, head) pairs and long sequences: the two-phase chunkwise forward
+//!   ([`kernels::chunkwise_two_phase`]) — [`prefer_two_phase`] picks a segment length,
+//!   [`two_phase_plan`] sizes the `chunk_states` and `chunkwise_segmented` launches and
+//!   their f32 workspace.
 //! - [`dsl::tiles`] is the tile vocabulary (swizzled shared tiles, `mma` accumulator tiles)
 //!   the tensor-core kernels are written in.
 //! - `kernel-gen --out DIR [--arch sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog
@@ -36,6 +40,7 @@ pub mod spec;
 
 pub use arch::Arch;
 pub use error::GenError;
+pub use kernels::chunkwise_two_phase::{TwoPhasePlan, prefer_two_phase, two_phase_plan};
 pub use spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 
 use serde::{Deserialize, Serialize};
@@ -58,16 +63,22 @@ pub struct LaunchGeometry {
 pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
     let kernel = match spec.op {
         KernelOp::Decode => kernels::decode::generate(spec)?,
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::generate(spec)?,
         KernelOp::AttentionDecode => kernels::attention_decode::generate(spec)?,
         KernelOp::AttentionCombine => kernels::attention_combine::generate(spec)?,
         KernelOp::Parallel => kernels::parallel::generate(spec)?,
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
+            kernels::chunkwise::generate(spec)?
+        }
+        KernelOp::ChunkStates => kernels::chunk_states::generate(spec)?,
     };
     Ok(kernel.to_ptx())
 }
 
 /// The launch of `spec` for `rows` batch rows and `heads` heads (for the parallel forward,
 /// whose grid also depends on T, prefer [`kernels::parallel::launch_geometry_for_len`]).
+/// For the two-phase ops
+/// (`chunk_states`, `chunkwise_segmented`) this is the grid of ONE segment per (row, head):
+/// [`kernels::chunkwise_two_phase::two_phase_plan`] gives the whole launch.
 ///
 /// # Errors
 /// [`GenError::Launch`] when the sizes do not fit the spec; spec errors as [`emit_ptx`].
@@ -78,13 +89,14 @@ pub fn launch_geometry(
 ) -> Result<LaunchGeometry, GenError> {
     match spec.op {
         KernelOp::Decode => kernels::decode::launch_geometry(spec, rows, heads),
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
             kernels::chunkwise::launch_geometry(spec, rows, heads)
         }
         KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
             kernels::attention_decode::launch_geometry(spec, rows, heads)
         }
         KernelOp::Parallel => kernels::parallel::launch_geometry(spec, rows, heads),
+        KernelOp::ChunkStates => kernels::chunk_states::launch_geometry(spec, rows, heads),
     }
 }
 
@@ -92,10 +104,13 @@ pub fn launch_geometry(
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     match spec.op {
         KernelOp::Decode => kernels::decode::param_names(spec),
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => kernels::chunkwise::param_names(spec),
         KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
             kernels::attention_decode::param_names(spec)
         }
         KernelOp::Parallel => kernels::parallel::param_names(spec),
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
+            kernels::chunkwise::param_names(spec)
+        }
+        KernelOp::ChunkStates => kernels::chunk_states::param_names(spec),
     }
 }

@@ -25,6 +25,12 @@ pub enum KernelOp {
     AttentionCombine,
     /// The parallel forward, flash-style (tile size in `chunk`; no initial or final state).
     Parallel,
+    /// Phase 1 of the two-phase chunkwise forward: every full segment's local end state
+    /// (from zero), f32, into a workspace (`kernels::chunk_states`).
+    ChunkStates,
+    /// Phase 2 of the two-phase chunkwise forward: each segment's initial state folded from
+    /// H0 and the workspace, then the chunk loop over the segment (`kernels::chunkwise_two_phase`).
+    ChunkwiseSegmented,
 }
 
 impl KernelOp {
@@ -37,6 +43,8 @@ impl KernelOp {
             KernelOp::AttentionDecode => "attention_decode",
             KernelOp::AttentionCombine => "attention_combine",
             KernelOp::Parallel => "parallel",
+            KernelOp::ChunkStates => "chunk_states",
+            KernelOp::ChunkwiseSegmented => "chunkwise_segmented",
         }
     }
 }
@@ -232,6 +240,36 @@ impl KernelSpec {
         }
     }
 
+    /// Phase 1 of the two-phase chunkwise forward (see [`KernelOp::ChunkStates`]).
+    pub fn chunk_states(
+        k: u32,
+        v: u32,
+        chunk: u32,
+        gammas: GammaSet,
+        dtype: Dtype,
+        arch: Arch,
+    ) -> Self {
+        KernelSpec {
+            op: KernelOp::ChunkStates,
+            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
+        }
+    }
+
+    /// Phase 2 of the two-phase chunkwise forward (see [`KernelOp::ChunkwiseSegmented`]).
+    pub fn chunkwise_segmented(
+        k: u32,
+        v: u32,
+        chunk: u32,
+        gammas: GammaSet,
+        dtype: Dtype,
+        arch: Arch,
+    ) -> Self {
+        KernelSpec {
+            op: KernelOp::ChunkwiseSegmented,
+            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
+        }
+    }
+
     /// The canonical text every field is hashed from. Changing it renames every entry, so it
     /// only ever gains fields.
     pub fn canonical(&self) -> String {
@@ -287,13 +325,14 @@ impl KernelSpec {
     pub fn validate(&self) -> Result<(), GenError> {
         match self.op {
             KernelOp::Decode => crate::kernels::decode::validate(self),
-            KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
+            KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
                 crate::kernels::chunkwise::validate(self)
             }
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
                 crate::kernels::attention_decode::validate(self)
             }
             KernelOp::Parallel => crate::kernels::parallel::validate(self),
+            KernelOp::ChunkStates => crate::kernels::chunk_states::validate(self),
         }
     }
 }

@@ -67,10 +67,14 @@ pub trait LaunchTarget {
     fn arch(&self) -> Arch;
 }
 
-/// An already-parsed emulator module runs launches of its own entries (the arch is the one
-/// its PTX targets, taken from the spec at launch time; reported here as sm_80).
+/// An already-parsed emulator module runs launches of its own entries; a launch of another
+/// spec's entry (the partner phase of a two-phase check, say) runs that spec's module from the
+/// [`ModuleCache`] on the emulator. The arch reported is sm_80; launches use the spec's own.
 impl LaunchTarget for emu::Module {
     fn execute(&self, spec: &KernelSpec, launch: &mut Launch) -> Result<LaunchReport> {
+        if !self.entries().contains(&launch.entry.as_str()) {
+            return Emulator(spec.arch).execute(spec, launch);
+        }
         self.launch(launch)
             .map(|r| LaunchReport::Emulated(Box::new(r)))
             .map_err(|e| RetentionError::KernelLoad(format!("{}: {e}", spec.entry())))

@@ -51,6 +51,12 @@ fn verify_emulates_parallel_specs_within_tolerance() {
 }
 
 #[test]
+fn verify_emulates_both_two_phase_ops_within_tolerance() {
+    verify_slice("chunk_states_k64_v64_c32_runtime_", 3);
+    verify_slice("chunkwise_segmented_k64_v64_c32_runtime_", 3);
+}
+
+#[test]
 fn verify_says_when_ptxas_is_missing_and_fails_when_it_rejects() {
     let dir = tempfile::tempdir().unwrap();
     let args = [

@@ -27,6 +27,10 @@
 //! | 8 | `p_heads`      | `.u32` | H — runtime-γ variant only                            |
 //! | 9 | `p_log2_gamma` | `.u64` | log2 γ_h, f32 `[H]` — runtime-γ variant only          |
 //!
+//! The segmented op (`chunkwise_segmented`, phase 2 of [`super::chunkwise_two_phase`]) adds
+//! `p_states` (`.u64`, f32 `[B,H,S−1,K,V]` from phase 1) and `p_segment_len` (`.u32`, L)
+//! after `p_scale`, before the runtime-γ pair, and runs CTA (b, h, z) over one segment.
+//!
 //! The varlen op (`chunkwise_varlen`) reads packed q, k `[1,ΣT,H,K]`, v, o `[1,ΣT,H,V]`,
 //! states `[N,H,K,V]`, and runs CTA (n, h) over tokens `cu[n]..cu[n+1]` (grid `(N, H, 1)`);
 //! chunks restart at every sequence boundary.
@@ -50,6 +54,7 @@ use retention_core::Dtype;
 use super::chunkwise_fma::{
     accumulate_shared, for_each_piece, load_piece, rank1_update, store_piece, zero_acc,
 };
+use super::chunkwise_two_phase as two_phase;
 use super::{chunkwise_tc, decay, unsupported};
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Rounding, Space, Sreg, Ty,
@@ -121,11 +126,14 @@ impl SharedLayout {
 /// [`GenError::UnsupportedSpec`] for an unsupported op, K, V, chunk, gamma set, tile, or a
 /// shape whose shared memory exceeds the arch's limit.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if !matches!(spec.op, KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen) {
+    if !matches!(
+        spec.op,
+        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented
+    ) {
         return Err(unsupported(
             "op",
             spec.op.name(),
-            "the chunkwise generator emits chunkwise and chunkwise_varlen only",
+            "the chunkwise generator emits chunkwise, chunkwise_varlen and chunkwise_segmented only",
         ));
     }
     if !SUPPORTED_K.contains(&spec.k) {
@@ -250,6 +258,9 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     let mut names = vec![
         "p_q", "p_k", "p_v", "p_o", "p_h0", "p_ht", lengths, "p_scale",
     ];
+    if spec.op == KernelOp::ChunkwiseSegmented {
+        names.extend(["p_states", "p_segment_len"]);
+    }
     if spec.gammas == GammaSet::Runtime {
         names.extend(["p_heads", "p_log2_gamma"]);
     }
@@ -370,6 +381,8 @@ pub(crate) struct ChunkwiseParams {
     /// `p_t` (dense) or `p_cu_seqlens` (varlen).
     pub lengths: ParamRef,
     pub scale: ParamRef,
+    /// `p_states` and `p_segment_len`, segmented op only.
+    pub segments: Option<(ParamRef, ParamRef)>,
     /// `p_heads` and `p_log2_gamma`, runtime-γ only.
     pub runtime: Option<(ParamRef, ParamRef)>,
 }
@@ -389,6 +402,12 @@ pub(crate) fn declare_params(
         ht: kb.param("p_ht", Ty::U64),
         lengths: declare_lengths(kb, spec),
         scale: kb.param("p_scale", Ty::F32),
+        segments: (spec.op == KernelOp::ChunkwiseSegmented).then(|| {
+            (
+                kb.param("p_states", Ty::U64),
+                kb.param("p_segment_len", Ty::U32),
+            )
+        }),
         runtime: runtime_gamma.then(|| {
             (
                 kb.param("p_heads", Ty::U32),
@@ -464,6 +483,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         ht: p_ht,
         lengths: p_t,
         scale: p_scale,
+        segments,
         runtime,
     } = declare_params(&mut kb, spec, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
@@ -496,6 +516,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         (None, None) => unreachable!("a gamma set is either named or runtime"),
     };
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p_t, b);
+    let (tok0, seq_len, segment) =
+        two_phase::segment_of(&mut kb, spec, segments.as_ref(), &p_t, tok0, seq_len);
     let scale = kb.ld_param(&p_scale);
     let base = kb.shared_addr(&smem);
     let t4 = kb.shl(t, 2u32);
@@ -516,7 +538,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment(format!(
         "R = H0[b,h][:, {vs}z..{vs}z+{vs}] when given, else 0 (z = ctaid.z)"
     ));
-    let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+    let z = two_phase::value_slice_index(&mut kb, spec);
     let v_col0 = kb.mul_lo(z, vs); // first V column of this CTA
     let bh = kb.mad_lo(b, heads, h);
     let bh_bytes = kb.mul_wide(bh, kd * vd * 4);
@@ -558,6 +580,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_state, off), &[z; 4]);
     }
     kb.place(state_ready);
+    if let Some(seg) = &segment {
+        seg.fold_into_shared(&mut kb, spec, log2_gamma, bh, g_elem_bytes, my_state);
+    }
     kb.bar_sync(0);
 
     kb.comment("per-thread staging positions and global row strides (tokens are H*dim apart)");
@@ -784,6 +809,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let has_ht = kb.setp(Cmp::Ne, ht_raw, 0u64);
     let done = kb.label();
     kb.bra_if(has_ht, true, done);
+    if let Some(seg) = &segment {
+        seg.skip_unless_last(&mut kb, done);
+    }
     let ht = kb.global_ptr(&p_ht);
     let ht_bh = kb.add(ht, state_bytes);
     for r in 0..state_rounds {

@@ -20,6 +20,7 @@
 use retention_core::Dtype;
 
 use super::chunkwise::{ChunkwiseParams, declare_params, select_log2_gamma, sequence_bounds};
+use super::chunkwise_two_phase as two_phase;
 use super::decay;
 use crate::GenError;
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
@@ -82,7 +83,7 @@ impl TcLayout {
 /// Copy a `[C][dim]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
 /// rows at or past `len` are zero-filled (their source is row 0, read for 0 bytes).
 #[allow(clippy::too_many_arguments)]
-fn stage_tile(
+pub(crate) fn stage_tile(
     kb: &mut KernelBuilder,
     tile: SharedTile16,
     base: Reg,
@@ -170,6 +171,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         ht: p_ht,
         lengths: p_t,
         scale: p_scale,
+        segments,
         runtime,
     } = declare_params(&mut kb, spec, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
@@ -206,6 +208,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         (None, None) => unreachable!("a gamma set is either named or runtime"),
     };
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p_t, b);
+    let (tok0, seq_len, segment) =
+        two_phase::segment_of(&mut kb, spec, segments.as_ref(), &p_t, tok0, seq_len);
     let scale = kb.ld_param(&p_scale);
     let base = kb.shared_addr(&smem);
 
@@ -258,6 +262,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         }
     }
     kb.place(no_h0);
+    if let Some(seg) = &segment {
+        seg.fold_into_acc(&mut kb, spec, log2_gamma, bh, my_elem_bytes, &racc);
+    }
     lay.rh.store_acc(&mut kb, base, &racc, ab, i0, g, q4, 0);
     if let Some(skip) = state_role {
         kb.place(skip);
@@ -470,6 +477,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let ht_raw = kb.ld_param(&p_ht);
     let has_ht = kb.setp(Cmp::Ne, ht_raw, 0u64);
     kb.bra_if(has_ht, true, done);
+    if let Some(seg) = &segment {
+        seg.skip_unless_last(&mut kb, done);
+    }
     let ht = kb.global_ptr(&p_ht);
     let ht_bh = kb.add(ht, state_bytes);
     let ht_at = kb.add(ht_bh, my_elem_bytes);

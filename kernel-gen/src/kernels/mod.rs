@@ -3,9 +3,12 @@
 pub mod attention_combine;
 pub mod attention_decode;
 mod attention_layout;
+pub mod chunk_states;
+pub mod chunk_states_tc;
 pub mod chunkwise;
 pub mod chunkwise_fma;
 pub mod chunkwise_tc;
+pub mod chunkwise_two_phase;
 pub mod decay;
 pub mod decode;
 pub mod parallel;

@@ -8,5 +8,6 @@ pub mod chunkwise;
 pub mod decode;
 pub mod io;
 pub mod parallel;
+pub mod two_phase;
 
 pub use io::EmuCheck;

@@ -19,7 +19,7 @@ use crate::error::CliError;
 use crate::progress;
 use retention_runtime::catalog_check::{
     EmuCheck, chunkwise as emulate_chunkwise, decode as emulate_decode,
-    parallel as emulate_parallel,
+    parallel as emulate_parallel, two_phase as emulate_two_phase,
 };
 use row::{Row, Status};
 
@@ -73,6 +73,8 @@ enum Checker {
     Chunkwise,
     /// `catalog_check::parallel`.
     Parallel,
+    /// `catalog_check::two_phase` (either phase: the check runs both).
+    TwoPhase,
 }
 
 impl Checker {
@@ -85,6 +87,8 @@ impl Checker {
             Some(Checker::Chunkwise)
         } else if op == KernelOp::Parallel {
             Some(Checker::Parallel)
+        } else if op == KernelOp::ChunkStates || op == KernelOp::ChunkwiseSegmented {
+            Some(Checker::TwoPhase)
         } else {
             None
         }
@@ -96,6 +100,7 @@ impl Checker {
             Checker::Decode => (emulate_decode::cost(spec), DECODE_BUDGET),
             Checker::Chunkwise => (emulate_chunkwise::cost(spec), CHUNKWISE_BUDGET),
             Checker::Parallel => (emulate_parallel::cost(spec), PARALLEL_BUDGET),
+            Checker::TwoPhase => (emulate_two_phase::cost(spec), CHUNKWISE_BUDGET),
         }
     }
 
@@ -111,6 +116,10 @@ impl Checker {
                 let (b, h, _) = emulate_parallel::problem_size(spec);
                 (b, h)
             }
+            Checker::TwoPhase => {
+                let case = emulate_two_phase::problem_size(spec);
+                (case.batch, case.heads)
+            }
         }
     }
 
@@ -125,6 +134,7 @@ impl Checker {
             Checker::Decode => emulate_decode::check(spec, module, seed),
             Checker::Chunkwise => emulate_chunkwise::check(spec, module, seed),
             Checker::Parallel => emulate_parallel::check(spec, module, seed),
+            Checker::TwoPhase => emulate_two_phase::check(spec, module, seed),
         }
     }
 }

@@ -1,0 +1,222 @@
+//! The tensor-core path of phase 1 ([`super::chunk_states`]; f16/bf16 inputs, K, V ≤ 128):
+//! the chunkwise tensor-core state update alone, one CTA of K/16 warps per (row b, head h,
+//! segment s), warp w holding rows 16w.. of the f32 state in `mma` accumulators:
+//!
+//! ```text
+//! R_w = 0; per chunk of the segment: R_w ← γ^L R_w + (Kᵀ ⊙ ζ)_w V ; Local_s rows 16w.. = R_w
+//! ```
+//!
+//! k and v arrive by `cp.async` into swizzled tiles (rows past a partial chunk zero-filled),
+//! and `Kᵀ ⊙ ζ` is split into 16-bit head and tail fragments exactly as the chunkwise
+//! kernel does, so the f32 decay is not rounded away.
+
+use retention_core::Dtype;
+
+use super::chunk_states::{declare_params, heads_and_log2_gamma, states_segment};
+use super::chunkwise_tc::stage_tile;
+use super::decay;
+use crate::GenError;
+use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Rounding, Space, Sreg, Ty};
+use crate::spec::KernelSpec;
+
+/// Warps per CTA: one 16-row slice of the state each.
+pub fn warps(spec: &KernelSpec) -> u32 {
+    spec.k / 16
+}
+
+/// Shared tiles of the tensor-core phase 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcStatesLayout {
+    /// k `[C][K]`.
+    pub k: SharedTile16,
+    /// v `[C][V]`.
+    pub v: SharedTile16,
+    /// γ^d, d = 0..=C, f32.
+    pub decay: u32,
+    /// Total bytes.
+    pub total: u32,
+}
+
+impl TcStatesLayout {
+    /// The layout for head dims `k`, `v` and chunk `c`.
+    pub const fn new(k: u32, v: u32, c: u32) -> Self {
+        let kt = SharedTile16::new(0, c, k);
+        let vt = SharedTile16::new(kt.offset + kt.bytes(), c, v);
+        let decay = vt.offset + vt.bytes();
+        TcStatesLayout {
+            k: kt,
+            v: vt,
+            decay,
+            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+        }
+    }
+}
+
+/// Emit the tensor-core phase 1 for `spec` (validated by the caller).
+///
+/// # Errors
+/// [`GenError::Dsl`] on a generator bug.
+pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
+    let (kd, vd) = (spec.k, spec.v);
+    let c = spec.chunk.unwrap_or_default();
+    let es = spec.dtype.size_bytes() as u32;
+    let ab = match spec.dtype {
+        Dtype::Bf16 => Ty::Bf16,
+        _ => Ty::F16,
+    };
+    let pty = ab.packed().unwrap_or(Ty::F16x2);
+    let threads = 32 * warps(spec);
+    let lay = TcStatesLayout::new(kd, vd, c);
+    let log2_gammas = spec.gammas.log2_gammas()?;
+
+    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
+    kb.header(format!(
+        "retention chunk states (two-phase, phase 1, tensor cores): {}",
+        spec.slug()
+    ));
+    kb.header(format!("spec: {}", spec.canonical()));
+    kb.header("per warp: R = 0 ; per chunk R <- g^L R + (K^T . zeta) V ; Local_s = R  (mma, f32 state in registers)");
+    kb.max_threads(threads);
+    kb.min_ctas_per_sm(1);
+    let p = declare_params(&mut kb, log2_gammas.is_none());
+    let smem = kb.dynamic_shared(
+        "smem",
+        lay.total,
+        128,
+        &format!(
+            "swizzled 16-bit k [C,K] @{}, v [C,V] @{}; f32 gamma^d [C+1] @{}",
+            lay.k.offset, lay.v.offset, lay.decay
+        ),
+    );
+
+    kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, segment s = ctaid.z)");
+    let b = kb.sreg(Sreg::Ctaid(Axis::X));
+    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let lane = kb.and(t, 31u32);
+    let warp = kb.shr(t, 5u32);
+    let g = kb.shr(lane, 2u32);
+    let q4 = kb.and(lane, 3u32);
+    let (heads, log2_gamma) =
+        heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
+    let seg = states_segment(&mut kb, spec, &p, 1, (b, h, heads));
+    let base = kb.shared_addr(&smem);
+
+    kb.comment(format!(
+        "decay table gamma^d = 2^(d log2 gamma), d = 0..={c}, relative exponents only"
+    ));
+    for round in 0..(c + 1).div_ceil(threads) {
+        let d = kb.add(t, round * threads);
+        let in_table = kb.setp(Cmp::Le, d, c);
+        kb.guarded(in_table, false, |kb| {
+            let df = kb.cvt(Ty::F32, d, Some(Rounding::Rn));
+            let x = kb.mul(df, log2_gamma);
+            let gd = decay::emit_exp2(kb, x);
+            let d4 = kb.shl(d, 2u32);
+            let at = kb.add(base, d4);
+            kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), gd);
+        });
+    }
+
+    kb.comment("per-lane ldmatrix rows; warp w owns rows 16w.. of the state, R_w = 0");
+    let lanes = LaneFragments::new(&mut kb, lane);
+    let zero = kb.mov(Ty::U32, 0u32);
+    let i0 = kb.shl(warp, 4u32);
+    let k_chunk = kb.shl(warp, 1u32); // 16w / 8: chunk of column 16w in a [C][K] tile
+    let k_rows = lay.k.lane_rows(&mut kb, base, zero, lanes.p2_row);
+    let v_rows = lay.v.lane_rows(&mut kb, base, zero, lanes.p1_row);
+    let racc = AccTileF32::zeros(&mut kb, vd);
+    let q2 = kb.shl(q4, 1u32);
+    let k = kb.global_ptr(&p.k);
+    let v = kb.global_ptr(&p.v);
+
+    kb.comment(format!("walk the segment in chunks of {c}"));
+    kb.for_range(0u32, seg.len, c, |kb, c0| {
+        let remaining = kb.sub(seg.len, c0);
+        let len = kb.min(remaining, c);
+        let tok_c = kb.add(seg.start, c0);
+
+        kb.comment("cp.async k, v rows of the chunk (rows >= L zero-filled)");
+        for (tile, src) in [(lay.k, k), (lay.v, v)] {
+            stage_tile(kb, tile, base, src, t, threads, es, tok_c, heads, h, len);
+        }
+        kb.cp_async_commit();
+        kb.cp_async_wait(0);
+        kb.bar_sync(0);
+
+        kb.comment("R_w <- gamma^L R_w + (K^T . zeta) V, zeta_j = gamma^(L-1-j)");
+        let len4 = kb.shl(len, 2u32);
+        let gl_at = kb.add(base, len4);
+        let g_len = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(gl_at, i64::from(lay.decay)),
+        );
+        racc.scale(kb, g_len);
+        // zeta index + C = L + C - 1 - j, j = 16 ks + 2q + e: clamped to C (γ^0) past L,
+        // where the zero-filled k and v rows make the term vanish anyway.
+        let z1 = kb.add(len, c - 1);
+        let z_base = kb.sub(z1, q2);
+        for ks in 0..c / 16 {
+            let ka = lay
+                .k
+                .ldmatrix_x4(kb, pty, true, k_rows, 16 * ks, k_chunk, lanes.p2_x);
+            let zeta: Vec<Reg> = [0u32, 1, 8, 9]
+                .iter()
+                .map(|&e| {
+                    let idx = kb.sub(z_base, 16 * ks + e);
+                    let cl = kb.max(idx, c);
+                    let cl4 = kb.shl(cl, 2u32);
+                    let at = kb.add(base, cl4);
+                    kb.ld(
+                        Space::Shared,
+                        Ty::F32,
+                        Address::reg(at, i64::from(lay.decay) - i64::from(4 * c)),
+                    )
+                })
+                .collect();
+            let split = [
+                scale_pair_split(kb, ka[0], zeta[0], zeta[1]),
+                scale_pair_split(kb, ka[1], zeta[0], zeta[1]),
+                scale_pair_split(kb, ka[2], zeta[2], zeta[3]),
+                scale_pair_split(kb, ka[3], zeta[2], zeta[3]),
+            ];
+            let head = split.map(|p| p.0);
+            let tail = split.map(|p| p.1);
+            for np in 0..vd / 16 {
+                let vf = lay
+                    .v
+                    .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks, 2 * np, lanes.p1_x);
+                for kz in [head, tail] {
+                    racc.mma(kb, ab, 2 * np as usize, kz, [vf[0], vf[1]]);
+                    racc.mma(kb, ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
+                }
+            }
+        }
+        kb.comment("every warp is done reading k and v before the next chunk lands");
+        kb.bar_sync(0);
+    });
+
+    kb.comment("Local_s[b,h] rows 16w.. = R_w");
+    let my_row = kb.add(i0, g);
+    let my_elem = kb.mad_lo(my_row, vd, q2);
+    let my_elem_bytes = kb.mul_wide(my_elem, 4u32);
+    let states = kb.global_ptr(&p.states);
+    let at = kb.add(states, seg.state_bytes);
+    let at = kb.add(at, my_elem_bytes);
+    for (nt, f) in racc.frags.iter().enumerate() {
+        for half in 0..2u32 {
+            let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4);
+            let i = 2 * half as usize;
+            kb.st_vec(
+                Space::Global,
+                Ty::F32,
+                Address::reg(at, off),
+                &[f[i].into(), f[i + 1].into()],
+            );
+        }
+    }
+    kb.ret();
+    kb.finish()
+}
