@@ -58,17 +58,16 @@ fn forms_match_reference<T: CpuElement>(device: &Device, tol: f64, rmse: bool) {
     let (o, ht) = ret.recurrent(&q, &kk, &vv, Some(&h0)).unwrap();
     check("recurrent o", o.to_f64().data(), want_o.data(), rmse);
     check("recurrent ht", ht.to_f64().data(), want_ht.data(), false);
-    match device {
-        Device::Cpu => {
-            let o = ret.parallel(&q, &kk, &vv).unwrap();
-            let want =
-                reference::parallel(&q.to_f64(), &kk.to_f64(), &vv.to_f64(), &params).unwrap();
-            check("parallel", o.to_f64().data(), want.data(), rmse);
-        }
-        _ => assert!(matches!(
-            ret.parallel(&q, &kk, &vv),
+    let o = ret.parallel(&q, &kk, &vv).unwrap();
+    let want = reference::parallel(&q.to_f64(), &kk.to_f64(), &vv.to_f64(), &params).unwrap();
+    check("parallel", o.to_f64().data(), want.data(), rmse);
+    if *device != Device::Cpu {
+        // No parallel kernel serves K = 48: a typed error, not a wrong answer.
+        let odd = input::<T>(vec![1, 3, h, 48], 5);
+        assert!(matches!(
+            ret.parallel(&odd, &odd, &odd),
             Err(RetentionError::Unsupported { .. })
-        )),
+        ));
     }
     assert!(matches!(
         ret.chunkwise(&q, &kk, &vv, 0, None),
@@ -88,7 +87,7 @@ fn facade_forms_on_every_device() {
         forms_match_reference::<bf16>(&device, 5e-3, true);
     }
     // C = 64 took the catalog's chunkwise kernel on the emulator (FMA path for f32, tensor
-    // cores for bf16).
+    // cores for bf16), and the parallel form its parallel kernel.
     let specs = retention_runtime::ModuleCache::global().specs();
     for dtype in [retention::Dtype::F32, retention::Dtype::Bf16] {
         assert!(
@@ -96,6 +95,12 @@ fn facade_forms_on_every_device() {
                 .iter()
                 .any(|s| s.op == kernel_gen::KernelOp::Chunkwise && s.dtype == dtype),
             "no chunkwise kernel ran for {dtype}"
+        );
+        assert!(
+            specs
+                .iter()
+                .any(|s| s.op == kernel_gen::KernelOp::Parallel && s.dtype == dtype),
+            "no parallel kernel ran for {dtype}"
         );
     }
 }
@@ -112,5 +117,47 @@ fn cuda_without_a_gpu_is_a_typed_error() {
             Device::from_name("cuda:0"),
             Err(RetentionError::NoDevice(_))
         ));
+    }
+}
+
+#[test]
+fn long_prefill_of_few_heads_runs_the_two_phase_kernels() {
+    // B·H = 2 is far below the GPU's SM count and T = 600 spans several segments, so the
+    // runtime splits the sequence (chunk_states, then chunkwise_segmented).
+    let (b, t, h, k, v) = (1, 600, 2, 64, 64);
+    let params = RetentionParams::new(Gammas::from_list(vec![0.9, 0.995]).unwrap(), None);
+    let mut devices = vec![Device::Emulated(kernel_gen::Arch::Sm80)];
+    if let Ok(gpu) = Device::cuda(0) {
+        devices.push(gpu);
+    }
+    for device in devices {
+        let ret = Retention::new(&device, params.clone()).unwrap();
+        let (q, kk, vv) = (
+            input::<bf16>(vec![b, t, h, k], 11),
+            input::<bf16>(vec![b, t, h, k], 12),
+            input::<bf16>(vec![b, t, h, v], 13),
+        );
+        let h0 = input::<f32>(vec![b, h, k, v], 14);
+        let (want_o, want_ht) = reference::chunkwise(
+            &q.to_f64(),
+            &kk.to_f64(),
+            &vv.to_f64(),
+            &params,
+            32,
+            Some(&h0.to_f64()),
+        )
+        .unwrap();
+        let (o, ht) = ret.chunkwise(&q, &kk, &vv, 32, Some(&h0)).unwrap();
+        let e = reference::rel_rmse(o.to_f64().data(), want_o.data());
+        assert!(e <= 5e-3, "{device} o: {e:e}");
+        let e = reference::max_rel_diff(ht.to_f64().data(), want_ht.data());
+        assert!(e <= 1e-5, "{device} ht: {e:e}");
+    }
+    let specs = retention_runtime::ModuleCache::global().specs();
+    for op in [
+        kernel_gen::KernelOp::ChunkStates,
+        kernel_gen::KernelOp::ChunkwiseSegmented,
+    ] {
+        assert!(specs.iter().any(|s| s.op == op), "{op:?} never ran");
     }
 }

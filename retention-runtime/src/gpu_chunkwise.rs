@@ -3,7 +3,10 @@
 //! CUDA device.
 
 use kernel_gen::emu::{Buffer, Launch, Param};
-use kernel_gen::{Arch, KernelSpec, launch_geometry, param_names};
+use kernel_gen::{
+    Arch, KernelOp, KernelSpec, TwoPhasePlan, launch_geometry, param_names, prefer_two_phase,
+    two_phase_plan,
+};
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
 use crate::catalog_check::io::emu_dtype;
@@ -44,6 +47,9 @@ pub(crate) fn chunkwise<T: Element>(
     h0: Option<StateRef<'_>>,
     ht: StateRef<'_>,
 ) -> Result<HostTensor<T>> {
+    if let Some(plan) = two_phase(spec, shape, gpu.arch()) {
+        return two_phase_chunkwise(gpu, &plan, shape, gammas, scale, (q, k, v), h0, ht);
+    }
     let mut launch = chunkwise_launch(spec, shape, gammas, scale, (q, k, v))?;
     let names = param_names(spec);
     let at = |name: &str| {
@@ -92,8 +98,9 @@ pub(crate) fn chunkwise_launch<T: Element>(
             "p_o" => Param::Buffer(
                 Buffer::zeros(emu_dtype(spec.dtype), s.batch * s.seq_len * s.heads * s.dv).output(),
             ),
-            // Bound by `Gpu::run` (a null H0 when there is none).
-            "p_h0" | "p_ht" => Param::U64(0),
+            // Bound by `Gpu::run` (a null H0 when there is none); the two-phase workspace
+            // and segment length are bound by the two-phase path.
+            "p_h0" | "p_ht" | "p_states" | "p_segment_len" => Param::U64(0),
             "p_t" => Param::U32(s.seq_len as u32),
             "p_scale" => Param::F32(scale),
             "p_heads" => Param::U32(s.heads as u32),
@@ -111,4 +118,123 @@ pub(crate) fn chunkwise_launch<T: Element>(
         });
     }
     Ok(launch)
+}
+
+/// SMs of the GPU the arch's timings describe (A100: 108, H100 SXM: 132): what the two-phase
+/// heuristic fills.
+fn sm_count(arch: Arch) -> u32 {
+    match arch {
+        Arch::Sm80 => 108,
+        Arch::Sm90 => 132,
+    }
+}
+
+/// The two-phase plan for a dense chunkwise `spec` over `shape`, when few (row, head) pairs
+/// leave the GPU idle and the sequence is long enough to split ([`prefer_two_phase`]) and the
+/// catalog's generators serve both phases.
+pub(crate) fn two_phase(
+    spec: &KernelSpec,
+    shape: &RetentionShape,
+    arch: Arch,
+) -> Option<TwoPhasePlan> {
+    if spec.op != KernelOp::Chunkwise {
+        return None;
+    }
+    let (b, h, t) = (
+        u32::try_from(shape.batch).ok()?,
+        u32::try_from(shape.heads).ok()?,
+        u32::try_from(shape.seq_len).ok()?,
+    );
+    let segment_len = prefer_two_phase(b, h, t, spec.chunk?, sm_count(arch))?;
+    let segmented = KernelSpec {
+        op: KernelOp::ChunkwiseSegmented,
+        ..*spec
+    };
+    let plan = two_phase_plan(&segmented, b, h, t, segment_len).ok()?;
+    (plan.phase1.is_some()
+        && plan.states_spec.validate().is_ok()
+        && plan.segmented_spec.validate().is_ok())
+    .then_some(plan)
+}
+
+/// The chunkwise forward in two phases: `chunk_states` writes each segment's local state
+/// into an f32 workspace, then `chunkwise_segmented` folds them into each segment's initial
+/// state and runs the chunk loop per segment. The workspace stays in the device's memory.
+#[allow(clippy::too_many_arguments)]
+fn two_phase_chunkwise<T: Element>(
+    gpu: &Gpu,
+    plan: &TwoPhasePlan,
+    shape: &RetentionShape,
+    gammas: &Gammas,
+    scale: f32,
+    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+    h0: Option<StateRef<'_>>,
+    ht: StateRef<'_>,
+) -> Result<HostTensor<T>> {
+    let (phase1, segmented) = (plan.states_spec, plan.segmented_spec);
+    let Some(g1) = plan.phase1 else {
+        return Err(RetentionError::KernelLoad(
+            "a two-phase plan without phase 1".into(),
+        ));
+    };
+    let mut workspace = Workspace::new(gpu, plan.workspace_elems.max(1))?;
+    let position = |spec: &KernelSpec, name: &str| {
+        param_names(spec)
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| RetentionError::KernelLoad(format!("{}: no `{name}`", spec.entry())))
+    };
+    // Phase 1: k, v → local segment states.
+    let mut launch = chunkwise_launch(&phase1, shape, gammas, scale, (q, k, v))?;
+    launch.grid = g1.grid;
+    launch.block = g1.block;
+    launch.dynamic_shared_bytes = g1.dynamic_smem_bytes;
+    launch.params[position(&phase1, "p_segment_len")?] = Param::U32(plan.segment_len);
+    gpu.run(
+        &phase1,
+        &mut launch,
+        vec![(position(&phase1, "p_states")?, workspace.state_ref())],
+    )?;
+    // Phase 2: fold, then the chunk loop of every segment.
+    let mut launch = chunkwise_launch(&segmented, shape, gammas, scale, (q, k, v))?;
+    let g2 = plan.phase2;
+    launch.grid = g2.grid;
+    launch.block = g2.block;
+    launch.dynamic_shared_bytes = g2.dynamic_smem_bytes;
+    launch.params[position(&segmented, "p_segment_len")?] = Param::U32(plan.segment_len);
+    let mut states = vec![
+        (position(&segmented, "p_ht")?, ht),
+        (position(&segmented, "p_states")?, workspace.state_ref()),
+    ];
+    if let Some(h0) = h0 {
+        states.push((position(&segmented, "p_h0")?, h0));
+    }
+    gpu.run(&segmented, &mut launch, states)?;
+    let o = launch
+        .buffer(position(&segmented, "p_o")?)
+        .ok_or_else(|| RetentionError::KernelLoad("no output buffer".into()))?;
+    let values: Vec<T> = crate::gpu_decode::widen(segmented.dtype, o);
+    HostTensor::new(shape.vo_shape(), values)
+}
+
+/// The two-phase workspace in the memory the device's kernels read.
+enum Workspace {
+    Host(Vec<f32>),
+    Device(crate::cuda::DeviceBuffer<f32>),
+}
+
+impl Workspace {
+    fn new(gpu: &Gpu, elems: usize) -> Result<Self> {
+        Ok(match gpu {
+            Gpu::Emulated(_) => Workspace::Host(vec![0.0; elems]),
+            Gpu::Cuda(target) => Workspace::Device(target.stream().alloc_zeros::<f32>(elems)?),
+        })
+    }
+
+    fn state_ref(&mut self) -> StateRef<'_> {
+        match self {
+            Workspace::Host(v) => StateRef::Host(v),
+            Workspace::Device(b) => StateRef::Device(b),
+        }
+    }
 }

@@ -7,14 +7,15 @@
 use half::{bf16, f16};
 use kernel_gen::emu::{Buffer, Launch, Param};
 use kernel_gen::kernels::attention_decode::plan as attention_plan;
-use kernel_gen::{Arch, KernelSpec, param_names};
+use kernel_gen::{Arch, KernelSpec, TwoPhasePlan, param_names};
 use retention_core::SplitMix64;
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
 use crate::device::Device;
 use crate::gpu::Gpu;
-use crate::gpu_chunkwise::{chunkwise_launch, chunkwise_spec};
+use crate::gpu_chunkwise::{chunkwise_launch, chunkwise_spec, two_phase};
 use crate::gpu_decode::{DecodeProblem, decode_launch};
+use crate::gpu_parallel::{parallel_launch, parallel_spec};
 use crate::launch_target::LaunchTarget;
 
 /// Runs `$body` with `$t` bound to the element type of `$dtype`.
@@ -137,7 +138,78 @@ impl KernelTimer {
                 reason: "no catalog kernel serves this head geometry and chunk".into(),
             }
         })?;
+        if let Some(plan) = two_phase(&spec, shape, self.arch()) {
+            return self.two_phase(&plan, gammas, shape);
+        }
         self.chunkwise_spec(&spec, gammas, shape)
+    }
+
+    /// Both phases of a two-phase chunkwise plan (what the runtime launches for few (row,
+    /// head) pairs and long sequences), timed separately and summed.
+    fn two_phase(
+        &self,
+        plan: &TwoPhasePlan,
+        gammas: &Gammas,
+        shape: &RetentionShape,
+    ) -> Result<KernelTime> {
+        let s = shape;
+        let mut total = KernelTime {
+            spec: plan.segmented_spec,
+            seconds: 0.0,
+            predicted: self.predicts(),
+        };
+        let workspace = Buffer::from_f32(&vec![0.0; plan.workspace_elems.max(1)]).output();
+        let phases = [
+            (plan.states_spec, plan.phase1),
+            (plan.segmented_spec, Some(plan.phase2)),
+        ];
+        for (spec, geometry) in phases {
+            let Some(g) = geometry else { continue };
+            let mut launch = with_dtype!(spec.dtype, T, {
+                let q = random::<T>(s.qk_shape().to_vec(), 1)?;
+                let k = random::<T>(s.qk_shape().to_vec(), 2)?;
+                let v = random::<T>(s.vo_shape().to_vec(), 3)?;
+                chunkwise_launch(&spec, s, gammas, (s.dk as f32).powf(-0.5), (&q, &k, &v))?
+            });
+            launch.grid = g.grid;
+            launch.block = g.block;
+            launch.dynamic_shared_bytes = g.dynamic_smem_bytes;
+            for (i, name) in param_names(&spec).iter().enumerate() {
+                launch.params[i] = match *name {
+                    "p_states" => Param::Buffer(workspace.clone()),
+                    "p_segment_len" => Param::U32(plan.segment_len),
+                    "p_ht" => Param::Buffer(
+                        Buffer::from_f32(&vec![0.0; s.batch * s.heads * s.dk * s.dv]).output(),
+                    ),
+                    _ => continue,
+                };
+            }
+            total.seconds += self.time(&spec, &mut launch)?.seconds;
+        }
+        Ok(total)
+    }
+
+    /// The flash-style parallel kernel over `shape`, inputs of `dtype`.
+    ///
+    /// # Errors
+    /// [`RetentionError::Unsupported`] when no catalog kernel serves (K, V, dtype); device
+    /// errors.
+    pub fn parallel(
+        &self,
+        gammas: &Gammas,
+        dtype: Dtype,
+        shape: &RetentionShape,
+    ) -> Result<KernelTime> {
+        let s = shape;
+        let (spec, mut launch) = with_dtype!(dtype, T, {
+            let spec = parallel_spec::<T>(&self.gpu, gammas, s)?;
+            let q = random::<T>(s.qk_shape().to_vec(), 1)?;
+            let k = random::<T>(s.qk_shape().to_vec(), 2)?;
+            let v = random::<T>(s.vo_shape().to_vec(), 3)?;
+            let launch = parallel_launch(&spec, s, gammas, (s.dk as f32).powf(-0.5), (&q, &k, &v))?;
+            (spec, launch)
+        });
+        self.time(&spec, &mut launch)
     }
 
     /// The chunkwise kernel `spec` (any catalog variant: the autotuner's candidates) over

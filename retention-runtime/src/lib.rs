@@ -23,6 +23,7 @@ mod device;
 mod gpu;
 mod gpu_chunkwise;
 mod gpu_decode;
+mod gpu_parallel;
 pub mod kernel_timing;
 pub mod launch_target;
 mod memory_pool;

@@ -14,6 +14,7 @@ use crate::device::Device;
 use crate::gpu::{Gpu, StateRef};
 use crate::gpu_chunkwise;
 use crate::gpu_decode::{self, DecodeProblem};
+use crate::gpu_parallel;
 use crate::memory_pool::MemoryPool;
 use crate::state_pool::{StateConfig, StatePool};
 
@@ -22,8 +23,8 @@ use crate::state_pool::{StateConfig, StatePool};
 /// On the CPU every form runs the fast CPU kernels. On a GPU — a CUDA device, or the
 /// emulator standing in for one — the chunkwise form launches the catalog's chunkwise kernel
 /// when one serves the (K, V, chunk, dtype), and otherwise — like the recurrent form — the
-/// decode kernel token by token (the same math, DESIGN §1); the parallel form has no GPU
-/// kernel yet and is an error there. Host tensors go in and come out; on CUDA they are
+/// decode kernel token by token (the same math, DESIGN §1); the parallel form launches the
+/// flash-style parallel kernel. Host tensors go in and come out; on CUDA they are
 /// copied to the device and back around each call.
 #[derive(Debug, Clone)]
 pub struct Retention {
@@ -60,22 +61,24 @@ impl Retention {
 
     /// Parallel form: o `[B, T, H, V]` from q, k `[B, T, H, K]`, v `[B, T, H, V]`.
     ///
+    /// On a GPU this launches the catalog's flash-style parallel kernel.
+    ///
     /// # Errors
-    /// Shape mismatches, gammas not matching H, a bad scale; unsupported on emulated devices.
+    /// Shape mismatches, gammas not matching H, a bad scale; on a GPU a (K, V) no parallel
+    /// kernel serves.
     pub fn parallel<T: CpuElement>(
         &self,
         q: &HostTensor<T>,
         k: &HostTensor<T>,
         v: &HostTensor<T>,
     ) -> Result<HostTensor<T>> {
-        match self.gpu {
-            Some(_) => Err(RetentionError::Unsupported {
-                what: "parallel form on".into(),
-                value: self.device.name(),
-                reason: "the GPU parallel kernel has not landed; use chunkwise".into(),
-            }),
-            None => cpu::parallel(q, k, v, &self.params),
-        }
+        let Some(gpu) = &self.gpu else {
+            return cpu::parallel(q, k, v, &self.params);
+        };
+        let shape = shape_of(q, k, v, &self.params)?;
+        let spec = gpu_parallel::parallel_spec::<T>(gpu, &self.params.gammas, &shape)?;
+        let scale = validate_scale(self.params.scale, shape.dk)? as f32;
+        gpu_parallel::parallel(gpu, &spec, &shape, &self.params.gammas, scale, (q, k, v))
     }
 
     /// Chunkwise form with chunk `chunk` and optional initial state `h0` `[B, H, K, V]`.

@@ -308,7 +308,15 @@ fn emulated_bench_reports_predicted_kernel_times_in_the_documented_schema() {
     let mut ops: Vec<&str> = results.iter().map(|r| r["op"].as_str().unwrap()).collect();
     ops.sort_unstable();
     ops.dedup();
-    assert_eq!(ops, ["attention_decode", "chunkwise", "retention_decode"]);
+    assert_eq!(
+        ops,
+        [
+            "attention_decode",
+            "chunkwise",
+            "parallel",
+            "retention_decode"
+        ]
+    );
     for r in results {
         check_section(r, "results[]", &docs);
         assert_eq!(r["predicted"], true, "{r}");

@@ -144,3 +144,34 @@ pub fn attention_decode(
     r.predicted = t.predicted;
     Ok(Outcome::Measured(r))
 }
+
+/// A `tokens`-token parallel-form prefill of one sequence: the catalog's flash-style parallel
+/// kernel, or a note when none serves the model's head geometry.
+///
+/// # Errors
+/// Kernel or device errors.
+pub fn prefill_parallel(g: &GpuContext<'_>, tokens: usize) -> Result<Outcome, CliError> {
+    let (cx, m) = (g.cx, g.cx.model);
+    let params = cx.params()?;
+    let shape = RetentionShape::new(1, tokens, m.heads, m.dk, m.dv)?;
+    let t = match g.timer.parallel(&params.gammas, g.dtype, &shape) {
+        Ok(t) => t,
+        Err(retention_core::RetentionError::Unsupported { value, reason, .. }) => {
+            return Ok(Outcome::Skipped(format!(
+                "parallel T {tokens}: skipped, {value}: {reason}"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (h, kk, vv, tt) = (m.heads as f64, m.dk as f64, m.dv as f64, tokens as f64);
+    // The causal half of Q·Kᵀ and of A·V.
+    let flops = h * tt * (tt + 1.0) * (kk + vv);
+    let mut r = cx.timed(
+        cx.result(Suite::Prefill, Op::Parallel, 1, tokens, tokens),
+        t.seconds,
+        None,
+        flops,
+    );
+    r.predicted = t.predicted;
+    Ok(Outcome::Measured(r))
+}

@@ -86,6 +86,7 @@ impl Grid {
             decode_contexts: vec![1024, 4096, 16384, 65536],
             prefill_lengths: vec![1024, 4096, 16384],
             prefill_chunks: vec![32, 64, 128, 256],
+            parallel_max_len: 16384,
             memory_budget: 16 << 30,
             plan: RepeatPlan {
                 min_runs: 5,
@@ -104,7 +105,7 @@ impl Grid {
             decode_contexts: vec![1024],
             prefill_lengths: vec![256],
             prefill_chunks: vec![64],
-            parallel_max_len: 0,
+            parallel_max_len: 256,
             compare_contexts: vec![2048],
             memory_budget: 1 << 30,
             plan: RepeatPlan {

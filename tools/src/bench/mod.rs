@@ -268,6 +268,12 @@ fn execute_gpu(
             .to_string(),
     );
     notes.push(
+        "chunkwise: the kernels the runtime launches — the two-phase forward (chunk states, \
+         then segments; both timed) when few heads leave the GPU idle, else the one-pass \
+         kernel; parallel: the flash-style parallel kernel"
+            .to_string(),
+    );
+    notes.push(
         "seconds: median per call on one layer; tokens/s, state and KV cache: whole model"
             .to_string(),
     );

@@ -155,14 +155,24 @@ pub fn run_gpu(
         bar.finish_and_clear();
     }
     if selection.prefill {
+        let parallel = grid
+            .prefill_lengths
+            .iter()
+            .filter(|&&t| t <= grid.parallel_max_len)
+            .count();
         let bar = progress::bar(
-            grid.prefill_lengths.len() * grid.prefill_chunks.len(),
+            grid.prefill_lengths.len() * grid.prefill_chunks.len() + parallel,
             "prefill",
         );
         for &tokens in &grid.prefill_lengths {
             for &chunk in &grid.prefill_chunks {
                 bar.set_message(format!("T {tokens} chunk {chunk}"));
                 out.push(gpu_points::prefill(g, tokens, chunk)?);
+                bar.inc(1);
+            }
+            if tokens <= grid.parallel_max_len {
+                bar.set_message(format!("T {tokens} parallel"));
+                out.push(gpu_points::prefill_parallel(g, tokens)?);
                 bar.inc(1);
             }
         }
