@@ -219,7 +219,7 @@ fn vanishing_key_tiles_are_never_loaded() {
         let report = got.report.unwrap();
         let report = report.emulated().unwrap();
         let log2_gamma = 0.3f64.log2() as f32;
-        let s_max = (1u64..)
+        let s_max = (1u64..=t)
             .find(|&s| (s as f32 * tile as f32 - (tile - 1) as f32) * log2_gamma < -150.0)
             .unwrap()
             - 1;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use kernel_gen::{Arch, GammaSet, KernelSpec, emit_ptx};
 use retention_core::Dtype;
 
-fn golden_specs() -> [KernelSpec; 5] {
+fn golden_specs() -> [KernelSpec; 6] {
     [
         // The smallest shape: one loop step, 16 row groups, f16 in and out.
         KernelSpec::decode(
@@ -41,6 +41,15 @@ fn golden_specs() -> [KernelSpec; 5] {
             GammaSet::Retnet { heads: 8 },
             Dtype::F32,
             Arch::Sm90,
+        ),
+        // The flash-style parallel forward on tensor cores, baked decays.
+        KernelSpec::parallel(
+            64,
+            64,
+            64,
+            GammaSet::Retnet { heads: 8 },
+            Dtype::F16,
+            Arch::Sm80,
         ),
     ]
 }

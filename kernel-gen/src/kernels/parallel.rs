@@ -353,17 +353,13 @@ pub(crate) fn for_each_key_tile(
     log2_gamma: Reg,
     mut body: impl FnMut(&mut KernelBuilder, Reg, Reg),
 ) {
-    use crate::dsl::{Cmp, Rounding};
+    use crate::dsl::Cmp;
     let s = kb.mov(Ty::U32, 0u32);
     let (top, done) = (kb.label(), kb.label());
     kb.place(top);
     let past = kb.setp(Cmp::Gt, s, i);
     kb.bra_if(past, false, done);
-    let sb = kb.mul_lo(s, b);
-    let sb_f = kb.cvt(Ty::F32, sb, Some(Rounding::Rn));
-    let nearest = kb.sub(sb_f, (b - 1) as f32); // (s−1)·B + 1; ≤ 0 on the diagonal
-    let x = kb.mul(nearest, log2_gamma);
-    let vanished = kb.setp(Cmp::Lt, x, -150.0f32);
+    let vanished = key_tile_vanishes(kb, b, s, log2_gamma);
     kb.bra_if(vanished, false, done);
     let j = kb.sub(i, s);
     body(kb, j, s);
@@ -371,6 +367,17 @@ pub(crate) fn for_each_key_tile(
     kb.assign(s, next);
     kb.bra_uni(top);
     kb.place(done);
+}
+
+/// Whether key step `s` (a `.u32`) and every later one add exact zeros: their largest decay
+/// γ^((s−1)·B+1) is below 2^−150 (never on the diagonal, s = 0). Returns a predicate.
+pub(crate) fn key_tile_vanishes(kb: &mut KernelBuilder, b: u32, s: Reg, log2_gamma: Reg) -> Reg {
+    use crate::dsl::{Cmp, Rounding};
+    let sb = kb.mul_lo(s, b);
+    let sb_f = kb.cvt(Ty::F32, sb, Some(Rounding::Rn));
+    let nearest = kb.sub(sb_f, (b - 1) as f32); // (s−1)·B + 1; ≤ 0 on the diagonal
+    let x = kb.mul(nearest, log2_gamma);
+    kb.setp(Cmp::Lt, x, -150.0f32)
 }
 
 /// Store the band table of key step `s` at shared address `band`: for d = t < 2B − 1,

@@ -10,14 +10,16 @@
 //! ```
 //!
 //! q, k and v tiles arrive by `cp.async` into XOR-swizzled shared tiles (rows past T are
-//! zero-filled by the copy, so masked products are exact zeros, never stale data), every
-//! operand is read with `ldmatrix`, and o leaves through a swizzled shared tile as whole
-//! 16-byte rows. Global traffic per query tile: q once, each visited k/v tile once, o once.
+//! zero-filled by the copy, so masked products are exact zeros, never stale data); k and v
+//! are double-buffered, the next key tile's copy in flight while the current one is
+//! multiplied. Every operand is read with `ldmatrix`, and o leaves through a swizzled shared
+//! tile as whole 16-byte rows. Global traffic per query tile: q once, each visited k/v tile
+//! once (a tile whose decays vanish is not even prefetched), o once.
 
 use retention_core::Dtype;
 
 use super::parallel::{
-    GridZ, ParallelParams, emit_band, for_each_key_tile, for_each_query_tile, value_slice,
+    GridZ, ParallelParams, emit_band, for_each_query_tile, key_tile_vanishes, value_slice,
 };
 use crate::GenError;
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
@@ -27,15 +29,19 @@ use crate::spec::KernelSpec;
 /// Most value columns one CTA serves (its f32 O tile is V/2 registers per thread).
 pub const MAX_VALUE_SLICE: u32 = 128;
 
-/// Shared tiles of the tensor-core path.
+/// Shared tiles of the tensor-core path. k and v are double-buffered: the copy of the next
+/// key tile lands while the current one is multiplied; buffer 1 sits `kv_stride` bytes after
+/// buffer 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcLayout {
     /// q `[B][K]`.
     pub q: SharedTile16,
-    /// k `[B][K]`.
+    /// k `[B][K]`, buffer 0.
     pub k: SharedTile16,
-    /// v `[B][vs]` (this CTA's value slice).
+    /// v `[B][vs]` (this CTA's value slice), buffer 0.
     pub v: SharedTile16,
+    /// Bytes from buffer 0 of k and v to buffer 1.
+    pub kv_stride: u32,
     /// o `[B][vs]` on its way out.
     pub o: SharedTile16,
     /// The band table γ^n, 2B − 1 f32 (padded to 2B).
@@ -50,12 +56,14 @@ impl TcLayout {
         let q = SharedTile16::new(0, b, k);
         let kt = SharedTile16::new(q.offset + q.bytes(), b, k);
         let vt = SharedTile16::new(kt.offset + kt.bytes(), b, vs);
-        let o = SharedTile16::new(vt.offset + vt.bytes(), b, vs);
+        let kv_stride = kt.bytes() + vt.bytes();
+        let o = SharedTile16::new(kt.offset + 2 * kv_stride, b, vs);
         let band = o.offset + o.bytes();
         TcLayout {
             q,
             k: kt,
             v: vt,
+            kv_stride,
             o,
             band,
             total: band + 2 * b * 4,
@@ -109,6 +117,40 @@ fn stage_tile(
             Address::reg(at, 0),
             Some(bytes.into()),
         );
+    }
+}
+
+/// What staging a key tile's k and v needs, fixed per kernel.
+struct KvStager<'a> {
+    lay: TcLayout,
+    k: &'a Source,
+    v: &'a Source,
+    t: Reg,
+    threads: u32,
+    es: u32,
+    heads: Reg,
+    h: Reg,
+}
+
+impl KvStager<'_> {
+    /// `cp.async` tokens `tok0..tok0+B` of k and v (rows at or past `len` zero-filled) into
+    /// the buffer whose k tile starts at `buf_base + lay.k.offset`.
+    fn stage(&self, kb: &mut KernelBuilder, buf_base: Reg, tok0: Reg, len: Reg) {
+        for (tile, src) in [(self.lay.k, self.k), (self.lay.v, self.v)] {
+            stage_tile(
+                kb,
+                tile,
+                buf_base,
+                src,
+                self.t,
+                self.threads,
+                self.es,
+                tok0,
+                self.heads,
+                self.h,
+                len,
+            );
+        }
     }
 }
 
@@ -199,6 +241,16 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let src_k = Source { at: k, dim: kd };
     let src_v = Source { at: v_at, dim: vd };
     let full = kb.mov(Ty::U32, bt);
+    let kv = KvStager {
+        lay,
+        k: &src_k,
+        v: &src_v,
+        t,
+        threads,
+        es,
+        heads,
+        h,
+    };
     let o_per_row = vs / 8;
     let o_ch = kb.and(t, o_per_row - 1);
     let o_row0 = kb.shr(t, o_per_row.trailing_zeros());
@@ -221,70 +273,76 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         );
         let oacc = AccTileF32::zeros(kb, vs);
 
-        kb.comment("key tiles j = i, i-1, ..., while their decays are not all zero");
-        for_each_key_tile(kb, bt, i, log2_gamma, |kb, j, s| {
-            kb.bar_sync(0);
-            let key0 = kb.mul_lo(j, bt);
-            let tok_j = kb.add(tok_row, key0);
-            let is_diag = kb.setp(Cmp::Eq, s, 0u32);
-            let len_j = kb.selp(len_i, full, is_diag);
-            stage_tile(
-                kb, lay.k, base, &src_k, t, threads, es, tok_j, heads, h, len_j,
-            );
-            stage_tile(
-                kb, lay.v, base, &src_v, t, threads, es, tok_j, heads, h, len_j,
-            );
-            kb.cp_async_commit();
-            emit_band(kb, band, t, bt, s, log2_gamma);
-            kb.cp_async_wait(0);
-            kb.bar_sync(0);
+        kb.comment("key tiles j = i, i-1, ..., while their decays are not all zero;");
+        kb.comment("the copy of key tile s+1 (buffer (s+1)&1) lands while tile s is multiplied");
+        kv.stage(kb, base, tok_i, len_i);
+        kb.cp_async_commit();
+        let s = kb.mov(Ty::U32, 0u32);
+        let top = kb.label();
+        kb.place(top);
+        kb.bar_sync(0);
+        let next = kb.add(s, 1u32);
+        let beyond = kb.setp(Cmp::Gt, next, i);
+        let vanishes = key_tile_vanishes(kb, bt, next, log2_gamma);
+        let no_next = kb.or(beyond, vanishes);
+        let skip_prefetch = kb.label();
+        kb.bra_if(no_next, false, skip_prefetch);
+        let j_next = kb.sub(i, next);
+        let key0 = kb.mul_lo(j_next, bt);
+        let tok_j = kb.add(tok_row, key0);
+        let parity = kb.and(next, 1u32);
+        let buf_base = kb.mad_lo(parity, lay.kv_stride, base);
+        kv.stage(kb, buf_base, tok_j, full);
+        kb.place(skip_prefetch);
+        kb.cp_async_commit(); // empty when there is no next tile: the wait below stays uniform
+        emit_band(kb, band, t, bt, s, log2_gamma);
+        kb.cp_async_wait(1);
+        kb.bar_sync(0);
 
-            let sacc = AccTileF32::zeros(kb, bt);
-            for ks in 0..kd / 16 {
-                let qa = lay
-                    .q
-                    .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
-                for np in 0..bt / 16 {
-                    let kf = lay
-                        .k
-                        .ldmatrix_x4(kb, pty, false, k_rows, 16 * np, 2 * ks, lanes.p2_x);
-                    sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
-                    sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
-                }
+        let parity = kb.and(s, 1u32);
+        let buf = kb.mul_lo(parity, lay.kv_stride);
+        let k_cur = kb.add(k_rows, buf);
+        let v_cur = kb.add(v_rows, buf);
+        let sacc = AccTileF32::zeros(kb, bt);
+        for ks in 0..kd / 16 {
+            let qa = lay
+                .q
+                .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
+            for np in 0..bt / 16 {
+                let kf = lay
+                    .k
+                    .ldmatrix_x4(kb, pty, false, k_cur, 16 * np, 2 * ks, lanes.p2_x);
+                sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
+                sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
             }
-            // Element e of n-tile nt sits at row i0 + g + 8(e >> 1), column 8nt + 2q + (e & 1).
-            let decayed = AccTileF32 {
-                frags: sacc
-                    .frags
-                    .iter()
-                    .enumerate()
-                    .map(|(nt, f)| {
-                        std::array::from_fn(|e| {
-                            let dd = 8 * (e as i64 >> 1) - 8 * nt as i64 - (e as i64 & 1);
-                            let dec =
-                                kb.ld(Space::Shared, Ty::F32, Address::reg(band_lane, 4 * dd));
-                            kb.mul(f[e], dec)
-                        })
+        }
+        // Element e of n-tile nt sits at row i0 + g + 8(e >> 1), column 8nt + 2q + (e & 1).
+        let decayed = AccTileF32 {
+            frags: sacc
+                .frags
+                .iter()
+                .enumerate()
+                .map(|(nt, f)| {
+                    std::array::from_fn(|e| {
+                        let dd = 8 * (e as i64 >> 1) - 8 * nt as i64 - (e as i64 & 1);
+                        let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(band_lane, 4 * dd));
+                        kb.mul(f[e], dec)
                     })
-                    .collect(),
-            };
-            let sa = decayed.to_a_fragments(kb, ab);
-            for (ks, a) in sa.iter().enumerate() {
-                for np in 0..vs / 16 {
-                    let vf = lay.v.ldmatrix_x4(
-                        kb,
-                        pty,
-                        true,
-                        v_rows,
-                        16 * ks as u32,
-                        2 * np,
-                        lanes.p1_x,
-                    );
-                    oacc.mma(kb, ab, 2 * np as usize, *a, [vf[0], vf[1]]);
-                    oacc.mma(kb, ab, 2 * np as usize + 1, *a, [vf[2], vf[3]]);
-                }
+                })
+                .collect(),
+        };
+        let sa = decayed.to_a_fragments(kb, ab);
+        for (ks, a) in sa.iter().enumerate() {
+            for np in 0..vs / 16 {
+                let vf =
+                    lay.v
+                        .ldmatrix_x4(kb, pty, true, v_cur, 16 * ks as u32, 2 * np, lanes.p1_x);
+                oacc.mma(kb, ab, 2 * np as usize, *a, [vf[0], vf[1]]);
+                oacc.mma(kb, ab, 2 * np as usize + 1, *a, [vf[2], vf[3]]);
             }
-        });
+        }
+        kb.assign(s, next);
+        kb.bra_if(no_next, true, top);
 
         kb.comment("o rows < L of the tile = s O, out through the swizzled o tile");
         oacc.scale(kb, scale);
