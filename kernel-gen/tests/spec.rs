@@ -57,14 +57,17 @@ fn default_catalog_has_every_combination_once() {
     // Decode: 6 (K, V) pairs x 3 dtypes x 5 gamma sets x 2 archs. Chunkwise, dense and
     // varlen each: the 7 (K, V) pairs of the chunkwise catalog with C in {32, 64} where sm_80
     // serves them (K = 256 only with C = 32; K = V = 128 with C = 64 only in f32), x 5 x 2.
+    // Attention, split and combine pass each: 4 (K, V) pairs x 3 dtypes x 2 archs.
     let count = |op| cat.iter().filter(|s| s.op == op).count();
     assert_eq!(
         (
             count(KernelOp::Decode),
             count(KernelOp::Chunkwise),
-            count(KernelOp::ChunkwiseVarlen)
+            count(KernelOp::ChunkwiseVarlen),
+            count(KernelOp::AttentionDecode),
+            count(KernelOp::AttentionCombine)
         ),
-        (180, 340, 340)
+        (180, 340, 340, 24, 24)
     );
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
@@ -76,6 +79,9 @@ fn default_catalog_has_every_combination_once() {
             KernelOp::Decode => assert!(s.v == s.k || s.v == 2 * s.k, "{s}"),
             KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen => {
                 assert!(s.chunk.is_some(), "{s}");
+            }
+            KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
+                assert!(s.chunk.is_none() && s.gammas == GammaSet::Runtime, "{s}");
             }
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! Contexts checked: L = 1 and L = 7 (one split, o written by the split pass; L = 7 with a
 //! scale large enough that exp would overflow without the running max), a context of two and
-//! a half CTA steps (planned: one split per step, so the combine runs and the last split is
+//! a half CTA steps cut into one split per step (the combine runs; the last split is
 //! partial), and the same context with a split length that is not a multiple of the CTA's
 //! step (a masked step in every split).
 //!
@@ -59,7 +59,7 @@ pub fn cases(spec: &KernelSpec) -> Vec<Case> {
         },
         Case {
             context: long,
-            split_len: None,
+            split_len: Some(step),
             scale: SCALE,
         },
         Case {

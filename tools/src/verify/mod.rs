@@ -15,7 +15,8 @@ use kernel_gen::{Arch, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry,
 use crate::error::CliError;
 use crate::progress;
 use retention_runtime::catalog_check::{
-    EmuCheck, chunkwise as emulate_chunkwise, decode as emulate_decode,
+    EmuCheck, attention as emulate_attention, chunkwise as emulate_chunkwise,
+    decode as emulate_decode,
 };
 use row::{Row, Status};
 
@@ -23,6 +24,9 @@ use row::{Row, Status};
 const DECODE_BUDGET: usize = 800_000;
 /// Emulated rows × heads × tokens × K × V a chunkwise spec may cost in a sampled run.
 const CHUNKWISE_BUDGET: usize = 2_500_000;
+/// Emulated cached elements (rows × heads × tokens × (K + V)) an attention spec may cost in a
+/// sampled run.
+const ATTENTION_BUDGET: usize = 1_000_000;
 
 /// Flags of `retention verify`.
 #[derive(Debug, Args)]
@@ -61,6 +65,8 @@ enum Checker {
     Decode,
     /// `catalog_check::chunkwise`.
     Chunkwise,
+    /// `catalog_check::attention` (split pass and combine together, for either op).
+    Attention,
 }
 
 impl Checker {
@@ -71,6 +77,8 @@ impl Checker {
             Some(Checker::Decode)
         } else if op == KernelOp::Chunkwise {
             Some(Checker::Chunkwise)
+        } else if op == KernelOp::AttentionDecode || op == KernelOp::AttentionCombine {
+            Some(Checker::Attention)
         } else {
             None
         }
@@ -81,6 +89,7 @@ impl Checker {
         match self {
             Checker::Decode => (emulate_decode::cost(spec), DECODE_BUDGET),
             Checker::Chunkwise => (emulate_chunkwise::cost(spec), CHUNKWISE_BUDGET),
+            Checker::Attention => (emulate_attention::cost(spec), ATTENTION_BUDGET),
         }
     }
 
@@ -92,6 +101,7 @@ impl Checker {
                 let (b, h, _) = emulate_chunkwise::problem_size(spec);
                 (b, h)
             }
+            Checker::Attention => emulate_attention::problem_size(spec),
         }
     }
 
@@ -100,6 +110,7 @@ impl Checker {
         match self {
             Checker::Decode => emulate_decode::check(spec, module, seed),
             Checker::Chunkwise => emulate_chunkwise::check(spec, module, seed),
+            Checker::Attention => emulate_attention::check(spec, module, seed),
         }
     }
 }
