@@ -93,9 +93,8 @@ fn attention_decode_reads_the_kv_cache_once() {
             u64::from(context),
             u64::from(plan.splits),
         );
-        let minimum = nh * (kk + l * (kk + vv) + vv) * e
-            + nh * s * (vv + 2) * 4 * 2
-            + nh * (s - 1) * kk * e;
+        let minimum =
+            nh * (kk + l * (kk + vv) + vv) * e + nh * s * (vv + 2) * 4 * 2 + nh * (s - 1) * kk * e;
         let moved = run.split.global_bytes_read
             + run.split.global_bytes_written
             + combine.global_bytes_read

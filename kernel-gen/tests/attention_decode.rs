@@ -6,7 +6,7 @@ use kernel_gen::kernels::attention_decode::{
     MIN_PLANNED_SPLIT, PARTIAL_HEADER, plan, plan_with_split_len, tokens_per_step,
 };
 use kernel_gen::{Arch, GammaSet, GenError, KernelOp, KernelSpec, emit_ptx, launch_geometry};
-use kernel_gen::{param_names, TileConfig};
+use kernel_gen::{TileConfig, param_names};
 use retention_core::Dtype;
 
 fn spec(k: u32, v: u32, dtype: Dtype) -> KernelSpec {
@@ -102,7 +102,11 @@ fn plans_cover_the_context_with_whole_steps_and_fill_the_gpu() {
     // Short contexts and large batches need no split: one launch writes o.
     for (rows, context) in [(1, 7), (1, MIN_PLANNED_SPLIT), (64, 8192)] {
         let p = plan(&s, rows, 16, context).unwrap();
-        assert_eq!((p.splits, p.combine, p.partial_floats), (1, None, 0), "{rows} {context}");
+        assert_eq!(
+            (p.splits, p.combine, p.partial_floats),
+            (1, None, 0),
+            "{rows} {context}"
+        );
     }
     // Any explicit split length works, a multiple of the step or not.
     let p = plan_with_split_len(&s, 2, 3, 100, 33).unwrap();

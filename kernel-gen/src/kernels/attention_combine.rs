@@ -43,7 +43,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let row_bytes = (vd + PARTIAL_HEADER) * 4;
 
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!("softmax attention decode, combine pass: {}", spec.slug()));
+    kb.header(format!(
+        "softmax attention decode, combine pass: {}",
+        spec.slug()
+    ));
     kb.header(format!("spec: {}", spec.canonical()));
     kb.header("o = sum_s 2^(m_s - M) o~_s / sum_s 2^(m_s - M) l_s".to_string());
     kb.max_threads(threads);

@@ -3,6 +3,7 @@
 pub mod attention_combine;
 pub mod attention_decode;
 mod attention_layout;
+mod attention_plan;
 pub mod chunkwise;
 pub mod chunkwise_fma;
 pub mod chunkwise_tc;
