@@ -5,8 +5,9 @@
 //! Contexts checked: L = 1 and L = 7 (one split, o written by the split pass; L = 7 with
 //! logits large enough that exp would overflow f32 without the running max), a context of two and
 //! a half CTA steps cut into one split per step (the combine runs; the last split is
-//! partial), and the same context with a split length that is not a multiple of the CTA's
-//! step (a masked step in every split).
+//! partial), the same context with a split length that is not a multiple of the CTA's
+//! step (a masked step in every split), and 41 splits of 3 tokens (the combine's batches of
+//! eight splits and of 32 per warp-wide (m, l) fetch both wrap, the last one partial).
 //!
 //! Arguments are filled by the names `kernel_gen::param_names` gives, so a kernel whose
 //! parameters this check does not know is reported, never launched with guesses.
@@ -68,6 +69,11 @@ pub fn cases(spec: &KernelSpec) -> Vec<Case> {
         Case {
             context: long,
             split_len: Some(step / 2 + 5),
+            scale: SCALE,
+        },
+        Case {
+            context: 41 * 3 - 1,
+            split_len: Some(3),
             scale: SCALE,
         },
     ]
