@@ -45,7 +45,7 @@ const fn sm_count(arch: Arch) -> u32 {
 
 /// Fewest tokens a planned split gets (when the context has them): shorter splits spend
 /// more on each CTA's fixed work (q staging, merges, the partial row) than they gain.
-pub const MIN_PLANNED_SPLIT: u32 = 512;
+pub const MIN_PLANNED_SPLIT: u32 = 256;
 
 /// The launch plan for `rows` sequences of `heads` heads over a `context`-token cache: at
 /// most two CTAs per SM of the arch's GPU (N·H CTAs when that is already more), splits of at
