@@ -210,6 +210,8 @@ impl KernelSpec {
     /// A softmax-attention KV-cache decode spec (the split pass; [`Self::attention_combine`]
     /// gives its combine pass): query/key dim `k`, value dim `v`. Attention has no decays, so
     /// the gamma set is [`GammaSet::Runtime`] (H is a launch dimension, nothing is baked in).
+    /// The tile is 512 threads reading 2 tokens per lane group per step, the fastest of those
+    /// measured on an H100.
     pub fn attention_decode(k: u32, v: u32, dtype: Dtype, arch: Arch) -> Self {
         KernelSpec {
             op: KernelOp::AttentionDecode,
@@ -219,7 +221,10 @@ impl KernelSpec {
             gammas: GammaSet::Runtime,
             dtype,
             arch,
-            tile: TileConfig::default(),
+            tile: TileConfig {
+                threads: 512,
+                rows_per_step: 2,
+            },
         }
     }
 

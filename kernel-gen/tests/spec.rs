@@ -59,6 +59,7 @@ fn default_catalog_has_every_combination_once() {
     // serves them (K = 256 only with C = 32; K = V = 128 with C = 64 only in f32), x 5 x 2.
     // Parallel: the same 7 (K, V) pairs x 3 dtypes x 5 gamma sets x 2 archs. Both two-phase
     // ops for every dense chunkwise spec.
+    // Attention, split and combine pass each: 4 (K, V) pairs x 3 dtypes x 2 archs.
     let count = |op| cat.iter().filter(|s| s.op == op).count();
     assert_eq!(
         (
@@ -67,9 +68,11 @@ fn default_catalog_has_every_combination_once() {
             count(KernelOp::ChunkwiseVarlen),
             count(KernelOp::Parallel),
             count(KernelOp::ChunkStates),
-            count(KernelOp::ChunkwiseSegmented)
+            count(KernelOp::ChunkwiseSegmented),
+            count(KernelOp::AttentionDecode),
+            count(KernelOp::AttentionCombine)
         ),
-        (180, 340, 340, 210, 340, 340)
+        (180, 340, 340, 210, 340, 340, 24, 24)
     );
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();

@@ -12,15 +12,20 @@
 //!
 //! Mapping: grid `(1, H, N)`, block `(max(32, V/4), 1, 1)`; thread t owns V/threads (2 or 4)
 //! consecutive columns. Lane i of every warp loads the (m, l) of split `base + i` once and
-//! `shfl.idx` hands it to the warp, so each partial word is read once per warp at most.
+//! `shfl.idx` hands it to the warp, so each partial word is read once per warp at most; the
+//! õ rows of eight splits are loaded together before they are merged (a loop of one split
+//! at a time would wait a full memory latency per split).
 
 use super::attention_decode::{NO_SCORE, PARTIAL_HEADER, combine_threads, validate};
 use super::attention_layout::{load_piece_words_masked, store_from_f32};
 use super::unsupported;
 use crate::GenError;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Space, Sreg, Ty};
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Sreg, Ty};
 use crate::spec::{KernelOp, KernelSpec};
 use retention_core::Dtype;
+
+/// Splits merged per loop trip: their loads are all in flight before the first merge.
+const UNROLL: u32 = 8;
 
 /// Emit the combine pass for `spec` (validated first).
 ///
@@ -80,28 +85,41 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         let left = kb.sub(splits, base);
         let count = kb.min(left, 32u32);
         let row_at = kb.mad_wide(base, row_bytes, g_cols);
-        kb.for_range(0u32, count, 1, |kb, i| {
-            let m_i = kb.warp_shfl(ShflMode::Idx, ml[0], i, 0x1fu32, u32::MAX);
-            let l_i = kb.warp_shfl(ShflMode::Idx, ml[1], i, 0x1fu32, u32::MAX);
-            let o_i = kb.ld_vec(
-                Space::Global,
-                Ty::F32,
-                cols as usize,
-                Address::reg(row_at, i64::from(PARTIAL_HEADER * 4)),
-            );
-            let m = kb.max(big_m, m_i);
-            let a = kb.sub(big_m, m);
-            let a = kb.ex2(a, true);
-            let b = kb.sub(m_i, m);
-            let b = kb.ex2(b, true);
-            let l = kb.mul(l_sum, a);
-            kb.fma_into(l_sum, l_i, b, l);
-            for (&x, &y) in acc.iter().zip(&o_i) {
-                let xa = kb.mul(x, a);
-                kb.fma_into(x, y, b, xa);
+        // Lanes past the last split must never win the max.
+        let m_lane = kb.selp(ml[0], NO_SCORE, valid);
+        kb.for_range(0u32, count, UNROLL, |kb, i| {
+            kb.comment(format!(
+                "{UNROLL} splits at a time: every load first, then the merges"
+            ));
+            let group: Vec<(Reg, Reg, Vec<Reg>)> = (0..UNROLL)
+                .map(|j| {
+                    let idx = kb.add(i, j);
+                    let inside = kb.setp(Cmp::Lt, idx, count);
+                    let src = kb.min(idx, 31u32);
+                    let m_j = kb.warp_shfl(ShflMode::Idx, m_lane, src, 0x1fu32, u32::MAX);
+                    let l_j = kb.warp_shfl(ShflMode::Idx, ml[1], src, 0x1fu32, u32::MAX);
+                    let m_j = kb.selp(m_j, NO_SCORE, inside);
+                    let l_j = kb.selp(l_j, 0.0f32, inside);
+                    let at = Address::reg(row_at, i64::from(j * row_bytes + PARTIAL_HEADER * 4));
+                    let o_j = load_piece_words_masked(kb, Dtype::F32, cols * 4, at, inside);
+                    (m_j, l_j, o_j)
+                })
+                .collect();
+            for (m_j, l_j, o_j) in group {
+                let m = kb.max(big_m, m_j);
+                let a = kb.sub(big_m, m);
+                let a = kb.ex2(a, true);
+                let b = kb.sub(m_j, m);
+                let b = kb.ex2(b, true);
+                let l = kb.mul(l_sum, a);
+                kb.fma_into(l_sum, l_j, b, l);
+                for (&x, &y) in acc.iter().zip(&o_j) {
+                    let xa = kb.mul(x, a);
+                    kb.fma_into(x, y, b, xa);
+                }
+                kb.assign(big_m, m);
             }
-            kb.assign(big_m, m);
-            let next = kb.add(row_at, u64::from(row_bytes));
+            let next = kb.add(row_at, u64::from(UNROLL * row_bytes));
             kb.assign(row_at, next);
         });
     });

@@ -2,20 +2,23 @@
 //! emulator and hold o to the f64 reference (`reference::attention_decode` on the
 //! dtype-rounded inputs): f32 ≤ 1e-5 max relative error, f16/bf16 ≤ 5e-3 relative RMSE.
 //!
-//! Contexts checked: L = 1 and L = 7 (one split, o written by the split pass; L = 7 with a
-//! scale large enough that exp would overflow without the running max), a context of two and
-//! a half CTA steps (planned: one split per step, so the combine runs and the last split is
-//! partial), and the same context with a split length that is not a multiple of the CTA's
-//! step (a masked step in every split).
+//! Contexts checked: L = 1 and L = 7 (one split, o written by the split pass; L = 7 with
+//! logits large enough that exp would overflow f32 without the running max), a context of two and
+//! a half CTA steps cut into one split per step (the combine runs; the last split is
+//! partial), the same context with a split length that is not a multiple of the CTA's
+//! step (a masked step in every split), and 41 splits of 3 tokens (the combine's batches of
+//! eight splits and of 32 per warp-wide (m, l) fetch both wrap, the last one partial).
 //!
 //! Arguments are filled by the names `kernel_gen::param_names` gives, so a kernel whose
 //! parameters this check does not know is reported, never launched with guesses.
 
-use kernel_gen::emu::{Buffer, Dtype as EmuDtype, EmuReport, Launch, Module, Param};
+use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
+
+use crate::launch_target::{LaunchReport, LaunchTarget};
 use kernel_gen::kernels::attention_decode::{
     AttentionDecodePlan, plan, plan_with_split_len, tokens_per_step,
 };
-use kernel_gen::{KernelOp, KernelSpec, emit_ptx, param_names};
+use kernel_gen::{KernelOp, KernelSpec, param_names};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference;
 
@@ -23,8 +26,11 @@ use super::io::{EmuCheck, emu_dtype, input_buffer, output_values};
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.41;
-/// A scale that makes logits of a few hundred: exp would overflow f32 without the max.
-const HUGE_SCALE: f64 = 40.0;
+/// s·√K of the large-logit case: logits with a standard deviation of 40 (q·k of uniform
+/// inputs has σ = √K/3), so exp of the largest overflows f32 (beyond 88.7) in many draws
+/// without the running max. Larger logits would only measure the conditioning of f32 scores
+/// (an f32 score of magnitude x carries an absolute error near x·2⁻²³).
+const HUGE_LOGIT_SCALE: f64 = 120.0;
 
 /// (rows, heads) a spec is exercised with.
 pub fn problem_size(_spec: &KernelSpec) -> (usize, usize) {
@@ -55,16 +61,21 @@ pub fn cases(spec: &KernelSpec) -> Vec<Case> {
         Case {
             context: 7,
             split_len: None,
-            scale: HUGE_SCALE,
+            scale: HUGE_LOGIT_SCALE / f64::from(spec.k).sqrt(),
         },
         Case {
             context: long,
-            split_len: None,
+            split_len: Some(step),
             scale: SCALE,
         },
         Case {
             context: long,
             split_len: Some(step / 2 + 5),
+            scale: SCALE,
+        },
+        Case {
+            context: 41 * 3 - 1,
+            split_len: Some(3),
             scale: SCALE,
         },
     ]
@@ -86,29 +97,9 @@ pub struct AttentionRun {
     /// o's error against the reference (max relative for f32, relative RMSE for 16-bit).
     pub o_error: f64,
     /// The split pass's report.
-    pub split: EmuReport,
+    pub split: LaunchReport,
     /// The combine pass's report, when it ran.
-    pub combine: Option<EmuReport>,
-}
-
-/// The split-pass and combine modules of `spec` (either op), `module` being `spec`'s own.
-fn modules(spec: &KernelSpec, module: &Module) -> Result<(KernelSpec, Module, Module), String> {
-    let split_spec = KernelSpec {
-        op: KernelOp::AttentionDecode,
-        ..*spec
-    };
-    let other = |s: KernelSpec| {
-        Module::parse(&emit_ptx(&s).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
-    };
-    match spec.op {
-        KernelOp::AttentionDecode => Ok((
-            split_spec,
-            module.clone(),
-            other(split_spec.attention_combine())?,
-        )),
-        KernelOp::AttentionCombine => Ok((split_spec, other(split_spec)?, module.clone())),
-        op => Err(format!("{} is not an attention op", op.name())),
-    }
+    pub combine: Option<LaunchReport>,
 }
 
 /// Run `spec`'s split pass and combine (as planned) on one case, against the reference.
@@ -118,8 +109,8 @@ fn modules(spec: &KernelSpec, module: &Module) -> Result<(KernelSpec, Module, Mo
 /// unsupported instruction), or a reference failure.
 pub fn run_case(
     split_spec: &KernelSpec,
-    split_module: &Module,
-    combine_module: &Module,
+    split_module: &dyn LaunchTarget,
+    combine_module: &dyn LaunchTarget,
     (n, h): (usize, usize),
     case: Case,
     seed: u64,
@@ -171,8 +162,8 @@ pub fn run_case(
         });
     }
     let split_report = split_module
-        .launch(&mut split)
-        .map_err(|e| format!("emulator, split pass: {e}"))?;
+        .execute(split_spec, &mut split)
+        .map_err(|e| format!("split pass: {e}"))?;
     let buffer = |launch: &Launch, name: &str, names: &[&str]| -> Result<Buffer, String> {
         names
             .iter()
@@ -197,8 +188,8 @@ pub fn run_case(
                 });
             }
             let report = combine_module
-                .launch(&mut combine)
-                .map_err(|e| format!("emulator, combine pass: {e}"))?;
+                .execute(&combine_spec, &mut combine)
+                .map_err(|e| format!("combine pass: {e}"))?;
             (buffer(&combine, "p_o", &names)?, Some(report))
         }
     };
@@ -221,8 +212,20 @@ pub fn run_case(
 /// # Errors
 /// As [`run_case`]. Results off the reference are not errors here: see
 /// [`EmuCheck::failure`].
-pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, String> {
-    let (split_spec, split_module, combine_module) = modules(spec, module)?;
+pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<EmuCheck, String> {
+    if !matches!(
+        spec.op,
+        KernelOp::AttentionDecode | KernelOp::AttentionCombine
+    ) {
+        return Err(format!("{} is not an attention op", spec.op.name()));
+    }
+    // Both passes run on the same target (an emulator module generates the other pass's
+    // module on demand; a GPU loads it).
+    let split_spec = KernelSpec {
+        op: KernelOp::AttentionDecode,
+        ..*spec
+    };
+    let (split_module, combine_module) = (module, module);
     let mut out = EmuCheck {
         o_error: 0.0,
         state_error: 0.0,
@@ -231,8 +234,8 @@ pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, 
     for (i, case) in cases(&split_spec).into_iter().enumerate() {
         let run = run_case(
             &split_spec,
-            &split_module,
-            &combine_module,
+            split_module,
+            combine_module,
             problem_size(spec),
             case,
             seed + i as u64,
@@ -243,13 +246,11 @@ pub fn check(spec: &KernelSpec, module: &Module, seed: u64) -> Result<EmuCheck, 
         } else {
             run.o_error
         });
-        out.report = Some(crate::launch_target::LaunchReport::Emulated(Box::new(
-            if spec.op == KernelOp::AttentionCombine {
-                run.combine.unwrap_or(run.split)
-            } else {
-                run.split
-            },
-        )));
+        out.report = Some(if spec.op == KernelOp::AttentionCombine {
+            run.combine.unwrap_or(run.split)
+        } else {
+            run.split
+        });
     }
     Ok(out)
 }

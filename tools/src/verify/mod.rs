@@ -18,8 +18,8 @@ use retention_runtime::launch_target::LaunchTarget;
 use crate::error::CliError;
 use crate::progress;
 use retention_runtime::catalog_check::{
-    EmuCheck, chunkwise as emulate_chunkwise, decode as emulate_decode,
-    parallel as emulate_parallel, two_phase as emulate_two_phase,
+    EmuCheck, attention as emulate_attention, chunkwise as emulate_chunkwise,
+    decode as emulate_decode, parallel as emulate_parallel, two_phase as emulate_two_phase,
 };
 use row::{Row, Status};
 
@@ -29,6 +29,9 @@ const DECODE_BUDGET: usize = 800_000;
 const CHUNKWISE_BUDGET: usize = 2_500_000;
 /// Emulated rows × heads × tokens × K × V a parallel spec may cost in a sampled run.
 const PARALLEL_BUDGET: usize = 2_500_000;
+/// Emulated cached elements (rows × heads × tokens × (K + V)) an attention spec may cost in a
+/// sampled run.
+const ATTENTION_BUDGET: usize = 1_000_000;
 
 /// Flags of `retention verify`.
 #[derive(Debug, Args)]
@@ -75,6 +78,8 @@ enum Checker {
     Parallel,
     /// `catalog_check::two_phase` (either phase: the check runs both).
     TwoPhase,
+    /// `catalog_check::attention` (split pass and combine together, for either op).
+    Attention,
 }
 
 impl Checker {
@@ -89,6 +94,8 @@ impl Checker {
             Some(Checker::Parallel)
         } else if op == KernelOp::ChunkStates || op == KernelOp::ChunkwiseSegmented {
             Some(Checker::TwoPhase)
+        } else if op == KernelOp::AttentionDecode || op == KernelOp::AttentionCombine {
+            Some(Checker::Attention)
         } else {
             None
         }
@@ -101,6 +108,7 @@ impl Checker {
             Checker::Chunkwise => (emulate_chunkwise::cost(spec), CHUNKWISE_BUDGET),
             Checker::Parallel => (emulate_parallel::cost(spec), PARALLEL_BUDGET),
             Checker::TwoPhase => (emulate_two_phase::cost(spec), CHUNKWISE_BUDGET),
+            Checker::Attention => (emulate_attention::cost(spec), ATTENTION_BUDGET),
         }
     }
 
@@ -120,6 +128,7 @@ impl Checker {
                 let case = emulate_two_phase::problem_size(spec);
                 (case.batch, case.heads)
             }
+            Checker::Attention => emulate_attention::problem_size(spec),
         }
     }
 
@@ -135,6 +144,7 @@ impl Checker {
             Checker::Chunkwise => emulate_chunkwise::check(spec, module, seed),
             Checker::Parallel => emulate_parallel::check(spec, module, seed),
             Checker::TwoPhase => emulate_two_phase::check(spec, module, seed),
+            Checker::Attention => emulate_attention::check(spec, module, seed),
         }
     }
 }
