@@ -1,5 +1,6 @@
 //! The tensor-core path of the chunkwise forward (f16/bf16 inputs, f32 accumulation), same
-//! math, parameters and grid as [`super::chunkwise`], one CTA per (row b, head h):
+//! math, parameters and grid as [`super::chunkwise`], one CTA per (row b, head h, slice z of
+//! [`value_slice`] columns of V; below, V means the slice):
 //!
 //! ```text
 //! warp w of W = max(C, K)/16, lane (g = lane/4, q = lane%4):
@@ -28,15 +29,30 @@ use crate::dsl::{
 };
 use crate::spec::KernelSpec;
 
-/// Whether `spec` is served by this path: 16-bit inputs with K, V ≤ 128 (one 16-row state
-/// slice per warp; wider heads would need more warps than registers allow).
+/// Whether `spec` is served by this path: 16-bit inputs with K ≤ 128 (one 16-row state
+/// slice per warp; wider heads would need more warps than registers allow) and C ≤ 64 (the
+/// score tile of a longer chunk does not fit a warp's registers). Any V: a CTA serves
+/// [`value_slice`] columns of it.
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
-    spec.dtype != Dtype::F32 && spec.k <= 128 && spec.v <= 128
+    spec.dtype != Dtype::F32 && spec.k <= 256 && spec.chunk.is_some_and(|c| c <= 64)
 }
 
-/// Warps per CTA: one 16-row slice of the chunk and of the state each.
+/// Columns of V (and of the state) one CTA serves: at most 128, and 64 for K = 128 with
+/// C = 64, where the f32 tiles of S, O and a 128-column state slice would need more than 255
+/// registers per thread. The grid's z axis walks the V/slice slices, each recomputing the
+/// chunk's scores.
+pub fn value_slice(spec: &KernelSpec) -> u32 {
+    if spec.k == 256 || spec.k == 128 && spec.chunk == Some(64) {
+        spec.v.min(64)
+    } else {
+        spec.v.min(128)
+    }
+}
+
+/// Warps per CTA: one 16-row slice of the chunk and of the state each, at most 8 (K = 256:
+/// each warp holds two 16-row state slices, 128 rows apart).
 pub fn warps(spec: &KernelSpec) -> u32 {
-    spec.chunk.unwrap_or_default().max(spec.k) / 16
+    (spec.chunk.unwrap_or_default().max(spec.k) / 16).min(8)
 }
 
 /// Shared tiles of the tensor-core path.
@@ -79,22 +95,41 @@ impl TcLayout {
     }
 }
 
-/// Copy a `[C][dim]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
+/// Where a chunk's rows of one token-major tensor are in global memory.
+#[derive(Clone, Copy)]
+struct GlobalRows {
+    /// Address of token 0, head 0 at the tile's first column.
+    src: Reg,
+    /// Bytes of one (token, head) row of the tensor.
+    row_bytes: u32,
+    /// First token of the chunk.
+    tok_c: Reg,
+    /// H.
+    heads: Reg,
+    /// This CTA's head.
+    h: Reg,
+    /// Rows in the chunk (L).
+    len: Reg,
+}
+
+/// Copy a `[C][cols]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
 /// rows at or past `len` are zero-filled (their source is row 0, read for 0 bytes).
-#[allow(clippy::too_many_arguments)]
 fn stage_tile(
     kb: &mut KernelBuilder,
     tile: SharedTile16,
     base: Reg,
-    src: Reg,
     t: Reg,
     threads: u32,
-    es: u32,
-    tok_c: Reg,
-    heads: Reg,
-    h: Reg,
-    len: Reg,
+    rows: &GlobalRows,
 ) {
+    let GlobalRows {
+        src,
+        row_bytes,
+        tok_c,
+        heads,
+        h,
+        len,
+    } = *rows;
     let per_row = tile.cols / 8;
     let ch = kb.and(t, per_row - 1);
     let row0 = kb.shr(t, per_row.trailing_zeros());
@@ -108,7 +143,7 @@ fn stage_tile(
         let bytes = kb.selp(sixteen, 0u32, valid);
         let tok = kb.add(tok_c, src_row);
         let th = kb.mad_lo(tok, heads, h);
-        let at = kb.mad_wide(th, tile.cols * es, src_ch);
+        let at = kb.mad_wide(th, row_bytes, src_ch);
         let dst = tile.chunk_addr(kb, base, row, ch);
         kb.cp_async(
             CpAsyncCache::Cg,
@@ -137,7 +172,10 @@ fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<cra
 /// [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let (kd, vd) = (spec.k, spec.v);
+    let vs = value_slice(spec); // columns of V this CTA serves
     let c = spec.chunk.unwrap_or_default();
+    // Columns of O built at a time: 32 where K = 256 with C = 64 leaves no registers for 64.
+    let ow = if kd == 256 && c == 64 { 32 } else { 64 };
     let es = spec.dtype.size_bytes() as u32;
     let ab = match spec.dtype {
         Dtype::Bf16 => Ty::Bf16,
@@ -146,7 +184,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let pty = ab.packed().unwrap_or(Ty::F16x2);
     let w_count = warps(spec);
     let threads = 32 * w_count;
-    let lay = TcLayout::new(kd, vd, c);
+    let lay = TcLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
@@ -235,11 +273,34 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment("R_w = H0[b,h] rows 16w.. (or 0), in mma accumulators; R~ = R rounded");
     let bh = kb.mad_lo(b, heads, h);
     let state_bytes = kb.mul_wide(bh, kd * vd * 4);
-    let racc = AccTileF32::zeros(&mut kb, vd);
+    // 16-row state slices per warp; slice j of warp w holds rows 16(w + j·W)..
+    let slices = (kd / 16 / w_count).max(1);
+    let raccs: Vec<AccTileF32> = (0..slices)
+        .map(|_| AccTileF32::zeros(&mut kb, vs))
+        .collect();
+    let slice_rows: Vec<Reg> = (0..slices)
+        .map(|j| {
+            if j == 0 {
+                i0
+            } else {
+                kb.add(i0, 16 * w_count * j)
+            }
+        })
+        .collect();
+    let slice_bytes = |j: usize| i64::from(16 * w_count * j as u32 * vd * 4);
     // Element (16w + g, 2q) of the state: the lane's first f32 pair.
     let my_row = kb.add(i0, g);
     let q2 = kb.shl(q4, 1u32);
-    let my_elem = kb.mad_lo(my_row, vd, q2);
+    // With V split over the grid's z axis, this CTA's columns start at vs·z.
+    let v_col0 = (vs < vd).then(|| {
+        let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+        kb.mul_lo(z, vs)
+    });
+    let my_col = match v_col0 {
+        Some(c0) => kb.add(q2, c0),
+        None => q2,
+    };
+    let my_elem = kb.mad_lo(my_row, vd, my_col);
     let my_elem_bytes = kb.mul_wide(my_elem, 4u32);
     let state_role = role(&mut kb, warp, kd / 16, w_count);
     let h0_raw = kb.ld_param(&p_h0);
@@ -249,16 +310,20 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let h0 = kb.global_ptr(&p_h0);
     let h0_bh = kb.add(h0, state_bytes);
     let h0_at = kb.add(h0_bh, my_elem_bytes);
-    for (nt, f) in racc.frags.iter().enumerate() {
-        for half in 0..2 {
-            let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4);
-            let x = kb.ld_vec(Space::Global, Ty::F32, 2, Address::reg(h0_at, off));
-            kb.assign(f[2 * half as usize], x[0]);
-            kb.assign(f[2 * half as usize + 1], x[1]);
+    for (j, racc) in raccs.iter().enumerate() {
+        for (nt, f) in racc.frags.iter().enumerate() {
+            for half in 0..2 {
+                let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4) + slice_bytes(j);
+                let x = kb.ld_vec(Space::Global, Ty::F32, 2, Address::reg(h0_at, off));
+                kb.assign(f[2 * half as usize], x[0]);
+                kb.assign(f[2 * half as usize + 1], x[1]);
+            }
         }
     }
     kb.place(no_h0);
-    lay.rh.store_acc(&mut kb, base, &racc, ab, i0, g, q4, 0);
+    for (racc, &r0) in raccs.iter().zip(&slice_rows) {
+        lay.rh.store_acc(&mut kb, base, racc, ab, r0, g, q4, 0);
+    }
     if let Some(skip) = state_role {
         kb.place(skip);
     }
@@ -268,7 +333,15 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let k = kb.global_ptr(&p_k);
     let v = kb.global_ptr(&p_v);
     let o = kb.global_ptr(&p_o);
-    let o_per_row = vd / 8;
+    // q, k, o and v as the tiles see them: v and o from this CTA's first column on.
+    let (v, o) = match v_col0 {
+        Some(c0) => {
+            let col_bytes = kb.mul_wide(c0, es);
+            (kb.add(v, col_bytes), kb.add(o, col_bytes))
+        }
+        None => (v, o),
+    };
+    let o_per_row = vs / 8;
     let o_ch = kb.and(t, o_per_row - 1);
     let o_row0 = kb.shr(t, o_per_row.trailing_zeros());
     let o_ch_bytes = kb.mul_wide(o_ch, 16u32);
@@ -281,8 +354,16 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         let tok_c = kb.add(tok0, c0);
 
         kb.comment("cp.async q, k, v rows of the chunk (rows >= L zero-filled)");
-        for (tile, src) in [(lay.q, q), (lay.k, k), (lay.v, v)] {
-            stage_tile(kb, tile, base, src, t, threads, es, tok_c, heads, h, len);
+        for (tile, src, row_elems) in [(lay.q, q, kd), (lay.k, k, kd), (lay.v, v, vd)] {
+            let rows = GlobalRows {
+                src,
+                row_bytes: row_elems * es,
+                tok_c,
+                heads,
+                h,
+                len,
+            };
+            stage_tile(kb, tile, base, t, threads, &rows);
         }
         kb.cp_async_commit();
         kb.cp_async_wait(0);
@@ -334,7 +415,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 .collect(),
         };
         let sa = masked.to_a_fragments(kb, ab);
-        kb.comment("O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1), 64 columns at a time");
+        kb.comment(format!(
+            "O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1), {ow} columns at a time"
+        ));
         let row4 = kb.shl(d1, 2u32);
         let xi_at = kb.add(base, row4);
         let xi_lo = kb.ld(
@@ -347,16 +430,16 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             Ty::F32,
             Address::reg(xi_at, i64::from(lay.decay + 36)),
         );
-        // S is packed before any O accumulator is live, and O is built 64 columns at a time,
-        // so at most S~ (16), one O slice (32) and the state (V/2) are live together.
-        for slice in 0..vd / 64 {
-            let oacc = AccTileF32::zeros(kb, 64);
-            let pairs = |np: u32| (np as usize * 2, 8 * slice + 2 * np);
+        // S is packed before any O accumulator is live, and O is built `ow` columns at a time,
+        // so at most S~ (C/4), one O slice (ow/2) and the state (V/2 per slice) are live.
+        for slice in 0..vs / ow {
+            let oacc = AccTileF32::zeros(kb, ow);
+            let pairs = |np: u32| (np as usize * 2, ow / 8 * slice + 2 * np);
             for ks in 0..kd / 16 {
                 let qa = lay
                     .q
                     .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
-                for np in 0..4 {
+                for np in 0..ow / 16 {
                     let (nt, chunk) = pairs(np);
                     let rf = lay
                         .rh
@@ -367,7 +450,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             }
             oacc.scale_rows(kb, xi_lo, xi_hi);
             for (ks, a) in sa.iter().enumerate() {
-                for np in 0..4 {
+                for np in 0..ow / 16 {
                     let (nt, chunk) = pairs(np);
                     let vf =
                         lay.v
@@ -377,7 +460,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 }
             }
             oacc.scale(kb, scale);
-            lay.o.store_acc(kb, base, &oacc, ab, i0, g, q4, 8 * slice);
+            lay.o.store_acc(kb, base, &oacc, ab, i0, g, q4, ow / 8 * slice);
         }
         if let Some(skip) = rows_role {
             kb.place(skip);
@@ -392,13 +475,15 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             Address::reg(gl_at, i64::from(lay.decay)),
         );
         let state_role = role(kb, warp, kd / 16, w_count);
-        racc.scale(kb, g_len);
+        for racc in &raccs {
+            racc.scale(kb, g_len);
+        }
         // zeta index + C = L + C - 1 - j, j = 16 ks + 2q + e: clamped to C (γ^0) past L,
         // where the zero-filled k and v rows make the term vanish anyway.
         let z1 = kb.add(len, c - 1);
         let z_base = kb.sub(z1, q2);
         for ks in 0..c / 16 {
-            let ka = lay
+            let ka0 = lay
                 .k
                 .ldmatrix_x4(kb, pty, true, k_rows, 16 * ks, k_chunk, lanes.p2_x);
             let zeta: Vec<Reg> = [0u32, 1, 8, 9]
@@ -415,22 +500,32 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                     )
                 })
                 .collect();
-            // K^T . zeta as head + tail 16-bit fragments: the f32 decay is not rounded away.
-            let split = [
-                scale_pair_split(kb, ka[0], zeta[0], zeta[1]),
-                scale_pair_split(kb, ka[1], zeta[0], zeta[1]),
-                scale_pair_split(kb, ka[2], zeta[2], zeta[3]),
-                scale_pair_split(kb, ka[3], zeta[2], zeta[3]),
-            ];
-            let head = split.map(|p| p.0);
-            let tail = split.map(|p| p.1);
-            for np in 0..vd / 16 {
-                let vf = lay
-                    .v
-                    .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks, 2 * np, lanes.p1_x);
-                for kz in [head, tail] {
-                    racc.mma(kb, ab, 2 * np as usize, kz, [vf[0], vf[1]]);
-                    racc.mma(kb, ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
+            for (j, racc) in raccs.iter().enumerate() {
+                // Slice j's rows of K^T: columns 16(w + jW).. of the k tile.
+                let ka = if j == 0 {
+                    ka0
+                } else {
+                    let kc = kb.add(k_chunk, 2 * w_count * j as u32);
+                    lay.k
+                        .ldmatrix_x4(kb, pty, true, k_rows, 16 * ks, kc, lanes.p2_x)
+                };
+                // K^T . zeta as head + tail 16-bit fragments: the f32 decay is not rounded away.
+                let split = [
+                    scale_pair_split(kb, ka[0], zeta[0], zeta[1]),
+                    scale_pair_split(kb, ka[1], zeta[0], zeta[1]),
+                    scale_pair_split(kb, ka[2], zeta[2], zeta[3]),
+                    scale_pair_split(kb, ka[3], zeta[2], zeta[3]),
+                ];
+                let head = split.map(|p| p.0);
+                let tail = split.map(|p| p.1);
+                for np in 0..vs / 16 {
+                    let vf = lay
+                        .v
+                        .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks, 2 * np, lanes.p1_x);
+                    for kz in [head, tail] {
+                        racc.mma(kb, ab, 2 * np as usize, kz, [vf[0], vf[1]]);
+                        racc.mma(kb, ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
+                    }
                 }
             }
         }
@@ -441,7 +536,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
         kb.comment("R~ <- R rounded; o rows < L leave as whole 16-byte pieces");
         let state_role = role(kb, warp, kd / 16, w_count);
-        lay.rh.store_acc(kb, base, &racc, ab, i0, g, q4, 0);
+        for (racc, &r0) in raccs.iter().zip(&slice_rows) {
+            lay.rh.store_acc(kb, base, racc, ab, r0, g, q4, 0);
+        }
         if let Some(skip) = state_role {
             kb.place(skip);
         }
@@ -473,16 +570,18 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let ht = kb.global_ptr(&p_ht);
     let ht_bh = kb.add(ht, state_bytes);
     let ht_at = kb.add(ht_bh, my_elem_bytes);
-    for (nt, f) in racc.frags.iter().enumerate() {
-        for half in 0..2u32 {
-            let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4);
-            let i = 2 * half as usize;
-            kb.st_vec(
-                Space::Global,
-                Ty::F32,
-                Address::reg(ht_at, off),
-                &[f[i].into(), f[i + 1].into()],
-            );
+    for (j, racc) in raccs.iter().enumerate() {
+        for (nt, f) in racc.frags.iter().enumerate() {
+            for half in 0..2u32 {
+                let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4) + slice_bytes(j);
+                let i = 2 * half as usize;
+                kb.st_vec(
+                    Space::Global,
+                    Ty::F32,
+                    Address::reg(ht_at, off),
+                    &[f[i].into(), f[i + 1].into()],
+                );
+            }
         }
     }
     kb.place(done);

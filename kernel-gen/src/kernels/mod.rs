@@ -2,6 +2,7 @@
 
 pub mod chunkwise;
 pub mod chunkwise_fma;
+pub mod chunkwise_fma_blocked;
 pub mod chunkwise_tc;
 pub mod decay;
 pub mod decode;
