@@ -5,10 +5,10 @@
 //!
 //! Shapes cover T = 1, T < C, T not a multiple of C, a multi-chunk T, H0 given and absent.
 //! CI emulates a sample touching every (K, V), every C, dtype and gamma set: every (K, V, C)
-//! with C ≤ 64 in full, and the long chunks (C ≥ 128, the blocked FMA path) on one problem
-//! of a full and a partial chunk over 3 runtime-γ heads, skipping shapes whose problem
-//! costs more than [`LONG_CHUNK_BUDGET`]; `RETENTION_FULL_SWEEP=1` emulates every chunkwise
-//! variant of the catalog on every problem.
+//! with C ≤ 64 in full, and the long chunks (C ≥ 128: tensor cores where their tiles fit,
+//! else the blocked FMA path) on one problem of a full and a partial chunk over 3 runtime-γ
+//! heads, skipping shapes whose problem costs more than [`LONG_CHUNK_BUDGET`];
+//! `RETENTION_FULL_SWEEP=1` emulates every chunkwise variant of the catalog on every problem.
 
 mod common;
 
@@ -198,10 +198,27 @@ fn sample(specs: &[KernelSpec], full: bool) -> Vec<KernelSpec> {
             shapes.push(shape);
         }
         let n = shapes.iter().position(|x| *x == shape).unwrap();
+        // retnet(10) on a long chunk (tensor cores, one case).
+        if s.gammas == (GammaSet::Retnet { heads: 10 })
+            && (s.k, s.v, s.chunk, s.dtype) == (64, 64, Some(LONG_CHUNK), Dtype::Bf16)
+        {
+            picked.push(*s);
+        }
         if long(s) {
-            // One runtime-γ spec per affordable shape, the dtype cycling.
+            // Per affordable shape the runtime-γ spec in a 16-bit dtype (f16 and bf16
+            // alternating: tensor cores where they serve the shape, else the blocked FMA
+            // path), and in f32 too (the blocked FMA path) for the narrower heads whose
+            // 16-bit spec is on tensor cores.
+            let sixteen = [Dtype::F16, Dtype::Bf16][n % 2];
+            let fma_too = s.dtype == Dtype::F32 && s.k * s.v <= 128 * 128 && {
+                let tc = KernelSpec {
+                    dtype: sixteen,
+                    ..*s
+                };
+                uses_tensor_cores(&tc)
+            };
             if s.gammas == GammaSet::Runtime
-                && s.dtype == [Dtype::Bf16, Dtype::F32, Dtype::F16][n % 3]
+                && (s.dtype == sixteen || fma_too)
                 && cost(s, false) <= LONG_CHUNK_BUDGET
             {
                 picked.push(*s);
@@ -213,9 +230,12 @@ fn sample(specs: &[KernelSpec], full: bool) -> Vec<KernelSpec> {
         let runtime_pick = s.gammas == GammaSet::Runtime
             && (s.dtype == [Dtype::F16, Dtype::Bf16][n % 2]
                 || (s.dtype == Dtype::F32 && n % 2 == 0));
+        // The named sets on K = V = 64, C = 32: retnet(8) bf16, retnet(16) f32, and the
+        // slowest decays, retnet(32), on tensor cores (f16).
         let named_pick = (s.k, s.v) == (64, 64)
             && ((s.gammas == GammaSet::Retnet { heads: 8 } && s.dtype == Dtype::Bf16)
-                || (s.gammas == GammaSet::Retnet { heads: 16 } && s.dtype == Dtype::F32))
+                || (s.gammas == GammaSet::Retnet { heads: 16 } && s.dtype == Dtype::F32)
+                || (s.gammas == GammaSet::Retnet { heads: 32 } && s.dtype == Dtype::F16))
             && s.chunk == Some(32);
         if runtime_pick || named_pick {
             picked.push(*s);
@@ -271,13 +291,16 @@ fn chunkwise_variants_match_the_reference_in_the_emulator() {
     );
 }
 
-/// DESIGN §5 targets at B=1, H=2, T=512, K=V=64, C=64: global traffic within 1.15× the
-/// minimum (q, k, v read once, o written once, H0 read once, H_T written once), and no
-/// shared bank conflicts on the tensor-core path (f16, bf16).
+/// DESIGN §5 targets at B=1, H=2, T=512, K=V=64, C=64 (every dtype) and C=128 (tensor
+/// cores, 16-row blocks whose scores are built 64 columns at a time): global traffic within
+/// 1.15× the minimum (q, k, v read once, o written once, H0 read once, H_T written once), and
+/// no shared bank conflicts on the tensor-core path (f16, bf16).
 #[test]
 fn chunkwise_moves_each_input_once() {
-    for dtype in Dtype::ALL {
-        let spec = KernelSpec::chunkwise(64, 64, 64, GammaSet::Runtime, dtype, Arch::Sm80);
+    let long_tc = [Dtype::Bf16, Dtype::F16].map(|d| (128, d));
+    for (c, dtype) in Dtype::ALL.map(|d| (64, d)).into_iter().chain(long_tc) {
+        let spec = KernelSpec::chunkwise(64, 64, c, GammaSet::Runtime, dtype, Arch::Sm80);
+        assert!(c == 64 || uses_tensor_cores(&spec), "{}", spec.slug());
         let module = Module::parse(&emit_ptx(&spec).unwrap()).unwrap();
         let case = Case {
             batch: 1,

@@ -89,8 +89,14 @@ fn long_chunks_walk_blocks_that_fit_shared_memory() {
                 let s = KernelSpec::chunkwise(k, v, c, GammaSet::Runtime, Dtype::F32, arch);
                 let (blk, vs) = chunkwise::fma_tiling(&s);
                 let bytes = SharedLayout::blocked(k, vs, blk, c).total;
-                assert!(bytes <= chunkwise::max_dynamic_shared(arch), "{s}: {bytes} B");
-                assert!(blk <= c && c % blk == 0 && v % vs == 0, "{s}: ({blk}, {vs})");
+                assert!(
+                    bytes <= chunkwise::max_dynamic_shared(arch),
+                    "{s}: {bytes} B"
+                );
+                assert!(
+                    blk <= c && c % blk == 0 && v % vs == 0,
+                    "{s}: ({blk}, {vs})"
+                );
                 let g = launch_geometry(&s, 1, 1).unwrap();
                 assert_eq!(g.grid, [1, 1, v / vs], "{s}");
                 assert_eq!(g.dynamic_smem_bytes, bytes, "{s}");
@@ -99,10 +105,27 @@ fn long_chunks_walk_blocks_that_fit_shared_memory() {
             }
         }
     }
-    // Long chunks in a 16-bit dtype run the blocked FMA path too.
-    let long = KernelSpec::chunkwise(64, 64, 256, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
-    assert!(!chunkwise_tc::uses_tensor_cores(&long));
-    assert_eq!(chunkwise::fma_tiling(&long), (64, 64));
+    // Long 16-bit chunks run on tensor cores where their tiles fit (64 columns of V per
+    // CTA), else on the blocked FMA path.
+    let tc = |k, v, c, arch| {
+        let s = KernelSpec::chunkwise(k, v, c, GammaSet::Runtime, Dtype::Bf16, arch);
+        chunkwise_tc::uses_tensor_cores(&s).then(|| launch_geometry(&s, 1, 1).unwrap())
+    };
+    let g = tc(128, 128, 128, Arch::Sm80).unwrap();
+    assert_eq!((g.grid, g.block), ([1, 1, 2], [256, 1, 1]));
+    assert_eq!(g.dynamic_smem_bytes, TcLayout::new(128, 64, 128).total);
+    assert!(tc(64, 128, 256, Arch::Sm80).is_some());
+    // K = 256 with C = 128: q and k tiles of 64 KiB each fit sm_90 only.
+    assert!(tc(256, 512, 128, Arch::Sm80).is_none());
+    assert_eq!(tc(256, 512, 128, Arch::Sm90).unwrap().grid, [1, 1, 8]);
+    // C = 256 on tensor cores only with K = 64.
+    for arch in Arch::ALL {
+        assert!(tc(128, 64, 256, arch).is_none());
+        assert!(tc(256, 256, 256, arch).is_none());
+    }
+    let long = KernelSpec::chunkwise(256, 256, 256, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
+    assert_eq!(chunkwise::fma_tiling(&long), (32, 64));
+    assert!(emit_ptx(&long).unwrap().contains("FMA, blocks of 32"));
 }
 
 #[test]
@@ -127,9 +150,18 @@ fn launch_geometry_follows_the_path() {
     assert!(chunkwise_tc::uses_tensor_cores(&split));
     assert_eq!(launch_geometry(&split, 2, 1).unwrap().grid, [2, 1, 2]);
 
-    // The 6.7B head (K = 256, V = 512) splits V into 64-column slices on sm_80: grid z = 8.
+    // The 6.7B head (K = 256, V = 512) splits V into 64-column slices: grid z = 8, on tensor
+    // cores in bf16 (8 warps, two 16-row state slices each) and on the FMA path in f32.
     let paper = KernelSpec::chunkwise(256, 512, 32, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
-    assert!(!chunkwise_tc::uses_tensor_cores(&paper));
+    assert!(chunkwise_tc::uses_tensor_cores(&paper));
+    assert_eq!(chunkwise::value_slice(&paper), 64);
+    let g = launch_geometry(&paper, 2, 16).unwrap();
+    assert_eq!((g.grid, g.block), ([2, 16, 8], [256, 1, 1]));
+    assert_eq!(g.dynamic_smem_bytes, TcLayout::new(256, 64, 32).total);
+    let paper = KernelSpec {
+        dtype: Dtype::F32,
+        ..paper
+    };
     assert_eq!(chunkwise::value_slice(&paper), 64);
     let g = launch_geometry(&paper, 2, 16).unwrap();
     assert_eq!(g.grid, [2, 16, 8]);

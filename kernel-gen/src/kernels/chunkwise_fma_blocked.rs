@@ -158,7 +158,12 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     for r in 0..state_rounds {
         let off = i64::from(r * THREADS * 16);
         let zz: Operand = 0.0f32.into();
-        kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_state, off), &[zz; 4]);
+        kb.st_vec(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(my_state, off),
+            &[zz; 4],
+        );
     }
     kb.place(state_ready);
     kb.bar_sync(0);
@@ -237,7 +242,9 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
         (row0, tok, len_blk)
     };
 
-    kb.comment(format!("walk the sequence in chunks of {c}, blocks of {blk}"));
+    kb.comment(format!(
+        "walk the sequence in chunks of {c}, blocks of {blk}"
+    ));
     kb.for_range(0u32, seq_len, c, |kb, c0| {
         let remaining = kb.sub(seq_len, c0);
         let len = kb.min(remaining, c);
@@ -302,7 +309,9 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
                 stage_kv(kb, tok_j, len_j);
                 kb.bar_sync(0);
 
-                kb.comment("S_IJ^T[j][i] = (i >= j) ? gamma^(i-j) (sQ_i . k_j) : 0, i, j chunk-relative");
+                kb.comment(
+                    "S_IJ^T[j][i] = (i >= j) ? gamma^(i-j) (sQ_i . k_j) : 0, i, j chunk-relative",
+                );
                 // i - j = (row_i - row_j) + (i0 + r) - (j0 + cc); `diff` adds B so the causal
                 // test and the clamped table index stay unsigned.
                 let off_ij = kb.sub(row_i, row_j);

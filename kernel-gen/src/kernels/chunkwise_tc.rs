@@ -3,20 +3,23 @@
 //! [`value_slice`] columns of V; below, V means the slice):
 //!
 //! ```text
-//! warp w of W = max(C, K)/16, lane (g = lane/4, q = lane%4):
-//!   rows 16w.. of the chunk (w < C/16):  S_w = Q_w Kᵀ ⊙ D      (mma, f32, in registers)
-//!                                         O_w = s·(ξ ⊙ (Q_w R̃) + S̃_w V)
-//!   rows 16w.. of the state (w < K/16):  R_w ← γ^L R_w + (Kᵀ ⊙ ζ)_w V   (f32, registers)
+//! warp w of W = min(max(C, K)/16, 8), lane (g = lane/4, q = lane%4):
+//!   rows 16(w + rW).. of the chunk:     S_w = Q_w Kᵀ ⊙ D      (mma, f32, in registers)
+//!     (r < C/16W; w < C/16 if C < 16W)  O_w = s·(ξ ⊙ (Q_w R̃) + S̃_w V)
+//!   rows 16(w + jW).. of the state:     R_w ← γ^L R_w + (Kᵀ ⊙ ζ)_w V   (f32, registers)
+//!     (j < K/16W; w < K/16 if K < 16W)
 //! ```
 //!
-//! The state R never leaves registers (f32 `mma` accumulators, one 16-row slice per warp);
-//! after each chunk every warp writes its slice rounded to the input type into `R̃` in shared
-//! memory, the B operand of the next chunk's `Q R̃` (the f32 state itself is never
+//! The state R never leaves registers (f32 `mma` accumulators, one or two 16-row slices per
+//! warp); after each chunk every warp writes its slices rounded to the input type into `R̃`
+//! in shared memory, the B operand of the next chunk's `Q R̃` (the f32 state itself is never
 //! rounded). `S̃` is the masked score tile converted in registers from accumulator to A
-//! fragments. q, k, v arrive by `cp.async` into XOR-swizzled tiles (rows past a partial
-//! chunk are zero-filled by the copy), every operand is read with `ldmatrix`, and o leaves
-//! through a swizzled shared tile as whole 16-byte rows, so global traffic is q, k, v, o,
-//! H0, H_T once each and shared accesses are free of bank conflicts.
+//! fragments: the whole 16×C strip for C ≤ [`WHOLE_SCORE_TILE`], 64 columns at a time (a
+//! flash-style loop into the same O accumulators) for longer chunks. q, k, v arrive by
+//! `cp.async` into XOR-swizzled tiles (rows past a partial chunk are zero-filled by the
+//! copy), every operand is read with `ldmatrix`, and o leaves through a swizzled shared tile
+//! as whole 16-byte rows, so global traffic is q, k, v, o, H0, H_T once each (q and k once
+//! per V slice) and shared accesses are free of bank conflicts.
 
 use retention_core::Dtype;
 
@@ -29,20 +32,28 @@ use crate::dsl::{
 };
 use crate::spec::KernelSpec;
 
-/// Whether `spec` is served by this path: 16-bit inputs with K ≤ 128 (one 16-row state
-/// slice per warp; wider heads would need more warps than registers allow) and C ≤ 64 (the
-/// score tile of a longer chunk does not fit a warp's registers). Any V: a CTA serves
-/// [`value_slice`] columns of it.
+/// Whether `spec` is served by this path: 16-bit inputs whose tiles ([`TcLayout`] of a
+/// [`value_slice`]) fit the arch's shared memory, and C = 256 only with K = 64 (with
+/// K = 128 ptxas needs more than 255 registers; K = 256 does not fit shared memory). Every
+/// other (K, V, C) qualifies on sm_90; sm_80 also leaves C = 128 with K = 256 to the FMA path.
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
-    spec.dtype != Dtype::F32 && spec.k <= 256 && spec.chunk.is_some_and(|c| c <= 64)
+    let Some(c) = spec.chunk else {
+        return false;
+    };
+    spec.dtype != Dtype::F32
+        && spec.k <= 256
+        && (c < 256 || spec.k == 64)
+        && TcLayout::new(spec.k, value_slice(spec), c).total
+            <= super::chunkwise::max_dynamic_shared(spec.arch)
 }
 
-/// Columns of V (and of the state) one CTA serves: at most 128, and 64 for K = 128 with
-/// C = 64, where the f32 tiles of S, O and a 128-column state slice would need more than 255
-/// registers per thread. The grid's z axis walks the V/slice slices, each recomputing the
-/// chunk's scores.
+/// Columns of V (and of the state) one CTA serves: at most 128, and 64 where the f32 tiles
+/// of S, O and a 128-column state slice would need more than 255 registers per thread
+/// (K = 128 with C = 64; K = 256, whose warps hold two state slices; C ≥ 128). The grid's z
+/// axis walks the V/slice slices, each recomputing the chunk's scores.
 pub fn value_slice(spec: &KernelSpec) -> u32 {
-    if spec.k == 256 || spec.k == 128 && spec.chunk == Some(64) {
+    let c = spec.chunk.unwrap_or_default();
+    if spec.k == 256 || c > WHOLE_SCORE_TILE || spec.k == 128 && c == 64 {
         spec.v.min(64)
     } else {
         spec.v.min(128)
@@ -155,6 +166,194 @@ fn stage_tile(
     }
 }
 
+/// A lane's distance from the diagonal: `i + 16 − 2q` for its two accumulator rows i (row
+/// `d1` = i0 + g and `d1 + 8`), kept non-negative by the 16.
+struct Diagonal {
+    d_lo: Reg,
+    d_hi: Reg,
+}
+
+impl Diagonal {
+    fn new(kb: &mut KernelBuilder, d1: Reg, q2: Reg) -> Self {
+        let d2 = kb.add(d1, 16u32);
+        let d_lo = kb.sub(d2, q2);
+        let d_hi = kb.add(d_lo, 8u32);
+        Diagonal { d_lo, d_hi }
+    }
+
+    /// `S[i][j] ← (i ≥ j) ? γ^(i−j) S[i][j] : 0` over a 16-row score tile whose columns start
+    /// at chunk column `col0`: element e of fragment nt is column j = col0 + 8nt + 2q + (e&1)
+    /// of row i = d1 + 8(e>>1), so i − j = diff − (16 + col0 + 8nt + (e&1)).
+    fn mask(
+        &self,
+        kb: &mut KernelBuilder,
+        sacc: &AccTileF32,
+        base: Reg,
+        decay: u32,
+        col0: u32,
+    ) -> AccTileF32 {
+        AccTileF32 {
+            frags: sacc
+                .frags
+                .iter()
+                .enumerate()
+                .map(|(nt, f)| {
+                    std::array::from_fn(|e| {
+                        let dv = if e < 2 { self.d_lo } else { self.d_hi };
+                        let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
+                        let causal = kb.setp(Cmp::Ge, dv, thr);
+                        let cl = kb.max(dv, thr);
+                        let cl4 = kb.shl(cl, 2u32);
+                        let at = kb.add(base, cl4);
+                        let dec = kb.ld(
+                            Space::Shared,
+                            Ty::F32,
+                            Address::reg(at, i64::from(decay) - i64::from(4 * thr)),
+                        );
+                        let val = kb.mul(f[e], dec);
+                        kb.selp(val, 0.0f32, causal)
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Longest chunk whose whole 16-row score strip a warp holds in registers; longer chunks
+/// build it 64 columns at a time ([`long_chunk_rows`]).
+pub const WHOLE_SCORE_TILE: u32 = 64;
+
+/// What the rows phase of a long chunk needs: tiles, per-lane addresses, and the shape.
+struct RowsCtx {
+    lay: TcLayout,
+    base: Reg,
+    pty: Ty,
+    ab: Ty,
+    lanes: LaneFragments,
+    /// Per row block rb of the warp: its first chunk row 16(w + rb·W) and q's lane rows.
+    row0: Vec<Reg>,
+    q_rows: Vec<Reg>,
+    k_rows: Reg,
+    v_rows: Reg,
+    rh_rows: Reg,
+    warp: Reg,
+    g: Reg,
+    q4: Reg,
+    q2: Reg,
+    scale: Reg,
+    kd: u32,
+    vs: u32,
+    ow: u32,
+    c: u32,
+    w_count: u32,
+}
+
+/// The rows phase of a chunk longer than [`WHOLE_SCORE_TILE`]: every warp owns C/(16W) row
+/// blocks of 16 rows, and for each builds `O = s (ξ ⊙ Q R̃ + Σ_J S̃_J V_J)` with the score
+/// strip `S_J = Q K_Jᵀ ⊙ D` made, masked and packed 64 columns (J) at a time; column blocks
+/// wholly above the diagonal are skipped (a warp-uniform branch).
+fn long_chunk_rows(kb: &mut KernelBuilder, x: &RowsCtx) {
+    let lay = &x.lay;
+    for (rb, (&i0, &q_rows)) in x.row0.iter().zip(&x.q_rows).enumerate() {
+        kb.comment(format!(
+            "row block {rb}: rows 16(w + {rb}W).., S built 64 columns at a time"
+        ));
+        let d1 = kb.add(i0, x.g);
+        let diag = Diagonal::new(kb, d1, x.q2);
+        let row4 = kb.shl(d1, 2u32);
+        let xi_at = kb.add(x.base, row4);
+        let xi_lo = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(xi_at, i64::from(lay.decay + 4)),
+        );
+        let xi_hi = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(xi_at, i64::from(lay.decay + 36)),
+        );
+        // Index of this warp's row block among the chunk's 16-row blocks.
+        let block = kb.add(x.warp, x.w_count * rb as u32);
+        for slice in 0..x.vs / x.ow {
+            let oacc = AccTileF32::zeros(kb, x.ow);
+            let pairs = |np: u32| (np as usize * 2, x.ow / 8 * slice + 2 * np);
+            for ks in 0..x.kd / 16 {
+                let qa = lay
+                    .q
+                    .ldmatrix_x4(kb, x.pty, false, q_rows, 0, 2 * ks, x.lanes.p1_x);
+                for np in 0..x.ow / 16 {
+                    let (nt, chunk) = pairs(np);
+                    let rf = lay.rh.ldmatrix_x4(
+                        kb,
+                        x.pty,
+                        true,
+                        x.rh_rows,
+                        16 * ks,
+                        chunk,
+                        x.lanes.p1_x,
+                    );
+                    oacc.mma(kb, x.ab, nt, qa, [rf[0], rf[1]]);
+                    oacc.mma(kb, x.ab, nt + 1, qa, [rf[2], rf[3]]);
+                }
+            }
+            oacc.scale_rows(kb, xi_lo, xi_hi);
+            for cb in 0..x.c / 64 {
+                // Columns 64cb.. lie wholly above the diagonal of rows 16·block.. when
+                // 16·block + 15 < 64cb.
+                let skip = (cb > 0).then(|| {
+                    let label = kb.label();
+                    let above = kb.setp(Cmp::Lt, block, 4 * cb);
+                    kb.bra_if(above, false, label);
+                    label
+                });
+                let sacc = AccTileF32::zeros(kb, 64);
+                for ks in 0..x.kd / 16 {
+                    let qa = lay
+                        .q
+                        .ldmatrix_x4(kb, x.pty, false, q_rows, 0, 2 * ks, x.lanes.p1_x);
+                    for np in 0..4 {
+                        let kf = lay.k.ldmatrix_x4(
+                            kb,
+                            x.pty,
+                            false,
+                            x.k_rows,
+                            64 * cb + 16 * np,
+                            2 * ks,
+                            x.lanes.p2_x,
+                        );
+                        sacc.mma(kb, x.ab, 2 * np as usize, qa, [kf[0], kf[1]]);
+                        sacc.mma(kb, x.ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
+                    }
+                }
+                let masked = diag.mask(kb, &sacc, x.base, lay.decay, 64 * cb);
+                let sa = masked.to_a_fragments(kb, x.ab);
+                for (ks, a) in sa.iter().enumerate() {
+                    for np in 0..x.ow / 16 {
+                        let (nt, chunk) = pairs(np);
+                        let vf = lay.v.ldmatrix_x4(
+                            kb,
+                            x.pty,
+                            true,
+                            x.v_rows,
+                            64 * cb + 16 * ks as u32,
+                            chunk,
+                            x.lanes.p1_x,
+                        );
+                        oacc.mma(kb, x.ab, nt, *a, [vf[0], vf[1]]);
+                        oacc.mma(kb, x.ab, nt + 1, *a, [vf[2], vf[3]]);
+                    }
+                }
+                if let Some(label) = skip {
+                    kb.place(label);
+                }
+            }
+            oacc.scale(kb, x.scale);
+            lay.o
+                .store_acc(kb, x.base, &oacc, x.ab, i0, x.g, x.q4, x.ow / 8 * slice);
+        }
+    }
+}
+
 /// Branch to a fresh label when `warp >= limit` (a warp-uniform role test); returns the
 /// label to place after the role's code, or `None` when every warp has the role.
 fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<crate::dsl::Label> {
@@ -174,8 +373,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let (kd, vd) = (spec.k, spec.v);
     let vs = value_slice(spec); // columns of V this CTA serves
     let c = spec.chunk.unwrap_or_default();
-    // Columns of O built at a time: 32 where K = 256 with C = 64 leaves no registers for 64.
-    let ow = if kd == 256 && c == 64 { 32 } else { 64 };
+    // Columns of O built at a time: 32 where K = 256 with C ≥ 64 leaves no registers for 64.
+    let ow = if kd == 256 && c >= 64 { 32 } else { 64 };
     let es = spec.dtype.size_bytes() as u32;
     let ab = match spec.dtype {
         Dtype::Bf16 => Ty::Bf16,
@@ -250,15 +449,22 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment(format!(
         "decay table gamma^d = 2^(d log2 gamma), d = 0..={c}, relative exponents only"
     ));
-    let in_table = kb.setp(Cmp::Le, t, c);
-    kb.guarded(in_table, false, |kb| {
-        let d = kb.cvt(Ty::F32, t, Some(Rounding::Rn));
-        let x = kb.mul(d, log2_gamma);
-        let gd = decay::emit_exp2(kb, x);
-        let t4 = kb.shl(t, 2u32);
-        let at = kb.add(base, t4);
-        kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), gd);
-    });
+    for round in 0..(c + 1).div_ceil(threads) {
+        let d_int = if round == 0 {
+            t
+        } else {
+            kb.add(t, round * threads)
+        };
+        let in_table = kb.setp(Cmp::Le, d_int, c);
+        kb.guarded(in_table, false, |kb| {
+            let d = kb.cvt(Ty::F32, d_int, Some(Rounding::Rn));
+            let x = kb.mul(d, log2_gamma);
+            let gd = decay::emit_exp2(kb, x);
+            let t4 = kb.shl(d_int, 2u32);
+            let at = kb.add(base, t4);
+            kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), gd);
+        });
+    }
 
     kb.comment("per-lane ldmatrix rows; warp w owns rows 16w.. of the chunk and of the state");
     let lanes = LaneFragments::new(&mut kb, lane);
@@ -347,6 +553,46 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_ch_bytes = kb.mul_wide(o_ch, 16u32);
     let o_ch_at = kb.add(o, o_ch_bytes);
 
+    // Long chunks: the first row of each of the warp's row blocks (none for short chunks).
+    let long_row0: Vec<Reg> = if c > WHOLE_SCORE_TILE {
+        (0..c / 16 / w_count)
+            .map(|rb| {
+                if rb == 0 {
+                    i0
+                } else {
+                    kb.add(i0, 16 * w_count * rb)
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rows_ctx = RowsCtx {
+        lay,
+        base,
+        pty,
+        ab,
+        lanes,
+        row0: long_row0.clone(),
+        q_rows: long_row0
+            .iter()
+            .map(|&r0| lay.q.lane_rows(&mut kb, base, r0, lanes.p1_row))
+            .collect(),
+        k_rows,
+        v_rows,
+        rh_rows,
+        warp,
+        g,
+        q4,
+        q2,
+        scale,
+        kd,
+        vs,
+        ow,
+        c,
+        w_count,
+    };
+
     kb.comment(format!("walk the sequence in chunks of {c}"));
     kb.for_range(0u32, seq_len, c, |kb, c0| {
         let remaining = kb.sub(seq_len, c0);
@@ -369,101 +615,88 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.cp_async_wait(0);
         kb.bar_sync(0);
 
-        kb.comment("rows 16w..: S = Q K^T on tensor cores");
-        let rows_role = role(kb, warp, c / 16, w_count);
-        let sacc = AccTileF32::zeros(kb, c);
-        for ks in 0..kd / 16 {
-            let qa = lay
-                .q
-                .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
-            for np in 0..c / 16 {
-                let kf = lay
-                    .k
-                    .ldmatrix_x4(kb, pty, false, k_rows, 16 * np, 2 * ks, lanes.p2_x);
-                sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
-                sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
-            }
-        }
-        kb.comment("S[i][j] = (i >= j) ? gamma^(i-j) S[i][j] : 0 (selp: stale rows cannot leak)");
-        // diff + 16 = i0 + g + 16 - 2q - 8nt - (e&1) + 8(e>>1), kept non-negative.
-        let d1 = kb.add(i0, g);
-        let d2 = kb.add(d1, 16u32);
-        let d_lo = kb.sub(d2, q2);
-        let d_hi = kb.add(d_lo, 8u32);
-        let masked = AccTileF32 {
-            frags: sacc
-                .frags
-                .iter()
-                .enumerate()
-                .map(|(nt, f)| {
-                    std::array::from_fn(|e| {
-                        let dv = if e < 2 { d_lo } else { d_hi };
-                        let thr = 16 + 8 * nt as u32 + (e as u32 & 1);
-                        let causal = kb.setp(Cmp::Ge, dv, thr);
-                        let cl = kb.max(dv, thr);
-                        let cl4 = kb.shl(cl, 2u32);
-                        let at = kb.add(base, cl4);
-                        let dec = kb.ld(
-                            Space::Shared,
-                            Ty::F32,
-                            Address::reg(at, i64::from(lay.decay) - i64::from(4 * thr)),
-                        );
-                        let val = kb.mul(f[e], dec);
-                        kb.selp(val, 0.0f32, causal)
-                    })
-                })
-                .collect(),
-        };
-        let sa = masked.to_a_fragments(kb, ab);
-        kb.comment(format!(
-            "O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1), {ow} columns at a time"
-        ));
-        let row4 = kb.shl(d1, 2u32);
-        let xi_at = kb.add(base, row4);
-        let xi_lo = kb.ld(
-            Space::Shared,
-            Ty::F32,
-            Address::reg(xi_at, i64::from(lay.decay + 4)),
-        );
-        let xi_hi = kb.ld(
-            Space::Shared,
-            Ty::F32,
-            Address::reg(xi_at, i64::from(lay.decay + 36)),
-        );
-        // S is packed before any O accumulator is live, and O is built `ow` columns at a time,
-        // so at most S~ (C/4), one O slice (ow/2) and the state (V/2 per slice) are live.
-        for slice in 0..vs / ow {
-            let oacc = AccTileF32::zeros(kb, ow);
-            let pairs = |np: u32| (np as usize * 2, ow / 8 * slice + 2 * np);
+        if c > WHOLE_SCORE_TILE {
+            long_chunk_rows(kb, &rows_ctx);
+        } else {
+            kb.comment("rows 16w..: S = Q K^T on tensor cores");
+            let rows_role = role(kb, warp, c / 16, w_count);
+            let sacc = AccTileF32::zeros(kb, c);
             for ks in 0..kd / 16 {
                 let qa = lay
                     .q
                     .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
-                for np in 0..ow / 16 {
-                    let (nt, chunk) = pairs(np);
-                    let rf = lay
-                        .rh
-                        .ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, chunk, lanes.p1_x);
-                    oacc.mma(kb, ab, nt, qa, [rf[0], rf[1]]);
-                    oacc.mma(kb, ab, nt + 1, qa, [rf[2], rf[3]]);
+                for np in 0..c / 16 {
+                    let kf = lay
+                        .k
+                        .ldmatrix_x4(kb, pty, false, k_rows, 16 * np, 2 * ks, lanes.p2_x);
+                    sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
+                    sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
                 }
             }
-            oacc.scale_rows(kb, xi_lo, xi_hi);
-            for (ks, a) in sa.iter().enumerate() {
-                for np in 0..ow / 16 {
-                    let (nt, chunk) = pairs(np);
-                    let vf =
-                        lay.v
-                            .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks as u32, chunk, lanes.p1_x);
-                    oacc.mma(kb, ab, nt, *a, [vf[0], vf[1]]);
-                    oacc.mma(kb, ab, nt + 1, *a, [vf[2], vf[3]]);
+            kb.comment(
+                "S[i][j] = (i >= j) ? gamma^(i-j) S[i][j] : 0 (selp: stale rows cannot leak)",
+            );
+            let d1 = kb.add(i0, g);
+            let diag = Diagonal::new(kb, d1, q2);
+            let masked = diag.mask(kb, &sacc, base, lay.decay, 0);
+            let sa = masked.to_a_fragments(kb, ab);
+            kb.comment(format!(
+                "O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1), {ow} columns at a time"
+            ));
+            let row4 = kb.shl(d1, 2u32);
+            let xi_at = kb.add(base, row4);
+            let xi_lo = kb.ld(
+                Space::Shared,
+                Ty::F32,
+                Address::reg(xi_at, i64::from(lay.decay + 4)),
+            );
+            let xi_hi = kb.ld(
+                Space::Shared,
+                Ty::F32,
+                Address::reg(xi_at, i64::from(lay.decay + 36)),
+            );
+            // S is packed before any O accumulator is live, and O is built `ow` columns at a time,
+            // so at most S~ (C/4), one O slice (ow/2) and the state (V/2 per slice) are live.
+            for slice in 0..vs / ow {
+                let oacc = AccTileF32::zeros(kb, ow);
+                let pairs = |np: u32| (np as usize * 2, ow / 8 * slice + 2 * np);
+                for ks in 0..kd / 16 {
+                    let qa = lay
+                        .q
+                        .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
+                    for np in 0..ow / 16 {
+                        let (nt, chunk) = pairs(np);
+                        let rf =
+                            lay.rh
+                                .ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, chunk, lanes.p1_x);
+                        oacc.mma(kb, ab, nt, qa, [rf[0], rf[1]]);
+                        oacc.mma(kb, ab, nt + 1, qa, [rf[2], rf[3]]);
+                    }
                 }
+                oacc.scale_rows(kb, xi_lo, xi_hi);
+                for (ks, a) in sa.iter().enumerate() {
+                    for np in 0..ow / 16 {
+                        let (nt, chunk) = pairs(np);
+                        let vf = lay.v.ldmatrix_x4(
+                            kb,
+                            pty,
+                            true,
+                            v_rows,
+                            16 * ks as u32,
+                            chunk,
+                            lanes.p1_x,
+                        );
+                        oacc.mma(kb, ab, nt, *a, [vf[0], vf[1]]);
+                        oacc.mma(kb, ab, nt + 1, *a, [vf[2], vf[3]]);
+                    }
+                }
+                oacc.scale(kb, scale);
+                lay.o
+                    .store_acc(kb, base, &oacc, ab, i0, g, q4, ow / 8 * slice);
             }
-            oacc.scale(kb, scale);
-            lay.o.store_acc(kb, base, &oacc, ab, i0, g, q4, ow / 8 * slice);
-        }
-        if let Some(skip) = rows_role {
-            kb.place(skip);
+            if let Some(skip) = rows_role {
+                kb.place(skip);
+            }
         }
 
         kb.comment("state rows 16w..: R <- gamma^L R + (K^T . zeta) V, zeta_j = gamma^(L-1-j)");
