@@ -32,11 +32,12 @@
 //! chunks restart at every sequence boundary.
 //!
 //! Three paths share this parameter table and grid `(B, H, V / value_slice)` (grid z walks
-//! slices of V's columns; 1 when a CTA serves all of V): f16/bf16 with K ≤ 128 and C ≤ 64 run
-//! on tensor cores ([`chunkwise_tc`], `32·max(C, K)/16` threads, f32 state in `mma`
-//! accumulators, at most 128 columns of V per CTA); everything else runs the FMA path below
+//! slices of V's columns; 1 when a CTA serves all of V): f16/bf16 run on tensor cores
+//! wherever their tiles fit ([`chunkwise_tc`]; all shapes but C = 256 with K ≥ 128, and
+//! C = 128 with K = 256 on sm_80), `32·min(max(C, K)/16, 8)` threads, f32 state in `mma`
+//! accumulators, at most 128 columns of V per CTA; everything else runs the FMA path below
 //! (256 threads, f32 state in shared memory), which walks chunks longer than shared memory
-//! holds whole in blocks ([`chunkwise_fma_blocked`], C ≥ 128, and C = 64 with K = 256 on
+//! holds whole in blocks ([`chunkwise_fma_blocked`]: C ≥ 128, and C = 64 with K = 256 on
 //! sm_80). [`launch_geometry`] gives the block and the dynamic shared memory (over 48 KiB on
 //! the FMA path: the runtime must raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES`
 //! attribute before launching).
