@@ -17,11 +17,11 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 ];
 
 /// Decode kernels for K ∈ {64, 128, 256}, V ∈ {K, 2K}, every dtype, every default gamma set,
-/// sm_80 and sm_90, then the chunkwise forward for K, V ∈ {64, 128} and C ∈ {32, 64} where
-/// sm_80's shared memory holds it (all but K = V = 128 with C = 64), each dense and varlen,
-/// then the attention decode baseline ([`attention_catalog`]), then the parallel forward
+/// sm_80 and sm_90, then the chunkwise forward for every [`CHUNKWISE_HEAD_DIMS`] pair and
+/// C ∈ {32, 64, 128, 256} that the sm_80 generator serves, each dense and varlen, then the
+/// attention decode baseline ([`attention_catalog`]), then the parallel forward
 /// ([`parallel_catalog`]), then both phases of the two-phase chunkwise forward for every
-/// dense chunkwise spec ([`two_phase_catalog`]), in a fixed order.
+/// dense chunkwise spec they serve ([`two_phase_catalog`]), in a fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
     specs.extend(chunkwise_catalog());

@@ -63,20 +63,69 @@ fn unsupported_chunkwise_specs_are_typed_errors() {
         }),
         "tile"
     );
-    let tight = KernelSpec::chunkwise(128, 128, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm90);
-    assert_eq!(unsupported_field(&tight), "shape");
-    // K = 256 with C = 64: the FMA path's q and k tiles alone (128 KiB) plus the narrowest
-    // state slice exceed sm_80's 163 KiB, not sm_90's 227 KiB.
-    let big = KernelSpec::chunkwise(256, 64, 64, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
-    assert_eq!(unsupported_field(&big), "shared memory");
-    assert!(
-        KernelSpec {
-            arch: Arch::Sm90,
-            ..big
-        }
-        .validate()
-        .is_ok()
+    assert_eq!(
+        unsupported_field(&KernelSpec {
+            chunk: Some(512),
+            ..base
+        }),
+        "chunk"
     );
+}
+
+#[test]
+fn long_chunks_walk_blocks_that_fit_shared_memory() {
+    // K = 256 with C = 64: the whole chunk's f32 q and k tiles (128 KiB) plus the narrowest
+    // state slice exceed sm_80's 163 KiB, so sm_80 walks it in blocks of 32; sm_90 holds it.
+    let big = KernelSpec::chunkwise(256, 64, 64, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
+    assert_eq!(chunkwise::fma_tiling(&big), (32, 64));
+    let on_sm90 = KernelSpec {
+        arch: Arch::Sm90,
+        ..big
+    };
+    assert_eq!(chunkwise::fma_tiling(&on_sm90), (64, 64));
+    for arch in Arch::ALL {
+        for (k, v) in kernel_gen::catalog::CHUNKWISE_HEAD_DIMS {
+            for c in chunkwise::SUPPORTED_CHUNKS {
+                let s = KernelSpec::chunkwise(k, v, c, GammaSet::Runtime, Dtype::F32, arch);
+                let (blk, vs) = chunkwise::fma_tiling(&s);
+                let bytes = SharedLayout::blocked(k, vs, blk, c).total;
+                assert!(
+                    bytes <= chunkwise::max_dynamic_shared(arch),
+                    "{s}: {bytes} B"
+                );
+                assert!(
+                    blk <= c && c % blk == 0 && v % vs == 0,
+                    "{s}: ({blk}, {vs})"
+                );
+                let g = launch_geometry(&s, 1, 1).unwrap();
+                assert_eq!(g.grid, [1, 1, v / vs], "{s}");
+                assert_eq!(g.dynamic_smem_bytes, bytes, "{s}");
+                let ptx = emit_ptx(&s).unwrap();
+                assert_eq!(ptx.contains(&format!("blocks of {blk}")), blk < c, "{s}");
+            }
+        }
+    }
+    // Long 16-bit chunks run on tensor cores where their tiles fit (64 columns of V per
+    // CTA), else on the blocked FMA path.
+    let tc = |k, v, c, arch| {
+        let s = KernelSpec::chunkwise(k, v, c, GammaSet::Runtime, Dtype::Bf16, arch);
+        chunkwise_tc::uses_tensor_cores(&s).then(|| launch_geometry(&s, 1, 1).unwrap())
+    };
+    let g = tc(128, 128, 128, Arch::Sm80).unwrap();
+    assert_eq!((g.grid, g.block), ([1, 1, 2], [256, 1, 1]));
+    assert_eq!(g.dynamic_smem_bytes, TcLayout::new(128, 64, 128).total);
+    assert!(tc(64, 128, 256, Arch::Sm80).is_some());
+    // K = 256 with C = 128: q and k tiles of 64 KiB each fit sm_90 only.
+    assert!(tc(256, 512, 128, Arch::Sm80).is_none());
+    assert_eq!(tc(256, 512, 128, Arch::Sm90).unwrap().grid, [1, 1, 8]);
+    // C = 256 on tensor cores only with K = 64.
+    for arch in Arch::ALL {
+        assert!(tc(128, 64, 256, arch).is_none());
+        assert!(tc(256, 256, 256, arch).is_none());
+    }
+    let long = KernelSpec::chunkwise(256, 256, 256, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
+    assert_eq!(chunkwise::fma_tiling(&long), (32, 64));
+    assert!(emit_ptx(&long).unwrap().contains("FMA, blocks of 32"));
 }
 
 #[test]
@@ -89,10 +138,30 @@ fn launch_geometry_follows_the_path() {
     assert_eq!(g.dynamic_smem_bytes, TcLayout::new(64, 64, 64).total);
     let wide = KernelSpec::chunkwise(128, 64, 32, GammaSet::Runtime, Dtype::F16, Arch::Sm90);
     assert_eq!(launch_geometry(&wide, 1, 1).unwrap().block, [256, 1, 1]);
+    // K = V = 128 with C = 64: the state's 128 columns split over two CTAs (grid z), so a
+    // thread's S, O and state tiles fit its registers.
+    let tight = KernelSpec::chunkwise(128, 128, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm90);
+    assert!(chunkwise_tc::uses_tensor_cores(&tight));
+    let g = launch_geometry(&tight, 1, 3).unwrap();
+    assert_eq!((g.grid, g.block), ([1, 3, 2], [256, 1, 1]));
+    assert_eq!(g.dynamic_smem_bytes, TcLayout::new(128, 64, 64).total);
+    // V = 256 on tensor cores: 128 columns per CTA.
+    let split = KernelSpec::chunkwise(128, 256, 32, GammaSet::Runtime, Dtype::F16, Arch::Sm80);
+    assert!(chunkwise_tc::uses_tensor_cores(&split));
+    assert_eq!(launch_geometry(&split, 2, 1).unwrap().grid, [2, 1, 2]);
 
-    // The 6.7B head (K = 256, V = 512) splits V into 64-column slices on sm_80: grid z = 8.
+    // The 6.7B head (K = 256, V = 512) splits V into 64-column slices: grid z = 8, on tensor
+    // cores in bf16 (8 warps, two 16-row state slices each) and on the FMA path in f32.
     let paper = KernelSpec::chunkwise(256, 512, 32, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
-    assert!(!chunkwise_tc::uses_tensor_cores(&paper));
+    assert!(chunkwise_tc::uses_tensor_cores(&paper));
+    assert_eq!(chunkwise::value_slice(&paper), 64);
+    let g = launch_geometry(&paper, 2, 16).unwrap();
+    assert_eq!((g.grid, g.block), ([2, 16, 8], [256, 1, 1]));
+    assert_eq!(g.dynamic_smem_bytes, TcLayout::new(256, 64, 32).total);
+    let paper = KernelSpec {
+        dtype: Dtype::F32,
+        ..paper
+    };
     assert_eq!(chunkwise::value_slice(&paper), 64);
     let g = launch_geometry(&paper, 2, 16).unwrap();
     assert_eq!(g.grid, [2, 16, 8]);

@@ -84,6 +84,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the chunk-states generator emits chunk_states only",
         ));
     }
+    super::chunkwise_two_phase::check_envelope(spec)?;
     chunkwise::validate(&KernelSpec {
         op: KernelOp::ChunkwiseSegmented,
         ..*spec

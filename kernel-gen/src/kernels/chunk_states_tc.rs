@@ -13,7 +13,7 @@
 use retention_core::Dtype;
 
 use super::chunk_states::{declare_params, heads_and_log2_gamma, states_segment};
-use super::chunkwise_tc::stage_tile;
+use super::chunkwise_tc::{GlobalRows, stage_tile};
 use super::decay;
 use crate::GenError;
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
@@ -139,7 +139,15 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
         kb.comment("cp.async k, v rows of the chunk (rows >= L zero-filled)");
         for (tile, src) in [(lay.k, k), (lay.v, v)] {
-            stage_tile(kb, tile, base, src, t, threads, es, tok_c, heads, h, len);
+            let rows = GlobalRows {
+                src,
+                row_bytes: tile.cols * es,
+                tok_c,
+                heads,
+                h,
+                len,
+            };
+            stage_tile(kb, tile, base, t, threads, &rows);
         }
         kb.cp_async_commit();
         kb.cp_async_wait(0);

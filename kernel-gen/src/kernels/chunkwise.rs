@@ -35,11 +35,15 @@
 //! states `[N,H,K,V]`, and runs CTA (n, h) over tokens `cu[n]..cu[n+1]` (grid `(N, H, 1)`);
 //! chunks restart at every sequence boundary.
 //!
-//! Two paths share this parameter table and grid `(B, H, 1)`: f16/bf16 run on tensor cores
-//! ([`chunkwise_tc`], `32·max(C, K)/16` threads, f32 state in `mma` accumulators; every
-//! (K, V, C) but K = V = 128 with C = 64); f32 runs the FMA path below (256 threads, f32
-//! state in shared memory). [`launch_geometry`] gives the block and the dynamic shared memory (over 48 KiB
-//! on the FMA path: the runtime must raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES`
+//! Three paths share this parameter table and grid `(B, H, V / value_slice)` (grid z walks
+//! slices of V's columns; 1 when a CTA serves all of V): f16/bf16 run on tensor cores
+//! wherever their tiles fit ([`chunkwise_tc`]; all shapes but C = 256 with K ≥ 128, and
+//! C = 128 with K = 256 on sm_80), `32·min(max(C, K)/16, 8)` threads, f32 state in `mma`
+//! accumulators, at most 128 columns of V per CTA; everything else runs the FMA path below
+//! (256 threads, f32 state in shared memory), which walks chunks longer than shared memory
+//! holds whole in blocks ([`chunkwise_fma_blocked`]: C ≥ 128, and C = 64 with K = 256 on
+//! sm_80). [`launch_geometry`] gives the block and the dynamic shared memory (over 48 KiB on
+//! the FMA path: the runtime must raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES`
 //! attribute before launching).
 //!
 //! Numerics (FMA path): every product accumulates in f32; q, k, v are widened to f32 as they
@@ -55,7 +59,7 @@ use super::chunkwise_fma::{
     accumulate_shared, for_each_piece, load_piece, rank1_update, store_piece, zero_acc,
 };
 use super::chunkwise_two_phase as two_phase;
-use super::{chunkwise_tc, decay, unsupported};
+use super::{chunkwise_fma_blocked, chunkwise_tc, decay, unsupported};
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Rounding, Space, Sreg, Ty,
 };
@@ -67,7 +71,10 @@ pub const SUPPORTED_K: [u32; 3] = [64, 128, 256];
 /// Head dims V served.
 pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
 /// Chunk lengths served.
-pub const SUPPORTED_CHUNKS: [u32; 2] = [32, 64];
+pub const SUPPORTED_CHUNKS: [u32; 4] = [32, 64, 128, 256];
+/// Longest chunk the FMA path stages whole; longer ones walk it in blocks
+/// ([`chunkwise_fma_blocked`]).
+pub const FMA_WHOLE_CHUNK: u32 = 64;
 /// Threads per CTA.
 pub const THREADS: u32 = 256;
 
@@ -118,6 +125,16 @@ impl SharedLayout {
             total,
         }
     }
+
+    /// The blocked FMA path's layout ([`chunkwise_fma_blocked`]): q, k, v and score tiles of
+    /// `b` rows, the decay table of the whole chunk `c`.
+    pub const fn blocked(k: u32, v: u32, b: u32, c: u32) -> Self {
+        let l = Self::new(k, v, b);
+        SharedLayout {
+            total: l.decay + ((c + 1) * 4).div_ceil(16) * 16,
+            ..l
+        }
+    }
 }
 
 /// Check that this generator serves `spec`.
@@ -126,6 +143,9 @@ impl SharedLayout {
 /// [`GenError::UnsupportedSpec`] for an unsupported op, K, V, chunk, gamma set, tile, or a
 /// shape whose shared memory exceeds the arch's limit.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
+    if spec.op == KernelOp::ChunkwiseSegmented {
+        two_phase::check_envelope(spec)?;
+    }
     if !matches!(
         spec.op,
         KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented
@@ -158,7 +178,11 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
         ));
     };
     if !SUPPORTED_CHUNKS.contains(&c) {
-        return Err(unsupported("chunk", c, "chunkwise serves C in {32, 64}"));
+        return Err(unsupported(
+            "chunk",
+            c,
+            "chunkwise serves C in {32, 64, 128, 256}",
+        ));
     }
     if let GammaSet::Retnet { heads } = spec.gammas
         && !(1..=48).contains(&heads)
@@ -174,14 +198,6 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "tile",
             format!("{:?}", spec.tile),
             "chunkwise uses the default tile (256 threads)",
-        ));
-    }
-    if chunkwise_tc::uses_tensor_cores(spec) && (spec.k, spec.v, c) == (128, 128, 64) {
-        return Err(unsupported(
-            "shape",
-            "K = V = 128 with C = 64",
-            "the tensor-core path's f32 tiles (S, O and the state) need more than 255 \
-             registers per thread there; use C = 32",
         ));
     }
     let bytes = shared_bytes(spec);
@@ -227,9 +243,10 @@ pub fn launch_geometry(
 fn shared_bytes(spec: &KernelSpec) -> u32 {
     let c = spec.chunk.unwrap_or_default();
     if chunkwise_tc::uses_tensor_cores(spec) {
-        chunkwise_tc::TcLayout::new(spec.k, spec.v, c).total
+        chunkwise_tc::TcLayout::new(spec.k, chunkwise_tc::value_slice(spec), c).total
     } else {
-        SharedLayout::new(spec.k, value_slice(spec), c).total
+        let (blk, vs) = fma_tiling(spec);
+        SharedLayout::blocked(spec.k, vs, blk, c).total
     }
 }
 
@@ -238,14 +255,40 @@ fn shared_bytes(spec: &KernelSpec) -> u32 {
 /// grid's z axis walks the V/slice slices, each recomputing the chunk's scores.
 pub fn value_slice(spec: &KernelSpec) -> u32 {
     if chunkwise_tc::uses_tensor_cores(spec) {
-        return spec.v;
+        return chunkwise_tc::value_slice(spec);
     }
+    fma_tiling(spec).1
+}
+
+/// The FMA path's (rows per block B, V columns per CTA). C ≤ 64: the whole chunk (B = C)
+/// and the widest V slice that fits. Longer chunks, and C = 64 where even a 64-column slice
+/// of the whole chunk does not fit (K = 256 on sm_80), are walked in blocks of 64 rows (32
+/// where no 64-row layout fits) with at most [`chunkwise_fma_blocked::MAX_VALUE_SLICE`]
+/// columns.
+pub fn fma_tiling(spec: &KernelSpec) -> (u32, u32) {
     let c = spec.chunk.unwrap_or_default();
-    let mut vs = spec.v;
-    while vs > 64 && SharedLayout::new(spec.k, vs, c).total > max_dynamic_shared(spec.arch) {
-        vs /= 2;
+    let limit = max_dynamic_shared(spec.arch);
+    let widest = |blk: u32, start: u32| {
+        let mut vs = start;
+        while vs > 64 && SharedLayout::blocked(spec.k, vs, blk, c).total > limit {
+            vs /= 2;
+        }
+        vs
+    };
+    let fits = |blk: u32, vs: u32| SharedLayout::blocked(spec.k, vs, blk, c).total <= limit;
+    if c <= FMA_WHOLE_CHUNK {
+        let vs = widest(c, spec.v);
+        if fits(c, vs) || c <= 32 {
+            return (c, vs);
+        }
     }
-    vs
+    let start = spec.v.min(chunkwise_fma_blocked::MAX_VALUE_SLICE);
+    let wide = widest(64, start);
+    if c > 64 && fits(64, wide) {
+        (64, wide)
+    } else {
+        (32, widest(32, start))
+    }
 }
 
 /// Parameter names in launch order (see the module table).
@@ -313,11 +356,11 @@ pub(crate) fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: 
 /// elements `4·(t mod D/4)..` of rows `t div (D/4) + j·rows_per_round`.
 pub(crate) struct Stager {
     /// Column of the thread's four elements.
-    pub col: Reg,
+    pub(crate) col: Reg,
     /// First row.
-    pub row: Reg,
+    pub(crate) row: Reg,
     /// Rows between rounds.
-    pub rows_per_round: u32,
+    pub(crate) rows_per_round: u32,
     /// Rounds per chunk.
     rounds: u32,
 }
@@ -455,6 +498,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
     if chunkwise_tc::uses_tensor_cores(spec) {
         return chunkwise_tc::generate(spec);
+    }
+    let (blk, vs) = fma_tiling(spec);
+    if blk < spec.chunk.unwrap_or_default() {
+        return chunkwise_fma_blocked::generate(spec, blk, vs);
     }
     let (kd, vd) = (spec.k, spec.v);
     let vs = value_slice(spec); // columns of V this CTA serves

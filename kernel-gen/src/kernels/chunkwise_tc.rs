@@ -1,21 +1,25 @@
 //! The tensor-core path of the chunkwise forward (f16/bf16 inputs, f32 accumulation), same
-//! math, parameters and grid as [`super::chunkwise`], one CTA per (row b, head h):
+//! math, parameters and grid as [`super::chunkwise`], one CTA per (row b, head h, slice z of
+//! [`value_slice`] columns of V; below, V means the slice):
 //!
 //! ```text
-//! warp w of W = max(C, K)/16, lane (g = lane/4, q = lane%4):
-//!   rows 16w.. of the chunk (w < C/16):  S_w = Q_w Kᵀ ⊙ D      (mma, f32, in registers)
-//!                                         O_w = s·(ξ ⊙ (Q_w R̃) + S̃_w V)
-//!   rows 16w.. of the state (w < K/16):  R_w ← γ^L R_w + (Kᵀ ⊙ ζ)_w V   (f32, registers)
+//! warp w of W = min(max(C, K)/16, 8), lane (g = lane/4, q = lane%4):
+//!   rows 16(w + rW).. of the chunk:     S_w = Q_w Kᵀ ⊙ D      (mma, f32, in registers)
+//!     (r < C/16W; w < C/16 if C < 16W)  O_w = s·(ξ ⊙ (Q_w R̃) + S̃_w V)
+//!   rows 16(w + jW).. of the state:     R_w ← γ^L R_w + (Kᵀ ⊙ ζ)_w V   (f32, registers)
+//!     (j < K/16W; w < K/16 if K < 16W)
 //! ```
 //!
-//! The state R never leaves registers (f32 `mma` accumulators, one 16-row slice per warp);
-//! after each chunk every warp writes its slice rounded to the input type into `R̃` in shared
-//! memory, the B operand of the next chunk's `Q R̃` (the f32 state itself is never
+//! The state R never leaves registers (f32 `mma` accumulators, one or two 16-row slices per
+//! warp); after each chunk every warp writes its slices rounded to the input type into `R̃`
+//! in shared memory, the B operand of the next chunk's `Q R̃` (the f32 state itself is never
 //! rounded). `S̃` is the masked score tile converted in registers from accumulator to A
-//! fragments. q, k, v arrive by `cp.async` into XOR-swizzled tiles (rows past a partial
-//! chunk are zero-filled by the copy), every operand is read with `ldmatrix`, and o leaves
-//! through a swizzled shared tile as whole 16-byte rows, so global traffic is q, k, v, o,
-//! H0, H_T once each and shared accesses are free of bank conflicts.
+//! fragments: the whole 16×C strip for C ≤ [`WHOLE_SCORE_TILE`], 64 columns at a time (a
+//! flash-style loop into the same O accumulators) for longer chunks. q, k, v arrive by
+//! `cp.async` into XOR-swizzled tiles (rows past a partial chunk are zero-filled by the
+//! copy), every operand is read with `ldmatrix`, and o leaves through a swizzled shared tile
+//! as whole 16-byte rows, so global traffic is q, k, v, o, H0, H_T once each (q and k once
+//! per V slice) and shared accesses are free of bank conflicts.
 
 use retention_core::Dtype;
 
@@ -29,15 +33,38 @@ use crate::dsl::{
 };
 use crate::spec::KernelSpec;
 
-/// Whether `spec` is served by this path: 16-bit inputs with K, V ≤ 128 (one 16-row state
-/// slice per warp; wider heads would need more warps than registers allow).
+/// Whether `spec` is served by this path: 16-bit inputs whose tiles ([`TcLayout`] of a
+/// [`value_slice`]) fit the arch's shared memory, and C = 256 only with K = 64 (with
+/// K = 128 ptxas needs more than 255 registers; K = 256 does not fit shared memory). Every
+/// other (K, V, C) qualifies on sm_90; sm_80 also leaves C = 128 with K = 256 to the FMA path.
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
-    spec.dtype != Dtype::F32 && spec.k <= 128 && spec.v <= 128
+    let Some(c) = spec.chunk else {
+        return false;
+    };
+    spec.dtype != Dtype::F32
+        && spec.k <= 256
+        && (c < 256 || spec.k == 64)
+        && TcLayout::new(spec.k, value_slice(spec), c).total
+            <= super::chunkwise::max_dynamic_shared(spec.arch)
 }
 
-/// Warps per CTA: one 16-row slice of the chunk and of the state each.
+/// Columns of V (and of the state) one CTA serves: at most 128, and 64 where the f32 tiles
+/// of S, O and a 128-column state slice would need more than 255 registers per thread
+/// (K = 128 with C = 64; K = 256, whose warps hold two state slices; C ≥ 128). The grid's z
+/// axis walks the V/slice slices, each recomputing the chunk's scores.
+pub fn value_slice(spec: &KernelSpec) -> u32 {
+    let c = spec.chunk.unwrap_or_default();
+    if spec.k == 256 || c > WHOLE_SCORE_TILE || spec.k == 128 && c == 64 {
+        spec.v.min(64)
+    } else {
+        spec.v.min(128)
+    }
+}
+
+/// Warps per CTA: one 16-row slice of the chunk and of the state each, at most 8 (K = 256:
+/// each warp holds two 16-row state slices, 128 rows apart).
 pub fn warps(spec: &KernelSpec) -> u32 {
-    spec.chunk.unwrap_or_default().max(spec.k) / 16
+    (spec.chunk.unwrap_or_default().max(spec.k) / 16).min(8)
 }
 
 /// Shared tiles of the tensor-core path.
@@ -80,22 +107,41 @@ impl TcLayout {
     }
 }
 
-/// Copy a `[C][dim]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
+/// Where a chunk's rows of one token-major tensor are in global memory.
+#[derive(Clone, Copy)]
+pub(crate) struct GlobalRows {
+    /// Address of token 0, head 0 at the tile's first column.
+    pub(crate) src: Reg,
+    /// Bytes of one (token, head) row of the tensor.
+    pub(crate) row_bytes: u32,
+    /// First token of the chunk.
+    pub(crate) tok_c: Reg,
+    /// H.
+    pub(crate) heads: Reg,
+    /// This CTA's head.
+    pub(crate) h: Reg,
+    /// Rows in the chunk (L).
+    pub(crate) len: Reg,
+}
+
+/// Copy a `[C][cols]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
 /// rows at or past `len` are zero-filled (their source is row 0, read for 0 bytes).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn stage_tile(
     kb: &mut KernelBuilder,
     tile: SharedTile16,
     base: Reg,
-    src: Reg,
     t: Reg,
     threads: u32,
-    es: u32,
-    tok_c: Reg,
-    heads: Reg,
-    h: Reg,
-    len: Reg,
+    rows: &GlobalRows,
 ) {
+    let GlobalRows {
+        src,
+        row_bytes,
+        tok_c,
+        heads,
+        h,
+        len,
+    } = *rows;
     let per_row = tile.cols / 8;
     let ch = kb.and(t, per_row - 1);
     let row0 = kb.shr(t, per_row.trailing_zeros());
@@ -109,7 +155,7 @@ pub(crate) fn stage_tile(
         let bytes = kb.selp(sixteen, 0u32, valid);
         let tok = kb.add(tok_c, src_row);
         let th = kb.mad_lo(tok, heads, h);
-        let at = kb.mad_wide(th, tile.cols * es, src_ch);
+        let at = kb.mad_wide(th, row_bytes, src_ch);
         let dst = tile.chunk_addr(kb, base, row, ch);
         kb.cp_async(
             CpAsyncCache::Cg,
@@ -118,6 +164,194 @@ pub(crate) fn stage_tile(
             Address::reg(at, 0),
             Some(bytes.into()),
         );
+    }
+}
+
+/// A lane's distance from the diagonal: `i + 16 − 2q` for its two accumulator rows i (row
+/// `d1` = i0 + g and `d1 + 8`), kept non-negative by the 16.
+struct Diagonal {
+    d_lo: Reg,
+    d_hi: Reg,
+}
+
+impl Diagonal {
+    fn new(kb: &mut KernelBuilder, d1: Reg, q2: Reg) -> Self {
+        let d2 = kb.add(d1, 16u32);
+        let d_lo = kb.sub(d2, q2);
+        let d_hi = kb.add(d_lo, 8u32);
+        Diagonal { d_lo, d_hi }
+    }
+
+    /// `S[i][j] ← (i ≥ j) ? γ^(i−j) S[i][j] : 0` over a 16-row score tile whose columns start
+    /// at chunk column `col0`: element e of fragment nt is column j = col0 + 8nt + 2q + (e&1)
+    /// of row i = d1 + 8(e>>1), so i − j = diff − (16 + col0 + 8nt + (e&1)).
+    fn mask(
+        &self,
+        kb: &mut KernelBuilder,
+        sacc: &AccTileF32,
+        base: Reg,
+        decay: u32,
+        col0: u32,
+    ) -> AccTileF32 {
+        AccTileF32 {
+            frags: sacc
+                .frags
+                .iter()
+                .enumerate()
+                .map(|(nt, f)| {
+                    std::array::from_fn(|e| {
+                        let dv = if e < 2 { self.d_lo } else { self.d_hi };
+                        let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
+                        let causal = kb.setp(Cmp::Ge, dv, thr);
+                        let cl = kb.max(dv, thr);
+                        let cl4 = kb.shl(cl, 2u32);
+                        let at = kb.add(base, cl4);
+                        let dec = kb.ld(
+                            Space::Shared,
+                            Ty::F32,
+                            Address::reg(at, i64::from(decay) - i64::from(4 * thr)),
+                        );
+                        let val = kb.mul(f[e], dec);
+                        kb.selp(val, 0.0f32, causal)
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Longest chunk whose whole 16-row score strip a warp holds in registers; longer chunks
+/// build it 64 columns at a time ([`long_chunk_rows`]).
+pub const WHOLE_SCORE_TILE: u32 = 64;
+
+/// What the rows phase of a long chunk needs: tiles, per-lane addresses, and the shape.
+struct RowsCtx {
+    lay: TcLayout,
+    base: Reg,
+    pty: Ty,
+    ab: Ty,
+    lanes: LaneFragments,
+    /// Per row block rb of the warp: its first chunk row 16(w + rb·W) and q's lane rows.
+    row0: Vec<Reg>,
+    q_rows: Vec<Reg>,
+    k_rows: Reg,
+    v_rows: Reg,
+    rh_rows: Reg,
+    warp: Reg,
+    g: Reg,
+    q4: Reg,
+    q2: Reg,
+    scale: Reg,
+    kd: u32,
+    vs: u32,
+    ow: u32,
+    c: u32,
+    w_count: u32,
+}
+
+/// The rows phase of a chunk longer than [`WHOLE_SCORE_TILE`]: every warp owns C/(16W) row
+/// blocks of 16 rows, and for each builds `O = s (ξ ⊙ Q R̃ + Σ_J S̃_J V_J)` with the score
+/// strip `S_J = Q K_Jᵀ ⊙ D` made, masked and packed 64 columns (J) at a time; column blocks
+/// wholly above the diagonal are skipped (a warp-uniform branch).
+fn long_chunk_rows(kb: &mut KernelBuilder, x: &RowsCtx) {
+    let lay = &x.lay;
+    for (rb, (&i0, &q_rows)) in x.row0.iter().zip(&x.q_rows).enumerate() {
+        kb.comment(format!(
+            "row block {rb}: rows 16(w + {rb}W).., S built 64 columns at a time"
+        ));
+        let d1 = kb.add(i0, x.g);
+        let diag = Diagonal::new(kb, d1, x.q2);
+        let row4 = kb.shl(d1, 2u32);
+        let xi_at = kb.add(x.base, row4);
+        let xi_lo = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(xi_at, i64::from(lay.decay + 4)),
+        );
+        let xi_hi = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(xi_at, i64::from(lay.decay + 36)),
+        );
+        // Index of this warp's row block among the chunk's 16-row blocks.
+        let block = kb.add(x.warp, x.w_count * rb as u32);
+        for slice in 0..x.vs / x.ow {
+            let oacc = AccTileF32::zeros(kb, x.ow);
+            let pairs = |np: u32| (np as usize * 2, x.ow / 8 * slice + 2 * np);
+            for ks in 0..x.kd / 16 {
+                let qa = lay
+                    .q
+                    .ldmatrix_x4(kb, x.pty, false, q_rows, 0, 2 * ks, x.lanes.p1_x);
+                for np in 0..x.ow / 16 {
+                    let (nt, chunk) = pairs(np);
+                    let rf = lay.rh.ldmatrix_x4(
+                        kb,
+                        x.pty,
+                        true,
+                        x.rh_rows,
+                        16 * ks,
+                        chunk,
+                        x.lanes.p1_x,
+                    );
+                    oacc.mma(kb, x.ab, nt, qa, [rf[0], rf[1]]);
+                    oacc.mma(kb, x.ab, nt + 1, qa, [rf[2], rf[3]]);
+                }
+            }
+            oacc.scale_rows(kb, xi_lo, xi_hi);
+            for cb in 0..x.c / 64 {
+                // Columns 64cb.. lie wholly above the diagonal of rows 16·block.. when
+                // 16·block + 15 < 64cb.
+                let skip = (cb > 0).then(|| {
+                    let label = kb.label();
+                    let above = kb.setp(Cmp::Lt, block, 4 * cb);
+                    kb.bra_if(above, false, label);
+                    label
+                });
+                let sacc = AccTileF32::zeros(kb, 64);
+                for ks in 0..x.kd / 16 {
+                    let qa = lay
+                        .q
+                        .ldmatrix_x4(kb, x.pty, false, q_rows, 0, 2 * ks, x.lanes.p1_x);
+                    for np in 0..4 {
+                        let kf = lay.k.ldmatrix_x4(
+                            kb,
+                            x.pty,
+                            false,
+                            x.k_rows,
+                            64 * cb + 16 * np,
+                            2 * ks,
+                            x.lanes.p2_x,
+                        );
+                        sacc.mma(kb, x.ab, 2 * np as usize, qa, [kf[0], kf[1]]);
+                        sacc.mma(kb, x.ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
+                    }
+                }
+                let masked = diag.mask(kb, &sacc, x.base, lay.decay, 64 * cb);
+                let sa = masked.to_a_fragments(kb, x.ab);
+                for (ks, a) in sa.iter().enumerate() {
+                    for np in 0..x.ow / 16 {
+                        let (nt, chunk) = pairs(np);
+                        let vf = lay.v.ldmatrix_x4(
+                            kb,
+                            x.pty,
+                            true,
+                            x.v_rows,
+                            64 * cb + 16 * ks as u32,
+                            chunk,
+                            x.lanes.p1_x,
+                        );
+                        oacc.mma(kb, x.ab, nt, *a, [vf[0], vf[1]]);
+                        oacc.mma(kb, x.ab, nt + 1, *a, [vf[2], vf[3]]);
+                    }
+                }
+                if let Some(label) = skip {
+                    kb.place(label);
+                }
+            }
+            oacc.scale(kb, x.scale);
+            lay.o
+                .store_acc(kb, x.base, &oacc, x.ab, i0, x.g, x.q4, x.ow / 8 * slice);
+        }
     }
 }
 
@@ -138,7 +372,10 @@ fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<cra
 /// [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let (kd, vd) = (spec.k, spec.v);
+    let vs = value_slice(spec); // columns of V this CTA serves
     let c = spec.chunk.unwrap_or_default();
+    // Columns of O built at a time: 32 where K = 256 with C ≥ 64 leaves no registers for 64.
+    let ow = if kd == 256 && c >= 64 { 32 } else { 64 };
     let es = spec.dtype.size_bytes() as u32;
     let ab = match spec.dtype {
         Dtype::Bf16 => Ty::Bf16,
@@ -147,7 +384,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let pty = ab.packed().unwrap_or(Ty::F16x2);
     let w_count = warps(spec);
     let threads = 32 * w_count;
-    let lay = TcLayout::new(kd, vd, c);
+    let lay = TcLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
@@ -216,15 +453,22 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment(format!(
         "decay table gamma^d = 2^(d log2 gamma), d = 0..={c}, relative exponents only"
     ));
-    let in_table = kb.setp(Cmp::Le, t, c);
-    kb.guarded(in_table, false, |kb| {
-        let d = kb.cvt(Ty::F32, t, Some(Rounding::Rn));
-        let x = kb.mul(d, log2_gamma);
-        let gd = decay::emit_exp2(kb, x);
-        let t4 = kb.shl(t, 2u32);
-        let at = kb.add(base, t4);
-        kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), gd);
-    });
+    for round in 0..(c + 1).div_ceil(threads) {
+        let d_int = if round == 0 {
+            t
+        } else {
+            kb.add(t, round * threads)
+        };
+        let in_table = kb.setp(Cmp::Le, d_int, c);
+        kb.guarded(in_table, false, |kb| {
+            let d = kb.cvt(Ty::F32, d_int, Some(Rounding::Rn));
+            let x = kb.mul(d, log2_gamma);
+            let gd = decay::emit_exp2(kb, x);
+            let t4 = kb.shl(d_int, 2u32);
+            let at = kb.add(base, t4);
+            kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), gd);
+        });
+    }
 
     kb.comment("per-lane ldmatrix rows; warp w owns rows 16w.. of the chunk and of the state");
     let lanes = LaneFragments::new(&mut kb, lane);
@@ -239,11 +483,34 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment("R_w = H0[b,h] rows 16w.. (or 0), in mma accumulators; R~ = R rounded");
     let bh = kb.mad_lo(b, heads, h);
     let state_bytes = kb.mul_wide(bh, kd * vd * 4);
-    let racc = AccTileF32::zeros(&mut kb, vd);
+    // 16-row state slices per warp; slice j of warp w holds rows 16(w + j·W)..
+    let slices = (kd / 16 / w_count).max(1);
+    let raccs: Vec<AccTileF32> = (0..slices)
+        .map(|_| AccTileF32::zeros(&mut kb, vs))
+        .collect();
+    let slice_rows: Vec<Reg> = (0..slices)
+        .map(|j| {
+            if j == 0 {
+                i0
+            } else {
+                kb.add(i0, 16 * w_count * j)
+            }
+        })
+        .collect();
+    let slice_bytes = |j: usize| i64::from(16 * w_count * j as u32 * vd * 4);
     // Element (16w + g, 2q) of the state: the lane's first f32 pair.
     let my_row = kb.add(i0, g);
     let q2 = kb.shl(q4, 1u32);
-    let my_elem = kb.mad_lo(my_row, vd, q2);
+    // With V split over the grid's z axis, this CTA's columns start at vs·z.
+    let v_col0 = (vs < vd).then(|| {
+        let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+        kb.mul_lo(z, vs)
+    });
+    let my_col = match v_col0 {
+        Some(c0) => kb.add(q2, c0),
+        None => q2,
+    };
+    let my_elem = kb.mad_lo(my_row, vd, my_col);
     let my_elem_bytes = kb.mul_wide(my_elem, 4u32);
     let state_role = role(&mut kb, warp, kd / 16, w_count);
     let h0_raw = kb.ld_param(&p_h0);
@@ -253,19 +520,30 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let h0 = kb.global_ptr(&p_h0);
     let h0_bh = kb.add(h0, state_bytes);
     let h0_at = kb.add(h0_bh, my_elem_bytes);
-    for (nt, f) in racc.frags.iter().enumerate() {
-        for half in 0..2 {
-            let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4);
-            let x = kb.ld_vec(Space::Global, Ty::F32, 2, Address::reg(h0_at, off));
-            kb.assign(f[2 * half as usize], x[0]);
-            kb.assign(f[2 * half as usize + 1], x[1]);
+    for (j, racc) in raccs.iter().enumerate() {
+        for (nt, f) in racc.frags.iter().enumerate() {
+            for half in 0..2 {
+                let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4) + slice_bytes(j);
+                let x = kb.ld_vec(Space::Global, Ty::F32, 2, Address::reg(h0_at, off));
+                kb.assign(f[2 * half as usize], x[0]);
+                kb.assign(f[2 * half as usize + 1], x[1]);
+            }
         }
     }
     kb.place(no_h0);
     if let Some(seg) = &segment {
-        seg.fold_into_acc(&mut kb, spec, log2_gamma, bh, my_elem_bytes, &racc);
+        for (j, racc) in raccs.iter().enumerate() {
+            let at = if j == 0 {
+                my_elem_bytes
+            } else {
+                kb.add(my_elem_bytes, slice_bytes(j).cast_unsigned())
+            };
+            seg.fold_into_acc(&mut kb, spec, log2_gamma, bh, at, racc);
+        }
     }
-    lay.rh.store_acc(&mut kb, base, &racc, ab, i0, g, q4, 0);
+    for (racc, &r0) in raccs.iter().zip(&slice_rows) {
+        lay.rh.store_acc(&mut kb, base, racc, ab, r0, g, q4, 0);
+    }
     if let Some(skip) = state_role {
         kb.place(skip);
     }
@@ -275,11 +553,59 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let k = kb.global_ptr(&p_k);
     let v = kb.global_ptr(&p_v);
     let o = kb.global_ptr(&p_o);
-    let o_per_row = vd / 8;
+    // q, k, o and v as the tiles see them: v and o from this CTA's first column on.
+    let (v, o) = match v_col0 {
+        Some(c0) => {
+            let col_bytes = kb.mul_wide(c0, es);
+            (kb.add(v, col_bytes), kb.add(o, col_bytes))
+        }
+        None => (v, o),
+    };
+    let o_per_row = vs / 8;
     let o_ch = kb.and(t, o_per_row - 1);
     let o_row0 = kb.shr(t, o_per_row.trailing_zeros());
     let o_ch_bytes = kb.mul_wide(o_ch, 16u32);
     let o_ch_at = kb.add(o, o_ch_bytes);
+
+    // Long chunks: the first row of each of the warp's row blocks (none for short chunks).
+    let long_row0: Vec<Reg> = if c > WHOLE_SCORE_TILE {
+        (0..c / 16 / w_count)
+            .map(|rb| {
+                if rb == 0 {
+                    i0
+                } else {
+                    kb.add(i0, 16 * w_count * rb)
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rows_ctx = RowsCtx {
+        lay,
+        base,
+        pty,
+        ab,
+        lanes,
+        row0: long_row0.clone(),
+        q_rows: long_row0
+            .iter()
+            .map(|&r0| lay.q.lane_rows(&mut kb, base, r0, lanes.p1_row))
+            .collect(),
+        k_rows,
+        v_rows,
+        rh_rows,
+        warp,
+        g,
+        q4,
+        q2,
+        scale,
+        kd,
+        vs,
+        ow,
+        c,
+        w_count,
+    };
 
     kb.comment(format!("walk the sequence in chunks of {c}"));
     kb.for_range(0u32, seq_len, c, |kb, c0| {
@@ -288,106 +614,103 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         let tok_c = kb.add(tok0, c0);
 
         kb.comment("cp.async q, k, v rows of the chunk (rows >= L zero-filled)");
-        for (tile, src) in [(lay.q, q), (lay.k, k), (lay.v, v)] {
-            stage_tile(kb, tile, base, src, t, threads, es, tok_c, heads, h, len);
+        for (tile, src, row_elems) in [(lay.q, q, kd), (lay.k, k, kd), (lay.v, v, vd)] {
+            let rows = GlobalRows {
+                src,
+                row_bytes: row_elems * es,
+                tok_c,
+                heads,
+                h,
+                len,
+            };
+            stage_tile(kb, tile, base, t, threads, &rows);
         }
         kb.cp_async_commit();
         kb.cp_async_wait(0);
         kb.bar_sync(0);
 
-        kb.comment("rows 16w..: S = Q K^T on tensor cores");
-        let rows_role = role(kb, warp, c / 16, w_count);
-        let sacc = AccTileF32::zeros(kb, c);
-        for ks in 0..kd / 16 {
-            let qa = lay
-                .q
-                .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
-            for np in 0..c / 16 {
-                let kf = lay
-                    .k
-                    .ldmatrix_x4(kb, pty, false, k_rows, 16 * np, 2 * ks, lanes.p2_x);
-                sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
-                sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
-            }
-        }
-        kb.comment("S[i][j] = (i >= j) ? gamma^(i-j) S[i][j] : 0 (selp: stale rows cannot leak)");
-        // diff + 16 = i0 + g + 16 - 2q - 8nt - (e&1) + 8(e>>1), kept non-negative.
-        let d1 = kb.add(i0, g);
-        let d2 = kb.add(d1, 16u32);
-        let d_lo = kb.sub(d2, q2);
-        let d_hi = kb.add(d_lo, 8u32);
-        let masked = AccTileF32 {
-            frags: sacc
-                .frags
-                .iter()
-                .enumerate()
-                .map(|(nt, f)| {
-                    std::array::from_fn(|e| {
-                        let dv = if e < 2 { d_lo } else { d_hi };
-                        let thr = 16 + 8 * nt as u32 + (e as u32 & 1);
-                        let causal = kb.setp(Cmp::Ge, dv, thr);
-                        let cl = kb.max(dv, thr);
-                        let cl4 = kb.shl(cl, 2u32);
-                        let at = kb.add(base, cl4);
-                        let dec = kb.ld(
-                            Space::Shared,
-                            Ty::F32,
-                            Address::reg(at, i64::from(lay.decay) - i64::from(4 * thr)),
-                        );
-                        let val = kb.mul(f[e], dec);
-                        kb.selp(val, 0.0f32, causal)
-                    })
-                })
-                .collect(),
-        };
-        let sa = masked.to_a_fragments(kb, ab);
-        kb.comment("O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1), 64 columns at a time");
-        let row4 = kb.shl(d1, 2u32);
-        let xi_at = kb.add(base, row4);
-        let xi_lo = kb.ld(
-            Space::Shared,
-            Ty::F32,
-            Address::reg(xi_at, i64::from(lay.decay + 4)),
-        );
-        let xi_hi = kb.ld(
-            Space::Shared,
-            Ty::F32,
-            Address::reg(xi_at, i64::from(lay.decay + 36)),
-        );
-        // S is packed before any O accumulator is live, and O is built 64 columns at a time,
-        // so at most S~ (16), one O slice (32) and the state (V/2) are live together.
-        for slice in 0..vd / 64 {
-            let oacc = AccTileF32::zeros(kb, 64);
-            let pairs = |np: u32| (np as usize * 2, 8 * slice + 2 * np);
+        if c > WHOLE_SCORE_TILE {
+            long_chunk_rows(kb, &rows_ctx);
+        } else {
+            kb.comment("rows 16w..: S = Q K^T on tensor cores");
+            let rows_role = role(kb, warp, c / 16, w_count);
+            let sacc = AccTileF32::zeros(kb, c);
             for ks in 0..kd / 16 {
                 let qa = lay
                     .q
                     .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
-                for np in 0..4 {
-                    let (nt, chunk) = pairs(np);
-                    let rf = lay
-                        .rh
-                        .ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, chunk, lanes.p1_x);
-                    oacc.mma(kb, ab, nt, qa, [rf[0], rf[1]]);
-                    oacc.mma(kb, ab, nt + 1, qa, [rf[2], rf[3]]);
+                for np in 0..c / 16 {
+                    let kf = lay
+                        .k
+                        .ldmatrix_x4(kb, pty, false, k_rows, 16 * np, 2 * ks, lanes.p2_x);
+                    sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
+                    sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
                 }
             }
-            oacc.scale_rows(kb, xi_lo, xi_hi);
-            for (ks, a) in sa.iter().enumerate() {
-                for np in 0..4 {
-                    let (nt, chunk) = pairs(np);
-                    let vf =
-                        lay.v
-                            .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks as u32, chunk, lanes.p1_x);
-                    oacc.mma(kb, ab, nt, *a, [vf[0], vf[1]]);
-                    oacc.mma(kb, ab, nt + 1, *a, [vf[2], vf[3]]);
+            kb.comment(
+                "S[i][j] = (i >= j) ? gamma^(i-j) S[i][j] : 0 (selp: stale rows cannot leak)",
+            );
+            let d1 = kb.add(i0, g);
+            let diag = Diagonal::new(kb, d1, q2);
+            let masked = diag.mask(kb, &sacc, base, lay.decay, 0);
+            let sa = masked.to_a_fragments(kb, ab);
+            kb.comment(format!(
+                "O = s (xi . Q R~ + S~ V), xi_i = gamma^(i+1), {ow} columns at a time"
+            ));
+            let row4 = kb.shl(d1, 2u32);
+            let xi_at = kb.add(base, row4);
+            let xi_lo = kb.ld(
+                Space::Shared,
+                Ty::F32,
+                Address::reg(xi_at, i64::from(lay.decay + 4)),
+            );
+            let xi_hi = kb.ld(
+                Space::Shared,
+                Ty::F32,
+                Address::reg(xi_at, i64::from(lay.decay + 36)),
+            );
+            // S is packed before any O accumulator is live, and O is built `ow` columns at a time,
+            // so at most S~ (C/4), one O slice (ow/2) and the state (V/2 per slice) are live.
+            for slice in 0..vs / ow {
+                let oacc = AccTileF32::zeros(kb, ow);
+                let pairs = |np: u32| (np as usize * 2, ow / 8 * slice + 2 * np);
+                for ks in 0..kd / 16 {
+                    let qa = lay
+                        .q
+                        .ldmatrix_x4(kb, pty, false, q_rows, 0, 2 * ks, lanes.p1_x);
+                    for np in 0..ow / 16 {
+                        let (nt, chunk) = pairs(np);
+                        let rf =
+                            lay.rh
+                                .ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, chunk, lanes.p1_x);
+                        oacc.mma(kb, ab, nt, qa, [rf[0], rf[1]]);
+                        oacc.mma(kb, ab, nt + 1, qa, [rf[2], rf[3]]);
+                    }
                 }
+                oacc.scale_rows(kb, xi_lo, xi_hi);
+                for (ks, a) in sa.iter().enumerate() {
+                    for np in 0..ow / 16 {
+                        let (nt, chunk) = pairs(np);
+                        let vf = lay.v.ldmatrix_x4(
+                            kb,
+                            pty,
+                            true,
+                            v_rows,
+                            16 * ks as u32,
+                            chunk,
+                            lanes.p1_x,
+                        );
+                        oacc.mma(kb, ab, nt, *a, [vf[0], vf[1]]);
+                        oacc.mma(kb, ab, nt + 1, *a, [vf[2], vf[3]]);
+                    }
+                }
+                oacc.scale(kb, scale);
+                lay.o
+                    .store_acc(kb, base, &oacc, ab, i0, g, q4, ow / 8 * slice);
             }
-            oacc.scale(kb, scale);
-            lay.o.store_acc(kb, base, &oacc, ab, i0, g, q4, 8 * slice);
-        }
-        if let Some(skip) = rows_role {
-            kb.place(skip);
+            if let Some(skip) = rows_role {
+                kb.place(skip);
+            }
         }
 
         kb.comment("state rows 16w..: R <- gamma^L R + (K^T . zeta) V, zeta_j = gamma^(L-1-j)");
@@ -399,13 +722,15 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             Address::reg(gl_at, i64::from(lay.decay)),
         );
         let state_role = role(kb, warp, kd / 16, w_count);
-        racc.scale(kb, g_len);
+        for racc in &raccs {
+            racc.scale(kb, g_len);
+        }
         // zeta index + C = L + C - 1 - j, j = 16 ks + 2q + e: clamped to C (γ^0) past L,
         // where the zero-filled k and v rows make the term vanish anyway.
         let z1 = kb.add(len, c - 1);
         let z_base = kb.sub(z1, q2);
         for ks in 0..c / 16 {
-            let ka = lay
+            let ka0 = lay
                 .k
                 .ldmatrix_x4(kb, pty, true, k_rows, 16 * ks, k_chunk, lanes.p2_x);
             let zeta: Vec<Reg> = [0u32, 1, 8, 9]
@@ -422,22 +747,32 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                     )
                 })
                 .collect();
-            // K^T . zeta as head + tail 16-bit fragments: the f32 decay is not rounded away.
-            let split = [
-                scale_pair_split(kb, ka[0], zeta[0], zeta[1]),
-                scale_pair_split(kb, ka[1], zeta[0], zeta[1]),
-                scale_pair_split(kb, ka[2], zeta[2], zeta[3]),
-                scale_pair_split(kb, ka[3], zeta[2], zeta[3]),
-            ];
-            let head = split.map(|p| p.0);
-            let tail = split.map(|p| p.1);
-            for np in 0..vd / 16 {
-                let vf = lay
-                    .v
-                    .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks, 2 * np, lanes.p1_x);
-                for kz in [head, tail] {
-                    racc.mma(kb, ab, 2 * np as usize, kz, [vf[0], vf[1]]);
-                    racc.mma(kb, ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
+            for (j, racc) in raccs.iter().enumerate() {
+                // Slice j's rows of K^T: columns 16(w + jW).. of the k tile.
+                let ka = if j == 0 {
+                    ka0
+                } else {
+                    let kc = kb.add(k_chunk, 2 * w_count * j as u32);
+                    lay.k
+                        .ldmatrix_x4(kb, pty, true, k_rows, 16 * ks, kc, lanes.p2_x)
+                };
+                // K^T . zeta as head + tail 16-bit fragments: the f32 decay is not rounded away.
+                let split = [
+                    scale_pair_split(kb, ka[0], zeta[0], zeta[1]),
+                    scale_pair_split(kb, ka[1], zeta[0], zeta[1]),
+                    scale_pair_split(kb, ka[2], zeta[2], zeta[3]),
+                    scale_pair_split(kb, ka[3], zeta[2], zeta[3]),
+                ];
+                let head = split.map(|p| p.0);
+                let tail = split.map(|p| p.1);
+                for np in 0..vs / 16 {
+                    let vf = lay
+                        .v
+                        .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks, 2 * np, lanes.p1_x);
+                    for kz in [head, tail] {
+                        racc.mma(kb, ab, 2 * np as usize, kz, [vf[0], vf[1]]);
+                        racc.mma(kb, ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
+                    }
                 }
             }
         }
@@ -448,7 +783,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
         kb.comment("R~ <- R rounded; o rows < L leave as whole 16-byte pieces");
         let state_role = role(kb, warp, kd / 16, w_count);
-        lay.rh.store_acc(kb, base, &racc, ab, i0, g, q4, 0);
+        for (racc, &r0) in raccs.iter().zip(&slice_rows) {
+            lay.rh.store_acc(kb, base, racc, ab, r0, g, q4, 0);
+        }
         if let Some(skip) = state_role {
             kb.place(skip);
         }
@@ -483,16 +820,18 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let ht = kb.global_ptr(&p_ht);
     let ht_bh = kb.add(ht, state_bytes);
     let ht_at = kb.add(ht_bh, my_elem_bytes);
-    for (nt, f) in racc.frags.iter().enumerate() {
-        for half in 0..2u32 {
-            let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4);
-            let i = 2 * half as usize;
-            kb.st_vec(
-                Space::Global,
-                Ty::F32,
-                Address::reg(ht_at, off),
-                &[f[i].into(), f[i + 1].into()],
-            );
+    for (j, racc) in raccs.iter().enumerate() {
+        for (nt, f) in racc.frags.iter().enumerate() {
+            for half in 0..2u32 {
+                let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4) + slice_bytes(j);
+                let i = 2 * half as usize;
+                kb.st_vec(
+                    Space::Global,
+                    Ty::F32,
+                    Address::reg(ht_at, off),
+                    &[f[i].into(), f[i + 1].into()],
+                );
+            }
         }
     }
     kb.place(done);

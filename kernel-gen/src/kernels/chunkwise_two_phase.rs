@@ -32,6 +32,43 @@ use crate::dsl::{
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
 
+/// The shapes both phases are built and proven for: C ∈ {32, 64} (f32: chunks shared memory
+/// holds whole, not the blocked FMA path); on tensor cores (16-bit)
+/// K, V ≤ 128 except K = V = 128 with C = 64 (the shapes whose one-pass kernel keeps all of V
+/// and one state slice per warp in one CTA). Longer chunks, K = 256 and V ≥ 256 on tensor
+/// cores split V or the state across CTAs or warps in ways the segment hooks do not follow
+/// yet, so those specs are refused rather than emitted.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] naming the field outside the envelope.
+pub fn check_envelope(spec: &KernelSpec) -> Result<(), GenError> {
+    let c = spec.chunk.unwrap_or_default();
+    if !matches!(c, 32 | 64) {
+        return Err(super::unsupported(
+            "chunk",
+            c,
+            "the two-phase forward serves C in {32, 64}",
+        ));
+    }
+    let sixteen_bit = spec.dtype != retention_core::Dtype::F32;
+    if sixteen_bit && (spec.k > 128 || spec.v > 128 || (spec.k == 128 && spec.v == 128 && c == 64))
+    {
+        return Err(super::unsupported(
+            "head dims",
+            format!("K={} V={} C={c}", spec.k, spec.v),
+            "the two-phase tensor-core path serves K, V <= 128 (not K = V = 128 with C = 64)",
+        ));
+    }
+    if !sixteen_bit && chunkwise::fma_tiling(spec).0 < c {
+        return Err(super::unsupported(
+            "head dims",
+            format!("K={} V={} C={c}", spec.k, spec.v),
+            "the two-phase FMA path serves chunks that fit shared memory whole",
+        ));
+    }
+    Ok(())
+}
+
 /// A phase-2 CTA's segment, as registers the chunkwise generators' hooks use.
 pub(crate) struct Segment {
     /// s, the segment index.

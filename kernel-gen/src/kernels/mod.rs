@@ -8,6 +8,7 @@ pub mod chunk_states;
 pub mod chunk_states_tc;
 pub mod chunkwise;
 pub mod chunkwise_fma;
+pub mod chunkwise_fma_blocked;
 pub mod chunkwise_tc;
 pub mod chunkwise_two_phase;
 pub mod decay;
