@@ -30,6 +30,28 @@ fn kernels() -> &'static KernelMap {
     KERNELS.get_or_init(KernelMap::default)
 }
 
+/// What loading catalog kernels into CUDA devices has cost this process so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CudaLoadStats {
+    /// Kernels loaded (per device: a kernel loaded on two GPUs counts twice).
+    pub kernels: usize,
+    /// Seconds the driver spent loading (JIT-compiling) their PTX.
+    pub load_seconds: f64,
+}
+
+fn load_stats() -> &'static Mutex<CudaLoadStats> {
+    static STATS: OnceLock<Mutex<CudaLoadStats>> = OnceLock::new();
+    STATS.get_or_init(Mutex::default)
+}
+
+/// Kernels loaded into CUDA devices so far and the driver's load time; generation time is
+/// [`ModuleCache::stats`]'s.
+pub fn cuda_load_stats() -> CudaLoadStats {
+    *load_stats()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn backends() -> &'static Mutex<HashMap<usize, CudaTarget>> {
     static BACKENDS: OnceLock<Mutex<HashMap<usize, CudaTarget>>> = OnceLock::new();
     BACKENDS.get_or_init(Mutex::default)
@@ -110,7 +132,17 @@ impl CudaTarget {
         };
         slot.get_or_init(|| {
             let module = ModuleCache::global().get(spec)?;
-            self.backend.load_module(&module.ptx)?.kernel(&module.entry)
+            let t0 = std::time::Instant::now();
+            let kernel = self
+                .backend
+                .load_module(&module.ptx)?
+                .kernel(&module.entry)?;
+            let mut stats = load_stats()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            stats.kernels += 1;
+            stats.load_seconds += t0.elapsed().as_secs_f64();
+            Ok(kernel)
         })
         .clone()
     }
@@ -270,5 +302,43 @@ impl Staged {
             }
         }
         stream.synchronize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernel_gen::GammaSet;
+    use retention_core::Dtype;
+
+    #[test]
+    fn the_ptx_arch_follows_the_compute_capability() {
+        assert_eq!(arch_for_capability((9, 0)).unwrap(), Arch::Sm90);
+        assert_eq!(arch_for_capability((10, 0)).unwrap(), Arch::Sm90);
+        assert_eq!(arch_for_capability((8, 0)).unwrap(), Arch::Sm80);
+        assert_eq!(arch_for_capability((8, 9)).unwrap(), Arch::Sm80);
+        assert!(matches!(
+            arch_for_capability((7, 5)),
+            Err(RetentionError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn a_kernel_is_loaded_once_per_device_and_counted() {
+        let target = match CudaTarget::open(0) {
+            Ok(t) => t,
+            Err(e) => {
+                assert!(matches!(e, RetentionError::NoDevice(_)), "{e}");
+                assert_eq!(cuda_load_stats(), CudaLoadStats::default());
+                return;
+            }
+        };
+        let spec = KernelSpec::decode(64, 64, GammaSet::Runtime, Dtype::Bf16, target.arch());
+        let before = cuda_load_stats();
+        target.kernel(&spec).unwrap();
+        target.kernel(&spec).unwrap();
+        let after = cuda_load_stats();
+        assert!(after.kernels - before.kernels <= 1);
+        assert!(after.load_seconds >= before.load_seconds);
     }
 }
