@@ -9,114 +9,23 @@
 //! FMA path) on the narrow heads (K·V ≤ 64·128: every C, both V slices) with one lighter
 //! batch; `RETENTION_FULL_SWEEP=1` emulates every varlen variant on both batches.
 
-mod common;
+use kernel_gen::emu::Module;
+use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx};
+use retention_core::Dtype;
+use retention_runtime::catalog_check::varlen;
 
-use common::{emu_dtype, gammas_for, input_buffer, log2_gamma_buffer, output_values};
-use kernel_gen::emu::{Buffer, Launch, Module, Param};
-use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry};
-use retention_core::{CuSeqlens, Dtype, HostTensor, SplitMix64};
-use retention_kernels::reference::{self, RetentionParams};
-
-const SCALE: f64 = 0.31;
-
-fn tensor(shape: Vec<usize>, data: &[f64]) -> HostTensor<f64> {
-    HostTensor::new(shape, data.to_vec()).unwrap()
-}
-
-/// Run one packed batch of sequences with `lengths` and compare with the reference.
+/// Run one packed batch through the runtime's varlen check and hold it to the tolerances.
 fn check_batch(spec: &KernelSpec, module: &Module, lengths: &[usize], with_h0: bool, seed: u64) {
-    let h = match spec.gammas {
-        GammaSet::Retnet { heads } => heads as usize,
-        GammaSet::Runtime => 3,
-    };
-    let (k, v) = (spec.k as usize, spec.v as usize);
-    let n = lengths.len();
-    let mut bounds = vec![0usize];
-    for l in lengths {
-        bounds.push(bounds.last().unwrap() + l);
-    }
-    let total = *bounds.last().unwrap();
-    let cu = CuSeqlens::new(bounds.clone(), total).unwrap();
-    let gammas = gammas_for(spec.gammas, h);
-    let params = RetentionParams::new(gammas.clone(), Some(SCALE));
-    let mut rng = SplitMix64::new(seed);
-    let round = |xs: Vec<f64>| {
-        xs.into_iter()
-            .map(|x| spec.dtype.round(x))
-            .collect::<Vec<_>>()
-    };
-    let q = round(rng.vec(total * h * k));
-    let kk = round(rng.vec(total * h * k));
-    let vv = round(rng.vec(total * h * v));
-    let h0: Vec<f64> = rng
-        .vec(n * h * k * v)
-        .into_iter()
-        .map(|x| f64::from(x as f32))
-        .collect();
-    let h0_tensor = tensor(vec![n, h, k, v], &h0);
-    let (want_o, want_ht) = reference::chunkwise_varlen(
-        &tensor(vec![1, total, h, k], &q),
-        &tensor(vec![1, total, h, k], &kk),
-        &tensor(vec![1, total, h, v], &vv),
-        &cu,
-        &params,
-        spec.chunk.unwrap() as usize,
-        with_h0.then_some(&h0_tensor),
-    )
-    .unwrap();
-
-    let geometry = launch_geometry(spec, n as u32, h as u32).unwrap();
-    let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
-        .dynamic_shared(geometry.dynamic_smem_bytes)
-        .arg(Param::Buffer(input_buffer(spec.dtype, &q)))
-        .arg(Param::Buffer(input_buffer(spec.dtype, &kk)))
-        .arg(Param::Buffer(input_buffer(spec.dtype, &vv)))
-        .arg(Param::Buffer(
-            Buffer::zeros(emu_dtype(spec.dtype), total * h * v).output(),
-        ))
-        .arg(if with_h0 {
-            Param::Buffer(Buffer::from_f32(
-                &h0.iter().map(|&x| x as f32).collect::<Vec<_>>(),
-            ))
-        } else {
-            Param::U64(0)
-        })
-        .arg(Param::Buffer(
-            Buffer::zeros(emu_dtype(Dtype::F32), n * h * k * v).output(),
-        ))
-        .arg(Param::Buffer(Buffer::from_u32(
-            &bounds.iter().map(|&b| b as u32).collect::<Vec<_>>(),
-        )))
-        .arg(Param::F32(SCALE as f32));
-    if spec.gammas == GammaSet::Runtime {
-        launch = launch
-            .arg(Param::U32(h as u32))
-            .arg(Param::Buffer(log2_gamma_buffer(&gammas)));
-    }
     let what = format!("{} lengths {lengths:?} h0 {with_h0}", spec.slug());
-    module
-        .launch(&mut launch)
+    let check = varlen::check_batch(spec, module, lengths, with_h0, seed)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let got = output_values(spec.dtype, launch.buffer(3).unwrap());
-    match spec.dtype {
-        Dtype::F32 => {
-            let err = reference::max_rel_diff(&got, want_o.data());
-            assert!(err <= 1e-5, "{what}: o max rel diff {err:e}");
-        }
-        Dtype::F16 | Dtype::Bf16 => {
-            let err = reference::rel_rmse(&got, want_o.data());
-            assert!(err <= 5e-3, "{what}: o rel RMSE {err:e}");
-        }
-    }
-    let got_ht: Vec<f64> = launch
-        .buffer(5)
-        .unwrap()
-        .to_f32()
-        .into_iter()
-        .map(f64::from)
-        .collect();
-    let err = reference::max_rel_diff(&got_ht, want_ht.data());
-    assert!(err <= 1e-5, "{what}: H_T max rel diff {err:e}");
+    let tol = if spec.dtype == Dtype::F32 { 1e-5 } else { 5e-3 };
+    assert!(check.o_error <= tol, "{what}: o error {:e}", check.o_error);
+    assert!(
+        check.state_error <= 1e-5,
+        "{what}: H_T max rel diff {:e}",
+        check.state_error
+    );
 }
 
 /// Chunks from this length on are sampled lightly in CI (see the module doc).

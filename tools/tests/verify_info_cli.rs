@@ -51,6 +51,11 @@ fn verify_emulates_parallel_specs_within_tolerance() {
 }
 
 #[test]
+fn verify_emulates_varlen_specs_within_tolerance() {
+    verify_slice("chunkwise_varlen_k64_v64_c32_runtime_", 3);
+}
+
+#[test]
 fn verify_emulates_both_two_phase_ops_within_tolerance() {
     verify_slice("chunk_states_k64_v64_c32_runtime_", 3);
     verify_slice("chunkwise_segmented_k64_v64_c32_runtime_", 3);

@@ -9,5 +9,6 @@ pub mod decode;
 pub mod io;
 pub mod parallel;
 pub mod two_phase;
+pub mod varlen;
 
 pub use io::EmuCheck;

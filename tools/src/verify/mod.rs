@@ -20,6 +20,7 @@ use crate::progress;
 use retention_runtime::catalog_check::{
     EmuCheck, attention as emulate_attention, chunkwise as emulate_chunkwise,
     decode as emulate_decode, parallel as emulate_parallel, two_phase as emulate_two_phase,
+    varlen as emulate_varlen,
 };
 use row::{Row, Status};
 
@@ -74,6 +75,8 @@ enum Checker {
     Decode,
     /// `catalog_check::chunkwise`.
     Chunkwise,
+    /// `catalog_check::varlen`.
+    Varlen,
     /// `catalog_check::parallel`.
     Parallel,
     /// `catalog_check::two_phase` (either phase: the check runs both).
@@ -90,6 +93,8 @@ impl Checker {
             Some(Checker::Decode)
         } else if op == KernelOp::Chunkwise {
             Some(Checker::Chunkwise)
+        } else if op == KernelOp::ChunkwiseVarlen {
+            Some(Checker::Varlen)
         } else if op == KernelOp::Parallel {
             Some(Checker::Parallel)
         } else if op == KernelOp::ChunkStates || op == KernelOp::ChunkwiseSegmented {
@@ -106,6 +111,7 @@ impl Checker {
         match self {
             Checker::Decode => (emulate_decode::cost(spec), DECODE_BUDGET),
             Checker::Chunkwise => (emulate_chunkwise::cost(spec), CHUNKWISE_BUDGET),
+            Checker::Varlen => (emulate_varlen::cost(spec), CHUNKWISE_BUDGET),
             Checker::Parallel => (emulate_parallel::cost(spec), PARALLEL_BUDGET),
             Checker::TwoPhase => (emulate_two_phase::cost(spec), CHUNKWISE_BUDGET),
             Checker::Attention => (emulate_attention::cost(spec), ATTENTION_BUDGET),
@@ -116,6 +122,7 @@ impl Checker {
     fn launch_size(self, spec: &KernelSpec) -> (usize, usize) {
         match self {
             Checker::Decode => emulate_decode::problem_size(spec),
+            Checker::Varlen => emulate_varlen::problem_size(spec),
             Checker::Chunkwise => {
                 let (b, h, _) = emulate_chunkwise::problem_size(spec);
                 (b, h)
@@ -142,6 +149,7 @@ impl Checker {
         match self {
             Checker::Decode => emulate_decode::check(spec, module, seed),
             Checker::Chunkwise => emulate_chunkwise::check(spec, module, seed),
+            Checker::Varlen => emulate_varlen::check(spec, module, seed),
             Checker::Parallel => emulate_parallel::check(spec, module, seed),
             Checker::TwoPhase => emulate_two_phase::check(spec, module, seed),
             Checker::Attention => emulate_attention::check(spec, module, seed),
