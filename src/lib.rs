@@ -3,7 +3,7 @@
 //! This is the facade users depend on. [`Retention`] runs the three forms of retention —
 //! parallel, recurrent and chunkwise — on a [`Device`]; [`StatePool`] keeps the recurrent
 //! state of every sequence being served (the RetNet counterpart of a KV cache) and decodes
-//! batches whose rows belong to arbitrary sequences. [`reference`] is the f64 oracle every
+//! batches whose rows belong to arbitrary sequences. [`reference`](mod@reference) is the f64 oracle every
 //! implementation is checked against.
 //!
 //! ```

@@ -1,4 +1,4 @@
-//! `retention-kernels`: every retention op three ways — the f64 [`reference`] (the oracle all
+//! `retention-kernels`: every retention op three ways — the f64 [`reference`](mod@reference) (the oracle all
 //! other implementations are checked against), the fast CPU kernels, and the GPU images
 //! (PTX from `kernel-gen`).
 //!

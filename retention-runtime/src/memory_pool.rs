@@ -19,7 +19,7 @@ use crate::device::Device;
 const MIN_CLASS: usize = 256;
 
 /// The size class serving a request of `bytes`: the next multiple of a quarter of the
-/// largest power of two not above it (so waste is below 25%), at least [`MIN_CLASS`].
+/// largest power of two not above it (so waste is below 25%), at least `MIN_CLASS` (256 bytes).
 pub fn size_class(bytes: usize) -> usize {
     if bytes <= MIN_CLASS {
         return MIN_CLASS;

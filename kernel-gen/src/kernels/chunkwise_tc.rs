@@ -221,7 +221,7 @@ impl Diagonal {
 }
 
 /// Longest chunk whose whole 16-row score strip a warp holds in registers; longer chunks
-/// build it 64 columns at a time ([`long_chunk_rows`]).
+/// build it 64 columns at a time (`long_chunk_rows`).
 pub const WHOLE_SCORE_TILE: u32 = 64;
 
 /// What the rows phase of a long chunk needs: tiles, per-lane addresses, and the shape.

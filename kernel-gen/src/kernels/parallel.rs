@@ -15,7 +15,7 @@
 //!
 //! The decay of element (r, c) of tile pair (i, j) depends only on d = r − c + B − 1, so each
 //! key tile gets one band table of 2B − 1 decays computed as 2^(n·log2 γ) by
-//! [`decay::emit_exp2`] on the *relative* exponent n = s·B + d − (B − 1) (an exact integer,
+//! [`super::decay::emit_exp2`] on the *relative* exponent n = s·B + d − (B − 1) (an exact integer,
 //! never negative where used; negative n is the causal mask and stores 0). Baked immediates
 //! give log2 γ for [`GammaSet::Retnet`], an f32 buffer for [`GammaSet::Runtime`].
 //!
