@@ -124,8 +124,8 @@ pub fn execute(_args: &InfoArgs) {
         println!("  {line}");
     }
     println!(
-        "  emulated: the PTX emulator (sm_80, sm_90), used by `retention verify` and \
-         `retention autotune --device emulated`"
+        "  emulated: the PTX emulator (sm_80, sm_90): `--device emulated` for run, bench and \
+         autotune (predicted times), and `retention verify`"
     );
     println!("{}", catalog_line());
     match ptxas::find_ptxas() {
