@@ -67,8 +67,8 @@ fn records_ptxas_figures_when_ptxas_is_found() {
         assert!(info.registers > 0 && !info.spills());
         assert_eq!(
             info.shared_bytes,
-            128 * 4 * 2 + 256 * 16,
-            "s_q + s_k + s_part"
+            128 * 4 * 2 + 256 * 16 + 32 * 4 + 8,
+            "s_q + s_k + s_part + s_v (a slice of W = 32 columns) + s_slot"
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();

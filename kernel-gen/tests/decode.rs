@@ -1,7 +1,8 @@
 //! Structure of the generated decode kernel: the memory-access plan and the baked decays.
 //! (Its numbers are proven against the f64 reference by running it in the PTX emulator.)
 
-use kernel_gen::{Arch, GammaSet, KernelSpec, emit_ptx};
+use kernel_gen::kernels::decode::value_slice;
+use kernel_gen::{Arch, GammaSet, KernelSpec, emit_ptx, launch_geometry};
 use retention_core::{Dtype, Gammas};
 
 fn count(ptx: &str, needle: &str) -> usize {
@@ -18,8 +19,13 @@ fn state_is_streamed_once_with_128_bit_accesses() {
         // everything else is 16-bit here, so no other v4.f32 access exists.
         assert_eq!(count(&ptx, "ld.global.v4.f32"), rows_per_step, "{s}");
         assert_eq!(count(&ptx, "st.global.v4.f32"), rows_per_step, "{s}");
-        // Steps x rows per step x row groups covers K exactly: every row once.
-        let row_groups = s.tile.threads * 4 / v;
+        // Steps x rows per step x row groups covers K exactly: every row once, for each of
+        // the V / W value slices on grid z.
+        let slice = value_slice(&s);
+        assert_eq!(slice, v.min(32.max(4096 / k)), "{s}");
+        let geo = launch_geometry(&s, 1, 8).unwrap();
+        assert_eq!(geo.grid, [1, 8, v / slice], "{s}");
+        let row_groups = s.tile.threads * 4 / slice;
         let steps = k / (row_groups * s.tile.rows_per_step);
         assert!(
             ptx.contains(&format!(
@@ -37,6 +43,9 @@ fn state_is_streamed_once_with_128_bit_accesses() {
             ".shared .align 16 .b8 s_part[{}];",
             s.tile.threads * 16
         )));
+        assert!(ptx.contains(&format!(".shared .align 16 .b8 s_v[{}];", slice * 4)));
+        // Split kernels read their slice index; an unsplit one stays grid (N, H, 1).
+        assert_eq!(ptx.contains("%ctaid.z"), slice < v, "{s}");
     }
 }
 
@@ -73,9 +82,14 @@ fn runtime_gamma_reads_log2_gamma_and_heads() {
     let s = KernelSpec::decode(64, 128, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
     let ptx = emit_ptx(&s).unwrap();
     assert!(ptx.contains("ld.param.u32 %r4, [p_heads];"), "{ptx}");
-    assert!(ptx.contains("ld.param.u64 %rd0, [p_log2_gamma];"), "{ptx}");
+    assert!(
+        ptx.lines()
+            .any(|l| l.contains("ld.param.u64") && l.contains("[p_log2_gamma];")),
+        "{ptx}"
+    );
     assert!(ptx.contains("mad.lo.u32 %r5, %r0, %r4, %r1;"), "{ptx}");
-    // f32 v is loaded with one v4 access too: rows_per_step state loads + 1.
+    // f32 v is loaded with one v4 access too (staged in shared memory): rows_per_step
+    // state loads + 1.
     assert_eq!(
         count(&ptx, "ld.global.v4.f32"),
         s.tile.rows_per_step as usize + 1

@@ -24,12 +24,19 @@
 //! The caller guarantees every slot index is inside the pool and that no two rows share a
 //! slot (both would race on one state); the runtime's `StatePool` checks this.
 //!
-//! Mapping ([`launch_geometry`]): one CTA per (row n, head h) — grid `(N, H, 1)`, block
-//! `(threads, 1, 1)`, no dynamic shared memory. Thread t owns the four state columns
-//! `4c..4c+4` (c = t mod V/4) of rows `r, r+R, r+2R, …` (r = t div V/4, R = 4·threads/V), so
-//! a warp touches consecutive 16-byte pieces of a row: every state element is read once and
-//! written once with coalesced `v4.f32` accesses. q·s and k are staged in shared memory as f32;
-//! the R partial outputs per column are summed through shared memory at the end.
+//! Mapping ([`launch_geometry`]): one CTA per (row n, head h, value slice z) — grid
+//! `(N, H, V/W)`, block `(threads, 1, 1)`, no dynamic shared memory. The slice width W is
+//! fixed per spec ([`value_slice`]). Columns of o only need their own columns of S, so CTA
+//! (n, h, z) owns state columns `zW..(z+1)W` of S and writes o's columns `zW..(z+1)W`: no
+//! cross-CTA reduction, and a small batch still fills the GPU (N = 1, H = 8, V = 512: 128
+//! CTAs instead of 8). Thread t owns the four state columns `zW + 4c..zW + 4c+4`
+//! (c = t mod W/4) of rows `r, r+R, r+2R, …` (r = t div W/4, R = 4·threads/W), so a warp
+//! touches consecutive 16-byte pieces of a row (at least 128 bytes): every state element is
+//! read once and written once with coalesced `v4.f32` accesses. q·s and k (K values each) are
+//! staged in shared memory as f32 by every slice's CTA (the only extra traffic of the split:
+//! (V/W − 1)·2K elements per row and head), the v slice once by the first row group, and the
+//! row's slot (and runtime log2 γ_h) once by thread 0; the R partial outputs per column are
+//! summed through shared memory at the end.
 //!
 //! The decay is 2^(log2 γ_h) computed by [`decay::emit_exp2`] (accurate near γ = 1): for a
 //! named gamma set log2 γ_h is an f32 immediate chosen per head, for runtime γ it is loaded,
@@ -46,6 +53,23 @@ use crate::{GenError, LaunchGeometry};
 
 const SUPPORTED_K: [u32; 3] = [64, 128, 256];
 const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
+/// Narrowest value slice: 32 f32 columns, one 128-byte line of a state row.
+const MIN_SLICE: u32 = 32;
+
+/// The value slice width W of `spec`: the columns of the state one CTA owns.
+///
+/// W = min(V, max(32, 4·threads·rows_per_step / K)): as narrow as possible (more CTAs for a
+/// small batch) while every thread still streams at least one full step of `rows_per_step`
+/// rows and a warp still covers whole 128-byte lines. Fixed per spec, so the PTX does not
+/// depend on the batch; the grid has V / W slices on z.
+pub fn value_slice(spec: &KernelSpec) -> u32 {
+    let t = spec.tile;
+    let one_step = 4u32
+        .saturating_mul(t.threads)
+        .saturating_mul(t.rows_per_step)
+        / spec.k.max(1);
+    one_step.max(MIN_SLICE).min(spec.v)
+}
 
 /// Check that this generator serves `spec`.
 ///
@@ -93,7 +117,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "a power of two in 64..=1024 with 4·threads >= V",
         ));
     }
-    let row_groups = t.threads * 4 / spec.v;
+    let row_groups = t.threads * 4 / value_slice(spec);
     if !matches!(t.rows_per_step, 1 | 2 | 4 | 8)
         || !spec.k.is_multiple_of(row_groups * t.rows_per_step)
     {
@@ -119,7 +143,7 @@ pub fn launch_geometry(
     validate(spec)?;
     super::check_grid(spec, rows, heads)?;
     Ok(LaunchGeometry {
-        grid: [rows, heads, 1],
+        grid: [rows, heads, spec.v / value_slice(spec)],
         block: [spec.tile.threads, 1, 1],
         dynamic_smem_bytes: 0,
     })
@@ -208,9 +232,10 @@ fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: Reg) -> Reg
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
     let (k_dim, v_dim) = (spec.k, spec.v);
+    let slice = value_slice(spec); // W: state columns of this CTA
     let threads = spec.tile.threads;
     let rows_per_step = spec.tile.rows_per_step;
-    let col_groups = v_dim / 4; // threads per state row
+    let col_groups = slice / 4; // threads per state row
     let row_groups = threads / col_groups; // R: rows processed side by side
     let steps = k_dim / (row_groups * rows_per_step);
     let esize = spec.dtype.size_bytes() as u32;
@@ -241,9 +266,17 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     let s_q: SharedRef = kb.shared_array("s_q", k_dim * 4, 16, "q*scale as f32 [K]");
     let s_k = kb.shared_array("s_k", k_dim * 4, 16, "k as f32 [K]");
-    let s_part = kb.shared_array("s_part", threads * 16, 16, "partial o as f32 [R, V]");
+    let s_part = kb.shared_array("s_part", threads * 16, 16, "partial o as f32 [R, W]");
+    let s_v = kb.shared_array("s_v", slice * 4, 16, "this slice of v as f32 [W]");
+    let s_slot = kb.shared_array("s_slot", 8, 4, "the row's slot and log2 gamma_h");
 
-    kb.comment("one CTA per (row n = ctaid.x, head h = ctaid.y)");
+    if slice == v_dim {
+        kb.comment("one CTA per (row n = ctaid.x, head h = ctaid.y)");
+    } else {
+        kb.comment(format!(
+            "one CTA per (row n = ctaid.x, head h = ctaid.y, columns {slice}z..{slice}z+{slice} with z = ctaid.z)"
+        ));
+    }
     let n = kb.sreg(Sreg::Ctaid(Axis::X));
     let h = kb.sreg(Sreg::Ctaid(Axis::Y));
     let t = kb.sreg(Sreg::Tid(Axis::X));
@@ -252,40 +285,31 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let past_end = kb.setp(Cmp::Ge, n, rows);
     kb.bra_if(past_end, false, done);
 
-    let (heads, log2_gamma): (Operand, Reg) = match (&runtime, &log2_gammas) {
-        (Some((p_heads, p_log2)), _) => {
-            let heads = kb.ld_param(p_heads);
-            let table = kb.global_ptr(p_log2);
-            let at = element_ptr(&mut kb, table, h, 4);
-            (
-                heads.into(),
-                kb.ld(Space::Global, Ty::F32, Address::reg(at, 0)),
-            )
-        }
-        (None, Some(l)) => {
-            kb.comment("log2 gamma_h: exact f32 immediates, one per head");
-            ((l.len() as u32).into(), select_log2_gamma(&mut kb, l, h))
-        }
+    let heads: Operand = match (&runtime, &log2_gammas) {
+        (Some((p_heads, _)), _) => kb.ld_param(p_heads).into(),
+        (None, Some(l)) => (l.len() as u32).into(),
         (None, None) => unreachable!("a gamma set is either named or runtime"),
     };
-    let gamma = decay::emit_exp2(&mut kb, log2_gamma);
 
-    kb.comment("row offsets: q,k at (n*H + h)*K, v,o at (n*H + h)*V, state at (slot*H + h)*K*V");
+    kb.comment("row offsets: q,k at (n*H + h)*K, v,o at (n*H + h)*V");
     let nh = kb.mad_lo(n, heads, h);
-    let slots = kb.global_ptr(&p_slots);
-    let slot_at = element_ptr(&mut kb, slots, n, 4);
-    let slot = kb.ld(Space::Global, Ty::U32, Address::reg(slot_at, 0));
-    let slot_h = kb.mad_lo(slot, heads, h);
-    let state = kb.global_ptr(&p_state);
-    let g_state = kb.mad_wide(slot_h, k_dim * v_dim * 4, state); // (K, V) f32 of this (slot, h)
     let q = kb.global_ptr(&p_q);
     let k = kb.global_ptr(&p_k);
     let v = kb.global_ptr(&p_v);
     let o = kb.global_ptr(&p_o);
     let g_q = kb.mad_wide(nh, k_dim * esize, q); // (K)
     let g_k = kb.mad_wide(nh, k_dim * esize, k); // (K)
-    let g_v = kb.mad_wide(nh, v_dim * esize, v); // (V)
-    let g_o = kb.mad_wide(nh, v_dim * esize, o); // (V)
+    let mut g_v = kb.mad_wide(nh, v_dim * esize, v); // (V)
+    let mut g_o = kb.mad_wide(nh, v_dim * esize, o); // (V)
+    let col0 = (slice != v_dim).then(|| {
+        kb.comment("this CTA's value slice: columns from z*W of v, o and the state rows");
+        let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+        kb.shl(z, slice.trailing_zeros())
+    });
+    if let Some(col0) = col0 {
+        g_v = element_ptr(&mut kb, g_v, col0, esize);
+        g_o = element_ptr(&mut kb, g_o, col0, esize);
+    }
 
     kb.comment("stage q*scale and k in shared memory as f32");
     let scale = kb.ld_param(&p_scale);
@@ -314,19 +338,71 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         }
     }
 
+    kb.comment("stage this slice of v as f32: the row groups share it (read once per CTA)");
+    let sv_addr = kb.shared_addr(&s_v);
+    let t16 = kb.shl(t, 4u32);
+    let stage_v = |kb: &mut KernelBuilder| {
+        let v_at = element_ptr(kb, g_v, t, 4 * esize);
+        let v4 = load4_f32(kb, spec.dtype, Address::reg(v_at, 0)); // v[4t..4t+4]
+        let v4: Vec<Operand> = v4.into_iter().map(Operand::from).collect();
+        let sv_t = kb.add(sv_addr, t16);
+        kb.st_vec(Space::Shared, Ty::F32, Address::reg(sv_t, 0), &v4);
+    };
+    if row_groups > 1 {
+        let first_group = kb.setp(Cmp::Lt, t, col_groups);
+        kb.guarded(first_group, false, stage_v);
+    } else {
+        stage_v(&mut kb);
+    }
+
+    kb.comment("thread 0 stages the row's slot (and log2 gamma_h) for the whole CTA");
+    let slot_addr = kb.shared_addr(&s_slot);
+    let thread0 = kb.setp(Cmp::Eq, t, 0u32);
+    kb.guarded(thread0, false, |kb| {
+        let slots = kb.global_ptr(&p_slots);
+        let slot_at = element_ptr(kb, slots, n, 4);
+        let slot = kb.ld(Space::Global, Ty::U32, Address::reg(slot_at, 0));
+        kb.st(Space::Shared, Address::reg(slot_addr, 0), slot);
+        if let Some((_, p_log2)) = &runtime {
+            let table = kb.global_ptr(p_log2);
+            let at = element_ptr(kb, table, h, 4);
+            let l = kb.ld(Space::Global, Ty::F32, Address::reg(at, 0));
+            kb.st(Space::Shared, Address::reg(slot_addr, 4), l);
+        }
+    });
+    kb.bar_sync(0);
+
+    let log2_gamma = match &log2_gammas {
+        None => kb.ld(Space::Shared, Ty::F32, Address::reg(slot_addr, 4)),
+        Some(l) => {
+            kb.comment("log2 gamma_h: exact f32 immediates, one per head");
+            select_log2_gamma(&mut kb, l, h)
+        }
+    };
+    let gamma = decay::emit_exp2(&mut kb, log2_gamma);
+
+    kb.comment("state of (slot, h) at (slot*H + h)*K*V");
+    let slot = kb.ld(Space::Shared, Ty::U32, Address::reg(slot_addr, 0));
+    let slot_h = kb.mad_lo(slot, heads, h);
+    let state = kb.global_ptr(&p_state);
+    let mut g_state = kb.mad_wide(slot_h, k_dim * v_dim * 4, state); // (K, V) f32 of this (slot, h)
+    if let Some(col0) = col0 {
+        g_state = element_ptr(&mut kb, g_state, col0, 4);
+    }
+
     kb.comment(format!("thread t owns columns 4c..4c+4 (c = t mod {col_groups}) of rows r + {row_groups}j (r = t div {col_groups})"));
     let c = kb.and(t, col_groups - 1);
     let r = kb.shr(t, col_groups.trailing_zeros());
     let c4 = kb.shl(c, 2u32);
-    let v_at = element_ptr(&mut kb, g_v, c4, esize);
-    let v4 = load4_f32(&mut kb, spec.dtype, Address::reg(v_at, 0)); // v[4c..4c+4]
+    let c16 = kb.shl(c, 4u32);
+    let sv_c = kb.add(sv_addr, c16);
+    let v4 = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(sv_c, 0)); // v[4c..4c+4]
     let first_elem = kb.mad_lo(r, v_dim, c4);
     let state_ptr = element_ptr(&mut kb, g_state, first_elem, 4);
     let r4 = kb.shl(r, 2u32);
     let sq_ptr = kb.add(sq_addr, r4);
     let sk_ptr = kb.add(sk_addr, r4);
     let acc: Vec<Reg> = (0..4).map(|_| kb.mov(Ty::F32, 0.0f32)).collect(); // o partial [4]
-    kb.bar_sync(0);
 
     kb.comment(format!(
         "stream the state: {steps} steps of {rows_per_step} rows, S <- gamma*S + k^T v, o += q*S"
@@ -381,14 +457,13 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     kb.comment("sum the partial outputs of the row groups: s_part[r][4c..4c+4] is at 16t");
     let part_addr = kb.shared_addr(&s_part);
-    let t16 = kb.shl(t, 4u32);
     let my_part = kb.add(part_addr, t16);
     let acc_ops: Vec<Operand> = acc.iter().map(|&a| a.into()).collect();
     kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_part, 0), &acc_ops);
     kb.bar_sync(0);
     let col_part = kb.add(part_addr, t_f32);
     let o_t = element_ptr(&mut kb, g_o, t, esize);
-    for first in (0..v_dim).step_by(threads as usize) {
+    for first in (0..slice).step_by(threads as usize) {
         let reduce = |kb: &mut KernelBuilder| {
             let col_off = i64::from(first * 4);
             let mut sum = kb.ld(Space::Shared, Ty::F32, Address::reg(col_part, col_off));
@@ -396,7 +471,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 let part = kb.ld(
                     Space::Shared,
                     Ty::F32,
-                    Address::reg(col_part, col_off + i64::from(g * v_dim * 4)),
+                    Address::reg(col_part, col_off + i64::from(g * slice * 4)),
                 );
                 sum = kb.add(sum, part);
             }
@@ -407,8 +482,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 sum,
             );
         };
-        if first + threads > v_dim {
-            let inside = kb.setp(Cmp::Lt, t, v_dim - first);
+        if first + threads > slice {
+            let inside = kb.setp(Cmp::Lt, t, slice - first);
             kb.guarded(inside, false, reduce);
         } else {
             reduce(&mut kb);
