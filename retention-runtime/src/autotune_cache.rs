@@ -267,6 +267,48 @@ pub fn gpu_chunkwise_candidates(
     shape.into_iter().filter(|s| s.gammas == wanted).collect()
 }
 
+/// What `retention autotune` times on a GPU for a shape bucket and the exact (H, K, V): the
+/// one-pass chunkwise candidates ([`gpu_chunkwise_candidates`]), then — for each chunk where
+/// the runtime's two-phase plan applies to (bucket batch, H, bucket T) — the two-phase
+/// forward, named by its `chunkwise_segmented` spec. The winner decides both the chunk and
+/// whether [`crate::Retention::chunkwise_tuned`] splits the sequence.
+pub fn gpu_tuning_candidates(
+    bucket: ShapeBucket,
+    (heads, dk, dv): (usize, usize, usize),
+    dtype: Dtype,
+    arch: Arch,
+) -> Vec<KernelSpec> {
+    let one_pass = gpu_chunkwise_candidates(heads, dk, dv, dtype, arch);
+    let shape = retention_core::RetentionShape::new(bucket.batch, bucket.seq_len, heads, dk, dv);
+    let mut all = one_pass.clone();
+    if let Ok(shape) = shape {
+        all.extend(
+            one_pass
+                .iter()
+                .filter_map(|s| crate::gpu_chunkwise::two_phase(s, &shape, arch))
+                .map(|plan| plan.segmented_spec),
+        );
+    }
+    all
+}
+
+/// The winning candidate for `key` in the cache file at `path`: its chunk and, for GPU
+/// entries, its kernel's name (a `chunkwise_segmented_…` kernel means the two-phase
+/// forward won).
+pub fn cached_winning_kernel(path: &Path, key: &TuneKey) -> Option<(usize, Option<String>)> {
+    let Loaded::Valid(file) = load(path) else {
+        return None;
+    };
+    let entry = file.lookup(key)?;
+    let kernel = entry
+        .candidates
+        .iter()
+        .filter(|c| c.chunk == entry.winner)
+        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+        .and_then(|c| c.kernel.clone());
+    Some((entry.winner, kernel))
+}
+
 /// The key of the catalog's chunkwise kernels on a GPU-like device: `device` is its name
 /// (`cuda:0`, `emulated:sm_80`), `hardware` the GPU's name (or the emulator's model), and
 /// the checksum covers the candidate specs and the kernel-gen version.

@@ -34,11 +34,21 @@ pub(crate) fn chunkwise_spec(
     spec.validate().ok().map(|()| spec)
 }
 
+/// Whether a chunkwise call may split the sequence into two phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TwoPhaseMode {
+    /// When [`prefer_two_phase`] says the split pays (few (row, head) pairs, long T).
+    Heuristic,
+    /// Never: the one-pass kernel (the autotuner found it faster here).
+    Off,
+}
+
 /// Run `spec` on `gpu` over q, k `[B,T,H,K]`, v `[B,T,H,V]` with optional `h0` `[B,H,K,V]`
 /// f32, writing H_T `[B,H,K,V]` into `ht`. Returns o `[B,T,H,V]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn chunkwise<T: Element>(
     gpu: &Gpu,
+    mode: TwoPhaseMode,
     spec: &KernelSpec,
     shape: &RetentionShape,
     gammas: &Gammas,
@@ -47,7 +57,7 @@ pub(crate) fn chunkwise<T: Element>(
     h0: Option<StateRef<'_>>,
     ht: StateRef<'_>,
 ) -> Result<HostTensor<T>> {
-    if let Some(plan) = two_phase(spec, shape, gpu.arch()) {
+    if let Some(plan) = two_phase(spec, shape, gpu.arch()).filter(|_| mode != TwoPhaseMode::Off) {
         return two_phase_chunkwise(gpu, &plan, shape, gammas, scale, (q, k, v), h0, ht);
     }
     let mut launch = chunkwise_launch(spec, shape, gammas, scale, (q, k, v))?;

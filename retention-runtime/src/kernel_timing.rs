@@ -7,7 +7,7 @@
 use half::{bf16, f16};
 use kernel_gen::emu::{Buffer, Launch, Param};
 use kernel_gen::kernels::attention_decode::plan as attention_plan;
-use kernel_gen::{Arch, KernelSpec, TwoPhasePlan, param_names};
+use kernel_gen::{Arch, KernelOp, KernelSpec, TwoPhasePlan, param_names};
 use retention_core::SplitMix64;
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
@@ -223,6 +223,21 @@ impl KernelTimer {
         gammas: &Gammas,
         shape: &RetentionShape,
     ) -> Result<KernelTime> {
+        if spec.op == KernelOp::ChunkwiseSegmented {
+            // The two-phase forward as the runtime would plan it for this shape.
+            let one_pass = KernelSpec {
+                op: KernelOp::Chunkwise,
+                ..*spec
+            };
+            let plan = two_phase(&one_pass, shape, self.arch()).ok_or_else(|| {
+                RetentionError::Unsupported {
+                    what: "two-phase forward for".into(),
+                    value: format!("B={} H={} T={}", shape.batch, shape.heads, shape.seq_len),
+                    reason: "the runtime would not split this problem".into(),
+                }
+            })?;
+            return self.two_phase(&plan, gammas, shape);
+        }
         let spec = *spec;
         let dtype = spec.dtype;
         let s = shape;

@@ -2,17 +2,18 @@
 
 use std::path::Path;
 
+use kernel_gen::KernelOp;
 use retention_core::{Dtype, HostTensor, Result, RetentionError, RetentionShape, validate_scale};
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
 
 use crate::autotune_cache::{
-    CACHE_FILE, DEFAULT_CHUNK, ShapeBucket, cache_dir, cached_winner, cpu_chunkwise_key,
-    emulated_hardware, gpu_chunkwise_candidates, gpu_chunkwise_key,
+    CACHE_FILE, DEFAULT_CHUNK, ShapeBucket, cache_dir, cached_winning_kernel, cpu_chunkwise_key,
+    emulated_hardware, gpu_chunkwise_key, gpu_tuning_candidates,
 };
 use crate::device::Device;
 use crate::gpu::{Gpu, StateRef};
-use crate::gpu_chunkwise;
+use crate::gpu_chunkwise::{self, TwoPhaseMode};
 use crate::gpu_decode::{self, DecodeProblem};
 use crate::gpu_parallel;
 use crate::memory_pool::MemoryPool;
@@ -95,6 +96,16 @@ impl Retention {
         chunk: usize,
         h0: Option<&HostTensor<f32>>,
     ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+        self.chunkwise_with(TwoPhaseMode::Heuristic, (q, k, v), chunk, h0)
+    }
+
+    fn chunkwise_with<T: CpuElement>(
+        &self,
+        mode: TwoPhaseMode,
+        (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+        chunk: usize,
+        h0: Option<&HostTensor<f32>>,
+    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
         let Some(gpu) = &self.gpu else {
             return cpu::chunkwise(q, k, v, &self.params, chunk, h0);
         };
@@ -116,6 +127,7 @@ impl Retention {
         let mut ht = vec![0.0; shape.batch * shape.heads * shape.dk * shape.dv];
         let o = gpu_chunkwise::chunkwise(
             gpu,
+            mode,
             &spec,
             &shape,
             gammas,
@@ -161,17 +173,22 @@ impl Retention {
     /// key names the device, its GPU (or the emulator's model) and the catalog candidates
     /// `retention autotune --device cuda|emulated` timed; on the CPU the CPU model.
     pub fn tuned_chunk_in(&self, path: &Path, shape: &RetentionShape, dtype: Dtype) -> usize {
+        self.tuned_in(path, shape, dtype).0
+    }
+
+    /// The tuned chunk and whether the two-phase forward won it (`None` without a tuning).
+    fn tuned_in(&self, path: &Path, shape: &RetentionShape, dtype: Dtype) -> (usize, Option<bool>) {
         let Some(bucket) =
             ShapeBucket::of(shape.batch, shape.seq_len, shape.heads, shape.dk, shape.dv)
         else {
-            return DEFAULT_CHUNK;
+            return (DEFAULT_CHUNK, None);
         };
         let key = match &self.gpu {
             None => cpu_chunkwise_key(bucket, dtype),
             Some(gpu) => {
                 let arch = gpu.arch();
-                let candidates =
-                    gpu_chunkwise_candidates(shape.heads, shape.dk, shape.dv, dtype, arch);
+                let dims = (shape.heads, shape.dk, shape.dv);
+                let candidates = gpu_tuning_candidates(bucket, dims, dtype, arch);
                 let hardware = match gpu {
                     Gpu::Cuda(target) => target.name().to_string(),
                     Gpu::Emulated(_) => emulated_hardware(arch),
@@ -186,10 +203,17 @@ impl Retention {
                 )
             }
         };
-        cached_winner(path, &key).unwrap_or(DEFAULT_CHUNK)
+        match cached_winning_kernel(path, &key) {
+            Some((chunk, kernel)) => (
+                chunk,
+                kernel.map(|k| k.starts_with(KernelOp::ChunkwiseSegmented.name())),
+            ),
+            None => (DEFAULT_CHUNK, None),
+        }
     }
 
-    /// [`Retention::chunkwise`] with the tuned chunk size ([`Retention::tuned_chunk`]).
+    /// [`Retention::chunkwise`] with the tuned chunk size ([`Retention::tuned_chunk`]); on a
+    /// GPU the tuning also decides between the one-pass and the two-phase forward.
     ///
     /// # Errors
     /// As [`Retention::chunkwise`].
@@ -200,9 +224,32 @@ impl Retention {
         v: &HostTensor<T>,
         h0: Option<&HostTensor<f32>>,
     ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+        match cache_dir() {
+            Some(dir) => self.chunkwise_tuned_in(&dir.join(CACHE_FILE), (q, k, v), h0),
+            None => self.chunkwise(q, k, v, DEFAULT_CHUNK, h0),
+        }
+    }
+
+    /// [`Retention::chunkwise_tuned`] reading the cache file at `path`.
+    ///
+    /// # Errors
+    /// As [`Retention::chunkwise`].
+    pub fn chunkwise_tuned_in<T: CpuElement>(
+        &self,
+        path: &Path,
+        (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+        h0: Option<&HostTensor<f32>>,
+    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
         let shape = shape_of(q, k, v, &self.params)?;
         let dtype = T::DTYPE.unwrap_or(Dtype::F32);
-        self.chunkwise(q, k, v, self.tuned_chunk(&shape, dtype), h0)
+        let (chunk, two_phase) = self.tuned_in(path, &shape, dtype);
+        // The one-pass kernel won: never split. The two-phase forward won, or no tuning:
+        // the runtime's plan (which the tuning timed) applies.
+        let mode = match two_phase {
+            Some(false) => TwoPhaseMode::Off,
+            Some(true) | None => TwoPhaseMode::Heuristic,
+        };
+        self.chunkwise_with(mode, (q, k, v), chunk, h0)
     }
 
     /// A state pool for serving `capacity` sequences of `layers` layers with this device and

@@ -335,6 +335,7 @@ impl StatePool {
         let run = |h0: StateRef<'_>, ht: StateRef<'_>| {
             gpu_chunkwise::chunkwise(
                 &gpu,
+                gpu_chunkwise::TwoPhaseMode::Heuristic,
                 &spec,
                 &shape,
                 &c.params.gammas,

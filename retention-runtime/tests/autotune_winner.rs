@@ -80,7 +80,7 @@ fn tuned_chunk_reads_the_cached_winner() {
 fn gpu_devices_read_the_winner_of_their_own_catalog_candidates() {
     use kernel_gen::Arch;
     use retention_runtime::autotune_cache::{
-        emulated_hardware, gpu_chunkwise_candidates, gpu_chunkwise_key,
+        emulated_hardware, gpu_chunkwise_key, gpu_tuning_candidates,
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(CACHE_FILE);
@@ -92,7 +92,7 @@ fn gpu_devices_read_the_winner_of_their_own_catalog_candidates() {
     .unwrap();
     let shape = RetentionShape::new(2, 700, 8, 64, 64).unwrap();
     let bucket = ShapeBucket::of(2, 1024, 8, 64, 64).unwrap();
-    let candidates = gpu_chunkwise_candidates(8, 64, 64, Dtype::Bf16, Arch::Sm80);
+    let candidates = gpu_tuning_candidates(bucket, (8, 64, 64), Dtype::Bf16, Arch::Sm80);
     assert!(candidates.len() >= 2, "{candidates:?}");
     let key = gpu_chunkwise_key(
         "emulated:sm_80",
@@ -131,4 +131,108 @@ fn gpu_devices_read_the_winner_of_their_own_catalog_candidates() {
         &candidates[..1],
     );
     assert_ne!(stale.checksum, key.checksum);
+}
+
+/// A GPU tuning entry whose winner is `kernel` (chunk `chunk`) for the shape's bucket.
+fn gpu_entry(shape: &RetentionShape, dtype: Dtype, chunk: usize, kernel: &str) -> CacheEntry {
+    use kernel_gen::Arch;
+    use retention_runtime::autotune_cache::{
+        emulated_hardware, gpu_chunkwise_key, gpu_tuning_candidates,
+    };
+    let bucket =
+        ShapeBucket::of(shape.batch, shape.seq_len, shape.heads, shape.dk, shape.dv).unwrap();
+    let dims = (shape.heads, shape.dk, shape.dv);
+    let candidates = gpu_tuning_candidates(bucket, dims, dtype, Arch::Sm80);
+    assert!(
+        candidates.iter().any(|s| s.slug() == kernel),
+        "{kernel} is not a candidate: {:?}",
+        candidates
+            .iter()
+            .map(kernel_gen::KernelSpec::slug)
+            .collect::<Vec<_>>()
+    );
+    let key = gpu_chunkwise_key(
+        "emulated:sm_80",
+        &emulated_hardware(Arch::Sm80),
+        Arch::Sm80,
+        bucket,
+        dtype,
+        &candidates,
+    );
+    CacheEntry {
+        key,
+        method: "test".into(),
+        candidates: vec![
+            CandidateTiming {
+                chunk,
+                seconds: 2e-6,
+                runs: 1,
+                kernel: Some(format!("other_{kernel}")),
+            },
+            CandidateTiming {
+                chunk,
+                seconds: 1e-6,
+                runs: 1,
+                kernel: Some(kernel.into()),
+            },
+        ],
+        winner: chunk,
+        measured_at_unix: 0,
+    }
+}
+
+#[test]
+fn the_tuning_decides_between_the_one_pass_and_the_two_phase_forward() {
+    use kernel_gen::{Arch, KernelOp};
+    use retention_kernels::reference;
+    // Two heads and 600 tokens: the runtime's plan splits this sequence, so the autotuner
+    // times the two-phase forward beside the one-pass kernel, and its verdict is obeyed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(CACHE_FILE);
+    let params = RetentionParams::new(Gammas::from_list(vec![0.9, 0.99]).unwrap(), None);
+    let ret = Retention::new(&Device::Emulated(Arch::Sm80), params.clone()).unwrap();
+    let shape = RetentionShape::new(1, 600, 2, 64, 64).unwrap();
+    let input = |seed: u64, d: usize| {
+        let mut rng = retention_core::SplitMix64::new(seed);
+        HostTensor::<f32>::from_f64(vec![1, 600, 2, d], &rng.vec(600 * 2 * d)).unwrap()
+    };
+    let (q, k, v) = (input(1, 64), input(2, 64), input(3, 64));
+    let (want, _) =
+        reference::chunkwise(&q.to_f64(), &k.to_f64(), &v.to_f64(), &params, 32, None).unwrap();
+    let ran_two_phase = |dtype: retention_core::Dtype| {
+        retention_runtime::ModuleCache::global()
+            .specs()
+            .iter()
+            .any(|s| s.op == KernelOp::ChunkStates && s.dtype == dtype && s.k == 64)
+    };
+    // The one-pass kernel won (f32): no split, although the heuristic alone would split.
+    let mut file = CacheFile::default();
+    file.insert(gpu_entry(
+        &shape,
+        Dtype::F32,
+        32,
+        "chunkwise_k64_v64_c32_runtime_f32_sm_80",
+    ));
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+    let (o, _) = ret.chunkwise_tuned_in(&path, (&q, &k, &v), None).unwrap();
+    assert!(reference::max_rel_diff(o.to_f64().data(), want.data()) <= 1e-5);
+    assert!(
+        !ran_two_phase(Dtype::F32),
+        "the one-pass winner was not obeyed"
+    );
+    // The two-phase forward won: it runs.
+    let mut file = CacheFile::default();
+    file.insert(gpu_entry(
+        &shape,
+        Dtype::F32,
+        32,
+        "chunkwise_segmented_k64_v64_c32_runtime_f32_sm_80",
+    ));
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+    let (o, _) = ret.chunkwise_tuned_in(&path, (&q, &k, &v), None).unwrap();
+    assert!(reference::max_rel_diff(o.to_f64().data(), want.data()) <= 1e-5);
+    assert!(
+        ran_two_phase(Dtype::F32),
+        "the two-phase winner was not obeyed"
+    );
 }

@@ -274,3 +274,43 @@ fn emulated_tuning_ranks_catalog_kernels_by_predicted_time_and_caches_them() {
     ];
     assert_one_line_error(&args, &retention_env(&args, &env), 2, "--device emulated");
 }
+
+#[test]
+fn emulated_tuning_times_the_two_phase_forward_where_the_runtime_would_split() {
+    // Two heads, 512 tokens: few (row, head) pairs, so the runtime's plan splits the sequence
+    // for C = 32 and 64, and those splits are candidates beside the one-pass kernels.
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "autotune",
+        "--device",
+        "emulated",
+        "--heads",
+        "2",
+        "--dk",
+        "64",
+        "--dv",
+        "64",
+        "--seq-len",
+        "512",
+        "--dtype",
+        "bf16",
+    ];
+    let env = [("RETENTION_CACHE_DIR", dir.path())];
+    let out = ok_stdout(&args, &retention_env(&args, &env));
+    let file = cache_json(dir.path());
+    let kernels: Vec<String> = file["entries"][0]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kernel"].as_str().unwrap().to_string())
+        .collect();
+    for c in [32, 64] {
+        assert!(
+            kernels.contains(&format!(
+                "chunkwise_segmented_k64_v64_c{c}_runtime_bf16_sm_80"
+            )),
+            "{kernels:?}\n{out}"
+        );
+    }
+    assert!(kernels.contains(&"chunkwise_k64_v64_c64_runtime_bf16_sm_80".to_string()));
+}

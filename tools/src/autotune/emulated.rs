@@ -4,7 +4,7 @@
 //! result on that very problem to the f64 reference.
 
 use kernel_gen::emu::Module;
-use kernel_gen::{Arch, KernelSpec, emit_ptx};
+use kernel_gen::{Arch, KernelOp, KernelSpec, emit_ptx};
 use retention_core::Dtype;
 
 use crate::byte_size::saturating_product;
@@ -12,11 +12,12 @@ use crate::error::CliError;
 use crate::progress;
 use retention_core::RetentionShape;
 use retention_runtime::Device;
-use retention_runtime::autotune_cache::gpu_chunkwise_candidates;
-use retention_runtime::catalog_check::chunkwise;
+use retention_runtime::autotune_cache::gpu_tuning_candidates;
 use retention_runtime::catalog_check::io::gammas_for;
+use retention_runtime::catalog_check::{chunkwise, two_phase};
 use retention_runtime::cuda_target::CudaTarget;
 use retention_runtime::kernel_timing::KernelTimer;
+use retention_runtime::launch_target::LaunchTarget;
 
 use super::cache::{CandidateTiming, ShapeBucket};
 
@@ -26,19 +27,19 @@ pub const EMULATION_LIMIT: u64 = 64 << 20;
 /// How the emulated timings are obtained, stored with every entry.
 pub const METHOD: &str = "emulator predicted time (roofline model, not a measurement)";
 
-/// The catalog's chunkwise variants for (K, V, dtype, arch) and `heads` heads: those with the
-/// RetNet decays of exactly `heads` heads when the catalog has them, else the runtime-γ ones.
+/// What is tuned for the bucket on `arch` ([`gpu_tuning_candidates`]): the catalog's one-pass
+/// chunkwise variants for (K, V, dtype) and `heads` heads, then the two-phase forward for each
+/// chunk where the runtime's plan applies.
 ///
 /// # Errors
 /// [`CliError::BadFlag`] naming the shape when no variant serves it.
 pub fn candidates(
-    heads: usize,
-    dk: usize,
-    dv: usize,
+    bucket: &ShapeBucket,
+    (heads, dk, dv): (usize, usize, usize),
     dtype: Dtype,
     arch: Arch,
 ) -> Result<Vec<KernelSpec>, CliError> {
-    let specs = gpu_chunkwise_candidates(heads, dk, dv, dtype, arch);
+    let specs = gpu_tuning_candidates(*bucket, (heads, dk, dv), dtype, arch);
     if specs.is_empty() {
         return Err(CliError::BadFlag(format!(
             "no catalog chunkwise kernel serves K={dk} V={dv} {} on {arch}",
@@ -46,6 +47,22 @@ pub fn candidates(
         )));
     }
     Ok(specs)
+}
+
+/// Check `spec` against the reference on `target`: the one-pass check on (bucket batch,
+/// `heads`, bucket T), or the two-phase check (both phases) for a segmented candidate.
+fn check_candidate(
+    spec: &KernelSpec,
+    target: &dyn LaunchTarget,
+    bucket: &ShapeBucket,
+    heads: usize,
+    seed: u64,
+) -> Result<retention_runtime::catalog_check::EmuCheck, String> {
+    if spec.op == KernelOp::ChunkwiseSegmented {
+        two_phase::check(spec, target, seed)
+    } else {
+        chunkwise::check_on(spec, target, (bucket.batch, heads, bucket.seq_len), seed)
+    }
 }
 
 /// Emulate every candidate on (bucket batch, `heads`, bucket T), check it against the
@@ -73,20 +90,24 @@ pub fn time_candidates(
         let failed = |why: String| CliError::VerifyFailed(format!("{}: {why}", spec.slug()));
         let ptx = emit_ptx(spec).map_err(|e| failed(e.to_string()))?;
         let module = Module::parse(&ptx).map_err(|e| failed(e.to_string()))?;
-        let check = chunkwise::check_on(
-            spec,
-            &module,
-            (bucket.batch, heads, bucket.seq_len),
-            7000 + i as u64,
-        )
-        .map_err(failed)?;
+        let check =
+            check_candidate(spec, &module, bucket, heads, 7000 + i as u64).map_err(failed)?;
         if let Some(why) = check.failure(spec.dtype) {
             return Err(failed(why));
         }
-        let report = check
-            .report
-            .ok_or_else(|| failed("the emulator gave no report".into()))?;
-        let seconds = report.seconds(spec.arch);
+        let seconds = if spec.op == KernelOp::ChunkwiseSegmented {
+            // Both phases on the bucket's problem (the check ran its own small one).
+            let timer = KernelTimer::new(&Device::Emulated(spec.arch), 1)?;
+            let gammas = gammas_for(spec.gammas, heads).map_err(failed)?;
+            let shape =
+                RetentionShape::new(bucket.batch, bucket.seq_len, heads, bucket.dk, bucket.dv)?;
+            timer.chunkwise_spec(spec, &gammas, &shape)?.seconds
+        } else {
+            check
+                .report
+                .ok_or_else(|| failed("the emulator gave no report".into()))?
+                .seconds(spec.arch)
+        };
         out.push(CandidateTiming {
             chunk: spec.chunk.unwrap_or(0) as usize,
             seconds,
@@ -122,7 +143,8 @@ pub fn time_on_gpu(
     for (i, spec) in specs.iter().enumerate() {
         bar.set_message(spec.slug());
         let failed = |why: String| CliError::VerifyFailed(format!("{}: {why}", spec.slug()));
-        let check = chunkwise::check(spec, target, 7000 + i as u64).map_err(failed)?;
+        let check =
+            check_candidate(spec, target, bucket, heads, 7000 + i as u64).map_err(failed)?;
         if let Some(why) = check.failure(spec.dtype) {
             return Err(failed(why));
         }

@@ -99,8 +99,13 @@ fn print_key(key: &TuneKey, path: &Path) {
 
 fn print_entry(entry: &CacheEntry) {
     println!("{:>6}  {:>12}  {:>5}  kernel", "chunk", "seconds", "runs");
+    let best = entry
+        .candidates
+        .iter()
+        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+        .map(|c| c.seconds);
     for c in &entry.candidates {
-        let mark = if c.chunk == entry.winner {
+        let mark = if Some(c.seconds) == best && c.chunk == entry.winner {
             "  <- winner"
         } else {
             ""

@@ -84,7 +84,7 @@ impl Tuner {
         if args.device == DeviceArg::Emulated {
             let arch = args.arch.unwrap_or(Arch::Sm80);
             let dtype = core_dtype(args.dtype);
-            let specs = emulated::candidates(m.heads, m.dk, m.dv, dtype, arch)?;
+            let specs = emulated::candidates(&bucket, (m.heads, m.dk, m.dv), dtype, arch)?;
             return Ok(Tuner::Emulated {
                 bucket,
                 heads: m.heads,
@@ -105,7 +105,7 @@ impl Tuner {
             };
             let target = CudaTarget::open(ordinal)?;
             let dtype = core_dtype(args.dtype);
-            let specs = emulated::candidates(m.heads, m.dk, m.dv, dtype, target.arch())?;
+            let specs = emulated::candidates(&bucket, (m.heads, m.dk, m.dv), dtype, target.arch())?;
             return Ok(Tuner::Cuda {
                 bucket,
                 heads: m.heads,
