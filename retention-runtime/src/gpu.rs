@@ -3,8 +3,10 @@
 //! (host memory for the emulator, device memory on a GPU) so ops can be written once.
 
 use kernel_gen::emu::{Buffer, Launch, Param};
-use kernel_gen::{Arch, KernelSpec};
-use retention_core::{Result, RetentionError};
+use kernel_gen::{Arch, KernelSpec, param_names};
+use retention_core::{Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
+
+use crate::catalog_check::io::emu_dtype;
 
 use crate::cuda::DeviceBuffer;
 use crate::cuda_target::CudaTarget;
@@ -95,4 +97,51 @@ pub(crate) enum StateRef<'a> {
 
 fn bad_index(spec: &KernelSpec, i: usize) -> RetentionError {
     RetentionError::KernelLoad(format!("{}: no argument {i}", spec.entry()))
+}
+
+/// Where parameter `name` sits in `spec`'s entry.
+///
+/// # Errors
+/// [`RetentionError::KernelLoad`] when the entry has no such parameter.
+pub(crate) fn param_index(spec: &KernelSpec, name: &str) -> Result<usize> {
+    param_names(spec)
+        .iter()
+        .position(|n| *n == name)
+        .ok_or_else(|| RetentionError::KernelLoad(format!("{}: no `{name}`", spec.entry())))
+}
+
+/// The value of a parameter the sequence kernels (chunkwise, its phases, parallel) all take
+/// the same way — q, k, v, a zeroed o, T, the scale and the runtime-γ pair — or `None` for
+/// one the caller fills itself.
+pub(crate) fn sequence_param<T: Element>(
+    name: &str,
+    spec: &KernelSpec,
+    shape: &RetentionShape,
+    gammas: &Gammas,
+    scale: f32,
+    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+) -> Option<Param> {
+    let s = shape;
+    let bytes = |t: &HostTensor<T>| Buffer {
+        bytes: t.as_bytes().to_vec(),
+        dtype: emu_dtype(spec.dtype),
+        output: false,
+    };
+    Some(match name {
+        "p_q" => Param::Buffer(bytes(q)),
+        "p_k" => Param::Buffer(bytes(k)),
+        "p_v" => Param::Buffer(bytes(v)),
+        "p_o" => Param::Buffer(
+            Buffer::zeros(emu_dtype(spec.dtype), s.batch * s.seq_len * s.heads * s.dv).output(),
+        ),
+        "p_t" => Param::U32(s.seq_len as u32),
+        "p_scale" => Param::F32(scale),
+        "p_heads" => Param::U32(s.heads as u32),
+        "p_log2_gamma" => Param::Buffer(Buffer::from_f32(
+            &(0..s.heads)
+                .map(|h| gammas.log2(h) as f32)
+                .collect::<Vec<_>>(),
+        )),
+        _ => return None,
+    })
 }

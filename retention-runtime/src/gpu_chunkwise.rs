@@ -2,15 +2,14 @@
 //! for f16/bf16, FMA for f32) with the argument list its spec names, run by the emulator or a
 //! CUDA device.
 
-use kernel_gen::emu::{Buffer, Launch, Param};
+use kernel_gen::emu::{Launch, Param};
 use kernel_gen::{
     Arch, KernelOp, KernelSpec, TwoPhasePlan, launch_geometry, param_names, prefer_two_phase,
     two_phase_plan,
 };
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
-use crate::catalog_check::io::emu_dtype;
-use crate::gpu::{Gpu, StateRef};
+use crate::gpu::{Gpu, StateRef, param_index, sequence_param};
 use crate::gpu_decode::gamma_set;
 
 /// The chunkwise spec for this problem, when the catalog's generator serves it (K, V, chunk
@@ -61,13 +60,7 @@ pub(crate) fn chunkwise<T: Element>(
         return two_phase_chunkwise(gpu, &plan, shape, gammas, scale, (q, k, v), h0, ht);
     }
     let mut launch = chunkwise_launch(spec, shape, gammas, scale, (q, k, v))?;
-    let names = param_names(spec);
-    let at = |name: &str| {
-        names
-            .iter()
-            .position(|n| *n == name)
-            .ok_or_else(|| RetentionError::KernelLoad(format!("{}: no `{name}`", spec.entry())))
-    };
+    let at = |name: &str| param_index(spec, name);
     let mut states = vec![(at("p_ht")?, ht)];
     if let Some(h0) = h0 {
         states.push((at("p_h0")?, h0));
@@ -92,40 +85,25 @@ pub(crate) fn chunkwise_launch<T: Element>(
     let s = shape;
     let geometry =
         launch_geometry(spec, s.batch as u32, s.heads as u32).map_err(RetentionError::from)?;
-    let bytes = |t: &HostTensor<T>| Buffer {
-        bytes: t.as_bytes().to_vec(),
-        dtype: emu_dtype(spec.dtype),
-        output: false,
-    };
-    let names = param_names(spec);
     let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
         .dynamic_shared(geometry.dynamic_smem_bytes);
-    for name in &names {
-        launch = launch.arg(match *name {
-            "p_q" => Param::Buffer(bytes(q)),
-            "p_k" => Param::Buffer(bytes(k)),
-            "p_v" => Param::Buffer(bytes(v)),
-            "p_o" => Param::Buffer(
-                Buffer::zeros(emu_dtype(spec.dtype), s.batch * s.seq_len * s.heads * s.dv).output(),
-            ),
+    for name in param_names(spec) {
+        let value = match (
+            sequence_param(name, spec, s, gammas, scale, (q, k, v)),
+            name,
+        ) {
+            (Some(value), _) => value,
             // Bound by `Gpu::run` (a null H0 when there is none); the two-phase workspace
             // and segment length are bound by the two-phase path.
-            "p_h0" | "p_ht" | "p_states" | "p_segment_len" => Param::U64(0),
-            "p_t" => Param::U32(s.seq_len as u32),
-            "p_scale" => Param::F32(scale),
-            "p_heads" => Param::U32(s.heads as u32),
-            "p_log2_gamma" => Param::Buffer(Buffer::from_f32(
-                &(0..s.heads)
-                    .map(|h| gammas.log2(h) as f32)
-                    .collect::<Vec<_>>(),
-            )),
-            other => {
+            (None, "p_h0" | "p_ht" | "p_states" | "p_segment_len") => Param::U64(0),
+            (None, other) => {
                 return Err(RetentionError::KernelLoad(format!(
                     "{}: the runtime cannot fill parameter `{other}`",
                     spec.entry()
                 )));
             }
-        });
+        };
+        launch = launch.arg(value);
     }
     Ok(launch)
 }
@@ -188,22 +166,16 @@ fn two_phase_chunkwise<T: Element>(
         ));
     };
     let mut workspace = Workspace::new(gpu, plan.workspace_elems.max(1))?;
-    let position = |spec: &KernelSpec, name: &str| {
-        param_names(spec)
-            .iter()
-            .position(|n| *n == name)
-            .ok_or_else(|| RetentionError::KernelLoad(format!("{}: no `{name}`", spec.entry())))
-    };
     // Phase 1: k, v → local segment states.
     let mut launch = chunkwise_launch(&phase1, shape, gammas, scale, (q, k, v))?;
     launch.grid = g1.grid;
     launch.block = g1.block;
     launch.dynamic_shared_bytes = g1.dynamic_smem_bytes;
-    launch.params[position(&phase1, "p_segment_len")?] = Param::U32(plan.segment_len);
+    launch.params[param_index(&phase1, "p_segment_len")?] = Param::U32(plan.segment_len);
     gpu.run(
         &phase1,
         &mut launch,
-        vec![(position(&phase1, "p_states")?, workspace.state_ref())],
+        vec![(param_index(&phase1, "p_states")?, workspace.state_ref())],
     )?;
     // Phase 2: fold, then the chunk loop of every segment.
     let mut launch = chunkwise_launch(&segmented, shape, gammas, scale, (q, k, v))?;
@@ -211,17 +183,17 @@ fn two_phase_chunkwise<T: Element>(
     launch.grid = g2.grid;
     launch.block = g2.block;
     launch.dynamic_shared_bytes = g2.dynamic_smem_bytes;
-    launch.params[position(&segmented, "p_segment_len")?] = Param::U32(plan.segment_len);
+    launch.params[param_index(&segmented, "p_segment_len")?] = Param::U32(plan.segment_len);
     let mut states = vec![
-        (position(&segmented, "p_ht")?, ht),
-        (position(&segmented, "p_states")?, workspace.state_ref()),
+        (param_index(&segmented, "p_ht")?, ht),
+        (param_index(&segmented, "p_states")?, workspace.state_ref()),
     ];
     if let Some(h0) = h0 {
-        states.push((position(&segmented, "p_h0")?, h0));
+        states.push((param_index(&segmented, "p_h0")?, h0));
     }
     gpu.run(&segmented, &mut launch, states)?;
     let o = launch
-        .buffer(position(&segmented, "p_o")?)
+        .buffer(param_index(&segmented, "p_o")?)
         .ok_or_else(|| RetentionError::KernelLoad("no output buffer".into()))?;
     let values: Vec<T> = crate::gpu_decode::widen(segmented.dtype, o);
     HostTensor::new(shape.vo_shape(), values)
