@@ -29,7 +29,9 @@
 
 use super::chunk_states_tc;
 use super::chunkwise::{self, Stager, THREADS, load4_f32, max_dynamic_shared, select_log2_gamma};
-use super::chunkwise_fma::{for_each_piece, load_piece, rank1_update, store_piece};
+use super::chunkwise_fma::{
+    StagedChunk, accumulate_decayed_outer, for_each_piece, load_piece, store_piece,
+};
 use super::chunkwise_tc::uses_tensor_cores;
 use super::chunkwise_two_phase::{segment_bounds, stored_states};
 use super::{decay, unsupported};
@@ -441,35 +443,15 @@ fn update_state(
         let old = load_piece(kb, r_at, vs * 4);
         let acc: [[Reg; 4]; 4] =
             std::array::from_fn(|r| std::array::from_fn(|cc| kb.mul(old[r][cc], g_len)));
-        let kt_elem = kb.mul_lo(p.row, c);
-        let kt_off = kb.shl(kt_elem, 2u32);
-        let kt_at = kb.add(base, kt_off);
-        let a_ptr = kb.add(kt_at, lay.kt);
-        let z_ptr = kb.add(g_len_at, lay.decay - 4); // gamma^(L-1-j) at j = 0
-        let v_off = kb.shl(p.col, 2u32);
-        let v_at = kb.add(base, v_off);
-        let b_ptr = kb.add(v_at, lay.v);
-        kb.for_range(0u32, len, 1, |kb, _| {
-            let z = kb.ld(Space::Shared, Ty::F32, Address::reg(z_ptr, 0));
-            let az: Vec<Reg> = (0..4u32)
-                .map(|r| {
-                    let x = kb.ld(
-                        Space::Shared,
-                        Ty::F32,
-                        Address::reg(a_ptr, i64::from(r * c * 4)),
-                    );
-                    kb.mul(x, z)
-                })
-                .collect();
-            let bv = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(b_ptr, 0));
-            rank1_update(kb, &acc, &az, &bv);
-            let na = kb.add(a_ptr, 4u32);
-            kb.assign(a_ptr, na);
-            let nz = kb.sub(z_ptr, 4u32);
-            kb.assign(z_ptr, nz);
-            let nb = kb.add(b_ptr, vs * 4);
-            kb.assign(b_ptr, nb);
-        });
+        let staged = StagedChunk {
+            kt: lay.kt,
+            kt_rows: c,
+            v: lay.v,
+            vs,
+        };
+        // gamma^(L-1-j) at j = 0
+        let zeta = (g_len_at, lay.decay - 4);
+        accumulate_decayed_outer(kb, &acc, (base, &p), &staged, zeta, len);
         store_piece(kb, &acc, r_at, vs * 4);
     });
 }

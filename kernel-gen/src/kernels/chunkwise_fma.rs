@@ -64,6 +64,64 @@ pub fn rank1_update(kb: &mut KernelBuilder, acc: &Acc4x4, a: &[Reg], b: &[Reg]) 
     }
 }
 
+/// Where the state update reads the staged chunk, as shared-memory offsets from `base`: the
+/// transposed keys `K^T [K][rows]` (`kt`, `kt_rows` columns per row), the values `V [rows][vs]`
+/// (`v`, `vs` columns).
+pub struct StagedChunk {
+    /// Offset of `K^T`.
+    pub kt: u32,
+    /// Columns of a `K^T` row (the staged rows: the chunk or block length).
+    pub kt_rows: u32,
+    /// Offset of `V`.
+    pub v: u32,
+    /// Columns of a `V` row.
+    pub vs: u32,
+}
+
+/// `acc += Σ_{j < len} (K^T[row..row+4, j] · ζ_j) ⊗ V[j, col..col+4]` for the piece `p` of the
+/// state: ζ_j is read backwards from address `zeta.0 + zeta.1` (ζ_0, the decay of the staged
+/// rows' first token); `len` is a `.u32` register.
+pub fn accumulate_decayed_outer(
+    kb: &mut KernelBuilder,
+    acc: &Acc4x4,
+    (base, p): (Reg, &Piece),
+    chunk: &StagedChunk,
+    zeta: (Reg, u32),
+    len: Reg,
+) {
+    let c = chunk.kt_rows;
+    let vs = chunk.vs;
+    let kt_elem = kb.mul_lo(p.row, c);
+    let kt_off = kb.shl(kt_elem, 2u32);
+    let kt_at = kb.add(base, kt_off);
+    let a_ptr = kb.add(kt_at, chunk.kt);
+    let z_ptr = kb.add(zeta.0, zeta.1);
+    let v_off = kb.shl(p.col, 2u32);
+    let v_at = kb.add(base, v_off);
+    let b_ptr = kb.add(v_at, chunk.v);
+    kb.for_range(0u32, len, 1, |kb, _| {
+        let z = kb.ld(Space::Shared, Ty::F32, Address::reg(z_ptr, 0));
+        let az: Vec<Reg> = (0..4u32)
+            .map(|r| {
+                let x = kb.ld(
+                    Space::Shared,
+                    Ty::F32,
+                    Address::reg(a_ptr, i64::from(r * c * 4)),
+                );
+                kb.mul(x, z)
+            })
+            .collect();
+        let bv = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(b_ptr, 0));
+        rank1_update(kb, acc, &az, &bv);
+        let na = kb.add(a_ptr, 4u32);
+        kb.assign(a_ptr, na);
+        let nz = kb.sub(z_ptr, 4u32);
+        kb.assign(z_ptr, nz);
+        let nb = kb.add(b_ptr, vs * 4);
+        kb.assign(b_ptr, nb);
+    });
+}
+
 /// `acc += Σ_{p < count} A[p][0..4] ⊗ B[p][0..4]` with A and B inner-major in shared memory:
 /// `a` and `b` are the shared addresses of `A[0][0]` and `B[0][0]` of the piece, rows
 /// `a_stride`/`b_stride` bytes apart. `count` is a `.u32` register or immediate.

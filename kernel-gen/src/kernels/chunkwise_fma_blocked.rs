@@ -20,7 +20,8 @@ use super::chunkwise::{
     sequence_bounds, store4_from_f32,
 };
 use super::chunkwise_fma::{
-    Acc4x4, accumulate_shared, for_each_piece, load_piece, rank1_update, store_piece, zero_acc,
+    Acc4x4, StagedChunk, accumulate_decayed_outer, accumulate_shared, for_each_piece, load_piece,
+    store_piece, zero_acc,
 };
 use super::decay;
 use crate::GenError;
@@ -423,35 +424,14 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
                 let old = load_piece(kb, r_at, vs * 4);
                 let acc: [[Reg; 4]; 4] =
                     std::array::from_fn(|r| std::array::from_fn(|cc| kb.mul(old[r][cc], factor)));
-                let kt_elem = kb.mul_lo(p.row, blk);
-                let kt_off = kb.shl(kt_elem, 2u32);
-                let kt_at = kb.add(base, kt_off);
-                let a_ptr = kb.add(kt_at, lay.kt);
-                let z_ptr = kb.add(zeta_at, lay.decay - 4);
-                let v_off = kb.shl(p.col, 2u32);
-                let v_at = kb.add(base, v_off);
-                let b_ptr = kb.add(v_at, lay.v);
-                kb.for_range(0u32, len_j, 1, |kb, _| {
-                    let zz = kb.ld(Space::Shared, Ty::F32, Address::reg(z_ptr, 0));
-                    let az: Vec<Reg> = (0..4u32)
-                        .map(|r| {
-                            let x = kb.ld(
-                                Space::Shared,
-                                Ty::F32,
-                                Address::reg(a_ptr, i64::from(r * blk * 4)),
-                            );
-                            kb.mul(x, zz)
-                        })
-                        .collect();
-                    let bv = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(b_ptr, 0));
-                    rank1_update(kb, &acc, &az, &bv);
-                    let na = kb.add(a_ptr, 4u32);
-                    kb.assign(a_ptr, na);
-                    let nz = kb.sub(z_ptr, 4u32);
-                    kb.assign(z_ptr, nz);
-                    let nb = kb.add(b_ptr, vs * 4);
-                    kb.assign(b_ptr, nb);
-                });
+                let staged = StagedChunk {
+                    kt: lay.kt,
+                    kt_rows: blk,
+                    v: lay.v,
+                    vs,
+                };
+                let zeta = (zeta_at, lay.decay - 4);
+                accumulate_decayed_outer(kb, &acc, (base, &p), &staged, zeta, len_j);
                 store_piece(kb, &acc, r_at, vs * 4);
             });
             kb.bar_sync(0);
