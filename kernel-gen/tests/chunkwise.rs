@@ -105,8 +105,8 @@ fn long_chunks_walk_blocks_that_fit_shared_memory() {
             }
         }
     }
-    // Long 16-bit chunks run on tensor cores where their tiles fit (64 columns of V per
-    // CTA), else on the blocked FMA path.
+    // Long 16-bit chunks run on tensor cores: whole-chunk tiles where they fit (64 columns
+    // of V per CTA), else streamed k, v blocks.
     let tc = |k, v, c, arch| {
         let s = KernelSpec::chunkwise(k, v, c, GammaSet::Runtime, Dtype::Bf16, arch);
         chunkwise_tc::uses_tensor_cores(&s).then(|| launch_geometry(&s, 1, 1).unwrap())
@@ -115,17 +115,67 @@ fn long_chunks_walk_blocks_that_fit_shared_memory() {
     assert_eq!((g.grid, g.block), ([1, 1, 2], [256, 1, 1]));
     assert_eq!(g.dynamic_smem_bytes, TcLayout::new(128, 64, 128).total);
     assert!(tc(64, 128, 256, Arch::Sm80).is_some());
-    // K = 256 with C = 128: q and k tiles of 64 KiB each fit sm_90 only.
-    assert!(tc(256, 512, 128, Arch::Sm80).is_none());
+    // K = 256 with C = 128: whole q and k tiles of 64 KiB each fit sm_90 only; sm_80 streams.
     assert_eq!(tc(256, 512, 128, Arch::Sm90).unwrap().grid, [1, 1, 8]);
-    // C = 256 on tensor cores only with K = 64.
+    let streamed = |k, v, c, arch| {
+        let s = KernelSpec::chunkwise(k, v, c, GammaSet::Runtime, Dtype::F16, arch);
+        chunkwise_tc::streamed_plan(&s).map(|p| (p, launch_geometry(&s, 1, 1).unwrap(), s))
+    };
+    assert!(streamed(256, 512, 128, Arch::Sm90).is_none());
+    assert!(streamed(64, 64, 256, Arch::Sm80).is_none());
+    let (plan, g, _) = streamed(256, 512, 128, Arch::Sm80).unwrap();
+    // Passes of 64 rows, two 32-column groups of O, both k, v blocks resident.
+    assert_eq!(
+        (plan.pass_rows, plan.groups, plan.slots),
+        (64, 2, 2),
+        "{plan:?}"
+    );
+    assert_eq!((g.grid, g.block), ([1, 1, 8], [256, 1, 1]));
+    assert_eq!(
+        g.dynamic_smem_bytes,
+        plan.layout(256, 64, 128).total,
+        "{plan:?}"
+    );
     for arch in Arch::ALL {
-        assert!(tc(128, 64, 256, arch).is_none());
-        assert!(tc(256, 256, 256, arch).is_none());
+        // C = 256, K = 128: passes of 128 rows over all four blocks, resident.
+        let (plan, g, _) = streamed(128, 64, 256, arch).unwrap();
+        assert_eq!((plan.pass_rows, plan.groups, plan.slots), (128, 1, 4));
+        assert_eq!(g.dynamic_smem_bytes, plan.layout(128, 64, 256).total);
+        // C = 256, K = 256: one k, v slot refilled per block, passes of one block's rows.
+        let (plan, g, s) = streamed(256, 256, 256, arch).unwrap();
+        assert_eq!((plan.pass_rows, plan.groups, plan.slots), (64, 2, 1));
+        assert_eq!((g.grid, g.block), ([1, 1, 4], [256, 1, 1]));
+        assert!(g.dynamic_smem_bytes <= chunkwise::max_dynamic_shared(arch));
+        let ptx = emit_ptx(&s).unwrap();
+        assert!(ptx.contains("passes of 64 query rows"), "{s}");
+        assert!(ptx.contains("refill the slot"), "{s}");
     }
-    let long = KernelSpec::chunkwise(256, 256, 256, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
+    let long = KernelSpec::chunkwise(256, 256, 256, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
     assert_eq!(chunkwise::fma_tiling(&long), (32, 64));
     assert!(emit_ptx(&long).unwrap().contains("FMA, blocks of 32"));
+}
+
+#[test]
+fn every_sixteen_bit_catalog_chunkwise_spec_runs_on_tensor_cores() {
+    for s in kernel_gen::catalog::chunkwise_catalog() {
+        assert_eq!(
+            chunkwise_tc::uses_tensor_cores(&s),
+            s.dtype != Dtype::F32,
+            "{s}"
+        );
+        let heads = match s.gammas {
+            GammaSet::Retnet { heads } => heads,
+            GammaSet::Runtime => 1,
+        };
+        let g = launch_geometry(&s, 1, heads).unwrap();
+        assert!(
+            g.dynamic_smem_bytes <= chunkwise::max_dynamic_shared(s.arch),
+            "{s}"
+        );
+        if s.dtype != Dtype::F32 {
+            assert_eq!(g.dynamic_smem_bytes, chunkwise_tc::layout(&s).total, "{s}");
+        }
+    }
 }
 
 #[test]

@@ -37,9 +37,10 @@
 //!
 //! Three paths share this parameter table and grid `(B, H, V / value_slice)` (grid z walks
 //! slices of V's columns; 1 when a CTA serves all of V): f16/bf16 run on tensor cores
-//! wherever their tiles fit ([`chunkwise_tc`]; all shapes but C = 256 with K ≥ 128, and
-//! C = 128 with K = 256 on sm_80), `32·min(max(C, K)/16, 8)` threads, f32 state in `mma`
-//! accumulators, at most 128 columns of V per CTA; everything else runs the FMA path below
+//! ([`chunkwise_tc`], every (K, V, C); C = 256 with K ≥ 128, and C = 128 with K = 256 on
+//! sm_80, stream their k and v blocks through shared memory, [`chunkwise_tc_streamed`]),
+//! `32·min(max(C, K)/16, 8)` threads, f32 state in `mma` accumulators, at most 128 columns
+//! of V per CTA; f32 runs the FMA path below
 //! (256 threads, f32 state in shared memory), which walks chunks longer than shared memory
 //! holds whole in blocks ([`chunkwise_fma_blocked`]: C ≥ 128, and C = 64 with K = 256 on
 //! sm_80). [`launch_geometry`] gives the block and the dynamic shared memory (over 48 KiB on
@@ -59,6 +60,8 @@ use super::chunkwise_fma::{
     StagedChunk, accumulate_decayed_outer, accumulate_shared, for_each_piece, load_piece,
     store_piece, zero_acc,
 };
+#[cfg(doc)]
+use super::chunkwise_tc_streamed;
 use super::chunkwise_two_phase as two_phase;
 use super::{chunkwise_fma_blocked, chunkwise_tc, decay, unsupported};
 use crate::dsl::{
@@ -244,7 +247,7 @@ pub fn launch_geometry(
 fn shared_bytes(spec: &KernelSpec) -> u32 {
     let c = spec.chunk.unwrap_or_default();
     if chunkwise_tc::uses_tensor_cores(spec) {
-        chunkwise_tc::TcLayout::new(spec.k, chunkwise_tc::value_slice(spec), c).total
+        chunkwise_tc::layout(spec).total
     } else {
         let (blk, vs) = fma_tiling(spec);
         SharedLayout::blocked(spec.k, vs, blk, c).total

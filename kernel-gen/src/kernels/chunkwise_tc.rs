@@ -19,11 +19,15 @@
 //! `cp.async` into XOR-swizzled tiles (rows past a partial chunk are zero-filled by the
 //! copy), every operand is read with `ldmatrix`, and o leaves through a swizzled shared tile
 //! as whole 16-byte rows, so global traffic is q, k, v, o, H0, H_T once each (q and k once
-//! per V slice) and shared accesses are free of bank conflicts.
+//! per V slice) and shared accesses are free of bank conflicts. Chunks whose whole tiles do
+//! not fit (C = 256 with K ≥ 128; C = 128 with K = 256 on sm_80) keep this preamble, state
+//! and epilogue but walk each chunk in passes of query rows and blocks of key rows
+//! ([`super::chunkwise_tc_streamed`]).
 
 use retention_core::Dtype;
 
 use super::chunkwise::{ChunkwiseParams, declare_params, select_log2_gamma, sequence_bounds};
+use super::chunkwise_tc_streamed::{StreamedChunk, StreamedPlan};
 use super::chunkwise_two_phase as two_phase;
 use super::decay;
 use crate::GenError;
@@ -33,19 +37,53 @@ use crate::dsl::{
 };
 use crate::spec::KernelSpec;
 
-/// Whether `spec` is served by this path: 16-bit inputs whose tiles ([`TcLayout`] of a
-/// [`value_slice`]) fit the arch's shared memory, and C = 256 only with K = 64 (with
-/// K = 128 ptxas needs more than 255 registers; K = 256 does not fit shared memory). Every
-/// other (K, V, C) qualifies on sm_90; sm_80 also leaves C = 128 with K = 256 to the FMA path.
+/// Whether `spec` is served by this path: 16-bit inputs, every (K, V, C) the chunkwise
+/// generator serves. Most stage whole chunks ([`TcLayout`] of a [`value_slice`]); C = 256
+/// with K ≥ 128 (whose whole tiles need more than 255 registers or more shared memory than
+/// an SM has) and C = 128 with K = 256 on sm_80 stream their k and v blocks instead
+/// ([`streamed_plan`], [`super::chunkwise_tc_streamed`]).
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
+    spec.dtype != Dtype::F32
+        && spec.k <= 256
+        && spec.chunk.is_some()
+        && (stages_whole_chunks(spec) || streamed_plan(spec).is_some())
+}
+
+/// Whether a tensor-core CTA holds the whole chunk's q, k, v and o tiles: C = 256 only with
+/// K = 64 (with K = 128 ptxas needs more than 255 registers; K = 256 does not fit), and only
+/// where the tiles fit the arch's shared memory (sm_80 leaves C = 128 with K = 256 out).
+fn stages_whole_chunks(spec: &KernelSpec) -> bool {
     let Some(c) = spec.chunk else {
         return false;
     };
-    spec.dtype != Dtype::F32
-        && spec.k <= 256
-        && (c < 256 || spec.k == 64)
+    (c < 256 || spec.k == 64)
         && TcLayout::new(spec.k, value_slice(spec), c).total
             <= super::chunkwise::max_dynamic_shared(spec.arch)
+}
+
+/// How a 16-bit spec that cannot stage whole chunks streams them, or `None` where it
+/// stages whole chunks (or is not a tensor-core spec at all).
+pub fn streamed_plan(spec: &KernelSpec) -> Option<StreamedPlan> {
+    let c = spec.chunk?;
+    if spec.dtype == Dtype::F32 || spec.k > 256 || c < 128 || stages_whole_chunks(spec) {
+        return None;
+    }
+    StreamedPlan::new(
+        spec.k,
+        value_slice(spec),
+        c,
+        warps(spec),
+        super::chunkwise::max_dynamic_shared(spec.arch),
+    )
+}
+
+/// The shared tiles of the tensor-core path serving `spec`.
+pub fn layout(spec: &KernelSpec) -> TcLayout {
+    let c = spec.chunk.unwrap_or_default();
+    match streamed_plan(spec) {
+        Some(plan) => plan.layout(spec.k, value_slice(spec), c),
+        None => TcLayout::new(spec.k, value_slice(spec), c),
+    }
 }
 
 /// Columns of V (and of the state) one CTA serves: at most 128, and 64 where the f32 tiles
@@ -169,13 +207,13 @@ pub(crate) fn stage_tile(
 
 /// A lane's distance from the diagonal: `i + 16 − 2q` for its two accumulator rows i (row
 /// `d1` = i0 + g and `d1 + 8`), kept non-negative by the 16.
-struct Diagonal {
+pub(super) struct Diagonal {
     d_lo: Reg,
     d_hi: Reg,
 }
 
 impl Diagonal {
-    fn new(kb: &mut KernelBuilder, d1: Reg, q2: Reg) -> Self {
+    pub(super) fn new(kb: &mut KernelBuilder, d1: Reg, q2: Reg) -> Self {
         let d2 = kb.add(d1, 16u32);
         let d_lo = kb.sub(d2, q2);
         let d_hi = kb.add(d_lo, 8u32);
@@ -185,7 +223,7 @@ impl Diagonal {
     /// `S[i][j] ← (i ≥ j) ? γ^(i−j) S[i][j] : 0` over a 16-row score tile whose columns start
     /// at chunk column `col0`: element e of fragment nt is column j = col0 + 8nt + 2q + (e&1)
     /// of row i = d1 + 8(e>>1), so i − j = diff − (16 + col0 + 8nt + (e&1)).
-    fn mask(
+    pub(super) fn mask(
         &self,
         kb: &mut KernelBuilder,
         sacc: &AccTileF32,
@@ -384,7 +422,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let pty = ab.packed().unwrap_or(Ty::F16x2);
     let w_count = warps(spec);
     let threads = 32 * w_count;
-    let lay = TcLayout::new(kd, vs, c);
+    let lay = layout(spec);
+    let streamed = streamed_plan(spec);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
@@ -411,14 +450,29 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         segments,
         runtime,
     } = declare_params(&mut kb, spec, log2_gammas.is_none());
+    let tiles = match streamed {
+        Some(p) => format!(
+            "swizzled 16-bit q [{},K] @{}, k [{},K] @{}, v [{},V] @{}, R~ [K,V] @{}, o [{},V] @{}",
+            p.pass_rows,
+            lay.q.offset,
+            lay.k.rows,
+            lay.k.offset,
+            lay.v.rows,
+            lay.v.offset,
+            lay.rh.offset,
+            p.pass_rows,
+            lay.o.offset
+        ),
+        None => format!(
+            "swizzled 16-bit q [C,K] @{}, k [C,K] @{}, v [C,V] @{}, R~ [K,V] @{}, o [C,V] @{}",
+            lay.q.offset, lay.k.offset, lay.v.offset, lay.rh.offset, lay.o.offset
+        ),
+    };
     let smem = kb.dynamic_shared(
         "smem",
         lay.total,
         128,
-        &format!(
-            "swizzled 16-bit q [C,K] @{}, k [C,K] @{}, v [C,V] @{}, R~ [K,V] @{}, o [C,V] @{}; f32 gamma^d [C+1] @{}",
-            lay.q.offset, lay.k.offset, lay.v.offset, lay.rh.offset, lay.o.offset, lay.decay
-        ),
+        &format!("{tiles}; f32 gamma^d [C+1] @{}", lay.decay),
     );
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y)");
@@ -568,7 +622,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_ch_at = kb.add(o, o_ch_bytes);
 
     // Long chunks: the first row of each of the warp's row blocks (none for short chunks).
-    let long_row0: Vec<Reg> = if c > WHOLE_SCORE_TILE {
+    let long_row0: Vec<Reg> = if c > WHOLE_SCORE_TILE && streamed.is_none() {
         (0..c / 16 / w_count)
             .map(|rb| {
                 if rb == 0 {
@@ -607,11 +661,53 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         w_count,
     };
 
+    let streamed = streamed.map(|plan| StreamedChunk {
+        plan,
+        lay,
+        base,
+        t,
+        threads,
+        warp,
+        g,
+        q4,
+        q2,
+        lanes,
+        pty,
+        ab,
+        scale,
+        heads,
+        h,
+        q,
+        k,
+        v,
+        o,
+        kd,
+        vd,
+        vs,
+        c,
+        es,
+        k_rows,
+        v_rows,
+        rh_rows,
+        k_chunk,
+        w_count,
+        raccs: &raccs,
+    });
+    let streamed_role = streamed.as_ref().map(|s| s.rows_role(&mut kb));
+
     kb.comment(format!("walk the sequence in chunks of {c}"));
     kb.for_range(0u32, seq_len, c, |kb, c0| {
         let remaining = kb.sub(seq_len, c0);
         let len = kb.min(remaining, c);
         let tok_c = kb.add(tok0, c0);
+        if let (Some(chunk), Some(role)) = (&streamed, &streamed_role) {
+            chunk.emit(kb, role, len, tok_c);
+            kb.comment("R~ <- R rounded, for the next chunk's passes");
+            for (racc, &r0) in raccs.iter().zip(&slice_rows) {
+                lay.rh.store_acc(kb, base, racc, ab, r0, g, q4, 0);
+            }
+            return;
+        }
 
         kb.comment("cp.async q, k, v rows of the chunk (rows >= L zero-filled)");
         for (tile, src, row_elems) in [(lay.q, q, kd), (lay.k, k, kd), (lay.v, v, vd)] {

@@ -10,6 +10,7 @@ pub mod chunkwise;
 pub mod chunkwise_fma;
 pub mod chunkwise_fma_blocked;
 pub mod chunkwise_tc;
+pub mod chunkwise_tc_streamed;
 pub mod chunkwise_two_phase;
 pub mod decay;
 pub mod decode;

@@ -127,12 +127,46 @@ impl SharedTile16 {
         q: Reg,
         first_chunk: u32,
     ) {
+        self.store_acc_with(kb, base, acc, ab, (r0, g, q), |_, nt| {
+            Operand::from(first_chunk + nt)
+        });
+    }
+
+    /// [`Self::store_acc`] with the first column chunk in a register (a warp's column group):
+    /// chunk `first_chunk + nt` of n-tile `nt`.
+    pub fn store_acc_at(
+        &self,
+        kb: &mut KernelBuilder,
+        base: Reg,
+        acc: &super::AccTileF32,
+        ab: Ty,
+        r0: Reg,
+        g: Reg,
+        q: Reg,
+        first_chunk: Reg,
+    ) {
+        self.store_acc_with(kb, base, acc, ab, (r0, g, q), |kb, nt| {
+            Operand::from(kb.add(first_chunk, nt))
+        });
+    }
+
+    /// The store behind [`Self::store_acc`]: `chunk(kb, nt)` names n-tile `nt`'s chunk.
+    fn store_acc_with(
+        &self,
+        kb: &mut KernelBuilder,
+        base: Reg,
+        acc: &super::AccTileF32,
+        ab: Ty,
+        (r0, g, q): (Reg, Reg, Reg),
+        chunk: impl Fn(&mut KernelBuilder, u32) -> Operand,
+    ) {
         let row = kb.add(r0, g);
         let row_at = kb.mad_lo(row, self.pitch(), base);
         let q4 = kb.shl(q, 2u32);
         let row_at = kb.add(row_at, q4);
         for nt in 0..acc.frags.len() {
-            let phys = kb.xor(g, first_chunk + nt as u32);
+            let c = chunk(kb, nt as u32);
+            let phys = kb.xor(g, c);
             let off = kb.shl(phys, 4u32);
             let at = kb.add(row_at, off);
             let lo = acc.packed_pair(kb, ab, nt, 0);

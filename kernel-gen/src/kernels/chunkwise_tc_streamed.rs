@@ -1,0 +1,497 @@
+//! The tensor-core chunkwise forward for chunks whose whole q, k and v tiles do not fit one
+//! CTA: C = 256 with K ≥ 128, and C = 128 with K = 256 on sm_80. Same math, parameters,
+//! grid, warps and f32 register state as [`super::chunkwise_tc`]; only the order in which a
+//! chunk's rows meet the tensor cores differs:
+//!
+//! ```text
+//! R ← γ^L R                                     (R̃, its 16-bit copy, stays the chunk-start R)
+//! for each pass p of P query rows [pP, pP+P):
+//!     stage q rows of the pass; k, v blocks J of 64 rows as the pass first needs them
+//!     warp (rb, cg):  O = s (ξ ⊙ Q_rb R̃[:, cg] + Σ_{J ≤ diag} (Q_rb K_Jᵀ ⊙ D) V_J[:, cg])
+//!     every warp, for each block J new in this pass:  R_w += (K_Jᵀ ⊙ ζ_J)_w V_J
+//!     o rows of the pass leave through shared memory as whole 16-byte rows
+//! ```
+//!
+//! P = 16·W/G rows with G column groups of O (G = 2 for K = 256, whose warps already hold two
+//! 16-row state slices, so each O strip is 32 columns; else G = 1). k and v blocks stay
+//! resident in shared memory for the whole chunk when [`StreamedPlan::slots`] = C/64 fit;
+//! otherwise one slot is refilled for every block a pass needs, so later passes re-read
+//! earlier blocks (from L2: this CTA read them moments before). The state R is scaled by
+//! γ^L once per chunk and gains each block's term as soon as the block arrives, while every
+//! pass reads the chunk-start R̃: exactly the chunkwise recurrence, in a different order.
+
+use super::chunkwise_tc::{Diagonal, GlobalRows, TcLayout, stage_tile};
+use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
+use crate::dsl::{Address, Cmp, KernelBuilder, Operand, Reg, Space, Ty};
+
+/// Key rows per k, v block.
+pub const BLOCK: u32 = 64;
+/// Columns of a score strip built at a time (16 f32 registers a lane).
+pub const SCORE_COLS: u32 = 64;
+
+/// How a streamed CTA walks a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamedPlan {
+    /// Query rows per pass (P).
+    pub pass_rows: u32,
+    /// Column groups of O (G): warp w serves columns `(w / (P/16))·V/G..` of its row block.
+    pub groups: u32,
+    /// k, v blocks held at once: C/64 (resident for the chunk) or 1 (refilled per use).
+    pub slots: u32,
+}
+
+impl StreamedPlan {
+    /// The plan for head dim `k`, V slice `vs`, chunk `c`, `warps` warps, within `limit`
+    /// bytes of shared memory; `None` where not even one slot fits.
+    pub fn new(k: u32, vs: u32, c: u32, warps: u32, limit: u32) -> Option<Self> {
+        let groups = if k == 256 { 2 } else { 1 };
+        let resident = StreamedPlan {
+            pass_rows: 16 * warps / groups,
+            groups,
+            slots: c / BLOCK,
+        };
+        // One refilled slot holds one block: passes of one block's rows.
+        let refilled = StreamedPlan {
+            pass_rows: BLOCK,
+            groups: 16 * warps / BLOCK,
+            slots: 1,
+        };
+        [resident, refilled]
+            .into_iter()
+            .find(|p| p.layout(k, vs, c).total <= limit)
+    }
+
+    /// The shared tiles: q `[P][K]`, k `[slots·64][K]`, v `[slots·64][V]`, R̃ `[K][V]`,
+    /// o `[P][V]`, then γ^d for d = 0..=C.
+    pub const fn layout(&self, k: u32, vs: u32, c: u32) -> TcLayout {
+        let q = SharedTile16::new(0, self.pass_rows, k);
+        let kt = SharedTile16::new(q.offset + q.bytes(), self.slots * BLOCK, k);
+        let vt = SharedTile16::new(kt.offset + kt.bytes(), self.slots * BLOCK, vs);
+        let rh = SharedTile16::new(vt.offset + vt.bytes(), k, vs);
+        let o = SharedTile16::new(rh.offset + rh.bytes(), self.pass_rows, vs);
+        let decay = o.offset + o.bytes();
+        TcLayout {
+            q,
+            k: kt,
+            v: vt,
+            rh,
+            o,
+            decay,
+            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+        }
+    }
+}
+
+/// Everything one chunk of the streamed path needs, fixed before the sequence loop.
+pub(super) struct StreamedChunk<'a> {
+    pub plan: StreamedPlan,
+    pub lay: TcLayout,
+    pub base: Reg,
+    pub t: Reg,
+    pub threads: u32,
+    pub warp: Reg,
+    pub g: Reg,
+    pub q4: Reg,
+    pub q2: Reg,
+    pub lanes: LaneFragments,
+    pub pty: Ty,
+    pub ab: Ty,
+    pub scale: Reg,
+    pub heads: Reg,
+    pub h: Reg,
+    /// q, k, v, o in global memory (v and o from this CTA's first column on).
+    pub q: Reg,
+    pub k: Reg,
+    pub v: Reg,
+    pub o: Reg,
+    pub kd: u32,
+    pub vd: u32,
+    pub vs: u32,
+    pub c: u32,
+    pub es: u32,
+    /// Per-lane row bases of the k, v and R̃ tiles (row 0).
+    pub k_rows: Reg,
+    pub v_rows: Reg,
+    pub rh_rows: Reg,
+    /// 16w / 8: the k tile's chunk holding state row 16w.
+    pub k_chunk: Reg,
+    pub w_count: u32,
+    /// The warp's f32 state slices (rows 16(w + jW)..).
+    pub raccs: &'a [AccTileF32],
+}
+
+/// Per-warp registers of the rows role, computed once.
+pub(super) struct RowsRole {
+    /// 16·(row block within a pass).
+    r_in_pass: Reg,
+    /// First R̃ / o chunk of the warp's column group.
+    col_chunk: Reg,
+    q_rows: Reg,
+}
+
+impl StreamedChunk<'_> {
+    /// The warp's row block and column group.
+    pub(super) fn rows_role(&self, kb: &mut KernelBuilder) -> RowsRole {
+        let blocks = self.plan.pass_rows / 16;
+        let rb = kb.and(self.warp, blocks - 1);
+        let cg = kb.shr(self.warp, blocks.trailing_zeros());
+        let r_in_pass = kb.shl(rb, 4u32);
+        let col_chunk = kb.mul_lo(cg, self.vs / self.plan.groups / 8);
+        let q_rows = self
+            .lay
+            .q
+            .lane_rows(kb, self.base, r_in_pass, self.lanes.p1_row);
+        RowsRole {
+            r_in_pass,
+            col_chunk,
+            q_rows,
+        }
+    }
+
+    /// `cp.async` a tile's rows of a token-major tensor from chunk row `first` on into
+    /// `tile` at `base` (rows at or past the chunk's `len` zero-filled).
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &self,
+        kb: &mut KernelBuilder,
+        tile: SharedTile16,
+        base: Reg,
+        src: Reg,
+        cols: u32,
+        first: Reg,
+        (tok_c, len): (Reg, Reg),
+    ) {
+        let past = kb.max(len, first);
+        let rows_left = kb.sub(past, first);
+        let tok = kb.add(tok_c, first);
+        let rows = GlobalRows {
+            src,
+            row_bytes: cols * self.es,
+            tok_c: tok,
+            heads: self.heads,
+            h: self.h,
+            len: rows_left,
+        };
+        stage_tile(kb, tile, base, self.t, self.threads, &rows);
+    }
+
+    /// Byte offset of slot `slot` in the k tile and in the v tile.
+    fn slot_bytes(&self, kb: &mut KernelBuilder, slot: Reg) -> (Reg, Reg) {
+        let k = kb.mul_lo(slot, BLOCK * self.lay.k.pitch());
+        let v = kb.mul_lo(slot, BLOCK * self.lay.v.pitch());
+        (k, v)
+    }
+
+    /// Stage k and v block `j` (rows 64j.. of the chunk) into the slot at `slot_at`.
+    fn stage_block(&self, kb: &mut KernelBuilder, j: Reg, slot_at: (Reg, Reg), at: (Reg, Reg)) {
+        let first = kb.shl(j, BLOCK.trailing_zeros());
+        let k_base = kb.add(self.base, slot_at.0);
+        let v_base = kb.add(self.base, slot_at.1);
+        let k_tile = SharedTile16 {
+            rows: BLOCK,
+            ..self.lay.k
+        };
+        let v_tile = SharedTile16 {
+            rows: BLOCK,
+            ..self.lay.v
+        };
+        self.stage(kb, k_tile, k_base, self.k, self.kd, first, at);
+        self.stage(kb, v_tile, v_base, self.v, self.vd, first, at);
+    }
+
+    /// Emit one chunk: rows `tok_c..tok_c + len` of this CTA's sequence. Passes past L are
+    /// never entered (the pass loop runs to L); within a pass, key blocks run to the last
+    /// one the pass's rows reach.
+    pub(super) fn emit(&self, kb: &mut KernelBuilder, role: &RowsRole, len: Reg, tok_c: Reg) {
+        let p_rows = self.plan.pass_rows;
+        let resident = self.plan.slots == self.c / BLOCK;
+        let new_per_pass = p_rows / BLOCK;
+        let at = (tok_c, len);
+
+        kb.comment("R <- gamma^L R once; R~ keeps the chunk-start state for every pass");
+        let len4 = kb.shl(len, 2u32);
+        let gl_at = kb.add(self.base, len4);
+        let g_len = kb.ld(
+            Space::Shared,
+            Ty::F32,
+            Address::reg(gl_at, i64::from(self.lay.decay)),
+        );
+        for racc in self.raccs {
+            racc.scale(kb, g_len);
+        }
+        // zeta index + C = L + C - 1 - j, clamped to C (γ^0) past L (zero-filled rows).
+        let z1 = kb.add(len, self.c - 1);
+        let z_base = kb.sub(z1, self.q2);
+        let ow = self.vs / self.plan.groups;
+        let zero = kb.mov(Ty::U32, 0u32);
+
+        kb.comment(format!("passes of {p_rows} query rows, up to L"));
+        kb.for_range(0u32, len, p_rows, |kb, p0| {
+            let first_new = kb.shr(p0, BLOCK.trailing_zeros());
+            kb.comment("stage the pass's q rows and its first k, v blocks");
+            self.stage(kb, self.lay.q, self.base, self.q, self.kd, p0, at);
+            let new_blocks: Vec<Reg> = (0..new_per_pass)
+                .map(|i| {
+                    if i == 0 {
+                        first_new
+                    } else {
+                        kb.add(first_new, i)
+                    }
+                })
+                .collect();
+            if resident {
+                for &j in &new_blocks {
+                    let slot_at = self.slot_bytes(kb, j);
+                    self.stage_block(kb, j, slot_at, at);
+                }
+            } else {
+                self.stage_block(kb, zero, (zero, zero), at);
+            }
+            kb.cp_async_commit();
+            kb.cp_async_wait(0);
+            kb.bar_sync(0);
+
+            kb.comment("O = xi . Q R~ over the warp's columns");
+            let row0 = kb.add(role.r_in_pass, p0);
+            let d1 = kb.add(row0, self.g);
+            let row4 = kb.shl(d1, 2u32);
+            let xi_at = kb.add(self.base, row4);
+            let xi_lo = kb.ld(
+                Space::Shared,
+                Ty::F32,
+                Address::reg(xi_at, i64::from(self.lay.decay + 4)),
+            );
+            let xi_hi = kb.ld(
+                Space::Shared,
+                Ty::F32,
+                Address::reg(xi_at, i64::from(self.lay.decay + 36)),
+            );
+            let col_chunks: Vec<Reg> = (0..ow / 16)
+                .map(|np| kb.add(role.col_chunk, 2 * np))
+                .collect();
+            let oacc = AccTileF32::zeros(kb, ow);
+            for ks in 0..self.kd / 16 {
+                let qa = self.lay.q.ldmatrix_x4(
+                    kb,
+                    self.pty,
+                    false,
+                    role.q_rows,
+                    0,
+                    2 * ks,
+                    self.lanes.p1_x,
+                );
+                for (np, &chunk) in col_chunks.iter().enumerate() {
+                    let rf = self.lay.rh.ldmatrix_x4(
+                        kb,
+                        self.pty,
+                        true,
+                        self.rh_rows,
+                        16 * ks,
+                        chunk,
+                        self.lanes.p1_x,
+                    );
+                    oacc.mma(kb, self.ab, 2 * np, qa, [rf[0], rf[1]]);
+                    oacc.mma(kb, self.ab, 2 * np + 1, qa, [rf[2], rf[3]]);
+                }
+            }
+            oacc.scale_rows(kb, xi_lo, xi_hi);
+
+            let blocks = kb.add(first_new, new_per_pass);
+            kb.comment("key blocks j = 0..: S = Q K_j^T . D, then O += S~ V_j");
+            kb.for_range(0u32, blocks, 1, |kb, j| {
+                let slot = if resident {
+                    j
+                } else {
+                    kb.comment("refill the slot with block j (block 0 came with q)");
+                    let first = kb.setp(Cmp::Eq, j, 0u32);
+                    let filled = kb.label();
+                    kb.bra_if(first, false, filled);
+                    kb.bar_sync(0);
+                    self.stage_block(kb, j, (zero, zero), at);
+                    kb.cp_async_commit();
+                    kb.cp_async_wait(0);
+                    kb.bar_sync(0);
+                    kb.place(filled);
+                    zero
+                };
+                let j_row = kb.shl(j, BLOCK.trailing_zeros());
+                // A pass longer than a block reaches blocks whose columns lie wholly above
+                // some warps' rows (row0 + 15 < 64j): those warps skip them.
+                let skip = (p_rows > BLOCK).then(|| {
+                    let label = kb.label();
+                    let last_row = kb.add(row0, 15u32);
+                    let above = kb.setp(Cmp::Lt, last_row, j_row);
+                    kb.bra_if(above, false, label);
+                    label
+                });
+                let (k_off, v_off) = self.slot_bytes(kb, slot);
+                let k_rows = kb.add(self.k_rows, k_off);
+                let v_rows = kb.add(self.v_rows, v_off);
+                // Rows relative to the block's first column: never negative here.
+                let d_rel = kb.sub(d1, j_row);
+                let diag = Diagonal::new(kb, d_rel, self.q2);
+                for sb in 0..BLOCK / SCORE_COLS {
+                    let col0 = SCORE_COLS * sb; // first column within the block
+                    let sacc = AccTileF32::zeros(kb, SCORE_COLS);
+                    for ks in 0..self.kd / 16 {
+                        let qa = self.lay.q.ldmatrix_x4(
+                            kb,
+                            self.pty,
+                            false,
+                            role.q_rows,
+                            0,
+                            2 * ks,
+                            self.lanes.p1_x,
+                        );
+                        for np in 0..SCORE_COLS / 16 {
+                            let kf = self.lay.k.ldmatrix_x4(
+                                kb,
+                                self.pty,
+                                false,
+                                k_rows,
+                                col0 + 16 * np,
+                                2 * ks,
+                                self.lanes.p2_x,
+                            );
+                            sacc.mma(kb, self.ab, 2 * np as usize, qa, [kf[0], kf[1]]);
+                            sacc.mma(kb, self.ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
+                        }
+                    }
+                    let masked = diag.mask(kb, &sacc, self.base, self.lay.decay, col0);
+                    let sa = masked.to_a_fragments(kb, self.ab);
+                    for (ks, a) in sa.iter().enumerate() {
+                        for (np, &chunk) in col_chunks.iter().enumerate() {
+                            let vf = self.lay.v.ldmatrix_x4(
+                                kb,
+                                self.pty,
+                                true,
+                                v_rows,
+                                col0 + 16 * ks as u32,
+                                chunk,
+                                self.lanes.p1_x,
+                            );
+                            oacc.mma(kb, self.ab, 2 * np, *a, [vf[0], vf[1]]);
+                            oacc.mma(kb, self.ab, 2 * np + 1, *a, [vf[2], vf[3]]);
+                        }
+                    }
+                }
+                if let Some(label) = skip {
+                    kb.place(label);
+                }
+            });
+
+            kb.comment("o rows of the pass: scale, round, into the o tile");
+            oacc.scale(kb, self.scale);
+            self.lay.o.store_acc_at(
+                kb,
+                self.base,
+                &oacc,
+                self.ab,
+                role.r_in_pass,
+                self.g,
+                self.q4,
+                role.col_chunk,
+            );
+            // The pass's new blocks are still in their slots (a refilled slot holds the last,
+            // and only, new block): their state terms now, with no O accumulator live.
+            for &j in &new_blocks {
+                let slot = if resident { j } else { zero };
+                self.update_state(kb, j, slot, z_base);
+            }
+            kb.bar_sync(0);
+            self.copy_out(kb, p0, at);
+            kb.bar_sync(0);
+        });
+    }
+
+    /// `R_w += (K_jᵀ ⊙ ζ_j)_w V_j` for every state slice of the warp, block `j` in slot
+    /// `slot`.
+    fn update_state(&self, kb: &mut KernelBuilder, j: Reg, slot: Reg, z_base: Reg) {
+        kb.comment("state: R += (K_j^T . zeta) V_j, zeta = gamma^(L-1-row)");
+        let (k_off, v_off) = self.slot_bytes(kb, slot);
+        let k_rows = kb.add(self.k_rows, k_off);
+        let v_rows = kb.add(self.v_rows, v_off);
+        let j_row = kb.shl(j, BLOCK.trailing_zeros());
+        let z_j = kb.sub(z_base, j_row);
+        for ks in 0..BLOCK / 16 {
+            let zeta: Vec<Reg> = [0u32, 1, 8, 9]
+                .iter()
+                .map(|&e| {
+                    let idx = kb.sub(z_j, 16 * ks + e);
+                    let cl = kb.max(idx, self.c);
+                    let cl4 = kb.shl(cl, 2u32);
+                    let at = kb.add(self.base, cl4);
+                    kb.ld(
+                        Space::Shared,
+                        Ty::F32,
+                        Address::reg(at, i64::from(self.lay.decay) - i64::from(4 * self.c)),
+                    )
+                })
+                .collect();
+            for (slice, racc) in self.raccs.iter().enumerate() {
+                // Slice `slice`'s rows of Kᵀ: columns 16(w + slice·W).. of the k tile.
+                let kc: Operand = if slice == 0 {
+                    self.k_chunk.into()
+                } else {
+                    kb.add(self.k_chunk, 2 * self.w_count * slice as u32).into()
+                };
+                let ka = self.lay.k.ldmatrix_x4(
+                    kb,
+                    self.pty,
+                    true,
+                    k_rows,
+                    16 * ks,
+                    kc,
+                    self.lanes.p2_x,
+                );
+                let split = [
+                    scale_pair_split(kb, ka[0], zeta[0], zeta[1]),
+                    scale_pair_split(kb, ka[1], zeta[0], zeta[1]),
+                    scale_pair_split(kb, ka[2], zeta[2], zeta[3]),
+                    scale_pair_split(kb, ka[3], zeta[2], zeta[3]),
+                ];
+                let head = split.map(|p| p.0);
+                let tail = split.map(|p| p.1);
+                for np in 0..self.vs / 16 {
+                    let vf = self.lay.v.ldmatrix_x4(
+                        kb,
+                        self.pty,
+                        true,
+                        v_rows,
+                        16 * ks,
+                        2 * np,
+                        self.lanes.p1_x,
+                    );
+                    for kz in [head, tail] {
+                        racc.mma(kb, self.ab, 2 * np as usize, kz, [vf[0], vf[1]]);
+                        racc.mma(kb, self.ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copy the o tile's rows `r` with `p0 + r < len` to tokens `tok_c + p0 + r`.
+    fn copy_out(&self, kb: &mut KernelBuilder, p0: Reg, (tok_c, len): (Reg, Reg)) {
+        let per_row = self.vs / 8;
+        let ch = kb.and(self.t, per_row - 1);
+        let row0 = kb.shr(self.t, per_row.trailing_zeros());
+        let ch_bytes = kb.mul_wide(ch, 16u32);
+        let ch_at = kb.add(self.o, ch_bytes);
+        let tok_p = kb.add(tok_c, p0);
+        let len_p = kb.sub(len, p0); // the pass loop runs while p0 < len
+        for round in 0..self.plan.pass_rows * per_row / self.threads {
+            let row = kb.add(row0, round * self.threads / per_row);
+            let inside = kb.setp(Cmp::Lt, row, len_p);
+            let tok = kb.add(tok_p, row);
+            let th = kb.mad_lo(tok, self.heads, self.h);
+            let dst = kb.mad_wide(th, self.vd * self.es, ch_at);
+            let src = self.lay.o.chunk_addr(kb, self.base, row, ch);
+            kb.guarded(inside, false, |kb| {
+                let x = kb.ld_vec(Space::Shared, Ty::U32, 4, Address::reg(src, 0));
+                let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+                kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, 0), &x);
+            });
+        }
+    }
+}
