@@ -366,6 +366,46 @@ fn chunkwise_moves_each_input_once() {
     }
 }
 
+/// The streamed tensor-core path at B=1, H=2, T=512 (two full chunks of 256), V=64, H0 and
+/// H_T: with k and v blocks resident for the chunk (K = 128) every input moves once, within
+/// 1.15× the minimum; with one refilled slot (K = 256) pass p re-reads blocks 0..p, so k and
+/// v move (n+1)/2 = 2.5 times for n = C/64 = 4 blocks, and the total stays within 1.15× of
+/// that plan. No shared bank conflicts either way.
+#[test]
+fn streamed_chunks_move_inputs_as_planned() {
+    for (k, dtype, reads) in [(128u64, Dtype::Bf16, 1.0), (256, Dtype::F16, 2.5)] {
+        let spec = KernelSpec::chunkwise(k as u32, 64, 256, GammaSet::Runtime, dtype, Arch::Sm80);
+        let plan = chunkwise_tc::streamed_plan(&spec).expect("a streamed spec");
+        assert_eq!(plan.slots == 1, reads > 1.0, "{plan:?}");
+        let module = Module::parse(&emit_ptx(&spec).unwrap()).unwrap();
+        let case = Case {
+            batch: 1,
+            heads: 2,
+            t: 512,
+            with_h0: true,
+            want_ht: true,
+        };
+        let report = check_case(&spec, &module, case, 77);
+        let (h, t, v, es) = (2f64, 512f64, 64f64, 2f64);
+        let kf = k as f64;
+        let minimum = h * t * (2.0 * kf + 2.0 * v) * es + 2.0 * h * kf * v * 4.0;
+        let planned = minimum + (reads - 1.0) * h * t * (kf + v) * es;
+        let moved = (report.global_bytes_read + report.global_bytes_written) as f64;
+        println!(
+            "{}: minimum {minimum} B, planned {planned} B, moved {moved} B ({:.4}x plan), \
+             {} bank conflicts, predicted A100 {:.3e} s",
+            spec.slug(),
+            moved / planned,
+            report.shared_bank_conflicts,
+            report.predicted_a100_seconds
+        );
+        assert!(moved >= minimum, "{}: {moved} < {minimum}", spec.slug());
+        assert!(moved <= 1.15 * planned, "{}: {moved} vs {planned}", spec.slug());
+        assert_eq!(report.shared_bank_conflicts, 0, "{}", spec.slug());
+        assert!(report.mma_flops > 0, "{}", spec.slug());
+    }
+}
+
 /// Emulator counters of one launch at `t` tokens (B = H = 1, H0 and H_T).
 fn counters_at(spec: &KernelSpec, module: &Module, t: usize) -> EmuReport {
     let case = Case {
