@@ -400,7 +400,11 @@ fn streamed_chunks_move_inputs_as_planned() {
             report.predicted_a100_seconds
         );
         assert!(moved >= minimum, "{}: {moved} < {minimum}", spec.slug());
-        assert!(moved <= 1.15 * planned, "{}: {moved} vs {planned}", spec.slug());
+        assert!(
+            moved <= 1.15 * planned,
+            "{}: {moved} vs {planned}",
+            spec.slug()
+        );
         assert_eq!(report.shared_bank_conflicts, 0, "{}", spec.slug());
         assert!(report.mma_flops > 0, "{}", spec.slug());
     }

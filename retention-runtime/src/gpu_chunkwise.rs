@@ -133,7 +133,9 @@ pub(crate) fn two_phase(
         u32::try_from(shape.heads).ok()?,
         u32::try_from(shape.seq_len).ok()?,
     );
-    let segment_len = prefer_two_phase(b, h, t, spec.chunk?, sm_count(arch))?;
+    // The one-pass kernel already runs a CTA per V-slice of each (row, head).
+    let slices = spec.v / kernel_gen::kernels::chunkwise::value_slice(spec);
+    let segment_len = prefer_two_phase(b, h * slices, t, spec.chunk?, sm_count(arch))?;
     let segmented = KernelSpec {
         op: KernelOp::ChunkwiseSegmented,
         ..*spec

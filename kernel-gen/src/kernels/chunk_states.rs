@@ -22,8 +22,9 @@
 //! | 5 | `p_heads`       | `.u32` | H — runtime-γ variant only                           |
 //! | 6 | `p_log2_gamma`  | `.u64` | log2 γ_h, f32 `[H]` — runtime-γ variant only         |
 //!
-//! Grid `(B, H, (S−1)·slices)`, `ctaid.z = s·slices + slice`. f16/bf16 with K, V ≤ 128 run
-//! on tensor cores ([`super::chunk_states_tc`], K/16 warps, one 16-row state slice each);
+//! Grid `(B, H, (S−1)·slices)`, `ctaid.z = s·slices + slice`. f16/bf16 run on tensor cores
+//! ([`super::chunk_states_tc`], K/16 warps, one 16-row state slice each, at most 128
+//! columns of V per CTA);
 //! everything else runs the FMA path below (256 threads, f32 state in shared memory,
 //! [`value_slice`] columns of V per CTA). Numerics as [`super::chunkwise`].
 
@@ -94,10 +95,11 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
 }
 
 /// Columns of V one FMA-path CTA serves: all of V when its tiles fit the arch's shared
-/// memory, else the widest halving (down to 64) that fits; all of V on tensor cores.
+/// memory, else the widest halving (down to 64) that fits; on tensor cores
+/// [`chunk_states_tc::value_slice`].
 pub fn value_slice(spec: &KernelSpec) -> u32 {
     if uses_tensor_cores(spec) {
-        return spec.v;
+        return chunk_states_tc::value_slice(spec);
     }
     let c = spec.chunk.unwrap_or_default();
     let mut vs = spec.v;
@@ -123,7 +125,7 @@ pub fn launch_geometry(
     let (threads, smem) = if uses_tensor_cores(spec) {
         (
             32 * chunk_states_tc::warps(spec),
-            chunk_states_tc::TcStatesLayout::new(spec.k, spec.v, c).total,
+            chunk_states_tc::TcStatesLayout::new(spec.k, value_slice(spec), c).total,
         )
     } else {
         (

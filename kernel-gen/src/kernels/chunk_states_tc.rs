@@ -1,6 +1,7 @@
-//! The tensor-core path of phase 1 ([`super::chunk_states`]; f16/bf16 inputs, K, V ≤ 128):
-//! the chunkwise tensor-core state update alone, one CTA of K/16 warps per (row b, head h,
-//! segment s), warp w holding rows 16w.. of the f32 state in `mma` accumulators:
+//! The tensor-core path of phase 1 ([`super::chunk_states`]; f16/bf16 inputs): the chunkwise
+//! tensor-core state update alone, one CTA of K/16 warps per (row b, head h, segment s,
+//! [`value_slice`] columns of V), warp w holding rows 16w.. of the f32 state in `mma`
+//! accumulators:
 //!
 //! ```text
 //! R_w = 0; per chunk of the segment: R_w ← γ^L R_w + (Kᵀ ⊙ ζ)_w V ; Local_s rows 16w.. = R_w
@@ -23,6 +24,17 @@ use crate::spec::KernelSpec;
 /// Warps per CTA: one 16-row slice of the state each.
 pub fn warps(spec: &KernelSpec) -> u32 {
     spec.k / 16
+}
+
+/// Columns of V (and of the state) one CTA serves: at most 128 (a warp's 16-row state slice
+/// in 64 registers), 64 for K = 256, whose 16 warps leave a thread at most 128 registers.
+/// The grid's z axis walks segment · slices + slice.
+pub fn value_slice(spec: &KernelSpec) -> u32 {
+    if spec.k == 256 {
+        spec.v.min(64)
+    } else {
+        spec.v.min(128)
+    }
 }
 
 /// Shared tiles of the tensor-core phase 1.
@@ -67,7 +79,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     };
     let pty = ab.packed().unwrap_or(Ty::F16x2);
     let threads = 32 * warps(spec);
-    let lay = TcStatesLayout::new(kd, vd, c);
+    let vs = value_slice(spec); // columns of V this CTA serves
+    let slices = vd / vs;
+    let lay = TcStatesLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
@@ -100,7 +114,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let q4 = kb.and(lane, 3u32);
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
-    let seg = states_segment(&mut kb, spec, &p, 1, (b, h, heads));
+    let seg = states_segment(&mut kb, spec, &p, slices, (b, h, heads));
     let base = kb.shared_addr(&smem);
 
     kb.comment(format!(
@@ -126,10 +140,23 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let k_chunk = kb.shl(warp, 1u32); // 16w / 8: chunk of column 16w in a [C][K] tile
     let k_rows = lay.k.lane_rows(&mut kb, base, zero, lanes.p2_row);
     let v_rows = lay.v.lane_rows(&mut kb, base, zero, lanes.p1_row);
-    let racc = AccTileF32::zeros(&mut kb, vd);
+    let racc = AccTileF32::zeros(&mut kb, vs);
     let q2 = kb.shl(q4, 1u32);
     let k = kb.global_ptr(&p.k);
     let v = kb.global_ptr(&p.v);
+    // With V split over the grid, this CTA's columns start at vs · (ctaid.z mod slices).
+    let v_col0 = (slices > 1).then(|| {
+        let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+        let slice = kb.and(z, slices - 1);
+        kb.mul_lo(slice, vs)
+    });
+    let v = match v_col0 {
+        Some(c0) => {
+            let col_bytes = kb.mul_wide(c0, es);
+            kb.add(v, col_bytes)
+        }
+        None => v,
+    };
 
     kb.comment(format!("walk the segment in chunks of {c}"));
     kb.for_range(0u32, seg.len, c, |kb, c0| {
@@ -138,10 +165,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         let tok_c = kb.add(seg.start, c0);
 
         kb.comment("cp.async k, v rows of the chunk (rows >= L zero-filled)");
-        for (tile, src) in [(lay.k, k), (lay.v, v)] {
+        for (tile, src, cols) in [(lay.k, k, kd), (lay.v, v, vd)] {
             let rows = GlobalRows {
                 src,
-                row_bytes: tile.cols * es,
+                row_bytes: cols * es,
                 tok_c,
                 heads,
                 h,
@@ -192,7 +219,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             ];
             let head = split.map(|p| p.0);
             let tail = split.map(|p| p.1);
-            for np in 0..vd / 16 {
+            for np in 0..vs / 16 {
                 let vf = lay
                     .v
                     .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks, 2 * np, lanes.p1_x);
@@ -208,7 +235,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     kb.comment("Local_s[b,h] rows 16w.. = R_w");
     let my_row = kb.add(i0, g);
-    let my_elem = kb.mad_lo(my_row, vd, q2);
+    let my_col = match v_col0 {
+        Some(c0) => kb.add(q2, c0),
+        None => q2,
+    };
+    let my_elem = kb.mad_lo(my_row, vd, my_col);
     let my_elem_bytes = kb.mul_wide(my_elem, 4u32);
     let states = kb.global_ptr(&p.states);
     let at = kb.add(states, seg.state_bytes);

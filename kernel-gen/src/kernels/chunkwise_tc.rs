@@ -185,8 +185,8 @@ pub(crate) fn stage_tile(
     let row0 = kb.shr(t, per_row.trailing_zeros());
     let ch_bytes = kb.mul_wide(ch, 16u32);
     let src_ch = kb.add(src, ch_bytes);
-    for round in 0..tile.rows * per_row / threads {
-        let row = kb.add(row0, round * threads / per_row);
+    let pieces = tile.rows * per_row;
+    let copy_row = |kb: &mut KernelBuilder, row: Reg| {
         let valid = kb.setp(Cmp::Lt, row, len);
         let src_row = kb.selp(row, 0u32, valid);
         let sixteen = kb.mov(Ty::U32, 16u32);
@@ -202,6 +202,17 @@ pub(crate) fn stage_tile(
             Address::reg(at, 0),
             Some(bytes.into()),
         );
+    };
+    for round in 0..pieces / threads {
+        let row = kb.add(row0, round * threads / per_row);
+        copy_row(kb, row);
+    }
+    if pieces % threads != 0 {
+        // A tile with fewer 16-byte pieces than threads (or not a multiple): the last round
+        // runs on the threads whose row is still inside the tile.
+        let row = kb.add(row0, pieces / threads * threads / per_row);
+        let inside = kb.setp(Cmp::Lt, row, tile.rows);
+        kb.guarded(inside, false, |kb| copy_row(kb, row));
     }
 }
 
@@ -557,7 +568,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let q2 = kb.shl(q4, 1u32);
     // With V split over the grid's z axis, this CTA's columns start at vs·z.
     let v_col0 = (vs < vd).then(|| {
-        let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+        let z = two_phase::value_slice_index(&mut kb, spec);
         kb.mul_lo(z, vs)
     });
     let my_col = match v_col0 {

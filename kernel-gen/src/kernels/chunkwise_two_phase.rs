@@ -32,12 +32,12 @@ use crate::dsl::{
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
 
-/// The shapes both phases are built and proven for: C ∈ {32, 64} (f32: chunks shared memory
-/// holds whole, not the blocked FMA path); on tensor cores (16-bit)
-/// K, V ≤ 128 except K = V = 128 with C = 64 (the shapes whose one-pass kernel keeps all of V
-/// and one state slice per warp in one CTA). Longer chunks, K = 256 and V ≥ 256 on tensor
-/// cores split V or the state across CTAs or warps in ways the segment hooks do not follow
-/// yet, so those specs are refused rather than emitted.
+/// The shapes both phases are built and proven for: C ∈ {32, 64}; every (K, V) on tensor
+/// cores (16-bit: phase 1 splits V into 128-column slices, phase 2 follows the one-pass
+/// kernel's V slices and per-warp state slices); in f32, chunks shared memory holds whole
+/// (not the blocked FMA path). Longer chunks are refused rather than emitted: the two-phase
+/// forward is for few (row, head) pairs and long sequences, where C ≤ 64 already fills the
+/// GPU with segments.
 ///
 /// # Errors
 /// [`GenError::UnsupportedSpec`] naming the field outside the envelope.
@@ -51,14 +51,6 @@ pub fn check_envelope(spec: &KernelSpec) -> Result<(), GenError> {
         ));
     }
     let sixteen_bit = spec.dtype != retention_core::Dtype::F32;
-    if sixteen_bit && (spec.k > 128 || spec.v > 128 || (spec.k == 128 && spec.v == 128 && c == 64))
-    {
-        return Err(super::unsupported(
-            "head dims",
-            format!("K={} V={} C={c}", spec.k, spec.v),
-            "the two-phase tensor-core path serves K, V <= 128 (not K = V = 128 with C = 64)",
-        ));
-    }
     if !sixteen_bit && chunkwise::fma_tiling(spec).0 < c {
         return Err(super::unsupported(
             "head dims",
@@ -373,7 +365,7 @@ pub fn two_phase_plan(
 
 /// The segment length L to run the two-phase forward with, or `None` when the one-pass
 /// chunkwise kernel already fills the GPU (B·H ≥ SM count) or the sequence is too short to
-/// split.
+/// split. `heads` counts the one-pass kernel's CTAs per row: H times its V-slices.
 ///
 /// Rule: aim for B·H·S ≈ 2 × `sm_count` CTAs, with L a multiple of `chunk` and
 /// L ≥ max(4·C, √(T·C)). The second bound keeps phase 2's fold cheap: a CTA of segment s
@@ -424,6 +416,33 @@ mod tests {
             (one.segments, one.phase1, one.workspace_elems),
             (1, None, 0)
         );
+    }
+
+    #[test]
+    fn paper_heads_split_v_in_both_phases() {
+        // K = 256, V = 512 (6.7B) in bf16: phase 1 serves 64 columns of V per CTA, phase 2
+        // follows the one-pass kernel's 64-column slices; both grids walk segment · 8 + slice.
+        let paper = KernelSpec::chunkwise_segmented(
+            256,
+            512,
+            64,
+            GammaSet::Runtime,
+            Dtype::Bf16,
+            Arch::Sm80,
+        );
+        assert!(paper.validate().is_ok());
+        let p = two_phase_plan(&paper, 1, 16, 4096, 1024).unwrap();
+        assert_eq!(p.segments, 4);
+        assert_eq!(p.phase1.unwrap().grid, [1, 16, 3 * 8]);
+        assert_eq!(p.phase1.unwrap().block, [16 * 32, 1, 1]);
+        assert_eq!(p.phase2.grid, [1, 16, 4 * 8]);
+        assert_eq!(p.workspace_elems, 16 * 3 * 256 * 512);
+        // Longer chunks stay one-pass.
+        let long = KernelSpec {
+            chunk: Some(128),
+            ..paper
+        };
+        assert!(check_envelope(&long).is_err());
     }
 
     #[test]
