@@ -125,13 +125,19 @@ pub struct TcLayout {
 }
 
 impl TcLayout {
-    /// The layout for head dims `k`, `v` and chunk `c`.
+    /// The layout for head dims `k`, `v` and chunk `c`: whole-chunk tiles.
     pub const fn new(k: u32, v: u32, c: u32) -> Self {
-        let q = SharedTile16::new(0, c, k);
-        let kt = SharedTile16::new(q.offset + q.bytes(), c, k);
-        let vt = SharedTile16::new(kt.offset + kt.bytes(), c, v);
+        Self::with_rows(k, v, c, c, c)
+    }
+
+    /// The layout with `q_rows` rows of q and o and `kv_rows` rows of k and v, in the order
+    /// q, k, v, R̃, o, then γ^d for d = 0..=C.
+    pub const fn with_rows(k: u32, v: u32, c: u32, q_rows: u32, kv_rows: u32) -> Self {
+        let q = SharedTile16::new(0, q_rows, k);
+        let kt = SharedTile16::new(q.offset + q.bytes(), kv_rows, k);
+        let vt = SharedTile16::new(kt.offset + kt.bytes(), kv_rows, v);
         let rh = SharedTile16::new(vt.offset + vt.bytes(), k, v);
-        let o = SharedTile16::new(rh.offset + rh.bytes(), c, v);
+        let o = SharedTile16::new(rh.offset + rh.bytes(), q_rows, v);
         let decay = o.offset + o.bytes();
         TcLayout {
             q,

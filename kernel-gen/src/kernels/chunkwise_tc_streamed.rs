@@ -64,21 +64,7 @@ impl StreamedPlan {
     /// The shared tiles: q `[P][K]`, k `[slots·64][K]`, v `[slots·64][V]`, R̃ `[K][V]`,
     /// o `[P][V]`, then γ^d for d = 0..=C.
     pub const fn layout(&self, k: u32, vs: u32, c: u32) -> TcLayout {
-        let q = SharedTile16::new(0, self.pass_rows, k);
-        let kt = SharedTile16::new(q.offset + q.bytes(), self.slots * BLOCK, k);
-        let vt = SharedTile16::new(kt.offset + kt.bytes(), self.slots * BLOCK, vs);
-        let rh = SharedTile16::new(vt.offset + vt.bytes(), k, vs);
-        let o = SharedTile16::new(rh.offset + rh.bytes(), self.pass_rows, vs);
-        let decay = o.offset + o.bytes();
-        TcLayout {
-            q,
-            k: kt,
-            v: vt,
-            rh,
-            o,
-            decay,
-            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
-        }
+        TcLayout::with_rows(k, vs, c, self.pass_rows, self.slots * BLOCK)
     }
 }
 
