@@ -314,6 +314,20 @@ fn chunkwise_variants_match_the_reference_in_the_emulator() {
     );
 }
 
+/// The traffic probe of DESIGN §5: B=1, H=2, T=512 with H0 and H_T, checked against the
+/// reference; returns the emulator's counters.
+fn traffic_probe(spec: &KernelSpec, seed: u64) -> EmuReport {
+    let module = Module::parse(&emit_ptx(spec).unwrap()).unwrap();
+    let case = Case {
+        batch: 1,
+        heads: 2,
+        t: 512,
+        with_h0: true,
+        want_ht: true,
+    };
+    check_case(spec, &module, case, seed)
+}
+
 /// DESIGN §5 targets at B=1, H=2, T=512, K=V=64, C=64 (every dtype) and C=128 (tensor
 /// cores, 16-row blocks whose scores are built 64 columns at a time): global traffic within
 /// 1.15× the minimum (q, k, v read once, o written once, H0 read once, H_T written once), and
@@ -324,15 +338,7 @@ fn chunkwise_moves_each_input_once() {
     for (c, dtype) in Dtype::ALL.map(|d| (64, d)).into_iter().chain(long_tc) {
         let spec = KernelSpec::chunkwise(64, 64, c, GammaSet::Runtime, dtype, Arch::Sm80);
         assert!(c == 64 || uses_tensor_cores(&spec), "{}", spec.slug());
-        let module = Module::parse(&emit_ptx(&spec).unwrap()).unwrap();
-        let case = Case {
-            batch: 1,
-            heads: 2,
-            t: 512,
-            with_h0: true,
-            want_ht: true,
-        };
-        let report = check_case(&spec, &module, case, 99);
+        let report = traffic_probe(&spec, 99);
         let es = spec.dtype.size_bytes() as u64;
         let (b, h, t, k, v) = (1u64, 2u64, 512u64, 64u64, 64u64);
         let minimum = b * t * h * (2 * k + v) * es + b * t * h * v * es + 2 * b * h * k * v * 4;
@@ -377,15 +383,7 @@ fn streamed_chunks_move_inputs_as_planned() {
         let spec = KernelSpec::chunkwise(k as u32, 64, 256, GammaSet::Runtime, dtype, Arch::Sm80);
         let plan = chunkwise_tc::streamed_plan(&spec).expect("a streamed spec");
         assert_eq!(plan.slots == 1, reads > 1.0, "{plan:?}");
-        let module = Module::parse(&emit_ptx(&spec).unwrap()).unwrap();
-        let case = Case {
-            batch: 1,
-            heads: 2,
-            t: 512,
-            with_h0: true,
-            want_ht: true,
-        };
-        let report = check_case(&spec, &module, case, 77);
+        let report = traffic_probe(&spec, 77);
         let (h, t, v, es) = (2f64, 512f64, 64f64, 2f64);
         let kf = k as f64;
         let minimum = h * t * (2.0 * kf + 2.0 * v) * es + 2.0 * h * kf * v * 4.0;
