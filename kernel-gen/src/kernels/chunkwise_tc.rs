@@ -213,7 +213,7 @@ pub(crate) fn stage_tile(
         let row = kb.add(row0, round * threads / per_row);
         copy_row(kb, row);
     }
-    if pieces % threads != 0 {
+    if !pieces.is_multiple_of(threads) {
         // A tile with fewer 16-byte pieces than threads (or not a multiple): the last round
         // runs on the threads whose row is still inside the tile.
         let row = kb.add(row0, pieces / threads * threads / per_row);
