@@ -26,6 +26,12 @@ fn check_batch(spec: &KernelSpec, module: &Module, lengths: &[usize], with_h0: b
         "{what}: H_T max rel diff {:e}",
         check.state_error
     );
+    if spec.dtype != Dtype::F32 {
+        assert_eq!(
+            check.unwritten_shared_reads, 0,
+            "{what}: reads of unwritten shared memory"
+        );
+    }
 }
 
 /// Chunks from this length on are sampled lightly in CI (see the module doc).

@@ -21,7 +21,10 @@
 //!   barriers some thread can never reach are all typed [`EmuError`]s naming kernel,
 //!   instruction, line, block and thread.
 //! - **Cost** ([`EmuReport`]): instruction mix, global bytes and 32-byte sectors per request,
-//!   shared bank conflicts, barriers, and a roofline time *prediction* for A100 and H100.
+//!   shared bank conflicts, barriers, and a roofline time *prediction* for A100 and H100;
+//!   also reads of shared bytes no thread of the block had written (`shared_uninit_reads`:
+//!   counted, not an error, since a kernel may read stale bytes it then masks; the catalog
+//!   checks hold tensor-core kernels to zero).
 //! - **Numerics**: f32 arithmetic is IEEE with the instruction's rounding mode; f16/bf16
 //!   conversions honour `.rn/.rz/.rm/.rp`; `.approx` functions (`ex2`, `lg2`, `rcp`,
 //!   `rsqrt`, `sqrt`, `sin`, `cos`, `tanh`) are computed in f64 and rounded once, i.e. more

@@ -114,6 +114,7 @@ pub(crate) struct Counters {
     pub shared_requests: u64,
     pub shared_wavefronts: u64,
     pub shared_bank_conflicts: u64,
+    pub shared_uninit_reads: u64,
     pub barriers: u64,
     pub fp32_flops: u64,
     pub fp16_flops: u64,
@@ -131,6 +132,7 @@ impl Counters {
         self.shared_requests += o.shared_requests;
         self.shared_wavefronts += o.shared_wavefronts;
         self.shared_bank_conflicts += o.shared_bank_conflicts;
+        self.shared_uninit_reads += o.shared_uninit_reads;
         self.barriers += o.barriers;
         self.fp32_flops += o.fp32_flops;
         self.fp16_flops += o.fp16_flops;
@@ -205,6 +207,10 @@ pub struct EmuReport {
     pub shared_wavefronts: u64,
     /// Extra wavefronts caused by bank conflicts (0 is conflict-free).
     pub shared_bank_conflicts: u64,
+    /// Thread reads of shared memory that touched a byte no thread of the block had
+    /// written since launch (stale data from nowhere: 0 in a kernel that stages what it
+    /// reads).
+    pub shared_uninit_reads: u64,
     /// Block-wide barrier releases.
     pub barriers: u64,
     /// f32/f64 FLOPs (FMA = 2), per thread.
@@ -245,6 +251,7 @@ impl EmuReport {
             shared_requests: c.shared_requests,
             shared_wavefronts: c.shared_wavefronts,
             shared_bank_conflicts: c.shared_bank_conflicts,
+            shared_uninit_reads: c.shared_uninit_reads,
             barriers: c.barriers,
             fp32_flops: c.fp32_flops,
             fp16_flops: c.fp16_flops,

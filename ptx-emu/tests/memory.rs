@@ -227,6 +227,7 @@ fn shared_memory_round_trip_and_out_of_bounds() {
     }
     assert_eq!(r.barriers, 1);
     assert_eq!(r.shared_bank_conflicts, 0);
+    assert_eq!(r.shared_uninit_reads, 0);
     let err = run_io(&body("+4"), input, 32, 32).unwrap_err();
     match err {
         EmuError::SharedOutOfBounds {
@@ -362,4 +363,28 @@ fn atomics_accumulate_across_blocks() {
     assert_eq!(out.to_f32()[0], 4.0 * (0..64).sum::<u32>() as f32);
     assert_eq!(out.to_u32()[1], 256);
     assert_eq!(r.instructions.atomic, 2 * 4 * 2);
+}
+
+#[test]
+fn reads_of_never_written_shared_bytes_are_counted() {
+    // Threads store words 0..32 of a 64-word tile, then every thread reads word t + 16:
+    // threads 16..31 read words 32..47, which nothing wrote (one counted read each).
+    let src = io(&format!(
+        ".shared .align 16 .b8 smem[256];
+         {INDEX4}
+         ld.global.f32 %f1, [%rd4];
+         mul.wide.u32 %rd6, %r1, 4;
+         mov.u64 %rd7, smem;
+         add.s64 %rd8, %rd7, %rd6;
+         st.shared.f32 [%rd8], %f1;
+         bar.sync 0;
+         ld.shared.f32 %f2, [%rd8+64];
+         st.global.f32 [%rd5], %f2;"
+    ));
+    let m = ptx_emu::Module::parse(&src).unwrap();
+    let mut l = ptx_emu::Launch::new("k", [2, 1, 1], [32, 1, 1])
+        .arg(Param::Buffer(Buffer::from_f32(&[1.0; 64])))
+        .arg(Param::Buffer(Buffer::from_f32(&[0.0; 64]).output()));
+    let r = m.launch(&mut l).unwrap();
+    assert_eq!(r.shared_uninit_reads, 2 * 16);
 }

@@ -47,7 +47,11 @@ pub(crate) fn run_grid(l: &Launched) -> Result<Counters, EmuError> {
                 (i / (gx as u64 * gy as u64)) as u32,
             ];
             let mut b = block::Block::new(l, ctaid);
-            let r = b.run().map(|()| b.counters);
+            let r = b.run().map(|()| {
+                let mut c = b.counters;
+                c.shared_uninit_reads = b.shared.uninit_reads;
+                c
+            });
             if r.is_err() {
                 abort.store(true, Ordering::Relaxed);
             }

@@ -30,6 +30,8 @@ pub(crate) struct SharedMemory {
     track: Vec<Track>,
     /// Barrier epoch; starts at 1 so that 0 means "never accessed".
     pub epoch: u32,
+    /// Reads (per thread access) that touched a byte no thread of the block had written.
+    pub uninit_reads: u64,
 }
 
 impl SharedMemory {
@@ -38,6 +40,7 @@ impl SharedMemory {
             bytes: vec![0; size as usize],
             track: vec![Track::default(); size as usize],
             epoch: 1,
+            uninit_reads: 0,
         }
     }
 
@@ -56,6 +59,13 @@ impl SharedMemory {
     ) -> Result<(), Race> {
         let e = self.epoch;
         let range = off as usize..off as usize + size as usize;
+        if kind == AccessKind::Read
+            && self.track[range.clone()]
+                .iter()
+                .any(|tr| tr.write_epoch == 0)
+        {
+            self.uninit_reads += 1;
+        }
         for (i, tr) in self.track[range].iter_mut().enumerate() {
             if tr.write_epoch == e && tr.writer != t {
                 return Err(Race {

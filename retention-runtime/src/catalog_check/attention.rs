@@ -22,7 +22,7 @@ use kernel_gen::{KernelOp, KernelSpec, param_names};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference;
 
-use super::io::{EmuCheck, emu_dtype, input_buffer, output_values};
+use super::io::{EmuCheck, emu_dtype, input_buffer, output_values, unwritten_shared_reads};
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.41;
@@ -230,6 +230,7 @@ pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<
         o_error: 0.0,
         state_error: 0.0,
         report: None,
+        unwritten_shared_reads: 0,
     };
     for (i, case) in cases(&split_spec).into_iter().enumerate() {
         let run = run_case(
@@ -246,6 +247,8 @@ pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<
         } else {
             run.o_error
         });
+        out.unwritten_shared_reads += unwritten_shared_reads(&run.split)
+            + run.combine.as_ref().map_or(0, unwritten_shared_reads);
         out.report = Some(if spec.op == KernelOp::AttentionCombine {
             run.combine.unwrap_or(run.split)
         } else {

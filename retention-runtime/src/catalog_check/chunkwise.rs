@@ -12,7 +12,9 @@ use kernel_gen::{GammaSet, KernelSpec, launch_geometry, param_names};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
-use super::io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position};
+use super::io::{
+    EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position, unwritten_shared_reads,
+};
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.29;
@@ -144,6 +146,7 @@ pub fn check_on(
             Dtype::F16 | Dtype::Bf16 => reference::rel_rmse(&got_o, want_o.data()),
         },
         state_error: reference::max_rel_diff(&got_ht, want_ht.data()),
+        unwritten_shared_reads: unwritten_shared_reads(&report),
         report: Some(report),
     })
 }

@@ -13,7 +13,9 @@ use kernel_gen::{GammaSet, KernelSpec, launch_geometry, param_names};
 use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
-use super::io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position};
+use super::io::{
+    EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position, unwritten_shared_reads,
+};
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.37;
@@ -105,6 +107,7 @@ pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<
         o_error: 0.0,
         state_error: 0.0,
         report: None,
+        unwritten_shared_reads: 0,
     };
     for step in 0..STEPS {
         let mut round = |len: usize| {
@@ -164,6 +167,7 @@ pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<
                 return Err(format!("step {step}: untouched slot {slot} changed"));
             }
         }
+        out.unwritten_shared_reads += unwritten_shared_reads(&report);
         out.report = Some(report);
     }
     Ok(out)

@@ -19,6 +19,14 @@ pub struct EmuCheck {
     /// The last launch's report: the emulator's counters and predicted A100/H100 times, or
     /// the time a real GPU measured.
     pub report: Option<LaunchReport>,
+    /// Shared-memory reads, over every emulated launch of the check, that touched a byte
+    /// nothing had written (0 on a GPU, which cannot tell).
+    pub unwritten_shared_reads: u64,
+}
+
+/// The shared-memory reads of `report` that touched never-written bytes (0 unless emulated).
+pub fn unwritten_shared_reads(report: &LaunchReport) -> u64 {
+    report.emulated().map_or(0, |r| r.shared_uninit_reads)
 }
 
 impl EmuCheck {
@@ -30,13 +38,21 @@ impl EmuCheck {
         }
     }
 
-    /// Why the result is off, or `None` when within tolerance.
+    /// Why the result is off, or `None` when within tolerance (and, for 16-bit kernels, no
+    /// read of never-written shared memory).
     pub fn failure(&self, dtype: Dtype) -> Option<String> {
         let tol = Self::o_tolerance(dtype);
         if self.o_error.is_nan() || self.o_error > tol {
             Some(format!("output error {:.2e} > {tol:.0e}", self.o_error))
         } else if self.state_error.is_nan() || self.state_error > 1e-5 {
             Some(format!("state error {:.2e} > 1e-5", self.state_error))
+        } else if dtype != Dtype::F32 && self.unwritten_shared_reads > 0 {
+            // 16-bit kernels stage (or zero-fill) every shared byte they read; the f32 FMA
+            // paths read stale rows past a partial chunk by design and mask them with selp.
+            Some(format!(
+                "{} reads of shared memory nothing had written",
+                self.unwritten_shared_reads
+            ))
         } else {
             None
         }

@@ -14,7 +14,9 @@ use kernel_gen::{GammaSet, KernelOp, KernelSpec, LaunchGeometry, param_names};
 use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
-use super::io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position};
+use super::io::{
+    EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position, unwritten_shared_reads,
+};
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.29;
@@ -274,6 +276,8 @@ pub fn check_case(
                 Dtype::F16 | Dtype::Bf16 => reference::rel_rmse(&got_o, want_o.data()),
             },
             state_error,
+            unwritten_shared_reads: phase1.as_ref().map_or(0, unwritten_shared_reads)
+                + unwritten_shared_reads(&report),
             report: Some(report),
         },
         phase1,

@@ -8,7 +8,9 @@ use kernel_gen::{GammaSet, KernelSpec, launch_geometry};
 use retention_core::{CuSeqlens, Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
-use super::io::{EmuCheck, emu_dtype, gammas_for, input_buffer, output_values};
+use super::io::{
+    EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, unwritten_shared_reads,
+};
 use crate::launch_target::LaunchTarget;
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
@@ -143,6 +145,7 @@ pub fn check_batch(
             Dtype::F16 | Dtype::Bf16 => reference::rel_rmse(&got, want_o.data()),
         },
         state_error: reference::max_rel_diff(&got_ht, want_ht.data()),
+        unwritten_shared_reads: unwritten_shared_reads(&report),
         report: Some(report),
     })
 }
@@ -158,6 +161,7 @@ pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<
     Ok(EmuCheck {
         o_error: a.o_error.max(b.o_error),
         state_error: a.state_error.max(b.state_error),
+        unwritten_shared_reads: a.unwritten_shared_reads + b.unwritten_shared_reads,
         report: b.report,
     })
 }
