@@ -16,7 +16,7 @@ mod common;
 
 use common::{emu_dtype, gammas_for, input_buffer, log2_gamma_buffer, output_values};
 use kernel_gen::emu::{Buffer, EmuReport, Launch, Module, Param};
-use kernel_gen::kernels::chunkwise_tc::{self, uses_tensor_cores};
+use kernel_gen::math::chunk_tiling::{self, uses_tensor_cores};
 use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
@@ -185,7 +185,7 @@ fn cases(spec: &KernelSpec, full: bool) -> Vec<Case> {
     if !full && light(spec) {
         // The streamed tensor-core path that refills one k, v slot (K = 256, C = 256) runs
         // in CI on one runtime-γ head, which keeps it within the long-chunk budget.
-        let refills = chunkwise_tc::streamed_plan(spec).is_some_and(|p| p.slots == 1);
+        let refills = chunk_tiling::streamed_plan(spec).is_some_and(|p| p.slots == 1);
         let heads = if refills && spec.gammas == GammaSet::Runtime {
             1
         } else {
@@ -391,7 +391,7 @@ fn chunkwise_moves_each_input_once() {
 fn streamed_chunks_move_inputs_as_planned() {
     for (k, dtype, reads) in [(128u64, Dtype::Bf16, 1.0), (256, Dtype::F16, 2.5)] {
         let spec = KernelSpec::chunkwise(k as u32, 64, 256, GammaSet::Runtime, dtype, Arch::Sm80);
-        let plan = chunkwise_tc::streamed_plan(&spec).expect("a streamed spec");
+        let plan = chunk_tiling::streamed_plan(&spec).expect("a streamed spec");
         assert_eq!(plan.slots == 1, reads > 1.0, "{plan:?}");
         let report = traffic_probe(&spec, 77);
         let (h, t, v, es) = (2f64, 512f64, 64f64, 2f64);

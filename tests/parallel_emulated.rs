@@ -7,10 +7,20 @@
 //! and gamma set; `RETENTION_FULL_SWEEP=1` emulates every parallel variant of the catalog.
 
 use kernel_gen::emu::Module;
-use kernel_gen::kernels::parallel::{launch_geometry_for_len, uses_tensor_cores};
 use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry};
+use kernel_gen::{KernelPlan, LaunchSize, default_parallel_tile, plan};
 use retention_core::{Dtype, SplitMix64};
 use retention_runtime::catalog_check::parallel::{check_launch, check_on};
+
+/// The plan of one launch of `spec` at (rows, heads, tokens).
+fn plan_at(spec: &KernelSpec, rows: u32, heads: u32, tokens: u32) -> KernelPlan {
+    let size = LaunchSize {
+        rows,
+        heads,
+        tokens,
+    };
+    plan(spec, size).unwrap()
+}
 
 /// (batch, heads, T) problems every emulated spec runs; runtime γ adds a multiple of the tile
 /// and 4 tiles + 7, where the fast head (γ = 0.3) stops before the tiles whose decays are all
@@ -118,12 +128,12 @@ fn parallel_variants_match_the_reference_in_the_emulator() {
 #[test]
 fn one_cta_walking_every_query_tile_matches_one_cta_per_tile() {
     for dtype in [Dtype::F32, Dtype::Bf16] {
-        let tile = kernel_gen::kernels::parallel::default_tile(dtype);
+        let tile = default_parallel_tile(dtype);
         let spec = KernelSpec::parallel(64, 256, tile, GammaSet::Runtime, dtype, Arch::Sm80);
         let module = Module::parse(&emit_ptx(&spec).unwrap()).unwrap();
         let size = (1, 2, 3 * tile as usize + 1);
         let walk = launch_geometry(&spec, 1, 2).unwrap();
-        let per_tile = launch_geometry_for_len(&spec, 1, 2, size.2 as u32).unwrap();
+        let per_tile = plan_at(&spec, 1, 2, size.2 as u32).geometry;
         assert_eq!(walk.grid[2] * 4, per_tile.grid[2], "{}", spec.slug());
         let a = check_launch(&spec, &module, size, 5, walk).unwrap();
         let b = check_launch(&spec, &module, size, 5, per_tile).unwrap();
@@ -149,7 +159,7 @@ fn one_cta_walking_every_query_tile_matches_one_cta_per_tile() {
 #[test]
 fn parallel_reads_each_key_tile_once_per_query_tile() {
     for dtype in Dtype::ALL {
-        let tile = kernel_gen::kernels::parallel::default_tile(dtype);
+        let tile = default_parallel_tile(dtype);
         let spec = KernelSpec::parallel(
             64,
             64,
@@ -191,7 +201,7 @@ fn parallel_reads_each_key_tile_once_per_query_tile() {
             report.predicted_a100_seconds
         );
         assert!(sectors as f64 <= 1.15 * moved as f64, "{}", spec.slug());
-        if uses_tensor_cores(&spec) {
+        if plan_at(&spec, 1, 1, 1).path.tensor_cores() {
             assert_eq!(report.shared_bank_conflicts, 0, "{}", spec.slug());
             assert!(report.mma_flops > 0, "{}", spec.slug());
         }
@@ -205,7 +215,7 @@ fn parallel_reads_each_key_tile_once_per_query_tile() {
 #[test]
 fn vanishing_key_tiles_are_never_loaded() {
     for dtype in [Dtype::F32, Dtype::Bf16] {
-        let tile = kernel_gen::kernels::parallel::default_tile(dtype);
+        let tile = default_parallel_tile(dtype);
         let spec = KernelSpec::parallel(64, 64, tile, GammaSet::Runtime, dtype, Arch::Sm80);
         let module = Module::parse(&emit_ptx(&spec).unwrap()).unwrap();
         let t = 512u64;
@@ -227,7 +237,7 @@ fn vanishing_key_tiles_are_never_loaded() {
         let n = t / b;
         let visited: u64 = (0..n).map(|i| i.min(s_max) + 1).sum();
         // q once, the visited k/v tiles once, and log2 γ once per thread (one CTA per tile).
-        let threads = u64::from(kernel_gen::kernels::parallel::threads(&spec));
+        let threads = u64::from(plan_at(&spec, 1, 1, t as u32).geometry.block[0]);
         let read = e * (t * k + b * visited * (k + v)) + 4 * threads * n;
         assert!(
             visited < n * (n + 1) / 2,

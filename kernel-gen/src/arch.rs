@@ -22,6 +22,14 @@ impl Arch {
     /// Every architecture, oldest first.
     pub const ALL: [Arch; 2] = [Arch::Sm80, Arch::Sm90];
 
+    /// Most dynamic shared memory one CTA may opt into.
+    pub const fn max_dynamic_shared(self) -> u32 {
+        match self {
+            Arch::Sm80 => 163 * 1024,
+            Arch::Sm90 => 227 * 1024,
+        }
+    }
+
     /// The `.target` name, also passed to `ptxas -arch`.
     pub const fn name(self) -> &'static str {
         match self {

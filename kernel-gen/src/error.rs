@@ -66,3 +66,16 @@ impl From<GenError> for RetentionError {
         }
     }
 }
+
+/// The typed error a generator gives for a spec field it cannot serve.
+pub(crate) fn unsupported(
+    what: &'static str,
+    value: impl std::fmt::Display,
+    reason: impl Into<String>,
+) -> GenError {
+    GenError::UnsupportedSpec {
+        what,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}

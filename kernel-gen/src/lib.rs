@@ -30,18 +30,24 @@
 pub use ptx_emu as emu;
 
 mod arch;
+pub mod blocks;
 pub mod catalog;
 pub mod dsl;
 mod error;
 pub mod kernels;
 pub mod manifest;
+pub mod math;
+pub mod plan;
 pub mod ptxas;
+pub mod registry;
 pub mod spec;
 
 pub use arch::Arch;
 pub use error::GenError;
-pub use kernels::chunkwise_two_phase::{TwoPhasePlan, prefer_two_phase, two_phase_plan};
-pub use spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
+pub use kernels::attention_decode::{AttentionDecodePlan, plan as attention_decode_plan};
+pub use kernels::two_phase::{TwoPhasePlan, prefer_two_phase, two_phase_plan};
+pub use plan::{KernelPath, KernelPlan, LaunchSize, plan};
+pub use spec::{GammaSet, KernelOp, KernelSpec, TileConfig, default_parallel_tile};
 
 use serde::{Deserialize, Serialize};
 
@@ -61,24 +67,13 @@ pub struct LaunchGeometry {
 /// # Errors
 /// [`GenError::UnsupportedSpec`] when no generator serves the spec.
 pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
-    let kernel = match spec.op {
-        KernelOp::Decode => kernels::decode::generate(spec)?,
-        KernelOp::AttentionDecode => kernels::attention_decode::generate(spec)?,
-        KernelOp::AttentionCombine => kernels::attention_combine::generate(spec)?,
-        KernelOp::Parallel => kernels::parallel::generate(spec)?,
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
-            kernels::chunkwise::generate(spec)?
-        }
-        KernelOp::ChunkStates => kernels::chunk_states::generate(spec)?,
-    };
-    Ok(kernel.to_ptx())
+    Ok((registry::family(spec.op).generate)(spec)?.to_ptx())
 }
 
 /// The launch of `spec` for `rows` batch rows and `heads` heads (for the parallel forward,
-/// whose grid also depends on T, prefer [`kernels::parallel::launch_geometry_for_len`]).
-/// For the two-phase ops
-/// (`chunk_states`, `chunkwise_segmented`) this is the grid of ONE segment per (row, head):
-/// [`kernels::chunkwise_two_phase::two_phase_plan`] gives the whole launch.
+/// whose grid also depends on T, prefer [`plan`]). For the two-phase ops (`chunk_states`,
+/// `chunkwise_segmented`) this is the grid of ONE segment per (row, head):
+/// [`two_phase_plan`] gives the whole launch.
 ///
 /// # Errors
 /// [`GenError::Launch`] when the sizes do not fit the spec; spec errors as [`emit_ptx`].
@@ -87,30 +82,10 @@ pub fn launch_geometry(
     rows: u32,
     heads: u32,
 ) -> Result<LaunchGeometry, GenError> {
-    match spec.op {
-        KernelOp::Decode => kernels::decode::launch_geometry(spec, rows, heads),
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
-            kernels::chunkwise::launch_geometry(spec, rows, heads)
-        }
-        KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
-            kernels::attention_decode::launch_geometry(spec, rows, heads)
-        }
-        KernelOp::Parallel => kernels::parallel::launch_geometry(spec, rows, heads),
-        KernelOp::ChunkStates => kernels::chunk_states::launch_geometry(spec, rows, heads),
-    }
+    (registry::family(spec.op).launch_geometry)(spec, rows, heads)
 }
 
 /// Parameter names of `spec`'s entry, in launch order.
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
-    match spec.op {
-        KernelOp::Decode => kernels::decode::param_names(spec),
-        KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
-            kernels::attention_decode::param_names(spec)
-        }
-        KernelOp::Parallel => kernels::parallel::param_names(spec),
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
-            kernels::chunkwise::param_names(spec)
-        }
-        KernelOp::ChunkStates => kernels::chunk_states::param_names(spec),
-    }
+    (registry::family(spec.op).param_names)(spec)
 }

@@ -8,6 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Arch, GenError};
 
+/// The parallel forward's catalog tile for `dtype`: 64 on tensor cores (4 warps of 16 query
+/// rows), 32 on the FMA path (whose f32 tiles must fit shared memory at K = 256).
+pub const fn default_parallel_tile(dtype: Dtype) -> u32 {
+    match dtype {
+        Dtype::F32 => 32,
+        _ => 64,
+    }
+}
+
 /// Which retention computation a kernel performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,14 +35,26 @@ pub enum KernelOp {
     /// The parallel forward, flash-style (tile size in `chunk`; no initial or final state).
     Parallel,
     /// Phase 1 of the two-phase chunkwise forward: every full segment's local end state
-    /// (from zero), f32, into a workspace (`kernels::chunk_states`).
+    /// (from zero), f32, into a workspace (the two-phase family, `kernels::two_phase`).
     ChunkStates,
     /// Phase 2 of the two-phase chunkwise forward: each segment's initial state folded from
-    /// H0 and the workspace, then the chunk loop over the segment (`kernels::chunkwise_two_phase`).
+    /// H0 and the workspace, then the chunk loop over the segment (the chunkwise family's segmented mode).
     ChunkwiseSegmented,
 }
 
 impl KernelOp {
+    /// Every op.
+    pub const ALL: [KernelOp; 8] = [
+        KernelOp::Decode,
+        KernelOp::Chunkwise,
+        KernelOp::ChunkwiseVarlen,
+        KernelOp::AttentionDecode,
+        KernelOp::AttentionCombine,
+        KernelOp::Parallel,
+        KernelOp::ChunkStates,
+        KernelOp::ChunkwiseSegmented,
+    ];
+
     /// Lower-case name, used in entry names.
     pub const fn name(self) -> &'static str {
         match self {
@@ -237,12 +258,18 @@ impl KernelSpec {
     }
 
     /// A parallel-forward spec whose query and key tiles have `tile` rows (stored in the
-    /// `chunk` field; [`crate::kernels::parallel::default_tile`] is the catalog's choice).
+    /// `chunk` field; the parallel family's default tile is the catalog's choice).
     pub fn parallel(k: u32, v: u32, tile: u32, gammas: GammaSet, dtype: Dtype, arch: Arch) -> Self {
         KernelSpec {
             op: KernelOp::Parallel,
             ..Self::chunkwise(k, v, tile, gammas, dtype, arch)
         }
+    }
+
+    /// The parallel-forward spec with the catalog's tile for `dtype`
+    /// ([`default_parallel_tile`]).
+    pub fn parallel_default(k: u32, v: u32, gammas: GammaSet, dtype: Dtype, arch: Arch) -> Self {
+        Self::parallel(k, v, default_parallel_tile(dtype), gammas, dtype, arch)
     }
 
     /// Phase 1 of the two-phase chunkwise forward (see [`KernelOp::ChunkStates`]).
@@ -323,22 +350,31 @@ impl KernelSpec {
         )
     }
 
-    /// Check that a generator serves this spec, before a single instruction is emitted.
+    /// The checks every `(rows, heads)` launch grid shares: both at least 1, a named gamma
+    /// set's own head count, and the CUDA grid limits (x ≤ 2³¹ − 1, y ≤ 65535).
     ///
     /// # Errors
-    /// [`GenError::UnsupportedSpec`] naming the first field no generator serves.
-    pub fn validate(&self) -> Result<(), GenError> {
-        match self.op {
-            KernelOp::Decode => crate::kernels::decode::validate(self),
-            KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented => {
-                crate::kernels::chunkwise::validate(self)
-            }
-            KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
-                crate::kernels::attention_decode::validate(self)
-            }
-            KernelOp::Parallel => crate::kernels::parallel::validate(self),
-            KernelOp::ChunkStates => crate::kernels::chunk_states::validate(self),
+    /// [`GenError::Launch`] naming the rule broken.
+    pub fn check_grid(&self, rows: u32, heads: u32) -> Result<(), GenError> {
+        if rows == 0 || heads == 0 {
+            return Err(GenError::Launch(format!(
+                "rows {rows} and heads {heads} must be at least 1"
+            )));
         }
+        if let GammaSet::Retnet { heads: fixed } = self.gammas
+            && fixed != heads
+        {
+            return Err(GenError::Launch(format!(
+                "{} serves exactly {fixed} heads, got {heads}",
+                self.gammas.name()
+            )));
+        }
+        if heads > 65535 || rows > i32::MAX as u32 {
+            return Err(GenError::Launch(format!(
+                "grid ({rows}, {heads}) exceeds the CUDA grid limits"
+            )));
+        }
+        Ok(())
     }
 }
 

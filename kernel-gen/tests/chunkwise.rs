@@ -3,8 +3,7 @@
 //! Numerical proof against the f64 reference is in the root crate's
 //! `tests/chunkwise_emulated.rs`.
 
-use kernel_gen::kernels::chunkwise::{self, SharedLayout};
-use kernel_gen::kernels::chunkwise_tc::{self, TcLayout};
+use kernel_gen::math::chunk_tiling::{self, SharedLayout, TcLayout};
 use kernel_gen::{
     Arch, GammaSet, GenError, KernelSpec, TileConfig, emit_ptx, launch_geometry, param_names,
 };
@@ -77,22 +76,19 @@ fn long_chunks_walk_blocks_that_fit_shared_memory() {
     // K = 256 with C = 64: the whole chunk's f32 q and k tiles (128 KiB) plus the narrowest
     // state slice exceed sm_80's 163 KiB, so sm_80 walks it in blocks of 32; sm_90 holds it.
     let big = KernelSpec::chunkwise(256, 64, 64, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
-    assert_eq!(chunkwise::fma_tiling(&big), (32, 64));
+    assert_eq!(chunk_tiling::fma_tiling(&big), (32, 64));
     let on_sm90 = KernelSpec {
         arch: Arch::Sm90,
         ..big
     };
-    assert_eq!(chunkwise::fma_tiling(&on_sm90), (64, 64));
+    assert_eq!(chunk_tiling::fma_tiling(&on_sm90), (64, 64));
     for arch in Arch::ALL {
         for (k, v) in kernel_gen::catalog::CHUNKWISE_HEAD_DIMS {
-            for c in chunkwise::SUPPORTED_CHUNKS {
+            for c in chunk_tiling::SUPPORTED_CHUNKS {
                 let s = KernelSpec::chunkwise(k, v, c, GammaSet::Runtime, Dtype::F32, arch);
-                let (blk, vs) = chunkwise::fma_tiling(&s);
+                let (blk, vs) = chunk_tiling::fma_tiling(&s);
                 let bytes = SharedLayout::blocked(k, vs, blk, c).total;
-                assert!(
-                    bytes <= chunkwise::max_dynamic_shared(arch),
-                    "{s}: {bytes} B"
-                );
+                assert!(bytes <= arch.max_dynamic_shared(), "{s}: {bytes} B");
                 assert!(
                     blk <= c && c % blk == 0 && v % vs == 0,
                     "{s}: ({blk}, {vs})"
@@ -109,7 +105,7 @@ fn long_chunks_walk_blocks_that_fit_shared_memory() {
     // of V per CTA), else streamed k, v blocks.
     let tc = |k, v, c, arch| {
         let s = KernelSpec::chunkwise(k, v, c, GammaSet::Runtime, Dtype::Bf16, arch);
-        chunkwise_tc::uses_tensor_cores(&s).then(|| launch_geometry(&s, 1, 1).unwrap())
+        chunk_tiling::uses_tensor_cores(&s).then(|| launch_geometry(&s, 1, 1).unwrap())
     };
     let g = tc(128, 128, 128, Arch::Sm80).unwrap();
     assert_eq!((g.grid, g.block), ([1, 1, 2], [256, 1, 1]));
@@ -119,7 +115,7 @@ fn long_chunks_walk_blocks_that_fit_shared_memory() {
     assert_eq!(tc(256, 512, 128, Arch::Sm90).unwrap().grid, [1, 1, 8]);
     let streamed = |k, v, c, arch| {
         let s = KernelSpec::chunkwise(k, v, c, GammaSet::Runtime, Dtype::F16, arch);
-        chunkwise_tc::streamed_plan(&s).map(|p| (p, launch_geometry(&s, 1, 1).unwrap(), s))
+        chunk_tiling::streamed_plan(&s).map(|p| (p, launch_geometry(&s, 1, 1).unwrap(), s))
     };
     assert!(streamed(256, 512, 128, Arch::Sm90).is_none());
     assert!(streamed(64, 64, 256, Arch::Sm80).is_none());
@@ -145,13 +141,13 @@ fn long_chunks_walk_blocks_that_fit_shared_memory() {
         let (plan, g, s) = streamed(256, 256, 256, arch).unwrap();
         assert_eq!((plan.pass_rows, plan.groups, plan.slots), (64, 2, 1));
         assert_eq!((g.grid, g.block), ([1, 1, 4], [256, 1, 1]));
-        assert!(g.dynamic_smem_bytes <= chunkwise::max_dynamic_shared(arch));
+        assert!(g.dynamic_smem_bytes <= arch.max_dynamic_shared());
         let ptx = emit_ptx(&s).unwrap();
         assert!(ptx.contains("passes of 64 query rows"), "{s}");
         assert!(ptx.contains("refill the slot"), "{s}");
     }
     let long = KernelSpec::chunkwise(256, 256, 256, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
-    assert_eq!(chunkwise::fma_tiling(&long), (32, 64));
+    assert_eq!(chunk_tiling::fma_tiling(&long), (32, 64));
     assert!(emit_ptx(&long).unwrap().contains("FMA, blocks of 32"));
 }
 
@@ -159,7 +155,7 @@ fn long_chunks_walk_blocks_that_fit_shared_memory() {
 fn every_sixteen_bit_catalog_chunkwise_spec_runs_on_tensor_cores() {
     for s in kernel_gen::catalog::chunkwise_catalog() {
         assert_eq!(
-            chunkwise_tc::uses_tensor_cores(&s),
+            chunk_tiling::uses_tensor_cores(&s),
             s.dtype != Dtype::F32,
             "{s}"
         );
@@ -168,12 +164,13 @@ fn every_sixteen_bit_catalog_chunkwise_spec_runs_on_tensor_cores() {
             GammaSet::Runtime => 1,
         };
         let g = launch_geometry(&s, 1, heads).unwrap();
-        assert!(
-            g.dynamic_smem_bytes <= chunkwise::max_dynamic_shared(s.arch),
-            "{s}"
-        );
+        assert!(g.dynamic_smem_bytes <= s.arch.max_dynamic_shared(), "{s}");
         if s.dtype != Dtype::F32 {
-            assert_eq!(g.dynamic_smem_bytes, chunkwise_tc::layout(&s).total, "{s}");
+            assert_eq!(
+                g.dynamic_smem_bytes,
+                chunk_tiling::tc_layout(&s).total,
+                "{s}"
+            );
         }
     }
 }
@@ -181,7 +178,7 @@ fn every_sixteen_bit_catalog_chunkwise_spec_runs_on_tensor_cores() {
 #[test]
 fn launch_geometry_follows_the_path() {
     let tc = spec(Dtype::Bf16);
-    assert!(chunkwise_tc::uses_tensor_cores(&tc));
+    assert!(chunk_tiling::uses_tensor_cores(&tc));
     let g = launch_geometry(&tc, 3, 5).unwrap();
     assert_eq!(g.grid, [3, 5, 1]);
     assert_eq!(g.block, [128, 1, 1]);
@@ -191,20 +188,20 @@ fn launch_geometry_follows_the_path() {
     // K = V = 128 with C = 64: the state's 128 columns split over two CTAs (grid z), so a
     // thread's S, O and state tiles fit its registers.
     let tight = KernelSpec::chunkwise(128, 128, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm90);
-    assert!(chunkwise_tc::uses_tensor_cores(&tight));
+    assert!(chunk_tiling::uses_tensor_cores(&tight));
     let g = launch_geometry(&tight, 1, 3).unwrap();
     assert_eq!((g.grid, g.block), ([1, 3, 2], [256, 1, 1]));
     assert_eq!(g.dynamic_smem_bytes, TcLayout::new(128, 64, 64).total);
     // V = 256 on tensor cores: 128 columns per CTA.
     let split = KernelSpec::chunkwise(128, 256, 32, GammaSet::Runtime, Dtype::F16, Arch::Sm80);
-    assert!(chunkwise_tc::uses_tensor_cores(&split));
+    assert!(chunk_tiling::uses_tensor_cores(&split));
     assert_eq!(launch_geometry(&split, 2, 1).unwrap().grid, [2, 1, 2]);
 
     // The 6.7B head (K = 256, V = 512) splits V into 64-column slices: grid z = 8, on tensor
     // cores in bf16 (8 warps, two 16-row state slices each) and on the FMA path in f32.
     let paper = KernelSpec::chunkwise(256, 512, 32, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
-    assert!(chunkwise_tc::uses_tensor_cores(&paper));
-    assert_eq!(chunkwise::value_slice(&paper), 64);
+    assert!(chunk_tiling::uses_tensor_cores(&paper));
+    assert_eq!(chunk_tiling::value_slice(&paper), 64);
     let g = launch_geometry(&paper, 2, 16).unwrap();
     assert_eq!((g.grid, g.block), ([2, 16, 8], [256, 1, 1]));
     assert_eq!(g.dynamic_smem_bytes, TcLayout::new(256, 64, 32).total);
@@ -212,14 +209,14 @@ fn launch_geometry_follows_the_path() {
         dtype: Dtype::F32,
         ..paper
     };
-    assert_eq!(chunkwise::value_slice(&paper), 64);
+    assert_eq!(chunk_tiling::value_slice(&paper), 64);
     let g = launch_geometry(&paper, 2, 16).unwrap();
     assert_eq!(g.grid, [2, 16, 8]);
     assert_eq!(g.dynamic_smem_bytes, SharedLayout::new(256, 64, 32).total);
     let fma = spec(Dtype::F32);
-    assert!(!chunkwise_tc::uses_tensor_cores(&fma));
+    assert!(!chunk_tiling::uses_tensor_cores(&fma));
     let g = launch_geometry(&fma, 2, 1).unwrap();
-    assert_eq!(g.block, [chunkwise::THREADS, 1, 1]);
+    assert_eq!(g.block, [chunk_tiling::THREADS, 1, 1]);
     assert_eq!(g.dynamic_smem_bytes, SharedLayout::new(64, 64, 64).total);
 
     let named = KernelSpec::chunkwise(

@@ -3,13 +3,10 @@
 //! Numerical proof against the f64 reference is in the root crate's
 //! `tests/parallel_emulated.rs`.
 
-use kernel_gen::kernels::chunkwise::max_dynamic_shared;
-use kernel_gen::kernels::parallel::{
-    self, default_tile, launch_geometry_for_len, uses_tensor_cores, value_slice,
-};
+use kernel_gen::registry::family;
 use kernel_gen::{
-    Arch, GammaSet, GenError, KernelOp, KernelSpec, TileConfig, emit_ptx, launch_geometry,
-    param_names,
+    Arch, GammaSet, GenError, KernelOp, KernelPath, KernelPlan, KernelSpec, LaunchSize, TileConfig,
+    default_parallel_tile as default_tile, emit_ptx, launch_geometry, param_names, plan,
 };
 use retention_core::Dtype;
 
@@ -22,6 +19,15 @@ fn spec(dtype: Dtype) -> KernelSpec {
         dtype,
         Arch::Sm80,
     )
+}
+
+fn plan_for(s: &KernelSpec, rows: u32, heads: u32, tokens: u32) -> KernelPlan {
+    let size = LaunchSize {
+        rows,
+        heads,
+        tokens,
+    };
+    plan(s, size).unwrap()
 }
 
 fn unsupported_field(s: &KernelSpec) -> &'static str {
@@ -78,7 +84,7 @@ fn unsupported_parallel_specs_are_typed_errors() {
     // The generator refuses other ops.
     let chunkwise = KernelSpec::chunkwise(64, 64, 64, GammaSet::Runtime, Dtype::F16, Arch::Sm80);
     assert!(matches!(
-        parallel::validate(&chunkwise),
+        (family(KernelOp::Parallel).validate)(&chunkwise),
         Err(GenError::UnsupportedSpec { what: "op", .. })
     ));
 }
@@ -121,26 +127,24 @@ fn parameters_are_q_k_v_o_t_scale_then_runtime_gamma() {
 fn launch_covers_query_tiles_and_value_slices() {
     // Tensor cores: B/16 warps; V split in 128-column slices on grid z.
     let tc = KernelSpec::parallel(256, 512, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
-    assert!(uses_tensor_cores(&tc));
-    assert_eq!(value_slice(&tc), 128);
+    assert_eq!(plan_for(&tc, 3, 5, 1).path, KernelPath::TensorCores);
+    assert_eq!(plan_for(&tc, 3, 5, 1).value_slice, 128);
     let g = launch_geometry(&tc, 3, 5).unwrap();
     assert_eq!((g.grid, g.block), ([3, 5, 4], [128, 1, 1]));
-    let g = launch_geometry_for_len(&tc, 3, 5, 1000).unwrap();
+    let g = plan_for(&tc, 3, 5, 1000).geometry;
     assert_eq!(g.grid, [3, 5, 4 * 16]);
-    assert_eq!(
-        launch_geometry_for_len(&tc, 3, 5, 0).unwrap().grid,
-        [3, 5, 4]
-    );
+    assert_eq!(plan_for(&tc, 3, 5, 0).geometry.grid, [3, 5, 4]);
     // Capped at the grid limit, still a multiple of the slices.
-    let z = launch_geometry_for_len(&tc, 1, 1, u32::MAX).unwrap().grid[2];
+    let z = plan_for(&tc, 1, 1, u32::MAX).geometry.grid[2];
     assert!(z <= 65535 && z.is_multiple_of(4), "{z}");
     // FMA: 256 threads; the widest value slice that fits the arch's shared memory.
     for arch in Arch::ALL {
         let f = KernelSpec::parallel(256, 512, 32, GammaSet::Runtime, Dtype::F32, arch);
         let g = launch_geometry(&f, 1, 1).unwrap();
         assert_eq!(g.block, [256, 1, 1]);
-        assert!(g.dynamic_smem_bytes <= max_dynamic_shared(arch));
-        assert_eq!(g.grid[2] * value_slice(&f), 512);
+        assert!(g.dynamic_smem_bytes <= arch.max_dynamic_shared());
+        assert_eq!(plan_for(&f, 1, 1, 1).path, KernelPath::Fma);
+        assert_eq!(g.grid[2] * plan_for(&f, 1, 1, 1).value_slice, 512);
     }
     // Launch errors are typed.
     assert!(matches!(

@@ -134,7 +134,12 @@ pub(crate) fn two_phase(
         u32::try_from(shape.seq_len).ok()?,
     );
     // The one-pass kernel already runs a CTA per V-slice of each (row, head).
-    let slices = spec.v / kernel_gen::kernels::chunkwise::value_slice(spec);
+    let size = kernel_gen::LaunchSize {
+        rows: b,
+        heads: h,
+        tokens: t,
+    };
+    let slices = spec.v / kernel_gen::plan(spec, size).ok()?.value_slice;
     let segment_len = prefer_two_phase(b, h * slices, t, spec.chunk?, sm_count(arch))?;
     let segmented = KernelSpec {
         op: KernelOp::ChunkwiseSegmented,

@@ -3,8 +3,7 @@
 //! matrix in memory), its arguments filled by parameter name.
 
 use kernel_gen::emu::Launch;
-use kernel_gen::kernels::parallel::{default_tile, launch_geometry_for_len};
-use kernel_gen::{KernelSpec, param_names};
+use kernel_gen::{KernelSpec, LaunchSize, plan};
 use retention_core::{Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
 use crate::gpu::{Gpu, param_index, sequence_param};
@@ -18,10 +17,9 @@ pub(crate) fn parallel_spec<T: Element>(
     shape: &RetentionShape,
 ) -> Result<KernelSpec> {
     let dtype = dtype_of::<T>()?;
-    let spec = KernelSpec::parallel(
+    let spec = KernelSpec::parallel_default(
         shape.dk as u32,
         shape.dv as u32,
-        default_tile(dtype),
         gamma_set(gammas),
         dtype,
         gpu.arch(),
@@ -57,11 +55,16 @@ pub(crate) fn parallel_launch<T: Element>(
     (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
 ) -> Result<Launch> {
     let s = shape;
-    let geometry = launch_geometry_for_len(spec, s.batch as u32, s.heads as u32, s.seq_len as u32)
-        .map_err(RetentionError::from)?;
+    let size = LaunchSize {
+        rows: s.batch as u32,
+        heads: s.heads as u32,
+        tokens: s.seq_len as u32,
+    };
+    let plan = plan(spec, size).map_err(RetentionError::from)?;
+    let geometry = plan.geometry;
     let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
         .dynamic_shared(geometry.dynamic_smem_bytes);
-    for name in param_names(spec) {
+    for &name in &plan.params {
         let value = sequence_param(name, spec, s, gammas, scale, (q, k, v)).ok_or_else(|| {
             RetentionError::KernelLoad(format!(
                 "{}: the runtime cannot fill parameter `{name}`",

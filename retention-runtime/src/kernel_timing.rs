@@ -5,8 +5,8 @@
 //! an A100 (sm_80) or H100 (sm_90) from one emulated launch.
 
 use half::{bf16, f16};
+use kernel_gen::attention_decode_plan as attention_plan;
 use kernel_gen::emu::{Buffer, Launch, Param};
-use kernel_gen::kernels::attention_decode::plan as attention_plan;
 use kernel_gen::{Arch, KernelOp, KernelSpec, TwoPhasePlan, param_names};
 use retention_core::SplitMix64;
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};

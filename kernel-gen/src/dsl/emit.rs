@@ -4,8 +4,16 @@
 use std::fmt::Write as _;
 
 use super::kernel::Kernel;
+use super::legalise;
 use super::ops::{BinOp, Instr, Op, UnOp};
 use super::types::{Operand, Reg, Ty};
+
+impl Kernel {
+    /// Legalise, then emit the module text.
+    pub fn to_ptx(&self) -> String {
+        emit(&legalise::legalise(self.clone()))
+    }
+}
 
 /// Type suffix of `mov`, `ld`, `st`: 16-bit floats and packed pairs move as bits.
 fn move_suffix(ty: Ty) -> &'static str {

@@ -1,7 +1,5 @@
 //! A built kernel: its signature, shared arrays, registers and instruction list.
 
-use super::emit;
-use super::legalise;
 use super::ops::Instr;
 use super::types::Ty;
 use crate::Arch;
@@ -59,10 +57,5 @@ impl Kernel {
     /// Total bytes of static shared memory.
     pub fn shared_bytes(&self) -> u32 {
         self.shared.iter().map(|s| s.bytes).sum()
-    }
-
-    /// Legalise, then emit the module text.
-    pub fn to_ptx(&self) -> String {
-        emit::emit(&legalise::legalise(self.clone()))
     }
 }

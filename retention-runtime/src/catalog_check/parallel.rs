@@ -10,7 +10,6 @@
 use kernel_gen::emu::{Buffer, Launch, Param};
 
 use crate::launch_target::LaunchTarget;
-use kernel_gen::kernels::parallel::launch_geometry_for_len;
 use kernel_gen::{GammaSet, KernelSpec, LaunchGeometry, param_names};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
@@ -65,8 +64,14 @@ pub fn check_on(
     seed: u64,
 ) -> Result<EmuCheck, String> {
     let (b, h, t) = heads_of(spec, size);
-    let geometry =
-        launch_geometry_for_len(spec, b as u32, h as u32, t as u32).map_err(|e| e.to_string())?;
+    let size3 = kernel_gen::LaunchSize {
+        rows: b as u32,
+        heads: h as u32,
+        tokens: t as u32,
+    };
+    let geometry = kernel_gen::plan(spec, size3)
+        .map_err(|e| e.to_string())?
+        .geometry;
     check_launch(spec, module, size, seed, geometry)
 }
 

@@ -1,5 +1,5 @@
 //! The FMA path of the parallel forward (f32 inputs); math, parameters and grid as
-//! [`super::parallel`], 256 threads per CTA, every tile f32 in shared memory:
+//! [`super`], 256 threads per CTA, every tile f32 in shared memory:
 //!
 //! ```text
 //! query tile i:  (sQ)ᵀ staged once, O = 0                       (O [B][vs] in shared memory)
@@ -11,12 +11,13 @@
 //! Rows past T in a partial tile hold stale data; they only reach rows of O that are never
 //! written, because the product with V runs over the key tile's valid rows only.
 
-use super::chunkwise::{Stager, load4_f32, store4_from_f32};
-use super::chunkwise_fma::{accumulate_shared, for_each_piece, load_piece, store_piece, zero_acc};
-use super::parallel::{
+use super::{
     GridZ, ParallelParams, emit_band, for_each_key_tile, for_each_query_tile, value_slice,
 };
 use crate::GenError;
+use crate::blocks::fma::{accumulate_shared, for_each_piece, load_piece, store_piece, zero_acc};
+use crate::blocks::global::{load4_f32, store4_from_f32};
+use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
 use crate::spec::KernelSpec;
 
@@ -155,8 +156,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let v_col0 = kb.mul_lo(grid.slice, vs);
 
     kb.comment("per-thread staging positions and global row strides (tokens are H*dim apart)");
-    let stage_k = Stager::new(&mut kb, t, kd, bt);
-    let stage_v = Stager::new(&mut kb, t, vs, bt);
+    let stage_k = Stager::new(&mut kb, t, kd, bt, THREADS);
+    let stage_v = Stager::new(&mut kb, t, vs, bt, THREADS);
     let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kd * es);
     let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vd * es);
     let v_col = kb.add(stage_v.col, v_col0);

@@ -13,57 +13,14 @@
 
 use retention_core::Dtype;
 
-use super::chunk_states::{declare_params, heads_and_log2_gamma, states_segment};
-use super::chunkwise_tc::{GlobalRows, stage_tile};
-use super::decay;
+use super::{TcStatesLayout, declare_params, states_segment, tc_value_slice, tc_warps};
 use crate::GenError;
-use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
+use crate::blocks::decay::{self, heads_and_log2_gamma};
+use crate::blocks::global::GlobalRows;
+use crate::blocks::staging::stage_tile;
+use crate::dsl::tiles::{AccTileF32, LaneFragments, scale_pair_split};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Rounding, Space, Sreg, Ty};
 use crate::spec::KernelSpec;
-
-/// Warps per CTA: one 16-row slice of the state each.
-pub fn warps(spec: &KernelSpec) -> u32 {
-    spec.k / 16
-}
-
-/// Columns of V (and of the state) one CTA serves: at most 128 (a warp's 16-row state slice
-/// in 64 registers), 64 for K = 256, whose 16 warps leave a thread at most 128 registers.
-/// The grid's z axis walks segment · slices + slice.
-pub fn value_slice(spec: &KernelSpec) -> u32 {
-    if spec.k == 256 {
-        spec.v.min(64)
-    } else {
-        spec.v.min(128)
-    }
-}
-
-/// Shared tiles of the tensor-core phase 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcStatesLayout {
-    /// k `[C][K]`.
-    pub k: SharedTile16,
-    /// v `[C][V]`.
-    pub v: SharedTile16,
-    /// γ^d, d = 0..=C, f32.
-    pub decay: u32,
-    /// Total bytes.
-    pub total: u32,
-}
-
-impl TcStatesLayout {
-    /// The layout for head dims `k`, `v` and chunk `c`.
-    pub const fn new(k: u32, v: u32, c: u32) -> Self {
-        let kt = SharedTile16::new(0, c, k);
-        let vt = SharedTile16::new(kt.offset + kt.bytes(), c, v);
-        let decay = vt.offset + vt.bytes();
-        TcStatesLayout {
-            k: kt,
-            v: vt,
-            decay,
-            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
-        }
-    }
-}
 
 /// Emit the tensor-core phase 1 for `spec` (validated by the caller).
 ///
@@ -78,8 +35,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         _ => Ty::F16,
     };
     let pty = ab.packed().unwrap_or(Ty::F16x2);
-    let threads = 32 * warps(spec);
-    let vs = value_slice(spec); // columns of V this CTA serves
+    let threads = 32 * tc_warps(spec);
+    let vs = tc_value_slice(spec); // columns of V this CTA serves
     let slices = vd / vs;
     let lay = TcStatesLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;

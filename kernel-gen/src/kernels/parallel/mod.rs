@@ -15,7 +15,7 @@
 //!
 //! The decay of element (r, c) of tile pair (i, j) depends only on d = r − c + B − 1, so each
 //! key tile gets one band table of 2B − 1 decays computed as 2^(n·log2 γ) by
-//! [`super::decay::emit_exp2`] on the *relative* exponent n = s·B + d − (B − 1) (an exact integer,
+//! [`decay::emit_exp2`] on the *relative* exponent n = s·B + d − (B − 1) (an exact integer,
 //! never negative where used; negative n is the causal mask and stores 0). Baked immediates
 //! give log2 γ for [`GammaSet::Retnet`], an f32 buffer for [`GammaSet::Runtime`].
 //!
@@ -44,9 +44,13 @@
 //! until the tiles fit the arch's shared memory). Dynamic shared memory can exceed 48 KiB:
 //! the runtime must raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES` attribute first.
 
-use super::{parallel_fma, parallel_tc, unsupported};
+mod fma;
+mod tc;
+
+use crate::blocks::decay::{self, select_log2_gamma};
 use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
-use crate::kernels::chunkwise::{max_dynamic_shared, select_log2_gamma};
+use crate::error::unsupported;
+use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{GenError, LaunchGeometry};
 
@@ -57,14 +61,7 @@ pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
 /// Tile sizes B (query and key rows per tile) served.
 pub const SUPPORTED_TILES: [u32; 2] = [32, 64];
 
-/// The catalog's tile for `dtype`: 64 on tensor cores (4 warps of 16 query rows), 32 on the
-/// FMA path (whose f32 tiles must fit shared memory at K = 256).
-pub const fn default_tile(dtype: retention_core::Dtype) -> u32 {
-    match dtype {
-        retention_core::Dtype::F32 => 32,
-        _ => 64,
-    }
-}
+pub use crate::spec::default_parallel_tile as default_tile;
 
 /// Check that this generator serves `spec`.
 ///
@@ -124,14 +121,14 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
         ));
     }
     let bytes = shared_bytes(spec);
-    if bytes > max_dynamic_shared(spec.arch) {
+    if bytes > spec.arch.max_dynamic_shared() {
         return Err(unsupported(
             "shared memory",
             bytes,
             format!(
                 "{} allows at most {} bytes per CTA; use a smaller tile",
                 spec.arch,
-                max_dynamic_shared(spec.arch)
+                spec.arch.max_dynamic_shared()
             ),
         ));
     }
@@ -149,12 +146,10 @@ pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
 pub fn value_slice(spec: &KernelSpec) -> u32 {
     let b = spec.chunk.unwrap_or(32);
     if uses_tensor_cores(spec) {
-        return spec.v.min(parallel_tc::MAX_VALUE_SLICE);
+        return spec.v.min(tc::MAX_VALUE_SLICE);
     }
     let mut vs = spec.v;
-    while vs > 64
-        && parallel_fma::FmaLayout::new(spec.k, vs, b).total > max_dynamic_shared(spec.arch)
-    {
+    while vs > 64 && fma::FmaLayout::new(spec.k, vs, b).total > spec.arch.max_dynamic_shared() {
         vs /= 2;
     }
     vs
@@ -164,9 +159,9 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
 fn shared_bytes(spec: &KernelSpec) -> u32 {
     let b = spec.chunk.unwrap_or(32);
     if uses_tensor_cores(spec) {
-        parallel_tc::TcLayout::new(spec.k, value_slice(spec), b).total
+        tc::TcLayout::new(spec.k, value_slice(spec), b).total
     } else {
-        parallel_fma::FmaLayout::new(spec.k, value_slice(spec), b).total
+        fma::FmaLayout::new(spec.k, value_slice(spec), b).total
     }
 }
 
@@ -175,7 +170,7 @@ pub fn threads(spec: &KernelSpec) -> u32 {
     if uses_tensor_cores(spec) {
         32 * spec.chunk.unwrap_or(32) / 16
     } else {
-        parallel_fma::THREADS
+        fma::THREADS
     }
 }
 
@@ -192,7 +187,7 @@ pub fn launch_geometry(
     heads: u32,
 ) -> Result<LaunchGeometry, GenError> {
     validate(spec)?;
-    super::check_grid(spec, rows, heads)?;
+    spec.check_grid(rows, heads)?;
     Ok(LaunchGeometry {
         grid: [rows, heads, spec.v / value_slice(spec)],
         block: [threads(spec), 1, 1],
@@ -218,6 +213,27 @@ pub fn launch_geometry_for_len(
     Ok(g)
 }
 
+/// The plan of one launch over `size.tokens` tokens per row ([`launch_geometry_for_len`]).
+///
+/// # Errors
+/// As [`launch_geometry`].
+pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
+    let geometry = launch_geometry_for_len(spec, size.rows, size.heads, size.tokens)?;
+    let path = if uses_tensor_cores(spec) {
+        KernelPath::TensorCores
+    } else {
+        KernelPath::Fma
+    };
+    Ok(KernelPlan {
+        spec: *spec,
+        path,
+        value_slice: value_slice(spec),
+        geometry,
+        workspace_bytes: 0,
+        params: param_names(spec),
+    })
+}
+
 /// Parameter names in launch order (see the module table).
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     let mut names = vec!["p_q", "p_k", "p_v", "p_o", "p_t", "p_scale"];
@@ -234,9 +250,9 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
     if uses_tensor_cores(spec) {
-        parallel_tc::generate(spec)
+        tc::generate(spec)
     } else {
-        parallel_fma::generate(spec)
+        fma::generate(spec)
     }
 }
 
@@ -398,7 +414,7 @@ pub(crate) fn emit_band(
     let n = kb.sub(nd, b - 1);
     let n_f = kb.cvt(Ty::F32, n, Some(Rounding::Rn));
     let x = kb.mul(n_f, log2_gamma);
-    let g = super::decay::emit_exp2(kb, x);
+    let g = decay::emit_exp2(kb, x);
     let d = kb.selp(g, 0.0f32, causal);
     let t4 = kb.shl(t, 2u32);
     let at = kb.add(band, t4);

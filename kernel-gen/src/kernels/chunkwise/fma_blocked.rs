@@ -15,22 +15,18 @@
 //! The decay table spans the whole chunk (γ^d, d = 0..=C), and offsets inside it are the
 //! chunk-relative positions, so the result is the chunk-C form, not C/B chunks of B.
 
-use super::chunkwise::{
-    ChunkwiseParams, SharedLayout, Stager, THREADS, declare_params, load4_f32, select_log2_gamma,
-    sequence_bounds, store4_from_f32,
-};
-use super::chunkwise_fma::{
+use crate::GenError;
+use crate::blocks::decay::{self, select_log2_gamma};
+use crate::blocks::fma::{
     Acc4x4, StagedChunk, accumulate_decayed_outer, accumulate_shared, for_each_piece, load_piece,
     store_piece, zero_acc,
 };
-use super::decay;
-use crate::GenError;
+use crate::blocks::global::{load4_f32, store4_from_f32};
+use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
+use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
+use crate::math::chunk_tiling::{SharedLayout, THREADS};
 use crate::spec::KernelSpec;
-
-/// Most V columns one CTA serves on this path: the O block's accumulators stay in registers
-/// across the J loop (B·slice/16 values per 256 threads, at most 32 per thread).
-pub const MAX_VALUE_SLICE: u32 = 128;
 
 /// Emit the blocked FMA chunkwise forward for `spec` (validated by the caller), with blocks of
 /// `blk` rows and `vs` columns of V per CTA.
@@ -172,8 +168,8 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     kb.bar_sync(0);
 
     kb.comment("per-thread staging positions and global row strides (tokens are H*dim apart)");
-    let stage_k = Stager::new(&mut kb, t, kd, blk);
-    let stage_v = Stager::new(&mut kb, t, vs, blk);
+    let stage_k = Stager::new(&mut kb, t, kd, blk, THREADS);
+    let stage_v = Stager::new(&mut kb, t, vs, blk, THREADS);
     let tok_stride_v = kb.mul_wide(heads, vd * es);
     let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kd * es);
     let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vd * es);

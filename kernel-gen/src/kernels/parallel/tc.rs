@@ -1,5 +1,5 @@
 //! The tensor-core path of the parallel forward (f16/bf16 inputs, f32 accumulation); math,
-//! parameters and grid as [`super::parallel`]:
+//! parameters and grid as [`super`]:
 //!
 //! ```text
 //! warp w of B/16, lane (g = lane/4, q = lane%4), query rows 16w.. of tile i:
@@ -18,7 +18,7 @@
 
 use retention_core::Dtype;
 
-use super::parallel::{
+use super::{
     GridZ, ParallelParams, emit_band, for_each_query_tile, key_tile_vanishes, value_slice,
 };
 use crate::GenError;

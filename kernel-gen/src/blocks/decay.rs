@@ -6,7 +6,7 @@
 //! Taylor polynomial whose only significant error is the final rounding of 1 + e; far from 1
 //! (x < −1/16, where 1 − γ > 0.04) `ex2.approx` is already accurate relative to 1 − γ.
 
-use crate::dsl::{Cmp, KernelBuilder, Reg};
+use crate::dsl::{Address, Cmp, KernelBuilder, ParamRef, Reg, Space, Ty};
 
 /// Below this exponent `ex2.approx` is used; above it the polynomial.
 pub const POLY_MIN_EXPONENT: f32 = -0.0625;
@@ -40,6 +40,44 @@ pub fn emit_exp2(kb: &mut KernelBuilder, x: Reg) -> Reg {
     let near = kb.add(e, 1.0f32);
     let is_far = kb.setp(Cmp::Lt, x, POLY_MIN_EXPONENT);
     kb.selp(far, near, is_far)
+}
+
+/// log2 γ_h: the named set's immediate for head `h`, chosen by a `selp` chain.
+pub fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: Reg) -> Reg {
+    let mut g = kb.mov(Ty::F32, log2_gammas[0]);
+    for (i, &l) in log2_gammas.iter().enumerate().skip(1) {
+        let is_head = kb.setp(Cmp::Eq, h, i as u32);
+        g = kb.selp(l, g, is_head);
+    }
+    g
+}
+
+/// H and log2 γ_h of head `h`: from the runtime-γ parameters, or the named set's immediates.
+pub fn heads_and_log2_gamma(
+    kb: &mut KernelBuilder,
+    runtime: Option<&(ParamRef, ParamRef)>,
+    log2_gammas: Option<&[f32]>,
+    h: Reg,
+) -> (Reg, Reg) {
+    match (runtime, log2_gammas) {
+        (Some((p_heads, p_log2)), _) => {
+            let heads = kb.ld_param(p_heads);
+            let table = kb.global_ptr(p_log2);
+            let off = kb.mul_wide(h, 4u32);
+            let at = kb.add(table, off);
+            (heads, kb.ld(Space::Global, Ty::F32, Address::reg(at, 0)))
+        }
+        (None, Some(l)) => {
+            kb.comment("log2 gamma_h: exact f32 immediates, one per head");
+            let heads = kb.mov(Ty::U32, l.len() as u32);
+            (heads, select_log2_gamma(kb, l, h))
+        }
+        (None, None) => {
+            kb.comment("no decays: a gamma set is either named or runtime");
+            let heads = kb.mov(Ty::U32, 1u32);
+            (heads, kb.mov(Ty::F32, 0.0f32))
+        }
+    }
 }
 
 #[cfg(test)]

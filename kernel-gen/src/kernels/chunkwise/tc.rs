@@ -26,258 +26,20 @@
 
 use retention_core::Dtype;
 
-use super::chunkwise::{ChunkwiseParams, declare_params, select_log2_gamma, sequence_bounds};
-use super::chunkwise_tc_streamed::{StreamedChunk, StreamedPlan};
-use super::chunkwise_two_phase as two_phase;
-use super::decay;
+use super::tc_streamed::StreamedChunk;
 use crate::GenError;
-use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
-use crate::dsl::{
-    Address, Axis, Cmp, CpAsyncCache, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty,
+use crate::blocks::decay::{self, select_log2_gamma};
+use crate::blocks::global::GlobalRows;
+use crate::blocks::staging::stage_tile;
+use crate::dsl::tiles::{AccTileF32, LaneFragments, scale_pair_split};
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
+use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
+use crate::math::chunk_tiling::{
+    TcLayout, WHOLE_SCORE_TILE, streamed_plan, tc_layout, tc_value_slice, tc_warps,
 };
+use crate::math::scores::Diagonal;
+use crate::math::segment_fold as two_phase;
 use crate::spec::KernelSpec;
-
-/// Whether `spec` is served by this path: 16-bit inputs, every (K, V, C) the chunkwise
-/// generator serves. Most stage whole chunks ([`TcLayout`] of a [`value_slice`]); C = 256
-/// with K ≥ 128 (whose whole tiles need more than 255 registers or more shared memory than
-/// an SM has) and C = 128 with K = 256 on sm_80 stream their k and v blocks instead
-/// ([`streamed_plan`], [`super::chunkwise_tc_streamed`]).
-pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
-    spec.dtype != Dtype::F32
-        && spec.k <= 256
-        && spec.chunk.is_some()
-        && (stages_whole_chunks(spec) || streamed_plan(spec).is_some())
-}
-
-/// Whether a tensor-core CTA holds the whole chunk's q, k, v and o tiles: C = 256 only with
-/// K = 64 (with K = 128 ptxas needs more than 255 registers; K = 256 does not fit), and only
-/// where the tiles fit the arch's shared memory (sm_80 leaves C = 128 with K = 256 out).
-fn stages_whole_chunks(spec: &KernelSpec) -> bool {
-    let Some(c) = spec.chunk else {
-        return false;
-    };
-    (c < 256 || spec.k == 64)
-        && TcLayout::new(spec.k, value_slice(spec), c).total
-            <= super::chunkwise::max_dynamic_shared(spec.arch)
-}
-
-/// How a 16-bit spec that cannot stage whole chunks streams them, or `None` where it
-/// stages whole chunks (or is not a tensor-core spec at all).
-pub fn streamed_plan(spec: &KernelSpec) -> Option<StreamedPlan> {
-    let c = spec.chunk?;
-    if spec.dtype == Dtype::F32 || spec.k > 256 || c < 128 || stages_whole_chunks(spec) {
-        return None;
-    }
-    StreamedPlan::new(
-        spec.k,
-        value_slice(spec),
-        c,
-        warps(spec),
-        super::chunkwise::max_dynamic_shared(spec.arch),
-    )
-}
-
-/// The shared tiles of the tensor-core path serving `spec`.
-pub fn layout(spec: &KernelSpec) -> TcLayout {
-    let c = spec.chunk.unwrap_or_default();
-    match streamed_plan(spec) {
-        Some(plan) => plan.layout(spec.k, value_slice(spec), c),
-        None => TcLayout::new(spec.k, value_slice(spec), c),
-    }
-}
-
-/// Columns of V (and of the state) one CTA serves: at most 128, and 64 where the f32 tiles
-/// of S, O and a 128-column state slice would need more than 255 registers per thread
-/// (K = 128 with C = 64; K = 256, whose warps hold two state slices; C ≥ 128). The grid's z
-/// axis walks the V/slice slices, each recomputing the chunk's scores.
-pub fn value_slice(spec: &KernelSpec) -> u32 {
-    let c = spec.chunk.unwrap_or_default();
-    if spec.k == 256 || c > WHOLE_SCORE_TILE || spec.k == 128 && c == 64 {
-        spec.v.min(64)
-    } else {
-        spec.v.min(128)
-    }
-}
-
-/// Warps per CTA: one 16-row slice of the chunk and of the state each, at most 8 (K = 256:
-/// each warp holds two 16-row state slices, 128 rows apart).
-pub fn warps(spec: &KernelSpec) -> u32 {
-    (spec.chunk.unwrap_or_default().max(spec.k) / 16).min(8)
-}
-
-/// Shared tiles of the tensor-core path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcLayout {
-    /// q `[C][K]`.
-    pub q: SharedTile16,
-    /// k `[C][K]`.
-    pub k: SharedTile16,
-    /// v `[C][V]`.
-    pub v: SharedTile16,
-    /// R̃ `[K][V]`: the state rounded to the input type.
-    pub rh: SharedTile16,
-    /// o `[C][V]` on its way out.
-    pub o: SharedTile16,
-    /// γ^d, d = 0..=C, f32.
-    pub decay: u32,
-    /// Total bytes.
-    pub total: u32,
-}
-
-impl TcLayout {
-    /// The layout for head dims `k`, `v` and chunk `c`: whole-chunk tiles.
-    pub const fn new(k: u32, v: u32, c: u32) -> Self {
-        Self::with_rows(k, v, c, c, c)
-    }
-
-    /// The layout with `q_rows` rows of q and o and `kv_rows` rows of k and v, in the order
-    /// q, k, v, R̃, o, then γ^d for d = 0..=C.
-    pub const fn with_rows(k: u32, v: u32, c: u32, q_rows: u32, kv_rows: u32) -> Self {
-        let q = SharedTile16::new(0, q_rows, k);
-        let kt = SharedTile16::new(q.offset + q.bytes(), kv_rows, k);
-        let vt = SharedTile16::new(kt.offset + kt.bytes(), kv_rows, v);
-        let rh = SharedTile16::new(vt.offset + vt.bytes(), k, v);
-        let o = SharedTile16::new(rh.offset + rh.bytes(), q_rows, v);
-        let decay = o.offset + o.bytes();
-        TcLayout {
-            q,
-            k: kt,
-            v: vt,
-            rh,
-            o,
-            decay,
-            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
-        }
-    }
-}
-
-/// Where a chunk's rows of one token-major tensor are in global memory.
-#[derive(Clone, Copy)]
-pub(crate) struct GlobalRows {
-    /// Address of token 0, head 0 at the tile's first column.
-    pub(crate) src: Reg,
-    /// Bytes of one (token, head) row of the tensor.
-    pub(crate) row_bytes: u32,
-    /// First token of the chunk.
-    pub(crate) tok_c: Reg,
-    /// H.
-    pub(crate) heads: Reg,
-    /// This CTA's head.
-    pub(crate) h: Reg,
-    /// Rows in the chunk (L).
-    pub(crate) len: Reg,
-}
-
-/// Copy a `[C][cols]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
-/// rows at or past `len` are zero-filled (their source is row 0, read for 0 bytes).
-pub(crate) fn stage_tile(
-    kb: &mut KernelBuilder,
-    tile: SharedTile16,
-    base: Reg,
-    t: Reg,
-    threads: u32,
-    rows: &GlobalRows,
-) {
-    let GlobalRows {
-        src,
-        row_bytes,
-        tok_c,
-        heads,
-        h,
-        len,
-    } = *rows;
-    let per_row = tile.cols / 8;
-    let ch = kb.and(t, per_row - 1);
-    let row0 = kb.shr(t, per_row.trailing_zeros());
-    let ch_bytes = kb.mul_wide(ch, 16u32);
-    let src_ch = kb.add(src, ch_bytes);
-    let pieces = tile.rows * per_row;
-    let copy_row = |kb: &mut KernelBuilder, row: Reg| {
-        let valid = kb.setp(Cmp::Lt, row, len);
-        let src_row = kb.selp(row, 0u32, valid);
-        let sixteen = kb.mov(Ty::U32, 16u32);
-        let bytes = kb.selp(sixteen, 0u32, valid);
-        let tok = kb.add(tok_c, src_row);
-        let th = kb.mad_lo(tok, heads, h);
-        let at = kb.mad_wide(th, row_bytes, src_ch);
-        let dst = tile.chunk_addr(kb, base, row, ch);
-        kb.cp_async(
-            CpAsyncCache::Cg,
-            16,
-            Address::reg(dst, 0),
-            Address::reg(at, 0),
-            Some(bytes.into()),
-        );
-    };
-    for round in 0..pieces / threads {
-        let row = kb.add(row0, round * threads / per_row);
-        copy_row(kb, row);
-    }
-    if !pieces.is_multiple_of(threads) {
-        // A tile with fewer 16-byte pieces than threads (or not a multiple): the last round
-        // runs on the threads whose row is still inside the tile.
-        let row = kb.add(row0, pieces / threads * threads / per_row);
-        let inside = kb.setp(Cmp::Lt, row, tile.rows);
-        kb.guarded(inside, false, |kb| copy_row(kb, row));
-    }
-}
-
-/// A lane's distance from the diagonal: `i + 16 − 2q` for its two accumulator rows i (row
-/// `d1` = i0 + g and `d1 + 8`), kept non-negative by the 16.
-pub(super) struct Diagonal {
-    d_lo: Reg,
-    d_hi: Reg,
-}
-
-impl Diagonal {
-    pub(super) fn new(kb: &mut KernelBuilder, d1: Reg, q2: Reg) -> Self {
-        let d2 = kb.add(d1, 16u32);
-        let d_lo = kb.sub(d2, q2);
-        let d_hi = kb.add(d_lo, 8u32);
-        Diagonal { d_lo, d_hi }
-    }
-
-    /// `S[i][j] ← (i ≥ j) ? γ^(i−j) S[i][j] : 0` over a 16-row score tile whose columns start
-    /// at chunk column `col0`: element e of fragment nt is column j = col0 + 8nt + 2q + (e&1)
-    /// of row i = d1 + 8(e>>1), so i − j = diff − (16 + col0 + 8nt + (e&1)).
-    pub(super) fn mask(
-        &self,
-        kb: &mut KernelBuilder,
-        sacc: &AccTileF32,
-        base: Reg,
-        decay: u32,
-        col0: u32,
-    ) -> AccTileF32 {
-        AccTileF32 {
-            frags: sacc
-                .frags
-                .iter()
-                .enumerate()
-                .map(|(nt, f)| {
-                    std::array::from_fn(|e| {
-                        let dv = if e < 2 { self.d_lo } else { self.d_hi };
-                        let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
-                        let causal = kb.setp(Cmp::Ge, dv, thr);
-                        let cl = kb.max(dv, thr);
-                        let cl4 = kb.shl(cl, 2u32);
-                        let at = kb.add(base, cl4);
-                        let dec = kb.ld(
-                            Space::Shared,
-                            Ty::F32,
-                            Address::reg(at, i64::from(decay) - i64::from(4 * thr)),
-                        );
-                        let val = kb.mul(f[e], dec);
-                        kb.selp(val, 0.0f32, causal)
-                    })
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Longest chunk whose whole 16-row score strip a warp holds in registers; longer chunks
-/// build it 64 columns at a time (`long_chunk_rows`).
-pub const WHOLE_SCORE_TILE: u32 = 64;
 
 /// What the rows phase of a long chunk needs: tiles, per-lane addresses, and the shape.
 struct RowsCtx {
@@ -427,7 +189,7 @@ fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<cra
 /// [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let (kd, vd) = (spec.k, spec.v);
-    let vs = value_slice(spec); // columns of V this CTA serves
+    let vs = tc_value_slice(spec); // columns of V this CTA serves
     let c = spec.chunk.unwrap_or_default();
     // Columns of O built at a time: 32 where K = 256 with C ≥ 64 leaves no registers for 64.
     let ow = if kd == 256 && c >= 64 { 32 } else { 64 };
@@ -437,9 +199,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         _ => Ty::F16,
     };
     let pty = ab.packed().unwrap_or(Ty::F16x2);
-    let w_count = warps(spec);
+    let w_count = tc_warps(spec);
     let threads = 32 * w_count;
-    let lay = layout(spec);
+    let lay = tc_layout(spec);
     let streamed = streamed_plan(spec);
     let log2_gammas = spec.gammas.log2_gammas()?;
 

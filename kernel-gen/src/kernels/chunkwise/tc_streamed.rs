@@ -20,53 +20,12 @@
 //! γ^L once per chunk and gains each block's term as soon as the block arrives, while every
 //! pass reads the chunk-start R̃: exactly the chunkwise recurrence, in a different order.
 
-use super::chunkwise_tc::{Diagonal, GlobalRows, TcLayout, stage_tile};
+use crate::blocks::global::GlobalRows;
+use crate::blocks::staging::stage_tile;
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
 use crate::dsl::{Address, Cmp, KernelBuilder, Operand, Reg, Space, Ty};
-
-/// Key rows per k, v block.
-pub const BLOCK: u32 = 64;
-/// Columns of a score strip built at a time (16 f32 registers a lane).
-pub const SCORE_COLS: u32 = 64;
-
-/// How a streamed CTA walks a chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamedPlan {
-    /// Query rows per pass (P).
-    pub pass_rows: u32,
-    /// Column groups of O (G): warp w serves columns `(w / (P/16))·V/G..` of its row block.
-    pub groups: u32,
-    /// k, v blocks held at once: C/64 (resident for the chunk) or 1 (refilled per use).
-    pub slots: u32,
-}
-
-impl StreamedPlan {
-    /// The plan for head dim `k`, V slice `vs`, chunk `c`, `warps` warps, within `limit`
-    /// bytes of shared memory; `None` where not even one slot fits.
-    pub fn new(k: u32, vs: u32, c: u32, warps: u32, limit: u32) -> Option<Self> {
-        let groups = if k == 256 { 2 } else { 1 };
-        let resident = StreamedPlan {
-            pass_rows: 16 * warps / groups,
-            groups,
-            slots: c / BLOCK,
-        };
-        // One refilled slot holds one block: passes of one block's rows.
-        let refilled = StreamedPlan {
-            pass_rows: BLOCK,
-            groups: 16 * warps / BLOCK,
-            slots: 1,
-        };
-        [resident, refilled]
-            .into_iter()
-            .find(|p| p.layout(k, vs, c).total <= limit)
-    }
-
-    /// The shared tiles: q `[P][K]`, k `[slots·64][K]`, v `[slots·64][V]`, R̃ `[K][V]`,
-    /// o `[P][V]`, then γ^d for d = 0..=C.
-    pub const fn layout(&self, k: u32, vs: u32, c: u32) -> TcLayout {
-        TcLayout::with_rows(k, vs, c, self.pass_rows, self.slots * BLOCK)
-    }
-}
+use crate::math::chunk_tiling::{BLOCK, SCORE_COLS, StreamedPlan, TcLayout};
+use crate::math::scores::Diagonal;
 
 /// Everything one chunk of the streamed path needs, fixed before the sequence loop.
 pub(super) struct StreamedChunk<'a> {

@@ -1,0 +1,121 @@
+//! Staging global tiles into shared memory: per-thread vector rounds ([`Stager`], the FMA
+//! paths) and `cp.async` copies into swizzled 16-bit tiles ([`stage_tile`], the tensor-core
+//! paths). Rows past a partial chunk are skipped ([`Stager`]) or zero-filled ([`stage_tile`]).
+
+use super::global::GlobalRows;
+use crate::dsl::tiles::SharedTile16;
+use crate::dsl::{Address, Cmp, CpAsyncCache, KernelBuilder, Reg, Ty};
+
+/// Per-thread staging of one `[C][D]` operand from global memory: thread t moves the four
+/// elements `4·(t mod D/4)..` of rows `t div (D/4) + j·rows_per_round`.
+pub struct Stager {
+    /// Column of the thread's four elements.
+    pub col: Reg,
+    /// First row.
+    pub row: Reg,
+    /// Rows between rounds.
+    pub rows_per_round: u32,
+    /// Rounds per chunk.
+    rounds: u32,
+}
+
+impl Stager {
+    /// Positions for `threads` threads staging a `[c][d]` operand.
+    pub fn new(kb: &mut KernelBuilder, t: Reg, d: u32, c: u32, threads: u32) -> Self {
+        let groups = d / 4;
+        let g = kb.and(t, groups - 1);
+        let col = kb.shl(g, 2u32);
+        let row = kb.shr(t, groups.trailing_zeros());
+        let rows_per_round = threads / groups;
+        Stager {
+            col,
+            row,
+            rows_per_round,
+            rounds: c / rows_per_round,
+        }
+    }
+
+    /// A runtime loop over the rounds (an unrolled one lets ptxas hoist every round's loads
+    /// and run out of registers): `body(kb, global address, shared address)` runs where the
+    /// round's row is below the chunk's length `len`. Global addresses start at `first` and
+    /// advance `row_step` bytes a round, shared ones at `shared_first` by `shared_step`.
+    pub fn run(
+        &self,
+        kb: &mut KernelBuilder,
+        first: Reg,
+        row_step: Reg,
+        len: Reg,
+        shared_first: Reg,
+        shared_step: u32,
+        body: impl FnOnce(&mut KernelBuilder, Reg, Reg),
+    ) {
+        let at = kb.mov(Ty::U64, first);
+        let sh = kb.mov(Ty::U32, shared_first);
+        let row = kb.mov(Ty::U32, self.row);
+        let rows_per_round = self.rows_per_round;
+        kb.for_range(0u32, self.rounds, 1, |kb, _| {
+            let inside = kb.setp(Cmp::Lt, row, len);
+            kb.guarded(inside, false, |kb| body(kb, at, sh));
+            let next = kb.add(at, row_step);
+            kb.assign(at, next);
+            let next = kb.add(sh, shared_step);
+            kb.assign(sh, next);
+            let next = kb.add(row, rows_per_round);
+            kb.assign(row, next);
+        });
+    }
+}
+
+/// Copy a `[C][cols]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
+/// rows at or past `len` are zero-filled (their source is row 0, read for 0 bytes).
+pub fn stage_tile(
+    kb: &mut KernelBuilder,
+    tile: SharedTile16,
+    base: Reg,
+    t: Reg,
+    threads: u32,
+    rows: &GlobalRows,
+) {
+    let GlobalRows {
+        src,
+        row_bytes,
+        tok_c,
+        heads,
+        h,
+        len,
+    } = *rows;
+    let per_row = tile.cols / 8;
+    let ch = kb.and(t, per_row - 1);
+    let row0 = kb.shr(t, per_row.trailing_zeros());
+    let ch_bytes = kb.mul_wide(ch, 16u32);
+    let src_ch = kb.add(src, ch_bytes);
+    let pieces = tile.rows * per_row;
+    let copy_row = |kb: &mut KernelBuilder, row: Reg| {
+        let valid = kb.setp(Cmp::Lt, row, len);
+        let src_row = kb.selp(row, 0u32, valid);
+        let sixteen = kb.mov(Ty::U32, 16u32);
+        let bytes = kb.selp(sixteen, 0u32, valid);
+        let tok = kb.add(tok_c, src_row);
+        let th = kb.mad_lo(tok, heads, h);
+        let at = kb.mad_wide(th, row_bytes, src_ch);
+        let dst = tile.chunk_addr(kb, base, row, ch);
+        kb.cp_async(
+            CpAsyncCache::Cg,
+            16,
+            Address::reg(dst, 0),
+            Address::reg(at, 0),
+            Some(bytes.into()),
+        );
+    };
+    for round in 0..pieces / threads {
+        let row = kb.add(row0, round * threads / per_row);
+        copy_row(kb, row);
+    }
+    if !pieces.is_multiple_of(threads) {
+        // A tile with fewer 16-byte pieces than threads (or not a multiple): the last round
+        // runs on the threads whose row is still inside the tile.
+        let row = kb.add(row0, pieces / threads * threads / per_row);
+        let inside = kb.setp(Cmp::Lt, row, tile.rows);
+        kb.guarded(inside, false, |kb| copy_row(kb, row));
+    }
+}

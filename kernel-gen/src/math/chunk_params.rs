@@ -1,0 +1,110 @@
+//! The chunk kernels' parameter table (see the chunkwise family's module docs): declared once
+//! in launch order, so the FMA and tensor-core paths and the segmented phase 2 cannot drift
+//! apart, and the token range of a dense or packed (varlen) sequence.
+
+use crate::dsl::{Address, KernelBuilder, ParamRef, Reg, Space, Ty};
+use crate::spec::{GammaSet, KernelOp, KernelSpec};
+
+/// Parameter names in launch order (see the chunkwise family's module table).
+pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
+    let lengths = if spec.op == KernelOp::ChunkwiseVarlen {
+        "p_cu_seqlens"
+    } else {
+        "p_t"
+    };
+    let mut names = vec![
+        "p_q", "p_k", "p_v", "p_o", "p_h0", "p_ht", lengths, "p_scale",
+    ];
+    if spec.op == KernelOp::ChunkwiseSegmented {
+        names.extend(["p_states", "p_segment_len"]);
+    }
+    if spec.gammas == GammaSet::Runtime {
+        names.extend(["p_heads", "p_log2_gamma"]);
+    }
+    names
+}
+
+/// The parameters of both chunkwise paths (FMA and tensor cores), declared once in the
+/// launch order of the table above, so the two paths cannot drift apart.
+pub struct ChunkwiseParams {
+    /// `p_q`.
+    pub q: ParamRef,
+    /// `p_k`.
+    pub k: ParamRef,
+    /// `p_v`.
+    pub v: ParamRef,
+    /// `p_o`.
+    pub o: ParamRef,
+    /// `p_h0`.
+    pub h0: ParamRef,
+    /// `p_ht`.
+    pub ht: ParamRef,
+    /// `p_t` (dense) or `p_cu_seqlens` (varlen).
+    pub lengths: ParamRef,
+    /// `p_scale`.
+    pub scale: ParamRef,
+    /// `p_states` and `p_segment_len`, segmented op only.
+    pub segments: Option<(ParamRef, ParamRef)>,
+    /// `p_heads` and `p_log2_gamma`, runtime-γ only.
+    pub runtime: Option<(ParamRef, ParamRef)>,
+}
+
+/// Declare [`ChunkwiseParams`] for `spec`; `runtime_gamma` adds the runtime-γ pair.
+pub fn declare_params(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    runtime_gamma: bool,
+) -> ChunkwiseParams {
+    ChunkwiseParams {
+        q: kb.param("p_q", Ty::U64),
+        k: kb.param("p_k", Ty::U64),
+        v: kb.param("p_v", Ty::U64),
+        o: kb.param("p_o", Ty::U64),
+        h0: kb.param("p_h0", Ty::U64),
+        ht: kb.param("p_ht", Ty::U64),
+        lengths: declare_lengths(kb, spec),
+        scale: kb.param("p_scale", Ty::F32),
+        segments: (spec.op == KernelOp::ChunkwiseSegmented).then(|| {
+            (
+                kb.param("p_states", Ty::U64),
+                kb.param("p_segment_len", Ty::U32),
+            )
+        }),
+        runtime: runtime_gamma.then(|| {
+            (
+                kb.param("p_heads", Ty::U32),
+                kb.param("p_log2_gamma", Ty::U64),
+            )
+        }),
+    }
+}
+
+fn declare_lengths(kb: &mut KernelBuilder, spec: &KernelSpec) -> ParamRef {
+    if spec.op == KernelOp::ChunkwiseVarlen {
+        kb.param("p_cu_seqlens", Ty::U64)
+    } else {
+        kb.param("p_t", Ty::U32)
+    }
+}
+
+/// The first token of sequence `b` in the flattened token axis and its length: `b·T` and
+/// `T` for a dense batch, `cu[b]` and `cu[b+1] − cu[b]` for a packed one.
+pub fn sequence_bounds(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    lengths: &ParamRef,
+    b: Reg,
+) -> (Reg, Reg) {
+    if spec.op == KernelOp::ChunkwiseVarlen {
+        let cu = kb.global_ptr(lengths);
+        let off = kb.mul_wide(b, 4u32);
+        let at = kb.add(cu, off);
+        let start = kb.ld(Space::Global, Ty::U32, Address::reg(at, 0));
+        let end = kb.ld(Space::Global, Ty::U32, Address::reg(at, 4));
+        let len = kb.sub(end, start);
+        (start, len)
+    } else {
+        let t = kb.ld_param(lengths);
+        (kb.mul_lo(b, t), t)
+    }
+}

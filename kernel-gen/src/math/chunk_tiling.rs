@@ -1,0 +1,382 @@
+//! How the chunk families tile a chunk on the GPU — the one place that decides, per spec,
+//! which path serves it (tensor cores whole-chunk or streamed, FMA whole-chunk or blocked),
+//! how many columns of V a CTA serves, its threads and its shared memory. The chunkwise
+//! family (one-pass and phase 2 of two-phase) and the two-phase family's phase 1 both read
+//! it, so they cannot disagree; plans ([`crate::plan`]) report it.
+
+use retention_core::Dtype;
+
+use crate::dsl::tiles::SharedTile16;
+use crate::error::unsupported;
+use crate::spec::{GammaSet, KernelSpec, TileConfig};
+use crate::{GenError, LaunchGeometry};
+
+/// Head dims K served.
+pub const SUPPORTED_K: [u32; 3] = [64, 128, 256];
+/// Head dims V served.
+pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
+/// Chunk lengths served.
+pub const SUPPORTED_CHUNKS: [u32; 4] = [32, 64, 128, 256];
+/// Longest chunk the FMA path stages whole; longer ones walk it in blocks
+/// (the blocked FMA path).
+pub const FMA_WHOLE_CHUNK: u32 = 64;
+/// Threads per CTA.
+pub const THREADS: u32 = 256;
+
+/// Most V columns one CTA serves on the blocked FMA path: the O block's accumulators stay in registers
+/// across the J loop (B·slice/16 values per 256 threads, at most 32 per thread).
+pub const MAX_BLOCKED_VALUE_SLICE: u32 = 128;
+
+/// Byte offsets of the f32 arrays in the dynamic shared window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedLayout {
+    /// R `[K][V]`: the state.
+    pub r: u32,
+    /// (s·Q)ᵀ `[K][C]`.
+    pub qt: u32,
+    /// Kᵀ `[K][C]`.
+    pub kt: u32,
+    /// V `[C][V]`.
+    pub v: u32,
+    /// Sᵀ `[C][C]`: masked, decayed scores, `[j][i]`.
+    pub st: u32,
+    /// γ^d for d = 0..=C.
+    pub decay: u32,
+    /// Total bytes.
+    pub total: u32,
+}
+
+impl SharedLayout {
+    /// The layout for head dims `k`, `v` and chunk `c`.
+    pub const fn new(k: u32, v: u32, c: u32) -> Self {
+        let r = 0;
+        let qt = r + k * v * 4;
+        let kt = qt + k * c * 4;
+        let vv = kt + k * c * 4;
+        let st = vv + c * v * 4;
+        let decay = st + c * c * 4;
+        let total = decay + ((c + 1) * 4).div_ceil(16) * 16;
+        SharedLayout {
+            r,
+            qt,
+            kt,
+            v: vv,
+            st,
+            decay,
+            total,
+        }
+    }
+
+    /// The blocked FMA path's layout (the blocked FMA path): q, k, v and score tiles of
+    /// `b` rows, the decay table of the whole chunk `c`.
+    pub const fn blocked(k: u32, v: u32, b: u32, c: u32) -> Self {
+        let l = Self::new(k, v, b);
+        SharedLayout {
+            total: l.decay + ((c + 1) * 4).div_ceil(16) * 16,
+            ..l
+        }
+    }
+}
+
+/// Dynamic shared memory of the path that serves `spec`.
+pub fn shared_bytes(spec: &KernelSpec) -> u32 {
+    let c = spec.chunk.unwrap_or_default();
+    if uses_tensor_cores(spec) {
+        tc_layout(spec).total
+    } else {
+        let (blk, vs) = fma_tiling(spec);
+        SharedLayout::blocked(spec.k, vs, blk, c).total
+    }
+}
+
+/// Columns of V (and of the state) one CTA of the FMA path serves: all of V when its f32
+/// tiles fit the arch's shared memory, else the widest halving (down to 64) that fits; the
+/// grid's z axis walks the V/slice slices, each recomputing the chunk's scores.
+pub fn value_slice(spec: &KernelSpec) -> u32 {
+    if uses_tensor_cores(spec) {
+        return tc_value_slice(spec);
+    }
+    fma_tiling(spec).1
+}
+
+/// The FMA path's (rows per block B, V columns per CTA). C ≤ 64: the whole chunk (B = C)
+/// and the widest V slice that fits. Longer chunks, and C = 64 where even a 64-column slice
+/// of the whole chunk does not fit (K = 256 on sm_80), are walked in blocks of 64 rows (32
+/// where no 64-row layout fits) with at most [`MAX_BLOCKED_VALUE_SLICE`]
+/// columns.
+pub fn fma_tiling(spec: &KernelSpec) -> (u32, u32) {
+    let c = spec.chunk.unwrap_or_default();
+    let limit = spec.arch.max_dynamic_shared();
+    let widest = |blk: u32, start: u32| {
+        let mut vs = start;
+        while vs > 64 && SharedLayout::blocked(spec.k, vs, blk, c).total > limit {
+            vs /= 2;
+        }
+        vs
+    };
+    let fits = |blk: u32, vs: u32| SharedLayout::blocked(spec.k, vs, blk, c).total <= limit;
+    if c <= FMA_WHOLE_CHUNK {
+        let vs = widest(c, spec.v);
+        if fits(c, vs) || c <= 32 {
+            return (c, vs);
+        }
+    }
+    let start = spec.v.min(MAX_BLOCKED_VALUE_SLICE);
+    let wide = widest(64, start);
+    if c > 64 && fits(64, wide) {
+        (64, wide)
+    } else {
+        (32, widest(32, start))
+    }
+}
+
+/// Whether `spec` is served by this path: 16-bit inputs, every (K, V, C) the chunkwise
+/// generator serves. Most stage whole chunks ([`TcLayout`] of a [`value_slice`]); C = 256
+/// with K ≥ 128 (whose whole tiles need more than 255 registers or more shared memory than
+/// an SM has) and C = 128 with K = 256 on sm_80 stream their k and v blocks instead
+/// ([`streamed_plan`], [`super::chunkwise_tc_streamed`]).
+pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
+    spec.dtype != Dtype::F32
+        && spec.k <= 256
+        && spec.chunk.is_some()
+        && (stages_whole_chunks(spec) || streamed_plan(spec).is_some())
+}
+
+/// Whether a tensor-core CTA holds the whole chunk's q, k, v and o tiles: C = 256 only with
+/// K = 64 (with K = 128 ptxas needs more than 255 registers; K = 256 does not fit), and only
+/// where the tiles fit the arch's shared memory (sm_80 leaves C = 128 with K = 256 out).
+fn stages_whole_chunks(spec: &KernelSpec) -> bool {
+    let Some(c) = spec.chunk else {
+        return false;
+    };
+    (c < 256 || spec.k == 64)
+        && TcLayout::new(spec.k, tc_value_slice(spec), c).total <= spec.arch.max_dynamic_shared()
+}
+
+/// How a 16-bit spec that cannot stage whole chunks streams them, or `None` where it
+/// stages whole chunks (or is not a tensor-core spec at all).
+pub fn streamed_plan(spec: &KernelSpec) -> Option<StreamedPlan> {
+    let c = spec.chunk?;
+    if spec.dtype == Dtype::F32 || spec.k > 256 || c < 128 || stages_whole_chunks(spec) {
+        return None;
+    }
+    StreamedPlan::new(
+        spec.k,
+        tc_value_slice(spec),
+        c,
+        tc_warps(spec),
+        spec.arch.max_dynamic_shared(),
+    )
+}
+
+/// The shared tiles of the tensor-core path serving `spec`.
+pub fn tc_layout(spec: &KernelSpec) -> TcLayout {
+    let c = spec.chunk.unwrap_or_default();
+    match streamed_plan(spec) {
+        Some(plan) => plan.layout(spec.k, tc_value_slice(spec), c),
+        None => TcLayout::new(spec.k, tc_value_slice(spec), c),
+    }
+}
+
+/// Columns of V (and of the state) one CTA serves: at most 128, and 64 where the f32 tiles
+/// of S, O and a 128-column state slice would need more than 255 registers per thread
+/// (K = 128 with C = 64; K = 256, whose warps hold two state slices; C ≥ 128). The grid's z
+/// axis walks the V/slice slices, each recomputing the chunk's scores.
+pub fn tc_value_slice(spec: &KernelSpec) -> u32 {
+    let c = spec.chunk.unwrap_or_default();
+    if spec.k == 256 || c > WHOLE_SCORE_TILE || spec.k == 128 && c == 64 {
+        spec.v.min(64)
+    } else {
+        spec.v.min(128)
+    }
+}
+
+/// Warps per CTA: one 16-row slice of the chunk and of the state each, at most 8 (K = 256:
+/// each warp holds two 16-row state slices, 128 rows apart).
+pub fn tc_warps(spec: &KernelSpec) -> u32 {
+    (spec.chunk.unwrap_or_default().max(spec.k) / 16).min(8)
+}
+
+/// Shared tiles of the tensor-core path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcLayout {
+    /// q `[C][K]`.
+    pub q: SharedTile16,
+    /// k `[C][K]`.
+    pub k: SharedTile16,
+    /// v `[C][V]`.
+    pub v: SharedTile16,
+    /// R̃ `[K][V]`: the state rounded to the input type.
+    pub rh: SharedTile16,
+    /// o `[C][V]` on its way out.
+    pub o: SharedTile16,
+    /// γ^d, d = 0..=C, f32.
+    pub decay: u32,
+    /// Total bytes.
+    pub total: u32,
+}
+
+impl TcLayout {
+    /// The layout for head dims `k`, `v` and chunk `c`: whole-chunk tiles.
+    pub const fn new(k: u32, v: u32, c: u32) -> Self {
+        Self::with_rows(k, v, c, c, c)
+    }
+
+    /// The layout with `q_rows` rows of q and o and `kv_rows` rows of k and v, in the order
+    /// q, k, v, R̃, o, then γ^d for d = 0..=C.
+    pub const fn with_rows(k: u32, v: u32, c: u32, q_rows: u32, kv_rows: u32) -> Self {
+        let q = SharedTile16::new(0, q_rows, k);
+        let kt = SharedTile16::new(q.offset + q.bytes(), kv_rows, k);
+        let vt = SharedTile16::new(kt.offset + kt.bytes(), kv_rows, v);
+        let rh = SharedTile16::new(vt.offset + vt.bytes(), k, v);
+        let o = SharedTile16::new(rh.offset + rh.bytes(), q_rows, v);
+        let decay = o.offset + o.bytes();
+        TcLayout {
+            q,
+            k: kt,
+            v: vt,
+            rh,
+            o,
+            decay,
+            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+        }
+    }
+}
+
+/// Longest chunk whose whole 16-row score strip a warp holds in registers; longer chunks
+/// build it 64 columns at a time (`long_chunk_rows`).
+pub const WHOLE_SCORE_TILE: u32 = 64;
+
+/// Key rows per k, v block.
+pub const BLOCK: u32 = 64;
+/// Columns of a score strip built at a time (16 f32 registers a lane).
+pub const SCORE_COLS: u32 = 64;
+
+/// How a streamed CTA walks a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamedPlan {
+    /// Query rows per pass (P).
+    pub pass_rows: u32,
+    /// Column groups of O (G): warp w serves columns `(w / (P/16))·V/G..` of its row block.
+    pub groups: u32,
+    /// k, v blocks held at once: C/64 (resident for the chunk) or 1 (refilled per use).
+    pub slots: u32,
+}
+
+impl StreamedPlan {
+    /// The plan for head dim `k`, V slice `vs`, chunk `c`, `warps` warps, within `limit`
+    /// bytes of shared memory; `None` where not even one slot fits.
+    pub fn new(k: u32, vs: u32, c: u32, warps: u32, limit: u32) -> Option<Self> {
+        let groups = if k == 256 { 2 } else { 1 };
+        let resident = StreamedPlan {
+            pass_rows: 16 * warps / groups,
+            groups,
+            slots: c / BLOCK,
+        };
+        // One refilled slot holds one block: passes of one block's rows.
+        let refilled = StreamedPlan {
+            pass_rows: BLOCK,
+            groups: 16 * warps / BLOCK,
+            slots: 1,
+        };
+        [resident, refilled]
+            .into_iter()
+            .find(|p| p.layout(k, vs, c).total <= limit)
+    }
+
+    /// The shared tiles: q `[P][K]`, k `[slots·64][K]`, v `[slots·64][V]`, R̃ `[K][V]`,
+    /// o `[P][V]`, then γ^d for d = 0..=C.
+    pub const fn layout(&self, k: u32, vs: u32, c: u32) -> TcLayout {
+        TcLayout::with_rows(k, vs, c, self.pass_rows, self.slots * BLOCK)
+    }
+}
+
+/// Check that the chunk tiling serves `spec`'s shape: K, V, C, gamma set, tile and shared
+/// memory (whatever its op).
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] naming the first field outside the tiling.
+pub fn check_shape(spec: &KernelSpec) -> Result<(), GenError> {
+    if !SUPPORTED_K.contains(&spec.k) {
+        return Err(unsupported(
+            "head dim K",
+            spec.k,
+            "chunkwise serves K in {64, 128, 256}",
+        ));
+    }
+    if !SUPPORTED_V.contains(&spec.v) {
+        return Err(unsupported(
+            "head dim V",
+            spec.v,
+            "chunkwise serves V in {64, 128, 256, 512}",
+        ));
+    }
+    let Some(c) = spec.chunk else {
+        return Err(unsupported(
+            "chunk",
+            "none",
+            "chunkwise needs a chunk length",
+        ));
+    };
+    if !SUPPORTED_CHUNKS.contains(&c) {
+        return Err(unsupported(
+            "chunk",
+            c,
+            "chunkwise serves C in {32, 64, 128, 256}",
+        ));
+    }
+    if let GammaSet::Retnet { heads } = spec.gammas
+        && !(1..=48).contains(&heads)
+    {
+        return Err(unsupported(
+            "gamma set",
+            spec.gammas.name(),
+            "retnet(H) needs 1 <= H <= 48",
+        ));
+    }
+    if spec.tile != TileConfig::default() || spec.tile.threads != THREADS {
+        return Err(unsupported(
+            "tile",
+            format!("{:?}", spec.tile),
+            "chunkwise uses the default tile (256 threads)",
+        ));
+    }
+    let bytes = shared_bytes(spec);
+    if bytes > spec.arch.max_dynamic_shared() {
+        return Err(unsupported(
+            "shared memory",
+            bytes,
+            format!(
+                "{} allows at most {} bytes per CTA; use a shorter chunk",
+                spec.arch,
+                spec.arch.max_dynamic_shared()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The launch of a one-pass chunk kernel (or of ONE segment of phase 2) for `rows` batch
+/// rows and `heads` heads: grid `(rows, heads, V / value_slice)`; `spec` checked by the
+/// caller.
+///
+/// # Errors
+/// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
+/// or the grid is too large.
+pub fn launch_geometry(
+    spec: &KernelSpec,
+    rows: u32,
+    heads: u32,
+) -> Result<LaunchGeometry, GenError> {
+    spec.check_grid(rows, heads)?;
+    let threads = if uses_tensor_cores(spec) {
+        32 * tc_warps(spec)
+    } else {
+        THREADS
+    };
+    Ok(LaunchGeometry {
+        grid: [rows, heads, spec.v / value_slice(spec)],
+        block: [threads, 1, 1],
+        dynamic_smem_bytes: shared_bytes(spec),
+    })
+}

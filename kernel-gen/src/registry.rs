@@ -1,0 +1,152 @@
+//! The one registry of kernel families: which family serves each [`KernelOp`], and its
+//! validate → plan → emit steps. [`crate::emit_ptx`], [`crate::launch_geometry`],
+//! [`crate::param_names`], [`crate::plan`] and [`KernelSpec::validate`] all route here, so
+//! adding a family is one row in [`FAMILIES`] (see ARCHITECTURE.md).
+
+use crate::dsl::Kernel;
+use crate::kernels::{attention_decode, chunkwise, decode, parallel, two_phase};
+use crate::plan::{KernelPath, KernelPlan, LaunchSize};
+use crate::spec::{KernelOp, KernelSpec};
+use crate::{GenError, LaunchGeometry};
+
+/// A kernel family: the ops it serves and its steps.
+pub struct Family {
+    /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`).
+    pub name: &'static str,
+    /// The ops it serves.
+    pub ops: &'static [KernelOp],
+    /// Check that it serves a spec, before a single instruction is emitted.
+    pub validate: fn(&KernelSpec) -> Result<(), GenError>,
+    /// The launch of one spec for `(rows, heads)` (one segment of the two-phase ops).
+    pub launch_geometry: fn(&KernelSpec, u32, u32) -> Result<LaunchGeometry, GenError>,
+    /// Parameter names of the entry, in launch order.
+    pub param_names: fn(&KernelSpec) -> Vec<&'static str>,
+    /// The plan of one launch.
+    pub plan: fn(&KernelSpec, LaunchSize) -> Result<KernelPlan, GenError>,
+    /// The kernel (validated first).
+    pub generate: fn(&KernelSpec) -> Result<Kernel, GenError>,
+}
+
+/// Every family, one row each.
+pub const FAMILIES: [Family; 5] = [
+    Family {
+        name: "decode",
+        ops: &[KernelOp::Decode],
+        validate: decode::validate,
+        launch_geometry: decode::launch_geometry,
+        param_names: decode::param_names,
+        plan: decode_plan,
+        generate: decode::generate,
+    },
+    Family {
+        name: "chunkwise",
+        ops: &[
+            KernelOp::Chunkwise,
+            KernelOp::ChunkwiseVarlen,
+            KernelOp::ChunkwiseSegmented,
+        ],
+        validate: chunkwise::validate,
+        launch_geometry: chunkwise::launch_geometry,
+        param_names: chunkwise::param_names,
+        plan: chunkwise::plan,
+        generate: chunkwise::generate,
+    },
+    Family {
+        name: "two_phase",
+        ops: &[KernelOp::ChunkStates],
+        validate: two_phase::validate,
+        launch_geometry: two_phase::launch_geometry,
+        param_names: two_phase::param_names,
+        plan: two_phase::plan,
+        generate: two_phase::generate,
+    },
+    Family {
+        name: "parallel",
+        ops: &[KernelOp::Parallel],
+        validate: parallel::validate,
+        launch_geometry: parallel::launch_geometry,
+        param_names: parallel::param_names,
+        plan: parallel::plan,
+        generate: parallel::generate,
+    },
+    Family {
+        name: "attention",
+        ops: &[KernelOp::AttentionDecode, KernelOp::AttentionCombine],
+        validate: attention_decode::validate,
+        launch_geometry: attention_decode::launch_geometry,
+        param_names: attention_decode::param_names,
+        plan: attention_plan,
+        generate: attention_generate,
+    },
+];
+
+/// The attention family emits two kernels: the split pass and its combine pass.
+fn attention_generate(spec: &KernelSpec) -> Result<Kernel, GenError> {
+    match spec.op {
+        KernelOp::AttentionCombine => crate::kernels::attention_combine::generate(spec),
+        _ => attention_decode::generate(spec),
+    }
+}
+
+/// The decode step's plan: one CTA per (row, head, V slice), no workspace.
+fn decode_plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
+    Ok(KernelPlan {
+        spec: *spec,
+        path: KernelPath::Vector,
+        value_slice: decode::value_slice(spec),
+        geometry: decode::launch_geometry(spec, size.rows, size.heads)?,
+        workspace_bytes: 0,
+        params: decode::param_names(spec),
+    })
+}
+
+/// The attention baseline's plan for a `size.tokens`-token context: the split pass (its
+/// partials are the workspace) or the combine pass.
+fn attention_plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
+    let split = attention_decode::plan(spec, size.rows, size.heads, size.tokens.max(1))?;
+    let geometry = match spec.op {
+        KernelOp::AttentionCombine => {
+            attention_decode::launch_geometry(spec, size.rows, size.heads)?
+        }
+        _ => split.split,
+    };
+    Ok(KernelPlan {
+        spec: *spec,
+        path: KernelPath::Vector,
+        value_slice: spec.v,
+        geometry,
+        workspace_bytes: split.partial_floats * 4,
+        params: attention_decode::param_names(spec),
+    })
+}
+
+/// The family that serves `op` (every op has exactly one; a test checks it).
+pub fn family(op: KernelOp) -> &'static Family {
+    FAMILIES
+        .iter()
+        .find(|f| f.ops.contains(&op))
+        .expect("every KernelOp has a family")
+}
+
+impl KernelSpec {
+    /// Check that a family serves this spec, before a single instruction is emitted.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the first field its family does not serve.
+    pub fn validate(&self) -> Result<(), GenError> {
+        (family(self.op).validate)(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_has_exactly_one_family() {
+        for op in KernelOp::ALL {
+            let serving = FAMILIES.iter().filter(|f| f.ops.contains(&op)).count();
+            assert_eq!(serving, 1, "{op:?} is served by {serving} families");
+        }
+    }
+}
