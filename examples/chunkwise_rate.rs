@@ -6,7 +6,7 @@
 //! cargo run --release --example chunkwise_rate -- [cuda|emulated] [B H T K V] [f32|f16|bf16]
 //! ```
 //! Defaults: the best device, fla's benchmark shape B=8, H=32, T=16384, K=V=128, bf16.
-//! FLOPs counted as DESIGN §5: T·[2C(K+V) + 4KV] per (row, head).
+//! FLOPs counted as ARCHITECTURE §5: T·[2C(K+V) + 4KV] per (row, head).
 
 use retention::{Device, Dtype, Gammas, RetentionShape};
 use retention_runtime::kernel_timing::KernelTimer;

@@ -324,7 +324,7 @@ fn chunkwise_variants_match_the_reference_in_the_emulator() {
     );
 }
 
-/// The traffic probe of DESIGN §5: B=1, H=2, T=512 with H0 and H_T, checked against the
+/// The traffic probe of ARCHITECTURE §5: B=1, H=2, T=512 with H0 and H_T, checked against the
 /// reference; returns the emulator's counters.
 fn traffic_probe(spec: &KernelSpec, seed: u64) -> EmuReport {
     let module = Module::parse(&emit_ptx(spec).unwrap()).unwrap();
@@ -338,7 +338,7 @@ fn traffic_probe(spec: &KernelSpec, seed: u64) -> EmuReport {
     check_case(spec, &module, case, seed)
 }
 
-/// DESIGN §5 targets at B=1, H=2, T=512, K=V=64, C=64 (every dtype) and C=128 (tensor
+/// ARCHITECTURE §5 targets at B=1, H=2, T=512, K=V=64, C=64 (every dtype) and C=128 (tensor
 /// cores, 16-row blocks whose scores are built 64 columns at a time): global traffic within
 /// 1.15× the minimum (q, k, v read once, o written once, H0 read once, H_T written once), and
 /// no shared bank conflicts on the tensor-core path (f16, bf16).
@@ -487,7 +487,7 @@ fn chunkwise_counters_scale_linearly_and_predict_the_fla_shape() {
     let compute_s = waves * cta_cycles / 1.41e9;
     let memory_s = b * h * (fixed(bytes) + n * per_chunk(bytes)) / 2.04e12;
     let predicted_s = compute_s.max(memory_s);
-    // Useful FLOPs as DESIGN §5 counts them, at chunk 64 as in fla's benchmark.
+    // Useful FLOPs as ARCHITECTURE §5 counts them, at chunk 64 as in fla's benchmark.
     let flops = b * h * t * (2.0 * 64.0 * (k + v) + 4.0 * k * v);
     println!(
         "{} per chunk of {c}: {:.0} warp instructions, {:.0} mma (busiest sub-partition \

@@ -1,4 +1,4 @@
-//! The ptxas lane (DESIGN §4.1): find `ptxas`, assemble PTX with `-v`, and read back
+//! The ptxas lane (ARCHITECTURE §4.1): find `ptxas`, assemble PTX with `-v`, and read back
 //! registers, spills, shared and constant memory.
 
 use std::path::{Path, PathBuf};

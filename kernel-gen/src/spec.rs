@@ -1,4 +1,4 @@
-//! `KernelSpec` (DESIGN §2): what a kernel computes and for which target, with a stable hash
+//! `KernelSpec` (ARCHITECTURE §2): what a kernel computes and for which target, with a stable hash
 //! that names the PTX entry and keys every cache.
 
 use std::fmt;

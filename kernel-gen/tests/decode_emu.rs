@@ -106,7 +106,7 @@ fn run(case: &Case) -> EmuReport {
         "{s}"
     );
 
-    // DESIGN §5 targets: at most 1.15x the algorithmic minimum of global bytes (f32 state
+    // ARCHITECTURE §5 targets: at most 1.15x the algorithmic minimum of global bytes (f32 state
     // read and written once, q, k, v read and o written once) plus the per-slice q/k
     // staging, no shared bank conflicts.
     let minimum = n_n * h_n * (8 * k_n * v_n + (2 * k_n + 2 * v_n) * esize);

@@ -1,4 +1,4 @@
-//! The ptxas lane (DESIGN §4.1): every catalog variant assembles for its arch (sm_80 and
+//! The ptxas lane (ARCHITECTURE §4.1): every catalog variant assembles for its arch (sm_80 and
 //! sm_90) with zero errors and zero spills. Skips with a notice when ptxas is not found
 //! (`RETENTION_PTXAS` or `PATH`; `scripts/install-ptxas.sh` installs it).
 

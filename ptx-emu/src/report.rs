@@ -1,5 +1,5 @@
 //! What a launch cost: instruction mix, memory traffic, coalescing and bank conflicts, and a
-//! roofline time *prediction* for A100 and H100 (DESIGN §5). Nothing here is measured on a
+//! roofline time *prediction* for A100 and H100 (ARCHITECTURE §5). Nothing here is measured on a
 //! GPU; every time field says `predicted`.
 
 use serde::Serialize;
@@ -140,7 +140,7 @@ impl Counters {
     }
 }
 
-/// Peak rates of one GPU for the roofline (DESIGN §5 table).
+/// Peak rates of one GPU for the roofline (ARCHITECTURE §5 table).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct GpuPeaks {
     /// HBM bandwidth, bytes/s.

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use crate::RetentionError;
 use crate::round::{f64_to_bf16_bits, f64_to_f16_bits};
 
-/// Element type of q, k, v and o. State and accumulators are always f32 (DESIGN §1).
+/// Element type of q, k, v and o. State and accumulators are always f32 (ARCHITECTURE §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dtype {
     /// IEEE binary32.

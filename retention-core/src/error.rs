@@ -1,4 +1,4 @@
-//! The single error type of the public API (DESIGN §6): every bad input is one of these.
+//! The single error type of the public API (ARCHITECTURE §6): every bad input is one of these.
 
 use thiserror::Error;
 

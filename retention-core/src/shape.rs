@@ -2,7 +2,7 @@
 
 use crate::{Result, RetentionError};
 
-/// The dimensions of one retention problem. Layouts are token-major (DESIGN §1):
+/// The dimensions of one retention problem. Layouts are token-major (ARCHITECTURE §1):
 /// q, k `[B, T, H, K]`; v, o `[B, T, H, V]`; states `[B, H, K, V]` (f32 on devices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RetentionShape {

@@ -48,7 +48,7 @@ fn bf16_inputs_slow_retnet_heads_still_decay() {
         // state has gone through T/C decays by an f32 γ^C, each off by up to 2⁻²⁴ relative
         // (rounding of γ^C, of exp2, of the product: < 2⁻²² together), the same error every
         // chunk — a bound of (T/C)·2⁻²² that any f32-state implementation shares, against
-        // the 1e-5 DESIGN tolerance that holds at T = 4096 above.
+        // the 1e-5 ARCHITECTURE §4 tolerance that holds at T = 4096 above.
         let t = 65_536usize;
         let (ht, ht_ref) = decayed(t, chunk);
         let bound = (t / chunk) as f64 * 2f64.powi(-22);

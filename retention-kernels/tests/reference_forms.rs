@@ -1,4 +1,4 @@
-//! The oracle's own proof: the three forms of DESIGN §1 agree, carry state, are causal,
+//! The oracle's own proof: the three forms of ARCHITECTURE §1 agree, carry state, are causal,
 //! handle variable-length batches, and survive very long sequences.
 
 mod common;

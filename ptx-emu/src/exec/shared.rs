@@ -2,7 +2,7 @@
 //!
 //! Every byte remembers the last writer and the last reader(s) together with the barrier
 //! epoch of that access. Two different threads touching the same byte in the same epoch,
-//! at least one of them writing, is a race: nothing orders them (DESIGN §4.2). Byte (not
+//! at least one of them writing, is a race: nothing orders them (ARCHITECTURE §4.2). Byte (not
 //! word) granularity keeps f16 stores of neighbouring threads into one word race-free, as
 //! they are on hardware.
 

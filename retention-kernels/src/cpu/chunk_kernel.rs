@@ -1,5 +1,5 @@
 //! The chunkwise recurrence of one head over one token range — the shared core of the
-//! chunkwise, varlen and parallel-prefix CPU forms. Per chunk of length L (DESIGN §1):
+//! chunkwise, varlen and parallel-prefix CPU forms. Per chunk of length L (ARCHITECTURE §1):
 //!
 //! O = s·((Q Kᵀ ⊙ D) V + (Q R) ⊙ ξ);  R ← γ^L R + Kᵀ (V ⊙ ζ).
 //!

@@ -1,5 +1,5 @@
 //! The input dtypes the CPU kernels accept, with bulk conversions to and from the f32 they
-//! compute in (DESIGN §1: state and every accumulator f32, whatever the input dtype).
+//! compute in (ARCHITECTURE §1: state and every accumulator f32, whatever the input dtype).
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};

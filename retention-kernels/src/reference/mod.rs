@@ -1,4 +1,4 @@
-//! The f64 reference of every op of DESIGN §1 — the oracle every other implementation (CPU
+//! The f64 reference of every op of ARCHITECTURE §1 — the oracle every other implementation (CPU
 //! kernels, emulated PTX, real GPUs) is checked against.
 //!
 //! Each form is written literally from its equation, in f64, with decays computed as
@@ -50,7 +50,7 @@ pub fn max_rel_diff(actual: &[f64], reference: &[f64]) -> f64 {
 }
 
 /// Root-mean-square difference relative to the root-mean-square of `reference`
-/// (the metric for 16-bit dtypes in DESIGN: relative RMSE).
+/// (the metric for 16-bit dtypes in ARCHITECTURE §4: relative RMSE).
 pub fn rel_rmse(actual: &[f64], reference: &[f64]) -> f64 {
     if actual.len() != reference.len() {
         return f64::INFINITY;

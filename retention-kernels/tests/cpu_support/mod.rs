@@ -1,5 +1,5 @@
 //! Shared helpers of the CPU-kernel tests: seeded problems in every dtype, the reference run
-//! on the dtype-rounded inputs, and the DESIGN tolerances.
+//! on the dtype-rounded inputs, and the ARCHITECTURE §4 tolerances.
 
 #![allow(dead_code)]
 

@@ -1,4 +1,4 @@
-//! The chunkwise retention forward (DESIGN §1, chunkwise form), one CTA per (row b, head h)
+//! The chunkwise retention forward (ARCHITECTURE §1, chunkwise form), one CTA per (row b, head h)
 //! walking the sequence in chunks of C with the state R (K×V, f32) kept in shared memory
 //! across chunks — one pass over q, k, v, no per-chunk state in global memory:
 //!

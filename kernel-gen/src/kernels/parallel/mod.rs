@@ -1,4 +1,4 @@
-//! The parallel retention forward (DESIGN §1, parallel form), flash-style: no T×T matrix
+//! The parallel retention forward (ARCHITECTURE §1, parallel form), flash-style: no T×T matrix
 //! ever reaches global memory.
 //!
 //! ```text
