@@ -16,7 +16,7 @@
 //! chunk-relative positions, so the result is the chunk-C form, not C/B chunks of B.
 
 use crate::GenError;
-use crate::blocks::decay::{self, select_log2_gamma};
+use crate::blocks::decay::{self, heads_and_log2_gamma};
 use crate::blocks::fma::{
     Acc4x4, StagedChunk, accumulate_decayed_outer, accumulate_shared, for_each_piece, load_piece,
     store_piece, zero_acc,
@@ -80,21 +80,8 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     let b = kb.sreg(Sreg::Ctaid(Axis::X));
     let h = kb.sreg(Sreg::Ctaid(Axis::Y));
     let t = kb.sreg(Sreg::Tid(Axis::X));
-    let (heads, log2_gamma) = match (&runtime, &log2_gammas) {
-        (Some((p_heads, p_log2)), _) => {
-            let heads = kb.ld_param(p_heads);
-            let table = kb.global_ptr(p_log2);
-            let off = kb.mul_wide(h, 4u32);
-            let at = kb.add(table, off);
-            (heads, kb.ld(Space::Global, Ty::F32, Address::reg(at, 0)))
-        }
-        (None, Some(l)) => {
-            kb.comment("log2 gamma_h: exact f32 immediates, one per head");
-            let heads = kb.mov(Ty::U32, l.len() as u32);
-            (heads, select_log2_gamma(&mut kb, l, h))
-        }
-        (None, None) => unreachable!("a gamma set is either named or runtime"),
-    };
+    let (heads, log2_gamma) =
+        heads_and_log2_gamma(&mut kb, runtime.as_ref(), log2_gammas.as_deref(), h);
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p_t, b);
     let scale = kb.ld_param(&p_scale);
     let base = kb.shared_addr(&smem);

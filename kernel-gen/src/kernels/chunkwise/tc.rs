@@ -28,7 +28,7 @@ use retention_core::Dtype;
 
 use super::tc_streamed::StreamedChunk;
 use crate::GenError;
-use crate::blocks::decay::{self, select_log2_gamma};
+use crate::blocks::decay::{self, heads_and_log2_gamma};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::stage_tile;
 use crate::dsl::tiles::{AccTileF32, LaneFragments, scale_pair_split};
@@ -262,21 +262,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let warp = kb.shr(t, 5u32);
     let g = kb.shr(lane, 2u32);
     let q4 = kb.and(lane, 3u32);
-    let (heads, log2_gamma) = match (&runtime, &log2_gammas) {
-        (Some((p_heads, p_log2)), _) => {
-            let heads = kb.ld_param(p_heads);
-            let table = kb.global_ptr(p_log2);
-            let off = kb.mul_wide(h, 4u32);
-            let at = kb.add(table, off);
-            (heads, kb.ld(Space::Global, Ty::F32, Address::reg(at, 0)))
-        }
-        (None, Some(l)) => {
-            kb.comment("log2 gamma_h: exact f32 immediates, one per head");
-            let heads = kb.mov(Ty::U32, l.len() as u32);
-            (heads, select_log2_gamma(&mut kb, l, h))
-        }
-        (None, None) => unreachable!("a gamma set is either named or runtime"),
-    };
+    let (heads, log2_gamma) =
+        heads_and_log2_gamma(&mut kb, runtime.as_ref(), log2_gammas.as_deref(), h);
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p_t, b);
     let (tok0, seq_len, segment) =
         two_phase::segment_of(&mut kb, spec, segments.as_ref(), &p_t, tok0, seq_len);

@@ -47,7 +47,7 @@
 mod fma;
 mod tc;
 
-use crate::blocks::decay::{self, select_log2_gamma};
+use crate::blocks::decay;
 use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
 use crate::error::unsupported;
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
@@ -295,21 +295,7 @@ impl ParallelParams {
         log2_gammas: Option<&[f32]>,
         h: Reg,
     ) -> (Reg, Reg) {
-        match (&self.runtime, log2_gammas) {
-            (Some((p_heads, p_log2)), _) => {
-                let heads = kb.ld_param(p_heads);
-                let table = kb.global_ptr(p_log2);
-                let off = kb.mul_wide(h, 4u32);
-                let at = kb.add(table, off);
-                (heads, kb.ld(Space::Global, Ty::F32, Address::reg(at, 0)))
-            }
-            (None, Some(l)) => {
-                kb.comment("log2 gamma_h: exact f32 immediates, one per head");
-                let heads = kb.mov(Ty::U32, l.len() as u32);
-                (heads, select_log2_gamma(kb, l, h))
-            }
-            (None, None) => unreachable!("a gamma set is either named or runtime"),
-        }
+        decay::heads_and_log2_gamma(kb, self.runtime.as_ref(), log2_gammas, h)
     }
 }
 
