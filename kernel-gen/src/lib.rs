@@ -1,28 +1,32 @@
 //! `kernel-gen`: the retention kernel DSL (a typed builder in plain Rust), its legalise pass
-//! and PTX emitter, the retention kernel generators, `KernelSpec`, and the catalog writer.
-//! The PTX emulator lives in its own crate and is re-exported here as [`emu`], so that it can
-//! judge the emitter's output without sharing its assumptions.
+//! and PTX emitter, the retention kernel families, `KernelSpec`, plans, and the catalog
+//! writer. The PTX emulator lives in its own crate and is re-exported here as [`emu`], so
+//! that it can judge the emitter's output without sharing its assumptions.
 //!
 //! This crate must not know about devices, streams, memory pools or `cudarc`: it turns a
-//! `KernelSpec` into PTX text and nothing more.
+//! `KernelSpec` into a plan and PTX text and nothing more.
+//!
+//! # Layers (ARCHITECTURE §3), dependencies pointing one way
+//! [`dsl`] (IR, builder, tiles; legalise and emit depend on the IR) ← [`blocks`] (building
+//! blocks: global views, staging, decays, FMA products) ← [`math`] (chunk tiling, the chunk
+//! parameter table, the causal decay mask, the two-phase segment fold) ← [`kernels`] (the
+//! families: decode, chunkwise, two-phase, parallel, attention baseline — never importing
+//! each other) ← [`registry`] and [`plan`](mod@plan) (one row per family: validate → plan →
+//! emit).
 //!
 //! # Using it
-//! - [`emit_ptx`] turns a [`KernelSpec`] into a PTX module whose entry is [`KernelSpec::entry`];
-//!   [`launch_geometry`] and [`param_names`] say how to launch it (parameter tables: the
-//!   decode step in [`kernels::decode`], the chunkwise forward — dense and packed varlen,
-//!   tensor cores for f16/bf16 in [`kernels::chunkwise_tc`], FMA for f32 — in
-//!   [`kernels::chunkwise`]; the flash-style parallel forward in [`kernels::parallel`]; the
-//!   softmax-attention KV-cache decode baseline, two launches planned by
-//!   [`kernels::attention_decode::plan`]). [`catalog::default_catalog`] lists what ships.
+//! - [`plan()`] gives everything a launch of a spec needs ([`KernelPlan`]: path, value slice,
+//!   grid, block, shared memory, workspace, parameter table); [`emit_ptx`] turns the spec
+//!   into a PTX module whose entry is [`KernelSpec::entry`]. [`launch_geometry`] and
+//!   [`param_names`] are the plan's parts for callers that know no launch length.
 //! - Few (row, head) pairs and long sequences: the two-phase chunkwise forward
-//!   ([`kernels::chunkwise_two_phase`]) — [`prefer_two_phase`] picks a segment length,
+//!   ([`kernels::two_phase`]) — [`prefer_two_phase`] picks a segment length,
 //!   [`two_phase_plan`] sizes the `chunk_states` and `chunkwise_segmented` launches and
-//!   their f32 workspace.
-//! - [`dsl::tiles`] is the tile vocabulary (swizzled shared tiles, `mma` accumulator tiles)
-//!   the tensor-core kernels are written in.
-//! - `kernel-gen --out DIR [--arch sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog
-//!   spec and `manifest.json` (with `ptxas -v` figures when ptxas is found);
-//!   `kernel-gen emu FILE.ptx --launch LAUNCH.json` runs a module in the emulator.
+//!   their f32 workspace. The attention baseline's split plan: [`attention_decode_plan`].
+//! - [`catalog::default_catalog`] lists what ships; `kernel-gen --out DIR [--arch
+//!   sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog spec and `manifest.json`
+//!   (with `ptxas -v` figures when ptxas is found); `kernel-gen emu FILE.ptx --launch
+//!   LAUNCH.json` runs a module in the emulator.
 //! - ptxas lane: `RETENTION_PTXAS=$(./scripts/install-ptxas.sh) cargo test -p kernel-gen`.
 //! - Golden PTX: after an intended codegen change, review the diff of
 //!   `UPDATE_GOLDEN=1 cargo test -p kernel-gen --test golden`.
@@ -71,7 +75,7 @@ pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
 }
 
 /// The launch of `spec` for `rows` batch rows and `heads` heads (for the parallel forward,
-/// whose grid also depends on T, prefer [`plan`]). For the two-phase ops (`chunk_states`,
+/// whose grid also depends on T, prefer [`plan()`]). For the two-phase ops (`chunk_states`,
 /// `chunkwise_segmented`) this is the grid of ONE segment per (row, head):
 /// [`two_phase_plan`] gives the whole launch.
 ///

@@ -1,6 +1,6 @@
 //! The one registry of kernel families: which family serves each [`KernelOp`], and its
 //! validate → plan → emit steps. [`crate::emit_ptx`], [`crate::launch_geometry`],
-//! [`crate::param_names`], [`crate::plan`] and [`KernelSpec::validate`] all route here, so
+//! [`crate::param_names`], [`crate::plan()`] and [`KernelSpec::validate`] all route here, so
 //! adding a family is one row in [`FAMILIES`] (see ARCHITECTURE.md).
 
 use crate::dsl::Kernel;

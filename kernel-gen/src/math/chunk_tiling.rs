@@ -2,7 +2,7 @@
 //! which path serves it (tensor cores whole-chunk or streamed, FMA whole-chunk or blocked),
 //! how many columns of V a CTA serves, its threads and its shared memory. The chunkwise
 //! family (one-pass and phase 2 of two-phase) and the two-phase family's phase 1 both read
-//! it, so they cannot disagree; plans ([`crate::plan`]) report it.
+//! it, so they cannot disagree; plans ([`crate::plan()`]) report it.
 
 use retention_core::Dtype;
 
@@ -134,7 +134,7 @@ pub fn fma_tiling(spec: &KernelSpec) -> (u32, u32) {
 /// generator serves. Most stage whole chunks ([`TcLayout`] of a [`value_slice`]); C = 256
 /// with K ≥ 128 (whose whole tiles need more than 255 registers or more shared memory than
 /// an SM has) and C = 128 with K = 256 on sm_80 stream their k and v blocks instead
-/// ([`streamed_plan`], [`super::chunkwise_tc_streamed`]).
+/// ([`streamed_plan`], the chunkwise family's `tc_streamed`).
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
     spec.dtype != Dtype::F32
         && spec.k <= 256

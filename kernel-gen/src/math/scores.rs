@@ -1,4 +1,4 @@
-//! Scores S = Q Kᵀ ⊙ D on tensor cores: the causal decay mask D[i][j] = γ^(i−j) (i ≥ j, else
+//! Scores S = Q Kᵀ ⊙ D on tensor cores: the causal decay mask `D[i][j]` = γ^(i−j) (i ≥ j, else
 //! 0) applied to a warp's f32 score fragments, reading γ^d from the CTA's shared decay table.
 
 use crate::dsl::tiles::AccTileF32;

@@ -1,5 +1,5 @@
 //! The chunkwise forward's FMA path for chunks longer than shared memory holds whole
-//! (C ∈ {128, 256}): the same math, parameters and grid as [`super::chunkwise`], with the
+//! (C ∈ {128, 256}): the same math, parameters and grid as [`super`], with the
 //! chunk walked in sub-blocks of B rows (B = 64, or 32 where 64 does not fit), so shared
 //! memory holds one block of q, one of k and v, one B×B score tile and the state slice:
 //!

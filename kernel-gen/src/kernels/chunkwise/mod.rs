@@ -49,15 +49,15 @@
 //!
 //! Numerics (FMA path): every product accumulates in f32; q, k, v are widened to f32 as they
 //! are staged. Decays come from one table `γ^d, d = 0..=C`,
-//! computed once per CTA as 2^(d·log2 γ_h) by [`decay::emit_exp2`] — relative exponents only,
+//! computed once per CTA as 2^(d·log2 γ_h) by [`crate::blocks::decay::emit_exp2`] — relative exponents only,
 //! all ≤ 0, so nothing overflows and far terms underflow to 0. The causal mask is a `selp`,
 //! never a multiplication, so stale shared rows past a partial chunk cannot leak NaN; the
 //! inner loops that read V or K rows run to L, not C.
 
-mod fma;
-mod fma_blocked;
-mod tc;
-mod tc_streamed;
+pub mod fma;
+pub mod fma_blocked;
+pub mod tc;
+pub mod tc_streamed;
 
 use crate::error::unsupported;
 pub use crate::math::chunk_params::param_names;

@@ -1,6 +1,6 @@
 //! The tensor-core path of the chunkwise forward (f16/bf16 inputs, f32 accumulation), same
-//! math, parameters and grid as [`super::chunkwise`], one CTA per (row b, head h, slice z of
-//! [`value_slice`] columns of V; below, V means the slice):
+//! math, parameters and grid as [`super`], one CTA per (row b, head h, slice z of
+//! [`crate::math::chunk_tiling::tc_value_slice`] columns of V; below, V means the slice):
 //!
 //! ```text
 //! warp w of W = min(max(C, K)/16, 8), lane (g = lane/4, q = lane%4):
@@ -22,7 +22,7 @@
 //! per V slice) and shared accesses are free of bank conflicts. Chunks whose whole tiles do
 //! not fit (C = 256 with K ≥ 128; C = 128 with K = 256 on sm_80) keep this preamble, state
 //! and epilogue but walk each chunk in passes of query rows and blocks of key rows
-//! ([`super::chunkwise_tc_streamed`]).
+//! ([`super::tc_streamed`]).
 
 use retention_core::Dtype;
 

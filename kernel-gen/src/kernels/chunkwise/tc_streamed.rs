@@ -1,6 +1,6 @@
 //! The tensor-core chunkwise forward for chunks whose whole q, k and v tiles do not fit one
 //! CTA: C = 256 with K ≥ 128, and C = 128 with K = 256 on sm_80. Same math, parameters,
-//! grid, warps and f32 register state as [`super::chunkwise_tc`]; only the order in which a
+//! grid, warps and f32 register state as [`super::tc`]; only the order in which a
 //! chunk's rows meet the tensor cores differs:
 //!
 //! ```text

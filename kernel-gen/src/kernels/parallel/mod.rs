@@ -37,15 +37,15 @@
 //! any Z ≥ 1 is correct; [`launch_geometry_for_len`] gives Z = n (one query tile per CTA,
 //! capped at the grid limit), [`launch_geometry`] (which does not know T) gives Z = 1.
 //!
-//! Two paths share this table: f16/bf16 on tensor cores ([`parallel_tc`]: B/16 warps, each
+//! Two paths share this table: f16/bf16 on tensor cores ([`tc`]: B/16 warps, each
 //! owning 16 query rows, `mma` m16n8k16 with f32 accumulators, `cp.async` + `ldmatrix` on
 //! swizzled tiles, value slices of at most 128 columns so O stays in registers), f32 on the
-//! FMA units ([`parallel_fma`]: 256 threads, f32 tiles in shared memory, value slices halved
+//! FMA units ([`fma`]: 256 threads, f32 tiles in shared memory, value slices halved
 //! until the tiles fit the arch's shared memory). Dynamic shared memory can exceed 48 KiB:
 //! the runtime must raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES` attribute first.
 
-mod fma;
-mod tc;
+pub mod fma;
+pub mod tc;
 
 use crate::blocks::decay;
 use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};

@@ -1,6 +1,6 @@
 //! The tensor-core path of phase 1 ([`super::chunk_states`]; f16/bf16 inputs): the chunkwise
 //! tensor-core state update alone, one CTA of K/16 warps per (row b, head h, segment s,
-//! [`value_slice`] columns of V), warp w holding rows 16w.. of the f32 state in `mma`
+//! [`super::tc_value_slice`] columns of V), warp w holding rows 16w.. of the f32 state in `mma`
 //! accumulators:
 //!
 //! ```text

@@ -54,8 +54,8 @@
 //! everything else runs the FMA path ([`chunk_states`] (256 threads, f32 state in shared memory,
 //! [`value_slice`] columns of V per CTA). Numerics as the chunkwise family's.
 
-mod chunk_states;
-mod chunk_states_tc;
+pub mod chunk_states;
+pub mod chunk_states_tc;
 
 use crate::dsl::tiles::SharedTile16;
 use crate::dsl::{KernelBuilder, ParamRef, Reg, Ty};
