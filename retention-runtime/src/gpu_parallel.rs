@@ -7,8 +7,8 @@ use kernel_gen::kernels::parallel::{default_tile, launch_geometry_for_len};
 use kernel_gen::{KernelSpec, param_names};
 use retention_core::{Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
-use crate::gpu::{Gpu, param_index, sequence_param};
-use crate::gpu_decode::{dtype_of, gamma_set, widen};
+use crate::gpu::{Gpu, sequence_param};
+use crate::gpu_decode::{dtype_of, gamma_set};
 
 /// The parallel spec for this problem on `gpu` when the catalog's generator serves the
 /// (K, V, dtype), with the catalog's tile for the dtype.
@@ -28,24 +28,6 @@ pub(crate) fn parallel_spec<T: Element>(
     );
     spec.validate().map_err(RetentionError::from)?;
     Ok(spec)
-}
-
-/// o `[B,T,H,V]` = s·((Q Kᵀ) ⊙ D) V on `gpu`.
-pub(crate) fn parallel<T: Element>(
-    gpu: &Gpu,
-    spec: &KernelSpec,
-    shape: &RetentionShape,
-    gammas: &Gammas,
-    scale: f32,
-    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
-) -> Result<HostTensor<T>> {
-    let mut launch = parallel_launch(spec, shape, gammas, scale, (q, k, v))?;
-    gpu.run(spec, &mut launch, Vec::new())?;
-    let at = param_index(spec, "p_o")?;
-    let o = launch
-        .buffer(at)
-        .ok_or_else(|| RetentionError::KernelLoad("no output buffer".into()))?;
-    HostTensor::new(shape.vo_shape(), widen(spec.dtype, o))
 }
 
 /// The launch description of the parallel kernel `spec` over q, k, v.

@@ -16,22 +16,29 @@
 //! ([`cuda_target::CudaTarget`]). On CUDA the state pool lives in GPU memory.
 
 pub mod autotune_cache;
+mod capture;
 pub mod catalog_check;
 pub mod cuda;
 pub mod cuda_target;
 mod device;
+mod device_launch;
 mod gpu;
 mod gpu_chunkwise;
 mod gpu_decode;
 mod gpu_parallel;
+mod host_view;
+mod kernel_launch;
 pub mod kernel_timing;
 pub mod launch_target;
 mod memory_pool;
 mod module_cache;
 mod retention;
+mod retention_device;
 mod slot;
 mod state_pool;
 mod stream;
+mod tensor;
+mod transfer;
 
 pub use device::Device;
 pub use memory_pool::{MemoryPool, PoolBuffer, PoolStats, size_class};
@@ -39,4 +46,8 @@ pub use module_cache::{LoadedModule, ModuleCache, ModuleCacheStats};
 pub use retention::Retention;
 pub use slot::Slot;
 pub use state_pool::{HostState, StateConfig, StatePool};
+pub use capture::Graph;
+pub use retention_device::{OutState, Qkv};
 pub use stream::{Event, Stream};
+pub use tensor::{DeviceDtype, DeviceTensor};
+pub use transfer::TransferStats;
