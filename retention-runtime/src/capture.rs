@@ -112,7 +112,9 @@ impl Graph {
             GraphInner::Cuda(g) => g.replay(),
             GraphInner::Emulated(work) => {
                 let Device::Emulated(arch) = self.stream.device() else {
-                    return Err(RetentionError::NoDevice("an emulated graph off the emulator".into()));
+                    return Err(RetentionError::NoDevice(
+                        "an emulated graph off the emulator".into(),
+                    ));
                 };
                 let exec = Executor::Emulator(*arch);
                 for w in work {
@@ -130,7 +132,11 @@ impl Graph {
     /// Kernel launches in the graph (emulated graphs; `None` on CUDA).
     pub fn launches(&self) -> Option<usize> {
         match &self.inner {
-            GraphInner::Emulated(w) => Some(w.iter().filter(|r| matches!(r, Recorded::Launch(_))).count()),
+            GraphInner::Emulated(w) => Some(
+                w.iter()
+                    .filter(|r| matches!(r, Recorded::Launch(_)))
+                    .count(),
+            ),
             GraphInner::Cuda(_) => None,
         }
     }

@@ -46,7 +46,14 @@ fn bind_common(l: &mut KernelLaunch, cx: &Ctx<'_>, heads: usize, t: usize) {
 }
 
 /// o = parallel retention of q, k, v.
-pub(crate) fn parallel(cx: &Ctx<'_>, s: &RetentionShape, q: Region, k: Region, v: Region, o: Region) -> Result<()> {
+pub(crate) fn parallel(
+    cx: &Ctx<'_>,
+    s: &RetentionShape,
+    q: Region,
+    k: Region,
+    v: Region,
+    o: Region,
+) -> Result<()> {
     let spec = KernelSpec::parallel(
         s.dk as u32,
         s.dv as u32,
@@ -60,16 +67,33 @@ pub(crate) fn parallel(cx: &Ctx<'_>, s: &RetentionShape, q: Region, k: Region, v
         .map_err(RetentionError::from)?;
     let mut l = launch_for(spec, &g);
     cx.exec.zero(&o, cx.stream)?;
-    l.bind("p_q", Arg::Ptr(q)).bind("p_k", Arg::Ptr(k)).bind("p_v", Arg::Ptr(v)).bind("p_o", Arg::Ptr(o));
+    l.bind("p_q", Arg::Ptr(q))
+        .bind("p_k", Arg::Ptr(k))
+        .bind("p_v", Arg::Ptr(v))
+        .bind("p_o", Arg::Ptr(o));
     bind_common(&mut l, cx, s.heads, s.seq_len);
     cx.exec.launch(&l, cx.stream)
 }
 
 /// The chunkwise spec for this problem, when the catalog's generator serves it.
-pub(crate) fn chunkwise_spec(gammas: &Gammas, s: &RetentionShape, chunk: usize, dtype: Dtype, arch: Arch, op: KernelOp) -> Option<KernelSpec> {
+pub(crate) fn chunkwise_spec(
+    gammas: &Gammas,
+    s: &RetentionShape,
+    chunk: usize,
+    dtype: Dtype,
+    arch: Arch,
+    op: KernelOp,
+) -> Option<KernelSpec> {
     let spec = KernelSpec {
         op,
-        ..KernelSpec::chunkwise(s.dk as u32, s.dv as u32, u32::try_from(chunk).ok()?, gamma_set(gammas), dtype, arch)
+        ..KernelSpec::chunkwise(
+            s.dk as u32,
+            s.dv as u32,
+            u32::try_from(chunk).ok()?,
+            gamma_set(gammas),
+            dtype,
+            arch,
+        )
     };
     spec.validate().ok().map(|()| spec)
 }
@@ -97,7 +121,14 @@ impl SeqArgs {
 
 /// One-pass (or, when `two_phase` and the plan prefers it, two-phase) chunkwise forward of
 /// `spec`; the two-phase workspace comes from `memory`.
-pub(crate) fn chunkwise(cx: &Ctx<'_>, spec: KernelSpec, s: &RetentionShape, a: &SeqArgs, two_phase: bool, memory: &MemoryPool) -> Result<()> {
+pub(crate) fn chunkwise(
+    cx: &Ctx<'_>,
+    spec: KernelSpec,
+    s: &RetentionShape,
+    a: &SeqArgs,
+    two_phase: bool,
+    memory: &MemoryPool,
+) -> Result<()> {
     cx.exec.zero(&a.o, cx.stream)?;
     if two_phase && let Some(plan) = crate::gpu_chunkwise::two_phase(&spec, s, cx.exec.arch()) {
         return chunkwise_two_phase(cx, &plan, s, a, memory);
@@ -109,27 +140,49 @@ pub(crate) fn chunkwise(cx: &Ctx<'_>, spec: KernelSpec, s: &RetentionShape, a: &
     cx.exec.launch(&l, cx.stream)
 }
 
-fn chunkwise_two_phase(cx: &Ctx<'_>, plan: &kernel_gen::TwoPhasePlan, s: &RetentionShape, a: &SeqArgs, memory: &MemoryPool) -> Result<()> {
+fn chunkwise_two_phase(
+    cx: &Ctx<'_>,
+    plan: &kernel_gen::TwoPhasePlan,
+    s: &RetentionShape,
+    a: &SeqArgs,
+    memory: &MemoryPool,
+) -> Result<()> {
     let Some(g1) = plan.phase1 else {
-        return Err(RetentionError::KernelLoad("a two-phase plan without phase 1".into()));
+        return Err(RetentionError::KernelLoad(
+            "a two-phase plan without phase 1".into(),
+        ));
     };
     let device = cx.stream.device();
-    let mut ws = crate::tensor::DeviceTensor::zeros(memory, device, crate::DeviceDtype::F32, &[plan.workspace_elems.max(1)])?;
+    let mut ws = crate::tensor::DeviceTensor::zeros(
+        memory,
+        device,
+        crate::DeviceDtype::F32,
+        &[plan.workspace_elems.max(1)],
+    )?;
     let ws = Region::of_mut(&mut ws);
     let mut l1 = launch_for(plan.states_spec, &g1);
     a.bind(&mut l1);
     bind_common(&mut l1, cx, s.heads, s.seq_len);
-    l1.bind("p_states", Arg::Ptr(ws.clone())).bind("p_segment_len", Arg::U32(plan.segment_len));
+    l1.bind("p_states", Arg::Ptr(ws.clone()))
+        .bind("p_segment_len", Arg::U32(plan.segment_len));
     cx.exec.launch(&l1, cx.stream)?;
     let mut l2 = launch_for(plan.segmented_spec, &plan.phase2);
     a.bind(&mut l2);
     bind_common(&mut l2, cx, s.heads, s.seq_len);
-    l2.bind("p_states", Arg::Ptr(ws)).bind("p_segment_len", Arg::U32(plan.segment_len));
+    l2.bind("p_states", Arg::Ptr(ws))
+        .bind("p_segment_len", Arg::U32(plan.segment_len));
     cx.exec.launch(&l2, cx.stream)
 }
 
 /// The varlen chunkwise kernel over a packed batch with device `cu_seqlens` (u32, N+1).
-pub(crate) fn chunkwise_varlen(cx: &Ctx<'_>, spec: KernelSpec, heads: usize, seqs: usize, a: &SeqArgs, cu_seqlens: Region) -> Result<()> {
+pub(crate) fn chunkwise_varlen(
+    cx: &Ctx<'_>,
+    spec: KernelSpec,
+    heads: usize,
+    seqs: usize,
+    a: &SeqArgs,
+    cu_seqlens: Region,
+) -> Result<()> {
     cx.exec.zero(&a.o, cx.stream)?;
     let g = launch_geometry(&spec, seqs as u32, heads as u32).map_err(RetentionError::from)?;
     let mut l = launch_for(spec, &g);
@@ -151,8 +204,20 @@ pub(crate) struct DecodeArgs {
 }
 
 /// The decode kernel for N rows.
-pub(crate) fn decode(cx: &Ctx<'_>, heads: usize, (dk, dv): (usize, usize), n: usize, a: DecodeArgs) -> Result<()> {
-    let spec = KernelSpec::decode(dk as u32, dv as u32, gamma_set(cx.gammas), cx.dtype, cx.exec.arch());
+pub(crate) fn decode(
+    cx: &Ctx<'_>,
+    heads: usize,
+    (dk, dv): (usize, usize),
+    n: usize,
+    a: DecodeArgs,
+) -> Result<()> {
+    let spec = KernelSpec::decode(
+        dk as u32,
+        dv as u32,
+        gamma_set(cx.gammas),
+        cx.dtype,
+        cx.exec.arch(),
+    );
     let g = launch_geometry(&spec, n as u32, heads as u32).map_err(RetentionError::from)?;
     let mut l = launch_for(spec, &g);
     l.bind("p_q", Arg::Ptr(a.q))
@@ -169,7 +234,13 @@ pub(crate) fn decode(cx: &Ctx<'_>, heads: usize, (dk, dv): (usize, usize), n: us
 /// The recurrent form as one decode launch per (sequence, token): sequence i covers tokens
 /// `starts[i]..starts[i]+lens[i]` of the packed rows (`[rows, H, ·]` regions) and state row i of
 /// `ht`, which holds H0 on entry. `zero_slot` is a device u32 holding 0.
-pub(crate) fn recurrent(cx: &Ctx<'_>, (heads, dk, dv): (usize, usize, usize), seqs: &[(usize, usize)], a: &SeqArgs, zero_slot: &Region) -> Result<()> {
+pub(crate) fn recurrent(
+    cx: &Ctx<'_>,
+    (heads, dk, dv): (usize, usize, usize),
+    seqs: &[(usize, usize)],
+    a: &SeqArgs,
+    zero_slot: &Region,
+) -> Result<()> {
     let el = crate::DeviceDtype::from(cx.dtype).size();
     let (qrow, vrow, srow) = (heads * dk * el, heads * dv * el, heads * dk * dv * 4);
     for (i, &(start, len)) in seqs.iter().enumerate() {

@@ -41,7 +41,6 @@ impl Gpu {
             Gpu::Cuda(c) => c.arch(),
         }
     }
-
 }
 
 /// The value of a parameter the sequence kernels (chunkwise, its phases, parallel) all take
@@ -79,4 +78,3 @@ pub(crate) fn sequence_param<T: Element>(
         _ => return None,
     })
 }
-

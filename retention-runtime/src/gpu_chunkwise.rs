@@ -115,4 +115,3 @@ pub(crate) fn two_phase(
         && plan.segmented_spec.validate().is_ok())
     .then_some(plan)
 }
-

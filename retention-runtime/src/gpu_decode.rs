@@ -6,7 +6,6 @@ use kernel_gen::emu::{Buffer, Launch, Param};
 use kernel_gen::{Arch, GammaSet, KernelSpec, launch_geometry};
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, validate_scale};
 
-
 /// The emulator's element type of `dtype`.
 pub(crate) fn emu_dtype(dtype: Dtype) -> kernel_gen::emu::Dtype {
     match dtype {

@@ -213,22 +213,16 @@ impl Executor {
         if self.record(stream, recorded, alive.into_iter().flatten()) {
             return Ok(());
         }
-        match stream.cuda() {
+        if let Some(s) = stream.cuda() {
             // SAFETY: both regions come from live tensors of this device (checked by the ops
             // that built them) and lie inside them (`Region::sub` checks).
-            Some(s) => unsafe { s.copy_address(src.address, dst.address, src.bytes) },
-            None => {
-                // SAFETY: host memory of live tensors; `copy` handles overlap.
-                unsafe {
-                    std::ptr::copy(
-                        src.address as *const u8,
-                        dst.address as *mut u8,
-                        src.bytes,
-                    );
-                }
-                Ok(())
-            }
+            return unsafe { s.copy_address(src.address, dst.address, src.bytes) };
         }
+        // SAFETY: host memory of live tensors; `copy` handles overlap.
+        unsafe {
+            std::ptr::copy(src.address as *const u8, dst.address as *mut u8, src.bytes);
+        }
+        Ok(())
     }
 
     /// Enqueues clearing `dst`.
@@ -239,15 +233,13 @@ impl Executor {
         if self.record(stream, Recorded::Zero(dst.clone()), dst.alive.clone()) {
             return Ok(());
         }
-        match stream.cuda() {
+        if let Some(s) = stream.cuda() {
             // SAFETY: as in `copy`.
-            Some(s) => unsafe { s.zero_address(dst.address, dst.bytes) },
-            None => {
-                // SAFETY: as in `copy`.
-                unsafe { std::ptr::write_bytes(dst.address as *mut u8, 0, dst.bytes) };
-                Ok(())
-            }
+            return unsafe { s.zero_address(dst.address, dst.bytes) };
         }
+        // SAFETY: as in `copy`.
+        unsafe { std::ptr::write_bytes(dst.address as *mut u8, 0, dst.bytes) };
+        Ok(())
     }
 
     /// While `stream` captures: keeps the liveness tokens and, on the emulator, the work

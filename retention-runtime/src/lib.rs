@@ -40,14 +40,14 @@ mod stream;
 mod tensor;
 mod transfer;
 
+pub use capture::Graph;
 pub use device::Device;
 pub use memory_pool::{MemoryPool, PoolBuffer, PoolStats, size_class};
 pub use module_cache::{LoadedModule, ModuleCache, ModuleCacheStats};
 pub use retention::Retention;
+pub use retention_device::{OutState, Qkv};
 pub use slot::Slot;
 pub use state_pool::{HostState, StateConfig, StatePool};
-pub use capture::Graph;
-pub use retention_device::{OutState, Qkv};
 pub use stream::{Event, Stream};
 pub use tensor::{DeviceDtype, DeviceTensor};
 pub use transfer::TransferStats;

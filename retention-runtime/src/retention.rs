@@ -49,21 +49,10 @@ impl Retention {
     pub fn new(device: &Device, params: RetentionParams) -> Result<Self> {
         let exec = Executor::of(device)?;
         let memory = MemoryPool::on(device, None)?;
-        let constants = match exec {
-            None => None,
-            Some(_) => {
-                let stream = Stream::default_for(device)?;
-                let log2: Vec<f32> = (0..params.gammas.len())
-                    .map(|h| params.gammas.log2(h) as f32)
-                    .collect();
-                let log2 = DeviceTensor::upload(
-                    &memory,
-                    &HostTensor::new(vec![log2.len()], log2)?,
-                    &stream,
-                )?;
-                let zero = DeviceTensor::zeros(&memory, device, DeviceDtype::U32, &[1])?;
-                Some((log2, zero))
-            }
+        let constants = if exec.is_none() {
+            None
+        } else {
+            Some(device_constants(device, &memory, &params)?)
         };
         Ok(Self {
             device: device.clone(),
@@ -239,9 +228,14 @@ impl Retention {
         if self.exec.is_none() {
             return cpu::chunkwise_varlen(q, k, v, cu_seqlens, &self.params, chunk, h0);
         }
-        self.stateful_via_device((q, k, v), h0, cu_seqlens.num_seqs(), |qkv, h0, out, stream| {
-            self.chunkwise_varlen_into(qkv, cu_seqlens, h0, out, chunk, Some(stream))
-        })
+        self.stateful_via_device(
+            (q, k, v),
+            h0,
+            cu_seqlens.num_seqs(),
+            |qkv, h0, out, stream| {
+                self.chunkwise_varlen_into(qkv, cu_seqlens, h0, out, chunk, Some(stream))
+            },
+        )
     }
 
     /// Recurrent form over a packed variable-length batch of host tensors.
@@ -257,9 +251,14 @@ impl Retention {
         if self.exec.is_none() {
             return cpu::chunkwise_varlen(q, k, v, cu_seqlens, &self.params, 1, h0);
         }
-        self.stateful_via_device((q, k, v), h0, cu_seqlens.num_seqs(), |qkv, h0, out, stream| {
-            self.recurrent_varlen_into(qkv, cu_seqlens, h0, out, Some(stream))
-        })
+        self.stateful_via_device(
+            (q, k, v),
+            h0,
+            cu_seqlens.num_seqs(),
+            |qkv, h0, out, stream| {
+                self.recurrent_varlen_into(qkv, cu_seqlens, h0, out, Some(stream))
+            },
+        )
     }
 
     /// The MSR epilogue on host tensors (`RMSNorm_head(o) ⊙ swish(g)`); the CPU kernel on
@@ -388,6 +387,21 @@ impl Retention {
         };
         StatePool::new(&self.device, &self.memory, &cfg, layers, capacity)
     }
+}
+
+/// log2 γ per head (f32) and a u32 zero, uploaded once on the device's default stream.
+fn device_constants(
+    device: &Device,
+    memory: &MemoryPool,
+    params: &RetentionParams,
+) -> Result<(DeviceTensor, DeviceTensor)> {
+    let stream = Stream::default_for(device)?;
+    let log2: Vec<f32> = (0..params.gammas.len())
+        .map(|h| params.gammas.log2(h) as f32)
+        .collect();
+    let log2 = DeviceTensor::upload(memory, &HostTensor::new(vec![log2.len()], log2)?, &stream)?;
+    let zero = DeviceTensor::zeros(memory, device, DeviceDtype::U32, &[1])?;
+    Ok((log2, zero))
 }
 
 /// The problem shape after the same checks the CPU kernels make.

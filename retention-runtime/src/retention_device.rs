@@ -10,7 +10,9 @@
 
 use half::{bf16, f16};
 use kernel_gen::KernelOp;
-use retention_core::{CuSeqlens, Dtype, HostTensor, Result, RetentionError, RetentionShape, validate_scale};
+use retention_core::{
+    CuSeqlens, Dtype, HostTensor, Result, RetentionError, RetentionShape, validate_scale,
+};
 use retention_kernels::cpu::{self, CpuElement};
 
 use crate::device_launch::{self as dl, Ctx, SeqArgs};
@@ -54,11 +56,14 @@ impl Retention {
     fn check_qkv(&self, (q, k, v): Qkv<'_>, o: &DeviceTensor) -> Result<(RetentionShape, Dtype)> {
         let [b, t, h, dk] = rank4(q, "q", "K")?;
         let [.., dv] = rank4(v, "v", "V")?;
-        let dtype = q.dtype().float().ok_or_else(|| RetentionError::DtypeMismatch {
-            tensor: "q".into(),
-            expected: "f32, f16 or bf16".into(),
-            got: q.dtype().to_string(),
-        })?;
+        let dtype = q
+            .dtype()
+            .float()
+            .ok_or_else(|| RetentionError::DtypeMismatch {
+                tensor: "q".into(),
+                expected: "f32, f16 or bf16".into(),
+                got: q.dtype().to_string(),
+            })?;
         let s = RetentionShape::new(b, t, h, dk, dv)?;
         let d = self.device();
         q.expect("q", d, dtype.into(), &s.qk_shape())?;
@@ -70,7 +75,14 @@ impl Retention {
         Ok((s, dtype))
     }
 
-    fn ctx<'a>(&'a self, exec: &'a Executor, stream: &'a Stream, log2: &'a Region, dtype: Dtype, dk: usize) -> Result<Ctx<'a>> {
+    fn ctx<'a>(
+        &'a self,
+        exec: &'a Executor,
+        stream: &'a Stream,
+        log2: &'a Region,
+        dtype: Dtype,
+        dk: usize,
+    ) -> Result<Ctx<'a>> {
         Ok(Ctx {
             exec,
             stream,
@@ -86,7 +98,12 @@ impl Retention {
     /// # Errors
     /// A tensor or stream of another device, a wrong dtype or shape, gammas not matching H,
     /// a bad scale; on a GPU a (K, V) no parallel kernel serves.
-    pub fn parallel_into(&self, qkv: Qkv<'_>, o: &mut DeviceTensor, stream: Option<&Stream>) -> Result<()> {
+    pub fn parallel_into(
+        &self,
+        qkv: Qkv<'_>,
+        o: &mut DeviceTensor,
+        stream: Option<&Stream>,
+    ) -> Result<()> {
         let (s, dtype) = self.check_qkv(qkv, o)?;
         let stream = self.stream_for(stream)?;
         let Some((exec, log2)) = self.gpu() else {
@@ -94,7 +111,14 @@ impl Retention {
         };
         let cx = self.ctx(exec, &stream, &log2, dtype, s.dk)?;
         let (q, k, v) = qkv;
-        dl::parallel(&cx, &s, Region::of(q), Region::of(k), Region::of(v), Region::of_mut(o))
+        dl::parallel(
+            &cx,
+            &s,
+            Region::of(q),
+            Region::of(k),
+            Region::of(v),
+            Region::of_mut(o),
+        )
     }
 
     /// Chunkwise form with chunk `chunk`, optional H0 `[B,H,K,V]`, into o and H_T. On a GPU the
@@ -104,11 +128,26 @@ impl Retention {
     ///
     /// # Errors
     /// As [`Retention::parallel_into`], plus chunk 0 and a wrong h0/ht.
-    pub fn chunkwise_into(&self, qkv: Qkv<'_>, h0: Option<&DeviceTensor>, out: OutState<'_>, chunk: usize, stream: Option<&Stream>) -> Result<()> {
+    pub fn chunkwise_into(
+        &self,
+        qkv: Qkv<'_>,
+        h0: Option<&DeviceTensor>,
+        out: OutState<'_>,
+        chunk: usize,
+        stream: Option<&Stream>,
+    ) -> Result<()> {
         self.chunkwise_device(qkv, h0, out, chunk, true, stream)
     }
 
-    pub(crate) fn chunkwise_device(&self, qkv: Qkv<'_>, h0: Option<&DeviceTensor>, (o, ht): OutState<'_>, chunk: usize, two_phase: bool, stream: Option<&Stream>) -> Result<()> {
+    pub(crate) fn chunkwise_device(
+        &self,
+        qkv: Qkv<'_>,
+        h0: Option<&DeviceTensor>,
+        (o, ht): OutState<'_>,
+        chunk: usize,
+        two_phase: bool,
+        stream: Option<&Stream>,
+    ) -> Result<()> {
         if chunk == 0 {
             return Err(RetentionError::ZeroChunk);
         }
@@ -119,8 +158,16 @@ impl Retention {
             return by_dtype!(dtype, cpu_chunkwise, self, qkv, h0, (o, ht), chunk, None);
         };
         let cx = self.ctx(exec, &stream, &log2, dtype, s.dk)?;
-        let Some(spec) = dl::chunkwise_spec(&self.params().gammas, &s, chunk, dtype, exec.arch(), KernelOp::Chunkwise) else {
-            let seqs: Vec<(usize, usize)> = (0..s.batch).map(|b| (b * s.seq_len, s.seq_len)).collect();
+        let Some(spec) = dl::chunkwise_spec(
+            &self.params().gammas,
+            &s,
+            chunk,
+            dtype,
+            exec.arch(),
+            KernelOp::Chunkwise,
+        ) else {
+            let seqs: Vec<(usize, usize)> =
+                (0..s.batch).map(|b| (b * s.seq_len, s.seq_len)).collect();
             return self.recurrent_launches(&cx, &s, qkv, h0, (o, ht), &seqs);
         };
         let a = seq_args(qkv, h0, (o, ht));
@@ -131,7 +178,13 @@ impl Retention {
     ///
     /// # Errors
     /// As [`Retention::chunkwise_into`].
-    pub fn recurrent_into(&self, qkv: Qkv<'_>, h0: Option<&DeviceTensor>, (o, ht): OutState<'_>, stream: Option<&Stream>) -> Result<()> {
+    pub fn recurrent_into(
+        &self,
+        qkv: Qkv<'_>,
+        h0: Option<&DeviceTensor>,
+        (o, ht): OutState<'_>,
+        stream: Option<&Stream>,
+    ) -> Result<()> {
         let (s, dtype) = self.check_qkv(qkv, o)?;
         self.check_states(h0, ht, &s.state_shape(s.batch))?;
         let stream = self.stream_for(stream)?;
@@ -149,7 +202,15 @@ impl Retention {
     ///
     /// # Errors
     /// As [`Retention::chunkwise_into`], plus B ≠ 1 and boundaries not ending at ΣT.
-    pub fn chunkwise_varlen_into(&self, qkv: Qkv<'_>, cu_seqlens: &CuSeqlens, h0: Option<&DeviceTensor>, out: OutState<'_>, chunk: usize, stream: Option<&Stream>) -> Result<()> {
+    pub fn chunkwise_varlen_into(
+        &self,
+        qkv: Qkv<'_>,
+        cu_seqlens: &CuSeqlens,
+        h0: Option<&DeviceTensor>,
+        out: OutState<'_>,
+        chunk: usize,
+        stream: Option<&Stream>,
+    ) -> Result<()> {
         self.varlen(qkv, cu_seqlens, h0, out, Some(chunk), stream)
     }
 
@@ -158,11 +219,26 @@ impl Retention {
     ///
     /// # Errors
     /// As [`Retention::chunkwise_varlen_into`].
-    pub fn recurrent_varlen_into(&self, qkv: Qkv<'_>, cu_seqlens: &CuSeqlens, h0: Option<&DeviceTensor>, out: OutState<'_>, stream: Option<&Stream>) -> Result<()> {
+    pub fn recurrent_varlen_into(
+        &self,
+        qkv: Qkv<'_>,
+        cu_seqlens: &CuSeqlens,
+        h0: Option<&DeviceTensor>,
+        out: OutState<'_>,
+        stream: Option<&Stream>,
+    ) -> Result<()> {
         self.varlen(qkv, cu_seqlens, h0, out, None, stream)
     }
 
-    fn varlen(&self, qkv: Qkv<'_>, cu: &CuSeqlens, h0: Option<&DeviceTensor>, (o, ht): OutState<'_>, chunk: Option<usize>, stream: Option<&Stream>) -> Result<()> {
+    fn varlen(
+        &self,
+        qkv: Qkv<'_>,
+        cu: &CuSeqlens,
+        h0: Option<&DeviceTensor>,
+        (o, ht): OutState<'_>,
+        chunk: Option<usize>,
+        stream: Option<&Stream>,
+    ) -> Result<()> {
         if chunk == Some(0) {
             return Err(RetentionError::ZeroChunk);
         }
@@ -180,16 +256,36 @@ impl Retention {
         self.check_states(h0, ht, &s.state_shape(n))?;
         let stream = self.stream_for(stream)?;
         let Some((exec, log2)) = self.gpu() else {
-            return by_dtype!(dtype, cpu_chunkwise, self, qkv, h0, (o, ht), chunk.unwrap_or(1), Some(&cu));
+            return by_dtype!(
+                dtype,
+                cpu_chunkwise,
+                self,
+                qkv,
+                h0,
+                (o, ht),
+                chunk.unwrap_or(1),
+                Some(&cu)
+            );
         };
         let cx = self.ctx(exec, &stream, &log2, dtype, s.dk)?;
-        let spec = chunk.and_then(|c| dl::chunkwise_spec(&self.params().gammas, &s, c, dtype, exec.arch(), KernelOp::ChunkwiseVarlen));
+        let spec = chunk.and_then(|c| {
+            dl::chunkwise_spec(
+                &self.params().gammas,
+                &s,
+                c,
+                dtype,
+                exec.arch(),
+                KernelOp::ChunkwiseVarlen,
+            )
+        });
         let Some(spec) = spec else {
-            let seqs: Vec<(usize, usize)> = bounds.windows(2).map(|w| (w[0], w[1] - w[0])).collect();
+            let seqs: Vec<(usize, usize)> =
+                bounds.windows(2).map(|w| (w[0], w[1] - w[0])).collect();
             return self.recurrent_launches(&cx, &s, qkv, h0, (o, ht), &seqs);
         };
         let host: Vec<u32> = bounds.iter().map(|&b| b as u32).collect();
-        let mut dev = DeviceTensor::zeros(self.memory(), self.device(), DeviceDtype::U32, &[n + 1])?;
+        let mut dev =
+            DeviceTensor::zeros(self.memory(), self.device(), DeviceDtype::U32, &[n + 1])?;
         dev.write_bytes(0, bytemuck::cast_slice(&host), &stream)?;
         let a = seq_args(qkv, h0, (o, ht));
         dl::chunkwise_varlen(&cx, spec, s.heads, n, &a, Region::of(&dev))
@@ -200,7 +296,13 @@ impl Retention {
     /// # Errors
     /// [`RetentionError::Unsupported`] on GPU-like devices (the GPU kernel comes with the
     /// training work); shape, dtype or device mismatches; a bad eps.
-    pub fn msr_epilogue_into(&self, o: &DeviceTensor, g: &DeviceTensor, eps: f64, out: &mut DeviceTensor) -> Result<()> {
+    pub fn msr_epilogue_into(
+        &self,
+        o: &DeviceTensor,
+        g: &DeviceTensor,
+        eps: f64,
+        out: &mut DeviceTensor,
+    ) -> Result<()> {
         if self.gpu().is_some() {
             return Err(RetentionError::Unsupported {
                 what: "MSR epilogue".into(),
@@ -208,17 +310,25 @@ impl Retention {
                 reason: "its GPU kernel is not written yet; run it on the CPU".into(),
             });
         }
-        let dtype = o.dtype().float().ok_or_else(|| RetentionError::DtypeMismatch {
-            tensor: "o".into(),
-            expected: "f32, f16 or bf16".into(),
-            got: o.dtype().to_string(),
-        })?;
+        let dtype = o
+            .dtype()
+            .float()
+            .ok_or_else(|| RetentionError::DtypeMismatch {
+                tensor: "o".into(),
+                expected: "f32, f16 or bf16".into(),
+                got: o.dtype().to_string(),
+            })?;
         g.expect("g", self.device(), o.dtype(), o.shape())?;
         out.expect("out", self.device(), o.dtype(), o.shape())?;
         by_dtype!(dtype, cpu_epilogue, o, g, eps, out)
     }
 
-    fn check_states(&self, h0: Option<&DeviceTensor>, ht: &DeviceTensor, shape: &[usize]) -> Result<()> {
+    fn check_states(
+        &self,
+        h0: Option<&DeviceTensor>,
+        ht: &DeviceTensor,
+        shape: &[usize],
+    ) -> Result<()> {
         if let Some(h) = h0 {
             h.expect("h0", self.device(), DeviceDtype::F32, shape)?;
         }
@@ -227,7 +337,15 @@ impl Retention {
 
     /// The recurrent form by decode launches: H_T starts as H0 (or zero) and is advanced in
     /// place.
-    fn recurrent_launches(&self, cx: &Ctx<'_>, s: &RetentionShape, qkv: Qkv<'_>, h0: Option<&DeviceTensor>, (o, ht): OutState<'_>, seqs: &[(usize, usize)]) -> Result<()> {
+    fn recurrent_launches(
+        &self,
+        cx: &Ctx<'_>,
+        s: &RetentionShape,
+        qkv: Qkv<'_>,
+        h0: Option<&DeviceTensor>,
+        (o, ht): OutState<'_>,
+        seqs: &[(usize, usize)],
+    ) -> Result<()> {
         let ht_region = Region::of_mut(ht);
         match h0 {
             Some(h) => cx.exec.copy(&Region::of(h), &ht_region, cx.stream)?,
@@ -259,13 +377,33 @@ fn rank4(t: &DeviceTensor, name: &str, last: &str) -> Result<[usize; 4]> {
     })
 }
 
-fn cpu_parallel<T: CpuElement>(r: &Retention, (q, k, v): Qkv<'_>, o: &mut DeviceTensor) -> Result<()> {
-    let out = cpu::parallel(&host_view::read::<T>(q)?, &host_view::read::<T>(k)?, &host_view::read::<T>(v)?, r.params())?;
+fn cpu_parallel<T: CpuElement>(
+    r: &Retention,
+    (q, k, v): Qkv<'_>,
+    o: &mut DeviceTensor,
+) -> Result<()> {
+    let out = cpu::parallel(
+        &host_view::read::<T>(q)?,
+        &host_view::read::<T>(k)?,
+        &host_view::read::<T>(v)?,
+        r.params(),
+    )?;
     host_view::write(o, &out)
 }
 
-fn cpu_chunkwise<T: CpuElement>(r: &Retention, (q, k, v): Qkv<'_>, h0: Option<&DeviceTensor>, (o, ht): OutState<'_>, chunk: usize, cu: Option<&CuSeqlens>) -> Result<()> {
-    let (q, k, v) = (host_view::read::<T>(q)?, host_view::read::<T>(k)?, host_view::read::<T>(v)?);
+fn cpu_chunkwise<T: CpuElement>(
+    r: &Retention,
+    (q, k, v): Qkv<'_>,
+    h0: Option<&DeviceTensor>,
+    (o, ht): OutState<'_>,
+    chunk: usize,
+    cu: Option<&CuSeqlens>,
+) -> Result<()> {
+    let (q, k, v) = (
+        host_view::read::<T>(q)?,
+        host_view::read::<T>(k)?,
+        host_view::read::<T>(v)?,
+    );
     let h0: Option<HostTensor<f32>> = h0.map(host_view::read::<f32>).transpose()?;
     let (out, state) = match cu {
         Some(cu) => cpu::chunkwise_varlen(&q, &k, &v, cu, r.params(), chunk, h0.as_ref())?,
@@ -275,7 +413,12 @@ fn cpu_chunkwise<T: CpuElement>(r: &Retention, (q, k, v): Qkv<'_>, h0: Option<&D
     host_view::write(ht, &state)
 }
 
-fn cpu_epilogue<T: CpuElement>(o: &DeviceTensor, g: &DeviceTensor, eps: f64, out: &mut DeviceTensor) -> Result<()> {
+fn cpu_epilogue<T: CpuElement>(
+    o: &DeviceTensor,
+    g: &DeviceTensor,
+    eps: f64,
+    out: &mut DeviceTensor,
+) -> Result<()> {
     let y = cpu::msr_epilogue(&host_view::read::<T>(o)?, &host_view::read::<T>(g)?, eps)?;
     host_view::write(out, &y)
 }

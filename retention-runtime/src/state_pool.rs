@@ -91,10 +91,12 @@ impl StatePool {
                 ),
             });
         }
-        let state_rows = capacity.checked_mul(layers).ok_or(RetentionError::OutOfMemory {
-            requested: usize::MAX,
-            available: 0,
-        })?;
+        let state_rows = capacity
+            .checked_mul(layers)
+            .ok_or(RetentionError::OutOfMemory {
+                requested: usize::MAX,
+                available: 0,
+            })?;
         let shape = [state_rows, cfg.heads, cfg.dk, cfg.dv];
         let states = DeviceTensor::zeros(memory, device, DeviceDtype::F32, &shape)?;
         // Slot rows and scratch come from the retention's own pool: `memory` holds state only.
@@ -263,11 +265,14 @@ impl StatePool {
         if n == 0 {
             return Err(RetentionError::Slot("no slots staged for this step".into()));
         }
-        let dtype = q.dtype().float().ok_or_else(|| RetentionError::DtypeMismatch {
-            tensor: "q".into(),
-            expected: "f32, f16 or bf16".into(),
-            got: q.dtype().to_string(),
-        })?;
+        let dtype = q
+            .dtype()
+            .float()
+            .ok_or_else(|| RetentionError::DtypeMismatch {
+                tensor: "q".into(),
+                expected: "f32, f16 or bf16".into(),
+                got: q.dtype().to_string(),
+            })?;
         let d = self.rt.device().clone();
         q.expect("q", &d, dtype.into(), &[n, c.heads, c.dk])?;
         k.expect("k", &d, dtype.into(), &[n, c.heads, c.dk])?;
@@ -334,7 +339,9 @@ impl StatePool {
     /// The pool's state as host f32s (CPU pools only).
     fn host_states(&mut self) -> Result<&mut [f32]> {
         if self.rt.device() != &Device::Cpu {
-            return Err(RetentionError::NoDevice("the state is in device memory".into()));
+            return Err(RetentionError::NoDevice(
+                "the state is in device memory".into(),
+            ));
         }
         // SAFETY: a CPU tensor is host memory of `len()` f32s (4-byte aligned pool block),
         // alive as long as `self`, and `&mut self` makes this the only access.
@@ -374,7 +381,8 @@ impl StatePool {
         let up = |t: &HostTensor<T>| DeviceTensor::upload(&memory, t, &stream);
         let (dq, dk, dv) = (up(q)?, up(k)?, up(v)?);
         let shape = [n, self.cfg.heads, self.cfg.dv];
-        let mut o = DeviceTensor::zeros(&memory, self.rt.device(), DeviceDtype::of::<T>()?, &shape)?;
+        let mut o =
+            DeviceTensor::zeros(&memory, self.rt.device(), DeviceDtype::of::<T>()?, &shape)?;
         self.step_into(layer, (&dq, &dk, &dv), &mut o, None)?;
         o.download(&stream)
     }
@@ -436,15 +444,25 @@ impl StatePool {
         let state_shape = [1, c.heads, c.dk, c.dv];
         let mut h0 = DeviceTensor::zeros(&memory, &device, DeviceDtype::F32, &state_shape)?;
         let mut ht = DeviceTensor::zeros(&memory, &device, DeviceDtype::F32, &state_shape)?;
-        let mut o = DeviceTensor::zeros(&memory, &device, DeviceDtype::of::<T>()?, &[1, t, c.heads, c.dv])?;
+        let mut o = DeviceTensor::zeros(
+            &memory,
+            &device,
+            DeviceDtype::of::<T>()?,
+            &[1, t, c.heads, c.dv],
+        )?;
         let Some((exec, _)) = self.rt.gpu() else {
             return Err(RetentionError::NoDevice("the pool has no GPU".into()));
         };
         let exec = exec.clone();
         let slot = Region::of_mut(&mut self.states).sub(r.start * 4, r.len() * 4)?;
         exec.copy(&slot, &Region::of_mut(&mut h0), &stream)?;
-        self.rt
-            .chunkwise_into((&dq, &dk, &dv), Some(&h0), (&mut o, &mut ht), chunk, Some(&stream))?;
+        self.rt.chunkwise_into(
+            (&dq, &dk, &dv),
+            Some(&h0),
+            (&mut o, &mut ht),
+            chunk,
+            Some(&stream),
+        )?;
         exec.copy(&Region::of(&ht), &slot, &stream)?;
         o.download(&stream)
     }
@@ -457,8 +475,11 @@ impl StatePool {
     /// A host copy of `range` (f32 elements) of the state.
     fn read(&self, range: Range<usize>) -> Result<Vec<f32>> {
         let mut out = vec![0.0f32; range.len()];
-        self.states
-            .read_bytes(range.start * 4, bytemuck::cast_slice_mut(&mut out), &self.stream)?;
+        self.states.read_bytes(
+            range.start * 4,
+            bytemuck::cast_slice_mut(&mut out),
+            &self.stream,
+        )?;
         Ok(out)
     }
 

@@ -43,11 +43,13 @@ impl DeviceDtype {
     /// # Errors
     /// [`RetentionError::Unsupported`] for f64 (the oracle's type, never on a device).
     pub fn of<T: Element>() -> Result<Self> {
-        T::DTYPE.map(Self::from).ok_or_else(|| RetentionError::Unsupported {
-            what: "dtype".into(),
-            value: "f64".into(),
-            reason: "device tensors hold f32, f16, bf16 or u32".into(),
-        })
+        T::DTYPE
+            .map(Self::from)
+            .ok_or_else(|| RetentionError::Unsupported {
+                what: "dtype".into(),
+                value: "f64".into(),
+                reason: "device tensors hold f32, f16, bf16 or u32".into(),
+            })
     }
 
     /// The input dtype this is, if it is one.
@@ -151,7 +153,12 @@ impl DeviceTensor {
         host: &HostTensor<T>,
         stream: &Stream,
     ) -> Result<Self> {
-        let mut t = Self::zeros(memory, stream.device(), DeviceDtype::of::<T>()?, host.shape())?;
+        let mut t = Self::zeros(
+            memory,
+            stream.device(),
+            DeviceDtype::of::<T>()?,
+            host.shape(),
+        )?;
         t.copy_from_host(host, stream)?;
         Ok(t)
     }
@@ -164,7 +171,12 @@ impl DeviceTensor {
     /// of `device`, suitably aligned for `dtype`, that stays allocated — and is not accessed
     /// by anyone else while an op or a replayed graph uses it — for as long as this tensor
     /// (and any graph captured with it) is used.
-    pub unsafe fn from_raw(device: &Device, dtype: DeviceDtype, shape: &[usize], address: u64) -> Self {
+    pub unsafe fn from_raw(
+        device: &Device,
+        dtype: DeviceDtype,
+        shape: &[usize],
+        address: u64,
+    ) -> Self {
         Self {
             dtype,
             shape: shape.to_vec(),
@@ -226,13 +238,27 @@ impl DeviceTensor {
     ///
     /// # Errors
     /// Shape, dtype or device mismatches; a copy during graph capture; a device failure.
-    pub fn copy_from_host<T: Element>(&mut self, host: &HostTensor<T>, stream: &Stream) -> Result<()> {
-        self.expect("host data", stream.device(), DeviceDtype::of::<T>()?, host.shape())?;
+    pub fn copy_from_host<T: Element>(
+        &mut self,
+        host: &HostTensor<T>,
+        stream: &Stream,
+    ) -> Result<()> {
+        self.expect(
+            "host data",
+            stream.device(),
+            DeviceDtype::of::<T>()?,
+            host.shape(),
+        )?;
         self.write_bytes(0, host.as_bytes(), stream)
     }
 
     /// Writes `bytes` at byte `offset` of the tensor, counted on `stream`.
-    pub(crate) fn write_bytes(&mut self, offset: usize, bytes: &[u8], stream: &Stream) -> Result<()> {
+    pub(crate) fn write_bytes(
+        &mut self,
+        offset: usize,
+        bytes: &[u8],
+        stream: &Stream,
+    ) -> Result<()> {
         check_host_copy(stream, offset + bytes.len(), self.num_bytes())?;
         let dst = self.address + offset as u64;
         match stream.cuda() {
@@ -280,7 +306,12 @@ impl DeviceTensor {
     /// # Errors
     /// As [`DeviceTensor::download`], plus a shape mismatch.
     pub fn copy_to_host<T: Element>(&self, out: &mut HostTensor<T>, stream: &Stream) -> Result<()> {
-        self.expect("host output", stream.device(), DeviceDtype::of::<T>()?, out.shape())?;
+        self.expect(
+            "host output",
+            stream.device(),
+            DeviceDtype::of::<T>()?,
+            out.shape(),
+        )?;
         check_host_copy(stream, self.num_bytes(), self.num_bytes())?;
         let host: &mut [u8] = bytemuck::cast_slice_mut(out.data_mut());
         match stream.cuda() {
@@ -288,7 +319,11 @@ impl DeviceTensor {
             Some(s) => unsafe { s.download_from_address(self.address, host)? },
             // SAFETY: host memory of this tensor, `host.len()` = its byte size.
             None => unsafe {
-                std::ptr::copy_nonoverlapping(self.address as *const u8, host.as_mut_ptr(), host.len());
+                std::ptr::copy_nonoverlapping(
+                    self.address as *const u8,
+                    host.as_mut_ptr(),
+                    host.len(),
+                );
             },
         }
         stream.counter().device_to_host(host.len());
@@ -301,7 +336,13 @@ impl DeviceTensor {
     /// # Errors
     /// [`RetentionError::WrongDevice`], [`RetentionError::DtypeMismatch`] or
     /// [`RetentionError::ShapeMismatch`].
-    pub fn expect(&self, name: &str, device: &Device, dtype: DeviceDtype, shape: &[usize]) -> Result<()> {
+    pub fn expect(
+        &self,
+        name: &str,
+        device: &Device,
+        dtype: DeviceDtype,
+        shape: &[usize],
+    ) -> Result<()> {
         if &self.device != device {
             return Err(RetentionError::WrongDevice {
                 tensor: name.into(),
