@@ -1,47 +1,12 @@
-//! The GPU-like devices behind one type for kernel timing ([`crate::kernel_timing`]), which
-//! still builds the emulator's host-buffer launches; the public ops use
-//! [`crate::kernel_launch`] instead.
+//! Host-buffer launch descriptions for kernel timing ([`crate::kernel_timing`], which
+//! `retention bench` and `retention autotune` use): the emulator's `Launch` with seeded host
+//! inputs. The public ops never build these; they use [`crate::kernel_launch`].
 
+use kernel_gen::KernelSpec;
 use kernel_gen::emu::{Buffer, Param};
-use kernel_gen::{Arch, KernelSpec};
-use retention_core::{Element, Gammas, HostTensor, Result, RetentionShape};
+use retention_core::{Element, Gammas, HostTensor, RetentionShape};
 
 use crate::gpu_decode::emu_dtype;
-
-use crate::cuda_target::CudaTarget;
-use crate::device::Device;
-use crate::launch_target::{Emulator, LaunchTarget};
-
-/// A device that runs catalog PTX.
-#[derive(Debug, Clone)]
-pub(crate) enum Gpu {
-    /// The emulator standing in for a GPU of this arch.
-    Emulated(Emulator),
-    /// A real CUDA device.
-    Cuda(CudaTarget),
-}
-
-impl Gpu {
-    /// The GPU-like device behind `device`; `None` for the CPU.
-    ///
-    /// # Errors
-    /// As [`CudaTarget::open`].
-    pub(crate) fn of(device: &Device) -> Result<Option<Gpu>> {
-        Ok(match device {
-            Device::Cpu => None,
-            Device::Emulated(arch) => Some(Gpu::Emulated(Emulator(*arch))),
-            Device::Cuda(ordinal) => Some(Gpu::Cuda(CudaTarget::open(*ordinal)?)),
-        })
-    }
-
-    /// The architecture whose PTX runs here.
-    pub(crate) fn arch(&self) -> Arch {
-        match self {
-            Gpu::Emulated(e) => e.arch(),
-            Gpu::Cuda(c) => c.arch(),
-        }
-    }
-}
 
 /// The value of a parameter the sequence kernels (chunkwise, its phases, parallel) all take
 /// the same way — q, k, v, a zeroed o, T, the scale and the runtime-γ pair — or `None` for

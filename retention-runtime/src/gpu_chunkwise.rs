@@ -1,6 +1,6 @@
-//! The chunkwise forward on a GPU-like device: the catalog's chunkwise kernel (tensor cores
-//! for f16/bf16, FMA for f32) with the argument list its spec names, run by the emulator or a
-//! CUDA device.
+//! Which chunkwise kernel serves a problem — the one-pass spec, and the two-phase plan when
+//! few (row, head) pairs would leave the GPU idle — used by the device ops and the autotune
+//! candidates; plus its host-buffer launch description for kernel timing.
 
 use kernel_gen::emu::{Launch, Param};
 use kernel_gen::{

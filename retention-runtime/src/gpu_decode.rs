@@ -1,6 +1,6 @@
-//! The decode step on a GPU-like device: the catalog's PTX decode kernel, described once
-//! (spec, launch geometry, arguments by parameter name) and run by the emulator or a CUDA
-//! device.
+//! The decode kernel's host-buffer launch description, for kernel timing
+//! ([`crate::kernel_timing`]); the public decode step launches through
+//! [`crate::device_launch`].
 
 use kernel_gen::emu::{Buffer, Launch, Param};
 use kernel_gen::{Arch, GammaSet, KernelSpec, launch_geometry};
@@ -27,17 +27,7 @@ pub(crate) fn decode_spec(
     KernelSpec::decode(dk as u32, dv as u32, gamma_set(gammas), dtype, arch)
 }
 
-/// Baked immediates for an unsharded RetNet schedule, the runtime-γ variant for anything else
-/// (sharded heads, explicit lists).
-pub(crate) fn gamma_set(gammas: &Gammas) -> GammaSet {
-    if gammas.is_retnet() && gammas.head_offset() == 0 {
-        GammaSet::Retnet {
-            heads: gammas.len() as u32,
-        }
-    } else {
-        GammaSet::Runtime
-    }
-}
+pub(crate) use crate::device_launch::gamma_set;
 
 pub(crate) fn dtype_of<T: Element>() -> Result<Dtype> {
     T::DTYPE.ok_or_else(|| RetentionError::Unsupported {

@@ -1,19 +1,19 @@
-//! The parallel form on a GPU-like device: the catalog's flash-style parallel kernel (query
-//! tiles against the key tiles at or before them, the decay mask computed on the fly, no T×T
-//! matrix in memory), its arguments filled by parameter name.
+//! The flash-style parallel kernel's spec and host-buffer launch description, for kernel
+//! timing ([`crate::kernel_timing`]); the public op launches through
+//! [`crate::device_launch`].
 
 use kernel_gen::emu::Launch;
 use kernel_gen::kernels::parallel::{default_tile, launch_geometry_for_len};
 use kernel_gen::{KernelSpec, param_names};
 use retention_core::{Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
-use crate::gpu::{Gpu, sequence_param};
+use crate::gpu::sequence_param;
 use crate::gpu_decode::{dtype_of, gamma_set};
 
-/// The parallel spec for this problem on `gpu` when the catalog's generator serves the
+/// The parallel spec for this problem on `arch` when the catalog's generator serves the
 /// (K, V, dtype), with the catalog's tile for the dtype.
 pub(crate) fn parallel_spec<T: Element>(
-    gpu: &Gpu,
+    arch: kernel_gen::Arch,
     gammas: &Gammas,
     shape: &RetentionShape,
 ) -> Result<KernelSpec> {
@@ -24,7 +24,7 @@ pub(crate) fn parallel_spec<T: Element>(
         default_tile(dtype),
         gamma_set(gammas),
         dtype,
-        gpu.arch(),
+        arch,
     );
     spec.validate().map_err(RetentionError::from)?;
     Ok(spec)

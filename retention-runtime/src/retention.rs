@@ -401,6 +401,8 @@ fn device_constants(
         .collect();
     let log2 = DeviceTensor::upload(memory, &HostTensor::new(vec![log2.len()], log2)?, &stream)?;
     let zero = DeviceTensor::zeros(memory, device, DeviceDtype::U32, &[1])?;
+    // Once, at construction: ops on other streams read these.
+    stream.synchronize()?;
     Ok((log2, zero))
 }
 

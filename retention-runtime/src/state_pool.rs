@@ -250,6 +250,8 @@ impl StatePool {
     /// One decode step of `layer` for the staged slots ([`StatePool::stage`]): device q, k
     /// `[N, H, K]`, v `[N, H, V]` advance the slots' states in place and write device o
     /// `[N, H, V]`, enqueued on `stream` (the pool's when `None`) with no host traffic.
+    /// On CUDA, synchronise a caller stream before reading the states through the pool's own
+    /// stream ([`StatePool::snapshot`]): no hidden synchronisation orders the two.
     ///
     /// # Errors
     /// A bad layer; tensors of another device, dtype or shape; nothing staged.

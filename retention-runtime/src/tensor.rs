@@ -6,6 +6,9 @@
 //! through [`DeviceTensor::from_raw`] and never freed here). Host data enters and leaves only
 //! through [`DeviceTensor::upload`] / [`DeviceTensor::download`] on a [`Stream`], which counts
 //! the bytes; ops read and write the tensors where they are.
+//!
+//! Owned storage returns to its pool as soon as the tensor is dropped, with no stream
+//! ordering: on CUDA, synchronise a non-default stream that used a tensor before dropping it.
 
 use std::sync::{Arc, Weak};
 
@@ -128,6 +131,13 @@ impl DeviceTensor {
         let bytes = shape.iter().product::<usize>() * dtype.size();
         let mut block = memory.alloc(bytes.max(1))?;
         block.fill_zero()?;
+        if let Device::Cuda(ordinal) = device {
+            // Pools allocate and clear on the device's default stream; waiting here (at
+            // allocation, never in an op) orders that before work on any other stream.
+            crate::cuda_target::CudaTarget::open(*ordinal)?
+                .stream()
+                .synchronize()?;
+        }
         let address = match block.bytes_mut() {
             Some(b) => b.as_mut_ptr() as u64,
             None => block.device().map_or(0, crate::cuda::DeviceBuffer::address),

@@ -88,7 +88,7 @@ impl Stream {
     /// [`RetentionError::DeviceFailure`] when the driver refuses (already capturing, say).
     pub fn begin_capture(&self) -> Result<()> {
         self.inner
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
             .map_err(|e| device_error(self.ordinal(), "beginning stream capture", e))
     }
 
