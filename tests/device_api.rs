@@ -132,6 +132,10 @@ fn dense_forms(device: &Device) {
         .unwrap();
     close(&format!("{device} recurrent o"), &f.down(&o), &want_o);
     close(&format!("{device} recurrent ht"), &f.down(&ht), &want_ht);
+    if *device != Device::Cpu {
+        // The catalog's PTX ran: its modules were generated and loaded.
+        assert!(retention_runtime::ModuleCache::global().stats().modules > 0);
+    }
 }
 
 /// Varlen chunkwise and recurrent over lengths 5, 0 and 9 with H0.

@@ -399,3 +399,50 @@ fn check_host_copy(stream: &Stream, end: usize, size: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernel_gen::Arch;
+
+    #[test]
+    fn uploads_round_trip_and_are_counted() {
+        for device in [Device::Cpu, Device::Emulated(Arch::Sm90)] {
+            let mem = MemoryPool::on(&device, None).unwrap();
+            let stream = Stream::new(&device).unwrap();
+            let host =
+                HostTensor::new(vec![2, 3], vec![1.0f32, -2.0, 3.5, 0.0, 7.0, -0.25]).unwrap();
+            let t = DeviceTensor::upload(&mem, &host, &stream).unwrap();
+            assert_eq!(
+                (t.dtype(), t.shape(), t.num_bytes()),
+                (DeviceDtype::F32, &[2, 3][..], 24)
+            );
+            assert_eq!(t.download::<f32>(&stream).unwrap(), host);
+            let moved = stream.transfers();
+            assert_eq!((moved.h2d_bytes, moved.d2h_bytes), (24, 24));
+            assert!(matches!(
+                t.download::<half::bf16>(&stream),
+                Err(RetentionError::DtypeMismatch { .. })
+            ));
+            assert!(matches!(
+                t.expect("t", &device, DeviceDtype::F32, &[3, 2]),
+                Err(RetentionError::ShapeMismatch { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn capture_refuses_host_copies_and_copies_stay_in_bounds() {
+        let mem = MemoryPool::new();
+        let stream = Stream::new(&Device::Emulated(Arch::Sm80)).unwrap();
+        let mut t = DeviceTensor::zeros(&mem, stream.device(), DeviceDtype::U32, &[4]).unwrap();
+        stream.begin_capture().unwrap();
+        assert!(matches!(
+            t.write_bytes(0, &[0; 16], &stream),
+            Err(RetentionError::Unsupported { .. })
+        ));
+        let graph = stream.end_capture().unwrap();
+        assert_eq!(graph.launches(), Some(0));
+        assert!(t.write_bytes(4, &[0; 16], &stream).is_err(), "past the end");
+    }
+}
