@@ -469,9 +469,14 @@ impl StatePool {
         o.download(&stream)
     }
 
-    /// Sets `range` (f32 elements) of the state to zero, wherever it lives.
+    /// Sets `range` (f32 elements) of the state to zero where it lives (no host traffic).
     fn zero(&mut self, range: Range<usize>) -> Result<()> {
-        self.write(range.clone(), &vec![0.0; range.len()])
+        let Some((exec, _)) = self.rt.gpu() else {
+            self.host_states()?[range].fill(0.0);
+            return Ok(());
+        };
+        let region = Region::of_mut(&mut self.states).sub(range.start * 4, range.len() * 4)?;
+        exec.zero(&region, &self.stream)
     }
 
     /// A host copy of `range` (f32 elements) of the state.
