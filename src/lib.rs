@@ -6,6 +6,13 @@
 //! batches whose rows belong to arbitrary sequences. [`reference`](mod@reference) is the f64 oracle every
 //! implementation is checked against.
 //!
+//! The device API keeps data where a model keeps it: [`DeviceTensor`]s (owned, or borrowed
+//! from a framework's buffer), ops that write caller-provided outputs on a caller's
+//! [`Stream`] (`Retention::parallel_into`, `chunkwise_into`, `recurrent_into`,
+//! `chunkwise_varlen_into`, `recurrent_varlen_into`; `StatePool::stage` + `step_into`), and
+//! [`Graph`]s that capture a whole decode step. The host-tensor methods upload, run and
+//! download.
+//!
 //! ```
 //! use retention::{Device, Gammas, HostTensor, Retention, RetentionParams, reference};
 //! # fn main() -> retention::Result<()> {
@@ -39,5 +46,6 @@ pub use retention_kernels::cpu::CpuElement;
 pub use retention_kernels::reference;
 pub use retention_kernels::reference::RetentionParams;
 pub use retention_runtime::{
-    Device, HostState, MemoryPool, PoolStats, Retention, Slot, StateConfig, StatePool,
+    Device, DeviceDtype, DeviceTensor, Graph, HostState, MemoryPool, OutState, PoolStats, Qkv,
+    Retention, Slot, StateConfig, StatePool, Stream, TransferStats,
 };

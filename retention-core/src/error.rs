@@ -93,6 +93,26 @@ pub enum RetentionError {
     /// A state slot handle is freed, stale or belongs to another pool, or the pool is full.
     #[error("state slot error: {0}")]
     Slot(String),
+    /// A device tensor passed to an op lives on another device than the op runs on.
+    #[error("device mismatch for `{tensor}`: expected a tensor on {expected}, got one on {got}")]
+    WrongDevice {
+        /// Which tensor.
+        tensor: String,
+        /// The device the op runs on.
+        expected: String,
+        /// The tensor's device.
+        got: String,
+    },
+    /// A device tensor's element type is not the one the op needs.
+    #[error("dtype mismatch for `{tensor}`: expected {expected}, got {got}")]
+    DtypeMismatch {
+        /// Which tensor.
+        tensor: String,
+        /// The element type the op needs.
+        expected: String,
+        /// The tensor's element type.
+        got: String,
+    },
     /// A file could not be read or written, or is not in the expected format.
     #[error("{0}")]
     Io(String),

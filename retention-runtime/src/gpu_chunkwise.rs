@@ -1,6 +1,6 @@
-//! The chunkwise forward on a GPU-like device: the catalog's chunkwise kernel (tensor cores
-//! for f16/bf16, FMA for f32) with the argument list its spec names, run by the emulator or a
-//! CUDA device.
+//! Which chunkwise kernel serves a problem — the one-pass spec, and the two-phase plan when
+//! few (row, head) pairs would leave the GPU idle — used by the device ops and the autotune
+//! candidates; plus its host-buffer launch description for kernel timing.
 
 use kernel_gen::emu::{Launch, Param};
 use kernel_gen::{
@@ -9,7 +9,7 @@ use kernel_gen::{
 };
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
-use crate::gpu::{Gpu, StateRef, param_index, sequence_param};
+use crate::gpu::sequence_param;
 use crate::gpu_decode::gamma_set;
 
 /// The chunkwise spec for this problem, when the catalog's generator serves it (K, V, chunk
@@ -40,37 +40,6 @@ pub(crate) enum TwoPhaseMode {
     Heuristic,
     /// Never: the one-pass kernel (the autotuner found it faster here).
     Off,
-}
-
-/// Run `spec` on `gpu` over q, k `[B,T,H,K]`, v `[B,T,H,V]` with optional `h0` `[B,H,K,V]`
-/// f32, writing H_T `[B,H,K,V]` into `ht`. Returns o `[B,T,H,V]`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn chunkwise<T: Element>(
-    gpu: &Gpu,
-    mode: TwoPhaseMode,
-    spec: &KernelSpec,
-    shape: &RetentionShape,
-    gammas: &Gammas,
-    scale: f32,
-    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
-    h0: Option<StateRef<'_>>,
-    ht: StateRef<'_>,
-) -> Result<HostTensor<T>> {
-    if let Some(plan) = two_phase(spec, shape, gpu.arch()).filter(|_| mode != TwoPhaseMode::Off) {
-        return two_phase_chunkwise(gpu, &plan, shape, gammas, scale, (q, k, v), h0, ht);
-    }
-    let mut launch = chunkwise_launch(spec, shape, gammas, scale, (q, k, v))?;
-    let at = |name: &str| param_index(spec, name);
-    let mut states = vec![(at("p_ht")?, ht)];
-    if let Some(h0) = h0 {
-        states.push((at("p_h0")?, h0));
-    }
-    gpu.run(spec, &mut launch, states)?;
-    let o = launch
-        .buffer(at("p_o")?)
-        .ok_or_else(|| RetentionError::KernelLoad("no output buffer".into()))?;
-    let values: Vec<T> = crate::gpu_decode::widen(spec.dtype, o);
-    HostTensor::new(shape.vo_shape(), values)
 }
 
 /// The launch description of `spec` over q, k, v; `p_h0` and `p_ht` are null placeholders
@@ -150,80 +119,4 @@ pub(crate) fn two_phase(
         && plan.states_spec.validate().is_ok()
         && plan.segmented_spec.validate().is_ok())
     .then_some(plan)
-}
-
-/// The chunkwise forward in two phases: `chunk_states` writes each segment's local state
-/// into an f32 workspace, then `chunkwise_segmented` folds them into each segment's initial
-/// state and runs the chunk loop per segment. The workspace stays in the device's memory.
-#[allow(clippy::too_many_arguments)]
-fn two_phase_chunkwise<T: Element>(
-    gpu: &Gpu,
-    plan: &TwoPhasePlan,
-    shape: &RetentionShape,
-    gammas: &Gammas,
-    scale: f32,
-    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
-    h0: Option<StateRef<'_>>,
-    ht: StateRef<'_>,
-) -> Result<HostTensor<T>> {
-    let (phase1, segmented) = (plan.states_spec, plan.segmented_spec);
-    let Some(g1) = plan.phase1 else {
-        return Err(RetentionError::KernelLoad(
-            "a two-phase plan without phase 1".into(),
-        ));
-    };
-    let mut workspace = Workspace::new(gpu, plan.workspace_elems.max(1))?;
-    // Phase 1: k, v → local segment states.
-    let mut launch = chunkwise_launch(&phase1, shape, gammas, scale, (q, k, v))?;
-    launch.grid = g1.grid;
-    launch.block = g1.block;
-    launch.dynamic_shared_bytes = g1.dynamic_smem_bytes;
-    launch.params[param_index(&phase1, "p_segment_len")?] = Param::U32(plan.segment_len);
-    gpu.run(
-        &phase1,
-        &mut launch,
-        vec![(param_index(&phase1, "p_states")?, workspace.state_ref())],
-    )?;
-    // Phase 2: fold, then the chunk loop of every segment.
-    let mut launch = chunkwise_launch(&segmented, shape, gammas, scale, (q, k, v))?;
-    let g2 = plan.phase2;
-    launch.grid = g2.grid;
-    launch.block = g2.block;
-    launch.dynamic_shared_bytes = g2.dynamic_smem_bytes;
-    launch.params[param_index(&segmented, "p_segment_len")?] = Param::U32(plan.segment_len);
-    let mut states = vec![
-        (param_index(&segmented, "p_ht")?, ht),
-        (param_index(&segmented, "p_states")?, workspace.state_ref()),
-    ];
-    if let Some(h0) = h0 {
-        states.push((param_index(&segmented, "p_h0")?, h0));
-    }
-    gpu.run(&segmented, &mut launch, states)?;
-    let o = launch
-        .buffer(param_index(&segmented, "p_o")?)
-        .ok_or_else(|| RetentionError::KernelLoad("no output buffer".into()))?;
-    let values: Vec<T> = crate::gpu_decode::widen(segmented.dtype, o);
-    HostTensor::new(shape.vo_shape(), values)
-}
-
-/// The two-phase workspace in the memory the device's kernels read.
-enum Workspace {
-    Host(Vec<f32>),
-    Device(crate::cuda::DeviceBuffer<f32>),
-}
-
-impl Workspace {
-    fn new(gpu: &Gpu, elems: usize) -> Result<Self> {
-        Ok(match gpu {
-            Gpu::Emulated(_) => Workspace::Host(vec![0.0; elems]),
-            Gpu::Cuda(target) => Workspace::Device(target.stream().alloc_zeros::<f32>(elems)?),
-        })
-    }
-
-    fn state_ref(&mut self) -> StateRef<'_> {
-        match self {
-            Workspace::Host(v) => StateRef::Host(v),
-            Workspace::Device(b) => StateRef::Device(b),
-        }
-    }
 }

@@ -1,14 +1,19 @@
-//! The decode step on a GPU-like device: the catalog's PTX decode kernel, described once
-//! (spec, launch geometry, arguments by parameter name) and run by the emulator or a CUDA
-//! device.
+//! The decode kernel's host-buffer launch description, for kernel timing
+//! ([`crate::kernel_timing`]); the public decode step launches through
+//! [`crate::device_launch`].
 
-use half::{bf16, f16};
 use kernel_gen::emu::{Buffer, Launch, Param};
 use kernel_gen::{Arch, GammaSet, KernelSpec, launch_geometry};
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, validate_scale};
 
-use crate::catalog_check::io::emu_dtype;
-use crate::gpu::{Gpu, StateRef};
+/// The emulator's element type of `dtype`.
+pub(crate) fn emu_dtype(dtype: Dtype) -> kernel_gen::emu::Dtype {
+    match dtype {
+        Dtype::F32 => kernel_gen::emu::Dtype::F32,
+        Dtype::F16 => kernel_gen::emu::Dtype::F16,
+        Dtype::Bf16 => kernel_gen::emu::Dtype::Bf16,
+    }
+}
 
 /// The decode spec serving these decays: baked immediates for an unsharded RetNet schedule,
 /// the runtime-γ variant for anything else (sharded heads, explicit lists).
@@ -22,38 +27,7 @@ pub(crate) fn decode_spec(
     KernelSpec::decode(dk as u32, dv as u32, gamma_set(gammas), dtype, arch)
 }
 
-/// Baked immediates for an unsharded RetNet schedule, the runtime-γ variant for anything else
-/// (sharded heads, explicit lists).
-pub(crate) fn gamma_set(gammas: &Gammas) -> GammaSet {
-    if gammas.is_retnet() && gammas.head_offset() == 0 {
-        GammaSet::Retnet {
-            heads: gammas.len() as u32,
-        }
-    } else {
-        GammaSet::Runtime
-    }
-}
-
-/// A buffer of `dtype` read back as `T` (exact: `T` is that dtype).
-pub(crate) fn widen<T: Element>(dtype: Dtype, buf: &Buffer) -> Vec<T> {
-    match dtype {
-        Dtype::F32 => buf
-            .to_f32()
-            .into_iter()
-            .map(|x| T::from_f64(f64::from(x)))
-            .collect(),
-        Dtype::F16 => buf
-            .to_u16()
-            .into_iter()
-            .map(|b| T::from_f64(f16::from_bits(b).to_f64()))
-            .collect(),
-        Dtype::Bf16 => buf
-            .to_u16()
-            .into_iter()
-            .map(|b| T::from_f64(bf16::from_bits(b).to_f64()))
-            .collect(),
-    }
-}
+pub(crate) use crate::device_launch::gamma_set;
 
 pub(crate) fn dtype_of<T: Element>() -> Result<Dtype> {
     T::DTYPE.ok_or_else(|| RetentionError::Unsupported {
@@ -79,25 +53,6 @@ pub(crate) struct DecodeProblem<'a> {
     pub heads: usize,
     pub dk: usize,
     pub dv: usize,
-}
-
-/// Run one decode step: rows n advance `states[rows[n]]` (a `[S, H, K, V]` f32 pool, updated
-/// in place) with q, k `[N, H, K]`, v `[N, H, V]`. Rows must be distinct and in range (the
-/// caller checks; the kernel trusts it). Returns o `[N, H, V]`.
-pub(crate) fn decode_step<T: Element>(
-    gpu: &Gpu,
-    p: &DecodeProblem<'_>,
-    states: StateRef<'_>,
-    rows: &[u32],
-    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
-) -> Result<HostTensor<T>> {
-    let (spec, mut launch) = decode_launch(p, rows, (q, k, v))?;
-    gpu.run(&spec, &mut launch, vec![(3, states)])?;
-    let o = launch
-        .buffer(5)
-        .ok_or_else(|| RetentionError::KernelLoad("no output".into()))?;
-    let values: Vec<T> = widen(spec.dtype, o);
-    HostTensor::new(vec![rows.len(), p.heads, p.dv], values)
 }
 
 /// The spec and launch description of one decode step (argument 3, the state pool, is a

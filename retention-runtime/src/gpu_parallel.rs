@@ -1,18 +1,18 @@
-//! The parallel form on a GPU-like device: the catalog's flash-style parallel kernel (query
-//! tiles against the key tiles at or before them, the decay mask computed on the fly, no T×T
-//! matrix in memory), its arguments filled by parameter name.
+//! The flash-style parallel kernel's spec and host-buffer launch description, for kernel
+//! timing ([`crate::kernel_timing`]); the public op launches through
+//! [`crate::device_launch`].
 
 use kernel_gen::emu::Launch;
 use kernel_gen::{KernelSpec, LaunchSize, plan};
 use retention_core::{Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
-use crate::gpu::{Gpu, param_index, sequence_param};
-use crate::gpu_decode::{dtype_of, gamma_set, widen};
+use crate::gpu::sequence_param;
+use crate::gpu_decode::{dtype_of, gamma_set};
 
-/// The parallel spec for this problem on `gpu` when the catalog's generator serves the
+/// The parallel spec for this problem on `arch` when the catalog's generator serves the
 /// (K, V, dtype), with the catalog's tile for the dtype.
 pub(crate) fn parallel_spec<T: Element>(
-    gpu: &Gpu,
+    arch: kernel_gen::Arch,
     gammas: &Gammas,
     shape: &RetentionShape,
 ) -> Result<KernelSpec> {
@@ -22,28 +22,10 @@ pub(crate) fn parallel_spec<T: Element>(
         shape.dv as u32,
         gamma_set(gammas),
         dtype,
-        gpu.arch(),
+        arch,
     );
     spec.validate().map_err(RetentionError::from)?;
     Ok(spec)
-}
-
-/// o `[B,T,H,V]` = s·((Q Kᵀ) ⊙ D) V on `gpu`.
-pub(crate) fn parallel<T: Element>(
-    gpu: &Gpu,
-    spec: &KernelSpec,
-    shape: &RetentionShape,
-    gammas: &Gammas,
-    scale: f32,
-    (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
-) -> Result<HostTensor<T>> {
-    let mut launch = parallel_launch(spec, shape, gammas, scale, (q, k, v))?;
-    gpu.run(spec, &mut launch, Vec::new())?;
-    let at = param_index(spec, "p_o")?;
-    let o = launch
-        .buffer(at)
-        .ok_or_else(|| RetentionError::KernelLoad("no output buffer".into()))?;
-    HostTensor::new(shape.vo_shape(), widen(spec.dtype, o))
 }
 
 /// The launch description of the parallel kernel `spec` over q, k, v.

@@ -12,11 +12,11 @@ use retention_core::SplitMix64;
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
 
 use crate::device::Device;
-use crate::gpu::Gpu;
 use crate::gpu_chunkwise::{chunkwise_launch, chunkwise_spec, two_phase};
 use crate::gpu_decode::{DecodeProblem, decode_launch};
 use crate::gpu_parallel::{parallel_launch, parallel_spec};
-use crate::launch_target::LaunchTarget;
+use crate::kernel_launch::Executor;
+use crate::launch_target::{Emulator, LaunchTarget};
 
 /// Runs `$body` with `$t` bound to the element type of `$dtype`.
 macro_rules! with_dtype {
@@ -52,7 +52,7 @@ pub struct KernelTime {
 /// Times launches on one GPU-like device.
 #[derive(Debug, Clone)]
 pub struct KernelTimer {
-    gpu: Gpu,
+    gpu: Executor,
     reps: usize,
 }
 
@@ -64,7 +64,7 @@ impl KernelTimer {
     /// [`RetentionError::Unsupported`] for the CPU (time its kernels directly); a CUDA device
     /// that cannot be opened.
     pub fn new(device: &Device, reps: usize) -> Result<Self> {
-        match Gpu::of(device)? {
+        match Executor::of(device)? {
             Some(gpu) => Ok(Self {
                 gpu,
                 reps: reps.max(1),
@@ -84,7 +84,7 @@ impl KernelTimer {
 
     /// True when times are the emulator's predictions.
     pub fn predicts(&self) -> bool {
-        matches!(self.gpu, Gpu::Emulated(_))
+        matches!(self.gpu, Executor::Emulator(_))
     }
 
     /// One decode step of `rows` sequences with `heads` heads of (dk, dv), each row on its
@@ -202,7 +202,7 @@ impl KernelTimer {
     ) -> Result<KernelTime> {
         let s = shape;
         let (spec, mut launch) = with_dtype!(dtype, T, {
-            let spec = parallel_spec::<T>(&self.gpu, gammas, s)?;
+            let spec = parallel_spec::<T>(self.gpu.arch(), gammas, s)?;
             let q = random::<T>(s.qk_shape().to_vec(), 1)?;
             let k = random::<T>(s.qk_shape().to_vec(), 2)?;
             let v = random::<T>(s.vo_shape().to_vec(), 3)?;
@@ -319,7 +319,7 @@ impl KernelTimer {
     /// # Errors
     /// Device errors, including out of memory for the two buffers.
     pub fn copy_gbps(&self, floats: usize) -> Result<f64> {
-        let Gpu::Cuda(target) = &self.gpu else {
+        let Executor::Cuda(target) = &self.gpu else {
             let peaks = match self.arch() {
                 Arch::Sm80 => kernel_gen::emu::A100,
                 Arch::Sm90 => kernel_gen::emu::H100,
@@ -348,13 +348,13 @@ impl KernelTimer {
     /// Device errors; an emulator fault.
     pub fn time(&self, spec: &KernelSpec, launch: &mut Launch) -> Result<KernelTime> {
         match &self.gpu {
-            Gpu::Cuda(target) => Ok(KernelTime {
+            Executor::Cuda(target) => Ok(KernelTime {
                 spec: *spec,
                 seconds: target.time(spec, launch, self.reps)?,
                 predicted: false,
             }),
-            Gpu::Emulated(emulator) => {
-                let report = emulator.execute(spec, launch)?;
+            Executor::Emulator(arch) => {
+                let report = Emulator(*arch).execute(spec, launch)?;
                 Ok(KernelTime {
                     spec: *spec,
                     seconds: report.seconds(spec.arch),

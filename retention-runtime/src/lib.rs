@@ -1,42 +1,63 @@
-//! `retention-runtime`: devices ([`Device`]: CPU, CUDA through `cudarc`, and the PTX
-//! emulator), the caching [`MemoryPool`], the per-sequence recurrent-state pool
-//! ([`StatePool`]) and the [`ModuleCache`] (spec → PTX from `kernel-gen` → loaded module).
+//! `retention-runtime`: devices, device memory and the device-resident execution of
+//! retention.
 //!
-//! This crate must not know how a kernel is written: it asks `kernel-gen` for the PTX of a
-//! `KernelSpec` (and its launch geometry and parameter order) and `retention-kernels` for CPU
-//! functions, and launches them.
+//! What it owns: [`Device`] (CPU, CUDA through `cudarc` with the driver loaded at run time,
+//! and the PTX emulator standing in for a GPU); [`DeviceTensor`] (a tensor in a device's
+//! memory, owned from the caching [`MemoryPool`] or borrowed from a framework's buffer);
+//! [`Stream`] (one API on every device, counting host↔device bytes in [`TransferStats`]) and
+//! [`Graph`] (a stream's work captured and replayed: a CUDA graph, or on the emulator the
+//! recorded launch list); [`Retention`] and [`StatePool`], whose device API runs every op on
+//! device tensors, writing caller-provided outputs on the caller's stream with no hidden
+//! synchronisation or host copy (the host-tensor methods upload, run and download); the
+//! [`ModuleCache`] (spec → PTX from `kernel-gen` → loaded module); and the autotune cache
+//! ([`autotune_cache`]) whose winners [`Retention::tuned_chunk`] uses.
 //!
-//! Also: [`Stream`]/[`Event`] with one API on every device, the autotune cache
-//! ([`autotune_cache`]) whose winners [`Retention::tuned_chunk`] uses, and the emulator-vs-
-//! reference check of catalog kernels ([`catalog_check`]).
+//! One launch description (`kernel_launch`: a kernel spec, its geometry and arguments bound
+//! by parameter name — device addresses and scalars, never host data) has two executors: the
+//! PTX emulator, which stages the addressed bytes of emulator memory into its own address
+//! map, and cudarc, which passes the addresses to the GPU as they are. On `Device::Cpu` the
+//! fast CPU kernels of `retention-kernels` run instead.
 //!
-//! `Retention` and `StatePool` run on every device: the CPU kernels on `Device::Cpu`; on
-//! `Device::Emulated` and `Device::Cuda` one launch description per kernel call
-//! ([`launch_target`]), executed by the PTX emulator or by the GPU through the `cuda` backend
-//! ([`cuda_target::CudaTarget`]). On CUDA the state pool lives in GPU memory.
+//! What it must not know: how a kernel is written. It asks `kernel-gen` for a spec's PTX,
+//! launch geometry and parameter names (today it still reads a few plan helpers from
+//! `kernel_gen::kernels::{parallel, chunkwise}`), and `retention-kernels` for CPU functions.
+//! The emulator-vs-reference checkers ([`catalog_check`]) and kernel timing
+//! ([`kernel_timing`], host-buffer launches for `retention bench`/`autotune`) live here for now
+//! but no op depends on them.
 
 pub mod autotune_cache;
+mod capture;
 pub mod catalog_check;
 pub mod cuda;
 pub mod cuda_target;
 mod device;
+mod device_launch;
 mod gpu;
 mod gpu_chunkwise;
 mod gpu_decode;
 mod gpu_parallel;
+mod host_view;
+mod kernel_launch;
 pub mod kernel_timing;
 pub mod launch_target;
 mod memory_pool;
 mod module_cache;
 mod retention;
+mod retention_device;
 mod slot;
 mod state_pool;
 mod stream;
+mod tensor;
+mod transfer;
 
+pub use capture::Graph;
 pub use device::Device;
 pub use memory_pool::{MemoryPool, PoolBuffer, PoolStats, size_class};
 pub use module_cache::{LoadedModule, ModuleCache, ModuleCacheStats};
 pub use retention::Retention;
+pub use retention_device::{OutState, Qkv};
 pub use slot::Slot;
 pub use state_pool::{HostState, StateConfig, StatePool};
 pub use stream::{Event, Stream};
+pub use tensor::{DeviceDtype, DeviceTensor};
+pub use transfer::TransferStats;

@@ -3,50 +3,63 @@
 use std::path::Path;
 
 use kernel_gen::KernelOp;
-use retention_core::{Dtype, HostTensor, Result, RetentionError, RetentionShape, validate_scale};
+use retention_core::{CuSeqlens, Dtype, HostTensor, Result, RetentionError, RetentionShape};
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
 
 use crate::autotune_cache::{
     CACHE_FILE, DEFAULT_CHUNK, ShapeBucket, cache_dir, cached_winning_kernel, cpu_chunkwise_key,
-    emulated_hardware, gpu_chunkwise_key, gpu_tuning_candidates,
+    gpu_chunkwise_key, gpu_tuning_candidates,
 };
 use crate::device::Device;
-use crate::gpu::{Gpu, StateRef};
-use crate::gpu_chunkwise::{self, TwoPhaseMode};
-use crate::gpu_decode::{self, DecodeProblem};
-use crate::gpu_parallel;
+use crate::gpu_chunkwise::TwoPhaseMode;
+use crate::kernel_launch::{Executor, Region};
 use crate::memory_pool::MemoryPool;
 use crate::state_pool::{StateConfig, StatePool};
+use crate::stream::Stream;
+use crate::tensor::{DeviceDtype, DeviceTensor};
 
 /// Retention with fixed decays and scale on one device.
 ///
-/// On the CPU every form runs the fast CPU kernels. On a GPU — a CUDA device, or the
-/// emulator standing in for one — the chunkwise form launches the catalog's chunkwise kernel
-/// when one serves the (K, V, chunk, dtype), and otherwise — like the recurrent form — the
-/// decode kernel token by token (the same math, DESIGN §1); the parallel form launches the
-/// flash-style parallel kernel. Host tensors go in and come out; on CUDA they are
-/// copied to the device and back around each call.
-#[derive(Debug, Clone)]
+/// The device API (`*_into`, see `retention_device`) takes [`DeviceTensor`]s and runs where
+/// they are. The host-tensor methods here are a convenience on top: on the CPU they call the
+/// fast CPU kernels directly; on a GPU-like device (CUDA, or the emulator standing in for
+/// one) they upload q, k, v (and h0) on the device's default stream, run the device op and
+/// download the results.
+///
+/// `Retention` is `Send + Sync`: one instance may serve many threads.
+#[derive(Debug)]
 pub struct Retention {
     device: Device,
-    gpu: Option<Gpu>,
+    exec: Option<Executor>,
     params: RetentionParams,
     memory: MemoryPool,
+    /// log2 γ per head (f32) and a u32 zero (the slot of one-row decode launches), on the
+    /// device; `None` on the CPU.
+    constants: Option<(DeviceTensor, DeviceTensor)>,
 }
 
 impl Retention {
-    /// Retention on `device` with these decays and scale.
+    /// Retention on `device` with these decays and scale. On a GPU-like device the per-head
+    /// log2 γ is uploaded once here (counted on the device's default stream).
     ///
     /// # Errors
     /// [`RetentionError::NoDevice`] when a CUDA device cannot be opened;
     /// [`RetentionError::Unsupported`] for a GPU older than sm_80.
     pub fn new(device: &Device, params: RetentionParams) -> Result<Self> {
+        let exec = Executor::of(device)?;
+        let memory = MemoryPool::on(device, None)?;
+        let constants = if exec.is_none() {
+            None
+        } else {
+            Some(device_constants(device, &memory, &params)?)
+        };
         Ok(Self {
             device: device.clone(),
-            gpu: Gpu::of(device)?,
+            exec,
             params,
-            memory: MemoryPool::on(device, None)?,
+            memory,
+            constants,
         })
     }
 
@@ -55,9 +68,65 @@ impl Retention {
         &self.device
     }
 
+    /// The decays and scale.
+    pub fn params(&self) -> &RetentionParams {
+        &self.params
+    }
+
     /// The memory pool state pools made by [`Retention::state_pool`] draw from.
     pub fn memory(&self) -> &MemoryPool {
         &self.memory
+    }
+
+    /// The executor and the device's log2 γ, on a GPU-like device.
+    pub(crate) fn gpu(&self) -> Option<(&Executor, Region)> {
+        let exec = self.exec.as_ref()?;
+        let (log2, _) = self.constants.as_ref()?;
+        Some((exec, Region::of(log2)))
+    }
+
+    /// A device u32 holding 0.
+    pub(crate) fn zero_slot(&self) -> Result<Region> {
+        self.constants
+            .as_ref()
+            .map(|(_, z)| Region::of(z))
+            .ok_or_else(|| RetentionError::NoDevice("the CPU has no device constants".into()))
+    }
+
+    /// Uploads host tensors on the default stream.
+    fn upload<T: CpuElement>(&self, t: &HostTensor<T>, stream: &Stream) -> Result<DeviceTensor> {
+        DeviceTensor::upload(&self.memory, t, stream)
+    }
+
+    fn empty(&self, dtype: DeviceDtype, shape: &[usize]) -> Result<DeviceTensor> {
+        DeviceTensor::zeros(&self.memory, &self.device, dtype, shape)
+    }
+
+    /// A stateful op through the device API: upload, run, download (o, H_T).
+    fn stateful_via_device<T: CpuElement>(
+        &self,
+        (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+        h0: Option<&HostTensor<f32>>,
+        rows: usize,
+        op: impl FnOnce(
+            crate::retention_device::Qkv<'_>,
+            Option<&DeviceTensor>,
+            crate::retention_device::OutState<'_>,
+            &Stream,
+        ) -> Result<()>,
+    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+        let s = shape_of(q, k, v, &self.params)?;
+        let stream = Stream::default_for(&self.device)?;
+        let (dq, dk, dv) = (
+            self.upload(q, &stream)?,
+            self.upload(k, &stream)?,
+            self.upload(v, &stream)?,
+        );
+        let dh0 = h0.map(|h| self.upload(h, &stream)).transpose()?;
+        let mut o = self.empty(DeviceDtype::of::<T>()?, &s.vo_shape())?;
+        let mut ht = self.empty(DeviceDtype::F32, &s.state_shape(rows))?;
+        op((&dq, &dk, &dv), dh0.as_ref(), (&mut o, &mut ht), &stream)?;
+        Ok((o.download(&stream)?, ht.download(&stream)?))
     }
 
     /// Parallel form: o `[B, T, H, V]` from q, k `[B, T, H, K]`, v `[B, T, H, V]`.
@@ -73,13 +142,19 @@ impl Retention {
         k: &HostTensor<T>,
         v: &HostTensor<T>,
     ) -> Result<HostTensor<T>> {
-        let Some(gpu) = &self.gpu else {
+        if self.exec.is_none() {
             return cpu::parallel(q, k, v, &self.params);
-        };
-        let shape = shape_of(q, k, v, &self.params)?;
-        let spec = gpu_parallel::parallel_spec::<T>(gpu, &self.params.gammas, &shape)?;
-        let scale = validate_scale(self.params.scale, shape.dk)? as f32;
-        gpu_parallel::parallel(gpu, &spec, &shape, &self.params.gammas, scale, (q, k, v))
+        }
+        let s = shape_of(q, k, v, &self.params)?;
+        let stream = Stream::default_for(&self.device)?;
+        let (dq, dk, dv) = (
+            self.upload(q, &stream)?,
+            self.upload(k, &stream)?,
+            self.upload(v, &stream)?,
+        );
+        let mut o = self.empty(DeviceDtype::of::<T>()?, &s.vo_shape())?;
+        self.parallel_into((&dq, &dk, &dv), &mut o, Some(&stream))?;
+        o.download(&stream)
     }
 
     /// Chunkwise form with chunk `chunk` and optional initial state `h0` `[B, H, K, V]`.
@@ -106,37 +181,14 @@ impl Retention {
         chunk: usize,
         h0: Option<&HostTensor<f32>>,
     ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
-        let Some(gpu) = &self.gpu else {
+        if self.exec.is_none() {
             return cpu::chunkwise(q, k, v, &self.params, chunk, h0);
-        };
-        if chunk == 0 {
-            return Err(RetentionError::ZeroChunk);
         }
-        let shape = shape_of(q, k, v, &self.params)?;
-        if let Some(h) = h0 {
-            h.expect_shape("h0", &["B", "H", "K", "V"], &shape.state_shape(shape.batch))?;
-        }
-        let dtype = gpu_decode::dtype_of::<T>()?;
-        let gammas = &self.params.gammas;
-        let Some(spec) = gpu_chunkwise::chunkwise_spec(gammas, &shape, chunk, dtype, gpu.arch())
-        else {
-            return self.recurrent_gpu(gpu, q, k, v, h0);
-        };
-        let scale = validate_scale(self.params.scale, shape.dk)? as f32;
-        let mut h0 = h0.map(|h| h.data().to_vec());
-        let mut ht = vec![0.0; shape.batch * shape.heads * shape.dk * shape.dv];
-        let o = gpu_chunkwise::chunkwise(
-            gpu,
-            mode,
-            &spec,
-            &shape,
-            gammas,
-            scale,
-            (q, k, v),
-            h0.as_deref_mut().map(StateRef::Host),
-            StateRef::Host(&mut ht),
-        )?;
-        Ok((o, HostTensor::new(shape.state_shape(shape.batch), ht)?))
+        let rows = q.shape().first().copied().unwrap_or(0);
+        let two_phase = mode != TwoPhaseMode::Off;
+        self.stateful_via_device((q, k, v), h0, rows, |qkv, h0, out, stream| {
+            self.chunkwise_device(qkv, h0, out, chunk, two_phase, Some(stream))
+        })
     }
 
     /// Recurrent form (token by token) with optional `h0`. Returns (o, H_T) like
@@ -151,11 +203,76 @@ impl Retention {
         v: &HostTensor<T>,
         h0: Option<&HostTensor<f32>>,
     ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
-        match &self.gpu {
-            Some(gpu) => self.recurrent_gpu(gpu, q, k, v, h0),
+        if self.exec.is_none() {
             // One token per chunk is the recurrence itself.
-            None => cpu::chunkwise(q, k, v, &self.params, 1, h0),
+            return cpu::chunkwise(q, k, v, &self.params, 1, h0);
         }
+        let rows = q.shape().first().copied().unwrap_or(0);
+        self.stateful_via_device((q, k, v), h0, rows, |qkv, h0, out, stream| {
+            self.recurrent_into(qkv, h0, out, Some(stream))
+        })
+    }
+
+    /// Chunkwise form over a packed variable-length batch of host tensors (see
+    /// [`Retention::chunkwise_varlen_into`]). Returns (o, H_T `[N, H, K, V]`).
+    ///
+    /// # Errors
+    /// As [`Retention::chunkwise_varlen_into`].
+    pub fn chunkwise_varlen<T: CpuElement>(
+        &self,
+        (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+        cu_seqlens: &CuSeqlens,
+        h0: Option<&HostTensor<f32>>,
+        chunk: usize,
+    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+        if self.exec.is_none() {
+            return cpu::chunkwise_varlen(q, k, v, cu_seqlens, &self.params, chunk, h0);
+        }
+        self.stateful_via_device(
+            (q, k, v),
+            h0,
+            cu_seqlens.num_seqs(),
+            |qkv, h0, out, stream| {
+                self.chunkwise_varlen_into(qkv, cu_seqlens, h0, out, chunk, Some(stream))
+            },
+        )
+    }
+
+    /// Recurrent form over a packed variable-length batch of host tensors.
+    ///
+    /// # Errors
+    /// As [`Retention::chunkwise_varlen_into`].
+    pub fn recurrent_varlen<T: CpuElement>(
+        &self,
+        (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+        cu_seqlens: &CuSeqlens,
+        h0: Option<&HostTensor<f32>>,
+    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+        if self.exec.is_none() {
+            return cpu::chunkwise_varlen(q, k, v, cu_seqlens, &self.params, 1, h0);
+        }
+        self.stateful_via_device(
+            (q, k, v),
+            h0,
+            cu_seqlens.num_seqs(),
+            |qkv, h0, out, stream| {
+                self.recurrent_varlen_into(qkv, cu_seqlens, h0, out, Some(stream))
+            },
+        )
+    }
+
+    /// The MSR epilogue on host tensors (`RMSNorm_head(o) ⊙ swish(g)`); the CPU kernel on
+    /// every device for now.
+    ///
+    /// # Errors
+    /// As `retention_kernels::cpu::msr_epilogue`.
+    pub fn msr_epilogue<T: CpuElement>(
+        &self,
+        o: &HostTensor<T>,
+        g: &HostTensor<T>,
+        eps: f64,
+    ) -> Result<HostTensor<T>> {
+        cpu::msr_epilogue(o, g, eps)
     }
 
     /// The chunk size `retention autotune` found fastest for this problem on this machine (the
@@ -183,16 +300,13 @@ impl Retention {
         else {
             return (DEFAULT_CHUNK, None);
         };
-        let key = match &self.gpu {
+        let key = match &self.exec {
             None => cpu_chunkwise_key(bucket, dtype),
-            Some(gpu) => {
-                let arch = gpu.arch();
+            Some(exec) => {
+                let arch = exec.arch();
                 let dims = (shape.heads, shape.dk, shape.dv);
                 let candidates = gpu_tuning_candidates(bucket, dims, dtype, arch);
-                let hardware = match gpu {
-                    Gpu::Cuda(target) => target.name().to_string(),
-                    Gpu::Emulated(_) => emulated_hardware(arch),
-                };
+                let hardware = exec.hardware();
                 gpu_chunkwise_key(
                     &self.device.name(),
                     &hardware,
@@ -273,83 +387,23 @@ impl Retention {
         };
         StatePool::new(&self.device, &self.memory, &cfg, layers, capacity)
     }
+}
 
-    /// The recurrent form as one decode launch per token; the state stays in the device's
-    /// memory between tokens.
-    fn recurrent_gpu<T: CpuElement>(
-        &self,
-        gpu: &Gpu,
-        q: &HostTensor<T>,
-        k: &HostTensor<T>,
-        v: &HostTensor<T>,
-        h0: Option<&HostTensor<f32>>,
-    ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
-        // Validate exactly as the CPU path does, on a tiny slice of the work.
-        let s = shape_of(q, k, v, &self.params)?;
-        let mut state = match h0 {
-            Some(h) => {
-                h.expect_shape("h0", &["B", "H", "K", "V"], &s.state_shape(s.batch))?;
-                h.data().to_vec()
-            }
-            None => vec![0.0; s.batch * s.heads * s.dk * s.dv],
-        };
-        let problem = DecodeProblem {
-            arch: gpu.arch(),
-            gammas: &self.params.gammas,
-            scale: self.params.scale,
-            heads: s.heads,
-            dk: s.dk,
-            dv: s.dv,
-        };
-        let rows: Vec<u32> = (0..s.batch as u32).collect();
-        let token = |x: &HostTensor<T>, t: usize, d: usize| -> Result<HostTensor<T>> {
-            let mut data = Vec::with_capacity(s.batch * s.heads * d);
-            for b in 0..s.batch {
-                let off = (b * s.seq_len + t) * s.heads * d;
-                data.extend_from_slice(&x.data()[off..off + s.heads * d]);
-            }
-            HostTensor::new(vec![s.batch, s.heads, d], data)
-        };
-        let mut o = HostTensor::<T>::zeros(s.vo_shape());
-        let mut device_state = match gpu {
-            Gpu::Cuda(target) => {
-                let mut buf = self.memory.alloc(state.len() * 4)?;
-                if let Some(dev) = buf.device_mut() {
-                    target.stream().copy_to_device_at(&state, dev, 0)?;
-                }
-                Some((target.stream().clone(), buf))
-            }
-            Gpu::Emulated(_) => None,
-        };
-        for t in 0..s.seq_len {
-            let states = match device_state.as_mut().and_then(|(_, b)| b.device_mut()) {
-                Some(dev) => StateRef::Device(dev),
-                None => StateRef::Host(&mut state),
-            };
-            let ot = gpu_decode::decode_step(
-                gpu,
-                &problem,
-                states,
-                &rows,
-                (
-                    &token(q, t, s.dk)?,
-                    &token(k, t, s.dk)?,
-                    &token(v, t, s.dv)?,
-                ),
-            )?;
-            let row = s.heads * s.dv;
-            for b in 0..s.batch {
-                let off = (b * s.seq_len + t) * row;
-                o.data_mut()[off..off + row].copy_from_slice(&ot.data()[b * row..(b + 1) * row]);
-            }
-        }
-        if let Some((stream, buf)) = &device_state
-            && let Some(dev) = buf.device()
-        {
-            stream.copy_to_host_from(dev, 0, &mut state)?;
-        }
-        Ok((o, HostTensor::new(s.state_shape(s.batch), state)?))
-    }
+/// log2 γ per head (f32) and a u32 zero, uploaded once on the device's default stream.
+fn device_constants(
+    device: &Device,
+    memory: &MemoryPool,
+    params: &RetentionParams,
+) -> Result<(DeviceTensor, DeviceTensor)> {
+    let stream = Stream::default_for(device)?;
+    let log2: Vec<f32> = (0..params.gammas.len())
+        .map(|h| params.gammas.log2(h) as f32)
+        .collect();
+    let log2 = DeviceTensor::upload(memory, &HostTensor::new(vec![log2.len()], log2)?, &stream)?;
+    let zero = DeviceTensor::zeros(memory, device, DeviceDtype::U32, &[1])?;
+    // Once, at construction: ops on other streams read these.
+    stream.synchronize()?;
+    Ok((log2, zero))
 }
 
 /// The problem shape after the same checks the CPU kernels make.

@@ -4,16 +4,17 @@
 
 use std::ops::Range;
 
-use retention_core::{HostTensor, Result, RetentionError, RetentionShape, validate_scale};
+use retention_core::{HostTensor, Result, RetentionError};
 use retention_kernels::cpu::{self, CpuElement};
 use retention_kernels::reference::RetentionParams;
 
 use crate::device::Device;
-use crate::gpu::{Gpu, StateRef};
-use crate::gpu_chunkwise::{self, chunkwise_spec};
-use crate::gpu_decode::{self, DecodeProblem};
-use crate::memory_pool::{MemoryPool, PoolBuffer};
+use crate::kernel_launch::Region;
+use crate::memory_pool::MemoryPool;
+use crate::retention::Retention;
 use crate::slot::{Slot, SlotTable};
+use crate::stream::Stream;
+use crate::tensor::{DeviceDtype, DeviceTensor};
 
 /// The per-layer head geometry a pool serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,17 +34,24 @@ pub struct StateConfig {
 pub struct HostState(pub HostTensor<f32>);
 
 /// Fixed-capacity store of recurrent states, `[capacity, layers, H, K, V]` f32, in the
-/// memory of the device that steps them (host memory for the CPU and the emulator, GPU
-/// memory for CUDA).
+/// memory of the device that steps them (host memory for the CPU, the emulator's memory for
+/// the emulator, GPU memory for CUDA).
+///
+/// A decode step on device tensors is two calls: [`StatePool::stage`] uploads the batch's slot
+/// rows (4·N bytes), then [`StatePool::step_into`] runs each layer on device q, k, v and writes
+/// device o — no other host traffic, so a whole step (all layers) can be captured into a
+/// [`crate::Graph`] and replayed after re-staging.
 #[derive(Debug)]
 pub struct StatePool {
-    device: Device,
-    gpu: Option<Gpu>,
-    memory: MemoryPool,
+    rt: Retention,
     cfg: StateConfig,
     layers: usize,
     slots: SlotTable,
-    states: PoolBuffer,
+    states: DeviceTensor,
+    /// Staged slot indices × layers (u32, `[capacity]`) and their host copy.
+    rows: DeviceTensor,
+    staged: Vec<u32>,
+    stream: Stream,
 }
 
 impl StatePool {
@@ -83,31 +91,38 @@ impl StatePool {
                 ),
             });
         }
-        let gpu = Gpu::of(device)?;
-        let elems = [capacity, layers, cfg.heads, cfg.dk, cfg.dv, 4]
-            .into_iter()
-            .try_fold(1usize, usize::checked_mul)
+        let state_rows = capacity
+            .checked_mul(layers)
             .ok_or(RetentionError::OutOfMemory {
                 requested: usize::MAX,
                 available: 0,
-            })?
-            / 4;
-        let mut states = memory.alloc(elems * 4)?;
-        states.fill_zero()?;
+            })?;
+        let shape = [state_rows, cfg.heads, cfg.dk, cfg.dv];
+        let states = DeviceTensor::zeros(memory, device, DeviceDtype::F32, &shape)?;
+        // Slot rows and scratch come from the retention's own pool: `memory` holds state only.
+        let rt = Retention::new(device, cfg.params.clone())?;
+        let rows = DeviceTensor::zeros(rt.memory(), device, DeviceDtype::U32, &[capacity])?;
         Ok(Self {
-            device: device.clone(),
-            gpu,
-            memory: memory.clone(),
+            rt,
             cfg: cfg.clone(),
             layers,
             slots: SlotTable::new(capacity),
             states,
+            rows,
+            staged: Vec::with_capacity(capacity),
+            stream: Stream::default_for(device)?,
         })
+    }
+
+    /// The stream the pool's host-tensor methods and copies use (the device's default); its
+    /// [`Stream::transfers`] count the pool's host↔device bytes.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
     }
 
     /// The device holding the states.
     pub fn device(&self) -> &Device {
-        &self.device
+        self.rt.device()
     }
 
     /// Sequences currently holding a slot.
@@ -207,21 +222,12 @@ impl StatePool {
         self.write(r, state.0.data())
     }
 
-    /// One decode step of `layer` for a batch whose rows belong to arbitrary slots
-    /// (continuous batching): q, k `[N, H, K]`, v `[N, H, V]`; returns o `[N, H, V]`.
+    /// Validates `slots` (live, distinct, of this pool) and uploads their rows for the next
+    /// [`StatePool::step_into`] calls: 4·N bytes on `stream` (the pool's stream when `None`).
     ///
     /// # Errors
-    /// Stale/foreign/duplicate slots, a bad layer, shape mismatches, a head geometry no
-    /// decode kernel serves (emulated device).
-    pub fn step<T: CpuElement>(
-        &mut self,
-        layer: usize,
-        slots: &[Slot],
-        q: &HostTensor<T>,
-        k: &HostTensor<T>,
-        v: &HostTensor<T>,
-    ) -> Result<HostTensor<T>> {
-        self.check_layer(layer)?;
+    /// Stale/foreign/duplicate slots; more slots than capacity; a copy during capture.
+    pub fn stage(&mut self, slots: &[Slot], stream: Option<&Stream>) -> Result<()> {
         let indices = slots
             .iter()
             .map(|&s| self.slots.check(s))
@@ -232,41 +238,155 @@ impl StatePool {
                 "slot {dup} appears twice in one step"
             )));
         }
+        // Row of (slot, layer) = slot · layers + layer; the layer offsets the state pointer.
+        self.staged.clear();
+        self.staged
+            .extend(indices.iter().map(|&i| (i * self.layers) as u32));
+        let stream = stream.unwrap_or(&self.stream).clone();
+        self.rows
+            .write_bytes(0, bytemuck::cast_slice(&self.staged), &stream)
+    }
+
+    /// One decode step of `layer` for the staged slots ([`StatePool::stage`]): device q, k
+    /// `[N, H, K]`, v `[N, H, V]` advance the slots' states in place and write device o
+    /// `[N, H, V]`, enqueued on `stream` (the pool's when `None`) with no host traffic.
+    /// On CUDA, synchronise a caller stream before reading the states through the pool's own
+    /// stream ([`StatePool::snapshot`]): no hidden synchronisation orders the two.
+    ///
+    /// # Errors
+    /// A bad layer; tensors of another device, dtype or shape; nothing staged.
+    pub fn step_into(
+        &mut self,
+        layer: usize,
+        (q, k, v): (&DeviceTensor, &DeviceTensor, &DeviceTensor),
+        o: &mut DeviceTensor,
+        stream: Option<&Stream>,
+    ) -> Result<()> {
+        self.check_layer(layer)?;
+        let (n, c) = (self.staged.len(), &self.cfg);
+        if n == 0 {
+            return Err(RetentionError::Slot("no slots staged for this step".into()));
+        }
+        let dtype = q
+            .dtype()
+            .float()
+            .ok_or_else(|| RetentionError::DtypeMismatch {
+                tensor: "q".into(),
+                expected: "f32, f16 or bf16".into(),
+                got: q.dtype().to_string(),
+            })?;
+        let d = self.rt.device().clone();
+        q.expect("q", &d, dtype.into(), &[n, c.heads, c.dk])?;
+        k.expect("k", &d, dtype.into(), &[n, c.heads, c.dk])?;
+        v.expect("v", &d, dtype.into(), &[n, c.heads, c.dv])?;
+        o.expect("o", &d, dtype.into(), &[n, c.heads, c.dv])?;
+        let stream = stream.unwrap_or(&self.stream).clone();
+        let Some((exec, log2)) = self.rt.gpu() else {
+            return self.step_cpu(layer, dtype, (q, k, v), o);
+        };
+        let state = Region::of_mut(&mut self.states);
+        let skip = layer * self.layer_len() * 4;
+        let cx = crate::device_launch::Ctx {
+            exec,
+            stream: &stream,
+            gammas: &c.params.gammas,
+            log2_gamma: &log2,
+            scale: retention_core::validate_scale(c.params.scale, c.dk)? as f32,
+            dtype,
+        };
+        let args = crate::device_launch::DecodeArgs {
+            q: Region::of(q),
+            k: Region::of(k),
+            v: Region::of(v),
+            state: state.sub(skip, state.bytes - skip)?,
+            slots: Region::of(&self.rows).sub(0, 4 * n)?,
+            o: Region::of_mut(o),
+        };
+        crate::device_launch::decode(&cx, c.heads, (c.dk, c.dv), n, args)
+    }
+
+    /// The CPU step, in place on the pool's host memory.
+    fn step_cpu(
+        &mut self,
+        layer: usize,
+        dtype: retention_core::Dtype,
+        (q, k, v): (&DeviceTensor, &DeviceTensor, &DeviceTensor),
+        o: &mut DeviceTensor,
+    ) -> Result<()> {
+        use half::{bf16, f16};
+        use retention_core::Dtype;
+        fn run<T: CpuElement>(
+            pool: &mut StatePool,
+            rows: &[usize],
+            (q, k, v): (&DeviceTensor, &DeviceTensor, &DeviceTensor),
+            o: &mut DeviceTensor,
+        ) -> Result<()> {
+            let (q, k, v) = (
+                crate::host_view::read::<T>(q)?,
+                crate::host_view::read::<T>(k)?,
+                crate::host_view::read::<T>(v)?,
+            );
+            let params = pool.cfg.params.clone();
+            let out = cpu::decode_step_in(&q, &k, &v, pool.host_states()?, rows, &params)?;
+            crate::host_view::write(o, &out)
+        }
+        let rows: Vec<usize> = self.staged.iter().map(|&r| r as usize + layer).collect();
+        match dtype {
+            Dtype::F32 => run::<f32>(self, &rows, (q, k, v), o),
+            Dtype::F16 => run::<f16>(self, &rows, (q, k, v), o),
+            Dtype::Bf16 => run::<bf16>(self, &rows, (q, k, v), o),
+        }
+    }
+
+    /// The pool's state as host f32s (CPU pools only).
+    fn host_states(&mut self) -> Result<&mut [f32]> {
+        if self.rt.device() != &Device::Cpu {
+            return Err(RetentionError::NoDevice(
+                "the state is in device memory".into(),
+            ));
+        }
+        // SAFETY: a CPU tensor is host memory of `len()` f32s (4-byte aligned pool block),
+        // alive as long as `self`, and `&mut self` makes this the only access.
+        Ok(unsafe {
+            std::slice::from_raw_parts_mut(self.states.address() as *mut f32, self.states.len())
+        })
+    }
+
+    /// One decode step of `layer` for a batch whose rows belong to arbitrary slots
+    /// (continuous batching) on host tensors: q, k `[N, H, K]`, v `[N, H, V]`; returns o
+    /// `[N, H, V]`. On a GPU-like device: stage, upload, [`StatePool::step_into`], download.
+    ///
+    /// # Errors
+    /// Stale/foreign/duplicate slots, a bad layer, shape mismatches, a head geometry no
+    /// decode kernel serves.
+    pub fn step<T: CpuElement>(
+        &mut self,
+        layer: usize,
+        slots: &[Slot],
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+    ) -> Result<HostTensor<T>> {
+        self.check_layer(layer)?;
         let c = &self.cfg;
         let n = slots.len();
         q.expect_shape("q", &["N", "H", "K"], &[n, c.heads, c.dk])?;
         k.expect_shape("k", &["N", "H", "K"], &[n, c.heads, c.dk])?;
         v.expect_shape("v", &["N", "H", "V"], &[n, c.heads, c.dv])?;
-        // The pool is [capacity · layers, H, K, V]: row (slot, layer) = slot · layers + layer.
-        let rows: Vec<usize> = indices.iter().map(|&i| i * self.layers + layer).collect();
-        match &self.gpu {
-            Some(gpu) => {
-                let problem = DecodeProblem {
-                    arch: gpu.arch(),
-                    gammas: &c.params.gammas,
-                    scale: c.params.scale,
-                    heads: c.heads,
-                    dk: c.dk,
-                    dv: c.dv,
-                };
-                let rows: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-                let states = state_ref(&mut self.states)?;
-                gpu_decode::decode_step(gpu, &problem, states, &rows, (q, k, v))
-            }
-            None => self.step_cpu(&rows, q, k, v),
+        self.stage(slots, None)?;
+        if self.rt.device() == &Device::Cpu {
+            let rows: Vec<usize> = self.staged.iter().map(|&r| r as usize + layer).collect();
+            let params = self.cfg.params.clone();
+            return cpu::decode_step_in(q, k, v, self.host_states()?, &rows, &params);
         }
-    }
-
-    /// The CPU decode step over pool rows `rows`, in place on the pool's own storage.
-    fn step_cpu<T: CpuElement>(
-        &mut self,
-        rows: &[usize],
-        q: &HostTensor<T>,
-        k: &HostTensor<T>,
-        v: &HostTensor<T>,
-    ) -> Result<HostTensor<T>> {
-        let states = host_mut(&mut self.states)?;
-        cpu::decode_step_in(q, k, v, states, rows, &self.cfg.params)
+        let (stream, memory) = (self.stream.clone(), self.rt.memory().clone());
+        let up = |t: &HostTensor<T>| DeviceTensor::upload(&memory, t, &stream);
+        let (dq, dk, dv) = (up(q)?, up(k)?, up(v)?);
+        let shape = [n, self.cfg.heads, self.cfg.dv];
+        let mut o =
+            DeviceTensor::zeros(&memory, self.rt.device(), DeviceDtype::of::<T>()?, &shape)?;
+        self.step_into(layer, (&dq, &dk, &dv), &mut o, None)?;
+        o.download(&stream)
     }
 
     /// Prefill `layer` of one sequence with the chunkwise form: H0 from the slot, H_T written
@@ -288,11 +408,6 @@ impl StatePool {
         if chunk == 0 {
             return Err(RetentionError::ZeroChunk);
         }
-        if self.gpu.is_some() {
-            return self.prefill_gpu(i, slot, layer, (q, k, v), chunk);
-        }
-        let c = &self.cfg;
-        let r = self.range(i, layer);
         if q.shape().first() != Some(&1) {
             return Err(RetentionError::ShapeMismatch {
                 tensor: "q".into(),
@@ -300,172 +415,84 @@ impl StatePool {
                 got: format!("{:?}", q.shape()),
             });
         }
-        let h0 = HostTensor::new(vec![1, c.heads, c.dk, c.dv], self.read(r.clone())?)?;
-        let (o, ht) = cpu::chunkwise(q, k, v, &c.params, chunk, Some(&h0))?;
-        self.write(r, ht.data())?;
-        Ok(o)
+        let c = &self.cfg;
+        let r = self.range(i, layer);
+        if self.rt.device() == &Device::Cpu {
+            let h0 = HostTensor::new(vec![1, c.heads, c.dk, c.dv], self.read(r.clone())?)?;
+            let (o, ht) = cpu::chunkwise(q, k, v, &c.params, chunk, Some(&h0))?;
+            self.write(r, ht.data())?;
+            return Ok(o);
+        }
+        self.prefill_device(r, (q, k, v), chunk)
     }
 
-    /// Prefill on a GPU-like device: the catalog's chunkwise kernel with H0 from the slot and
-    /// H_T written back, or — for a (K, V, chunk, dtype) no chunkwise kernel serves — one
-    /// decode launch per token (the same math; DESIGN §1).
-    fn prefill_gpu<T: CpuElement>(
+    /// Prefill on a GPU-like device: H0 and H_T go through two scratch tensors of the pool's
+    /// memory (the kernel reads H0 while it writes H_T), copied on the device.
+    fn prefill_device<T: CpuElement>(
         &mut self,
-        index: usize,
-        slot: Slot,
-        layer: usize,
+        r: Range<usize>,
         (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
         chunk: usize,
     ) -> Result<HostTensor<T>> {
         let c = self.cfg.clone();
-        let Some(gpu) = self.gpu.clone() else {
+        let (stream, memory, device) = (
+            self.stream.clone(),
+            self.rt.memory().clone(),
+            self.rt.device().clone(),
+        );
+        let up = |t: &HostTensor<T>| DeviceTensor::upload(&memory, t, &stream);
+        let (dq, dk, dv) = (up(q)?, up(k)?, up(v)?);
+        let t = q.shape().get(1).copied().unwrap_or(0);
+        let state_shape = [1, c.heads, c.dk, c.dv];
+        let mut h0 = DeviceTensor::zeros(&memory, &device, DeviceDtype::F32, &state_shape)?;
+        let mut ht = DeviceTensor::zeros(&memory, &device, DeviceDtype::F32, &state_shape)?;
+        let mut o = DeviceTensor::zeros(
+            &memory,
+            &device,
+            DeviceDtype::of::<T>()?,
+            &[1, t, c.heads, c.dv],
+        )?;
+        let Some((exec, _)) = self.rt.gpu() else {
             return Err(RetentionError::NoDevice("the pool has no GPU".into()));
         };
-        let t = q.shape().get(1).copied().unwrap_or(0);
-        q.expect_shape("q", &["B", "T", "H", "K"], &[1, t, c.heads, c.dk])?;
-        let shape = RetentionShape::new(1, t, c.heads, c.dk, c.dv)?;
-        let dtype = gpu_decode::dtype_of::<T>()?;
-        let Some(spec) = chunkwise_spec(&c.params.gammas, &shape, chunk, dtype, gpu.arch()) else {
-            return self.prefill_by_steps(slot, layer, q, k, v);
-        };
-        k.expect_shape("k", &["B", "T", "H", "K"], &shape.qk_shape())?;
-        v.expect_shape("v", &["B", "T", "H", "V"], &shape.vo_shape())?;
-        let r = self.range(index, layer);
-        let scale = validate_scale(c.params.scale, c.dk)? as f32;
-        let run = |h0: StateRef<'_>, ht: StateRef<'_>| {
-            gpu_chunkwise::chunkwise(
-                &gpu,
-                gpu_chunkwise::TwoPhaseMode::Heuristic,
-                &spec,
-                &shape,
-                &c.params.gammas,
-                scale,
-                (q, k, v),
-                Some(h0),
-                ht,
-            )
-        };
-        if let Some(states) = self.states.as_mut_slice::<f32>() {
-            let mut h0 = states[r.clone()].to_vec();
-            return run(StateRef::Host(&mut h0), StateRef::Host(&mut states[r]));
-        }
-        // GPU memory: H0 and H_T go through two scratch blocks of the pool (the kernel
-        // reads H0 while it writes H_T), then H_T is copied into the slot on the device.
-        let (mut h0, mut ht) = (
-            self.memory.alloc(r.len() * 4)?,
-            self.memory.alloc(r.len() * 4)?,
-        );
-        let Gpu::Cuda(target) = &gpu else {
-            return Err(RetentionError::NoDevice(
-                "device memory without a CUDA device".into(),
-            ));
-        };
-        let stream = target.stream();
-        let states = device_mut(&mut self.states)?;
-        let (h0_dev, ht_dev) = (device_mut(&mut h0)?, device_mut(&mut ht)?);
-        stream.copy_on_device((states, r.start), (h0_dev, 0), r.len())?;
-        let o = run(StateRef::Device(h0_dev), StateRef::Device(ht_dev))?;
-        stream.copy_on_device((ht_dev, 0), (states, r.start), r.len())?;
-        Ok(o)
+        let exec = exec.clone();
+        let slot = Region::of_mut(&mut self.states).sub(r.start * 4, r.len() * 4)?;
+        exec.copy(&slot, &Region::of_mut(&mut h0), &stream)?;
+        self.rt.chunkwise_into(
+            (&dq, &dk, &dv),
+            Some(&h0),
+            (&mut o, &mut ht),
+            chunk,
+            Some(&stream),
+        )?;
+        exec.copy(&Region::of(&ht), &slot, &stream)?;
+        o.download(&stream)
     }
 
-    /// Sets `range` of the state to zero, wherever it lives.
+    /// Sets `range` (f32 elements) of the state to zero where it lives (no host traffic).
     fn zero(&mut self, range: Range<usize>) -> Result<()> {
-        if let Some(s) = self.states.as_mut_slice::<f32>() {
-            s[range].fill(0.0);
+        let Some((exec, _)) = self.rt.gpu() else {
+            self.host_states()?[range].fill(0.0);
             return Ok(());
-        }
-        let stream = self.cuda_stream()?;
-        stream.zero_range(device_mut(&mut self.states)?, range.start, range.len())
+        };
+        let region = Region::of_mut(&mut self.states).sub(range.start * 4, range.len() * 4)?;
+        exec.zero(&region, &self.stream)
     }
 
-    /// A host copy of `range` of the state.
+    /// A host copy of `range` (f32 elements) of the state.
     fn read(&self, range: Range<usize>) -> Result<Vec<f32>> {
-        if let Some(s) = self.states.as_slice::<f32>() {
-            return Ok(s[range].to_vec());
-        }
-        let mut out = vec![0.0; range.len()];
-        let stream = self.cuda_stream()?;
-        let Some(dev) = self.states.device() else {
-            return Err(RetentionError::NoDevice(
-                "the pool's state has no memory".into(),
-            ));
-        };
-        stream.copy_to_host_from(dev, range.start, &mut out)?;
+        let mut out = vec![0.0f32; range.len()];
+        self.states.read_bytes(
+            range.start * 4,
+            bytemuck::cast_slice_mut(&mut out),
+            &self.stream,
+        )?;
         Ok(out)
     }
 
-    /// Overwrites `range` of the state with `data`.
+    /// Overwrites `range` (f32 elements) of the state with `data`.
     fn write(&mut self, range: Range<usize>, data: &[f32]) -> Result<()> {
-        if let Some(s) = self.states.as_mut_slice::<f32>() {
-            s[range].copy_from_slice(data);
-            return Ok(());
-        }
-        let stream = self.cuda_stream()?;
-        stream.copy_to_device_at(data, device_mut(&mut self.states)?, range.start)
+        self.states
+            .write_bytes(range.start * 4, bytemuck::cast_slice(data), &self.stream)
     }
-
-    fn cuda_stream(&self) -> Result<crate::cuda::Stream> {
-        match &self.gpu {
-            Some(Gpu::Cuda(target)) => Ok(target.stream().clone()),
-            _ => Err(RetentionError::NoDevice(format!(
-                "{}: the state is not in GPU memory",
-                self.device
-            ))),
-        }
-    }
-
-    /// Prefill one decode launch per token (the recurrent form).
-    fn prefill_by_steps<T: CpuElement>(
-        &mut self,
-        slot: Slot,
-        layer: usize,
-        q: &HostTensor<T>,
-        k: &HostTensor<T>,
-        v: &HostTensor<T>,
-    ) -> Result<HostTensor<T>> {
-        let c = self.cfg.clone();
-        let t = q.shape().get(1).copied().unwrap_or(0);
-        q.expect_shape("q", &["B", "T", "H", "K"], &[1, t, c.heads, c.dk])?;
-        k.expect_shape("k", &["B", "T", "H", "K"], &[1, t, c.heads, c.dk])?;
-        v.expect_shape("v", &["B", "T", "H", "V"], &[1, t, c.heads, c.dv])?;
-        let token = |x: &HostTensor<T>, i: usize, d: usize| {
-            HostTensor::new(
-                vec![1, c.heads, d],
-                x.data()[i * c.heads * d..(i + 1) * c.heads * d].to_vec(),
-            )
-        };
-        let mut out = Vec::with_capacity(t * c.heads * c.dv);
-        for i in 0..t {
-            let o = self.step(
-                layer,
-                &[slot],
-                &token(q, i, c.dk)?,
-                &token(k, i, c.dk)?,
-                &token(v, i, c.dv)?,
-            )?;
-            out.extend_from_slice(o.data());
-        }
-        HostTensor::new(vec![1, t, c.heads, c.dv], out)
-    }
-}
-
-/// The state argument of a launch: host slice or device buffer, whichever holds the pool.
-fn state_ref(states: &mut PoolBuffer) -> Result<StateRef<'_>> {
-    if states.device_mut().is_some() {
-        return device_mut(states).map(StateRef::Device);
-    }
-    host_mut(states).map(StateRef::Host)
-}
-
-fn host_mut(buffer: &mut PoolBuffer) -> Result<&mut [f32]> {
-    buffer
-        .as_mut_slice::<f32>()
-        .ok_or_else(|| RetentionError::NoDevice("the state is in GPU memory".into()))
-}
-
-fn device_mut(buffer: &mut PoolBuffer) -> Result<&mut crate::cuda::DeviceBuffer<f32>> {
-    buffer
-        .device_mut()
-        .ok_or_else(|| RetentionError::NoDevice("the state is in host memory".into()))
 }

@@ -1,8 +1,16 @@
 //! Streams and events with one API on every device: real CUDA streams and events on a GPU;
 //! on the CPU and the emulator an in-order queue whose work runs to completion as it is
 //! submitted (so an event marks the moment everything before it finished).
+//!
+//! A stream also counts the bytes it moves between host and device ([`TransferStats`]) and
+//! can capture its launches into a replayable [`crate::Graph`].
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
+
+use crate::capture::CaptureState;
+use crate::transfer::{TransferCounter, TransferStats};
 
 use retention_core::{Result, RetentionError};
 
@@ -14,6 +22,8 @@ use crate::device::Device;
 pub struct Stream {
     device: Device,
     inner: StreamInner,
+    transfers: Arc<TransferCounter>,
+    capture: Arc<Mutex<Option<CaptureState>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,10 +58,71 @@ impl Stream {
             }
             _ => StreamInner::Host,
         };
-        Ok(Self {
+        Ok(Self::with_inner(device, inner))
+    }
+
+    fn with_inner(device: &Device, inner: StreamInner) -> Self {
+        Self {
             device: device.clone(),
             inner,
-        })
+            transfers: Arc::default(),
+            capture: Arc::default(),
+        }
+    }
+
+    /// The device's default stream: one per device and process, shared by every op that is
+    /// given no stream (on CUDA, the runtime's stream of that device).
+    ///
+    /// # Errors
+    /// As [`Stream::new`].
+    pub fn default_for(device: &Device) -> Result<Self> {
+        static DEFAULTS: OnceLock<Mutex<HashMap<String, Stream>>> = OnceLock::new();
+        let mut map = DEFAULTS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = map.get(&device.name()) {
+            return Ok(s.clone());
+        }
+        let inner = match device {
+            Device::Cuda(ordinal) => StreamInner::Cuda(
+                crate::cuda_target::CudaTarget::open(*ordinal)?
+                    .stream()
+                    .clone(),
+            ),
+            _ => StreamInner::Host,
+        };
+        let stream = Self::with_inner(device, inner);
+        map.insert(device.name(), stream.clone());
+        Ok(stream)
+    }
+
+    /// Bytes this stream (and its clones) moved between host and device so far.
+    pub fn transfers(&self) -> TransferStats {
+        self.transfers.stats()
+    }
+
+    pub(crate) fn counter(&self) -> &TransferCounter {
+        &self.transfers
+    }
+
+    /// The CUDA stream, on a CUDA device.
+    pub(crate) fn cuda(&self) -> Option<&cuda::Stream> {
+        match &self.inner {
+            StreamInner::Cuda(s) => Some(s),
+            StreamInner::Host => None,
+        }
+    }
+
+    pub(crate) fn capture_state(&self) -> std::sync::MutexGuard<'_, Option<CaptureState>> {
+        self.capture
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// True while the stream captures a graph (host copies are refused then).
+    pub fn is_capturing(&self) -> bool {
+        self.capture_state().is_some()
     }
 
     /// The device the stream runs on.

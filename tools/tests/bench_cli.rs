@@ -107,7 +107,7 @@ fn quick_bench_writes_reports_that_match_the_documented_schema() {
     check_section(&report, "report", &docs);
     check_section(&report["model"], "model", &docs);
     check_section(&report["limits"], "limits", &docs);
-    assert_eq!(report["schema"], 1);
+    assert_eq!(report["schema"], 2);
     assert_eq!(report["model"]["name"], "custom");
     assert!(report["limits"]["copy_gbps"].as_f64().unwrap() > 0.0);
     assert!(report["limits"]["gemm_gflops"].as_f64().unwrap() > 0.0);
@@ -140,6 +140,12 @@ fn quick_bench_writes_reports_that_match_the_documented_schema() {
                     "{r}: exact {exact}"
                 );
                 assert!(r["kv_cache_bytes"].is_null());
+                // One step moves the staged slot rows (4 bytes each) and nothing else.
+                assert_eq!(
+                    (u(r, "h2d_bytes"), u(r, "d2h_bytes")),
+                    (4 * batch, 0),
+                    "{r}"
+                );
             }
             "attention_decode" => {
                 assert_eq!(tokens, 1);
@@ -320,6 +326,14 @@ fn emulated_bench_reports_predicted_kernel_times_in_the_documented_schema() {
     for r in results {
         check_section(r, "results[]", &docs);
         assert_eq!(r["predicted"], true, "{r}");
+        assert!(
+            r["host_seconds"].is_null() && r["replay_seconds"].is_null(),
+            "{r}"
+        );
+        if r["op"] == "retention_decode" {
+            assert_eq!(u(r, "h2d_bytes"), 4 * u(r, "batch"), "{r}");
+            assert_eq!(u(r, "d2h_bytes"), 0, "{r}");
+        }
         let seconds = r["seconds"].as_f64().unwrap();
         assert!(seconds > 0.0 && seconds < 1e-2, "{r}");
         // The prediction is a roofline bound: never faster than the modelled HBM moves the

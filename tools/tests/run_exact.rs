@@ -37,7 +37,11 @@ fn every_dtype_and_form_is_the_reference_rounded_once() {
         let params = RetentionParams::new(Gammas::retnet(h).unwrap(), None);
         let (qv, kv, vv, h0v) = (&q.values, &k.values, &v.values, &h0.values);
 
-        let got = run_ok(&plain, &out, &["--form", "parallel", "--device", "cpu"]);
+        let got = run_ok(
+            &plain,
+            &out,
+            &["--form", "parallel", "--device", "reference"],
+        );
         let o = parallel(qv, kv, vv, &params).unwrap();
         assert_exact(&got["o"], dtype, &o, &format!("{dtype} parallel o"));
         assert!(!got.contains_key("ht"), "parallel has no final state");

@@ -7,7 +7,8 @@
 //! The shape of a GPU run: [`CudaBackend::new`] → [`CudaBackend::load_module`] (PTX text from
 //! `kernel-gen`) → [`Module::kernel`] → buffers on a [`Stream`] → [`Stream::launch`] with an
 //! ordered [`KernelArg`] list checked against the entry's declared parameters → download.
-//! Raw device pointers never leave this module.
+//! Device addresses leave this module only as plain `u64`s that the runtime binds into
+//! launch descriptions ([`DeviceBuffer::address`]); the address-based copies are `unsafe`.
 
 mod backend;
 mod buffer;
@@ -16,6 +17,7 @@ mod event;
 mod launch;
 mod module;
 mod probe;
+mod raw;
 mod signature;
 mod stream;
 
@@ -28,5 +30,6 @@ pub use event::Event;
 pub use launch::{KernelArg, LaunchDims};
 pub use module::{Kernel, Module};
 pub use probe::{device_count, driver_present};
+pub use raw::Graph;
 pub use signature::ParamType;
 pub use stream::Stream;

@@ -73,6 +73,11 @@ pub fn retention_decode(
     );
     r.state_bytes = Some(state_bytes);
     r.predicted = t.predicted;
+    let api = super::device_api::decode_cost(g.device, &params, m, g.dtype, batch, 20)?;
+    r.h2d_bytes = api.h2d_bytes;
+    r.d2h_bytes = api.d2h_bytes;
+    r.host_seconds = api.host_seconds;
+    r.replay_seconds = api.replay_seconds;
     Ok(Outcome::Measured(r))
 }
 

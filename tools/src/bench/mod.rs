@@ -1,12 +1,13 @@
 //! `retention bench`: decode latency against context and batch, prefill throughput against T
 //! and chunk, and retention against the attention KV-cache baseline, with the machine's own
-//! copy and GEMM limits measured in the same run. Prints a table; writes JSON (schema 1, see
+//! copy and GEMM limits measured in the same run. Prints a table; writes JSON (schema 2, see
 //! `tools/docs/bench-json.md`), Markdown and SVG plots on request.
 //!
 //! Retention decode runs through the runtime's `StatePool` (its high-water mark is the state
 //! memory figure); attention decode and prefill call the CPU kernels of `retention_kernels::cpu`
 //! directly.
 
+mod device_api;
 mod gpu_points;
 mod grid;
 mod limits;
@@ -71,7 +72,7 @@ pub struct BenchArgs {
     /// A much smaller sweep with fewer repetitions (seconds instead of a minute or two).
     #[arg(long)]
     pub quick: bool,
-    /// Write the report as JSON (schema 1) to FILE.
+    /// Write the report as JSON (schema 2) to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Write the report as Markdown to FILE.

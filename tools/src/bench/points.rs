@@ -84,6 +84,10 @@ impl PointContext<'_> {
             state_bytes: None,
             kv_cache_bytes: None,
             predicted: false,
+            h2d_bytes: 0,
+            d2h_bytes: 0,
+            host_seconds: None,
+            replay_seconds: None,
         }
     }
 
@@ -141,6 +145,9 @@ pub fn retention_decode<T: CpuElement>(
     let q = random::<T>(&[batch, m.heads, m.dk], seed)?;
     let k = random::<T>(&[batch, m.heads, m.dk], seed + 1)?;
     let v = random::<T>(&[batch, m.heads, m.dv], seed + 2)?;
+    let before = pool.stream().transfers();
+    std::hint::black_box(pool.step(0, &slots, &q, &k, &v)?);
+    let moved = pool.stream().transfers().since(&before);
     let mut layer = 0;
     let timing = cx.plan.measure(m.layers, || {
         std::hint::black_box(pool.step(layer, &slots, &q, &k, &v)?);
@@ -161,6 +168,8 @@ pub fn retention_decode<T: CpuElement>(
         flops,
     );
     r.state_bytes = Some(state_bytes);
+    r.h2d_bytes = moved.h2d_bytes;
+    r.d2h_bytes = moved.d2h_bytes;
     Ok(Outcome::Measured(r))
 }
 

@@ -1,4 +1,4 @@
-//! The bench report: what every measurement records, and its JSON form — schema 1, documented
+//! The bench report: what every measurement records, and its JSON form — schema 2, documented
 //! field by field in `tools/docs/bench-json.md` (a test holds the output to that page).
 //!
 //! Conventions: `seconds` is the median wall time of one call of `op` on **one layer** (one
@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::model_arg::ModelShape;
 
 /// The version of the JSON layout; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Which suite a measurement belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,6 +90,16 @@ pub struct BenchResult {
     pub kv_cache_bytes: Option<u64>,
     /// True when `seconds` is the PTX emulator's *prediction* for a GPU, not a measurement.
     pub predicted: bool,
+    /// Host-to-device bytes of one call, from the runtime's stream counter.
+    pub h2d_bytes: u64,
+    /// Device-to-host bytes of one call, from the runtime's stream counter.
+    pub d2h_bytes: u64,
+    /// On a CUDA device: median host seconds to enqueue one call through the public device
+    /// API (no synchronisation); `None` elsewhere.
+    pub host_seconds: Option<f64>,
+    /// On a CUDA device, decode suite: median seconds per layer of a whole decode step (every
+    /// layer) replayed as one captured graph; `None` elsewhere.
+    pub replay_seconds: Option<f64>,
 }
 
 /// The machine's own limits, measured in the same run.

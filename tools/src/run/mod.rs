@@ -1,8 +1,10 @@
 //! `retention run`: compute retention for tensors in a safetensors file, or `--demo`.
 //!
-//! `--device cpu` computes through the f64 reference (exact) and rounds o once to the input
-//! dtype; the final state is written as f32. `--device emulated` runs the same problem through
-//! the runtime on the PTX emulator (the catalog's kernels), `--device cuda` on a GPU.
+//! `--device reference` (the default) computes through the f64 reference (exact) and rounds o
+//! once to the input dtype; the final state is written as f32. `--device cpu` runs the same
+//! problem through the runtime's fast CPU kernels, `--device emulated` through the runtime on
+//! the PTX emulator (the catalog's kernels), `--device cuda` on a GPU; every device accepts
+//! packed batches (`cu_seqlens`).
 
 mod demo;
 mod forms;
@@ -27,7 +29,9 @@ use gammas_arg::GammasArg;
 /// Where the computation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Device {
-    /// The host CPU, exactly: the f64 reference, rounded once.
+    /// The f64 reference oracle on the host, rounded once: exact.
+    Reference,
+    /// The host CPU through the runtime: the fast CPU kernels.
     Cpu,
     /// The PTX emulator running the catalog's kernels (sm_80) through the runtime.
     Emulated,
@@ -61,7 +65,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub scale: Option<f64>,
     /// Device to compute on.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    #[arg(long, value_enum, default_value_t = Device::Reference)]
     pub device: Device,
     /// Generate a random problem, run every form and print how far they are apart.
     #[arg(long, conflicts_with_all = ["input", "output", "form", "chunk", "gammas", "head_offset", "scale"])]
@@ -76,14 +80,15 @@ pub struct RunArgs {
 /// # Errors
 /// Any [`CliError`]; nothing is written unless everything succeeded.
 pub fn execute(args: &RunArgs) -> Result<(), CliError> {
-    let gpu = match args.device {
-        Device::Cpu => None,
+    let runtime = match args.device {
+        Device::Reference => None,
+        Device::Cpu => Some(retention_runtime::Device::Cpu),
         Device::Emulated => Some(on_device::runtime_device(true, kernel_gen::Arch::Sm80)?),
         Device::Cuda => Some(on_device::runtime_device(false, kernel_gen::Arch::Sm80)?),
     };
-    if args.demo && gpu.is_some() {
+    if args.demo && runtime.is_some() {
         return Err(CliError::BadFlag(
-            "--demo runs on the cpu device only".into(),
+            "--demo runs on the reference device only".into(),
         ));
     }
     if args.demo {
@@ -106,7 +111,7 @@ pub fn execute(args: &RunArgs) -> Result<(), CliError> {
     let gammas = gammas_arg.resolve(shape.heads)?;
     let scale = validate_scale(args.scale, shape.dk)?;
     let params = RetentionParams::new(gammas, Some(scale));
-    let result = match &gpu {
+    let result = match &runtime {
         None => compute(form, args.chunk, &inputs, &params)?,
         Some(device) => on_device::compute(device, form, args.chunk, &inputs, &params)?,
     };
@@ -127,6 +132,16 @@ pub fn execute(args: &RunArgs) -> Result<(), CliError> {
     }
     let metadata = provenance(args, form, &params, scale, input);
     output_file::write(output, &tensors, metadata)
+}
+
+/// How `--device` reads in the output's provenance.
+fn device_label(device: Device) -> &'static str {
+    match device {
+        Device::Reference => "reference (f64, rounded once)",
+        Device::Cpu => "cpu (fast CPU kernels)",
+        Device::Emulated => "emulated:sm_80 (catalog PTX on the emulator)",
+        Device::Cuda => "cuda:0",
+    }
 }
 
 fn safetensors_dtype(dtype: Dtype) -> StDtype {
@@ -157,10 +172,7 @@ fn provenance(
             format!("retention {}", env!("CARGO_PKG_VERSION")),
         ),
         ("form".to_string(), form.name().to_string()),
-        (
-            "device".to_string(),
-            "cpu (f64 reference, rounded once)".to_string(),
-        ),
+        ("device".to_string(), device_label(args.device).to_string()),
         ("gammas".to_string(), gammas.join(",")),
         ("scale".to_string(), scale.to_string()),
         ("input".to_string(), input.display().to_string()),

@@ -1,10 +1,11 @@
-//! `run --device emulated|cuda`: the same problem through the runtime's [`Retention`] on a
-//! GPU device (the emulator runs the catalog's PTX), so a user can compare devices on one
-//! file. `--device cpu` stays the exact f64 path of [`super::forms`].
+//! `run --device cpu|emulated|cuda`: the same problem through the runtime's [`Retention`]
+//! (the fast CPU kernels, or the catalog's PTX on the emulator or a GPU), so a user can
+//! compare devices on one file. `--device reference` stays the exact f64 path of
+//! [`super::forms`]. Packed batches (`cu_seqlens`) run the runtime's varlen methods.
 
 use half::{bf16, f16};
 use kernel_gen::Arch;
-use retention_core::{Dtype, HostTensor};
+use retention_core::{CuSeqlens, Dtype, HostTensor};
 use retention_kernels::cpu::CpuElement;
 use retention_kernels::reference::RetentionParams;
 use retention_runtime::{Device, Retention};
@@ -17,8 +18,8 @@ use crate::input_file::RunInputs;
 /// f64 exactly for writing).
 ///
 /// # Errors
-/// Packed batches and the parallel form, which the emulated device does not serve yet; any
-/// runtime error (no CUDA device, a head size no kernel serves, bad shapes).
+/// The parallel form of a packed batch (no runtime method yet; use the reference); any
+/// runtime error (no CUDA device, a head size no kernel serves, bad shapes or boundaries).
 pub fn compute(
     device: &Device,
     form: Form,
@@ -26,10 +27,10 @@ pub fn compute(
     inputs: &RunInputs,
     params: &RetentionParams,
 ) -> Result<Outputs, CliError> {
-    if inputs.cu_seqlens.is_some() {
+    if inputs.cu_seqlens.is_some() && form == Form::Parallel {
         return Err(CliError::NotSupported {
-            what: format!("packed batches (cu_seqlens) on {device}"),
-            hint: "; use --device cpu".into(),
+            what: format!("the parallel form of a packed batch (cu_seqlens) on {device}"),
+            hint: "; use --device reference".into(),
         });
     }
     let ret = Retention::new(device, params.clone())?;
@@ -53,6 +54,21 @@ fn typed<T: CpuElement>(
         inputs.v.cast::<T>(),
     );
     let h0 = inputs.h0.as_ref().map(HostTensor::cast::<f32>);
+    let cu = inputs
+        .cu_seqlens
+        .as_ref()
+        .map(|bounds| CuSeqlens::from_i64(bounds, inputs.shape().seq_len))
+        .transpose()?;
+    if let Some(cu) = &cu {
+        let (o, ht) = match form {
+            Form::Chunkwise => ret.chunkwise_varlen((&q, &k, &v), cu, h0.as_ref(), chunk)?,
+            _ => ret.recurrent_varlen((&q, &k, &v), cu, h0.as_ref())?,
+        };
+        return Ok(Outputs {
+            o: o.to_f64(),
+            ht: Some(ht.to_f64()),
+        });
+    }
     let (o, ht) = match form {
         Form::Parallel => (ret.parallel(&q, &k, &v)?, None),
         Form::Recurrent => {
