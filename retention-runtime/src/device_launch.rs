@@ -3,7 +3,6 @@
 //! shapes; everything here enqueues on the given stream and allocates nothing but the
 //! two-phase workspace (a pool block, cached after the first call).
 
-use kernel_gen::kernels::parallel::{default_tile, launch_geometry_for_len};
 use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, launch_geometry};
 use retention_core::{Dtype, Gammas, Result, RetentionError, RetentionShape};
 
@@ -54,17 +53,21 @@ pub(crate) fn parallel(
     v: Region,
     o: Region,
 ) -> Result<()> {
-    let spec = KernelSpec::parallel(
+    let spec = KernelSpec::parallel_default(
         s.dk as u32,
         s.dv as u32,
-        default_tile(cx.dtype),
         gamma_set(cx.gammas),
         cx.dtype,
         cx.exec.arch(),
     );
-    spec.validate().map_err(RetentionError::from)?;
-    let g = launch_geometry_for_len(&spec, s.batch as u32, s.heads as u32, s.seq_len as u32)
-        .map_err(RetentionError::from)?;
+    let size = kernel_gen::LaunchSize {
+        rows: s.batch as u32,
+        heads: s.heads as u32,
+        tokens: s.seq_len as u32,
+    };
+    let g = kernel_gen::plan(&spec, size)
+        .map_err(RetentionError::from)?
+        .geometry;
     let mut l = launch_for(spec, &g);
     cx.exec.zero(&o, cx.stream)?;
     l.bind("p_q", Arg::Ptr(q))
