@@ -10,6 +10,7 @@
 mod gpu_points;
 mod grid;
 mod limits;
+mod model;
 mod plot;
 mod points;
 pub mod report;
@@ -51,6 +52,9 @@ pub enum SuiteArg {
     Compare,
     /// All three.
     All,
+    /// Whole models: RetNet against a Transformer of the same size (memory, throughput and
+    /// latency against context and batch; the paper's Figure-1 ratios). Not part of `all`.
+    Model,
 }
 
 /// Flags of `retention bench`.
@@ -80,6 +84,10 @@ pub struct BenchArgs {
     /// Write SVG plots of latency and memory against context into DIR (created if needed).
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// Memory a model may use in the model suite (e.g. 6G, 512M; default a quarter of RAM):
+    /// weights, state or KV cache and activations; the batch sweep stops where it runs out.
+    #[arg(long, value_name = "BYTES", value_parser = model::memory_limit::parse)]
+    pub memory_limit: Option<u64>,
 }
 
 /// Fail before measuring anything when an output cannot be written.
@@ -99,6 +107,9 @@ fn preflight(args: &BenchArgs) -> Result<(), CliError> {
 /// # Errors
 /// Any [`CliError`]; outputs are checked before measuring and written atomically.
 pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
+    if args.suite == SuiteArg::Model {
+        return model::execute(args);
+    }
     let device = args.device.open()?;
     let model = args.model.shape();
     preflight(args)?;
@@ -133,7 +144,7 @@ fn selection(suite: SuiteArg) -> Selection {
             prefill: false,
             compare: true,
         },
-        SuiteArg::All => Selection {
+        SuiteArg::All | SuiteArg::Model => Selection {
             decode: true,
             prefill: true,
             compare: true,
