@@ -24,7 +24,12 @@ pub struct ModelGrid {
     pub prefill_tokens: usize,
     /// Chunk size of RetNet's chunkwise prefill.
     pub chunk: usize,
-    /// Timed decode steps per point at most (after one untimed step).
+    /// Untimed decode steps before timing a point of the context sweep.
+    pub context_warmup: usize,
+    /// Untimed decode steps before timing a point of the batch sweep (0 on the CPU: a large
+    /// batch's step takes seconds, and its state or cache was just written).
+    pub batch_warmup: usize,
+    /// Timed decode steps per point at most.
     pub max_runs: usize,
     /// Time spent timing a point before it stops (at least one run).
     #[serde(skip)]
@@ -32,13 +37,15 @@ pub struct ModelGrid {
 }
 
 impl ModelGrid {
-    /// The CPU sweep: six contexts, batches 1 to 64, a 128-token prefill.
+    /// The CPU sweep: six contexts, batches 1 to 32, a 64-token prefill (about two
+    /// minutes for the 1.3b model on two cores).
     pub fn full() -> Self {
         Self::with(
             vec![1024, 2048, 4096, 8192, 16384, 32768],
             vec![2048, 8192, 32768],
-            vec![1, 2, 4, 8, 16, 32, 64],
-            128,
+            vec![1, 2, 4, 8, 16, 32],
+            64,
+            (1, 0),
             RepeatPlan {
                 min_runs: 1,
                 max_runs: 3,
@@ -47,13 +54,15 @@ impl ModelGrid {
         )
     }
 
-    /// The CI sweep: two contexts, batches 1 and 4, a 32-token prefill, one timed step.
+    /// The CI sweep: two contexts, batches 1 and 4 at 8k, a 16-token prefill, one timed
+    /// step per point and no warm-up.
     pub fn quick() -> Self {
         Self::with(
             vec![2048, SUMMARY_CONTEXT],
-            vec![2048, SUMMARY_CONTEXT],
+            vec![SUMMARY_CONTEXT],
             vec![1, 4],
-            32,
+            16,
+            (0, 0),
             RepeatPlan {
                 min_runs: 1,
                 max_runs: 1,
@@ -67,6 +76,7 @@ impl ModelGrid {
         batch_contexts: Vec<usize>,
         batches: Vec<usize>,
         prefill_tokens: usize,
+        (context_warmup, batch_warmup): (usize, usize),
         plan: RepeatPlan,
     ) -> Self {
         Self {
@@ -75,6 +85,8 @@ impl ModelGrid {
             batches,
             prefill_tokens,
             chunk: 64,
+            context_warmup,
+            batch_warmup,
             max_runs: plan.max_runs,
             plan,
         }

@@ -146,8 +146,8 @@ fn collect<T: NetElement>(
 
 fn standard_notes() -> Vec<String> {
     [
-        "seconds: median wall time of one decode step of the whole model after one untimed \
-         step — every layer's RMSNorm, fused projection, retention (StatePool::step) or \
+        "seconds: median wall time of one decode step of the whole model (after the grid's \
+         warm-up steps) — every layer's RMSNorm, fused projection, retention (StatePool::step) or \
          attention (retention_kernels::cpu::attention_decode), gated epilogue, output \
          projection, GELU FFN and residuals; GEMMs through the gemm crate on every thread",
         "memory: high-water marks, measured — every weight, KV-cache and activation tensor is \

@@ -85,7 +85,7 @@ fn does_not_fit(mut row: ModelRow, e: &ModelError) -> ModelRow {
 pub fn decode<T: NetElement>(
     model: &mut Model<T>,
     ledger: &Ledger,
-    plan: RepeatPlan,
+    (plan, warmup): (RepeatPlan, usize),
     (sweep, batch, context): (Sweep, usize, usize),
     seed: u64,
 ) -> Result<ModelRow, CliError> {
@@ -99,7 +99,7 @@ pub fn decode<T: NetElement>(
         let mut x0 = vec![T::default(); batch * d];
         fill::uniform(&mut x0, seed ^ 0x5EED, 1.0);
         let mut x = ledger.tensor::<T>(Kind::Activations, "residual stream", &[batch, d])?;
-        plan.measure(1, || {
+        plan.measure(warmup, || {
             x.data_mut().copy_from_slice(&x0);
             model.step(x.data_mut())
         })

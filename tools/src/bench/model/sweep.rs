@@ -65,7 +65,8 @@ pub fn run<T: NetElement>(
     for &context in &grid.contexts {
         bar.set_message(format!("{arch}: batch 1, context {context}"));
         let p = (Sweep::Context, 1, context);
-        rows.push(point::decode(&mut model, &ledger, grid.plan, p, seed_of())?);
+        let plan = (grid.plan, grid.context_warmup);
+        rows.push(point::decode(&mut model, &ledger, plan, p, seed_of())?);
         bar.inc(1);
     }
     for &context in &grid.batch_contexts {
@@ -74,7 +75,8 @@ pub fn run<T: NetElement>(
             if fitted {
                 bar.set_message(format!("{arch}: batch {batch}, context {context}"));
                 let p = (Sweep::Batch, batch, context);
-                let row = point::decode(&mut model, &ledger, grid.plan, p, seed_of())?;
+                let plan = (grid.plan, grid.batch_warmup);
+                let row = point::decode(&mut model, &ledger, plan, p, seed_of())?;
                 fitted = row.fits;
                 rows.push(row);
             }

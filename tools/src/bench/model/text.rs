@@ -43,10 +43,10 @@ const HEAD: [&str; 11] = [
     "context",
     "ms/token",
     "tokens/s",
-    "weights GiB",
-    "cache GiB",
-    "act. GiB",
-    "total GiB",
+    "weights MiB",
+    "cache MiB",
+    "act. MiB",
+    "total MiB",
     "note",
 ];
 
