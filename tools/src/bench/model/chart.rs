@@ -58,12 +58,27 @@ pub fn powers_of_two(lo: f64, hi: f64, max: usize) -> Vec<f64> {
     thin(ticks, max)
 }
 
-/// 1, 2, 5 × 10^k in [lo, hi]; only powers of ten when that would pass `max`.
+/// 1, 2, 5 × 10^k in [lo, hi] (every 1…9 × 10^k when that gives fewer than four ticks);
+/// only powers of ten when that would pass `max`.
 pub fn one_two_five(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    let ticks = steps(lo, hi, &[1.0, 2.0, 5.0]);
+    let mut ticks = if ticks.len() < 4 {
+        steps(lo, hi, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    } else {
+        ticks
+    };
+    if ticks.len() > max {
+        ticks.retain(|t| (t.log10() - t.log10().round()).abs() < 1e-9);
+    }
+    thin(ticks, max)
+}
+
+/// `mantissas` × 10^k in [lo, hi].
+fn steps(lo: f64, hi: f64, mantissas: &[f64]) -> Vec<f64> {
     let mut ticks = Vec::new();
     let mut decade = 10f64.powi(lo.max(1e-300).log10().floor() as i32);
     while decade <= hi {
-        for m in [1.0, 2.0, 5.0] {
+        for &m in mantissas {
             let t = decade * m;
             if t >= lo * (1.0 - 1e-9) && t <= hi * (1.0 + 1e-9) {
                 ticks.push(t);
@@ -71,10 +86,7 @@ pub fn one_two_five(lo: f64, hi: f64, max: usize) -> Vec<f64> {
         }
         decade *= 10.0;
     }
-    if ticks.len() > max {
-        ticks.retain(|t| (t.log10() - t.log10().round()).abs() < 1e-9);
-    }
-    thin(ticks, max)
+    ticks
 }
 
 fn thin(ticks: Vec<f64>, max: usize) -> Vec<f64> {
@@ -85,9 +97,9 @@ fn thin(ticks: Vec<f64>, max: usize) -> Vec<f64> {
 /// `1k`, `32k`, `1M` for multiples of 1024, else the integer.
 pub fn token_label(x: f64) -> String {
     let n = x.round() as u64;
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{}M", n >> 20)
-    } else if n >= 1024 && n % 1024 == 0 {
+    } else if n >= 1024 && n.is_multiple_of(1024) {
         format!("{}k", n >> 10)
     } else {
         n.to_string()
@@ -196,6 +208,10 @@ mod tests {
             vec![0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
         );
         assert_eq!(one_two_five(0.001, 1e6, 10).len(), 10);
+        assert_eq!(
+            one_two_five(1.2, 10.8, 10),
+            vec![2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+        );
         let labels: Vec<String> = [1024.0, 32768.0, 1_048_576.0, 512.0]
             .into_iter()
             .map(token_label)

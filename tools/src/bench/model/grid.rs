@@ -37,13 +37,13 @@ pub struct ModelGrid {
 }
 
 impl ModelGrid {
-    /// The CPU sweep: six contexts, batches 1 to 32, a 64-token prefill (about two
+    /// The CPU sweep: six contexts, batches 1 to 64, a 64-token prefill (about two
     /// minutes for the 1.3b model on two cores).
     pub fn full() -> Self {
         Self::with(
             vec![1024, 2048, 4096, 8192, 16384, 32768],
             vec![2048, 8192, 32768],
-            vec![1, 2, 4, 8, 16, 32],
+            vec![1, 2, 4, 8, 16, 32, 64],
             64,
             (1, 0),
             RepeatPlan {

@@ -15,7 +15,7 @@ use super::report::{ModelRow, Sweep};
 /// Either architecture, started and stepped the same way.
 pub enum Model<T: NetElement> {
     /// RetNet.
-    Retnet(RetNet<T>),
+    Retnet(Box<RetNet<T>>),
     /// The Transformer.
     Transformer(Transformer<T>),
 }
@@ -27,7 +27,7 @@ impl<T: NetElement> Model<T> {
     /// Out of memory (the weights do not fit); kernel parameter errors.
     pub fn build(cfg: &NetConfig, ledger: &Ledger, seed: u64) -> Result<Self, ModelError> {
         Ok(match cfg.arch {
-            Arch::Retnet => Model::Retnet(RetNet::new(cfg, ledger, seed)?),
+            Arch::Retnet => Model::Retnet(Box::new(RetNet::new(cfg, ledger, seed)?)),
             Arch::Transformer => Model::Transformer(Transformer::new(cfg, ledger, seed)?),
         })
     }

@@ -107,7 +107,7 @@ impl NetConfig {
     /// parameter counts equal (4d for the paper's models).
     pub fn transformer_twin(&self) -> Self {
         let d = self.d_model;
-        let heads = if d % TRANSFORMER_HEAD_DIM == 0 {
+        let heads = if d.is_multiple_of(TRANSFORMER_HEAD_DIM) {
             d / TRANSFORMER_HEAD_DIM
         } else {
             self.heads

@@ -150,10 +150,8 @@ impl<T: NetElement> Transformer<T> {
             }
             drop(proj);
             let o = attention_decode(q.get(), cache.k.get(), cache.v.get(), None)?;
-            self.ledger.transient(
-                Kind::Activations,
-                (o.data().len() * std::mem::size_of::<T>()) as u64,
-            );
+            self.ledger
+                .transient(Kind::Activations, std::mem::size_of_val(o.data()) as u64);
             drop(q);
             linear(o.data(), w.w_out.data(), x, (n, d, d), Write::Accumulate)?;
             w.ffn(&self.ledger, &self.cfg, x, n)?;
