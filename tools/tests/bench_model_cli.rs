@@ -214,11 +214,48 @@ fn compare_plots_have_clean_ticks_and_honest_titles() {
 }
 
 #[test]
-fn other_devices_and_bad_limits_are_refused_in_one_line() {
+fn the_emulated_device_predicts_the_mixer_kernels_only_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("emulated.json");
     let args = [
-        "bench", "--suite", "model", "--device", "emulated", "--quick",
+        "bench",
+        "--suite",
+        "model",
+        "--device",
+        "emulated",
+        "--heads",
+        "2",
+        "--dk",
+        "64",
+        "--dv",
+        "64",
+        "--layers",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
     ];
-    assert_one_line_error(&args, &retention(&args), 2, "not supported yet");
+    ok_stdout(&args, &retention(&args));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_section(&report, "model suite report");
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        check_section(r, "model suite rows[]");
+        assert_eq!(r["predicted"], true, "{r}");
+        assert!(r["seconds"].as_f64().unwrap() > 0.0);
+        assert!(r["total_bytes"].is_null() && r["weights_bytes"].is_null());
+        assert!(r["note"].as_str().unwrap().contains("PREDICTED"));
+    }
+    let s = &report["summary"];
+    assert!(s["memory_ratio"].is_null() && s["throughput_ratio"].is_null());
+}
+
+#[test]
+fn cuda_and_bad_limits_are_refused_in_one_line() {
     let args = ["bench", "--suite", "model", "--memory-limit", "6X"];
     assert_one_line_error(&args, &retention(&args), 2, "unknown unit");
+    // Without a GPU the device cannot be opened; with one, the suite refuses it: exit 2
+    // either way, never numbers from another device.
+    let args = ["bench", "--suite", "model", "--device", "cuda", "--quick"];
+    assert_one_line_error(&args, &retention(&args), 2, "device");
 }

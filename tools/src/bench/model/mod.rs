@@ -8,11 +8,13 @@
 //! swept, `point` one measurement, `sweep` one architecture's sweeps, `summary` the ratios,
 //! `report` the JSON, `text` the table, `chart` and `plot` the SVGs.
 //!
-//! Devices: the CPU only. CUDA needs the runtime's device-resident tensors (being built); its
-//! GEMMs are cuBLAS at `net::matmul`. Until then `--device cuda` and `--device emulated` are
-//! refused with a typed error, never answered with numbers from another device.
+//! Devices: whole models on the CPU only. CUDA needs the runtime's device-resident tensors
+//! (being built); its GEMMs are cuBLAS at `net::matmul`. Until then `--device cuda` is
+//! refused with a typed error, never answered with numbers from another device. The emulated
+//! device predicts the retention and attention kernels only (`emulated`), labelled so.
 
 pub mod chart;
+mod emulated;
 mod grid;
 pub mod memory_limit;
 pub mod net;
@@ -44,24 +46,16 @@ const SEED: u64 = 17;
 /// Run the model suite.
 ///
 /// # Errors
-/// A device other than the CPU ([`CliError::NotSupported`]); a model the flags cannot build;
+/// CUDA ([`CliError::NotSupported`]); a model the flags cannot build;
 /// an output that cannot be written (checked before measuring); kernel errors.
 pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
     let device = args.device.open()?;
-    if device != Device::Cpu {
+    if let Device::Cuda(_) = device {
         return Err(CliError::NotSupported {
             what: format!("`bench --suite model` on {device}"),
-            hint: match device {
-                Device::Cuda(_) => {
-                    "; the whole-model GPU path needs the runtime's device-resident \
-                                    tensors (cuBLAS plugs in at bench/model/net/matmul.rs): run it \
-                                    with --device cpu"
-                        .into()
-                }
-                _ => "; the emulator's predicted retention and attention kernel times are in \
-                      --suite compare"
-                    .into(),
-            },
+            hint: "; the whole-model GPU path needs the runtime's device-resident tensors \
+                   (cuBLAS plugs in at bench/model/net/matmul.rs): run it with --device cpu"
+                .into(),
         });
     }
     let shape = args.model.shape();
@@ -77,6 +71,10 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
     if let Some(dir) = &args.plot {
         std::fs::create_dir_all(dir).map_err(|e| CliError::write_output(dir, &e))?;
         check_writable(&dir.join(plot::FILES[0]))?;
+    }
+    if let Device::Emulated(_) = device {
+        let report = emulated::collect(&device, &cfg, args.dtype)?;
+        return emit(args, &report);
     }
     let grid = if args.quick {
         ModelGrid::quick()
@@ -160,8 +158,8 @@ fn standard_notes() -> Vec<String> {
         "both models leave out the embedding, the LM head and positional rotation (xPos/RoPE)",
         "prefill: RetNet chunkwise through StatePool::prefill, timed once; the Transformer's \
          prefill is not measured (no causal softmax-attention kernel on the CPU)",
-        "cuda and emulated devices: not yet (the whole model needs device-resident tensors); \
-         the ratios are this CPU's, under its memory limit",
+        "cuda: not yet (the whole model needs device-resident tensors); the ratios are this \
+         CPU's, under its memory limit",
     ]
     .into_iter()
     .map(String::from)

@@ -22,7 +22,14 @@ fn cells(r: &ModelRow) -> Vec<String> {
         r.arch.name().into(),
         r.batch.to_string(),
         r.context.to_string(),
-        num(r.latency_ms, 1),
+        num(
+            r.latency_ms,
+            if r.latency_ms.is_some_and(|m| m < 1.0) {
+                4
+            } else {
+                1
+            },
+        ),
         num(r.tokens_per_s, 2),
         mib(r.weights_bytes),
         mib(r.cache_bytes),
@@ -86,7 +93,7 @@ pub fn summary_lines(s: &Summary) -> String {
 pub fn render(report: &ModelReport, markdown: bool) -> String {
     let rows: Vec<Vec<String>> = report.rows.iter().map(cells).collect();
     let mut out = format!(
-        "model suite: {} ({} weights), {} on {}, memory limit {:.2} GiB\n\n",
+        "model suite: {} ({}), {} on {}, memory limit {:.2} GiB\n\n",
         report.summary.model,
         report.dtype,
         report
