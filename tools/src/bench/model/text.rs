@@ -128,7 +128,15 @@ pub fn render(report: &ModelReport, markdown: bool) -> String {
         let line = |r: &[&str]| {
             r.iter()
                 .zip(&widths)
-                .map(|(c, w)| format!("{c:>w$}"))
+                .enumerate()
+                // Numbers right-aligned; the note, last, left-aligned.
+                .map(|(i, (c, w))| {
+                    if i + 1 == HEAD.len() {
+                        (*c).to_string()
+                    } else {
+                        format!("{c:>w$}")
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("  ")
                 .trim_end()
