@@ -144,6 +144,7 @@ fn selection(suite: SuiteArg) -> Selection {
             prefill: false,
             compare: true,
         },
+        // `Model` never gets here: `execute` hands it to `model::execute` first.
         SuiteArg::All | SuiteArg::Model => Selection {
             decode: true,
             prefill: true,
