@@ -11,6 +11,7 @@ mod device_api;
 mod gpu_points;
 mod grid;
 mod limits;
+mod model;
 mod plot;
 mod points;
 pub mod report;
@@ -52,6 +53,9 @@ pub enum SuiteArg {
     Compare,
     /// All three.
     All,
+    /// Whole models: RetNet against a Transformer of the same size (memory, throughput and
+    /// latency against context and batch; the paper's Figure-1 ratios). Not part of `all`.
+    Model,
 }
 
 /// Flags of `retention bench`.
@@ -81,6 +85,10 @@ pub struct BenchArgs {
     /// Write SVG plots of latency and memory against context into DIR (created if needed).
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// Memory a model may use in the model suite (e.g. 6G, 512M; default a quarter of RAM):
+    /// weights, state or KV cache and activations; the batch sweep stops where it runs out.
+    #[arg(long, value_name = "BYTES", value_parser = model::memory_limit::parse)]
+    pub memory_limit: Option<u64>,
 }
 
 /// Fail before measuring anything when an output cannot be written.
@@ -100,6 +108,9 @@ fn preflight(args: &BenchArgs) -> Result<(), CliError> {
 /// # Errors
 /// Any [`CliError`]; outputs are checked before measuring and written atomically.
 pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
+    if args.suite == SuiteArg::Model {
+        return model::execute(args);
+    }
     let device = args.device.open()?;
     let model = args.model.shape();
     preflight(args)?;
@@ -134,7 +145,8 @@ fn selection(suite: SuiteArg) -> Selection {
             prefill: false,
             compare: true,
         },
-        SuiteArg::All => Selection {
+        // `Model` never gets here: `execute` hands it to `model::execute` first.
+        SuiteArg::All | SuiteArg::Model => Selection {
             decode: true,
             prefill: true,
             compare: true,
