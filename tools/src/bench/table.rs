@@ -248,7 +248,7 @@ pub fn render(report: &Report, style: Style) -> String {
         heading(
             &mut out,
             "##",
-            "retention vs attention KV cache (batch 1, whole model)",
+            "retention vs attention KV cache (batch 1, mixer only: retention or attention × layers, no weights)",
         );
         draw(&mut out, style, &h, &rows);
         let _ = writeln!(out);
