@@ -13,8 +13,13 @@
 
 use half::{bf16, f16};
 use kernel_gen::emu::{Buffer, Dtype as EmuDtype, EmuReport, Launch, Module, Param};
+use kernel_gen::kernels::attention_decode::{
+    AttentionDecodePlan, partial_row_floats, plan, plan_with_split_len, tokens_per_step,
+};
 use kernel_gen::kernels::decode::{column_width, value_slice, value_slices};
-use kernel_gen::{Arch, GammaSet, GenError, KernelSpec, TileConfig, emit_ptx, launch_geometry};
+use kernel_gen::{
+    Arch, GammaSet, GenError, KernelOp, KernelSpec, TileConfig, emit_ptx, launch_geometry,
+};
 use kernel_gen::{param_names, ptxas};
 use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
@@ -303,6 +308,251 @@ fn decode_sampled_dims_assemble_without_spills() {
                     "{spec}: {info:?}"
                 );
                 eprintln!("{spec}: {} registers, 0 spills", info.registers);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Softmax-attention decode baseline (split pass + combine)
+// ---------------------------------------------------------------------------------------
+
+/// One attention decode of 2 rows × 2 heads over `context` tokens, split as `split_len`
+/// says (`None`: as planned), against `reference::attention_decode`. Returns the plan.
+fn check_attention(
+    spec: &KernelSpec,
+    context: u32,
+    split_len: Option<u32>,
+    scale: f64,
+    seed: u64,
+) -> AttentionDecodePlan {
+    let (n, h) = (2usize, 2usize);
+    let (k, v, l) = (spec.k as usize, spec.v as usize, context as usize);
+    let plan = match split_len {
+        None => plan(spec, n as u32, h as u32, context),
+        Some(s) => plan_with_split_len(spec, n as u32, h as u32, context, s),
+    }
+    .unwrap_or_else(|e| panic!("{spec}: {e}"));
+    let mut rng = SplitMix64::new(seed);
+    let mut draw = |len: usize| -> Vec<f64> {
+        rng.vec(len)
+            .into_iter()
+            .map(|x| spec.dtype.round(x))
+            .collect()
+    };
+    let (q, kc, vc) = (draw(n * h * k), draw(n * h * l * k), draw(n * h * l * v));
+    let want = reference::attention_decode(
+        &tensor(vec![n, h, k], &q),
+        &tensor(vec![n, h, l, k], &kc),
+        &tensor(vec![n, h, l, v], &vc),
+        Some(scale),
+    )
+    .unwrap();
+    let split_module = Module::parse(&emit_ptx(spec).unwrap()).unwrap();
+    let partial = Buffer::zeros(EmuDtype::F32, (plan.partial_floats as usize).max(1)).output();
+    let out = Buffer::zeros(emu_dtype(spec.dtype), n * h * v).output();
+    let g = plan.split;
+    let names = param_names(spec);
+    let mut split = Launch::new(spec.entry(), g.grid, g.block);
+    for name in &names {
+        split = split.arg(match *name {
+            "p_q" => Param::Buffer(input_buffer(spec.dtype, &q)),
+            "p_k_cache" => Param::Buffer(input_buffer(spec.dtype, &kc)),
+            "p_v_cache" => Param::Buffer(input_buffer(spec.dtype, &vc)),
+            "p_o" => Param::Buffer(out.clone()),
+            "p_partial" => Param::Buffer(partial.clone()),
+            "p_context" => Param::U32(context),
+            "p_split_len" => Param::U32(plan.split_len),
+            "p_scale" => Param::F32(scale as f32),
+            other => panic!("{spec}: unknown attention parameter {other}"),
+        });
+    }
+    let report = split_module
+        .launch(&mut split)
+        .unwrap_or_else(|e| panic!("{spec} L={context}: split pass: {e}"));
+    assert_eq!(
+        report.shared_uninit_reads, 0,
+        "{spec} L={context}: split pass"
+    );
+    let at = |names: &[&str], p: &str| names.iter().position(|x| *x == p).unwrap();
+    let o_buf = match plan.combine {
+        None => split.buffer(at(&names, "p_o")).unwrap().clone(),
+        Some(cg) => {
+            let cspec = spec.attention_combine();
+            let cnames = param_names(&cspec);
+            let module = Module::parse(&emit_ptx(&cspec).unwrap()).unwrap();
+            let mut combine = Launch::new(cspec.entry(), cg.grid, cg.block);
+            for name in &cnames {
+                combine = combine.arg(match *name {
+                    "p_partial" => {
+                        Param::Buffer(split.buffer(at(&names, "p_partial")).unwrap().clone())
+                    }
+                    "p_o" => Param::Buffer(out.clone()),
+                    "p_splits" => Param::U32(plan.splits),
+                    other => panic!("{cspec}: unknown combine parameter {other}"),
+                });
+            }
+            let report = module
+                .launch(&mut combine)
+                .unwrap_or_else(|e| panic!("{cspec} L={context}: combine: {e}"));
+            assert_eq!(report.shared_uninit_reads, 0, "{cspec} L={context}");
+            combine.buffer(at(&cnames, "p_o")).unwrap().clone()
+        }
+    };
+    let got = output_values(spec.dtype, &o_buf);
+    let (err, tol) = o_error(spec.dtype, &got, want.data());
+    assert!(
+        err <= tol,
+        "{spec} L={context} split {split_len:?}: o error {err:.2e} > {tol:.0e}"
+    );
+    plan
+}
+
+/// The catalog check's cases: one token; seven with logits that overflow exp in f32 without
+/// the running max; two and a half CTA steps cut into one split per step (the combine runs,
+/// the last split partial) and into splits that are not a multiple of the step; 41 splits
+/// of three tokens (the combine's batches wrap).
+fn check_attention_cases(spec: &KernelSpec, seed: u64) {
+    let step = tokens_per_step(spec);
+    let long = 2 * step + step / 2 + 3;
+    let huge = 120.0 / f64::from(spec.k).sqrt();
+    for (i, (context, split_len, scale)) in [
+        (1, None, SCALE),
+        (7, None, huge),
+        (long, Some(step), SCALE),
+        (long, Some(step / 2 + 5), SCALE),
+        (41 * 3 - 1, Some(3), SCALE),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let plan = check_attention(spec, context, split_len, scale, seed + i as u64);
+        if split_len.is_some() {
+            assert!(
+                plan.splits > 1 && plan.combine.is_some(),
+                "{spec} L={context}"
+            );
+        }
+    }
+}
+
+const ATTENTION_DIMS: [(u32, u32); 11] = [
+    (8, 8),
+    (16, 24),
+    (24, 16),
+    (60, 100),
+    (100, 60),
+    (200, 200),
+    (1, 1),
+    (7, 33),
+    (33, 7),
+    (256, 510),
+    (100, 512),
+];
+
+/// Every sampled (K, V) in `dtype`.
+fn attention_dims_in(dtype: Dtype) {
+    for (i, &(k, v)) in ATTENTION_DIMS.iter().enumerate() {
+        let spec = KernelSpec::attention_decode(k, v, dtype, Arch::Sm80);
+        check_attention_cases(&spec, 500 + i as u64 * 10);
+    }
+}
+
+#[test]
+fn attention_any_head_dims_match_the_reference_f32() {
+    attention_dims_in(Dtype::F32);
+}
+
+#[test]
+fn attention_any_head_dims_match_the_reference_f16() {
+    attention_dims_in(Dtype::F16);
+}
+
+#[test]
+fn attention_any_head_dims_match_the_reference_bf16() {
+    attention_dims_in(Dtype::Bf16);
+}
+
+#[test]
+fn attention_tails_with_other_tiles_match_the_reference() {
+    // Few threads (q staged in several passes, few warps to merge) and one token per group
+    // per step, with odd dims.
+    for (k, v, threads, rows_per_step) in [(255, 60, 64, 1), (7, 200, 128, 4), (100, 33, 64, 2)] {
+        for dtype in [Dtype::F32, Dtype::F16] {
+            let spec = KernelSpec {
+                tile: TileConfig {
+                    threads,
+                    rows_per_step,
+                },
+                ..KernelSpec::attention_decode(k, v, dtype, Arch::Sm90)
+            };
+            check_attention_cases(&spec, u64::from(k * 1000 + v));
+        }
+    }
+}
+
+#[test]
+fn attention_partials_are_padded_to_16_byte_rows() {
+    for v in [1, 7, 33, 60, 64, 510] {
+        let spec = KernelSpec::attention_decode(16, v, Dtype::Bf16, Arch::Sm80);
+        let floats = partial_row_floats(&spec);
+        assert_eq!(floats % 4, 0, "V={v}");
+        assert!(floats >= v + 4 && floats < v + 8, "V={v}");
+        let p = plan_with_split_len(&spec, 1, 2, 100, 10).unwrap();
+        assert_eq!(p.partial_floats, 2 * 10 * u64::from(floats));
+    }
+}
+
+#[test]
+fn attention_rejects_dims_past_the_maxima_with_typed_errors() {
+    for (k, v, what) in [
+        (0, 64, "head dim K"),
+        (257, 64, "head dim K"),
+        (64, 0, "head dim V"),
+        (64, 513, "head dim V"),
+    ] {
+        let spec = KernelSpec::attention_decode(k, v, Dtype::F16, Arch::Sm80);
+        for pass in [spec, spec.attention_combine()] {
+            assert!(matches!(
+                pass.op,
+                KernelOp::AttentionDecode | KernelOp::AttentionCombine
+            ));
+            match emit_ptx(&pass) {
+                Err(GenError::UnsupportedSpec { what: w, .. }) => assert_eq!(w, what, "{k} {v}"),
+                other => panic!("{pass}: expected UnsupportedSpec, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// ptxas (when installed) assembles both passes of sampled new dims for both archs with
+/// zero spills.
+#[test]
+fn attention_sampled_dims_assemble_without_spills() {
+    let Some(ptxas) = ptxas::find_ptxas() else {
+        eprintln!("notice: ptxas not found (RETENTION_PTXAS or PATH); ptxas check skipped");
+        return;
+    };
+    for arch in Arch::ALL {
+        for (k, v) in [
+            (8, 8),
+            (60, 100),
+            (100, 60),
+            (200, 200),
+            (7, 33),
+            (256, 510),
+        ] {
+            for dtype in Dtype::ALL {
+                let spec = KernelSpec::attention_decode(k, v, dtype, arch);
+                for pass in [spec, spec.attention_combine()] {
+                    let info = ptxas::assemble(&ptxas, &emit_ptx(&pass).unwrap(), arch)
+                        .unwrap_or_else(|e| panic!("{pass}: {e}"));
+                    assert!(
+                        !info.spills() && info.stack_frame_bytes == 0,
+                        "{pass}: {info:?}"
+                    );
+                    eprintln!("{pass}: {} registers, 0 spills", info.registers);
+                }
             }
         }
     }

@@ -13,7 +13,9 @@
 //! With a single split the split kernel normalises and writes o itself and no combine runs.
 //! Layouts as `retention_kernels::cpu::attention_decode`: q `[N,H,K]`, k_cache `[N,H,L,K]`,
 //! v_cache `[N,H,L,V]` (head-major: a head's context is contiguous), o `[N,H,V]`, all in the
-//! spec's dtype; partials f32 `[N,H,splits,V+4]` (m, l, two pad words, then õ: 16-byte rows).
+//! spec's dtype; partials f32 `[N,H,splits,4+V']` with V' = V rounded up to a multiple of 4
+//! (m, l, two pad words, then õ and zeros to V': 16-byte rows; [`partial_row_floats`]).
+//! Head dims: any K in 1..=256 and V in 1..=512 ([`validate`], in `attention_spec.rs`).
 //!
 //! Split-pass parameters, in launch order (pointers are `.u64` device addresses):
 //!
@@ -23,102 +25,47 @@
 //! | 1 | `p_k_cache`   | `.u64` | k_cache `[N,H,L,K]`                                     |
 //! | 2 | `p_v_cache`   | `.u64` | v_cache `[N,H,L,V]`                                     |
 //! | 3 | `p_o`         | `.u64` | o `[N,H,V]`, written only when there is one split       |
-//! | 4 | `p_partial`   | `.u64` | partials f32 `[N,H,splits,V+4]`, written when splits > 1 |
+//! | 4 | `p_partial`   | `.u64` | partials f32 `[N,H,splits,4+V']`, written if splits > 1 |
 //! | 5 | `p_context`   | `.u32` | L, cached tokens (≥ 1)                                  |
 //! | 6 | `p_split_len` | `.u32` | tokens per split; splits = ⌈L / split_len⌉ = grid x     |
 //! | 7 | `p_scale`     | `.f32` | s, applied to q exactly once                            |
 //!
 //! Mapping: grid `(splits, H, N)`, block `(threads, 1, 1)`, no dynamic shared memory (see
-//! [`plan`], in `attention_plan.rs` and re-exported here). Lanes are laid over tokens as `attention_layout.rs` describes: a group
-//! of G lanes reads one token's key and value rows with 16-byte loads, each lane holding the
+//! [`plan`], in `attention_plan.rs` and re-exported here). Lanes are laid over tokens as
+//! `attention_layout.rs` describes: a group of G lanes reads one token's key and value rows
+//! with loads of up to 16 bytes (as wide as the rows' alignment allows), each lane holding the
 //! same q elements (staged once through shared memory, pre-multiplied by s·log2 e so scores
 //! are in log2 units and softmax weights are `ex2`). A step reads `rows_per_step` tokens per
 //! group; the group's q·k partial dots are summed by butterfly shuffles, and the group's
 //! running (m, l, õ) is rescaled once per step. At the end the groups of a warp merge by
 //! shuffles, the warps through shared memory. Every cached byte is read exactly once; the
 //! last step of a split is masked (predicated loads), never read past the context.
+//!
+//! Tails (emitted only for dims that have them; K, V multiples of 64 keep the unmasked
+//! kernel): q is staged 4, 2 or 1 elements per thread (the widest access K's alignment
+//! allows), in several passes when K needs more stagers than the CTA has; lanes past the
+//! end of a row's last piece load nothing and hold zeros (q, k and v alike), so they add
+//! nothing to the dots and sums; they store no õ, and the columns V..V' of each warp's
+//! shared row are zero-filled for the final merge, which runs over V' columns; o is written
+//! in accesses of 4, 2 or 1 elements (V's alignment), columns past V predicated off.
 
-use super::attention_layout::RowSplit;
 use super::attention_layout::{
-    LaneLayout, load_piece_words, load_piece_words_masked, store_from_f32, widen,
+    LaneLayout, RowSplit, column_width, load_piece_words, load_piece_words_masked, store_columns,
+    widen,
 };
 use super::unsupported;
 use crate::GenError;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Space, Sreg, Ty};
-use crate::spec::{GammaSet, KernelOp, KernelSpec};
+use crate::spec::{KernelOp, KernelSpec};
 
 pub use super::attention_plan::{
-    AttentionDecodePlan, MIN_PLANNED_SPLIT, combine_threads, launch_geometry, param_names, plan,
+    AttentionDecodePlan, MIN_PLANNED_SPLIT, launch_geometry, param_names, plan,
     plan_with_split_len, tokens_per_step,
 };
-
-/// Key/query head dims served.
-pub const SUPPORTED_K: [u32; 3] = [64, 128, 256];
-/// Value head dims served.
-pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
-/// f32 words before each split's õ in the partials: m, l and two pad words.
-pub const PARTIAL_HEADER: u32 = 4;
-/// The running max of a lane group that has seen no token: finite, so max − max is 0.
-pub(crate) const NO_SCORE: f32 = f32::MIN;
-
-/// Check that the attention generators serve `spec` (either pass).
-///
-/// # Errors
-/// [`GenError::UnsupportedSpec`] for another op, an unsupported K or V, a chunk, a named
-/// gamma set, or a tile other than threads ∈ {64, …, 512} (a power of two, 4·threads ≥ V)
-/// and rows_per_step ∈ {1, 2, 4}.
-pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if !matches!(
-        spec.op,
-        KernelOp::AttentionDecode | KernelOp::AttentionCombine
-    ) {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the attention generators emit attention_decode and attention_combine only",
-        ));
-    }
-    if !SUPPORTED_K.contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            "attention decode serves K in {64, 128, 256}",
-        ));
-    }
-    if !SUPPORTED_V.contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            "attention decode serves V in {64, 128, 256, 512}",
-        ));
-    }
-    if let Some(c) = spec.chunk {
-        return Err(unsupported("chunk", c, "attention decode takes no chunk"));
-    }
-    if spec.gammas != GammaSet::Runtime {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "attention has no decays: use `runtime` (nothing baked in)",
-        ));
-    }
-    let t = spec.tile;
-    if !t.threads.is_power_of_two() || !(64..=512).contains(&t.threads) || t.threads * 4 < spec.v {
-        return Err(unsupported(
-            "tile threads",
-            t.threads,
-            "a power of two in 64..=512 with 4·threads >= V",
-        ));
-    }
-    if !matches!(t.rows_per_step, 1 | 2 | 4) {
-        return Err(unsupported(
-            "tile rows_per_step",
-            t.rows_per_step,
-            "tokens per lane group per step: 1, 2 or 4",
-        ));
-    }
-    Ok(())
-}
+pub use super::attention_spec::{
+    MAX_K, MAX_V, PARTIAL_HEADER, combine_threads, partial_row_floats, validate,
+};
+use super::attention_spec::{NO_SCORE, padded_v};
 
 /// A lane group's running softmax state: max m (log2 units), Σ 2^(s−m), Σ 2^(s−m)·v.
 struct Running {
@@ -145,10 +92,13 @@ impl Running {
     }
 }
 
-/// Where a lane's loads of one step start.
+/// Where a lane's loads of one step start, and (for rows whose pieces do not fill every
+/// lane) whether this lane holds the key/value row's last piece.
 struct StepPointers {
     k: Reg,
     v: Reg,
+    k_tail: Option<Reg>,
+    v_tail: Option<Reg>,
 }
 
 /// One step: `rows_per_step` tokens per lane group, folded into `run`. `valid` (for the
@@ -168,17 +118,26 @@ fn emit_step(
         i64::from(spec.k * lay.k.esize),
         i64::from(spec.v * lay.v.esize),
     );
-    let load = |kb: &mut KernelBuilder, base: Reg, row: i64, split: RowSplit, u: u32| {
+    let load = |kb: &mut KernelBuilder,
+                base: Reg,
+                row: i64,
+                split: RowSplit,
+                tail: Option<Reg>,
+                u: u32| {
         let mut words = Vec::new();
         for i in 0..split.pieces {
             let addr = Address::reg(
                 base,
                 i64::from(u * token_stride) * row + split.piece_offset(i, lay.group),
             );
-            words.extend(match valid {
-                Some(v) => {
-                    load_piece_words_masked(kb, spec.dtype, split.piece_bytes, addr, v[u as usize])
-                }
+            // The token's mask, and for a row's last piece the lane's.
+            let lane_ok = tail.filter(|_| split.masked(i));
+            let mask = match (valid.map(|v| v[u as usize]), lane_ok) {
+                (Some(a), Some(b)) => Some(kb.and(a, b)),
+                (a, b) => a.or(b),
+            };
+            words.extend(match mask {
+                Some(m) => load_piece_words_masked(kb, spec.dtype, split.piece_bytes, addr, m),
                 None => load_piece_words(kb, spec.dtype, split.piece_bytes, addr),
             });
         }
@@ -186,10 +145,10 @@ fn emit_step(
     };
     // Issue every load of the step before any arithmetic.
     let k_words: Vec<Vec<Reg>> = (0..u_count)
-        .map(|u| load(kb, ptr.k, k_row, lay.k, u))
+        .map(|u| load(kb, ptr.k, k_row, lay.k, ptr.k_tail, u))
         .collect();
     let v_words: Vec<Vec<Reg>> = (0..u_count)
-        .map(|u| load(kb, ptr.v, v_row, lay.v, u))
+        .map(|u| load(kb, ptr.v, v_row, lay.v, ptr.v_tail, u))
         .collect();
     let mut scores = Vec::new();
     for (u, words) in k_words.iter().enumerate() {
@@ -259,6 +218,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     }
     let lay = LaneLayout::new(spec);
     let (kd, vd) = (spec.k, spec.v);
+    let vp = padded_v(vd); // columns of a warp's shared row and of a partial row's o~
     let threads = spec.tile.threads;
     let warps = threads / 32;
     let group = lay.group;
@@ -289,7 +249,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     let s_q = kb.shared_array("s_q", kd * 4, 16, "q*scale*log2(e) as f32 [K]");
     let s_ml = kb.shared_array("s_ml", warps * 8, 16, "each warp's (m, l) as f32 [W, 2]");
-    let s_acc = kb.shared_array("s_acc", warps * vd * 4, 16, "each warp's o~ as f32 [W, V]");
+    let s_acc = kb.shared_array("s_acc", warps * vp * 4, 16, "each warp's o~ as f32 [W, V]");
 
     kb.comment("one CTA per (split = ctaid.x, head h = ctaid.y, row n = ctaid.z)");
     let split = kb.sreg(Sreg::Ctaid(Axis::X));
@@ -306,30 +266,42 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let len = kb.min(left, split_len);
     let end = kb.add(start, len);
 
-    kb.comment("stage q * scale * log2(e) in shared memory as f32, four elements per thread");
+    let qw = column_width(kd); // q elements per staging thread: the row's alignment allows it
+    if qw == 4 {
+        kb.comment("stage q * scale * log2(e) in shared memory as f32, four elements per thread");
+    } else {
+        kb.comment(format!(
+            "stage q * scale * log2(e) in shared memory as f32, {qw} element(s) per thread"
+        ));
+    }
     let scale = kb.ld_param(&p_scale);
     let q_scale = kb.mul(scale, std::f32::consts::LOG2_E);
     let q = kb.global_ptr(&p_q);
     let g_q = kb.mad_wide(nh, kd * esize, q); // (K)
     let sq_addr = kb.shared_addr(&s_q);
-    let stage = |kb: &mut KernelBuilder| {
-        let at = kb.mul_wide(t, 4 * esize);
-        let at = kb.add(g_q, at);
-        let words = load_piece_words(kb, spec.dtype, 4 * esize, Address::reg(at, 0));
-        let xs = widen(kb, &words);
-        let xs: Vec<_> = xs.into_iter().map(|x| kb.mul(x, q_scale).into()).collect();
-        let t16 = kb.shl(t, 4u32);
-        let dst = kb.add(sq_addr, t16);
-        kb.st_vec(Space::Shared, Ty::F32, Address::reg(dst, 0), &xs);
-    };
-    if threads > kd / 4 {
-        let inside = kb.setp(Cmp::Lt, t, kd / 4);
-        let skip = kb.label();
-        kb.bra_if(inside, true, skip);
-        stage(&mut kb);
-        kb.place(skip);
-    } else {
-        stage(&mut kb);
+    let stagers = kd / qw;
+    for first in (0..stagers).step_by(threads as usize) {
+        let stage = |kb: &mut KernelBuilder| {
+            let at = kb.mul_wide(t, qw * esize);
+            let at = kb.add(g_q, at);
+            let from = i64::from(first * qw * esize);
+            let words = load_piece_words(kb, spec.dtype, qw * esize, Address::reg(at, from));
+            let xs = widen(kb, &words);
+            let xs: Vec<_> = xs.into_iter().map(|x| kb.mul(x, q_scale).into()).collect();
+            let t16 = kb.shl(t, (qw * 4).trailing_zeros());
+            let dst = kb.add(sq_addr, t16);
+            let to = i64::from(first * qw * 4);
+            kb.st_vec(Space::Shared, Ty::F32, Address::reg(dst, to), &xs);
+        };
+        if first + threads > stagers {
+            let inside = kb.setp(Cmp::Lt, t, stagers - first);
+            let skip = kb.label();
+            kb.bra_if(inside, true, skip);
+            stage(&mut kb);
+            kb.place(skip);
+        } else {
+            stage(&mut kb);
+        }
     }
     kb.bar_sync(0);
 
@@ -341,6 +313,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let warp = kb.shr(t, 5u32);
     let j = kb.and(lane, group - 1);
     let r = kb.shr(lane, group.trailing_zeros());
+    // Lanes holding the last piece of a row that does not fill the group (tails only).
+    let k_tail = lay.k.tail_lanes.map(|n| kb.setp(Cmp::Lt, j, n));
+    let v_tail = lay.v.tail_lanes.map(|n| kb.setp(Cmp::Lt, j, n));
     let jq = kb.mul_lo(j, lay.k.piece_elems() * 4);
     let sq_lane = kb.add(sq_addr, jq);
     let mut q_regs = Vec::new();
@@ -349,12 +324,21 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         let mut c = 0;
         while c < lay.k.piece_elems() {
             let n_vec = (lay.k.piece_elems() - c).min(4);
-            q_regs.extend(kb.ld_vec(
-                Space::Shared,
-                Ty::F32,
-                n_vec as usize,
-                Address::reg(sq_lane, piece + i64::from(c * 4)),
-            ));
+            let at = Address::reg(sq_lane, piece + i64::from(c * 4));
+            match k_tail.filter(|_| lay.k.masked(i)) {
+                // Past K: zeros, so the masked k elements (also zero) add nothing.
+                Some(ok) => {
+                    let zeros: Vec<Reg> = (0..n_vec).map(|_| kb.mov(Ty::F32, 0.0f32)).collect();
+                    kb.guarded(ok, false, |kb| {
+                        let xs = kb.ld_vec(Space::Shared, Ty::F32, n_vec as usize, at);
+                        for (&z, x) in zeros.iter().zip(xs) {
+                            kb.assign(z, x);
+                        }
+                    });
+                    q_regs.extend(zeros);
+                }
+                None => q_regs.extend(kb.ld_vec(Space::Shared, Ty::F32, n_vec as usize, at)),
+            }
             c += n_vec;
         }
     }
@@ -374,7 +358,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let v_at = kb.mad_wide(row, vd * esize, v_base);
     let v_lane = kb.mul_wide(j, lay.v.piece_bytes);
     let v_ptr = kb.add(v_at, v_lane);
-    let ptr = StepPointers { k: k_ptr, v: v_ptr };
+    let ptr = StepPointers {
+        k: k_ptr,
+        v: v_ptr,
+        k_tail,
+        v_tail,
+    };
     let run = Running {
         m: kb.mov(Ty::F32, NO_SCORE),
         l: kb.mov(Ty::F32, 0.0f32),
@@ -426,7 +415,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let written = kb.label();
     let not_group0 = kb.setp(Cmp::Ne, r, 0u32);
     kb.bra_if(not_group0, false, written);
-    let warp_acc = kb.mad_lo(warp, vd * 4, acc_addr);
+    let warp_acc = kb.mad_lo(warp, vp * 4, acc_addr);
     let jv = kb.mul_lo(j, lay.v.piece_elems() * 4);
     let my_acc = kb.add(warp_acc, jv);
     let epp = lay.v.piece_elems();
@@ -438,8 +427,14 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 .iter()
                 .map(|&x| x.into())
                 .collect();
-            let at = i64::from((i * group * epp + c) * 4);
-            kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_acc, at), &vals);
+            let at = Address::reg(my_acc, i64::from((i * group * epp + c) * 4));
+            match v_tail.filter(|_| lay.v.masked(i)) {
+                // Only the lanes holding the last piece: the others' columns are past V.
+                Some(ok) => kb.guarded(ok, false, |kb| {
+                    kb.st_vec(Space::Shared, Ty::F32, at, &vals);
+                }),
+                None => kb.st_vec(Space::Shared, Ty::F32, at, &vals),
+            }
             c += n_vec;
         }
     }
@@ -453,14 +448,22 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             Address::reg(my_ml, 0),
             &[run.m.into(), run.l.into()],
         );
+        // Columns V..V rounded up to 4 of the warp's row: zeros, read by the merge below.
+        for col in vd..vp {
+            kb.st(
+                Space::Shared,
+                Address::reg(warp_acc, i64::from(col * 4)),
+                0.0f32,
+            );
+        }
     });
     kb.place(written);
     kb.bar_sync(0);
 
     kb.comment("merge the warps: thread t < V/4 owns columns 4t..4t+4");
     let done = kb.label();
-    if threads > vd / 4 {
-        let outside = kb.setp(Cmp::Ge, t, vd / 4);
+    if threads > vp / 4 {
+        let outside = kb.setp(Cmp::Ge, t, vp / 4);
         kb.bra_if(outside, false, done);
     }
     let t16 = kb.shl(t, 4u32);
@@ -488,7 +491,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             Space::Shared,
             Ty::F32,
             4,
-            Address::reg(col_acc, (w as u32 * vd * 4).into()),
+            Address::reg(col_acc, (w as u32 * vp * 4).into()),
         );
         match l_sum {
             None => {
@@ -517,14 +520,16 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_row = kb.mad_wide(nh, vd * esize, o);
     let o_col = kb.mul_wide(t, 4 * esize);
     let o_at = kb.add(o_row, o_col);
-    store_from_f32(&mut kb, spec.dtype, Address::reg(o_at, 0), &o_vals);
+    let c0 = |kb: &mut KernelBuilder| kb.shl(t, 2u32);
+    let o_at = Address::reg(o_at, 0);
+    store_columns(&mut kb, spec.dtype, o_at, &o_vals, c0, (vd, false));
     kb.bra_uni(done);
 
     kb.place(write_partial);
     kb.comment("several splits: the partial row (m, l, 0, 0, o~[V]) of this split");
     let part_row = kb.mad_lo(nh, splits, split);
     let partial = kb.global_ptr(&p_partial);
-    let g_part = kb.mad_wide(part_row, (vd + PARTIAL_HEADER) * 4, partial);
+    let g_part = kb.mad_wide(part_row, partial_row_floats(spec) * 4, partial);
     let t16_wide = kb.mul_wide(t, 16u32);
     let g_col = kb.add(g_part, t16_wide);
     let vals: Vec<_> = o4.iter().map(|&x| x.into()).collect();

@@ -4,6 +4,7 @@ pub mod attention_combine;
 pub mod attention_decode;
 mod attention_layout;
 mod attention_plan;
+mod attention_spec;
 pub mod chunk_states;
 pub mod chunk_states_tc;
 pub mod chunkwise;
