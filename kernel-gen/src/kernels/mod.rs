@@ -15,6 +15,7 @@ pub mod chunkwise_tc_streamed;
 pub mod chunkwise_two_phase;
 pub mod decay;
 pub mod decode;
+mod decode_phases;
 pub mod parallel;
 pub mod parallel_fma;
 pub mod parallel_tc;
