@@ -179,11 +179,23 @@ fn check_decode(spec: &KernelSpec, seed: u64) -> EmuReport {
             report.shared_uninit_reads, 0,
             "{spec}: reads of shared memory nothing wrote"
         );
-        // Masked tails move no extra bytes: the state once each way, o once.
+        // Masked tails move no extra bytes: the state once each way, v once and o once; every
+        // slice's CTA stages q and k and reads the row's slot (and runtime log2 γ_h).
         let esize = spec.dtype.size_bytes();
         assert_eq!(
             report.global_bytes_written as usize,
             n * h * (k * v * 4 + v * esize),
+            "{spec}"
+        );
+        let slices = value_slices(spec) as usize;
+        let scalars = if spec.gammas == GammaSet::Runtime {
+            8
+        } else {
+            4
+        };
+        assert_eq!(
+            report.global_bytes_read as usize,
+            n * h * (k * v * 4 + v * esize + slices * (2 * k * esize + scalars)),
             "{spec}"
         );
         last = Some(report);
@@ -318,14 +330,15 @@ fn decode_sampled_dims_assemble_without_spills() {
 // ---------------------------------------------------------------------------------------
 
 /// One attention decode of 2 rows × 2 heads over `context` tokens, split as `split_len`
-/// says (`None`: as planned), against `reference::attention_decode`. Returns the plan.
+/// says (`None`: as planned), against `reference::attention_decode`. Returns the plan and
+/// the global bytes both passes moved.
 fn check_attention(
     spec: &KernelSpec,
     context: u32,
     split_len: Option<u32>,
     scale: f64,
     seed: u64,
-) -> AttentionDecodePlan {
+) -> (AttentionDecodePlan, u64) {
     let (n, h) = (2usize, 2usize);
     let (k, v, l) = (spec.k as usize, spec.v as usize, context as usize);
     let plan = match split_len {
@@ -374,6 +387,7 @@ fn check_attention(
         report.shared_uninit_reads, 0,
         "{spec} L={context}: split pass"
     );
+    let mut moved = report.global_bytes_read + report.global_bytes_written;
     let at = |names: &[&str], p: &str| names.iter().position(|x| *x == p).unwrap();
     let o_buf = match plan.combine {
         None => split.buffer(at(&names, "p_o")).unwrap().clone(),
@@ -396,6 +410,7 @@ fn check_attention(
                 .launch(&mut combine)
                 .unwrap_or_else(|e| panic!("{cspec} L={context}: combine: {e}"));
             assert_eq!(report.shared_uninit_reads, 0, "{cspec} L={context}");
+            moved += report.global_bytes_read + report.global_bytes_written;
             combine.buffer(at(&cnames, "p_o")).unwrap().clone()
         }
     };
@@ -405,7 +420,7 @@ fn check_attention(
         err <= tol,
         "{spec} L={context} split {split_len:?}: o error {err:.2e} > {tol:.0e}"
     );
-    plan
+    (plan, moved)
 }
 
 /// The catalog check's cases: one token; seven with logits that overflow exp in f32 without
@@ -426,7 +441,7 @@ fn check_attention_cases(spec: &KernelSpec, seed: u64) {
     .into_iter()
     .enumerate()
     {
-        let plan = check_attention(spec, context, split_len, scale, seed + i as u64);
+        let (plan, _) = check_attention(spec, context, split_len, scale, seed + i as u64);
         if split_len.is_some() {
             assert!(
                 plan.splits > 1 && plan.combine.is_some(),
@@ -488,6 +503,41 @@ fn attention_tails_with_other_tiles_match_the_reference() {
             };
             check_attention_cases(&spec, u64::from(k * 1000 + v));
         }
+    }
+}
+
+/// Global bytes of both passes ≤ 1.1 × the minimum N·H·[(K + L·(K + V) + V)·e] (q and the
+/// cache read once, o written once) + N·H·splits·(V + 2)·4·2 (each split's õ, m and l
+/// written once and read once) + N·H·(splits − 1)·K·e (every split CTA reads q), as the
+/// catalog's traffic test holds: narrow pieces and masked lanes read no byte twice.
+#[test]
+fn attention_tails_read_the_kv_cache_once() {
+    let (n, h, context, split_len) = (2u64, 2u64, 1000u32, 256u32);
+    for (k, v, dtype) in [
+        (60u32, 100u32, Dtype::Bf16),
+        (100, 60, Dtype::F32),
+        (33, 200, Dtype::F16),
+        (200, 33, Dtype::F32),
+    ] {
+        let spec = KernelSpec::attention_decode(k, v, dtype, Arch::Sm90);
+        let (plan, moved) = check_attention(&spec, context, Some(split_len), SCALE, 77);
+        assert_eq!(plan.splits, 4);
+        let e = dtype.size_bytes() as u64;
+        let (kk, vv, l, s) = (
+            u64::from(k),
+            u64::from(v),
+            u64::from(context),
+            u64::from(plan.splits),
+        );
+        let minimum = n * h * (kk + l * (kk + vv) + vv) * e
+            + n * h * s * (vv + 2) * 4 * 2
+            + n * h * (s - 1) * kk * e;
+        let ratio = moved as f64 / minimum as f64;
+        eprintln!("{spec}: {moved} B moved, {ratio:.4} x the minimum");
+        assert!(
+            (1.0..=1.1).contains(&ratio),
+            "{spec}: {ratio:.3} x the minimum"
+        );
     }
 }
 

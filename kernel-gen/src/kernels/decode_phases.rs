@@ -434,7 +434,8 @@ pub(super) fn reduce_to_o(
         let reduce = |kb: &mut KernelBuilder| {
             let col_off = i64::from(first * 4);
             let mut sum = kb.ld(Space::Shared, Ty::F32, Address::reg(col_part, col_off));
-            for g in 1..row_groups {
+            // Row groups r >= K own no row (their partials are zero): only the first K count.
+            for g in 1..row_groups.min(spec.k) {
                 let part = kb.ld(
                     Space::Shared,
                     Ty::F32,
