@@ -298,30 +298,45 @@ fn decode_rejects_dims_past_the_maxima_with_typed_errors() {
 /// ptxas (when installed) assembles sampled new dims for both archs with zero spills.
 #[test]
 fn decode_sampled_dims_assemble_without_spills() {
+    let specs = SAMPLED.iter().enumerate().flat_map(|(i, &(k, v))| {
+        Arch::ALL.map(|arch| {
+            let dtype = Dtype::ALL[i % Dtype::ALL.len()];
+            KernelSpec::decode(k, v, GammaSet::Runtime, dtype, arch)
+        })
+    });
+    assemble_without_spills(&specs.collect::<Vec<_>>());
+}
+
+/// Shapes assembled by ptxas: every dtype over the sample, one per shape (the dtype changes
+/// only the loads and stores).
+const SAMPLED: [(u32, u32); 7] = [
+    (8, 8),
+    (60, 100),
+    (100, 60),
+    (200, 200),
+    (7, 33),
+    (100, 510),
+    (256, 510),
+];
+
+/// Assemble `specs` with ptxas when it is installed (a notice otherwise): no errors, no
+/// spills, no stack frame; prints the registers of each.
+fn assemble_without_spills(specs: &[KernelSpec]) {
     let Some(ptxas) = ptxas::find_ptxas() else {
         eprintln!("notice: ptxas not found (RETENTION_PTXAS or PATH); ptxas check skipped");
         return;
     };
-    for arch in Arch::ALL {
-        for (k, v) in [
-            (8, 8),
-            (60, 100),
-            (100, 60),
-            (200, 200),
-            (7, 33),
-            (100, 510),
-        ] {
-            for dtype in Dtype::ALL {
-                let spec = KernelSpec::decode(k, v, GammaSet::Runtime, dtype, arch);
-                let info = ptxas::assemble(&ptxas, &emit_ptx(&spec).unwrap(), arch)
-                    .unwrap_or_else(|e| panic!("{spec}: {e}"));
-                assert!(
-                    !info.spills() && info.stack_frame_bytes == 0,
-                    "{spec}: {info:?}"
-                );
-                eprintln!("{spec}: {} registers, 0 spills", info.registers);
-            }
-        }
+    let modules: Vec<(String, Arch)> = specs
+        .iter()
+        .map(|s| (emit_ptx(s).unwrap(), s.arch))
+        .collect();
+    for (spec, info) in specs.iter().zip(ptxas::assemble_all(&ptxas, &modules)) {
+        let info = info.unwrap_or_else(|e| panic!("{spec}: {e}"));
+        assert!(
+            !info.spills() && info.stack_frame_bytes == 0,
+            "{spec}: {info:?}"
+        );
+        eprintln!("{spec}: {} registers, 0 spills", info.registers);
     }
 }
 
@@ -579,31 +594,12 @@ fn attention_rejects_dims_past_the_maxima_with_typed_errors() {
 /// zero spills.
 #[test]
 fn attention_sampled_dims_assemble_without_spills() {
-    let Some(ptxas) = ptxas::find_ptxas() else {
-        eprintln!("notice: ptxas not found (RETENTION_PTXAS or PATH); ptxas check skipped");
-        return;
-    };
-    for arch in Arch::ALL {
-        for (k, v) in [
-            (8, 8),
-            (60, 100),
-            (100, 60),
-            (200, 200),
-            (7, 33),
-            (256, 510),
-        ] {
-            for dtype in Dtype::ALL {
-                let spec = KernelSpec::attention_decode(k, v, dtype, arch);
-                for pass in [spec, spec.attention_combine()] {
-                    let info = ptxas::assemble(&ptxas, &emit_ptx(&pass).unwrap(), arch)
-                        .unwrap_or_else(|e| panic!("{pass}: {e}"));
-                    assert!(
-                        !info.spills() && info.stack_frame_bytes == 0,
-                        "{pass}: {info:?}"
-                    );
-                    eprintln!("{pass}: {} registers, 0 spills", info.registers);
-                }
-            }
-        }
-    }
+    let specs = SAMPLED.iter().enumerate().flat_map(|(i, &(k, v))| {
+        Arch::ALL.into_iter().flat_map(move |arch| {
+            let dtype = Dtype::ALL[i % Dtype::ALL.len()];
+            let spec = KernelSpec::attention_decode(k, v, dtype, arch);
+            [spec, spec.attention_combine()]
+        })
+    });
+    assemble_without_spills(&specs.collect::<Vec<_>>());
 }

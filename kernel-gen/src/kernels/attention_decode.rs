@@ -50,14 +50,16 @@
 //! in accesses of 4, 2 or 1 elements (V's alignment), columns past V predicated off.
 
 use super::attention_layout::{
-    LaneLayout, RowSplit, column_width, load_piece_words, load_piece_words_masked, store_columns,
-    widen,
+    LaneLayout, RowSplit, column_width, load_piece_words, load_piece_words_masked, widen,
 };
 use super::unsupported;
 use crate::GenError;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Space, Sreg, Ty};
+use crate::dsl::{
+    Address, Axis, Cmp, KernelBuilder, ParamRef, Reg, SharedRef, ShflMode, Space, Sreg, Ty,
+};
 use crate::spec::{KernelOp, KernelSpec};
 
+use super::attention_merge::{MergeIn, Running, merge_and_write};
 pub use super::attention_plan::{
     AttentionDecodePlan, MIN_PLANNED_SPLIT, launch_geometry, param_names, plan,
     plan_with_split_len, tokens_per_step,
@@ -66,31 +68,6 @@ pub use super::attention_spec::{
     MAX_K, MAX_V, PARTIAL_HEADER, combine_threads, partial_row_floats, validate,
 };
 use super::attention_spec::{NO_SCORE, padded_v};
-
-/// A lane group's running softmax state: max m (log2 units), Σ 2^(s−m), Σ 2^(s−m)·v.
-struct Running {
-    m: Reg,
-    l: Reg,
-    acc: Vec<Reg>,
-}
-
-impl Running {
-    /// Fold in the state (m2, l2, acc2) of another part of the context.
-    fn merge(&self, kb: &mut KernelBuilder, m2: Reg, l2: Reg, acc2: &[Reg]) {
-        let m = kb.max(self.m, m2);
-        let a = kb.sub(self.m, m);
-        let a = kb.ex2(a, true);
-        let b = kb.sub(m2, m);
-        let b = kb.ex2(b, true);
-        let l = kb.mul(self.l, a);
-        kb.fma_into(self.l, l2, b, l);
-        for (&x, &y) in self.acc.iter().zip(acc2) {
-            let xa = kb.mul(x, a);
-            kb.fma_into(x, y, b, xa);
-        }
-        kb.assign(self.m, m);
-    }
-}
 
 /// Where a lane's loads of one step start, and (for rows whose pieces do not fill every
 /// lane) whether this lane holds the key/value row's last piece.
@@ -202,6 +179,59 @@ fn emit_step(
     kb.assign(run.m, m);
 }
 
+/// Stage q · s · log2 e in shared memory as f32 (`s_q`, K words): 4, 2 or 1 elements per
+/// thread (the widest access K's alignment allows), in several passes when K needs more
+/// stagers than the CTA has. Returns the shared address of `s_q`.
+fn stage_q(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    t: Reg,
+    nh: Reg,
+    (p_q, p_scale): (&ParamRef, &ParamRef),
+    s_q: &SharedRef,
+) -> Reg {
+    let (kd, threads) = (spec.k, spec.tile.threads);
+    let esize = spec.dtype.size_bytes() as u32;
+    let qw = column_width(kd); // q elements per staging thread: the row's alignment allows it
+    if qw == 4 {
+        kb.comment("stage q * scale * log2(e) in shared memory as f32, four elements per thread");
+    } else {
+        kb.comment(format!(
+            "stage q * scale * log2(e) in shared memory as f32, {qw} element(s) per thread"
+        ));
+    }
+    let scale = kb.ld_param(p_scale);
+    let q_scale = kb.mul(scale, std::f32::consts::LOG2_E);
+    let q = kb.global_ptr(p_q);
+    let g_q = kb.mad_wide(nh, kd * esize, q); // (K)
+    let sq_addr = kb.shared_addr(s_q);
+    let stagers = kd / qw;
+    for first in (0..stagers).step_by(threads as usize) {
+        let stage = |kb: &mut KernelBuilder| {
+            let at = kb.mul_wide(t, qw * esize);
+            let at = kb.add(g_q, at);
+            let from = i64::from(first * qw * esize);
+            let words = load_piece_words(kb, spec.dtype, qw * esize, Address::reg(at, from));
+            let xs = widen(kb, &words);
+            let xs: Vec<_> = xs.into_iter().map(|x| kb.mul(x, q_scale).into()).collect();
+            let t16 = kb.shl(t, (qw * 4).trailing_zeros());
+            let dst = kb.add(sq_addr, t16);
+            let to = i64::from(first * qw * 4);
+            kb.st_vec(Space::Shared, Ty::F32, Address::reg(dst, to), &xs);
+        };
+        if first + threads > stagers {
+            let inside = kb.setp(Cmp::Lt, t, stagers - first);
+            let skip = kb.label();
+            kb.bra_if(inside, true, skip);
+            stage(kb);
+            kb.place(skip);
+        } else {
+            stage(kb);
+        }
+    }
+    sq_addr
+}
+
 /// Emit the split pass for `spec` (validated first).
 ///
 /// # Errors
@@ -266,43 +296,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let len = kb.min(left, split_len);
     let end = kb.add(start, len);
 
-    let qw = column_width(kd); // q elements per staging thread: the row's alignment allows it
-    if qw == 4 {
-        kb.comment("stage q * scale * log2(e) in shared memory as f32, four elements per thread");
-    } else {
-        kb.comment(format!(
-            "stage q * scale * log2(e) in shared memory as f32, {qw} element(s) per thread"
-        ));
-    }
-    let scale = kb.ld_param(&p_scale);
-    let q_scale = kb.mul(scale, std::f32::consts::LOG2_E);
-    let q = kb.global_ptr(&p_q);
-    let g_q = kb.mad_wide(nh, kd * esize, q); // (K)
-    let sq_addr = kb.shared_addr(&s_q);
-    let stagers = kd / qw;
-    for first in (0..stagers).step_by(threads as usize) {
-        let stage = |kb: &mut KernelBuilder| {
-            let at = kb.mul_wide(t, qw * esize);
-            let at = kb.add(g_q, at);
-            let from = i64::from(first * qw * esize);
-            let words = load_piece_words(kb, spec.dtype, qw * esize, Address::reg(at, from));
-            let xs = widen(kb, &words);
-            let xs: Vec<_> = xs.into_iter().map(|x| kb.mul(x, q_scale).into()).collect();
-            let t16 = kb.shl(t, (qw * 4).trailing_zeros());
-            let dst = kb.add(sq_addr, t16);
-            let to = i64::from(first * qw * 4);
-            kb.st_vec(Space::Shared, Ty::F32, Address::reg(dst, to), &xs);
-        };
-        if first + threads > stagers {
-            let inside = kb.setp(Cmp::Lt, t, stagers - first);
-            let skip = kb.label();
-            kb.bra_if(inside, true, skip);
-            stage(&mut kb);
-            kb.place(skip);
-        } else {
-            stage(&mut kb);
-        }
-    }
+    let sq_addr = stage_q(&mut kb, spec, t, nh, (&p_q, &p_scale), &s_q);
     kb.bar_sync(0);
 
     kb.comment(format!(
@@ -396,158 +390,15 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     emit_step(&mut kb, spec, lay, &ptr, &q_regs, &run, Some(&valid));
     kb.place(merged);
 
-    kb.comment("merge the lane groups of a warp (same columns, lanes G apart)");
-    let mut off = group;
-    while off < 32 {
-        let shfl = |kb: &mut KernelBuilder, x: Reg| {
-            kb.warp_shfl(ShflMode::Bfly, x, off, 0x1fu32, u32::MAX)
-        };
-        let m2 = shfl(&mut kb, run.m);
-        let l2 = shfl(&mut kb, run.l);
-        let acc2: Vec<Reg> = run.acc.iter().map(|&a| shfl(&mut kb, a)).collect();
-        run.merge(&mut kb, m2, l2, &acc2);
-        off *= 2;
-    }
-
-    kb.comment("group 0 of each warp writes its (m, l) and o~ to shared memory");
-    let ml_addr = kb.shared_addr(&s_ml);
-    let acc_addr = kb.shared_addr(&s_acc);
-    let written = kb.label();
-    let not_group0 = kb.setp(Cmp::Ne, r, 0u32);
-    kb.bra_if(not_group0, false, written);
-    let warp_acc = kb.mad_lo(warp, vp * 4, acc_addr);
-    let jv = kb.mul_lo(j, lay.v.piece_elems() * 4);
-    let my_acc = kb.add(warp_acc, jv);
-    let epp = lay.v.piece_elems();
-    for i in 0..lay.v.pieces {
-        let mut c = 0;
-        while c < epp {
-            let n_vec = (epp - c).min(4);
-            let vals: Vec<_> = run.acc[(i * epp + c) as usize..(i * epp + c + n_vec) as usize]
-                .iter()
-                .map(|&x| x.into())
-                .collect();
-            let at = Address::reg(my_acc, i64::from((i * group * epp + c) * 4));
-            match v_tail.filter(|_| lay.v.masked(i)) {
-                // Only the lanes holding the last piece: the others' columns are past V.
-                Some(ok) => kb.guarded(ok, false, |kb| {
-                    kb.st_vec(Space::Shared, Ty::F32, at, &vals);
-                }),
-                None => kb.st_vec(Space::Shared, Ty::F32, at, &vals),
-            }
-            c += n_vec;
-        }
-    }
-    let lane0 = kb.setp(Cmp::Eq, j, 0u32);
-    let warp8 = kb.shl(warp, 3u32);
-    let my_ml = kb.add(ml_addr, warp8);
-    kb.guarded(lane0, false, |kb| {
-        kb.st_vec(
-            Space::Shared,
-            Ty::F32,
-            Address::reg(my_ml, 0),
-            &[run.m.into(), run.l.into()],
-        );
-        // Columns V..V rounded up to 4 of the warp's row: zeros, read by the merge below.
-        for col in vd..vp {
-            kb.st(
-                Space::Shared,
-                Address::reg(warp_acc, i64::from(col * 4)),
-                0.0f32,
-            );
-        }
-    });
-    kb.place(written);
-    kb.bar_sync(0);
-
-    kb.comment("merge the warps: thread t < V/4 owns columns 4t..4t+4");
-    let done = kb.label();
-    if threads > vp / 4 {
-        let outside = kb.setp(Cmp::Ge, t, vp / 4);
-        kb.bra_if(outside, false, done);
-    }
-    let t16 = kb.shl(t, 4u32);
-    let col_acc = kb.add(acc_addr, t16);
-    let mls: Vec<Vec<Reg>> = (0..warps)
-        .map(|w| {
-            kb.ld_vec(
-                Space::Shared,
-                Ty::F32,
-                2,
-                Address::reg(ml_addr, i64::from(w * 8)),
-            )
-        })
-        .collect();
-    let mut big_m = mls[0][0];
-    for ml in &mls[1..] {
-        big_m = kb.max(big_m, ml[0]);
-    }
-    let mut l_sum: Option<Reg> = None;
-    let mut o4: Vec<Reg> = Vec::new();
-    for (w, ml) in mls.iter().enumerate() {
-        let d = kb.sub(ml[0], big_m);
-        let e = kb.ex2(d, true);
-        let part = kb.ld_vec(
-            Space::Shared,
-            Ty::F32,
-            4,
-            Address::reg(col_acc, (w as u32 * vp * 4).into()),
-        );
-        match l_sum {
-            None => {
-                l_sum = Some(kb.mul(ml[1], e));
-                o4 = part.iter().map(|&x| kb.mul(x, e)).collect();
-            }
-            Some(l) => {
-                l_sum = Some(kb.fma(ml[1], e, l));
-                o4 = part
-                    .iter()
-                    .zip(&o4)
-                    .map(|(&x, &o)| kb.fma(x, e, o))
-                    .collect();
-            }
-        }
-    }
-    let l_sum = l_sum.unwrap_or(run.l);
-
-    let one_split = kb.setp(Cmp::Eq, splits, 1u32);
-    let write_partial = kb.label();
-    kb.bra_if(one_split, true, write_partial);
-    kb.comment("one split: o = o~ / l in the output dtype");
-    let inv = kb.div(1.0f32, l_sum);
-    let o_vals: Vec<Reg> = o4.iter().map(|&x| kb.mul(x, inv)).collect();
-    let o = kb.global_ptr(&p_o);
-    let o_row = kb.mad_wide(nh, vd * esize, o);
-    let o_col = kb.mul_wide(t, 4 * esize);
-    let o_at = kb.add(o_row, o_col);
-    let c0 = |kb: &mut KernelBuilder| kb.shl(t, 2u32);
-    let o_at = Address::reg(o_at, 0);
-    store_columns(&mut kb, spec.dtype, o_at, &o_vals, c0, (vd, false));
-    kb.bra_uni(done);
-
-    kb.place(write_partial);
-    kb.comment("several splits: the partial row (m, l, 0, 0, o~[V]) of this split");
-    let part_row = kb.mad_lo(nh, splits, split);
-    let partial = kb.global_ptr(&p_partial);
-    let g_part = kb.mad_wide(part_row, partial_row_floats(spec) * 4, partial);
-    let t16_wide = kb.mul_wide(t, 16u32);
-    let g_col = kb.add(g_part, t16_wide);
-    let vals: Vec<_> = o4.iter().map(|&x| x.into()).collect();
-    kb.st_vec(
-        Space::Global,
-        Ty::F32,
-        Address::reg(g_col, i64::from(PARTIAL_HEADER * 4)),
-        &vals,
-    );
-    let t0 = kb.setp(Cmp::Eq, t, 0u32);
-    kb.guarded(t0, false, |kb| {
-        kb.st_vec(
-            Space::Global,
-            Ty::F32,
-            Address::reg(g_part, 0),
-            &[big_m.into(), l_sum.into()],
-        );
-    });
+    let merge = MergeIn {
+        t,
+        lane: (warp, r, j),
+        v_tail,
+        shared: (&s_ml, &s_acc),
+        grid: (split, splits, nh),
+        out: (&p_o, &p_partial),
+    };
+    let done = merge_and_write(&mut kb, spec, lay, &run, &merge);
     kb.place(done);
     kb.ret();
     kb.finish()

@@ -3,6 +3,7 @@
 pub mod attention_combine;
 pub mod attention_decode;
 mod attention_layout;
+mod attention_merge;
 mod attention_plan;
 mod attention_spec;
 pub mod chunk_states;
