@@ -24,7 +24,7 @@ fn unsupported_what(s: &KernelSpec) -> &'static str {
 fn unsupported_specs_are_typed_errors_naming_the_field() {
     let good = spec(128, 128, Dtype::Bf16);
     good.validate().unwrap();
-    assert_eq!(unsupported_what(&spec(96, 128, Dtype::F32)), "head dim K");
+    assert_eq!(unsupported_what(&spec(257, 128, Dtype::F32)), "head dim K");
     assert_eq!(unsupported_what(&spec(128, 1024, Dtype::F32)), "head dim V");
     let chunked = KernelSpec {
         chunk: Some(64),

@@ -139,7 +139,7 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(cache.stats().modules, 1);
         assert!(a.ptx.contains(&a.entry));
-        let bad = KernelSpec::decode(96, 64, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
+        let bad = KernelSpec::decode(257, 64, GammaSet::Runtime, Dtype::F32, Arch::Sm80);
         assert!(matches!(
             cache.get(&bad),
             Err(RetentionError::Unsupported { .. })

@@ -195,16 +195,17 @@ fn state_pool_serves_on_every_device_bf16_sharded_gammas() {
 #[test]
 fn emulated_decode_rejects_head_dims_no_kernel_serves() {
     let params = RetentionParams::new(Gammas::retnet(1).unwrap(), None);
+    // Decode kernels are generated for any K <= 256 and V <= 512: K = 257 has none.
     let cfg = StateConfig {
         heads: 1,
-        dk: 3,
+        dk: 257,
         dv: 5,
         params,
     };
     let memory = MemoryPool::new();
     let mut pool = StatePool::new(&Device::Emulated(Arch::Sm80), &memory, &cfg, 1, 1).unwrap();
     let s = pool.alloc().unwrap();
-    let q = HostTensor::<f32>::zeros(vec![1, 1, 3]);
+    let q = HostTensor::<f32>::zeros(vec![1, 1, 257]);
     let v = HostTensor::<f32>::zeros(vec![1, 1, 5]);
     let err = pool.step(0, &[s], &q, &q, &v).unwrap_err();
     assert!(

@@ -6,18 +6,23 @@
 //!
 //! | # | name        | type   | meaning                                          |
 //! |---|-------------|--------|--------------------------------------------------|
-//! | 0 | `p_partial` | `.u64` | partials f32 `[N,H,splits,V+4]` (m, l, pad, õ)   |
+//! | 0 | `p_partial` | `.u64` | partials f32 `[N,H,splits,4+V']` (m, l, pad, õ)  |
 //! | 1 | `p_o`       | `.u64` | o `[N,H,V]` in the spec's dtype (written)        |
 //! | 2 | `p_splits`  | `.u32` | splits per (row, head), as the split pass ran    |
 //!
-//! Mapping: grid `(1, H, N)`, block `(max(32, V/4), 1, 1)`; thread t owns V/threads (2 or 4)
-//! consecutive columns. Lane i of every warp loads the (m, l) of split `base + i` once and
+//! V' is V rounded up to a multiple of 4 (the partial rows stay 16-byte aligned for any V).
+//! Mapping: grid `(1, H, N)`, block `(max(32, V'/4), 1, 1)` rounded up to whole warps (V' =
+//! 64: 32 threads of 2 columns); thread t owns 2 or 4 consecutive columns, threads past V'
+//! load nothing, and columns past V are not stored (o in accesses of 4, 2 or 1 elements, as
+//! V's alignment allows). Lane i of every warp loads the (m, l) of split `base + i` once and
 //! `shfl.idx` hands it to the warp, so each partial word is read once per warp at most; the
 //! õ rows of eight splits are loaded together before they are merged (a loop of one split
 //! at a time would wait a full memory latency per split).
 
-use super::attention_decode::{NO_SCORE, PARTIAL_HEADER, combine_threads, validate};
-use super::attention_layout::{load_piece_words_masked, store_from_f32};
+use super::attention_layout::{load_piece_words_masked, store_columns};
+use super::attention_spec::{
+    NO_SCORE, PARTIAL_HEADER, combine_mapping, padded_v, partial_row_floats, validate,
+};
 use super::unsupported;
 use crate::GenError;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Sreg, Ty};
@@ -42,10 +47,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         ));
     }
     let vd = spec.v;
-    let threads = combine_threads(spec);
-    let cols = vd / threads; // 2 or 4
+    let (threads, cols) = combine_mapping(spec); // cols: 2 or 4
+    // Threads whose columns start at or past the padded V (a V that fills no whole warp).
+    let idle_threads = threads * cols > padded_v(vd);
     let esize = spec.dtype.size_bytes() as u32;
-    let row_bytes = (vd + PARTIAL_HEADER) * 4;
+    let row_bytes = partial_row_floats(spec) * 4;
 
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
     kb.header(format!(
@@ -69,9 +75,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let splits = kb.ld_param(&p_splits);
     let first_row = kb.mul_lo(nh, splits);
     let partial = kb.global_ptr(&p_partial);
-    let g_rows = kb.mad_wide(first_row, row_bytes, partial); // (splits, V + 4)
+    let g_rows = kb.mad_wide(first_row, row_bytes, partial); // (splits, 4 + V')
     let t_cols = kb.mul_wide(t, cols * 4);
     let g_cols = kb.add(g_rows, t_cols);
+    let t_ok = idle_threads.then(|| kb.setp(Cmp::Lt, t, padded_v(vd) / cols));
 
     let big_m = kb.mov(Ty::F32, NO_SCORE);
     let l_sum = kb.mov(Ty::F32, 0.0f32);
@@ -101,7 +108,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                     let m_j = kb.selp(m_j, NO_SCORE, inside);
                     let l_j = kb.selp(l_j, 0.0f32, inside);
                     let at = Address::reg(row_at, i64::from(j * row_bytes + PARTIAL_HEADER * 4));
-                    let o_j = load_piece_words_masked(kb, Dtype::F32, cols * 4, at, inside);
+                    let load_ok = match t_ok {
+                        Some(ok) => kb.and(inside, ok),
+                        None => inside,
+                    };
+                    let o_j = load_piece_words_masked(kb, Dtype::F32, cols * 4, at, load_ok);
                     (m_j, l_j, o_j)
                 })
                 .collect();
@@ -131,7 +142,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_row = kb.mad_wide(nh, vd * esize, o);
     let o_col = kb.mul_wide(t, cols * esize);
     let o_at = kb.add(o_row, o_col);
-    store_from_f32(&mut kb, spec.dtype, Address::reg(o_at, 0), &o_vals);
+    let c0 = |kb: &mut KernelBuilder| kb.mul_lo(t, cols);
+    let o_at = Address::reg(o_at, 0);
+    store_columns(&mut kb, spec.dtype, o_at, &o_vals, c0, (vd, idle_threads));
     kb.ret();
     kb.finish()
 }

@@ -13,7 +13,9 @@
 //! With a single split the split kernel normalises and writes o itself and no combine runs.
 //! Layouts as `retention_kernels::cpu::attention_decode`: q `[N,H,K]`, k_cache `[N,H,L,K]`,
 //! v_cache `[N,H,L,V]` (head-major: a head's context is contiguous), o `[N,H,V]`, all in the
-//! spec's dtype; partials f32 `[N,H,splits,V+4]` (m, l, two pad words, then õ: 16-byte rows).
+//! spec's dtype; partials f32 `[N,H,splits,4+V']` with V' = V rounded up to a multiple of 4
+//! (m, l, two pad words, then õ and zeros to V': 16-byte rows; [`partial_row_floats`]).
+//! Head dims: any K in 1..=256 and V in 1..=512 ([`validate`], in `attention_spec.rs`).
 //!
 //! Split-pass parameters, in launch order (pointers are `.u64` device addresses):
 //!
@@ -23,132 +25,57 @@
 //! | 1 | `p_k_cache`   | `.u64` | k_cache `[N,H,L,K]`                                     |
 //! | 2 | `p_v_cache`   | `.u64` | v_cache `[N,H,L,V]`                                     |
 //! | 3 | `p_o`         | `.u64` | o `[N,H,V]`, written only when there is one split       |
-//! | 4 | `p_partial`   | `.u64` | partials f32 `[N,H,splits,V+4]`, written when splits > 1 |
+//! | 4 | `p_partial`   | `.u64` | partials f32 `[N,H,splits,4+V']`, written if splits > 1 |
 //! | 5 | `p_context`   | `.u32` | L, cached tokens (≥ 1)                                  |
 //! | 6 | `p_split_len` | `.u32` | tokens per split; splits = ⌈L / split_len⌉ = grid x     |
 //! | 7 | `p_scale`     | `.f32` | s, applied to q exactly once                            |
 //!
 //! Mapping: grid `(splits, H, N)`, block `(threads, 1, 1)`, no dynamic shared memory (see
-//! [`plan`], in `attention_plan.rs` and re-exported here). Lanes are laid over tokens as `attention_layout.rs` describes: a group
-//! of G lanes reads one token's key and value rows with 16-byte loads, each lane holding the
+//! [`plan`], in `attention_plan.rs` and re-exported here). Lanes are laid over tokens as
+//! `attention_layout.rs` describes: a group of G lanes reads one token's key and value rows
+//! with loads of up to 16 bytes (as wide as the rows' alignment allows), each lane holding the
 //! same q elements (staged once through shared memory, pre-multiplied by s·log2 e so scores
 //! are in log2 units and softmax weights are `ex2`). A step reads `rows_per_step` tokens per
 //! group; the group's q·k partial dots are summed by butterfly shuffles, and the group's
 //! running (m, l, õ) is rescaled once per step. At the end the groups of a warp merge by
 //! shuffles, the warps through shared memory. Every cached byte is read exactly once; the
 //! last step of a split is masked (predicated loads), never read past the context.
+//!
+//! Tails (emitted only for dims that have them; K, V multiples of 64 keep the unmasked
+//! kernel): q is staged 4, 2 or 1 elements per thread (the widest access K's alignment
+//! allows), in several passes when K needs more stagers than the CTA has; lanes past the
+//! end of a row's last piece load nothing and hold zeros (q, k and v alike), so they add
+//! nothing to the dots and sums; they store no õ, and the columns V..V' of each warp's
+//! shared row are zero-filled for the final merge, which runs over V' columns; o is written
+//! in accesses of 4, 2 or 1 elements (V's alignment), columns past V predicated off.
 
-use super::attention_layout::RowSplit;
 use super::attention_layout::{
-    LaneLayout, load_piece_words, load_piece_words_masked, store_from_f32, widen,
+    LaneLayout, RowSplit, column_width, load_piece_words, load_piece_words_masked, widen,
 };
 use super::unsupported;
 use crate::GenError;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Space, Sreg, Ty};
-use crate::spec::{GammaSet, KernelOp, KernelSpec};
+use crate::dsl::{
+    Address, Axis, Cmp, KernelBuilder, ParamRef, Reg, SharedRef, ShflMode, Space, Sreg, Ty,
+};
+use crate::spec::{KernelOp, KernelSpec};
 
+use super::attention_merge::{MergeIn, Running, merge_and_write};
 pub use super::attention_plan::{
-    AttentionDecodePlan, MIN_PLANNED_SPLIT, combine_threads, launch_geometry, param_names, plan,
+    AttentionDecodePlan, MIN_PLANNED_SPLIT, launch_geometry, param_names, plan,
     plan_with_split_len, tokens_per_step,
 };
+pub use super::attention_spec::{
+    MAX_K, MAX_V, PARTIAL_HEADER, combine_threads, partial_row_floats, validate,
+};
+use super::attention_spec::{NO_SCORE, padded_v};
 
-/// Key/query head dims served.
-pub const SUPPORTED_K: [u32; 3] = [64, 128, 256];
-/// Value head dims served.
-pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
-/// f32 words before each split's õ in the partials: m, l and two pad words.
-pub const PARTIAL_HEADER: u32 = 4;
-/// The running max of a lane group that has seen no token: finite, so max − max is 0.
-pub(crate) const NO_SCORE: f32 = f32::MIN;
-
-/// Check that the attention generators serve `spec` (either pass).
-///
-/// # Errors
-/// [`GenError::UnsupportedSpec`] for another op, an unsupported K or V, a chunk, a named
-/// gamma set, or a tile other than threads ∈ {64, …, 512} (a power of two, 4·threads ≥ V)
-/// and rows_per_step ∈ {1, 2, 4}.
-pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if !matches!(
-        spec.op,
-        KernelOp::AttentionDecode | KernelOp::AttentionCombine
-    ) {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the attention generators emit attention_decode and attention_combine only",
-        ));
-    }
-    if !SUPPORTED_K.contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            "attention decode serves K in {64, 128, 256}",
-        ));
-    }
-    if !SUPPORTED_V.contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            "attention decode serves V in {64, 128, 256, 512}",
-        ));
-    }
-    if let Some(c) = spec.chunk {
-        return Err(unsupported("chunk", c, "attention decode takes no chunk"));
-    }
-    if spec.gammas != GammaSet::Runtime {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "attention has no decays: use `runtime` (nothing baked in)",
-        ));
-    }
-    let t = spec.tile;
-    if !t.threads.is_power_of_two() || !(64..=512).contains(&t.threads) || t.threads * 4 < spec.v {
-        return Err(unsupported(
-            "tile threads",
-            t.threads,
-            "a power of two in 64..=512 with 4·threads >= V",
-        ));
-    }
-    if !matches!(t.rows_per_step, 1 | 2 | 4) {
-        return Err(unsupported(
-            "tile rows_per_step",
-            t.rows_per_step,
-            "tokens per lane group per step: 1, 2 or 4",
-        ));
-    }
-    Ok(())
-}
-
-/// A lane group's running softmax state: max m (log2 units), Σ 2^(s−m), Σ 2^(s−m)·v.
-struct Running {
-    m: Reg,
-    l: Reg,
-    acc: Vec<Reg>,
-}
-
-impl Running {
-    /// Fold in the state (m2, l2, acc2) of another part of the context.
-    fn merge(&self, kb: &mut KernelBuilder, m2: Reg, l2: Reg, acc2: &[Reg]) {
-        let m = kb.max(self.m, m2);
-        let a = kb.sub(self.m, m);
-        let a = kb.ex2(a, true);
-        let b = kb.sub(m2, m);
-        let b = kb.ex2(b, true);
-        let l = kb.mul(self.l, a);
-        kb.fma_into(self.l, l2, b, l);
-        for (&x, &y) in self.acc.iter().zip(acc2) {
-            let xa = kb.mul(x, a);
-            kb.fma_into(x, y, b, xa);
-        }
-        kb.assign(self.m, m);
-    }
-}
-
-/// Where a lane's loads of one step start.
+/// Where a lane's loads of one step start, and (for rows whose pieces do not fill every
+/// lane) whether this lane holds the key/value row's last piece.
 struct StepPointers {
     k: Reg,
     v: Reg,
+    k_tail: Option<Reg>,
+    v_tail: Option<Reg>,
 }
 
 /// One step: `rows_per_step` tokens per lane group, folded into `run`. `valid` (for the
@@ -168,17 +95,26 @@ fn emit_step(
         i64::from(spec.k * lay.k.esize),
         i64::from(spec.v * lay.v.esize),
     );
-    let load = |kb: &mut KernelBuilder, base: Reg, row: i64, split: RowSplit, u: u32| {
+    let load = |kb: &mut KernelBuilder,
+                base: Reg,
+                row: i64,
+                split: RowSplit,
+                tail: Option<Reg>,
+                u: u32| {
         let mut words = Vec::new();
         for i in 0..split.pieces {
             let addr = Address::reg(
                 base,
                 i64::from(u * token_stride) * row + split.piece_offset(i, lay.group),
             );
-            words.extend(match valid {
-                Some(v) => {
-                    load_piece_words_masked(kb, spec.dtype, split.piece_bytes, addr, v[u as usize])
-                }
+            // The token's mask, and for a row's last piece the lane's.
+            let lane_ok = tail.filter(|_| split.masked(i));
+            let mask = match (valid.map(|v| v[u as usize]), lane_ok) {
+                (Some(a), Some(b)) => Some(kb.and(a, b)),
+                (a, b) => a.or(b),
+            };
+            words.extend(match mask {
+                Some(m) => load_piece_words_masked(kb, spec.dtype, split.piece_bytes, addr, m),
                 None => load_piece_words(kb, spec.dtype, split.piece_bytes, addr),
             });
         }
@@ -186,10 +122,10 @@ fn emit_step(
     };
     // Issue every load of the step before any arithmetic.
     let k_words: Vec<Vec<Reg>> = (0..u_count)
-        .map(|u| load(kb, ptr.k, k_row, lay.k, u))
+        .map(|u| load(kb, ptr.k, k_row, lay.k, ptr.k_tail, u))
         .collect();
     let v_words: Vec<Vec<Reg>> = (0..u_count)
-        .map(|u| load(kb, ptr.v, v_row, lay.v, u))
+        .map(|u| load(kb, ptr.v, v_row, lay.v, ptr.v_tail, u))
         .collect();
     let mut scores = Vec::new();
     for (u, words) in k_words.iter().enumerate() {
@@ -243,6 +179,59 @@ fn emit_step(
     kb.assign(run.m, m);
 }
 
+/// Stage q · s · log2 e in shared memory as f32 (`s_q`, K words): 4, 2 or 1 elements per
+/// thread (the widest access K's alignment allows), in several passes when K needs more
+/// stagers than the CTA has. Returns the shared address of `s_q`.
+fn stage_q(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    t: Reg,
+    nh: Reg,
+    (p_q, p_scale): (&ParamRef, &ParamRef),
+    s_q: &SharedRef,
+) -> Reg {
+    let (kd, threads) = (spec.k, spec.tile.threads);
+    let esize = spec.dtype.size_bytes() as u32;
+    let qw = column_width(kd); // q elements per staging thread: the row's alignment allows it
+    if qw == 4 {
+        kb.comment("stage q * scale * log2(e) in shared memory as f32, four elements per thread");
+    } else {
+        kb.comment(format!(
+            "stage q * scale * log2(e) in shared memory as f32, {qw} element(s) per thread"
+        ));
+    }
+    let scale = kb.ld_param(p_scale);
+    let q_scale = kb.mul(scale, std::f32::consts::LOG2_E);
+    let q = kb.global_ptr(p_q);
+    let g_q = kb.mad_wide(nh, kd * esize, q); // (K)
+    let sq_addr = kb.shared_addr(s_q);
+    let stagers = kd / qw;
+    for first in (0..stagers).step_by(threads as usize) {
+        let stage = |kb: &mut KernelBuilder| {
+            let at = kb.mul_wide(t, qw * esize);
+            let at = kb.add(g_q, at);
+            let from = i64::from(first * qw * esize);
+            let words = load_piece_words(kb, spec.dtype, qw * esize, Address::reg(at, from));
+            let xs = widen(kb, &words);
+            let xs: Vec<_> = xs.into_iter().map(|x| kb.mul(x, q_scale).into()).collect();
+            let t16 = kb.shl(t, (qw * 4).trailing_zeros());
+            let dst = kb.add(sq_addr, t16);
+            let to = i64::from(first * qw * 4);
+            kb.st_vec(Space::Shared, Ty::F32, Address::reg(dst, to), &xs);
+        };
+        if first + threads > stagers {
+            let inside = kb.setp(Cmp::Lt, t, stagers - first);
+            let skip = kb.label();
+            kb.bra_if(inside, true, skip);
+            stage(kb);
+            kb.place(skip);
+        } else {
+            stage(kb);
+        }
+    }
+    sq_addr
+}
+
 /// Emit the split pass for `spec` (validated first).
 ///
 /// # Errors
@@ -259,6 +248,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     }
     let lay = LaneLayout::new(spec);
     let (kd, vd) = (spec.k, spec.v);
+    let vp = padded_v(vd); // columns of a warp's shared row and of a partial row's o~
     let threads = spec.tile.threads;
     let warps = threads / 32;
     let group = lay.group;
@@ -289,7 +279,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     let s_q = kb.shared_array("s_q", kd * 4, 16, "q*scale*log2(e) as f32 [K]");
     let s_ml = kb.shared_array("s_ml", warps * 8, 16, "each warp's (m, l) as f32 [W, 2]");
-    let s_acc = kb.shared_array("s_acc", warps * vd * 4, 16, "each warp's o~ as f32 [W, V]");
+    let s_acc = kb.shared_array("s_acc", warps * vp * 4, 16, "each warp's o~ as f32 [W, V]");
 
     kb.comment("one CTA per (split = ctaid.x, head h = ctaid.y, row n = ctaid.z)");
     let split = kb.sreg(Sreg::Ctaid(Axis::X));
@@ -306,31 +296,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let len = kb.min(left, split_len);
     let end = kb.add(start, len);
 
-    kb.comment("stage q * scale * log2(e) in shared memory as f32, four elements per thread");
-    let scale = kb.ld_param(&p_scale);
-    let q_scale = kb.mul(scale, std::f32::consts::LOG2_E);
-    let q = kb.global_ptr(&p_q);
-    let g_q = kb.mad_wide(nh, kd * esize, q); // (K)
-    let sq_addr = kb.shared_addr(&s_q);
-    let stage = |kb: &mut KernelBuilder| {
-        let at = kb.mul_wide(t, 4 * esize);
-        let at = kb.add(g_q, at);
-        let words = load_piece_words(kb, spec.dtype, 4 * esize, Address::reg(at, 0));
-        let xs = widen(kb, &words);
-        let xs: Vec<_> = xs.into_iter().map(|x| kb.mul(x, q_scale).into()).collect();
-        let t16 = kb.shl(t, 4u32);
-        let dst = kb.add(sq_addr, t16);
-        kb.st_vec(Space::Shared, Ty::F32, Address::reg(dst, 0), &xs);
-    };
-    if threads > kd / 4 {
-        let inside = kb.setp(Cmp::Lt, t, kd / 4);
-        let skip = kb.label();
-        kb.bra_if(inside, true, skip);
-        stage(&mut kb);
-        kb.place(skip);
-    } else {
-        stage(&mut kb);
-    }
+    let sq_addr = stage_q(&mut kb, spec, t, nh, (&p_q, &p_scale), &s_q);
     kb.bar_sync(0);
 
     kb.comment(format!(
@@ -341,6 +307,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let warp = kb.shr(t, 5u32);
     let j = kb.and(lane, group - 1);
     let r = kb.shr(lane, group.trailing_zeros());
+    // Lanes holding the last piece of a row that does not fill the group (tails only).
+    let k_tail = lay.k.tail_lanes.map(|n| kb.setp(Cmp::Lt, j, n));
+    let v_tail = lay.v.tail_lanes.map(|n| kb.setp(Cmp::Lt, j, n));
     let jq = kb.mul_lo(j, lay.k.piece_elems() * 4);
     let sq_lane = kb.add(sq_addr, jq);
     let mut q_regs = Vec::new();
@@ -349,12 +318,21 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         let mut c = 0;
         while c < lay.k.piece_elems() {
             let n_vec = (lay.k.piece_elems() - c).min(4);
-            q_regs.extend(kb.ld_vec(
-                Space::Shared,
-                Ty::F32,
-                n_vec as usize,
-                Address::reg(sq_lane, piece + i64::from(c * 4)),
-            ));
+            let at = Address::reg(sq_lane, piece + i64::from(c * 4));
+            match k_tail.filter(|_| lay.k.masked(i)) {
+                // Past K: zeros, so the masked k elements (also zero) add nothing.
+                Some(ok) => {
+                    let zeros: Vec<Reg> = (0..n_vec).map(|_| kb.mov(Ty::F32, 0.0f32)).collect();
+                    kb.guarded(ok, false, |kb| {
+                        let xs = kb.ld_vec(Space::Shared, Ty::F32, n_vec as usize, at);
+                        for (&z, x) in zeros.iter().zip(xs) {
+                            kb.assign(z, x);
+                        }
+                    });
+                    q_regs.extend(zeros);
+                }
+                None => q_regs.extend(kb.ld_vec(Space::Shared, Ty::F32, n_vec as usize, at)),
+            }
             c += n_vec;
         }
     }
@@ -374,7 +352,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let v_at = kb.mad_wide(row, vd * esize, v_base);
     let v_lane = kb.mul_wide(j, lay.v.piece_bytes);
     let v_ptr = kb.add(v_at, v_lane);
-    let ptr = StepPointers { k: k_ptr, v: v_ptr };
+    let ptr = StepPointers {
+        k: k_ptr,
+        v: v_ptr,
+        k_tail,
+        v_tail,
+    };
     let run = Running {
         m: kb.mov(Ty::F32, NO_SCORE),
         l: kb.mov(Ty::F32, 0.0f32),
@@ -407,142 +390,15 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     emit_step(&mut kb, spec, lay, &ptr, &q_regs, &run, Some(&valid));
     kb.place(merged);
 
-    kb.comment("merge the lane groups of a warp (same columns, lanes G apart)");
-    let mut off = group;
-    while off < 32 {
-        let shfl = |kb: &mut KernelBuilder, x: Reg| {
-            kb.warp_shfl(ShflMode::Bfly, x, off, 0x1fu32, u32::MAX)
-        };
-        let m2 = shfl(&mut kb, run.m);
-        let l2 = shfl(&mut kb, run.l);
-        let acc2: Vec<Reg> = run.acc.iter().map(|&a| shfl(&mut kb, a)).collect();
-        run.merge(&mut kb, m2, l2, &acc2);
-        off *= 2;
-    }
-
-    kb.comment("group 0 of each warp writes its (m, l) and o~ to shared memory");
-    let ml_addr = kb.shared_addr(&s_ml);
-    let acc_addr = kb.shared_addr(&s_acc);
-    let written = kb.label();
-    let not_group0 = kb.setp(Cmp::Ne, r, 0u32);
-    kb.bra_if(not_group0, false, written);
-    let warp_acc = kb.mad_lo(warp, vd * 4, acc_addr);
-    let jv = kb.mul_lo(j, lay.v.piece_elems() * 4);
-    let my_acc = kb.add(warp_acc, jv);
-    let epp = lay.v.piece_elems();
-    for i in 0..lay.v.pieces {
-        let mut c = 0;
-        while c < epp {
-            let n_vec = (epp - c).min(4);
-            let vals: Vec<_> = run.acc[(i * epp + c) as usize..(i * epp + c + n_vec) as usize]
-                .iter()
-                .map(|&x| x.into())
-                .collect();
-            let at = i64::from((i * group * epp + c) * 4);
-            kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_acc, at), &vals);
-            c += n_vec;
-        }
-    }
-    let lane0 = kb.setp(Cmp::Eq, j, 0u32);
-    let warp8 = kb.shl(warp, 3u32);
-    let my_ml = kb.add(ml_addr, warp8);
-    kb.guarded(lane0, false, |kb| {
-        kb.st_vec(
-            Space::Shared,
-            Ty::F32,
-            Address::reg(my_ml, 0),
-            &[run.m.into(), run.l.into()],
-        );
-    });
-    kb.place(written);
-    kb.bar_sync(0);
-
-    kb.comment("merge the warps: thread t < V/4 owns columns 4t..4t+4");
-    let done = kb.label();
-    if threads > vd / 4 {
-        let outside = kb.setp(Cmp::Ge, t, vd / 4);
-        kb.bra_if(outside, false, done);
-    }
-    let t16 = kb.shl(t, 4u32);
-    let col_acc = kb.add(acc_addr, t16);
-    let mls: Vec<Vec<Reg>> = (0..warps)
-        .map(|w| {
-            kb.ld_vec(
-                Space::Shared,
-                Ty::F32,
-                2,
-                Address::reg(ml_addr, i64::from(w * 8)),
-            )
-        })
-        .collect();
-    let mut big_m = mls[0][0];
-    for ml in &mls[1..] {
-        big_m = kb.max(big_m, ml[0]);
-    }
-    let mut l_sum: Option<Reg> = None;
-    let mut o4: Vec<Reg> = Vec::new();
-    for (w, ml) in mls.iter().enumerate() {
-        let d = kb.sub(ml[0], big_m);
-        let e = kb.ex2(d, true);
-        let part = kb.ld_vec(
-            Space::Shared,
-            Ty::F32,
-            4,
-            Address::reg(col_acc, (w as u32 * vd * 4).into()),
-        );
-        match l_sum {
-            None => {
-                l_sum = Some(kb.mul(ml[1], e));
-                o4 = part.iter().map(|&x| kb.mul(x, e)).collect();
-            }
-            Some(l) => {
-                l_sum = Some(kb.fma(ml[1], e, l));
-                o4 = part
-                    .iter()
-                    .zip(&o4)
-                    .map(|(&x, &o)| kb.fma(x, e, o))
-                    .collect();
-            }
-        }
-    }
-    let l_sum = l_sum.unwrap_or(run.l);
-
-    let one_split = kb.setp(Cmp::Eq, splits, 1u32);
-    let write_partial = kb.label();
-    kb.bra_if(one_split, true, write_partial);
-    kb.comment("one split: o = o~ / l in the output dtype");
-    let inv = kb.div(1.0f32, l_sum);
-    let o_vals: Vec<Reg> = o4.iter().map(|&x| kb.mul(x, inv)).collect();
-    let o = kb.global_ptr(&p_o);
-    let o_row = kb.mad_wide(nh, vd * esize, o);
-    let o_col = kb.mul_wide(t, 4 * esize);
-    let o_at = kb.add(o_row, o_col);
-    store_from_f32(&mut kb, spec.dtype, Address::reg(o_at, 0), &o_vals);
-    kb.bra_uni(done);
-
-    kb.place(write_partial);
-    kb.comment("several splits: the partial row (m, l, 0, 0, o~[V]) of this split");
-    let part_row = kb.mad_lo(nh, splits, split);
-    let partial = kb.global_ptr(&p_partial);
-    let g_part = kb.mad_wide(part_row, (vd + PARTIAL_HEADER) * 4, partial);
-    let t16_wide = kb.mul_wide(t, 16u32);
-    let g_col = kb.add(g_part, t16_wide);
-    let vals: Vec<_> = o4.iter().map(|&x| x.into()).collect();
-    kb.st_vec(
-        Space::Global,
-        Ty::F32,
-        Address::reg(g_col, i64::from(PARTIAL_HEADER * 4)),
-        &vals,
-    );
-    let t0 = kb.setp(Cmp::Eq, t, 0u32);
-    kb.guarded(t0, false, |kb| {
-        kb.st_vec(
-            Space::Global,
-            Ty::F32,
-            Address::reg(g_part, 0),
-            &[big_m.into(), l_sum.into()],
-        );
-    });
+    let merge = MergeIn {
+        t,
+        lane: (warp, r, j),
+        v_tail,
+        shared: (&s_ml, &s_acc),
+        grid: (split, splits, nh),
+        out: (&p_o, &p_partial),
+    };
+    let done = merge_and_write(&mut kb, spec, lay, &run, &merge);
     kb.place(done);
     kb.ret();
     kb.finish()

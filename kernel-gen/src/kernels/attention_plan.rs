@@ -2,8 +2,8 @@
 //! head's context), both passes' grids, and the parameter tables (documented in
 //! [`super::attention_decode`] and [`super::attention_combine`]).
 
-use super::attention_decode::{PARTIAL_HEADER, validate};
 use super::attention_layout::LaneLayout;
+use super::attention_spec::{combine_threads, partial_row_floats, validate};
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{Arch, GenError, LaunchGeometry};
 
@@ -11,11 +11,6 @@ use crate::{Arch, GenError, LaunchGeometry};
 pub fn tokens_per_step(spec: &KernelSpec) -> u32 {
     let groups = LaneLayout::new(spec).groups_per_warp();
     spec.tile.threads / 32 * groups * spec.tile.rows_per_step
-}
-
-/// Threads of the combine pass: 2 or 4 output columns each, at least a warp.
-pub fn combine_threads(spec: &KernelSpec) -> u32 {
-    (spec.v / 4).max(32)
 }
 
 /// How to run one attention decode: the split pass, then (when `splits > 1`) the combine.
@@ -30,7 +25,8 @@ pub struct AttentionDecodePlan {
     /// The combine pass's launch, grid `(1, H, N)`; `None` with one split (the split pass
     /// writes o itself).
     pub combine: Option<LaunchGeometry>,
-    /// f32 elements of the partials buffer, `N·H·splits·(V+4)`; 0 with one split (then
+    /// f32 elements of the partials buffer, `N·H·splits·(4 + V rounded up to a multiple of
+    /// 4)`; 0 with one split (then
     /// `p_partial` is not touched and may be any value).
     pub partial_floats: u64,
 }
@@ -108,7 +104,7 @@ pub fn plan_with_split_len(
     }
     let splits = context.div_ceil(split_len);
     let partial_floats = if splits > 1 {
-        cells * u64::from(splits) * u64::from(spec.v + PARTIAL_HEADER)
+        cells * u64::from(splits) * u64::from(partial_row_floats(spec))
     } else {
         0
     };

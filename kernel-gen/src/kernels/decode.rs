@@ -24,19 +24,30 @@
 //! The caller guarantees every slot index is inside the pool and that no two rows share a
 //! slot (both would race on one state); the runtime's `StatePool` checks this.
 //!
+//! Head dims: any K in 1..=256 and V in 1..=512.
+//!
 //! Mapping ([`launch_geometry`]): one CTA per (row n, head h, value slice z) — grid
-//! `(N, H, V/W)`, block `(threads, 1, 1)`, no dynamic shared memory. The slice width W is
+//! `(N, H, ⌈V/W⌉)`, block `(threads, 1, 1)`, no dynamic shared memory. The slice width W is
 //! fixed per spec ([`value_slice`]). Columns of o only need their own columns of S, so CTA
 //! (n, h, z) owns state columns `zW..(z+1)W` of S and writes o's columns `zW..(z+1)W`: no
 //! cross-CTA reduction, and a small batch still fills the GPU (N = 1, H = 8, V = 512: 128
-//! CTAs instead of 8). Thread t owns the four state columns `zW + 4c..zW + 4c+4`
-//! (c = t mod W/4) of rows `r, r+R, r+2R, …` (r = t div W/4, R = 4·threads/W), so a warp
-//! touches consecutive 16-byte pieces of a row (at least 128 bytes): every state element is
-//! read once and written once with coalesced `v4.f32` accesses. q·s and k (K values each) are
-//! staged in shared memory as f32 by every slice's CTA (the only extra traffic of the split:
-//! (V/W − 1)·2K elements per row and head), the v slice once by the first row group, and the
-//! row's slot (and runtime log2 γ_h) once by thread 0; the R partial outputs per column are
-//! summed through shared memory at the end.
+//! CTAs instead of 8). Thread t owns the cw adjacent state columns `zW + cw·c..zW + cw·c+cw`
+//! (c = t mod W/cw; cw = 4 when 4 divides V, else 2 or 1: [`column_width`]) of rows
+//! `r, r+R, r+2R, …` (r = t div W/cw, R = cw·threads/W), so a warp touches consecutive
+//! pieces of a row: every state element is read once and written once with coalesced
+//! `v4.f32` accesses (`v2`/scalar when V only allows them; a row of S, v or o starts at a
+//! multiple of V elements, so cw·4 bytes is the widest alignment every row guarantees). q·s
+//! and k (K values each) are staged in shared memory as f32 by every slice's CTA (the only
+//! extra traffic of the split: (⌈V/W⌉ − 1)·2K elements per row and head), the v slice once
+//! by the first row group, and the row's slot (and runtime log2 γ_h) once by thread 0; the R
+//! partial outputs per column are summed through shared memory at the end.
+//!
+//! Tails (emitted only for dims that have them, so K, V powers of two keep the unmasked
+//! kernel): when W does not divide V, columns at or past V are masked — their state and v
+//! accesses are predicated off, the staged v is zero there, and their o is not written; when
+//! R·rows_per_step does not divide K, the loop runs ⌈K/(R·rows_per_step)⌉ steps and rows at
+//! or past K are masked the same way (their q, k read as zero, nothing loaded or stored).
+//! Masked accesses move no bytes, so the traffic stays the algorithmic minimum plus staging.
 //!
 //! The decay is 2^(log2 γ_h) computed by [`decay::emit_exp2`] (accurate near γ = 1): for a
 //! named gamma set log2 γ_h is an f32 immediate chosen per head, for runtime γ it is loaded,
@@ -44,33 +55,20 @@
 
 use retention_core::Dtype;
 
-use super::{decay, unsupported};
-use crate::dsl::{
-    Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, SharedRef, Space, Sreg, Ty,
+pub use super::decode_phases::{column_width, value_slice, value_slices};
+
+use super::decode_phases::{
+    Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o, stage_v, stream_state,
 };
+use super::{decay, unsupported};
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
 
-const SUPPORTED_K: [u32; 3] = [64, 128, 256];
-const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
-/// Narrowest value slice: 32 f32 columns, one 128-byte line of a state row.
-const MIN_SLICE: u32 = 32;
-
-/// The value slice width W of `spec`: the columns of the state one CTA owns.
-///
-/// W = min(V, max(32, 4·threads·rows_per_step / K)): as narrow as possible (more CTAs for a
-/// small batch) while every thread still streams at least one full step of `rows_per_step`
-/// rows and a warp still covers whole 128-byte lines. Fixed per spec, so the PTX does not
-/// depend on the batch; the grid has V / W slices on z.
-pub fn value_slice(spec: &KernelSpec) -> u32 {
-    let t = spec.tile;
-    let one_step = 4u32
-        .saturating_mul(t.threads)
-        .saturating_mul(t.rows_per_step)
-        / spec.k.max(1);
-    one_step.max(MIN_SLICE).min(spec.v)
-}
-
+/// Largest key head dim served (any K in 1..=MAX_K).
+pub const MAX_K: u32 = 256;
+/// Largest value head dim served (any V in 1..=MAX_V).
+pub const MAX_V: u32 = 512;
 /// Check that this generator serves `spec`.
 ///
 /// # Errors
@@ -83,18 +81,18 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the decode generator emits decode only",
         ));
     }
-    if !SUPPORTED_K.contains(&spec.k) {
+    if !(1..=MAX_K).contains(&spec.k) {
         return Err(unsupported(
             "head dim K",
             spec.k,
-            "decode serves K in {64, 128, 256}",
+            format!("decode serves K in 1..={MAX_K}"),
         ));
     }
-    if !SUPPORTED_V.contains(&spec.v) {
+    if !(1..=MAX_V).contains(&spec.v) {
         return Err(unsupported(
             "head dim V",
             spec.v,
-            "decode serves V in {64, 128, 256, 512}",
+            format!("decode serves V in 1..={MAX_V}"),
         ));
     }
     if let Some(c) = spec.chunk {
@@ -117,14 +115,11 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "a power of two in 64..=1024 with 4·threads >= V",
         ));
     }
-    let row_groups = t.threads * 4 / value_slice(spec);
-    if !matches!(t.rows_per_step, 1 | 2 | 4 | 8)
-        || !spec.k.is_multiple_of(row_groups * t.rows_per_step)
-    {
+    if !matches!(t.rows_per_step, 1 | 2 | 4 | 8) {
         return Err(unsupported(
             "tile rows_per_step",
             t.rows_per_step,
-            format!("one of 1, 2, 4, 8 dividing K / {row_groups} row groups"),
+            "one of 1, 2, 4, 8",
         ));
     }
     Ok(())
@@ -143,7 +138,7 @@ pub fn launch_geometry(
     validate(spec)?;
     super::check_grid(spec, rows, heads)?;
     Ok(LaunchGeometry {
-        grid: [rows, heads, spec.v / value_slice(spec)],
+        grid: [rows, heads, value_slices(spec)],
         block: [spec.tile.threads, 1, 1],
         dynamic_smem_bytes: 0,
     })
@@ -175,46 +170,6 @@ fn load_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Reg {
     }
 }
 
-/// Load four consecutive elements of `dtype` in one access and widen them to f32.
-fn load4_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Vec<Reg> {
-    match dtype {
-        Dtype::F32 => kb.ld_vec(Space::Global, Ty::F32, 4, addr),
-        Dtype::F16 | Dtype::Bf16 => {
-            let ty = if dtype == Dtype::F16 {
-                Ty::F16
-            } else {
-                Ty::Bf16
-            };
-            let halves = kb.ld_vec(Space::Global, ty, 4, addr);
-            halves
-                .into_iter()
-                .map(|h| kb.cvt(Ty::F32, h, None))
-                .collect()
-        }
-    }
-}
-
-/// Round an f32 to `dtype` and store it at `addr`.
-fn store_from_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address, x: Reg) {
-    match dtype {
-        Dtype::F32 => kb.st(Space::Global, addr, x),
-        Dtype::F16 => {
-            let h = kb.cvt(Ty::F16, x, Some(Rounding::Rn));
-            kb.st(Space::Global, addr, h);
-        }
-        Dtype::Bf16 => {
-            let h = kb.cvt(Ty::Bf16, x, Some(Rounding::Rn));
-            kb.st(Space::Global, addr, h);
-        }
-    }
-}
-
-/// `base + index·elem_bytes` as a global address register.
-fn element_ptr(kb: &mut KernelBuilder, base: Reg, index: Reg, elem_bytes: u32) -> Reg {
-    let offset = kb.mul_wide(index, elem_bytes);
-    kb.add(base, offset)
-}
-
 /// log2 γ_h: the named set's immediate for head `h`, chosen by a `selp` chain.
 fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: Reg) -> Reg {
     let mut g = kb.mov(Ty::F32, log2_gammas[0]);
@@ -232,12 +187,10 @@ fn select_log2_gamma(kb: &mut KernelBuilder, log2_gammas: &[f32], h: Reg) -> Reg
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
     let (k_dim, v_dim) = (spec.k, spec.v);
-    let slice = value_slice(spec); // W: state columns of this CTA
+    let map = Mapping::new(spec);
+    let slice = map.slice; // W: state columns of this CTA
     let threads = spec.tile.threads;
-    let rows_per_step = spec.tile.rows_per_step;
-    let col_groups = slice / 4; // threads per state row
-    let row_groups = threads / col_groups; // R: rows processed side by side
-    let steps = k_dim / (row_groups * rows_per_step);
+    let cw = map.cols;
     let esize = spec.dtype.size_bytes() as u32;
     let log2_gammas = spec.gammas.log2_gammas()?;
 
@@ -266,11 +219,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     let s_q: SharedRef = kb.shared_array("s_q", k_dim * 4, 16, "q*scale as f32 [K]");
     let s_k = kb.shared_array("s_k", k_dim * 4, 16, "k as f32 [K]");
-    let s_part = kb.shared_array("s_part", threads * 16, 16, "partial o as f32 [R, W]");
+    let s_part = kb.shared_array("s_part", threads * cw * 4, 16, "partial o as f32 [R, W]");
     let s_v = kb.shared_array("s_v", slice * 4, 16, "this slice of v as f32 [W]");
     let s_slot = kb.shared_array("s_slot", 8, 4, "the row's slot and log2 gamma_h");
 
-    if slice == v_dim {
+    if map.slices == 1 {
         kb.comment("one CTA per (row n = ctaid.x, head h = ctaid.y)");
     } else {
         kb.comment(format!(
@@ -301,7 +254,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let g_k = kb.mad_wide(nh, k_dim * esize, k); // (K)
     let mut g_v = kb.mad_wide(nh, v_dim * esize, v); // (V)
     let mut g_o = kb.mad_wide(nh, v_dim * esize, o); // (V)
-    let col0 = (slice != v_dim).then(|| {
+    let col0 = (map.slices > 1).then(|| {
         kb.comment("this CTA's value slice: columns from z*W of v, o and the state rows");
         let z = kb.sreg(Sreg::Ctaid(Axis::Z));
         kb.shl(z, slice.trailing_zeros())
@@ -310,6 +263,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         g_v = element_ptr(&mut kb, g_v, col0, esize);
         g_o = element_ptr(&mut kb, g_o, col0, esize);
     }
+    // Columns of this slice inside V (only a masked tail needs it).
+    let cols_left = (map.col_tail && map.slices > 1).then(|| {
+        let col0 = col0.expect("several slices have a slice index");
+        kb.sub(v_dim, col0)
+    });
 
     kb.comment("stage q*scale and k in shared memory as f32");
     let scale = kb.ld_param(&p_scale);
@@ -338,22 +296,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         }
     }
 
-    kb.comment("stage this slice of v as f32: the row groups share it (read once per CTA)");
-    let sv_addr = kb.shared_addr(&s_v);
-    let t16 = kb.shl(t, 4u32);
-    let stage_v = |kb: &mut KernelBuilder| {
-        let v_at = element_ptr(kb, g_v, t, 4 * esize);
-        let v4 = load4_f32(kb, spec.dtype, Address::reg(v_at, 0)); // v[4t..4t+4]
-        let v4: Vec<Operand> = v4.into_iter().map(Operand::from).collect();
-        let sv_t = kb.add(sv_addr, t16);
-        kb.st_vec(Space::Shared, Ty::F32, Address::reg(sv_t, 0), &v4);
-    };
-    if row_groups > 1 {
-        let first_group = kb.setp(Cmp::Lt, t, col_groups);
-        kb.guarded(first_group, false, stage_v);
-    } else {
-        stage_v(&mut kb);
-    }
+    let (sv_addr, t_cols) = stage_v(&mut kb, spec, &map, t, g_v, cols_left, &s_v);
 
     kb.comment("thread 0 stages the row's slot (and log2 gamma_h) for the whole CTA");
     let slot_addr = kb.shared_addr(&s_slot);
@@ -390,105 +333,26 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         g_state = element_ptr(&mut kb, g_state, col0, 4);
     }
 
-    kb.comment(format!("thread t owns columns 4c..4c+4 (c = t mod {col_groups}) of rows r + {row_groups}j (r = t div {col_groups})"));
-    let c = kb.and(t, col_groups - 1);
-    let r = kb.shr(t, col_groups.trailing_zeros());
-    let c4 = kb.shl(c, 2u32);
-    let c16 = kb.shl(c, 4u32);
-    let sv_c = kb.add(sv_addr, c16);
-    let v4 = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(sv_c, 0)); // v[4c..4c+4]
-    let first_elem = kb.mad_lo(r, v_dim, c4);
-    let state_ptr = element_ptr(&mut kb, g_state, first_elem, 4);
-    let r4 = kb.shl(r, 2u32);
-    let sq_ptr = kb.add(sq_addr, r4);
-    let sk_ptr = kb.add(sk_addr, r4);
-    let acc: Vec<Reg> = (0..4).map(|_| kb.mov(Ty::F32, 0.0f32)).collect(); // o partial [4]
-
-    kb.comment(format!(
-        "stream the state: {steps} steps of {rows_per_step} rows, S <- gamma*S + k^T v, o += q*S"
-    ));
-    let row_bytes = i64::from(row_groups * v_dim * 4); // from row i to row i + R in the state
-    let step = |kb: &mut KernelBuilder| {
-        let tiles: Vec<Vec<Reg>> = (0..rows_per_step)
-            .map(|j| {
-                kb.ld_vec(
-                    Space::Global,
-                    Ty::F32,
-                    4,
-                    Address::reg(state_ptr, i64::from(j) * row_bytes),
-                )
-            })
-            .collect();
-        for (j, s) in tiles.iter().enumerate() {
-            let shared_off = (j as u32 * row_groups * 4) as i64;
-            let kj = kb.ld(Space::Shared, Ty::F32, Address::reg(sk_ptr, shared_off));
-            let qj = kb.ld(Space::Shared, Ty::F32, Address::reg(sq_ptr, shared_off));
-            let s_new: Vec<Operand> = (0..4)
-                .map(|i| {
-                    let kv = kb.mul(kj, v4[i]);
-                    kb.fma(gamma, s[i], kv).into()
-                })
-                .collect();
-            kb.st_vec(
-                Space::Global,
-                Ty::F32,
-                Address::reg(state_ptr, j as i64 * row_bytes),
-                &s_new,
-            );
-            for i in 0..4 {
-                kb.fma_into(acc[i], qj, s_new[i], acc[i]);
-            }
-        }
+    let stream = StreamIn {
+        t,
+        g_state,
+        gamma,
+        sv_addr,
+        sq_addr,
+        sk_addr,
+        cols_left,
     };
-    if steps == 1 {
-        step(&mut kb);
-    } else {
-        kb.for_range(0u32, steps, 1, |kb, _| {
-            step(kb);
-            let next = kb.add(state_ptr, u64::from(rows_per_step) * row_bytes as u64);
-            kb.assign(state_ptr, next);
-            let advance = rows_per_step * row_groups * 4;
-            let nq = kb.add(sq_ptr, advance);
-            kb.assign(sq_ptr, nq);
-            let nk = kb.add(sk_ptr, advance);
-            kb.assign(sk_ptr, nk);
-        });
-    }
+    let acc = stream_state(&mut kb, spec, &map, &stream);
 
-    kb.comment("sum the partial outputs of the row groups: s_part[r][4c..4c+4] is at 16t");
-    let part_addr = kb.shared_addr(&s_part);
-    let my_part = kb.add(part_addr, t16);
-    let acc_ops: Vec<Operand> = acc.iter().map(|&a| a.into()).collect();
-    kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_part, 0), &acc_ops);
-    kb.bar_sync(0);
-    let col_part = kb.add(part_addr, t_f32);
-    let o_t = element_ptr(&mut kb, g_o, t, esize);
-    for first in (0..slice).step_by(threads as usize) {
-        let reduce = |kb: &mut KernelBuilder| {
-            let col_off = i64::from(first * 4);
-            let mut sum = kb.ld(Space::Shared, Ty::F32, Address::reg(col_part, col_off));
-            for g in 1..row_groups {
-                let part = kb.ld(
-                    Space::Shared,
-                    Ty::F32,
-                    Address::reg(col_part, col_off + i64::from(g * slice * 4)),
-                );
-                sum = kb.add(sum, part);
-            }
-            store_from_f32(
-                kb,
-                spec.dtype,
-                Address::reg(o_t, i64::from(first * esize)),
-                sum,
-            );
-        };
-        if first + threads > slice {
-            let inside = kb.setp(Cmp::Lt, t, slice - first);
-            kb.guarded(inside, false, reduce);
-        } else {
-            reduce(&mut kb);
-        }
-    }
+    let out = ReduceIn {
+        t,
+        t_f32,
+        t_cols,
+        g_o,
+        cols_left,
+        acc,
+    };
+    reduce_to_o(&mut kb, spec, &map, &out, &s_part);
     kb.place(done);
     kb.ret();
     kb.finish()

@@ -7,9 +7,12 @@
 pub mod attention_combine;
 pub mod attention_decode;
 mod attention_layout;
+mod attention_merge;
 mod attention_plan;
+mod attention_spec;
 pub mod chunkwise;
 pub mod decode;
+mod decode_phases;
 pub mod parallel;
 pub mod two_phase;
 

@@ -1,0 +1,468 @@
+//! The thread mapping of the decode step ([`super::decode`]) and the three phases of its
+//! kernel that use it: staging the CTA's slice of v, streaming the state rows
+//! (S ← γS + kᵀv in place, partial o = (q·s)·S), and summing the row groups' partial
+//! outputs into o. The module docs of `decode.rs` state the math, grid and traffic; this file
+//! holds the parts that depend on the head dims, masked tails included.
+
+use retention_core::Dtype;
+
+use crate::dsl::{Address, Cmp, KernelBuilder, Operand, Reg, Rounding, SharedRef, Space, Ty};
+use crate::spec::KernelSpec;
+
+/// Narrowest value slice: 32 f32 columns, one 128-byte line of a state row.
+const MIN_SLICE: u32 = 32;
+
+/// State columns one thread owns side by side: 4 (one `v4.f32` access) when 4 divides V,
+/// else 2, else 1. Every row of q/k/v/o and of the state starts at a multiple of V (or K)
+/// elements, so this width is also the widest access whose alignment every row guarantees.
+pub fn column_width(v: u32) -> u32 {
+    if v.is_multiple_of(4) {
+        4
+    } else if v.is_multiple_of(2) {
+        2
+    } else {
+        1
+    }
+}
+
+/// The value slice width W of `spec`: the state columns one CTA owns (the last slice may be
+/// partial, its missing columns masked).
+///
+/// W = cw·G with cw = [`column_width`] and G, the threads per state row, the power of two
+/// at or above min(V, max(32, 4·threads·rows_per_step / K)) / cw (at most `threads`): as
+/// narrow as possible (more CTAs for a small batch) while every thread still streams at
+/// least one full step of `rows_per_step` rows and a warp still covers whole 128-byte lines.
+/// For K and V powers of two this is min(V, max(32, 4·threads·rows_per_step / K)) and W
+/// divides V. Fixed per spec, so the PTX does not depend on the batch; the grid has
+/// ⌈V / W⌉ slices on z ([`value_slices`]).
+pub fn value_slice(spec: &KernelSpec) -> u32 {
+    let t = spec.tile;
+    let cw = column_width(spec.v.max(1));
+    let one_step = 4u32
+        .saturating_mul(t.threads)
+        .saturating_mul(t.rows_per_step)
+        / spec.k.max(1);
+    let want = one_step.max(MIN_SLICE).min(spec.v.max(1));
+    let groups = want.div_ceil(cw).next_power_of_two().min(t.threads.max(1));
+    groups * cw
+}
+
+/// ⌈V / W⌉: the value slices of `spec` (grid z).
+pub fn value_slices(spec: &KernelSpec) -> u32 {
+    spec.v.div_ceil(value_slice(spec))
+}
+
+/// Load `n` ∈ {1, 2, 4} consecutive elements of `dtype` in one access and widen them to f32.
+fn load_n_f32(kb: &mut KernelBuilder, dtype: Dtype, n: u32, addr: Address) -> Vec<Reg> {
+    match dtype {
+        Dtype::F32 => kb.ld_vec(Space::Global, Ty::F32, n as usize, addr),
+        Dtype::F16 | Dtype::Bf16 => {
+            let ty = if dtype == Dtype::F16 {
+                Ty::F16
+            } else {
+                Ty::Bf16
+            };
+            let halves = kb.ld_vec(Space::Global, ty, n as usize, addr);
+            halves
+                .into_iter()
+                .map(|h| kb.cvt(Ty::F32, h, None))
+                .collect()
+        }
+    }
+}
+
+/// `n` f32 registers set to 0, then loaded by `load` where `valid` holds: a masked access
+/// never touches memory and leaves finite zeros behind.
+fn masked_f32(
+    kb: &mut KernelBuilder,
+    n: u32,
+    valid: Reg,
+    load: impl FnOnce(&mut KernelBuilder) -> Vec<Reg>,
+) -> Vec<Reg> {
+    let zeros: Vec<Reg> = (0..n).map(|_| kb.mov(Ty::F32, 0.0f32)).collect();
+    kb.guarded(valid, false, |kb| {
+        for (&z, x) in zeros.iter().zip(load(kb)) {
+            kb.assign(z, x);
+        }
+    });
+    zeros
+}
+
+/// Round an f32 to `dtype` and store it at `addr`.
+fn store_from_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address, x: Reg) {
+    match dtype {
+        Dtype::F32 => kb.st(Space::Global, addr, x),
+        Dtype::F16 => {
+            let h = kb.cvt(Ty::F16, x, Some(Rounding::Rn));
+            kb.st(Space::Global, addr, h);
+        }
+        Dtype::Bf16 => {
+            let h = kb.cvt(Ty::Bf16, x, Some(Rounding::Rn));
+            kb.st(Space::Global, addr, h);
+        }
+    }
+}
+
+/// `base + index·elem_bytes` as a global address register.
+pub(super) fn element_ptr(kb: &mut KernelBuilder, base: Reg, index: Reg, elem_bytes: u32) -> Reg {
+    let offset = kb.mul_wide(index, elem_bytes);
+    kb.add(base, offset)
+}
+
+/// The thread mapping of one spec, fixed at generation time.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Mapping {
+    /// W: state columns of a CTA (the stride between value slices).
+    pub(super) slice: u32,
+    /// ⌈V / W⌉ value slices on grid z.
+    pub(super) slices: u32,
+    /// cw: adjacent state columns of one thread (4, 2 or 1).
+    pub(super) cols: u32,
+    /// G = W / cw: threads per state row.
+    pub(super) col_groups: u32,
+    /// R = threads / G: rows processed side by side.
+    pub(super) row_groups: u32,
+    /// State rows per thread and loop step: the tile's, or fewer when K has fewer rows per
+    /// row group (the next power of two at or above ⌈K / R⌉), so a small K is not unrolled
+    /// into masked rows.
+    pub(super) rows_per_step: u32,
+    /// ⌈K / (R·rows_per_step)⌉ loop steps.
+    pub(super) steps: u32,
+    /// Some columns of a slice lie past V (V not a multiple of W): they are masked.
+    pub(super) col_tail: bool,
+    /// The last step runs past row K − 1 (K not a multiple of R·rows_per_step): masked.
+    pub(super) row_tail: bool,
+}
+
+impl Mapping {
+    pub(super) fn new(spec: &KernelSpec) -> Self {
+        let slice = value_slice(spec);
+        let cols = column_width(spec.v);
+        let col_groups = slice / cols;
+        let row_groups = spec.tile.threads / col_groups;
+        let rows_per_step = spec
+            .tile
+            .rows_per_step
+            .min(spec.k.div_ceil(row_groups).next_power_of_two());
+        let rows_at_once = row_groups * rows_per_step;
+        Mapping {
+            slice,
+            slices: value_slices(spec),
+            cols,
+            col_groups,
+            row_groups,
+            rows_per_step,
+            steps: spec.k.div_ceil(rows_at_once),
+            col_tail: !spec.v.is_multiple_of(slice),
+            row_tail: !spec.k.is_multiple_of(rows_at_once),
+        }
+    }
+}
+
+/// Stage this CTA's slice of v in shared memory as f32 (the first row group loads it, zeros
+/// past column V). Returns the shared address of `s_v` and t·cw·4 (thread t's column bytes).
+pub(super) fn stage_v(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    map: &Mapping,
+    t: Reg,
+    g_v: Reg,
+    cols_left: Option<Reg>,
+    s_v: &SharedRef,
+) -> (Reg, Reg) {
+    let (cw, col_groups, row_groups) = (map.cols, map.col_groups, map.row_groups);
+    let esize = spec.dtype.size_bytes() as u32;
+    let cols_left_op: Operand = match cols_left {
+        Some(c) => c.into(),
+        None => spec.v.into(),
+    };
+    if map.col_tail {
+        kb.comment("stage this slice of v as f32 (zeros past column V): the row groups share it");
+    } else {
+        kb.comment("stage this slice of v as f32: the row groups share it (read once per CTA)");
+    }
+    let sv_addr = kb.shared_addr(s_v);
+    let t_cols = kb.shl(t, (cw * 4).trailing_zeros()); // t·cw f32 in bytes
+    let stage = |kb: &mut KernelBuilder, group: Option<Reg>| {
+        let v_at = element_ptr(kb, g_v, t, cw * esize);
+        let load = |kb: &mut KernelBuilder| load_n_f32(kb, spec.dtype, cw, Address::reg(v_at, 0));
+        let vs = if map.col_tail {
+            // Column cw·t of this slice: inside V while cw·t < V − z·W (and t in the first
+            // row group, when the slice does not end V).
+            let c_t = kb.mul_lo(t, cw);
+            let mut inside = kb.setp(Cmp::Lt, c_t, cols_left_op);
+            if let Some(group) = group.filter(|_| cols_left.is_some()) {
+                inside = kb.and(inside, group);
+            }
+            masked_f32(kb, cw, inside, load)
+        } else {
+            load(kb) // v[cw·t..cw·t+cw]
+        };
+        let vs: Vec<Operand> = vs.into_iter().map(Operand::from).collect();
+        let sv_t = kb.add(sv_addr, t_cols);
+        (sv_t, vs)
+    };
+    if row_groups > 1 {
+        let first_group = kb.setp(Cmp::Lt, t, col_groups);
+        if map.col_tail {
+            // Guards do not nest: load under the column mask, then store under the group's.
+            let (sv_t, vs) = stage(kb, Some(first_group));
+            kb.guarded(first_group, false, |kb| {
+                kb.st_vec(Space::Shared, Ty::F32, Address::reg(sv_t, 0), &vs);
+            });
+        } else {
+            kb.guarded(first_group, false, |kb| {
+                let (sv_t, vs) = stage(kb, None);
+                kb.st_vec(Space::Shared, Ty::F32, Address::reg(sv_t, 0), &vs);
+            });
+        }
+    } else {
+        let (sv_t, vs) = stage(kb, None);
+        kb.st_vec(Space::Shared, Ty::F32, Address::reg(sv_t, 0), &vs);
+    }
+
+    (sv_addr, t_cols)
+}
+
+/// Registers the state stream reads.
+pub(super) struct StreamIn {
+    /// Thread index.
+    pub(super) t: Reg,
+    /// This CTA's first state column of row 0 (global, f32).
+    pub(super) g_state: Reg,
+    /// γ_h (f32).
+    pub(super) gamma: Reg,
+    /// Shared addresses of the staged v slice, q·s and k.
+    pub(super) sv_addr: Reg,
+    pub(super) sq_addr: Reg,
+    pub(super) sk_addr: Reg,
+    /// V − z·W when several slices end in a masked tail.
+    pub(super) cols_left: Option<Reg>,
+}
+
+/// Stream this thread's rows of the state: S ← γS + kᵀv in place, and return its partial
+/// o = Σ_rows (q·s)·S over its cw columns.
+pub(super) fn stream_state(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    map: &Mapping,
+    st: &StreamIn,
+) -> Vec<Reg> {
+    let (k_dim, v_dim) = (spec.k, spec.v);
+    let (cw, col_groups, row_groups) = (map.cols, map.col_groups, map.row_groups);
+    let (rows_per_step, steps) = (map.rows_per_step, map.steps);
+    let StreamIn {
+        t,
+        g_state,
+        gamma,
+        sv_addr,
+        sq_addr,
+        sk_addr,
+        cols_left,
+    } = *st;
+    let cols_left_op: Operand = match cols_left {
+        Some(c) => c.into(),
+        None => v_dim.into(),
+    };
+    kb.comment(format!("thread t owns columns {cw}c..{cw}c+{cw} (c = t mod {col_groups}) of rows r + {row_groups}j (r = t div {col_groups})"));
+    let c = kb.and(t, col_groups - 1);
+    let r = kb.shr(t, col_groups.trailing_zeros());
+    let c_first = if cw == 1 {
+        c
+    } else {
+        kb.shl(c, cw.trailing_zeros())
+    };
+    let c_bytes = kb.shl(c, (cw * 4).trailing_zeros());
+    let sv_c = kb.add(sv_addr, c_bytes);
+    let v_c = kb.ld_vec(Space::Shared, Ty::F32, cw as usize, Address::reg(sv_c, 0)); // v[cw·c..cw·c+cw]
+    let first_elem = kb.mad_lo(r, v_dim, c_first);
+    let state_ptr = element_ptr(kb, g_state, first_elem, 4);
+    let r4 = kb.shl(r, 2u32);
+    let sq_ptr = kb.add(sq_addr, r4);
+    let sk_ptr = kb.add(sk_addr, r4);
+    let acc: Vec<Reg> = (0..cw).map(|_| kb.mov(Ty::F32, 0.0f32)).collect(); // o partial [cw]
+    // Masks of the tails: this thread's columns inside V, its current row (r + R·rows_per_step·i
+    // at step i) below K.
+    let col_ok = map
+        .col_tail
+        .then(|| kb.setp(Cmp::Lt, c_first, cols_left_op));
+    let row = map.row_tail.then(|| kb.mov(Ty::U32, r));
+
+    kb.comment(format!(
+        "stream the state: {steps} steps of {rows_per_step} rows, S <- gamma*S + k^T v, o += q*S"
+    ));
+    let row_bytes = i64::from(row_groups * v_dim * 4); // from row i to row i + R in the state
+    let step = |kb: &mut KernelBuilder| {
+        // Row j of the step (and its columns) inside the state; None: no mask needed.
+        let masks: Vec<(Option<Reg>, Option<Reg>)> = (0..rows_per_step)
+            .map(|j| {
+                let row_ok = row.map(|row| {
+                    let row_j = if j == 0 {
+                        row
+                    } else {
+                        kb.add(row, j * row_groups)
+                    };
+                    kb.setp(Cmp::Lt, row_j, k_dim)
+                });
+                let cell_ok = match (row_ok, col_ok) {
+                    (Some(a), Some(b)) => Some(kb.and(a, b)),
+                    (a, b) => a.or(b),
+                };
+                (row_ok, cell_ok)
+            })
+            .collect();
+        let tiles: Vec<Vec<Reg>> = masks
+            .iter()
+            .enumerate()
+            .map(|(j, &(_, cell_ok))| {
+                let at = Address::reg(state_ptr, j as i64 * row_bytes);
+                let load =
+                    |kb: &mut KernelBuilder| kb.ld_vec(Space::Global, Ty::F32, cw as usize, at);
+                match cell_ok {
+                    Some(ok) => masked_f32(kb, cw, ok, load),
+                    None => load(kb),
+                }
+            })
+            .collect();
+        for (j, s) in tiles.iter().enumerate() {
+            let (row_ok, cell_ok) = masks[j];
+            let shared_off = (j as u32 * row_groups * 4) as i64;
+            let shared = |kb: &mut KernelBuilder, at: Reg| {
+                let load = |kb: &mut KernelBuilder| {
+                    vec![kb.ld(Space::Shared, Ty::F32, Address::reg(at, shared_off))]
+                };
+                match row_ok {
+                    Some(ok) => masked_f32(kb, 1, ok, load)[0],
+                    None => load(kb)[0],
+                }
+            };
+            let kj = shared(kb, sk_ptr);
+            let qj = shared(kb, sq_ptr);
+            let s_new: Vec<Operand> = (0..cw as usize)
+                .map(|i| {
+                    let kv = kb.mul(kj, v_c[i]);
+                    kb.fma(gamma, s[i], kv).into()
+                })
+                .collect();
+            let at = Address::reg(state_ptr, j as i64 * row_bytes);
+            match cell_ok {
+                Some(ok) => kb.guarded(ok, false, |kb| {
+                    kb.st_vec(Space::Global, Ty::F32, at, &s_new);
+                }),
+                None => kb.st_vec(Space::Global, Ty::F32, at, &s_new),
+            }
+            for i in 0..cw as usize {
+                kb.fma_into(acc[i], qj, s_new[i], acc[i]);
+            }
+        }
+    };
+    if steps == 1 {
+        step(kb);
+    } else {
+        kb.for_range(0u32, steps, 1, |kb, _| {
+            step(kb);
+            let next = kb.add(state_ptr, u64::from(rows_per_step) * row_bytes as u64);
+            kb.assign(state_ptr, next);
+            let advance = rows_per_step * row_groups * 4;
+            let nq = kb.add(sq_ptr, advance);
+            kb.assign(sq_ptr, nq);
+            let nk = kb.add(sk_ptr, advance);
+            kb.assign(sk_ptr, nk);
+            if let Some(row) = row {
+                let nr = kb.add(row, rows_per_step * row_groups);
+                kb.assign(row, nr);
+            }
+        });
+    }
+
+    acc
+}
+
+/// Registers the row-group reduction reads.
+pub(super) struct ReduceIn {
+    /// Thread index, 4t and t·cw·4.
+    pub(super) t: Reg,
+    pub(super) t_f32: Reg,
+    pub(super) t_cols: Reg,
+    /// This slice of o (global, column 0 of the slice).
+    pub(super) g_o: Reg,
+    /// V − z·W when several slices end in a masked tail.
+    pub(super) cols_left: Option<Reg>,
+    /// This thread's partial o (cw columns).
+    pub(super) acc: Vec<Reg>,
+}
+
+/// Sum the R row groups' partial outputs through shared memory and write this slice of o
+/// in the output dtype (columns past V not written).
+pub(super) fn reduce_to_o(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    map: &Mapping,
+    rd: &ReduceIn,
+    s_part: &SharedRef,
+) {
+    let (cw, slice, row_groups) = (map.cols, map.slice, map.row_groups);
+    let (threads, v_dim) = (spec.tile.threads, spec.v);
+    let esize = spec.dtype.size_bytes() as u32;
+    let ReduceIn {
+        t,
+        t_f32,
+        t_cols,
+        g_o,
+        cols_left,
+        ref acc,
+    } = *rd;
+    kb.comment(format!(
+        "sum the partial outputs of the row groups: s_part[r][{cw}c..{cw}c+{cw}] is at {}t",
+        cw * 4
+    ));
+    let part_addr = kb.shared_addr(s_part);
+    let my_part = kb.add(part_addr, t_cols);
+    let acc_ops: Vec<Operand> = acc.iter().map(|&a| a.into()).collect();
+    kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_part, 0), &acc_ops);
+    kb.bar_sync(0);
+    let col_part = kb.add(part_addr, t_f32);
+    let o_t = element_ptr(kb, g_o, t, esize);
+    // Columns of o this CTA writes: W, or fewer where the slice ends past V (a single slice
+    // wider than V is cut at compile time, the last of several at run time).
+    let written = if cols_left.is_some() {
+        slice
+    } else {
+        slice.min(v_dim)
+    };
+    for first in (0..written).step_by(threads as usize) {
+        let reduce = |kb: &mut KernelBuilder| {
+            let col_off = i64::from(first * 4);
+            let mut sum = kb.ld(Space::Shared, Ty::F32, Address::reg(col_part, col_off));
+            // Row groups r >= K own no row (their partials are zero): only the first K count.
+            for g in 1..row_groups.min(spec.k) {
+                let part = kb.ld(
+                    Space::Shared,
+                    Ty::F32,
+                    Address::reg(col_part, col_off + i64::from(g * slice * 4)),
+                );
+                sum = kb.add(sum, part);
+            }
+            store_from_f32(
+                kb,
+                spec.dtype,
+                Address::reg(o_t, i64::from(first * esize)),
+                sum,
+            );
+        };
+        let in_slice = (first + threads > written).then(|| kb.setp(Cmp::Lt, t, written - first));
+        // Column first + t of the slice inside V: first + t < V − z·W.
+        let in_v = cols_left.map(|left| {
+            let col = if first == 0 { t } else { kb.add(t, first) };
+            kb.setp(Cmp::Lt, col, left)
+        });
+        let inside = match (in_slice, in_v) {
+            (Some(a), Some(b)) => Some(kb.and(a, b)),
+            (a, b) => a.or(b),
+        };
+        match inside {
+            Some(inside) => kb.guarded(inside, false, reduce),
+            None => reduce(kb),
+        }
+    }
+}
