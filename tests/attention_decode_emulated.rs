@@ -1,5 +1,5 @@
 //! The softmax-attention KV-cache decode baseline (split pass + combine), run as emitted PTX
-//! in the emulator, matches the f64 reference (`retention_runtime::catalog_check::attention`,
+//! in the emulator, matches the f64 reference (`retention_check::attention`,
 //! the check `retention verify` runs): f32 ≤ 1e-5 max relative error, f16/bf16 relative
 //! RMSE ≤ 5e-3, for L = 1, L = 7 (huge logits), a context over several splits whose last split
 //! is partial, and a split length that is not a multiple of the CTA step.
@@ -11,8 +11,8 @@
 use kernel_gen::emu::Module;
 use kernel_gen::kernels::attention_decode::{PARTIAL_HEADER, plan_with_split_len};
 use kernel_gen::{Arch, KernelOp, KernelSpec, catalog, emit_ptx};
+use retention_check::attention::{self, Case};
 use retention_core::Dtype;
-use retention_runtime::catalog_check::attention::{self, Case};
 
 fn module(spec: &KernelSpec) -> Module {
     Module::parse(&emit_ptx(spec).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", spec.slug()))

@@ -1,6 +1,6 @@
 //! The two-phase chunkwise forward (phase 1 `chunk_states`, phase 2 `chunkwise_segmented`),
 //! run as emitted PTX in the emulator through the runtime's catalog check
-//! (`catalog_check::two_phase`: launches sized by `two_phase_plan`, arguments filled by
+//! (`retention_check::two_phase`: launches sized by `two_phase_plan`, arguments filled by
 //! `param_names`), matches the f64 reference `reference::chunkwise`: f32 o and H_T ≤ 1e-5
 //! relative, f16/bf16 o relative RMSE ≤ 5e-3 (and near the dtype's own rounding), H_T ≤ 1e-5.
 //!
@@ -13,8 +13,8 @@ use kernel_gen::emu::Module;
 use kernel_gen::{
     Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx, prefer_two_phase, two_phase_plan,
 };
+use retention_check::two_phase::{TwoPhaseCase, check_case};
 use retention_core::Dtype;
-use retention_runtime::catalog_check::two_phase::{TwoPhaseCase, check_case};
 
 fn module(spec: &KernelSpec) -> Module {
     Module::parse(&emit_ptx(spec).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", spec.slug()))

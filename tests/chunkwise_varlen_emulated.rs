@@ -11,8 +11,8 @@
 
 use kernel_gen::emu::Module;
 use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx};
+use retention_check::varlen;
 use retention_core::Dtype;
-use retention_runtime::catalog_check::varlen;
 
 /// Run one packed batch through the runtime's varlen check and hold it to the tolerances.
 fn check_batch(spec: &KernelSpec, module: &Module, lengths: &[usize], with_h0: bool, seed: u64) {

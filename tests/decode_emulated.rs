@@ -1,5 +1,5 @@
 //! Every decode-step variant of the catalog, run as emitted PTX in the emulator, matches the
-//! f64 reference (`retention_runtime::catalog_check::decode`, the same check `retention
+//! f64 reference (`retention_check::decode`, the same check `retention
 //! verify` runs): f32 outputs ≤ 1e-5 relative, f16/bf16 outputs relative RMSE ≤ 5e-3, the f32
 //! state ≤ 1e-5 relative, untouched slots bit-identical, over two steps with scrambled slots
 //! and a non-default scale.
@@ -10,7 +10,7 @@
 
 use kernel_gen::emu::Module;
 use kernel_gen::{Arch, KernelOp, KernelSpec, catalog, emit_ptx};
-use retention_runtime::catalog_check::decode;
+use retention_check::decode;
 
 /// Emulated state elements (rows × heads × K × V) a spec may cost in the CI sample.
 const CI_BUDGET: usize = 800_000;

@@ -9,8 +9,8 @@
 use kernel_gen::emu::Module;
 use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry};
 use kernel_gen::{KernelPlan, LaunchSize, default_parallel_tile, plan};
+use retention_check::parallel::{check_launch, check_on};
 use retention_core::{Dtype, SplitMix64};
-use retention_runtime::catalog_check::parallel::{check_launch, check_on};
 
 /// The plan of one launch of `spec` at (rows, heads, tokens).
 fn plan_at(spec: &KernelSpec, rows: u32, heads: u32, tokens: u32) -> KernelPlan {

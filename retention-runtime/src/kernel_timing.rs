@@ -275,15 +275,12 @@ impl KernelTimer {
                 let t = random::<T>(vec![len], seed)?;
                 Ok(Buffer {
                     bytes: t.as_bytes().to_vec(),
-                    dtype: crate::catalog_check::io::emu_dtype(dtype),
+                    dtype: crate::gpu_decode::emu_dtype(dtype),
                     output: false,
                 })
             })
         };
-        let o = Buffer::zeros(
-            crate::catalog_check::io::emu_dtype(dtype),
-            rows * heads * dv,
-        );
+        let o = Buffer::zeros(crate::gpu_decode::emu_dtype(dtype), rows * heads * dv);
         let partial = Buffer::from_f32(&vec![0.0; plan.partial_floats.max(1) as usize]).output();
         let g = plan.split;
         let mut split = Launch::new(spec.entry(), g.grid, g.block)

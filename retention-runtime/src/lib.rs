@@ -18,16 +18,15 @@
 //! map, and cudarc, which passes the addresses to the GPU as they are. On `Device::Cpu` the
 //! fast CPU kernels of `retention-kernels` run instead.
 //!
-//! What it must not know: how a kernel is written. It asks `kernel-gen` for a spec's PTX,
-//! launch geometry and parameter names (today it still reads a few plan helpers from
-//! `kernel_gen::kernels::{parallel, chunkwise}`), and `retention-kernels` for CPU functions.
-//! The emulator-vs-reference checkers ([`catalog_check`]) and kernel timing
-//! ([`kernel_timing`], host-buffer launches for `retention bench`/`autotune`) live here for now
-//! but no op depends on them.
+//! What it must not know: how a kernel is written. It asks `kernel-gen` for a spec's plan
+//! (`kernel_gen::plan`: path, value slice, geometry, parameter names) and PTX, and
+//! `retention-kernels` for CPU functions; it never imports a kernel family. Nor does it hold
+//! the emulator-vs-reference checkers: those live in `retention-check`, above it. Kernel
+//! timing ([`kernel_timing`], host-buffer launches for `retention bench`/`autotune`) lives
+//! here, but no op depends on it.
 
 pub mod autotune_cache;
 mod capture;
-pub mod catalog_check;
 pub mod cuda;
 pub mod cuda_target;
 mod device;

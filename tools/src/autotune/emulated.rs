@@ -10,11 +10,11 @@ use retention_core::Dtype;
 use crate::byte_size::saturating_product;
 use crate::error::CliError;
 use crate::progress;
+use retention_check::io::gammas_for;
+use retention_check::{chunkwise, two_phase};
 use retention_core::RetentionShape;
 use retention_runtime::Device;
 use retention_runtime::autotune_cache::gpu_tuning_candidates;
-use retention_runtime::catalog_check::io::gammas_for;
-use retention_runtime::catalog_check::{chunkwise, two_phase};
 use retention_runtime::cuda_target::CudaTarget;
 use retention_runtime::kernel_timing::KernelTimer;
 use retention_runtime::launch_target::LaunchTarget;
@@ -57,7 +57,7 @@ fn check_candidate(
     bucket: &ShapeBucket,
     heads: usize,
     seed: u64,
-) -> Result<retention_runtime::catalog_check::EmuCheck, String> {
+) -> Result<retention_check::EmuCheck, String> {
     if spec.op == KernelOp::ChunkwiseSegmented {
         two_phase::check(spec, target, seed)
     } else {

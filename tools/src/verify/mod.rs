@@ -17,7 +17,7 @@ use retention_runtime::launch_target::LaunchTarget;
 
 use crate::error::CliError;
 use crate::progress;
-use retention_runtime::catalog_check::{
+use retention_check::{
     EmuCheck, attention as emulate_attention, chunkwise as emulate_chunkwise,
     decode as emulate_decode, parallel as emulate_parallel, two_phase as emulate_two_phase,
     varlen as emulate_varlen,
@@ -71,17 +71,17 @@ fn body(ptx: &str) -> String {
 /// The emulator checks verify has, one per kernel op it knows how to launch and judge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checker {
-    /// `catalog_check::decode`.
+    /// `retention_check::decode`.
     Decode,
-    /// `catalog_check::chunkwise`.
+    /// `retention_check::chunkwise`.
     Chunkwise,
-    /// `catalog_check::varlen`.
+    /// `retention_check::varlen`.
     Varlen,
-    /// `catalog_check::parallel`.
+    /// `retention_check::parallel`.
     Parallel,
-    /// `catalog_check::two_phase` (either phase: the check runs both).
+    /// `retention_check::two_phase` (either phase: the check runs both).
     TwoPhase,
-    /// `catalog_check::attention` (split pass and combine together, for either op).
+    /// `retention_check::attention` (split pass and combine together, for either op).
     Attention,
 }
 

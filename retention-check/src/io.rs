@@ -7,7 +7,7 @@ use kernel_gen::emu::{Buffer, Dtype as EmuDtype};
 use kernel_gen::{GammaSet, KernelSpec};
 use retention_core::{Dtype, Element, Gammas};
 
-use crate::launch_target::LaunchReport;
+use retention_runtime::launch_target::LaunchReport;
 
 /// How close the emulated kernel came to the reference.
 #[derive(Debug, Clone)]

@@ -7,12 +7,12 @@
 
 use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
 
-use crate::launch_target::LaunchTarget;
 use kernel_gen::{GammaSet, KernelSpec, launch_geometry, param_names};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
+use retention_runtime::launch_target::LaunchTarget;
 
-use super::io::{
+use crate::io::{
     EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position, unwritten_shared_reads,
 };
 

@@ -8,10 +8,10 @@ use kernel_gen::{GammaSet, KernelSpec, launch_geometry};
 use retention_core::{CuSeqlens, Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
-use super::io::{
+use crate::io::{
     EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, unwritten_shared_reads,
 };
-use crate::launch_target::LaunchTarget;
+use retention_runtime::launch_target::LaunchTarget;
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.31;

@@ -14,15 +14,15 @@
 
 use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
 
-use crate::launch_target::{LaunchReport, LaunchTarget};
 use kernel_gen::kernels::attention_decode::{
     AttentionDecodePlan, plan, plan_with_split_len, tokens_per_step,
 };
 use kernel_gen::{KernelOp, KernelSpec, param_names};
 use retention_core::{Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference;
+use retention_runtime::launch_target::{LaunchReport, LaunchTarget};
 
-use super::io::{EmuCheck, emu_dtype, input_buffer, output_values, unwritten_shared_reads};
+use crate::io::{EmuCheck, emu_dtype, input_buffer, output_values, unwritten_shared_reads};
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.41;

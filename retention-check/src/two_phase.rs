@@ -9,12 +9,12 @@
 
 use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
 
-use crate::launch_target::{LaunchReport, LaunchTarget};
 use kernel_gen::{GammaSet, KernelOp, KernelSpec, LaunchGeometry, param_names};
 use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
+use retention_runtime::launch_target::{LaunchReport, LaunchTarget};
 
-use super::io::{
+use crate::io::{
     EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position, unwritten_shared_reads,
 };
 
