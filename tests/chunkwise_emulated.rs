@@ -12,143 +12,43 @@
 //! problem costs more than [`LONG_CHUNK_BUDGET`];
 //! `RETENTION_FULL_SWEEP=1` emulates every chunkwise variant of the catalog on every problem.
 
-mod common;
-
-use common::{emu_dtype, gammas_for, input_buffer, log2_gamma_buffer, output_values};
-use kernel_gen::emu::{Buffer, EmuReport, Launch, Module, Param};
+use kernel_gen::emu::{EmuReport, Module};
 use kernel_gen::math::chunk_tiling::{self, uses_tensor_cores};
-use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx, launch_geometry};
-use retention_core::{Dtype, HostTensor, SplitMix64};
-use retention_kernels::reference::{self, RetentionParams};
+use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, catalog, emit_ptx};
+use retention_check::chunkwise::{self, ChunkCase};
+use retention_core::Dtype;
 
-const SCALE: f64 = 0.29;
-
-/// One emulated problem.
-#[derive(Debug, Clone, Copy)]
-struct Case {
-    batch: usize,
-    heads: usize,
-    t: usize,
-    with_h0: bool,
-    want_ht: bool,
-}
-
-fn tensor(shape: Vec<usize>, data: &[f64]) -> HostTensor<f64> {
-    HostTensor::new(shape, data.to_vec()).unwrap()
-}
-
-/// Run `case` in the emulator and the reference; assert they agree; return the report.
-fn check_case(spec: &KernelSpec, module: &Module, case: Case, seed: u64) -> EmuReport {
-    let Case {
-        batch: b,
-        heads: h,
-        t,
-        with_h0,
-        want_ht,
-    } = case;
-    let (k, v) = (spec.k as usize, spec.v as usize);
-    let chunk = spec.chunk.unwrap() as usize;
-    let gammas = gammas_for(spec.gammas, h);
-    let params = RetentionParams::new(gammas.clone(), Some(SCALE));
-    let mut rng = SplitMix64::new(seed);
-    let round = |xs: Vec<f64>| {
-        xs.into_iter()
-            .map(|x| spec.dtype.round(x))
-            .collect::<Vec<_>>()
-    };
-    let q = round(rng.vec(b * t * h * k));
-    let kk = round(rng.vec(b * t * h * k));
-    let vv = round(rng.vec(b * t * h * v));
-    let h0: Vec<f64> = rng
-        .vec(b * h * k * v)
-        .into_iter()
-        .map(|x| f64::from(x as f32))
-        .collect();
-    let h0_tensor = tensor(vec![b, h, k, v], &h0);
-    let (want_o, want_ht_tensor) = reference::chunkwise(
-        &tensor(vec![b, t, h, k], &q),
-        &tensor(vec![b, t, h, k], &kk),
-        &tensor(vec![b, t, h, v], &vv),
-        &params,
-        chunk,
-        with_h0.then_some(&h0_tensor),
-    )
-    .unwrap();
-
-    let geometry = launch_geometry(spec, b as u32, h as u32).unwrap();
-    let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
-        .dynamic_shared(geometry.dynamic_smem_bytes)
-        .arg(Param::Buffer(input_buffer(spec.dtype, &q)))
-        .arg(Param::Buffer(input_buffer(spec.dtype, &kk)))
-        .arg(Param::Buffer(input_buffer(spec.dtype, &vv)))
-        .arg(Param::Buffer(
-            Buffer::zeros(emu_dtype(spec.dtype), b * t * h * v).output(),
-        ));
-    launch = launch.arg(if with_h0 {
-        Param::Buffer(Buffer::from_f32(
-            &h0.iter().map(|&x| x as f32).collect::<Vec<_>>(),
-        ))
-    } else {
-        Param::U64(0)
-    });
-    launch = launch.arg(if want_ht {
-        Param::Buffer(Buffer::zeros(emu_dtype(Dtype::F32), b * h * k * v).output())
-    } else {
-        Param::U64(0)
-    });
-    launch = launch
-        .arg(Param::U32(t as u32))
-        .arg(Param::F32(SCALE as f32));
-    if spec.gammas == GammaSet::Runtime {
-        launch = launch
-            .arg(Param::U32(h as u32))
-            .arg(Param::Buffer(log2_gamma_buffer(&gammas)));
-    }
+/// Run `case` in the emulator through the one chunkwise check
+/// (`retention_check::chunkwise::check_case`); assert it is within tolerance (and, for 16-bit
+/// outputs, within 4× the error that rounding the reference alone gives); return the report.
+fn check_case(spec: &KernelSpec, module: &Module, case: ChunkCase, seed: u64) -> EmuReport {
     let what = format!("{} {case:?}", spec.slug());
-    let report = module
-        .launch(&mut launch)
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let got = output_values(spec.dtype, launch.buffer(3).unwrap());
-    match spec.dtype {
-        Dtype::F32 => {
-            let err = reference::max_rel_diff(&got, want_o.data());
-            assert!(err <= 1e-5, "{what}: o max rel diff {err:e}");
-        }
-        Dtype::F16 | Dtype::Bf16 => {
-            let err = reference::rel_rmse(&got, want_o.data());
-            assert!(err <= 5e-3, "{what}: o rel RMSE {err:e}");
-            // The o the kernel writes is rounded to the dtype: the error cannot be below
-            // that rounding, and should not be far above it.
-            let rounded: Vec<f64> = want_o.data().iter().map(|&x| spec.dtype.round(x)).collect();
-            let floor = reference::rel_rmse(&rounded, want_o.data());
-            assert!(
-                err <= 4.0 * floor + 1e-7,
-                "{what}: o rel RMSE {err:e} vs rounding {floor:e}"
-            );
-        }
+    let run =
+        chunkwise::check_case(spec, module, case, seed).unwrap_or_else(|e| panic!("{what}: {e}"));
+    if let Some(why) = run.check.failure(spec.dtype) {
+        panic!("{what}: {why}");
     }
-    if want_ht {
-        let got: Vec<f64> = launch
-            .buffer(5)
-            .unwrap()
-            .to_f32()
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        let err = reference::max_rel_diff(&got, want_ht_tensor.data());
-        assert!(err <= 1e-5, "{what}: H_T max rel diff {err:e}");
+    if spec.dtype != Dtype::F32 {
+        let (err, floor) = (run.check.o_error, run.o_rounding_floor);
+        assert!(
+            err <= 4.0 * floor + 1e-7,
+            "{what}: o rel RMSE {err:e} vs rounding {floor:e}"
+        );
     }
     // The tensor-core paths stage or zero-fill every shared byte they read (the f32 FMA
     // path reads stale rows past a partial chunk by design, masked with selp).
     if uses_tensor_cores(spec) {
         assert_eq!(
-            report.shared_uninit_reads,
+            run.check.unwritten_shared_reads,
             0,
             "{}: reads of unwritten shared memory",
             spec.slug()
         );
     }
-    report
+    run.check
+        .report
+        .and_then(|r| r.emulated().cloned())
+        .expect("an emulated report")
 }
 
 /// Chunks from this length on are sampled lightly in CI (see the module doc).
@@ -169,13 +69,13 @@ fn light(spec: &KernelSpec) -> bool {
 /// The cases every emulated spec runs: T = 1; T < C with H0; T not a multiple of C with H0
 /// over two rows; for runtime γ also a T that is a multiple of C without H0. In CI a long
 /// chunk runs one case: a full and a partial chunk with H0.
-fn cases(spec: &KernelSpec, full: bool) -> Vec<Case> {
+fn cases(spec: &KernelSpec, full: bool) -> Vec<ChunkCase> {
     let c = spec.chunk.unwrap() as usize;
     let heads = match spec.gammas {
         GammaSet::Retnet { heads } => heads as usize,
         GammaSet::Runtime => 3,
     };
-    let case = |batch, t, with_h0, want_ht| Case {
+    let case = |batch, t, with_h0, want_ht| ChunkCase {
         batch,
         heads,
         t,
@@ -191,7 +91,7 @@ fn cases(spec: &KernelSpec, full: bool) -> Vec<Case> {
         } else {
             heads
         };
-        return vec![Case {
+        return vec![ChunkCase {
             heads,
             ..case(1, c + 5, true, true)
         }];
@@ -328,7 +228,7 @@ fn chunkwise_variants_match_the_reference_in_the_emulator() {
 /// reference; returns the emulator's counters.
 fn traffic_probe(spec: &KernelSpec, seed: u64) -> EmuReport {
     let module = Module::parse(&emit_ptx(spec).unwrap()).unwrap();
-    let case = Case {
+    let case = ChunkCase {
         batch: 1,
         heads: 2,
         t: 512,
@@ -420,7 +320,7 @@ fn streamed_chunks_move_inputs_as_planned() {
 
 /// Emulator counters of one launch at `t` tokens (B = H = 1, H0 and H_T).
 fn counters_at(spec: &KernelSpec, module: &Module, t: usize) -> EmuReport {
-    let case = Case {
+    let case = ChunkCase {
         batch: 1,
         heads: 1,
         t,

@@ -57,9 +57,63 @@ pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<
 pub fn check_on(
     spec: &KernelSpec,
     module: &dyn LaunchTarget,
-    (b, h, t): (usize, usize, usize),
+    (batch, heads, t): (usize, usize, usize),
     seed: u64,
 ) -> Result<EmuCheck, String> {
+    let case = ChunkCase {
+        batch,
+        heads,
+        t,
+        with_h0: true,
+        want_ht: true,
+    };
+    Ok(check_case(spec, module, case, seed)?.check)
+}
+
+/// One chunkwise problem: (batch, heads, T), with or without H0, with or without H_T asked
+/// for (a kernel must then leave `p_ht` alone: it is passed as 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkCase {
+    /// Batch rows.
+    pub batch: usize,
+    /// Heads (a named gamma set fixes its own).
+    pub heads: usize,
+    /// Tokens per row.
+    pub t: usize,
+    /// Whether H0 is given.
+    pub with_h0: bool,
+    /// Whether H_T is asked for.
+    pub want_ht: bool,
+}
+
+/// What [`check_case`] found: the verdict, and the output error that rounding the f64
+/// reference to the dtype alone gives (0 for f32) — a 16-bit kernel's error cannot be below
+/// it and should not be far above it.
+#[derive(Debug, Clone)]
+pub struct ChunkRun {
+    /// The verdict against the reference.
+    pub check: EmuCheck,
+    /// The rounding floor of the output error.
+    pub o_rounding_floor: f64,
+}
+
+/// [`check`] on a chosen [`ChunkCase`].
+///
+/// # Errors
+/// As [`check`].
+pub fn check_case(
+    spec: &KernelSpec,
+    module: &dyn LaunchTarget,
+    case: ChunkCase,
+    seed: u64,
+) -> Result<ChunkRun, String> {
+    let ChunkCase {
+        batch: b,
+        heads: h,
+        t,
+        with_h0,
+        want_ht: ask_ht,
+    } = case;
     let chunk = spec
         .chunk
         .ok_or_else(|| format!("{} has no chunk size", spec.slug()))? as usize;
@@ -87,13 +141,14 @@ pub fn check_on(
         .into_iter()
         .map(|x| f64::from(x as f32))
         .collect();
+    let h0_tensor = tensor(vec![b, h, k, v], &h0)?;
     let (want_o, want_ht) = reference::chunkwise(
         &tensor(vec![b, t, h, k], &q)?,
         &tensor(vec![b, t, h, k], &kk)?,
         &tensor(vec![b, t, h, v], &vv)?,
         &params,
         chunk,
-        Some(&tensor(vec![b, h, k, v], &h0)?),
+        with_h0.then_some(&h0_tensor),
     )
     .map_err(|e| e.to_string())?;
 
@@ -111,10 +166,11 @@ pub fn check_on(
             "p_k" => Param::Buffer(input_buffer(spec.dtype, &kk)),
             "p_v" => Param::Buffer(input_buffer(spec.dtype, &vv)),
             "p_o" => Param::Buffer(Buffer::zeros(emu_dtype(spec.dtype), b * t * h * v).output()),
-            "p_h0" => Param::Buffer(Buffer::from_f32(
+            "p_h0" if with_h0 => Param::Buffer(Buffer::from_f32(
                 &h0.iter().map(|&x| x as f32).collect::<Vec<_>>(),
             )),
-            "p_ht" => Param::Buffer(Buffer::zeros(EmuDtype::F32, b * h * k * v).output()),
+            "p_ht" if ask_ht => Param::Buffer(Buffer::zeros(EmuDtype::F32, b * h * k * v).output()),
+            "p_h0" | "p_ht" => Param::U64(0),
             "p_t" => Param::U32(t as u32),
             "p_scale" => Param::F32(SCALE as f32),
             "p_heads" => Param::U32(h as u32),
@@ -133,20 +189,33 @@ pub fn check_on(
             .buffer(o_at)
             .ok_or("the output argument is not a buffer")?,
     );
-    let got_ht: Vec<f64> = launch
-        .buffer(ht_at)
-        .ok_or("the final-state argument is not a buffer")?
-        .to_f32()
-        .into_iter()
-        .map(f64::from)
-        .collect();
-    Ok(EmuCheck {
+    let state_error = if ask_ht {
+        let got_ht: Vec<f64> = launch
+            .buffer(ht_at)
+            .ok_or("the final-state argument is not a buffer")?
+            .to_f32()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        reference::max_rel_diff(&got_ht, want_ht.data())
+    } else {
+        0.0
+    };
+    let rounded: Vec<f64> = want_o.data().iter().map(|&x| spec.dtype.round(x)).collect();
+    let check = EmuCheck {
         o_error: match spec.dtype {
             Dtype::F32 => reference::max_rel_diff(&got_o, want_o.data()),
             Dtype::F16 | Dtype::Bf16 => reference::rel_rmse(&got_o, want_o.data()),
         },
-        state_error: reference::max_rel_diff(&got_ht, want_ht.data()),
+        state_error,
         unwritten_shared_reads: unwritten_shared_reads(&report),
         report: Some(report),
+    };
+    Ok(ChunkRun {
+        check,
+        o_rounding_floor: match spec.dtype {
+            Dtype::F32 => 0.0,
+            Dtype::F16 | Dtype::Bf16 => reference::rel_rmse(&rounded, want_o.data()),
+        },
     })
 }

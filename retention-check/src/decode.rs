@@ -36,6 +36,42 @@ pub fn cost(spec: &KernelSpec) -> usize {
     n * h * spec.k as usize * spec.v as usize
 }
 
+/// One decode problem: `rows` rows of `gammas.len()` heads, row r stepping pool slot
+/// `slots[r]` of a pool of `capacity` slots (the others must stay bit-identical), with scale
+/// `scale`, for two steps.
+#[derive(Debug, Clone)]
+pub struct DecodeCase {
+    /// Rows (N).
+    pub rows: usize,
+    /// The decays, one per head.
+    pub gammas: Gammas,
+    /// The pool slot of each row.
+    pub slots: Vec<usize>,
+    /// Slots in the pool.
+    pub capacity: usize,
+    /// Scale applied to q.
+    pub scale: f64,
+}
+
+impl DecodeCase {
+    /// The case [`check`] runs for `spec`: [`problem_size`] rows and heads, rows in
+    /// scrambled slots of a pool with three spare slots.
+    ///
+    /// # Errors
+    /// The gamma set's own error.
+    pub fn for_spec(spec: &KernelSpec) -> Result<Self, String> {
+        let (n, h) = problem_size(spec);
+        let capacity = n + 3;
+        Ok(DecodeCase {
+            rows: n,
+            gammas: gammas_for(spec.gammas, h)?,
+            slots: (0..n).map(|r| (capacity - 1 + 2 * r) % capacity).collect(),
+            capacity,
+            scale: SCALE,
+        })
+    }
+}
+
 /// One step's inputs, already rounded to the spec's dtype (what the kernel reads exactly).
 struct StepInputs {
     q: Vec<f64>,
@@ -49,10 +85,9 @@ fn argument(
     spec: &KernelSpec,
     x: &StepInputs,
     state: &Buffer,
-    slots: &[usize],
-    (n, h): (usize, usize),
-    gammas: &Gammas,
+    case: &DecodeCase,
 ) -> Result<Param, String> {
+    let (n, h, slots, gammas) = (case.rows, case.gammas.len(), &case.slots, &case.gammas);
     Ok(match name {
         "p_q" => Param::Buffer(input_buffer(spec.dtype, &x.q)),
         "p_k" => Param::Buffer(input_buffer(spec.dtype, &x.k)),
@@ -65,7 +100,7 @@ fn argument(
             Param::Buffer(Buffer::zeros(emu_dtype(spec.dtype), n * h * spec.v as usize).output())
         }
         "p_n" => Param::U32(n as u32),
-        "p_scale" => Param::F32(SCALE as f32),
+        "p_scale" => Param::F32(case.scale as f32),
         "p_heads" => Param::U32(h as u32),
         "p_log2_gamma" => Param::Buffer(Buffer::from_f32(
             &(0..h).map(|i| gammas.log2(i) as f32).collect::<Vec<_>>(),
@@ -81,18 +116,29 @@ fn argument(
 /// bounds, race, unsupported instruction), or a reference failure. Results off the reference
 /// are not errors here: see [`EmuCheck::failure`].
 pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<EmuCheck, String> {
-    let (n, h) = problem_size(spec);
+    check_case(spec, module, &DecodeCase::for_spec(spec)?, seed)
+}
+
+/// [`check`] on a chosen [`DecodeCase`].
+///
+/// # Errors
+/// As [`check`].
+pub fn check_case(
+    spec: &KernelSpec,
+    module: &dyn LaunchTarget,
+    case: &DecodeCase,
+    seed: u64,
+) -> Result<EmuCheck, String> {
+    let (n, h) = (case.rows, case.gammas.len());
     let (k, v) = (spec.k as usize, spec.v as usize);
-    let gammas = gammas_for(spec.gammas, h)?;
-    let params = RetentionParams::new(gammas.clone(), Some(SCALE));
+    let params = RetentionParams::new(case.gammas.clone(), Some(case.scale));
     let names = param_names(spec);
     let (state_at, o_at) = (
         position(&names, "p_state", spec)?,
         position(&names, "p_o", spec)?,
     );
-    let capacity = n + 3;
-    // Rows live in scrambled slots; the others must stay untouched.
-    let slots: Vec<usize> = (0..n).map(|r| (capacity - 1 + 2 * r) % capacity).collect();
+    // Rows live in their slots; the others must stay untouched.
+    let (capacity, slots) = (case.capacity, &case.slots);
     let mut rng = SplitMix64::new(seed);
     let pool0: Vec<f64> = rng
         .vec(capacity * h * k * v)
@@ -127,14 +173,14 @@ pub fn check(spec: &KernelSpec, module: &dyn LaunchTarget, seed: u64) -> Result<
             &t(vec![n, h, k], &x.k).map_err(|e| e.to_string())?,
             &t(vec![n, h, v], &x.v).map_err(|e| e.to_string())?,
             &mut ref_pool,
-            &slots,
+            slots,
             &params,
         )
         .map_err(|e| e.to_string())?;
         let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
             .dynamic_shared(geometry.dynamic_smem_bytes);
         for name in &names {
-            launch = launch.arg(argument(name, spec, &x, &state, &slots, (n, h), &gammas)?);
+            launch = launch.arg(argument(name, spec, &x, &state, case)?);
         }
         let report = module
             .execute(spec, &mut launch)

@@ -11,196 +11,81 @@
 //! that ends past V, a last row step that ends past K, and rows whose byte offset allows
 //! only narrow loads.
 
-use half::{bf16, f16};
-use kernel_gen::emu::{Buffer, Dtype as EmuDtype, EmuReport, Launch, Module, Param};
+use kernel_gen::emu::{EmuReport, Module};
 use kernel_gen::kernels::attention_decode::{
     AttentionDecodePlan, partial_row_floats, plan, plan_with_split_len, tokens_per_step,
 };
 use kernel_gen::kernels::decode::{column_width, value_slice, value_slices};
+use kernel_gen::ptxas;
 use kernel_gen::{
     Arch, GammaSet, GenError, KernelOp, KernelSpec, TileConfig, emit_ptx, launch_geometry,
 };
-use kernel_gen::{param_names, ptxas};
-use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
-use retention_kernels::reference::{self, RetentionParams};
+use retention_check::attention::{Case, run_case};
+use retention_check::decode::{DecodeCase, check_case};
+use retention_check::io::{EmuCheck, gammas_for};
+use retention_core::Dtype;
 
 /// q's scale in every run (not the default, so a kernel that ignores it fails).
 const SCALE: f64 = 0.37;
-
-fn input_buffer(dtype: Dtype, x: &[f64]) -> Buffer {
-    match dtype {
-        Dtype::F32 => Buffer::from_f32(&x.iter().map(|&v| v as f32).collect::<Vec<_>>()),
-        Dtype::F16 => Buffer::from_f16(&x.iter().map(|&v| f16::from_f64(v)).collect::<Vec<_>>()),
-        Dtype::Bf16 => Buffer::from_bf16(&x.iter().map(|&v| bf16::from_f64(v)).collect::<Vec<_>>()),
-    }
-}
-
-fn emu_dtype(dtype: Dtype) -> EmuDtype {
-    match dtype {
-        Dtype::F32 => EmuDtype::F32,
-        Dtype::F16 => EmuDtype::F16,
-        Dtype::Bf16 => EmuDtype::Bf16,
-    }
-}
-
-fn output_values(dtype: Dtype, b: &Buffer) -> Vec<f64> {
-    match dtype {
-        Dtype::F32 => b.to_f32().into_iter().map(f64::from).collect(),
-        Dtype::F16 => b
-            .to_u16()
-            .into_iter()
-            .map(|u| f16::from_bits(u).to_f64())
-            .collect(),
-        Dtype::Bf16 => b
-            .to_u16()
-            .into_iter()
-            .map(|u| bf16::from_bits(u).to_f64())
-            .collect(),
-    }
-}
-
-/// The output error metric and its tolerance (as the catalog checks).
-fn o_error(dtype: Dtype, got: &[f64], want: &[f64]) -> (f64, f64) {
-    match dtype {
-        Dtype::F32 => (reference::max_rel_diff(got, want), 1e-5),
-        Dtype::F16 | Dtype::Bf16 => (reference::rel_rmse(got, want), 5e-3),
-    }
-}
-
-fn tensor(shape: Vec<usize>, data: &[f64]) -> HostTensor<f64> {
-    HostTensor::new(shape, data.to_vec()).unwrap()
-}
-
-/// Decays for `set` over `heads` heads: the named set, or for runtime γ a fast head, one so
-/// slow that γ rounds to 1 in f32, and a moderate one.
-fn gammas_for(set: GammaSet, heads: usize) -> Gammas {
-    const RUNTIME: [f64; 3] = [0.3, 1.0 - 1.0 / (1u64 << 30) as f64, 0.97];
-    match set {
-        GammaSet::Retnet { heads } => Gammas::retnet(heads as usize).unwrap(),
-        GammaSet::Runtime => {
-            Gammas::from_list((0..heads).map(|h| RUNTIME[h % RUNTIME.len()]).collect()).unwrap()
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Decode step
 // ---------------------------------------------------------------------------------------
 
-/// Two decode steps of `spec` for 3 rows in scrambled slots of a 5-slot pool, against
-/// `reference::decode_step`. Returns the emulator report of the last step.
+/// Two decode steps of `spec` for 3 rows in scrambled slots of a 5-slot pool through the
+/// one decode check (`retention_check::decode::check_case`), held to its tolerances, with no
+/// read of unwritten shared memory in any dtype. Returns the emulator report of the last
+/// step, whose traffic is checked exactly.
 fn check_decode(spec: &KernelSpec, seed: u64) -> EmuReport {
     let heads = match spec.gammas {
         GammaSet::Retnet { heads } => heads as usize,
         GammaSet::Runtime => 3,
     };
     let (n, h, k, v) = (3usize, heads, spec.k as usize, spec.v as usize);
-    let gammas = gammas_for(spec.gammas, h);
-    let params = RetentionParams::new(gammas.clone(), Some(SCALE));
     let capacity = n + 2;
-    let slots: Vec<usize> = (0..n).map(|r| (capacity - 1 + 2 * r) % capacity).collect();
-    let mut rng = SplitMix64::new(seed);
-    let pool0: Vec<f64> = rng
-        .vec(capacity * h * k * v)
-        .iter()
-        .map(|&x| f64::from(x as f32))
-        .collect();
-    let mut ref_pool = tensor(vec![capacity, h, k, v], &pool0);
-    let mut state = Buffer::from_f32(&pool0.iter().map(|&x| x as f32).collect::<Vec<_>>()).output();
+    let case = DecodeCase {
+        rows: n,
+        gammas: gammas_for(spec.gammas, h).unwrap(),
+        slots: (0..n).map(|r| (capacity - 1 + 2 * r) % capacity).collect(),
+        capacity,
+        scale: SCALE,
+    };
     let ptx = emit_ptx(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
     let module = Module::parse(&ptx).unwrap_or_else(|e| panic!("{spec}: {e}"));
     let geo = launch_geometry(spec, n as u32, h as u32).unwrap();
     assert_eq!(geo.grid, [n as u32, h as u32, value_slices(spec)], "{spec}");
-    let names = param_names(spec);
-    let mut last = None;
-    for step in 0..2 {
-        let mut draw = |len: usize| -> Vec<f64> {
-            rng.vec(len)
-                .into_iter()
-                .map(|x| spec.dtype.round(x))
-                .collect()
-        };
-        let (q, kk, vv) = (draw(n * h * k), draw(n * h * k), draw(n * h * v));
-        let want = reference::decode_step(
-            &tensor(vec![n, h, k], &q),
-            &tensor(vec![n, h, k], &kk),
-            &tensor(vec![n, h, v], &vv),
-            &mut ref_pool,
-            &slots,
-            &params,
-        )
-        .unwrap();
-        let mut launch = Launch::new(spec.entry(), geo.grid, geo.block);
-        for name in &names {
-            launch = launch.arg(match *name {
-                "p_q" => Param::Buffer(input_buffer(spec.dtype, &q)),
-                "p_k" => Param::Buffer(input_buffer(spec.dtype, &kk)),
-                "p_v" => Param::Buffer(input_buffer(spec.dtype, &vv)),
-                "p_state" => Param::Buffer(state.clone()),
-                "p_slots" => Param::Buffer(Buffer::from_u32(
-                    &slots.iter().map(|&s| s as u32).collect::<Vec<_>>(),
-                )),
-                "p_o" => Param::Buffer(Buffer::zeros(emu_dtype(spec.dtype), n * h * v).output()),
-                "p_n" => Param::U32(n as u32),
-                "p_scale" => Param::F32(SCALE as f32),
-                "p_heads" => Param::U32(h as u32),
-                "p_log2_gamma" => Param::Buffer(Buffer::from_f32(
-                    &(0..h).map(|i| gammas.log2(i) as f32).collect::<Vec<_>>(),
-                )),
-                other => panic!("{spec}: unknown decode parameter {other}"),
-            });
-        }
-        let report = module
-            .launch(&mut launch)
-            .unwrap_or_else(|e| panic!("{spec} step {step}: {e}"));
-        let at = |p: &str| names.iter().position(|x| *x == p).unwrap();
-        state = launch.buffer(at("p_state")).unwrap().clone();
-        let got = output_values(spec.dtype, launch.buffer(at("p_o")).unwrap());
-        let (err, tol) = o_error(spec.dtype, &got, want.data());
-        assert!(
-            err <= tol,
-            "{spec} step {step}: o error {err:.2e} > {tol:.0e}"
-        );
-        let emulated: Vec<f64> = state.to_f32().into_iter().map(f64::from).collect();
-        let sl = h * k * v;
-        for slot in 0..capacity {
-            let (a, b) = (
-                &emulated[slot * sl..(slot + 1) * sl],
-                &ref_pool.data()[slot * sl..(slot + 1) * sl],
-            );
-            if slots.contains(&slot) {
-                let e = reference::max_rel_diff(a, b);
-                assert!(e <= 1e-5, "{spec} step {step}: state error {e:.2e} > 1e-5");
-            } else {
-                assert_eq!(a, b, "{spec} step {step}: untouched slot {slot} changed");
-            }
-        }
-        assert_eq!(
-            report.shared_uninit_reads, 0,
-            "{spec}: reads of shared memory nothing wrote"
-        );
-        // Masked tails move no extra bytes: the state once each way, v once and o once; every
-        // slice's CTA stages q and k and reads the row's slot (and runtime log2 γ_h).
-        let esize = spec.dtype.size_bytes();
-        assert_eq!(
-            report.global_bytes_written as usize,
-            n * h * (k * v * 4 + v * esize),
-            "{spec}"
-        );
-        let slices = value_slices(spec) as usize;
-        let scalars = if spec.gammas == GammaSet::Runtime {
-            8
-        } else {
-            4
-        };
-        assert_eq!(
-            report.global_bytes_read as usize,
-            n * h * (k * v * 4 + v * esize + slices * (2 * k * esize + scalars)),
-            "{spec}"
-        );
-        last = Some(report);
+    let check = check_case(spec, &module, &case, seed).unwrap_or_else(|e| panic!("{spec}: {e}"));
+    if let Some(why) = check.failure(spec.dtype) {
+        panic!("{spec}: {why}");
     }
-    last.unwrap()
+    assert_eq!(
+        check.unwritten_shared_reads, 0,
+        "{spec}: reads of shared memory nothing wrote"
+    );
+    let report = check
+        .report
+        .and_then(|r| r.emulated().cloned())
+        .expect("an emulated report");
+    // Masked tails move no extra bytes: the state once each way, v once and o once; every
+    // slice's CTA stages q and k and reads the row's slot (and runtime log2 γ_h).
+    let esize = spec.dtype.size_bytes();
+    assert_eq!(
+        report.global_bytes_written as usize,
+        n * h * (k * v * 4 + v * esize),
+        "{spec}"
+    );
+    let slices = value_slices(spec) as usize;
+    let scalars = if spec.gammas == GammaSet::Runtime {
+        8
+    } else {
+        4
+    };
+    assert_eq!(
+        report.global_bytes_read as usize,
+        n * h * (k * v * 4 + v * esize + slices * (2 * k * esize + scalars)),
+        "{spec}"
+    );
+    report
 }
 
 /// The sampled (K, V) pairs: the sizes in both roles, odd sizes, the widest V with
@@ -345,8 +230,9 @@ fn assemble_without_spills(specs: &[KernelSpec]) {
 // ---------------------------------------------------------------------------------------
 
 /// One attention decode of 2 rows × 2 heads over `context` tokens, split as `split_len`
-/// says (`None`: as planned), against `reference::attention_decode`. Returns the plan and
-/// the global bytes both passes moved.
+/// says (`None`: as planned), through the one attention check
+/// (`retention_check::attention::run_case`), held to its tolerance with no read of unwritten
+/// shared memory. Returns the plan and the global bytes both passes moved.
 fn check_attention(
     spec: &KernelSpec,
     context: u32,
@@ -354,88 +240,27 @@ fn check_attention(
     scale: f64,
     seed: u64,
 ) -> (AttentionDecodePlan, u64) {
-    let (n, h) = (2usize, 2usize);
-    let (k, v, l) = (spec.k as usize, spec.v as usize, context as usize);
-    let plan = match split_len {
-        None => plan(spec, n as u32, h as u32, context),
-        Some(s) => plan_with_split_len(spec, n as u32, h as u32, context, s),
-    }
-    .unwrap_or_else(|e| panic!("{spec}: {e}"));
-    let mut rng = SplitMix64::new(seed);
-    let mut draw = |len: usize| -> Vec<f64> {
-        rng.vec(len)
-            .into_iter()
-            .map(|x| spec.dtype.round(x))
-            .collect()
+    let module = Module::parse(&emit_ptx(spec).unwrap()).unwrap();
+    let case = Case {
+        context,
+        split_len,
+        scale,
     };
-    let (q, kc, vc) = (draw(n * h * k), draw(n * h * l * k), draw(n * h * l * v));
-    let want = reference::attention_decode(
-        &tensor(vec![n, h, k], &q),
-        &tensor(vec![n, h, l, k], &kc),
-        &tensor(vec![n, h, l, v], &vc),
-        Some(scale),
-    )
-    .unwrap();
-    let split_module = Module::parse(&emit_ptx(spec).unwrap()).unwrap();
-    let partial = Buffer::zeros(EmuDtype::F32, (plan.partial_floats as usize).max(1)).output();
-    let out = Buffer::zeros(emu_dtype(spec.dtype), n * h * v).output();
-    let g = plan.split;
-    let names = param_names(spec);
-    let mut split = Launch::new(spec.entry(), g.grid, g.block);
-    for name in &names {
-        split = split.arg(match *name {
-            "p_q" => Param::Buffer(input_buffer(spec.dtype, &q)),
-            "p_k_cache" => Param::Buffer(input_buffer(spec.dtype, &kc)),
-            "p_v_cache" => Param::Buffer(input_buffer(spec.dtype, &vc)),
-            "p_o" => Param::Buffer(out.clone()),
-            "p_partial" => Param::Buffer(partial.clone()),
-            "p_context" => Param::U32(context),
-            "p_split_len" => Param::U32(plan.split_len),
-            "p_scale" => Param::F32(scale as f32),
-            other => panic!("{spec}: unknown attention parameter {other}"),
-        });
-    }
-    let report = split_module
-        .launch(&mut split)
-        .unwrap_or_else(|e| panic!("{spec} L={context}: split pass: {e}"));
-    assert_eq!(
-        report.shared_uninit_reads, 0,
-        "{spec} L={context}: split pass"
-    );
-    let mut moved = report.global_bytes_read + report.global_bytes_written;
-    let at = |names: &[&str], p: &str| names.iter().position(|x| *x == p).unwrap();
-    let o_buf = match plan.combine {
-        None => split.buffer(at(&names, "p_o")).unwrap().clone(),
-        Some(cg) => {
-            let cspec = spec.attention_combine();
-            let cnames = param_names(&cspec);
-            let module = Module::parse(&emit_ptx(&cspec).unwrap()).unwrap();
-            let mut combine = Launch::new(cspec.entry(), cg.grid, cg.block);
-            for name in &cnames {
-                combine = combine.arg(match *name {
-                    "p_partial" => {
-                        Param::Buffer(split.buffer(at(&names, "p_partial")).unwrap().clone())
-                    }
-                    "p_o" => Param::Buffer(out.clone()),
-                    "p_splits" => Param::U32(plan.splits),
-                    other => panic!("{cspec}: unknown combine parameter {other}"),
-                });
-            }
-            let report = module
-                .launch(&mut combine)
-                .unwrap_or_else(|e| panic!("{cspec} L={context}: combine: {e}"));
-            assert_eq!(report.shared_uninit_reads, 0, "{cspec} L={context}");
-            moved += report.global_bytes_read + report.global_bytes_written;
-            combine.buffer(at(&cnames, "p_o")).unwrap().clone()
-        }
-    };
-    let got = output_values(spec.dtype, &o_buf);
-    let (err, tol) = o_error(spec.dtype, &got, want.data());
+    let run = run_case(spec, &module, &module, (2, 2), case, seed)
+        .unwrap_or_else(|e| panic!("{spec} L={context}: {e}"));
+    let tol = EmuCheck::o_tolerance(spec.dtype);
     assert!(
-        err <= tol,
-        "{spec} L={context} split {split_len:?}: o error {err:.2e} > {tol:.0e}"
+        run.o_error <= tol,
+        "{spec} L={context} split {split_len:?}: o error {:.2e} > {tol:.0e}",
+        run.o_error
     );
-    (plan, moved)
+    let mut moved = 0;
+    for report in std::iter::once(&run.split).chain(&run.combine) {
+        let r = report.emulated().expect("an emulated report");
+        assert_eq!(r.shared_uninit_reads, 0, "{spec} L={context}");
+        moved += r.global_bytes_read + r.global_bytes_written;
+    }
+    (run.plan, moved)
 }
 
 /// The catalog check's cases: one token; seven with logits that overflow exp in f32 without
