@@ -10,8 +10,10 @@
 //! [`attention_decode`] is the softmax-attention KV-cache baseline decode is compared with.
 
 mod attention;
+mod backward_kernel;
 mod chunk_kernel;
 mod chunkwise;
+mod chunkwise_backward;
 mod decode;
 mod element;
 mod epilogue;
@@ -23,6 +25,11 @@ mod validate;
 
 pub use attention::attention_decode;
 pub use chunkwise::{chunkwise, chunkwise_varlen};
+pub use chunkwise_backward::{
+    ChunkwiseForward, CpuGradients, chunkwise_backward, chunkwise_backward_varlen,
+    chunkwise_backward_with_states, chunkwise_varlen_with_states, chunkwise_with_states,
+    recurrent_backward,
+};
 pub use decode::{decode_step, decode_step_in};
 pub use element::CpuElement;
 pub use epilogue::msr_epilogue;

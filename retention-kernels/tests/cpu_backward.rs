@@ -1,0 +1,472 @@
+//! CPU chunkwise backward against the f64 reference backward (on the same dtype-rounded
+//! inputs) and, on tiny shapes, against central finite differences of the f64 forward.
+//! Tolerances are the forward's (ARCHITECTURE §4): f32 gradients 1e-5 max relative, f16/bf16
+//! gradients 5e-3 relative RMSE; dH0 and d log γ are f32 in every dtype: 1e-5 max relative.
+
+#[macro_use]
+mod cpu_support;
+
+use cpu_support::{Qkv, assert_matches, assert_state, params, random, random_state};
+use retention_core::{CuSeqlens, Gammas, HostTensor, RetentionError};
+use retention_kernels::cpu::{self, CpuElement, CpuGradients};
+use retention_kernels::reference::{self, Gradients, RetentionParams};
+
+/// A problem: inputs in `T`, upstream gradients, optional h0 / dH_T.
+struct Case<T: CpuElement> {
+    x: Qkv<T>,
+    d_o: HostTensor<T>,
+    h0: Option<HostTensor<f32>>,
+    d_ht: Option<HostTensor<f32>>,
+}
+
+impl<T: CpuElement> Case<T> {
+    fn new(
+        seed: u64,
+        dims: (usize, usize, usize, usize, usize),
+        rows: usize,
+        h0: bool,
+        dht: bool,
+    ) -> Self {
+        let (b, t, h, k, v) = dims;
+        Self {
+            x: Qkv::new(seed, dims),
+            d_o: random(seed + 10, &[b, t, h, v]),
+            h0: h0.then(|| random_state(seed + 11, &[rows, h, k, v])),
+            d_ht: dht.then(|| random_state(seed + 12, &[rows, h, k, v])),
+        }
+    }
+
+    fn cpu(&self, p: &RetentionParams, chunk: usize) -> CpuGradients<T> {
+        let x = &self.x;
+        cpu::chunkwise_backward(
+            &x.q,
+            &x.k,
+            &x.v,
+            p,
+            chunk,
+            self.h0.as_ref(),
+            &self.d_o,
+            self.d_ht.as_ref(),
+        )
+        .unwrap()
+    }
+
+    fn reference(&self, p: &RetentionParams, chunk: usize) -> Gradients {
+        let (q, k, v) = self.x.f64();
+        let h0 = self.h0.as_ref().map(HostTensor::to_f64);
+        let d_ht = self.d_ht.as_ref().map(HostTensor::to_f64);
+        reference::chunkwise_backward(
+            &q,
+            &k,
+            &v,
+            p,
+            chunk,
+            h0.as_ref(),
+            &self.d_o.to_f64(),
+            d_ht.as_ref(),
+        )
+        .unwrap()
+    }
+}
+
+fn assert_gradients<T: CpuElement>(
+    what: &str,
+    got: &CpuGradients<T>,
+    want: &Gradients,
+    check_dh0: bool,
+) {
+    assert_matches(&format!("dq, {what}"), &got.dq, &want.dq);
+    assert_matches(&format!("dk, {what}"), &got.dk, &want.dk);
+    assert_matches(&format!("dv, {what}"), &got.dv, &want.dv);
+    if check_dh0 {
+        assert_state(&format!("dh0, {what}"), &got.dh0, &want.dh0);
+    }
+    assert_state(
+        &format!("dlog_gamma, {what}"),
+        &got.dlog_gamma,
+        &want.dlog_gamma,
+    );
+}
+
+fn chunk_sizes_states_and_upstreams<T: CpuElement>() {
+    // Odd dims exercise vector tails; T = 37 is prime, so no chunk but 1 and 37 divides it.
+    let dims = (2, 37, 3, 12, 10);
+    let p = params(3, Some(0.37));
+    for (h0, dht) in [(true, true), (false, false), (true, false), (false, true)] {
+        let case = Case::<T>::new(100, dims, 2, h0, dht);
+        for chunk in [1usize, 4, 5, 16, 37, 64] {
+            let what = format!("chunk {chunk}, h0 {h0}, dht {dht}");
+            assert_gradients(
+                &what,
+                &case.cpu(&p, chunk),
+                &case.reference(&p, chunk),
+                true,
+            );
+        }
+    }
+}
+
+#[test]
+fn chunkwise_backward_matches_reference_every_dtype() {
+    for_each_dtype!(chunk_sizes_states_and_upstreams);
+}
+
+fn saved_states_give_the_same_gradients<T: CpuElement>() {
+    let dims = (2, 29, 2, 8, 6);
+    let p = params(2, None);
+    let case = Case::<T>::new(200, dims, 2, true, true);
+    let x = &case.x;
+    for chunk in [1usize, 6, 29, 40] {
+        let fwd =
+            cpu::chunkwise_with_states(&x.q, &x.k, &x.v, &p, chunk, case.h0.as_ref()).unwrap();
+        let (o, ht) = cpu::chunkwise(&x.q, &x.k, &x.v, &p, chunk, case.h0.as_ref()).unwrap();
+        assert_eq!(fwd.o, o, "o with states, chunk {chunk}");
+        assert_eq!(fwd.ht, ht, "H_T with states, chunk {chunk}");
+        let nc = 29usize.div_ceil(chunk);
+        assert_eq!(fwd.states.shape(), &[2 * nc, 2, 8, 6]);
+        // Chunk i of row b starts from the reference's H_T after i·C tokens.
+        let (q, k, v) = x.f64();
+        let h0 = case.h0.as_ref().unwrap();
+        for i in 0..nc {
+            let prefix = |t: &HostTensor<f64>| {
+                let [b, _, h, d] = <[usize; 4]>::try_from(t.shape()).unwrap();
+                let mut data = Vec::new();
+                for bi in 0..b {
+                    let o = bi * 29 * h * d;
+                    data.extend_from_slice(&t.data()[o..o + i * chunk * h * d]);
+                }
+                HostTensor::new(vec![b, i * chunk, h, d], data).unwrap()
+            };
+            let want = if i == 0 {
+                h0.to_f64()
+            } else {
+                reference::chunkwise(
+                    &prefix(&q),
+                    &prefix(&k),
+                    &prefix(&v),
+                    &p,
+                    chunk,
+                    Some(&h0.to_f64()),
+                )
+                .unwrap()
+                .1
+            };
+            for b in 0..2 {
+                let kv = 2 * 8 * 6;
+                let got = &fwd.states.data()[(b * nc + i) * kv..(b * nc + i + 1) * kv];
+                let got = HostTensor::new(vec![1, 2, 8, 6], got.to_vec()).unwrap();
+                let want =
+                    HostTensor::new(vec![1, 2, 8, 6], want.data()[b * kv..(b + 1) * kv].to_vec())
+                        .unwrap();
+                assert_state(
+                    &format!("state of chunk {i}, row {b}, chunk {chunk}"),
+                    &got,
+                    &want,
+                );
+            }
+        }
+        let from_states = cpu::chunkwise_backward_with_states(
+            &x.q,
+            &x.k,
+            &x.v,
+            &p,
+            chunk,
+            &fwd.states,
+            &case.d_o,
+            case.d_ht.as_ref(),
+        )
+        .unwrap();
+        assert_eq!(
+            from_states,
+            case.cpu(&p, chunk),
+            "saved vs recomputed states, chunk {chunk}"
+        );
+    }
+}
+
+#[test]
+fn forward_with_states_and_backward_from_them_every_dtype() {
+    for_each_dtype!(saved_states_give_the_same_gradients);
+}
+
+fn varlen_three_sequences<T: CpuElement>() {
+    // Lengths 9, 1 and 30 (ΣT = 40), with and without H0 and dH_T per sequence.
+    let dims = (1, 40, 2, 8, 6);
+    let cu = CuSeqlens::new(vec![0, 9, 10, 40], 40).unwrap();
+    let p = params(2, Some(1.3));
+    for (h0, dht) in [(true, true), (false, false)] {
+        let case = Case::<T>::new(300, dims, 3, h0, dht);
+        let x = &case.x;
+        let (q, k, v) = x.f64();
+        let h0_ref = case.h0.as_ref().map(HostTensor::to_f64);
+        let d_ht_ref = case.d_ht.as_ref().map(HostTensor::to_f64);
+        for chunk in [1usize, 4, 7, 100] {
+            let got = cpu::chunkwise_backward_varlen(
+                &x.q,
+                &x.k,
+                &x.v,
+                &cu,
+                &p,
+                chunk,
+                case.h0.as_ref(),
+                &case.d_o,
+                case.d_ht.as_ref(),
+            )
+            .unwrap();
+            let want = reference::chunkwise_backward_varlen(
+                &q,
+                &k,
+                &v,
+                &cu,
+                &p,
+                chunk,
+                h0_ref.as_ref(),
+                &case.d_o.to_f64(),
+                d_ht_ref.as_ref(),
+            )
+            .unwrap();
+            assert_gradients(&format!("varlen chunk {chunk}, h0 {h0}"), &got, &want, true);
+        }
+    }
+}
+
+#[test]
+fn varlen_backward_matches_reference_every_dtype() {
+    for_each_dtype!(varlen_three_sequences);
+}
+
+#[test]
+fn runtime_gammas_and_sharded_heads_match_reference() {
+    let dims = (2, 23, 2, 5, 7);
+    let runtime = RetentionParams::new(Gammas::from_list(vec![0.31, 0.9993]).unwrap(), Some(2.0));
+    let sharded = RetentionParams::new(Gammas::retnet_sharded(2, 6).unwrap(), None);
+    for p in [runtime, sharded] {
+        let case = Case::<f32>::new(400, dims, 2, true, true);
+        for chunk in [3usize, 8] {
+            let what = format!("{:?} chunk {chunk}", p.gammas.as_slice());
+            assert_gradients(
+                &what,
+                &case.cpu(&p, chunk),
+                &case.reference(&p, chunk),
+                true,
+            );
+        }
+    }
+}
+
+#[test]
+fn recurrent_backward_equals_the_reference_recurrent_backward() {
+    let case = Case::<f32>::new(450, (1, 150, 2, 6, 5), 1, true, true);
+    let p = params(2, None);
+    let x = &case.x;
+    let got = cpu::recurrent_backward(
+        &x.q,
+        &x.k,
+        &x.v,
+        &p,
+        case.h0.as_ref(),
+        &case.d_o,
+        case.d_ht.as_ref(),
+    )
+    .unwrap();
+    let (q, k, v) = x.f64();
+    let want = reference::recurrent_backward(
+        &q,
+        &k,
+        &v,
+        &p,
+        case.h0.as_ref().map(HostTensor::to_f64).as_ref(),
+        &case.d_o.to_f64(),
+        case.d_ht.as_ref().map(HostTensor::to_f64).as_ref(),
+    )
+    .unwrap();
+    assert_gradients("recurrent", &got, &want, true);
+}
+
+/// Central differences of the f64 chunkwise forward's loss Σ o ⊙ dO + Σ H_T ⊙ dH_T.
+fn finite_differences(case: &Case<f32>, p: &RetentionParams) -> [Vec<f64>; 5] {
+    const EPS: f64 = 1e-4;
+    let (q, k, v) = case.x.f64();
+    let d_o = case.d_o.to_f64();
+    let s = q.shape().to_vec();
+    let zeros = HostTensor::zeros(vec![s[0], s[2], s[3], v.shape()[3]]);
+    let h0 = case.h0.as_ref().map_or(zeros, HostTensor::to_f64);
+    let d_ht = case.d_ht.as_ref().map(HostTensor::to_f64);
+    let loss = |x: &[HostTensor<f64>; 4], p: &RetentionParams| {
+        let (o, ht) = reference::chunkwise(&x[0], &x[1], &x[2], p, 4, Some(&x[3])).unwrap();
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        dot(o.data(), d_o.data()) + d_ht.as_ref().map_or(0.0, |w| dot(ht.data(), w.data()))
+    };
+    let mut inputs = [q, k, v, h0];
+    let mut out: [Vec<f64>; 5] = Default::default();
+    for which in 0..4 {
+        for e in 0..inputs[which].len() {
+            let x0 = inputs[which].data()[e];
+            inputs[which].data_mut()[e] = x0 + EPS;
+            let up = loss(&inputs, p);
+            inputs[which].data_mut()[e] = x0 - EPS;
+            let down = loss(&inputs, p);
+            inputs[which].data_mut()[e] = x0;
+            out[which].push((up - down) / (2.0 * EPS));
+        }
+    }
+    let gammas = p.gammas.as_slice().to_vec();
+    for h in 0..gammas.len() {
+        let mut g = gammas.clone();
+        let at = |g: &[f64]| RetentionParams::new(Gammas::from_list(g.to_vec()).unwrap(), p.scale);
+        g[h] = gammas[h] * EPS.exp();
+        let up = loss(&inputs, &at(&g));
+        g[h] = gammas[h] * (-EPS).exp();
+        let down = loss(&inputs, &at(&g));
+        out[4].push((up - down) / (2.0 * EPS));
+    }
+    out
+}
+
+#[test]
+fn tiny_problems_match_finite_differences_of_the_forward() {
+    let p = RetentionParams::new(Gammas::from_list(vec![0.6, 0.97]).unwrap(), Some(0.7));
+    for (h0, dht) in [(true, true), (false, false), (false, true)] {
+        let case = Case::<f32>::new(500, (2, 7, 2, 3, 4), 2, h0, dht);
+        let fd = finite_differences(&case, &p);
+        for chunk in [1usize, 3, 4, 7, 9] {
+            let g = case.cpu(&p, chunk);
+            let got = [
+                g.dq.to_f64(),
+                g.dk.to_f64(),
+                g.dv.to_f64(),
+                g.dh0.to_f64(),
+                g.dlog_gamma.to_f64(),
+            ];
+            for ((name, got), want) in ["dq", "dk", "dv", "dh0", "dlog_gamma"]
+                .iter()
+                .zip(&got)
+                .zip(&fd)
+            {
+                let want = HostTensor::new(got.shape().to_vec(), want.clone()).unwrap();
+                assert_state(
+                    &format!("{name} vs finite differences, chunk {chunk}, h0 {h0}, dht {dht}"),
+                    &got.cast(),
+                    &want,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_sequence_split_in_two_gives_the_gradients_of_one_call() {
+    let (t, split) = (45, 19);
+    let case = Case::<f32>::new(600, (2, t, 2, 8, 8), 2, true, true);
+    let p = params(2, None);
+    let x = &case.x;
+    let whole = case.cpu(&p, 8);
+    let part = |a: &HostTensor<f32>, r: std::ops::Range<usize>| {
+        let [b, tt, h, d] = <[usize; 4]>::try_from(a.shape()).unwrap();
+        let mut data = Vec::new();
+        for bi in 0..b {
+            data.extend_from_slice(
+                &a.data()[(bi * tt + r.start) * h * d..(bi * tt + r.end) * h * d],
+            );
+        }
+        HostTensor::new(vec![b, r.len(), h, d], data).unwrap()
+    };
+    let (a, b) = (0..split, split..t);
+    let (_, mid) = cpu::chunkwise(
+        &part(&x.q, a.clone()),
+        &part(&x.k, a.clone()),
+        &part(&x.v, a.clone()),
+        &p,
+        8,
+        case.h0.as_ref(),
+    )
+    .unwrap();
+    let second = cpu::chunkwise_backward(
+        &part(&x.q, b.clone()),
+        &part(&x.k, b.clone()),
+        &part(&x.v, b.clone()),
+        &p,
+        8,
+        Some(&mid),
+        &part(&case.d_o, b.clone()),
+        case.d_ht.as_ref(),
+    )
+    .unwrap();
+    let first = cpu::chunkwise_backward(
+        &part(&x.q, a.clone()),
+        &part(&x.k, a.clone()),
+        &part(&x.v, a.clone()),
+        &p,
+        8,
+        case.h0.as_ref(),
+        &part(&case.d_o, a.clone()),
+        Some(&second.dh0),
+    )
+    .unwrap();
+    let want = case.reference(&p, 8);
+    let ref_part =
+        |g: &HostTensor<f64>, r: std::ops::Range<usize>| part(&g.cast::<f32>(), r).to_f64();
+    for (name, got, full) in [
+        ("dq first", &first.dq, ref_part(&want.dq, a.clone())),
+        ("dq second", &second.dq, ref_part(&want.dq, b.clone())),
+        ("dk first", &first.dk, ref_part(&want.dk, a.clone())),
+        ("dk second", &second.dk, ref_part(&want.dk, b.clone())),
+        ("dv first", &first.dv, ref_part(&want.dv, a.clone())),
+        ("dv second", &second.dv, ref_part(&want.dv, b.clone())),
+    ] {
+        assert_state(name, got, &full);
+    }
+    assert_state("dh0 of the split", &first.dh0, &want.dh0);
+    let summed: Vec<f32> = first
+        .dlog_gamma
+        .data()
+        .iter()
+        .zip(second.dlog_gamma.data())
+        .map(|(x, y)| x + y)
+        .collect();
+    assert_state(
+        "dlog_gamma of the split",
+        &HostTensor::new(vec![2], summed).unwrap(),
+        &want.dlog_gamma,
+    );
+    assert_state("dh0 whole", &whole.dh0, &want.dh0);
+}
+
+#[test]
+fn bad_shapes_and_chunk_zero_are_typed_errors() {
+    let case = Case::<f32>::new(700, (2, 5, 2, 3, 4), 2, true, true);
+    let (x, p) = (&case.x, params(2, None));
+    let bad_do: HostTensor<f32> = random(1, &[2, 5, 2, 3]);
+    let bad_state: HostTensor<f32> = random(2, &[2, 2, 4, 3]);
+    let h0 = case.h0.as_ref();
+    let shape_err = |r: retention_core::Result<CpuGradients<f32>>, what: &str| match r {
+        Err(RetentionError::ShapeMismatch { tensor, .. }) => assert_eq!(tensor, what),
+        other => panic!("{what}: expected a shape mismatch, got {other:?}"),
+    };
+    shape_err(
+        cpu::chunkwise_backward(&x.q, &x.k, &x.v, &p, 2, h0, &bad_do, None),
+        "d_o",
+    );
+    shape_err(
+        cpu::chunkwise_backward(&x.q, &x.k, &x.v, &p, 2, h0, &case.d_o, Some(&bad_state)),
+        "d_ht",
+    );
+    shape_err(
+        cpu::chunkwise_backward(&x.q, &x.k, &x.v, &p, 2, Some(&bad_state), &case.d_o, None),
+        "h0",
+    );
+    shape_err(
+        cpu::chunkwise_backward_with_states(&x.q, &x.k, &x.v, &p, 2, &bad_state, &case.d_o, None),
+        "states",
+    );
+    assert!(matches!(
+        cpu::chunkwise_backward(&x.q, &x.k, &x.v, &p, 0, h0, &case.d_o, None),
+        Err(RetentionError::ZeroChunk)
+    ));
+    let cu = CuSeqlens::new(vec![0, 2, 5], 5).unwrap();
+    assert!(
+        cpu::chunkwise_backward_varlen(&x.q, &x.k, &x.v, &cu, &p, 2, None, &case.d_o, None)
+            .is_err(),
+        "B = 2 is not packed"
+    );
+}
