@@ -470,3 +470,31 @@ fn bad_shapes_and_chunk_zero_are_typed_errors() {
         "B = 2 is not packed"
     );
 }
+
+#[test]
+fn bf16_inputs_on_the_slowest_heads_at_t_65536_give_finite_gradients_within_tolerance() {
+    // Global heads 14 and 15 of 16 (γ = 1 − 2^−19, 1 − 2^−20): states barely decay over the
+    // whole sequence, the case where 16-bit γ or positions would stop the decay (PITFALLS 5).
+    let t = 65536;
+    let p = RetentionParams::new(Gammas::retnet_sharded(2, 14).unwrap(), None);
+    let case = Case::<half::bf16>::new(800, (1, t, 2, 16, 16), 1, true, true);
+    let got = case.cpu(&p, 64);
+    for (name, data) in [
+        ("dq", got.dq.to_f64()),
+        ("dk", got.dk.to_f64()),
+        ("dv", got.dv.to_f64()),
+        ("dh0", got.dh0.to_f64()),
+        ("dlog_gamma", got.dlog_gamma.to_f64()),
+    ] {
+        assert!(
+            data.data().iter().all(|x| x.is_finite()),
+            "{name}: not finite"
+        );
+    }
+    assert_gradients(
+        "bf16, T = 65536, slowest heads",
+        &got,
+        &case.reference(&p, 64),
+        true,
+    );
+}

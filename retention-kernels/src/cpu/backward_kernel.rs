@@ -47,7 +47,15 @@ impl<T: CpuElement> BackwardInputs<'_, T> {
     }
 
     /// Widen rows of `src` (`d` wide) for tokens `range` into the row-major tile `dst`.
-    fn load(&self, src: &[T], d: usize, b: usize, range: Range<usize>, h: usize, dst: &mut [f32]) {
+    pub(crate) fn load(
+        &self,
+        src: &[T],
+        d: usize,
+        b: usize,
+        range: Range<usize>,
+        h: usize,
+        dst: &mut [f32],
+    ) {
         for (j, t) in range.enumerate() {
             let r = self.row(b, t, h);
             T::load_f32(&src[r * d..(r + 1) * d], &mut dst[j * d..(j + 1) * d]);
@@ -58,7 +66,7 @@ impl<T: CpuElement> BackwardInputs<'_, T> {
     ///
     /// # Safety
     /// No other task may be writing rows (b, t, h), t ∈ `range`, of `out` concurrently.
-    unsafe fn store(
+    pub(crate) unsafe fn store(
         &self,
         src: &[f32],
         d: usize,

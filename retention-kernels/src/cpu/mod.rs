@@ -17,8 +17,10 @@ mod chunkwise_backward;
 mod decode;
 mod element;
 mod epilogue;
+mod epilogue_backward;
 mod matmul;
 mod parallel;
+mod parallel_backward;
 mod shared_out;
 mod simd;
 mod validate;
@@ -33,4 +35,6 @@ pub use chunkwise_backward::{
 pub use decode::{decode_step, decode_step_in};
 pub use element::CpuElement;
 pub use epilogue::msr_epilogue;
+pub use epilogue_backward::{CpuEpilogueGradients, msr_epilogue_backward};
 pub use parallel::parallel;
+pub use parallel_backward::{CpuParallelGradients, parallel_backward};
