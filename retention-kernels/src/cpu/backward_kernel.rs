@@ -14,6 +14,7 @@
 
 use std::ops::Range;
 
+use super::chunk_kernel::{PREFETCH_AHEAD, prefetch};
 use super::element::CpuElement;
 use super::matmul::{View, matmul};
 use super::shared_out::SharedOut;
@@ -56,7 +57,13 @@ impl<T: CpuElement> BackwardInputs<'_, T> {
         h: usize,
         dst: &mut [f32],
     ) {
+        let end = range.end;
         for (j, t) in range.enumerate() {
+            // One head's rows are H·d elements apart: request them early (see chunk_kernel).
+            if t + PREFETCH_AHEAD < end {
+                let ahead = self.row(b, t + PREFETCH_AHEAD, h);
+                prefetch(&src[ahead * d..(ahead + 1) * d]);
+            }
             let r = self.row(b, t, h);
             T::load_f32(&src[r * d..(r + 1) * d], &mut dst[j * d..(j + 1) * d]);
         }

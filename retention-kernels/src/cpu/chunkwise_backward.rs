@@ -4,8 +4,8 @@
 //!
 //! The math is in [`super::backward_kernel`] (and ARCHITECTURE §7). Per (row, head):
 //! 1. the states R_{i−1} entering every chunk: taken from the forward's saved states, or
-//!    recomputed by the forward's own state recurrence ([`chunkwise_heads`] emitting nothing,
-//!    one product Kᵀ(V ⊙ ζ) per chunk: 2KV FLOPs per token);
+//!    recomputed by the forward's state recurrence (one product Kᵀ(V ⊙ ζ) per chunk, reading
+//!    only k and v: 2KV FLOPs per token);
 //! 2. one reverse sweep over the chunks carrying dR in f32, writing dQ, dK, dV per chunk and
 //!    returning dH0 = dR_{−1} and the (row, head)'s share of d log γ.
 //!
@@ -27,8 +27,12 @@ use retention_core::{CuSeqlens, HostTensor, Result, RetentionError, RetentionSha
 use super::backward_kernel::{BackwardInputs, BackwardOutputs, BackwardTiles, backward_range};
 use super::chunk_kernel::{Emit, Inputs, Tiles, chunkwise_heads};
 use super::element::CpuElement;
+use super::matmul::{View, matmul};
 use super::shared_out::SharedOut;
-use super::validate::{Dims, STATE_AXES, VO_AXES, check_packed, check_qkv, check_state};
+use super::simd;
+use super::validate::{
+    Dims, STATE_AXES, VO_AXES, check_packed, check_qkv, check_state, decay_table,
+};
 use crate::reference::RetentionParams;
 
 /// Gradients from the CPU backward: dq, dk, dv in the input dtype; dh0 and d log γ in f32.
@@ -163,6 +167,46 @@ fn forward_with_states<T: CpuElement>(
     ChunkwiseForward { o, ht, states }
 }
 
+/// The states entering chunks 1.. of tokens `range` (row `b`, head `h`) into `all`
+/// (`n` K×V blocks), from the one entering chunk 0 already in `all[0]`: per chunk of length L,
+/// R ← γ^L R + Kᵀ (V ⊙ ζ), ζ_j = γ^{L−1−j} — the forward's state step, reading only k and v.
+#[allow(clippy::too_many_arguments)]
+fn recompute_states<T: CpuElement>(
+    x: &Inputs<'_, T>,
+    b: usize,
+    range: Range<usize>,
+    h: usize,
+    c: usize,
+    log2g: f32,
+    all: &mut [f32],
+    tiles: &mut Tiles,
+) {
+    let (dk, dv) = (x.dk, x.dv);
+    let kv = dk * dv;
+    for i in 1..all.len() / kv {
+        let start = range.start + (i - 1) * c;
+        let len = c.min(range.end - start);
+        x.load_kv(b, start..start + len, h, tiles);
+        decay_table(log2g, len, &mut tiles.pow);
+        for (j, vrow) in tiles.v.chunks_exact_mut(dv).take(len).enumerate() {
+            simd::scale(vrow, tiles.pow[len - 1 - j]);
+        }
+        let (done, rest) = all.split_at_mut(i * kv);
+        let next = &mut rest[..kv];
+        next.copy_from_slice(&done[(i - 1) * kv..]);
+        matmul(
+            dk,
+            dv,
+            len,
+            next,
+            dv,
+            Some(tiles.pow[len]),
+            View::transposed(&tiles.k, dk),
+            View::rows(&tiles.v, dv),
+        );
+    }
+}
+
 /// Where the backward gets the chunk-entering states from.
 #[derive(Clone, Copy)]
 enum Entering<'a> {
@@ -224,45 +268,35 @@ fn backward<T: CpuElement>(
         .par_chunks_mut(kv)
         .enumerate()
         .map_init(
-            || (BackwardTiles::new(c, s.dk, s.dv), Tiles::new(c, s.dk, s.dv)),
-            |(tiles, fwd_tiles), (job, adj)| {
+            // The recomputed states live in a buffer each task keeps: allocating them per
+            // pair costs a page fault per 4 KiB touched.
+            || {
+                (
+                    BackwardTiles::new(c, s.dk, s.dv),
+                    Tiles::new(c, s.dk, s.dv),
+                    Vec::<f32>::new(),
+                )
+            },
+            |(tiles, fwd_tiles, all), (job, adj)| {
                 let (seq, h) = (&seqs[job / heads], job % heads);
                 let n = seq.range.len().div_ceil(c);
                 let recomputed = match entering {
                     Entering::Recompute(h0) => {
-                        let mut all = vec![0.0f32; n * kv];
-                        let mut state = match h0 {
-                            Some(h0) => h0[job * kv..(job + 1) * kv].to_vec(),
-                            None => vec![0.0; kv],
-                        };
-                        for (i, slot) in all.chunks_exact_mut(kv).enumerate() {
-                            slot.copy_from_slice(&state);
-                            let start = seq.range.start + i * c;
-                            let end = (start + c).min(seq.range.end);
-                            // SAFETY: StateOnly writes no output.
-                            unsafe {
-                                chunkwise_heads(
-                                    &fwd,
-                                    seq.b,
-                                    start..end,
-                                    h..h + 1,
-                                    c,
-                                    &dims.log2g,
-                                    &mut state,
-                                    false,
-                                    &Emit::StateOnly,
-                                    fwd_tiles,
-                                );
-                            }
+                        all.resize(n * kv, 0.0);
+                        match h0 {
+                            Some(h0) => all[..kv].copy_from_slice(&h0[job * kv..(job + 1) * kv]),
+                            None => all[..kv].fill(0.0),
                         }
-                        Some((all, h0.is_none()))
+                        let range = seq.range.clone();
+                        recompute_states(&fwd, seq.b, range, h, c, dims.log2g[h], all, fwd_tiles);
+                        Some(h0.is_none())
                     }
                     Entering::Saved(_) => None,
                 };
                 let state_at: Vec<Option<&[f32]>> = (0..n)
                     .map(|i| match (&recomputed, &entering) {
-                        (Some((_, true)), _) if i == 0 => None,
-                        (Some((all, _)), _) => Some(&all[i * kv..(i + 1) * kv]),
+                        (Some(true), _) if i == 0 => None,
+                        (Some(_), _) => Some(&all[i * kv..(i + 1) * kv]),
                         (None, Entering::Saved(saved)) => {
                             let at = ((seq.first_chunk + i) * heads + h) * kv;
                             Some(&saved[at..at + kv])
