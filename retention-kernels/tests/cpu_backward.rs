@@ -498,3 +498,136 @@ fn bf16_inputs_on_the_slowest_heads_at_t_65536_give_finite_gradients_within_tole
         true,
     );
 }
+
+/// Heads `heads` of a `[B, T, H, D]` tensor (or of `[rows, H, K, V]` states with `state`).
+fn heads_of<T: CpuElement>(
+    x: &HostTensor<T>,
+    heads: std::ops::Range<usize>,
+    state: bool,
+) -> HostTensor<T> {
+    let s = x.shape().to_vec();
+    let (outer, h, inner) = if state {
+        (s[0], s[1], s[2] * s[3])
+    } else {
+        (s[0] * s[1], s[2], s[3])
+    };
+    let mut data = Vec::new();
+    for o in 0..outer {
+        data.extend_from_slice(
+            &x.data()[(o * h + heads.start) * inner..(o * h + heads.end) * inner],
+        );
+    }
+    let mut shape = s;
+    shape[if state { 1 } else { 2 }] = heads.len();
+    HostTensor::new(shape, data).unwrap()
+}
+
+#[test]
+fn head_shards_with_an_offset_give_the_unsharded_gradients() {
+    // Four global heads, in two shards of two: each shard's decays come from its offset.
+    let case = Case::<f32>::new(1000, (2, 21, 4, 6, 5), 2, true, true);
+    let whole = case.cpu(
+        &RetentionParams::new(Gammas::retnet(4).unwrap(), Some(0.5)),
+        8,
+    );
+    for first in [0usize, 2] {
+        let r = first..first + 2;
+        let p = RetentionParams::new(Gammas::retnet_sharded(2, first).unwrap(), Some(0.5));
+        let x = &case.x;
+        let shard = cpu::chunkwise_backward(
+            &heads_of(&x.q, r.clone(), false),
+            &heads_of(&x.k, r.clone(), false),
+            &heads_of(&x.v, r.clone(), false),
+            &p,
+            8,
+            Some(&heads_of(case.h0.as_ref().unwrap(), r.clone(), true)),
+            &heads_of(&case.d_o, r.clone(), false),
+            Some(&heads_of(case.d_ht.as_ref().unwrap(), r.clone(), true)),
+        )
+        .unwrap();
+        // The same per-(row, head) computation: equal to the last bit.
+        assert_eq!(
+            shard.dq,
+            heads_of(&whole.dq, r.clone(), false),
+            "dq shard {first}"
+        );
+        assert_eq!(
+            shard.dk,
+            heads_of(&whole.dk, r.clone(), false),
+            "dk shard {first}"
+        );
+        assert_eq!(
+            shard.dv,
+            heads_of(&whole.dv, r.clone(), false),
+            "dv shard {first}"
+        );
+        assert_eq!(
+            shard.dh0,
+            heads_of(&whole.dh0, r.clone(), true),
+            "dh0 shard {first}"
+        );
+        assert_eq!(
+            shard.dlog_gamma.data(),
+            &whole.dlog_gamma.data()[r],
+            "dlog_gamma shard {first}"
+        );
+    }
+}
+
+#[test]
+fn varlen_forward_with_states_equals_the_varlen_forward() {
+    let x = Qkv::<f32>::new(1100, (1, 40, 2, 8, 6));
+    let cu = CuSeqlens::new(vec![0, 9, 10, 40], 40).unwrap();
+    let p = params(2, None);
+    let h0 = random_state(1101, &[3, 2, 8, 6]);
+    for chunk in [1usize, 4, 7, 100] {
+        let f =
+            cpu::chunkwise_varlen_with_states(&x.q, &x.k, &x.v, &cu, &p, chunk, Some(&h0)).unwrap();
+        let (o, ht) = cpu::chunkwise_varlen(&x.q, &x.k, &x.v, &cu, &p, chunk, Some(&h0)).unwrap();
+        assert_eq!(f.o, o, "o, chunk {chunk}");
+        assert_eq!(f.ht, ht, "H_T, chunk {chunk}");
+        let chunks: usize = [9usize, 1, 30].iter().map(|t| t.div_ceil(chunk)).sum();
+        assert_eq!(f.states.shape(), &[chunks, 2, 8, 6]);
+        // Each sequence's first chunk starts from its own H0.
+        let kv = 2 * 8 * 6;
+        let firsts = [0, 9usize.div_ceil(chunk), 9usize.div_ceil(chunk) + 1];
+        for (n, first) in firsts.iter().enumerate() {
+            assert_eq!(
+                &f.states.data()[first * kv..(first + 1) * kv],
+                &h0.data()[n * kv..(n + 1) * kv]
+            );
+        }
+    }
+}
+
+mod random_shapes {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_problems_match_the_reference(
+            b in 1usize..3, t in 1usize..40, h in 1usize..3, k in 1usize..9, v in 1usize..9,
+            chunk in 1usize..50, h0 in any::<bool>(), dht in any::<bool>(), seed in 0u64..1000,
+        ) {
+            let case = Case::<f32>::new(seed, (b, t, h, k, v), b, h0, dht);
+            let p = params(h, Some(0.9));
+            let got = case.cpu(&p, chunk);
+            let want = case.reference(&p, chunk);
+            let what = format!("random {:?} chunk {chunk}", (b, t, h, k, v));
+            // Without h0 and dH_T, dH0 is still defined (the gradient at H0 = 0) and checked.
+            if want.dlog_gamma.data().iter().all(|x| *x == 0.0) {
+                // One token and no H0: no decay touches anything, d log γ is exactly 0.
+                prop_assert!(t == 1 && !h0, "{what}: zero d log γ only for T = 1 without H0");
+                prop_assert!(got.dlog_gamma.data().iter().all(|x| *x == 0.0), "{what}");
+                assert_matches(&format!("dq, {what}"), &got.dq, &want.dq);
+                assert_matches(&format!("dk, {what}"), &got.dk, &want.dk);
+                assert_matches(&format!("dv, {what}"), &got.dv, &want.dv);
+                assert_state(&format!("dh0, {what}"), &got.dh0, &want.dh0);
+            } else {
+                assert_gradients(&what, &got, &want, true);
+            }
+        }
+    }
+}
