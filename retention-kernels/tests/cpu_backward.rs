@@ -631,3 +631,101 @@ mod random_shapes {
         }
     }
 }
+
+/// Run `f` on a rayon pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+fn chunk_parallel_path<T: CpuElement>() {
+    // One or two (row, head) pairs on eight threads: chunks of a pair run in parallel.
+    for (dims, rows, cu) in [
+        ((1, 203, 1, 12, 10), 1, None),
+        ((2, 150, 1, 8, 6), 2, None),
+        (
+            (1, 120, 1, 8, 6),
+            3,
+            Some(CuSeqlens::new(vec![0, 0, 37, 120], 120).unwrap()),
+        ),
+    ] {
+        let p = params(1, Some(0.6));
+        for (h0, dht) in [(true, true), (false, false)] {
+            let case = Case::<T>::new(1200, dims, rows, h0, dht);
+            let x = &case.x;
+            let (q, k, v) = x.f64();
+            let h0_ref = case.h0.as_ref().map(HostTensor::to_f64);
+            let d_ht_ref = case.d_ht.as_ref().map(HostTensor::to_f64);
+            for chunk in [1usize, 7, 16] {
+                let what = format!("{dims:?} varlen {} chunk {chunk} h0 {h0}", cu.is_some());
+                let (got, want) = match &cu {
+                    None => (
+                        on_threads(8, || case.cpu(&p, chunk)),
+                        case.reference(&p, chunk),
+                    ),
+                    Some(cu) => (
+                        on_threads(8, || {
+                            cpu::chunkwise_backward_varlen(
+                                &x.q,
+                                &x.k,
+                                &x.v,
+                                cu,
+                                &p,
+                                chunk,
+                                case.h0.as_ref(),
+                                &case.d_o,
+                                case.d_ht.as_ref(),
+                            )
+                            .unwrap()
+                        }),
+                        reference::chunkwise_backward_varlen(
+                            &q,
+                            &k,
+                            &v,
+                            cu,
+                            &p,
+                            chunk,
+                            h0_ref.as_ref(),
+                            &case.d_o.to_f64(),
+                            d_ht_ref.as_ref(),
+                        )
+                        .unwrap(),
+                    ),
+                };
+                assert_gradients(&what, &got, &want, true);
+            }
+            if cu.is_none() {
+                // Saved states through the same path.
+                let f =
+                    cpu::chunkwise_with_states(&x.q, &x.k, &x.v, &p, 7, case.h0.as_ref()).unwrap();
+                let got = on_threads(8, || {
+                    cpu::chunkwise_backward_with_states(
+                        &x.q,
+                        &x.k,
+                        &x.v,
+                        &p,
+                        7,
+                        &f.states,
+                        &case.d_o,
+                        case.d_ht.as_ref(),
+                    )
+                    .unwrap()
+                });
+                assert_gradients(
+                    "saved states, chunk-parallel",
+                    &got,
+                    &case.reference(&p, 7),
+                    true,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fewer_pairs_than_threads_run_chunks_in_parallel_and_match_every_dtype() {
+    for_each_dtype!(chunk_parallel_path);
+}

@@ -125,11 +125,12 @@ impl BackwardTiles {
 }
 
 /// Reverse sweep over the chunks of tokens `range` (chunk `c`, the last may be shorter) of
-/// row `b`, head `h`. `entering[i]` is the K×V state entering chunk i (`None`: zero); `adj` holds dH_T on entry and dH0 on return. Returns this range's
-/// dL/dlog γ_h.
+/// row `b`, head `h`. `entering[i]` is the K×V state entering chunk i (`None`: zero); `adj`
+/// holds dH_T on entry and dH0 on return. Returns this range's dL/dlog γ_h.
 ///
 /// # Safety
 /// No other task may write rows (b, t, h), t ∈ `range`, of the outputs concurrently.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn backward_range<T: CpuElement>(
     x: &BackwardInputs<'_, T>,
     out: &BackwardOutputs<'_, '_, T>,
@@ -142,13 +143,41 @@ pub(crate) unsafe fn backward_range<T: CpuElement>(
     adj: &mut [f32],
     tiles: &mut BackwardTiles,
 ) -> f64 {
-    let (dk, dv, s) = (x.dk, x.dv, x.scale);
     let n = range.len().div_ceil(c);
     let mut dlog_gamma = 0.0f64;
     for i in (0..n).rev() {
         let start = range.start + i * c;
-        let len = c.min(range.end - start);
-        let chunk = start..start + len;
+        let chunk = start..(start + c).min(range.end);
+        // SAFETY: forwarded from this function's contract.
+        let part =
+            unsafe { backward_chunk(x, out, b, chunk, h, log2g, entering[i], adj, true, tiles) };
+        dlog_gamma += f64::from(part);
+    }
+    dlog_gamma
+}
+
+/// dQ, dK, dV of tokens `chunk` (row `b`, head `h`) from the state entering it (`r_prev`,
+/// `None`: zero) and the adjoint of the state leaving it (`adj` = dR_i). With `advance`,
+/// `adj` becomes dR_{i−1}; otherwise it is left as it was. Returns the chunk's share of
+/// dL/dlog γ_h.
+///
+/// # Safety
+/// No other task may write rows (b, t, h), t ∈ `chunk`, of the outputs concurrently.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn backward_chunk<T: CpuElement>(
+    x: &BackwardInputs<'_, T>,
+    out: &BackwardOutputs<'_, '_, T>,
+    b: usize,
+    chunk: Range<usize>,
+    h: usize,
+    log2g: f32,
+    r_prev: Option<&[f32]>,
+    adj: &mut [f32],
+    advance: bool,
+    tiles: &mut BackwardTiles,
+) -> f32 {
+    let (dk, dv, s, len) = (x.dk, x.dv, x.scale, chunk.len());
+    {
         decay_table(log2g, len, &mut tiles.pow);
         let BackwardTiles {
             q,
@@ -209,7 +238,6 @@ pub(crate) unsafe fn backward_range<T: CpuElement>(
         for (j, wrow) in w.chunks_exact_mut(dv).take(len).enumerate() {
             simd::scale(wrow, s * pow[j + 1]);
         }
-        let r_prev = entering[i];
         // dQ = w Rᵀ (+ its d log γ term), then += M K.
         match r_prev {
             Some(r) => {
@@ -296,23 +324,54 @@ pub(crate) unsafe fn backward_range<T: CpuElement>(
         if let Some(r) = r_prev {
             part += len as f32 * pow[len] * simd::dot(adj, r);
         }
-        matmul(
-            dk,
-            dv,
-            len,
-            adj,
-            dv,
-            Some(pow[len]),
-            View::transposed(q, dk),
-            View::rows(w, dv),
-        );
-        dlog_gamma += f64::from(part);
+        if advance {
+            matmul(
+                dk,
+                dv,
+                len,
+                adj,
+                dv,
+                Some(pow[len]),
+                View::transposed(q, dk),
+                View::rows(w, dv),
+            );
+        }
         // SAFETY: forwarded from this function's contract.
         unsafe {
             x.store(dq, dk, b, chunk.clone(), h, out.dq);
             x.store(dkt, dk, b, chunk.clone(), h, out.dk);
             x.store(dvt, dv, b, chunk, h, out.dv);
         }
+        part
     }
-    dlog_gamma
+}
+
+/// W = Qᵀ (s ξ ⊙ dO) of tokens `chunk` (row `b`, head `h`) into `dst` (K×V): the chunk's own
+/// term of dR_{i−1} = γ^L dR_i + W, for the chunk-parallel reverse scan.
+pub(crate) fn adjoint_contribution<T: CpuElement>(
+    x: &BackwardInputs<'_, T>,
+    b: usize,
+    chunk: Range<usize>,
+    h: usize,
+    log2g: f32,
+    dst: &mut [f32],
+    tiles: &mut BackwardTiles,
+) {
+    let (dk, dv, len) = (x.dk, x.dv, chunk.len());
+    decay_table(log2g, len, &mut tiles.pow);
+    x.load(x.q, dk, b, chunk.clone(), h, &mut tiles.q);
+    x.load(x.d_o, dv, b, chunk, h, &mut tiles.w);
+    for (j, wrow) in tiles.w.chunks_exact_mut(dv).take(len).enumerate() {
+        simd::scale(wrow, x.scale * tiles.pow[j + 1]);
+    }
+    matmul(
+        dk,
+        dv,
+        len,
+        dst,
+        dv,
+        None,
+        View::transposed(&tiles.q, dk),
+        View::rows(&tiles.w, dv),
+    );
 }

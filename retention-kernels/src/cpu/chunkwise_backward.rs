@@ -9,8 +9,10 @@
 //! 2. one reverse sweep over the chunks carrying dR in f32, writing dQ, dK, dV per chunk and
 //!    returning dH0 = dR_{−1} and the (row, head)'s share of d log γ.
 //!
-//! Work is split across threads by (row, head) pair. A problem with fewer pairs than threads
-//! runs on fewer threads (no sequence split yet, unlike the forward).
+//! Work is split across threads by (row, head) pair. With fewer pairs than threads (and at
+//! least 4 chunks), pairs run one at a time with their chunks spread over the threads: the
+//! chunks' own state and adjoint terms in parallel, two serial scans of K·V additions per
+//! chunk, then every chunk's gradients in parallel (`Pair::backward_chunk_parallel`).
 //!
 //! Memory: the entering states are K·V f32 per chunk, 4KV/C bytes per token per head
 //! (K = V = 128, C = 64: 1 KiB per token-head, against 2(K+V) = 512 bytes of bf16 q, k, v
@@ -24,7 +26,10 @@ use std::ops::Range;
 use rayon::prelude::*;
 use retention_core::{CuSeqlens, HostTensor, Result, RetentionError, RetentionShape};
 
-use super::backward_kernel::{BackwardInputs, BackwardOutputs, BackwardTiles, backward_range};
+use super::backward_kernel::{
+    BackwardInputs, BackwardOutputs, BackwardTiles, adjoint_contribution, backward_chunk,
+    backward_range,
+};
 use super::chunk_kernel::{Emit, Inputs, Tiles, chunkwise_heads};
 use super::element::CpuElement;
 use super::matmul::{View, matmul};
@@ -263,6 +268,39 @@ fn backward<T: CpuElement>(
         dk: &ok,
         dv: &ov,
     };
+    let longest = seqs
+        .iter()
+        .map(|q| q.range.len().div_ceil(c))
+        .max()
+        .unwrap_or(0);
+    if seqs.len() * heads < rayon::current_num_threads() && longest >= 4 {
+        // Fewer pairs than threads: one pair at a time, its chunks in parallel.
+        let mut per_pair = Vec::with_capacity(seqs.len() * heads);
+        for (job, adj) in dh0.data_mut().chunks_exact_mut(kv).enumerate() {
+            let (seq, h) = (&seqs[job / heads], job % heads);
+            let from = match entering {
+                Entering::Recompute(h0) => {
+                    PairStates::Recompute(h0.map(|h0| &h0[job * kv..(job + 1) * kv]))
+                }
+                Entering::Saved(saved) => {
+                    let first = (seq.first_chunk * heads + h) * kv;
+                    PairStates::Saved(&saved[first..], heads * kv)
+                }
+            };
+            let pair = Pair {
+                fwd: &fwd,
+                x: &x,
+                out: &out,
+                b: seq.b,
+                range: seq.range.clone(),
+                h,
+                c,
+                log2g: dims.log2g[h],
+            };
+            per_pair.push(pair.backward_chunk_parallel(from, adj));
+        }
+        return gradients(dq, dk, dv, dh0, &per_pair, heads);
+    }
     let per_pair: Vec<f64> = dh0
         .data_mut()
         .par_chunks_mut(kv)
@@ -322,6 +360,18 @@ fn backward<T: CpuElement>(
             },
         )
         .collect();
+    gradients(dq, dk, dv, dh0, &per_pair, heads)
+}
+
+/// The gradients from their tensors and every (sequence, head) pair's d log γ share.
+fn gradients<T: CpuElement>(
+    dq: HostTensor<T>,
+    dk: HostTensor<T>,
+    dv: HostTensor<T>,
+    dh0: HostTensor<f32>,
+    per_pair: &[f64],
+    heads: usize,
+) -> Result<CpuGradients<T>> {
     let mut dlog_gamma = vec![0.0f64; heads];
     for (job, part) in per_pair.iter().enumerate() {
         dlog_gamma[job % heads] += part;
@@ -333,6 +383,144 @@ fn backward<T: CpuElement>(
         dh0,
         dlog_gamma: HostTensor::new(vec![heads], dlog_gamma.iter().map(|&x| x as f32).collect())?,
     })
+}
+
+/// Where one pair's chunk-entering states come from in the chunk-parallel backward.
+#[derive(Clone, Copy)]
+enum PairStates<'s> {
+    /// Recompute from this H0 (`None`: zero).
+    Recompute(Option<&'s [f32]>),
+    /// Saved: chunk i's K×V state starts at `i · stride` of the slice.
+    Saved(&'s [f32], usize),
+}
+
+/// One (sequence, head) pair, for the chunk-parallel backward.
+struct Pair<'p, 'a, T> {
+    fwd: &'p Inputs<'a, T>,
+    x: &'p BackwardInputs<'a, T>,
+    out: &'p BackwardOutputs<'p, 'a, T>,
+    b: usize,
+    range: Range<usize>,
+    h: usize,
+    c: usize,
+    log2g: f32,
+}
+
+impl<T: CpuElement> Pair<'_, '_, T> {
+    /// Tokens of chunk `i`.
+    fn chunk(&self, i: usize) -> Range<usize> {
+        let start = self.range.start + i * self.c;
+        start..(start + self.c).min(self.range.end)
+    }
+
+    /// The pair's backward with its chunks spread over the threads: (1) every chunk's own
+    /// state contribution Kᵀ(V ⊙ ζ) in parallel, then a serial scan R_i = γ^L R_{i−1} + own
+    /// (or the forward's saved states); (2) every
+    /// chunk's own adjoint term Qᵀ(s ξ ⊙ dO) in parallel, then the reverse scan
+    /// dR_{i−1} = γ^L dR_i + own; (3) dQ, dK, dV of every chunk in parallel. The scans are
+    /// K·V additions per chunk. `adj` holds dH_T on entry and dH0 on return.
+    fn backward_chunk_parallel(&self, from: PairStates<'_>, adj: &mut [f32]) -> f64 {
+        let (dk, dv, c) = (self.x.dk, self.x.dv, self.c);
+        let kv = dk * dv;
+        let n = self.range.len().div_ceil(c);
+        if n == 0 {
+            return 0.0; // an empty sequence: dH0 = dH_T, nothing else
+        }
+        let gamma_len = |i: usize| (self.chunk(i).len() as f32 * self.log2g).exp2();
+        // (1) States entering every chunk.
+        let h0 = match from {
+            PairStates::Recompute(h0) => Some(h0),
+            PairStates::Saved(..) => None,
+        };
+        let states: Option<Vec<f32>> = h0.map(|h0| {
+            let mut all = vec![0.0f32; n * kv];
+            if let Some(h0) = h0 {
+                all[..kv].copy_from_slice(h0);
+            }
+            all[kv..].par_chunks_mut(kv).enumerate().for_each_init(
+                || Tiles::new(c, dk, dv),
+                |tiles, (i, own)| {
+                    let chunk = self.chunk(i);
+                    let len = chunk.len();
+                    self.fwd.load_kv(self.b, chunk, self.h, tiles);
+                    decay_table(self.log2g, len, &mut tiles.pow);
+                    for (j, vrow) in tiles.v.chunks_exact_mut(dv).take(len).enumerate() {
+                        simd::scale(vrow, tiles.pow[len - 1 - j]);
+                    }
+                    let (kt, vt) = (View::transposed(&tiles.k, dk), View::rows(&tiles.v, dv));
+                    matmul(dk, dv, len, own, dv, None, kt, vt);
+                },
+            );
+            for i in 1..n {
+                let (done, rest) = all.split_at_mut(i * kv);
+                simd::axpy(&mut rest[..kv], gamma_len(i - 1), &done[(i - 1) * kv..]);
+            }
+            all
+        });
+        let r_prev = |i: usize| -> Option<&[f32]> {
+            match (&states, from) {
+                (Some(_), PairStates::Recompute(None)) if i == 0 => None,
+                (Some(all), _) => Some(&all[i * kv..(i + 1) * kv]),
+                (None, PairStates::Saved(saved, stride)) => Some(&saved[i * stride..][..kv]),
+                (None, PairStates::Recompute(_)) => None,
+            }
+        };
+        // (2) dR_i leaving every chunk: slot i−1 takes chunk i's own term, then the scan.
+        let mut leaving = vec![0.0f32; n * kv];
+        leaving[(n - 1) * kv..].copy_from_slice(adj);
+        leaving[..(n - 1) * kv]
+            .par_chunks_mut(kv)
+            .enumerate()
+            .for_each_init(
+                || BackwardTiles::new(c, dk, dv),
+                |tiles, (slot, own)| {
+                    let chunk = self.chunk(slot + 1);
+                    adjoint_contribution(self.x, self.b, chunk, self.h, self.log2g, own, tiles);
+                },
+            );
+        for i in (1..n).rev() {
+            let (before, from) = leaving.split_at_mut(i * kv);
+            simd::axpy(&mut before[(i - 1) * kv..], gamma_len(i), &from[..kv]);
+        }
+        // dH0 = γ^L dR_0 + chunk 0's own term.
+        let mut tiles = BackwardTiles::new(c, dk, dv);
+        adjoint_contribution(
+            self.x,
+            self.b,
+            self.chunk(0),
+            self.h,
+            self.log2g,
+            adj,
+            &mut tiles,
+        );
+        simd::axpy(adj, gamma_len(0), &leaving[..kv]);
+        // (3) Every chunk's gradients.
+        let parts: Vec<f32> = leaving
+            .par_chunks_mut(kv)
+            .enumerate()
+            .map_init(
+                || BackwardTiles::new(c, dk, dv),
+                |tiles, (i, d_r)| {
+                    // SAFETY: chunk i's rows of this pair are written by this task alone.
+                    unsafe {
+                        backward_chunk(
+                            self.x,
+                            self.out,
+                            self.b,
+                            self.chunk(i),
+                            self.h,
+                            self.log2g,
+                            r_prev(i),
+                            d_r,
+                            false,
+                            tiles,
+                        )
+                    }
+                },
+            )
+            .collect();
+        parts.iter().map(|&p| f64::from(p)).sum()
+    }
 }
 
 /// Check the saved states have the `[ΣNC, H, K, V]` shape of this problem and chunk.
