@@ -1,6 +1,6 @@
 //! The chunkwise backward of one head over one token range — the shared core of the dense and
 //! varlen CPU backward. With the chunk-entering state R = R_{i−1}, its adjoint dR = dR_i (ARCHITECTURE
-//! §7, `reference::chunkwise_backward`), chunk length L, D[j,i] = γ^{j−i} (i ≤ j),
+//! §7, `reference::chunkwise_backward`), chunk length L, D(j, i) = γ^{j−i} (i ≤ j),
 //! ξ_j = γ^{j+1}, ζ_j = γ^{L−1−j}, A = Q Kᵀ and M = (s dO Vᵀ) ⊙ D:
 //!
 //! dQ = s (dO ⊙ ξ) Rᵀ + M K;        dK = (V ⊙ ζ) dRᵀ + Mᵀ Q;

@@ -1,36 +1,30 @@
-//! Chunkwise backward (dQ, dK, dV, dH0 and d log γ from dO and an optional dH_T), dense and
-//! packed varlen, and the chunkwise forward that also returns the f32 state entering every
-//! chunk — what the backward needs.
+//! Chunkwise backward: dQ, dK, dV, dH0 and d log γ from dO and an optional dH_T, dense and
+//! packed varlen, any chunk ≥ 1 (C need not divide T).
 //!
 //! The math is in [`super::backward_kernel`] (and ARCHITECTURE §7). Per (row, head):
-//! 1. the states R_{i−1} entering every chunk: taken from the forward's saved states, or
-//!    recomputed by the forward's state recurrence (one product Kᵀ(V ⊙ ζ) per chunk, reading
-//!    only k and v: 2KV FLOPs per token);
+//! 1. the states R_{i−1} entering every chunk: taken from the forward's saved states
+//!    ([`super::chunkwise_with_states`]), or recomputed by the forward's state recurrence
+//!    (one product Kᵀ(V ⊙ ζ) per chunk, reading only k and v: 2KV FLOPs per token);
 //! 2. one reverse sweep over the chunks carrying dR in f32, writing dQ, dK, dV per chunk and
 //!    returning dH0 = dR_{−1} and the (row, head)'s share of d log γ.
 //!
 //! Work is split across threads by (row, head) pair. With fewer pairs than threads (and at
-//! least 4 chunks), pairs run one at a time with their chunks spread over the threads: the
-//! chunks' own state and adjoint terms in parallel, two serial scans of K·V additions per
-//! chunk, then every chunk's gradients in parallel (`Pair::backward_chunk_parallel`).
+//! least 4 chunks), pairs run one at a time with their chunks spread over the threads
+//! ([`super::backward_pair`]).
 //!
-//! Memory: the entering states are K·V f32 per chunk, 4KV/C bytes per token per head
-//! (K = V = 128, C = 64: 1 KiB per token-head, against 2(K+V) = 512 bytes of bf16 q, k, v
-//! inputs). Saving them in the forward ([`chunkwise_with_states`]) spares the backward the
-//! recompute (2KV FLOPs per token-head, ≈ 8% of the backward's 2C(3K+2V) + 8KV at
-//! K = V = C = 64); without saving, the backward allocates them per pair for the pair's
-//! duration only (one sequence's worth per thread).
+//! Memory: recomputed states take K·V f32 per chunk of the pair in flight, in a buffer each
+//! task keeps (4KV/C bytes per token of one sequence per thread); saved states cost the same
+//! per token of every sequence and head for the whole step (see [`super::chunkwise_states`]).
 
 use std::ops::Range;
 
 use rayon::prelude::*;
-use retention_core::{CuSeqlens, HostTensor, Result, RetentionError, RetentionShape};
+use retention_core::{CuSeqlens, HostTensor, Result, RetentionError};
 
-use super::backward_kernel::{
-    BackwardInputs, BackwardOutputs, BackwardTiles, adjoint_contribution, backward_chunk,
-    backward_range,
-};
-use super::chunk_kernel::{Emit, Inputs, Tiles, chunkwise_heads};
+use super::backward_kernel::{BackwardInputs, BackwardOutputs, BackwardTiles, backward_range};
+use super::backward_pair::{Pair, PairStates};
+use super::chunk_kernel::{Inputs, Tiles};
+use super::chunkwise_states::{Seq, check_saved, forward_inputs, sequences};
 use super::element::CpuElement;
 use super::matmul::{View, matmul};
 use super::shared_out::SharedOut;
@@ -53,123 +47,6 @@ pub struct CpuGradients<T: CpuElement> {
     pub dh0: HostTensor<f32>,
     /// dL/dlog γ_h `[H]`, summed over rows (sequences) and tokens.
     pub dlog_gamma: HostTensor<f32>,
-}
-
-/// The chunkwise forward's outputs with the states every chunk starts from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChunkwiseForward<T: CpuElement> {
-    /// o `[B, T, H, V]` in the input dtype.
-    pub o: HostTensor<T>,
-    /// H_T `[B, H, K, V]` (`[N, H, K, V]` varlen), f32.
-    pub ht: HostTensor<f32>,
-    /// The state entering every chunk, f32 `[ΣNC, H, K, V]`: chunks in token order, row
-    /// (sequence) after row, NC = ⌈T/C⌉ per row (⌈T_n/C⌉ per packed sequence). Chunk 0 of a
-    /// row holds its H0 (zeros without one).
-    pub states: HostTensor<f32>,
-}
-
-/// One sequence: tokens `range` of batch row `b`, its states at row `row` of `[rows, H, K, V]`
-/// and its chunks from `first_chunk` of the saved-state tensor.
-#[derive(Clone)]
-struct Seq {
-    b: usize,
-    range: Range<usize>,
-    first_chunk: usize,
-}
-
-/// Sequences of a dense batch or a packed one, with their first chunk index; returns the
-/// sequences and the total chunk count.
-fn sequences(s: &RetentionShape, cu: Option<&CuSeqlens>, c: usize) -> (Vec<Seq>, usize) {
-    let ranges: Vec<(usize, Range<usize>)> = match cu {
-        Some(cu) => (0..cu.num_seqs()).map(|n| (0, cu.range(n))).collect(),
-        None => (0..s.batch).map(|b| (b, 0..s.seq_len)).collect(),
-    };
-    let mut next = 0;
-    let seqs = ranges
-        .into_iter()
-        .map(|(b, range)| {
-            let first_chunk = next;
-            next += range.len().div_ceil(c);
-            Seq {
-                b,
-                range,
-                first_chunk,
-            }
-        })
-        .collect();
-    (seqs, next)
-}
-
-fn forward_inputs<'a, T: CpuElement>(
-    q: &'a HostTensor<T>,
-    k: &'a HostTensor<T>,
-    v: &'a HostTensor<T>,
-    dims: &Dims,
-) -> Inputs<'a, T> {
-    let s = dims.shape;
-    Inputs {
-        q: q.data(),
-        k: k.data(),
-        v: v.data(),
-        seq_len: s.seq_len,
-        heads: s.heads,
-        dk: s.dk,
-        dv: s.dv,
-        scale: dims.scale,
-    }
-}
-
-/// Forward over every (sequence, head), writing o, H_T and every chunk-entering state.
-fn forward_with_states<T: CpuElement>(
-    x: &Inputs<'_, T>,
-    dims: &Dims,
-    seqs: &[Seq],
-    n_chunks: usize,
-    c: usize,
-    h0: Option<&HostTensor<f32>>,
-) -> ChunkwiseForward<T> {
-    let s = dims.shape;
-    let (kv, heads) = (s.state_len(), s.heads);
-    let mut ht = h0
-        .cloned()
-        .unwrap_or_else(|| HostTensor::zeros(s.state_shape(seqs.len())));
-    let mut o = HostTensor::<T>::zeros(s.vo_shape());
-    let mut states = HostTensor::<f32>::zeros(vec![n_chunks, heads, s.dk, s.dv]);
-    let out = SharedOut::new(o.data_mut());
-    let saved = SharedOut::new(states.data_mut());
-    ht.data_mut().par_chunks_mut(kv).enumerate().for_each_init(
-        || Tiles::new(c, s.dk, s.dv),
-        |tiles, (job, state)| {
-            let (seq, h) = (&seqs[job / heads], job % heads);
-            let mut start = seq.range.start;
-            let mut chunk = seq.first_chunk;
-            while start < seq.range.end {
-                let end = (start + c).min(seq.range.end);
-                // SAFETY: chunk slot (chunk, h) belongs to this (sequence, head) alone, as do
-                // output rows (b, start..end, h).
-                unsafe {
-                    saved
-                        .rows((chunk * heads + h) * kv, kv)
-                        .copy_from_slice(state);
-                    chunkwise_heads(
-                        x,
-                        seq.b,
-                        start..end,
-                        h..h + 1,
-                        c,
-                        &dims.log2g,
-                        state,
-                        h0.is_none() && start == seq.range.start,
-                        &Emit::Outputs(&out),
-                        tiles,
-                    );
-                }
-                start = end;
-                chunk += 1;
-            }
-        },
-    );
-    ChunkwiseForward { o, ht, states }
 }
 
 /// The states entering chunks 1.. of tokens `range` (row `b`, head `h`) into `all`
@@ -385,201 +262,6 @@ fn gradients<T: CpuElement>(
     })
 }
 
-/// Where one pair's chunk-entering states come from in the chunk-parallel backward.
-#[derive(Clone, Copy)]
-enum PairStates<'s> {
-    /// Recompute from this H0 (`None`: zero).
-    Recompute(Option<&'s [f32]>),
-    /// Saved: chunk i's K×V state starts at `i · stride` of the slice.
-    Saved(&'s [f32], usize),
-}
-
-/// One (sequence, head) pair, for the chunk-parallel backward.
-struct Pair<'p, 'a, T> {
-    fwd: &'p Inputs<'a, T>,
-    x: &'p BackwardInputs<'a, T>,
-    out: &'p BackwardOutputs<'p, 'a, T>,
-    b: usize,
-    range: Range<usize>,
-    h: usize,
-    c: usize,
-    log2g: f32,
-}
-
-impl<T: CpuElement> Pair<'_, '_, T> {
-    /// Tokens of chunk `i`.
-    fn chunk(&self, i: usize) -> Range<usize> {
-        let start = self.range.start + i * self.c;
-        start..(start + self.c).min(self.range.end)
-    }
-
-    /// The pair's backward with its chunks spread over the threads: (1) every chunk's own
-    /// state contribution Kᵀ(V ⊙ ζ) in parallel, then a serial scan R_i = γ^L R_{i−1} + own
-    /// (or the forward's saved states); (2) every
-    /// chunk's own adjoint term Qᵀ(s ξ ⊙ dO) in parallel, then the reverse scan
-    /// dR_{i−1} = γ^L dR_i + own; (3) dQ, dK, dV of every chunk in parallel. The scans are
-    /// K·V additions per chunk. `adj` holds dH_T on entry and dH0 on return.
-    fn backward_chunk_parallel(&self, from: PairStates<'_>, adj: &mut [f32]) -> f64 {
-        let (dk, dv, c) = (self.x.dk, self.x.dv, self.c);
-        let kv = dk * dv;
-        let n = self.range.len().div_ceil(c);
-        if n == 0 {
-            return 0.0; // an empty sequence: dH0 = dH_T, nothing else
-        }
-        let gamma_len = |i: usize| (self.chunk(i).len() as f32 * self.log2g).exp2();
-        // (1) States entering every chunk.
-        let h0 = match from {
-            PairStates::Recompute(h0) => Some(h0),
-            PairStates::Saved(..) => None,
-        };
-        let states: Option<Vec<f32>> = h0.map(|h0| {
-            let mut all = vec![0.0f32; n * kv];
-            if let Some(h0) = h0 {
-                all[..kv].copy_from_slice(h0);
-            }
-            all[kv..].par_chunks_mut(kv).enumerate().for_each_init(
-                || Tiles::new(c, dk, dv),
-                |tiles, (i, own)| {
-                    let chunk = self.chunk(i);
-                    let len = chunk.len();
-                    self.fwd.load_kv(self.b, chunk, self.h, tiles);
-                    decay_table(self.log2g, len, &mut tiles.pow);
-                    for (j, vrow) in tiles.v.chunks_exact_mut(dv).take(len).enumerate() {
-                        simd::scale(vrow, tiles.pow[len - 1 - j]);
-                    }
-                    let (kt, vt) = (View::transposed(&tiles.k, dk), View::rows(&tiles.v, dv));
-                    matmul(dk, dv, len, own, dv, None, kt, vt);
-                },
-            );
-            for i in 1..n {
-                let (done, rest) = all.split_at_mut(i * kv);
-                simd::axpy(&mut rest[..kv], gamma_len(i - 1), &done[(i - 1) * kv..]);
-            }
-            all
-        });
-        let r_prev = |i: usize| -> Option<&[f32]> {
-            match (&states, from) {
-                (Some(_), PairStates::Recompute(None)) if i == 0 => None,
-                (Some(all), _) => Some(&all[i * kv..(i + 1) * kv]),
-                (None, PairStates::Saved(saved, stride)) => Some(&saved[i * stride..][..kv]),
-                (None, PairStates::Recompute(_)) => None,
-            }
-        };
-        // (2) dR_i leaving every chunk: slot i−1 takes chunk i's own term, then the scan.
-        let mut leaving = vec![0.0f32; n * kv];
-        leaving[(n - 1) * kv..].copy_from_slice(adj);
-        leaving[..(n - 1) * kv]
-            .par_chunks_mut(kv)
-            .enumerate()
-            .for_each_init(
-                || BackwardTiles::new(c, dk, dv),
-                |tiles, (slot, own)| {
-                    let chunk = self.chunk(slot + 1);
-                    adjoint_contribution(self.x, self.b, chunk, self.h, self.log2g, own, tiles);
-                },
-            );
-        for i in (1..n).rev() {
-            let (before, from) = leaving.split_at_mut(i * kv);
-            simd::axpy(&mut before[(i - 1) * kv..], gamma_len(i), &from[..kv]);
-        }
-        // dH0 = γ^L dR_0 + chunk 0's own term.
-        let mut tiles = BackwardTiles::new(c, dk, dv);
-        adjoint_contribution(
-            self.x,
-            self.b,
-            self.chunk(0),
-            self.h,
-            self.log2g,
-            adj,
-            &mut tiles,
-        );
-        simd::axpy(adj, gamma_len(0), &leaving[..kv]);
-        // (3) Every chunk's gradients.
-        let parts: Vec<f32> = leaving
-            .par_chunks_mut(kv)
-            .enumerate()
-            .map_init(
-                || BackwardTiles::new(c, dk, dv),
-                |tiles, (i, d_r)| {
-                    // SAFETY: chunk i's rows of this pair are written by this task alone.
-                    unsafe {
-                        backward_chunk(
-                            self.x,
-                            self.out,
-                            self.b,
-                            self.chunk(i),
-                            self.h,
-                            self.log2g,
-                            r_prev(i),
-                            d_r,
-                            false,
-                            tiles,
-                        )
-                    }
-                },
-            )
-            .collect();
-        parts.iter().map(|&p| f64::from(p)).sum()
-    }
-}
-
-/// Check the saved states have the `[ΣNC, H, K, V]` shape of this problem and chunk.
-fn check_saved(states: &HostTensor<f32>, s: &RetentionShape, n_chunks: usize) -> Result<()> {
-    states.expect_shape(
-        "states",
-        &["NC", "H", "K", "V"],
-        &[n_chunks, s.heads, s.dk, s.dv],
-    )
-}
-
-/// Chunkwise forward that also returns the f32 state entering every chunk (see
-/// [`ChunkwiseForward`]); o and H_T equal [`super::chunkwise`]'s.
-///
-/// # Errors
-/// As [`super::chunkwise`].
-pub fn chunkwise_with_states<T: CpuElement>(
-    q: &HostTensor<T>,
-    k: &HostTensor<T>,
-    v: &HostTensor<T>,
-    params: &RetentionParams,
-    chunk: usize,
-    h0: Option<&HostTensor<f32>>,
-) -> Result<ChunkwiseForward<T>> {
-    if chunk == 0 {
-        return Err(RetentionError::ZeroChunk);
-    }
-    let dims = check_qkv(q, k, v, params)?;
-    check_state(h0, &dims.shape, dims.shape.batch)?;
-    let (seqs, n) = sequences(&dims.shape, None, chunk);
-    let x = forward_inputs(q, k, v, &dims);
-    Ok(forward_with_states(&x, &dims, &seqs, n, chunk, h0))
-}
-
-/// [`chunkwise_with_states`] over a packed variable-length batch (as
-/// [`super::chunkwise_varlen`]); the states of sequence n follow those of sequence n − 1.
-///
-/// # Errors
-/// As [`super::chunkwise_varlen`].
-pub fn chunkwise_varlen_with_states<T: CpuElement>(
-    q: &HostTensor<T>,
-    k: &HostTensor<T>,
-    v: &HostTensor<T>,
-    cu_seqlens: &CuSeqlens,
-    params: &RetentionParams,
-    chunk: usize,
-    h0: Option<&HostTensor<f32>>,
-) -> Result<ChunkwiseForward<T>> {
-    if chunk == 0 {
-        return Err(RetentionError::ZeroChunk);
-    }
-    let dims = check_qkv(q, k, v, params)?;
-    check_packed(&dims.shape, cu_seqlens)?;
-    check_state(h0, &dims.shape, cu_seqlens.num_seqs())?;
-    let (seqs, n) = sequences(&dims.shape, Some(cu_seqlens), chunk);
-    let x = forward_inputs(q, k, v, &dims);
-    Ok(forward_with_states(&x, &dims, &seqs, n, chunk, h0))
-}
-
 /// Gradients of [`super::chunkwise`] (any chunk ≥ 1) for the upstream gradient `d_o`
 /// `[B, T, H, V]` and optional `d_ht` `[B, H, K, V]` f32, recomputing the chunk states from
 /// `h0`. Equal to `reference::chunkwise_backward` within f32 rounding.
@@ -607,7 +289,7 @@ pub fn chunkwise_backward<T: CpuElement>(
     backward(q, k, v, &dims, &seqs, chunk, entering, d_o, d_ht)
 }
 
-/// [`chunkwise_backward`] from the states a [`chunkwise_with_states`] call with the same
+/// [`chunkwise_backward`] from the states a [`super::chunkwise_with_states`] call with the same
 /// inputs and chunk saved (no recompute; H0 is the saved chunk-0 state).
 ///
 /// # Errors

@@ -11,9 +11,11 @@
 
 mod attention;
 mod backward_kernel;
+mod backward_pair;
 mod chunk_kernel;
 mod chunkwise;
 mod chunkwise_backward;
+mod chunkwise_states;
 mod decode;
 mod element;
 mod epilogue;
@@ -28,10 +30,10 @@ mod validate;
 pub use attention::attention_decode;
 pub use chunkwise::{chunkwise, chunkwise_varlen};
 pub use chunkwise_backward::{
-    ChunkwiseForward, CpuGradients, chunkwise_backward, chunkwise_backward_varlen,
-    chunkwise_backward_with_states, chunkwise_varlen_with_states, chunkwise_with_states,
+    CpuGradients, chunkwise_backward, chunkwise_backward_varlen, chunkwise_backward_with_states,
     recurrent_backward,
 };
+pub use chunkwise_states::{ChunkwiseForward, chunkwise_varlen_with_states, chunkwise_with_states};
 pub use decode::{decode_step, decode_step_in};
 pub use element::CpuElement;
 pub use epilogue::msr_epilogue;

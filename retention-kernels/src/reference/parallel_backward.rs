@@ -1,4 +1,4 @@
-//! Backward of the parallel form O = s·((Q Kᵀ) ⊙ D) V, D[n,m] = γ^{n−m} (n ≥ m), written
+//! Backward of the parallel form O = s·((Q Kᵀ) ⊙ D) V, D(n, m) = γ^{n−m} (n ≥ m), written
 //! from its own equation (no state): with M = (s dO Vᵀ) ⊙ D and P = (s Q Kᵀ) ⊙ D,
 //!
 //! dQ = M K;  dK = Mᵀ Q;  dV = Pᵀ dO;  dL/dlog γ = Σ_{n≥m} (n−m) M_nm (Q Kᵀ)_nm,
