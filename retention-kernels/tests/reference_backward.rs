@@ -298,6 +298,9 @@ fn varlen_equals_the_per_sequence_loop() {
                 dk: unpack(&packed.dk, range.clone()),
                 dv: unpack(&packed.dv, range.clone()),
                 dh0: got_dh0,
+                // One sequence's d log γ is a part of the packed sum, not equal to it: the
+                // sum is checked in reference_backward_decay.rs.
+                dlog_gamma: expected.dlog_gamma.clone(),
             };
             assert_same_gradients(&format!("{chunk:?} seq {seq}"), &got, &expected, 0.0);
         }

@@ -104,11 +104,11 @@ impl<T: CpuElement> Inputs<'_, T> {
 
 /// Tokens ahead whose rows a load requests early. One head's rows sit H·K elements apart —
 /// a stride the hardware prefetchers do not follow — so without this every row is a miss.
-const PREFETCH_AHEAD: usize = 4;
+pub(crate) const PREFETCH_AHEAD: usize = 4;
 
 /// Prefetch every cache line of `row` (a hint; nothing off x86_64).
 #[inline]
-fn prefetch<T>(row: &[T]) {
+pub(crate) fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

@@ -10,20 +10,33 @@
 //! [`attention_decode`] is the softmax-attention KV-cache baseline decode is compared with.
 
 mod attention;
+mod backward_kernel;
+mod backward_pair;
 mod chunk_kernel;
 mod chunkwise;
+mod chunkwise_backward;
+mod chunkwise_states;
 mod decode;
 mod element;
 mod epilogue;
+mod epilogue_backward;
 mod matmul;
 mod parallel;
+mod parallel_backward;
 mod shared_out;
 mod simd;
 mod validate;
 
 pub use attention::attention_decode;
 pub use chunkwise::{chunkwise, chunkwise_varlen};
+pub use chunkwise_backward::{
+    CpuGradients, chunkwise_backward, chunkwise_backward_varlen, chunkwise_backward_with_states,
+    recurrent_backward,
+};
+pub use chunkwise_states::{ChunkwiseForward, chunkwise_varlen_with_states, chunkwise_with_states};
 pub use decode::{decode_step, decode_step_in};
 pub use element::CpuElement;
 pub use epilogue::msr_epilogue;
+pub use epilogue_backward::{CpuEpilogueGradients, msr_epilogue_backward};
 pub use parallel::parallel;
+pub use parallel_backward::{CpuParallelGradients, parallel_backward};

@@ -15,6 +15,18 @@
 //! dR_{i−1} = γ^L dR_i + s Qᵀ (dO ⊙ ξ);  dH0 = dR_{−1}.
 //!
 //! Without `h0` the gradient dH0 is taken at H0 = 0; without `d_ht` the loss does not see H_T.
+//!
+//! d log γ (one decay per head, shared by every row and sequence, so summed over them). Every
+//! γ^n in the forward contributes n·γ^n times its adjoint. Recurrent: S_t depends on γ only
+//! through γ S_{t−1}, so dL/dlog γ = Σ_t γ ⟨G_t, S_{t−1}⟩ (S_{−1} = H0). Chunkwise, per chunk
+//! (A = Q Kᵀ, M as above, R = R_{i−1}):
+//!
+//! Σ_{j≥i} (j−i) M_ji A_ji  +  Σ_j (j+1) s γ^{j+1} ⟨q_j R, do_j⟩
+//! + L γ^L ⟨dR_i, R⟩  +  Σ_j (L−1−j) γ^{L−1−j} k_j dR_i v_jᵀ.
+//!
+//! The two derivations share no term, so their agreement (and with finite differences of
+//! the forward in log γ) checks both. The recurrent one keeps every S_t (T·K·V f64): the
+//! reference is for small problems.
 
 use std::ops::Range;
 
@@ -36,6 +48,8 @@ pub struct Gradients {
     pub dv: HostTensor<f64>,
     /// dL/dH0 `[B, H, K, V]` (`[N, H, K, V]` for a variable-length batch).
     pub dh0: HostTensor<f64>,
+    /// dL/dlog γ_h `[H]`, summed over rows (or sequences) and tokens.
+    pub dlog_gamma: HostTensor<f64>,
 }
 
 /// Which derivation computes the gradient.
@@ -68,7 +82,7 @@ fn qk_offset(p: &Problem<'_>, b: usize, t: usize, h: usize) -> usize {
 }
 
 /// Recurrent backward of head `h` over one segment. `h0`, `d_ht` are that head's K×V states.
-/// Returns dH0 (K×V).
+/// Returns (dH0 (K×V), this segment's dL/dlog γ_h).
 fn recurrent_seq_backward(
     p: &Problem<'_>,
     seg: &Segment,
@@ -77,12 +91,14 @@ fn recurrent_seq_backward(
     d_o: &[f64],
     d_ht: &[f64],
     g: &mut GradBuffers,
-) -> Vec<f64> {
+) -> (Vec<f64>, f64) {
     let (dk, dv, b) = (p.shape.dk, p.shape.dv, seg.row);
     let gamma = decay(p.log2g[h], 1);
-    // dq_t needs S_t, which only the forward sweep has.
+    // dq_t needs S_t, which only the forward sweep has; d log γ needs every S_{t−1}.
     let mut state = h0.to_vec();
+    let mut previous = Vec::with_capacity(seg.range.len());
     for t in seg.range.clone() {
+        previous.push(state.clone());
         let (kt, vt) = (p.k_at(b, t, h), p.v_at(b, t, h));
         for r in 0..dk {
             let row = &mut state[r * dv..(r + 1) * dv];
@@ -98,7 +114,8 @@ fn recurrent_seq_backward(
     }
     // Reverse sweep: `adj` is G_t once token t's output term is added.
     let mut adj = d_ht.to_vec();
-    for t in seg.range.clone().rev() {
+    let mut dlog_gamma = 0.0;
+    for (t, s_prev) in seg.range.clone().zip(&previous).rev() {
         let (qt, kt, vt) = (p.q_at(b, t, h), p.k_at(b, t, h), p.v_at(b, t, h));
         let vo = p.o_offset(b, t, h);
         let do_t = &d_o[vo..vo + dv];
@@ -111,14 +128,16 @@ fn recurrent_seq_backward(
             g.dk[qo + r] = dot(adj_row, vt);
             axpy(&mut g.dv[vo..vo + dv], kt[r], adj_row);
         }
+        dlog_gamma += gamma * dot(&adj, s_prev);
         for x in &mut adj {
             *x *= gamma;
         }
     }
-    adj
+    (adj, dlog_gamma)
 }
 
-/// Chunkwise backward of head `h` over one segment with chunk `c`. Returns dH0 (K×V).
+/// Chunkwise backward of head `h` over one segment with chunk `c`. Returns (dH0 (K×V), this
+/// segment's dL/dlog γ_h).
 fn chunkwise_seq_backward(
     p: &Problem<'_>,
     seg: &Segment,
@@ -128,7 +147,7 @@ fn chunkwise_seq_backward(
     d_o: &[f64],
     d_ht: &[f64],
     g: &mut GradBuffers,
-) -> Vec<f64> {
+) -> (Vec<f64>, f64) {
     let (dk, dv, b, lg, s) = (p.shape.dk, p.shape.dv, seg.row, p.log2g[h], p.scale);
     let chunks: Vec<Range<usize>> = seg
         .range
@@ -156,6 +175,7 @@ fn chunkwise_seq_backward(
     }
     // `adj` is dR_i of the chunk being processed, then dR_{i−1}.
     let mut adj = d_ht.to_vec();
+    let mut dlog_gamma = 0.0;
     for (chunk, r_prev) in chunks.iter().zip(&entering).rev() {
         let (start, len) = (chunk.start, chunk.len());
         // Intra-chunk terms through M = (s dO Vᵀ) ⊙ D and s (Q Kᵀ ⊙ D)ᵀ dO; inter-chunk dQ.
@@ -167,13 +187,16 @@ fn chunkwise_seq_backward(
                 let (qoi, voi) = (qk_offset(p, b, start + i, h), p.o_offset(b, start + i, h));
                 let d = decay(lg, j - i);
                 let m = s * dot(do_j, vi) * d;
+                dlog_gamma += (j - i) as f64 * m * dot(qj, ki);
                 axpy(&mut g.dq[qoj..qoj + dk], m, ki);
                 axpy(&mut g.dk[qoi..qoi + dk], m, qj);
                 axpy(&mut g.dv[voi..voi + dv], s * dot(qj, ki) * d, do_j);
             }
             let xi = decay(lg, j + 1);
             for r in 0..dk {
-                g.dq[qoj + r] += s * xi * dot(&r_prev[r * dv..(r + 1) * dv], do_j);
+                let inter = s * xi * dot(&r_prev[r * dv..(r + 1) * dv], do_j);
+                g.dq[qoj + r] += inter;
+                dlog_gamma += (j + 1) as f64 * qj[r] * inter;
             }
         }
         // State terms: dK += (V ⊙ ζ) dR_iᵀ; dV += (K ⊙ ζ) dR_i.
@@ -183,12 +206,15 @@ fn chunkwise_seq_backward(
             let (qoi, voi) = (qk_offset(p, b, start + i, h), p.o_offset(b, start + i, h));
             for r in 0..dk {
                 let adj_row = &adj[r * dv..(r + 1) * dv];
-                g.dk[qoi + r] += zeta * dot(adj_row, vi);
+                let state_term = zeta * dot(adj_row, vi);
+                g.dk[qoi + r] += state_term;
+                dlog_gamma += (len - 1 - i) as f64 * ki[r] * state_term;
                 axpy(&mut g.dv[voi..voi + dv], zeta * ki[r], adj_row);
             }
         }
         // dR_{i−1} = γ^L dR_i + s Qᵀ (dO ⊙ ξ).
         let g_len = decay(lg, len);
+        dlog_gamma += len as f64 * g_len * dot(&adj, r_prev);
         for x in &mut adj {
             *x *= g_len;
         }
@@ -201,7 +227,7 @@ fn chunkwise_seq_backward(
             }
         }
     }
-    adj
+    (adj, dlog_gamma)
 }
 
 /// Validate the state and upstream tensors against `rows` sequences, then run `form` over
@@ -229,6 +255,7 @@ fn run_backward(
         dv: vec![0.0; p.v.len()],
         dh0: vec![0.0; rows * s.heads * kv],
     };
+    let mut dlog_gamma = vec![0.0; s.heads];
     for seg in segments {
         for h in 0..s.heads {
             let so = p.state_offset(seg.state_row, h);
@@ -237,7 +264,7 @@ fn run_backward(
                 None => zeros.clone(),
             };
             let (h0_head, d_ht_head) = (head_state(h0), head_state(d_ht));
-            let dh0 = match form {
+            let (dh0, dlg) = match form {
                 Form::Recurrent => {
                     recurrent_seq_backward(p, seg, h, &h0_head, d_o.data(), &d_ht_head, &mut g)
                 }
@@ -246,6 +273,7 @@ fn run_backward(
                 }
             };
             g.dh0[so..so + kv].copy_from_slice(&dh0);
+            dlog_gamma[h] += dlg;
         }
     }
     Ok(Gradients {
@@ -253,6 +281,7 @@ fn run_backward(
         dk: HostTensor::new(s.qk_shape(), g.dk)?,
         dv: HostTensor::new(s.vo_shape(), g.dv)?,
         dh0: HostTensor::new(s.state_shape(rows), g.dh0)?,
+        dlog_gamma: HostTensor::new(vec![s.heads], dlog_gamma)?,
     })
 }
 
