@@ -1,0 +1,173 @@
+//! The emulator's time model against every GPU time measured so far
+//! (`ptx-emu/data/measured_h100.json`): each row's kernel is emulated on a small
+//! representative problem, its per-CTA counters are scaled to the measured shape (chunkwise:
+//! affine in the chunks each CTA walks; every kind: CTAs × rows × heads), and the H100
+//! model's *prediction* must lie within 1.5× of the measurement. Rows the table marks
+//! `excluded` say why they are not checked.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kernel_gen::emu::{EmuReport, H100_MODEL, Launch, Workload};
+use kernel_gen::{Arch, GammaSet, KernelSpec};
+use retention_core::{Dtype, Result};
+use retention_runtime::catalog_check;
+use retention_runtime::launch_target::{Emulator, LaunchReport, LaunchTarget};
+use serde_json::Value;
+
+/// The emulator, keeping every launch's report.
+struct Recorder(Mutex<Vec<EmuReport>>);
+
+impl Recorder {
+    fn new() -> Self {
+        Recorder(Mutex::new(Vec::new()))
+    }
+
+    fn take(&self) -> Vec<EmuReport> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl LaunchTarget for Recorder {
+    fn execute(&self, spec: &KernelSpec, launch: &mut Launch) -> Result<LaunchReport> {
+        let report = Emulator(spec.arch).execute(spec, launch)?;
+        if let Some(r) = report.emulated() {
+            self.0.lock().unwrap().push(r.clone());
+        }
+        Ok(report)
+    }
+
+    fn arch(&self) -> Arch {
+        Arch::Sm90
+    }
+}
+
+fn dtype(name: &str) -> Dtype {
+    match name {
+        "bf16" => Dtype::Bf16,
+        "f16" => Dtype::F16,
+        "f32" => Dtype::F32,
+        other => panic!("unknown dtype {other}"),
+    }
+}
+
+fn num(row: &Value, key: &str) -> u32 {
+    row[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {row}"))
+        .try_into()
+        .unwrap()
+}
+
+/// One decode step of `batch` rows on `heads` heads: the catalog check's launch (2 rows of
+/// the named γ set's heads), its CTAs scaled to the row count.
+fn decode_workload(row: &Value, registers: &Value) -> Workload {
+    let (heads, dk, dv, batch) = (
+        num(row, "heads"),
+        num(row, "dk"),
+        num(row, "dv"),
+        num(row, "batch"),
+    );
+    let spec = KernelSpec::decode(
+        dk,
+        dv,
+        GammaSet::Retnet { heads },
+        dtype(row["dtype"].as_str().unwrap()),
+        Arch::Sm90,
+    );
+    let recorder = Recorder::new();
+    catalog_check::decode::check(&spec, &recorder, 11).unwrap();
+    let first = recorder.take().remove(0);
+    let (rows, _) = catalog_check::decode::problem_size(&spec);
+    let w = with_ptxas_registers(Workload::from_report(&first), &spec, registers);
+    w.with_ctas(w.ctas / rows as f64 * f64::from(batch))
+}
+
+/// The one-pass chunkwise forward: one row and one head at 2 and 3 chunks, extrapolated to
+/// the measured chunks per CTA, CTAs scaled to rows × heads. Runtime γ stands in for the
+/// named set (the same kernel body; only where log2 γ is read from differs).
+fn chunkwise_workload(
+    row: &Value,
+    registers: &Value,
+    cache: &mut HashMap<String, (Workload, Workload)>,
+) -> Workload {
+    let (c, dk, dv) = (num(row, "chunk"), num(row, "dk"), num(row, "dv"));
+    let spec = KernelSpec::chunkwise(
+        dk,
+        dv,
+        c,
+        GammaSet::Runtime,
+        dtype(row["dtype"].as_str().unwrap()),
+        Arch::Sm90,
+    );
+    let (a, b) = *cache.entry(spec.slug()).or_insert_with(|| {
+        let recorder = Recorder::new();
+        let mut at = |chunks: u32| {
+            catalog_check::chunkwise::check_on(&spec, &recorder, (1, 1, (chunks * c) as usize), 21)
+                .unwrap();
+            Workload::from_report(&recorder.take().remove(0))
+        };
+        (at(2), at(3))
+    });
+    let chunks = f64::from(num(row, "seq_len").div_ceil(c));
+    let rows_heads = f64::from(num(row, "batch") * num(row, "heads"));
+    let w = Workload::affine(&a, 2.0, &b, 3.0, chunks).with_ctas(b.ctas * rows_heads);
+    with_ptxas_registers(w, &spec, registers)
+}
+
+/// `w` with ptxas's register count for `spec` from the table (the emulator's own estimate
+/// when the table has none).
+fn with_ptxas_registers(w: Workload, spec: &KernelSpec, registers: &Value) -> Workload {
+    match registers[spec.slug()].as_u64() {
+        Some(r) => Workload {
+            resources: w.resources.with_registers(r as u32),
+            ..w
+        },
+        None => w,
+    }
+}
+
+#[test]
+fn h100_model_predicts_every_measured_row_within_1_5x() {
+    let table: Value = serde_json::from_str(include_str!("../ptx-emu/data/measured_h100.json"))
+        .expect("the measured table parses");
+    let registers = &table["ptxas_sm_90_registers"];
+    let mut cache = HashMap::new();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for row in table["rows"].as_array().unwrap() {
+        let id = row["id"].as_str().unwrap();
+        let measured = row["measured_seconds"].as_f64().unwrap();
+        if let Some(reason) = row["excluded"].as_str() {
+            println!(
+                "{id:28} measured {:>10.1} us  excluded: {reason}",
+                measured * 1e6
+            );
+            continue;
+        }
+        let w = match row["kind"].as_str().unwrap() {
+            "decode" => decode_workload(row, registers),
+            "chunkwise" => chunkwise_workload(row, registers, &mut cache),
+            other => panic!("{id}: kind {other} has no predictor and is not excluded"),
+        };
+        let p = H100_MODEL.predict(&w);
+        let ratio = p.seconds / measured;
+        println!(
+            "{id:28} measured {:>10.1} us  predicted H100 {:>10.1} us  ratio {ratio:5.2}  \
+             {:?}, {} CTAs/SM, {:.2} waves, compute {:.1} us, memory {:.1} us",
+            measured * 1e6,
+            p.seconds * 1e6,
+            p.bound,
+            p.ctas_per_sm,
+            p.waves,
+            p.compute_seconds * 1e6,
+            p.memory_seconds * 1e6
+        );
+        checked += 1;
+        if !(1.0 / 1.5..=1.5).contains(&ratio) {
+            failures.push(format!("{id}: predicted/measured = {ratio:.2}"));
+        }
+    }
+    assert!(checked >= 20, "only {checked} rows checked");
+    assert!(failures.is_empty(), "outside 1.5x: {failures:?}");
+}
