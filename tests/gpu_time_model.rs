@@ -102,7 +102,7 @@ fn chunkwise_workload(
     );
     let (a, b) = *cache.entry(spec.slug()).or_insert_with(|| {
         let recorder = Recorder::new();
-        let mut at = |chunks: u32| {
+        let at = |chunks: u32| {
             catalog_check::chunkwise::check_on(&spec, &recorder, (1, 1, (chunks * c) as usize), 21)
                 .unwrap();
             Workload::from_report(&recorder.take().remove(0))

@@ -9,7 +9,7 @@ use ptx_emu::{
 
 /// Each thread loads `x[tid]`, uses it, loads `x[tid + 32]`, uses it: two dependent round
 /// trips per warp; then it stores once.
-const TWO_ROUNDS: &str = r#"
+const TWO_ROUNDS: &str = r"
 .version 8.0
 .target sm_80
 .address_size 64
@@ -31,10 +31,10 @@ const TWO_ROUNDS: &str = r#"
     st.global.f32 [%rd5], %f4;
     ret;
 }
-"#;
+";
 
 /// The same two loads issued back to back before either is used: one round trip.
-const ONE_ROUND: &str = r#"
+const ONE_ROUND: &str = r"
 .version 8.0
 .target sm_80
 .address_size 64
@@ -56,7 +56,7 @@ const ONE_ROUND: &str = r#"
     st.global.f32 [%rd5], %f4;
     ret;
 }
-"#;
+";
 
 fn run(ptx: &str, entry: &str, ctas: u32, threads: u32) -> ptx_emu::EmuReport {
     let n = (ctas * threads) as usize;
