@@ -306,3 +306,35 @@ fn h100_model_predicts_every_measured_row_within_1_5x() {
     assert!(checked >= 33, "only {checked} rows checked");
     assert!(failures.is_empty(), "outside 1.5x: {failures:?}");
 }
+
+/// The scaling the table test relies on, checked against a direct emulation: counters of one
+/// head at 2 and 3 chunks, extrapolated to 6 chunks and given 4 heads' CTAs, equal the
+/// per-CTA counters of emulating 4 heads at 6 chunks, and so does the prediction.
+#[test]
+fn scaled_small_runs_match_a_direct_emulation() {
+    let spec = KernelSpec::chunkwise(64, 64, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm90);
+    let recorder = Recorder::new();
+    let at = |heads: usize, chunks: usize| {
+        catalog_check::chunkwise::check_on(&spec, &recorder, (1, heads, chunks * 64), 5).unwrap();
+        Workload::from_report(&recorder.take().remove(0))
+    };
+    let (a, b) = (at(1, 2), at(1, 3));
+    let direct = at(4, 6);
+    let scaled = Workload::affine(&a, 2.0, &b, 3.0, 6.0).with_ctas(b.ctas * 4.0);
+    assert_eq!(scaled.ctas, direct.ctas);
+    assert_eq!(scaled.resources, direct.resources);
+    for (name, s, d) in [
+        ("issue", scaled.issue, direct.issue),
+        ("mma", scaled.mma, direct.mma),
+        ("shared", scaled.shared_wavefronts, direct.shared_wavefronts),
+        ("dram", scaled.dram_bytes, direct.dram_bytes),
+        ("rounds", scaled.rounds, direct.rounds),
+    ] {
+        assert!(
+            (s - d).abs() <= 1e-9 * d.max(1.0),
+            "{name}: scaled {s} vs direct {d}"
+        );
+    }
+    let (p, q) = (H100_MODEL.predict(&scaled), H100_MODEL.predict(&direct));
+    assert!((p.seconds / q.seconds - 1.0).abs() < 1e-9);
+}
