@@ -28,8 +28,8 @@ use super::cache::{CandidateTiming, ShapeBucket};
 pub const EMULATION_LIMIT: u64 = 64 << 20;
 
 /// How the emulated timings are obtained, stored with every entry.
-pub const METHOD: &str = "emulator predicted time (time model calibrated against H100 \
-                          measurements, not a measurement)";
+pub const METHOD: &str = "emulator predicted time (time model of an A100 for sm_80, an H100 \
+                          for sm_90, calibrated against H100 measurements; not a measurement)";
 
 /// What is tuned for the bucket on `arch` ([`gpu_tuning_candidates`]): the catalog's one-pass
 /// chunkwise variants for (K, V, dtype) and `heads` heads, then the two-phase forward for each
