@@ -6,6 +6,7 @@ use crate::error::EmuError;
 use crate::exec::{self, Launched, global::GlobalMemory};
 use crate::parse;
 use crate::report::EmuReport;
+use crate::time_model::KernelResources;
 use crate::types::Ty;
 
 /// Most shared memory one block may use (sm_90: 227 KiB).
@@ -410,10 +411,15 @@ impl Module {
                 b.bytes = bytes;
             }
         }
+        let resources = KernelResources {
+            threads: launch.block.iter().product(),
+            registers: k.live_gpr32.clamp(16, 255) as u32,
+            shared_bytes: (k.shared_static + u64::from(launch.dynamic_shared_bytes)) as u32,
+        };
         Ok(EmuReport::new(
             &k.name,
-            launch.grid,
-            launch.block,
+            (launch.grid, launch.block),
+            resources,
             &counters,
         ))
     }

@@ -22,6 +22,8 @@
 //!   instruction, line, block and thread.
 //! - **Cost** ([`EmuReport`]): instruction mix, global bytes and 32-byte sectors per request,
 //!   shared bank conflicts, barriers, and a roofline time *prediction* for A100 and H100;
+//!   [`EmuReport::predict`] gives the [`time_model`]'s *prediction* for an A100, H100 or H200
+//!   (launch overhead, occupancy, waves, issue and tensor rates, exposed latency);
 //!   also reads of shared bytes no thread of the block had written (`shared_uninit_reads`:
 //!   counted, not an error, since a kernel may read stale bytes it then masks; the catalog
 //!   checks hold tensor-core kernels to zero).
@@ -98,6 +100,7 @@ mod launch_file;
 pub mod memory_map;
 mod parse;
 mod report;
+pub mod time_model;
 mod types;
 
 pub use error::{AccessKind, EmuError, Site};
@@ -107,3 +110,7 @@ pub use launch::{
 };
 pub use launch_file::run_launch_files;
 pub use report::{A100, EmuReport, GpuPeaks, H100, InstructionCounts};
+pub use time_model::{
+    A100_MODEL, Bound, GPU_MODELS, GpuModel, H100_MODEL, H200_MODEL, KernelResources, Prediction,
+    Workload,
+};

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::decode::ops::Class;
+use crate::time_model::{GpuModel, KernelResources, Prediction, Workload};
 
 /// Warp-level instruction counts by class (one count per warp instruction issued, whatever
 /// the number of active lanes).
@@ -119,6 +120,11 @@ pub(crate) struct Counters {
     pub fp32_flops: u64,
     pub fp16_flops: u64,
     pub mma_flops: u64,
+    pub subpartition_instructions: [u64; 4],
+    pub subpartition_mma: [u64; 4],
+    pub async_waits: u64,
+    pub load_waits: u64,
+    pub slowest_warp_waits: u64,
 }
 
 impl Counters {
@@ -137,6 +143,13 @@ impl Counters {
         self.fp32_flops += o.fp32_flops;
         self.fp16_flops += o.fp16_flops;
         self.mma_flops += o.mma_flops;
+        for s in 0..4 {
+            self.subpartition_instructions[s] += o.subpartition_instructions[s];
+            self.subpartition_mma[s] += o.subpartition_mma[s];
+        }
+        self.async_waits += o.async_waits;
+        self.load_waits += o.load_waits;
+        self.slowest_warp_waits += o.slowest_warp_waits;
     }
 }
 
@@ -225,10 +238,29 @@ pub struct EmuReport {
     pub predicted_a100_seconds: f64,
     /// Roofline prediction for H100 SXM, seconds. Not a measurement.
     pub predicted_h100_seconds: f64,
+    /// Warp instructions issued per sub-partition (warp w of a CTA on w mod 4), all CTAs.
+    pub subpartition_instructions: [u64; 4],
+    /// `mma.sync` per sub-partition, all CTAs.
+    pub subpartition_mma: [u64; 4],
+    /// Warp-level `cp.async.wait_group`/`wait_all` executions: global round trips waited on.
+    pub async_waits: u64,
+    /// Warp-level waits on `ld.global` results: instructions that read a register a global
+    /// load wrote which no earlier instruction of the warp had waited on.
+    pub load_waits: u64,
+    /// Per CTA, the global round trips its slowest warp waited for (`cp.async` waits plus
+    /// load-result waits), summed over CTAs: the latency chain the time model charges.
+    pub slowest_warp_waits: u64,
+    /// What one CTA occupies on an SM (registers estimated from the PTX's declarations).
+    pub resources: KernelResources,
 }
 
 impl EmuReport {
-    pub(crate) fn new(kernel: &str, grid: [u32; 3], block: [u32; 3], c: &Counters) -> EmuReport {
+    pub(crate) fn new(
+        kernel: &str,
+        (grid, block): ([u32; 3], [u32; 3]),
+        resources: KernelResources,
+        c: &Counters,
+    ) -> EmuReport {
         // DRAM traffic is counted at sector granularity (what a warp request moves), with no
         // reuse across requests: broadcasts cost one sector, scattered lanes one each.
         let bytes = c.global_sectors * 32;
@@ -258,6 +290,19 @@ impl EmuReport {
             mma_flops: c.mma_flops,
             predicted_a100_seconds: A100.predicted_seconds(bytes, flops, c.mma_flops),
             predicted_h100_seconds: H100.predicted_seconds(bytes, flops, c.mma_flops),
+            subpartition_instructions: c.subpartition_instructions,
+            subpartition_mma: c.subpartition_mma,
+            async_waits: c.async_waits,
+            load_waits: c.load_waits,
+            slowest_warp_waits: c.slowest_warp_waits,
+            resources,
         }
+    }
+
+    /// The launch's *predicted* time on `gpu` by the time model (launch overhead, occupancy,
+    /// waves, issue and tensor rates, exposed latency; see [`crate::time_model`]), for this
+    /// launch's own grid. Not a measurement.
+    pub fn predict(&self, gpu: &GpuModel) -> Prediction {
+        gpu.predict(&Workload::from_report(self))
     }
 }

@@ -1,12 +1,13 @@
 //! Kernel-only timing of the catalog's GPU kernels, for `retention bench` and
 //! `retention autotune` on GPU-like devices: the launch description the runtime uses for a
 //! real call, with seeded random inputs, timed with device events on a CUDA device (inputs
-//! uploaded once, the median of repeated launches) or *predicted* by the emulator's model of
-//! an A100 (sm_80) or H100 (sm_90) from one emulated launch.
+//! uploaded once, the median of repeated launches) or *predicted* by the emulator's time
+//! model (`kernel_gen::emu::time_model`) of an A100 (sm_80), H100 (sm_90) or another chosen
+//! [`GpuModel`] from one emulated launch.
 
 use half::{bf16, f16};
 use kernel_gen::attention_decode_plan as attention_plan;
-use kernel_gen::emu::{Buffer, Launch, Param};
+use kernel_gen::emu::{A100_MODEL, Buffer, GpuModel, H100_MODEL, Launch, Param};
 use kernel_gen::{Arch, KernelOp, KernelSpec, TwoPhasePlan, param_names};
 use retention_core::SplitMix64;
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, RetentionShape};
@@ -54,6 +55,16 @@ pub struct KernelTime {
 pub struct KernelTimer {
     gpu: Executor,
     reps: usize,
+    model: GpuModel,
+}
+
+/// The GPU the emulator's time model stands for by default: an A100 for sm_80 PTX, an H100
+/// for sm_90.
+pub fn default_gpu_model(arch: Arch) -> GpuModel {
+    match arch {
+        Arch::Sm80 => A100_MODEL,
+        Arch::Sm90 => H100_MODEL,
+    }
 }
 
 impl KernelTimer {
@@ -66,6 +77,7 @@ impl KernelTimer {
     pub fn new(device: &Device, reps: usize) -> Result<Self> {
         match Executor::of(device)? {
             Some(gpu) => Ok(Self {
+                model: default_gpu_model(gpu.arch()),
                 gpu,
                 reps: reps.max(1),
             }),
@@ -85,6 +97,17 @@ impl KernelTimer {
     /// True when times are the emulator's predictions.
     pub fn predicts(&self) -> bool {
         matches!(self.gpu, Executor::Emulator(_))
+    }
+
+    /// The same timer predicting for `model` (on the emulator; a GPU still measures itself).
+    #[must_use]
+    pub fn with_gpu_model(self, model: GpuModel) -> Self {
+        Self { model, ..self }
+    }
+
+    /// The GPU model predictions are for: `Some` only when [`KernelTimer::predicts`].
+    pub fn gpu_model(&self) -> Option<&GpuModel> {
+        self.predicts().then_some(&self.model)
     }
 
     /// One decode step of `rows` sequences with `heads` heads of (dk, dv), each row on its
@@ -311,17 +334,13 @@ impl KernelTimer {
 
     /// Device-to-device copy bandwidth of `floats` f32 (bytes read + written per second,
     /// GB/s; the median of the repetitions), measured with events on a GPU; on the emulator
-    /// the modelled GPU's HBM bandwidth (A100 for sm_80, H100 for sm_90).
+    /// the modelled GPU's copy bandwidth ([`GpuModel::hbm_copy_bytes_per_second`]).
     ///
     /// # Errors
     /// Device errors, including out of memory for the two buffers.
     pub fn copy_gbps(&self, floats: usize) -> Result<f64> {
         let Executor::Cuda(target) = &self.gpu else {
-            let peaks = match self.arch() {
-                Arch::Sm80 => kernel_gen::emu::A100,
-                Arch::Sm90 => kernel_gen::emu::H100,
-            };
-            return Ok(peaks.hbm_bytes_per_second / 1e9);
+            return Ok(self.model.hbm_copy_bytes_per_second / 1e9);
         };
         let stream = target.stream();
         let src = stream.alloc_zeros::<f32>(floats)?;
@@ -354,7 +373,9 @@ impl KernelTimer {
                 let report = Emulator(*arch).execute(spec, launch)?;
                 Ok(KernelTime {
                     spec: *spec,
-                    seconds: report.seconds(spec.arch),
+                    seconds: report.emulated().map_or(report.seconds(spec.arch), |r| {
+                        r.predict(&self.model).seconds
+                    }),
                     predicted: report.is_predicted(),
                 })
             }

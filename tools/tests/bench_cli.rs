@@ -307,9 +307,12 @@ fn emulated_bench_reports_predicted_kernel_times_in_the_documented_schema() {
     check_section(&report, "report", &docs);
     check_section(&report["limits"], "limits", &docs);
     assert_eq!(report["limits"]["predicted"], true);
-    // The emulator's A100 model: 2.04 TB/s HBM, 312 TFLOP/s tensor cores.
-    assert_eq!(report["limits"]["copy_gbps"].as_f64().unwrap(), 2040.0);
-    assert_eq!(report["limits"]["gemm_gflops"].as_f64().unwrap(), 312_000.0);
+    // The emulator's A100 model (the default): 1710 GB/s copy, mma.sync at 8 cycles per
+    // m16n8k16 on 4 × 108 tensor cores at 1.41 GHz.
+    assert_eq!(report["limits"]["gpu_model"], "a100");
+    assert_eq!(report["limits"]["copy_gbps"].as_f64().unwrap(), 1710.0);
+    let mma_peak = 4096.0 * 4.0 * 108.0 * 1.41e9 / 8.0 / 1e9;
+    assert!((report["limits"]["gemm_gflops"].as_f64().unwrap() - mma_peak).abs() < 1e-6);
     let results = report["results"].as_array().unwrap();
     let mut ops: Vec<&str> = results.iter().map(|r| r["op"].as_str().unwrap()).collect();
     ops.sort_unstable();
@@ -336,12 +339,55 @@ fn emulated_bench_reports_predicted_kernel_times_in_the_documented_schema() {
         }
         let seconds = r["seconds"].as_f64().unwrap();
         assert!(seconds > 0.0 && seconds < 1e-2, "{r}");
-        // The prediction is a roofline bound: never faster than the modelled HBM moves the
-        // bytes the kernel must move.
+        // The time model never moves the bytes a kernel must move faster than the modelled
+        // copy bandwidth.
         if let Some(gbps) = r["gbps"].as_f64() {
-            assert!(gbps <= 2040.0 * 1.0001, "{r}");
+            assert!(gbps <= 1710.0 * 1.0001, "{r}");
         }
     }
+}
+
+#[test]
+fn emulated_bench_predicts_for_the_gpu_named_by_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("h200.json");
+    let args = [
+        "bench",
+        "--device",
+        "emulated",
+        "--gpu",
+        "h200",
+        "--suite",
+        "decode",
+        "--heads",
+        "2",
+        "--dk",
+        "64",
+        "--dv",
+        "64",
+        "--layers",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let stdout = ok_stdout(&args, &retention(&args));
+    assert!(
+        stdout.contains("PREDICTED") && stdout.contains("H200"),
+        "{stdout}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["limits"]["gpu_model"], "h200");
+    assert_eq!(report["limits"]["predicted"], true);
+    assert_eq!(report["limits"]["copy_gbps"].as_f64().unwrap(), 4300.0);
+    let results = report["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    for r in results {
+        assert_eq!(r["predicted"], true, "{r}");
+        let gbps = r["gbps"].as_f64().unwrap();
+        assert!(gbps > 0.0 && gbps <= 4300.0 * 1.0001, "{r}");
+    }
+    let args = ["bench", "--device", "cpu", "--gpu", "h100"];
+    assert_one_line_error(&args, &retention(&args), 2, "--gpu");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::Scope;
 use super::ops::{
-    BoolOp, Class, Cmp, FMods, FType, FloatOp, FloatUnOp, Instr, IntOp, IntUnOp, MadMode, Op,
+    BoolOp, Class, Cmp, FMods, FType, FloatOp, FloatUnOp, Instr, IntOp, IntUnOp, MadMode, Op, Reg,
     Space, Src,
 };
 use crate::EmuError;
@@ -231,7 +231,52 @@ pub(super) fn decode(scope: &Scope, ri: &RawInstr) -> Result<Instr, EmuError> {
         _ => return Err(o.err(format!("instruction `{base}` is not supported"))),
     };
     m.finish()?;
-    Ok(Instr { op, guard, class })
+    let (reads, writes) = operand_regs(&o, ri);
+    let global_load = class == Class::LdGlobal && matches!(op, Op::Ld { .. });
+    let loads = if global_load {
+        writes.clone()
+    } else {
+        Box::new([])
+    };
+    Ok(Instr {
+        op,
+        guard,
+        class,
+        reads,
+        loads,
+        writes,
+    })
+}
+
+/// The registers `ri` reads and writes: operand 0 is the destination except the address of
+/// a store; every other register name, vector element and address base is read. Special
+/// registers and labels are skipped. For the time model only: execution uses the `Op`.
+fn operand_regs(o: &Ops<'_, '_>, ri: &RawInstr) -> (Box<[Reg]>, Box<[Reg]>) {
+    fn names<'a>(x: &'a Operand, out: &mut Vec<&'a str>) {
+        match x {
+            Operand::Name(n) | Operand::NotName(n) => out.push(n),
+            Operand::Vector(v) => v.iter().for_each(|e| names(e, out)),
+            Operand::Addr { base: Some(b), .. } => out.push(b),
+            Operand::Pair(a, b) => {
+                out.push(a);
+                out.push(b);
+            }
+            Operand::Addr { base: None, .. } | Operand::Imm(_) => {}
+        }
+    }
+    let regs = |xs: Vec<&str>| -> Box<[Reg]> {
+        xs.into_iter().filter_map(|n| o.reg_named(n).ok()).collect()
+    };
+    let mut read = Vec::new();
+    let mut written = Vec::new();
+    for (i, x) in ri.operands.iter().enumerate() {
+        if i == 0 && !matches!(x, Operand::Addr { .. }) {
+            names(x, &mut written);
+        } else {
+            names(x, &mut read);
+        }
+    }
+    (regs(read), regs(written))
 }
 
 fn decode_mov(o: &Ops, m: &mut Mods) -> Result<(Op, Class), EmuError> {

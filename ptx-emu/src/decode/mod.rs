@@ -41,6 +41,9 @@ pub(crate) struct Kernel {
     pub params: Vec<KParam>,
     pub param_bytes: u64,
     pub nregs: usize,
+    /// Most 32-bit registers live at once, each register live from its first to its last
+    /// mention in program order (a linear-scan estimate of ptxas's allocation).
+    pub live_gpr32: usize,
     /// Bytes of static shared memory (module and kernel `.shared` arrays).
     pub shared_static: u64,
     /// Offset of `.extern .shared` arrays (the dynamic shared memory), if declared.
@@ -108,6 +111,7 @@ fn decode_kernel(module_shared: &[VarDecl], k: &RawKernel) -> Result<Kernel, Emu
         poff += bytes;
     }
     let mut nregs = 0usize;
+    let mut widths = Vec::with_capacity(k.regs.len());
     for (ty, name, line) in &k.regs {
         if syms.contains_key(name) {
             return Err(EmuError::Parse {
@@ -115,7 +119,14 @@ fn decode_kernel(module_shared: &[VarDecl], k: &RawKernel) -> Result<Kernel, Emu
                 message: format!("`{name}` declared twice"),
             });
         }
-        let _ = ty; // registers hold raw bits; instructions carry types
+        // Registers hold raw bits; instructions carry types. The type only sizes the
+        // register-file estimate.
+        let width = if *ty == Ty::Pred {
+            0
+        } else {
+            ty.bytes().div_ceil(4) as usize
+        };
+        widths.push(width);
         syms.insert(name.clone(), Sym::Reg(nregs as Reg));
         nregs += 1;
     }
@@ -177,11 +188,13 @@ fn decode_kernel(module_shared: &[VarDecl], k: &RawKernel) -> Result<Kernel, Emu
             });
         }
     }
+    let live_gpr32 = register_pressure(&code, &widths);
     Ok(Kernel {
         name: k.name.clone(),
         params,
         param_bytes: poff,
         nregs,
+        live_gpr32,
         shared_static: shared,
         dyn_shared_offset: dyn_off,
         local_bytes: local,
@@ -205,4 +218,32 @@ pub(crate) fn unsupported(ri: &crate::parse::RawInstr, reason: impl Into<String>
         instruction: ri.text.clone(),
         reason: reason.into(),
     }
+}
+
+/// The most 32-bit registers live at once when each register lives from its first to its
+/// last mention in program order (`widths[r]`: 32-bit units of register `r`, 0 for
+/// predicates). Loops are covered as far as a loop-carried value is mentioned at both ends.
+fn register_pressure(code: &[Instr], widths: &[usize]) -> usize {
+    let mut first = vec![usize::MAX; widths.len()];
+    let mut last = vec![0usize; widths.len()];
+    for (i, ins) in code.iter().enumerate() {
+        for &r in ins.reads.iter().chain(ins.writes.iter()) {
+            let r = r as usize;
+            first[r] = first[r].min(i);
+            last[r] = last[r].max(i);
+        }
+    }
+    let mut delta = vec![0isize; code.len() + 1];
+    for r in 0..widths.len() {
+        if first[r] != usize::MAX {
+            delta[first[r]] += widths[r] as isize;
+            delta[last[r] + 1] -= widths[r] as isize;
+        }
+    }
+    let (mut live, mut most) = (0isize, 0isize);
+    for d in delta {
+        live += d;
+        most = most.max(live);
+    }
+    most as usize
 }

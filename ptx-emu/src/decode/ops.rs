@@ -430,4 +430,10 @@ pub(crate) struct Instr {
     pub op: Op,
     pub guard: Option<(Reg, bool)>,
     pub class: Class,
+    /// Registers the instruction reads (the time model's scoreboard; not used to execute).
+    pub reads: Box<[Reg]>,
+    /// Registers a global load writes, which stay pending until a reader waits on them.
+    pub loads: Box<[Reg]>,
+    /// Registers the instruction writes (for the register-pressure estimate).
+    pub writes: Box<[Reg]>,
 }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use super::Launched;
 use super::warp::{Env, Lane, Warp, lanes};
-use crate::decode::ops::{Op, Src};
+use crate::decode::ops::{Class, Op, Src};
 use crate::error::{AccessKind, EmuError, Site};
 use crate::exec::shared::SharedMemory;
 use crate::report::Counters;
@@ -189,6 +189,27 @@ impl<'a> Block<'a> {
         })
     }
 
+    /// The time model's scoreboard: an instruction reading a register that a global load
+    /// wrote and nothing has waited on yet is one round trip the warp waits for (all loads
+    /// issued before it are taken to land together); then the load's own destinations
+    /// become pending.
+    fn scoreboard(&mut self, w: usize, pc: u32) {
+        let ins = &self.l.kernel.code[pc as usize];
+        let warp = &mut self.warps[w];
+        if warp.npending > 0 && ins.reads.iter().any(|&r| warp.pending[r as usize]) {
+            self.counters.load_waits += 1;
+            warp.waits += 1;
+            warp.pending.iter_mut().for_each(|p| *p = false);
+            warp.npending = 0;
+        }
+        for &r in &ins.loads {
+            if !warp.pending[r as usize] {
+                warp.pending[r as usize] = true;
+                warp.npending += 1;
+            }
+        }
+    }
+
     /// Executes the instruction at `pc` for the lanes in `active`.
     fn step(&mut self, w: usize, pc: u32, active: u32) -> Result<(), EmuError> {
         let code = &self.l.kernel.code;
@@ -211,6 +232,18 @@ impl<'a> Block<'a> {
         }
         self.counters.instructions.add(ins.class);
         self.counters.thread_instructions += exec.count_ones() as u64;
+        // Warp w issues from sub-partition w mod 4 (the time model's per-scheduler load).
+        self.counters.subpartition_instructions[w % 4] += 1;
+        if ins.class == Class::Mma {
+            self.counters.subpartition_mma[w % 4] += 1;
+        }
+        if matches!(ins.op, Op::CpAsyncWait { .. }) {
+            self.counters.async_waits += 1;
+            self.warps[w].waits += 1;
+        }
+        if exec != 0 {
+            self.scoreboard(w, pc);
+        }
         let mut next_pc_taken = None;
         if exec != 0 {
             match &ins.op {

@@ -50,6 +50,7 @@ pub(crate) fn run_grid(l: &Launched) -> Result<Counters, EmuError> {
             let r = b.run().map(|()| {
                 let mut c = b.counters;
                 c.shared_uninit_reads = b.shared.uninit_reads;
+                c.slowest_warp_waits = b.warps.iter().map(|w| w.waits).max().unwrap_or(0);
                 c
             });
             if r.is_err() {

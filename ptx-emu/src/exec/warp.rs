@@ -28,6 +28,12 @@ pub(crate) struct Warp {
     pub lane: [Lane; 32],
     /// Linear thread index of lane 0.
     pub first_thread: u32,
+    /// Registers written by global loads not yet waited on (the time model's scoreboard).
+    pub pending: Vec<bool>,
+    /// How many `pending` entries are set.
+    pub npending: u32,
+    /// Global round trips this warp waited for (`cp.async` waits and load-result waits).
+    pub waits: u64,
 }
 
 /// Block-constant values behind the special registers.
@@ -55,6 +61,9 @@ impl Warp {
         }
         Warp {
             regs: vec![0; nregs * 32],
+            pending: vec![false; nregs],
+            npending: 0,
+            waits: 0,
             pc: [0; 32],
             lane,
             first_thread,

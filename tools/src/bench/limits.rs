@@ -45,6 +45,7 @@ pub fn measure(sizes: LimitSizes) -> Limits {
         copy_gbps: copy_gbps(sizes.copy_floats),
         gemm_gflops: Some(gemm_gflops(sizes.gemm_n)),
         predicted: false,
+        gpu_model: None,
     }
 }
 

@@ -58,12 +58,45 @@ pub enum SuiteArg {
     Model,
 }
 
+/// The GPU the emulator's time model stands for (`--device emulated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GpuArg {
+    /// A100-80GB SXM: sm_80 kernels.
+    A100,
+    /// H100 SXM5 80GB: sm_90 kernels (the model calibrated against H100 measurements).
+    H100,
+    /// H200 SXM 141GB: sm_90 kernels, the H100's rates with HBM3e.
+    H200,
+}
+
+impl GpuArg {
+    /// The time model's parameter set.
+    pub fn model(self) -> kernel_gen::emu::GpuModel {
+        match self {
+            GpuArg::A100 => kernel_gen::emu::A100_MODEL,
+            GpuArg::H100 => kernel_gen::emu::H100_MODEL,
+            GpuArg::H200 => kernel_gen::emu::H200_MODEL,
+        }
+    }
+
+    /// The architecture whose catalog kernels run on it.
+    pub fn arch(self) -> kernel_gen::Arch {
+        match self {
+            GpuArg::A100 => kernel_gen::Arch::Sm80,
+            GpuArg::H100 | GpuArg::H200 => kernel_gen::Arch::Sm90,
+        }
+    }
+}
+
 /// Flags of `retention bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Device to measure.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// The GPU whose time the emulator predicts (`--device emulated` only; default a100).
+    #[arg(long, value_enum)]
+    pub gpu: Option<GpuArg>,
     /// The model measured.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -108,10 +141,18 @@ fn preflight(args: &BenchArgs) -> Result<(), CliError> {
 /// # Errors
 /// Any [`CliError`]; outputs are checked before measuring and written atomically.
 pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
+    let device = match (args.device.open()?, args.gpu) {
+        (Device::Emulated(_), Some(gpu)) => Device::Emulated(gpu.arch()),
+        (_, Some(_)) => {
+            return Err(CliError::BadFlag(
+                "--gpu picks the GPU the emulator models: use it with --device emulated".into(),
+            ));
+        }
+        (device, None) => device,
+    };
     if args.suite == SuiteArg::Model {
         return model::execute(args);
     }
-    let device = args.device.open()?;
     let model = args.model.shape();
     preflight(args)?;
     let grid = match (&device, args.quick) {
@@ -224,19 +265,15 @@ fn execute_gpu(
     grid: &Grid,
     selection: Selection,
 ) -> Result<(), CliError> {
-    let timer = KernelTimer::new(device, grid.plan.max_runs.min(50))?;
+    let mut timer = KernelTimer::new(device, grid.plan.max_runs.min(50))?;
+    if let Some(gpu) = args.gpu {
+        timer = timer.with_gpu_model(gpu.model());
+    }
     let limits = Limits {
         copy_gbps: timer.copy_gbps(grid.limits.copy_floats)?,
-        gemm_gflops: if timer.predicts() {
-            let peaks = match timer.arch() {
-                kernel_gen::Arch::Sm80 => kernel_gen::emu::A100,
-                kernel_gen::Arch::Sm90 => kernel_gen::emu::H100,
-            };
-            Some(peaks.tensor_flops / 1e9)
-        } else {
-            None
-        },
+        gemm_gflops: timer.gpu_model().map(|m| m.mma_sync_flops() / 1e9),
         predicted: timer.predicts(),
+        gpu_model: timer.gpu_model().map(|m| m.name),
     };
     let cx = PointContext {
         model: &model,
@@ -264,11 +301,11 @@ fn execute_gpu(
     let mut notes = vec![if timer.predicts() {
         format!(
             "seconds are PREDICTED: one emulated launch of each catalog kernel, timed by the \
-             emulator's roofline model of {} (not a measurement); limits are that model's peaks",
-            match timer.arch() {
-                kernel_gen::Arch::Sm80 => "an A100",
-                kernel_gen::Arch::Sm90 => "an H100",
-            }
+             emulator's time model of the {} (launch overhead, occupancy, waves, issue and \
+             tensor-core rates, exposed memory latency; calibrated within 1.5x of every H100 \
+             measurement in ptx-emu/data/measured_h100.json), not a measurement; limits are \
+             that model's copy bandwidth and mma.sync peak",
+            timer.gpu_model().map_or("GPU", |m| m.label)
         )
     } else {
         "seconds: kernel time between two device events, the median of repeated launches with \
@@ -311,7 +348,10 @@ fn execute_gpu(
         tool: format!("retention {}", env!("CARGO_PKG_VERSION")),
         device: match device {
             Device::Cuda(ordinal) => format!("{device} ({})", CudaTarget::open(*ordinal)?.name()),
-            _ => format!("{device} (PTX emulator; predicted times)"),
+            _ => format!(
+                "{device} (PTX emulator; times predicted for an {})",
+                timer.gpu_model().map_or("unknown GPU", |m| m.label)
+            ),
         },
         model,
         limits,

@@ -113,6 +113,8 @@ pub struct Limits {
     pub gemm_gflops: Option<f64>,
     /// True when the limits are the emulator's GPU model (its peak figures), not measured.
     pub predicted: bool,
+    /// The emulator's GPU model (`a100`, `h100`, `h200`) when `predicted`; else `None`.
+    pub gpu_model: Option<&'static str>,
 }
 
 /// The whole report.

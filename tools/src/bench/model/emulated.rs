@@ -34,6 +34,7 @@ pub fn collect(device: &Device, cfg: &NetConfig, dtype: DtypeArg) -> Result<Mode
         copy_gbps: timer.copy_gbps(LimitSizes::QUICK.copy_floats)?,
         gemm_gflops: None,
         predicted: true,
+        gpu_model: timer.gpu_model().map(|m| m.name),
     };
     bar.inc(1);
     let twin = cfg.transformer_twin();
