@@ -1,4 +1,4 @@
-//! `Retention`: the three forms of DESIGN §1 on any [`Device`], host tensors in and out.
+//! `Retention`: the three forms of ARCHITECTURE §1 on any [`Device`], host tensors in and out.
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! One test body per op, run on every device this machine has: `Cpu`, `Emulated(sm_80)`,
 //! `Emulated(sm_90)`, and `Cuda(0)` where a GPU answers (the state then lives in GPU memory). Each device must
-//! equal the f64 reference within the dtype tolerances of DESIGN: f32 outputs ≤ 1e-5
+//! equal the f64 reference within the dtype tolerances of ARCHITECTURE §4: f32 outputs ≤ 1e-5
 //! relative, f16/bf16 outputs relative RMSE ≤ 5e-3; states (always f32) ≤ 1e-5 relative.
 
 use half::bf16;

@@ -1,4 +1,4 @@
-//! The batched, slot-indexed recurrent decode step (DESIGN §1, recurrent form, one token):
+//! The batched, slot-indexed recurrent decode step (ARCHITECTURE §1, recurrent form, one token):
 //!
 //! ```text
 //! for every row n and head h, with S = state[slots[n], h]      (K×V, f32, in place)

@@ -1,5 +1,5 @@
 //! Backend tests. The first group runs everywhere; the GPU group runs only where a CUDA
-//! device answers and otherwise prints why it skipped (DESIGN §4.3).
+//! device answers and otherwise prints why it skipped (ARCHITECTURE §4).
 
 use retention_core::RetentionError;
 

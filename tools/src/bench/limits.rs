@@ -1,5 +1,5 @@
 //! The machine's own limits, measured in the same run as the kernels so ratios compare like
-//! with like on a shared machine (DESIGN §5): large-buffer copy bandwidth and f32 GEMM
+//! with like on a shared machine (ARCHITECTURE §5): large-buffer copy bandwidth and f32 GEMM
 //! throughput of the `gemm` crate.
 
 use std::convert::Infallible;

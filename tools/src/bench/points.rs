@@ -260,7 +260,7 @@ pub fn prefill<T: CpuElement>(
     })?;
     let (h, kk, vv, t) = (m.heads as f64, m.dk as f64, m.dv as f64, tokens as f64);
     let flops = match chunk {
-        // DESIGN §5: T·[2C(K+V) + 4KV] per head (C at most T).
+        // ARCHITECTURE §5: T·[2C(K+V) + 4KV] per head (C at most T).
         Some(c) => h * t * (2.0 * c.min(tokens) as f64 * (kk + vv) + 4.0 * kk * vv),
         // The causal half of Q·Kᵀ and of A·V.
         None => h * t * (t + 1.0) * (kk + vv),

@@ -1,5 +1,5 @@
 //! `retention run --demo`: a random problem through every reference form, and a table of how
-//! far apart they are. The forms are algebraically equal (DESIGN §1), so in f64 every
+//! far apart they are. The forms are algebraically equal (ARCHITECTURE §1), so in f64 every
 //! difference must be rounding noise.
 
 use retention_core::{Gammas, HostTensor, RetentionShape, SplitMix64};

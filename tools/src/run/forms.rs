@@ -10,7 +10,7 @@ use retention_kernels::reference::{
 use crate::error::CliError;
 use crate::input_file::RunInputs;
 
-/// Which of the three equivalent forms of DESIGN §1 computes the output.
+/// Which of the three equivalent forms of ARCHITECTURE §1 computes the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Form {
     /// O = s·((Q Kᵀ) ⊙ D) V; no initial or final state.
