@@ -2,7 +2,9 @@
 //! paths) and `cp.async` copies into swizzled 16-bit tiles ([`stage_tile`], the tensor-core
 //! paths). Rows past a partial chunk are skipped ([`Stager`]) or zero-filled ([`stage_tile`]).
 
-use super::global::GlobalRows;
+use retention_core::Dtype;
+
+use super::global::{GlobalRows, load4_f32, load4_f32_masked, row_limit};
 use crate::dsl::tiles::SharedTile16;
 use crate::dsl::{Address, Cmp, CpAsyncCache, KernelBuilder, Reg, Ty};
 
@@ -56,6 +58,59 @@ impl Stager {
         kb.for_range(0u32, self.rounds, 1, |kb, _| {
             let inside = kb.setp(Cmp::Lt, row, len);
             kb.guarded(inside, false, |kb| body(kb, at, sh));
+            let next = kb.add(at, row_step);
+            kb.assign(at, next);
+            let next = kb.add(sh, shared_step);
+            kb.assign(sh, next);
+            let next = kb.add(row, rows_per_round);
+            kb.assign(row, next);
+        });
+    }
+}
+
+impl Stager {
+    /// Stage a chunk of a token-major tensor as f32: each round's four elements are loaded
+    /// (widened to f32) and handed to `store(kb, values, shared address)`. With `tail =
+    /// None`, rows at or past `len` are skipped ([`Stager::run`]); with `tail = Some((col,
+    /// dim))` — a tile padded past the tensor's `dim` real columns, `col` the tensor column
+    /// of the thread's first element — every round runs, and rows at or past `len` and
+    /// columns at or past `dim` stage zeros (masked loads: never read), so the padded tile
+    /// holds exact zeros and every staged shared byte is written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn stage_f32(
+        &self,
+        kb: &mut KernelBuilder,
+        dtype: Dtype,
+        (first, row_step): (Reg, Reg),
+        len: Reg,
+        (shared_first, shared_step): (Reg, u32),
+        tail: Option<(Reg, u32)>,
+        store: impl FnOnce(&mut KernelBuilder, Vec<Reg>, Reg),
+    ) {
+        let Some((col, dim)) = tail else {
+            self.run(
+                kb,
+                first,
+                row_step,
+                len,
+                shared_first,
+                shared_step,
+                |kb, at, sh| {
+                    let xs = load4_f32(kb, dtype, Address::reg(at, 0));
+                    store(kb, xs, sh);
+                },
+            );
+            return;
+        };
+        let at = kb.mov(Ty::U64, first);
+        let sh = kb.mov(Ty::U32, shared_first);
+        let row = kb.mov(Ty::U32, self.row);
+        let rows_per_round = self.rows_per_round;
+        kb.for_range(0u32, self.rounds, 1, |kb, _| {
+            let inside = kb.setp(Cmp::Lt, row, len);
+            let limit = row_limit(kb, inside, dim);
+            let xs = load4_f32_masked(kb, dtype, Address::reg(at, 0), col, limit, dim);
+            store(kb, xs, sh);
             let next = kb.add(at, row_step);
             kb.assign(at, next);
             let next = kb.add(sh, shared_step);

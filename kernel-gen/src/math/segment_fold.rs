@@ -4,7 +4,7 @@
 //! once per CTA, so nothing overflows and the f32 state is never narrowed. Also the segment
 //! bounds both phases derive from `ctaid.z` and the envelope both are built for.
 
-use super::chunk_tiling::{THREADS, fma_tiling, value_slice};
+use super::chunk_tiling::{THREADS, exact_dims, fma_tiling, tile_spec, value_slice};
 use crate::GenError;
 use crate::blocks::decay;
 use crate::dsl::tiles::AccTileF32;
@@ -24,6 +24,14 @@ use crate::spec::{KernelOp, KernelSpec};
 /// # Errors
 /// [`GenError::UnsupportedSpec`] naming the field outside the envelope.
 pub fn check_envelope(spec: &KernelSpec) -> Result<(), GenError> {
+    if !exact_dims(spec) {
+        return Err(unsupported(
+            "head dims",
+            format!("K={} V={}", spec.k, spec.v),
+            "the two-phase forward serves K in {64, 128, 256} and V in {64, 128, 256, 512}; \
+             other head dims run the one-pass chunkwise kernel",
+        ));
+    }
     let c = spec.chunk.unwrap_or_default();
     if !matches!(c, 32 | 64) {
         return Err(unsupported(
@@ -71,7 +79,7 @@ pub fn value_slice_index(kb: &mut KernelBuilder, spec: &KernelSpec) -> Reg {
 
 /// V-slices per segment of the phase-2 grid.
 fn slices(spec: &KernelSpec) -> u32 {
-    spec.v / value_slice(spec)
+    tile_spec(spec).v / value_slice(spec)
 }
 
 /// The segment `ctaid.z >> log2(slices)` of a sequence of `t` tokens starting at `tok0`,

@@ -1,0 +1,175 @@
+//! Head dims outside the catalog (K ≤ 256, V ≤ 512, any positive size) on the chunk families
+//! and the parallel forward, run as emitted PTX in the emulator through the runtime's catalog
+//! checks, match the f64 reference with the catalog's tolerances (f32 o and H_T ≤ 1e-5
+//! relative; f16/bf16 o relative RMSE ≤ 5e-3, H_T ≤ 1e-5, and no read of never-written shared
+//! memory). The emulator also fails a launch on any out-of-bounds or misaligned access or a
+//! shared-memory race, so the masked tails (padded columns loaded as zeros, never stored)
+//! are checked byte by byte.
+//!
+//! A fixed sample, not a sweep: K, V ∈ {8, 16, 24, 60, 100, 200} plus one odd pair (scalar
+//! tail accesses), every dtype, C ∈ {32, 64} and one long chunk per chunkwise path (the
+//! blocked FMA path), runtime γ and a named γ set, T not a multiple of C, with and without H0,
+//! dense and varlen. The dims the two-phase forward does not serve are refused with a typed
+//! error.
+
+use kernel_gen::emu::Module;
+use kernel_gen::plan::KernelPath;
+use kernel_gen::{Arch, GammaSet, GenError, KernelOp, KernelSpec, LaunchSize, emit_ptx, plan};
+use retention_core::Dtype;
+use retention_runtime::catalog_check::{chunkwise, parallel, varlen};
+
+const RUNTIME: GammaSet = GammaSet::Runtime;
+const NAMED: GammaSet = GammaSet::Retnet { heads: 4 };
+
+fn module(spec: &KernelSpec) -> Module {
+    let ptx = emit_ptx(spec).unwrap_or_else(|e| panic!("{}: {e}", spec.slug()));
+    Module::parse(&ptx).unwrap_or_else(|e| panic!("{}: {e}", spec.slug()))
+}
+
+fn path(spec: &KernelSpec) -> KernelPath {
+    let size = LaunchSize {
+        rows: 1,
+        heads: 4,
+        tokens: 100,
+    };
+    plan(spec, size)
+        .unwrap_or_else(|e| panic!("{}: {e}", spec.slug()))
+        .path
+}
+
+fn verdict(spec: &KernelSpec, what: &str, got: &retention_runtime::catalog_check::EmuCheck) {
+    if let Some(why) = got.failure(spec.dtype) {
+        panic!("{} {what}: {why}", spec.slug());
+    }
+    assert!(got.o_error.is_finite() && got.state_error.is_finite());
+    assert_eq!(
+        got.unwritten_shared_reads,
+        0,
+        "{} {what}: unwritten shared reads",
+        spec.slug()
+    );
+    println!(
+        "{} {what}: o error {:.2e}, state error {:.2e}",
+        spec.slug(),
+        got.o_error,
+        got.state_error
+    );
+}
+
+/// (K, V, C, dtype, gammas) of the sampled chunkwise specs; the last two are long chunks
+/// (the blocked FMA path).
+const CHUNKWISE: [(u32, u32, u32, Dtype, GammaSet); 8] = [
+    (16, 24, 32, Dtype::F32, RUNTIME),
+    (60, 100, 64, Dtype::F32, NAMED),
+    (200, 8, 32, Dtype::F32, RUNTIME),
+    (24, 60, 64, Dtype::Bf16, RUNTIME),
+    (100, 16, 32, Dtype::F16, NAMED),
+    (13, 7, 32, Dtype::F16, RUNTIME),
+    (100, 200, 128, Dtype::F32, RUNTIME),
+    (8, 60, 256, Dtype::Bf16, RUNTIME),
+];
+
+#[test]
+fn chunkwise_serves_any_head_dims() {
+    for (i, &(k, v, c, dtype, gammas)) in CHUNKWISE.iter().enumerate() {
+        let spec = KernelSpec::chunkwise(k, v, c, gammas, dtype, Arch::Sm80);
+        let expected_path = if c > 64 {
+            KernelPath::FmaBlocked { block_rows: 64 }
+        } else {
+            KernelPath::Fma
+        };
+        assert_eq!(path(&spec), expected_path, "{}", spec.slug());
+        let m = module(&spec);
+        let c = c as usize;
+        // Two rows over a full and a partial chunk with H0; one row of T < C without.
+        let long = c > 64;
+        let sizes: &[(usize, usize, usize)] = if long {
+            &[(1, 2, 0)]
+        } else {
+            &[(2, 3, 0), (1, 3, 1)]
+        };
+        for (j, &(b, h, which)) in sizes.iter().enumerate() {
+            let t = if which == 0 { c + 5 } else { c / 2 + 3 };
+            let got = chunkwise::check_on(&spec, &m, (b, h, t), 700 + 10 * i as u64 + j as u64)
+                .unwrap_or_else(|e| panic!("{} T={t}: {e}", spec.slug()));
+            verdict(&spec, &format!("B={b} T={t}"), &got);
+        }
+    }
+}
+
+#[test]
+fn chunkwise_varlen_serves_any_head_dims() {
+    for (i, &(k, v, c, dtype)) in [(60, 24, 32, Dtype::F32), (100, 60, 64, Dtype::Bf16)]
+        .iter()
+        .enumerate()
+    {
+        let spec = KernelSpec::chunkwise_varlen(k, v, c, RUNTIME, dtype, Arch::Sm80);
+        let m = module(&spec);
+        let c = c as usize;
+        let got = varlen::check_batch(&spec, &m, &[c / 2 + 3, 0, c + 5], true, 800 + i as u64)
+            .unwrap_or_else(|e| panic!("{}: {e}", spec.slug()));
+        verdict(&spec, "varlen", &got);
+    }
+}
+
+#[test]
+fn parallel_serves_any_head_dims() {
+    let specs = [
+        (8, 24, 32, Dtype::F32, RUNTIME),
+        (60, 100, 64, Dtype::Bf16, RUNTIME),
+        (100, 16, 32, Dtype::F16, NAMED),
+        (200, 200, 32, Dtype::F32, NAMED),
+        (13, 7, 32, Dtype::F32, RUNTIME),
+    ];
+    for (i, &(k, v, b, dtype, gammas)) in specs.iter().enumerate() {
+        let spec = KernelSpec::parallel(k, v, b, gammas, dtype, Arch::Sm80);
+        assert_eq!(path(&spec), KernelPath::Fma, "{}", spec.slug());
+        let m = module(&spec);
+        let b = b as usize;
+        for (j, size) in [(2, 3, 2 * b + 5), (1, 3, b / 2 + 3)]
+            .into_iter()
+            .enumerate()
+        {
+            let got = parallel::check_on(&spec, &m, size, 900 + 10 * i as u64 + j as u64)
+                .unwrap_or_else(|e| panic!("{} {size:?}: {e}", spec.slug()));
+            verdict(&spec, &format!("{size:?}"), &got);
+        }
+    }
+}
+
+#[test]
+fn head_dims_outside_the_served_range_are_refused_by_name() {
+    let refused = |spec: KernelSpec, field: &str| match spec.validate() {
+        Err(GenError::UnsupportedSpec { what: f, .. }) => {
+            assert_eq!(f, field, "{}", spec.slug());
+        }
+        other => panic!("{}: expected UnsupportedSpec, got {other:?}", spec.slug()),
+    };
+    let a = Arch::Sm80;
+    for op_spec in [
+        KernelSpec::chunkwise(0, 64, 64, RUNTIME, Dtype::F32, a),
+        KernelSpec::chunkwise(257, 64, 64, RUNTIME, Dtype::Bf16, a),
+        KernelSpec::parallel(0, 64, 64, RUNTIME, Dtype::F32, a),
+        KernelSpec::parallel(300, 64, 64, RUNTIME, Dtype::F16, a),
+    ] {
+        refused(op_spec, "head dim K");
+    }
+    for op_spec in [
+        KernelSpec::chunkwise(64, 513, 64, RUNTIME, Dtype::F32, a),
+        KernelSpec::chunkwise_varlen(64, 0, 64, RUNTIME, Dtype::F32, a),
+        KernelSpec::parallel(64, 1024, 32, RUNTIME, Dtype::Bf16, a),
+    ] {
+        refused(op_spec, "head dim V");
+    }
+    // The two-phase forward keeps the catalog dims; other dims run one pass.
+    for op_spec in [
+        KernelSpec::chunk_states(60, 100, 64, RUNTIME, Dtype::F32, a),
+        KernelSpec::chunkwise_segmented(64, 24, 32, RUNTIME, Dtype::Bf16, a),
+    ] {
+        refused(op_spec, "head dims");
+    }
+    // ... while the catalog dims still serve both phases.
+    let states = KernelSpec::chunk_states(64, 64, 64, RUNTIME, Dtype::F32, a);
+    assert_eq!(states.op, KernelOp::ChunkStates);
+    states.validate().unwrap();
+}
