@@ -56,29 +56,47 @@ fn verdict(spec: &KernelSpec, what: &str, got: &retention_runtime::catalog_check
     );
 }
 
-/// (K, V, C, dtype, gammas) of the sampled chunkwise specs; the last two are long chunks
-/// (the blocked FMA path).
-const CHUNKWISE: [(u32, u32, u32, Dtype, GammaSet); 8] = [
-    (16, 24, 32, Dtype::F32, RUNTIME),
-    (60, 100, 64, Dtype::F32, NAMED),
-    (200, 8, 32, Dtype::F32, RUNTIME),
-    (24, 60, 64, Dtype::Bf16, RUNTIME),
-    (100, 16, 32, Dtype::F16, NAMED),
-    (13, 7, 32, Dtype::F16, RUNTIME),
-    (100, 200, 128, Dtype::F32, RUNTIME),
-    (8, 60, 256, Dtype::Bf16, RUNTIME),
+/// Which path a sampled spec must take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Fma,
+    Blocked,
+    Tc,
+    Streamed,
+}
+
+fn kind(path: KernelPath) -> Want {
+    match path {
+        KernelPath::Fma => Want::Fma,
+        KernelPath::FmaBlocked { .. } => Want::Blocked,
+        KernelPath::TensorCores => Want::Tc,
+        KernelPath::TensorCoresStreamed { .. } => Want::Streamed,
+        other @ KernelPath::Vector => panic!("unexpected chunk path {other:?}"),
+    }
+}
+
+/// (K, V, C, dtype, gammas, path) of the sampled chunkwise specs: every path with C in
+/// {32, 64} and one long chunk each (blocked FMA, whole-chunk and streamed tensor cores);
+/// odd 16-bit dims take the FMA path.
+const CHUNKWISE: [(u32, u32, u32, Dtype, GammaSet, Want); 11] = [
+    (16, 24, 32, Dtype::F32, RUNTIME, Want::Fma),
+    (60, 100, 64, Dtype::F32, NAMED, Want::Fma),
+    (200, 8, 32, Dtype::F32, RUNTIME, Want::Fma),
+    (100, 200, 128, Dtype::F32, RUNTIME, Want::Blocked),
+    (24, 60, 64, Dtype::Bf16, RUNTIME, Want::Tc),
+    (100, 16, 32, Dtype::F16, NAMED, Want::Tc),
+    (200, 100, 64, Dtype::Bf16, RUNTIME, Want::Tc),
+    (8, 200, 32, Dtype::F16, RUNTIME, Want::Tc),
+    (8, 60, 256, Dtype::Bf16, RUNTIME, Want::Tc),
+    (100, 24, 256, Dtype::F16, RUNTIME, Want::Streamed),
+    (13, 7, 32, Dtype::F16, RUNTIME, Want::Fma),
 ];
 
 #[test]
 fn chunkwise_serves_any_head_dims() {
-    for (i, &(k, v, c, dtype, gammas)) in CHUNKWISE.iter().enumerate() {
+    for (i, &(k, v, c, dtype, gammas, want)) in CHUNKWISE.iter().enumerate() {
         let spec = KernelSpec::chunkwise(k, v, c, gammas, dtype, Arch::Sm80);
-        let expected_path = if c > 64 {
-            KernelPath::FmaBlocked { block_rows: 64 }
-        } else {
-            KernelPath::Fma
-        };
-        assert_eq!(path(&spec), expected_path, "{}", spec.slug());
+        assert_eq!(kind(path(&spec)), want, "{}", spec.slug());
         let m = module(&spec);
         let c = c as usize;
         // Two rows over a full and a partial chunk with H0; one row of T < C without.

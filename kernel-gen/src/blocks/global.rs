@@ -61,7 +61,7 @@ fn zeros_then(kb: &mut KernelBuilder, n: usize) -> Vec<Reg> {
 }
 
 /// The valid columns of a row: `dim` where `inside` (a predicate) holds, else 0 — the limit
-/// [`load4_f32_masked`] and [`store4_from_f32_masked`] take for a row that may lie past a
+/// [`load4_f32_masked`] and [`store_from_f32_masked`] take for a row that may lie past a
 /// tensor's end (a partial chunk's rows, a padded tile's rows).
 pub fn row_limit(kb: &mut KernelBuilder, inside: Reg, dim: u32) -> Reg {
     let full = kb.mov(Ty::U32, dim);
@@ -82,13 +82,32 @@ pub fn load4_f32_masked(
     limit: impl Into<Operand>,
     dim: u32,
 ) -> Vec<Reg> {
+    load_f32_masked(kb, (dtype, 4), addr, col, limit, dim)
+}
+
+/// [`load4_f32_masked`] for `n` (2 or 4) consecutive elements: one guarded vector access
+/// when `dim` is a multiple of `n`, else guarded scalar accesses.
+pub fn load_f32_masked(
+    kb: &mut KernelBuilder,
+    (dtype, n): (Dtype, usize),
+    addr: Address,
+    col: Reg,
+    limit: impl Into<Operand>,
+    dim: u32,
+) -> Vec<Reg> {
     let limit = limit.into();
-    let out = zeros_then(kb, 4);
-    if dim.is_multiple_of(4) {
+    let out = zeros_then(kb, n);
+    if dim.is_multiple_of(n as u32) {
         let ok = kb.setp(Cmp::Lt, col, limit);
         kb.guarded(ok, false, |kb| {
-            let xs = load4_f32(kb, dtype, addr);
-            for (&o, x) in out.iter().zip(xs) {
+            let ty = elem_ty(dtype);
+            let raw = kb.ld_vec(Space::Global, ty, n, addr);
+            for (&o, x) in out.iter().zip(raw) {
+                let x = if ty == Ty::F32 {
+                    x
+                } else {
+                    kb.cvt(Ty::F32, x, None)
+                };
                 kb.assign(o, x);
             }
         });
@@ -116,10 +135,11 @@ pub fn load4_f32_masked(
     out
 }
 
-/// Round four f32 to `dtype` and store them at columns `col..col+4` of a global row whose
-/// first `limit` columns exist; stores of missing columns are skipped. Vector or scalar
-/// accesses by `dim` as [`load4_f32_masked`].
-pub fn store4_from_f32_masked(
+/// Round f32 values (2 or 4) to `dtype` and store them at columns `col..` of a global row
+/// whose first `limit` columns exist; stores of missing columns are skipped. One vector
+/// access when `dim` is a multiple of their count, else scalar accesses (as
+/// [`load_f32_masked`]).
+pub fn store_from_f32_masked(
     kb: &mut KernelBuilder,
     dtype: Dtype,
     addr: Address,
@@ -129,9 +149,19 @@ pub fn store4_from_f32_masked(
     dim: u32,
 ) {
     let limit = limit.into();
-    if dim.is_multiple_of(4) {
+    if dim.is_multiple_of(xs.len() as u32) {
         let ok = kb.setp(Cmp::Lt, col, limit);
-        kb.guarded(ok, false, |kb| store4_from_f32(kb, dtype, addr, xs));
+        kb.guarded(ok, false, |kb| {
+            let ty = elem_ty(dtype);
+            let vals: Vec<Operand> = if ty == Ty::F32 {
+                xs.iter().map(|&x| x.into()).collect()
+            } else {
+                xs.iter()
+                    .map(|&x| kb.cvt(ty, x, Some(Rounding::Rn)).into())
+                    .collect()
+            };
+            kb.st_vec(Space::Global, ty, addr, &vals);
+        });
     } else {
         let ty = elem_ty(dtype);
         let es = i64::from(dtype.size_bytes() as u32);

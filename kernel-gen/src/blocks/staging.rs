@@ -6,7 +6,7 @@ use retention_core::Dtype;
 
 use super::global::{GlobalRows, load4_f32, load4_f32_masked, row_limit};
 use crate::dsl::tiles::SharedTile16;
-use crate::dsl::{Address, Cmp, CpAsyncCache, KernelBuilder, Reg, Ty};
+use crate::dsl::{Address, Cmp, CpAsyncCache, KernelBuilder, Operand, Reg, Space, Ty};
 
 /// Per-thread staging of one `[C][D]` operand from global memory: thread t moves the four
 /// elements `4·(t mod D/4)..` of rows `t div (D/4) + j·rows_per_round`.
@@ -121,6 +121,41 @@ impl Stager {
     }
 }
 
+/// The real columns of a 16-bit tile padded past a tensor's rows: `limit` (a `.u32`
+/// register) columns exist from the tile's first column on, in rows of `dim` elements.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnTail {
+    /// Columns of the tile that exist in the tensor (0 when the tile starts past them).
+    pub limit: Reg,
+    /// The tensor's row length in elements.
+    pub dim: u32,
+}
+
+impl ColumnTail {
+    /// The tail of a tile whose first column is tensor column `col0` (`None`: 0).
+    pub fn new(kb: &mut KernelBuilder, col0: Option<Reg>, dim: u32) -> Self {
+        let limit = match col0 {
+            Some(c0) => {
+                let c = kb.min(c0, dim);
+                kb.sub(dim, c)
+            }
+            None => kb.mov(Ty::U32, dim),
+        };
+        ColumnTail { limit, dim }
+    }
+
+    /// Bytes one access moves: the widest of 16, 8, 4 dividing a row's bytes, so every
+    /// access is aligned and lies wholly inside or outside the row (even `dim` only: an odd
+    /// 16-bit row is 2-byte aligned, below `cp.async`'s smallest copy).
+    pub fn piece_bytes(&self) -> u32 {
+        let row = self.dim * 2;
+        [16, 8, 4]
+            .into_iter()
+            .find(|&p| row.is_multiple_of(p))
+            .unwrap_or(4)
+    }
+}
+
 /// Copy a `[C][cols]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
 /// rows at or past `len` are zero-filled (their source is row 0, read for 0 bytes).
 pub fn stage_tile(
@@ -130,6 +165,23 @@ pub fn stage_tile(
     t: Reg,
     threads: u32,
     rows: &GlobalRows,
+) {
+    stage_tile_masked(kb, tile, base, t, threads, rows, None);
+}
+
+/// [`stage_tile`] into a tile padded past the tensor's rows (`tail`): each 16-byte chunk of
+/// the tile is copied in [`ColumnTail::piece_bytes`] pieces (`cp.async.cg` 16, else
+/// `cp.async.ca` 8 or 4), and pieces past the row, like rows past `len`, read 0 bytes from
+/// the row's start and are zero-filled (PTX ISA: src-size below cp-size fills the rest of
+/// the destination with zeros).
+pub fn stage_tile_masked(
+    kb: &mut KernelBuilder,
+    tile: SharedTile16,
+    base: Reg,
+    t: Reg,
+    threads: u32,
+    rows: &GlobalRows,
+    tail: Option<ColumnTail>,
 ) {
     let GlobalRows {
         src,
@@ -145,7 +197,40 @@ pub fn stage_tile(
     let ch_bytes = kb.mul_wide(ch, 16u32);
     let src_ch = kb.add(src, ch_bytes);
     let pieces = tile.rows * per_row;
+    let ch8 = tail.map(|_| kb.shl(ch, 3u32));
     let copy_row = |kb: &mut KernelBuilder, row: Reg| {
+        if let (Some(tail), Some(ch8)) = (tail, ch8) {
+            let valid = kb.setp(Cmp::Lt, row, len);
+            let limit = kb.selp(tail.limit, 0u32, valid);
+            let src_row = kb.selp(row, 0u32, valid);
+            let tok = kb.add(tok_c, src_row);
+            let th = kb.mad_lo(tok, heads, h);
+            let row_at = kb.mad_wide(th, row_bytes, src);
+            let dst = tile.chunk_addr(kb, base, row, ch);
+            let piece = tail.piece_bytes();
+            let cache = if piece == 16 {
+                CpAsyncCache::Cg
+            } else {
+                CpAsyncCache::Ca
+            };
+            for e in 0..16 / piece {
+                let col = kb.add(ch8, e * piece / 2);
+                let ok = kb.setp(Cmp::Lt, col, limit);
+                let full = kb.mov(Ty::U32, piece);
+                let bytes = kb.selp(full, 0u32, ok);
+                let src_col = kb.selp(col, 0u32, ok);
+                let col_bytes = kb.mul_wide(src_col, 2u32);
+                let at = kb.add(row_at, col_bytes);
+                kb.cp_async(
+                    cache,
+                    piece,
+                    Address::reg(dst, i64::from(e * piece)),
+                    Address::reg(at, 0),
+                    Some(bytes.into()),
+                );
+            }
+            return;
+        }
         let valid = kb.setp(Cmp::Lt, row, len);
         let src_row = kb.selp(row, 0u32, valid);
         let sixteen = kb.mov(Ty::U32, 16u32);
@@ -172,5 +257,39 @@ pub fn stage_tile(
         let row = kb.add(row0, pieces / threads * threads / per_row);
         let inside = kb.setp(Cmp::Lt, row, tile.rows);
         kb.guarded(inside, false, |kb| copy_row(kb, row));
+    }
+}
+
+/// Copy one 16-byte chunk of a 16-bit shared tile (at `src`) to global memory (at `dst`)
+/// where the predicate `inside` holds. With `tail` (the chunk's first tile column and the
+/// tile's [`ColumnTail`]) the chunk moves in [`ColumnTail::piece_bytes`] pieces and pieces
+/// past the row are skipped.
+pub fn copy_chunk_out(
+    kb: &mut KernelBuilder,
+    src: Reg,
+    dst: Reg,
+    inside: Reg,
+    tail: Option<(Reg, ColumnTail)>,
+) {
+    let Some((col0, tail)) = tail else {
+        kb.guarded(inside, false, |kb| {
+            let x = kb.ld_vec(Space::Shared, Ty::U32, 4, Address::reg(src, 0));
+            let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+            kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, 0), &x);
+        });
+        return;
+    };
+    let limit = kb.selp(tail.limit, 0u32, inside);
+    let piece = tail.piece_bytes();
+    let words = (piece / 4) as usize;
+    for e in 0..16 / piece {
+        let col = kb.add(col0, e * piece / 2);
+        let ok = kb.setp(Cmp::Lt, col, limit);
+        let off = i64::from(e * piece);
+        kb.guarded(ok, false, |kb| {
+            let x = kb.ld_vec(Space::Shared, Ty::U32, words, Address::reg(src, off));
+            let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+            kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, off), &x);
+        });
     }
 }

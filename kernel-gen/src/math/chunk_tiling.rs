@@ -37,6 +37,14 @@ pub const fn padded_dim(d: u32) -> u32 {
     if p < 64 { 64 } else { p }
 }
 
+/// Whether the tensor-core paths serve `spec`'s head dims: the catalog's, or any even K and
+/// V on padded tiles (their rows are 4-byte aligned in 16 bits, so `cp.async` copies 16, 8
+/// or 4 bytes at a time, [`crate::blocks::staging::ColumnTail`]; odd dims, whose 16-bit rows
+/// are only 2-byte aligned, take the FMA path).
+pub fn tc_dims(spec: &KernelSpec) -> bool {
+    exact_dims(spec) || spec.k.is_multiple_of(2) && spec.v.is_multiple_of(2)
+}
+
 /// `spec` with K and V replaced by their tile widths ([`padded_dim`]): what every tiling
 /// decision is made on. Global addressing keeps the real dims (row strides, state
 /// `[N,H,K,V]`).
@@ -173,7 +181,7 @@ pub fn fma_tiling(spec: &KernelSpec) -> (u32, u32) {
 /// ([`streamed_plan`], [`super::chunkwise_tc_streamed`]).
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
     spec.dtype != Dtype::F32
-        && exact_dims(spec)
+        && tc_dims(spec)
         && spec.k <= 256
         && spec.chunk.is_some()
         && (stages_whole_chunks(spec) || streamed_plan(spec).is_some())
@@ -183,6 +191,7 @@ pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
 /// K = 64 (with K = 128 ptxas needs more than 255 registers; K = 256 does not fit), and only
 /// where the tiles fit the arch's shared memory (sm_80 leaves C = 128 with K = 256 out).
 fn stages_whole_chunks(spec: &KernelSpec) -> bool {
+    let spec = &tile_spec(spec);
     let Some(c) = spec.chunk else {
         return false;
     };
@@ -195,13 +204,14 @@ fn stages_whole_chunks(spec: &KernelSpec) -> bool {
 pub fn streamed_plan(spec: &KernelSpec) -> Option<StreamedPlan> {
     let c = spec.chunk?;
     if spec.dtype == Dtype::F32
-        || !exact_dims(spec)
+        || !tc_dims(spec)
         || spec.k > 256
         || c < 128
         || stages_whole_chunks(spec)
     {
         return None;
     }
+    let spec = &tile_spec(spec);
     StreamedPlan::new(
         spec.k,
         tc_value_slice(spec),

@@ -24,7 +24,7 @@ use crate::blocks::fma::{
     store_piece, zero_acc,
 };
 use crate::blocks::global::{
-    load4_f32_masked, row_limit, state_row_limit, store4_from_f32, store4_from_f32_masked,
+    load4_f32_masked, row_limit, state_row_limit, store_from_f32_masked, store4_from_f32,
 };
 use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
@@ -396,7 +396,7 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
                         // Rows past L and columns past V are not stored (one guard each).
                         let limit = row_limit(kb, inside, vg);
                         let at = Address::reg(at, 0);
-                        store4_from_f32_masked(kb, spec.dtype, at, &row, o_col, limit, vg);
+                        store_from_f32_masked(kb, spec.dtype, at, &row, o_col, limit, vg);
                     } else {
                         kb.guarded(inside, false, |kb| {
                             store4_from_f32(kb, spec.dtype, Address::reg(at, 0), &row);
@@ -463,7 +463,7 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
         let at = Address::reg(ht_bh, i64::from(r) * global_round);
         if tail {
             let limit = state_row_limit(&mut kb, state_row, r * state_rows_per_round, (kg, vg));
-            store4_from_f32_masked(&mut kb, Dtype::F32, at, &x, g_col, limit, vg);
+            store_from_f32_masked(&mut kb, Dtype::F32, at, &x, g_col, limit, vg);
         } else {
             let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
             kb.st_vec(Space::Global, Ty::F32, at, &x);

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::GenError;
 use crate::blocks::fma::{accumulate_shared, for_each_piece, load_piece, store_piece, zero_acc};
-use crate::blocks::global::{row_limit, store4_from_f32, store4_from_f32_masked};
+use crate::blocks::global::{row_limit, store_from_f32_masked, store4_from_f32};
 use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
@@ -329,7 +329,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                     // Rows past L and columns past V are not stored (one guard each).
                     let limit = row_limit(kb, inside, vg);
                     let at = Address::reg(at, 0);
-                    store4_from_f32_masked(kb, spec.dtype, at, row, col, limit, vg);
+                    store_from_f32_masked(kb, spec.dtype, at, row, col, limit, vg);
                 } else {
                     kb.guarded(inside, false, |kb| {
                         store4_from_f32(kb, spec.dtype, Address::reg(at, 0), row);
