@@ -133,15 +133,17 @@ fn chunkwise_varlen_serves_any_head_dims() {
 #[test]
 fn parallel_serves_any_head_dims() {
     let specs = [
-        (8, 24, 32, Dtype::F32, RUNTIME),
-        (60, 100, 64, Dtype::Bf16, RUNTIME),
-        (100, 16, 32, Dtype::F16, NAMED),
-        (200, 200, 32, Dtype::F32, NAMED),
-        (13, 7, 32, Dtype::F32, RUNTIME),
+        (8, 24, 32, Dtype::F32, RUNTIME, Want::Fma),
+        (200, 200, 32, Dtype::F32, NAMED, Want::Fma),
+        (13, 7, 32, Dtype::F32, RUNTIME, Want::Fma),
+        (60, 100, 64, Dtype::Bf16, RUNTIME, Want::Tc),
+        (100, 16, 32, Dtype::F16, NAMED, Want::Tc),
+        (24, 200, 32, Dtype::Bf16, RUNTIME, Want::Tc),
+        (13, 7, 32, Dtype::F16, RUNTIME, Want::Fma),
     ];
-    for (i, &(k, v, b, dtype, gammas)) in specs.iter().enumerate() {
+    for (i, &(k, v, b, dtype, gammas, want)) in specs.iter().enumerate() {
         let spec = KernelSpec::parallel(k, v, b, gammas, dtype, Arch::Sm80);
-        assert_eq!(path(&spec), KernelPath::Fma, "{}", spec.slug());
+        assert_eq!(kind(path(&spec)), want, "{}", spec.slug());
         let m = module(&spec);
         let b = b as usize;
         for (j, size) in [(2, 3, 2 * b + 5), (1, 3, b / 2 + 3)]

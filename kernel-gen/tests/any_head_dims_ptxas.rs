@@ -31,6 +31,8 @@ fn sample() -> Vec<KernelSpec> {
             KernelSpec::parallel(60, 100, 64, named, Dtype::Bf16, arch),
             KernelSpec::parallel(200, 200, 32, rt, Dtype::F32, arch),
             KernelSpec::parallel(13, 7, 32, rt, Dtype::F16, arch),
+            KernelSpec::parallel(24, 200, 32, rt, Dtype::Bf16, arch),
+            KernelSpec::parallel(200, 60, 64, rt, Dtype::F16, arch),
         ]);
     }
     specs

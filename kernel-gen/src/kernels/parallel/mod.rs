@@ -50,7 +50,7 @@ mod tc;
 use crate::blocks::decay::{self, select_log2_gamma};
 use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
 use crate::error::unsupported;
-use crate::math::chunk_tiling::{MAX_K, MAX_V, exact_dims, tile_spec};
+use crate::math::chunk_tiling::{MAX_K, MAX_V, tc_dims, tile_spec};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{GenError, LaunchGeometry};
@@ -137,10 +137,11 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
     Ok(())
 }
 
-/// Whether `spec` runs on tensor cores (f16/bf16 at catalog dims) rather than the FMA path
-/// (f32, and 16-bit inputs at other head dims, staged as f32 with masked tails).
+/// Whether `spec` runs on tensor cores (f16/bf16 at catalog dims or any even K, V on padded
+/// tiles, [`tc_dims`]) rather than the FMA path (f32, and 16-bit inputs at odd head dims,
+/// staged as f32 with masked tails).
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
-    spec.dtype != retention_core::Dtype::F32 && exact_dims(spec)
+    spec.dtype != retention_core::Dtype::F32 && tc_dims(spec)
 }
 
 /// Columns of V one CTA serves: at most 128 on tensor cores (the f32 O tile lives in
