@@ -9,13 +9,15 @@
 //! A fixed sample, not a sweep: K, V ∈ {8, 16, 24, 60, 100, 200} plus one odd pair (scalar
 //! tail accesses), every dtype, C ∈ {32, 64} and one long chunk per chunkwise path (the
 //! blocked FMA path), runtime γ and a named γ set, T not a multiple of C, with and without H0,
-//! dense and varlen. The dims the two-phase forward does not serve are refused with a typed
-//! error.
+//! dense, varlen and two-phase. Dims past K = 256 or V = 512 (or 0) are refused with a typed
+//! error naming the axis.
 
 use kernel_gen::emu::Module;
 use kernel_gen::plan::KernelPath;
 use kernel_gen::{Arch, GammaSet, GenError, KernelOp, KernelSpec, LaunchSize, emit_ptx, plan};
 use retention_core::Dtype;
+use retention_runtime::catalog_check::io::unwritten_shared_reads;
+use retention_runtime::catalog_check::two_phase::{TwoPhaseCase, check_case};
 use retention_runtime::catalog_check::{chunkwise, parallel, varlen};
 
 const RUNTIME: GammaSet = GammaSet::Runtime;
@@ -181,15 +183,49 @@ fn head_dims_outside_the_served_range_are_refused_by_name() {
     ] {
         refused(op_spec, "head dim V");
     }
-    // The two-phase forward keeps the catalog dims; other dims run one pass.
     for op_spec in [
-        KernelSpec::chunk_states(60, 100, 64, RUNTIME, Dtype::F32, a),
-        KernelSpec::chunkwise_segmented(64, 24, 32, RUNTIME, Dtype::Bf16, a),
+        KernelSpec::chunk_states(257, 100, 64, RUNTIME, Dtype::F32, a),
+        KernelSpec::chunkwise_segmented(0, 24, 32, RUNTIME, Dtype::Bf16, a),
     ] {
-        refused(op_spec, "head dims");
+        refused(op_spec, "head dim K");
     }
-    // ... while the catalog dims still serve both phases.
-    let states = KernelSpec::chunk_states(64, 64, 64, RUNTIME, Dtype::F32, a);
-    assert_eq!(states.op, KernelOp::ChunkStates);
-    states.validate().unwrap();
+}
+
+/// The two-phase forward (phase 1 `chunk_states` into a workspace of padded states, phase 2
+/// `chunkwise_segmented` folding them) at head dims outside the catalog: FMA (f32, and odd
+/// 16-bit dims) and tensor cores, several segments ending in a partial chunk, with H0.
+#[test]
+fn two_phase_serves_any_head_dims() {
+    let pairs = [
+        (60, 24, 32, Dtype::F32, RUNTIME, Want::Fma),
+        (100, 200, 64, Dtype::Bf16, RUNTIME, Want::Tc),
+        (24, 60, 32, Dtype::F16, NAMED, Want::Tc),
+        (13, 7, 32, Dtype::Bf16, RUNTIME, Want::Fma),
+    ];
+    for (i, &(k, v, c, dtype, gammas, want)) in pairs.iter().enumerate() {
+        let states = KernelSpec::chunk_states(k, v, c, gammas, dtype, Arch::Sm80);
+        let segmented = KernelSpec::chunkwise_segmented(k, v, c, gammas, dtype, Arch::Sm80);
+        assert_eq!(states.op, KernelOp::ChunkStates);
+        assert_eq!(kind(path(&segmented)), want, "{}", segmented.slug());
+        let (m1, m2) = (module(&states), module(&segmented));
+        let c = c as usize;
+        let case = TwoPhaseCase {
+            batch: 2,
+            heads: 2,
+            t: 4 * c + 5,
+            segment_len: 2 * c,
+            with_h0: true,
+            want_ht: true,
+        };
+        let (got, phase1) = check_case((&states, &m1), (&segmented, &m2), case, 600 + i as u64)
+            .unwrap_or_else(|e| panic!("{}: {e}", segmented.slug()));
+        let phase1 = phase1.unwrap_or_else(|| panic!("{}: phase 1 never ran", states.slug()));
+        assert_eq!(
+            unwritten_shared_reads(&phase1),
+            0,
+            "{}: phase 1 read unwritten shared memory",
+            states.slug()
+        );
+        verdict(&segmented, "two-phase", &got);
+    }
 }

@@ -1,7 +1,7 @@
 //! Kernels for head dims outside the catalog (padded tiles with masked tails) assemble for
 //! sm_80 and sm_90 with zero errors and zero spills, on a sample of the chunkwise (whole-chunk
-//! and blocked FMA, whole-chunk and streamed tensor cores, dense and varlen) and parallel
-//! specs: K, V from {8, 16, 24, 60, 100, 200}
+//! and blocked FMA, whole-chunk and streamed tensor cores, dense, varlen and both two-phase
+//! phases) and parallel specs: K, V from {8, 16, 24, 60, 100, 200}
 //! and one odd pair (scalar tail accesses), every dtype. Skips with a notice when ptxas is not
 //! found (`RETENTION_PTXAS` or `PATH`; `scripts/install-ptxas.sh` installs it).
 
@@ -27,6 +27,12 @@ fn sample() -> Vec<KernelSpec> {
             KernelSpec::chunkwise(60, 100, 128, rt, Dtype::Bf16, arch),
             KernelSpec::chunkwise_varlen(100, 60, 64, rt, Dtype::Bf16, arch),
             KernelSpec::chunkwise_varlen(60, 24, 32, rt, Dtype::F32, arch),
+            KernelSpec::chunk_states(60, 24, 32, rt, Dtype::F32, arch),
+            KernelSpec::chunkwise_segmented(60, 24, 32, rt, Dtype::F32, arch),
+            KernelSpec::chunk_states(100, 200, 64, rt, Dtype::Bf16, arch),
+            KernelSpec::chunkwise_segmented(100, 200, 64, rt, Dtype::Bf16, arch),
+            KernelSpec::chunk_states(13, 7, 32, rt, Dtype::F16, arch),
+            KernelSpec::chunkwise_segmented(13, 7, 32, rt, Dtype::F16, arch),
             KernelSpec::parallel(8, 24, 32, rt, Dtype::F32, arch),
             KernelSpec::parallel(60, 100, 64, named, Dtype::Bf16, arch),
             KernelSpec::parallel(200, 200, 32, rt, Dtype::F32, arch),

@@ -352,20 +352,7 @@ impl StreamedPlan {
 /// # Errors
 /// [`GenError::UnsupportedSpec`] naming the first field outside the tiling.
 pub fn check_shape(spec: &KernelSpec) -> Result<(), GenError> {
-    if !(1..=MAX_K).contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            "chunkwise serves 1 <= K <= 256",
-        ));
-    }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            "chunkwise serves 1 <= V <= 512",
-        ));
-    }
+    check_dims(spec)?;
     let Some(c) = spec.chunk else {
         return Err(unsupported(
             "chunk",
@@ -406,6 +393,28 @@ pub fn check_shape(spec: &KernelSpec) -> Result<(), GenError> {
                 spec.arch,
                 spec.arch.max_dynamic_shared()
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// Check that K and V are head dims the chunk tiling serves: 1..=[`MAX_K`], 1..=[`MAX_V`].
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] naming `head dim K` or `head dim V`.
+pub fn check_dims(spec: &KernelSpec) -> Result<(), GenError> {
+    if !(1..=MAX_K).contains(&spec.k) {
+        return Err(unsupported(
+            "head dim K",
+            spec.k,
+            "chunkwise serves 1 <= K <= 256",
+        ));
+    }
+    if !(1..=MAX_V).contains(&spec.v) {
+        return Err(unsupported(
+            "head dim V",
+            spec.v,
+            "chunkwise serves 1 <= V <= 512",
         ));
     }
     Ok(())

@@ -156,7 +156,14 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     }
     kb.place(state_ready);
     if let Some(seg) = &segment {
-        seg.fold_into_shared(&mut kb, spec, log2_gamma, bh, g_elem_bytes, my_state);
+        // The workspace holds padded states: the thread's offset in a [kd][vd] tile.
+        let ws_elem_bytes = if tail {
+            let e = kb.mad_lo(state_row, tile.v, g_col);
+            kb.mul_wide(e, 4u32)
+        } else {
+            g_elem_bytes
+        };
+        seg.fold_into_shared(&mut kb, spec, log2_gamma, bh, ws_elem_bytes, my_state);
     }
     kb.bar_sync(0);
 

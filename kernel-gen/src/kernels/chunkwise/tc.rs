@@ -378,11 +378,19 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     }
     kb.place(no_h0);
     if let Some(seg) = &segment {
+        // The workspace holds padded states: offsets in a [kd][vd] tile.
+        let (ws_elem_bytes, ws_slice_bytes) = if tail {
+            let e = kb.mad_lo(my_row, vd, my_col);
+            let at = kb.mul_wide(e, 4u32);
+            (at, 16 * w_count * vd * 4)
+        } else {
+            (my_elem_bytes, 16 * w_count * vg * 4)
+        };
         for (j, racc) in raccs.iter().enumerate() {
             let at = if j == 0 {
-                my_elem_bytes
+                ws_elem_bytes
             } else {
-                kb.add(my_elem_bytes, slice_bytes(j).cast_unsigned())
+                kb.add(ws_elem_bytes, u64::from(ws_slice_bytes * j as u32))
             };
             seg.fold_into_acc(&mut kb, spec, log2_gamma, bh, at, racc);
         }
