@@ -37,7 +37,11 @@
 //! any Z ≥ 1 is correct; [`launch_geometry_for_len`] gives Z = n (one query tile per CTA,
 //! capped at the grid limit), [`launch_geometry`] (which does not know T) gives Z = 1.
 //!
-//! Two paths share this table: f16/bf16 on tensor cores ([`parallel_tc`]: B/16 warps, each
+//! Head dims: any 1 ≤ K ≤ 256, 1 ≤ V ≤ 512; dims outside the catalog run on padded tiles
+//! with masked tails exactly as the chunkwise family's module docs describe (V below is the
+//! padded V; global rows keep the real dims).
+//!
+//! Two paths share this table: f16/bf16 on tensor cores (odd head dims: the FMA path) ([`parallel_tc`]: B/16 warps, each
 //! owning 16 query rows, `mma` m16n8k16 with f32 accumulators, `cp.async` + `ldmatrix` on
 //! swizzled tiles, value slices of at most 128 columns so O stays in registers), f32 on the
 //! FMA units ([`parallel_fma`]: 256 threads, f32 tiles in shared memory, value slices halved

@@ -17,10 +17,16 @@
 //!
 //! Phase 2 takes the chunkwise parameter table (see [`super::chunkwise`]) with two more
 //! before the runtime-γ pair: `p_states` (`.u64`, the workspace phase 1 wrote, f32
-//! `[B, H, S−1, K, V]`) and `p_segment_len` (`.u32`, L). Its grid is `(B, H, S·slices)`
+//! `[B, H, S−1, K, V]`; K, V padded for dims outside the catalog — see below) and
+//! `p_segment_len` (`.u32`, L). Its grid is `(B, H, S·slices)`
 //! with `ctaid.z = s·slices + slice` (slices = V / [`crate::math::chunk_tiling::value_slice`], 1 on
 //! tensor cores). [`two_phase_plan`] sizes both launches and the workspace;
 //! [`prefer_two_phase`] says when the split pays.
+//!
+//! Head dims: any 1 ≤ K ≤ 256, 1 ≤ V ≤ 512, on padded tiles with masked tails as the
+//! chunkwise family describes. The workspace holds states of the padded dims
+//! (`segment_fold::state_elems`; zero past the real K, V), so phase 1 stores and phase 2
+//! folds whole tiles without masks; only q, k, v, o, H0 and H_T use the real dims.
 //!
 //! ## Phase 1
 //!
