@@ -80,7 +80,7 @@ fn kind(path: KernelPath) -> Want {
 /// (K, V, C, dtype, gammas, path) of the sampled chunkwise specs: every path with C in
 /// {32, 64} and one long chunk each (blocked FMA, whole-chunk and streamed tensor cores);
 /// odd 16-bit dims take the FMA path.
-const CHUNKWISE: [(u32, u32, u32, Dtype, GammaSet, Want); 11] = [
+const CHUNKWISE: [(u32, u32, u32, Dtype, GammaSet, Want); 12] = [
     (16, 24, 32, Dtype::F32, RUNTIME, Want::Fma),
     (60, 100, 64, Dtype::F32, NAMED, Want::Fma),
     (200, 8, 32, Dtype::F32, RUNTIME, Want::Fma),
@@ -89,6 +89,7 @@ const CHUNKWISE: [(u32, u32, u32, Dtype, GammaSet, Want); 11] = [
     (100, 16, 32, Dtype::F16, NAMED, Want::Tc),
     (200, 100, 64, Dtype::Bf16, RUNTIME, Want::Tc),
     (8, 200, 32, Dtype::F16, RUNTIME, Want::Tc),
+    (16, 300, 32, Dtype::Bf16, RUNTIME, Want::Tc),
     (8, 60, 256, Dtype::Bf16, RUNTIME, Want::Tc),
     (100, 24, 256, Dtype::F16, RUNTIME, Want::Streamed),
     (13, 7, 32, Dtype::F16, RUNTIME, Want::Fma),
@@ -99,6 +100,22 @@ fn chunkwise_serves_any_head_dims() {
     for (i, &(k, v, c, dtype, gammas, want)) in CHUNKWISE.iter().enumerate() {
         let spec = KernelSpec::chunkwise(k, v, c, gammas, dtype, Arch::Sm80);
         assert_eq!(kind(path(&spec)), want, "{}", spec.slug());
+        // Value slices wholly past V are not launched (V = 300: three of 128 columns).
+        let p = plan(
+            &spec,
+            LaunchSize {
+                rows: 1,
+                heads: 4,
+                tokens: 100,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            p.geometry.grid[2],
+            v.div_ceil(p.value_slice),
+            "{}",
+            spec.slug()
+        );
         let m = module(&spec);
         let c = c as usize;
         // Two rows over a full and a partial chunk with H0; one row of T < C without.

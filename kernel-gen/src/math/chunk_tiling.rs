@@ -8,7 +8,7 @@ use retention_core::Dtype;
 
 use crate::dsl::tiles::SharedTile16;
 use crate::error::unsupported;
-use crate::spec::{GammaSet, KernelSpec, TileConfig};
+use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{GenError, LaunchGeometry};
 
 /// Head dims K the catalog holds: tiles exactly as wide as the rows. Any other K up to
@@ -421,8 +421,8 @@ pub fn check_dims(spec: &KernelSpec) -> Result<(), GenError> {
 }
 
 /// The launch of a one-pass chunk kernel (or of ONE segment of phase 2) for `rows` batch
-/// rows and `heads` heads: grid `(rows, heads, V / value_slice)`; `spec` checked by the
-/// caller.
+/// rows and `heads` heads: grid `(rows, heads, ⌈V / value_slice⌉)` (phase 2: the padded
+/// V / value_slice); `spec` checked by the caller.
 ///
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
@@ -438,8 +438,17 @@ pub fn launch_geometry(
     } else {
         THREADS
     };
+    let vs = value_slice(spec);
+    // A padded V's last slices may hold no real column: the one-pass kernels (their slice is
+    // ctaid.z itself) skip them; phase 2 decodes ctaid.z = segment·slices + slice and keeps
+    // the power-of-two count.
+    let slices = if spec.op == KernelOp::ChunkwiseSegmented {
+        tile_spec(spec).v / vs
+    } else {
+        spec.v.div_ceil(vs)
+    };
     Ok(LaunchGeometry {
-        grid: [rows, heads, tile_spec(spec).v / value_slice(spec)],
+        grid: [rows, heads, slices],
         block: [threads, 1, 1],
         dynamic_smem_bytes: shared_bytes(spec),
     })
