@@ -246,3 +246,17 @@ fn two_phase_serves_any_head_dims() {
         verdict(&segmented, "two-phase", &got);
     }
 }
+
+/// A K padded to 256 with C = 128 streams its k, v blocks on sm_90 too (the whole-chunk
+/// kernel has no registers left for the masked tails there).
+#[test]
+fn a_padded_k_256_with_c_128_streams_on_sm_90() {
+    let spec = KernelSpec::chunkwise(200, 100, 128, RUNTIME, Dtype::Bf16, Arch::Sm90);
+    assert_eq!(kind(path(&spec)), Want::Streamed, "{}", spec.slug());
+    let catalog_twin = KernelSpec::chunkwise(256, 128, 128, RUNTIME, Dtype::Bf16, Arch::Sm90);
+    assert_eq!(kind(path(&catalog_twin)), Want::Tc);
+    let m = module(&spec);
+    let got = chunkwise::check_on(&spec, &m, (1, 2, 133), 990)
+        .unwrap_or_else(|e| panic!("{}: {e}", spec.slug()));
+    verdict(&spec, "B=1 T=133", &got);
+}

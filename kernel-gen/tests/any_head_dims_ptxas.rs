@@ -25,6 +25,7 @@ fn sample() -> Vec<KernelSpec> {
             KernelSpec::chunkwise(200, 100, 64, named, Dtype::Bf16, arch),
             KernelSpec::chunkwise(100, 24, 256, rt, Dtype::F16, arch),
             KernelSpec::chunkwise(60, 100, 128, rt, Dtype::Bf16, arch),
+            KernelSpec::chunkwise(200, 100, 128, rt, Dtype::F16, arch),
             KernelSpec::chunkwise_varlen(100, 60, 64, rt, Dtype::Bf16, arch),
             KernelSpec::chunkwise_varlen(60, 24, 32, rt, Dtype::F32, arch),
             KernelSpec::chunk_states(60, 24, 32, rt, Dtype::F32, arch),

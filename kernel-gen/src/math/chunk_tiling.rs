@@ -188,14 +188,19 @@ pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
 }
 
 /// Whether a tensor-core CTA holds the whole chunk's q, k, v and o tiles: C = 256 only with
-/// K = 64 (with K = 128 ptxas needs more than 255 registers; K = 256 does not fit), and only
-/// where the tiles fit the arch's shared memory (sm_80 leaves C = 128 with K = 256 out).
+/// K = 64 (with K = 128 ptxas needs more than 255 registers; K = 256 does not fit), not C =
+/// 128 with a K padded to 256, and only where the tiles fit the arch's shared memory (sm_80
+/// leaves C = 128 with K = 256 out).
 fn stages_whole_chunks(spec: &KernelSpec) -> bool {
+    let padded = !exact_dims(spec);
     let spec = &tile_spec(spec);
     let Some(c) = spec.chunk else {
         return false;
     };
+    // A padded K = 256 with C = 128 streams: its whole-chunk kernel needs all 255 registers
+    // at the catalog's K = 256 already, and the masked tails' few more spill (sm_90).
     (c < 256 || spec.k == 64)
+        && !(padded && spec.k == 256 && c >= 128)
         && TcLayout::new(spec.k, tc_value_slice(spec), c).total <= spec.arch.max_dynamic_shared()
 }
 
