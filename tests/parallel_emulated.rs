@@ -12,8 +12,13 @@ use kernel_gen::{KernelPlan, LaunchSize, default_parallel_tile, plan};
 use retention_check::parallel::{check_launch, check_on};
 use retention_core::{Dtype, SplitMix64};
 
-/// The plan of one launch of `spec` at (rows, heads, tokens).
+/// The plan of one launch of `spec` at (rows, heads, tokens); a named gamma set fixes the
+/// heads to its own.
 fn plan_at(spec: &KernelSpec, rows: u32, heads: u32, tokens: u32) -> KernelPlan {
+    let heads = match spec.gammas {
+        GammaSet::Retnet { heads } => heads,
+        GammaSet::Runtime => heads,
+    };
     let size = LaunchSize {
         rows,
         heads,

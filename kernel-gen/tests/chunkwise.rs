@@ -24,11 +24,11 @@ fn unsupported_field(s: &KernelSpec) -> &'static str {
 fn unsupported_chunkwise_specs_are_typed_errors() {
     let base = spec(Dtype::F16);
     assert_eq!(
-        unsupported_field(&KernelSpec { k: 96, ..base }),
+        unsupported_field(&KernelSpec { k: 257, ..base }),
         "head dim K"
     );
     assert_eq!(
-        unsupported_field(&KernelSpec { v: 96, ..base }),
+        unsupported_field(&KernelSpec { v: 0, ..base }),
         "head dim V"
     );
     assert_eq!(

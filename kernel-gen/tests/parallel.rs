@@ -42,7 +42,7 @@ fn unsupported_parallel_specs_are_typed_errors() {
     for dtype in Dtype::ALL {
         let base = spec(dtype);
         assert_eq!(
-            unsupported_field(&KernelSpec { k: 96, ..base }),
+            unsupported_field(&KernelSpec { k: 0, ..base }),
             "head dim K"
         );
         assert_eq!(
@@ -50,7 +50,7 @@ fn unsupported_parallel_specs_are_typed_errors() {
             "head dim K"
         );
         assert_eq!(
-            unsupported_field(&KernelSpec { v: 32, ..base }),
+            unsupported_field(&KernelSpec { v: 513, ..base }),
             "head dim V"
         );
         assert_eq!(

@@ -108,7 +108,7 @@ pub(crate) fn two_phase(
         heads: h,
         tokens: t,
     };
-    let slices = spec.v / kernel_gen::plan(spec, size).ok()?.value_slice;
+    let slices = kernel_gen::plan(spec, size).ok()?.geometry.grid[2];
     let segment_len = prefer_two_phase(b, h * slices, t, spec.chunk?, sm_count(arch))?;
     let segmented = KernelSpec {
         op: KernelOp::ChunkwiseSegmented,

@@ -2,9 +2,11 @@
 //! paths) and `cp.async` copies into swizzled 16-bit tiles ([`stage_tile`], the tensor-core
 //! paths). Rows past a partial chunk are skipped ([`Stager`]) or zero-filled ([`stage_tile`]).
 
-use super::global::GlobalRows;
+use retention_core::Dtype;
+
+use super::global::{GlobalRows, load4_f32, load4_f32_masked, row_limit};
 use crate::dsl::tiles::SharedTile16;
-use crate::dsl::{Address, Cmp, CpAsyncCache, KernelBuilder, Reg, Ty};
+use crate::dsl::{Address, Cmp, CpAsyncCache, KernelBuilder, Operand, Reg, Space, Ty};
 
 /// Per-thread staging of one `[C][D]` operand from global memory: thread t moves the four
 /// elements `4·(t mod D/4)..` of rows `t div (D/4) + j·rows_per_round`.
@@ -66,6 +68,94 @@ impl Stager {
     }
 }
 
+impl Stager {
+    /// Stage a chunk of a token-major tensor as f32: each round's four elements are loaded
+    /// (widened to f32) and handed to `store(kb, values, shared address)`. With `tail =
+    /// None`, rows at or past `len` are skipped ([`Stager::run`]); with `tail = Some((col,
+    /// dim))` — a tile padded past the tensor's `dim` real columns, `col` the tensor column
+    /// of the thread's first element — every round runs, and rows at or past `len` and
+    /// columns at or past `dim` stage zeros (masked loads: never read), so the padded tile
+    /// holds exact zeros and every staged shared byte is written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn stage_f32(
+        &self,
+        kb: &mut KernelBuilder,
+        dtype: Dtype,
+        (first, row_step): (Reg, Reg),
+        len: Reg,
+        (shared_first, shared_step): (Reg, u32),
+        tail: Option<(Reg, u32)>,
+        store: impl FnOnce(&mut KernelBuilder, Vec<Reg>, Reg),
+    ) {
+        let Some((col, dim)) = tail else {
+            self.run(
+                kb,
+                first,
+                row_step,
+                len,
+                shared_first,
+                shared_step,
+                |kb, at, sh| {
+                    let xs = load4_f32(kb, dtype, Address::reg(at, 0));
+                    store(kb, xs, sh);
+                },
+            );
+            return;
+        };
+        let at = kb.mov(Ty::U64, first);
+        let sh = kb.mov(Ty::U32, shared_first);
+        let row = kb.mov(Ty::U32, self.row);
+        let rows_per_round = self.rows_per_round;
+        kb.for_range(0u32, self.rounds, 1, |kb, _| {
+            let inside = kb.setp(Cmp::Lt, row, len);
+            let limit = row_limit(kb, inside, dim);
+            let xs = load4_f32_masked(kb, dtype, Address::reg(at, 0), col, limit, dim);
+            store(kb, xs, sh);
+            let next = kb.add(at, row_step);
+            kb.assign(at, next);
+            let next = kb.add(sh, shared_step);
+            kb.assign(sh, next);
+            let next = kb.add(row, rows_per_round);
+            kb.assign(row, next);
+        });
+    }
+}
+
+/// The real columns of a 16-bit tile padded past a tensor's rows: `limit` (a `.u32`
+/// register) columns exist from the tile's first column on, in rows of `dim` elements.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnTail {
+    /// Columns of the tile that exist in the tensor (0 when the tile starts past them).
+    pub limit: Reg,
+    /// The tensor's row length in elements.
+    pub dim: u32,
+}
+
+impl ColumnTail {
+    /// The tail of a tile whose first column is tensor column `col0` (`None`: 0).
+    pub fn new(kb: &mut KernelBuilder, col0: Option<Reg>, dim: u32) -> Self {
+        let limit = match col0 {
+            Some(c0) => {
+                let c = kb.min(c0, dim);
+                kb.sub(dim, c)
+            }
+            None => kb.mov(Ty::U32, dim),
+        };
+        ColumnTail { limit, dim }
+    }
+
+    /// Bytes one access moves: the widest of 16, 8, 4 dividing a row's bytes, so every
+    /// access is aligned and lies wholly inside or outside the row (even `dim` only: an odd
+    /// 16-bit row is 2-byte aligned, below `cp.async`'s smallest copy).
+    pub fn piece_bytes(&self) -> u32 {
+        let row = self.dim * 2;
+        [16, 8, 4]
+            .into_iter()
+            .find(|&p| row.is_multiple_of(p))
+            .unwrap_or(4)
+    }
+}
+
 /// Copy a `[C][cols]` chunk of a token-major tensor into a swizzled tile with `cp.async`;
 /// rows at or past `len` are zero-filled (their source is row 0, read for 0 bytes).
 pub fn stage_tile(
@@ -75,6 +165,23 @@ pub fn stage_tile(
     t: Reg,
     threads: u32,
     rows: &GlobalRows,
+) {
+    stage_tile_masked(kb, tile, base, t, threads, rows, None);
+}
+
+/// [`stage_tile`] into a tile padded past the tensor's rows (`tail`): each 16-byte chunk of
+/// the tile is copied in [`ColumnTail::piece_bytes`] pieces (`cp.async.cg` 16, else
+/// `cp.async.ca` 8 or 4), and pieces past the row, like rows past `len`, read 0 bytes from
+/// the row's start and are zero-filled (PTX ISA: src-size below cp-size fills the rest of
+/// the destination with zeros).
+pub fn stage_tile_masked(
+    kb: &mut KernelBuilder,
+    tile: SharedTile16,
+    base: Reg,
+    t: Reg,
+    threads: u32,
+    rows: &GlobalRows,
+    tail: Option<ColumnTail>,
 ) {
     let GlobalRows {
         src,
@@ -90,7 +197,40 @@ pub fn stage_tile(
     let ch_bytes = kb.mul_wide(ch, 16u32);
     let src_ch = kb.add(src, ch_bytes);
     let pieces = tile.rows * per_row;
+    let ch8 = tail.map(|_| kb.shl(ch, 3u32));
     let copy_row = |kb: &mut KernelBuilder, row: Reg| {
+        if let (Some(tail), Some(ch8)) = (tail, ch8) {
+            let valid = kb.setp(Cmp::Lt, row, len);
+            let limit = kb.selp(tail.limit, 0u32, valid);
+            let src_row = kb.selp(row, 0u32, valid);
+            let tok = kb.add(tok_c, src_row);
+            let th = kb.mad_lo(tok, heads, h);
+            let row_at = kb.mad_wide(th, row_bytes, src);
+            let dst = tile.chunk_addr(kb, base, row, ch);
+            let piece = tail.piece_bytes();
+            let cache = if piece == 16 {
+                CpAsyncCache::Cg
+            } else {
+                CpAsyncCache::Ca
+            };
+            for e in 0..16 / piece {
+                let col = kb.add(ch8, e * piece / 2);
+                let ok = kb.setp(Cmp::Lt, col, limit);
+                let full = kb.mov(Ty::U32, piece);
+                let bytes = kb.selp(full, 0u32, ok);
+                let src_col = kb.selp(col, 0u32, ok);
+                let col_bytes = kb.mul_wide(src_col, 2u32);
+                let at = kb.add(row_at, col_bytes);
+                kb.cp_async(
+                    cache,
+                    piece,
+                    Address::reg(dst, i64::from(e * piece)),
+                    Address::reg(at, 0),
+                    Some(bytes.into()),
+                );
+            }
+            return;
+        }
         let valid = kb.setp(Cmp::Lt, row, len);
         let src_row = kb.selp(row, 0u32, valid);
         let sixteen = kb.mov(Ty::U32, 16u32);
@@ -117,5 +257,39 @@ pub fn stage_tile(
         let row = kb.add(row0, pieces / threads * threads / per_row);
         let inside = kb.setp(Cmp::Lt, row, tile.rows);
         kb.guarded(inside, false, |kb| copy_row(kb, row));
+    }
+}
+
+/// Copy one 16-byte chunk of a 16-bit shared tile (at `src`) to global memory (at `dst`)
+/// where the predicate `inside` holds. With `tail` (the chunk's first tile column and the
+/// tile's [`ColumnTail`]) the chunk moves in [`ColumnTail::piece_bytes`] pieces and pieces
+/// past the row are skipped.
+pub fn copy_chunk_out(
+    kb: &mut KernelBuilder,
+    src: Reg,
+    dst: Reg,
+    inside: Reg,
+    tail: Option<(Reg, ColumnTail)>,
+) {
+    let Some((col0, tail)) = tail else {
+        kb.guarded(inside, false, |kb| {
+            let x = kb.ld_vec(Space::Shared, Ty::U32, 4, Address::reg(src, 0));
+            let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+            kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, 0), &x);
+        });
+        return;
+    };
+    let limit = kb.selp(tail.limit, 0u32, inside);
+    let piece = tail.piece_bytes();
+    let words = (piece / 4) as usize;
+    for e in 0..16 / piece {
+        let col = kb.add(col0, e * piece / 2);
+        let ok = kb.setp(Cmp::Lt, col, limit);
+        let off = i64::from(e * piece);
+        kb.guarded(ok, false, |kb| {
+            let x = kb.ld_vec(Space::Shared, Ty::U32, words, Address::reg(src, off));
+            let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+            kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, off), &x);
+        });
     }
 }

@@ -8,13 +8,53 @@ use retention_core::Dtype;
 
 use crate::dsl::tiles::SharedTile16;
 use crate::error::unsupported;
-use crate::spec::{GammaSet, KernelSpec, TileConfig};
+use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{GenError, LaunchGeometry};
 
-/// Head dims K served.
+/// Head dims K the catalog holds: tiles exactly as wide as the rows. Any other K up to
+/// [`MAX_K`] is served on a padded tile ([`padded_dim`]).
 pub const SUPPORTED_K: [u32; 3] = [64, 128, 256];
-/// Head dims V served.
+/// Head dims V the catalog holds (any other V up to [`MAX_V`]: padded).
 pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
+/// Largest head dim K served.
+pub const MAX_K: u32 = 256;
+/// Largest head dim V served.
+pub const MAX_V: u32 = 512;
+
+/// Whether `spec`'s K and V are catalog dims, whose tiles are exactly as wide as the rows
+/// (no masked tails: the catalog's PTX).
+pub fn exact_dims(spec: &KernelSpec) -> bool {
+    SUPPORTED_K.contains(&spec.k) && SUPPORTED_V.contains(&spec.v)
+}
+
+/// The width a head dim's tiles are generated for: the next power of two, at least 64 —
+/// the catalog dims themselves, so every tiling rule below holds unchanged. Columns past
+/// the real dim are zero-filled as they are staged and never stored (the masked global
+/// views of [`crate::blocks::global`]); the shared memory and the work are those of the
+/// padded dims.
+pub const fn padded_dim(d: u32) -> u32 {
+    let p = d.next_power_of_two();
+    if p < 64 { 64 } else { p }
+}
+
+/// Whether the tensor-core paths serve `spec`'s head dims: the catalog's, or any even K and
+/// V on padded tiles (their rows are 4-byte aligned in 16 bits, so `cp.async` copies 16, 8
+/// or 4 bytes at a time, [`crate::blocks::staging::ColumnTail`]; odd dims, whose 16-bit rows
+/// are only 2-byte aligned, take the FMA path).
+pub fn tc_dims(spec: &KernelSpec) -> bool {
+    exact_dims(spec) || spec.k.is_multiple_of(2) && spec.v.is_multiple_of(2)
+}
+
+/// `spec` with K and V replaced by their tile widths ([`padded_dim`]): what every tiling
+/// decision is made on. Global addressing keeps the real dims (row strides, state
+/// `[N,H,K,V]`).
+pub fn tile_spec(spec: &KernelSpec) -> KernelSpec {
+    KernelSpec {
+        k: padded_dim(spec.k),
+        v: padded_dim(spec.v),
+        ..*spec
+    }
+}
 /// Chunk lengths served.
 pub const SUPPORTED_CHUNKS: [u32; 4] = [32, 64, 128, 256];
 /// Longest chunk the FMA path stages whole; longer ones walk it in blocks
@@ -80,8 +120,10 @@ impl SharedLayout {
 
 /// Dynamic shared memory of the path that serves `spec`.
 pub fn shared_bytes(spec: &KernelSpec) -> u32 {
+    let tc = uses_tensor_cores(spec);
+    let spec = &tile_spec(spec);
     let c = spec.chunk.unwrap_or_default();
-    if uses_tensor_cores(spec) {
+    if tc {
         tc_layout(spec).total
     } else {
         let (blk, vs) = fma_tiling(spec);
@@ -94,6 +136,7 @@ pub fn shared_bytes(spec: &KernelSpec) -> u32 {
 /// grid's z axis walks the V/slice slices, each recomputing the chunk's scores.
 pub fn value_slice(spec: &KernelSpec) -> u32 {
     if uses_tensor_cores(spec) {
+        let spec = &tile_spec(spec);
         return tc_value_slice(spec);
     }
     fma_tiling(spec).1
@@ -105,6 +148,7 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
 /// where no 64-row layout fits) with at most [`MAX_BLOCKED_VALUE_SLICE`]
 /// columns.
 pub fn fma_tiling(spec: &KernelSpec) -> (u32, u32) {
+    let spec = &tile_spec(spec);
     let c = spec.chunk.unwrap_or_default();
     let limit = spec.arch.max_dynamic_shared();
     let widest = |blk: u32, start: u32| {
@@ -137,19 +181,26 @@ pub fn fma_tiling(spec: &KernelSpec) -> (u32, u32) {
 /// ([`streamed_plan`], the chunkwise family's `tc_streamed`).
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
     spec.dtype != Dtype::F32
+        && tc_dims(spec)
         && spec.k <= 256
         && spec.chunk.is_some()
         && (stages_whole_chunks(spec) || streamed_plan(spec).is_some())
 }
 
 /// Whether a tensor-core CTA holds the whole chunk's q, k, v and o tiles: C = 256 only with
-/// K = 64 (with K = 128 ptxas needs more than 255 registers; K = 256 does not fit), and only
-/// where the tiles fit the arch's shared memory (sm_80 leaves C = 128 with K = 256 out).
+/// K = 64 (with K = 128 ptxas needs more than 255 registers; K = 256 does not fit), not C =
+/// 128 with a K padded to 256, and only where the tiles fit the arch's shared memory (sm_80
+/// leaves C = 128 with K = 256 out).
 fn stages_whole_chunks(spec: &KernelSpec) -> bool {
+    let padded = !exact_dims(spec);
+    let spec = &tile_spec(spec);
     let Some(c) = spec.chunk else {
         return false;
     };
+    // A padded K = 256 with C = 128 streams: its whole-chunk kernel needs all 255 registers
+    // at the catalog's K = 256 already, and the masked tails' few more spill (sm_90).
     (c < 256 || spec.k == 64)
+        && !(padded && spec.k == 256 && c >= 128)
         && TcLayout::new(spec.k, tc_value_slice(spec), c).total <= spec.arch.max_dynamic_shared()
 }
 
@@ -157,9 +208,15 @@ fn stages_whole_chunks(spec: &KernelSpec) -> bool {
 /// stages whole chunks (or is not a tensor-core spec at all).
 pub fn streamed_plan(spec: &KernelSpec) -> Option<StreamedPlan> {
     let c = spec.chunk?;
-    if spec.dtype == Dtype::F32 || spec.k > 256 || c < 128 || stages_whole_chunks(spec) {
+    if spec.dtype == Dtype::F32
+        || !tc_dims(spec)
+        || spec.k > 256
+        || c < 128
+        || stages_whole_chunks(spec)
+    {
         return None;
     }
+    let spec = &tile_spec(spec);
     StreamedPlan::new(
         spec.k,
         tc_value_slice(spec),
@@ -171,6 +228,7 @@ pub fn streamed_plan(spec: &KernelSpec) -> Option<StreamedPlan> {
 
 /// The shared tiles of the tensor-core path serving `spec`.
 pub fn tc_layout(spec: &KernelSpec) -> TcLayout {
+    let spec = &tile_spec(spec);
     let c = spec.chunk.unwrap_or_default();
     match streamed_plan(spec) {
         Some(plan) => plan.layout(spec.k, tc_value_slice(spec), c),
@@ -183,6 +241,7 @@ pub fn tc_layout(spec: &KernelSpec) -> TcLayout {
 /// (K = 128 with C = 64; K = 256, whose warps hold two state slices; C ≥ 128). The grid's z
 /// axis walks the V/slice slices, each recomputing the chunk's scores.
 pub fn tc_value_slice(spec: &KernelSpec) -> u32 {
+    let spec = &tile_spec(spec);
     let c = spec.chunk.unwrap_or_default();
     if spec.k == 256 || c > WHOLE_SCORE_TILE || spec.k == 128 && c == 64 {
         spec.v.min(64)
@@ -194,6 +253,7 @@ pub fn tc_value_slice(spec: &KernelSpec) -> u32 {
 /// Warps per CTA: one 16-row slice of the chunk and of the state each, at most 8 (K = 256:
 /// each warp holds two 16-row state slices, 128 rows apart).
 pub fn tc_warps(spec: &KernelSpec) -> u32 {
+    let spec = &tile_spec(spec);
     (spec.chunk.unwrap_or_default().max(spec.k) / 16).min(8)
 }
 
@@ -297,20 +357,7 @@ impl StreamedPlan {
 /// # Errors
 /// [`GenError::UnsupportedSpec`] naming the first field outside the tiling.
 pub fn check_shape(spec: &KernelSpec) -> Result<(), GenError> {
-    if !SUPPORTED_K.contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            "chunkwise serves K in {64, 128, 256}",
-        ));
-    }
-    if !SUPPORTED_V.contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            "chunkwise serves V in {64, 128, 256, 512}",
-        ));
-    }
+    check_dims(spec)?;
     let Some(c) = spec.chunk else {
         return Err(unsupported(
             "chunk",
@@ -356,9 +403,31 @@ pub fn check_shape(spec: &KernelSpec) -> Result<(), GenError> {
     Ok(())
 }
 
+/// Check that K and V are head dims the chunk tiling serves: 1..=[`MAX_K`], 1..=[`MAX_V`].
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] naming `head dim K` or `head dim V`.
+pub fn check_dims(spec: &KernelSpec) -> Result<(), GenError> {
+    if !(1..=MAX_K).contains(&spec.k) {
+        return Err(unsupported(
+            "head dim K",
+            spec.k,
+            "chunkwise serves 1 <= K <= 256",
+        ));
+    }
+    if !(1..=MAX_V).contains(&spec.v) {
+        return Err(unsupported(
+            "head dim V",
+            spec.v,
+            "chunkwise serves 1 <= V <= 512",
+        ));
+    }
+    Ok(())
+}
+
 /// The launch of a one-pass chunk kernel (or of ONE segment of phase 2) for `rows` batch
-/// rows and `heads` heads: grid `(rows, heads, V / value_slice)`; `spec` checked by the
-/// caller.
+/// rows and `heads` heads: grid `(rows, heads, ⌈V / value_slice⌉)` (phase 2: the padded
+/// V / value_slice); `spec` checked by the caller.
 ///
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
@@ -374,8 +443,17 @@ pub fn launch_geometry(
     } else {
         THREADS
     };
+    let vs = value_slice(spec);
+    // A padded V's last slices may hold no real column: the one-pass kernels (their slice is
+    // ctaid.z itself) skip them; phase 2 decodes ctaid.z = segment·slices + slice and keeps
+    // the power-of-two count.
+    let slices = if spec.op == KernelOp::ChunkwiseSegmented {
+        tile_spec(spec).v / vs
+    } else {
+        spec.v.div_ceil(vs)
+    };
     Ok(LaunchGeometry {
-        grid: [rows, heads, spec.v / value_slice(spec)],
+        grid: [rows, heads, slices],
         block: [threads, 1, 1],
         dynamic_smem_bytes: shared_bytes(spec),
     })

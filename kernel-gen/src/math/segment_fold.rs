@@ -4,7 +4,7 @@
 //! once per CTA, so nothing overflows and the f32 state is never narrowed. Also the segment
 //! bounds both phases derive from `ctaid.z` and the envelope both are built for.
 
-use super::chunk_tiling::{THREADS, fma_tiling, value_slice};
+use super::chunk_tiling::{THREADS, check_dims, fma_tiling, tile_spec, value_slice};
 use crate::GenError;
 use crate::blocks::decay;
 use crate::dsl::tiles::AccTileF32;
@@ -24,6 +24,7 @@ use crate::spec::{KernelOp, KernelSpec};
 /// # Errors
 /// [`GenError::UnsupportedSpec`] naming the field outside the envelope.
 pub fn check_envelope(spec: &KernelSpec) -> Result<(), GenError> {
+    check_dims(spec)?;
     let c = spec.chunk.unwrap_or_default();
     if !matches!(c, 32 | 64) {
         return Err(unsupported(
@@ -41,6 +42,13 @@ pub fn check_envelope(spec: &KernelSpec) -> Result<(), GenError> {
         ));
     }
     Ok(())
+}
+
+/// Elements of one workspace state: the padded K × V ([`tile_spec`]), so phase 1 stores and
+/// phase 2 folds whole tiles without masks (the padded rows and columns hold zeros).
+pub fn state_elems(spec: &KernelSpec) -> u32 {
+    let tile = tile_spec(spec);
+    tile.k * tile.v
 }
 
 /// A phase-2 CTA's segment, as registers the chunkwise generators' hooks use.
@@ -71,7 +79,7 @@ pub fn value_slice_index(kb: &mut KernelBuilder, spec: &KernelSpec) -> Reg {
 
 /// V-slices per segment of the phase-2 grid.
 fn slices(spec: &KernelSpec) -> u32 {
-    spec.v / value_slice(spec)
+    tile_spec(spec).v / value_slice(spec)
 }
 
 /// The segment `ctaid.z >> log2(slices)` of a sequence of `t` tokens starting at `tok0`,
@@ -172,7 +180,7 @@ impl Segment {
         elem_bytes: Reg,
     ) -> Reg {
         let first = kb.mul_lo(bh, self.stored);
-        let off = kb.mul_wide(first, spec.k * spec.v * 4);
+        let off = kb.mul_wide(first, state_elems(spec) * 4);
         let at = kb.add(self.states, off);
         kb.add(at, elem_bytes)
     }
@@ -191,8 +199,9 @@ impl Segment {
     ) {
         let vs = value_slice(spec);
         let rows_per_round = THREADS / (vs / 4);
-        let rounds = spec.k * vs / 4 / THREADS;
-        let global_round = i64::from(rows_per_round * spec.v * 4);
+        let tile = tile_spec(spec);
+        let rounds = tile.k * vs / 4 / THREADS;
+        let global_round = i64::from(rows_per_round * tile.v * 4);
         kb.comment("R <- gamma^L R + Local_s' for every earlier segment s' (Horner)");
         let at = self.first_state(kb, spec, bh, elem_bytes);
         let decay = self.fold_decay(kb, log2_gamma);
@@ -213,7 +222,7 @@ impl Segment {
                     .collect();
                 kb.st_vec(Space::Shared, Ty::F32, sh, &new);
             }
-            let next = kb.add(at, u64::from(spec.k * spec.v * 4));
+            let next = kb.add(at, u64::from(state_elems(spec) * 4));
             kb.assign(at, next);
         });
     }
@@ -237,7 +246,7 @@ impl Segment {
         kb.for_range(0u32, self.index, 1, |kb, _| {
             for (nt, f) in racc.frags.iter().enumerate() {
                 for half in 0..2u32 {
-                    let off = i64::from(nt as u32 * 32 + half * 8 * spec.v * 4);
+                    let off = i64::from(nt as u32 * 32 + half * 8 * tile_spec(spec).v * 4);
                     let x = kb.ld_vec(Space::Global, Ty::F32, 2, Address::reg(at, off));
                     for e in 0..2 {
                         let i = 2 * half as usize + e;
@@ -245,7 +254,7 @@ impl Segment {
                     }
                 }
             }
-            let next = kb.add(at, u64::from(spec.k * spec.v * 4));
+            let next = kb.add(at, u64::from(state_elems(spec) * 4));
             kb.assign(at, next);
         });
     }

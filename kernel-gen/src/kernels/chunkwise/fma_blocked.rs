@@ -15,17 +15,21 @@
 //! The decay table spans the whole chunk (γ^d, d = 0..=C), and offsets inside it are the
 //! chunk-relative positions, so the result is the chunk-C form, not C/B chunks of B.
 
+use retention_core::Dtype;
+
 use crate::GenError;
 use crate::blocks::decay::{self, heads_and_log2_gamma};
 use crate::blocks::fma::{
     Acc4x4, StagedChunk, accumulate_decayed_outer, accumulate_shared, for_each_piece, load_piece,
     store_piece, zero_acc,
 };
-use crate::blocks::global::{load4_f32, store4_from_f32};
+use crate::blocks::global::{
+    load4_f32_masked, row_limit, state_row_limit, store_from_f32_masked, store4_from_f32,
+};
 use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
 use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
-use crate::math::chunk_tiling::{SharedLayout, THREADS};
+use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec};
 use crate::spec::KernelSpec;
 
 /// Emit the blocked FMA chunkwise forward for `spec` (validated by the caller), with blocks of
@@ -35,7 +39,10 @@ use crate::spec::KernelSpec;
 /// [`GenError::Dsl`] on a generator bug; [`GenError::UnsupportedSpec`] for a bad gamma set.
 #[allow(clippy::too_many_lines)]
 pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kernel, GenError> {
-    let (kd, vd) = (spec.k, spec.v);
+    // Tiles are generated for the padded K (kd); global rows keep the real (kg, vg).
+    let kd = tile_spec(spec).k;
+    let (kg, vg) = (spec.k, spec.v);
+    let tail = !exact_dims(spec);
     let c = spec.chunk.unwrap_or_default();
     let es = spec.dtype.size_bytes() as u32;
     let lay = SharedLayout::blocked(kd, vs, blk, c);
@@ -109,19 +116,19 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     let z = kb.sreg(Sreg::Ctaid(Axis::Z));
     let v_col0 = kb.mul_lo(z, vs); // first V column of this CTA
     let bh = kb.mad_lo(b, heads, h);
-    let bh_bytes = kb.mul_wide(bh, kd * vd * 4);
+    let bh_bytes = kb.mul_wide(bh, kg * vg * 4);
     let state_groups = vs / 4;
     let state_col = kb.and(t, state_groups - 1);
     let state_col4 = kb.shl(state_col, 2u32);
     let state_row = kb.shr(t, state_groups.trailing_zeros());
     let state_rows_per_round = THREADS / state_groups;
     let g_col = kb.add(v_col0, state_col4);
-    let g_elem = kb.mad_lo(state_row, vd, g_col);
+    let g_elem = kb.mad_lo(state_row, vg, g_col);
     let g_elem_bytes = kb.mul_wide(g_elem, 4u32);
     let state_bytes = kb.add(bh_bytes, g_elem_bytes);
     let my_state = kb.add(base, t16);
     let state_rounds = kd * vs / 4 / THREADS;
-    let global_round = i64::from(state_rows_per_round * vd * 4);
+    let global_round = i64::from(state_rows_per_round * vg * 4);
     let h0_raw = kb.ld_param(&p_h0);
     let has_h0 = kb.setp(Cmp::Ne, h0_raw, 0u64);
     let (zero_state, state_ready) = (kb.label(), kb.label());
@@ -130,12 +137,13 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     let h0_bh = kb.add(h0, state_bytes);
     for r in 0..state_rounds {
         let off = i64::from(r * THREADS * 16);
-        let x = kb.ld_vec(
-            Space::Global,
-            Ty::F32,
-            4,
-            Address::reg(h0_bh, i64::from(r) * global_round),
-        );
+        let at = Address::reg(h0_bh, i64::from(r) * global_round);
+        let x = if tail {
+            let limit = state_row_limit(&mut kb, state_row, r * state_rows_per_round, (kg, vg));
+            load4_f32_masked(&mut kb, Dtype::F32, at, g_col, limit, vg)
+        } else {
+            kb.ld_vec(Space::Global, Ty::F32, 4, at)
+        };
         let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
         kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_state, off), &x);
     }
@@ -157,9 +165,9 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     kb.comment("per-thread staging positions and global row strides (tokens are H*dim apart)");
     let stage_k = Stager::new(&mut kb, t, kd, blk, THREADS);
     let stage_v = Stager::new(&mut kb, t, vs, blk, THREADS);
-    let tok_stride_v = kb.mul_wide(heads, vd * es);
-    let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kd * es);
-    let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vd * es);
+    let tok_stride_v = kb.mul_wide(heads, vg * es);
+    let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kg * es);
+    let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vg * es);
     let (q, k, v, o) = (
         kb.global_ptr(&p_q),
         kb.global_ptr(&p_k),
@@ -176,24 +184,27 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     let v_off = kb.shl(v_elem, 2u32);
     let st_v = kb.add(base, v_off); // + lay.v
     let kt_step = stage_k.rows_per_round * 4;
+    let (k_tail, v_tail) = (
+        tail.then_some((stage_k.col, kg)),
+        tail.then_some((v_col, vg)),
+    );
     let v_step = stage_v.rows_per_round * vs * 4;
 
     // Stage rows `tok`.. (block length `len_blk`) of k as K^T and of v into their tiles.
     let stage_kv = |kb: &mut KernelBuilder, tok: Reg, len_blk: Reg| {
         let tok_k = kb.add(tok, stage_k.row);
         let th_k = kb.mad_lo(tok_k, heads, h);
-        let k_off = kb.mad_wide(th_k, kd * es, col_k_bytes);
+        let k_off = kb.mad_wide(th_k, kg * es, col_k_bytes);
         let k_first = kb.add(k, k_off);
         let sh_k = kb.add(st_qt, lay.kt);
-        stage_k.run(
+        stage_k.stage_f32(
             kb,
-            k_first,
-            round_step_k,
+            spec.dtype,
+            (k_first, round_step_k),
             len_blk,
-            sh_k,
-            kt_step,
-            |kb, at, sh| {
-                let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+            (sh_k, kt_step),
+            k_tail,
+            |kb, xs, sh| {
                 for (e, &x) in xs.iter().enumerate() {
                     let off = i64::from(e as u32 * blk * 4);
                     kb.st(Space::Shared, Address::reg(sh, off), x);
@@ -202,18 +213,17 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
         );
         let tok_v = kb.add(tok, stage_v.row);
         let th_v = kb.mad_lo(tok_v, heads, h);
-        let v_goff = kb.mad_wide(th_v, vd * es, col_v_bytes);
+        let v_goff = kb.mad_wide(th_v, vg * es, col_v_bytes);
         let v_first = kb.add(v, v_goff);
         let sh_v = kb.add(st_v, lay.v);
-        stage_v.run(
+        stage_v.stage_f32(
             kb,
-            v_first,
-            round_step_v,
+            spec.dtype,
+            (v_first, round_step_v),
             len_blk,
-            sh_v,
-            v_step,
-            |kb, at, sh| {
-                let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+            (sh_v, v_step),
+            v_tail,
+            |kb, xs, sh| {
                 let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
                 kb.st_vec(Space::Shared, Ty::F32, Address::reg(sh, 0), &xs);
             },
@@ -243,18 +253,17 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
             kb.comment("stage (s q_I)^T of rows < L_I as f32");
             let tok_q = kb.add(tok_i, stage_k.row);
             let th_q = kb.mad_lo(tok_q, heads, h);
-            let q_off = kb.mad_wide(th_q, kd * es, col_k_bytes);
+            let q_off = kb.mad_wide(th_q, kg * es, col_k_bytes);
             let q_first = kb.add(q, q_off);
             let sh_q = kb.add(st_qt, lay.qt);
-            stage_k.run(
+            stage_k.stage_f32(
                 kb,
-                q_first,
-                round_step_k,
+                spec.dtype,
+                (q_first, round_step_k),
                 len_i,
-                sh_q,
-                kt_step,
-                |kb, at, sh| {
-                    let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+                (sh_q, kt_step),
+                k_tail,
+                |kb, xs, sh| {
                     for (e, &x) in xs.iter().enumerate() {
                         let xq = kb.mul(x, scale);
                         let off = i64::from(e as u32 * blk * 4);
@@ -361,7 +370,7 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
                 let th = kb.mad_lo(tok, heads, h);
                 let o_col = kb.add(p.col, v_col0);
                 let col_bytes = kb.mul_wide(o_col, es);
-                let o_off = kb.mad_wide(th, vd * es, col_bytes);
+                let o_off = kb.mad_wide(th, vg * es, col_bytes);
                 let mut at = kb.add(o, o_off);
                 for r in 0..4u32 {
                     if r > 0 {
@@ -370,9 +379,16 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
                     let i = kb.add(p.row, r);
                     let inside = kb.setp(Cmp::Lt, i, len_i);
                     let row = acc[r as usize];
-                    kb.guarded(inside, false, |kb| {
-                        store4_from_f32(kb, spec.dtype, Address::reg(at, 0), &row);
-                    });
+                    if tail {
+                        // Rows past L and columns past V are not stored (one guard each).
+                        let limit = row_limit(kb, inside, vg);
+                        let at = Address::reg(at, 0);
+                        store_from_f32_masked(kb, spec.dtype, at, &row, o_col, limit, vg);
+                    } else {
+                        kb.guarded(inside, false, |kb| {
+                            store4_from_f32(kb, spec.dtype, Address::reg(at, 0), &row);
+                        });
+                    }
                 }
             });
         });
@@ -431,13 +447,14 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     for r in 0..state_rounds {
         let off = i64::from(r * THREADS * 16);
         let x = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(my_state, off));
-        let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
-        kb.st_vec(
-            Space::Global,
-            Ty::F32,
-            Address::reg(ht_bh, i64::from(r) * global_round),
-            &x,
-        );
+        let at = Address::reg(ht_bh, i64::from(r) * global_round);
+        if tail {
+            let limit = state_row_limit(&mut kb, state_row, r * state_rows_per_round, (kg, vg));
+            store_from_f32_masked(&mut kb, Dtype::F32, at, &x, g_col, limit, vg);
+        } else {
+            let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+            kb.st_vec(Space::Global, Ty::F32, at, &x);
+        }
     }
     kb.place(done);
     kb.ret();

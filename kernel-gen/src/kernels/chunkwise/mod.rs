@@ -35,7 +35,8 @@
 //! states `[N,H,K,V]`, and runs CTA (n, h) over tokens `cu[n]..cu[n+1]` (grid `(N, H, 1)`);
 //! chunks restart at every sequence boundary.
 //!
-//! Three paths share this parameter table and grid `(B, H, V / value_slice)` (grid z walks
+//! Three paths share this parameter table and grid `(B, H, V / value_slice)` (V padded as
+//! below; grid z walks
 //! slices of V's columns; 1 when a CTA serves all of V): f16/bf16 run on tensor cores
 //! ([`tc`], every (K, V, C); C = 256 with K ≥ 128, and C = 128 with K = 256 on
 //! sm_80, stream their k and v blocks through shared memory, [`tc_streamed`]),
@@ -46,6 +47,18 @@
 //! sm_80). [`launch_geometry`] gives the block and the dynamic shared memory (over 48 KiB on
 //! the FMA path: the runtime must raise the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES`
 //! attribute before launching).
+//!
+//! Head dims: any 1 ≤ K ≤ 256, 1 ≤ V ≤ 512. The catalog's K ∈ {64, 128, 256} and
+//! V ∈ {64, …, 512} use tiles exactly as wide as the rows. Any other dim is generated for a
+//! padded tile (`chunk_tiling::padded_dim`: the next power of two, at least 64) and every
+//! tiling decision (path, value slice, threads, shared memory) is the padded dims'; global
+//! rows, the state `[N,H,K,V]` and the grid's column offsets keep the real K, V. Loads of
+//! padded columns (and, in this mode, of rows past a partial chunk) stage zeros and stores
+//! of them are skipped, through the masked views of `blocks::global` and `blocks::staging`:
+//! FMA paths guard one vector access per 4 columns (scalar accesses when the dim is not a
+//! multiple of 4), tensor-core paths `cp.async` 16, 8 or 4 bytes at a time (the widest that
+//! keeps every copy aligned inside a row; odd 16-bit dims take the FMA path). Padding costs
+//! the padded dims' shared memory and work: K = 100 computes as K = 128.
 //!
 //! Numerics (FMA path): every product accumulates in f32; q, k, v are widened to f32 as they
 //! are staged. Decays come from one table `γ^d, d = 0..=C`,

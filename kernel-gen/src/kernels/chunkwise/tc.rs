@@ -29,13 +29,14 @@ use retention_core::Dtype;
 use super::tc_streamed::StreamedChunk;
 use crate::GenError;
 use crate::blocks::decay::{self, heads_and_log2_gamma};
-use crate::blocks::global::GlobalRows;
-use crate::blocks::staging::stage_tile;
+use crate::blocks::global::{GlobalRows, load_f32_masked, state_row_limit, store_from_f32_masked};
+use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, scale_pair_split};
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Rounding, Space, Sreg, Ty};
 use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
 use crate::math::chunk_tiling::{
-    TcLayout, WHOLE_SCORE_TILE, streamed_plan, tc_layout, tc_value_slice, tc_warps,
+    TcLayout, WHOLE_SCORE_TILE, exact_dims, streamed_plan, tc_layout, tc_value_slice, tc_warps,
+    tile_spec,
 };
 use crate::math::scores::Diagonal;
 use crate::math::segment_fold as two_phase;
@@ -188,7 +189,11 @@ fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<cra
 /// # Errors
 /// [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let (kd, vd) = (spec.k, spec.v);
+    // Tiles are generated for the padded dims (kd, vd); global rows keep the real (kg, vg).
+    let tile = tile_spec(spec);
+    let (kd, vd) = (tile.k, tile.v);
+    let (kg, vg) = (spec.k, spec.v);
+    let tail = !exact_dims(spec);
     let vs = tc_value_slice(spec); // columns of V this CTA serves
     let c = spec.chunk.unwrap_or_default();
     // Columns of O built at a time: 32 where K = 256 with C ≥ 64 leaves no registers for 64.
@@ -302,7 +307,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     kb.comment("R_w = H0[b,h] rows 16w.. (or 0), in mma accumulators; R~ = R rounded");
     let bh = kb.mad_lo(b, heads, h);
-    let state_bytes = kb.mul_wide(bh, kd * vd * 4);
+    let state_bytes = kb.mul_wide(bh, kg * vg * 4);
     // 16-row state slices per warp; slice j of warp w holds rows 16(w + j·W)..
     let slices = (kd / 16 / w_count).max(1);
     let raccs: Vec<AccTileF32> = (0..slices)
@@ -317,7 +322,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             }
         })
         .collect();
-    let slice_bytes = |j: usize| i64::from(16 * w_count * j as u32 * vd * 4);
+    let slice_bytes = |j: usize| i64::from(16 * w_count * j as u32 * vg * 4);
     // Element (16w + g, 2q) of the state: the lane's first f32 pair.
     let my_row = kb.add(i0, g);
     let q2 = kb.shl(q4, 1u32);
@@ -330,7 +335,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         Some(c0) => kb.add(q2, c0),
         None => q2,
     };
-    let my_elem = kb.mad_lo(my_row, vd, my_col);
+    let my_elem = kb.mad_lo(my_row, vg, my_col);
     let my_elem_bytes = kb.mul_wide(my_elem, 4u32);
     let state_role = role(&mut kb, warp, kd / 16, w_count);
     let h0_raw = kb.ld_param(&p_h0);
@@ -343,8 +348,16 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     for (j, racc) in raccs.iter().enumerate() {
         for (nt, f) in racc.frags.iter().enumerate() {
             for half in 0..2 {
-                let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4) + slice_bytes(j);
-                let x = kb.ld_vec(Space::Global, Ty::F32, 2, Address::reg(h0_at, off));
+                let off = i64::from(nt as u32 * 32 + half * 8 * vg * 4) + slice_bytes(j);
+                let at = Address::reg(h0_at, off);
+                let x = if tail {
+                    let ahead = half * 8 + 16 * w_count * j as u32;
+                    let limit = state_row_limit(&mut kb, my_row, ahead, (kg, vg));
+                    let col = kb.add(my_col, 8 * nt as u32);
+                    load_f32_masked(&mut kb, (Dtype::F32, 2), at, col, limit, vg)
+                } else {
+                    kb.ld_vec(Space::Global, Ty::F32, 2, at)
+                };
                 kb.assign(f[2 * half as usize], x[0]);
                 kb.assign(f[2 * half as usize + 1], x[1]);
             }
@@ -352,11 +365,19 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     }
     kb.place(no_h0);
     if let Some(seg) = &segment {
+        // The workspace holds padded states: offsets in a [kd][vd] tile.
+        let (ws_elem_bytes, ws_slice_bytes) = if tail {
+            let e = kb.mad_lo(my_row, vd, my_col);
+            let at = kb.mul_wide(e, 4u32);
+            (at, 16 * w_count * vd * 4)
+        } else {
+            (my_elem_bytes, 16 * w_count * vg * 4)
+        };
         for (j, racc) in raccs.iter().enumerate() {
             let at = if j == 0 {
-                my_elem_bytes
+                ws_elem_bytes
             } else {
-                kb.add(my_elem_bytes, slice_bytes(j).cast_unsigned())
+                kb.add(ws_elem_bytes, u64::from(ws_slice_bytes * j as u32))
             };
             seg.fold_into_acc(&mut kb, spec, log2_gamma, bh, at, racc);
         }
@@ -386,6 +407,13 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_row0 = kb.shr(t, o_per_row.trailing_zeros());
     let o_ch_bytes = kb.mul_wide(o_ch, 16u32);
     let o_ch_at = kb.add(o, o_ch_bytes);
+    // Padded tiles: the real columns of the q, k (K) and v, o (V) tiles, and o's chunk column.
+    let tails = tail.then(|| {
+        let kt = ColumnTail::new(&mut kb, None, kg);
+        let vt = ColumnTail::new(&mut kb, v_col0, vg);
+        (kt, vt)
+    });
+    let o_ch8 = tail.then(|| kb.shl(o_ch, 3u32));
 
     // Long chunks: the first row of each of the warp's row blocks (none for short chunks).
     let long_row0: Vec<Reg> = if c > WHOLE_SCORE_TILE && streamed.is_none() {
@@ -448,7 +476,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         v,
         o,
         kd,
-        vd,
+        dims: (kg, vg),
+        tails,
         vs,
         c,
         es,
@@ -476,7 +505,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         }
 
         kb.comment("cp.async q, k, v rows of the chunk (rows >= L zero-filled)");
-        for (tile, src, row_elems) in [(lay.q, q, kd), (lay.k, k, kd), (lay.v, v, vd)] {
+        let (kt, vt) = (tails.map(|t| t.0), tails.map(|t| t.1));
+        for (tile, src, row_elems, cols) in
+            [(lay.q, q, kg, kt), (lay.k, k, kg, kt), (lay.v, v, vg, vt)]
+        {
             let rows = GlobalRows {
                 src,
                 row_bytes: row_elems * es,
@@ -485,7 +517,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 h,
                 len,
             };
-            stage_tile(kb, tile, base, t, threads, &rows);
+            stage_tile_masked(kb, tile, base, t, threads, &rows, cols);
         }
         kb.cp_async_commit();
         kb.cp_async_wait(0);
@@ -656,13 +688,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             let inside = kb.setp(Cmp::Lt, row, len);
             let tok = kb.add(tok_c, row);
             let th = kb.mad_lo(tok, heads, h);
-            let dst = kb.mad_wide(th, vd * es, o_ch_at);
+            let dst = kb.mad_wide(th, vg * es, o_ch_at);
             let src = lay.o.chunk_addr(kb, base, row, o_ch);
-            kb.guarded(inside, false, |kb| {
-                let x = kb.ld_vec(Space::Shared, Ty::U32, 4, Address::reg(src, 0));
-                let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
-                kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, 0), &x);
-            });
+            let cols = o_ch8.zip(tails.map(|t| t.1));
+            copy_chunk_out(kb, src, dst, inside, cols);
         }
         kb.bar_sync(0);
     });
@@ -685,14 +714,18 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     for (j, racc) in raccs.iter().enumerate() {
         for (nt, f) in racc.frags.iter().enumerate() {
             for half in 0..2u32 {
-                let off = i64::from(nt as u32 * 32 + half * 8 * vd * 4) + slice_bytes(j);
+                let off = i64::from(nt as u32 * 32 + half * 8 * vg * 4) + slice_bytes(j);
                 let i = 2 * half as usize;
-                kb.st_vec(
-                    Space::Global,
-                    Ty::F32,
-                    Address::reg(ht_at, off),
-                    &[f[i].into(), f[i + 1].into()],
-                );
+                let at = Address::reg(ht_at, off);
+                if tail {
+                    let ahead = half * 8 + 16 * w_count * j as u32;
+                    let limit = state_row_limit(&mut kb, my_row, ahead, (kg, vg));
+                    let col = kb.add(my_col, 8 * nt as u32);
+                    let xs = [f[i], f[i + 1]];
+                    store_from_f32_masked(&mut kb, Dtype::F32, at, &xs, col, limit, vg);
+                } else {
+                    kb.st_vec(Space::Global, Ty::F32, at, &[f[i].into(), f[i + 1].into()]);
+                }
             }
         }
     }

@@ -21,7 +21,7 @@
 //! pass reads the chunk-start R̃: exactly the chunkwise recurrence, in a different order.
 
 use crate::blocks::global::GlobalRows;
-use crate::blocks::staging::stage_tile;
+use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
 use crate::dsl::{Address, Cmp, KernelBuilder, Operand, Reg, Space, Ty};
 use crate::math::chunk_tiling::{BLOCK, SCORE_COLS, StreamedPlan, TcLayout};
@@ -49,8 +49,12 @@ pub(super) struct StreamedChunk<'a> {
     pub k: Reg,
     pub v: Reg,
     pub o: Reg,
+    /// K of the tiles (padded past the real K for dims outside the catalog).
     pub kd: u32,
-    pub vd: u32,
+    /// The real (K, V): global row lengths.
+    pub dims: (u32, u32),
+    /// The real columns of padded K and V tiles (`None` at catalog dims).
+    pub tails: Option<(ColumnTail, ColumnTail)>,
     pub vs: u32,
     pub c: u32,
     pub es: u32,
@@ -101,8 +105,7 @@ impl StreamedChunk<'_> {
         kb: &mut KernelBuilder,
         tile: SharedTile16,
         base: Reg,
-        src: Reg,
-        cols: u32,
+        (src, cols, tail): (Reg, u32, Option<ColumnTail>),
         first: Reg,
         (tok_c, len): (Reg, Reg),
     ) {
@@ -117,7 +120,7 @@ impl StreamedChunk<'_> {
             h: self.h,
             len: rows_left,
         };
-        stage_tile(kb, tile, base, self.t, self.threads, &rows);
+        stage_tile_masked(kb, tile, base, self.t, self.threads, &rows, tail);
     }
 
     /// Byte offset of slot `slot` in the k tile and in the v tile.
@@ -140,8 +143,10 @@ impl StreamedChunk<'_> {
             rows: BLOCK,
             ..self.lay.v
         };
-        self.stage(kb, k_tile, k_base, self.k, self.kd, first, at);
-        self.stage(kb, v_tile, v_base, self.v, self.vd, first, at);
+        let (kg, vg) = self.dims;
+        let (kt, vt) = (self.tails.map(|t| t.0), self.tails.map(|t| t.1));
+        self.stage(kb, k_tile, k_base, (self.k, kg, kt), first, at);
+        self.stage(kb, v_tile, v_base, (self.v, vg, vt), first, at);
     }
 
     /// Emit one chunk: rows `tok_c..tok_c + len` of this CTA's sequence. Passes past L are
@@ -174,7 +179,8 @@ impl StreamedChunk<'_> {
         kb.for_range(0u32, len, p_rows, |kb, p0| {
             let first_new = kb.shr(p0, BLOCK.trailing_zeros());
             kb.comment("stage the pass's q rows and its first k, v blocks");
-            self.stage(kb, self.lay.q, self.base, self.q, self.kd, p0, at);
+            let q_src = (self.q, self.dims.0, self.tails.map(|t| t.0));
+            self.stage(kb, self.lay.q, self.base, q_src, p0, at);
             let new_blocks: Vec<Reg> = (0..new_per_pass)
                 .map(|i| {
                     if i == 0 {
@@ -423,6 +429,7 @@ impl StreamedChunk<'_> {
         let row0 = kb.shr(self.t, per_row.trailing_zeros());
         let ch_bytes = kb.mul_wide(ch, 16u32);
         let ch_at = kb.add(self.o, ch_bytes);
+        let ch8 = self.tails.map(|_| kb.shl(ch, 3u32));
         let tok_p = kb.add(tok_c, p0);
         let len_p = kb.sub(len, p0); // the pass loop runs while p0 < len
         for round in 0..self.plan.pass_rows * per_row / self.threads {
@@ -430,13 +437,9 @@ impl StreamedChunk<'_> {
             let inside = kb.setp(Cmp::Lt, row, len_p);
             let tok = kb.add(tok_p, row);
             let th = kb.mad_lo(tok, self.heads, self.h);
-            let dst = kb.mad_wide(th, self.vd * self.es, ch_at);
+            let dst = kb.mad_wide(th, self.dims.1 * self.es, ch_at);
             let src = self.lay.o.chunk_addr(kb, self.base, row, ch);
-            kb.guarded(inside, false, |kb| {
-                let x = kb.ld_vec(Space::Shared, Ty::U32, 4, Address::reg(src, 0));
-                let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
-                kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, 0), &x);
-            });
+            copy_chunk_out(kb, src, dst, inside, ch8.zip(self.tails.map(|t| t.1)));
         }
     }
 }

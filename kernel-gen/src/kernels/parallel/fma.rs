@@ -16,9 +16,10 @@ use super::{
 };
 use crate::GenError;
 use crate::blocks::fma::{accumulate_shared, for_each_piece, load_piece, store_piece, zero_acc};
-use crate::blocks::global::{load4_f32, store4_from_f32};
+use crate::blocks::global::{row_limit, store_from_f32_masked, store4_from_f32};
 use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
+use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::spec::KernelSpec;
 
 /// Threads per CTA.
@@ -79,6 +80,7 @@ fn stage_transposed(
     len: Reg,
     dst: Reg,
     scale: Option<Reg>,
+    tail: bool,
 ) {
     let (kd, bt) = (spec.k, spec.chunk.unwrap_or_default());
     let es = spec.dtype.size_bytes() as u32;
@@ -92,17 +94,25 @@ fn stage_transposed(
     let sh = kb.add(dst, elem_bytes);
     // Next rows of the tile are the next columns of its transpose.
     let step = stage.rows_per_round * 4;
-    stage.run(kb, first, round_step, len, sh, step, |kb, at, sh| {
-        let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
-        for (e, &x) in xs.iter().enumerate() {
-            let x = match scale {
-                Some(s) => kb.mul(x, s),
-                None => x,
-            };
-            let off = i64::from(e as u32 * bt * 4);
-            kb.st(Space::Shared, Address::reg(sh, off), x);
-        }
-    });
+    let cols = tail.then_some((stage.col, kd));
+    stage.stage_f32(
+        kb,
+        spec.dtype,
+        (first, round_step),
+        len,
+        (sh, step),
+        cols,
+        |kb, xs, sh| {
+            for (e, &x) in xs.iter().enumerate() {
+                let x = match scale {
+                    Some(s) => kb.mul(x, s),
+                    None => x,
+                };
+                let off = i64::from(e as u32 * bt * 4);
+                kb.st(Space::Shared, Address::reg(sh, off), x);
+            }
+        },
+    );
 }
 
 /// Emit the FMA parallel forward for `spec` (validated by the caller).
@@ -111,7 +121,11 @@ fn stage_transposed(
 /// [`GenError::Dsl`] on a generator bug.
 #[allow(clippy::too_many_lines)]
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let (kd, vd) = (spec.k, spec.v);
+    // Tiles are generated for the padded dims (kd, vd); global rows keep the real (kg, vg).
+    let tile = tile_spec(spec);
+    let (kd, vd) = (tile.k, tile.v);
+    let (kg, vg) = (spec.k, spec.v);
+    let tail = !exact_dims(spec);
     let vs = value_slice(spec);
     let bt = spec.chunk.unwrap_or_default(); // tile rows B
     let es = spec.dtype.size_bytes() as u32;
@@ -158,8 +172,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment("per-thread staging positions and global row strides (tokens are H*dim apart)");
     let stage_k = Stager::new(&mut kb, t, kd, bt, THREADS);
     let stage_v = Stager::new(&mut kb, t, vs, bt, THREADS);
-    let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kd * es);
-    let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vd * es);
+    let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kg * es);
+    let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vg * es);
     let v_col = kb.add(stage_v.col, v_col0);
     let col_v_bytes = kb.mul_wide(v_col, es);
     let v_elem = kb.mad_lo(stage_v.row, vs, stage_v.col);
@@ -193,6 +207,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             len_i,
             qt_at,
             Some(scale),
+            tail,
         );
         for r in 0..bt * vs / 4 / THREADS {
             let z: Operand = 0.0f32.into();
@@ -219,21 +234,21 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 len_j,
                 kt_at,
                 None,
+                tail,
             );
             let tok_v = kb.add(tok_j, stage_v.row);
             let th_v = kb.mad_lo(tok_v, heads, h);
-            let v_goff = kb.mad_wide(th_v, vd * es, col_v_bytes);
+            let v_goff = kb.mad_wide(th_v, vg * es, col_v_bytes);
             let v_first = kb.add(v, v_goff);
             let sh_v = kb.add(st_v, lay.v);
-            stage_v.run(
+            stage_v.stage_f32(
                 kb,
-                v_first,
-                round_step_v,
+                spec.dtype,
+                (v_first, round_step_v),
                 len_j,
-                sh_v,
-                stage_v.rows_per_round * vs * 4,
-                |kb, at, sh| {
-                    let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+                (sh_v, stage_v.rows_per_round * vs * 4),
+                tail.then_some((v_col, vg)),
+                |kb, xs, sh| {
                     let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
                     kb.st_vec(Space::Shared, Ty::F32, Address::reg(sh, 0), &xs);
                 },
@@ -301,18 +316,25 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             let th = kb.mad_lo(tok, heads, h);
             let col = kb.add(p.col, v_col0);
             let col_bytes = kb.mul_wide(col, es);
-            let g_off = kb.mad_wide(th, vd * es, col_bytes);
+            let g_off = kb.mad_wide(th, vg * es, col_bytes);
             let mut at = kb.add(o, g_off);
-            let tok_stride = kb.mul_wide(heads, vd * es);
+            let tok_stride = kb.mul_wide(heads, vg * es);
             for (r, row) in acc.iter().enumerate() {
                 if r > 0 {
                     at = kb.add(at, tok_stride);
                 }
                 let inside_row = kb.add(p.row, r as u32);
                 let inside = kb.setp(Cmp::Lt, inside_row, len_i);
-                kb.guarded(inside, false, |kb| {
-                    store4_from_f32(kb, spec.dtype, Address::reg(at, 0), row);
-                });
+                if tail {
+                    // Rows past L and columns past V are not stored (one guard each).
+                    let limit = row_limit(kb, inside, vg);
+                    let at = Address::reg(at, 0);
+                    store_from_f32_masked(kb, spec.dtype, at, row, col, limit, vg);
+                } else {
+                    kb.guarded(inside, false, |kb| {
+                        store4_from_f32(kb, spec.dtype, Address::reg(at, 0), row);
+                    });
+                }
             }
         });
     });

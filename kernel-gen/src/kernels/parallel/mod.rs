@@ -37,7 +37,11 @@
 //! any Z ≥ 1 is correct; [`launch_geometry_for_len`] gives Z = n (one query tile per CTA,
 //! capped at the grid limit), [`launch_geometry`] (which does not know T) gives Z = 1.
 //!
-//! Two paths share this table: f16/bf16 on tensor cores ([`tc`]: B/16 warps, each
+//! Head dims: any 1 ≤ K ≤ 256, 1 ≤ V ≤ 512; dims outside the catalog run on padded tiles
+//! with masked tails exactly as the chunkwise family's module docs describe (V below is the
+//! padded V; global rows keep the real dims).
+//!
+//! Two paths share this table: f16/bf16 on tensor cores (odd head dims: the FMA path) ([`tc`]: B/16 warps, each
 //! owning 16 query rows, `mma` m16n8k16 with f32 accumulators, `cp.async` + `ldmatrix` on
 //! swizzled tiles, value slices of at most 128 columns so O stays in registers), f32 on the
 //! FMA units ([`fma`]: 256 threads, f32 tiles in shared memory, value slices halved
@@ -50,13 +54,15 @@ pub mod tc;
 use crate::blocks::decay;
 use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
 use crate::error::unsupported;
+use crate::math::chunk_tiling::{MAX_K, MAX_V, tc_dims, tile_spec};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{GenError, LaunchGeometry};
 
-/// Head dims K served.
+/// Head dims K the catalog holds (any other K up to 256 runs on a padded tile,
+/// [`tile_spec`]).
 pub const SUPPORTED_K: [u32; 3] = [64, 128, 256];
-/// Head dims V served.
+/// Head dims V the catalog holds (any other V up to 512: padded).
 pub const SUPPORTED_V: [u32; 4] = [64, 128, 256, 512];
 /// Tile sizes B (query and key rows per tile) served.
 pub const SUPPORTED_TILES: [u32; 2] = [32, 64];
@@ -76,18 +82,18 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the parallel generator emits parallel only",
         ));
     }
-    if !SUPPORTED_K.contains(&spec.k) {
+    if !(1..=MAX_K).contains(&spec.k) {
         return Err(unsupported(
             "head dim K",
             spec.k,
-            "parallel serves K in {64, 128, 256}",
+            "parallel serves 1 <= K <= 256",
         ));
     }
-    if !SUPPORTED_V.contains(&spec.v) {
+    if !(1..=MAX_V).contains(&spec.v) {
         return Err(unsupported(
             "head dim V",
             spec.v,
-            "parallel serves V in {64, 128, 256, 512}",
+            "parallel serves 1 <= V <= 512",
         ));
     }
     let Some(b) = spec.chunk else {
@@ -135,17 +141,21 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
     Ok(())
 }
 
-/// Whether `spec` runs on tensor cores (f16/bf16) rather than the FMA path (f32).
+/// Whether `spec` runs on tensor cores (f16/bf16 at catalog dims or any even K, V on padded
+/// tiles, [`tc_dims`]) rather than the FMA path (f32, and 16-bit inputs at odd head dims,
+/// staged as f32 with masked tails).
 pub fn uses_tensor_cores(spec: &KernelSpec) -> bool {
-    spec.dtype != retention_core::Dtype::F32
+    spec.dtype != retention_core::Dtype::F32 && tc_dims(spec)
 }
 
 /// Columns of V one CTA serves: at most 128 on tensor cores (the f32 O tile lives in
 /// registers), on the FMA path all of V unless its f32 tiles overflow shared memory, then
 /// the widest halving (down to 64) that fits.
 pub fn value_slice(spec: &KernelSpec) -> u32 {
+    let tc = uses_tensor_cores(spec);
+    let spec = &tile_spec(spec);
     let b = spec.chunk.unwrap_or(32);
-    if uses_tensor_cores(spec) {
+    if tc {
         return spec.v.min(tc::MAX_VALUE_SLICE);
     }
     let mut vs = spec.v;
@@ -158,10 +168,11 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
 /// Dynamic shared memory of the path that serves `spec`.
 fn shared_bytes(spec: &KernelSpec) -> u32 {
     let b = spec.chunk.unwrap_or(32);
+    let (vs, k) = (value_slice(spec), tile_spec(spec).k);
     if uses_tensor_cores(spec) {
-        tc::TcLayout::new(spec.k, value_slice(spec), b).total
+        tc::TcLayout::new(k, vs, b).total
     } else {
-        fma::FmaLayout::new(spec.k, value_slice(spec), b).total
+        fma::FmaLayout::new(k, vs, b).total
     }
 }
 
@@ -189,7 +200,7 @@ pub fn launch_geometry(
     validate(spec)?;
     spec.check_grid(rows, heads)?;
     Ok(LaunchGeometry {
-        grid: [rows, heads, spec.v / value_slice(spec)],
+        grid: [rows, heads, tile_spec(spec).v / value_slice(spec)],
         block: [threads(spec), 1, 1],
         dynamic_smem_bytes: shared_bytes(spec),
     })

@@ -22,8 +22,11 @@ use super::{
     GridZ, ParallelParams, emit_band, for_each_query_tile, key_tile_vanishes, value_slice,
 };
 use crate::GenError;
+use crate::blocks::global::GlobalRows;
+use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
-use crate::dsl::{Address, Axis, Cmp, CpAsyncCache, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
+use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::spec::KernelSpec;
 
 /// Most value columns one CTA serves (its f32 O tile is V/2 registers per thread).
@@ -76,6 +79,8 @@ impl TcLayout {
 struct Source {
     at: Reg,
     dim: u32,
+    /// The real columns of a tile padded past the rows (`None` at catalog dims).
+    tail: Option<ColumnTail>,
 }
 
 /// Copy rows `tok0..tok0+B` (columns of `tile.cols` from the source's `col0`) into a
@@ -95,29 +100,15 @@ fn stage_tile(
     h: Reg,
     len: Reg,
 ) {
-    let per_row = tile.cols / 8;
-    let ch = kb.and(t, per_row - 1);
-    let row0 = kb.shr(t, per_row.trailing_zeros());
-    let ch_bytes = kb.mul_wide(ch, 16u32);
-    let src_ch = kb.add(src.at, ch_bytes);
-    for round in 0..tile.rows * per_row / threads {
-        let row = kb.add(row0, round * threads / per_row);
-        let valid = kb.setp(Cmp::Lt, row, len);
-        let src_row = kb.selp(row, 0u32, valid);
-        let sixteen = kb.mov(Ty::U32, 16u32);
-        let bytes = kb.selp(sixteen, 0u32, valid);
-        let tok = kb.add(tok0, src_row);
-        let th = kb.mad_lo(tok, heads, h);
-        let at = kb.mad_wide(th, src.dim * es, src_ch);
-        let dst = tile.chunk_addr(kb, base, row, ch);
-        kb.cp_async(
-            CpAsyncCache::Cg,
-            16,
-            Address::reg(dst, 0),
-            Address::reg(at, 0),
-            Some(bytes.into()),
-        );
-    }
+    let rows = GlobalRows {
+        src: src.at,
+        row_bytes: src.dim * es,
+        tok_c: tok0,
+        heads,
+        h,
+        len,
+    };
+    stage_tile_masked(kb, tile, base, t, threads, &rows, src.tail);
 }
 
 /// What staging a key tile's k and v needs, fixed per kernel.
@@ -160,7 +151,11 @@ impl KvStager<'_> {
 /// [`GenError::Dsl`] on a generator bug.
 #[allow(clippy::too_many_lines)]
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let (kd, vd) = (spec.k, spec.v);
+    // Tiles are generated for the padded dims (kd, vd); global rows keep the real (kg, vg).
+    let tile = tile_spec(spec);
+    let (kd, vd) = (tile.k, tile.v);
+    let (kg, vg) = (spec.k, spec.v);
+    let tail = !exact_dims(spec);
     let vs = value_slice(spec);
     let bt = spec.chunk.unwrap_or_default(); // tile rows B
     let es = spec.dtype.size_bytes() as u32;
@@ -237,9 +232,23 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let col0_bytes = kb.mul_wide(col0, es);
     let v_at = kb.add(v, col0_bytes);
     let o_at = kb.add(o, col0_bytes);
-    let src_q = Source { at: q, dim: kd };
-    let src_k = Source { at: k, dim: kd };
-    let src_v = Source { at: v_at, dim: vd };
+    let k_tail = tail.then(|| ColumnTail::new(&mut kb, None, kg));
+    let v_tail = tail.then(|| ColumnTail::new(&mut kb, Some(col0), vg));
+    let src_q = Source {
+        at: q,
+        dim: kg,
+        tail: k_tail,
+    };
+    let src_k = Source {
+        at: k,
+        dim: kg,
+        tail: k_tail,
+    };
+    let src_v = Source {
+        at: v_at,
+        dim: vg,
+        tail: v_tail,
+    };
     let full = kb.mov(Ty::U32, bt);
     let kv = KvStager {
         lay,
@@ -256,6 +265,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_row0 = kb.shr(t, o_per_row.trailing_zeros());
     let o_ch_bytes = kb.mul_wide(o_ch, 16u32);
     let o_ch_at = kb.add(o_at, o_ch_bytes);
+    let o_ch8 = tail.then(|| kb.shl(o_ch, 3u32));
     let tiles = kb.add(seq_len, bt - 1);
     let tiles = kb.shr(tiles, bt.trailing_zeros());
 
@@ -353,13 +363,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             let inside = kb.setp(Cmp::Lt, row, len_i);
             let tok = kb.add(tok_i, row);
             let th = kb.mad_lo(tok, heads, h);
-            let dst = kb.mad_wide(th, vd * es, o_ch_at);
+            let dst = kb.mad_wide(th, vg * es, o_ch_at);
             let src = lay.o.chunk_addr(kb, base, row, o_ch);
-            kb.guarded(inside, false, |kb| {
-                let x = kb.ld_vec(Space::Shared, Ty::U32, 4, Address::reg(src, 0));
-                let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
-                kb.st_vec(Space::Global, Ty::U32, Address::reg(dst, 0), &x);
-            });
+            copy_chunk_out(kb, src, dst, inside, o_ch8.zip(v_tail));
         }
     });
     kb.ret();

@@ -8,10 +8,9 @@ use crate::blocks::decay::{self, heads_and_log2_gamma};
 use crate::blocks::fma::{
     StagedChunk, accumulate_decayed_outer, for_each_piece, load_piece, store_piece,
 };
-use crate::blocks::global::load4_f32;
 use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
-use crate::math::chunk_tiling::THREADS;
+use crate::math::chunk_tiling::{THREADS, exact_dims, tile_spec};
 use crate::spec::KernelSpec;
 
 /// Emit the FMA phase 1 for `spec` (validated by the caller).
@@ -19,7 +18,12 @@ use crate::spec::KernelSpec;
 /// # Errors
 /// [`GenError::Dsl`] on a generator bug; [`GenError::UnsupportedSpec`] for a bad gamma set.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let (kd, vd) = (spec.k, spec.v);
+    // Tiles and the workspace states are the padded dims (kd, vd); k and v rows keep the
+    // real (kg, vg), staged with masked tails.
+    let tile = tile_spec(spec);
+    let (kd, vd) = (tile.k, tile.v);
+    let (kg, vg) = (spec.k, spec.v);
+    let tail = !exact_dims(spec);
     let vs = value_slice(spec);
     let c = spec.chunk.unwrap_or_default();
     let es = spec.dtype.size_bytes() as u32;
@@ -102,8 +106,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment("per-thread staging positions and global row strides (tokens are H*dim apart)");
     let stage_k = Stager::new(&mut kb, t, kd, c, THREADS);
     let stage_v = Stager::new(&mut kb, t, vs, c, THREADS);
-    let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kd * es);
-    let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vd * es);
+    let round_step_k = kb.mul_wide(heads, stage_k.rows_per_round * kg * es);
+    let round_step_v = kb.mul_wide(heads, stage_v.rows_per_round * vg * es);
     let k = kb.global_ptr(&p.k);
     let v = kb.global_ptr(&p.v);
     let col_k_bytes = kb.mul_wide(stage_k.col, es);
@@ -125,18 +129,17 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.comment("stage k^T and v of rows < L as f32");
         let tok_k = kb.add(tok_c, stage_k.row);
         let th_k = kb.mad_lo(tok_k, heads, h);
-        let k_off = kb.mad_wide(th_k, kd * es, col_k_bytes);
+        let k_off = kb.mad_wide(th_k, kg * es, col_k_bytes);
         let k_first = kb.add(k, k_off);
         let sh_k = kb.add(st_kt, lay.kt);
-        stage_k.run(
+        stage_k.stage_f32(
             kb,
-            k_first,
-            round_step_k,
+            spec.dtype,
+            (k_first, round_step_k),
             len,
-            sh_k,
-            stage_k.rows_per_round * 4,
-            |kb, at, sh| {
-                let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+            (sh_k, stage_k.rows_per_round * 4),
+            tail.then_some((stage_k.col, kg)),
+            |kb, xs, sh| {
                 for (e, &x) in xs.iter().enumerate() {
                     let off = i64::from(e as u32 * c * 4);
                     kb.st(Space::Shared, Address::reg(sh, off), x);
@@ -145,18 +148,17 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         );
         let tok_v = kb.add(tok_c, stage_v.row);
         let th_v = kb.mad_lo(tok_v, heads, h);
-        let v_goff = kb.mad_wide(th_v, vd * es, col_v_bytes);
+        let v_goff = kb.mad_wide(th_v, vg * es, col_v_bytes);
         let v_first = kb.add(v, v_goff);
         let sh_v = kb.add(st_v, lay.v);
-        stage_v.run(
+        stage_v.stage_f32(
             kb,
-            v_first,
-            round_step_v,
+            spec.dtype,
+            (v_first, round_step_v),
             len,
-            sh_v,
-            stage_v.rows_per_round * vs * 4,
-            |kb, at, sh| {
-                let xs = load4_f32(kb, spec.dtype, Address::reg(at, 0));
+            (sh_v, stage_v.rows_per_round * vs * 4),
+            tail.then_some((v_col, vg)),
+            |kb, xs, sh| {
                 let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
                 kb.st_vec(Space::Shared, Ty::F32, Address::reg(sh, 0), &xs);
             },

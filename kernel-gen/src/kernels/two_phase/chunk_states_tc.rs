@@ -17,9 +17,10 @@ use super::{TcStatesLayout, declare_params, states_segment, tc_value_slice, tc_w
 use crate::GenError;
 use crate::blocks::decay::{self, heads_and_log2_gamma};
 use crate::blocks::global::GlobalRows;
-use crate::blocks::staging::stage_tile;
+use crate::blocks::staging::{ColumnTail, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, scale_pair_split};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Rounding, Space, Sreg, Ty};
+use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::spec::KernelSpec;
 
 /// Emit the tensor-core phase 1 for `spec` (validated by the caller).
@@ -27,7 +28,12 @@ use crate::spec::KernelSpec;
 /// # Errors
 /// [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let (kd, vd) = (spec.k, spec.v);
+    // Tiles and the workspace states are the padded dims (kd, vd); k and v rows keep the
+    // real (kg, vg), staged with masked tails.
+    let tile = tile_spec(spec);
+    let (kd, vd) = (tile.k, tile.v);
+    let (kg, vg) = (spec.k, spec.v);
+    let tail = !exact_dims(spec);
     let c = spec.chunk.unwrap_or_default();
     let es = spec.dtype.size_bytes() as u32;
     let ab = match spec.dtype {
@@ -114,6 +120,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         }
         None => v,
     };
+    let tails = tail.then(|| {
+        let kt = ColumnTail::new(&mut kb, None, kg);
+        let vt = ColumnTail::new(&mut kb, v_col0, vg);
+        (kt, vt)
+    });
 
     kb.comment(format!("walk the segment in chunks of {c}"));
     kb.for_range(0u32, seg.len, c, |kb, c0| {
@@ -122,7 +133,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         let tok_c = kb.add(seg.start, c0);
 
         kb.comment("cp.async k, v rows of the chunk (rows >= L zero-filled)");
-        for (tile, src, cols) in [(lay.k, k, kd), (lay.v, v, vd)] {
+        let (kt, vt) = (tails.map(|t| t.0), tails.map(|t| t.1));
+        for (tile, src, cols, tail) in [(lay.k, k, kg, kt), (lay.v, v, vg, vt)] {
             let rows = GlobalRows {
                 src,
                 row_bytes: cols * es,
@@ -131,7 +143,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 h,
                 len,
             };
-            stage_tile(kb, tile, base, t, threads, &rows);
+            stage_tile_masked(kb, tile, base, t, threads, &rows, tail);
         }
         kb.cp_async_commit();
         kb.cp_async_wait(0);

@@ -17,10 +17,16 @@
 //!
 //! Phase 2 takes the chunkwise parameter table (see [`super::chunkwise`]) with two more
 //! before the runtime-γ pair: `p_states` (`.u64`, the workspace phase 1 wrote, f32
-//! `[B, H, S−1, K, V]`) and `p_segment_len` (`.u32`, L). Its grid is `(B, H, S·slices)`
+//! `[B, H, S−1, K, V]`; K, V padded for dims outside the catalog — see below) and
+//! `p_segment_len` (`.u32`, L). Its grid is `(B, H, S·slices)`
 //! with `ctaid.z = s·slices + slice` (slices = V / [`crate::math::chunk_tiling::value_slice`], 1 on
 //! tensor cores). [`two_phase_plan`] sizes both launches and the workspace;
 //! [`prefer_two_phase`] says when the split pays.
+//!
+//! Head dims: any 1 ≤ K ≤ 256, 1 ≤ V ≤ 512, on padded tiles with masked tails as the
+//! chunkwise family describes. The workspace holds states of the padded dims
+//! (`segment_fold::state_elems`; zero past the real K, V), so phase 1 stores and phase 2
+//! folds whole tiles without masks; only q, k, v, o, H0 and H_T use the real dims.
 //!
 //! ## Phase 1
 //!
@@ -60,7 +66,7 @@ pub mod chunk_states_tc;
 use crate::dsl::tiles::SharedTile16;
 use crate::dsl::{KernelBuilder, ParamRef, Reg, Ty};
 use crate::error::unsupported;
-use crate::math::chunk_tiling::{self, THREADS, uses_tensor_cores};
+use crate::math::chunk_tiling::{self, THREADS, tile_spec, uses_tensor_cores};
 use crate::math::segment_fold::{self, segment_bounds, stored_states};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
@@ -122,6 +128,7 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
     if uses_tensor_cores(spec) {
         return tc_value_slice(spec);
     }
+    let spec = &tile_spec(spec);
     let c = spec.chunk.unwrap_or_default();
     let mut vs = spec.v;
     while vs > 64 && StatesLayout::new(spec.k, vs, c).total > spec.arch.max_dynamic_shared() {
@@ -146,16 +153,16 @@ pub fn launch_geometry(
     let (threads, smem) = if uses_tensor_cores(spec) {
         (
             32 * tc_warps(spec),
-            TcStatesLayout::new(spec.k, value_slice(spec), c).total,
+            TcStatesLayout::new(tile_spec(spec).k, value_slice(spec), c).total,
         )
     } else {
         (
             THREADS,
-            StatesLayout::new(spec.k, value_slice(spec), c).total,
+            StatesLayout::new(tile_spec(spec).k, value_slice(spec), c).total,
         )
     };
     Ok(LaunchGeometry {
-        grid: [rows, heads, spec.v / value_slice(spec)],
+        grid: [rows, heads, tile_spec(spec).v / value_slice(spec)],
         block: [threads, 1, 1],
         dynamic_smem_bytes: smem,
     })
@@ -231,7 +238,9 @@ pub fn states_segment(
     let stored = stored_states(kb, t, segment_len);
     let bh = kb.mad_lo(b, heads, h);
     let bhs = kb.mad_lo(bh, stored, s);
-    let state_bytes = kb.mul_wide(bhs, spec.k * spec.v * 4);
+    // The workspace holds states of the padded dims (zero past the real K, V).
+    let tile = tile_spec(spec);
+    let state_bytes = kb.mul_wide(bhs, tile.k * tile.v * 4);
     StatesSegment {
         start,
         len,
@@ -241,13 +250,14 @@ pub fn states_segment(
 
 /// Warps per CTA: one 16-row slice of the state each.
 pub fn tc_warps(spec: &KernelSpec) -> u32 {
-    spec.k / 16
+    tile_spec(spec).k / 16
 }
 
 /// Columns of V (and of the state) one CTA serves: at most 128 (a warp's 16-row state slice
 /// in 64 registers), 64 for K = 256, whose 16 warps leave a thread at most 128 registers.
 /// The grid's z axis walks segment · slices + slice.
 pub fn tc_value_slice(spec: &KernelSpec) -> u32 {
+    let spec = &tile_spec(spec);
     if spec.k == 256 {
         spec.v.min(64)
     } else {
@@ -398,8 +408,8 @@ pub fn two_phase_plan(
     let workspace_elems = batch as usize
         * heads as usize
         * (segments as usize - 1)
-        * spec.k as usize
-        * spec.v as usize;
+        * tile_spec(spec).k as usize
+        * tile_spec(spec).v as usize;
     Ok(TwoPhasePlan {
         states_spec,
         segmented_spec,
