@@ -176,24 +176,32 @@ fn dense_forms_match_the_reference_bf16() {
     dense_forms::<bf16>();
 }
 
+/// Packed batches, one with an empty sequence (its dH0 is its dH_T).
 #[test]
 fn varlen_forms_match_the_reference() {
     let dims = (1, 12, 2, 8, 8);
     let case = Case::<f32>::new(dims, 3);
-    let cu = CuSeqlens::new(vec![0, 5, 6, 12], 12).unwrap();
     let p = params(2);
     let ret = Retention::new(&Device::Cpu, p.clone()).unwrap();
-    let want = case.reference(&p, Some(&cu), false);
-    let bound = case.reference(&p, Some(&cu), true);
     let (h0, d_ht) = (Some(&case.h0), Some(&case.d_ht));
-    let got = ret
-        .chunkwise_varlen_backward(case.qkv(), &cu, (h0, 3), &case.d_o, d_ht)
-        .unwrap();
-    assert_gradients("chunkwise varlen", &got, &want, &bound);
-    let got = ret
-        .recurrent_varlen_backward(case.qkv(), &cu, h0, &case.d_o, d_ht)
-        .unwrap();
-    assert_gradients("recurrent varlen", &got, &want, &bound);
+    for bounds in [vec![0, 5, 6, 12], vec![0, 5, 5, 12]] {
+        let cu = CuSeqlens::new(bounds.clone(), 12).unwrap();
+        let want = case.reference(&p, Some(&cu), false);
+        let bound = case.reference(&p, Some(&cu), true);
+        let got = ret
+            .chunkwise_varlen_backward(case.qkv(), &cu, (h0, 3), &case.d_o, d_ht)
+            .unwrap();
+        assert_gradients(&format!("chunkwise varlen {bounds:?}"), &got, &want, &bound);
+        let got = ret
+            .recurrent_varlen_backward(case.qkv(), &cu, h0, &case.d_o, d_ht)
+            .unwrap();
+        assert_gradients(&format!("recurrent varlen {bounds:?}"), &got, &want, &bound);
+        if bounds[1] == bounds[2] {
+            let per = 2 * 8 * 8;
+            let dh0 = got.dh0.as_ref().unwrap();
+            assert_eq!(dh0.data()[per..2 * per], case.d_ht.data()[per..2 * per]);
+        }
+    }
 }
 
 #[test]

@@ -50,6 +50,7 @@ mod state_pool;
 mod stream;
 mod tensor;
 mod transfer;
+mod varlen_backward;
 
 pub use capture::Graph;
 pub use device::Device;

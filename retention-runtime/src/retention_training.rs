@@ -195,7 +195,16 @@ impl Retention {
     ) -> Result<Gradients<T>> {
         self.backward_on_cpu_only("chunkwise_varlen_backward")?;
         let p = self.params();
-        cpu::chunkwise_backward_varlen(q, k, v, cu_seqlens, p, chunk, h0, d_o, d_ht).map(Into::into)
+        crate::varlen_backward::chunkwise_backward_varlen(
+            (q, k, v),
+            cu_seqlens,
+            p,
+            chunk,
+            h0,
+            d_o,
+            d_ht,
+        )
+        .map(Into::into)
     }
 
     /// Gradients of [`Retention::recurrent_varlen`] (computed chunk by chunk, as
