@@ -18,7 +18,8 @@
 //! `chunkwise_varlen_backward`, `recurrent_varlen_backward` return [`Gradients`] (dq, dk, dv,
 //! dH0 and d log γ per head); `chunkwise_for_training` returns a [`TrainingForward`] (o, H_T
 //! and the f32 chunk states) that `chunkwise_backward_saved` consumes; `msr_epilogue_backward`
-//! returns [`EpilogueGradients`].
+//! returns [`EpilogueGradients`]; `chunkwise_backward_into` is the device-tensor form (CPU
+//! tensors, writing a [`GradientsInto`]).
 //!
 //! ```
 //! use retention::{Device, Gammas, HostTensor, Retention, RetentionParams, reference};
@@ -53,7 +54,7 @@ pub use retention_kernels::cpu::CpuElement;
 pub use retention_kernels::reference;
 pub use retention_kernels::reference::RetentionParams;
 pub use retention_runtime::{
-    Device, DeviceDtype, DeviceTensor, EpilogueGradients, Gradients, Graph, HostState, MemoryPool,
-    OutState, PoolStats, Qkv, Retention, Slot, StateConfig, StatePool, Stream, TrainingForward,
-    TransferStats,
+    Device, DeviceDtype, DeviceTensor, EpilogueGradients, Gradients, GradientsInto, Graph,
+    HostState, MemoryPool, OutState, PoolStats, Qkv, Retention, Slot, StateConfig, StatePool,
+    Stream, TrainingForward, TransferStats, Upstream,
 };

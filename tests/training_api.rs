@@ -302,9 +302,84 @@ fn gpu_like_devices_refuse_with_a_typed_error() {
         "chunkwise_for_training",
         ret.chunkwise_for_training(case.qkv(), 2, None).map(drop),
     );
+    let stream = retention::Stream::default_for(&device).unwrap();
+    let upload = || retention::DeviceTensor::upload(ret.memory(), &case.q, &stream).unwrap();
+    let t = upload();
+    let (mut a, mut b, mut c, mut d, mut e) = (upload(), upload(), upload(), upload(), upload());
+    let out = retention::GradientsInto {
+        dq: &mut a,
+        dk: &mut b,
+        dv: &mut c,
+        dh0: &mut d,
+        dlog_gamma: &mut e,
+    };
+    refused(
+        "chunkwise_backward_into",
+        ret.chunkwise_backward_into((&t, &t, &t), None, (&t, None), out, (2, None)),
+    );
     refused(
         "msr_epilogue_backward",
         ret.msr_epilogue_backward(&case.v, &case.v, 1e-6, d_o)
             .map(drop),
+    );
+}
+
+/// The device-tensor form on CPU tensors writes exactly the host form's gradients, and
+/// checks its outputs' shapes.
+#[test]
+fn device_tensor_backward_equals_the_host_form() {
+    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    let case = Case::<f32>::new((2, 7, 2, 8, 4), 2);
+    let ret = Retention::new(&Device::Cpu, params(2)).unwrap();
+    let want = ret
+        .chunkwise_backward(case.qkv(), 3, Some(&case.h0), &case.d_o, Some(&case.d_ht))
+        .unwrap();
+    let stream = Stream::default_for(&Device::Cpu).unwrap();
+    let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
+    let (q, k, v, d_o, h0, d_ht) = (
+        up(&case.q),
+        up(&case.k),
+        up(&case.v),
+        up(&case.d_o),
+        up(&case.h0),
+        up(&case.d_ht),
+    );
+    let zeros = |shape: &[usize]| {
+        DeviceTensor::zeros(ret.memory(), &Device::Cpu, DeviceDtype::F32, shape).unwrap()
+    };
+    let (mut dq, mut dk, mut dv) = (
+        zeros(&[2, 7, 2, 8]),
+        zeros(&[2, 7, 2, 8]),
+        zeros(&[2, 7, 2, 4]),
+    );
+    let (mut dh0, mut dlg) = (zeros(&[2, 2, 8, 4]), zeros(&[2]));
+    let out = GradientsInto {
+        dq: &mut dq,
+        dk: &mut dk,
+        dv: &mut dv,
+        dh0: &mut dh0,
+        dlog_gamma: &mut dlg,
+    };
+    ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, (3, None))
+        .unwrap();
+    let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
+    assert_eq!(down(&dq), want.dq);
+    assert_eq!(down(&dk), want.dk);
+    assert_eq!(down(&dv), want.dv);
+    assert_eq!(&down(&dh0), want.dh0.as_ref().unwrap());
+    assert_eq!(down(&dlg), want.dlog_gamma);
+
+    let mut short = zeros(&[3]);
+    let out = GradientsInto {
+        dq: &mut dq,
+        dk: &mut dk,
+        dv: &mut dv,
+        dh0: &mut dh0,
+        dlog_gamma: &mut short,
+    };
+    let err = ret.chunkwise_backward_into((&q, &k, &v), None, (&d_o, None), out, (3, None));
+    assert!(
+        matches!(err, Err(RetentionError::ShapeMismatch { ref tensor, .. }) if tensor == "dlog_gamma"),
+        "{err:?}"
     );
 }

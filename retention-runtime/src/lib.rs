@@ -49,6 +49,7 @@ mod slot;
 mod state_pool;
 mod stream;
 mod tensor;
+mod training_device;
 mod transfer;
 mod varlen_backward;
 
@@ -63,4 +64,5 @@ pub use slot::Slot;
 pub use state_pool::{HostState, StateConfig, StatePool};
 pub use stream::{Event, Stream};
 pub use tensor::{DeviceDtype, DeviceTensor};
+pub use training_device::{GradientsInto, Upstream};
 pub use transfer::TransferStats;

@@ -7,8 +7,8 @@
 //! `Device::Emulated` and `Device::Cuda` every op here returns
 //! [`RetentionError::Unsupported`] naming the op — never a wrong answer, never a panic.
 //!
-//! There are no device-tensor (`*_backward_into`) forms yet: on the CPU they would only copy
-//! host results into device tensors, and on GPU-like devices there is no kernel to launch.
+//! The device-tensor form is `chunkwise_backward_into` (`training_device`, CPU tensors only);
+//! the other backwards have none yet.
 //!
 //! What the forward saves: [`Retention::chunkwise_for_training`] keeps the f32 state entering
 //! every chunk, K·V·4/C bytes per token-head (K = V = 128, C = 64: 1 KiB), so the backward
@@ -72,7 +72,7 @@ type HostQkv<'a, T> = (&'a HostTensor<T>, &'a HostTensor<T>, &'a HostTensor<T>);
 
 impl Retention {
     /// `Ok` on the CPU; on a GPU-like device the typed refusal of `op`.
-    fn backward_on_cpu_only(&self, op: &str) -> Result<()> {
+    pub(crate) fn backward_on_cpu_only(&self, op: &str) -> Result<()> {
         if self.gpu().is_none() {
             return Ok(());
         }
