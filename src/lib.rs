@@ -13,6 +13,14 @@
 //! [`Graph`]s that capture a whole decode step. The host-tensor methods upload, run and
 //! download.
 //!
+//! Training (on the CPU for now; GPU-like devices answer `RetentionError::Unsupported`):
+//! `Retention::chunkwise_backward`, `parallel_backward`, `recurrent_backward`,
+//! `chunkwise_varlen_backward`, `recurrent_varlen_backward` return [`Gradients`] (dq, dk, dv,
+//! dH0 and d log γ per head); `chunkwise_for_training` returns a [`TrainingForward`] (o, H_T
+//! and the f32 chunk states) that `chunkwise_backward_saved` consumes; `msr_epilogue_backward`
+//! returns [`EpilogueGradients`]; `chunkwise_backward_into` is the device-tensor form (CPU
+//! tensors, writing a [`GradientsInto`]).
+//!
 //! ```
 //! use retention::{Device, Gammas, HostTensor, Retention, RetentionParams, reference};
 //! # fn main() -> retention::Result<()> {
@@ -46,6 +54,7 @@ pub use retention_kernels::cpu::CpuElement;
 pub use retention_kernels::reference;
 pub use retention_kernels::reference::RetentionParams;
 pub use retention_runtime::{
-    Device, DeviceDtype, DeviceTensor, Graph, HostState, MemoryPool, OutState, PoolStats, Qkv,
-    Retention, Slot, StateConfig, StatePool, Stream, TransferStats,
+    Device, DeviceDtype, DeviceTensor, EpilogueGradients, Gradients, GradientsInto, Graph,
+    HostState, MemoryPool, OutState, PoolStats, Qkv, Retention, Slot, StateConfig, StatePool,
+    Stream, TrainingForward, TransferStats, Upstream,
 };

@@ -6,7 +6,8 @@
 //! memory, owned from the caching [`MemoryPool`] or borrowed from a framework's buffer);
 //! [`Stream`] (one API on every device, counting host↔device bytes in [`TransferStats`]) and
 //! [`Graph`] (a stream's work captured and replayed: a CUDA graph, or on the emulator the
-//! recorded launch list); [`Retention`] and [`StatePool`], whose device API runs every op on
+//! recorded launch list); [`Retention`] (with its training API on host tensors: the backward of every form and
+//! of the MSR epilogue, [`Gradients`], [`TrainingForward`]) and [`StatePool`], whose device API runs every op on
 //! device tensors, writing caller-provided outputs on the caller's stream with no hidden
 //! synchronisation or host copy (the host-tensor methods upload, run and download); the
 //! [`ModuleCache`] (spec → PTX from `kernel-gen` → loaded module); and the autotune cache
@@ -43,11 +44,14 @@ mod memory_pool;
 mod module_cache;
 mod retention;
 mod retention_device;
+mod retention_training;
 mod slot;
 mod state_pool;
 mod stream;
 mod tensor;
+mod training_device;
 mod transfer;
+mod varlen_backward;
 
 pub use capture::Graph;
 pub use device::Device;
@@ -55,8 +59,10 @@ pub use memory_pool::{MemoryPool, PoolBuffer, PoolStats, size_class};
 pub use module_cache::{LoadedModule, ModuleCache, ModuleCacheStats};
 pub use retention::Retention;
 pub use retention_device::{OutState, Qkv};
+pub use retention_training::{EpilogueGradients, Gradients, TrainingForward};
 pub use slot::Slot;
 pub use state_pool::{HostState, StateConfig, StatePool};
 pub use stream::{Event, Stream};
 pub use tensor::{DeviceDtype, DeviceTensor};
+pub use training_device::{GradientsInto, Upstream};
 pub use transfer::TransferStats;

@@ -407,7 +407,7 @@ fn device_constants(
 }
 
 /// The problem shape after the same checks the CPU kernels make.
-fn shape_of<T: CpuElement>(
+pub(crate) fn shape_of<T: CpuElement>(
     q: &HostTensor<T>,
     k: &HostTensor<T>,
     v: &HostTensor<T>,

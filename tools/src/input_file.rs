@@ -201,3 +201,33 @@ fn read_cu_seqlens(view: &TensorView<'_>, path: &Path) -> Result<Vec<i64>, CliEr
         )),
     }
 }
+
+/// An optional float tensor `name` of the input file, which must have dtype `dtype` when
+/// present (the input dtype for `do`, `dy`, `g`; f32 for `dht`), widened exactly to f64.
+/// Its shape is checked by the computation that uses it.
+///
+/// # Errors
+/// [`CliError::BadInput`] for an unreadable file, a wrong dtype or data not matching the shape.
+pub fn load_optional(
+    bytes: &[u8],
+    path: &Path,
+    name: &str,
+    dtype: Dtype,
+) -> Result<Option<HostTensor<f64>>, CliError> {
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| CliError::bad_input(path, format!("not a valid safetensors file ({e})")))?;
+    let Some(view) = optional(&file, name) else {
+        return Ok(None);
+    };
+    if input_dtype(view.dtype()) != Some(dtype) {
+        return Err(CliError::bad_input(
+            path,
+            format!(
+                "tensor `{name}` has dtype {:?}; expected {}",
+                view.dtype(),
+                dtype.name()
+            ),
+        ));
+    }
+    host(path, name, &view, dtype).map(Some)
+}

@@ -17,6 +17,7 @@ mod points;
 pub mod report;
 mod suites;
 mod table;
+mod train;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,9 @@ pub enum SuiteArg {
     /// Whole models: RetNet against a Transformer of the same size (memory, throughput and
     /// latency against context and batch; the paper's Figure-1 ratios). Not part of `all`.
     Model,
+    /// Training: chunkwise forward + backward time, GFLOP/s and peak memory against T, on the
+    /// CPU. Not part of `all`.
+    Train,
 }
 
 /// The GPU the emulator's time model stands for (`--device emulated`).
@@ -153,6 +157,9 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
     if args.suite == SuiteArg::Model {
         return model::execute(args);
     }
+    if args.suite == SuiteArg::Train {
+        return train::execute(args);
+    }
     let model = args.model.shape();
     preflight(args)?;
     let grid = match (&device, args.quick) {
@@ -186,8 +193,8 @@ fn selection(suite: SuiteArg) -> Selection {
             prefill: false,
             compare: true,
         },
-        // `Model` never gets here: `execute` hands it to `model::execute` first.
-        SuiteArg::All | SuiteArg::Model => Selection {
+        // `Model` and `Train` never get here: `execute` hands them to their suites first.
+        SuiteArg::All | SuiteArg::Model | SuiteArg::Train => Selection {
             decode: true,
             prefill: true,
             compare: true,

@@ -5,7 +5,13 @@
 //! problem through the runtime's fast CPU kernels, `--device emulated` through the runtime on
 //! the PTX emulator (the catalog's kernels), `--device cuda` on a GPU; every device accepts
 //! packed batches (`cu_seqlens`).
+//!
+//! `--backward` also runs the form's backward for the upstream gradients in the input file
+//! (`do`, `dht`, or the epilogue's `dy` and `g`) and writes dq, dk, dv, dh0 and dlog_gamma
+//! (see `backward`); on the reference and CPU devices only until the GPU backward exists.
 
+mod backward;
+mod backward_cpu;
 mod demo;
 mod forms;
 mod gammas_arg;
@@ -15,7 +21,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use retention_core::{Dtype, validate_scale};
+use retention_core::{Dtype, HostTensor, validate_scale};
 use retention_kernels::reference::RetentionParams;
 use safetensors::Dtype as StDtype;
 
@@ -67,8 +73,16 @@ pub struct RunArgs {
     /// Device to compute on.
     #[arg(long, value_enum, default_value_t = Device::Reference)]
     pub device: Device,
+    /// Also run the backward: read `do` (and `dht`; or `dy` and `g` for the gated epilogue)
+    /// from the input and write dq, dk, dv (input dtype), dh0 and dlog_gamma (f32).
+    #[arg(long)]
+    pub backward: bool,
+    /// RMSNorm eps of the gated epilogue whose backward `--backward` runs when the input has
+    /// `dy` and `g`.
+    #[arg(long, value_name = "X", default_value_t = 1e-6, requires = "backward")]
+    pub eps: f64,
     /// Generate a random problem, run every form and print how far they are apart.
-    #[arg(long, conflicts_with_all = ["input", "output", "form", "chunk", "gammas", "head_offset", "scale"])]
+    #[arg(long, conflicts_with_all = ["input", "output", "form", "chunk", "gammas", "head_offset", "scale", "backward"])]
     pub demo: bool,
     /// Seed of the demo's random problem.
     #[arg(long, value_name = "S", requires = "demo", default_value_t = 42)]
@@ -80,6 +94,12 @@ pub struct RunArgs {
 /// # Errors
 /// Any [`CliError`]; nothing is written unless everything succeeded.
 pub fn execute(args: &RunArgs) -> Result<(), CliError> {
+    if args.backward && matches!(args.device, Device::Emulated | Device::Cuda) {
+        return Err(CliError::NotSupported {
+            what: format!("run --backward on --device {}", device_name(args.device)),
+            hint: ": the GPU backward is not built yet; use --device cpu or reference".into(),
+        });
+    }
     let runtime = match args.device {
         Device::Reference => None,
         Device::Cpu => Some(retention_runtime::Device::Cpu),
@@ -106,11 +126,25 @@ pub fn execute(args: &RunArgs) -> Result<(), CliError> {
         reason: e.to_string(),
     })?;
     let inputs = input_file::load(&bytes, input)?;
+    let upstream = args
+        .backward
+        .then(|| backward::Upstream::load(&bytes, input, inputs.dtype))
+        .transpose()?;
     drop(bytes);
     let shape = inputs.shape();
     let gammas = gammas_arg.resolve(shape.heads)?;
     let scale = validate_scale(args.scale, shape.dk)?;
     let params = RetentionParams::new(gammas, Some(scale));
+    if let Some(up) = &upstream {
+        let up = (up, args.eps);
+        let result = match &runtime {
+            None => backward::reference(form, args.chunk, &inputs, &params, up)?,
+            Some(_) => backward_cpu::compute(form, args.chunk, &inputs, &params, up)?,
+        };
+        let mut metadata = provenance(args, form, &params, scale, input);
+        metadata.insert("backward".to_string(), "true".to_string());
+        return output_file::write(output, &result.tensors(inputs.dtype), metadata);
+    }
     let result = match &runtime {
         None => compute(form, args.chunk, &inputs, &params)?,
         Some(device) => on_device::compute(device, form, args.chunk, &inputs, &params)?,
@@ -132,6 +166,26 @@ pub fn execute(args: &RunArgs) -> Result<(), CliError> {
     }
     let metadata = provenance(args, form, &params, scale, input);
     output_file::write(output, &tensors, metadata)
+}
+
+/// The `--device` flag's value.
+fn device_name(device: Device) -> &'static str {
+    match device {
+        Device::Reference => "reference",
+        Device::Cpu => "cpu",
+        Device::Emulated => "emulated",
+        Device::Cuda => "cuda",
+    }
+}
+
+/// A tensor to write, rounded once from f64 to `dtype`.
+fn output(name: &'static str, dtype: Dtype, t: &HostTensor<f64>) -> OutputTensor {
+    OutputTensor {
+        name,
+        dtype: safetensors_dtype(dtype),
+        shape: t.shape().to_vec(),
+        bytes: encode(dtype, t.data()),
+    }
 }
 
 /// How `--device` reads in the output's provenance.

@@ -1,0 +1,121 @@
+//! The device-tensor form of the chunkwise backward ([`Retention::chunkwise_backward_into`]),
+//! on `Device::Cpu` only: as the CPU forms of the device API, the fast CPU kernels run on host
+//! views of the tensors and their results are copied into the caller's outputs. GPU-like
+//! devices return [`RetentionError::Unsupported`] until the GPU backward exists.
+
+use half::{bf16, f16};
+use retention_core::{Dtype, Result, RetentionError};
+use retention_kernels::cpu::CpuElement;
+
+use crate::host_view;
+use crate::retention::Retention;
+use crate::retention_device::Qkv;
+use crate::stream::Stream;
+use crate::tensor::{DeviceDtype, DeviceTensor};
+
+/// The upstream gradients of a stateful op: dO `[B, T, H, V]` (input dtype) and an optional
+/// dH_T `[B, H, K, V]` f32.
+pub type Upstream<'a> = (&'a DeviceTensor, Option<&'a DeviceTensor>);
+
+/// Caller-provided outputs of a backward: dq, dk `[B, T, H, K]` and dv `[B, T, H, V]` in the
+/// input dtype; dh0 `[B, H, K, V]` and dlog_gamma `[H]` in f32.
+#[derive(Debug)]
+pub struct GradientsInto<'a> {
+    /// dL/dq.
+    pub dq: &'a mut DeviceTensor,
+    /// dL/dk.
+    pub dk: &'a mut DeviceTensor,
+    /// dL/dv.
+    pub dv: &'a mut DeviceTensor,
+    /// dL/dH0.
+    pub dh0: &'a mut DeviceTensor,
+    /// dL/dlog γ per head.
+    pub dlog_gamma: &'a mut DeviceTensor,
+}
+
+impl Retention {
+    /// [`Retention::chunkwise_backward`] on device tensors, writing `out`; `stream` (this
+    /// device's, or its default when `None`) orders nothing on the CPU, where the op runs to
+    /// completion before returning.
+    ///
+    /// # Errors
+    /// [`RetentionError::Unsupported`] on a GPU-like device; a stream or tensor of another
+    /// device; dtype mismatches (q, k, v, dO share a float dtype; states and dlog_gamma f32);
+    /// shape mismatches of inputs or outputs; a zero chunk.
+    pub fn chunkwise_backward_into(
+        &self,
+        qkv: Qkv<'_>,
+        h0: Option<&DeviceTensor>,
+        upstream: Upstream<'_>,
+        out: GradientsInto<'_>,
+        (chunk, stream): (usize, Option<&Stream>),
+    ) -> Result<()> {
+        self.backward_on_cpu_only("chunkwise_backward_into")?;
+        if let Some(s) = stream.filter(|s| s.device() != self.device()) {
+            return Err(RetentionError::WrongDevice {
+                tensor: "stream".into(),
+                expected: self.device().name(),
+                got: s.device().name(),
+            });
+        }
+        let q = qkv.0;
+        let dtype = q
+            .dtype()
+            .float()
+            .ok_or_else(|| RetentionError::DtypeMismatch {
+                tensor: "q".into(),
+                expected: "f32, f16 or bf16".into(),
+                got: q.dtype().to_string(),
+            })?;
+        let args = (qkv, h0, upstream, out, chunk);
+        match dtype {
+            Dtype::F32 => self.backward_typed::<f32>(args),
+            Dtype::F16 => self.backward_typed::<f16>(args),
+            Dtype::Bf16 => self.backward_typed::<bf16>(args),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn backward_typed<T: CpuElement>(
+        &self,
+        ((q, k, v), h0, (d_o, d_ht), out, chunk): (
+            Qkv<'_>,
+            Option<&DeviceTensor>,
+            Upstream<'_>,
+            GradientsInto<'_>,
+            usize,
+        ),
+    ) -> Result<()> {
+        let (d, dt, f32t) = (self.device(), DeviceDtype::of::<T>()?, DeviceDtype::F32);
+        for (name, t) in [("q", q), ("k", k), ("v", v), ("d_o", d_o)] {
+            t.expect(name, d, dt, t.shape())?;
+        }
+        for (name, t) in [("h0", h0), ("d_ht", d_ht)] {
+            if let Some(t) = t {
+                t.expect(name, d, f32t, t.shape())?;
+            }
+        }
+        let read_f32 = |t: Option<&DeviceTensor>| t.map(host_view::read::<f32>).transpose();
+        let (hq, hk, hv) = (
+            host_view::read::<T>(q)?,
+            host_view::read::<T>(k)?,
+            host_view::read::<T>(v)?,
+        );
+        let (hh0, hdht) = (read_f32(h0)?, read_f32(d_ht)?);
+        let hdo = host_view::read::<T>(d_o)?;
+        let g =
+            self.chunkwise_backward((&hq, &hk, &hv), chunk, hh0.as_ref(), &hdo, hdht.as_ref())?;
+        let dh0 = g.dh0.as_ref().expect("the chunkwise backward returns dH0");
+        out.dq.expect("dq", d, dt, g.dq.shape())?;
+        out.dk.expect("dk", d, dt, g.dk.shape())?;
+        out.dv.expect("dv", d, dt, g.dv.shape())?;
+        out.dh0.expect("dh0", d, f32t, dh0.shape())?;
+        out.dlog_gamma
+            .expect("dlog_gamma", d, f32t, g.dlog_gamma.shape())?;
+        host_view::write(out.dq, &g.dq)?;
+        host_view::write(out.dk, &g.dk)?;
+        host_view::write(out.dv, &g.dv)?;
+        host_view::write(out.dh0, dh0)?;
+        host_view::write(out.dlog_gamma, &g.dlog_gamma)
+    }
+}

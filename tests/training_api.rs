@@ -1,0 +1,385 @@
+//! The facade's training API (`Retention::*_backward`, `chunkwise_for_training`,
+//! `msr_epilogue_backward`) on `Device::Cpu` against the f64 reference backward, with the CPU
+//! backward's tolerances: f32 gradients 1e-5 max relative, bf16 5e-3 relative RMSE, dH0
+//! (f32) 1e-5 max relative; d log γ within 1e-5 of Σ|terms| (the reference on |inputs|, as
+//! `retention-kernels/tests/cpu_backward.rs` explains). GPU-like devices refuse with a typed
+//! error, and bad shapes are typed errors.
+
+use half::bf16;
+use retention::{
+    CpuElement, CuSeqlens, Device, Dtype, Element, Gammas, Gradients, HostTensor, Retention,
+    RetentionError, RetentionParams, reference,
+};
+
+fn input<T: Element>(shape: Vec<usize>, seed: u64) -> HostTensor<T> {
+    let mut rng = retention_core::SplitMix64::new(seed);
+    let n = shape.iter().product();
+    HostTensor::from_f64(shape, &rng.vec(n)).unwrap()
+}
+
+fn abs(t: &HostTensor<f64>) -> HostTensor<f64> {
+    HostTensor::new(
+        t.shape().to_vec(),
+        t.data().iter().map(|x| x.abs()).collect(),
+    )
+    .unwrap()
+}
+
+/// A problem: q, k, v, d_o in `T`; h0 and dH_T in f32.
+struct Case<T: CpuElement> {
+    q: HostTensor<T>,
+    k: HostTensor<T>,
+    v: HostTensor<T>,
+    d_o: HostTensor<T>,
+    h0: HostTensor<f32>,
+    d_ht: HostTensor<f32>,
+}
+
+impl<T: CpuElement> Case<T> {
+    fn new((b, t, h, k, v): (usize, usize, usize, usize, usize), rows: usize) -> Self {
+        Self {
+            q: input(vec![b, t, h, k], 1),
+            k: input(vec![b, t, h, k], 2),
+            v: input(vec![b, t, h, v], 3),
+            d_o: input(vec![b, t, h, v], 4),
+            h0: input(vec![rows, h, k, v], 5),
+            d_ht: input(vec![rows, h, k, v], 6),
+        }
+    }
+
+    fn qkv(&self) -> (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>) {
+        (&self.q, &self.k, &self.v)
+    }
+
+    /// The reference chunkwise (or varlen) backward, on |inputs| with |scale| when `absolute`.
+    fn reference(
+        &self,
+        p: &RetentionParams,
+        cu: Option<&CuSeqlens>,
+        absolute: bool,
+    ) -> reference::Gradients {
+        let f = |t: HostTensor<f64>| if absolute { abs(&t) } else { t };
+        let (q, k, v) = (f(self.q.to_f64()), f(self.k.to_f64()), f(self.v.to_f64()));
+        let (h0, d_o, d_ht) = (
+            f(self.h0.to_f64()),
+            f(self.d_o.to_f64()),
+            f(self.d_ht.to_f64()),
+        );
+        let p = if absolute {
+            RetentionParams::new(p.gammas.clone(), p.scale.map(f64::abs))
+        } else {
+            p.clone()
+        };
+        match cu {
+            None => reference::chunkwise_backward(&q, &k, &v, &p, 3, Some(&h0), &d_o, Some(&d_ht)),
+            Some(cu) => reference::chunkwise_backward_varlen(
+                &q,
+                &k,
+                &v,
+                cu,
+                &p,
+                3,
+                Some(&h0),
+                &d_o,
+                Some(&d_ht),
+            ),
+        }
+        .unwrap()
+    }
+}
+
+fn assert_close<T: Element>(what: &str, got: &HostTensor<T>, want: &HostTensor<f64>) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    assert!(
+        want.data().iter().any(|&x| x != 0.0),
+        "{what}: zero reference"
+    );
+    let (got, want) = (got.to_f64(), want.data());
+    let e = if T::DTYPE == Some(Dtype::F32) {
+        reference::max_rel_diff(got.data(), want)
+    } else {
+        reference::rel_rmse(got.data(), want)
+    };
+    let tol = if T::DTYPE == Some(Dtype::F32) {
+        1e-5
+    } else {
+        5e-3
+    };
+    assert!(e <= tol, "{what}: {e:e} > {tol:e}");
+}
+
+/// Every gradient of `got` against the reference `want` (d log γ against `bound`).
+fn assert_gradients<T: CpuElement>(
+    what: &str,
+    got: &Gradients<T>,
+    want: &reference::Gradients,
+    bound: &reference::Gradients,
+) {
+    assert_close(&format!("{what} dq"), &got.dq, &want.dq);
+    assert_close(&format!("{what} dk"), &got.dk, &want.dk);
+    assert_close(&format!("{what} dv"), &got.dv, &want.dv);
+    let dh0 = got.dh0.as_ref().expect("a stateful form returns dH0");
+    assert_close(&format!("{what} dh0"), dh0, &want.dh0);
+    let (g, w, b) = (&got.dlog_gamma, &want.dlog_gamma, &bound.dlog_gamma);
+    assert_eq!(g.shape(), w.shape(), "{what} dlog_gamma shape");
+    for ((g, w), b) in g.data().iter().zip(w.data()).zip(b.data()) {
+        assert!(*b > 0.0, "{what}: zero bound");
+        let e = (f64::from(*g) - w).abs();
+        assert!(
+            e <= 1e-5 * b,
+            "{what} dlog_gamma: got {g}, want {w} (Σ|terms| {b})"
+        );
+    }
+}
+
+fn params(h: usize) -> RetentionParams {
+    RetentionParams::new(Gammas::retnet_sharded(h, 2).unwrap(), Some(0.3))
+}
+
+fn dense_forms<T: CpuElement>() {
+    let dims = (2, 11, 2, 16, 8);
+    let case = Case::<T>::new(dims, 2);
+    let p = params(2);
+    let ret = Retention::new(&Device::Cpu, p.clone()).unwrap();
+    let want = case.reference(&p, None, false);
+    let bound = case.reference(&p, None, true);
+    let (h0, d_ht) = (Some(&case.h0), Some(&case.d_ht));
+
+    let got = ret
+        .chunkwise_backward(case.qkv(), 3, h0, &case.d_o, d_ht)
+        .unwrap();
+    assert_gradients("chunkwise C=3", &got, &want, &bound);
+    let got = ret
+        .recurrent_backward(case.qkv(), h0, &case.d_o, d_ht)
+        .unwrap();
+    assert_gradients("recurrent", &got, &want, &bound);
+
+    // The training forward: its o and H_T are the forward's, its states feed the backward.
+    let fwd = ret.chunkwise_for_training(case.qkv(), 3, h0).unwrap();
+    let (o, ht) = ret.chunkwise(&case.q, &case.k, &case.v, 3, h0).unwrap();
+    assert_eq!(fwd.o, o);
+    assert_eq!(fwd.ht, ht);
+    assert_eq!(fwd.states.shape(), &[2 * 4, 2, 16, 8]);
+    let got = ret
+        .chunkwise_backward_saved(case.qkv(), &fwd, &case.d_o, d_ht)
+        .unwrap();
+    assert_gradients("chunkwise saved", &got, &want, &bound);
+}
+
+#[test]
+fn dense_forms_match_the_reference_f32() {
+    dense_forms::<f32>();
+}
+
+#[test]
+fn dense_forms_match_the_reference_bf16() {
+    dense_forms::<bf16>();
+}
+
+/// Packed batches, one with an empty sequence (its dH0 is its dH_T).
+#[test]
+fn varlen_forms_match_the_reference() {
+    let dims = (1, 12, 2, 8, 8);
+    let case = Case::<f32>::new(dims, 3);
+    let p = params(2);
+    let ret = Retention::new(&Device::Cpu, p.clone()).unwrap();
+    let (h0, d_ht) = (Some(&case.h0), Some(&case.d_ht));
+    for bounds in [vec![0, 5, 6, 12], vec![0, 5, 5, 12]] {
+        let cu = CuSeqlens::new(bounds.clone(), 12).unwrap();
+        let want = case.reference(&p, Some(&cu), false);
+        let bound = case.reference(&p, Some(&cu), true);
+        let got = ret
+            .chunkwise_varlen_backward(case.qkv(), &cu, (h0, 3), &case.d_o, d_ht)
+            .unwrap();
+        assert_gradients(&format!("chunkwise varlen {bounds:?}"), &got, &want, &bound);
+        let got = ret
+            .recurrent_varlen_backward(case.qkv(), &cu, h0, &case.d_o, d_ht)
+            .unwrap();
+        assert_gradients(&format!("recurrent varlen {bounds:?}"), &got, &want, &bound);
+        if bounds[1] == bounds[2] {
+            let per = 2 * 8 * 8;
+            let dh0 = got.dh0.as_ref().unwrap();
+            assert_eq!(dh0.data()[per..2 * per], case.d_ht.data()[per..2 * per]);
+        }
+    }
+}
+
+#[test]
+fn parallel_and_epilogue_match_the_reference() {
+    let case = Case::<f32>::new((1, 9, 2, 8, 8), 1);
+    let p = params(2);
+    let ret = Retention::new(&Device::Cpu, p.clone()).unwrap();
+    let (q, k, v, d_o) = (
+        case.q.to_f64(),
+        case.k.to_f64(),
+        case.v.to_f64(),
+        case.d_o.to_f64(),
+    );
+    let want = reference::parallel_backward(&q, &k, &v, &p, &d_o).unwrap();
+    let got = ret.parallel_backward(case.qkv(), &case.d_o).unwrap();
+    assert!(got.dh0.is_none());
+    assert_close("parallel dq", &got.dq, &want.dq);
+    assert_close("parallel dk", &got.dk, &want.dk);
+    assert_close("parallel dv", &got.dv, &want.dv);
+    for (g, w) in got.dlog_gamma.data().iter().zip(want.dlog_gamma.data()) {
+        assert!(
+            (f64::from(*g) - w).abs() <= 1e-4 * w.abs().max(1.0),
+            "{g} vs {w}"
+        );
+    }
+
+    let (o, g, dy) = (&case.v, &case.k, &case.d_o);
+    let want = reference::msr_epilogue_backward(&o.to_f64(), &g.to_f64(), 1e-6, &dy.to_f64());
+    let want = want.unwrap();
+    let got = ret.msr_epilogue_backward(o, g, 1e-6, dy).unwrap();
+    assert_close("epilogue do", &got.d_o, &want.d_o);
+    assert_close("epilogue dg", &got.dg, &want.dg);
+}
+
+#[test]
+fn bad_shapes_are_typed_errors() {
+    let case = Case::<f32>::new((1, 6, 2, 8, 4), 1);
+    let ret = Retention::new(&Device::Cpu, params(2)).unwrap();
+    let short_do = input::<f32>(vec![1, 5, 2, 4], 9);
+    let err = ret.chunkwise_backward(case.qkv(), 2, None, &short_do, None);
+    assert!(
+        matches!(err, Err(RetentionError::ShapeMismatch { ref tensor, .. }) if tensor == "d_o"),
+        "{err:?}"
+    );
+    let bad_ht = input::<f32>(vec![2, 2, 8, 4], 9);
+    let err = ret.chunkwise_backward(case.qkv(), 2, None, &case.d_o, Some(&bad_ht));
+    assert!(
+        matches!(err, Err(RetentionError::ShapeMismatch { .. })),
+        "{err:?}"
+    );
+    let err = ret.chunkwise_backward(case.qkv(), 0, None, &case.d_o, None);
+    assert!(matches!(err, Err(RetentionError::ZeroChunk)), "{err:?}");
+    let err = ret.parallel_backward(case.qkv(), &short_do);
+    assert!(
+        matches!(err, Err(RetentionError::ShapeMismatch { .. })),
+        "{err:?}"
+    );
+    // Saved states of another chunk size do not fit.
+    let mut fwd = ret.chunkwise_for_training(case.qkv(), 2, None).unwrap();
+    fwd.chunk = 4;
+    let err = ret.chunkwise_backward_saved(case.qkv(), &fwd, &case.d_o, None);
+    assert!(
+        matches!(err, Err(RetentionError::ShapeMismatch { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn gpu_like_devices_refuse_with_a_typed_error() {
+    let case = Case::<f32>::new((1, 4, 2, 8, 8), 1);
+    let device = Device::Emulated(kernel_gen::Arch::Sm80);
+    let ret = Retention::new(&device, params(2)).unwrap();
+    let refused = |what: &str, r: retention::Result<()>| match r {
+        Err(RetentionError::Unsupported {
+            what: w, reason, ..
+        }) => {
+            assert!(w.contains(what), "{w}");
+            assert!(reason.contains("GPU backward is not built yet"), "{reason}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    let d_o = &case.d_o;
+    refused(
+        "chunkwise_backward",
+        ret.chunkwise_backward(case.qkv(), 2, None, d_o, None)
+            .map(drop),
+    );
+    refused(
+        "parallel_backward",
+        ret.parallel_backward(case.qkv(), d_o).map(drop),
+    );
+    refused(
+        "recurrent_backward",
+        ret.recurrent_backward(case.qkv(), None, d_o, None)
+            .map(drop),
+    );
+    refused(
+        "chunkwise_for_training",
+        ret.chunkwise_for_training(case.qkv(), 2, None).map(drop),
+    );
+    let stream = retention::Stream::default_for(&device).unwrap();
+    let upload = || retention::DeviceTensor::upload(ret.memory(), &case.q, &stream).unwrap();
+    let t = upload();
+    let (mut a, mut b, mut c, mut d, mut e) = (upload(), upload(), upload(), upload(), upload());
+    let out = retention::GradientsInto {
+        dq: &mut a,
+        dk: &mut b,
+        dv: &mut c,
+        dh0: &mut d,
+        dlog_gamma: &mut e,
+    };
+    refused(
+        "chunkwise_backward_into",
+        ret.chunkwise_backward_into((&t, &t, &t), None, (&t, None), out, (2, None)),
+    );
+    refused(
+        "msr_epilogue_backward",
+        ret.msr_epilogue_backward(&case.v, &case.v, 1e-6, d_o)
+            .map(drop),
+    );
+}
+
+/// The device-tensor form on CPU tensors writes exactly the host form's gradients, and
+/// checks its outputs' shapes.
+#[test]
+fn device_tensor_backward_equals_the_host_form() {
+    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    let case = Case::<f32>::new((2, 7, 2, 8, 4), 2);
+    let ret = Retention::new(&Device::Cpu, params(2)).unwrap();
+    let want = ret
+        .chunkwise_backward(case.qkv(), 3, Some(&case.h0), &case.d_o, Some(&case.d_ht))
+        .unwrap();
+    let stream = Stream::default_for(&Device::Cpu).unwrap();
+    let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
+    let (q, k, v, d_o, h0, d_ht) = (
+        up(&case.q),
+        up(&case.k),
+        up(&case.v),
+        up(&case.d_o),
+        up(&case.h0),
+        up(&case.d_ht),
+    );
+    let zeros = |shape: &[usize]| {
+        DeviceTensor::zeros(ret.memory(), &Device::Cpu, DeviceDtype::F32, shape).unwrap()
+    };
+    let (mut dq, mut dk, mut dv) = (
+        zeros(&[2, 7, 2, 8]),
+        zeros(&[2, 7, 2, 8]),
+        zeros(&[2, 7, 2, 4]),
+    );
+    let (mut dh0, mut dlg) = (zeros(&[2, 2, 8, 4]), zeros(&[2]));
+    let out = GradientsInto {
+        dq: &mut dq,
+        dk: &mut dk,
+        dv: &mut dv,
+        dh0: &mut dh0,
+        dlog_gamma: &mut dlg,
+    };
+    ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, (3, None))
+        .unwrap();
+    let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
+    assert_eq!(down(&dq), want.dq);
+    assert_eq!(down(&dk), want.dk);
+    assert_eq!(down(&dv), want.dv);
+    assert_eq!(&down(&dh0), want.dh0.as_ref().unwrap());
+    assert_eq!(down(&dlg), want.dlog_gamma);
+
+    let mut short = zeros(&[3]);
+    let out = GradientsInto {
+        dq: &mut dq,
+        dk: &mut dk,
+        dv: &mut dv,
+        dh0: &mut dh0,
+        dlog_gamma: &mut short,
+    };
+    let err = ret.chunkwise_backward_into((&q, &k, &v), None, (&d_o, None), out, (3, None));
+    assert!(
+        matches!(err, Err(RetentionError::ShapeMismatch { ref tensor, .. }) if tensor == "dlog_gamma"),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,223 @@
+//! `retention run --backward`: the reference device writes the f64 reference backward rounded
+//! once (bit-exact), the CPU device matches it within the CPU backward's tolerances (f32: 1e-5
+//! max relative; d log γ within 1e-5 of Σ|terms|, the reference on |inputs|), the epilogue's
+//! `dy`/`g` route do through its backward, and GPU-like devices refuse in one line (exit 2).
+
+mod common;
+
+use common::{Stored, assert_exact, f32_values, random, retention, run_ok, workspace, write_input};
+use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
+use retention_kernels::reference::{self, RetentionParams};
+
+const DIMS: (usize, usize, usize, usize, usize) = (2, 7, 2, 8, 4);
+
+struct Problem {
+    q: Stored,
+    k: Stored,
+    v: Stored,
+    h0: Stored,
+    d_o: Stored,
+    d_ht: Stored,
+}
+
+fn problem() -> Problem {
+    let (b, t, h, dk, dv) = DIMS;
+    let mut rng = SplitMix64::new(17);
+    let dt = Dtype::F32;
+    Problem {
+        q: random("q", dt, &[b, t, h, dk], &mut rng),
+        k: random("k", dt, &[b, t, h, dk], &mut rng),
+        v: random("v", dt, &[b, t, h, dv], &mut rng),
+        h0: random("h0", dt, &[b, h, dk, dv], &mut rng),
+        d_o: random("do", dt, &[b, t, h, dv], &mut rng),
+        d_ht: random("dht", dt, &[b, h, dk, dv], &mut rng),
+    }
+}
+
+fn abs(t: &HostTensor<f64>) -> HostTensor<f64> {
+    HostTensor::new(
+        t.shape().to_vec(),
+        t.data().iter().map(|x| x.abs()).collect(),
+    )
+    .unwrap()
+}
+
+/// The reference chunkwise backward (C = 3), on |inputs| when `absolute`.
+fn want(p: &Problem, d_o: &HostTensor<f64>, absolute: bool) -> reference::Gradients {
+    let f = |t: &HostTensor<f64>| if absolute { abs(t) } else { t.clone() };
+    let params = RetentionParams::new(Gammas::retnet(DIMS.2).unwrap(), None);
+    reference::chunkwise_backward(
+        &f(&p.q.values),
+        &f(&p.k.values),
+        &f(&p.v.values),
+        &params,
+        3,
+        Some(&f(&p.h0.values)),
+        &f(d_o),
+        Some(&f(&p.d_ht.values)),
+    )
+    .unwrap()
+}
+
+fn inputs(p: &Problem) -> Vec<common::Tensor> {
+    [&p.q, &p.k, &p.v, &p.h0, &p.d_o, &p.d_ht]
+        .iter()
+        .map(|s| s.tensor.clone())
+        .collect()
+}
+
+const ARGS: [&str; 5] = ["--form", "chunkwise", "--chunk", "3", "--backward"];
+
+#[test]
+fn reference_device_writes_the_rounded_reference_backward() {
+    let p = problem();
+    let (_dir, input, out) = workspace();
+    write_input(&input, &inputs(&p));
+    let got = run_ok(&input, &out, &ARGS);
+    let w = want(&p, &p.d_o.values, false);
+    assert_exact(&got["dq"], Dtype::F32, &w.dq, "dq");
+    assert_exact(&got["dk"], Dtype::F32, &w.dk, "dk");
+    assert_exact(&got["dv"], Dtype::F32, &w.dv, "dv");
+    assert_exact(&got["dh0"], Dtype::F32, &w.dh0, "dh0");
+    assert_exact(&got["dlog_gamma"], Dtype::F32, &w.dlog_gamma, "dlog_gamma");
+    assert!(got.contains_key("o") && got.contains_key("ht"));
+}
+
+#[test]
+fn cpu_device_matches_the_reference_backward() {
+    let p = problem();
+    let (_dir, input, out) = workspace();
+    write_input(&input, &inputs(&p));
+    let mut args = ARGS.to_vec();
+    args.extend(["--device", "cpu"]);
+    let got = run_ok(&input, &out, &args);
+    let w = want(&p, &p.d_o.values, false);
+    for (name, t) in [("dq", &w.dq), ("dk", &w.dk), ("dv", &w.dv), ("dh0", &w.dh0)] {
+        let e = reference::max_rel_diff(f32_values(&got[name]).data(), t.data());
+        assert!(e <= 1e-5, "{name}: {e:e}");
+    }
+    let bound = want(&p, &p.d_o.values, true).dlog_gamma;
+    let g = f32_values(&got["dlog_gamma"]);
+    assert_eq!(g.shape(), &[DIMS.2]);
+    for ((g, w), b) in g.data().iter().zip(w.dlog_gamma.data()).zip(bound.data()) {
+        assert!(
+            (g - w).abs() <= 1e-5 * b,
+            "dlog_gamma {g} vs {w} (Σ|terms| {b})"
+        );
+    }
+}
+
+#[test]
+fn the_epilogue_gradient_flows_through_its_backward() {
+    let p = problem();
+    let (b, t, h, _, dv) = DIMS;
+    let mut rng = SplitMix64::new(99);
+    let dy = random("dy", Dtype::F32, &[b, t, h, dv], &mut rng);
+    let g = random("g", Dtype::F32, &[b, t, h, dv], &mut rng);
+    let (_dir, input, out) = workspace();
+    let mut files = inputs(&p);
+    files.retain(|t| t.name != "do");
+    files.extend([dy.tensor.clone(), g.tensor.clone()]);
+    write_input(&input, &files);
+    let got = run_ok(&input, &out, &ARGS);
+    let params = RetentionParams::new(Gammas::retnet(h).unwrap(), None);
+    let (o, _) = reference::chunkwise(
+        &p.q.values,
+        &p.k.values,
+        &p.v.values,
+        &params,
+        3,
+        Some(&p.h0.values),
+    )
+    .unwrap();
+    let e = reference::msr_epilogue_backward(&o, &g.values, 1e-6, &dy.values).unwrap();
+    assert_exact(&got["dg"], Dtype::F32, &e.dg, "dg");
+    let w = want(&p, &e.d_o, false);
+    assert_exact(&got["dq"], Dtype::F32, &w.dq, "dq");
+    assert_exact(&got["dlog_gamma"], Dtype::F32, &w.dlog_gamma, "dlog_gamma");
+}
+
+#[test]
+fn gpu_devices_and_missing_gradients_are_one_line_errors() {
+    let p = problem();
+    let (_dir, input, out) = workspace();
+    write_input(&input, &inputs(&p));
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["run", "--input", i, "--output", o];
+    args.extend(ARGS);
+    let mut emulated = args.clone();
+    emulated.extend(["--device", "emulated"]);
+    let r = retention(&emulated);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("GPU backward is not built yet"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let mut files = inputs(&p);
+    files.retain(|t| t.name != "do");
+    write_input(&input, &files);
+    let r = retention(&args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("`do`"), "{err}");
+    assert!(!out.exists(), "nothing is written on failure");
+}
+
+/// A packed batch (lengths 3, 0, 4; per-sequence h0 and dht) through the recurrent form, and
+/// the parallel form of a dense batch: the CPU device's gradients equal the reference
+/// device's within the f32 tolerance (1e-5 max relative; d log γ 1e-4 relative, both runs of
+/// one file).
+#[test]
+fn varlen_and_parallel_agree_between_cpu_and_reference() {
+    let (t, h, dk, dv, n) = (7, 2, 8, 4, 3);
+    let mut rng = SplitMix64::new(23);
+    let dt = Dtype::F32;
+    let bounds: Vec<u8> = [0i64, 3, 3, 7]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let mut files: Vec<common::Tensor> = [
+        ("q", vec![1, t, h, dk]),
+        ("k", vec![1, t, h, dk]),
+        ("v", vec![1, t, h, dv]),
+        ("do", vec![1, t, h, dv]),
+        ("h0", vec![n, h, dk, dv]),
+        ("dht", vec![n, h, dk, dv]),
+    ]
+    .iter()
+    .map(|(name, shape)| random(name, dt, shape, &mut rng).tensor)
+    .collect();
+    files.push(common::Tensor::new(
+        "cu_seqlens",
+        safetensors::Dtype::I64,
+        &[4],
+        bounds,
+    ));
+    let dense: Vec<common::Tensor> = files[..4].to_vec();
+    let cases = [
+        (files, ["--form", "recurrent"]),
+        (dense, ["--form", "parallel"]),
+    ];
+    for (tensors, form) in cases {
+        let (_dir, input, out) = workspace();
+        write_input(&input, &tensors);
+        let mut args = form.to_vec();
+        args.push("--backward");
+        let want = run_ok(&input, &out, &args);
+        args.extend(["--device", "cpu"]);
+        let got = run_ok(&input, &out, &args);
+        let mut names = vec!["dq", "dk", "dv", "dlog_gamma"];
+        if form[1] == "recurrent" {
+            names.push("dh0");
+        } else {
+            assert!(!got.contains_key("dh0") && !got.contains_key("ht"));
+        }
+        for name in names {
+            let (g, w) = (f32_values(&got[name]), f32_values(&want[name]));
+            assert_eq!(g.shape(), w.shape(), "{form:?} {name}");
+            let tol = if name == "dlog_gamma" { 1e-4 } else { 1e-5 };
+            let e = reference::max_rel_diff(g.data(), w.data());
+            assert!(e <= tol, "{form:?} {name}: {e:e}");
+        }
+    }
+}
