@@ -277,12 +277,22 @@ fn forward_with_states_and_backward_from_them_every_dtype() {
 }
 
 fn varlen_three_sequences<T: CpuElement>() {
-    // Lengths 9, 1 and 30 (ΣT = 40), with and without H0 and dH_T per sequence.
+    // Lengths 9, 1 and 30 (ΣT = 40).
+    varlen_sequences::<T>(&[0, 9, 10, 40]);
+}
+
+fn varlen_with_an_empty_sequence<T: CpuElement>() {
+    // Lengths 9, 0, 1 and 30: the empty one's dH0 is its dH_T, and it adds nothing else.
+    varlen_sequences::<T>(&[0, 9, 9, 10, 40]);
+}
+
+/// Packed sequences between `bounds` (ΣT = 40), with and without H0 and dH_T per sequence.
+fn varlen_sequences<T: CpuElement>(bounds: &[usize]) {
     let dims = (1, 40, 2, 8, 6);
-    let cu = CuSeqlens::new(vec![0, 9, 10, 40], 40).unwrap();
+    let cu = CuSeqlens::new(bounds.to_vec(), 40).unwrap();
     let p = params(2, Some(1.3));
     for (h0, dht) in [(true, true), (false, false)] {
-        let case = Case::<T>::new(300, dims, 3, h0, dht);
+        let case = Case::<T>::new(300, dims, bounds.len() - 1, h0, dht);
         let x = &case.x;
         let (q, k, v) = x.f64();
         let h0_ref = case.h0.as_ref().map(HostTensor::to_f64);
@@ -327,6 +337,11 @@ fn varlen_three_sequences<T: CpuElement>() {
 #[test]
 fn varlen_backward_matches_reference_every_dtype() {
     for_each_dtype!(varlen_three_sequences);
+}
+
+#[test]
+fn varlen_backward_with_an_empty_sequence_matches_reference_every_dtype() {
+    for_each_dtype!(varlen_with_an_empty_sequence);
 }
 
 #[test]

@@ -51,7 +51,6 @@ mod stream;
 mod tensor;
 mod training_device;
 mod transfer;
-mod varlen_backward;
 
 pub use capture::Graph;
 pub use device::Device;

@@ -195,14 +195,8 @@ impl Retention {
     ) -> Result<Gradients<T>> {
         self.backward_on_cpu_only("chunkwise_varlen_backward")?;
         let p = self.params();
-        crate::varlen_backward::chunkwise_backward_varlen(
-            (q, k, v),
-            cu_seqlens,
-            p,
-            chunk,
-            h0,
-            d_o,
-            d_ht,
+        retention_kernels::cpu::chunkwise_backward_varlen(
+            q, k, v, cu_seqlens, p, chunk, h0, d_o, d_ht,
         )
         .map(Into::into)
     }

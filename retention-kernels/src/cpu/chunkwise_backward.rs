@@ -197,7 +197,8 @@ fn backward<T: CpuElement>(
                 let n = seq.range.len().div_ceil(c);
                 let recomputed = match entering {
                     Entering::Recompute(h0) => {
-                        all.resize(n * kv, 0.0);
+                        // At least one state: an empty sequence still reads its H0 (dH0 = dH_T).
+                        all.resize(n.max(1) * kv, 0.0);
                         match h0 {
                             Some(h0) => all[..kv].copy_from_slice(&h0[job * kv..(job + 1) * kv]),
                             None => all[..kv].fill(0.0),
