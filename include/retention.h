@@ -45,7 +45,7 @@ typedef struct RetentionTensor {
     int32_t ndim;
     int64_t shape[4];
     int64_t strides[4];
-} RetentionTensor;
+} RetentionTensor; /* ndim 4 for the forwards, 3 for the decode step */
 
 typedef struct RetentionHandle RetentionHandle;
 
@@ -70,6 +70,20 @@ RetentionStatus retention_recurrent_forward(const RetentionHandle *h, const Rete
 RetentionStatus retention_parallel_forward(const RetentionHandle *h, const RetentionTensor *q,
                                            const RetentionTensor *k, const RetentionTensor *v,
                                            const RetentionTensor *o);
+
+/* Decode over a state pool. Slot ids are never reused; a freed id is an error. */
+typedef struct RetentionStatePool RetentionStatePool;
+RetentionStatus retention_state_pool_create(const RetentionHandle *h, uint32_t heads, uint32_t dk,
+                                            uint32_t dv, uint32_t layers, uint32_t capacity,
+                                            RetentionStatePool **out);
+RetentionStatus retention_state_pool_destroy(RetentionStatePool *p);
+RetentionStatus retention_state_pool_alloc(RetentionStatePool *p, uint64_t *out_slot);
+RetentionStatus retention_state_pool_free(RetentionStatePool *p, uint64_t slot);
+/* q, k [N, H, K], v, o [N, H, V] (ndim 3); row i belongs to slots[i]. */
+RetentionStatus retention_state_pool_step(RetentionStatePool *p, uint32_t layer,
+                                          const uint64_t *slots, uint32_t n,
+                                          const RetentionTensor *q, const RetentionTensor *k,
+                                          const RetentionTensor *v, const RetentionTensor *o);
 
 #ifdef __cplusplus
 }

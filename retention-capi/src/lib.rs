@@ -9,7 +9,9 @@
 //!
 //! Scope of this version: the CPU device, f32 tensors in host memory, contiguous token-major
 //! layouts (q, k `[B, T, H, K]`; v, o `[B, T, H, V]`; states `[B, H, K, V]` f32). This crate
-//! uses only the public facade; it must not know about kernels.
+//! uses only the public facade; it must not know about kernels. Not yet here: CUDA pointers
+//! and streams, f16/bf16, strided tensors, varlen, the gated epilogue, pool snapshot/restore,
+//! the backward.
 
 use std::cell::RefCell;
 use std::ffi::{CString, c_char};
@@ -65,7 +67,8 @@ pub enum RetentionDeviceKind {
     Cuda = 1,
 }
 
-/// A borrowed tensor: data pointer, dtype, rank-4 shape and strides in elements.
+/// A borrowed tensor: data pointer, dtype, shape and strides in elements (rank ≤ 4; the
+/// unused trailing entries are ignored).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionTensor {
@@ -73,7 +76,7 @@ pub struct RetentionTensor {
     pub data: *mut std::ffi::c_void,
     /// Element type, a `RetentionDtype` value.
     pub dtype: i32,
-    /// Number of used dimensions (must be 4).
+    /// Number of used dimensions (4 for the forwards, 3 for the decode step).
     pub ndim: i32,
     /// Sizes of the used dimensions.
     pub shape: [i64; 4],
@@ -234,7 +237,8 @@ unsafe fn handle<'a>(h: *const RetentionHandle) -> Result<&'a RetentionHandle, F
 unsafe fn describe(
     t: *const RetentionTensor,
     name: &str,
-) -> Result<([usize; 4], RetentionTensor), Failure> {
+    rank: usize,
+) -> Result<(Vec<usize>, RetentionTensor), Failure> {
     if t.is_null() {
         return Err(Failure(
             RetentionStatus::NullPointer,
@@ -255,14 +259,14 @@ unsafe fn describe(
             format!("{name}: dtype {} unsupported, only F32 (0)", d.dtype),
         ));
     }
-    if d.ndim != 4 {
+    if d.ndim != rank as i32 {
         return Err(Failure(
             RetentionStatus::BadShape,
-            format!("{name}: rank {} != 4", d.ndim),
+            format!("{name}: rank {} != {rank}", d.ndim),
         ));
     }
-    let mut shape = [0usize; 4];
-    for (i, &s) in d.shape.iter().enumerate() {
+    let mut shape = vec![0usize; rank];
+    for (i, &s) in d.shape[..rank].iter().enumerate() {
         if s <= 0 {
             return Err(Failure(
                 RetentionStatus::BadShape,
@@ -272,7 +276,7 @@ unsafe fn describe(
         shape[i] = s as usize;
     }
     let mut expect = 1i64;
-    for i in (0..4).rev() {
+    for i in (0..rank).rev() {
         if d.shape[i] > 1 && d.strides[i] != expect {
             return Err(Failure(
                 RetentionStatus::NonContiguous,
@@ -291,14 +295,17 @@ unsafe fn describe(
 ///
 /// # Safety
 /// `t` as in [`describe`]; its data must hold the product of its shape f32 values.
-unsafe fn read_tensor(t: *const RetentionTensor, name: &str) -> Result<HostTensor<f32>, Failure> {
+unsafe fn read_tensor(
+    t: *const RetentionTensor,
+    name: &str,
+    rank: usize,
+) -> Result<HostTensor<f32>, Failure> {
     // SAFETY: forwarded precondition.
-    let (shape, d) = unsafe { describe(t, name)? };
+    let (shape, d) = unsafe { describe(t, name, rank)? };
     let n: usize = shape.iter().product();
     // SAFETY: contiguous f32 data of `n` elements, per the caller's precondition.
     let data = unsafe { std::slice::from_raw_parts(d.data.cast::<f32>(), n) }.to_vec();
-    HostTensor::new(shape.to_vec(), data)
-        .map_err(|e| Failure(RetentionStatus::BadShape, e.to_string()))
+    HostTensor::new(shape, data).map_err(|e| Failure(RetentionStatus::BadShape, e.to_string()))
 }
 
 /// Write `src` into the described output, which must have exactly `src`'s shape.
@@ -308,11 +315,12 @@ unsafe fn read_tensor(t: *const RetentionTensor, name: &str) -> Result<HostTenso
 unsafe fn write_tensor(
     t: *const RetentionTensor,
     name: &str,
+    rank: usize,
     src: &HostTensor<f32>,
 ) -> Result<(), Failure> {
     // SAFETY: forwarded precondition.
-    let (shape, d) = unsafe { describe(t, name)? };
-    if shape.as_slice() != src.shape() {
+    let (shape, d) = unsafe { describe(t, name, rank)? };
+    if shape != src.shape() {
         return Err(Failure(
             RetentionStatus::BadShape,
             format!("{name}: expected shape {:?}, got {shape:?}", src.shape()),
@@ -392,14 +400,14 @@ unsafe fn stateful(
     unsafe {
         let r = handle(h)?;
         let (q, k, v) = (
-            read_tensor(q, "q")?,
-            read_tensor(k, "k")?,
-            read_tensor(v, "v")?,
+            read_tensor(q, "q", 4)?,
+            read_tensor(k, "k", 4)?,
+            read_tensor(v, "v", 4)?,
         );
         let h0 = if initial_state.is_null() {
             None
         } else {
-            Some(read_tensor(initial_state, "initial_state")?)
+            Some(read_tensor(initial_state, "initial_state", 4)?)
         };
         let (out, state) = match chunk {
             Some(0) => {
@@ -412,9 +420,9 @@ unsafe fn stateful(
             None => r.ret.recurrent(&q, &k, &v, h0.as_ref()),
         }
         .map_err(|e| shape_failure(&e))?;
-        write_tensor(o, "o", &out)?;
+        write_tensor(o, "o", 4, &out)?;
         if !final_state.is_null() {
-            write_tensor(final_state, "final_state", &state)?;
+            write_tensor(final_state, "final_state", 4, &state)?;
         }
     }
     Ok(())
@@ -437,12 +445,206 @@ pub unsafe extern "C" fn retention_parallel_forward(
         unsafe {
             let r = handle(h)?;
             let (q, k, v) = (
-                read_tensor(q, "q")?,
-                read_tensor(k, "k")?,
-                read_tensor(v, "v")?,
+                read_tensor(q, "q", 4)?,
+                read_tensor(k, "k", 4)?,
+                read_tensor(v, "v", 4)?,
             );
             let out = r.ret.parallel(&q, &k, &v).map_err(|e| shape_failure(&e))?;
-            write_tensor(o, "o", &out)
+            write_tensor(o, "o", 4, &out)
+        }
+    })
+}
+
+const POOL_MAGIC: u64 = 0x5245_544e_504f_4f4c;
+
+/// Opaque state pool for decoding: the recurrent states of up to `capacity` sequences.
+///
+/// Slots are handed to C as ids that are never reused, so a freed or foreign id is an error,
+/// never another sequence's state.
+pub struct RetentionStatePool {
+    magic: u64,
+    pool: retention::StatePool,
+    slots: std::collections::HashMap<u64, retention::Slot>,
+    next_id: u64,
+}
+
+/// Borrow the pool behind `p` mutably, checking null and the tag.
+///
+/// # Safety
+/// `p` must be null or point to writable memory of a `RetentionStatePool` not otherwise borrowed.
+unsafe fn pool<'a>(p: *mut RetentionStatePool) -> Result<&'a mut RetentionStatePool, Failure> {
+    // SAFETY: the caller promises `p` is null or a pool's memory.
+    match unsafe { p.as_mut() } {
+        Some(r) if r.magic == POOL_MAGIC => Ok(r),
+        _ => Err(Failure(
+            RetentionStatus::InvalidHandle,
+            "state pool is null, foreign or already destroyed".into(),
+        )),
+    }
+}
+
+/// Create a state pool for `capacity` sequences of `layers` layers with `h`'s decays and
+/// states `[H, K, V]` f32 per layer.
+///
+/// # Safety
+/// `h` from [`retention_create`]; `out` writable for one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn retention_state_pool_create(
+    h: *const RetentionHandle,
+    heads: u32,
+    dk: u32,
+    dv: u32,
+    layers: u32,
+    capacity: u32,
+    out: *mut *mut RetentionStatePool,
+) -> RetentionStatus {
+    guard(|| {
+        // SAFETY: the caller's precondition.
+        let r = unsafe { handle(h)? };
+        if out.is_null() {
+            return Err(Failure(RetentionStatus::NullPointer, "out is null".into()));
+        }
+        let p = r
+            .ret
+            .state_pool(
+                heads as usize,
+                dk as usize,
+                dv as usize,
+                layers as usize,
+                capacity as usize,
+            )
+            .map_err(|e| lib_err(&e))?;
+        let b = Box::into_raw(Box::new(RetentionStatePool {
+            magic: POOL_MAGIC,
+            pool: p,
+            slots: std::collections::HashMap::new(),
+            next_id: 1,
+        }));
+        // SAFETY: `out` is non-null and writable per the caller.
+        unsafe { *out = b };
+        Ok(())
+    })
+}
+
+/// Destroy a state pool. Null is a no-op.
+///
+/// # Safety
+/// `p` null or from [`retention_state_pool_create`] and not yet destroyed (a double destroy
+/// is caught by the tag only while the freed memory is not reused).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn retention_state_pool_destroy(
+    p: *mut RetentionStatePool,
+) -> RetentionStatus {
+    guard(|| {
+        if p.is_null() {
+            return Ok(());
+        }
+        // SAFETY: the caller's precondition; the tag is checked before the box is dropped.
+        unsafe {
+            pool(p)?.magic = DEAD_MAGIC;
+            drop(Box::from_raw(p));
+        }
+        Ok(())
+    })
+}
+
+/// Take a free slot (state zero); its id is written to `out_slot`.
+///
+/// # Safety
+/// `p` as in [`retention_state_pool_destroy`] (live); `out_slot` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn retention_state_pool_alloc(
+    p: *mut RetentionStatePool,
+    out_slot: *mut u64,
+) -> RetentionStatus {
+    guard(|| {
+        // SAFETY: the caller's precondition.
+        let r = unsafe { pool(p)? };
+        if out_slot.is_null() {
+            return Err(Failure(
+                RetentionStatus::NullPointer,
+                "out_slot is null".into(),
+            ));
+        }
+        let slot = r.pool.alloc().map_err(|e| lib_err(&e))?;
+        let id = r.next_id;
+        r.next_id += 1;
+        r.slots.insert(id, slot);
+        // SAFETY: non-null and writable per the caller.
+        unsafe { *out_slot = id };
+        Ok(())
+    })
+}
+
+fn slot_of(r: &RetentionStatePool, id: u64) -> Result<retention::Slot, Failure> {
+    r.slots.get(&id).copied().ok_or_else(|| {
+        Failure(
+            RetentionStatus::InvalidArgument,
+            format!("slot {id} is not allocated in this pool"),
+        )
+    })
+}
+
+/// Free a slot.
+///
+/// # Safety
+/// `p` live, from [`retention_state_pool_create`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn retention_state_pool_free(
+    p: *mut RetentionStatePool,
+    slot: u64,
+) -> RetentionStatus {
+    guard(|| {
+        // SAFETY: the caller's precondition.
+        let r = unsafe { pool(p)? };
+        let s = slot_of(r, slot)?;
+        r.pool.free(s).map_err(|e| lib_err(&e))?;
+        r.slots.remove(&slot);
+        Ok(())
+    })
+}
+
+/// One decode step of `layer` for `n` rows whose row i belongs to `slots[i]`: q, k `[N, H, K]`,
+/// v, o `[N, H, V]` (rank 3), each slot's state advances by one token.
+///
+/// # Safety
+/// `p` live; `slots` readable for `n` ids; tensors as in [`retention_chunkwise_forward`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn retention_state_pool_step(
+    p: *mut RetentionStatePool,
+    layer: u32,
+    slots: *const u64,
+    n: u32,
+    q: *const RetentionTensor,
+    k: *const RetentionTensor,
+    v: *const RetentionTensor,
+    o: *const RetentionTensor,
+) -> RetentionStatus {
+    guard(|| {
+        // SAFETY: the caller's preconditions.
+        unsafe {
+            let r = pool(p)?;
+            if slots.is_null() {
+                return Err(Failure(
+                    RetentionStatus::NullPointer,
+                    "slots is null".into(),
+                ));
+            }
+            let ids = std::slice::from_raw_parts(slots, n as usize);
+            let ss = ids
+                .iter()
+                .map(|&i| slot_of(r, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (q, k, v) = (
+                read_tensor(q, "q", 3)?,
+                read_tensor(k, "k", 3)?,
+                read_tensor(v, "v", 3)?,
+            );
+            let out = r
+                .pool
+                .step(layer as usize, &ss, &q, &k, &v)
+                .map_err(|e| shape_failure(&e))?;
+            write_tensor(o, "o", 3, &out)
         }
     })
 }

@@ -257,3 +257,80 @@ fn c_program_compiled_against_the_header_runs() {
     assert!(out.status.success(), "smoke failed: {text}");
     assert!(text.starts_with("ok"), "{text}");
 }
+
+#[test]
+fn pool_steps_equal_the_recurrent_forward() {
+    use retention_capi::{
+        RetentionStatePool, retention_state_pool_alloc, retention_state_pool_create,
+        retention_state_pool_destroy, retention_state_pool_free, retention_state_pool_step,
+    };
+    let (mut q, mut k, mut v) = (ramp(T * H * K, 7), ramp(T * H * K, 5), ramp(T * H * V, 4));
+    let h = create(H as u32);
+    let mut o_ref = vec![0f32; T * H * V];
+    let (tq, tk, tv, to) = (
+        desc(&mut q, [1, T, H, K]),
+        desc(&mut k, [1, T, H, K]),
+        desc(&mut v, [1, T, H, V]),
+        desc(&mut o_ref, [1, T, H, V]),
+    );
+    let mut p: *mut RetentionStatePool = ptr::null_mut();
+    let mut slot = 0u64;
+    // SAFETY: live buffers of the described shapes; `p` and `slot` writable.
+    unsafe {
+        assert_eq!(
+            retention_recurrent_forward(h, &tq, &tk, &tv, ptr::null(), &to, ptr::null()),
+            RetentionStatus::Ok
+        );
+        assert_eq!(
+            retention_state_pool_create(h, H as u32, K as u32, V as u32, 1, 2, &raw mut p),
+            RetentionStatus::Ok
+        );
+        assert_eq!(
+            retention_state_pool_alloc(p, &raw mut slot),
+            RetentionStatus::Ok
+        );
+    }
+    let rank3 = |t: &RetentionTensor, off: usize, d: usize| {
+        let mut r = *t;
+        // SAFETY: `off` stays inside the token-major buffer.
+        r.data = unsafe { t.data.cast::<f32>().add(off) }.cast();
+        r.ndim = 3;
+        r.shape = [1, H as i64, d as i64, 0];
+        r.strides = [(H * d) as i64, d as i64, 1, 0];
+        r
+    };
+    let mut o_t = vec![0f32; H * V];
+    for t in 0..T {
+        let (sq, sk, sv) = (
+            rank3(&tq, t * H * K, K),
+            rank3(&tk, t * H * K, K),
+            rank3(&tv, t * H * V, V),
+        );
+        let mut so = sv;
+        so.data = o_t.as_mut_ptr().cast();
+        // SAFETY: rank-3 views of live buffers; `slot` is one id.
+        unsafe {
+            assert_eq!(
+                retention_state_pool_step(p, 0, &slot, 1, &sq, &sk, &sv, &so),
+                RetentionStatus::Ok,
+                "{}",
+                last_error()
+            );
+        }
+        let want = &o_ref[t * H * V..(t + 1) * H * V];
+        for (a, b) in o_t.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "token {t}: {a} vs {b}");
+        }
+    }
+    // SAFETY: live pool and handle.
+    unsafe {
+        assert_eq!(retention_state_pool_free(p, slot), RetentionStatus::Ok);
+        assert_eq!(
+            retention_state_pool_free(p, slot),
+            RetentionStatus::InvalidArgument
+        );
+        assert!(!last_error().is_empty());
+        assert_eq!(retention_state_pool_destroy(p), RetentionStatus::Ok);
+        assert_eq!(retention_destroy(h), RetentionStatus::Ok);
+    }
+}

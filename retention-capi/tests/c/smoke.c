@@ -1,5 +1,5 @@
 /* Chunkwise forward on the CPU through the C ABI, checked against the recurrent form computed
- * here by hand; then a bad shape must give RETENTION_BAD_SHAPE and a message. */
+ * here by hand; a decode step through a state pool; then a bad shape must give RETENTION_BAD_SHAPE and a message. */
 #include "retention.h"
 #include <math.h>
 #include <stdio.h>
@@ -44,10 +44,27 @@ int main(void) {
             err = fmax(err, fabs(S[a][c] - hs[(hh * K + a) * V + c]));
     }
     if (err > 1e-4) { printf("max abs error %g\n", err); return 1; }
+    /* Decode: token by token through a pool, equal to the chunkwise output. */
+    RetentionStatePool *pool = NULL;
+    uint64_t slot = 0;
+    if (retention_state_pool_create(h, H, K, V, 1, 4, &pool) != RETENTION_OK ||
+        retention_state_pool_alloc(pool, &slot) != RETENTION_OK) { printf("pool: %s\n", retention_last_error()); return 1; }
+    for (int t = 0; t < T; t++) {
+        float ot[H * V];
+        RetentionTensor sq = desc(q + t * H * K, 1, H, K, 1), sk = desc(k + t * H * K, 1, H, K, 1);
+        RetentionTensor sv = desc(v + t * H * V, 1, H, V, 1), so = desc(ot, 1, H, V, 1);
+        sq.ndim = sk.ndim = sv.ndim = so.ndim = 3;
+        sq.strides[2] = sk.strides[2] = sv.strides[2] = so.strides[2] = 1;
+        sq.strides[1] = sk.strides[1] = K; sv.strides[1] = so.strides[1] = V;
+        if (retention_state_pool_step(pool, 0, &slot, 1, &sq, &sk, &sv, &so) != RETENTION_OK) { printf("step: %s\n", retention_last_error()); return 1; }
+        for (int i = 0; i < H * V; i++) err = fmax(err, fabs(ot[i] - o[t * H * V + i]));
+    }
+    if (err > 1e-4 || retention_state_pool_free(pool, slot) != RETENTION_OK ||
+        retention_state_pool_destroy(pool) != RETENTION_OK) { printf("decode error %g\n", err); return 1; }
     RetentionTensor bad = desc(k, B, T, H, K - 1);
     RetentionStatus st = retention_chunkwise_forward(h, &tq, &bad, &tv, NULL, 2, &to, NULL);
     if (st != RETENTION_BAD_SHAPE || strlen(retention_last_error()) == 0) { printf("bad shape gave %d\n", (int)st); return 1; }
-    if (retention_destroy(h) != RETENTION_OK) return 1;
     printf("ok max abs error %g; bad shape: %s\n", err, retention_last_error());
+    if (retention_destroy(h) != RETENTION_OK) return 1;
     return 0;
 }
