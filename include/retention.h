@@ -71,6 +71,11 @@ RetentionStatus retention_parallel_forward(const RetentionHandle *h, const Reten
                                            const RetentionTensor *k, const RetentionTensor *v,
                                            const RetentionTensor *o);
 
+/* out = RMSNorm_head(o) * swish(g), all [B, T, H, V]. */
+RetentionStatus retention_gated_epilogue_forward(const RetentionHandle *h, const RetentionTensor *o,
+                                                 const RetentionTensor *g, double eps,
+                                                 const RetentionTensor *out);
+
 /* Decode over a state pool. Slot ids are never reused; a freed id is an error. */
 typedef struct RetentionStatePool RetentionStatePool;
 RetentionStatus retention_state_pool_create(const RetentionHandle *h, uint32_t heads, uint32_t dk,

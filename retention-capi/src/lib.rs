@@ -10,7 +10,7 @@
 //! Scope of this version: the CPU device, f32 tensors in host memory, contiguous token-major
 //! layouts (q, k `[B, T, H, K]`; v, o `[B, T, H, V]`; states `[B, H, K, V]` f32). This crate
 //! uses only the public facade; it must not know about kernels. Not yet here: CUDA pointers
-//! and streams, f16/bf16, strided tensors, varlen, the gated epilogue, pool snapshot/restore,
+//! and streams, f16/bf16, strided tensors, varlen, pool snapshot/restore,
 //! the backward.
 
 use std::cell::RefCell;
@@ -645,6 +645,32 @@ pub unsafe extern "C" fn retention_state_pool_step(
                 .step(layer as usize, &ss, &q, &k, &v)
                 .map_err(|e| shape_failure(&e))?;
             write_tensor(o, "o", 3, &out)
+        }
+    })
+}
+
+/// The gated (MSR) epilogue: out = RMSNorm_head(o) ⊙ swish(g), all `[B, T, H, V]`.
+///
+/// # Safety
+/// `h` from [`retention_create`]; tensors as in [`retention_chunkwise_forward`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn retention_gated_epilogue_forward(
+    h: *const RetentionHandle,
+    o: *const RetentionTensor,
+    g: *const RetentionTensor,
+    eps: f64,
+    out: *const RetentionTensor,
+) -> RetentionStatus {
+    guard(|| {
+        // SAFETY: all pointer preconditions are the caller's.
+        unsafe {
+            let r = handle(h)?;
+            let (o, g) = (read_tensor(o, "o", 4)?, read_tensor(g, "g", 4)?);
+            let y = r
+                .ret
+                .msr_epilogue(&o, &g, eps)
+                .map_err(|e| shape_failure(&e))?;
+            write_tensor(out, "out", 4, &y)
         }
     })
 }

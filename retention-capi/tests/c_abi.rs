@@ -334,3 +334,37 @@ fn pool_steps_equal_the_recurrent_forward() {
         assert_eq!(retention_destroy(h), RetentionStatus::Ok);
     }
 }
+
+#[test]
+fn gated_epilogue_equals_the_facade() {
+    use retention_capi::retention_gated_epilogue_forward;
+    let (mut o, mut g) = (ramp(B * T * H * V, 7), ramp(B * T * H * V, 4));
+    let ret = Retention::new(
+        &Device::Cpu,
+        RetentionParams::new(Gammas::retnet(H).unwrap(), None),
+    )
+    .unwrap();
+    let want = ret
+        .msr_epilogue(
+            &HostTensor::new(vec![B, T, H, V], o.clone()).unwrap(),
+            &HostTensor::new(vec![B, T, H, V], g.clone()).unwrap(),
+            1e-6,
+        )
+        .unwrap();
+    let h = create(H as u32);
+    let mut y = vec![0f32; B * T * H * V];
+    let (to, tg, ty) = (
+        desc(&mut o, [B, T, H, V]),
+        desc(&mut g, [B, T, H, V]),
+        desc(&mut y, [B, T, H, V]),
+    );
+    // SAFETY: live buffers of the described shapes.
+    unsafe {
+        assert_eq!(
+            retention_gated_epilogue_forward(h, &to, &tg, 1e-6, &ty),
+            RetentionStatus::Ok
+        );
+        assert_eq!(retention_destroy(h), RetentionStatus::Ok);
+    }
+    assert_eq!(y.as_slice(), want.data());
+}
