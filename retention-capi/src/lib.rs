@@ -128,8 +128,26 @@ fn guard(f: impl FnOnce() -> Result<(), Failure>) -> RetentionStatus {
     }
 }
 
+/// The status code of a library error, by its kind, and its message.
 fn lib_err(e: &retention::RetentionError) -> Failure {
-    Failure(RetentionStatus::Library, e.to_string())
+    use retention::RetentionError as E;
+    let status = match e {
+        E::ShapeMismatch { .. } | E::DataLength { .. } | E::ZeroDim { .. } => {
+            RetentionStatus::BadShape
+        }
+        E::DtypeMismatch { .. } => RetentionStatus::BadDtype,
+        E::InvalidGamma { .. }
+        | E::GammaCount { .. }
+        | E::InvalidScale(_)
+        | E::ZeroChunk
+        | E::InvalidCuSeqlens(_)
+        | E::Slot(_) => RetentionStatus::InvalidArgument,
+        E::Unsupported { .. } | E::NoDevice(_) | E::WrongDevice { .. } => {
+            RetentionStatus::UnsupportedDevice
+        }
+        _ => RetentionStatus::Library,
+    };
+    Failure(status, e.to_string())
 }
 
 /// The message of the last failed call on this thread ("" after a success).
@@ -332,10 +350,6 @@ unsafe fn write_tensor(
     Ok(())
 }
 
-fn shape_failure(e: &retention::RetentionError) -> Failure {
-    Failure(RetentionStatus::BadShape, e.to_string())
-}
-
 /// Chunkwise forward: o `[B, T, H, V]` and, if `final_state` is non-null, H_T `[B, H, K, V]`
 /// from q, k `[B, T, H, K]`, v `[B, T, H, V]`, optional `initial_state` `[B, H, K, V]`.
 ///
@@ -419,7 +433,7 @@ unsafe fn stateful(
             Some(c) => r.ret.chunkwise(&q, &k, &v, c as usize, h0.as_ref()),
             None => r.ret.recurrent(&q, &k, &v, h0.as_ref()),
         }
-        .map_err(|e| shape_failure(&e))?;
+        .map_err(|e| lib_err(&e))?;
         write_tensor(o, "o", 4, &out)?;
         if !final_state.is_null() {
             write_tensor(final_state, "final_state", 4, &state)?;
@@ -449,7 +463,7 @@ pub unsafe extern "C" fn retention_parallel_forward(
                 read_tensor(k, "k", 4)?,
                 read_tensor(v, "v", 4)?,
             );
-            let out = r.ret.parallel(&q, &k, &v).map_err(|e| shape_failure(&e))?;
+            let out = r.ret.parallel(&q, &k, &v).map_err(|e| lib_err(&e))?;
             write_tensor(o, "o", 4, &out)
         }
     })
@@ -643,7 +657,7 @@ pub unsafe extern "C" fn retention_state_pool_step(
             let out = r
                 .pool
                 .step(layer as usize, &ss, &q, &k, &v)
-                .map_err(|e| shape_failure(&e))?;
+                .map_err(|e| lib_err(&e))?;
             write_tensor(o, "o", 3, &out)
         }
     })
@@ -666,10 +680,7 @@ pub unsafe extern "C" fn retention_gated_epilogue_forward(
         unsafe {
             let r = handle(h)?;
             let (o, g) = (read_tensor(o, "o", 4)?, read_tensor(g, "g", 4)?);
-            let y = r
-                .ret
-                .msr_epilogue(&o, &g, eps)
-                .map_err(|e| shape_failure(&e))?;
+            let y = r.ret.msr_epilogue(&o, &g, eps).map_err(|e| lib_err(&e))?;
             write_tensor(out, "out", 4, &y)
         }
     })
