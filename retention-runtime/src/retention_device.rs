@@ -1,6 +1,6 @@
 //! The device API of [`Retention`]: every op on [`DeviceTensor`]s of the retention's device,
 //! writing caller-provided outputs, enqueued on the caller's [`Stream`] (the device's default
-//! stream when `None`) with no synchronisation and no host copy. Tensor layouts are DESIGN
+//! stream when `None`) with no synchronisation and no host copy. Tensor layouts are ARCHITECTURE
 //! §1's: q, k `[B,T,H,K]`, v, o `[B,T,H,V]`, states `[B,H,K,V]` f32; varlen batches are packed
 //! `[1,ΣT,H,·]` with N sequences.
 //!
