@@ -216,15 +216,17 @@ fn every_error_path_has_a_code_and_a_message() {
     }
 }
 
-fn target_dir() -> PathBuf {
+/// The static library cargo built for this test run: beside the test binary in
+/// `target/<profile>/deps/` under `cargo test`, or uplifted to `target/<profile>/` by
+/// `cargo build`.
+fn static_library() -> Option<PathBuf> {
     // tests run from target/<profile>/deps/
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    let deps = std::env::current_exe().ok()?.parent()?.to_path_buf();
+    let profile = deps.parent()?.to_path_buf();
+    [deps, profile]
+        .into_iter()
+        .map(|d| d.join("libretention_capi.a"))
+        .find(|lib| lib.exists())
 }
 
 #[test]
@@ -234,13 +236,8 @@ fn c_program_compiled_against_the_header_runs() {
         eprintln!("notice: no C compiler ({cc}); skipping the C test");
         return;
     }
-    let dir = target_dir();
-    let lib = dir.join("libretention_capi.a");
-    assert!(
-        lib.exists(),
-        "{} missing: build retention-capi first",
-        lib.display()
-    );
+    let lib = static_library().expect("cargo builds libretention_capi.a with the tests");
+    let dir = lib.parent().expect("a library directory").to_path_buf();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let exe = dir.join("retention_capi_smoke");
     let status = Command::new(&cc)
