@@ -5,7 +5,7 @@
 use half::{bf16, f16};
 use kernel_gen::emu::{Buffer, Dtype as EmuDtype};
 use kernel_gen::{GammaSet, KernelSpec};
-use retention_core::{Dtype, Element, Gammas};
+use retention_core::{Dtype, Element, Gammas, HostTensor};
 
 use retention_runtime::launch_target::LaunchReport;
 
@@ -57,6 +57,23 @@ impl EmuCheck {
             None
         }
     }
+}
+
+/// Heads a sequence check runs `spec` with: a named set's own, 3 for runtime γ (a fast, a
+/// near-one and a moderate decay; see [`gammas_for`]).
+pub fn check_heads(spec: &KernelSpec) -> usize {
+    match spec.gammas {
+        GammaSet::Retnet { heads } => heads as usize,
+        GammaSet::Runtime => 3,
+    }
+}
+
+/// An f64 tensor for the reference, shape errors as one-line strings.
+///
+/// # Errors
+/// The shape does not hold `data`.
+pub fn tensor(shape: Vec<usize>, data: &[f64]) -> Result<HostTensor<f64>, String> {
+    HostTensor::new(shape, data.to_vec()).map_err(|e| e.to_string())
 }
 
 /// The decays a spec is checked with: its named set, or for runtime γ `heads` decays cycling

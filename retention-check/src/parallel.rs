@@ -10,12 +10,13 @@
 use kernel_gen::emu::{Buffer, Launch, Param};
 
 use kernel_gen::{GammaSet, KernelSpec, LaunchGeometry, param_names};
-use retention_core::{Dtype, HostTensor, SplitMix64};
+use retention_core::{Dtype, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 use retention_runtime::launch_target::LaunchTarget;
 
 use crate::io::{
-    EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position, unwritten_shared_reads,
+    EmuCheck, check_heads, emu_dtype, gammas_for, input_buffer, output_values, position, tensor,
+    unwritten_shared_reads,
 };
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
@@ -24,10 +25,7 @@ const SCALE: f64 = 0.29;
 /// (batch, heads, T) a spec is exercised with: one row, the spec's heads (3 for runtime γ),
 /// and T = two tiles plus 5 tokens.
 pub fn problem_size(spec: &KernelSpec) -> (usize, usize, usize) {
-    let heads = match spec.gammas {
-        GammaSet::Retnet { heads } => heads as usize,
-        GammaSet::Runtime => 3,
-    };
+    let heads = check_heads(spec);
     let tile = spec.chunk.unwrap_or(1) as usize;
     (1, heads, 2 * tile + 5)
 }
@@ -36,10 +34,6 @@ pub fn problem_size(spec: &KernelSpec) -> (usize, usize, usize) {
 pub fn cost(spec: &KernelSpec) -> usize {
     let (b, h, t) = problem_size(spec);
     b * h * t * spec.k as usize * spec.v as usize
-}
-
-fn tensor(shape: Vec<usize>, data: &[f64]) -> Result<HostTensor<f64>, String> {
-    HostTensor::new(shape, data.to_vec()).map_err(|e| e.to_string())
 }
 
 /// Run `spec` (a parallel spec) in the emulator against the reference.

@@ -10,12 +10,13 @@
 use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
 
 use kernel_gen::{GammaSet, KernelOp, KernelSpec, LaunchGeometry, param_names};
-use retention_core::{Dtype, Gammas, HostTensor, SplitMix64};
+use retention_core::{Dtype, Gammas, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 use retention_runtime::launch_target::{LaunchReport, LaunchTarget};
 
 use crate::io::{
-    EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position, unwritten_shared_reads,
+    EmuCheck, check_heads, emu_dtype, gammas_for, input_buffer, output_values, position, tensor,
+    unwritten_shared_reads,
 };
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
@@ -42,10 +43,7 @@ pub struct TwoPhaseCase {
 /// γ), segments of two chunks, and T = two full segments plus a partial one that ends in a
 /// partial chunk; H0 given and H_T asked for.
 pub fn problem_size(spec: &KernelSpec) -> TwoPhaseCase {
-    let heads = match spec.gammas {
-        GammaSet::Retnet { heads } => heads as usize,
-        GammaSet::Runtime => 3,
-    };
+    let heads = check_heads(spec);
     let chunk = spec.chunk.unwrap_or(1) as usize;
     TwoPhaseCase {
         batch: 1,
@@ -160,10 +158,6 @@ impl Problem {
             .map_err(|e| format!("{}: {e}", spec.slug()))?;
         Ok((launch, report))
     }
-}
-
-fn tensor(shape: Vec<usize>, data: &[f64]) -> Result<HostTensor<f64>, String> {
-    HostTensor::new(shape, data.to_vec()).map_err(|e| e.to_string())
 }
 
 /// Run `case` through phase 1 (`states`: spec and module) and phase 2 (`segmented`) and

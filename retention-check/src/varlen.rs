@@ -5,11 +5,12 @@
 
 use kernel_gen::emu::{Buffer, Dtype as EmuDtype, Launch, Param};
 use kernel_gen::{GammaSet, KernelSpec, launch_geometry};
-use retention_core::{CuSeqlens, Dtype, HostTensor, SplitMix64};
+use retention_core::{CuSeqlens, Dtype, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
 use crate::io::{
-    EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, unwritten_shared_reads,
+    EmuCheck, check_heads, emu_dtype, gammas_for, input_buffer, output_values, tensor,
+    unwritten_shared_reads,
 };
 use retention_runtime::launch_target::LaunchTarget;
 
@@ -18,10 +19,7 @@ const SCALE: f64 = 0.31;
 
 /// Heads a spec is checked with: its named set's, or 3 for runtime γ.
 fn heads(spec: &KernelSpec) -> usize {
-    match spec.gammas {
-        GammaSet::Retnet { heads } => heads as usize,
-        GammaSet::Runtime => 3,
-    }
+    check_heads(spec)
 }
 
 /// Emulated work of the two batches (tokens × heads × K × V): what a sampled run budgets.
@@ -33,10 +31,6 @@ pub fn cost(spec: &KernelSpec) -> usize {
 /// (sequences, heads) of the first batch's launch.
 pub fn problem_size(spec: &KernelSpec) -> (usize, usize) {
     (3, heads(spec))
-}
-
-fn tensor(shape: Vec<usize>, data: &[f64]) -> Result<HostTensor<f64>, String> {
-    HostTensor::new(shape, data.to_vec()).map_err(|e| e.to_string())
 }
 
 /// Run one packed batch of sequences with `lengths` (with H0 when `with_h0`) and compare with
