@@ -63,6 +63,21 @@ impl Tiles {
             band: vec![0.0; 2 * blk],
         }
     }
+
+    /// m ← dO Vᵀ over the staged query rows (`qlen`) and key rows (`klen`): the product
+    /// both passes mask with the band (dQ from it, dK and d log γ from it).
+    fn do_vt(&mut self, qlen: usize, klen: usize, dv: usize) {
+        matmul(
+            qlen,
+            klen,
+            dv,
+            &mut self.m,
+            klen,
+            None,
+            View::rows(&self.d_o, dv),
+            View::transposed(&self.v, dv),
+        );
+    }
 }
 
 /// s·D of a (query block at `q0`, length `qlen`) × (key block at `k0`, length `klen`) pair,
@@ -152,16 +167,7 @@ pub fn parallel_backward<T: CpuElement>(
                 }
                 x.load(x.k, dk, b, k0..k0 + klen, h, &mut t.k);
                 x.load(x.v, dv, b, k0..k0 + klen, h, &mut t.v);
-                matmul(
-                    qlen,
-                    klen,
-                    dv,
-                    &mut t.m,
-                    klen,
-                    None,
-                    View::rows(&t.d_o, dv),
-                    View::transposed(&t.v, dv),
-                );
+                t.do_vt(qlen, klen, dv);
                 for (j, mrow) in t.m.chunks_exact_mut(klen).take(qlen).enumerate() {
                     for (x, d) in mrow.iter_mut().zip(&t.band[qlen - 1 - j..]) {
                         *x *= d;
@@ -215,16 +221,7 @@ pub fn parallel_backward<T: CpuElement>(
                         View::rows(&t.q, dk),
                         View::transposed(&t.k, dk),
                     );
-                    matmul(
-                        qlen,
-                        klen,
-                        dv,
-                        &mut t.m,
-                        klen,
-                        None,
-                        View::rows(&t.d_o, dv),
-                        View::transposed(&t.v, dv),
-                    );
+                    t.do_vt(qlen, klen, dv);
                     let delta = q0 as isize - k0 as isize;
                     let mut block_part = 0.0f32;
                     for j in 0..qlen {
