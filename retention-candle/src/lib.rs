@@ -1,0 +1,36 @@
+//! `retention-candle`: retention as candle operations (ARCHITECTURE §8): [`chunkwise_retention`]
+//! and [`parallel_retention`] map q, k `[B, T, H, K]` and v `[B, T, H, V]` candle tensors to o
+//! `[B, T, H, V]` through candle `CustomOp3`s whose backward (candle's `bwd` hook) is the
+//! library's, so `Var`s and `Tensor::backward` give dq, dk, dv.
+//!
+//! Storage: candle's CPU storage in f32, f16 or bf16 (the CPU kernels of the facade). candle's
+//! CUDA storage is not served: candle-core's `cuda` feature needs the CUDA toolkit when it is
+//! built, which this workspace does not require; a CUDA tensor gets candle's typed error.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use candle_core::{Device as CandleDevice, Tensor, Var};
+//! use retention::{Device, Gammas, Retention, RetentionParams};
+//! use retention_candle::chunkwise_retention;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (b, t, h, k, v) = (1, 6, 2, 4, 3);
+//! let params = RetentionParams::new(Gammas::retnet(h)?, None);
+//! let ret = Arc::new(Retention::new(&Device::Cpu, params)?);
+//! let dev = CandleDevice::Cpu;
+//! let q = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, h, k), &dev)?)?;
+//! let kk = Tensor::randn(0f32, 1.0, (b, t, h, k), &dev)?;
+//! let vv = Tensor::randn(0f32, 1.0, (b, t, h, v), &dev)?;
+//! let o = chunkwise_retention(q.as_tensor(), &kk, &vv, &ret, 4)?;
+//! let grads = o.sum_all()?.backward()?;
+//! assert_eq!(grads.get(q.as_tensor()).unwrap().dims(), &[b, t, h, k]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! This crate is a thin layer over the public facade `retention`: it must not know about
+//! kernels or the runtime's internals, and it adds no math of its own.
+
+mod ops;
+mod storage;
+
+pub use ops::{ChunkwiseRetention, ParallelRetention, chunkwise_retention, parallel_retention};
