@@ -7,8 +7,8 @@
  *   varlen: packed [1, sum T, H, .] plus cu_seqlens (N + 1 host int64 bounds), states [N, H, K, V].
  * q, k, v, o (and their gradients) share one dtype: F32, F16 or BF16; states, dh0 and
  * dlog_gamma [H] are always F32.
- * Memory: host pointers on the CPU and the emulator; CUdeviceptr on CUDA (snapshots and
- * cu_seqlens stay host memory). The backward, the epilogue and its backward run on CPU
+ * Memory: host pointers on the CPU and the emulator; CUdeviceptr on CUDA, on the stream set
+ * with retention_set_stream (snapshots and cu_seqlens stay host memory). The backward, the epilogue and its backward run on CPU
  * handles only (RETENTION_UNSUPPORTED elsewhere).
  * Every function returns a RetentionStatus; on failure retention_last_error() gives a message
  * valid until the next call on the same thread. */
@@ -73,8 +73,10 @@ const char *retention_last_error(void);
 RetentionStatus retention_create(int32_t device, uint32_t ordinal, uint32_t heads,
                                  uint32_t head_offset, double scale, RetentionHandle **out);
 RetentionStatus retention_destroy(RetentionHandle *h);
-/* NULL: the device's default stream (CUDA's legacy default stream). A non-NULL CUstream gives
- * RETENTION_UNSUPPORTED: the runtime cannot wrap a foreign stream yet. */
+/* A CUstream of the handle's GPU (primary context) for its ops and for pools created later;
+ * NULL: the device's default stream (CUDA's legacy default stream). Ops never synchronise,
+ * except a CUDA forward given final_state NULL (it waits before freeing its scratch state).
+ * On the CPU and the emulator a non-NULL stream gives RETENTION_UNSUPPORTED. */
 RetentionStatus retention_set_stream(RetentionHandle *h, void *stream);
 
 /* initial_state and final_state may be NULL. */

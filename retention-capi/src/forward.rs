@@ -2,7 +2,7 @@
 //! on the caller's memory through the runtime's device API — borrowed tensors of the handle's
 //! device, outputs written in place, no copy of q, k, v or o on any device.
 
-use retention::{CuSeqlens, DeviceDtype, DeviceTensor};
+use retention::{CuSeqlens, Device, DeviceDtype, DeviceTensor};
 
 use crate::handle::{RetentionHandle, handle};
 use crate::status::{Failure, RetentionStatus, guard, non_null};
@@ -72,27 +72,27 @@ unsafe fn stateful(
             _ => views[0].shape[0],
         };
         let (heads, dk, dv) = (views[0].shape[2], views[0].shape[3], views[2].shape[3]);
-        let mut ht = match optional(final_state, "final_state", 4)? {
+        let given = optional(final_state, "final_state", 4)?;
+        let mut ht = match &given {
             Some(x) => x.borrow(d),
             None => {
                 DeviceTensor::zeros(r.ret.memory(), d, DeviceDtype::F32, &[rows, heads, dk, dv])?
             }
         };
-        let out = (&mut o, &mut ht);
+        let (out, s, qkv) = ((&mut o, &mut ht), r.stream(), (&q, &k, &v));
         match form {
-            Form::Chunkwise(c) => r
-                .ret
-                .chunkwise_into((&q, &k, &v), h0.as_ref(), out, c, None),
-            Form::Recurrent => r.ret.recurrent_into((&q, &k, &v), h0.as_ref(), out, None),
+            Form::Chunkwise(c) => r.ret.chunkwise_into(qkv, h0.as_ref(), out, c, s),
+            Form::Recurrent => r.ret.recurrent_into(qkv, h0.as_ref(), out, s),
             Form::Varlen(cu, Some(c)) => {
                 r.ret
-                    .chunkwise_varlen_into((&q, &k, &v), &cu, h0.as_ref(), out, c, None)
+                    .chunkwise_varlen_into(qkv, &cu, h0.as_ref(), out, c, s)
             }
-            Form::Varlen(cu, None) => {
-                r.ret
-                    .recurrent_varlen_into((&q, &k, &v), &cu, h0.as_ref(), out, None)
-            }
+            Form::Varlen(cu, None) => r.ret.recurrent_varlen_into(qkv, &cu, h0.as_ref(), out, s),
         }?;
+        if given.is_none() && matches!(d, Device::Cuda(_)) {
+            // The scratch state goes back to the pool on drop, unordered with the stream.
+            r.wait_for_stream()?;
+        }
     }
     Ok(())
 }
@@ -202,7 +202,7 @@ pub unsafe extern "C" fn retention_parallel_forward(
             let d = r.device();
             let [q, k, v] = qkv_views((q, k, v))?.each_ref().map(|x| x.borrow(d));
             let mut o = view(o, "o", 4)?.borrow(d);
-            r.ret.parallel_into((&q, &k, &v), &mut o, None)?;
+            r.ret.parallel_into((&q, &k, &v), &mut o, r.stream())?;
         }
         Ok(())
     })

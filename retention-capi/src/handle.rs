@@ -4,7 +4,7 @@
 
 use std::ffi::c_void;
 
-use retention::{Device, Gammas, Retention, RetentionParams};
+use retention::{Device, Gammas, Retention, RetentionParams, Stream};
 
 use crate::status::{Failure, RetentionStatus, guard};
 
@@ -24,13 +24,30 @@ pub enum RetentionDeviceKind {
 pub(crate) const HANDLE_MAGIC: u64 = 0x5245_544e_4854_4e44;
 pub(crate) const DEAD_MAGIC: u64 = 0xdead_dead_dead_dead;
 
-/// Opaque handle over a [`Retention`] (a device plus the per-head decays and scale).
+/// Opaque handle over a [`Retention`] (a device plus the per-head decays and scale) and the
+/// stream its ops run on (`None`: the device's default stream).
 pub struct RetentionHandle {
     magic: u64,
     pub(crate) ret: Retention,
+    stream: Option<Stream>,
 }
 
 impl RetentionHandle {
+    /// The caller's stream, if one was set.
+    pub(crate) fn stream(&self) -> Option<&Stream> {
+        self.stream.as_ref()
+    }
+
+    /// Wait for the handle's stream (the caller's, or the device's default): before freeing
+    /// scratch memory an op still uses, as the runtime's pool blocks are not stream-ordered.
+    pub(crate) fn wait_for_stream(&self) -> Result<(), Failure> {
+        match &self.stream {
+            Some(s) => s.synchronize()?,
+            None => Stream::default_for(self.device())?.synchronize()?,
+        }
+        Ok(())
+    }
+
     /// The device the handle runs on.
     pub(crate) fn device(&self) -> &Device {
         self.ret.device()
@@ -88,6 +105,7 @@ pub unsafe extern "C" fn retention_create(
         let h = Box::into_raw(Box::new(RetentionHandle {
             magic: HANDLE_MAGIC,
             ret,
+            stream: None,
         }));
         // SAFETY: `out` is non-null and the caller promises it is writable.
         unsafe { *out = h };
@@ -117,36 +135,34 @@ pub unsafe extern "C" fn retention_destroy(h: *mut RetentionHandle) -> Retention
     })
 }
 
-/// Choose the stream the handle's ops run on. NULL selects the device's default stream (on
-/// CUDA the legacy default stream, which orders against every blocking stream); ops never
-/// synchronise. A non-NULL `CUstream` is refused with `RETENTION_UNSUPPORTED`: the runtime
-/// cannot wrap a foreign stream yet. On the CPU and the emulator work completes before each
-/// call returns and only NULL is accepted.
+/// Choose the stream the handle's ops (and the state pools created from it afterwards) run
+/// on: a `CUstream` of the handle's GPU, in its primary context (PyTorch's streams are), or
+/// NULL for the device's default stream (on CUDA the legacy default stream). Ops never
+/// synchronise it, except a forward given a NULL `final_state` on CUDA, which waits before
+/// freeing its scratch state. The CPU and the emulator have no CUDA streams: a non-NULL
+/// stream gives `RETENTION_UNSUPPORTED` there.
 ///
 /// # Safety
-/// `h` from [`retention_create`].
+/// `h` from [`retention_create`]; a non-NULL `stream` is a valid `CUstream` of the handle's
+/// device and primary context, alive while the handle (or a pool created after this call)
+/// uses it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn retention_set_stream(
     h: *mut RetentionHandle,
     stream: *mut c_void,
 ) -> RetentionStatus {
     guard(|| {
-        // SAFETY: the caller's precondition.
-        let r = unsafe { handle(h)? };
-        if stream.is_null() {
-            return Ok(());
-        }
-        Err(match r.device() {
-            Device::Cuda(_) => Failure::new(
-                RetentionStatus::Unsupported,
-                "a caller CUstream cannot be used yet: the runtime has no Stream over a foreign \
-                 CUstream; pass NULL (the legacy default stream) and order your work against it",
-            ),
-            other => Failure::new(
-                RetentionStatus::InvalidArgument,
-                format!("device {other} has no CUDA streams; pass NULL"),
-            ),
-        })
+        // SAFETY: the caller's precondition: null or a handle's memory (the tag is checked).
+        unsafe { handle(h)? };
+        // SAFETY: a live handle (tag checked); the caller gives us `*mut` access to it.
+        let r = unsafe { &mut *h };
+        r.stream = if stream.is_null() {
+            None
+        } else {
+            // SAFETY: the caller's precondition on `stream`.
+            Some(unsafe { Stream::from_raw_cuda(r.device(), stream) }?)
+        };
+        Ok(())
     })
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use retention::{DeviceDtype, HostState, Slot, StatePool};
+use retention::{DeviceDtype, HostState, Slot, StatePool, Stream};
 
 use crate::handle::{DEAD_MAGIC, RetentionHandle, handle};
 use crate::status::{Failure, RetentionStatus, guard, non_null};
@@ -17,6 +17,8 @@ const POOL_MAGIC: u64 = 0x5245_544e_504f_4f4c;
 pub struct RetentionStatePool {
     magic: u64,
     pool: StatePool,
+    /// The creating handle's stream at creation (`None`: the pool's own).
+    stream: Option<Stream>,
     slots: HashMap<u64, Slot>,
     next_id: u64,
 }
@@ -48,7 +50,7 @@ impl RetentionStatePool {
 }
 
 /// Create a state pool on `h`'s device for `capacity` sequences of `layers` layers with `h`'s
-/// decays and states `[H, K, V]` f32 per layer.
+/// decays and states `[H, K, V]` f32 per layer; its steps run on `h`'s stream as set now.
 ///
 /// # Safety
 /// `h` from [`crate::retention_create`]; `out` writable for one pointer.
@@ -73,6 +75,7 @@ pub unsafe extern "C" fn retention_state_pool_create(
         let b = Box::into_raw(Box::new(RetentionStatePool {
             magic: POOL_MAGIC,
             pool: p,
+            stream: r.stream().cloned(),
             slots: HashMap::new(),
             next_id: 1,
         }));
@@ -181,16 +184,17 @@ pub unsafe extern "C" fn retention_state_pool_step(
                 view(v, "v", 3)?.borrow(&d),
             );
             let mut o = view(o, "o", 3)?.borrow(&d);
-            r.pool.stage(&ss, None)?;
+            let s = r.stream.clone();
+            r.pool.stage(&ss, s.as_ref())?;
             r.pool
-                .step_into(layer as usize, (&q, &k, &v), &mut o, None)?;
+                .step_into(layer as usize, (&q, &k, &v), &mut o, s.as_ref())?;
         }
         Ok(())
     })
 }
 
 /// Copy a slot's state (all layers) into `out`: host memory `[layers, H, K, V]` f32 on every
-/// device (on CUDA this waits for the pool's stream).
+/// device (on CUDA this waits for the pool's own stream: synchronise a caller stream first).
 ///
 /// # Safety
 /// `p` live; `out` a readable descriptor of writable host memory.

@@ -11,7 +11,7 @@ use common::{create, create_on, desc, facade, input, last_error};
 use half::bf16;
 use retention::{CpuElement, CuSeqlens, Gradients};
 use retention_capi::{
-    RetentionGradients, RetentionStatus, retention_chunkwise_backward,
+    RetentionGradients, RetentionStatus, RetentionTensor, retention_chunkwise_backward,
     retention_chunkwise_varlen_backward, retention_destroy, retention_gated_epilogue_backward,
     retention_parallel_backward,
 };
@@ -19,6 +19,17 @@ use retention_capi::{
 const H: usize = 2;
 const K: usize = 4;
 const V: usize = 3;
+
+/// The gradients struct over the five descriptors of [`Outs::descs`].
+fn grads_of(d: &[RetentionTensor; 5]) -> RetentionGradients {
+    RetentionGradients {
+        dq: &d[0],
+        dk: &d[1],
+        dv: &d[2],
+        dh0: &d[3],
+        dlog_gamma: &d[4],
+    }
+}
 
 /// Output buffers of one backward, shaped like `want`.
 struct Outs<T: CpuElement> {
@@ -38,6 +49,18 @@ impl<T: CpuElement> Outs<T> {
             dh0: vec![0.0; dh0_len],
             dlg: vec![0.0; H],
         }
+    }
+
+    /// Descriptors of dq, dk `[.., K]` (shape `qk`), dv (shape `vs`), dh0 (shape `st`) and
+    /// dlog_gamma `[H]`.
+    fn descs(&mut self, qk: &[usize], vs: &[usize], st: &[usize]) -> [RetentionTensor; 5] {
+        [
+            desc(&mut self.dq, qk),
+            desc(&mut self.dk, qk),
+            desc(&mut self.dv, vs),
+            desc(&mut self.dh0, st),
+            desc(&mut self.dlg, &[H]),
+        ]
     }
 
     fn assert_eq(&self, want: &Gradients<T>) {
@@ -80,19 +103,8 @@ fn chunkwise_backward_equals_the_facade() {
         desc(&mut dob, &[b, t, H, V]),
         desc(&mut dhtb, &[b, H, K, V]),
     );
-    let (tdq, tdk, tdv) = (
-        desc(&mut o.dq, &[b, t, H, K]),
-        desc(&mut o.dk, &[b, t, H, K]),
-        desc(&mut o.dv, &[b, t, H, V]),
-    );
-    let (tdh0, tdlg) = (desc(&mut o.dh0, &[b, H, K, V]), desc(&mut o.dlg, &[H]));
-    let grads = RetentionGradients {
-        dq: &tdq,
-        dk: &tdk,
-        dv: &tdv,
-        dh0: &tdh0,
-        dlog_gamma: &tdlg,
-    };
+    let d = o.descs(&[b, t, H, K], &[b, t, H, V], &[b, H, K, V]);
+    let grads = grads_of(&d);
     let h = create(H as u32);
     // SAFETY: every descriptor points at a live buffer of its shape.
     unsafe {
@@ -131,20 +143,8 @@ fn parallel_backward_in_bf16_equals_the_facade() {
         desc(&mut vb, &[b, t, H, V]),
         desc(&mut dob, &[b, t, H, V]),
     );
-    let (tdq, tdk, tdv, tdlg) = (
-        desc(&mut o.dq, &[b, t, H, K]),
-        desc(&mut o.dk, &[b, t, H, K]),
-        desc(&mut o.dv, &[b, t, H, V]),
-        desc(&mut o.dlg, &[H]),
-    );
-    let tdh0 = desc(&mut o.dh0, &[b, H, K, V]);
-    let mut grads = RetentionGradients {
-        dq: &tdq,
-        dk: &tdk,
-        dv: &tdv,
-        dh0: &tdh0,
-        dlog_gamma: &tdlg,
-    };
+    let d = o.descs(&[b, t, H, K], &[b, t, H, V], &[b, H, K, V]);
+    let mut grads = grads_of(&d);
     let h = create(H as u32);
     // SAFETY: every descriptor points at a live buffer of its shape.
     unsafe {
@@ -189,19 +189,8 @@ fn varlen_backward_equals_the_facade() {
         desc(&mut vb, &[1, total, H, V]),
         desc(&mut dob, &[1, total, H, V]),
     );
-    let (tdq, tdk, tdv) = (
-        desc(&mut o.dq, &[1, total, H, K]),
-        desc(&mut o.dk, &[1, total, H, K]),
-        desc(&mut o.dv, &[1, total, H, V]),
-    );
-    let (tdh0, tdlg) = (desc(&mut o.dh0, &[2, H, K, V]), desc(&mut o.dlg, &[H]));
-    let grads = RetentionGradients {
-        dq: &tdq,
-        dk: &tdk,
-        dv: &tdv,
-        dh0: &tdh0,
-        dlog_gamma: &tdlg,
-    };
+    let d = o.descs(&[1, total, H, K], &[1, total, H, V], &[2, H, K, V]);
+    let grads = grads_of(&d);
     let h = create(H as u32);
     let null = ptr::null();
     // SAFETY: every descriptor points at a live buffer of its shape; `bounds` has 3 values.

@@ -11,6 +11,7 @@
 //! launch descriptions ([`DeviceBuffer::address`]); the address-based copies are `unsafe`.
 
 mod backend;
+mod borrowed_stream;
 mod buffer;
 mod error;
 mod event;
