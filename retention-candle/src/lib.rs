@@ -4,8 +4,10 @@
 //! library's, so `Var`s and `Tensor::backward` give dq, dk, dv.
 //!
 //! Storage: candle's CPU storage in f32, f16 or bf16 (the CPU kernels of the facade). candle's
-//! CUDA storage is not served: candle-core's `cuda` feature needs the CUDA toolkit when it is
-//! built, which this workspace does not require; a CUDA tensor gets candle's typed error.
+//! CUDA storage is not served: candle-core 0.11's `cuda` feature compiles candle-kernels' `.cu`
+//! sources with nvcc and links libcuda (cudarc `dynamic-linking`) at build time, which this
+//! workspace does not require (its own CUDA path loads the driver at run time); a CUDA tensor
+//! gets candle's typed error ("no cuda implementation for retention-chunkwise").
 //!
 //! ```
 //! use std::sync::Arc;

@@ -193,3 +193,21 @@ fn bad_inputs_are_errors_with_a_message() {
     let e = parallel_retention(&cq.to_dtype(DType::F64).unwrap(), &ck, &cv, &ret).unwrap_err();
     assert!(e.to_string().contains("f32, f16 or bf16"), "{e}");
 }
+
+#[test]
+fn strided_inputs_are_made_contiguous_first() {
+    // q as a head-major tensor transposed to token-major: a strided view candle passes through.
+    let ret = retention(S[2]);
+    let [q, k, v] = qkv::<f32>();
+    let [b, t, h, dk, _] = S;
+    let head_major = candle_of(&q).transpose(1, 2).unwrap().contiguous().unwrap();
+    let strided = head_major.transpose(1, 2).unwrap();
+    assert!(!strided.is_contiguous());
+    assert_eq!(strided.dims(), &[b, t, h, dk]);
+    let got = parallel_retention(&strided, &candle_of(&k), &candle_of(&v), &ret).unwrap();
+    let want = ret.parallel(&q, &k, &v).unwrap();
+    assert_eq!(
+        got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        want.data()
+    );
+}

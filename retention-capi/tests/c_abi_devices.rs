@@ -256,3 +256,50 @@ fn the_header_declares_exactly_the_exported_entries() {
     exported.sort();
     assert_eq!(declared, exported);
 }
+
+#[test]
+fn decode_steps_on_the_emulated_device_meet_the_f32_tolerance() {
+    // The GPU decode kernel on the caller's host memory, staged and stepped through the pool,
+    // against the CPU pool: max relative error 1e-5 per token.
+    let (dk, dv, tokens) = (16, 16, 3);
+    let outputs = |device: i32| {
+        let h = create_on(device, H as u32);
+        let mut p: *mut RetentionStatePool = ptr::null_mut();
+        let mut slot = 0u64;
+        // SAFETY: `h` is live; out-pointers writable.
+        unsafe {
+            let st =
+                retention_state_pool_create(h, H as u32, dk as u32, dv as u32, 1, 2, &raw mut p);
+            assert_eq!(st, RetentionStatus::Ok, "{}", last_error());
+            assert_eq!(
+                retention_state_pool_alloc(p, &raw mut slot),
+                RetentionStatus::Ok
+            );
+        }
+        let outs: Vec<Vec<f32>> = (0..tokens)
+            .map(|i| {
+                let mut q = input::<f32>(&[1, H, dk], 7 + i).into_data();
+                let mut k = input::<f32>(&[1, H, dk], 5 + i).into_data();
+                let mut v = input::<f32>(&[1, H, dv], 4 + i).into_data();
+                let mut o = vec![0f32; H * dv];
+                let (tq, tk) = (desc(&mut q, &[1, H, dk]), desc(&mut k, &[1, H, dk]));
+                let (tv, to) = (desc(&mut v, &[1, H, dv]), desc(&mut o, &[1, H, dv]));
+                // SAFETY: live pool and buffers of the described shapes.
+                let st = unsafe { retention_state_pool_step(p, 0, &slot, 1, &tq, &tk, &tv, &to) };
+                assert_eq!(st, RetentionStatus::Ok, "{}", last_error());
+                o
+            })
+            .collect();
+        // SAFETY: live pool and handle.
+        unsafe {
+            assert_eq!(retention_state_pool_destroy(p), RetentionStatus::Ok);
+            assert_eq!(retention_destroy(h), RetentionStatus::Ok);
+        }
+        outs
+    };
+    let (cpu, emu) = (outputs(0), outputs(2));
+    let wide = |x: &[f32]| x.iter().map(|&a| f64::from(a)).collect::<Vec<_>>();
+    for (c, e) in cpu.iter().zip(&emu) {
+        assert!(reference::max_rel_diff(&wide(e), &wide(c)) < 1e-5);
+    }
+}
