@@ -75,7 +75,8 @@ RetentionStatus retention_create(int32_t device, uint32_t ordinal, uint32_t head
 RetentionStatus retention_destroy(RetentionHandle *h);
 /* A CUstream of the handle's GPU (primary context) for its ops and for pools created later;
  * NULL: the device's default stream (CUDA's legacy default stream). Ops never synchronise,
- * except a CUDA forward given final_state NULL (it waits before freeing its scratch state).
+ * except forwards needing scratch memory (final_state NULL, or varlen) on a caller stream, which
+ * wait for it before freeing the scratch.
  * On the CPU and the emulator a non-NULL stream gives RETENTION_UNSUPPORTED. */
 RetentionStatus retention_set_stream(RetentionHandle *h, void *stream);
 

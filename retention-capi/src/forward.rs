@@ -2,7 +2,7 @@
 //! on the caller's memory through the runtime's device API — borrowed tensors of the handle's
 //! device, outputs written in place, no copy of q, k, v or o on any device.
 
-use retention::{CuSeqlens, Device, DeviceDtype, DeviceTensor};
+use retention::{CuSeqlens, DeviceDtype, DeviceTensor};
 
 use crate::handle::{RetentionHandle, handle};
 use crate::status::{Failure, RetentionStatus, guard, non_null};
@@ -79,6 +79,8 @@ unsafe fn stateful(
                 DeviceTensor::zeros(r.ret.memory(), d, DeviceDtype::F32, &[rows, heads, dk, dv])?
             }
         };
+        // Scratch memory this call frees: the state when none is given, varlen's boundaries.
+        let scratch = given.is_none() || matches!(form, Form::Varlen(..));
         let (out, s, qkv) = ((&mut o, &mut ht), r.stream(), (&q, &k, &v));
         match form {
             Form::Chunkwise(c) => r.ret.chunkwise_into(qkv, h0.as_ref(), out, c, s),
@@ -89,9 +91,8 @@ unsafe fn stateful(
             }
             Form::Varlen(cu, None) => r.ret.recurrent_varlen_into(qkv, &cu, h0.as_ref(), out, s),
         }?;
-        if given.is_none() && matches!(d, Device::Cuda(_)) {
-            // The scratch state goes back to the pool on drop, unordered with the stream.
-            r.wait_for_stream()?;
+        if scratch {
+            r.wait_for_caller_stream()?;
         }
     }
     Ok(())

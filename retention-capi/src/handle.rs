@@ -38,12 +38,12 @@ impl RetentionHandle {
         self.stream.as_ref()
     }
 
-    /// Wait for the handle's stream (the caller's, or the device's default): before freeing
-    /// scratch memory an op still uses, as the runtime's pool blocks are not stream-ordered.
-    pub(crate) fn wait_for_stream(&self) -> Result<(), Failure> {
-        match &self.stream {
-            Some(s) => s.synchronize()?,
-            None => Stream::default_for(self.device())?.synchronize()?,
+    /// Wait for a caller stream on CUDA: before scratch memory an op used there goes back to
+    /// the runtime's pool, whose blocks are reused (and cleared) on the device's default stream
+    /// without ordering against other streams. The default stream itself needs no wait.
+    pub(crate) fn wait_for_caller_stream(&self) -> Result<(), Failure> {
+        if let (Some(s), Device::Cuda(_)) = (&self.stream, self.device()) {
+            s.synchronize()?;
         }
         Ok(())
     }
@@ -138,8 +138,8 @@ pub unsafe extern "C" fn retention_destroy(h: *mut RetentionHandle) -> Retention
 /// Choose the stream the handle's ops (and the state pools created from it afterwards) run
 /// on: a `CUstream` of the handle's GPU, in its primary context (PyTorch's streams are), or
 /// NULL for the device's default stream (on CUDA the legacy default stream). Ops never
-/// synchronise it, except a forward given a NULL `final_state` on CUDA, which waits before
-/// freeing its scratch state. The CPU and the emulator have no CUDA streams: a non-NULL
+/// synchronise it, except the forwards that need scratch memory (a NULL `final_state`, or the
+/// varlen `cu_seqlens` upload), which wait for a caller stream before the scratch is freed. The CPU and the emulator have no CUDA streams: a non-NULL
 /// stream gives `RETENTION_UNSUPPORTED` there.
 ///
 /// # Safety
