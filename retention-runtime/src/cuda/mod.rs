@@ -11,10 +11,10 @@
 //! launch descriptions ([`DeviceBuffer::address`]); the address-based copies are `unsafe`.
 
 mod backend;
-mod borrowed_stream;
 mod buffer;
 mod error;
 mod event;
+mod foreign_stream;
 mod launch;
 mod module;
 mod probe;
