@@ -4,10 +4,11 @@
 //! library's, so `Var`s and `Tensor::backward` give dq, dk, dv.
 //!
 //! Storage: candle's CPU storage in f32, f16 or bf16 (the CPU kernels of the facade). candle's
-//! CUDA storage is not served: candle-core 0.11's `cuda` feature compiles candle-kernels' `.cu`
-//! sources with nvcc and links libcuda (cudarc `dynamic-linking`) at build time, which this
-//! workspace does not require (its own CUDA path loads the driver at run time); a CUDA tensor
-//! gets candle's typed error ("no cuda implementation for retention-chunkwise").
+//! CUDA storage is not served, and no `cuda` feature is offered: candle-core 0.11.1 (the
+//! release on cudarc 0.19, as the runtime) asks cudarc for `dynamic-linking`, which cannot be
+//! unified with the runtime's `dynamic-loading` (cudarc 0.19.10's build script refuses both at
+//! once), and its candle-kernels dependency compiles `.cu` sources with nvcc at build time. A
+//! CUDA tensor gets candle's typed error ("no cuda implementation for retention-chunkwise").
 //!
 //! ```
 //! use std::sync::Arc;
