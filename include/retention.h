@@ -1,6 +1,7 @@
 /* retention.h: the C ABI of the retention library (crate retention-capi).
- * Kept equal to retention-capi/src by retention-capi/tests/c_abi.rs, which compiles
- * tests/c/smoke.c against this header (with -Wall -Werror) and runs it.
+ * Kept equal to retention-capi/src by its tests: c_abi_devices.rs compares the declared
+ * names with the exported ones, c_abi.rs compiles tests/c/{smoke,training,entries}.c (which
+ * call every entry) against this header with -Wall -Wextra -Werror and runs them.
  *
  * Layouts (dense row-major, token-major):
  *   q, k [B, T, H, K]; v, o [B, T, H, V]; states [B, H, K, V] f32;

@@ -1,5 +1,6 @@
 //! The C ABI from Rust (results equal the facade's, every error path has a code and a
-//! message) and from C (`tests/c/smoke.c` compiled against `include/retention.h`).
+//! message) and from C (`tests/c/{smoke,training,entries}.c` compiled against
+//! `include/retention.h` with -Wall -Wextra -Werror and run).
 
 // Test calls pass `&descriptor` where C passes `&desc`; the borrow outlives each call.
 #![allow(clippy::borrow_as_ptr)]
@@ -224,7 +225,7 @@ fn c_programs_compiled_against_the_header_run() {
         return;
     }
     let lib = static_library().expect("cargo builds libretention_capi.a with the tests");
-    for name in ["smoke", "training"] {
+    for name in ["smoke", "training", "entries"] {
         let text = compile_and_run(&cc, &lib, name);
         assert!(text.starts_with("ok"), "{name}: {text}");
         eprintln!("{name}: {}", text.trim());
