@@ -9,8 +9,9 @@
  * q, k, v, o (and their gradients) share one dtype: F32, F16 or BF16; states, dh0 and
  * dlog_gamma [H] are always F32.
  * Memory: host pointers on the CPU and the emulator; CUdeviceptr on CUDA, on the stream set
- * with retention_set_stream (snapshots and cu_seqlens stay host memory). The backward, the epilogue and its backward run on CPU
- * handles only (RETENTION_UNSUPPORTED elsewhere).
+ * with retention_set_stream (snapshots and cu_seqlens stay host memory). The backwards run
+ * on CPU handles only, the epilogue where the runtime has its kernel (RETENTION_UNSUPPORTED
+ * elsewhere).
  * Every function returns a RetentionStatus; on failure retention_last_error() gives a message
  * valid until the next call on the same thread. */
 #ifndef RETENTION_H

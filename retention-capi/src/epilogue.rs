@@ -1,6 +1,8 @@
 //! The gated MSR epilogue y = RMSNorm_head(o) ⊙ swish(g) (ARCHITECTURE §1) and its backward,
-//! all `[B, T, H, V]` in one input dtype. The runtime runs both on the CPU only; other devices
-//! get `RETENTION_UNSUPPORTED` before any pointer is read.
+//! all `[B, T, H, V]` in one input dtype. The forward runs the runtime's device form on the
+//! caller's memory (the runtime answers `Unsupported` on devices without an epilogue kernel,
+//! before touching memory); the backward copies host tensors, so it refuses other devices
+//! before any pointer is read.
 
 use half::{bf16, f16};
 use retention::{CpuElement, DeviceDtype};
@@ -25,7 +27,6 @@ pub unsafe extern "C" fn retention_gated_epilogue_forward(
         // SAFETY: all pointer preconditions are the caller's.
         unsafe {
             let r = handle(h)?;
-            r.cpu_only("the gated epilogue")?;
             let d = r.device();
             let (o, g) = (view(o, "o", 4)?.borrow(d), view(g, "g", 4)?.borrow(d));
             let mut y = view(out, "out", 4)?.borrow(d);
