@@ -112,6 +112,10 @@ pub fn collect(device: &Device, cfg: &NetConfig, dtype: DtypeArg) -> Result<Mode
             retnet_best_batch: None,
             transformer_best_batch: None,
             max_batch: Vec::new(),
+            prefill_tokens: 0,
+            retnet_ttft_ms: None,
+            transformer_ttft_ms: None,
+            ttft_ratio: None,
         },
         notes: vec![
             "emulated device: seconds are PREDICTED (one emulated launch timed by the \

@@ -1,6 +1,6 @@
 //! What the model suite sweeps: contexts at batch 1 (memory and latency against length),
 //! batches at the paper's 2k, 8k and 32k contexts (throughput and latency against batch, up
-//! to the first batch that does not fit), and one prefill — in full and `--quick` form.
+//! to the exact largest batch that fits), and one prefill — in full and `--quick` form.
 
 use std::time::Duration;
 
@@ -18,8 +18,12 @@ pub struct ModelGrid {
     pub contexts: Vec<usize>,
     /// Contexts of the batch sweep.
     pub batch_contexts: Vec<usize>,
-    /// Batches tried in order; each architecture stops at the first that does not fit.
+    /// Batches tried in order; each architecture stops at the first that does not fit, then
+    /// searches for the exact largest batch that fits, up to `batch_cap`.
     pub batches: Vec<usize>,
+    /// The largest batch the limit search tries (a model whose memory allows more reports
+    /// this, with `ran_out` false).
+    pub batch_cap: usize,
     /// Prefill length (time to first token), one sequence.
     pub prefill_tokens: usize,
     /// Chunk size of RetNet's chunkwise prefill.
@@ -43,7 +47,7 @@ impl ModelGrid {
         Self::with(
             vec![1024, 2048, 4096, 8192, 16384, 32768],
             vec![2048, 8192, 32768],
-            vec![1, 2, 4, 8, 16, 32, 64],
+            (vec![1, 2, 4, 8, 16, 32, 64], 1024),
             64,
             (1, 0),
             RepeatPlan {
@@ -60,7 +64,7 @@ impl ModelGrid {
         Self::with(
             vec![2048, SUMMARY_CONTEXT],
             vec![SUMMARY_CONTEXT],
-            vec![1, 4],
+            (vec![1, 4], 128),
             16,
             (0, 0),
             RepeatPlan {
@@ -74,7 +78,7 @@ impl ModelGrid {
     fn with(
         contexts: Vec<usize>,
         batch_contexts: Vec<usize>,
-        batches: Vec<usize>,
+        (batches, batch_cap): (Vec<usize>, usize),
         prefill_tokens: usize,
         (context_warmup, batch_warmup): (usize, usize),
         plan: RepeatPlan,
@@ -83,6 +87,7 @@ impl ModelGrid {
             contexts,
             batch_contexts,
             batches,
+            batch_cap,
             prefill_tokens,
             chunk: 64,
             context_warmup,
