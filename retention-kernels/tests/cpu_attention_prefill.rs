@@ -1,7 +1,8 @@
-//! The causal softmax-attention prefill (the Transformer's time to first token) against a
-//! direct f64 causal softmax: f32, f16 and bf16 inputs, prompts shorter than, equal to and
-//! not a multiple of the kernel's block, a non-default scale, large logits, and its last
-//! position against the decode kernel over the same cache.
+//! The causal softmax-attention prefill (the Transformer's time to first token) against the
+//! f64 reference (`reference::attention_prefill`, a direct causal softmax): f32, f16 and
+//! bf16 inputs, prompts shorter than, equal to and not a multiple of the kernel's block, a
+//! non-default scale, large logits, and its last position against the decode kernel over the
+//! same cache.
 
 #[macro_use]
 mod cpu_support;
@@ -9,43 +10,7 @@ mod cpu_support;
 use cpu_support::{Qkv, assert_matches, random};
 use retention_core::{HostTensor, RetentionError};
 use retention_kernels::cpu::{self, CpuElement};
-
-/// o[n,t,h] = Σ_{u≤t} softmax_u(s · q_t·k_u) v_u in f64, position by position.
-fn causal_f64(
-    q: &HostTensor<f64>,
-    k: &HostTensor<f64>,
-    v: &HostTensor<f64>,
-    s: f64,
-) -> HostTensor<f64> {
-    let [n, t, h, dk] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
-    let dv = v.shape()[3];
-    let at = |b: usize, pos: usize, head: usize, d: usize| ((b * t + pos) * h + head) * d;
-    let mut o = vec![0.0; n * t * h * dv];
-    for b in 0..n {
-        for head in 0..h {
-            for pos in 0..t {
-                let qv = &q.data()[at(b, pos, head, dk)..][..dk];
-                let scores: Vec<f64> = (0..=pos)
-                    .map(|u| {
-                        let ku = &k.data()[at(b, u, head, dk)..][..dk];
-                        s * qv.iter().zip(ku).map(|(x, y)| x * y).sum::<f64>()
-                    })
-                    .collect();
-                let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let w: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
-                let z: f64 = w.iter().sum();
-                let out = at(b, pos, head, dv);
-                for (u, wu) in w.iter().enumerate() {
-                    let vu = &v.data()[at(b, u, head, dv)..][..dv];
-                    for (j, vj) in vu.iter().enumerate() {
-                        o[out + j] += wu / z * vj;
-                    }
-                }
-            }
-        }
-    }
-    HostTensor::new(vec![n, t, h, dv], o).unwrap()
-}
+use retention_kernels::reference;
 
 fn prompts<T: CpuElement>() {
     let (n, h, dk, dv) = (2usize, 3usize, 20usize, 12usize);
@@ -55,7 +20,11 @@ fn prompts<T: CpuElement>() {
         let o = cpu::attention_prefill(&x.q, &x.k, &x.v, scale).unwrap();
         let s = scale.unwrap_or(1.0 / (dk as f64).sqrt());
         let (q, k, v) = x.f64();
-        assert_matches(&format!("prefill, T = {t}"), &o, &causal_f64(&q, &k, &v, s));
+        assert_matches(
+            &format!("prefill, T = {t}"),
+            &o,
+            &reference::attention_prefill(&q, &k, &v, Some(s)).unwrap(),
+        );
     }
 }
 
@@ -70,7 +39,11 @@ fn prefill_survives_logits_that_overflow_exp() {
     let o = cpu::attention_prefill(&x.q, &x.k, &x.v, Some(100.0)).unwrap();
     assert!(o.data().iter().all(|v| v.is_finite()));
     let (q, k, v) = x.f64();
-    assert_matches("prefill, huge logits", &o, &causal_f64(&q, &k, &v, 100.0));
+    assert_matches(
+        "prefill, huge logits",
+        &o,
+        &reference::attention_prefill(&q, &k, &v, Some(100.0)).unwrap(),
+    );
 }
 
 /// `[N, T, H, D]` → `[N, H, T, D]` (the decode kernel's cache layout).
