@@ -41,8 +41,8 @@ pub struct ModelGrid {
 }
 
 impl ModelGrid {
-    /// The CPU sweep: six contexts, batches 1 to 64, a 64-token prefill (about two
-    /// minutes for the 1.3b model on two cores).
+    /// The CPU sweep: six contexts, batches 1 to 64 and then each model's exact limit (up to
+    /// 1024 sequences), a 64-token prefill.
     pub fn full() -> Self {
         Self::with(
             vec![1024, 2048, 4096, 8192, 16384, 32768],
@@ -58,8 +58,8 @@ impl ModelGrid {
         )
     }
 
-    /// The CI sweep: two contexts, batches 1 and 4 at 8k, a 16-token prefill, one timed
-    /// step per point and no warm-up.
+    /// The CI sweep: two contexts, batches 1 and 4 at 8k and then each model's exact limit
+    /// (up to 128 sequences), a 16-token prefill, one timed step per point and no warm-up.
     pub fn quick() -> Self {
         Self::with(
             vec![2048, SUMMARY_CONTEXT],

@@ -72,16 +72,10 @@ pub fn summary_lines(s: &Summary) -> String {
         b(s.transformer_best_batch),
         x(s.latency_ratio),
     );
-    let limit = |largest: Option<usize>, ran_out: bool| {
-        format!(
-            "{}{}",
-            b(largest),
-            if ran_out {
-                " (out of memory beyond)"
-            } else {
-                " (batch cap; fits more)"
-            }
-        )
+    let limit = |largest: Option<usize>, ran_out: bool| match (largest, ran_out) {
+        (_, true) => format!("{} (out of memory beyond)", b(largest)),
+        (Some(l), false) => format!("{l} (the batch cap; more would fit)"),
+        (None, false) => "not measured".into(),
     };
     for m in &s.max_batch {
         let _ = writeln!(
