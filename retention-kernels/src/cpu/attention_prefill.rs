@@ -16,17 +16,14 @@
 //! `[N, T, H, V]` — the retention forward's layouts (ARCHITECTURE §1).
 
 use rayon::prelude::*;
-use retention_core::{HostTensor, Result, RetentionShape, validate_scale};
+use retention_core::{HostTensor, Result, validate_scale};
 
 use super::element::CpuElement;
 use super::matmul::{View, matmul};
-use super::validate::{expect_shape, rank4};
+use crate::validate::check_qkv_layout;
 
 /// Queries (and keys) per block: the gemm tiles' rows.
 const BLOCK: usize = 64;
-
-const QK_AXES: [&str; 4] = ["B", "T", "H", "K"];
-const V_AXES: [&str; 4] = ["B", "T", "H", "V"];
 
 /// Causal softmax attention of every prompt position over the positions up to it: q, k
 /// `[N, T, H, K]`, v `[N, T, H, V]`; returns o `[N, T, H, V]`, with `scale` s defaulting to
@@ -41,11 +38,8 @@ pub fn attention_prefill<T: CpuElement>(
     v: &HostTensor<T>,
     scale: Option<f64>,
 ) -> Result<HostTensor<T>> {
-    let [n, t, h, dk] = rank4(q.shape(), "q", &QK_AXES)?;
-    let [_, _, _, dv] = rank4(v.shape(), "v", &V_AXES)?;
-    expect_shape("k", &QK_AXES, k.shape(), &[n, t, h, dk])?;
-    expect_shape("v", &V_AXES, v.shape(), &[n, t, h, dv])?;
-    RetentionShape::new(n, t, h, dk, dv)?;
+    let shape = check_qkv_layout(q.shape(), k.shape(), v.shape())?;
+    let (n, t, h, dk, dv) = (shape.batch, shape.seq_len, shape.heads, shape.dk, shape.dv);
     let s = validate_scale(scale, dk)? as f32;
 
     let qh = head_major(q.data(), (n, t, h, dk), s);

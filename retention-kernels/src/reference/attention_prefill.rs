@@ -8,12 +8,9 @@
 //! Layouts as `cpu::attention_prefill` (token-major, as projections produce them): q, k
 //! `[N, T, H, K]`, v and o `[N, T, H, V]`.
 
-use retention_core::{HostTensor, Result, RetentionShape, check_shape};
+use retention_core::{HostTensor, Result};
 
-use crate::validate::rank4;
-
-const QK_AXES: [&str; 4] = ["B", "T", "H", "K"];
-const V_AXES: [&str; 4] = ["B", "T", "H", "V"];
+use crate::validate::check_qkv_layout;
 
 /// Causal attention of every prompt position; `scale` defaults to K^(-1/2).
 ///
@@ -25,11 +22,8 @@ pub fn attention_prefill(
     v: &HostTensor<f64>,
     scale: Option<f64>,
 ) -> Result<HostTensor<f64>> {
-    let [n, t, h, dk] = rank4(q.shape(), "q", &QK_AXES)?;
-    let [_, _, _, dv] = rank4(v.shape(), "v", &V_AXES)?;
-    check_shape("k", &QK_AXES, k.shape(), &[n, t, h, dk])?;
-    check_shape("v", &V_AXES, v.shape(), &[n, t, h, dv])?;
-    RetentionShape::new(n, t, h, dk, dv)?;
+    let shape = check_qkv_layout(q.shape(), k.shape(), v.shape())?;
+    let (n, t, h, dk, dv) = (shape.batch, shape.seq_len, shape.heads, shape.dk, shape.dv);
     let s = retention_core::validate_scale(scale, dk)?;
     let at = |b: usize, pos: usize, head: usize, d: usize| ((b * t + pos) * h + head) * d;
     let mut o = vec![0.0; n * t * h * dv];

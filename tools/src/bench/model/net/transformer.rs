@@ -13,7 +13,7 @@ use super::NetElement;
 use super::config::NetConfig;
 use super::error::ModelError;
 use super::fill;
-use super::layers::{columns, rms_norm};
+use super::layers::columns;
 use super::ledger::{Kind, Ledger, Tracked};
 use super::matmul::{Write, linear};
 use super::retnet::check_rows;
@@ -128,21 +128,7 @@ impl<T: NetElement> Transformer<T> {
         check_rows(x, n, d)?;
         let (h, hd, pos, ctx) = (self.cfg.heads, self.cfg.dk, self.context - 1, self.context);
         for (w, cache) in self.layers.iter().zip(&mut self.caches) {
-            let mut xn = self
-                .ledger
-                .tensor::<T>(Kind::Activations, "norm", &[n, d])?;
-            rms_norm(x, w.norm_mix.data(), xn.data_mut());
-            let mut proj = self
-                .ledger
-                .tensor::<T>(Kind::Activations, "projection", &[n, p])?;
-            linear(
-                xn.data(),
-                w.w_in.data(),
-                proj.data_mut(),
-                (n, d, p),
-                Write::Overwrite,
-            )?;
-            drop(xn);
+            let proj = w.mix_input(&self.ledger, &self.cfg, x, n)?;
             let mut q = self
                 .ledger
                 .tensor::<T>(Kind::Activations, "q", &[n, h, hd])?;
@@ -189,21 +175,7 @@ impl<T: NetElement> Transformer<T> {
         );
         check_rows(x, tokens, d)?;
         for (w, cache) in self.layers.iter().zip(&mut self.caches) {
-            let mut xn = self
-                .ledger
-                .tensor::<T>(Kind::Activations, "norm", &[tokens, d])?;
-            rms_norm(x, w.norm_mix.data(), xn.data_mut());
-            let mut proj =
-                self.ledger
-                    .tensor::<T>(Kind::Activations, "projection", &[tokens, p])?;
-            linear(
-                xn.data(),
-                w.w_in.data(),
-                proj.data_mut(),
-                (tokens, d, p),
-                Write::Overwrite,
-            )?;
-            drop(xn);
+            let proj = w.mix_input(&self.ledger, &self.cfg, x, tokens)?;
             let part = |i: usize, name: &str| {
                 let mut t =
                     self.ledger
