@@ -71,7 +71,7 @@ mod tests {
         // [1, T, H, D] → [1, H, T, D], the decode kernel's cache layout.
         let cache = |x: &HostTensor<f64>, d: usize| {
             let data = (0..h)
-                .flat_map(|head| (0..t).flat_map(move |u| (u, head)))
+                .flat_map(|head| (0..t).map(move |u| (u, head)))
                 .flat_map(|(u, head)| x.data()[(u * h + head) * d..][..d].to_vec())
                 .collect();
             HostTensor::new(vec![1, h, t, d], data).unwrap()
