@@ -20,6 +20,7 @@ use retention_core::{HostTensor, Result, validate_scale};
 
 use super::element::CpuElement;
 use super::matmul::{View, matmul};
+use super::simd::scale;
 use crate::validate::check_qkv_layout;
 
 /// Queries (and keys) per block: the gemm tiles' rows.
@@ -91,7 +92,7 @@ fn head_major<T: CpuElement>(
             let at = ((b * t + pos) * h + head) * d;
             T::load_f32(&src[at..at + d], row);
             if factor != 1.0 {
-                row.iter_mut().for_each(|x| *x *= factor);
+                scale(row, factor);
             }
         }
     });
@@ -150,7 +151,7 @@ impl Head<'_> {
                 }
                 l[i] = l[i] * corr + sum;
                 m[i] = new_m;
-                o_row.iter_mut().for_each(|x| *x *= corr);
+                scale(o_row, corr);
             }
             let v_blk = &self.v[c0 * dv..(c0 + cols) * dv]; // (cols, V)
             matmul(
@@ -165,8 +166,7 @@ impl Head<'_> {
             );
         }
         for (o_row, li) in o_blk.chunks_exact_mut(dv).zip(&l) {
-            let inv = 1.0 / li;
-            o_row.iter_mut().for_each(|x| *x *= inv);
+            scale(o_row, 1.0 / li);
         }
     }
 }
