@@ -200,7 +200,11 @@ fn a_memory_limit_shows_where_the_transformer_runs_out() {
     // 1 MiB: the weights (about 0.1 MB each model) and RetNet's state (8 KiB a sequence)
     // fit; an 8k-token KV cache (4 MiB) does not.
     let limit = 1u64 << 20;
-    let report = run(&["--memory-limit", "1M"], dir.path());
+    let plots = dir.path().join("plots");
+    let report = run(
+        &["--memory-limit", "1M", "--plot", plots.to_str().unwrap()],
+        dir.path(),
+    );
     assert_eq!(u(&report, "memory_limit_bytes"), 1 << 20);
     for r in rows(&report, "transformer", "batch") {
         assert_eq!(r["fits"], false);
@@ -235,6 +239,14 @@ fn a_memory_limit_shows_where_the_transformer_runs_out() {
     for r in &retnet {
         assert_eq!(r["fits"] == true, u(r, "batch") <= largest, "{r}");
     }
+    // The throughput plot says where the line ends.
+    let svg = std::fs::read_to_string(plots.join("throughput_vs_batch.svg")).unwrap();
+    assert!(
+        svg.contains(&format!(
+            "RetNet at 8192 tokens (out of memory above {largest})"
+        )),
+        "{svg}"
+    );
     // What is left under the limit is less than one more sequence's state and activations
     // (the measured bytes per sequence between batch 4 and the largest; 1.5× for the state
     // pool's size classes, which make the step uneven).
