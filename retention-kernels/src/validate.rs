@@ -48,15 +48,22 @@ pub(crate) fn check_qkv_shapes(
     v: &[usize],
     params: &RetentionParams,
 ) -> Result<(RetentionShape, f64)> {
+    let shape = check_qkv_layout(q, k, v)?;
+    params.gammas.check_heads(shape.heads)?;
+    let scale = validate_scale(params.scale, shape.dk)?;
+    Ok((shape, scale))
+}
+
+/// Check q `[B,T,H,K]`, k (same) and v `[B,T,H,V]` against each other: the checks every
+/// op on token-major q, k, v shares (retention, and the causal attention prefill, which has
+/// no decays).
+pub(crate) fn check_qkv_layout(q: &[usize], k: &[usize], v: &[usize]) -> Result<RetentionShape> {
     let [b, t, h, dk] = rank4(q, "q", &QK_AXES)?;
     let shape = RetentionShape::new(b, t, h, dk, v.get(3).copied().unwrap_or(1))?;
     check_shape("k", &QK_AXES, k, &shape.qk_shape())?;
     let [_, _, _, dv] = rank4(v, "v", &VO_AXES)?;
     check_shape("v", &VO_AXES, v, &[b, t, h, dv])?;
-    let shape = RetentionShape::new(b, t, h, dk, dv)?;
-    params.gammas.check_heads(h)?;
-    let scale = validate_scale(params.scale, dk)?;
-    Ok((shape, scale))
+    RetentionShape::new(b, t, h, dk, dv)
 }
 
 /// Check a decode step's slots against the pool: one per row, inside the pool, never twice

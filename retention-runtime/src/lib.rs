@@ -11,7 +11,8 @@
 //! device tensors, writing caller-provided outputs on the caller's stream with no hidden
 //! synchronisation or host copy (the host-tensor methods upload, run and download); the
 //! [`ModuleCache`] (spec → PTX from `kernel-gen` → loaded module); and the autotune cache
-//! ([`autotune_cache`]) whose winners [`Retention::tuned_chunk`] uses.
+//! ([`autotune_cache`]) whose winners [`Retention::tuned_chunk`] uses; and [`Blas`], cuBLAS
+//! GEMMs on device tensors for the model code around retention.
 //!
 //! One launch description (`kernel_launch`: a kernel spec, its geometry and arguments bound
 //! by parameter name — device addresses and scalars, never host data) has two executors: the
@@ -27,6 +28,7 @@
 //! here, but no op depends on it.
 
 pub mod autotune_cache;
+mod blas;
 mod capture;
 pub mod cuda;
 pub mod cuda_target;
@@ -52,6 +54,7 @@ mod tensor;
 mod training_device;
 mod transfer;
 
+pub use blas::{Blas, GemmWrite};
 pub use capture::Graph;
 pub use device::Device;
 pub use memory_pool::{MemoryPool, PoolBuffer, PoolStats, size_class};

@@ -125,12 +125,9 @@ fn quick_model_suite_writes_documented_rows_with_measured_memory() {
     assert_eq!(u(ret, "params"), u(tra, "params"));
     assert_eq!((u(tra, "heads"), u(tra, "dk"), u(tra, "ffn")), (2, 16, 128));
 
-    // Every decode row fitted the default limit and was timed; rates follow from seconds.
+    // Every row (prefills included) fitted the default limit and was timed; rates follow
+    // from seconds.
     for r in report["rows"].as_array().unwrap() {
-        if r["sweep"] == "prefill" && r["arch"] == "transformer" {
-            assert!(r["seconds"].is_null() && r["note"].as_str().unwrap().contains("not measured"));
-            continue;
-        }
         assert_eq!(r["fits"], true, "{r}");
         let s = r["seconds"].as_f64().unwrap();
         assert!(s > 0.0);
@@ -154,6 +151,32 @@ fn quick_model_suite_writes_documented_rows_with_measured_memory() {
     assert!(s["memory_ratio"].as_f64().unwrap() > 10.0, "{s}");
     assert!(s["throughput_ratio"].as_f64().unwrap() > 0.0);
     assert!(s["latency_ratio"].as_f64().unwrap() > 0.0);
+    // Both prefills measured: the summary's times to first token are their rows'.
+    for (arch, key) in [
+        ("retnet", "retnet_ttft_ms"),
+        ("transformer", "transformer_ttft_ms"),
+    ] {
+        let p = rows(&report, arch, "prefill");
+        assert_eq!(
+            (p.len(), u(p[0], "context"), u(p[0], "tokens")),
+            (1, 16, 16)
+        );
+        assert_eq!(p[0]["latency_ms"], s[key]);
+    }
+    let ttft = s["transformer_ttft_ms"].as_f64().unwrap() / s["retnet_ttft_ms"].as_f64().unwrap();
+    assert!((s["ttft_ratio"].as_f64().unwrap() / ttft - 1.0).abs() < 1e-12);
+    // Under the default limit (a quarter of RAM) both tiny models fit the batch cap at 8k:
+    // the limit search stops there and does not claim a memory limit.
+    let cap = u(&report["grid"], "batch_cap");
+    let m = &s["max_batch"][0];
+    assert_eq!((u(m, "retnet"), u(m, "transformer")), (cap, cap), "{m}");
+    assert_eq!(
+        (
+            m["retnet_ran_out"].as_bool(),
+            m["transformer_ran_out"].as_bool()
+        ),
+        (Some(false), Some(false))
+    );
 
     assert_eq!(
         entries(&plots),
@@ -174,27 +197,65 @@ fn quick_model_suite_writes_documented_rows_with_measured_memory() {
 #[test]
 fn a_memory_limit_shows_where_the_transformer_runs_out() {
     let dir = tempfile::tempdir().unwrap();
-    // 1 MiB: the weights (about 0.1 MB each model) and RetNet's state fit; an 8k-token KV
-    // cache (4 MiB) does not.
-    let report = run(&["--memory-limit", "1M"], dir.path());
+    // 1 MiB: the weights (about 0.1 MB each model) and RetNet's state (8 KiB a sequence)
+    // fit; an 8k-token KV cache (4 MiB) does not.
+    let limit = 1u64 << 20;
+    let plots = dir.path().join("plots");
+    let report = run(
+        &["--memory-limit", "1M", "--plot", plots.to_str().unwrap()],
+        dir.path(),
+    );
     assert_eq!(u(&report, "memory_limit_bytes"), 1 << 20);
     for r in rows(&report, "transformer", "batch") {
         assert_eq!(r["fits"], false);
         assert!(r["seconds"].is_null());
         assert!(r["note"].as_str().unwrap().contains("out of memory"), "{r}");
     }
-    assert!(
-        rows(&report, "retnet", "batch")
-            .iter()
-            .all(|r| r["fits"] == true)
-    );
     let s = &report["summary"];
     assert!(s["memory_ratio"].is_null() && s["latency_ratio"].is_null());
     let m = &s["max_batch"][0];
     assert_eq!((u(m, "context"), m["transformer"].is_null()), (8192, true));
-    assert_eq!(
-        (u(m, "retnet"), m["transformer_ran_out"].as_bool()),
-        (4, Some(true))
+    assert_eq!(m["transformer_ran_out"].as_bool(), Some(true));
+    // RetNet's limit is exact: its largest batch ran, measured within the limit, and the next
+    // one ran out of memory; every batch below it that was tried fitted.
+    assert_eq!(m["retnet_ran_out"].as_bool(), Some(true), "{m}");
+    let largest = u(m, "retnet");
+    assert!(
+        largest > 4 && largest < u(&report["grid"], "batch_cap"),
+        "{m}"
+    );
+    let retnet = rows(&report, "retnet", "batch");
+    let at = |b: u64| retnet.iter().find(|r| u(r, "batch") == b).unwrap();
+    assert_eq!(at(largest)["fits"], true);
+    assert!(u(at(largest), "total_bytes") <= limit);
+    assert!(at(largest)["seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(at(largest + 1)["fits"], false);
+    assert!(
+        at(largest + 1)["note"]
+            .as_str()
+            .unwrap()
+            .contains("out of memory")
+    );
+    for r in &retnet {
+        assert_eq!(r["fits"] == true, u(r, "batch") <= largest, "{r}");
+    }
+    // The throughput plot says where the line ends.
+    let svg = std::fs::read_to_string(plots.join("throughput_vs_batch.svg")).unwrap();
+    assert!(
+        svg.contains(&format!(
+            "RetNet at 8192 tokens (out of memory above {largest})"
+        )),
+        "{svg}"
+    );
+    // What is left under the limit is less than one more sequence's state and activations
+    // (the measured bytes per sequence between batch 4 and the largest; 1.5× for the state
+    // pool's size classes, which make the step uneven).
+    let per_sequence =
+        (u(at(largest), "total_bytes") - u(at(4), "total_bytes")) as f64 / (largest - 4) as f64;
+    let left = (limit - u(at(largest), "total_bytes")) as f64;
+    assert!(
+        left < 1.5 * per_sequence,
+        "{left} left, {per_sequence} a sequence"
     );
 }
 
@@ -248,14 +309,27 @@ fn the_emulated_device_predicts_the_mixer_kernels_only_and_says_so() {
     }
     let s = &report["summary"];
     assert!(s["memory_ratio"].is_null() && s["throughput_ratio"].is_null());
+    assert!(s["retnet_ttft_ms"].is_null() && s["transformer_ttft_ms"].is_null());
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("PREDICTED") && notes.contains("kernels only"),
+        "{notes}"
+    );
 }
 
 #[test]
 fn cuda_and_bad_limits_are_refused_in_one_line() {
     let args = ["bench", "--suite", "model", "--memory-limit", "6X"];
     assert_one_line_error(&args, &retention(&args), 2, "unknown unit");
-    // Without a GPU the device cannot be opened; with one, the suite refuses it: exit 2
-    // either way, never numbers from another device.
+    // Without a GPU the device cannot be opened (a typed "no such device" error, not a
+    // panic); with one, the suite refuses it: exit 2 either way, never numbers from another
+    // device.
     let args = ["bench", "--suite", "model", "--device", "cuda", "--quick"];
-    assert_one_line_error(&args, &retention(&args), 2, "device");
+    let out = retention(&args);
+    assert_one_line_error(&args, &out, 2, "device");
+    if retention_runtime::cuda::device_count() == 0 {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no such device"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

@@ -1,5 +1,5 @@
-//! The model suite's whole-model decode step on a tiny model (2 layers, width 16) equals a
-//! straightforward f64 implementation of the same layers written here, for both
+//! The model suite's whole-model decode step and prefill on a tiny model (2 layers, width 16)
+//! equal a straightforward f64 implementation of the same layers written here, for both
 //! architectures; memory figures are measured (the ledger and the state pool), RetNet's flat
 //! in context and the Transformer's growing linearly with it.
 //!
@@ -204,6 +204,95 @@ fn transformer_decode_step_equals_the_f64_layers() {
         }
     }
     assert_close(&x, &want, "transformer step");
+}
+
+/// Softmax attention of one query over `keys`/`values` (one head), scale K^(-1/2).
+fn attend(q: &[f64], keys: &[&[f64]], values: &[&[f64]]) -> Vec<f64> {
+    let scale = (q.len() as f64).powf(-0.5);
+    let scores: Vec<f64> = keys
+        .iter()
+        .map(|k| scale * q.iter().zip(*k).map(|(a, c)| a * c).sum::<f64>())
+        .collect();
+    let max = scores.iter().copied().fold(f64::MIN, f64::max);
+    let z: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+    let mut o = vec![0.0; values[0].len()];
+    for (s, v) in scores.iter().zip(values) {
+        for (oi, vi) in o.iter_mut().zip(*v) {
+            *oi += (s - max).exp() / z * vi;
+        }
+    }
+    o
+}
+
+#[test]
+fn transformer_prefill_equals_the_f64_causal_layers_and_fills_the_cache() {
+    let cfg = tiny().transformer_twin();
+    let ledger = Ledger::new(1 << 30);
+    let mut model = Transformer::<f32>::new(&cfg, &ledger, 6).unwrap();
+    let (tokens, d, h, hd) = (70, cfg.d_model, cfg.heads, cfg.dk);
+    model.start(1, tokens, 7).unwrap();
+    let mut x = random_rows(tokens, d, 9);
+    let mut rows: Vec<Vec<f64>> = x
+        .chunks(d)
+        .map(|r| r.iter().map(|&v| f64::from(v)).collect())
+        .collect();
+    model.prefill(&mut x, tokens).unwrap();
+    for (l, w) in model.layers().iter().enumerate() {
+        let p: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| vec_mat(&rms_norm(r, &f64s(&w.norm_mix)), &f64s(&w.w_in), 3 * d))
+            .collect();
+        let cache = model.cache(l).unwrap();
+        let head_of = |part: usize, t: usize, head: usize| {
+            &p[t][part * d + head * hd..part * d + (head + 1) * hd]
+        };
+        // The cache, head-major [1, H, T, hd]: every prompt token's key and value.
+        let head_major = |part: usize| -> Vec<f64> {
+            (0..h)
+                .flat_map(|head| (0..tokens).flat_map(move |t| head_of(part, t, head).to_vec()))
+                .collect()
+        };
+        assert_close(cache.k.data(), &head_major(1), "cached keys");
+        assert_close(cache.v.data(), &head_major(2), "cached values");
+        for (t, row) in rows.iter_mut().enumerate() {
+            let mut o = Vec::with_capacity(d);
+            for head in 0..h {
+                let keys: Vec<&[f64]> = (0..=t).map(|u| head_of(1, u, head)).collect();
+                let values: Vec<&[f64]> = (0..=t).map(|u| head_of(2, u, head)).collect();
+                o.extend(attend(head_of(0, t, head), &keys, &values));
+            }
+            for (xi, yi) in row.iter_mut().zip(vec_mat(&o, &f64s(&w.w_out), d)) {
+                *xi += yi;
+            }
+            ffn(row, w, cfg.ffn);
+        }
+    }
+    assert_close(&x, &rows.concat(), "transformer prefill");
+    // A prefill needs the matching start.
+    model.start(2, tokens, 7).unwrap();
+    assert!(matches!(
+        model.prefill(&mut x, tokens),
+        Err(net::ModelError::Config(_))
+    ));
+}
+
+#[test]
+fn retnet_chunkwise_prefill_equals_the_f64_recurrent_layers() {
+    let cfg = tiny();
+    let ledger = Ledger::new(1 << 30);
+    let mut model = RetNet::<f32>::new(&cfg, &ledger, 5).unwrap();
+    let (tokens, d) = (13, cfg.d_model);
+    model.start(1).unwrap();
+    let mut x = random_rows(tokens, d, 10);
+    let mut want: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    model.prefill(&mut x, tokens, 4).unwrap(); // a chunk that does not divide the prompt
+    let mut states = vec![vec![vec![0.0; cfg.dk * cfg.dv]; cfg.heads]; cfg.layers];
+    for row in want.chunks_mut(d) {
+        for (l, w) in model.layers().iter().enumerate() {
+            retnet_layer(&cfg, w, row, &mut states[l]);
+        }
+    }
+    assert_close(&x, &want, "retnet prefill");
 }
 
 /// The measured figures of one decode step of `batch` sequences at `context` tokens.

@@ -8,8 +8,11 @@
 //! at run time with a portable fallback. Validation matches the reference's, error for error.
 //!
 //! [`attention_decode`] is the softmax-attention KV-cache baseline decode is compared with.
+//! [`attention_prefill`] is the causal softmax-attention prompt pass, the baseline of the
+//! chunkwise prefill.
 
 mod attention;
+mod attention_prefill;
 mod backward_kernel;
 mod backward_pair;
 mod chunk_kernel;
@@ -28,6 +31,7 @@ mod simd;
 mod validate;
 
 pub use attention::attention_decode;
+pub use attention_prefill::attention_prefill;
 pub use chunkwise::{chunkwise, chunkwise_varlen};
 pub use chunkwise_backward::{
     CpuGradients, chunkwise_backward, chunkwise_backward_varlen, chunkwise_backward_with_states,

@@ -6,6 +6,7 @@
 //! q, k `[B, T, H, K]`; v, o `[B, T, H, V]`; states `[B, H, K, V]`.
 
 mod attention;
+mod attention_prefill;
 mod backward;
 mod chunkwise;
 mod decay;
@@ -18,6 +19,7 @@ mod recurrent;
 mod varlen;
 
 pub use attention::attention_decode;
+pub use attention_prefill::attention_prefill;
 pub use backward::{
     Gradients, chunkwise_backward, chunkwise_backward_varlen, recurrent_backward,
     recurrent_backward_varlen,

@@ -11,6 +11,7 @@
 //! launch descriptions ([`DeviceBuffer::address`]); the address-based copies are `unsafe`.
 
 mod backend;
+mod blas;
 mod buffer;
 mod error;
 mod event;
@@ -26,6 +27,7 @@ mod stream;
 mod tests;
 
 pub use backend::CudaBackend;
+pub use blas::{BlasDtype, BlasHandle, cublas_present};
 pub use buffer::{DeviceBuffer, DeviceElement};
 pub use event::Event;
 pub use launch::{KernelArg, LaunchDims};

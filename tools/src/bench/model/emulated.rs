@@ -86,6 +86,13 @@ pub fn collect(device: &Device, cfg: &NetConfig, dtype: DtypeArg) -> Result<Mode
         max_runs: 1,
         ..ModelGrid::quick()
     };
+    let predicted_note = format!(
+        "emulated device: seconds are PREDICTED (one emulated launch timed by the \
+         emulator's time model of the {}), for the retention and attention decode \
+         kernels only, times the layer count; no whole-model step, memory or ratios \
+         (the emulated device has no GEMM or the other layers' ops)",
+        limits.gpu_model.unwrap_or("GPU")
+    );
     Ok(ModelReport {
         schema: SCHEMA_VERSION,
         suite: "model",
@@ -112,13 +119,13 @@ pub fn collect(device: &Device, cfg: &NetConfig, dtype: DtypeArg) -> Result<Mode
             retnet_best_batch: None,
             transformer_best_batch: None,
             max_batch: Vec::new(),
+            prefill_tokens: 0,
+            retnet_ttft_ms: None,
+            transformer_ttft_ms: None,
+            ttft_ratio: None,
         },
         notes: vec![
-            "emulated device: seconds are PREDICTED (one emulated launch timed by the \
-             emulator's roofline model of an A100), for the retention and attention decode \
-             kernels only, times the layer count; no whole-model step, memory or ratios \
-             (those need device tensors and a GEMM)"
-                .into(),
+            predicted_note,
             "params: the configuration's count (no weights are allocated on this device)".into(),
         ],
     })

@@ -1,6 +1,6 @@
 //! What the model suite sweeps: contexts at batch 1 (memory and latency against length),
 //! batches at the paper's 2k, 8k and 32k contexts (throughput and latency against batch, up
-//! to the first batch that does not fit), and one prefill — in full and `--quick` form.
+//! to the exact largest batch that fits), and one prefill — in full and `--quick` form.
 
 use std::time::Duration;
 
@@ -18,8 +18,12 @@ pub struct ModelGrid {
     pub contexts: Vec<usize>,
     /// Contexts of the batch sweep.
     pub batch_contexts: Vec<usize>,
-    /// Batches tried in order; each architecture stops at the first that does not fit.
+    /// Batches tried in order; each architecture stops at the first that does not fit, then
+    /// searches for the exact largest batch that fits, up to `batch_cap`.
     pub batches: Vec<usize>,
+    /// The largest batch the limit search tries (a model whose memory allows more reports
+    /// this, with `ran_out` false).
+    pub batch_cap: usize,
     /// Prefill length (time to first token), one sequence.
     pub prefill_tokens: usize,
     /// Chunk size of RetNet's chunkwise prefill.
@@ -37,13 +41,13 @@ pub struct ModelGrid {
 }
 
 impl ModelGrid {
-    /// The CPU sweep: six contexts, batches 1 to 64, a 64-token prefill (about two
-    /// minutes for the 1.3b model on two cores).
+    /// The CPU sweep: six contexts, batches 1 to 64 and then each model's exact limit (up to
+    /// 1024 sequences), a 64-token prefill.
     pub fn full() -> Self {
         Self::with(
             vec![1024, 2048, 4096, 8192, 16384, 32768],
             vec![2048, 8192, 32768],
-            vec![1, 2, 4, 8, 16, 32, 64],
+            (vec![1, 2, 4, 8, 16, 32, 64], 1024),
             64,
             (1, 0),
             RepeatPlan {
@@ -54,13 +58,13 @@ impl ModelGrid {
         )
     }
 
-    /// The CI sweep: two contexts, batches 1 and 4 at 8k, a 16-token prefill, one timed
-    /// step per point and no warm-up.
+    /// The CI sweep: two contexts, batches 1 and 4 at 8k and then each model's exact limit
+    /// (up to 128 sequences), a 16-token prefill, one timed step per point and no warm-up.
     pub fn quick() -> Self {
         Self::with(
             vec![2048, SUMMARY_CONTEXT],
             vec![SUMMARY_CONTEXT],
-            vec![1, 4],
+            (vec![1, 4], 128),
             16,
             (0, 0),
             RepeatPlan {
@@ -74,7 +78,7 @@ impl ModelGrid {
     fn with(
         contexts: Vec<usize>,
         batch_contexts: Vec<usize>,
-        batches: Vec<usize>,
+        (batches, batch_cap): (Vec<usize>, usize),
         prefill_tokens: usize,
         (context_warmup, batch_warmup): (usize, usize),
         plan: RepeatPlan,
@@ -83,6 +87,7 @@ impl ModelGrid {
             contexts,
             batch_contexts,
             batches,
+            batch_cap,
             prefill_tokens,
             chunk: 64,
             context_warmup,

@@ -8,11 +8,14 @@
 //! swept, `point` one measurement, `sweep` one architecture's sweeps, `summary` the ratios,
 //! `report` the JSON, `text` the table, `chart` and `plot` the SVGs.
 //!
-//! Devices: whole models on the CPU only. CUDA needs the runtime's device-resident tensors
-//! (being built); its GEMMs are cuBLAS at `net::matmul`. Until then `--device cuda` is
-//! refused with a typed error, never answered with numbers from another device. The emulated
-//! device predicts the retention and attention kernels only (`emulated`), labelled so.
+//! Devices: whole models on the CPU only. On CUDA the GEMMs are `retention_runtime::Blas`
+//! (cuBLAS on the runtime's stream, over device tensors), but the device-resident step also
+//! needs RMSNorm, GELU, residual add and attention decode device ops that the runtime lacks,
+//! so `--device cuda` is refused with a typed error (no GPU: the device does not open),
+//! never answered with numbers from another device. The emulated device predicts the
+//! retention and attention kernels only (`emulated`), labelled so.
 
+mod batch_limit;
 pub mod chart;
 mod emulated;
 mod grid;
@@ -32,7 +35,7 @@ use crate::error::CliError;
 use crate::host_info;
 use crate::output_file::{check_writable, write_atomic};
 use crate::progress;
-use retention_runtime::Device;
+use retention_runtime::{Blas, Device, Stream};
 
 use super::BenchArgs;
 use super::limits::{self, LimitSizes};
@@ -51,12 +54,7 @@ const SEED: u64 = 17;
 pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
     let device = args.device.open()?;
     if let Device::Cuda(_) = device {
-        return Err(CliError::NotSupported {
-            what: format!("`bench --suite model` on {device}"),
-            hint: "; the whole-model GPU path needs the runtime's device-resident tensors \
-                   (cuBLAS plugs in at bench/model/net/matmul.rs): run it with --device cpu"
-                .into(),
-        });
+        return Err(cuda_refusal(&device));
     }
     let shape = args.model.shape();
     let cfg = if shape.name == "custom" {
@@ -100,6 +98,24 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
         }
     };
     emit(args, &report)
+}
+
+/// Why `--device cuda` gets no numbers yet (a GPU is present: the device opened). The GEMMs
+/// are ready — `retention_runtime::Blas` (cuBLAS on the runtime's stream; its failure to load
+/// is reported first) — but a device-resident whole-model step also needs RMSNorm, GELU,
+/// residual add and attention decode as device ops, which the runtime does not have yet.
+fn cuda_refusal(device: &Device) -> CliError {
+    let blas = Stream::default_for(device).and_then(|s| Blas::new(&s));
+    if let Err(e) = blas {
+        return CliError::Retention(e);
+    }
+    CliError::NotSupported {
+        what: format!("`bench --suite model` on {device}"),
+        hint: "; cuBLAS loads, but the runtime has no device RMSNorm, GELU, residual add or \
+               attention decode op for a device-resident whole-model step yet: run it with \
+               --device cpu"
+            .into(),
+    }
 }
 
 /// Measure both architectures and summarise.
@@ -156,10 +172,15 @@ fn standard_notes() -> Vec<String> {
         "Transformer: heads of 128, FFN 4d — the RetNet's parameter count; its cache holds \
          `context` tokens including the new one, the earlier ones seeded random",
         "both models leave out the embedding, the LM head and positional rotation (xPos/RoPE)",
-        "prefill: RetNet chunkwise through StatePool::prefill, timed once; the Transformer's \
-         prefill is not measured (no causal softmax-attention kernel on the CPU)",
-        "cuda: not yet (the whole model needs device-resident tensors); the ratios are this \
-         CPU's, under its memory limit",
+        "prefill: time to first token of one prompt through the whole model, timed once — \
+         RetNet chunkwise through StatePool::prefill, the Transformer with causal softmax \
+         attention (retention_kernels::cpu::attention_prefill) writing its KV cache",
+        "batch limit: after the grid's batches, each architecture's exact largest batch at \
+         each batch context is found by running batches (a linear fit of the measured memory \
+         picks the first guess, bisection makes it exact): the largest that fitted and the \
+         one above it that did not are both rows",
+        "cuda: not yet (cuBLAS GEMMs exist; device RMSNorm, GELU, residual add and attention \
+         decode ops do not); the ratios are this CPU's, under its memory limit",
     ]
     .into_iter()
     .map(String::from)

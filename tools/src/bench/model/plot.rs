@@ -47,8 +47,19 @@ fn against_batch(report: &ModelReport, y: fn(&ModelRow) -> Option<f64>) -> Vec<L
     let mut lines = Vec::new();
     for (i, arch) in [Arch::Retnet, Arch::Transformer].into_iter().enumerate() {
         for (j, &context) in report.grid.batch_contexts.iter().enumerate() {
+            // Where the line ends because the next batch did not fit the memory limit.
+            let limit = report
+                .summary
+                .max_batch
+                .iter()
+                .find(|m| m.context == context)
+                .and_then(|m| match arch {
+                    Arch::Retnet => m.retnet.filter(|_| m.retnet_ran_out),
+                    Arch::Transformer => m.transformer.filter(|_| m.transformer_ran_out),
+                })
+                .map_or_else(String::new, |b| format!(" (out of memory above {b})"));
             lines.push(Line {
-                label: format!("{} at {} tokens", label(arch), context),
+                label: format!("{} at {} tokens{limit}", label(arch), context),
                 color: PALETTE[(2 * j + i) % PALETTE.len()],
                 points: points(
                     &report.rows,

@@ -129,7 +129,9 @@ pub fn measured(mut row: ModelRow, ledger: &Ledger, seconds: f64, tokens: f64) -
     row
 }
 
-/// RetNet's time to first token: a `tokens`-token prompt of one sequence, chunkwise.
+/// Time to first token: a `tokens`-token prompt of one sequence through the whole model —
+/// RetNet chunkwise (chunk `chunk`), the Transformer with causal attention, its KV cache
+/// written.
 ///
 /// # Errors
 /// Any model error other than running out of memory.
@@ -142,37 +144,37 @@ pub fn prefill<T: NetElement>(
 ) -> Result<ModelRow, CliError> {
     let cfg = model.config().clone();
     let row = ModelRow::empty(Sweep::Prefill, cfg.arch, 1, tokens, tokens);
-    let Model::Retnet(net) = model else {
-        let mut row = row;
-        row.note = Some(
-            "not measured: retention_kernels::cpu has no causal softmax-attention prefill \
-             kernel"
-                .into(),
-        );
-        return Ok(row);
-    };
-    net.stop();
+    model.stop();
     ledger.reset_peaks();
     let outcome = (|| {
-        net.start(1)?;
+        model.start(1, tokens, seed)?;
         let mut x = ledger.tensor::<T>(Kind::Activations, "prompt", &[tokens, cfg.d_model])?;
         fill::uniform(x.data_mut(), seed, 1.0);
         let start = std::time::Instant::now();
-        net.prefill(x.data_mut(), tokens, chunk)?;
+        match model {
+            Model::Retnet(net) => net.prefill(x.data_mut(), tokens, chunk)?,
+            Model::Transformer(net) => net.prefill(x.data_mut(), tokens)?,
+        }
         Ok::<f64, ModelError>(start.elapsed().as_secs_f64())
     })();
     let row = match outcome {
         Ok(seconds) => {
             let mut r = measured(row, ledger, seconds, tokens as f64);
-            r.note = Some(format!(
-                "chunkwise, chunk {chunk}; latency_ms is the time to first token"
-            ));
+            r.note = Some(match cfg.arch {
+                Arch::Retnet => {
+                    format!("chunkwise, chunk {chunk}; latency_ms is the time to first token")
+                }
+                Arch::Transformer => "causal softmax attention \
+                    (retention_kernels::cpu::attention_prefill), KV cache written; latency_ms \
+                    is the time to first token"
+                    .into(),
+            });
             r
         }
         Err(e) if e.is_out_of_memory() => does_not_fit(row, &e),
         Err(e) => return Err(cli_error(e)),
     };
-    net.stop();
+    model.stop();
     Ok(row)
 }
 

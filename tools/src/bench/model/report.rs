@@ -114,6 +114,14 @@ pub struct Summary {
     pub transformer_best_batch: Option<usize>,
     /// Per batch-sweep context, the largest batch each architecture fitted.
     pub max_batch: Vec<MaxBatch>,
+    /// Prompt length of the prefill rows.
+    pub prefill_tokens: usize,
+    /// RetNet's time to first token (chunkwise prefill), milliseconds.
+    pub retnet_ttft_ms: Option<f64>,
+    /// The Transformer's time to first token (causal attention prefill), milliseconds.
+    pub transformer_ttft_ms: Option<f64>,
+    /// `transformer_ttft_ms / retnet_ttft_ms`.
+    pub ttft_ratio: Option<f64>,
 }
 
 /// The largest batch that fitted at one context.
@@ -125,8 +133,11 @@ pub struct MaxBatch {
     pub retnet: Option<usize>,
     /// The Transformer's.
     pub transformer: Option<usize>,
-    /// True when the sweep stopped because a batch did not fit, false when it ran out of
-    /// batches to try first.
+    /// True when RetNet's batch `retnet + 1` (or batch 1, when `retnet` is null) was run and
+    /// did not fit: `retnet` is its exact limit. False when the search stopped at the grid's
+    /// `batch_cap` first.
+    pub retnet_ran_out: bool,
+    /// The same for the Transformer: where it runs out of memory.
     pub transformer_ran_out: bool,
 }
 

@@ -1,6 +1,6 @@
 //! The paper's Figure-1 ratios from the measured rows: memory (batch 1), throughput (each
 //! model at its best batch) and latency (batch 1), Transformer against RetNet at one context,
-//! and where each model ran out of memory in the batch sweep.
+//! where each model ran out of memory in the batch sweep, and the time to first token.
 
 use super::grid::ModelGrid;
 use super::net::Arch;
@@ -53,27 +53,31 @@ pub fn summarise(model: &str, context: usize, grid: &ModelGrid, rows: &[ModelRow
         .batch_contexts
         .iter()
         .map(|&c| {
-            let largest = |arch| {
+            let batch_rows = |arch| {
                 rows.iter()
-                    .filter(|r| {
-                        r.arch == arch && r.sweep == Sweep::Batch && r.context == c && r.fits
-                    })
-                    .map(|r| r.batch)
-                    .max()
+                    .filter(move |r| r.arch == arch && r.sweep == Sweep::Batch && r.context == c)
+            };
+            let largest = |arch| batch_rows(arch).filter(|r| r.fits).map(|r| r.batch).max();
+            // Exact when the batch right above the largest that fitted was run and failed.
+            let ran_out = |arch| {
+                let next = largest(arch).map_or(1, |b| b + 1);
+                batch_rows(arch).any(|r| !r.fits && r.batch == next)
             };
             MaxBatch {
                 context: c,
                 retnet: largest(Arch::Retnet),
                 transformer: largest(Arch::Transformer),
-                transformer_ran_out: rows.iter().any(|r| {
-                    r.arch == Arch::Transformer
-                        && r.sweep == Sweep::Batch
-                        && r.context == c
-                        && !r.fits
-                }),
+                retnet_ran_out: ran_out(Arch::Retnet),
+                transformer_ran_out: ran_out(Arch::Transformer),
             }
         })
         .collect();
+    let ttft = |arch| {
+        rows.iter()
+            .find(|r| r.arch == arch && r.sweep == Sweep::Prefill && r.fits)
+            .and_then(|r| r.latency_ms)
+    };
+    let (retnet_ttft_ms, transformer_ttft_ms) = (ttft(Arch::Retnet), ttft(Arch::Transformer));
     Summary {
         model: model.to_string(),
         context,
@@ -89,5 +93,9 @@ pub fn summarise(model: &str, context: usize, grid: &ModelGrid, rows: &[ModelRow
         retnet_best_batch: rb.map(|r| r.batch),
         transformer_best_batch: tb.map(|r| r.batch),
         max_batch,
+        prefill_tokens: grid.prefill_tokens,
+        retnet_ttft_ms,
+        transformer_ttft_ms,
+        ttft_ratio: ratio(transformer_ttft_ms, retnet_ttft_ms),
     }
 }

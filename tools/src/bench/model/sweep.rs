@@ -1,11 +1,12 @@
 //! The sweeps of one architecture, one point at a time under one progress bar: batch 1
-//! against context, batch against context (up to the first batch that does not fit), and
-//! the prefill. The model's weights are built once and dropped before the next architecture.
+//! against context, batch against context (the grid's batches up to the first that does not
+//! fit, then the exact largest batch that fits, `batch_limit`), and the prefill. The model's weights are built once and dropped before the next architecture.
 
 use indicatif::ProgressBar;
 
 use crate::error::CliError;
 
+use super::batch_limit;
 use super::grid::ModelGrid;
 use super::net::{Ledger, NetConfig, NetElement};
 use super::point::{self, Model, cli_error};
@@ -70,18 +71,43 @@ pub fn run<T: NetElement>(
         bar.inc(1);
     }
     for &context in &grid.batch_contexts {
-        let mut fitted = true;
+        let first = rows.len();
         for &batch in &grid.batches {
-            if fitted {
+            if rows[first..].iter().all(|r| r.fits) {
                 bar.set_message(format!("{arch}: batch {batch}, context {context}"));
                 let p = (Sweep::Batch, batch, context);
                 let plan = (grid.plan, grid.batch_warmup);
-                let row = point::decode(&mut model, &ledger, plan, p, seed_of())?;
-                fitted = row.fits;
-                rows.push(row);
+                rows.push(point::decode(&mut model, &ledger, plan, p, seed_of())?);
             }
             bar.inc(1);
         }
+        let tried = &rows[first..];
+        let fitted: Vec<(usize, u64)> = tried
+            .iter()
+            .filter(|r| r.fits)
+            .map(|r| (r.batch, r.total_bytes.unwrap_or(0)))
+            .collect();
+        let Some(lo) = fitted.iter().map(|f| f.0).max() else {
+            continue; // not even the smallest batch fits
+        };
+        let hi = tried.iter().filter(|r| !r.fits).map(|r| r.batch).min();
+        let guess = batch_limit::guess(&fitted, limit);
+        batch_limit::largest_fit(lo, hi, guess, grid.batch_cap, |batch| {
+            bar.inc_length(1);
+            bar.set_message(format!("{arch}: batch limit, {batch} at context {context}"));
+            let p = (Sweep::Batch, batch, context);
+            let row = point::decode(
+                &mut model,
+                &ledger,
+                (grid.plan, grid.batch_warmup),
+                p,
+                seed_of(),
+            )?;
+            bar.inc(1);
+            let fits = row.fits;
+            rows.push(row);
+            Ok::<bool, CliError>(fits)
+        })?;
     }
     bar.set_message(format!("{arch}: prefill {} tokens", grid.prefill_tokens));
     rows.push(point::prefill(

@@ -72,20 +72,30 @@ pub fn summary_lines(s: &Summary) -> String {
         b(s.transformer_best_batch),
         x(s.latency_ratio),
     );
+    let limit = |largest: Option<usize>, ran_out: bool| match (largest, ran_out) {
+        (_, true) => format!("{} (out of memory beyond)", b(largest)),
+        (Some(l), false) => format!("{l} (the batch cap; more would fit)"),
+        (None, false) => "not measured".into(),
+    };
     for m in &s.max_batch {
         let _ = writeln!(
             out,
-            "largest batch at {} tokens: RetNet {}, Transformer {}{}",
+            "largest batch at {} tokens: RetNet {}, Transformer {}",
             m.context,
-            b(m.retnet),
-            b(m.transformer),
-            if m.transformer_ran_out {
-                " (out of memory beyond)"
-            } else {
-                ""
-            }
+            limit(m.retnet, m.retnet_ran_out),
+            limit(m.transformer, m.transformer_ran_out),
         );
     }
+    let ms = |t: Option<f64>| t.map_or_else(|| "not measured".into(), |t| format!("{t:.1} ms"));
+    let _ = writeln!(
+        out,
+        "time to first token, {}-token prompt: RetNet {} (chunkwise), Transformer {} (causal \
+         attention); ratio {}",
+        s.prefill_tokens,
+        ms(s.retnet_ttft_ms),
+        ms(s.transformer_ttft_ms),
+        x(s.ttft_ratio),
+    );
     out
 }
 

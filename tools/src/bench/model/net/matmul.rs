@@ -2,10 +2,9 @@
 //! `[k, n]`, out `[m, n]`, through the `gemm` crate on every rayon thread (f16 operands are
 //! multiplied with f32 accumulation, as on a GPU's tensor cores).
 //!
-//! This is the one place a model multiplies matrices. On CUDA the same signature over device
-//! tensors is cuBLAS (`cudarc::cublas`, `gemm_ex` with f16 inputs and f32 compute; row-major
-//! `x·W` is column-major `Wᵀ·xᵀ`, so the operands swap) — it plugs in here once the runtime's
-//! device tensors exist; until then the model suite refuses `--device cuda` with a typed error.
+//! This is the one place a model multiplies host matrices. On CUDA the same product over
+//! device tensors is `retention_runtime::Blas::linear_into` (cuBLAS `gemm_ex`, f32 compute);
+//! the model suite does not run on CUDA yet (see `bench/model/mod.rs`).
 
 use super::NetElement;
 

@@ -12,7 +12,7 @@ use retention_runtime::{Device, MemoryPool, Slot, StateConfig, StatePool};
 use super::NetElement;
 use super::config::NetConfig;
 use super::error::ModelError;
-use super::layers::{HEAD_NORM_EPS, columns, rms_norm};
+use super::layers::{HEAD_NORM_EPS, columns};
 use super::ledger::{Charge, Kind, Ledger, Tracked};
 use super::matmul::{Write, linear};
 use super::weights::{LayerWeights, stack};
@@ -227,19 +227,9 @@ fn project<T: NetElement>(
     rows: usize,
     [qs, ks, vs, gs]: [&[usize]; 4],
 ) -> Result<Mixed<T>, ModelError> {
-    let (d, p) = (cfg.d_model, cfg.projection_width());
+    let p = cfg.projection_width();
     let (kw, vw) = (cfg.key_width(), cfg.value_width());
-    let mut xn = ledger.tensor::<T>(Kind::Activations, "norm", &[rows, d])?;
-    rms_norm(x, w.norm_mix.data(), xn.data_mut());
-    let mut proj = ledger.tensor::<T>(Kind::Activations, "projection", &[rows, p])?;
-    linear(
-        xn.data(),
-        w.w_in.data(),
-        proj.data_mut(),
-        (rows, d, p),
-        Write::Overwrite,
-    )?;
-    drop(xn);
+    let proj = w.mix_input(ledger, cfg, x, rows)?;
     let part = |shape: &[usize], start: usize, width: usize, name: &str| {
         let mut t = ledger.tensor::<T>(Kind::Activations, name, shape)?;
         columns(proj.data(), p, start, width, t.data_mut());

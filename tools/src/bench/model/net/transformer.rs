@@ -3,14 +3,17 @@
 //! (`retention_kernels::cpu::attention_decode`), the output projection and the FFN, each
 //! added to the residual stream. The caches are `[batch, H, context, head_dim]` per layer,
 //! counted in the ledger; the `context − 1` tokens before the new one hold seeded values.
+//! The prefill runs the same layers over a whole prompt with causal attention
+//! (`retention_kernels::cpu::attention_prefill`), writing every prompt token into the cache.
 
-use retention_kernels::cpu::attention_decode;
+use retention_core::HostTensor;
+use retention_kernels::cpu::{attention_decode, attention_prefill};
 
 use super::NetElement;
 use super::config::NetConfig;
 use super::error::ModelError;
 use super::fill;
-use super::layers::{columns, rms_norm};
+use super::layers::columns;
 use super::ledger::{Kind, Ledger, Tracked};
 use super::matmul::{Write, linear};
 use super::retnet::check_rows;
@@ -89,14 +92,18 @@ impl<T: NetElement> Transformer<T> {
             )));
         }
         let shape = [batch, self.cfg.heads, context, self.cfg.dk];
-        for l in 0..self.cfg.layers {
-            let mut k = self.ledger.tensor::<T>(Kind::Cache, "key cache", &shape)?;
-            let mut v = self
+        // Every layer's cache is allocated before any is filled, so a batch that does not fit
+        // fails before touching its memory (the batch-limit search probes such batches).
+        for _ in 0..self.cfg.layers {
+            let k = self.ledger.tensor::<T>(Kind::Cache, "key cache", &shape)?;
+            let v = self
                 .ledger
                 .tensor::<T>(Kind::Cache, "value cache", &shape)?;
-            fill::uniform(k.data_mut(), fill::derive(seed, 2 * l as u64), 1.0);
-            fill::uniform(v.data_mut(), fill::derive(seed, 2 * l as u64 + 1), 1.0);
             self.caches.push(LayerCache { k, v });
+        }
+        for (l, c) in self.caches.iter_mut().enumerate() {
+            fill::uniform(c.k.data_mut(), fill::derive(seed, 2 * l as u64), 1.0);
+            fill::uniform(c.v.data_mut(), fill::derive(seed, 2 * l as u64 + 1), 1.0);
         }
         self.batch = batch;
         self.context = context;
@@ -121,21 +128,7 @@ impl<T: NetElement> Transformer<T> {
         check_rows(x, n, d)?;
         let (h, hd, pos, ctx) = (self.cfg.heads, self.cfg.dk, self.context - 1, self.context);
         for (w, cache) in self.layers.iter().zip(&mut self.caches) {
-            let mut xn = self
-                .ledger
-                .tensor::<T>(Kind::Activations, "norm", &[n, d])?;
-            rms_norm(x, w.norm_mix.data(), xn.data_mut());
-            let mut proj = self
-                .ledger
-                .tensor::<T>(Kind::Activations, "projection", &[n, p])?;
-            linear(
-                xn.data(),
-                w.w_in.data(),
-                proj.data_mut(),
-                (n, d, p),
-                Write::Overwrite,
-            )?;
-            drop(xn);
+            let proj = w.mix_input(&self.ledger, &self.cfg, x, n)?;
             let mut q = self
                 .ledger
                 .tensor::<T>(Kind::Activations, "q", &[n, h, hd])?;
@@ -157,5 +150,67 @@ impl<T: NetElement> Transformer<T> {
             w.ffn(&self.ledger, &self.cfg, x, n)?;
         }
         Ok(())
+    }
+
+    /// Prefill one sequence (started with batch 1 and context `tokens`) with a `tokens`-token
+    /// prompt: x `[tokens, d]` in, the residual stream after the last layer out (in place);
+    /// every prompt token's key and value are written into the cache.
+    ///
+    /// # Errors
+    /// Not started with batch 1 at context `tokens`; x of the wrong length; out of memory;
+    /// kernel errors.
+    pub fn prefill(&mut self, x: &mut [T], tokens: usize) -> Result<(), ModelError> {
+        if self.caches.is_empty() || self.batch != 1 || self.context != tokens {
+            return Err(ModelError::Config(format!(
+                "prefill of {tokens} tokens needs start(1, {tokens}); started with batch {}, \
+                 context {}",
+                self.batch, self.context
+            )));
+        }
+        let (d, p, h, hd) = (
+            self.cfg.d_model,
+            self.cfg.projection_width(),
+            self.cfg.heads,
+            self.cfg.dk,
+        );
+        check_rows(x, tokens, d)?;
+        for (w, cache) in self.layers.iter().zip(&mut self.caches) {
+            let proj = w.mix_input(&self.ledger, &self.cfg, x, tokens)?;
+            let part = |i: usize, name: &str| {
+                let mut t =
+                    self.ledger
+                        .tensor::<T>(Kind::Activations, name, &[1, tokens, h, hd])?;
+                columns(proj.data(), p, i * d, d, t.data_mut());
+                Ok::<_, ModelError>(t)
+            };
+            let (q, k, v) = (part(0, "q")?, part(1, "k")?, part(2, "v")?);
+            drop(proj);
+            to_cache(k.get(), cache.k.data_mut(), h, hd);
+            to_cache(v.get(), cache.v.data_mut(), h, hd);
+            let o = attention_prefill(q.get(), k.get(), v.get(), None)?;
+            self.ledger
+                .transient(Kind::Activations, std::mem::size_of_val(o.data()) as u64);
+            drop((q, k, v));
+            linear(
+                o.data(),
+                w.w_out.data(),
+                x,
+                (tokens, d, d),
+                Write::Accumulate,
+            )?;
+            w.ffn(&self.ledger, &self.cfg, x, tokens)?;
+        }
+        Ok(())
+    }
+}
+
+/// Prompt rows `[1, T, H, D]` into the head-major cache `[1, H, T, D]` of one sequence.
+fn to_cache<T: NetElement>(rows: &HostTensor<T>, cache: &mut [T], h: usize, hd: usize) {
+    let t = rows.shape()[1];
+    for (pos, row) in rows.data().chunks_exact(h * hd).enumerate() {
+        for (head, src) in row.chunks_exact(hd).enumerate() {
+            let at = (head * t + pos) * hd;
+            cache[at..at + hd].copy_from_slice(src);
+        }
     }
 }

@@ -66,6 +66,32 @@ impl<T: NetElement> LayerWeights<T> {
         })
     }
 
+    /// The mixer's input: `RMSNorm(x) · W_in`, `[rows, projection_width]` (q, k, v and, for
+    /// RetNet, g side by side), for `rows` rows of x `[rows, d]`.
+    ///
+    /// # Errors
+    /// Out of memory for the activations.
+    pub fn mix_input(
+        &self,
+        ledger: &Ledger,
+        cfg: &NetConfig,
+        x: &[T],
+        rows: usize,
+    ) -> Result<Tracked<T>, ModelError> {
+        let (d, p) = (cfg.d_model, cfg.projection_width());
+        let mut xn = ledger.tensor::<T>(Kind::Activations, "norm", &[rows, d])?;
+        rms_norm(x, self.norm_mix.data(), xn.data_mut());
+        let mut proj = ledger.tensor::<T>(Kind::Activations, "projection", &[rows, p])?;
+        linear(
+            xn.data(),
+            self.w_in.data(),
+            proj.data_mut(),
+            (rows, d, p),
+            Write::Overwrite,
+        )?;
+        Ok(proj)
+    }
+
     /// `x += W_down · gelu(RMSNorm(x) · W_up)` for `rows` rows of x `[rows, d]`.
     ///
     /// # Errors
