@@ -7,7 +7,7 @@ first and the callers here hold the contiguous copies in local variables for the
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -43,11 +43,20 @@ def cuda_index(t: torch.Tensor) -> int | None:
     raise ValueError(f"tensors on {t.device} are not supported (CPU or CUDA only)")
 
 
-def gamma_list(gammas: torch.Tensor | None) -> list[float] | None:
-    """Per-head decays as the f64 list the runtime validates (``None``: RetNet decays)."""
-    if gammas is None:
-        return None
-    return gammas.detach().to(device="cpu", dtype=torch.float64).reshape(-1).tolist()
+class Decays(NamedTuple):
+    """Decays and scale as python/src/problem.rs reads them (by attribute)."""
+
+    gammas: Optional[list]
+    head_offset: int
+    scale: Optional[float]
+
+
+def decays(gammas: torch.Tensor | None, head_offset: int, scale: float | None) -> Decays:
+    """Per-head decays as the f64 list the runtime validates (``None``: the RetNet decays
+    of global heads ``head_offset..``), with the scale."""
+    if gammas is not None:
+        gammas = gammas.detach().to(device="cpu", dtype=torch.float64).reshape(-1).tolist()
+    return Decays(gammas, head_offset, scale)
 
 
 def bounds(cu_seqlens: torch.Tensor | None) -> list[int] | None:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._native_call import bounds, cuda_index, gamma_list, raw
+from ._native_call import bounds, cuda_index, decays, raw
 
 
 def _cpu_only(q: Tensor, what: str) -> None:
@@ -52,7 +52,7 @@ def stateful_fwd(
     ht = q.new_empty((_rows(q, cu_seqlens), h, dk, v.shape[-1]), dtype=torch.float32)
     _native.stateful_forward(
         cuda_index(q), raw(q), raw(k), raw(v), None if h0 is None else raw(h0),
-        raw(o), raw(ht), gamma_list(gammas), head_offset, scale,
+        raw(o), raw(ht), decays(gammas, head_offset, scale),
         chunk if chunk > 0 else None, bounds(cu_seqlens),
     )
     return o, ht
@@ -90,7 +90,7 @@ def stateful_bwd(
     dlog_gamma = q.new_empty((h,), dtype=torch.float32)
     _native.stateful_backward(
         raw(q), raw(k), raw(v), None if h0 is None else raw(h0), raw(d_o),
-        None if d_ht is None else raw(d_ht), gamma_list(gammas), head_offset, scale,
+        None if d_ht is None else raw(d_ht), decays(gammas, head_offset, scale),
         chunk if chunk > 0 else None, bounds(cu_seqlens),
         raw(dq), raw(dk), raw(dv), raw(dh0), raw(dlog_gamma),
     )
@@ -147,7 +147,7 @@ def parallel_fwd(
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     o = q.new_empty(q.shape[:3] + v.shape[-1:])
     _native.parallel_forward(
-        cuda_index(q), raw(q), raw(k), raw(v), raw(o), gamma_list(gammas), head_offset, scale
+        cuda_index(q), raw(q), raw(k), raw(v), raw(o), decays(gammas, head_offset, scale)
     )
     return o
 
@@ -172,7 +172,7 @@ def parallel_bwd(
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dlog_gamma = q.new_empty((q.shape[2],), dtype=torch.float32)
     _native.parallel_backward(
-        raw(q), raw(k), raw(v), raw(d_o), gamma_list(gammas), head_offset, scale,
+        raw(q), raw(k), raw(v), raw(d_o), decays(gammas, head_offset, scale),
         raw(dq), raw(dk), raw(dv), raw(dlog_gamma),
     )
     return dq, dk, dv, dlog_gamma

@@ -26,7 +26,7 @@ struct Io {
 
 /// Gradients of the stateful forms (see `forward::stateful_forward`).
 #[pyfunction]
-#[pyo3(signature = (q, k, v, h0, d_o, d_ht, gammas, head_offset, scale, chunk, cu_seqlens, dq, dk, dv, dh0, dlog_gamma))]
+#[pyo3(signature = (q, k, v, h0, d_o, d_ht, decays, chunk, cu_seqlens, dq, dk, dv, dh0, dlog_gamma))]
 pub fn stateful_backward(
     py: Python<'_>,
     q: Raw,
@@ -35,9 +35,7 @@ pub fn stateful_backward(
     h0: Option<Raw>,
     d_o: Raw,
     d_ht: Option<Raw>,
-    gammas: Option<Vec<f64>>,
-    head_offset: usize,
-    scale: Option<f64>,
+    decays: Decays,
     chunk: Option<usize>,
     cu_seqlens: Option<Vec<i64>>,
     dq: Raw,
@@ -46,11 +44,6 @@ pub fn stateful_backward(
     dh0: Raw,
     dlog_gamma: Raw,
 ) -> PyResult<()> {
-    let decays = Decays {
-        gammas,
-        head_offset,
-        scale,
-    };
     let io = Io {
         q,
         k,
@@ -115,26 +108,19 @@ fn write_grads<T: CpuElement>(io: &Io, g: &Gradients<T>) -> PyResult<()> {
 
 /// Gradients of the parallel form.
 #[pyfunction]
-#[pyo3(signature = (q, k, v, d_o, gammas, head_offset, scale, dq, dk, dv, dlog_gamma))]
+#[pyo3(signature = (q, k, v, d_o, decays, dq, dk, dv, dlog_gamma))]
 pub fn parallel_backward(
     py: Python<'_>,
     q: Raw,
     k: Raw,
     v: Raw,
     d_o: Raw,
-    gammas: Option<Vec<f64>>,
-    head_offset: usize,
-    scale: Option<f64>,
+    decays: Decays,
     dq: Raw,
     dk: Raw,
     dv: Raw,
     dlog_gamma: Raw,
 ) -> PyResult<()> {
-    let decays = Decays {
-        gammas,
-        head_offset,
-        scale,
-    };
     let io = Io {
         q,
         k,

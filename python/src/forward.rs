@@ -24,7 +24,7 @@ fn finish(device: &Device) -> PyResult<()> {
 /// The stateful forms: o and H_T from q, k, v and an optional H0, dense `[B, T, H, ·]` or
 /// packed varlen (`cu_seqlens`). `chunk` `None` runs the recurrent form.
 #[pyfunction]
-#[pyo3(signature = (cuda, q, k, v, h0, o, ht, gammas, head_offset, scale, chunk, cu_seqlens))]
+#[pyo3(signature = (cuda, q, k, v, h0, o, ht, decays, chunk, cu_seqlens))]
 pub fn stateful_forward(
     py: Python<'_>,
     cuda: Option<usize>,
@@ -34,17 +34,10 @@ pub fn stateful_forward(
     h0: Option<Raw>,
     o: Raw,
     ht: Raw,
-    gammas: Option<Vec<f64>>,
-    head_offset: usize,
-    scale: Option<f64>,
+    decays: Decays,
     chunk: Option<usize>,
     cu_seqlens: Option<Vec<i64>>,
 ) -> PyResult<()> {
-    let decays = Decays {
-        gammas,
-        head_offset,
-        scale,
-    };
     py.detach(|| {
         let device = device_of(cuda)?;
         let rt = decays.retention(&device, dim(&q, "q", 2, "[B, T, H, K]")?)?;
@@ -77,7 +70,7 @@ pub fn stateful_forward(
 
 /// The parallel form: o from q, k, v `[B, T, H, ·]` (no state).
 #[pyfunction]
-#[pyo3(signature = (cuda, q, k, v, o, gammas, head_offset, scale))]
+#[pyo3(signature = (cuda, q, k, v, o, decays))]
 pub fn parallel_forward(
     py: Python<'_>,
     cuda: Option<usize>,
@@ -85,15 +78,8 @@ pub fn parallel_forward(
     k: Raw,
     v: Raw,
     o: Raw,
-    gammas: Option<Vec<f64>>,
-    head_offset: usize,
-    scale: Option<f64>,
+    decays: Decays,
 ) -> PyResult<()> {
-    let decays = Decays {
-        gammas,
-        head_offset,
-        scale,
-    };
     py.detach(|| {
         let device = device_of(cuda)?;
         let rt = decays.retention(&device, dim(&q, "q", 2, "[B, T, H, K]")?)?;

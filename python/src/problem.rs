@@ -2,6 +2,7 @@
 //! form of a stateful op, and the varlen boundaries (ARCHITECTURE §1).
 
 use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
 use retention_core::{CuSeqlens, Gammas};
 use retention_kernels::reference::RetentionParams;
 use retention_runtime::{Device, Retention};
@@ -9,8 +10,8 @@ use retention_runtime::{Device, Retention};
 use crate::error::{IntoPy, PyResult};
 use crate::raw::Raw;
 
-/// Decays and scale as Python gives them.
-#[derive(Debug, Clone)]
+/// Decays and scale as Python gives them (`retention._native_call.Decays`).
+#[derive(Debug, Clone, FromPyObject)]
 pub struct Decays {
     /// Explicit per-head γ, or `None` for the RetNet decays.
     pub gammas: Option<Vec<f64>>,
