@@ -43,6 +43,26 @@ def cuda_index(t: torch.Tensor) -> int | None:
     raise ValueError(f"tensors on {t.device} are not supported (CPU or CUDA only)")
 
 
+class Backward(NamedTuple):
+    """The tensors of one backward call as python/src/backward.rs reads them."""
+
+    q: Raw
+    k: Raw
+    v: Raw
+    h0: Optional[Raw]
+    d_o: Raw
+    d_ht: Optional[Raw]
+    dq: Raw
+    dk: Raw
+    dv: Raw
+    dh0: Optional[Raw]
+    dlog_gamma: Raw
+
+
+def maybe_raw(t: torch.Tensor | None) -> Raw | None:
+    return None if t is None else raw(t)
+
+
 class Decays(NamedTuple):
     """Decays and scale as python/src/problem.rs reads them (by attribute)."""
 

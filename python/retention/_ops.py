@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._native_call import bounds, cuda_index, decays, raw
+from ._native_call import Backward, bounds, cuda_index, decays, maybe_raw, raw
 
 
 def _cpu_only(q: Tensor, what: str) -> None:
@@ -51,7 +51,7 @@ def stateful_fwd(
     o = q.new_empty((b, t, h, v.shape[-1]))
     ht = q.new_empty((_rows(q, cu_seqlens), h, dk, v.shape[-1]), dtype=torch.float32)
     _native.stateful_forward(
-        cuda_index(q), raw(q), raw(k), raw(v), None if h0 is None else raw(h0),
+        cuda_index(q), raw(q), raw(k), raw(v), maybe_raw(h0),
         raw(o), raw(ht), decays(gammas, head_offset, scale),
         chunk if chunk > 0 else None, bounds(cu_seqlens),
     )
@@ -88,12 +88,10 @@ def stateful_bwd(
     n, h = _rows(q, cu_seqlens), q.shape[2]
     dh0 = q.new_empty((n, h, q.shape[-1], v.shape[-1]), dtype=torch.float32)
     dlog_gamma = q.new_empty((h,), dtype=torch.float32)
-    _native.stateful_backward(
-        raw(q), raw(k), raw(v), None if h0 is None else raw(h0), raw(d_o),
-        None if d_ht is None else raw(d_ht), decays(gammas, head_offset, scale),
-        chunk if chunk > 0 else None, bounds(cu_seqlens),
-        raw(dq), raw(dk), raw(dv), raw(dh0), raw(dlog_gamma),
-    )
+    io = Backward(raw(q), raw(k), raw(v), maybe_raw(h0), raw(d_o), maybe_raw(d_ht),
+                  raw(dq), raw(dk), raw(dv), raw(dh0), raw(dlog_gamma))
+    _native.stateful_backward(io, decays(gammas, head_offset, scale),
+                              chunk if chunk > 0 else None, bounds(cu_seqlens))
     return dq, dk, dv, dh0, dlog_gamma
 
 
@@ -171,10 +169,9 @@ def parallel_bwd(
     q, k, v, d_o = q.contiguous(), k.contiguous(), v.contiguous(), d_o.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dlog_gamma = q.new_empty((q.shape[2],), dtype=torch.float32)
-    _native.parallel_backward(
-        raw(q), raw(k), raw(v), raw(d_o), decays(gammas, head_offset, scale),
-        raw(dq), raw(dk), raw(dv), raw(dlog_gamma),
-    )
+    io = Backward(raw(q), raw(k), raw(v), None, raw(d_o), None,
+                  raw(dq), raw(dk), raw(dv), None, raw(dlog_gamma))
+    _native.parallel_backward(io, decays(gammas, head_offset, scale))
     return dq, dk, dv, dlog_gamma
 
 

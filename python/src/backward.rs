@@ -11,48 +11,34 @@ use crate::error::{IntoPy, PyResult};
 use crate::problem::{Decays, Form, dim};
 use crate::raw::Raw;
 
-/// The inputs and gradient outputs of one backward call.
-#[derive(Debug)]
-struct Io {
+/// The inputs and gradient outputs of one backward call (`retention._native_call.Backward`).
+#[derive(Debug, FromPyObject)]
+pub struct Io {
     q: Raw,
     k: Raw,
     v: Raw,
     h0: Option<Raw>,
     d_o: Raw,
     d_ht: Option<Raw>,
-    /// dq, dk, dv (input dtype), dh0 (f32; ignored for the parallel form), d log γ `[H]` f32.
-    grads: (Raw, Raw, Raw, Option<Raw>, Raw),
+    /// dq, dk, dv: the input dtype.
+    dq: Raw,
+    dk: Raw,
+    dv: Raw,
+    /// dh0 f32 (`None` for the parallel form).
+    dh0: Option<Raw>,
+    /// d log γ `[H]` f32.
+    dlog_gamma: Raw,
 }
 
 /// Gradients of the stateful forms (see `forward::stateful_forward`).
 #[pyfunction]
-#[pyo3(signature = (q, k, v, h0, d_o, d_ht, decays, chunk, cu_seqlens, dq, dk, dv, dh0, dlog_gamma))]
 pub fn stateful_backward(
     py: Python<'_>,
-    q: Raw,
-    k: Raw,
-    v: Raw,
-    h0: Option<Raw>,
-    d_o: Raw,
-    d_ht: Option<Raw>,
+    io: Io,
     decays: Decays,
     chunk: Option<usize>,
     cu_seqlens: Option<Vec<i64>>,
-    dq: Raw,
-    dk: Raw,
-    dv: Raw,
-    dh0: Raw,
-    dlog_gamma: Raw,
 ) -> PyResult<()> {
-    let io = Io {
-        q,
-        k,
-        v,
-        h0,
-        d_o,
-        d_ht,
-        grads: (dq, dk, dv, Some(dh0), dlog_gamma),
-    };
     py.detach(|| {
         let rt = decays.retention(&Device::Cpu, dim(&io.q, "q", 2, "[B, T, H, K]")?)?;
         let cu = crate::problem::cu_seqlens(cu_seqlens.as_deref(), &io.q)?;
@@ -96,40 +82,18 @@ fn stateful<T: CpuElement>(rt: &Retention, io: &Io, run: Stateful<'_>) -> PyResu
 }
 
 fn write_grads<T: CpuElement>(io: &Io, g: &Gradients<T>) -> PyResult<()> {
-    let (dq, dk, dv, dh0, dlog_gamma) = &io.grads;
-    dq.write("dq", &g.dq)?;
-    dk.write("dk", &g.dk)?;
-    dv.write("dv", &g.dv)?;
-    if let (Some(out), Some(d)) = (dh0, &g.dh0) {
+    io.dq.write("dq", &g.dq)?;
+    io.dk.write("dk", &g.dk)?;
+    io.dv.write("dv", &g.dv)?;
+    if let (Some(out), Some(d)) = (&io.dh0, &g.dh0) {
         out.write("dh0", d)?;
     }
-    dlog_gamma.write("dlog_gamma", &g.dlog_gamma)
+    io.dlog_gamma.write("dlog_gamma", &g.dlog_gamma)
 }
 
-/// Gradients of the parallel form.
+/// Gradients of the parallel form (`h0`, `d_ht` and `dh0` are `None`).
 #[pyfunction]
-#[pyo3(signature = (q, k, v, d_o, decays, dq, dk, dv, dlog_gamma))]
-pub fn parallel_backward(
-    py: Python<'_>,
-    q: Raw,
-    k: Raw,
-    v: Raw,
-    d_o: Raw,
-    decays: Decays,
-    dq: Raw,
-    dk: Raw,
-    dv: Raw,
-    dlog_gamma: Raw,
-) -> PyResult<()> {
-    let io = Io {
-        q,
-        k,
-        v,
-        h0: None,
-        d_o,
-        d_ht: None,
-        grads: (dq, dk, dv, None, dlog_gamma),
-    };
+pub fn parallel_backward(py: Python<'_>, io: Io, decays: Decays) -> PyResult<()> {
     py.detach(|| {
         let rt = decays.retention(&Device::Cpu, dim(&io.q, "q", 2, "[B, T, H, K]")?)?;
         crate::by_dtype!(io.q.float("q")?, parallel::<T>(&rt, &io))
