@@ -1,66 +1,37 @@
-"""How torch tensors cross into ``retention._native`` (see python/src/raw.rs).
-
-A tensor crosses as ``(data_ptr, dtype name, shape)`` of a *contiguous* tensor that the
-caller keeps referenced until the native call returns; ``raw`` makes the tensor contiguous
-first and the callers here hold the contiguous copies in local variables for the call.
-"""
+"""What crosses into ``retention._native`` besides tensors (python/src/raw.rs reads a
+contiguous ``torch.Tensor`` itself: data pointer, dtype, shape, device)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
 import torch
+from torch import Tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-class Raw(NamedTuple):
-    """What python/src/raw.rs reads (by attribute)."""
-
-    address: int
-    dtype: str
-    shape: list
-
-
-def raw(t: torch.Tensor) -> Raw:
-    """The native handle of a contiguous tensor (the caller keeps ``t`` alive)."""
-    if not t.is_contiguous():
-        raise ValueError("internal: a non-contiguous tensor reached the native layer")
-    return Raw(t.data_ptr(), str(t.dtype).removeprefix("torch."), list(t.shape))
-
-
-def cuda_index(t: torch.Tensor) -> int | None:
-    """``None`` for a CPU tensor, the CUDA ordinal for a CUDA tensor.
-
-    On CUDA the runtime runs on its own stream (it cannot yet adopt torch's), so the
-    current stream is waited for first; the runtime waits for its own before returning.
-    """
-    if t.device.type == "cpu":
-        return None
+def sync_torch_stream(t: Tensor) -> None:
+    """On CUDA the runtime runs on its own stream (it cannot yet adopt torch's), so torch's
+    current stream is waited for first; the runtime waits for its own before returning."""
     if t.device.type == "cuda":
         torch.cuda.current_stream(t.device).synchronize()
-        return t.device.index if t.device.index is not None else torch.cuda.current_device()
-    raise ValueError(f"tensors on {t.device} are not supported (CPU or CUDA only)")
 
 
 class Backward(NamedTuple):
     """The tensors of one backward call as python/src/backward.rs reads them."""
 
-    q: Raw
-    k: Raw
-    v: Raw
-    h0: Optional[Raw]
-    d_o: Raw
-    d_ht: Optional[Raw]
-    dq: Raw
-    dk: Raw
-    dv: Raw
-    dh0: Optional[Raw]
-    dlog_gamma: Raw
-
-
-def maybe_raw(t: torch.Tensor | None) -> Raw | None:
-    return None if t is None else raw(t)
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    h0: Optional[Tensor]
+    d_o: Tensor
+    d_ht: Optional[Tensor]
+    dq: Tensor
+    dk: Tensor
+    dv: Tensor
+    dh0: Optional[Tensor]
+    dlog_gamma: Tensor
 
 
 class Decays(NamedTuple):
@@ -71,7 +42,7 @@ class Decays(NamedTuple):
     scale: Optional[float]
 
 
-def decays(gammas: torch.Tensor | None, head_offset: int, scale: float | None) -> Decays:
+def decays(gammas: Tensor | None, head_offset: int, scale: float | None) -> Decays:
     """Per-head decays as the f64 list the runtime validates (``None``: the RetNet decays
     of global heads ``head_offset..``), with the scale."""
     if gammas is not None:
@@ -79,7 +50,7 @@ def decays(gammas: torch.Tensor | None, head_offset: int, scale: float | None) -
     return Decays(gammas, head_offset, scale)
 
 
-def bounds(cu_seqlens: torch.Tensor | None) -> list[int] | None:
+def bounds(cu_seqlens: Tensor | None) -> list[int] | None:
     """``cu_seqlens`` as a list of ints (validated by the runtime)."""
     if cu_seqlens is None:
         return None

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._native_call import Backward, bounds, cuda_index, decays, maybe_raw, raw
+from ._native_call import Backward, bounds, decays, sync_torch_stream
 
 
 def _cpu_only(q: Tensor, what: str) -> None:
@@ -50,9 +50,9 @@ def stateful_fwd(
     b, t, h, dk = q.shape
     o = q.new_empty((b, t, h, v.shape[-1]))
     ht = q.new_empty((_rows(q, cu_seqlens), h, dk, v.shape[-1]), dtype=torch.float32)
+    sync_torch_stream(q)
     _native.stateful_forward(
-        cuda_index(q), raw(q), raw(k), raw(v), maybe_raw(h0),
-        raw(o), raw(ht), decays(gammas, head_offset, scale),
+        q, k, v, h0, o, ht, decays(gammas, head_offset, scale),
         chunk if chunk > 0 else None, bounds(cu_seqlens),
     )
     return o, ht
@@ -88,8 +88,7 @@ def stateful_bwd(
     n, h = _rows(q, cu_seqlens), q.shape[2]
     dh0 = q.new_empty((n, h, q.shape[-1], v.shape[-1]), dtype=torch.float32)
     dlog_gamma = q.new_empty((h,), dtype=torch.float32)
-    io = Backward(raw(q), raw(k), raw(v), maybe_raw(h0), raw(d_o), maybe_raw(d_ht),
-                  raw(dq), raw(dk), raw(dv), raw(dh0), raw(dlog_gamma))
+    io = Backward(q, k, v, h0, d_o, d_ht, dq, dk, dv, dh0, dlog_gamma)
     _native.stateful_backward(io, decays(gammas, head_offset, scale),
                               chunk if chunk > 0 else None, bounds(cu_seqlens))
     return dq, dk, dv, dh0, dlog_gamma
@@ -144,9 +143,8 @@ def parallel_fwd(
 ) -> Tensor:
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     o = q.new_empty(q.shape[:3] + v.shape[-1:])
-    _native.parallel_forward(
-        cuda_index(q), raw(q), raw(k), raw(v), raw(o), decays(gammas, head_offset, scale)
-    )
+    sync_torch_stream(q)
+    _native.parallel_forward(q, k, v, o, decays(gammas, head_offset, scale))
     return o
 
 
@@ -169,8 +167,7 @@ def parallel_bwd(
     q, k, v, d_o = q.contiguous(), k.contiguous(), v.contiguous(), d_o.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dlog_gamma = q.new_empty((q.shape[2],), dtype=torch.float32)
-    io = Backward(raw(q), raw(k), raw(v), None, raw(d_o), None,
-                  raw(dq), raw(dk), raw(dv), None, raw(dlog_gamma))
+    io = Backward(q, k, v, None, d_o, None, dq, dk, dv, None, dlog_gamma)
     _native.parallel_backward(io, decays(gammas, head_offset, scale))
     return dq, dk, dv, dlog_gamma
 
@@ -204,7 +201,7 @@ def norm_gate_fwd(x: Tensor, g: Tensor, eps: float) -> Tensor:
     _cpu_only(x, "rms_norm_swish_gate")
     x, g = x.contiguous(), g.contiguous()
     y = torch.empty_like(x)
-    _native.rms_norm_swish_gate(raw(x), raw(g), eps, raw(y))
+    _native.rms_norm_swish_gate(x, g, eps, y)
     return y
 
 
@@ -218,7 +215,7 @@ def norm_gate_bwd(x: Tensor, g: Tensor, eps: float, dy: Tensor) -> tuple[Tensor,
     _cpu_only(x, "rms_norm_swish_gate")
     x, g, dy = x.contiguous(), g.contiguous(), dy.contiguous()
     dx, dg = torch.empty_like(x), torch.empty_like(g)
-    _native.rms_norm_swish_gate_backward(raw(x), raw(g), eps, raw(dy), raw(dx), raw(dg))
+    _native.rms_norm_swish_gate_backward(x, g, eps, dy, dx, dg)
     return dx, dg
 
 

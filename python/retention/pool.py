@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 from . import _checks, _native
-from ._native_call import raw
 
 Slot = _native.Slot
 
@@ -71,7 +70,7 @@ class StatePool:
     def snapshot(self, slot: Slot) -> Tensor:
         """A copy of the slot's state ``[layers, H, K, V]`` float32."""
         out = torch.empty((self.layers, self.heads, self.dk, self.dv), dtype=torch.float32)
-        self._pool.snapshot(slot, raw(out))
+        self._pool.snapshot(slot, out)
         return out
 
     def restore(self, slot: Slot, state: Tensor) -> None:
@@ -79,7 +78,7 @@ class StatePool:
         if state.device.type != "cpu":
             raise ValueError(f"`state` is on {state.device}; StatePool runs on CPU tensors")
         state = state.to(torch.float32).contiguous()
-        self._pool.restore(slot, raw(state))
+        self._pool.restore(slot, state)
 
     def step(self, layer: int, slots: Sequence[Slot], q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """One decode step of ``layer``: q, k ``[N, H, K]``, v ``[N, H, V]`` for ``slots``
@@ -88,7 +87,7 @@ class StatePool:
         slots = list(slots)
         layer = _checks.positive_int("layer", layer, 0)
         o = q.new_empty((q.shape[0], self.heads, self.dv))
-        self._pool.step(layer, slots, raw(q), raw(k), raw(v), raw(o))
+        self._pool.step(layer, slots, q, k, v, o)
         return o
 
     def prefill(self, layer: int, slot: Slot, q: Tensor, k: Tensor, v: Tensor,
@@ -98,6 +97,6 @@ class StatePool:
         q, k, v = (_cpu(n, t, 4, f"[1, T, H, {d}]") for n, t, d in (("q", q, "K"), ("k", k, "K"), ("v", v, "V")))
         layer = _checks.positive_int("layer", layer, 0)
         o = q.new_empty(q.shape[:3] + (self.dv,))
-        self._pool.prefill(layer, slot, raw(q), raw(k), raw(v), raw(o),
+        self._pool.prefill(layer, slot, q, k, v, o,
                            _checks.positive_int("chunk_size", chunk_size, 1))
         return o

@@ -24,10 +24,9 @@ fn finish(device: &Device) -> PyResult<()> {
 /// The stateful forms: o and H_T from q, k, v and an optional H0, dense `[B, T, H, ·]` or
 /// packed varlen (`cu_seqlens`). `chunk` `None` runs the recurrent form.
 #[pyfunction]
-#[pyo3(signature = (cuda, q, k, v, h0, o, ht, decays, chunk, cu_seqlens))]
+#[pyo3(signature = (q, k, v, h0, o, ht, decays, chunk, cu_seqlens))]
 pub fn stateful_forward(
     py: Python<'_>,
-    cuda: Option<usize>,
     q: Raw,
     k: Raw,
     v: Raw,
@@ -39,7 +38,7 @@ pub fn stateful_forward(
     cu_seqlens: Option<Vec<i64>>,
 ) -> PyResult<()> {
     py.detach(|| {
-        let device = device_of(cuda)?;
+        let device = device_of(&q)?;
         let rt = decays.retention(&device, dim(&q, "q", 2, "[B, T, H, K]")?)?;
         let cu = self::cu_seqlens(cu_seqlens.as_deref(), &q)?;
         let (tq, tk, tv) = (
@@ -70,10 +69,9 @@ pub fn stateful_forward(
 
 /// The parallel form: o from q, k, v `[B, T, H, ·]` (no state).
 #[pyfunction]
-#[pyo3(signature = (cuda, q, k, v, o, decays))]
+#[pyo3(signature = (q, k, v, o, decays))]
 pub fn parallel_forward(
     py: Python<'_>,
-    cuda: Option<usize>,
     q: Raw,
     k: Raw,
     v: Raw,
@@ -81,7 +79,7 @@ pub fn parallel_forward(
     decays: Decays,
 ) -> PyResult<()> {
     py.detach(|| {
-        let device = device_of(cuda)?;
+        let device = device_of(&q)?;
         let rt = decays.retention(&device, dim(&q, "q", 2, "[B, T, H, K]")?)?;
         let (tq, tk, tv) = (
             q.view("q", &device)?,

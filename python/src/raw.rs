@@ -1,12 +1,10 @@
-//! Tensors as the Python layer hands them over: `(address, dtype, shape)` of a contiguous
-//! torch tensor that the Python caller keeps alive for the whole call.
-//!
-//! The contract (kept by `retention/_native_call.py`, the only caller): the address is the
-//! `data_ptr()` of a contiguous tensor of exactly that dtype and shape, on the device the
-//! call names, alive and not used by anyone else until the call returns. Checked here:
-//! the dtype name, a null or misaligned address of a non-empty tensor, and a shape whose
-//! element count overflows — so a misuse of this private module is an exception, not a crash,
-//! in every case a Rust check can see.
+//! Torch tensors as the native layer sees them: read from the `torch.Tensor` object itself
+//! (its `data_ptr()`, dtype, shape and device), which must be contiguous. The Python caller
+//! holds the tensor for the whole call, so its memory stays allocated while the GIL is
+//! released. Checked here, so that even a direct call of this private module with wrong
+//! arguments is an exception rather than a crash: the object is a `torch.Tensor`, contiguous,
+//! of a supported dtype, on the device the op runs on (host copies only from CPU tensors), with
+//! a non-null aligned pointer when non-empty and an element count that does not overflow.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -15,8 +13,8 @@ use retention_runtime::{Device, DeviceDtype, DeviceTensor};
 
 use crate::error::{IntoPy, PyResult};
 
-/// One tensor handed over by Python.
-#[derive(Debug, Clone, FromPyObject)]
+/// One torch tensor handed over by Python.
+#[derive(Debug, Clone)]
 pub struct Raw {
     /// `data_ptr()`: a host address, or a `CUdeviceptr` for a CUDA tensor.
     pub address: u64,
@@ -24,11 +22,55 @@ pub struct Raw {
     pub dtype: String,
     /// Dimensions, row-major and contiguous.
     pub shape: Vec<usize>,
+    /// `None` on the CPU, else the CUDA ordinal.
+    pub cuda: Option<usize>,
 }
 
-/// The device a call runs on: `None` for the CPU, else a CUDA ordinal.
-pub fn device_of(cuda: Option<usize>) -> PyResult<Device> {
-    match cuda {
+impl<'a, 'py> FromPyObject<'a, 'py> for Raw {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let tensor_type = obj.py().import("torch")?.getattr("Tensor")?;
+        if !obj.is_instance(&tensor_type)? {
+            let got = obj.get_type().name()?;
+            return Err(PyTypeError::new_err(format!(
+                "expected a torch.Tensor, got {got}"
+            )));
+        }
+        if !obj.call_method0("is_contiguous")?.extract::<bool>()? {
+            return Err(PyValueError::new_err(
+                "the native layer takes contiguous tensors (call .contiguous())",
+            ));
+        }
+        let dtype = obj.getattr("dtype")?.str()?.to_string();
+        let device = obj.getattr("device")?;
+        let kind: String = device.getattr("type")?.extract()?;
+        let cuda = match kind.as_str() {
+            "cpu" => None,
+            "cuda" => Some(
+                device
+                    .getattr("index")?
+                    .extract::<Option<usize>>()?
+                    .unwrap_or(0),
+            ),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "tensors on {other} are not supported (CPU or CUDA only)"
+                )));
+            }
+        };
+        Ok(Self {
+            address: obj.call_method0("data_ptr")?.extract()?,
+            dtype: dtype.trim_start_matches("torch.").to_string(),
+            shape: obj.getattr("shape")?.extract()?,
+            cuda,
+        })
+    }
+}
+
+/// The device an op on `t` runs on: the CPU, or `t`'s CUDA device.
+pub fn device_of(t: &Raw) -> PyResult<Device> {
+    match t.cuda {
         None => Ok(Device::Cpu),
         Some(ordinal) => Device::cuda(ordinal).py(),
     }
@@ -68,13 +110,30 @@ impl Raw {
         Ok(n)
     }
 
+    /// A `ValueError` unless the tensor lives on `device`.
+    fn expect_device(&self, name: &str, device: &Device) -> PyResult<()> {
+        let same = match (device, self.cuda) {
+            (Device::Cpu, None) => true,
+            (Device::Cuda(d), Some(t)) => *d == t,
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        let on = self.cuda.map_or("cpu".into(), |i| format!("cuda:{i}"));
+        Err(PyValueError::new_err(format!(
+            "`{name}` is on {on} but the op runs on {device}"
+        )))
+    }
+
     /// A borrowed view for the device API (no copy).
     pub fn view(&self, name: &str, device: &Device) -> PyResult<DeviceTensor> {
+        self.expect_device(name, device)?;
         let dtype = self.device_dtype(name)?;
         self.checked_len(name, dtype.size())?;
-        // SAFETY: the module contract above: `address` is the data of a live, contiguous
-        // tensor of `shape` and `dtype` on `device`, kept alive and unshared by the Python
-        // caller until this call returns, and the view does not outlive the call.
+        // SAFETY: `address` is the data of a contiguous torch tensor of `shape` and `dtype`
+        // on `device` (all checked above), which the Python caller holds until this call
+        // returns; the view does not outlive the call.
         Ok(unsafe { DeviceTensor::from_raw(device, dtype, &self.shape, self.address) })
     }
 
@@ -97,14 +156,15 @@ impl Raw {
 
     /// A host copy of a CPU tensor.
     pub fn host<T: Element>(&self, name: &str) -> PyResult<HostTensor<T>> {
+        self.expect_device(name, &Device::Cpu)?;
         self.expect_dtype::<T>(name)?;
         let n = self.checked_len(name, std::mem::size_of::<T>())?;
         let data = if n == 0 {
             Vec::new()
         } else {
-            // SAFETY: the module contract: `address` is the non-null, aligned (checked
-            // above) data of a live contiguous CPU tensor of `n` elements of `T`, not
-            // written by anyone during this call.
+            // SAFETY: `address` is the non-null, aligned (checked above) data of a
+            // contiguous CPU tensor of `n` elements of `T` (checked at extraction), held
+            // by the Python caller for the call; the slice is dropped before returning.
             unsafe { std::slice::from_raw_parts(self.address as *const T, n) }.to_vec()
         };
         HostTensor::new(self.shape.clone(), data).py()
@@ -112,6 +172,7 @@ impl Raw {
 
     /// Copies `t` into this CPU tensor; the shapes must be equal.
     pub fn write<T: Element>(&self, name: &str, t: &HostTensor<T>) -> PyResult<()> {
+        self.expect_device(name, &Device::Cpu)?;
         self.expect_dtype::<T>(name)?;
         let n = self.checked_len(name, std::mem::size_of::<T>())?;
         if t.shape() != self.shape.as_slice() {
@@ -122,8 +183,8 @@ impl Raw {
             )));
         }
         if n > 0 {
-            // SAFETY: as in `host`, and the Python caller gave this tensor as an output
-            // that nothing else reads or writes during the call.
+            // SAFETY: as in `host`; no other slice of this memory is alive here (inputs
+            // were copied out by `host` before any write).
             unsafe { std::slice::from_raw_parts_mut(self.address as *mut T, n) }
                 .copy_from_slice(t.data());
         }

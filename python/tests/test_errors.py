@@ -73,3 +73,24 @@ def test_pool_misuse_raises():
         pool.step(0, [s2], q.double(), q, q)
     with pytest.raises(ValueError):
         retention.StatePool(heads=0, dk=8, dv=8)
+
+
+def test_native_layer_checks_what_it_is_given():
+    """Even a direct call of the private native module with wrong tensors raises."""
+    from retention import _native
+    from retention._native_call import decays
+    q, k, v = q_k_v()
+    o, ht = torch.empty(1, 8, 2, 16), torch.empty(1, 2, 16, 16)
+    d = decays(None, 0, None)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        _native.stateful_forward([1.0], k, v, None, o, ht, d, 4, None)
+    with pytest.raises(ValueError, match="contiguous"):
+        _native.stateful_forward(q.transpose(1, 2), k, v, None, o, ht, d, 4, None)
+    with pytest.raises(TypeError, match="int32"):
+        _native.stateful_forward(q.int(), k, v, None, o, ht, d, 4, None)
+    with pytest.raises(ValueError, match="meta"):
+        _native.stateful_forward(q.to("meta"), k, v, None, o, ht, d, 4, None)
+    with pytest.raises(ValueError, match="shape mismatch for `o`"):
+        _native.stateful_forward(q, k, v, None, o[:, :4].contiguous(), ht, d, 4, None)
+    with pytest.raises(TypeError, match="final_state"):
+        _native.stateful_forward(q, k, v, None, o, ht.half(), d, 4, None)
