@@ -1,56 +1,21 @@
 //! The C ABI from Rust (results equal the facade's, every error path has a code and a
-//! message) and from C (`tests/c/smoke.c` compiled against `include/retention.h`).
+//! message) and from C (`tests/c/{smoke,training,entries}.c` compiled against
+//! `include/retention.h` with -Wall -Wextra -Werror and run).
 
 // Test calls pass `&descriptor` where C passes `&desc`; the borrow outlives each call.
 #![allow(clippy::borrow_as_ptr)]
-use std::ffi::CStr;
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::ptr;
 
+use common::{create, desc, last_error, ramp};
 use retention::{Device, Gammas, HostTensor, Retention, RetentionParams};
 use retention_capi::{
-    RetentionDtype, RetentionHandle, RetentionStatus, RetentionTensor, retention_chunkwise_forward,
-    retention_create, retention_destroy, retention_last_error, retention_parallel_forward,
-    retention_recurrent_forward,
+    RetentionDtype, RetentionStatus, RetentionTensor, retention_chunkwise_forward,
+    retention_create, retention_destroy, retention_parallel_forward, retention_recurrent_forward,
 };
-
-fn desc(p: &mut [f32], s: [usize; 4]) -> RetentionTensor {
-    let shape = s.map(|x| x as i64);
-    RetentionTensor {
-        data: p.as_mut_ptr().cast(),
-        dtype: RetentionDtype::F32 as i32,
-        ndim: 4,
-        shape,
-        strides: [
-            shape[1] * shape[2] * shape[3],
-            shape[2] * shape[3],
-            shape[3],
-            1,
-        ],
-    }
-}
-
-fn ramp(n: usize, m: usize) -> Vec<f32> {
-    (0..n).map(|i| ((i % m) as f32 - 2.0) / 3.0).collect()
-}
-
-fn last_error() -> String {
-    // SAFETY: the library returns a valid NUL-terminated string until the next call.
-    unsafe { CStr::from_ptr(retention_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn create(heads: u32) -> *mut RetentionHandle {
-    let mut h = ptr::null_mut();
-    // SAFETY: `h` is writable.
-    assert_eq!(
-        unsafe { retention_create(0, heads, 0, 0.0, &raw mut h) },
-        RetentionStatus::Ok
-    );
-    h
-}
 
 const B: usize = 2;
 const T: usize = 7;
@@ -81,13 +46,13 @@ fn forwards_equal_the_facade() {
 
     let h = create(H as u32);
     let (tq, tk, tv) = (
-        desc(&mut q, [B, T, H, K]),
-        desc(&mut k, [B, T, H, K]),
-        desc(&mut v, [B, T, H, V]),
+        desc(&mut q, &[B, T, H, K]),
+        desc(&mut k, &[B, T, H, K]),
+        desc(&mut v, &[B, T, H, V]),
     );
-    let th0 = desc(&mut h0, [B, H, K, V]);
+    let th0 = desc(&mut h0, &[B, H, K, V]);
     let (mut o, mut s) = (vec![0f32; B * T * H * V], vec![0f32; B * H * K * V]);
-    let (to, ts) = (desc(&mut o, [B, T, H, V]), desc(&mut s, [B, H, K, V]));
+    let (to, ts) = (desc(&mut o, &[B, T, H, V]), desc(&mut s, &[B, H, K, V]));
     // SAFETY: every descriptor points at a live buffer of its shape.
     unsafe {
         assert_eq!(
@@ -130,10 +95,10 @@ fn every_error_path_has_a_code_and_a_message() {
     let mut o = vec![0f32; B * T * H * V];
     let h = create(H as u32);
     let (tq, tk, tv, to) = (
-        desc(&mut q, [B, T, H, K]),
-        desc(&mut k, [B, T, H, K]),
-        desc(&mut v, [B, T, H, V]),
-        desc(&mut o, [B, T, H, V]),
+        desc(&mut q, &[B, T, H, K]),
+        desc(&mut k, &[B, T, H, K]),
+        desc(&mut v, &[B, T, H, V]),
+        desc(&mut o, &[B, T, H, V]),
     );
     let check = |got: RetentionStatus, want: RetentionStatus| {
         assert_eq!(got, want);
@@ -147,7 +112,7 @@ fn every_error_path_has_a_code_and_a_message() {
     bad_stride.strides[2] = 2;
     let mut zero = tq;
     zero.shape[1] = 0;
-    let small_k = desc(&mut k, [B, T, H, K - 1]);
+    let small_k = desc(&mut k, &[B, T, H, K - 1]);
     let mut null_data = tq;
     null_data.data = ptr::null_mut();
     // SAFETY: every non-null descriptor points at a live buffer at least as large as its shape.
@@ -194,16 +159,16 @@ fn every_error_path_has_a_code_and_a_message() {
         );
         let mut out = ptr::null_mut();
         check(
-            retention_create(1, 2, 0, 0.0, &raw mut out),
+            retention_create(1, 0, 2, 0, 0.0, &raw mut out),
             RetentionStatus::UnsupportedDevice,
         );
         // Zero heads is a zero dimension: the library's error kind picks the code.
         check(
-            retention_create(0, 0, 0, 0.0, &raw mut out),
+            retention_create(0, 0, 0, 0, 0.0, &raw mut out),
             RetentionStatus::BadShape,
         );
         check(
-            retention_create(0, 2, 0, 0.0, ptr::null_mut()),
+            retention_create(0, 0, 2, 0, 0.0, ptr::null_mut()),
             RetentionStatus::NullPointer,
         );
         // A foreign pointer is caught by the tag.
@@ -229,31 +194,42 @@ fn static_library() -> Option<PathBuf> {
         .find(|lib| lib.exists())
 }
 
-#[test]
-fn c_program_compiled_against_the_header_runs() {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    if Command::new(&cc).arg("--version").output().is_err() {
-        eprintln!("notice: no C compiler ({cc}); skipping the C test");
-        return;
-    }
-    let lib = static_library().expect("cargo builds libretention_capi.a with the tests");
-    let dir = lib.parent().expect("a library directory").to_path_buf();
+/// Compile `tests/c/NAME.c` against the header and the static library, run it, return stdout.
+fn compile_and_run(cc: &str, lib: &std::path::Path, name: &str) -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let exe = dir.join("retention_capi_smoke");
-    let status = Command::new(&cc)
-        .args(["-std=c99", "-Wall", "-Werror", "-I"])
+    let exe = lib
+        .parent()
+        .expect("a library directory")
+        .join(format!("retention_capi_{name}"));
+    let status = Command::new(cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
         .arg(root.join("../include"))
-        .arg(root.join("tests/c/smoke.c"))
-        .arg(&lib)
+        .arg(root.join(format!("tests/c/{name}.c")))
+        .arg(lib)
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&exe)
         .status()
         .unwrap();
-    assert!(status.success(), "compiling smoke.c failed");
+    assert!(status.success(), "compiling {name}.c failed");
     let out = Command::new(&exe).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "smoke failed: {text}");
-    assert!(text.starts_with("ok"), "{text}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{name} failed: {text}");
+    text
+}
+
+#[test]
+fn c_programs_compiled_against_the_header_run() {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    if Command::new(&cc).arg("--version").output().is_err() {
+        eprintln!("notice: no C compiler ({cc}); skipping the C tests");
+        return;
+    }
+    let lib = static_library().expect("cargo builds libretention_capi.a with the tests");
+    for name in ["smoke", "training", "entries"] {
+        let text = compile_and_run(&cc, &lib, name);
+        assert!(text.starts_with("ok"), "{name}: {text}");
+        eprintln!("{name}: {}", text.trim());
+    }
 }
 
 #[test]
@@ -266,10 +242,10 @@ fn pool_steps_equal_the_recurrent_forward() {
     let h = create(H as u32);
     let mut o_ref = vec![0f32; T * H * V];
     let (tq, tk, tv, to) = (
-        desc(&mut q, [1, T, H, K]),
-        desc(&mut k, [1, T, H, K]),
-        desc(&mut v, [1, T, H, V]),
-        desc(&mut o_ref, [1, T, H, V]),
+        desc(&mut q, &[1, T, H, K]),
+        desc(&mut k, &[1, T, H, K]),
+        desc(&mut v, &[1, T, H, V]),
+        desc(&mut o_ref, &[1, T, H, V]),
     );
     let mut p: *mut RetentionStatePool = ptr::null_mut();
     let mut slot = 0u64;
@@ -352,9 +328,9 @@ fn gated_epilogue_equals_the_facade() {
     let h = create(H as u32);
     let mut y = vec![0f32; B * T * H * V];
     let (to, tg, ty) = (
-        desc(&mut o, [B, T, H, V]),
-        desc(&mut g, [B, T, H, V]),
-        desc(&mut y, [B, T, H, V]),
+        desc(&mut o, &[B, T, H, V]),
+        desc(&mut g, &[B, T, H, V]),
+        desc(&mut y, &[B, T, H, V]),
     );
     // SAFETY: live buffers of the described shapes.
     unsafe {

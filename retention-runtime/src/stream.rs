@@ -17,6 +17,8 @@ use retention_core::{Result, RetentionError};
 use crate::cuda;
 use crate::device::Device;
 
+mod borrowed;
+
 /// An in-order queue of work on one device.
 #[derive(Debug, Clone)]
 pub struct Stream {

@@ -22,7 +22,7 @@ int main(void) {
     for (int i = 0; i < B * T * H * K; i++) { q[i] = (float)((i % 7) - 3) / 4.0f; k[i] = (float)((i % 5) - 2) / 3.0f; }
     for (int i = 0; i < B * T * H * V; i++) v[i] = (float)((i % 3) - 1) / 2.0f;
     RetentionHandle *h = NULL;
-    if (retention_create(RETENTION_DEVICE_CPU, H, 0, 0.0, &h) != RETENTION_OK) { printf("create: %s\n", retention_last_error()); return 1; }
+    if (retention_create(RETENTION_DEVICE_CPU, 0, H, 0, 0.0, &h) != RETENTION_OK) { printf("create: %s\n", retention_last_error()); return 1; }
     RetentionTensor tq = desc(q, B, T, H, K), tk = desc(k, B, T, H, K), tv = desc(v, B, T, H, V);
     RetentionTensor to = desc(o, B, T, H, V), ts = desc(hs, B, H, K, V);
     if (retention_chunkwise_forward(h, &tq, &tk, &tv, NULL, 2, &to, &ts) != RETENTION_OK) { printf("chunkwise: %s\n", retention_last_error()); return 1; }

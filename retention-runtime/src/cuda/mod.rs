@@ -14,6 +14,7 @@ mod backend;
 mod buffer;
 mod error;
 mod event;
+mod foreign_stream;
 mod launch;
 mod module;
 mod probe;
