@@ -11,13 +11,6 @@ from torch import Tensor
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def sync_torch_stream(t: Tensor) -> None:
-    """On CUDA the runtime runs on its own stream (it cannot yet adopt torch's), so torch's
-    current stream is waited for first; the runtime waits for its own before returning."""
-    if t.device.type == "cuda":
-        torch.cuda.current_stream(t.device).synchronize()
-
-
 class Backward(NamedTuple):
     """The tensors of one backward call as python/src/backward.rs reads them."""
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._native_call import Backward, bounds, decays, sync_torch_stream
+from ._native_call import Backward, bounds, decays
 
 
 def _cpu_only(q: Tensor, what: str) -> None:
@@ -50,7 +50,6 @@ def stateful_fwd(
     b, t, h, dk = q.shape
     o = q.new_empty((b, t, h, v.shape[-1]))
     ht = q.new_empty((_rows(q, cu_seqlens), h, dk, v.shape[-1]), dtype=torch.float32)
-    sync_torch_stream(q)
     _native.stateful_forward(
         q, k, v, h0, o, ht, decays(gammas, head_offset, scale),
         chunk if chunk > 0 else None, bounds(cu_seqlens),
@@ -143,7 +142,6 @@ def parallel_fwd(
 ) -> Tensor:
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     o = q.new_empty(q.shape[:3] + v.shape[-1:])
-    sync_torch_stream(q)
     _native.parallel_forward(q, k, v, o, decays(gammas, head_offset, scale))
     return o
 

@@ -61,7 +61,7 @@ fn epilogue_backward<T: CpuElement>(rt: &Retention, io: [&Raw; 5], eps: f64) -> 
 
 /// The epilogue needs no decays, but it is a method of a CPU [`Retention`]: the RetNet
 /// decays of x's heads serve.
-fn epilogue_retention(x: &Raw) -> PyResult<Retention> {
+fn epilogue_retention(x: &Raw) -> PyResult<std::sync::Arc<Retention>> {
     let heads = dim(x, "x", 2, "[B, T, H, V]")?;
     Decays {
         gammas: None,

@@ -2,9 +2,11 @@
 //! fast kernels on host memory, or the PTX kernels on CUDA memory, writing the caller's
 //! outputs in place (ARCHITECTURE §1, §2).
 //!
-//! Streams: the runtime cannot yet wrap a foreign `CUstream`, so on CUDA the Python layer
-//! waits for torch's current stream before the call and this layer waits for the runtime's
-//! stream after it; the tensors are never copied.
+//! Streams: on CUDA every op is enqueued on torch's current stream of the tensors' device
+//! (`Stream::from_raw_cuda`), never synchronised, and the tensors are never copied — so it
+//! orders with the caller's other torch work exactly as a torch op would.
+
+use std::ffi::c_void;
 
 use pyo3::prelude::*;
 use retention_runtime::{Device, Stream};
@@ -13,12 +15,22 @@ use crate::error::{IntoPy, PyResult};
 use crate::problem::{Decays, Form, cu_seqlens, dim};
 use crate::raw::{Raw, device_of};
 
-/// Waits for the runtime's work on a CUDA device (nothing to wait for on the CPU).
-fn finish(device: &Device) -> PyResult<()> {
-    if matches!(device, Device::Cuda(_)) {
-        Stream::default_for(device).py()?.synchronize().py()?;
-    }
-    Ok(())
+/// torch's current stream of a CUDA `device`; `None` on the CPU.
+fn torch_stream(py: Python<'_>, device: &Device) -> PyResult<Option<Stream>> {
+    let Device::Cuda(ordinal) = device else {
+        return Ok(None);
+    };
+    let raw: usize = py
+        .import("torch.cuda")?
+        .call_method1("current_stream", (*ordinal,))?
+        .getattr("cuda_stream")?
+        .extract()?;
+    // SAFETY: `raw` is torch's current stream of this CUDA device, a stream of the device's
+    // primary context (the one torch uses), which torch keeps alive past this call; the
+    // runtime stream wrapping it is dropped when the call returns.
+    unsafe { Stream::from_raw_cuda(device, raw as *mut c_void) }
+        .py()
+        .map(Some)
 }
 
 /// The stateful forms: o and H_T from q, k, v and an optional H0, dense `[B, T, H, ·]` or
@@ -37,8 +49,9 @@ pub fn stateful_forward(
     chunk: Option<usize>,
     cu_seqlens: Option<Vec<i64>>,
 ) -> PyResult<()> {
+    let device = device_of(&q)?;
+    let stream = torch_stream(py, &device)?;
     py.detach(|| {
-        let device = device_of(&q)?;
         let rt = decays.retention(&device, dim(&q, "q", 2, "[B, T, H, K]")?)?;
         let cu = self::cu_seqlens(cu_seqlens.as_deref(), &q)?;
         let (tq, tk, tv) = (
@@ -55,15 +68,14 @@ pub fn stateful_forward(
         );
         let qkv = (&tq, &tk, &tv);
         let out = (&mut to, &mut tht);
-        let h0 = th0.as_ref();
+        let (h0, s) = (th0.as_ref(), stream.as_ref());
         match (cu, Form::of(chunk)) {
-            (None, Form::Chunk(c)) => rt.chunkwise_into(qkv, h0, out, c, None),
-            (None, Form::Recurrent) => rt.recurrent_into(qkv, h0, out, None),
-            (Some(cu), Form::Chunk(c)) => rt.chunkwise_varlen_into(qkv, &cu, h0, out, c, None),
-            (Some(cu), Form::Recurrent) => rt.recurrent_varlen_into(qkv, &cu, h0, out, None),
+            (None, Form::Chunk(c)) => rt.chunkwise_into(qkv, h0, out, c, s),
+            (None, Form::Recurrent) => rt.recurrent_into(qkv, h0, out, s),
+            (Some(cu), Form::Chunk(c)) => rt.chunkwise_varlen_into(qkv, &cu, h0, out, c, s),
+            (Some(cu), Form::Recurrent) => rt.recurrent_varlen_into(qkv, &cu, h0, out, s),
         }
-        .py()?;
-        finish(&device)
+        .py()
     })
 }
 
@@ -78,8 +90,9 @@ pub fn parallel_forward(
     o: Raw,
     decays: Decays,
 ) -> PyResult<()> {
+    let device = device_of(&q)?;
+    let stream = torch_stream(py, &device)?;
     py.detach(|| {
-        let device = device_of(&q)?;
         let rt = decays.retention(&device, dim(&q, "q", 2, "[B, T, H, K]")?)?;
         let (tq, tk, tv) = (
             q.view("q", &device)?,
@@ -87,7 +100,7 @@ pub fn parallel_forward(
             v.view("v", &device)?,
         );
         let mut to = o.view("o", &device)?;
-        rt.parallel_into((&tq, &tk, &tv), &mut to, None).py()?;
-        finish(&device)
+        rt.parallel_into((&tq, &tk, &tv), &mut to, stream.as_ref())
+            .py()
     })
 }

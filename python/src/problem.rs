@@ -1,6 +1,9 @@
 //! What every call shares: the decays and scale (a [`Retention`] on the call's device), the
 //! form of a stateful op, and the varlen boundaries (ARCHITECTURE §1).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use retention_core::{CuSeqlens, Gammas};
@@ -31,15 +34,46 @@ pub fn dim(t: &Raw, name: &str, axis: usize, layout: &str) -> PyResult<usize> {
     })
 }
 
+/// What makes two calls' [`Retention`]s the same: device, decays (bits), heads, scale.
+type Key = (String, Option<Vec<u64>>, usize, usize, Option<u64>);
+
+/// The `Retention`s calls made, so a model's layers reuse theirs (on CUDA, `Retention::new`
+/// uploads the decays and synchronises). Cleared when it grows past `CACHE_CAP` entries.
+static CACHE: OnceLock<Mutex<HashMap<Key, Arc<Retention>>>> = OnceLock::new();
+const CACHE_CAP: usize = 64;
+
 impl Decays {
-    /// Retention on `device` for `heads` heads.
-    pub fn retention(&self, device: &Device, heads: usize) -> PyResult<Retention> {
+    /// Retention on `device` for `heads` heads (made once per device, decays and scale).
+    pub fn retention(&self, device: &Device, heads: usize) -> PyResult<Arc<Retention>> {
+        let bits = |g: &Vec<f64>| g.iter().map(|x| x.to_bits()).collect();
+        let key: Key = (
+            device.name(),
+            self.gammas.as_ref().map(bits),
+            self.head_offset,
+            heads,
+            self.scale.map(f64::to_bits),
+        );
+        let cache = CACHE.get_or_init(Mutex::default);
+        let lock = || {
+            cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(rt) = lock().get(&key) {
+            return Ok(Arc::clone(rt));
+        }
         let gammas = match &self.gammas {
             Some(g) => Gammas::from_list(g.clone()),
             None => Gammas::retnet_sharded(heads, self.head_offset),
         }
         .py()?;
-        Retention::new(device, RetentionParams::new(gammas, self.scale)).py()
+        let rt = Arc::new(Retention::new(device, RetentionParams::new(gammas, self.scale)).py()?);
+        let mut map = lock();
+        if map.len() >= CACHE_CAP {
+            map.clear();
+        }
+        map.insert(key, Arc::clone(&rt));
+        Ok(rt)
     }
 }
 
