@@ -16,8 +16,12 @@ pip=(.venv/bin/python -m pip)
 echo "-- pip install torch pytest"
 time "${pip[@]}" install --quiet torch pytest
 
-echo "-- pip install ./python"
-time "${pip[@]}" install --quiet --force-reinstall --no-deps .
+echo "-- pip install ./python (dev profile: reuses what cargo test built in target/debug)"
+# Users get maturin's release build; CI builds the same sources in the dev profile, where the
+# workspace already compiles the kernels optimised (Cargo.toml [profile.dev.package.*]), so
+# the extension links against the crates `cargo test --workspace` just built instead of
+# rebuilding the whole runtime in release.
+time MATURIN_PEP517_ARGS="--profile dev" "${pip[@]}" install --quiet --force-reinstall --no-deps .
 
 echo "-- pytest"
 status=0
