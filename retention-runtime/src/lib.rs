@@ -32,6 +32,7 @@ pub mod cuda;
 pub mod cuda_target;
 mod device;
 mod device_launch;
+mod epilogue_device;
 mod gpu;
 mod gpu_chunkwise;
 mod gpu_decode;
@@ -54,6 +55,7 @@ mod transfer;
 
 pub use capture::Graph;
 pub use device::Device;
+pub use epilogue_device::EpilogueGradientsInto;
 pub use memory_pool::{MemoryPool, PoolBuffer, PoolStats, size_class};
 pub use module_cache::{LoadedModule, ModuleCache, ModuleCacheStats};
 pub use retention::Retention;

@@ -13,7 +13,7 @@
 //!
 //! Traffic per row: V elements of o, g and dy read, V of do and dg written (the minimum).
 
-use super::row::{RowLanes, sigmoid};
+use super::row::{RowLanes, row_dot, sigmoid};
 use crate::GenError;
 use crate::dsl::{KernelBuilder, Reg, Ty};
 use crate::spec::KernelSpec;
@@ -61,7 +61,7 @@ pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError
     }
     row.store(&mut kb, &p_dg, &dg);
     kb.comment("do = r (dn - n mean(dn n))");
-    let dot = row.row_dot(&mut kb, &dn, &n);
+    let dot = row_dot(&mut kb, &dn, &n);
     let m = row.mean(&mut kb, dot);
     let d_o: Vec<Reg> = dn
         .iter()

@@ -66,7 +66,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
         ));
     }
     let t = spec.tile;
-    if t.threads % 32 != 0 || !(32..=256).contains(&t.threads) {
+    if !t.threads.is_multiple_of(32) || !(32..=256).contains(&t.threads) {
         return Err(unsupported(
             "tile threads",
             t.threads,

@@ -109,19 +109,10 @@ impl RowLanes {
         }
     }
 
-    /// Σ over the row of `a ⊙ b` (this lane's part, then the warp's), in every lane.
-    pub fn row_dot(&self, kb: &mut KernelBuilder, a: &[Reg], b: &[Reg]) -> Reg {
-        let acc = kb.mov(Ty::F32, 0.0f32);
-        for (&x, &y) in a.iter().zip(b) {
-            kb.fma_into(acc, x, y, acc);
-        }
-        warp_sum_f32(kb, acc)
-    }
-
     /// r = (Σ o² / V + eps)^(−1/2), correctly rounded steps (sqrt.rn, div.rn); 0 where
     /// Σ o² / V + eps is not positive (an all-zero row with eps = 0), as the reference.
     pub fn inv_rms(&self, kb: &mut KernelBuilder, o: &[Reg], eps: Reg) -> Reg {
-        let sum_sq = self.row_dot(kb, o, o);
+        let sum_sq = row_dot(kb, o, o);
         let mean = kb.div(sum_sq, self.v as f32);
         let ms = kb.add(mean, eps);
         let denom = kb.sqrt(ms, Precision::Rn);
@@ -143,4 +134,13 @@ pub(super) fn sigmoid(kb: &mut KernelBuilder, g: Reg) -> Reg {
     let e = kb.ex2(x, true);
     let d = kb.add(e, 1.0f32);
     kb.rcp(d, Precision::Approx)
+}
+
+/// Σ over a warp's row of `a ⊙ b` (this lane's part, then the warp's), in every lane.
+pub(super) fn row_dot(kb: &mut KernelBuilder, a: &[Reg], b: &[Reg]) -> Reg {
+    let acc = kb.mov(Ty::F32, 0.0f32);
+    for (&x, &y) in a.iter().zip(b) {
+        kb.fma_into(acc, x, y, acc);
+    }
+    warp_sum_f32(kb, acc)
 }
