@@ -13,6 +13,7 @@ use retention_kernels::cpu::{self, CpuElement};
 use crate::host_view;
 use crate::kernel_launch::{Arg, Executor, KernelLaunch, Region};
 use crate::retention::Retention;
+use crate::retention_device::{float_dtype, rank4};
 use crate::stream::Stream;
 use crate::tensor::{DeviceDtype, DeviceTensor};
 
@@ -150,20 +151,8 @@ impl Retention {
         eps: f64,
         outputs: &[(&str, &DeviceTensor)],
     ) -> Result<Checked> {
-        let dtype = o
-            .dtype()
-            .float()
-            .ok_or_else(|| RetentionError::DtypeMismatch {
-                tensor: "o".into(),
-                expected: "f32, f16 or bf16".into(),
-                got: o.dtype().to_string(),
-            })?;
-        let [b, t, h, v] =
-            <[usize; 4]>::try_from(o.shape()).map_err(|_| RetentionError::ShapeMismatch {
-                tensor: "o".into(),
-                expected: "rank 4 [B, T, H, V]".into(),
-                got: format!("rank {} {:?}", o.shape().len(), o.shape()),
-            })?;
+        let dtype = float_dtype(o, "o")?;
+        let [b, t, h, v] = rank4(o, "o", "V")?;
         o.expect("o", self.device(), o.dtype(), o.shape())?;
         for (name, x) in inputs.iter().chain(outputs) {
             x.expect(name, self.device(), o.dtype(), o.shape())?;

@@ -55,14 +55,7 @@ impl Retention {
     fn check_qkv(&self, (q, k, v): Qkv<'_>, o: &DeviceTensor) -> Result<(RetentionShape, Dtype)> {
         let [b, t, h, dk] = rank4(q, "q", "K")?;
         let [.., dv] = rank4(v, "v", "V")?;
-        let dtype = q
-            .dtype()
-            .float()
-            .ok_or_else(|| RetentionError::DtypeMismatch {
-                tensor: "q".into(),
-                expected: "f32, f16 or bf16".into(),
-                got: q.dtype().to_string(),
-            })?;
+        let dtype = float_dtype(q, "q")?;
         let s = RetentionShape::new(b, t, h, dk, dv)?;
         let d = self.device();
         q.expect("q", d, dtype.into(), &s.qk_shape())?;
@@ -336,7 +329,19 @@ fn seq_args(qkv: Qkv<'_>, h0: Option<&DeviceTensor>, (o, ht): OutState<'_>) -> S
     }
 }
 
-fn rank4(t: &DeviceTensor, name: &str, last: &str) -> Result<[usize; 4]> {
+/// The float dtype of `t` (named `name` in the error).
+pub(crate) fn float_dtype(t: &DeviceTensor, name: &str) -> Result<Dtype> {
+    t.dtype()
+        .float()
+        .ok_or_else(|| RetentionError::DtypeMismatch {
+            tensor: name.into(),
+            expected: "f32, f16 or bf16".into(),
+            got: t.dtype().to_string(),
+        })
+}
+
+/// The four dims of `t` (`[B, T, H, last]`), or a shape error naming it.
+pub(crate) fn rank4(t: &DeviceTensor, name: &str, last: &str) -> Result<[usize; 4]> {
     <[usize; 4]>::try_from(t.shape()).map_err(|_| RetentionError::ShapeMismatch {
         tensor: name.into(),
         expected: format!("rank 4 [B, T, H, {last}]"),

@@ -13,18 +13,8 @@ use retention_kernels::cpu::CpuElement;
 use retention_kernels::reference::{self, RetentionParams};
 use retention_runtime::{Device, DeviceDtype, DeviceTensor, MemoryPool, Retention, Stream};
 
-fn devices() -> Vec<Device> {
-    let mut all = vec![
-        Device::Cpu,
-        Device::Emulated(Arch::Sm80),
-        Device::Emulated(Arch::Sm90),
-    ];
-    match Device::cuda(0) {
-        Ok(gpu) => all.push(gpu),
-        Err(e) => eprintln!("no CUDA device here, so no CUDA run: {e}"),
-    }
-    all
-}
+mod common;
+use common::devices;
 
 fn close(what: &str, dtype: Dtype, got: &[f64], want: &[f64]) {
     let (e, tol) = match dtype {

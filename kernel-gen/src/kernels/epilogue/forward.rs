@@ -11,29 +11,28 @@
 //!
 //! Traffic per row: V elements of o and g read, V of y written (the minimum).
 
-use super::row::{RowLanes, sigmoid};
+use super::row::{RowLanes, begin, sigmoid};
 use crate::GenError;
-use crate::dsl::{KernelBuilder, Ty};
 use crate::spec::KernelSpec;
 
 /// Emit the forward kernel for a validated `spec`.
 pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!("gated MSR epilogue, forward: {}", spec.slug()));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header("y = o / sqrt(mean(o^2) + eps) * g * sigmoid(g), per (token, head) row");
-    kb.max_threads(spec.tile.threads);
-    let p_o = kb.param("p_o", Ty::U64);
-    let p_g = kb.param("p_g", Ty::U64);
-    let p_y = kb.param("p_y", Ty::U64);
-    let p_rows = kb.param("p_rows", Ty::U32);
-    let p_eps = kb.param("p_eps", Ty::F32);
-
-    let row = RowLanes::new(&mut kb, spec, &p_rows);
-    let eps = kb.ld_param(&p_eps);
+    let (mut kb, params) = begin(
+        spec,
+        "forward",
+        "y = o / sqrt(mean(o^2) + eps) * g * sigmoid(g), per (token, head) row",
+    );
+    let [p_o, p_g, p_y, p_rows, p_eps] = params.as_slice() else {
+        return Err(GenError::Dsl {
+            kernel: spec.entry(),
+            message: "param_names does not list the forward's five parameters".into(),
+        });
+    };
+    let row = RowLanes::new(&mut kb, spec, p_rows);
+    let eps = kb.ld_param(p_eps);
     kb.comment("o and g of the row, f32 (0 past V)");
-    let o = row.load(&mut kb, &p_o);
-    let g = row.load(&mut kb, &p_g);
+    let o = row.load(&mut kb, p_o);
+    let g = row.load(&mut kb, p_g);
     kb.comment("r = (mean(o^2) + eps)^(-1/2), 0 for an all-zero row with eps = 0");
     let r = row.inv_rms(&mut kb, &o, eps);
     kb.comment("y = (r o) * (g sigmoid(g))");
@@ -47,7 +46,7 @@ pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError
             kb.mul(n, swish)
         })
         .collect();
-    row.store(&mut kb, &p_y, &y);
+    row.store(&mut kb, p_y, &y);
     kb.place(row.done);
     kb.ret();
     kb.finish()

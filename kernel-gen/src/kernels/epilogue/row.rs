@@ -8,10 +8,32 @@ use crate::blocks::warp_sum::warp_sum_f32;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Label, ParamRef, Precision, Reg, Sreg, Ty};
 use crate::spec::KernelSpec;
 
-use super::rows_per_cta;
+use super::{param_names, rows_per_cta};
 
 /// log2 e, for e^x = 2^(x·log2 e).
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
+
+/// A kernel for `spec` with its headers and every parameter of [`param_names`] declared in
+/// launch order (`p_rows` `.u32`, `p_eps` `.f32`, the tensors `.u64`).
+pub(super) fn begin(spec: &KernelSpec, what: &str, math: &str) -> (KernelBuilder, Vec<ParamRef>) {
+    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
+    kb.header(format!("gated MSR epilogue, {what}: {}", spec.slug()));
+    kb.header(format!("spec: {}", spec.canonical()));
+    kb.header(math);
+    kb.max_threads(spec.tile.threads);
+    let params = param_names(spec)
+        .into_iter()
+        .map(|name| {
+            let ty = match name {
+                "p_rows" => Ty::U32,
+                "p_eps" => Ty::F32,
+                _ => Ty::U64,
+            };
+            kb.param(name, ty)
+        })
+        .collect();
+    (kb, params)
+}
 
 /// One warp's row of every `[rows, V]` tensor, and this lane's columns of it.
 pub(super) struct RowLanes {
