@@ -1,9 +1,11 @@
 //! The gated MSR epilogue family (ARCHITECTURE §1, §3): y = RMSNorm_head(o) ⊙ swish(g) and
 //! its backward, per (token, head) row of V entries, with no affine weight:
 //!
-//!     r = (mean(o²) + eps)^(−1/2)   (0 where mean(o²) + eps = 0: an all-zero row, eps = 0)
-//!     n = r·o,  σ = 1/(1 + e^(−g)),  s = g·σ,  y = n ⊙ s                       (forward)
-//!     dg = dy ⊙ n ⊙ σ(1 + g(1 − σ)),  dn = dy ⊙ s,  do = r·(dn − n·mean(dn ⊙ n))   (backward)
+//! ```text
+//! r = (mean(o²) + eps)^(−1/2)   (0 where mean(o²) + eps = 0: an all-zero row, eps = 0)
+//! n = r·o,  σ = 1/(1 + e^(−g)),  s = g·σ,  y = n ⊙ s                       (forward)
+//! dg = dy ⊙ n ⊙ σ(1 + g(1 − σ)),  dn = dy ⊙ s,  do = r·(dn − n·mean(dn ⊙ n))   (backward)
+//! ```
 //!
 //! Mapping (both kernels): one warp per row, `tile.threads / 32` rows per CTA, grid
 //! `(⌈rows/warps⌉, 1, 1)` over the `rows = B·T·H` rows of the token-major `[B,T,H,V]` tensors.
