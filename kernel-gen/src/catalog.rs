@@ -21,13 +21,34 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 /// C ∈ {32, 64, 128, 256} that the sm_80 generator serves, each dense and varlen, then the
 /// attention decode baseline ([`attention_catalog`]), then the parallel forward
 /// ([`parallel_catalog`]), then both phases of the two-phase chunkwise forward for every
-/// dense chunkwise spec they serve ([`two_phase_catalog`]), in a fixed order.
+/// dense chunkwise spec they serve ([`two_phase_catalog`]), then the gated MSR epilogue
+/// ([`epilogue_catalog`]), in a fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
     specs.extend(chunkwise_catalog());
     specs.extend(attention_catalog());
     specs.extend(parallel_catalog());
     specs.extend(two_phase_catalog());
+    specs.extend(epilogue_catalog());
+    specs
+}
+
+/// The gated MSR epilogue, forward then backward, for every V of [`CHUNKWISE_HEAD_DIMS`]
+/// (64, 128, 256, 512), every dtype, sm_80 and sm_90.
+pub fn epilogue_catalog() -> Vec<KernelSpec> {
+    let mut values: Vec<u32> = CHUNKWISE_HEAD_DIMS.iter().map(|&(_, v)| v).collect();
+    values.sort_unstable();
+    values.dedup();
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for &v in &values {
+            for dtype in Dtype::ALL {
+                let spec = KernelSpec::epilogue(v, dtype, arch);
+                specs.push(spec);
+                specs.push(spec.epilogue_backward());
+            }
+        }
+    }
     specs
 }
 

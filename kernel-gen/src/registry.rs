@@ -4,14 +4,14 @@
 //! adding a family is one row in [`FAMILIES`] (see ARCHITECTURE.md).
 
 use crate::dsl::Kernel;
-use crate::kernels::{attention_decode, chunkwise, decode, parallel, two_phase};
+use crate::kernels::{attention_decode, chunkwise, decode, epilogue, parallel, two_phase};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
 
 /// A kernel family: the ops it serves and its steps.
 pub struct Family {
-    /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`).
+    /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`, `epilogue`).
     pub name: &'static str,
     /// The ops it serves.
     pub ops: &'static [KernelOp],
@@ -28,7 +28,7 @@ pub struct Family {
 }
 
 /// Every family, one row each.
-pub const FAMILIES: [Family; 5] = [
+pub const FAMILIES: [Family; 6] = [
     Family {
         name: "decode",
         ops: &[KernelOp::Decode],
@@ -77,6 +77,15 @@ pub const FAMILIES: [Family; 5] = [
         param_names: attention_decode::param_names,
         plan: attention_plan,
         generate: attention_generate,
+    },
+    Family {
+        name: "epilogue",
+        ops: &[KernelOp::Epilogue, KernelOp::EpilogueBackward],
+        validate: epilogue::validate,
+        launch_geometry: epilogue::launch_geometry,
+        param_names: epilogue::param_names,
+        plan: epilogue::plan,
+        generate: epilogue::generate,
     },
 ];
 

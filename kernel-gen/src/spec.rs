@@ -40,11 +40,16 @@ pub enum KernelOp {
     /// Phase 2 of the two-phase chunkwise forward: each segment's initial state folded from
     /// H0 and the workspace, then the chunk loop over the segment (the chunkwise family's segmented mode).
     ChunkwiseSegmented,
+    /// The gated MSR epilogue y = RMSNorm_head(o) ⊙ swish(g), per (token, head) row (the
+    /// epilogue family, `kernels::epilogue`).
+    Epilogue,
+    /// The epilogue's backward: do and dg from dy.
+    EpilogueBackward,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 8] = [
+    pub const ALL: [KernelOp; 10] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -53,6 +58,8 @@ impl KernelOp {
         KernelOp::Parallel,
         KernelOp::ChunkStates,
         KernelOp::ChunkwiseSegmented,
+        KernelOp::Epilogue,
+        KernelOp::EpilogueBackward,
     ];
 
     /// Lower-case name, used in entry names.
@@ -66,6 +73,8 @@ impl KernelOp {
             KernelOp::Parallel => "parallel",
             KernelOp::ChunkStates => "chunk_states",
             KernelOp::ChunkwiseSegmented => "chunkwise_segmented",
+            KernelOp::Epilogue => "epilogue",
+            KernelOp::EpilogueBackward => "epilogue_backward",
         }
     }
 }
@@ -299,6 +308,33 @@ impl KernelSpec {
         KernelSpec {
             op: KernelOp::ChunkwiseSegmented,
             ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
+        }
+    }
+
+    /// The gated MSR epilogue's forward over rows of V entries (K = V: it has no key dim;
+    /// runtime γ: no decays; 4 rows per 128-thread CTA). [`Self::epilogue_backward`] gives
+    /// its backward.
+    pub fn epilogue(v: u32, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::Epilogue,
+            k: v,
+            v,
+            chunk: None,
+            gammas: GammaSet::Runtime,
+            dtype,
+            arch,
+            tile: TileConfig {
+                threads: 128,
+                rows_per_step: 1,
+            },
+        }
+    }
+
+    /// The backward that goes with an epilogue spec (same fields, its own op).
+    pub fn epilogue_backward(&self) -> Self {
+        KernelSpec {
+            op: KernelOp::EpilogueBackward,
+            ..*self
         }
     }
 

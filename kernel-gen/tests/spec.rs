@@ -61,6 +61,7 @@ fn default_catalog_has_every_combination_once() {
     // (C in {32, 64}: every 16-bit spec, 7 x 2 x 2 x 5 x 2 = 280; f32 where the FMA path
     // stages whole chunks, 130).
     // Attention, split and combine pass each: 4 (K, V) pairs x 3 dtypes x 2 archs.
+    // Epilogue, forward and backward each: V in {64, 128, 256, 512} x 3 dtypes x 2 archs.
     let count = |op| cat.iter().filter(|s| s.op == op).count();
     assert_eq!(
         (
@@ -71,9 +72,11 @@ fn default_catalog_has_every_combination_once() {
             count(KernelOp::ChunkStates),
             count(KernelOp::ChunkwiseSegmented),
             count(KernelOp::AttentionDecode),
-            count(KernelOp::AttentionCombine)
+            count(KernelOp::AttentionCombine),
+            count(KernelOp::Epilogue),
+            count(KernelOp::EpilogueBackward)
         ),
-        (180, 840, 840, 210, 410, 410, 24, 24)
+        (180, 840, 840, 210, 410, 410, 24, 24, 24, 24)
     );
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
@@ -92,6 +95,12 @@ fn default_catalog_has_every_combination_once() {
             }
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
                 assert!(s.chunk.is_none() && s.gammas == GammaSet::Runtime, "{s}");
+            }
+            KernelOp::Epilogue | KernelOp::EpilogueBackward => {
+                assert!(
+                    s.chunk.is_none() && s.gammas == GammaSet::Runtime && s.k == s.v,
+                    "{s}"
+                );
             }
         }
     }

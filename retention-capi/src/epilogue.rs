@@ -30,7 +30,7 @@ pub unsafe extern "C" fn retention_gated_epilogue_forward(
             let d = r.device();
             let (o, g) = (view(o, "o", 4)?.borrow(d), view(g, "g", 4)?.borrow(d));
             let mut y = view(out, "out", 4)?.borrow(d);
-            r.ret.msr_epilogue_into(&o, &g, eps, &mut y)?;
+            r.ret.msr_epilogue_into(&o, &g, eps, &mut y, r.stream())?;
         }
         Ok(())
     })

@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod chunkwise;
 pub mod decode;
+pub mod epilogue;
 pub mod io;
 pub mod parallel;
 pub mod two_phase;

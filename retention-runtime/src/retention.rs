@@ -261,17 +261,21 @@ impl Retention {
         )
     }
 
-    /// The MSR epilogue on host tensors (`RMSNorm_head(o) ⊙ swish(g)`); the CPU kernel on
-    /// every device for now.
+    /// The MSR epilogue on host tensors (`RMSNorm_head(o) ⊙ swish(g)`): the CPU kernel on
+    /// the CPU, [`Retention::msr_epilogue_into`] (upload, run, download) on GPU-like devices.
     ///
     /// # Errors
-    /// As `retention_kernels::cpu::msr_epilogue`.
+    /// As `retention_kernels::cpu::msr_epilogue`; on a GPU-like device as
+    /// [`Retention::msr_epilogue_into`].
     pub fn msr_epilogue<T: CpuElement>(
         &self,
         o: &HostTensor<T>,
         g: &HostTensor<T>,
         eps: f64,
     ) -> Result<HostTensor<T>> {
+        if self.gpu().is_some() {
+            return self.msr_epilogue_via_device(o, g, eps);
+        }
         cpu::msr_epilogue(o, g, eps)
     }
 

@@ -5,8 +5,7 @@
 //! `[1,ΣT,H,·]` with N sequences.
 //!
 //! On `Device::Cpu` the fast CPU kernels run (they still allocate their results, which are
-//! then copied into the outputs). The MSR epilogue runs on the CPU only for now: on GPU-like
-//! devices it is [`RetentionError::Unsupported`] until its kernel lands with the training work.
+//! then copied into the outputs). The MSR epilogue and its backward are in `epilogue_device`.
 
 use half::{bf16, f16};
 use kernel_gen::KernelOp;
@@ -40,7 +39,7 @@ macro_rules! by_dtype {
 
 impl Retention {
     /// The stream to run on: `stream`, checked to be this device's, or the default.
-    fn stream_for(&self, stream: Option<&Stream>) -> Result<Stream> {
+    pub(crate) fn stream_for(&self, stream: Option<&Stream>) -> Result<Stream> {
         match stream {
             Some(s) if s.device() == self.device() => Ok(s.clone()),
             Some(s) => Err(RetentionError::WrongDevice {
@@ -56,14 +55,7 @@ impl Retention {
     fn check_qkv(&self, (q, k, v): Qkv<'_>, o: &DeviceTensor) -> Result<(RetentionShape, Dtype)> {
         let [b, t, h, dk] = rank4(q, "q", "K")?;
         let [.., dv] = rank4(v, "v", "V")?;
-        let dtype = q
-            .dtype()
-            .float()
-            .ok_or_else(|| RetentionError::DtypeMismatch {
-                tensor: "q".into(),
-                expected: "f32, f16 or bf16".into(),
-                got: q.dtype().to_string(),
-            })?;
+        let dtype = float_dtype(q, "q")?;
         let s = RetentionShape::new(b, t, h, dk, dv)?;
         let d = self.device();
         q.expect("q", d, dtype.into(), &s.qk_shape())?;
@@ -291,38 +283,6 @@ impl Retention {
         dl::chunkwise_varlen(&cx, spec, s.heads, n, &a, Region::of(&dev))
     }
 
-    /// The MSR epilogue `out = RMSNorm_head(o) ⊙ swish(g)` (eps ≥ 0) on CPU tensors.
-    ///
-    /// # Errors
-    /// [`RetentionError::Unsupported`] on GPU-like devices (the GPU kernel comes with the
-    /// training work); shape, dtype or device mismatches; a bad eps.
-    pub fn msr_epilogue_into(
-        &self,
-        o: &DeviceTensor,
-        g: &DeviceTensor,
-        eps: f64,
-        out: &mut DeviceTensor,
-    ) -> Result<()> {
-        if self.gpu().is_some() {
-            return Err(RetentionError::Unsupported {
-                what: "MSR epilogue".into(),
-                value: self.device().name(),
-                reason: "its GPU kernel is not written yet; run it on the CPU".into(),
-            });
-        }
-        let dtype = o
-            .dtype()
-            .float()
-            .ok_or_else(|| RetentionError::DtypeMismatch {
-                tensor: "o".into(),
-                expected: "f32, f16 or bf16".into(),
-                got: o.dtype().to_string(),
-            })?;
-        g.expect("g", self.device(), o.dtype(), o.shape())?;
-        out.expect("out", self.device(), o.dtype(), o.shape())?;
-        by_dtype!(dtype, cpu_epilogue, o, g, eps, out)
-    }
-
     fn check_states(
         &self,
         h0: Option<&DeviceTensor>,
@@ -369,7 +329,19 @@ fn seq_args(qkv: Qkv<'_>, h0: Option<&DeviceTensor>, (o, ht): OutState<'_>) -> S
     }
 }
 
-fn rank4(t: &DeviceTensor, name: &str, last: &str) -> Result<[usize; 4]> {
+/// The float dtype of `t` (named `name` in the error).
+pub(crate) fn float_dtype(t: &DeviceTensor, name: &str) -> Result<Dtype> {
+    t.dtype()
+        .float()
+        .ok_or_else(|| RetentionError::DtypeMismatch {
+            tensor: name.into(),
+            expected: "f32, f16 or bf16".into(),
+            got: t.dtype().to_string(),
+        })
+}
+
+/// The four dims of `t` (`[B, T, H, last]`), or a shape error naming it.
+pub(crate) fn rank4(t: &DeviceTensor, name: &str, last: &str) -> Result<[usize; 4]> {
     <[usize; 4]>::try_from(t.shape()).map_err(|_| RetentionError::ShapeMismatch {
         tensor: name.into(),
         expected: format!("rank 4 [B, T, H, {last}]"),
@@ -411,14 +383,4 @@ fn cpu_chunkwise<T: CpuElement>(
     };
     host_view::write(o, &out)?;
     host_view::write(ht, &state)
-}
-
-fn cpu_epilogue<T: CpuElement>(
-    o: &DeviceTensor,
-    g: &DeviceTensor,
-    eps: f64,
-    out: &mut DeviceTensor,
-) -> Result<()> {
-    let y = cpu::msr_epilogue(&host_view::read::<T>(o)?, &host_view::read::<T>(g)?, eps)?;
-    host_view::write(out, &y)
 }

@@ -5,7 +5,8 @@
 //! On `Device::Cpu` these run the fast CPU kernels (`retention_kernels::cpu`): multi-threaded,
 //! gemm-based, f32 accumulation. The GPU backward kernels are not built yet: on
 //! `Device::Emulated` and `Device::Cuda` every op here returns
-//! [`RetentionError::Unsupported`] naming the op — never a wrong answer, never a panic.
+//! [`RetentionError::Unsupported`] naming the op — never a wrong answer, never a panic —
+//! except the epilogue's backward, whose kernel runs there (`epilogue_device`).
 //!
 //! The device-tensor form is `chunkwise_backward_into` (`training_device`, CPU tensors only);
 //! the other backwards have none yet.
@@ -221,9 +222,12 @@ impl Retention {
     /// Gradients of [`Retention::msr_epilogue`] (y = RMSNorm_head(o) ⊙ swish(g)) for the
     /// upstream gradient `dy` `[B, T, H, V]`: do and dg in the input dtype, computed in f32.
     ///
+    /// On GPU-like devices the epilogue family's backward kernel runs
+    /// ([`Retention::msr_epilogue_backward_into`]: upload, run, download).
+    ///
     /// # Errors
-    /// Shape mismatches of o, g, `dy`; eps not finite or negative;
-    /// [`RetentionError::Unsupported`] on a GPU-like device.
+    /// Shape mismatches of o, g, `dy`; eps not finite or negative; on a GPU-like device V
+    /// beyond what its kernel serves.
     pub fn msr_epilogue_backward<T: CpuElement>(
         &self,
         o: &HostTensor<T>,
@@ -231,7 +235,10 @@ impl Retention {
         eps: f64,
         dy: &HostTensor<T>,
     ) -> Result<EpilogueGradients<T>> {
-        self.backward_on_cpu_only("msr_epilogue_backward")?;
+        if self.gpu().is_some() {
+            let (d_o, dg) = self.msr_epilogue_backward_via_device((o, g, dy), eps)?;
+            return Ok(EpilogueGradients { d_o, dg });
+        }
         cpu::msr_epilogue_backward(o, g, eps, dy)
     }
 }

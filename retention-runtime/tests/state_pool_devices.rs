@@ -10,22 +10,12 @@ use retention_kernels::cpu::CpuElement;
 use retention_kernels::reference::{self, RetentionParams};
 use retention_runtime::{Device, MemoryPool, StateConfig, StatePool};
 
+mod common;
+use common::devices;
+
 const H: usize = 2;
 const K: usize = 64;
 const V: usize = 64;
-
-fn devices() -> Vec<Device> {
-    let mut all = vec![
-        Device::Cpu,
-        Device::Emulated(Arch::Sm80),
-        Device::Emulated(Arch::Sm90),
-    ];
-    match Device::cuda(0) {
-        Ok(gpu) => all.push(gpu),
-        Err(e) => eprintln!("no CUDA device here, so no CUDA run: {e}"),
-    }
-    all
-}
 
 fn check_output(what: &str, dtype: Dtype, got: &[f64], want: &[f64]) {
     match dtype {

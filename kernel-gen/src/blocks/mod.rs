@@ -8,3 +8,4 @@ pub mod decay;
 pub mod fma;
 pub mod global;
 pub mod staging;
+pub mod warp_sum;

@@ -1,5 +1,6 @@
 //! The kernel families — decode, chunkwise (one-pass, varlen, and phase 2 of two-phase),
-//! two-phase (its plan and phase 1), parallel, and the softmax-attention decode baseline —
+//! two-phase (its plan and phase 1), parallel, the softmax-attention decode baseline, and the
+//! gated MSR epilogue (forward and backward) —
 //! each validating its spec first. Families are written in the building blocks
 //! ([`crate::blocks`]) and the retention math ([`crate::math`]) and never import each
 //! other; [`crate::registry`] routes a spec to its family. See ARCHITECTURE.md.
@@ -13,6 +14,7 @@ mod attention_spec;
 pub mod chunkwise;
 pub mod decode;
 mod decode_phases;
+pub mod epilogue;
 pub mod parallel;
 pub mod two_phase;
 
