@@ -4,6 +4,7 @@
 //! adding a family is one row in [`FAMILIES`] (see ARCHITECTURE.md).
 
 use crate::dsl::Kernel;
+use crate::kernels::chunkwise_backward;
 use crate::kernels::{attention_decode, chunkwise, decode, parallel, two_phase};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
@@ -28,7 +29,7 @@ pub struct Family {
 }
 
 /// Every family, one row each.
-pub const FAMILIES: [Family; 5] = [
+pub const FAMILIES: [Family; 6] = [
     Family {
         name: "decode",
         ops: &[KernelOp::Decode],
@@ -77,6 +78,19 @@ pub const FAMILIES: [Family; 5] = [
         param_names: attention_decode::param_names,
         plan: attention_plan,
         generate: attention_generate,
+    },
+    Family {
+        name: "chunkwise_backward",
+        ops: &[
+            KernelOp::ChunkwiseBackwardDq,
+            KernelOp::ChunkwiseBackwardDk,
+            KernelOp::ChunkwiseBackwardDv,
+        ],
+        validate: chunkwise_backward::validate,
+        launch_geometry: chunkwise_backward::launch_geometry,
+        param_names: chunkwise_backward::param_names,
+        plan: chunkwise_backward::plan,
+        generate: chunkwise_backward::generate,
     },
 ];
 

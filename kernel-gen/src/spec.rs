@@ -40,11 +40,18 @@ pub enum KernelOp {
     /// Phase 2 of the two-phase chunkwise forward: each segment's initial state folded from
     /// H0 and the workspace, then the chunk loop over the segment (the chunkwise family's segmented mode).
     ChunkwiseSegmented,
+    /// Chunkwise backward, dQ: a forward walk over chunks carrying the state Rᵀ (the
+    /// `chunkwise_backward` family, `kernels::chunkwise_backward`).
+    ChunkwiseBackwardDq,
+    /// Chunkwise backward, dK: a reverse walk over chunks carrying the adjoint dRᵀ.
+    ChunkwiseBackwardDk,
+    /// Chunkwise backward, dV and dH0: a reverse walk over chunks carrying the adjoint dR.
+    ChunkwiseBackwardDv,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 8] = [
+    pub const ALL: [KernelOp; 11] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -53,6 +60,9 @@ impl KernelOp {
         KernelOp::Parallel,
         KernelOp::ChunkStates,
         KernelOp::ChunkwiseSegmented,
+        KernelOp::ChunkwiseBackwardDq,
+        KernelOp::ChunkwiseBackwardDk,
+        KernelOp::ChunkwiseBackwardDv,
     ];
 
     /// Lower-case name, used in entry names.
@@ -66,6 +76,9 @@ impl KernelOp {
             KernelOp::Parallel => "parallel",
             KernelOp::ChunkStates => "chunk_states",
             KernelOp::ChunkwiseSegmented => "chunkwise_segmented",
+            KernelOp::ChunkwiseBackwardDq => "chunkwise_bwd_dq",
+            KernelOp::ChunkwiseBackwardDk => "chunkwise_bwd_dk",
+            KernelOp::ChunkwiseBackwardDv => "chunkwise_bwd_dv",
         }
     }
 }
@@ -298,6 +311,23 @@ impl KernelSpec {
     ) -> Self {
         KernelSpec {
             op: KernelOp::ChunkwiseSegmented,
+            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
+        }
+    }
+
+    /// One of the three chunkwise-backward kernels (`op` one of
+    /// [`KernelOp::ChunkwiseBackwardDq`], `…Dk`, `…Dv`; the family validates it).
+    pub fn chunkwise_backward(
+        op: KernelOp,
+        k: u32,
+        v: u32,
+        chunk: u32,
+        gammas: GammaSet,
+        dtype: Dtype,
+        arch: Arch,
+    ) -> Self {
+        KernelSpec {
+            op,
             ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod attention;
 pub mod chunkwise;
+pub mod chunkwise_backward;
 pub mod decode;
 pub mod io;
 pub mod parallel;

@@ -6,5 +6,6 @@
 
 pub mod decay;
 pub mod fma;
+pub mod fma_weighted;
 pub mod global;
 pub mod staging;

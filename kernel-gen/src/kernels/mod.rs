@@ -11,6 +11,7 @@ mod attention_merge;
 mod attention_plan;
 mod attention_spec;
 pub mod chunkwise;
+pub mod chunkwise_backward;
 pub mod decode;
 mod decode_phases;
 pub mod parallel;
