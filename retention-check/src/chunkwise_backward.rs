@@ -13,12 +13,7 @@ use retention_runtime::launch_target::LaunchTarget;
 
 use crate::io::{emu_dtype, gammas_for, input_buffer, output_values, position, tensor};
 
-/// The three ops, in launch order.
-pub const OPS: [KernelOp; 3] = [
-    KernelOp::ChunkwiseBackwardDq,
-    KernelOp::ChunkwiseBackwardDk,
-    KernelOp::ChunkwiseBackwardDv,
-];
+pub use kernel_gen::kernels::chunkwise_backward::OPS;
 
 /// One backward problem.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -56,6 +56,12 @@ use crate::{GenError, LaunchGeometry};
 
 /// Kernel chunk lengths served (the forward catalog's chunks that hold whole on chip).
 pub const SUPPORTED_CHUNKS: [u32; 2] = [32, 64];
+/// The three ops of the family, in launch order (dq, dk, dv).
+pub const OPS: [KernelOp; 3] = [
+    KernelOp::ChunkwiseBackwardDq,
+    KernelOp::ChunkwiseBackwardDk,
+    KernelOp::ChunkwiseBackwardDv,
+];
 /// Rows of P staged per block of xᵀ and yᵀ.
 pub const P_BLOCK: u32 = 64;
 /// Threads per CTA.
