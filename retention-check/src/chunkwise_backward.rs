@@ -3,7 +3,9 @@
 //! f64 reference backward (`reference::chunkwise_backward` on the dtype-rounded inputs, any
 //! reference chunk: the gradients do not depend on it) with the forward's tolerances
 //! (ARCHITECTURE §4 and §7): dq, dk, dv ≤ 1e-5 max relative (f32) or 5e-3 relative RMSE
-//! (f16/bf16), dH0 ≤ 1e-5 max relative.
+//! (f16/bf16), dH0 ≤ 1e-5 max relative, and d log γ (the three kernels' partials summed per
+//! head in f64) within 1e-5 of the sum of its terms' magnitudes (the reference backward on
+//! |inputs|, as the CPU backward's tests bound it).
 
 use kernel_gen::emu::{Buffer, Dtype as EmuDtype, EmuReport, Launch, Param};
 use kernel_gen::{KernelOp, KernelSpec, launch_geometry, param_names};
@@ -41,6 +43,10 @@ pub struct BackwardCheck {
     pub grad_errors: [f64; 3],
     /// Max relative error of dH0.
     pub dh0_error: f64,
+    /// Largest |d log γ_h − reference| / Σ|terms|_h over the heads.
+    pub dlog_gamma_error: f64,
+    /// d log γ per head as the kernels computed it (partials summed in f64).
+    pub dlog_gamma: Vec<f64>,
     /// Reports of the dq, dk and dv launches (emulated targets only).
     pub reports: Vec<EmuReport>,
 }
@@ -57,6 +63,12 @@ impl BackwardCheck {
         }
         if self.dh0_error.is_nan() || self.dh0_error > 1e-5 {
             return Some(format!("dh0 error {:.2e} > 1e-5", self.dh0_error));
+        }
+        if self.dlog_gamma_error.is_nan() || self.dlog_gamma_error > 1e-5 {
+            return Some(format!(
+                "d log gamma error {:.2e} > 1e-5 of its terms",
+                self.dlog_gamma_error
+            ));
         }
         let uninit: u64 = self.reports.iter().map(|r| r.shared_uninit_reads).sum();
         (uninit > 0).then(|| format!("{uninit} reads of shared memory nothing had written"))
@@ -128,11 +140,13 @@ pub fn check_case(
         case.with_dht.then_some(&dht),
     )
     .map_err(|e| e.to_string())?;
+    let bound = terms_magnitude(spec, &inputs, (b, h, t), &params, case)?;
 
     let log2: Vec<f32> = (0..h).map(|i| gammas.log2(i) as f32).collect();
     let mut grad_errors = [0.0; 3];
     let mut dh0_error = 0.0;
     let mut reports = Vec::new();
+    let mut dlog_gamma = vec![0.0; h];
     for (i, op) in OPS.into_iter().enumerate() {
         let s = KernelSpec { op, ..*spec };
         let out_len = b
@@ -148,14 +162,10 @@ pub fn check_case(
         } else {
             case.with_dht.then_some(&inputs.dht)
         };
-        let mut launch = build_launch(
-            &s,
-            (b, h, t),
-            &inputs,
-            (state_in, out_len),
-            &log2,
-            case.scale,
-        )?;
+        let slices = launch_geometry(&s, 1, h as u32)
+            .map_err(|e| e.to_string())?
+            .grid[2] as usize;
+        let mut launch = build_launch(&s, (b, h, t), &inputs, (state_in, out_len), &log2, case)?;
         let report = target.execute(&s, &mut launch).map_err(|e| e.to_string())?;
         if let Some(r) = report.emulated() {
             reports.push(r.clone());
@@ -167,6 +177,13 @@ pub fn check_case(
                 .buffer(position(&names, "p_grad", &s)?)
                 .ok_or("the gradient argument is not a buffer")?,
         );
+        let partials = launch
+            .buffer(position(&names, "p_dlog_gamma", &s)?)
+            .ok_or("the d log gamma argument is not a buffer")?
+            .to_f32();
+        for (i, chunk) in partials.chunks(slices * 256).enumerate() {
+            dlog_gamma[i % h] += chunk.iter().map(|&x| f64::from(x)).sum::<f64>();
+        }
         let want_grad = [&want.dq, &want.dk, &want.dv][i].data();
         grad_errors[i] = match spec.dtype {
             Dtype::F32 => reference::max_rel_diff(&got, want_grad),
@@ -183,11 +200,48 @@ pub fn check_case(
             dh0_error = reference::max_rel_diff(&got_dh0, want.dh0.data());
         }
     }
+    let dlog_gamma_error = dlog_gamma
+        .iter()
+        .zip(want.dlog_gamma.data())
+        .zip(bound)
+        .map(|((g, w), b)| (g - w).abs() / b.max(1e-300))
+        .fold(0.0, f64::max);
     Ok(BackwardCheck {
         grad_errors,
         dh0_error,
+        dlog_gamma_error,
+        dlog_gamma,
         reports,
     })
+}
+
+/// Σ|terms| of d log γ per head: the reference backward on |inputs| with |s|.
+fn terms_magnitude(
+    spec: &KernelSpec,
+    inputs: &Inputs,
+    (b, h, t): (usize, usize, usize),
+    params: &RetentionParams,
+    case: BackwardCase,
+) -> Result<Vec<f64>, String> {
+    let (k, v) = (spec.k as usize, spec.v as usize);
+    let abs = |shape: Vec<usize>, x: &[f64]| {
+        tensor(shape, &x.iter().map(|y| y.abs()).collect::<Vec<_>>())
+    };
+    let abs_params = RetentionParams::new(params.gammas.clone(), Some(case.scale.abs()));
+    let state = abs(vec![b, h, k, v], &inputs.h0)?;
+    let dht = abs(vec![b, h, k, v], &inputs.dht)?;
+    let g = reference::chunkwise_backward(
+        &abs(vec![b, t, h, k], &inputs.q)?,
+        &abs(vec![b, t, h, k], &inputs.k)?,
+        &abs(vec![b, t, h, v], &inputs.v)?,
+        &abs_params,
+        case.reference_chunk,
+        case.with_h0.then_some(&state),
+        &abs(vec![b, t, h, v], &inputs.d_o)?,
+        case.with_dht.then_some(&dht),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(g.dlog_gamma.data().to_vec())
 }
 
 /// The launch of one kernel, its arguments filled by name.
@@ -197,11 +251,12 @@ fn build_launch(
     inputs: &Inputs,
     (state_in, out_len): (Option<&Vec<f64>>, usize),
     log2: &[f32],
-    scale: f64,
+    case: BackwardCase,
 ) -> Result<Launch, String> {
     let geometry = launch_geometry(spec, b as u32, h as u32).map_err(|e| e.to_string())?;
     let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
         .dynamic_shared(geometry.dynamic_smem_bytes);
+    let ws_len = geometry.grid.iter().product::<u32>() as usize * 256;
     let f32_buffer = |x: &[f64]| Buffer::from_f32(&x.iter().map(|&y| y as f32).collect::<Vec<_>>());
     for name in param_names(spec) {
         launch = launch.arg(match name {
@@ -212,8 +267,11 @@ fn build_launch(
             "p_grad" => Param::Buffer(Buffer::zeros(emu_dtype(spec.dtype), out_len).output()),
             "p_state" => state_in.map_or(Param::U64(0), |s| Param::Buffer(f32_buffer(s))),
             "p_dh0" => Param::Buffer(Buffer::zeros(EmuDtype::F32, inputs.h0.len()).output()),
+            "p_h0" if case.with_h0 => Param::Buffer(f32_buffer(&inputs.h0)),
+            "p_h0" => Param::U64(0),
+            "p_dlog_gamma" => Param::Buffer(Buffer::zeros(EmuDtype::F32, ws_len).output()),
             "p_t" => Param::U32(t as u32),
-            "p_scale" => Param::F32(scale as f32),
+            "p_scale" => Param::F32(case.scale as f32),
             "p_heads" => Param::U32(h as u32),
             "p_log2_gamma" => Param::Buffer(Buffer::from_f32(log2)),
             other => {

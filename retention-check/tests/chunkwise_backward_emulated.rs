@@ -45,6 +45,10 @@ fn run(
         got.grad_errors[2],
         got.dh0_error
     );
+    eprintln!(
+        "  d log gamma {:?}: error {:.2e} of its terms",
+        got.dlog_gamma, got.dlog_gamma_error
+    );
     if let Some(why) = got.failure(s.dtype) {
         panic!("{s} {c:?}: {why}");
     }
@@ -114,10 +118,11 @@ fn widest_heads_on_sm80_take_32_column_slices() {
 }
 
 /// Bytes each kernel moves (exact dims, full and partial chunks alike: rows past a chunk are
-/// never read), per (row, head): dq reads dO and v (P = V) once per column slice of K and its
-/// k slice, H0, and log2 γ (each of the 256 threads of a CTA loads it: the emulator counts
-/// 1 KiB per CTA that a GPU serves from one broadcast sector); dk likewise with dH_T; dv
-/// reads k and q (P = K) per slice of V, dO once, dH_T, and writes dV and dH0.
+/// never read), per (row, head): dq reads dO and v (P = V) once per column slice of K, its
+/// k slice, q (for d log γ), H0, and log2 γ (each of the 256 threads of a CTA loads it: the
+/// emulator counts 1 KiB per CTA that a GPU serves from one broadcast sector); dk likewise
+/// with k and dH_T; dv reads k and q (P = K) per slice of V, dO once, dH_T and H0 (for
+/// d log γ), and writes dV and dH0. Each CTA writes its 256 d log γ partials (1 KiB).
 #[test]
 fn global_traffic_matches_the_model_and_is_stated_against_the_minimum() {
     let (k, v, t) = (64usize, 128usize, 64usize);
@@ -148,11 +153,15 @@ fn global_traffic_matches_the_model_and_is_stated_against_the_minimum() {
     );
     let gamma = 4 * 256;
     let want_read = [
-        t * (2 * v * sq + k) * es + kv4 + gamma * sq,
-        t * (2 * v * sk + k) * es + kv4 + gamma * sk,
-        t * (2 * k * sv + v) * es + kv4 + gamma * sv,
+        t * (2 * v * sq + 2 * k) * es + kv4 + gamma * sq,
+        t * (2 * v * sk + 2 * k) * es + kv4 + gamma * sk,
+        t * (2 * k * sv + v) * es + 2 * kv4 + gamma * sv,
     ];
-    let want_written = [t * k * es, t * k * es, t * v * es + kv4];
+    let want_written = [
+        t * k * es + gamma * sq,
+        t * k * es + gamma * sk,
+        t * v * es + kv4 + gamma * sv,
+    ];
     for (i, r) in got.reports.iter().enumerate() {
         assert_eq!(
             r.global_bytes_read as usize,
@@ -166,19 +175,20 @@ fn global_traffic_matches_the_model_and_is_stated_against_the_minimum() {
         );
     }
     let moved: usize =
-        want_read.iter().chain(&want_written).sum::<usize>() - gamma * (sq + sk + sv);
+        want_read.iter().chain(&want_written).sum::<usize>() - 2 * gamma * (sq + sk + sv);
     // Minimum: q, k, v, dO and both states read once; dq, dk, dv and dH0 written once.
     let minimum = t * (2 * k + 2 * v) * es + 2 * kv4 + t * (2 * k + v) * es + kv4;
     let ratio = moved as f64 / minimum as f64;
     // Per token (long sequences): each kernel re-reads its P-dim operands once per column
-    // slice (1 for dq and dk here, 2 for dv): (2V + K) + (2V + K) + (4K + V) + writes (2K + V)
-    // against (2K + 2V) + (2K + V).
-    let per_token = ((2 * v * sq + k) + (2 * v * sk + k) + (2 * k * sv + v) + (2 * k + v)) as f64
+    // slice (1 for dq and dk here, 2 for dv), and dq, dk read q, k again for d log γ:
+    // (2V + 2K) + (2V + 2K) + (4K + V) + writes (2K + V) against (2K + 2V) + (2K + V).
+    let per_token = ((2 * v * sq + 2 * k) + (2 * v * sk + 2 * k) + (2 * k * sv + v) + (2 * k + v))
+        as f64
         / ((2 * k + 2 * v) + (2 * k + v)) as f64;
     eprintln!(
         "chunkwise backward K={k} V={v} T={t} bf16: {moved} B per (row, head) against a \
          minimum of {minimum} B: {ratio:.2}x ({per_token:.2}x per token at long T)"
     );
-    assert!(ratio < 1.7, "{ratio}");
-    assert_eq!(per_token, 2.0);
+    assert!(ratio < 2.0, "{ratio}");
+    assert_eq!(per_token, 2.2);
 }

@@ -4,6 +4,7 @@
 
 use retention_core::Dtype;
 
+use super::dlog_gamma;
 use super::{BackwardLayout, P_BLOCK, Role, THREADS, column_slice, layout, padded_dims};
 use crate::GenError;
 use crate::blocks::decay::{self, heads_and_log2_gamma};
@@ -25,6 +26,8 @@ struct Params {
     grad: ParamRef,
     state: ParamRef,
     dh0: Option<ParamRef>,
+    h0: Option<ParamRef>,
+    dlog: ParamRef,
     t: ParamRef,
     scale: ParamRef,
     runtime: Option<(ParamRef, ParamRef)>,
@@ -39,6 +42,8 @@ fn declare_params(kb: &mut KernelBuilder, role: Role, runtime: bool) -> Params {
         grad: kb.param("p_grad", Ty::U64),
         state: kb.param("p_state", Ty::U64),
         dh0: (role == Role::Dv).then(|| kb.param("p_dh0", Ty::U64)),
+        h0: (role == Role::Dv).then(|| kb.param("p_h0", Ty::U64)),
+        dlog: kb.param("p_dlog_gamma", Ty::U64),
         t: kb.param("p_t", Ty::U32),
         scale: kb.param("p_scale", Ty::F32),
         runtime: runtime.then(|| {
@@ -153,6 +158,13 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
         Role::Dk => (&p.v, &p.d_o, &p.q, Scaled::Y),
         Role::Dv => (&p.k, &p.q, &p.d_o, Scaled::Y),
     };
+    let own = match role {
+        Role::Dq => Some(kb.global_ptr(&p.q)),
+        Role::Dk => Some(kb.global_ptr(&p.k)),
+        Role::Dv => None,
+    };
+    let t_last = kb.max(seq_len, 1u32);
+    let t_last = kb.sub(t_last, 1u32);
     let ptrs = Ptrs {
         x: kb.global_ptr(x),
         y: kb.global_ptr(y),
@@ -160,6 +172,9 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
         grad: kb.global_ptr(&p.grad),
         scale: kb.ld_param(&p.scale),
         scaled,
+        own,
+        dlg: kb.mov(Ty::F32, 0.0f32),
+        t_last: kb.cvt(Ty::F32, t_last, Some(Rounding::Rn)),
     };
     chunk_loop(
         &mut kb,
@@ -172,10 +187,17 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
         (tok0, seq_len),
     );
 
-    if let Some(dh0) = &p.dh0 {
-        kb.comment("dH0 = S when asked for");
+    if let (Some(dh0), Some(h0)) = (&p.dh0, &p.h0) {
+        kb.comment("dH0 = S when asked for; d log gamma's T <H0, dH0>");
         move_state(&mut kb, role, &cta, &d, dh0, StateMove::Store);
+        move_state(&mut kb, role, &cta, &d, h0, StateMove::Dot(ptrs.dlg));
+        let tf = kb.cvt(Ty::F32, seq_len, Some(Rounding::Rn));
+        let scaled = kb.mul(ptrs.dlg, tf);
+        kb.assign(ptrs.dlg, scaled);
     }
+    kb.comment("this thread's d log gamma partial, when asked for");
+    let (_, n) = padded_dims(spec);
+    dlog_gamma::store_partial(&mut kb, &p.dlog, ptrs.dlg, n / d.ns);
     kb.ret();
     kb.finish()
 }
@@ -195,6 +217,12 @@ struct Ptrs {
     grad: Reg,
     scale: Reg,
     scaled: Scaled,
+    /// q (dq kernel) or k (dk kernel): the input paired with the gradient in d log γ.
+    own: Option<Reg>,
+    /// This thread's d log γ partial (f32).
+    dlg: Reg,
+    /// T − 1 as f32.
+    t_last: Reg,
 }
 
 /// The decay table γ^d = 2^(d log2 γ), d = 0..=C (relative exponents only).
@@ -213,11 +241,13 @@ fn decay_table(kb: &mut KernelBuilder, cta: &Cta, lay: &BackwardLayout, c: u32, 
     });
 }
 
-/// Whether [`move_state`] fills S from global memory or writes it there.
+/// Whether [`move_state`] fills S from global memory, writes it there, or adds
+/// ⟨global, S⟩ to a register.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum StateMove {
     Load,
     Store,
+    Dot(Reg),
 }
 
 /// Move S `[Pd][Ns]` (offset 0 of shared memory) from or to the `[K,V]` f32 state of (b, h) at
@@ -238,7 +268,7 @@ fn move_state(
     let ptr = kb.global_ptr(param);
     let ptr = kb.add(ptr, cta.bh_bytes);
     let skip = kb.label();
-    if dir == StateMove::Store {
+    if dir != StateMove::Load {
         kb.bra_if(given, true, skip);
     }
     let ns_shift = d.ns.trailing_zeros();
@@ -271,6 +301,13 @@ fn move_state(
                 kb.guarded(ok, false, |kb| {
                     let x = kb.ld(Space::Shared, Ty::F32, Address::reg(sat, 0));
                     kb.st(Space::Global, Address::reg(gat, 0), x);
+                });
+            }
+            StateMove::Dot(acc) => {
+                kb.guarded(ok, false, |kb| {
+                    let x = kb.ld(Space::Shared, Ty::F32, Address::reg(sat, 0));
+                    let g = kb.ld(Space::Global, Ty::F32, Address::reg(gat, 0));
+                    kb.fma_into(acc, x, g, acc);
                 });
             }
         }
@@ -315,7 +352,7 @@ fn chunk_loop(
         let remaining = kb.sub(seq_len, c0);
         let len = kb.min(remaining, c);
         let tok_c = kb.add(tok0, c0);
-        let ch = Chunk { tok_c, len };
+        let ch = Chunk { tok_c, len, c0 };
 
         kb.comment("stage w [C, Ns] (zeros past L and N); zero the score and state-term tiles");
         stage_w_tile(kb, dtype, cta, d, lay, ptrs, &stage_w, &ch);
@@ -342,6 +379,8 @@ fn chunk_loop(
 struct Chunk {
     tok_c: Reg,
     len: Reg,
+    /// First token of the chunk within its sequence.
+    c0: Reg,
 }
 
 /// Stage w `[C][Ns]` as f32, zeros past L and past N.
@@ -631,13 +670,22 @@ fn write_gradient(
         let col_bytes = kb.mul_wide(col, d.es);
         let off = kb.mad_wide(th, d.ng * d.es, col_bytes);
         let mut g_at = kb.add(ptrs.grad, off);
+        let mut own_at = ptrs.own.map(|own| kb.add(own, off));
         for r in 0..4u32 {
             if r > 0 {
                 g_at = kb.add(g_at, tok_stride);
+                own_at = own_at.map(|at| kb.add(at, tok_stride));
             }
             let i = kb.add(pc.row, r);
             let inside = kb.setp(Cmp::Lt, i, ch.len);
             let limit = row_limit(kb, inside, d.ng);
+            if let Some(own_at) = own_at {
+                let pos = kb.add(ch.c0, i);
+                let w = dlog_gamma::weight(kb, pos, ptrs.t_last);
+                let own = (own_at, col, limit, d.ng);
+                let negate = role == Role::Dk;
+                dlog_gamma::add_row(kb, dtype, ptrs.dlg, w, own, &acc[r as usize], negate);
+            }
             let addr = Address::reg(g_at, 0);
             store_from_f32_masked(kb, dtype, addr, &acc[r as usize], col, limit, d.ng);
         }

@@ -32,9 +32,14 @@
 //! | 4 | `p_grad`       | dq, dk `[B,T,H,K]` or dv `[B,T,H,V]` (written, dtype)         |
 //! | 5 | `p_state`      | dq: H0; dk, dv: dH_T; 0 for none                              |
 //! | 6 | `p_dh0`        | dv only: dH0 (written), or 0                                  |
-//! | 7 | `p_t`          | `.u32` T                                                      |
-//! | 8 | `p_scale`      | `.f32` s                                                      |
-//! | 9 | `p_heads`, `p_log2_gamma` | runtime-γ variant only (as the forward's)          |
+//! | 7 | `p_h0`         | dv only: H0 for d log γ's T⟨H0, dH0⟩, or 0                    |
+//! | 8 | `p_dlog_gamma` | f32 `[B,H,slices,256]` d log γ partials (written), or 0       |
+//! | 9 | `p_t`          | `.u32` T                                                      |
+//! | 10 | `p_scale`     | `.f32` s                                                      |
+//! | 11 | `p_heads`, `p_log2_gamma` | runtime-γ variant only (as the forward's)         |
+//!
+//! d log γ: see the `dlog_gamma` module's identity; each kernel adds its terms from the f32
+//! gradients it holds and writes per-thread partials, which the caller sums per head in f64.
 //!
 //! Shared memory (f32): the state `[P][Ns]`, xᵀ and yᵀ in blocks of 64 of the P rows
 //! (`[64][C]` each), w `[C][Ns]`, the raw then masked scores `[C][C]` (stored `[j][i]`), the
@@ -46,6 +51,7 @@
 //! shared byte is read unwritten; inputs of every dtype are widened to f32 as staged and
 //! every product accumulates in f32 (the FMA path, 256 threads).
 
+mod dlog_gamma;
 pub mod fma;
 
 use crate::error::unsupported;
@@ -233,9 +239,9 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     let mut names = vec!["p_q", "p_k", "p_v", "p_do", "p_grad", "p_state"];
     if Role::of(spec.op) == Some(Role::Dv) {
-        names.push("p_dh0");
+        names.extend(["p_dh0", "p_h0"]);
     }
-    names.extend(["p_t", "p_scale"]);
+    names.extend(["p_dlog_gamma", "p_t", "p_scale"]);
     if spec.gammas == GammaSet::Runtime {
         names.extend(["p_heads", "p_log2_gamma"]);
     }
@@ -261,17 +267,21 @@ pub fn launch_geometry(
     })
 }
 
-/// The plan of one launch: the FMA path, no workspace (nothing saved, states recomputed).
+/// The plan of one launch: the FMA path; nothing saved by the forward (states are
+/// recomputed), and the workspace is the d log γ partials, one f32 per thread of every CTA
+/// (`p_dlog_gamma`, needed only when d log γ is asked for).
 ///
 /// # Errors
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
+    let geometry = launch_geometry(spec, size.rows, size.heads)?;
+    let ctas: u64 = geometry.grid.iter().map(|&g| u64::from(g)).product();
     Ok(KernelPlan {
         spec: *spec,
         path: KernelPath::Fma,
         value_slice: column_slice(spec),
-        geometry: launch_geometry(spec, size.rows, size.heads)?,
-        workspace_bytes: 0,
+        geometry,
+        workspace_bytes: ctas * u64::from(THREADS) * 4,
         params: param_names(spec),
     })
 }
