@@ -33,6 +33,7 @@ pub mod cuda_target;
 mod device;
 mod device_launch;
 mod gpu;
+mod gpu_backward;
 mod gpu_chunkwise;
 mod gpu_decode;
 mod gpu_parallel;

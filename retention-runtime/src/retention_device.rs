@@ -40,7 +40,7 @@ macro_rules! by_dtype {
 
 impl Retention {
     /// The stream to run on: `stream`, checked to be this device's, or the default.
-    fn stream_for(&self, stream: Option<&Stream>) -> Result<Stream> {
+    pub(crate) fn stream_for(&self, stream: Option<&Stream>) -> Result<Stream> {
         match stream {
             Some(s) if s.device() == self.device() => Ok(s.clone()),
             Some(s) => Err(RetentionError::WrongDevice {
@@ -53,7 +53,11 @@ impl Retention {
     }
 
     /// Checks q, k, v (and o) on this device; returns the shape and dtype.
-    fn check_qkv(&self, (q, k, v): Qkv<'_>, o: &DeviceTensor) -> Result<(RetentionShape, Dtype)> {
+    pub(crate) fn check_qkv(
+        &self,
+        (q, k, v): Qkv<'_>,
+        o: &DeviceTensor,
+    ) -> Result<(RetentionShape, Dtype)> {
         let [b, t, h, dk] = rank4(q, "q", "K")?;
         let [.., dv] = rank4(v, "v", "V")?;
         let dtype = q
@@ -75,7 +79,7 @@ impl Retention {
         Ok((s, dtype))
     }
 
-    fn ctx<'a>(
+    pub(crate) fn ctx<'a>(
         &'a self,
         exec: &'a Executor,
         stream: &'a Stream,
@@ -323,7 +327,7 @@ impl Retention {
         by_dtype!(dtype, cpu_epilogue, o, g, eps, out)
     }
 
-    fn check_states(
+    pub(crate) fn check_states(
         &self,
         h0: Option<&DeviceTensor>,
         ht: &DeviceTensor,
