@@ -11,9 +11,12 @@ use kernel_gen::emu::{Buffer, Dtype as EmuDtype, EmuReport, Launch, Param};
 use kernel_gen::{KernelOp, KernelSpec, launch_geometry, param_names};
 use retention_core::{Dtype, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
-use retention_runtime::launch_target::LaunchTarget;
+use retention_runtime::launch_target::{LaunchReport, LaunchTarget};
 
-use crate::io::{emu_dtype, gammas_for, input_buffer, output_values, position, tensor};
+use crate::EmuCheck;
+use crate::io::{
+    check_heads, emu_dtype, gammas_for, input_buffer, output_values, position, tensor,
+};
 
 pub use kernel_gen::kernels::chunkwise_backward::OPS;
 
@@ -49,6 +52,46 @@ pub struct BackwardCheck {
     pub dlog_gamma: Vec<f64>,
     /// Reports of the dq, dk and dv launches (emulated targets only).
     pub reports: Vec<EmuReport>,
+    /// The dv launch's report, emulated or measured.
+    pub last_report: Option<LaunchReport>,
+}
+
+/// The case `retention verify` runs a backward spec with: one row, the spec's heads (3 for
+/// runtime γ), a full kernel chunk and a partial one, H0 and dH_T, reference chunk 7.
+pub fn problem_case(spec: &KernelSpec) -> BackwardCase {
+    let c = spec.chunk.unwrap_or(1) as usize;
+    BackwardCase {
+        batch: 1,
+        heads: check_heads(spec),
+        t: c + 5,
+        reference_chunk: 7,
+        with_h0: true,
+        with_dht: true,
+        scale: 0.29,
+    }
+}
+
+/// Emulated work (rows × heads × T × K × V, three kernels): decides whether a sampled run
+/// emulates a spec.
+pub fn cost(spec: &KernelSpec) -> usize {
+    let c = problem_case(spec);
+    3 * c.batch * c.heads * c.t * spec.k as usize * spec.v as usize
+}
+
+/// Run the three kernels of `spec`'s (K, V, chunk, gammas, dtype, arch) on [`problem_case`]
+/// as one verdict: the output error is the worst of dq, dk, dv, the state error the worst of
+/// dH0 and d log γ (both held to 1e-5).
+///
+/// # Errors
+/// As [`check_case`].
+pub fn check(spec: &KernelSpec, target: &dyn LaunchTarget, seed: u64) -> Result<EmuCheck, String> {
+    let got = check_case(spec, target, problem_case(spec), seed)?;
+    Ok(EmuCheck {
+        o_error: got.grad_errors.iter().copied().fold(0.0, f64::max),
+        state_error: got.dh0_error.max(got.dlog_gamma_error),
+        unwritten_shared_reads: got.reports.iter().map(|r| r.shared_uninit_reads).sum(),
+        report: got.last_report,
+    })
 }
 
 impl BackwardCheck {
@@ -146,6 +189,7 @@ pub fn check_case(
     let mut grad_errors = [0.0; 3];
     let mut dh0_error = 0.0;
     let mut reports = Vec::new();
+    let mut last_report = None;
     let mut dlog_gamma = vec![0.0; h];
     for (i, op) in OPS.into_iter().enumerate() {
         let s = KernelSpec { op, ..*spec };
@@ -170,6 +214,7 @@ pub fn check_case(
         if let Some(r) = report.emulated() {
             reports.push(r.clone());
         }
+        last_report = Some(report);
         let names = param_names(&s);
         let got = output_values(
             spec.dtype,
@@ -212,6 +257,7 @@ pub fn check_case(
         dlog_gamma_error,
         dlog_gamma,
         reports,
+        last_report,
     })
 }
 

@@ -383,6 +383,26 @@ struct Chunk {
     c0: Reg,
 }
 
+/// Where a stager's rows of a token-major tensor are: the tensor column of the thread's
+/// first element (`stage.col + col0`), its byte offset from the tensor's start in the chunk's
+/// first round, and the bytes between rounds (rows are `row_bytes` long, H per token).
+fn staged_rows(
+    kb: &mut KernelBuilder,
+    cta: &Cta,
+    stage: &Stager,
+    (ch, col0): (&Chunk, Reg),
+    row_bytes: u32,
+    es: u32,
+) -> (Reg, Reg, Reg) {
+    let col = kb.add(stage.col, col0);
+    let col_bytes = kb.mul_wide(col, es);
+    let tok = kb.add(ch.tok_c, stage.row);
+    let th = kb.mad_lo(tok, cta.heads, cta.h);
+    let off = kb.mad_wide(th, row_bytes, col_bytes);
+    let step = kb.mul_wide(cta.heads, stage.rows_per_round * row_bytes);
+    (col, off, step)
+}
+
 /// Stage w `[C][Ns]` as f32, zeros past L and past N.
 #[allow(clippy::too_many_arguments)]
 fn stage_w_tile(
@@ -395,13 +415,8 @@ fn stage_w_tile(
     stage: &Stager,
     ch: &Chunk,
 ) {
-    let col = kb.add(stage.col, cta.n0);
-    let col_bytes = kb.mul_wide(col, d.es);
-    let tok = kb.add(ch.tok_c, stage.row);
-    let th = kb.mad_lo(tok, cta.heads, cta.h);
-    let off = kb.mad_wide(th, d.ng * d.es, col_bytes);
+    let (col, off, step) = staged_rows(kb, cta, stage, (ch, cta.n0), d.ng * d.es, d.es);
     let first = kb.add(ptrs.w, off);
-    let step = kb.mul_wide(cta.heads, stage.rows_per_round * d.ng * d.es);
     let elem = kb.mad_lo(stage.row, d.ns, stage.col);
     let sh_off = kb.shl(elem, 2u32);
     let sh = kb.add(cta.base, sh_off);
@@ -477,12 +492,7 @@ fn stage_xy(
     p0: Reg,
 ) {
     let c = d.c;
-    let col = kb.add(stage.col, p0);
-    let col_bytes = kb.mul_wide(col, d.es);
-    let tok = kb.add(ch.tok_c, stage.row);
-    let th = kb.mad_lo(tok, cta.heads, cta.h);
-    let off = kb.mad_wide(th, d.pg * d.es, col_bytes);
-    let step = kb.mul_wide(cta.heads, stage.rows_per_round * d.pg * d.es);
+    let (col, off, step) = staged_rows(kb, cta, stage, (ch, p0), d.pg * d.es, d.es);
     let elem = kb.mad_lo(stage.col, c, stage.row);
     let sh_off = kb.shl(elem, 2u32);
     let sh = kb.add(cta.base, sh_off);
