@@ -330,17 +330,22 @@ fn emulated_chunkwise_backward_matches_the_reference() {
     check::<bf16>();
 }
 
-/// The device-tensor form on CPU tensors writes exactly the host form's gradients, and
-/// checks its outputs' shapes.
+/// The device-tensor form on CPU tensors and on the emulated GPU writes exactly the host
+/// form's gradients on the same device, and checks its outputs' shapes.
 #[test]
 fn device_tensor_backward_equals_the_host_form() {
+    device_tensor_backward_on(&Device::Cpu);
+    device_tensor_backward_on(&Device::Emulated(kernel_gen::Arch::Sm90));
+}
+
+fn device_tensor_backward_on(device: &Device) {
     use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
     let case = Case::<f32>::new((2, 7, 2, 8, 4), 2);
-    let ret = Retention::new(&Device::Cpu, params(2)).unwrap();
+    let ret = Retention::new(device, params(2)).unwrap();
     let want = ret
         .chunkwise_backward(case.qkv(), 3, Some(&case.h0), &case.d_o, Some(&case.d_ht))
         .unwrap();
-    let stream = Stream::default_for(&Device::Cpu).unwrap();
+    let stream = Stream::default_for(device).unwrap();
     let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
     let (q, k, v, d_o, h0, d_ht) = (
         up(&case.q),
@@ -351,7 +356,7 @@ fn device_tensor_backward_equals_the_host_form() {
         up(&case.d_ht),
     );
     let zeros = |shape: &[usize]| {
-        DeviceTensor::zeros(ret.memory(), &Device::Cpu, DeviceDtype::F32, shape).unwrap()
+        DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, shape).unwrap()
     };
     let (mut dq, mut dk, mut dv) = (
         zeros(&[2, 7, 2, 8]),
