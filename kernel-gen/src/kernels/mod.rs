@@ -1,6 +1,6 @@
 //! The kernel families — decode, chunkwise (one-pass, varlen, and phase 2 of two-phase),
-//! two-phase (its plan and phase 1), parallel, and the softmax-attention decode baseline —
-//! each validating its spec first. Families are written in the building blocks
+//! two-phase (its plan and phase 1), parallel, the chunkwise backward (dq, dk, dv), and the
+//! softmax-attention decode baseline — each validating its spec first. Families are written in the building blocks
 //! ([`crate::blocks`]) and the retention math ([`crate::math`]) and never import each
 //! other; [`crate::registry`] routes a spec to its family. See ARCHITECTURE.md.
 
