@@ -189,6 +189,12 @@ fn global_traffic_matches_the_model_and_is_stated_against_the_minimum() {
         "chunkwise backward K={k} V={v} T={t} bf16: {moved} B per (row, head) against a \
          minimum of {minimum} B: {ratio:.2}x ({per_token:.2}x per token at long T)"
     );
+    let predicted: Vec<String> = got
+        .reports
+        .iter()
+        .map(|r| format!("{:.1} us", r.predicted_h100_seconds * 1e6))
+        .collect();
+    eprintln!("predicted (emulator time model, not measured) H100 dq/dk/dv: {predicted:?}");
     assert!(ratio < 2.0, "{ratio}");
     assert_eq!(per_token, 2.2);
 }
