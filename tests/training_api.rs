@@ -2,8 +2,9 @@
 //! `msr_epilogue_backward`) on `Device::Cpu` against the f64 reference backward, with the CPU
 //! backward's tolerances: f32 gradients 1e-5 max relative, bf16 5e-3 relative RMSE, dH0
 //! (f32) 1e-5 max relative; d log γ within 1e-5 of Σ|terms| (the reference on |inputs|, as
-//! `retention-kernels/tests/cpu_backward.rs` explains). GPU-like devices refuse with a typed
-//! error, and bad shapes are typed errors.
+//! `retention-kernels/tests/cpu_backward.rs` explains). On the emulated GPU the chunkwise
+//! backward runs the GPU kernels with the same tolerances; its other training ops refuse
+//! with a typed error, and bad shapes are typed errors.
 
 use half::bf16;
 use retention::{
@@ -285,11 +286,6 @@ fn gpu_like_devices_refuse_with_a_typed_error() {
     };
     let d_o = &case.d_o;
     refused(
-        "chunkwise_backward",
-        ret.chunkwise_backward(case.qkv(), 2, None, d_o, None)
-            .map(drop),
-    );
-    refused(
         "parallel_backward",
         ret.parallel_backward(case.qkv(), d_o).map(drop),
     );
@@ -302,21 +298,6 @@ fn gpu_like_devices_refuse_with_a_typed_error() {
         "chunkwise_for_training",
         ret.chunkwise_for_training(case.qkv(), 2, None).map(drop),
     );
-    let stream = retention::Stream::default_for(&device).unwrap();
-    let upload = || retention::DeviceTensor::upload(ret.memory(), &case.q, &stream).unwrap();
-    let t = upload();
-    let (mut a, mut b, mut c, mut d, mut e) = (upload(), upload(), upload(), upload(), upload());
-    let out = retention::GradientsInto {
-        dq: &mut a,
-        dk: &mut b,
-        dv: &mut c,
-        dh0: &mut d,
-        dlog_gamma: &mut e,
-    };
-    refused(
-        "chunkwise_backward_into",
-        ret.chunkwise_backward_into((&t, &t, &t), None, (&t, None), out, (2, None)),
-    );
     // The epilogue's backward has its GPU kernel: it runs there and meets the reference.
     let (o, dy) = (&case.v, &case.v);
     let got = ret.msr_epilogue_backward(o, o, 1e-6, dy).unwrap();
@@ -328,17 +309,47 @@ fn gpu_like_devices_refuse_with_a_typed_error() {
     }
 }
 
-/// The device-tensor form on CPU tensors writes exactly the host form's gradients, and
-/// checks its outputs' shapes.
+/// On the emulated GPU, `chunkwise_backward` runs kernel-gen's chunkwise-backward kernels
+/// through the device API (`chunkwise_backward_into`; kernel chunk 64, while the user's chunk
+/// 3 gives the same gradients) and meets the reference with the CPU forms' tolerances, for
+/// f32 and bf16, with H0, dH_T, a sharded head offset (runtime γ) and a partial last chunk.
+#[test]
+fn emulated_chunkwise_backward_matches_the_reference() {
+    fn check<T: CpuElement>() {
+        let case = Case::<T>::new((2, 70, 2, 16, 8), 2);
+        let p = params(2);
+        let device = Device::Emulated(kernel_gen::Arch::Sm80);
+        let ret = Retention::new(&device, p.clone()).unwrap();
+        let want = case.reference(&p, None, false);
+        let bound = case.reference(&p, None, true);
+        let (h0, d_ht) = (Some(&case.h0), Some(&case.d_ht));
+        let got = ret
+            .chunkwise_backward(case.qkv(), 3, h0, &case.d_o, d_ht)
+            .unwrap();
+        assert_gradients(&format!("emulated {:?}", T::DTYPE), &got, &want, &bound);
+        let err = ret.chunkwise_backward(case.qkv(), 0, h0, &case.d_o, d_ht);
+        assert!(matches!(err, Err(RetentionError::ZeroChunk)), "{err:?}");
+    }
+    check::<f32>();
+    check::<bf16>();
+}
+
+/// The device-tensor form on CPU tensors and on the emulated GPU writes exactly the host
+/// form's gradients on the same device, and checks its outputs' shapes.
 #[test]
 fn device_tensor_backward_equals_the_host_form() {
+    device_tensor_backward_on(&Device::Cpu);
+    device_tensor_backward_on(&Device::Emulated(kernel_gen::Arch::Sm90));
+}
+
+fn device_tensor_backward_on(device: &Device) {
     use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
     let case = Case::<f32>::new((2, 7, 2, 8, 4), 2);
-    let ret = Retention::new(&Device::Cpu, params(2)).unwrap();
+    let ret = Retention::new(device, params(2)).unwrap();
     let want = ret
         .chunkwise_backward(case.qkv(), 3, Some(&case.h0), &case.d_o, Some(&case.d_ht))
         .unwrap();
-    let stream = Stream::default_for(&Device::Cpu).unwrap();
+    let stream = Stream::default_for(device).unwrap();
     let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
     let (q, k, v, d_o, h0, d_ht) = (
         up(&case.q),
@@ -349,7 +360,7 @@ fn device_tensor_backward_equals_the_host_form() {
         up(&case.d_ht),
     );
     let zeros = |shape: &[usize]| {
-        DeviceTensor::zeros(ret.memory(), &Device::Cpu, DeviceDtype::F32, shape).unwrap()
+        DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, shape).unwrap()
     };
     let (mut dq, mut dk, mut dv) = (
         zeros(&[2, 7, 2, 8]),

@@ -3,7 +3,7 @@
 use retention_core::Dtype;
 
 use crate::Arch;
-use crate::kernels::{chunkwise, parallel};
+use crate::kernels::{chunkwise, chunkwise_backward, parallel};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 
 /// The gamma sets of the default catalog: the paper's head counts (8, 10, 16), 32 for the
@@ -29,6 +29,7 @@ pub fn default_catalog() -> Vec<KernelSpec> {
     specs.extend(attention_catalog());
     specs.extend(parallel_catalog());
     specs.extend(two_phase_catalog());
+    specs.extend(chunkwise_backward_catalog());
     specs.extend(epilogue_catalog());
     specs
 }
@@ -139,6 +140,30 @@ pub fn chunkwise_catalog() -> Vec<KernelSpec> {
                                     ..spec
                                 });
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    specs
+}
+
+/// The chunkwise backward (dq, dk, dv kernels) for every (K, V) of [`CHUNKWISE_HEAD_DIMS`],
+/// the forward catalog's chunks that the family serves
+/// ([`chunkwise_backward::SUPPORTED_CHUNKS`]), every dtype and default gamma set, sm_80 and
+/// sm_90.
+pub fn chunkwise_backward_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for (k, v) in CHUNKWISE_HEAD_DIMS {
+            for c in chunkwise_backward::SUPPORTED_CHUNKS {
+                for dtype in Dtype::ALL {
+                    for gammas in DEFAULT_GAMMA_SETS {
+                        for op in chunkwise_backward::OPS {
+                            specs.push(KernelSpec::chunkwise_backward(
+                                op, k, v, c, gammas, dtype, arch,
+                            ));
                         }
                     }
                 }

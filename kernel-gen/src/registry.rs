@@ -4,6 +4,7 @@
 //! adding a family is one row in [`FAMILIES`] (see ARCHITECTURE.md).
 
 use crate::dsl::Kernel;
+use crate::kernels::chunkwise_backward;
 use crate::kernels::{attention_decode, chunkwise, decode, epilogue, parallel, two_phase};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
@@ -86,6 +87,19 @@ pub const FAMILIES: [Family; 6] = [
         param_names: epilogue::param_names,
         plan: epilogue::plan,
         generate: epilogue::generate,
+    },
+    Family {
+        name: "chunkwise_backward",
+        ops: &[
+            KernelOp::ChunkwiseBackwardDq,
+            KernelOp::ChunkwiseBackwardDk,
+            KernelOp::ChunkwiseBackwardDv,
+        ],
+        validate: chunkwise_backward::validate,
+        launch_geometry: chunkwise_backward::launch_geometry,
+        param_names: chunkwise_backward::param_names,
+        plan: chunkwise_backward::plan,
+        generate: chunkwise_backward::generate,
     },
 ];
 

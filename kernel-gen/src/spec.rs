@@ -45,11 +45,18 @@ pub enum KernelOp {
     Epilogue,
     /// The epilogue's backward: do and dg from dy.
     EpilogueBackward,
+    /// Chunkwise backward, dQ: a forward walk over chunks carrying the state Rᵀ (the
+    /// `chunkwise_backward` family, `kernels::chunkwise_backward`).
+    ChunkwiseBackwardDq,
+    /// Chunkwise backward, dK: a reverse walk over chunks carrying the adjoint dRᵀ.
+    ChunkwiseBackwardDk,
+    /// Chunkwise backward, dV and dH0: a reverse walk over chunks carrying the adjoint dR.
+    ChunkwiseBackwardDv,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 10] = [
+    pub const ALL: [KernelOp; 13] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -60,6 +67,9 @@ impl KernelOp {
         KernelOp::ChunkwiseSegmented,
         KernelOp::Epilogue,
         KernelOp::EpilogueBackward,
+        KernelOp::ChunkwiseBackwardDq,
+        KernelOp::ChunkwiseBackwardDk,
+        KernelOp::ChunkwiseBackwardDv,
     ];
 
     /// Lower-case name, used in entry names.
@@ -75,6 +85,9 @@ impl KernelOp {
             KernelOp::ChunkwiseSegmented => "chunkwise_segmented",
             KernelOp::Epilogue => "epilogue",
             KernelOp::EpilogueBackward => "epilogue_backward",
+            KernelOp::ChunkwiseBackwardDq => "chunkwise_bwd_dq",
+            KernelOp::ChunkwiseBackwardDk => "chunkwise_bwd_dk",
+            KernelOp::ChunkwiseBackwardDv => "chunkwise_bwd_dv",
         }
     }
 }
@@ -335,6 +348,23 @@ impl KernelSpec {
         KernelSpec {
             op: KernelOp::EpilogueBackward,
             ..*self
+        }
+    }
+
+    /// One of the three chunkwise-backward kernels (`op` one of
+    /// [`KernelOp::ChunkwiseBackwardDq`], `…Dk`, `…Dv`; the family validates it).
+    pub fn chunkwise_backward(
+        op: KernelOp,
+        k: u32,
+        v: u32,
+        chunk: u32,
+        gammas: GammaSet,
+        dtype: Dtype,
+        arch: Arch,
+    ) -> Self {
+        KernelSpec {
+            op,
+            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
         }
     }
 

@@ -78,6 +78,17 @@ fn default_catalog_has_every_combination_once() {
         ),
         (180, 840, 840, 210, 410, 410, 24, 24, 24, 24)
     );
+    // Chunkwise backward, each of dq, dk, dv: the 7 (K, V) pairs x C in {32, 64} x 3 dtypes
+    // x 5 gamma sets x 2 archs.
+    assert_eq!(
+        [
+            KernelOp::ChunkwiseBackwardDq,
+            KernelOp::ChunkwiseBackwardDk,
+            KernelOp::ChunkwiseBackwardDv
+        ]
+        .map(count),
+        [420; 3]
+    );
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
     assert_eq!(entries.len(), cat.len());
@@ -90,7 +101,10 @@ fn default_catalog_has_every_combination_once() {
             | KernelOp::ChunkwiseVarlen
             | KernelOp::Parallel
             | KernelOp::ChunkStates
-            | KernelOp::ChunkwiseSegmented => {
+            | KernelOp::ChunkwiseSegmented
+            | KernelOp::ChunkwiseBackwardDq
+            | KernelOp::ChunkwiseBackwardDk
+            | KernelOp::ChunkwiseBackwardDv => {
                 assert!(s.chunk.is_some(), "{s}");
             }
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {

@@ -10,6 +10,7 @@
 
 pub mod attention;
 pub mod chunkwise;
+pub mod chunkwise_backward;
 pub mod decode;
 pub mod epilogue;
 pub mod io;

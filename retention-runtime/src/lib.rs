@@ -36,6 +36,7 @@ mod device;
 mod device_launch;
 mod epilogue_device;
 mod gpu;
+mod gpu_backward;
 mod gpu_chunkwise;
 mod gpu_decode;
 mod gpu_parallel;

@@ -52,7 +52,11 @@ impl Retention {
     }
 
     /// Checks q, k, v (and o) on this device; returns the shape and dtype.
-    fn check_qkv(&self, (q, k, v): Qkv<'_>, o: &DeviceTensor) -> Result<(RetentionShape, Dtype)> {
+    pub(crate) fn check_qkv(
+        &self,
+        (q, k, v): Qkv<'_>,
+        o: &DeviceTensor,
+    ) -> Result<(RetentionShape, Dtype)> {
         let [b, t, h, dk] = rank4(q, "q", "K")?;
         let [.., dv] = rank4(v, "v", "V")?;
         let dtype = float_dtype(q, "q")?;
@@ -67,7 +71,7 @@ impl Retention {
         Ok((s, dtype))
     }
 
-    fn ctx<'a>(
+    pub(crate) fn ctx<'a>(
         &'a self,
         exec: &'a Executor,
         stream: &'a Stream,
@@ -283,7 +287,7 @@ impl Retention {
         dl::chunkwise_varlen(&cx, spec, s.heads, n, &a, Region::of(&dev))
     }
 
-    fn check_states(
+    pub(crate) fn check_states(
         &self,
         h0: Option<&DeviceTensor>,
         ht: &DeviceTensor,

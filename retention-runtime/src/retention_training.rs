@@ -3,13 +3,13 @@
 //! gated MSR epilogue.
 //!
 //! On `Device::Cpu` these run the fast CPU kernels (`retention_kernels::cpu`): multi-threaded,
-//! gemm-based, f32 accumulation. The GPU backward kernels are not built yet: on
-//! `Device::Emulated` and `Device::Cuda` every op here returns
-//! [`RetentionError::Unsupported`] naming the op — never a wrong answer, never a panic —
-//! except the epilogue's backward, whose kernel runs there (`epilogue_device`).
+//! gemm-based, f32 accumulation. On `Device::Emulated` and `Device::Cuda`,
+//! [`Retention::chunkwise_backward`] runs the GPU kernels (`gpu_backward`) and the epilogue's
+//! backward its kernel (`epilogue_device`); every other op here returns
+//! [`RetentionError::Unsupported`] naming the op — never a wrong answer, never a panic.
 //!
-//! The device-tensor form is `chunkwise_backward_into` (`training_device`, CPU tensors only);
-//! the other backwards have none yet.
+//! The device-tensor form is `chunkwise_backward_into` (`training_device`); the other
+//! backwards have none yet.
 //!
 //! What the forward saves: [`Retention::chunkwise_for_training`] keeps the f32 state entering
 //! every chunk, K·V·4/C bytes per token-head (K = V = 128, C = 64: 1 KiB), so the backward
@@ -86,11 +86,13 @@ impl Retention {
 
     /// Gradients of [`Retention::chunkwise`] with chunk `chunk` (any chunk ≥ 1) for the
     /// upstream gradient `d_o` `[B, T, H, V]` and optional `d_ht` `[B, H, K, V]` f32, with
-    /// optional initial state `h0`. The chunk states are recomputed from k, v and h0.
+    /// optional initial state `h0`. The chunk states are recomputed from k, v and h0. On a
+    /// GPU-like device the chunkwise-backward kernels run (through the device API: upload,
+    /// run, download).
     ///
     /// # Errors
-    /// Zero chunk, shape mismatches (of q, k, v, h0, `d_o`, `d_ht`), gammas, scale;
-    /// [`RetentionError::Unsupported`] on a GPU-like device.
+    /// Zero chunk, shape mismatches (of q, k, v, h0, `d_o`, `d_ht`), gammas, scale; on a GPU
+    /// a (K, V) no backward kernel serves.
     pub fn chunkwise_backward<T: CpuElement>(
         &self,
         (q, k, v): HostQkv<'_, T>,
@@ -99,7 +101,9 @@ impl Retention {
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("chunkwise_backward")?;
+        if self.gpu().is_some() {
+            return self.chunkwise_backward_via_device((q, k, v), chunk, h0, d_o, d_ht);
+        }
         cpu::chunkwise_backward(q, k, v, self.params(), chunk, h0, d_o, d_ht).map(Into::into)
     }
 

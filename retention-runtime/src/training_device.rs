@@ -1,7 +1,7 @@
-//! The device-tensor form of the chunkwise backward ([`Retention::chunkwise_backward_into`]),
-//! on `Device::Cpu` only: as the CPU forms of the device API, the fast CPU kernels run on host
-//! views of the tensors and their results are copied into the caller's outputs. GPU-like
-//! devices return [`RetentionError::Unsupported`] until the GPU backward exists.
+//! The device-tensor form of the chunkwise backward ([`Retention::chunkwise_backward_into`]).
+//! On `Device::Cpu`, as the CPU forms of the device API, the fast CPU kernels run on host
+//! views of the tensors and their results are copied into the caller's outputs; GPU-like
+//! devices run kernel-gen's chunkwise-backward kernels (`gpu_backward`).
 
 use half::{bf16, f16};
 use retention_core::{Dtype, Result, RetentionError};
@@ -39,8 +39,7 @@ impl Retention {
     /// completion before returning.
     ///
     /// # Errors
-    /// [`RetentionError::Unsupported`] on a GPU-like device; a stream or tensor of another
-    /// device; dtype mismatches (q, k, v, dO share a float dtype; states and dlog_gamma f32);
+    /// A stream or tensor of another device; dtype mismatches (q, k, v, dO share a float dtype; states and dlog_gamma f32);
     /// shape mismatches of inputs or outputs; a zero chunk.
     pub fn chunkwise_backward_into(
         &self,
@@ -50,7 +49,12 @@ impl Retention {
         out: GradientsInto<'_>,
         (chunk, stream): (usize, Option<&Stream>),
     ) -> Result<()> {
-        self.backward_on_cpu_only("chunkwise_backward_into")?;
+        if chunk == 0 {
+            return Err(RetentionError::ZeroChunk);
+        }
+        if self.gpu().is_some() {
+            return self.chunkwise_backward_gpu(qkv, h0, upstream, out, stream);
+        }
         if let Some(s) = stream.filter(|s| s.device() != self.device()) {
             return Err(RetentionError::WrongDevice {
                 tensor: "stream".into(),

@@ -51,6 +51,12 @@ fn verify_emulates_parallel_specs_within_tolerance() {
 }
 
 #[test]
+fn verify_emulates_chunkwise_backward_specs_within_tolerance() {
+    // dq, dk and dv of every dtype (each check runs all three kernels).
+    verify_slice("chunkwise_bwd_dq_k64_v64_c32_runtime_", 3);
+}
+
+#[test]
 fn verify_emulates_varlen_specs_within_tolerance() {
     verify_slice("chunkwise_varlen_k64_v64_c32_runtime_", 3);
 }

@@ -6,6 +6,7 @@
 
 pub mod decay;
 pub mod fma;
+pub mod fma_weighted;
 pub mod global;
 pub mod staging;
 pub mod warp_sum;

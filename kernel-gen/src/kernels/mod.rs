@@ -1,6 +1,6 @@
 //! The kernel families — decode, chunkwise (one-pass, varlen, and phase 2 of two-phase),
-//! two-phase (its plan and phase 1), parallel, the softmax-attention decode baseline, and the
-//! gated MSR epilogue (forward and backward) —
+//! two-phase (its plan and phase 1), parallel, the chunkwise backward (dq, dk, dv), the
+//! softmax-attention decode baseline, and the gated MSR epilogue (forward and backward) —
 //! each validating its spec first. Families are written in the building blocks
 //! ([`crate::blocks`]) and the retention math ([`crate::math`]) and never import each
 //! other; [`crate::registry`] routes a spec to its family. See ARCHITECTURE.md.
@@ -12,6 +12,7 @@ mod attention_merge;
 mod attention_plan;
 mod attention_spec;
 pub mod chunkwise;
+pub mod chunkwise_backward;
 pub mod decode;
 mod decode_phases;
 pub mod epilogue;

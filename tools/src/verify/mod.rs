@@ -19,8 +19,8 @@ use crate::error::CliError;
 use crate::progress;
 use retention_check::{
     EmuCheck, attention as emulate_attention, chunkwise as emulate_chunkwise,
-    decode as emulate_decode, parallel as emulate_parallel, two_phase as emulate_two_phase,
-    varlen as emulate_varlen,
+    chunkwise_backward as emulate_backward, decode as emulate_decode, parallel as emulate_parallel,
+    two_phase as emulate_two_phase, varlen as emulate_varlen,
 };
 use row::{Row, Status};
 
@@ -83,6 +83,8 @@ enum Checker {
     TwoPhase,
     /// `retention_check::attention` (split pass and combine together, for either op).
     Attention,
+    /// `retention_check::chunkwise_backward` (dq, dk and dv together, for any of the three).
+    ChunkwiseBackward,
 }
 
 impl Checker {
@@ -101,6 +103,8 @@ impl Checker {
             Some(Checker::TwoPhase)
         } else if op == KernelOp::AttentionDecode || op == KernelOp::AttentionCombine {
             Some(Checker::Attention)
+        } else if emulate_backward::OPS.contains(&op) {
+            Some(Checker::ChunkwiseBackward)
         } else {
             None
         }
@@ -115,6 +119,7 @@ impl Checker {
             Checker::Parallel => (emulate_parallel::cost(spec), PARALLEL_BUDGET),
             Checker::TwoPhase => (emulate_two_phase::cost(spec), CHUNKWISE_BUDGET),
             Checker::Attention => (emulate_attention::cost(spec), ATTENTION_BUDGET),
+            Checker::ChunkwiseBackward => (emulate_backward::cost(spec), CHUNKWISE_BUDGET),
         }
     }
 
@@ -136,6 +141,10 @@ impl Checker {
                 (case.batch, case.heads)
             }
             Checker::Attention => emulate_attention::problem_size(spec),
+            Checker::ChunkwiseBackward => {
+                let case = emulate_backward::problem_case(spec);
+                (case.batch, case.heads)
+            }
         }
     }
 
@@ -153,6 +162,7 @@ impl Checker {
             Checker::Parallel => emulate_parallel::check(spec, module, seed),
             Checker::TwoPhase => emulate_two_phase::check(spec, module, seed),
             Checker::Attention => emulate_attention::check(spec, module, seed),
+            Checker::ChunkwiseBackward => emulate_backward::check(spec, module, seed),
         }
     }
 }
