@@ -13,6 +13,8 @@ mod attention_spec;
 pub mod chunkwise;
 pub mod decode;
 mod decode_phases;
+pub mod decode_plan;
+mod decode_stage;
 pub mod parallel;
 pub mod two_phase;
 
