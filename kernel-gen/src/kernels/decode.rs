@@ -63,7 +63,7 @@ pub use super::decode_phases::{
 };
 
 use super::decode_phases::{Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o, stream_state};
-use super::decode_stage::{StageIn, Staged, stage_inputs};
+use super::decode_stage::{StageIn, stage_inputs};
 use super::{decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
@@ -285,14 +285,9 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         s_v: &s_v,
         s_slot: &s_slot,
     };
-    let Staged {
-        sq_addr,
-        sk_addr,
-        sv_addr,
-        slot_addr,
-        t_f32,
-        t_cols,
-    } = stage_inputs(&mut kb, spec, &map, &stage_in);
+    let staged = stage_inputs(&mut kb, spec, &map, &stage_in);
+    let (sq_addr, sk_addr, slot_addr) = (staged.sq_addr, staged.sk_addr, staged.slot_addr);
+    let (sv_addr, t_f32, t_cols) = (staged.sv_addr, staged.t_f32, staged.t_cols);
     kb.bar_sync(0);
 
     let log2_gamma = match &log2_gammas {
