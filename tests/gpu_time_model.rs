@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use kernel_gen::attention_decode_plan;
 use kernel_gen::emu::{EmuReport, H100_MODEL, Launch, Workload};
 use kernel_gen::{Arch, GammaSet, KernelSpec};
+use kernel_gen::{attention_decode_plan, decode_variant};
 use retention_check as checks;
 use retention_check::attention::Case;
 use retention_check::two_phase::TwoPhaseCase;
@@ -64,7 +64,8 @@ fn num(row: &Value, key: &str) -> u32 {
 }
 
 /// One decode step of `batch` rows on `heads` heads: the catalog check's launch (2 rows of
-/// the named γ set's heads), its CTAs scaled to the row count.
+/// the named γ set's heads) of the variant the runtime picks for the batch, its CTAs scaled
+/// to the row count.
 fn decode_workload(row: &Value, registers: &Value) -> Workload {
     let (heads, dk, dv, batch) = (
         num(row, "heads"),
@@ -72,12 +73,17 @@ fn decode_workload(row: &Value, registers: &Value) -> Workload {
         num(row, "dv"),
         num(row, "batch"),
     );
-    let spec = KernelSpec::decode(
-        dk,
-        dv,
-        GammaSet::Retnet { heads },
-        dtype(row["dtype"].as_str().unwrap()),
-        Arch::Sm90,
+    // The variant the runtime launches for this batch (its value slice).
+    let spec = decode_variant(
+        &KernelSpec::decode(
+            dk,
+            dv,
+            GammaSet::Retnet { heads },
+            dtype(row["dtype"].as_str().unwrap()),
+            Arch::Sm90,
+        ),
+        batch,
+        heads,
     );
     let recorder = Recorder::new();
     checks::decode::check(&spec, &recorder, 11).unwrap();
@@ -298,7 +304,9 @@ fn h100_model_predicts_every_measured_row_within_1_5x() {
             failures.push(format!("{id}: predicted/measured = {ratio:.2}"));
         }
     }
-    assert!(checked >= 33, "only {checked} rows checked");
+    // 33 rows until the decode kernel of branch speed18 replaced the one its 7 decode rows
+    // measured (they stay in the table, excluded, until remeasured on a GPU).
+    assert!(checked >= 26, "only {checked} rows checked");
     assert!(failures.is_empty(), "outside 1.5x: {failures:?}");
 }
 

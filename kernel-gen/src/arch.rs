@@ -30,6 +30,15 @@ impl Arch {
         }
     }
 
+    /// SMs of the GPU the arch's catalog is tuned for (A100: 108, H100 SXM: 132): what launch
+    /// plans fill.
+    pub const fn sm_count(self) -> u32 {
+        match self {
+            Arch::Sm80 => 108,
+            Arch::Sm90 => 132,
+        }
+    }
+
     /// The `.target` name, also passed to `ptxas -arch`.
     pub const fn name(self) -> &'static str {
         match self {

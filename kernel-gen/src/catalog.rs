@@ -3,7 +3,7 @@
 use retention_core::Dtype;
 
 use crate::Arch;
-use crate::kernels::{chunkwise, chunkwise_backward, parallel};
+use crate::kernels::{chunkwise, chunkwise_backward, decode_plan, parallel};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 
 /// The gamma sets of the default catalog: the paper's head counts (8, 10, 16), 32 for the
@@ -16,7 +16,8 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
     GammaSet::Runtime,
 ];
 
-/// Decode kernels for K ∈ {64, 128, 256}, V ∈ {K, 2K}, every dtype, every default gamma set,
+/// Decode kernels for K ∈ {64, 128, 256}, V ∈ {K, 2K}, every dtype, every default gamma set
+/// (each with the wider value slices the decode plan picks for larger batches),
 /// sm_80 and sm_90, then the chunkwise forward for every [`CHUNKWISE_HEAD_DIMS`] pair and
 /// C ∈ {32, 64, 128, 256} that the sm_80 generator serves, each dense and varlen, then the
 /// attention decode baseline ([`attention_catalog`]), then the parallel forward
@@ -181,7 +182,15 @@ fn decode_catalog() -> Vec<KernelSpec> {
             for v in [k, 2 * k] {
                 for dtype in Dtype::ALL {
                     for gammas in DEFAULT_GAMMA_SETS {
-                        specs.push(KernelSpec::decode(k, v, gammas, dtype, arch));
+                        let spec = KernelSpec::decode(k, v, gammas, dtype, arch);
+                        specs.push(spec);
+                        // The wider-slice variants the plan picks for larger batches.
+                        for w in decode_plan::wider_slices(&spec) {
+                            specs.push(KernelSpec {
+                                chunk: Some(w),
+                                ..spec
+                            });
+                        }
                     }
                 }
             }

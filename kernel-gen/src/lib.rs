@@ -49,6 +49,7 @@ pub mod spec;
 pub use arch::Arch;
 pub use error::GenError;
 pub use kernels::attention_decode::{AttentionDecodePlan, plan as attention_decode_plan};
+pub use kernels::decode_plan::decode_variant;
 pub use kernels::two_phase::{TwoPhasePlan, prefer_two_phase, two_phase_plan};
 pub use plan::{KernelPath, KernelPlan, LaunchSize, plan};
 pub use spec::{GammaSet, KernelOp, KernelSpec, TileConfig, default_parallel_tile};

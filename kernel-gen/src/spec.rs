@@ -176,7 +176,8 @@ pub struct KernelSpec {
     pub k: u32,
     /// Value head dimension.
     pub v: u32,
-    /// Chunk length for chunkwise kernels; `None` for decode.
+    /// Chunk length for chunkwise kernels (the tile rows for parallel); for decode `None` (the
+    /// default value slice) or the value slice width of a wider variant.
     pub chunk: Option<u32>,
     /// Decays.
     pub gammas: GammaSet,
@@ -399,7 +400,15 @@ impl KernelSpec {
 
     /// A readable file stem: `decode_k64_v128_retnet8_f16_sm_80`.
     pub fn slug(&self) -> String {
-        let chunk = self.chunk.map_or_else(String::new, |c| format!("_c{c}"));
+        // A decode spec's `chunk` is its value slice width (see `kernels::decode_plan`).
+        let mark = if self.op == KernelOp::Decode {
+            'w'
+        } else {
+            'c'
+        };
+        let chunk = self
+            .chunk
+            .map_or_else(String::new, |c| format!("_{mark}{c}"));
         let tile = if self.tile == TileConfig::default() {
             String::new()
         } else {

@@ -29,8 +29,9 @@ fn writes_filtered_catalog_and_manifest() {
     assert!(status.success());
     let manifest: Manifest =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    // K = 64, V = 128 on sm_90: 3 dtypes x 5 gamma sets.
-    assert_eq!(manifest.kernels.len(), 15);
+    // K = 64, V = 128 on sm_90: 3 dtypes x 5 gamma sets x 2 value slices (the default 64
+    // columns and the 128-column variant the decode plan picks for larger batches).
+    assert_eq!(manifest.kernels.len(), 30);
     for e in &manifest.kernels {
         assert_eq!((e.spec.k, e.spec.v, e.spec.arch.name()), (64, 128, "sm_90"));
         assert!(e.ptxas.is_none());

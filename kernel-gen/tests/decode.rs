@@ -11,30 +11,47 @@ fn count(ptx: &str, needle: &str) -> usize {
 
 #[test]
 fn state_is_streamed_once_with_128_bit_accesses() {
-    for (k, v) in [(64, 64), (64, 128), (128, 256), (256, 512)] {
-        let s = KernelSpec::decode(k, v, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80);
+    let wide = |k, v, w| KernelSpec {
+        chunk: Some(w),
+        ..KernelSpec::decode(k, v, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80)
+    };
+    let mut specs: Vec<KernelSpec> = [(64, 64), (64, 128), (128, 256), (256, 512)]
+        .into_iter()
+        .map(|(k, v)| KernelSpec::decode(k, v, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80))
+        .collect();
+    // The wider variants the decode plan picks for larger batches.
+    specs.extend([wide(128, 256, 128), wide(256, 512, 512)]);
+    for s in specs {
+        let (k, v) = (s.k, s.v);
         let ptx = emit_ptx(&s).unwrap();
-        let rows_per_step = s.tile.rows_per_step as usize;
-        // One v4 load and one v4 store per state row a thread handles in a loop step; v and
-        // everything else is 16-bit here, so no other v4.f32 access exists.
-        assert_eq!(count(&ptx, "ld.global.v4.f32"), rows_per_step, "{s}");
-        assert_eq!(count(&ptx, "st.global.v4.f32"), rows_per_step, "{s}");
         // Steps x rows per step x row groups covers K exactly: every row once, for each of
         // the V / W value slices on grid z.
         let slice = value_slice(&s);
-        assert_eq!(slice, v.min(32.max(4096 / k)), "{s}");
+        assert_eq!(slice, s.chunk.unwrap_or(v.min(32.max(4096 / k))), "{s}");
         let geo = launch_geometry(&s, 1, 8).unwrap();
         assert_eq!(geo.grid, [1, 8, v / slice], "{s}");
         let row_groups = s.tile.threads * 4 / slice;
-        let steps = k / (row_groups * s.tile.rows_per_step);
+        let rows_per_step = s.tile.rows_per_step.min(k / row_groups);
+        let steps = k / (row_groups * rows_per_step);
         assert!(
             ptx.contains(&format!(
                 "// stream the state: {steps} steps of {rows_per_step} rows"
             )),
             "{ptx}"
         );
-        // The early exit, and for several steps the loop back edge (its trip count is known).
-        assert_eq!(count(&ptx, "bra $L"), if steps > 1 { 2 } else { 1 }, "{s}");
+        // A thread whose rows fit 32 registers loads them all before the first update (no
+        // loop); otherwise one v4 load and one v4 store per row of a loop step. v and
+        // everything else is 16-bit here, so no other v4.f32 access exists.
+        let held = steps * rows_per_step * 4 <= 32;
+        let accesses = if held {
+            steps * rows_per_step
+        } else {
+            rows_per_step
+        };
+        assert_eq!(count(&ptx, "ld.global.v4.f32"), accesses as usize, "{s}");
+        assert_eq!(count(&ptx, "st.global.v4.f32"), accesses as usize, "{s}");
+        // The early exit, and for a loop the back edge (its trip count is known).
+        assert_eq!(count(&ptx, "bra $L"), if held { 1 } else { 2 }, "{s}");
         // q, k and v arrive as bf16 and are widened before any arithmetic.
         assert!(ptx.contains("ld.global.v4.b16") && ptx.contains("cvt.f32.bf16"));
         assert!(ptx.contains("cvt.rn.bf16.f32") && ptx.contains("st.global.b16"));
@@ -88,10 +105,7 @@ fn runtime_gamma_reads_log2_gamma_and_heads() {
         "{ptx}"
     );
     assert!(ptx.contains("mad.lo.u32 %r5, %r0, %r4, %r1;"), "{ptx}");
-    // f32 v is loaded with one v4 access too (staged in shared memory): rows_per_step
-    // state loads + 1.
-    assert_eq!(
-        count(&ptx, "ld.global.v4.f32"),
-        s.tile.rows_per_step as usize + 1
-    );
+    // f32 v is loaded with one v4 access too (staged in shared memory): the thread's 4
+    // state rows (16 row groups over K = 64, all held at once) + 1.
+    assert_eq!(count(&ptx, "ld.global.v4.f32"), 4 + 1);
 }

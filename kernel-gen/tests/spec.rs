@@ -54,7 +54,9 @@ fn entry_names_are_stable_and_readable() {
 #[test]
 fn default_catalog_has_every_combination_once() {
     let cat = default_catalog();
-    // Decode: 6 (K, V) pairs x 3 dtypes x 5 gamma sets x 2 archs. Chunkwise, dense and
+    // Decode: 6 (K, V) pairs x 3 dtypes x 5 gamma sets x 2 archs, plus the wider value
+    // slices the decode plan picks for larger batches (K = 64, V = 128: 1; K = V = 128: 2;
+    // K = 128, V = 256 and K = V = 256: 3 each; K = 256, V = 512: 4) x 3 x 5 x 2. Chunkwise, dense and
     // varlen each: the 7 (K, V) pairs of the chunkwise catalog x C in {32, 64, 128, 256}
     // x 3 x 5 x 2 (sm_80 serves every one). Parallel: the 7 (K, V) pairs x 3 dtypes x 5 gamma
     // sets x 2 archs. Both two-phase ops for every dense chunkwise spec in their envelope
@@ -76,7 +78,7 @@ fn default_catalog_has_every_combination_once() {
             count(KernelOp::Epilogue),
             count(KernelOp::EpilogueBackward)
         ),
-        (180, 840, 840, 210, 410, 410, 24, 24, 24, 24)
+        (180 + 13 * 30, 840, 840, 210, 410, 410, 24, 24, 24, 24)
     );
     // Chunkwise backward, each of dq, dk, dv: the 7 (K, V) pairs x C in {32, 64} x 3 dtypes
     // x 5 gamma sets x 2 archs.
@@ -157,13 +159,18 @@ fn unsupported_specs_are_typed_errors_before_emission() {
         unsupported_field(&KernelSpec { v: 1024, ..base }),
         "head dim V"
     );
-    assert_eq!(
-        unsupported_field(&KernelSpec {
-            chunk: Some(64),
-            ..base
-        }),
-        "chunk"
-    );
+    // A decode spec's chunk names a wider value slice: none is wider than K = V = 64's
+    // default (all of V) and below 2·V, and a slice must be a power of two.
+    for w in [32, 64, 128, 48] {
+        assert_eq!(
+            unsupported_field(&KernelSpec {
+                chunk: Some(w),
+                ..base
+            }),
+            "value slice (chunk)",
+            "W = {w}"
+        );
+    }
     for heads in [0, 49] {
         let s = KernelSpec {
             gammas: GammaSet::Retnet { heads },

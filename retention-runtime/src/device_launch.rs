@@ -3,7 +3,7 @@
 //! shapes; everything here enqueues on the given stream and allocates nothing but the
 //! two-phase workspace (a pool block, cached after the first call).
 
-use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, launch_geometry};
+use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, decode_variant, launch_geometry};
 use retention_core::{Dtype, Gammas, Result, RetentionError, RetentionShape};
 
 use crate::kernel_launch::{Arg, Executor, KernelLaunch, Region};
@@ -214,12 +214,17 @@ pub(crate) fn decode(
     n: usize,
     a: DecodeArgs,
 ) -> Result<()> {
-    let spec = KernelSpec::decode(
-        dk as u32,
-        dv as u32,
-        gamma_set(cx.gammas),
-        cx.dtype,
-        cx.exec.arch(),
+    // The value slice the plan picks for this batch (ARCHITECTURE §3, decode).
+    let spec = decode_variant(
+        &KernelSpec::decode(
+            dk as u32,
+            dv as u32,
+            gamma_set(cx.gammas),
+            cx.dtype,
+            cx.exec.arch(),
+        ),
+        n as u32,
+        heads as u32,
     );
     let g = launch_geometry(&spec, n as u32, heads as u32).map_err(RetentionError::from)?;
     let mut l = launch_for(spec, &g);

@@ -3,7 +3,7 @@
 //! [`crate::device_launch`].
 
 use kernel_gen::emu::{Buffer, Launch, Param};
-use kernel_gen::{Arch, GammaSet, KernelSpec, launch_geometry};
+use kernel_gen::{Arch, GammaSet, KernelSpec, decode_variant, launch_geometry};
 use retention_core::{Dtype, Element, Gammas, HostTensor, Result, RetentionError, validate_scale};
 
 /// The emulator's element type of `dtype`.
@@ -15,16 +15,17 @@ pub(crate) fn emu_dtype(dtype: Dtype) -> kernel_gen::emu::Dtype {
     }
 }
 
-/// The decode spec serving these decays: baked immediates for an unsharded RetNet schedule,
-/// the runtime-γ variant for anything else (sharded heads, explicit lists).
+/// The decode spec serving these decays for `rows` rows of `heads` heads: baked immediates for an unsharded
+/// RetNet schedule, the runtime-γ variant for anything else (sharded heads, explicit
+/// lists), with the value slice the plan picks for the batch ([`decode_variant`]).
 pub(crate) fn decode_spec(
     gammas: &Gammas,
-    dk: usize,
-    dv: usize,
+    (rows, heads, dk, dv): (usize, usize, usize, usize),
     dtype: Dtype,
     arch: Arch,
 ) -> KernelSpec {
-    KernelSpec::decode(dk as u32, dv as u32, gamma_set(gammas), dtype, arch)
+    let base = KernelSpec::decode(dk as u32, dv as u32, gamma_set(gammas), dtype, arch);
+    decode_variant(&base, rows as u32, heads as u32)
 }
 
 pub(crate) use crate::device_launch::gamma_set;
@@ -63,8 +64,8 @@ pub(crate) fn decode_launch<T: Element>(
     (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
 ) -> Result<(KernelSpec, Launch)> {
     let dtype = dtype_of::<T>()?;
-    let spec = decode_spec(p.gammas, p.dk, p.dv, dtype, p.arch);
     let n = rows.len();
+    let spec = decode_spec(p.gammas, (n, p.heads, p.dk, p.dv), dtype, p.arch);
     let geometry =
         launch_geometry(&spec, n as u32, p.heads as u32).map_err(RetentionError::from)?;
     let scale = validate_scale(p.scale, p.dk)? as f32;

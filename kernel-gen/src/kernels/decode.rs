@@ -28,7 +28,9 @@
 //!
 //! Mapping ([`launch_geometry`]): one CTA per (row n, head h, value slice z) — grid
 //! `(N, H, ⌈V/W⌉)`, block `(threads, 1, 1)`, no dynamic shared memory. The slice width W is
-//! fixed per spec ([`value_slice`]). Columns of o only need their own columns of S, so CTA
+//! fixed per spec ([`value_slice`]): the default is the narrowest, and variants naming a
+//! wider W in `chunk` serve larger batches — `decode_plan::decode_variant` picks one from
+//! the batch, the heads and the SM count. Columns of o only need their own columns of S, so CTA
 //! (n, h, z) owns state columns `zW..(z+1)W` of S and writes o's columns `zW..(z+1)W`: no
 //! cross-CTA reduction, and a small batch still fills the GPU (N = 1, H = 8, V = 512: 128
 //! CTAs instead of 8). Thread t owns the cw adjacent state columns `zW + cw·c..zW + cw·c+cw`
@@ -39,8 +41,11 @@
 //! multiple of V elements, so cw·4 bytes is the widest alignment every row guarantees). q·s
 //! and k (K values each) are staged in shared memory as f32 by every slice's CTA (the only
 //! extra traffic of the split: (⌈V/W⌉ − 1)·2K elements per row and head), the v slice once
-//! by the first row group, and the row's slot (and runtime log2 γ_h) once by thread 0; the R
-//! partial outputs per column are summed through shared memory at the end.
+//! by the first row group, and the row's slot (and runtime log2 γ_h) once by thread 0 — all
+//! of these loads issued before any is used (`decode_stage`), so they cost one round trip.
+//! A thread whose rows fit 32 registers loads all of them before updating any (one more
+//! round trip); longer streams walk `rows_per_step` rows per step. The R partial outputs
+//! per column are summed through shared memory at the end.
 //!
 //! Tails (emitted only for dims that have them, so K, V powers of two keep the unmasked
 //! kernel): when W does not divide V, columns at or past V are masked — their state and v
@@ -53,13 +58,12 @@
 //! named gamma set log2 γ_h is an f32 immediate chosen per head, for runtime γ it is loaded,
 //! so both variants compute the same decay from the same log2 γ.
 
-use retention_core::Dtype;
-
-pub use super::decode_phases::{column_width, value_slice, value_slices};
-
-use super::decode_phases::{
-    Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o, stage_v, stream_state,
+pub use super::decode_phases::{
+    column_width, default_value_slice, slice_allowed, value_slice, value_slices,
 };
+
+use super::decode_phases::{Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o, stream_state};
+use super::decode_stage::{StageIn, stage_inputs};
 use super::{decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
@@ -95,9 +99,6 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             format!("decode serves V in 1..={MAX_V}"),
         ));
     }
-    if let Some(c) = spec.chunk {
-        return Err(unsupported("chunk", c, "decode takes no chunk (None)"));
-    }
     if let GammaSet::Retnet { heads } = spec.gammas
         && !(1..=48).contains(&heads)
     {
@@ -120,6 +121,19 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "tile rows_per_step",
             t.rows_per_step,
             "one of 1, 2, 4, 8",
+        ));
+    }
+    if let Some(w) = spec.chunk
+        && !slice_allowed(spec, w)
+    {
+        return Err(unsupported(
+            "value slice (chunk)",
+            w,
+            format!(
+                "a power of two wider than the default slice {} and below 2·V, at most {} column groups",
+                default_value_slice(spec),
+                t.threads
+            ),
         ));
     }
     Ok(())
@@ -153,21 +167,6 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
         names.extend(["p_heads", "p_log2_gamma"]);
     }
     names
-}
-
-/// Load one element of `dtype` at `addr` and widen it to f32.
-fn load_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Reg {
-    match dtype {
-        Dtype::F32 => kb.ld(Space::Global, Ty::F32, addr),
-        Dtype::F16 => {
-            let h = kb.ld(Space::Global, Ty::F16, addr);
-            kb.cvt(Ty::F32, h, None)
-        }
-        Dtype::Bf16 => {
-            let h = kb.ld(Space::Global, Ty::Bf16, addr);
-            kb.cvt(Ty::F32, h, None)
-        }
-    }
 }
 
 /// log2 γ_h: the named set's immediate for head `h`, chosen by a `selp` chain.
@@ -269,50 +268,26 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.sub(v_dim, col0)
     });
 
-    kb.comment("stage q*scale and k in shared memory as f32");
     let scale = kb.ld_param(&p_scale);
-    let t_bytes = kb.mul_wide(t, esize);
-    let tq = kb.add(g_q, t_bytes);
-    let tk = kb.add(g_k, t_bytes);
-    let t_f32 = kb.shl(t, 2u32);
-    let sq_addr = kb.shared_addr(&s_q);
-    let sk_addr = kb.shared_addr(&s_k);
-    let sq_t = kb.add(sq_addr, t_f32);
-    let sk_t = kb.add(sk_addr, t_f32);
-    for first in (0..k_dim).step_by(threads as usize) {
-        let stage = |kb: &mut KernelBuilder| {
-            let off = i64::from(first * esize);
-            let qx = load_f32(kb, spec.dtype, Address::reg(tq, off));
-            let kx = load_f32(kb, spec.dtype, Address::reg(tk, off));
-            let qs = kb.mul(qx, scale);
-            kb.st(Space::Shared, Address::reg(sq_t, i64::from(first * 4)), qs);
-            kb.st(Space::Shared, Address::reg(sk_t, i64::from(first * 4)), kx);
-        };
-        if first + threads > k_dim {
-            let inside = kb.setp(Cmp::Lt, t, k_dim - first);
-            kb.guarded(inside, false, stage);
-        } else {
-            stage(&mut kb);
-        }
-    }
-
-    let (sv_addr, t_cols) = stage_v(&mut kb, spec, &map, t, g_v, cols_left, &s_v);
-
-    kb.comment("thread 0 stages the row's slot (and log2 gamma_h) for the whole CTA");
-    let slot_addr = kb.shared_addr(&s_slot);
-    let thread0 = kb.setp(Cmp::Eq, t, 0u32);
-    kb.guarded(thread0, false, |kb| {
-        let slots = kb.global_ptr(&p_slots);
-        let slot_at = element_ptr(kb, slots, n, 4);
-        let slot = kb.ld(Space::Global, Ty::U32, Address::reg(slot_at, 0));
-        kb.st(Space::Shared, Address::reg(slot_addr, 0), slot);
-        if let Some((_, p_log2)) = &runtime {
-            let table = kb.global_ptr(p_log2);
-            let at = element_ptr(kb, table, h, 4);
-            let l = kb.ld(Space::Global, Ty::F32, Address::reg(at, 0));
-            kb.st(Space::Shared, Address::reg(slot_addr, 4), l);
-        }
-    });
+    let stage_in = StageIn {
+        t,
+        n,
+        h,
+        g_q,
+        g_k,
+        g_v,
+        cols_left,
+        scale,
+        p_slots: &p_slots,
+        p_log2_gamma: runtime.as_ref().map(|(_, p)| p),
+        s_q: &s_q,
+        s_k: &s_k,
+        s_v: &s_v,
+        s_slot: &s_slot,
+    };
+    let staged = stage_inputs(&mut kb, spec, &map, &stage_in);
+    let (sq_addr, sk_addr, slot_addr) = (staged.sq_addr, staged.sk_addr, staged.slot_addr);
+    let (sv_addr, t_f32, t_cols) = (staged.sv_addr, staged.t_f32, staged.t_cols);
     kb.bar_sync(0);
 
     let log2_gamma = match &log2_gammas {

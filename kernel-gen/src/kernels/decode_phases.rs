@@ -12,6 +12,13 @@ use crate::spec::KernelSpec;
 /// Narrowest value slice: 32 f32 columns, one 128-byte line of a state row.
 const MIN_SLICE: u32 = 32;
 
+/// State registers a thread may hold at once: when all its rows fit, every step's loads are
+/// issued before the first update.
+const PREFETCH_REGS: u32 = 32;
+
+/// A step's row masks (row inside K, cell inside the state) and loaded state pieces.
+type Loaded = (Vec<(Option<Reg>, Option<Reg>)>, Vec<Vec<Reg>>);
+
 /// State columns one thread owns side by side: 4 (one `v4.f32` access) when 4 divides V,
 /// else 2, else 1. Every row of q/k/v/o and of the state starts at a multiple of V (or K)
 /// elements, so this width is also the widest access whose alignment every row guarantees.
@@ -26,7 +33,14 @@ pub fn column_width(v: u32) -> u32 {
 }
 
 /// The value slice width W of `spec`: the state columns one CTA owns (the last slice may be
-/// partial, its missing columns masked).
+/// partial, its missing columns masked). A spec that names its slice (`chunk: Some(W)`, a
+/// variant [`super::decode_plan::decode_variant`] picks for large batches) gets that W;
+/// otherwise [`default_value_slice`].
+pub fn value_slice(spec: &KernelSpec) -> u32 {
+    spec.chunk.unwrap_or_else(|| default_value_slice(spec))
+}
+
+/// The narrowest value slice of `spec`'s head dims and tile (the catalog's default variant).
 ///
 /// W = cw·G with cw = [`column_width`] and G, the threads per state row, the power of two
 /// at or above min(V, max(32, 4·threads·rows_per_step / K)) / cw (at most `threads`): as
@@ -35,7 +49,7 @@ pub fn column_width(v: u32) -> u32 {
 /// For K and V powers of two this is min(V, max(32, 4·threads·rows_per_step / K)) and W
 /// divides V. Fixed per spec, so the PTX does not depend on the batch; the grid has
 /// ⌈V / W⌉ slices on z ([`value_slices`]).
-pub fn value_slice(spec: &KernelSpec) -> u32 {
+pub fn default_value_slice(spec: &KernelSpec) -> u32 {
     let t = spec.tile;
     let cw = column_width(spec.v.max(1));
     let one_step = 4u32
@@ -47,28 +61,23 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
     groups * cw
 }
 
+/// Whether `w` is a value slice a decode spec may name: a power of two of at least one
+/// [`column_width`] and at most one column group per thread, wider than the default slice
+/// (narrower CTAs would not stream a full step of rows each; the default itself is named by
+/// `chunk: None`, so each kernel has one spec) and under 2·V (one slice at most overhangs
+/// V).
+pub fn slice_allowed(spec: &KernelSpec, w: u32) -> bool {
+    let cw = column_width(spec.v.max(1));
+    w.is_power_of_two()
+        && w >= cw
+        && w / cw <= spec.tile.threads
+        && w > default_value_slice(spec)
+        && w < 2 * spec.v.max(1)
+}
+
 /// ⌈V / W⌉: the value slices of `spec` (grid z).
 pub fn value_slices(spec: &KernelSpec) -> u32 {
     spec.v.div_ceil(value_slice(spec))
-}
-
-/// Load `n` ∈ {1, 2, 4} consecutive elements of `dtype` in one access and widen them to f32.
-fn load_n_f32(kb: &mut KernelBuilder, dtype: Dtype, n: u32, addr: Address) -> Vec<Reg> {
-    match dtype {
-        Dtype::F32 => kb.ld_vec(Space::Global, Ty::F32, n as usize, addr),
-        Dtype::F16 | Dtype::Bf16 => {
-            let ty = if dtype == Dtype::F16 {
-                Ty::F16
-            } else {
-                Ty::Bf16
-            };
-            let halves = kb.ld_vec(Space::Global, ty, n as usize, addr);
-            halves
-                .into_iter()
-                .map(|h| kb.cvt(Ty::F32, h, None))
-                .collect()
-        }
-    }
 }
 
 /// `n` f32 registers set to 0, then loaded by `load` where `valid` holds: a masked access
@@ -159,71 +168,6 @@ impl Mapping {
     }
 }
 
-/// Stage this CTA's slice of v in shared memory as f32 (the first row group loads it, zeros
-/// past column V). Returns the shared address of `s_v` and t·cw·4 (thread t's column bytes).
-pub(super) fn stage_v(
-    kb: &mut KernelBuilder,
-    spec: &KernelSpec,
-    map: &Mapping,
-    t: Reg,
-    g_v: Reg,
-    cols_left: Option<Reg>,
-    s_v: &SharedRef,
-) -> (Reg, Reg) {
-    let (cw, col_groups, row_groups) = (map.cols, map.col_groups, map.row_groups);
-    let esize = spec.dtype.size_bytes() as u32;
-    let cols_left_op: Operand = match cols_left {
-        Some(c) => c.into(),
-        None => spec.v.into(),
-    };
-    if map.col_tail {
-        kb.comment("stage this slice of v as f32 (zeros past column V): the row groups share it");
-    } else {
-        kb.comment("stage this slice of v as f32: the row groups share it (read once per CTA)");
-    }
-    let sv_addr = kb.shared_addr(s_v);
-    let t_cols = kb.shl(t, (cw * 4).trailing_zeros()); // t·cw f32 in bytes
-    let stage = |kb: &mut KernelBuilder, group: Option<Reg>| {
-        let v_at = element_ptr(kb, g_v, t, cw * esize);
-        let load = |kb: &mut KernelBuilder| load_n_f32(kb, spec.dtype, cw, Address::reg(v_at, 0));
-        let vs = if map.col_tail {
-            // Column cw·t of this slice: inside V while cw·t < V − z·W (and t in the first
-            // row group, when the slice does not end V).
-            let c_t = kb.mul_lo(t, cw);
-            let mut inside = kb.setp(Cmp::Lt, c_t, cols_left_op);
-            if let Some(group) = group.filter(|_| cols_left.is_some()) {
-                inside = kb.and(inside, group);
-            }
-            masked_f32(kb, cw, inside, load)
-        } else {
-            load(kb) // v[cw·t..cw·t+cw]
-        };
-        let vs: Vec<Operand> = vs.into_iter().map(Operand::from).collect();
-        let sv_t = kb.add(sv_addr, t_cols);
-        (sv_t, vs)
-    };
-    if row_groups > 1 {
-        let first_group = kb.setp(Cmp::Lt, t, col_groups);
-        if map.col_tail {
-            // Guards do not nest: load under the column mask, then store under the group's.
-            let (sv_t, vs) = stage(kb, Some(first_group));
-            kb.guarded(first_group, false, |kb| {
-                kb.st_vec(Space::Shared, Ty::F32, Address::reg(sv_t, 0), &vs);
-            });
-        } else {
-            kb.guarded(first_group, false, |kb| {
-                let (sv_t, vs) = stage(kb, None);
-                kb.st_vec(Space::Shared, Ty::F32, Address::reg(sv_t, 0), &vs);
-            });
-        }
-    } else {
-        let (sv_t, vs) = stage(kb, None);
-        kb.st_vec(Space::Shared, Ty::F32, Address::reg(sv_t, 0), &vs);
-    }
-
-    (sv_addr, t_cols)
-}
-
 /// Registers the state stream reads.
 pub(super) struct StreamIn {
     /// Thread index.
@@ -292,9 +236,11 @@ pub(super) fn stream_state(
         "stream the state: {steps} steps of {rows_per_step} rows, S <- gamma*S + k^T v, o += q*S"
     ));
     let row_bytes = i64::from(row_groups * v_dim * 4); // from row i to row i + R in the state
-    let step = |kb: &mut KernelBuilder| {
-        // Row j of the step (and its columns) inside the state; None: no mask needed.
-        let masks: Vec<(Option<Reg>, Option<Reg>)> = (0..rows_per_step)
+    // Rows base + j (j < rows_per_step) of the thread's rows from `state_ptr`, `row`, and
+    // the shared q, k pointers: their masks (row inside K, cell inside the state; None: no
+    // mask needed) and their loaded state pieces.
+    let load = |kb: &mut KernelBuilder, base: u32| {
+        let masks: Vec<(Option<Reg>, Option<Reg>)> = (base..base + rows_per_step)
             .map(|j| {
                 let row_ok = row.map(|row| {
                     let row_j = if j == 0 {
@@ -313,9 +259,9 @@ pub(super) fn stream_state(
             .collect();
         let tiles: Vec<Vec<Reg>> = masks
             .iter()
-            .enumerate()
-            .map(|(j, &(_, cell_ok))| {
-                let at = Address::reg(state_ptr, j as i64 * row_bytes);
+            .zip(base..)
+            .map(|(&(_, cell_ok), j)| {
+                let at = Address::reg(state_ptr, i64::from(j) * row_bytes);
                 let load =
                     |kb: &mut KernelBuilder| kb.ld_vec(Space::Global, Ty::F32, cw as usize, at);
                 match cell_ok {
@@ -324,9 +270,12 @@ pub(super) fn stream_state(
                 }
             })
             .collect();
-        for (j, s) in tiles.iter().enumerate() {
-            let (row_ok, cell_ok) = masks[j];
-            let shared_off = (j as u32 * row_groups * 4) as i64;
+        (masks, tiles)
+    };
+    // S ← γS + kᵀv on those rows, stored back, and o += (q·s)·S.
+    let update = |kb: &mut KernelBuilder, base: u32, (masks, tiles): Loaded| {
+        for ((s, (row_ok, cell_ok)), j) in tiles.iter().zip(masks).zip(base..) {
+            let shared_off = i64::from(j * row_groups * 4);
             let shared = |kb: &mut KernelBuilder, at: Reg| {
                 let load = |kb: &mut KernelBuilder| {
                     vec![kb.ld(Space::Shared, Ty::F32, Address::reg(at, shared_off))]
@@ -344,7 +293,7 @@ pub(super) fn stream_state(
                     kb.fma(gamma, s[i], kv).into()
                 })
                 .collect();
-            let at = Address::reg(state_ptr, j as i64 * row_bytes);
+            let at = Address::reg(state_ptr, i64::from(j) * row_bytes);
             match cell_ok {
                 Some(ok) => kb.guarded(ok, false, |kb| {
                     kb.st_vec(Space::Global, Ty::F32, at, &s_new);
@@ -356,11 +305,17 @@ pub(super) fn stream_state(
             }
         }
     };
-    if steps == 1 {
-        step(kb);
+    if steps * rows_per_step * cw <= PREFETCH_REGS {
+        // Few enough rows to hold at once: every step's loads before the first update, so
+        // the stream costs one round trip (a small batch waits on each one).
+        let loaded: Vec<Loaded> = (0..steps).map(|i| load(kb, i * rows_per_step)).collect();
+        for (i, l) in loaded.into_iter().enumerate() {
+            update(kb, i as u32 * rows_per_step, l);
+        }
     } else {
         kb.for_range(0u32, steps, 1, |kb, _| {
-            step(kb);
+            let l = load(kb, 0);
+            update(kb, 0, l);
             let next = kb.add(state_ptr, u64::from(rows_per_step) * row_bytes as u64);
             kb.assign(state_ptr, next);
             let advance = rows_per_step * row_groups * 4;

@@ -16,6 +16,8 @@ pub mod chunkwise_backward;
 pub mod decode;
 mod decode_phases;
 pub mod epilogue;
+pub mod decode_plan;
+mod decode_stage;
 pub mod parallel;
 pub mod two_phase;
 
