@@ -15,9 +15,9 @@ pub mod chunkwise;
 pub mod chunkwise_backward;
 pub mod decode;
 mod decode_phases;
-pub mod epilogue;
 pub mod decode_plan;
 mod decode_stage;
+pub mod epilogue;
 pub mod parallel;
 pub mod two_phase;
 
