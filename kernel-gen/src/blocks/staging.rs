@@ -121,6 +121,66 @@ impl Stager {
     }
 }
 
+impl Stager {
+    /// Byte offset, in a token-major tensor of `row_bytes`-byte rows, of the thread's first
+    /// element of the tile whose first token is `tok` (tokens H rows apart, head `h`);
+    /// `col_bytes` is the byte offset of the thread's column.
+    pub fn row_offset(
+        &self,
+        kb: &mut KernelBuilder,
+        tok: Reg,
+        (heads, h): (Reg, Reg),
+        row_bytes: u32,
+        col_bytes: Reg,
+    ) -> Reg {
+        let tok_row = kb.add(tok, self.row);
+        let th = kb.mad_lo(tok_row, heads, h);
+        kb.mad_wide(th, row_bytes, col_bytes)
+    }
+
+    /// [`Stager::stage_f32`] into a transposed `[D][C]` f32 tile: element e of a round's four
+    /// goes to `e·col_stride` bytes past the round's shared address, times `scale` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn stage_f32_transposed(
+        &self,
+        kb: &mut KernelBuilder,
+        dtype: Dtype,
+        global: (Reg, Reg),
+        len: Reg,
+        shared: (Reg, u32),
+        tail: Option<(Reg, u32)>,
+        (col_stride, scale): (u32, Option<Reg>),
+    ) {
+        self.stage_f32(kb, dtype, global, len, shared, tail, |kb, xs, sh| {
+            for (e, &x) in xs.iter().enumerate() {
+                let x = match scale {
+                    Some(s) => kb.mul(x, s),
+                    None => x,
+                };
+                let off = i64::from(e as u32 * col_stride);
+                kb.st(Space::Shared, Address::reg(sh, off), x);
+            }
+        });
+    }
+
+    /// [`Stager::stage_f32`] into a row-major `[C][D]` f32 tile: a round's four elements
+    /// go out as one `st.shared.v4`.
+    pub fn stage_f32_rows(
+        &self,
+        kb: &mut KernelBuilder,
+        dtype: Dtype,
+        global: (Reg, Reg),
+        len: Reg,
+        shared: (Reg, u32),
+        tail: Option<(Reg, u32)>,
+    ) {
+        self.stage_f32(kb, dtype, global, len, shared, tail, |kb, xs, sh| {
+            let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
+            kb.st_vec(Space::Shared, Ty::F32, Address::reg(sh, 0), &xs);
+        });
+    }
+}
+
 /// The real columns of a 16-bit tile padded past a tensor's rows: `limit` (a `.u32`
 /// register) columns exist from the tile's first column on, in rows of `dim` elements.
 #[derive(Debug, Clone, Copy)]
