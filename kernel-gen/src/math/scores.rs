@@ -85,7 +85,14 @@ pub fn causal_scores_piece_fma(
     row_offset: Option<Reg>,
 ) {
     let acc = zero_acc(kb);
-    product_piece(kb, &acc, (base, p), (tiles.qt, rows * 4), (tiles.kt, rows * 4), kd);
+    product_piece(
+        kb,
+        &acc,
+        (base, p),
+        (tiles.qt, rows * 4),
+        (tiles.kt, rows * 4),
+        kd,
+    );
     // diff = i0 + rows - j0 >= 0; row i0+r, column j0+cc is causal iff diff + r >= rows + cc.
     let shifted = match row_offset {
         Some(off) => {
@@ -115,4 +122,22 @@ pub fn causal_scores_piece_fma(
     // masked[cc][r] is S^T[j0+cc][i0+r]: one v4 store per column of S.
     let dst = kb.add(dst, tiles.st);
     store_piece(kb, &masked, dst, rows * 4);
+}
+
+/// ξ_i = γ^(i+1) for a lane's two accumulator rows i = `d1` and `d1 + 8`, read from the
+/// shared decay table at offset `table` from `base`.
+pub fn xi_rows(kb: &mut KernelBuilder, (base, table): (Reg, u32), d1: Reg) -> (Reg, Reg) {
+    let row4 = kb.shl(d1, 2u32);
+    let xi_at = kb.add(base, row4);
+    let xi_lo = kb.ld(
+        Space::Shared,
+        Ty::F32,
+        Address::reg(xi_at, i64::from(table + 4)),
+    );
+    let xi_hi = kb.ld(
+        Space::Shared,
+        Ty::F32,
+        Address::reg(xi_at, i64::from(table + 36)),
+    );
+    (xi_lo, xi_hi)
 }

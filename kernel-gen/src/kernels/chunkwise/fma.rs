@@ -7,8 +7,8 @@
 use crate::GenError;
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
 use crate::blocks::fma::{
-    PieceRowsOut, StagedChunk, accumulate_shared, for_each_piece, product_piece,
-    store_piece_rows, zero_acc,
+    PieceRowsOut, StagedChunk, accumulate_shared, for_each_piece, product_piece, store_piece_rows,
+    zero_acc,
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, Axis, KernelBuilder, Reg, Space, Sreg, Ty};
@@ -80,13 +80,25 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p.lengths, b);
-    let (tok0, seq_len, segment) =
-        segment_fold::segment_of(&mut kb, spec, p.segments.as_ref(), &p.lengths, tok0, seq_len);
+    let (tok0, seq_len, segment) = segment_fold::segment_of(
+        &mut kb,
+        spec,
+        p.segments.as_ref(),
+        &p.lengths,
+        tok0,
+        seq_len,
+    );
     let scale = kb.ld_param(&p.scale);
     let base = kb.shared_addr(&smem);
     let t4 = kb.shl(t, 2u32);
     let t16 = kb.shl(t, 4u32);
-    emit_decay_table(&mut kb, TableFill::Single { t, t4 }, (base, lay.decay), c, log2_gamma);
+    emit_decay_table(
+        &mut kb,
+        TableFill::Single { t, t4 },
+        (base, lay.decay),
+        c,
+        log2_gamma,
+    );
 
     kb.comment(format!(
         "R = H0[b,h][:, {vs}z..{vs}z+{vs}] when given, else 0 (z = ctaid.z)"

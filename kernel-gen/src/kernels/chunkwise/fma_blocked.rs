@@ -18,8 +18,7 @@
 use crate::GenError;
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
 use crate::blocks::fma::{
-    Acc4x4, PieceRowsOut, StagedChunk, for_each_piece, product_piece,
-    store_piece_rows, zero_acc,
+    Acc4x4, PieceRowsOut, StagedChunk, for_each_piece, product_piece, store_piece_rows, zero_acc,
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
@@ -151,7 +150,9 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
         let tok_c = kb.add(tok0, c0);
         let len_up = kb.add(len, blk - 1);
         let blocks = kb.shr(len_up, blk.trailing_zeros());
-        kb.for_range(0u32, blocks, 1, |kb, bi| chunk.query_block(kb, bi, (tok_c, len)));
+        kb.for_range(0u32, blocks, 1, |kb, bi| {
+            chunk.query_block(kb, bi, (tok_c, len))
+        });
         chunk.update_state(kb, blocks, (tok_c, len));
     });
 
@@ -305,7 +306,14 @@ impl Blocked<'_> {
                 },
             };
             let zeta = (zeta_at, lay.decay - 4);
-            update_state_fma(kb, (self.t, THREADS), &tiles, (kd, vs), (factor, zeta), len_j);
+            update_state_fma(
+                kb,
+                (self.t, THREADS),
+                &tiles,
+                (kd, vs),
+                (factor, zeta),
+                len_j,
+            );
             kb.bar_sync(0);
         });
     }

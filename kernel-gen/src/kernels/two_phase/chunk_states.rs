@@ -60,7 +60,13 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let base = kb.shared_addr(&smem);
     let t4 = kb.shl(t, 2u32);
     let t16 = kb.shl(t, 4u32);
-    emit_decay_table(&mut kb, TableFill::Single { t, t4 }, (base, lay.decay), c, log2_gamma);
+    emit_decay_table(
+        &mut kb,
+        TableFill::Single { t, t4 },
+        (base, lay.decay),
+        c,
+        log2_gamma,
+    );
 
     kb.comment(format!(
         "R = 0; this CTA serves V columns {vs}z'.. (z' = ctaid.z mod {slices})"
