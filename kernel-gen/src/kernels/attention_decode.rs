@@ -57,6 +57,7 @@ use crate::GenError;
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, ParamRef, Reg, SharedRef, ShflMode, Space, Sreg, Ty,
 };
+use crate::math::kernel_head::start_kernel;
 use crate::spec::{KernelOp, KernelSpec};
 
 use super::attention_merge::{MergeIn, Running, merge_and_write};
@@ -256,17 +257,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let step_tokens = tokens_per_step(spec);
     let esize = spec.dtype.size_bytes() as u32;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "softmax attention decode, split pass: {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header(
-        "partial (m, l, o~) of tokens [split*split_len, ..) : online softmax in f32, log2 units"
-            .to_string(),
+    let mut kb = start_kernel(
+        spec,
+        "softmax attention decode, split pass",
+        "partial (m, l, o~) of tokens [split*split_len, ..) : online softmax in f32, log2 units",
+        (threads, false),
     );
-    kb.max_threads(threads);
 
     let p_q = kb.param("p_q", Ty::U64);
     let p_k = kb.param("p_k_cache", Ty::U64);

@@ -5,16 +5,18 @@
 //! output O = ξ ⊙ (sQ) R + S V; state R ← γ^L R + Kᵀ (V ⊙ ζ); store H_T.
 
 use crate::GenError;
+use crate::blocks::cta::cta_row_head_thread;
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
 use crate::blocks::fma::{
     PieceRowsOut, StagedChunk, accumulate_shared, for_each_piece, product_piece, store_piece_rows,
     zero_acc,
 };
 use crate::blocks::shared_state::SharedStateRounds;
-use crate::dsl::{Address, Axis, KernelBuilder, Reg, Space, Sreg, Ty};
+use crate::dsl::{Address, KernelBuilder, Reg, Space, Ty};
 use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec, value_slice};
 use crate::math::fma_chunk::{FmaChunkStaging, StagingDims};
+use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::segment_fold;
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
@@ -51,16 +53,14 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let lay = SharedLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!("retention chunkwise forward: {}", spec.slug()));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header(
-        "O = ((sQ) R) . xi + ((sQ) K^T . D) V ; R <- g^L R + K^T (V . zeta)  (f32 state on chip)",
-    );
-    kb.max_threads(THREADS);
     // Shared memory (over 80 KiB) already limits the path to one or two CTAs per SM; let
     // ptxas budget registers for one rather than spill.
-    kb.min_ctas_per_sm(1);
+    let mut kb = start_kernel(
+        spec,
+        "retention chunkwise forward",
+        "O = ((sQ) R) . xi + ((sQ) K^T . D) V ; R <- g^L R + K^T (V . zeta)  (f32 state on chip)",
+        (THREADS, true),
+    );
 
     let p: ChunkwiseParams = declare_params(&mut kb, spec, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
@@ -74,9 +74,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     );
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let (b, h, t) = cta_row_head_thread(&mut kb);
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p.lengths, b);

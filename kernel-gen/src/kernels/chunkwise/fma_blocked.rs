@@ -16,6 +16,7 @@
 //! chunk-relative positions, so the result is the chunk-C form, not C/B chunks of B.
 
 use crate::GenError;
+use crate::blocks::cta::cta_row_head_thread;
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
 use crate::blocks::fma::{
     Acc4x4, PieceRowsOut, StagedChunk, for_each_piece, product_piece, store_piece_rows, zero_acc,
@@ -25,6 +26,7 @@ use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
 use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec};
 use crate::math::fma_chunk::{FmaChunkStaging, StagingDims};
+use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
 use crate::spec::KernelSpec;
@@ -57,17 +59,12 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     let lay = SharedLayout::blocked(kd, vs, blk, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "retention chunkwise forward (FMA, blocks of {blk}): {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header(
+    let mut kb = start_kernel(
+        spec,
+        &format!("retention chunkwise forward (FMA, blocks of {blk})"),
         "O_I = ((sQ_I) R) . xi + sum_{J<=I} ((sQ_I) K_J^T . D_IJ) V_J ; R <- g^L R + sum_J K_J^T (V_J . zeta)",
+        (THREADS, true),
     );
-    kb.max_threads(THREADS);
-    kb.min_ctas_per_sm(1);
 
     // The two-phase forward does not take the blocked path (its envelope excludes it).
     let p: ChunkwiseParams = declare_params(&mut kb, spec, log2_gammas.is_none());
@@ -82,9 +79,7 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     );
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, V slice ctaid.z)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let (b, h, t) = cta_row_head_thread(&mut kb);
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p.lengths, b);

@@ -28,16 +28,18 @@ use retention_core::Dtype;
 
 use super::tc_streamed::StreamedChunk;
 use crate::GenError;
+use crate::blocks::cta::{WarpLane, cta_row_head_thread, mma_types};
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
 use crate::blocks::global::{GlobalRows, load_f32_masked, state_row_limit, store_from_f32_masked};
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments};
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Space, Ty};
 use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
 use crate::math::chunk_tiling::{
     StreamedPlan, TcLayout, WHOLE_SCORE_TILE, exact_dims, streamed_plan, tc_layout, tc_value_slice,
     tc_warps, tile_spec,
 };
+use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{Diagonal, xi_rows};
 use crate::math::segment_fold::{self as two_phase, Segment};
 use crate::math::state_update::{StateV, accumulate_state_step, zeta_quad};
@@ -136,17 +138,14 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let streamed = streamed_plan(spec);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "retention chunkwise forward (tensor cores): {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header("per warp: S = Q K^T . D ; O = s (xi . Q R~ + S~ V) ; R <- g^L R + (K^T . zeta) V  (mma, f32 state in registers)");
-    kb.max_threads(threads);
     // Three f32 accumulator tiles live at once (S, O and the state): ptxas's default budget
     // for 128 threads (168 registers) spills a few bytes; one CTA per SM removes the cap.
-    kb.min_ctas_per_sm(1);
+    let mut kb = start_kernel(
+        spec,
+        "retention chunkwise forward (tensor cores)",
+        "per warp: S = Q K^T . D ; O = s (xi . Q R~ + S~ V) ; R <- g^L R + (K^T . zeta) V  (mma, f32 state in registers)",
+        (threads, true),
+    );
 
     let p = declare_params(&mut kb, spec, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
@@ -161,13 +160,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     );
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
-    let lane = kb.and(t, 31u32);
-    let warp = kb.shr(t, 5u32);
-    let g = kb.shr(lane, 2u32);
-    let q4 = kb.and(lane, 3u32);
+    let (b, h, t) = cta_row_head_thread(&mut kb);
+    let WarpLane { lane, warp, g, q4 } = WarpLane::new(&mut kb, t);
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p.lengths, b);
@@ -266,10 +260,7 @@ impl<'a> TcForward<'a> {
         let c = spec.chunk.unwrap_or_default();
         // Columns of O built at a time: 32 where K = 256 with C ≥ 64 leaves no registers for 64.
         let ow = if tile.k == 256 && c >= 64 { 32 } else { 64 };
-        let ab = match spec.dtype {
-            Dtype::Bf16 => Ty::Bf16,
-            _ => Ty::F16,
-        };
+        let (ab, pty) = mma_types(spec.dtype);
         let w_count = tc_warps(spec);
         kb.comment("per-lane ldmatrix rows; warp w owns rows 16w.. of the chunk and of the state");
         let lanes = LaneFragments::new(kb, lane);
@@ -285,7 +276,7 @@ impl<'a> TcForward<'a> {
             lay,
             base,
             t,
-            pty: ab.packed().unwrap_or(Ty::F16x2),
+            pty,
             ab,
             lanes,
             warp,

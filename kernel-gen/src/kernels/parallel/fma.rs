@@ -15,6 +15,7 @@ use super::{
     GridZ, ParallelParams, emit_band, for_each_key_tile, for_each_query_tile, value_slice,
 };
 use crate::GenError;
+use crate::blocks::cta::cta_row_head;
 use crate::blocks::fma::{
     Piece, PieceRowsOut, accumulate_shared, for_each_piece, load_piece, product_piece, store_piece,
     store_piece_rows, zero_acc,
@@ -22,6 +23,7 @@ use crate::blocks::fma::{
 use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
+use crate::math::kernel_head::start_kernel;
 use crate::spec::KernelSpec;
 
 /// Threads per CTA.
@@ -150,12 +152,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let lay = FmaLayout::new(kd, vs, bt);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!("retention parallel forward: {}", spec.slug()));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header("O = 0; for key tiles j <= i: S = (sQ) K_j^T . band ; O += S V_j ; o = O  (f32 tiles on chip)");
-    kb.max_threads(THREADS);
-    kb.min_ctas_per_sm(1);
+    let mut kb = start_kernel(
+        spec,
+        "retention parallel forward",
+        "O = 0; for key tiles j <= i: S = (sQ) K_j^T . band ; O += S V_j ; o = O  (f32 tiles on chip)",
+        (THREADS, true),
+    );
 
     let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
@@ -169,8 +171,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     );
 
     kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let (b, h) = cta_row_head(&mut kb);
     let grid = GridZ::new(&mut kb, vd / vs);
     let t = kb.sreg(Sreg::Tid(Axis::X));
     let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);

@@ -16,17 +16,17 @@
 //! tile as whole 16-byte rows. Global traffic per query tile: q once, each visited k/v tile
 //! once (a tile whose decays vanish is not even prefetched), o once.
 
-use retention_core::Dtype;
-
 use super::{
     GridZ, ParallelParams, emit_band, for_each_query_tile, key_tile_vanishes, value_slice,
 };
 use crate::GenError;
+use crate::blocks::cta::{WarpLane, cta_row_head, mma_types};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
+use crate::math::kernel_head::start_kernel;
 use crate::spec::KernelSpec;
 
 /// Most value columns one CTA serves (its f32 O tile is V/2 registers per thread).
@@ -184,25 +184,17 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let vs = value_slice(spec);
     let bt = spec.chunk.unwrap_or_default(); // tile rows B
     let es = spec.dtype.size_bytes() as u32;
-    let ab = match spec.dtype {
-        Dtype::Bf16 => Ty::Bf16,
-        _ => Ty::F16,
-    };
+    let (ab, pty) = mma_types(spec.dtype);
     let threads = 32 * bt / 16;
     let lay = TcLayout::new(kd, vs, bt);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "retention parallel forward (tensor cores): {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header(
+    let mut kb = start_kernel(
+        spec,
+        "retention parallel forward (tensor cores)",
         "per warp: O = 0; for key tiles j <= i: S = Q K_j^T . band ; O += S~ V_j ; o = s O  (mma, f32 accumulators)",
+        (threads, true),
     );
-    kb.max_threads(threads);
-    kb.min_ctas_per_sm(1);
 
     let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
@@ -216,14 +208,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     );
 
     kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let (b, h) = cta_row_head(&mut kb);
     let grid = GridZ::new(&mut kb, vd / vs);
     let t = kb.sreg(Sreg::Tid(Axis::X));
-    let lane = kb.and(t, 31u32);
-    let warp = kb.shr(t, 5u32);
-    let g = kb.shr(lane, 2u32);
-    let q4 = kb.and(lane, 3u32);
+    let WarpLane { lane, warp, g, q4 } = WarpLane::new(&mut kb, t);
     let q2 = kb.shl(q4, 1u32);
     let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);
     let seq_len = kb.ld_param(&params.t);
@@ -288,7 +276,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kv,
         src_q: &src_q,
         base,
-        pty: ab.packed().unwrap_or(Ty::F16x2),
+        pty,
         ab,
         lanes,
         rows: (q_rows, k_rows, v_rows),

@@ -4,12 +4,14 @@
 
 use super::{StatesLayout, declare_params, states_segment, value_slice};
 use crate::GenError;
+use crate::blocks::cta::cta_row_head_thread;
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
 use crate::blocks::fma::StagedChunk;
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Axis, KernelBuilder, Reg, Sreg};
 use crate::math::chunk_tiling::{THREADS, exact_dims, tile_spec};
 use crate::math::fma_chunk::{FmaChunkStaging, StagingDims};
+use crate::math::kernel_head::start_kernel;
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
 use crate::spec::KernelSpec;
 
@@ -29,15 +31,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let lay = StatesLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "retention chunk states (two-phase, phase 1): {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header("R = 0 ; per chunk R <- g^L R + K^T (V . zeta) ; Local_s = R  (f32 state on chip)");
-    kb.max_threads(THREADS);
-    kb.min_ctas_per_sm(1);
+    let mut kb = start_kernel(
+        spec,
+        "retention chunk states (two-phase, phase 1)",
+        "R = 0 ; per chunk R <- g^L R + K^T (V . zeta) ; Local_s = R  (f32 state on chip)",
+        (THREADS, true),
+    );
     let p = declare_params(&mut kb, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
         "smem",
@@ -50,9 +49,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     );
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, segment and V-slice ctaid.z)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let (b, h, t) = cta_row_head_thread(&mut kb);
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let slices = vd / vs;

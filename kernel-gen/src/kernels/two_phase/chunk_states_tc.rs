@@ -11,16 +11,16 @@
 //! and `Kᵀ ⊙ ζ` is split into 16-bit head and tail fragments exactly as the chunkwise
 //! kernel does, so the f32 decay is not rounded away.
 
-use retention_core::Dtype;
-
 use super::{TcStatesLayout, declare_params, states_segment, tc_value_slice, tc_warps};
 use crate::GenError;
+use crate::blocks::cta::{WarpLane, cta_row_head_thread, mma_types};
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments};
-use crate::dsl::{Address, Axis, KernelBuilder, Space, Sreg, Ty};
+use crate::dsl::{Address, Axis, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
+use crate::math::kernel_head::start_kernel;
 use crate::math::state_update::{StateV, accumulate_state_step, zeta_quad};
 use crate::spec::KernelSpec;
 
@@ -37,26 +37,19 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let tail = !exact_dims(spec);
     let c = spec.chunk.unwrap_or_default();
     let es = spec.dtype.size_bytes() as u32;
-    let ab = match spec.dtype {
-        Dtype::Bf16 => Ty::Bf16,
-        _ => Ty::F16,
-    };
-    let pty = ab.packed().unwrap_or(Ty::F16x2);
+    let (ab, pty) = mma_types(spec.dtype);
     let threads = 32 * tc_warps(spec);
     let vs = tc_value_slice(spec); // columns of V this CTA serves
     let slices = vd / vs;
     let lay = TcStatesLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "retention chunk states (two-phase, phase 1, tensor cores): {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header("per warp: R = 0 ; per chunk R <- g^L R + (K^T . zeta) V ; Local_s = R  (mma, f32 state in registers)");
-    kb.max_threads(threads);
-    kb.min_ctas_per_sm(1);
+    let mut kb = start_kernel(
+        spec,
+        "retention chunk states (two-phase, phase 1, tensor cores)",
+        "per warp: R = 0 ; per chunk R <- g^L R + (K^T . zeta) V ; Local_s = R  (mma, f32 state in registers)",
+        (threads, true),
+    );
     let p = declare_params(&mut kb, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
         "smem",
@@ -69,13 +62,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     );
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, segment s = ctaid.z)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
-    let lane = kb.and(t, 31u32);
-    let warp = kb.shr(t, 5u32);
-    let g = kb.shr(lane, 2u32);
-    let q4 = kb.and(lane, 3u32);
+    let (b, h, t) = cta_row_head_thread(&mut kb);
+    let WarpLane { lane, warp, g, q4 } = WarpLane::new(&mut kb, t);
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let seg = states_segment(&mut kb, spec, &p, slices, (b, h, heads));
