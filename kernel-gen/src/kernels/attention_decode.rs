@@ -70,6 +70,12 @@ pub use super::attention_spec::{
 };
 use super::attention_spec::{NO_SCORE, padded_v};
 
+/// The kernel's title line.
+const TITLE: &str = "softmax attention decode, split pass";
+/// What the kernel computes, as its header says.
+const FORMULA: &str =
+    "partial (m, l, o~) of tokens [split*split_len, ..) : online softmax in f32, log2 units";
+
 /// Where a lane's loads of one step start, and (for rows whose pieces do not fill every
 /// lane) whether this lane holds the key/value row's last piece.
 struct StepPointers {
@@ -257,12 +263,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let step_tokens = tokens_per_step(spec);
     let esize = spec.dtype.size_bytes() as u32;
 
-    let mut kb = start_kernel(
-        spec,
-        "softmax attention decode, split pass",
-        "partial (m, l, o~) of tokens [split*split_len, ..) : online softmax in f32, log2 units",
-        (threads, false),
-    );
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, false));
 
     let p_q = kb.param("p_q", Ty::U64);
     let p_k = kb.param("p_k_cache", Ty::U64);

@@ -22,6 +22,12 @@ use crate::math::segment_fold;
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
 use crate::spec::KernelSpec;
 
+/// The kernel's title line.
+const TITLE: &str = "retention chunkwise forward";
+/// What the kernel computes, as its header says.
+const FORMULA: &str =
+    "O = ((sQ) R) . xi + ((sQ) K^T . D) V ; R <- g^L R + K^T (V . zeta)  (f32 state on chip)";
+
 /// What the per-chunk phases read, fixed before the sequence loop.
 struct Chunk<'a> {
     spec: &'a KernelSpec,
@@ -55,12 +61,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     // Shared memory (over 80 KiB) already limits the path to one or two CTAs per SM; let
     // ptxas budget registers for one rather than spill.
-    let mut kb = start_kernel(
-        spec,
-        "retention chunkwise forward",
-        "O = ((sQ) R) . xi + ((sQ) K^T . D) V ; R <- g^L R + K^T (V . zeta)  (f32 state on chip)",
-        (THREADS, true),
-    );
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
 
     let p: ChunkwiseParams = declare_params(&mut kb, spec, log2_gammas.is_none());
     let smem = kb.dynamic_shared(

@@ -31,6 +31,9 @@ use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
 use crate::spec::KernelSpec;
 
+/// What the kernel computes, as its header says.
+const FORMULA: &str = "O_I = ((sQ_I) R) . xi + sum_{J<=I} ((sQ_I) K_J^T . D_IJ) V_J ; R <- g^L R + sum_J K_J^T (V_J . zeta)";
+
 /// What the per-chunk phases read, fixed before the sequence loop.
 struct Blocked<'a> {
     spec: &'a KernelSpec,
@@ -59,12 +62,8 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     let lay = SharedLayout::blocked(kd, vs, blk, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = start_kernel(
-        spec,
-        &format!("retention chunkwise forward (FMA, blocks of {blk})"),
-        "O_I = ((sQ_I) R) . xi + sum_{J<=I} ((sQ_I) K_J^T . D_IJ) V_J ; R <- g^L R + sum_J K_J^T (V_J . zeta)",
-        (THREADS, true),
-    );
+    let title = format!("retention chunkwise forward (FMA, blocks of {blk})");
+    let mut kb = start_kernel(spec, &title, FORMULA, (THREADS, true));
 
     // The two-phase forward does not take the blocked path (its envelope excludes it).
     let p: ChunkwiseParams = declare_params(&mut kb, spec, log2_gammas.is_none());

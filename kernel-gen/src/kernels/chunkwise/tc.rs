@@ -45,6 +45,11 @@ use crate::math::segment_fold::{self as two_phase, Segment};
 use crate::math::state_update::{StateV, accumulate_state_step, zeta_quad};
 use crate::spec::KernelSpec;
 
+/// The kernel's title line.
+const TITLE: &str = "retention chunkwise forward (tensor cores)";
+/// What the kernel computes, as its header says.
+const FORMULA: &str = "per warp: S = Q K^T . D ; O = s (xi . Q R~ + S~ V) ; R <- g^L R + (K^T . zeta) V  (mma, f32 state in registers)";
+
 /// The kernel's shape and the per-lane registers every phase reads, fixed before the
 /// sequence loop.
 struct TcForward<'a> {
@@ -140,12 +145,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     // Three f32 accumulator tiles live at once (S, O and the state): ptxas's default budget
     // for 128 threads (168 registers) spills a few bytes; one CTA per SM removes the cap.
-    let mut kb = start_kernel(
-        spec,
-        "retention chunkwise forward (tensor cores)",
-        "per warp: S = Q K^T . D ; O = s (xi . Q R~ + S~ V) ; R <- g^L R + (K^T . zeta) V  (mma, f32 state in registers)",
-        (threads, true),
-    );
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
 
     let p = declare_params(&mut kb, spec, log2_gammas.is_none());
     let smem = kb.dynamic_shared(

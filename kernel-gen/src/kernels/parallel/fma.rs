@@ -26,6 +26,12 @@ use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::math::kernel_head::start_kernel;
 use crate::spec::KernelSpec;
 
+/// The kernel's title line.
+const TITLE: &str = "retention parallel forward";
+/// What the kernel computes, as its header says.
+const FORMULA: &str =
+    "O = 0; for key tiles j <= i: S = (sQ) K_j^T . band ; O += S V_j ; o = O  (f32 tiles on chip)";
+
 /// Threads per CTA.
 pub const THREADS: u32 = 256;
 
@@ -152,12 +158,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let lay = FmaLayout::new(kd, vs, bt);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = start_kernel(
-        spec,
-        "retention parallel forward",
-        "O = 0; for key tiles j <= i: S = (sQ) K_j^T . band ; O += S V_j ; o = O  (f32 tiles on chip)",
-        (THREADS, true),
-    );
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
 
     let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
     let smem = kb.dynamic_shared(

@@ -29,6 +29,11 @@ use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::math::kernel_head::start_kernel;
 use crate::spec::KernelSpec;
 
+/// The kernel's title line.
+const TITLE: &str = "retention parallel forward (tensor cores)";
+/// What the kernel computes, as its header says.
+const FORMULA: &str = "per warp: O = 0; for key tiles j <= i: S = Q K_j^T . band ; O += S~ V_j ; o = s O  (mma, f32 accumulators)";
+
 /// Most value columns one CTA serves (its f32 O tile is V/2 registers per thread).
 pub const MAX_VALUE_SLICE: u32 = 128;
 
@@ -189,12 +194,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let lay = TcLayout::new(kd, vs, bt);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = start_kernel(
-        spec,
-        "retention parallel forward (tensor cores)",
-        "per warp: O = 0; for key tiles j <= i: S = Q K_j^T . band ; O += S~ V_j ; o = s O  (mma, f32 accumulators)",
-        (threads, true),
-    );
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
 
     let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
     let smem = kb.dynamic_shared(

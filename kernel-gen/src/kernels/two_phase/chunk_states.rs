@@ -15,6 +15,12 @@ use crate::math::kernel_head::start_kernel;
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
 use crate::spec::KernelSpec;
 
+/// The kernel's title line.
+const TITLE: &str = "retention chunk states (two-phase, phase 1)";
+/// What the kernel computes, as its header says.
+const FORMULA: &str =
+    "R = 0 ; per chunk R <- g^L R + K^T (V . zeta) ; Local_s = R  (f32 state on chip)";
+
 /// Emit the FMA phase 1 for `spec` (validated by the caller).
 ///
 /// # Errors
@@ -31,12 +37,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let lay = StatesLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = start_kernel(
-        spec,
-        "retention chunk states (two-phase, phase 1)",
-        "R = 0 ; per chunk R <- g^L R + K^T (V . zeta) ; Local_s = R  (f32 state on chip)",
-        (THREADS, true),
-    );
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
     let p = declare_params(&mut kb, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
         "smem",

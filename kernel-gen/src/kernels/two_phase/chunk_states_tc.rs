@@ -24,6 +24,11 @@ use crate::math::kernel_head::start_kernel;
 use crate::math::state_update::{StateV, accumulate_state_step, zeta_quad};
 use crate::spec::KernelSpec;
 
+/// The kernel's title line.
+const TITLE: &str = "retention chunk states (two-phase, phase 1, tensor cores)";
+/// What the kernel computes, as its header says.
+const FORMULA: &str = "per warp: R = 0 ; per chunk R <- g^L R + (K^T . zeta) V ; Local_s = R  (mma, f32 state in registers)";
+
 /// Emit the tensor-core phase 1 for `spec` (validated by the caller).
 ///
 /// # Errors
@@ -44,12 +49,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let lay = TcStatesLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = start_kernel(
-        spec,
-        "retention chunk states (two-phase, phase 1, tensor cores)",
-        "per warp: R = 0 ; per chunk R <- g^L R + (K^T . zeta) V ; Local_s = R  (mma, f32 state in registers)",
-        (threads, true),
-    );
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
     let p = declare_params(&mut kb, log2_gammas.is_none());
     let smem = kb.dynamic_shared(
         "smem",
