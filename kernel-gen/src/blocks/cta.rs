@@ -19,29 +19,14 @@ pub fn cta_row_head_thread(kb: &mut KernelBuilder) -> (Reg, Reg, Reg) {
     (b, h, t)
 }
 
-/// A thread's warp coordinates: lane = t mod 32, warp = t / 32, and the `mma` fragment
-/// coordinates g = lane / 4, q4 = lane mod 4.
-#[derive(Debug, Clone, Copy)]
-pub struct WarpLane {
-    /// t mod 32.
-    pub lane: Reg,
-    /// t / 32.
-    pub warp: Reg,
-    /// lane / 4: the fragment's row group.
-    pub g: Reg,
-    /// lane mod 4: the fragment's column pair.
-    pub q4: Reg,
-}
-
-impl WarpLane {
-    /// The coordinates of thread `t`.
-    pub fn new(kb: &mut KernelBuilder, t: Reg) -> Self {
-        let lane = kb.and(t, 31u32);
-        let warp = kb.shr(t, 5u32);
-        let g = kb.shr(lane, 2u32);
-        let q4 = kb.and(lane, 3u32);
-        WarpLane { lane, warp, g, q4 }
-    }
+/// A thread's warp coordinates `(lane, warp, g, q4)`: lane = t mod 32, warp = t / 32, and
+/// the `mma` fragment coordinates g = lane / 4 (row group), q4 = lane mod 4 (column pair).
+pub fn warp_lane(kb: &mut KernelBuilder, t: Reg) -> (Reg, Reg, Reg, Reg) {
+    let lane = kb.and(t, 31u32);
+    let warp = kb.shr(t, 5u32);
+    let g = kb.shr(lane, 2u32);
+    let q4 = kb.and(lane, 3u32);
+    (lane, warp, g, q4)
 }
 
 /// The `mma` operand type of a 16-bit dtype and its packed pair type (f16 for anything that

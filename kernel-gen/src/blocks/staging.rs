@@ -51,13 +51,35 @@ impl Stager {
         shared_step: u32,
         body: impl FnOnce(&mut KernelBuilder, Reg, Reg),
     ) {
+        self.for_each_round(
+            kb,
+            (first, row_step),
+            (shared_first, shared_step),
+            |kb, at, sh, row| {
+                let inside = kb.setp(Cmp::Lt, row, len);
+                kb.guarded(inside, false, |kb| body(kb, at, sh));
+            },
+        );
+    }
+}
+
+impl Stager {
+    /// A runtime loop over the rounds: `body(kb, global address, shared address, row)` with
+    /// addresses from `global.0` and `shared.0`, advancing `global.1` and `shared.1` bytes and
+    /// `rows_per_round` rows a round.
+    fn for_each_round(
+        &self,
+        kb: &mut KernelBuilder,
+        (first, row_step): (Reg, Reg),
+        (shared_first, shared_step): (Reg, u32),
+        body: impl FnOnce(&mut KernelBuilder, Reg, Reg, Reg),
+    ) {
         let at = kb.mov(Ty::U64, first);
         let sh = kb.mov(Ty::U32, shared_first);
         let row = kb.mov(Ty::U32, self.row);
         let rows_per_round = self.rows_per_round;
         kb.for_range(0u32, self.rounds, 1, |kb, _| {
-            let inside = kb.setp(Cmp::Lt, row, len);
-            kb.guarded(inside, false, |kb| body(kb, at, sh));
+            body(kb, at, sh, row);
             let next = kb.add(at, row_step);
             kb.assign(at, next);
             let next = kb.add(sh, shared_step);
@@ -66,9 +88,7 @@ impl Stager {
             kb.assign(row, next);
         });
     }
-}
 
-impl Stager {
     /// Stage a chunk of a token-major tensor as f32: each round's four elements are loaded
     /// (widened to f32) and handed to `store(kb, values, shared address)`. With `tail =
     /// None`, rows at or past `len` are skipped ([`Stager::run`]); with `tail = Some((col,
@@ -102,22 +122,17 @@ impl Stager {
             );
             return;
         };
-        let at = kb.mov(Ty::U64, first);
-        let sh = kb.mov(Ty::U32, shared_first);
-        let row = kb.mov(Ty::U32, self.row);
-        let rows_per_round = self.rows_per_round;
-        kb.for_range(0u32, self.rounds, 1, |kb, _| {
-            let inside = kb.setp(Cmp::Lt, row, len);
-            let limit = row_limit(kb, inside, dim);
-            let xs = load4_f32_masked(kb, dtype, Address::reg(at, 0), col, limit, dim);
-            store(kb, xs, sh);
-            let next = kb.add(at, row_step);
-            kb.assign(at, next);
-            let next = kb.add(sh, shared_step);
-            kb.assign(sh, next);
-            let next = kb.add(row, rows_per_round);
-            kb.assign(row, next);
-        });
+        self.for_each_round(
+            kb,
+            (first, row_step),
+            (shared_first, shared_step),
+            |kb, at, sh, row| {
+                let inside = kb.setp(Cmp::Lt, row, len);
+                let limit = row_limit(kb, inside, dim);
+                let xs = load4_f32_masked(kb, dtype, Address::reg(at, 0), col, limit, dim);
+                store(kb, xs, sh);
+            },
+        );
     }
 }
 

@@ -5,8 +5,10 @@
 
 use retention_core::Dtype;
 
+use super::chunk_tiling::{THREADS, exact_dims, tile_spec};
 use crate::blocks::staging::Stager;
 use crate::dsl::{KernelBuilder, ParamRef, Reg};
+use crate::spec::KernelSpec;
 
 /// The tile shape one staging serves.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +108,38 @@ impl FmaChunkStaging {
             dtype,
             tail,
         }
+    }
+
+    /// [`FmaChunkStaging::new`] for a chunk kernel of `spec` ([`THREADS`] threads, tiles of
+    /// the padded K, the real K and V in global memory): `vs` columns of V, `rows` rows at a
+    /// time; `with_tok_stride` also gives the bytes between tokens of v / o.
+    pub fn for_spec(
+        kb: &mut KernelBuilder,
+        spec: &KernelSpec,
+        (t, base): (Reg, Reg),
+        (vs, rows): (u32, u32),
+        (heads_h, v_col0): ((Reg, Reg), Reg),
+        (with_tok_stride, params): (bool, &[&ParamRef]),
+    ) -> Self {
+        let dims = StagingDims {
+            kd: tile_spec(spec).k,
+            vs,
+            rows,
+            kv: (spec.k, spec.v),
+            threads: THREADS,
+        };
+        let dtype_tail = (spec.dtype, !exact_dims(spec));
+        let stride = with_tok_stride;
+        Self::new(
+            kb,
+            (t, base),
+            dims,
+            dtype_tail,
+            heads_h,
+            v_col0,
+            stride,
+            params,
+        )
     }
 
     /// Byte offset of the thread's first element of a K-wide tensor's rows from token `tok`.

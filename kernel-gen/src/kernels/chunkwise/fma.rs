@@ -6,16 +6,16 @@
 
 use crate::GenError;
 use crate::blocks::cta::cta_row_head_thread;
-use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
+use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
 use crate::blocks::fma::{
     PieceRowsOut, StagedChunk, accumulate_shared, for_each_piece, product_piece, store_piece_rows,
     zero_acc,
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, KernelBuilder, Reg, Space, Ty};
-use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
+use crate::math::chunk_params::{ChunkRows, ChunkwiseParams, chunk_rows, declare_params};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec, value_slice};
-use crate::math::fma_chunk::{FmaChunkStaging, StagingDims};
+use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::segment_fold;
@@ -76,18 +76,14 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y)");
     let (b, h, t) = cta_row_head_thread(&mut kb);
-    let (heads, log2_gamma) =
-        heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
-    let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p.lengths, b);
-    let (tok0, seq_len, segment) = segment_fold::segment_of(
-        &mut kb,
-        spec,
-        p.segments.as_ref(),
-        &p.lengths,
+    let ChunkRows {
+        heads,
+        log2_gamma,
         tok0,
         seq_len,
-    );
-    let scale = kb.ld_param(&p.scale);
+        segment,
+        scale,
+    } = chunk_rows(&mut kb, spec, &p, log2_gammas.as_deref(), (b, h));
     let base = kb.shared_addr(&smem);
     let t4 = kb.shl(t, 2u32);
     let t16 = kb.shl(t, 4u32);
@@ -122,23 +118,14 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     }
     kb.bar_sync(0);
 
-    let dims = StagingDims {
-        kd,
-        vs,
-        rows: c,
-        kv: (kg, vg),
-        threads: THREADS,
-    };
     let params = [&p.q, &p.k, &p.v, &p.o];
-    let staging = FmaChunkStaging::new(
+    let staging = FmaChunkStaging::for_spec(
         &mut kb,
+        spec,
         (t, base),
-        dims,
-        (spec.dtype, tail.is_some()),
-        (heads, h),
-        v_col0,
-        true,
-        &params,
+        (vs, c),
+        ((heads, h), v_col0),
+        (true, &params),
     );
     let chunk = Chunk {
         spec,

@@ -17,15 +17,15 @@
 
 use crate::GenError;
 use crate::blocks::cta::cta_row_head_thread;
-use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
+use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
 use crate::blocks::fma::{
     Acc4x4, PieceRowsOut, StagedChunk, for_each_piece, product_piece, store_piece_rows, zero_acc,
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
-use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
+use crate::math::chunk_params::{ChunkRows, ChunkwiseParams, chunk_rows_of, declare_params};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec};
-use crate::math::fma_chunk::{FmaChunkStaging, StagingDims};
+use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
@@ -79,10 +79,15 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, V slice ctaid.z)");
     let (b, h, t) = cta_row_head_thread(&mut kb);
-    let (heads, log2_gamma) =
-        heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
-    let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p.lengths, b);
-    let scale = kb.ld_param(&p.scale);
+    // This path does not read the segmented op's parameters: it walks the whole sequence.
+    let ChunkRows {
+        heads,
+        log2_gamma,
+        tok0,
+        seq_len,
+        scale,
+        ..
+    } = chunk_rows_of(&mut kb, spec, &p, (None, log2_gammas.as_deref()), (b, h));
     let base = kb.shared_addr(&smem);
     let t16 = kb.shl(t, 4u32);
     let fill = TableFill::Rounds {
@@ -105,23 +110,14 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     state.load_or_zero(&mut kb, &p.h0, state_bytes, my_state, tail);
     kb.bar_sync(0);
 
-    let dims = StagingDims {
-        kd,
-        vs,
-        rows: blk,
-        kv: (kg, vg),
-        threads: THREADS,
-    };
     let params = [&p.q, &p.k, &p.v, &p.o];
-    let staging = FmaChunkStaging::new(
+    let staging = FmaChunkStaging::for_spec(
         &mut kb,
+        spec,
         (t, base),
-        dims,
-        (spec.dtype, tail.is_some()),
-        (heads, h),
-        v_col0,
-        true,
-        &params,
+        (vs, blk),
+        ((heads, h), v_col0),
+        (true, &params),
     );
     let chunk = Blocked {
         spec,

@@ -28,13 +28,13 @@ use retention_core::Dtype;
 
 use super::tc_streamed::StreamedChunk;
 use crate::GenError;
-use crate::blocks::cta::{WarpLane, cta_row_head_thread, mma_types};
-use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
+use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane};
+use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
 use crate::blocks::global::{GlobalRows, load_f32_masked, state_row_limit, store_from_f32_masked};
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments};
 use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Space, Ty};
-use crate::math::chunk_params::{ChunkwiseParams, declare_params, sequence_bounds};
+use crate::math::chunk_params::{ChunkRows, ChunkwiseParams, chunk_rows, declare_params};
 use crate::math::chunk_tiling::{
     StreamedPlan, TcLayout, WHOLE_SCORE_TILE, exact_dims, streamed_plan, tc_layout, tc_value_slice,
     tc_warps, tile_spec,
@@ -161,19 +161,15 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y)");
     let (b, h, t) = cta_row_head_thread(&mut kb);
-    let WarpLane { lane, warp, g, q4 } = WarpLane::new(&mut kb, t);
-    let (heads, log2_gamma) =
-        heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
-    let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p.lengths, b);
-    let (tok0, seq_len, segment) = two_phase::segment_of(
-        &mut kb,
-        spec,
-        p.segments.as_ref(),
-        &p.lengths,
+    let (lane, warp, g, q4) = warp_lane(&mut kb, t);
+    let ChunkRows {
+        heads,
+        log2_gamma,
         tok0,
         seq_len,
-    );
-    let scale = kb.ld_param(&p.scale);
+        segment,
+        scale,
+    } = chunk_rows(&mut kb, spec, &p, log2_gammas.as_deref(), (b, h));
     let base = kb.shared_addr(&smem);
     let fill = TableFill::Rounds {
         t,
@@ -376,11 +372,7 @@ impl<'a> TcForward<'a> {
         if let Some(seg) = segment {
             self.fold_segments(kb, seg, &state, (log2_gamma, bh));
         }
-        for (racc, &r0) in state.raccs.iter().zip(&state.slice_rows) {
-            self.lay
-                .rh
-                .store_acc(kb, self.base, racc, self.ab, r0, self.g, self.q4, 0);
-        }
+        self.store_rh(kb, &state, false);
         if let Some(skip) = state_role {
             kb.place(skip);
         }

@@ -20,7 +20,7 @@ use super::{
     GridZ, ParallelParams, emit_band, for_each_query_tile, key_tile_vanishes, value_slice,
 };
 use crate::GenError;
-use crate::blocks::cta::{WarpLane, cta_row_head, mma_types};
+use crate::blocks::cta::{cta_row_head, mma_types, warp_lane};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
@@ -211,7 +211,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let (b, h) = cta_row_head(&mut kb);
     let grid = GridZ::new(&mut kb, vd / vs);
     let t = kb.sreg(Sreg::Tid(Axis::X));
-    let WarpLane { lane, warp, g, q4 } = WarpLane::new(&mut kb, t);
+    let (lane, warp, g, q4) = warp_lane(&mut kb, t);
     let q2 = kb.shl(q4, 1u32);
     let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);
     let seq_len = kb.ld_param(&params.t);

@@ -9,8 +9,8 @@ use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, ta
 use crate::blocks::fma::StagedChunk;
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Axis, KernelBuilder, Reg, Sreg};
-use crate::math::chunk_tiling::{THREADS, exact_dims, tile_spec};
-use crate::math::fma_chunk::{FmaChunkStaging, StagingDims};
+use crate::math::chunk_tiling::{THREADS, tile_spec};
+use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::kernel_head::start_kernel;
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
 use crate::spec::KernelSpec;
@@ -27,11 +27,9 @@ const FORMULA: &str =
 /// [`GenError::Dsl`] on a generator bug; [`GenError::UnsupportedSpec`] for a bad gamma set.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     // Tiles and the workspace states are the padded dims (kd, vd); k and v rows keep the
-    // real (kg, vg), staged with masked tails.
+    // real K, V, staged with masked tails (`FmaChunkStaging::for_spec`).
     let tile = tile_spec(spec);
     let (kd, vd) = (tile.k, tile.v);
-    let (kg, vg) = (spec.k, spec.v);
-    let tail = !exact_dims(spec);
     let vs = value_slice(spec);
     let c = spec.chunk.unwrap_or_default();
     let lay = StatesLayout::new(kd, vs, c);
@@ -77,22 +75,14 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     state.zero(&mut kb, my_state, i64::from(lay.r));
     kb.bar_sync(0);
 
-    let dims = StagingDims {
-        kd,
-        vs,
-        rows: c,
-        kv: (kg, vg),
-        threads: THREADS,
-    };
-    let staging = FmaChunkStaging::new(
+    let params = [&p.k, &p.v];
+    let staging = FmaChunkStaging::for_spec(
         &mut kb,
+        spec,
         (t, base),
-        dims,
-        (spec.dtype, tail),
-        (heads, h),
-        v_col0,
-        false,
-        &[&p.k, &p.v],
+        (vs, c),
+        ((heads, h), v_col0),
+        (false, &params),
     );
     let (k, v) = (staging.ptrs[0], staging.ptrs[1]);
 

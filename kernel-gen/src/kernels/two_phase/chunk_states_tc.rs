@@ -13,7 +13,7 @@
 
 use super::{TcStatesLayout, declare_params, states_segment, tc_value_slice, tc_warps};
 use crate::GenError;
-use crate::blocks::cta::{WarpLane, cta_row_head_thread, mma_types};
+use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane};
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, stage_tile_masked};
@@ -63,7 +63,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, segment s = ctaid.z)");
     let (b, h, t) = cta_row_head_thread(&mut kb);
-    let WarpLane { lane, warp, g, q4 } = WarpLane::new(&mut kb, t);
+    let (lane, warp, g, q4) = warp_lane(&mut kb, t);
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let seg = states_segment(&mut kb, spec, &p, slices, (b, h, heads));
