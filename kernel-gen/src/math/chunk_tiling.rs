@@ -87,6 +87,16 @@ pub struct SharedLayout {
 }
 
 impl SharedLayout {
+    /// The shared window's comment, `tiles` naming R, (sQ)ᵀ, Kᵀ, V and Sᵀ with their shapes.
+    pub fn describe(&self, tiles: [&str; 5]) -> String {
+        let [r, qt, kt, v, st] = tiles;
+        let at = [self.r, self.qt, self.kt, self.v, self.st, self.decay];
+        format!(
+            "f32 {r} @{}, {qt} @{}, {kt} @{}, {v} @{}, {st} @{}, gamma^d [C+1] @{}",
+            at[0], at[1], at[2], at[3], at[4], at[5]
+        )
+    }
+
     /// The layout for head dims `k`, `v` and chunk `c`.
     pub const fn new(k: u32, v: u32, c: u32) -> Self {
         let r = 0;

@@ -111,16 +111,17 @@ impl FmaChunkStaging {
     }
 
     /// [`FmaChunkStaging::new`] for a chunk kernel of `spec` ([`THREADS`] threads, tiles of
-    /// the padded K, the real K and V in global memory): `vs` columns of V, `rows` rows at a
-    /// time; `with_tok_stride` also gives the bytes between tokens of v / o.
+    /// the padded K, the real K and V in global memory) and thread `t` of head `h` (of H):
+    /// `vs` columns of V from `v_col0` on, `rows` rows at a time; `with_tok_stride` also gives
+    /// the bytes between tokens of v / o.
     pub fn for_spec(
         kb: &mut KernelBuilder,
         spec: &KernelSpec,
-        (t, base): (Reg, Reg),
-        (vs, rows): (u32, u32),
-        (heads_h, v_col0): ((Reg, Reg), Reg),
+        (t, base, heads, h): (Reg, Reg, Reg, Reg),
+        (vs, rows, v_col0): (u32, u32, Reg),
         (with_tok_stride, params): (bool, &[&ParamRef]),
     ) -> Self {
+        let heads_h = (heads, h);
         let dims = StagingDims {
             kd: tile_spec(spec).k,
             vs,

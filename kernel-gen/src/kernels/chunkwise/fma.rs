@@ -13,7 +13,7 @@ use crate::blocks::fma::{
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, KernelBuilder, Reg, Space, Ty};
-use crate::math::chunk_params::{ChunkRows, ChunkwiseParams, chunk_rows, declare_params};
+use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec, value_slice};
 use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::kernel_head::start_kernel;
@@ -24,6 +24,14 @@ use crate::spec::KernelSpec;
 
 /// The kernel's title line.
 const TITLE: &str = "retention chunkwise forward";
+/// The shared tiles, as the shared window's comment names them.
+const TILES: [&str; 5] = [
+    "R [K,V]",
+    "(sQ)^T [K,C]",
+    "K^T [K,C]",
+    "V [C,V]",
+    "S^T [C,C]",
+];
 /// What the kernel computes, as its header says.
 const FORMULA: &str =
     "O = ((sQ) R) . xi + ((sQ) K^T . D) V ; R <- g^L R + K^T (V . zeta)  (f32 state on chip)";
@@ -64,36 +72,18 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
 
     let p: ChunkwiseParams = declare_params(&mut kb, spec, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        16,
-        &format!(
-            "f32 R [K,V] @{}, (sQ)^T [K,C] @{}, K^T [K,C] @{}, V [C,V] @{}, S^T [C,C] @{}, gamma^d [C+1] @{}",
-            lay.r, lay.qt, lay.kt, lay.v, lay.st, lay.decay
-        ),
-    );
+    let smem = kb.dynamic_shared("smem", lay.total, 16, &lay.describe(TILES));
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y)");
     let (b, h, t) = cta_row_head_thread(&mut kb);
-    let ChunkRows {
-        heads,
-        log2_gamma,
-        tok0,
-        seq_len,
-        segment,
-        scale,
-    } = chunk_rows(&mut kb, spec, &p, log2_gammas.as_deref(), (b, h));
+    let rows = chunk_rows(&mut kb, spec, &p, log2_gammas.as_deref(), (b, h));
+    let (heads, log2_gamma, scale, segment) =
+        (rows.heads, rows.log2_gamma, rows.scale, rows.segment);
     let base = kb.shared_addr(&smem);
     let t4 = kb.shl(t, 2u32);
     let t16 = kb.shl(t, 4u32);
-    emit_decay_table(
-        &mut kb,
-        TableFill::Single { t, t4 },
-        (base, lay.decay),
-        c,
-        log2_gamma,
-    );
+    let fill = TableFill::Single { t, t4 };
+    emit_decay_table(&mut kb, fill, (base, lay.decay), c, log2_gamma);
 
     kb.comment(format!(
         "R = H0[b,h][:, {vs}z..{vs}z+{vs}] when given, else 0 (z = ctaid.z)"
@@ -119,14 +109,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.bar_sync(0);
 
     let params = [&p.q, &p.k, &p.v, &p.o];
-    let staging = FmaChunkStaging::for_spec(
-        &mut kb,
-        spec,
-        (t, base),
-        (vs, c),
-        ((heads, h), v_col0),
-        (true, &params),
-    );
+    let (cta, cols) = ((t, base, heads, h), (vs, c, v_col0));
+    let staging = FmaChunkStaging::for_spec(&mut kb, spec, cta, cols, (true, &params));
     let chunk = Chunk {
         spec,
         lay,
@@ -141,10 +125,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     };
 
     kb.comment(format!("walk the sequence in chunks of {c}"));
-    kb.for_range(0u32, seq_len, c, |kb, c0| {
-        let remaining = kb.sub(seq_len, c0);
+    kb.for_range(0u32, rows.seq_len, c, |kb, c0| {
+        let remaining = kb.sub(rows.seq_len, c0);
         let len = kb.min(remaining, c);
-        let tok_c = kb.add(tok0, c0);
+        let tok_c = kb.add(rows.tok0, c0);
         chunk.stage(kb, tok_c, len);
         chunk.scores(kb);
         chunk.output(kb, tok_c, len);

@@ -23,7 +23,7 @@ use crate::blocks::fma::{
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
-use crate::math::chunk_params::{ChunkRows, ChunkwiseParams, chunk_rows_of, declare_params};
+use crate::math::chunk_params::{ChunkwiseParams, chunk_rows_of, declare_params};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec};
 use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::kernel_head::start_kernel;
@@ -31,6 +31,14 @@ use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
 use crate::spec::KernelSpec;
 
+/// The shared tiles, as the shared window's comment names them.
+const TILES: [&str; 5] = [
+    "R [K,V]",
+    "(sQ_I)^T [K,B]",
+    "K_J^T [K,B]",
+    "V_J [B,V]",
+    "S_IJ^T [B,B]",
+];
 /// What the kernel computes, as its header says.
 const FORMULA: &str = "O_I = ((sQ_I) R) . xi + sum_{J<=I} ((sQ_I) K_J^T . D_IJ) V_J ; R <- g^L R + sum_J K_J^T (V_J . zeta)";
 
@@ -67,27 +75,14 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
 
     // The two-phase forward does not take the blocked path (its envelope excludes it).
     let p: ChunkwiseParams = declare_params(&mut kb, spec, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        16,
-        &format!(
-            "f32 R [K,V] @{}, (sQ_I)^T [K,B] @{}, K_J^T [K,B] @{}, V_J [B,V] @{}, S_IJ^T [B,B] @{}, gamma^d [C+1] @{}",
-            lay.r, lay.qt, lay.kt, lay.v, lay.st, lay.decay
-        ),
-    );
+    let smem = kb.dynamic_shared("smem", lay.total, 16, &lay.describe(TILES));
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, V slice ctaid.z)");
     let (b, h, t) = cta_row_head_thread(&mut kb);
     // This path does not read the segmented op's parameters: it walks the whole sequence.
-    let ChunkRows {
-        heads,
-        log2_gamma,
-        tok0,
-        seq_len,
-        scale,
-        ..
-    } = chunk_rows_of(&mut kb, spec, &p, (None, log2_gammas.as_deref()), (b, h));
+    let rows = chunk_rows_of(&mut kb, spec, &p, (None, log2_gammas.as_deref()), (b, h));
+    let (heads, log2_gamma, scale) = (rows.heads, rows.log2_gamma, rows.scale);
+    let (tok0, seq_len) = (rows.tok0, rows.seq_len);
     let base = kb.shared_addr(&smem);
     let t16 = kb.shl(t, 4u32);
     let fill = TableFill::Rounds {
@@ -111,14 +106,8 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     kb.bar_sync(0);
 
     let params = [&p.q, &p.k, &p.v, &p.o];
-    let staging = FmaChunkStaging::for_spec(
-        &mut kb,
-        spec,
-        (t, base),
-        (vs, blk),
-        ((heads, h), v_col0),
-        (true, &params),
-    );
+    let (cta, cols) = ((t, base, heads, h), (vs, blk, v_col0));
+    let staging = FmaChunkStaging::for_spec(&mut kb, spec, cta, cols, (true, &params));
     let chunk = Blocked {
         spec,
         lay,

@@ -34,7 +34,7 @@ use crate::blocks::global::{GlobalRows, load_f32_masked, state_row_limit, store_
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments};
 use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Space, Ty};
-use crate::math::chunk_params::{ChunkRows, ChunkwiseParams, chunk_rows, declare_params};
+use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params};
 use crate::math::chunk_tiling::{
     StreamedPlan, TcLayout, WHOLE_SCORE_TILE, exact_dims, streamed_plan, tc_layout, tc_value_slice,
     tc_warps, tile_spec,
@@ -162,14 +162,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y)");
     let (b, h, t) = cta_row_head_thread(&mut kb);
     let (lane, warp, g, q4) = warp_lane(&mut kb, t);
-    let ChunkRows {
-        heads,
-        log2_gamma,
-        tok0,
-        seq_len,
-        segment,
-        scale,
-    } = chunk_rows(&mut kb, spec, &p, log2_gammas.as_deref(), (b, h));
+    let rows = chunk_rows(&mut kb, spec, &p, log2_gammas.as_deref(), (b, h));
+    let (heads, log2_gamma, scale, segment) =
+        (rows.heads, rows.log2_gamma, rows.scale, rows.segment);
+    let (tok0, seq_len) = (rows.tok0, rows.seq_len);
     let base = kb.shared_addr(&smem);
     let fill = TableFill::Rounds {
         t,

@@ -56,13 +56,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let base = kb.shared_addr(&smem);
     let t4 = kb.shl(t, 2u32);
     let t16 = kb.shl(t, 4u32);
-    emit_decay_table(
-        &mut kb,
-        TableFill::Single { t, t4 },
-        (base, lay.decay),
-        c,
-        log2_gamma,
-    );
+    let fill = TableFill::Single { t, t4 };
+    emit_decay_table(&mut kb, fill, (base, lay.decay), c, log2_gamma);
 
     kb.comment(format!(
         "R = 0; this CTA serves V columns {vs}z'.. (z' = ctaid.z mod {slices})"
@@ -76,14 +71,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.bar_sync(0);
 
     let params = [&p.k, &p.v];
-    let staging = FmaChunkStaging::for_spec(
-        &mut kb,
-        spec,
-        (t, base),
-        (vs, c),
-        ((heads, h), v_col0),
-        (false, &params),
-    );
+    let (cta, cols) = ((t, base, heads, h), (vs, c, v_col0));
+    let staging = FmaChunkStaging::for_spec(&mut kb, spec, cta, cols, (false, &params));
     let (k, v) = (staging.ptrs[0], staging.ptrs[1]);
 
     kb.comment(format!("walk the segment in chunks of {c}"));
