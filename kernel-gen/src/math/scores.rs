@@ -33,30 +33,18 @@ impl Diagonal {
         decay: u32,
         col0: u32,
     ) -> AccTileF32 {
-        AccTileF32 {
-            frags: sacc
-                .frags
-                .iter()
-                .enumerate()
-                .map(|(nt, f)| {
-                    std::array::from_fn(|e| {
-                        let dv = if e < 2 { self.d_lo } else { self.d_hi };
-                        let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
-                        let causal = kb.setp(Cmp::Ge, dv, thr);
-                        let cl = kb.max(dv, thr);
-                        let cl4 = kb.shl(cl, 2u32);
-                        let at = kb.add(base, cl4);
-                        let dec = kb.ld(
-                            Space::Shared,
-                            Ty::F32,
-                            Address::reg(at, i64::from(decay) - i64::from(4 * thr)),
-                        );
-                        let val = kb.mul(f[e], dec);
-                        kb.selp(val, 0.0f32, causal)
-                    })
-                })
-                .collect(),
-        }
+        sacc.map(kb, |kb, nt, e, x| {
+            let dv = if e < 2 { self.d_lo } else { self.d_hi };
+            let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
+            let causal = kb.setp(Cmp::Ge, dv, thr);
+            let cl = kb.max(dv, thr);
+            let cl4 = kb.shl(cl, 2u32);
+            let at = kb.add(base, cl4);
+            let off = i64::from(decay) - i64::from(4 * thr);
+            let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(at, off));
+            let val = kb.mul(x, dec);
+            kb.selp(val, 0.0f32, causal)
+        })
     }
 }
 

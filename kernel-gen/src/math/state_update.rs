@@ -3,6 +3,7 @@
 //! ([`update_state_fma`]), and on tensor cores over a warp's f32 `mma` accumulators, one
 //! 16-row step of K at a time ([`zeta_quad`], [`accumulate_state_step`]).
 
+use crate::blocks::decay::table_entry;
 use crate::blocks::fma::{
     StagedChunk, accumulate_decayed_outer, for_each_piece, load_piece, store_piece,
 };
@@ -44,6 +45,28 @@ pub fn update_state_fma(
         accumulate_decayed_outer(kb, &acc, (base, &p), &tiles.staged, zeta, len);
         store_piece(kb, &acc, r_at, vs * 4);
     });
+}
+
+/// The whole-chunk form of [`update_state_fma`]: `R ← γ^L R + Kᵀ (V ⊙ ζ)`, ζ_j = γ^(L−1−j),
+/// both read from the decay table at offset `decay` from `tiles.base` (`c` staged rows).
+pub fn update_state_fma_chunk(
+    kb: &mut KernelBuilder,
+    (t, threads): (Reg, u32),
+    (r, kt, v, decay): (Option<u32>, u32, u32, u32),
+    (kd, vs, c): (u32, u32, u32),
+    (base, len): (Reg, Reg),
+) {
+    let (g_len_at, g_len) = table_entry(kb, (base, decay), len);
+    let staged = StagedChunk {
+        kt,
+        kt_rows: c,
+        v,
+        vs,
+    };
+    let tiles = FmaStateTiles { base, r, staged };
+    // gamma^(L-1-j) at j = 0
+    let zeta = (g_len_at, decay - 4);
+    update_state_fma(kb, (t, threads), &tiles, (kd, vs), (g_len, zeta), len);
 }
 
 /// ζ for the four k rows a lane's `ldmatrix` fragments hold in the 16-row step at chunk row
@@ -112,8 +135,7 @@ pub fn accumulate_state_step(
             .tile
             .ldmatrix_x4(kb, pty, true, v.rows, v.row0, 2 * np, v.lane_x);
         for kz in [head, tail] {
-            racc.mma(kb, ab, 2 * np as usize, kz, [vf[0], vf[1]]);
-            racc.mma(kb, ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
+            racc.mma_pair(kb, ab, 2 * np as usize, kz, vf);
         }
     }
 }

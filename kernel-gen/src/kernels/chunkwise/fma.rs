@@ -6,10 +6,9 @@
 
 use crate::GenError;
 use crate::blocks::cta::cta_row_head_thread;
-use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
+use crate::blocks::decay::{TableFill, emit_decay_table};
 use crate::blocks::fma::{
-    PieceRowsOut, StagedChunk, accumulate_shared, for_each_piece, product_piece, store_piece_rows,
-    zero_acc,
+    PieceRowsOut, accumulate_shared, for_each_piece, product_piece, store_piece_rows, zero_acc,
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, KernelBuilder, Reg, Space, Ty};
@@ -19,7 +18,7 @@ use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::segment_fold;
-use crate::math::state_update::{FmaStateTiles, update_state_fma};
+use crate::math::state_update::update_state_fma_chunk;
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -217,20 +216,8 @@ impl Chunk<'_> {
         kb.comment("R <- gamma^L R + sum_{j<L} gamma^(L-1-j) k_j^T v_j");
         let (kd, vs, c) = self.dims;
         let lay = &self.lay;
-        let (g_len_at, g_len) = table_entry(kb, (self.base, lay.decay), len);
-        let tiles = FmaStateTiles {
-            base: self.base,
-            r: None,
-            staged: StagedChunk {
-                kt: lay.kt,
-                kt_rows: c,
-                v: lay.v,
-                vs,
-            },
-        };
-        // gamma^(L-1-j) at j = 0
-        let zeta = (g_len_at, lay.decay - 4);
-        update_state_fma(kb, (self.t, THREADS), &tiles, (kd, vs), (g_len, zeta), len);
+        let tiles = (None, lay.kt, lay.v, lay.decay);
+        update_state_fma_chunk(kb, (self.t, THREADS), tiles, (kd, vs, c), (self.base, len));
         kb.bar_sync(0);
     }
 }

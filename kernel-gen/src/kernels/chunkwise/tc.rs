@@ -587,8 +587,7 @@ impl<'a> TcForward<'a> {
                     2 * ks,
                     self.lanes.p2_x,
                 );
-                sacc.mma(kb, self.ab, 2 * np as usize, qa, [kf[0], kf[1]]);
-                sacc.mma(kb, self.ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
+                sacc.mma_pair(kb, self.ab, 2 * np as usize, qa, kf);
             }
         }
     }
@@ -611,8 +610,7 @@ impl<'a> TcForward<'a> {
                     chunk,
                     self.lanes.p1_x,
                 );
-                oacc.mma(kb, self.ab, nt, qa, [rf[0], rf[1]]);
-                oacc.mma(kb, self.ab, nt + 1, qa, [rf[2], rf[3]]);
+                oacc.mma_pair(kb, self.ab, nt, qa, rf);
             }
         }
     }
@@ -638,8 +636,7 @@ impl<'a> TcForward<'a> {
                     chunk,
                     self.lanes.p1_x,
                 );
-                oacc.mma(kb, self.ab, nt, *a, [vf[0], vf[1]]);
-                oacc.mma(kb, self.ab, nt + 1, *a, [vf[2], vf[3]]);
+                oacc.mma_pair(kb, self.ab, nt, *a, vf);
             }
         }
     }
@@ -668,17 +665,7 @@ impl<'a> TcForward<'a> {
             self.inter_chunk(kb, &oacc, self.q_rows, slice);
             oacc.scale_rows(kb, xi_lo, xi_hi);
             self.intra_chunk(kb, &oacc, &sa, 0, slice);
-            oacc.scale(kb, self.scale);
-            lay.o.store_acc(
-                kb,
-                self.base,
-                &oacc,
-                self.ab,
-                self.i0,
-                self.g,
-                self.q4,
-                ow / 8 * slice,
-            );
+            self.store_o(kb, &oacc, self.i0, slice);
         }
         if let Some(skip) = rows_role {
             kb.place(skip);
@@ -722,19 +709,19 @@ impl<'a> TcForward<'a> {
                         kb.place(label);
                     }
                 }
-                oacc.scale(kb, self.scale);
-                lay.o.store_acc(
-                    kb,
-                    self.base,
-                    &oacc,
-                    self.ab,
-                    i0,
-                    self.g,
-                    self.q4,
-                    self.ow / 8 * slice,
-                );
+                self.store_o(kb, &oacc, i0, slice);
             }
         }
+    }
+
+    /// O ← s·O into the o tile: rows `r0`.. of the chunk, columns of O strip `slice`.
+    fn store_o(&self, kb: &mut KernelBuilder, oacc: &AccTileF32, r0: Reg, slice: u32) {
+        oacc.scale(kb, self.scale);
+        let chunk = self.ow / 8 * slice;
+        let (g, q4) = (self.g, self.q4);
+        self.lay
+            .o
+            .store_acc(kb, self.base, oacc, self.ab, r0, g, q4, chunk);
     }
 
     /// State rows 16w..: R ← γ^L R + (Kᵀ ⊙ ζ) V, ζ_j = γ^(L−1−j).

@@ -280,8 +280,7 @@ impl StreamedChunk<'_> {
                     chunk,
                     self.lanes.p1_x,
                 );
-                oacc.mma(kb, self.ab, 2 * np, qa, [rf[0], rf[1]]);
-                oacc.mma(kb, self.ab, 2 * np + 1, qa, [rf[2], rf[3]]);
+                oacc.mma_pair(kb, self.ab, 2 * np, qa, rf);
             }
         }
         oacc.scale_rows(kb, xi_lo, xi_hi);
@@ -349,8 +348,7 @@ impl StreamedChunk<'_> {
                         2 * ks,
                         self.lanes.p2_x,
                     );
-                    sacc.mma(kb, self.ab, 2 * np as usize, qa, [kf[0], kf[1]]);
-                    sacc.mma(kb, self.ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
+                    sacc.mma_pair(kb, self.ab, 2 * np as usize, qa, kf);
                 }
             }
             let masked = diag.mask(kb, &sacc, self.base, self.lay.decay, col0);
@@ -366,8 +364,7 @@ impl StreamedChunk<'_> {
                         chunk,
                         self.lanes.p1_x,
                     );
-                    rows.oacc.mma(kb, self.ab, 2 * np, *a, [vf[0], vf[1]]);
-                    rows.oacc.mma(kb, self.ab, 2 * np + 1, *a, [vf[2], vf[3]]);
+                    rows.oacc.mma_pair(kb, self.ab, 2 * np, *a, vf);
                 }
             }
         }

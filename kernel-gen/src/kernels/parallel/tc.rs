@@ -378,34 +378,23 @@ impl QueryTiles<'_> {
                 let kf = lay
                     .k
                     .ldmatrix_x4(kb, pty, false, k_cur, 16 * np, 2 * ks, lanes.p2_x);
-                sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
-                sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
+                sacc.mma_pair(kb, ab, 2 * np as usize, qa, kf);
             }
         }
         let band_lane = self.band.1;
         // Element e of n-tile nt sits at row i0 + g + 8(e >> 1), column 8nt + 2q + (e & 1).
-        let decayed = AccTileF32 {
-            frags: sacc
-                .frags
-                .iter()
-                .enumerate()
-                .map(|(nt, f)| {
-                    std::array::from_fn(|e| {
-                        let dd = 8 * (e as i64 >> 1) - 8 * nt as i64 - (e as i64 & 1);
-                        let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(band_lane, 4 * dd));
-                        kb.mul(f[e], dec)
-                    })
-                })
-                .collect(),
-        };
+        let decayed = sacc.map(kb, |kb, nt, e, x| {
+            let dd = 8 * (e as i64 >> 1) - 8 * nt as i64 - (e as i64 & 1);
+            let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(band_lane, 4 * dd));
+            kb.mul(x, dec)
+        });
         let sa = decayed.to_a_fragments(kb, ab);
         for (ks, a) in sa.iter().enumerate() {
             for np in 0..vs / 16 {
                 let vf =
                     lay.v
                         .ldmatrix_x4(kb, pty, true, v_cur, 16 * ks as u32, 2 * np, lanes.p1_x);
-                oacc.mma(kb, ab, 2 * np as usize, *a, [vf[0], vf[1]]);
-                oacc.mma(kb, ab, 2 * np as usize + 1, *a, [vf[2], vf[3]]);
+                oacc.mma_pair(kb, ab, 2 * np as usize, *a, vf);
             }
         }
     }

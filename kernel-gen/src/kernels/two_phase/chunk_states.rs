@@ -5,14 +5,13 @@
 use super::{StatesLayout, declare_params, states_segment, value_slice};
 use crate::GenError;
 use crate::blocks::cta::cta_row_head_thread;
-use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
-use crate::blocks::fma::StagedChunk;
+use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma};
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Axis, KernelBuilder, Reg, Sreg};
 use crate::math::chunk_tiling::{THREADS, tile_spec};
 use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::kernel_head::start_kernel;
-use crate::math::state_update::{FmaStateTiles, update_state_fma};
+use crate::math::state_update::update_state_fma_chunk;
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -109,18 +108,6 @@ fn update_state(
     (kd, vs, c): (u32, u32, u32),
     len: Reg,
 ) {
-    let (g_len_at, g_len) = table_entry(kb, (base, lay.decay), len);
-    let tiles = FmaStateTiles {
-        base,
-        r: Some(lay.r),
-        staged: StagedChunk {
-            kt: lay.kt,
-            kt_rows: c,
-            v: lay.v,
-            vs,
-        },
-    };
-    // gamma^(L-1-j) at j = 0
-    let zeta = (g_len_at, lay.decay - 4);
-    update_state_fma(kb, (t, THREADS), &tiles, (kd, vs), (g_len, zeta), len);
+    let tiles = (Some(lay.r), lay.kt, lay.v, lay.decay);
+    update_state_fma_chunk(kb, (t, THREADS), tiles, (kd, vs, c), (base, len));
 }
