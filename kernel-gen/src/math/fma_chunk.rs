@@ -6,6 +6,7 @@
 use retention_core::Dtype;
 
 use super::chunk_tiling::{THREADS, exact_dims, tile_spec};
+use crate::blocks::fma::PieceRowsOut;
 use crate::blocks::staging::Stager;
 use crate::dsl::{KernelBuilder, ParamRef, Reg};
 use crate::spec::KernelSpec;
@@ -207,5 +208,28 @@ impl FmaChunkStaging {
             (sh, step),
             v_tail,
         );
+    }
+}
+
+/// Where the FMA chunk kernels' o pieces go: `o` of `spec` (its dtype, the real V, masked
+/// past it when the tiles are padded), rows `< len` from token `tok0` of head `heads_h.1`,
+/// columns from `col0`; `tok_stride` as [`PieceRowsOut::tok_stride`].
+pub fn o_rows(
+    spec: &KernelSpec,
+    dst: Reg,
+    (tok0, len): (Reg, Reg),
+    (heads_h, col0): ((Reg, Reg), Reg),
+    tok_stride: Option<Reg>,
+) -> PieceRowsOut {
+    PieceRowsOut {
+        dst,
+        tok0,
+        heads_h,
+        col0,
+        dtype: spec.dtype,
+        dim: spec.v,
+        len,
+        tail: !exact_dims(spec),
+        tok_stride,
     }
 }

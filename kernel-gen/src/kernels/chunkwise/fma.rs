@@ -8,13 +8,14 @@ use crate::GenError;
 use crate::blocks::cta::cta_row_head_thread;
 use crate::blocks::decay::{TableFill, emit_decay_table};
 use crate::blocks::fma::{
-    PieceRowsOut, accumulate_shared, for_each_piece, product_piece, store_piece_rows, zero_acc,
+    accumulate_shared, for_each_piece, product_piece, store_piece_rows, zero_acc,
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, KernelBuilder, Reg, Space, Ty};
 use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec, value_slice};
 use crate::math::fma_chunk::FmaChunkStaging;
+use crate::math::fma_chunk::o_rows;
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::segment_fold;
@@ -180,17 +181,9 @@ impl Chunk<'_> {
         kb.comment("O[i] = xi_i (sQ_i . R) + sum_{j<L} S[i][j] v_j ; rows i < L to global");
         let (kd, vs, c) = self.dims;
         let lay = &self.lay;
-        let out = PieceRowsOut {
-            dst: self.staging.ptrs[3],
-            tok0: tok_c,
-            heads_h: (self.heads, self.h),
-            col0: self.v_col0,
-            dtype: self.spec.dtype,
-            dim: self.spec.v,
-            len,
-            tail: !exact_dims(self.spec),
-            tok_stride: self.staging.tok_stride_v,
-        };
+        let at = ((self.heads, self.h), self.v_col0);
+        let (o, ts) = (self.staging.ptrs[3], self.staging.tok_stride_v);
+        let out = o_rows(self.spec, o, (tok_c, len), at, ts);
         for_each_piece(kb, self.t, THREADS, c, vs, |kb, p| {
             let acc = zero_acc(kb);
             let qr = ((lay.qt, c * 4), (lay.r, vs * 4));

@@ -19,13 +19,14 @@ use crate::GenError;
 use crate::blocks::cta::cta_row_head_thread;
 use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
 use crate::blocks::fma::{
-    Acc4x4, PieceRowsOut, StagedChunk, for_each_piece, product_piece, store_piece_rows, zero_acc,
+    Acc4x4, StagedChunk, for_each_piece, product_piece, store_piece_rows, zero_acc,
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
 use crate::math::chunk_params::{ChunkwiseParams, chunk_rows_of, declare_params};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec};
 use crate::math::fma_chunk::FmaChunkStaging;
+use crate::math::fma_chunk::o_rows;
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
@@ -193,17 +194,9 @@ impl Blocked<'_> {
         });
 
         kb.comment("O_I rows < L_I to global");
-        let out = PieceRowsOut {
-            dst: self.staging.ptrs[3],
-            tok0: tok_i,
-            heads_h: self.heads_h,
-            col0: self.v_col0,
-            dtype: self.spec.dtype,
-            dim: self.spec.v,
-            len: len_i,
-            tail: !exact_dims(self.spec),
-            tok_stride: self.staging.tok_stride_v,
-        };
+        let at = (self.heads_h, self.v_col0);
+        let (o, ts) = (self.staging.ptrs[3], self.staging.tok_stride_v);
+        let out = o_rows(self.spec, o, (tok_i, len_i), at, ts);
         let mut next = o_acc.iter();
         for_each_piece(kb, self.t, THREADS, blk, vs, |kb, p| {
             let acc = next.next().expect("one accumulator per piece round");

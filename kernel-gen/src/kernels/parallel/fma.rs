@@ -17,12 +17,13 @@ use super::{
 use crate::GenError;
 use crate::blocks::cta::cta_row_head;
 use crate::blocks::fma::{
-    Piece, PieceRowsOut, accumulate_shared, for_each_piece, load_piece, product_piece, store_piece,
+    Piece, accumulate_shared, for_each_piece, load_piece, product_piece, store_piece,
     store_piece_rows, zero_acc,
 };
 use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
+use crate::math::fma_chunk::o_rows;
 use crate::math::kernel_head::start_kernel;
 use crate::spec::KernelSpec;
 
@@ -268,17 +269,9 @@ impl QueryTiles<'_> {
         kb.bar_sync(0);
 
         kb.comment("o rows < L of the tile = O");
-        let out = PieceRowsOut {
-            dst: self.ptrs[3],
-            tok0: tok_i,
-            heads_h: self.heads_h,
-            col0: self.v_col0,
-            dtype: self.spec.dtype,
-            dim: self.spec.v,
-            len: len_i,
-            tail: self.tail,
-            tok_stride: None,
-        };
+        let at = (self.heads_h, self.v_col0);
+        let (o, ts) = (self.ptrs[3], None);
+        let out = o_rows(self.spec, o, (tok_i, len_i), at, ts);
         for_each_piece(kb, self.t, THREADS, bt, vs, |kb, p| {
             let o_at = self.o_piece_at(kb, &p);
             let acc = load_piece(kb, o_at, vs * 4);
