@@ -162,15 +162,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
 
     let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        16,
-        &format!(
-            "f32 (sQ)^T [K,B] @{}, K^T [K,B] @{}, V [B,vs] @{}, S^T [B,B] @{}, O [B,vs] @{}, band [2B] @{}",
-            lay.qt, lay.kt, lay.v, lay.st, lay.o, lay.band
-        ),
+    let doc = format!(
+        "f32 (sQ)^T [K,B] @{}, K^T [K,B] @{}, V [B,vs] @{}, S^T [B,B] @{}, O [B,vs] @{}, band [2B] @{}",
+        lay.qt, lay.kt, lay.v, lay.st, lay.o, lay.band
     );
+    let smem = kb.dynamic_shared("smem", lay.total, 16, &doc);
 
     kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
     let (b, h) = cta_row_head(&mut kb);

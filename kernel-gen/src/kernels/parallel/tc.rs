@@ -197,15 +197,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
 
     let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        128,
-        &format!(
-            "swizzled 16-bit q [B,K] @{}, k [B,K] @{}, v [B,vs] @{}, o [B,vs] @{}; f32 band [2B] @{}",
-            lay.q.offset, lay.k.offset, lay.v.offset, lay.o.offset, lay.band
-        ),
+    let doc = format!(
+        "swizzled 16-bit q [B,K] @{}, k [B,K] @{}, v [B,vs] @{}, o [B,vs] @{}; f32 band [2B] @{}",
+        lay.q.offset, lay.k.offset, lay.v.offset, lay.o.offset, lay.band
     );
+    let smem = kb.dynamic_shared("smem", lay.total, 128, &doc);
 
     kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
     let (b, h) = cta_row_head(&mut kb);

@@ -36,15 +36,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
     let p = declare_params(&mut kb, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        16,
-        &format!(
-            "f32 R [K,Vs] @{}, K^T [K,C] @{}, V [C,Vs] @{}, gamma^d [C+1] @{}",
-            lay.r, lay.kt, lay.v, lay.decay
-        ),
+    let doc = format!(
+        "f32 R [K,Vs] @{}, K^T [K,C] @{}, V [C,Vs] @{}, gamma^d [C+1] @{}",
+        lay.r, lay.kt, lay.v, lay.decay
     );
+    let smem = kb.dynamic_shared("smem", lay.total, 16, &doc);
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, segment and V-slice ctaid.z)");
     let (b, h, t) = cta_row_head_thread(&mut kb);

@@ -51,15 +51,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
     let p = declare_params(&mut kb, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        128,
-        &format!(
-            "swizzled 16-bit k [C,K] @{}, v [C,V] @{}; f32 gamma^d [C+1] @{}",
-            lay.k.offset, lay.v.offset, lay.decay
-        ),
+    let doc = format!(
+        "swizzled 16-bit k [C,K] @{}, v [C,V] @{}; f32 gamma^d [C+1] @{}",
+        lay.k.offset, lay.v.offset, lay.decay
     );
+    let smem = kb.dynamic_shared("smem", lay.total, 128, &doc);
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, segment s = ctaid.z)");
     let (b, h, t) = cta_row_head_thread(&mut kb);
