@@ -122,15 +122,12 @@ impl SharedStateRounds {
             let src = Address::reg(my_state, self.round_off(r) + off);
             let x = kb.ld_vec(Space::Shared, Ty::F32, 4, src);
             let at = Address::reg(dst, i64::from(r) * self.global_round);
-            match tail {
-                Some(dims) => {
-                    let limit = state_row_limit(kb, self.row, r * self.rows_per_round, dims);
-                    store_from_f32_masked(kb, Dtype::F32, at, &x, self.col, limit, dims.1);
-                }
-                None => {
-                    let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
-                    kb.st_vec(Space::Global, Ty::F32, at, &x);
-                }
+            if let Some(dims) = tail {
+                let limit = state_row_limit(kb, self.row, r * self.rows_per_round, dims);
+                store_from_f32_masked(kb, Dtype::F32, at, &x, self.col, limit, dims.1);
+            } else {
+                let x: Vec<Operand> = x.into_iter().map(Into::into).collect();
+                kb.st_vec(Space::Global, Ty::F32, at, &x);
             }
         }
     }

@@ -131,7 +131,7 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
         let len_up = kb.add(len, blk - 1);
         let blocks = kb.shr(len_up, blk.trailing_zeros());
         kb.for_range(0u32, blocks, 1, |kb, bi| {
-            chunk.query_block(kb, bi, (tok_c, len))
+            chunk.query_block(kb, bi, (tok_c, len));
         });
         chunk.update_state(kb, blocks, (tok_c, len));
     });

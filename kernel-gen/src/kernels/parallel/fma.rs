@@ -317,7 +317,7 @@ impl QueryTiles<'_> {
 
         kb.comment("S^T[c][r] = ((sQ_r) . k_c) band[r - c + B - 1]");
         for_each_piece(kb, self.t, THREADS, bt, bt, |kb, p| {
-            self.band_scores(kb, &p, kd)
+            self.band_scores(kb, &p, kd);
         });
         kb.bar_sync(0);
 
