@@ -6,7 +6,7 @@
 //! Taylor polynomial whose only significant error is the final rounding of 1 + e; far from 1
 //! (x < −1/16, where 1 − γ > 0.04) `ex2.approx` is already accurate relative to 1 − γ.
 
-use crate::dsl::{Address, Cmp, KernelBuilder, ParamRef, Reg, Space, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, ParamRef, Reg, Rounding, Space, Ty};
 
 /// Below this exponent `ex2.approx` is used; above it the polynomial.
 pub const POLY_MIN_EXPONENT: f32 = -0.0625;
@@ -78,6 +78,79 @@ pub fn heads_and_log2_gamma(
             (heads, kb.mov(Ty::F32, 0.0f32))
         }
     }
+}
+
+/// Which threads fill the shared decay table γ^d, d = 0..=C.
+#[derive(Debug, Clone, Copy)]
+pub enum TableFill {
+    /// Thread `t` writes entry t (C + 1 ≤ threads); `t4` = 4t, computed by the caller.
+    Single {
+        /// The thread index.
+        t: Reg,
+        /// 4t: the entry's byte offset.
+        t4: Reg,
+    },
+    /// Rounds of `threads` entries, thread `t` writing t + round·threads; with `reuse_t`
+    /// round 0 indexes with `t` itself (no add).
+    Rounds {
+        /// The thread index.
+        t: Reg,
+        /// Threads per CTA.
+        threads: u32,
+        /// Round 0 uses `t` as its index register.
+        reuse_t: bool,
+    },
+}
+
+/// The decay table γ^d = 2^(d·log2 γ), d = 0..=`c`, as f32 at shared offset `table` from
+/// `base`: relative exponents only (all ≤ 0), so nothing overflows.
+pub fn emit_decay_table(
+    kb: &mut KernelBuilder,
+    fill: TableFill,
+    (base, table): (Reg, u32),
+    c: u32,
+    log2_gamma: Reg,
+) {
+    kb.comment(format!(
+        "decay table gamma^d = 2^(d log2 gamma), d = 0..={c}, relative exponents only"
+    ));
+    let entry = |kb: &mut KernelBuilder, d_int: Reg, d4: Option<Reg>| {
+        let in_table = kb.setp(Cmp::Le, d_int, c);
+        kb.guarded(in_table, false, |kb| {
+            let d = kb.cvt(Ty::F32, d_int, Some(Rounding::Rn));
+            let x = kb.mul(d, log2_gamma);
+            let g = emit_exp2(kb, x);
+            let d4 = d4.unwrap_or_else(|| kb.shl(d_int, 2u32));
+            let at = kb.add(base, d4);
+            kb.st(Space::Shared, Address::reg(at, i64::from(table)), g);
+        });
+    };
+    match fill {
+        TableFill::Single { t, t4 } => entry(kb, t, Some(t4)),
+        TableFill::Rounds {
+            t,
+            threads,
+            reuse_t,
+        } => {
+            for round in 0..(c + 1).div_ceil(threads) {
+                let d_int = if reuse_t && round == 0 {
+                    t
+                } else {
+                    kb.add(t, round * threads)
+                };
+                entry(kb, d_int, None);
+            }
+        }
+    }
+}
+
+/// γ^d read from the shared decay table at offset `table` from `base`, for the `.u32`
+/// register `d`; returns the entry's address less `table` (base + 4d) and the value.
+pub fn table_entry(kb: &mut KernelBuilder, (base, table): (Reg, u32), d: Reg) -> (Reg, Reg) {
+    let d4 = kb.shl(d, 2u32);
+    let at = kb.add(base, d4);
+    let g = kb.ld(Space::Shared, Ty::F32, Address::reg(at, i64::from(table)));
+    (at, g)
 }
 
 #[cfg(test)]

@@ -172,3 +172,83 @@ pub fn store_piece(kb: &mut KernelBuilder, acc: &Acc4x4, at: Reg, row_stride: u3
         );
     }
 }
+
+/// `acc += Σ_{p < count} A[p][row..row+4] ⊗ B[p][col..col+4]` for piece `p`, with A at shared
+/// offset `a.0` from `base` (rows `a.1` bytes apart) and B at `b.0` (rows `b.1` bytes
+/// apart). Returns the piece's bases `base + 4·p.row` and `base + 4·p.col`, for further
+/// operands of the same piece.
+pub fn product_piece(
+    kb: &mut KernelBuilder,
+    acc: &Acc4x4,
+    (base, p): (Reg, &Piece),
+    a: (u32, u32),
+    b: (u32, u32),
+    count: impl Into<crate::dsl::Operand>,
+) -> (Reg, Reg) {
+    let a_off = kb.shl(p.row, 2u32);
+    let a_base = kb.add(base, a_off);
+    let a_at = kb.add(a_base, a.0);
+    let b_off = kb.shl(p.col, 2u32);
+    let b_base = kb.add(base, b_off);
+    let b_at = kb.add(b_base, b.0);
+    accumulate_shared(kb, acc, a_at, a.1, b_at, b.1, count);
+    (a_base, b_base)
+}
+
+/// Where the rows of 4×4 output pieces go: a token-major global tensor of `dim`-element
+/// rows in `dtype`, the piece rows `row` being tokens `tok0 + row` of head `h`.
+pub struct PieceRowsOut {
+    /// Address of token 0, head 0, column 0.
+    pub dst: Reg,
+    /// Token of piece row 0.
+    pub tok0: Reg,
+    /// H and this CTA's head.
+    pub heads_h: (Reg, Reg),
+    /// First column of this CTA's slice.
+    pub col0: Reg,
+    /// Element type and row length (elements) of the tensor.
+    pub dtype: retention_core::Dtype,
+    /// Row length of the tensor in elements.
+    pub dim: u32,
+    /// Rows below this (`.u32`) are stored.
+    pub len: Reg,
+    /// The tile is padded past `dim`: columns at or past it are not stored.
+    pub tail: bool,
+    /// Bytes between tokens (`None`: computed after the piece's address).
+    pub tok_stride: Option<Reg>,
+}
+
+/// Store the piece `acc` of thread piece `p` to rows `< out.len` of `out` (rounded to its
+/// dtype; one guard per row, and per column group when the tile is padded).
+pub fn store_piece_rows(kb: &mut KernelBuilder, acc: &Acc4x4, p: &Piece, out: &PieceRowsOut) {
+    use super::global::{row_limit, store_from_f32_masked, store4_from_f32};
+    let (heads, h) = out.heads_h;
+    let es = out.dtype.size_bytes() as u32;
+    let tok = kb.add(out.tok0, p.row);
+    let th = kb.mad_lo(tok, heads, h);
+    let col = kb.add(p.col, out.col0);
+    let col_bytes = kb.mul_wide(col, es);
+    let off = kb.mad_wide(th, out.dim * es, col_bytes);
+    let mut at = kb.add(out.dst, off);
+    let tok_stride = match out.tok_stride {
+        Some(s) => s,
+        None => kb.mul_wide(heads, out.dim * es),
+    };
+    for (r, row) in acc.iter().enumerate() {
+        if r > 0 {
+            at = kb.add(at, tok_stride);
+        }
+        let i = kb.add(p.row, r as u32);
+        let inside = kb.setp(Cmp::Lt, i, out.len);
+        if out.tail {
+            // Rows past L and columns past the dim are not stored (one guard each).
+            let limit = row_limit(kb, inside, out.dim);
+            let at = Address::reg(at, 0);
+            store_from_f32_masked(kb, out.dtype, at, row, col, limit, out.dim);
+        } else {
+            kb.guarded(inside, false, |kb| {
+                store4_from_f32(kb, out.dtype, Address::reg(at, 0), row);
+            });
+        }
+    }
+}

@@ -51,13 +51,35 @@ impl Stager {
         shared_step: u32,
         body: impl FnOnce(&mut KernelBuilder, Reg, Reg),
     ) {
+        self.for_each_round(
+            kb,
+            (first, row_step),
+            (shared_first, shared_step),
+            |kb, at, sh, row| {
+                let inside = kb.setp(Cmp::Lt, row, len);
+                kb.guarded(inside, false, |kb| body(kb, at, sh));
+            },
+        );
+    }
+}
+
+impl Stager {
+    /// A runtime loop over the rounds: `body(kb, global address, shared address, row)` with
+    /// addresses from `global.0` and `shared.0`, advancing `global.1` and `shared.1` bytes and
+    /// `rows_per_round` rows a round.
+    fn for_each_round(
+        &self,
+        kb: &mut KernelBuilder,
+        (first, row_step): (Reg, Reg),
+        (shared_first, shared_step): (Reg, u32),
+        body: impl FnOnce(&mut KernelBuilder, Reg, Reg, Reg),
+    ) {
         let at = kb.mov(Ty::U64, first);
         let sh = kb.mov(Ty::U32, shared_first);
         let row = kb.mov(Ty::U32, self.row);
         let rows_per_round = self.rows_per_round;
         kb.for_range(0u32, self.rounds, 1, |kb, _| {
-            let inside = kb.setp(Cmp::Lt, row, len);
-            kb.guarded(inside, false, |kb| body(kb, at, sh));
+            body(kb, at, sh, row);
             let next = kb.add(at, row_step);
             kb.assign(at, next);
             let next = kb.add(sh, shared_step);
@@ -66,9 +88,7 @@ impl Stager {
             kb.assign(row, next);
         });
     }
-}
 
-impl Stager {
     /// Stage a chunk of a token-major tensor as f32: each round's four elements are loaded
     /// (widened to f32) and handed to `store(kb, values, shared address)`. With `tail =
     /// None`, rows at or past `len` are skipped ([`Stager::run`]); with `tail = Some((col,
@@ -102,21 +122,76 @@ impl Stager {
             );
             return;
         };
-        let at = kb.mov(Ty::U64, first);
-        let sh = kb.mov(Ty::U32, shared_first);
-        let row = kb.mov(Ty::U32, self.row);
-        let rows_per_round = self.rows_per_round;
-        kb.for_range(0u32, self.rounds, 1, |kb, _| {
-            let inside = kb.setp(Cmp::Lt, row, len);
-            let limit = row_limit(kb, inside, dim);
-            let xs = load4_f32_masked(kb, dtype, Address::reg(at, 0), col, limit, dim);
-            store(kb, xs, sh);
-            let next = kb.add(at, row_step);
-            kb.assign(at, next);
-            let next = kb.add(sh, shared_step);
-            kb.assign(sh, next);
-            let next = kb.add(row, rows_per_round);
-            kb.assign(row, next);
+        self.for_each_round(
+            kb,
+            (first, row_step),
+            (shared_first, shared_step),
+            |kb, at, sh, row| {
+                let inside = kb.setp(Cmp::Lt, row, len);
+                let limit = row_limit(kb, inside, dim);
+                let xs = load4_f32_masked(kb, dtype, Address::reg(at, 0), col, limit, dim);
+                store(kb, xs, sh);
+            },
+        );
+    }
+}
+
+impl Stager {
+    /// Byte offset, in a token-major tensor of `row_bytes`-byte rows, of the thread's first
+    /// element of the tile whose first token is `tok` (tokens H rows apart, head `h`);
+    /// `col_bytes` is the byte offset of the thread's column.
+    pub fn row_offset(
+        &self,
+        kb: &mut KernelBuilder,
+        tok: Reg,
+        (heads, h): (Reg, Reg),
+        row_bytes: u32,
+        col_bytes: Reg,
+    ) -> Reg {
+        let tok_row = kb.add(tok, self.row);
+        let th = kb.mad_lo(tok_row, heads, h);
+        kb.mad_wide(th, row_bytes, col_bytes)
+    }
+
+    /// [`Stager::stage_f32`] into a transposed `[D][C]` f32 tile: element e of a round's four
+    /// goes to `e·col_stride` bytes past the round's shared address, times `scale` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn stage_f32_transposed(
+        &self,
+        kb: &mut KernelBuilder,
+        dtype: Dtype,
+        global: (Reg, Reg),
+        len: Reg,
+        shared: (Reg, u32),
+        tail: Option<(Reg, u32)>,
+        (col_stride, scale): (u32, Option<Reg>),
+    ) {
+        self.stage_f32(kb, dtype, global, len, shared, tail, |kb, xs, sh| {
+            for (e, &x) in xs.iter().enumerate() {
+                let x = match scale {
+                    Some(s) => kb.mul(x, s),
+                    None => x,
+                };
+                let off = i64::from(e as u32 * col_stride);
+                kb.st(Space::Shared, Address::reg(sh, off), x);
+            }
+        });
+    }
+
+    /// [`Stager::stage_f32`] into a row-major `[C][D]` f32 tile: a round's four elements
+    /// go out as one `st.shared.v4`.
+    pub fn stage_f32_rows(
+        &self,
+        kb: &mut KernelBuilder,
+        dtype: Dtype,
+        global: (Reg, Reg),
+        len: Reg,
+        shared: (Reg, u32),
+        tail: Option<(Reg, u32)>,
+    ) {
+        self.stage_f32(kb, dtype, global, len, shared, tail, |kb, xs, sh| {
+            let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
+            kb.st_vec(Space::Shared, Ty::F32, Address::reg(sh, 0), &xs);
         });
     }
 }

@@ -26,8 +26,14 @@ use super::attention_spec::{
 use super::unsupported;
 use crate::GenError;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Sreg, Ty};
+use crate::math::kernel_head::start_kernel;
 use crate::spec::{KernelOp, KernelSpec};
 use retention_core::Dtype;
+
+/// The kernel's title line.
+const TITLE: &str = "softmax attention decode, combine pass";
+/// What the kernel computes, as its header says.
+const FORMULA: &str = "o = sum_s 2^(m_s - M) o~_s / sum_s 2^(m_s - M) l_s";
 
 /// Splits merged per loop trip: their loads are all in flight before the first merge.
 const UNROLL: u32 = 8;
@@ -53,14 +59,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let esize = spec.dtype.size_bytes() as u32;
     let row_bytes = partial_row_floats(spec) * 4;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "softmax attention decode, combine pass: {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header("o = sum_s 2^(m_s - M) o~_s / sum_s 2^(m_s - M) l_s".to_string());
-    kb.max_threads(threads);
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, false));
     let p_partial = kb.param("p_partial", Ty::U64);
     let p_o = kb.param("p_o", Ty::U64);
     let p_splits = kb.param("p_splits", Ty::U32);

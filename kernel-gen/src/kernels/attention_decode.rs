@@ -57,6 +57,7 @@ use crate::GenError;
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, ParamRef, Reg, SharedRef, ShflMode, Space, Sreg, Ty,
 };
+use crate::math::kernel_head::start_kernel;
 use crate::spec::{KernelOp, KernelSpec};
 
 use super::attention_merge::{MergeIn, Running, merge_and_write};
@@ -68,6 +69,12 @@ pub use super::attention_spec::{
     MAX_K, MAX_V, PARTIAL_HEADER, combine_threads, partial_row_floats, validate,
 };
 use super::attention_spec::{NO_SCORE, padded_v};
+
+/// The kernel's title line.
+const TITLE: &str = "softmax attention decode, split pass";
+/// What the kernel computes, as its header says.
+const FORMULA: &str =
+    "partial (m, l, o~) of tokens [split*split_len, ..) : online softmax in f32, log2 units";
 
 /// Where a lane's loads of one step start, and (for rows whose pieces do not fill every
 /// lane) whether this lane holds the key/value row's last piece.
@@ -256,17 +263,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let step_tokens = tokens_per_step(spec);
     let esize = spec.dtype.size_bytes() as u32;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "softmax attention decode, split pass: {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header(
-        "partial (m, l, o~) of tokens [split*split_len, ..) : online softmax in f32, log2 units"
-            .to_string(),
-    );
-    kb.max_threads(threads);
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, false));
 
     let p_q = kb.param("p_q", Ty::U64);
     let p_k = kb.param("p_k_cache", Ty::U64);

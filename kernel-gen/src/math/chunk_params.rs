@@ -2,6 +2,8 @@
 //! in launch order, so the FMA and tensor-core paths and the segmented phase 2 cannot drift
 //! apart, and the token range of a dense or packed (varlen) sequence.
 
+use super::segment_fold::{Segment, segment_of};
+use crate::blocks::decay::heads_and_log2_gamma;
 use crate::dsl::{Address, KernelBuilder, ParamRef, Reg, Space, Ty};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 
@@ -106,5 +108,56 @@ pub fn sequence_bounds(
     } else {
         let t = kb.ld_param(lengths);
         (kb.mul_lo(b, t), t)
+    }
+}
+
+/// What a chunk kernel's CTA walks: H and log2 γ_h, its tokens `tok0..tok0 + seq_len` (the
+/// row's sequence, or its segment for the segmented op), the segment, and the scale s.
+pub struct ChunkRows {
+    /// H.
+    pub heads: Reg,
+    /// log2 γ_h.
+    pub log2_gamma: Reg,
+    /// First token.
+    pub tok0: Reg,
+    /// Tokens to walk.
+    pub seq_len: Reg,
+    /// The segmented op's segment (`None` otherwise).
+    pub segment: Option<Segment>,
+    /// s.
+    pub scale: Reg,
+}
+
+/// [`ChunkRows`] of the CTA of row `b`, head `h`; `log2_gammas` are a named set's exponents.
+pub fn chunk_rows(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    p: &ChunkwiseParams,
+    log2_gammas: Option<&[f32]>,
+    (b, h): (Reg, Reg),
+) -> ChunkRows {
+    chunk_rows_of(kb, spec, p, (p.segments.as_ref(), log2_gammas), (b, h))
+}
+
+/// [`chunk_rows`] reading the segment parameters `segments` (`None`: the whole sequence,
+/// whatever the op).
+pub fn chunk_rows_of(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    p: &ChunkwiseParams,
+    (segments, log2_gammas): (Option<&(ParamRef, ParamRef)>, Option<&[f32]>),
+    (b, h): (Reg, Reg),
+) -> ChunkRows {
+    let (heads, log2_gamma) = heads_and_log2_gamma(kb, p.runtime.as_ref(), log2_gammas, h);
+    let (tok0, seq_len) = sequence_bounds(kb, spec, &p.lengths, b);
+    let (tok0, seq_len, segment) = segment_of(kb, spec, segments, &p.lengths, tok0, seq_len);
+    let scale = kb.ld_param(&p.scale);
+    ChunkRows {
+        heads,
+        log2_gamma,
+        tok0,
+        seq_len,
+        segment,
+        scale,
     }
 }

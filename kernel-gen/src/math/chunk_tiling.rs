@@ -87,6 +87,16 @@ pub struct SharedLayout {
 }
 
 impl SharedLayout {
+    /// The shared window's comment, `tiles` naming R, (sQ)ᵀ, Kᵀ, V and Sᵀ with their shapes.
+    pub fn describe(&self, tiles: [&str; 5]) -> String {
+        let [r, qt, kt, v, st] = tiles;
+        let at = [self.r, self.qt, self.kt, self.v, self.st, self.decay];
+        format!(
+            "f32 {r} @{}, {qt} @{}, {kt} @{}, {v} @{}, {st} @{}, gamma^d [C+1] @{}",
+            at[0], at[1], at[2], at[3], at[4], at[5]
+        )
+    }
+
     /// The layout for head dims `k`, `v` and chunk `c`.
     pub const fn new(k: u32, v: u32, c: u32) -> Self {
         let r = 0;
@@ -351,6 +361,61 @@ impl StreamedPlan {
     }
 }
 
+/// The chunk field of a spec that needs one from `listed`: `why` = (the message when it is
+/// missing, the message when it is not listed).
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] naming the chunk field.
+pub fn check_listed_chunk(
+    chunk: Option<u32>,
+    listed: &[u32],
+    (missing, outside): (&str, &str),
+) -> Result<u32, GenError> {
+    let c = chunk.ok_or_else(|| unsupported("chunk", "none", missing))?;
+    if listed.contains(&c) {
+        Ok(c)
+    } else {
+        Err(unsupported("chunk", c, outside))
+    }
+}
+
+/// The tile config is one the generator serves (`tile`: whether it is, and why not) and
+/// `bytes` of dynamic shared memory fit the arch (`hint`: what to do when they do not).
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] naming the tile or the shared memory.
+pub fn check_tile_and_shared(
+    spec: &KernelSpec,
+    (tile_ok, tile_why): (bool, &str),
+    bytes: u32,
+    hint: &str,
+) -> Result<(), GenError> {
+    if !tile_ok {
+        return Err(unsupported("tile", format!("{:?}", spec.tile), tile_why));
+    }
+    let max = spec.arch.max_dynamic_shared();
+    if bytes > max {
+        let why = format!("{} allows at most {max} bytes per CTA; {hint}", spec.arch);
+        return Err(unsupported("shared memory", bytes, why));
+    }
+    Ok(())
+}
+
+/// A named RetNet gamma set serves 1 ≤ H ≤ 48 heads.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] naming the gamma set.
+pub fn check_retnet_heads(gammas: GammaSet) -> Result<(), GenError> {
+    match gammas {
+        GammaSet::Retnet { heads } if !(1..=48).contains(&heads) => Err(unsupported(
+            "gamma set",
+            gammas.name(),
+            "retnet(H) needs 1 <= H <= 48",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Check that the chunk tiling serves `spec`'s shape: K, V, C, gamma set, tile and shared
 /// memory (whatever its op).
 ///
@@ -358,49 +423,19 @@ impl StreamedPlan {
 /// [`GenError::UnsupportedSpec`] naming the first field outside the tiling.
 pub fn check_shape(spec: &KernelSpec) -> Result<(), GenError> {
     check_dims(spec)?;
-    let Some(c) = spec.chunk else {
-        return Err(unsupported(
-            "chunk",
-            "none",
-            "chunkwise needs a chunk length",
-        ));
-    };
-    if !SUPPORTED_CHUNKS.contains(&c) {
-        return Err(unsupported(
-            "chunk",
-            c,
-            "chunkwise serves C in {32, 64, 128, 256}",
-        ));
-    }
-    if let GammaSet::Retnet { heads } = spec.gammas
-        && !(1..=48).contains(&heads)
-    {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "retnet(H) needs 1 <= H <= 48",
-        ));
-    }
-    if spec.tile != TileConfig::default() || spec.tile.threads != THREADS {
-        return Err(unsupported(
-            "tile",
-            format!("{:?}", spec.tile),
-            "chunkwise uses the default tile (256 threads)",
-        ));
-    }
-    let bytes = shared_bytes(spec);
-    if bytes > spec.arch.max_dynamic_shared() {
-        return Err(unsupported(
-            "shared memory",
-            bytes,
-            format!(
-                "{} allows at most {} bytes per CTA; use a shorter chunk",
-                spec.arch,
-                spec.arch.max_dynamic_shared()
-            ),
-        ));
-    }
-    Ok(())
+    let why = (
+        "chunkwise needs a chunk length",
+        "chunkwise serves C in {32, 64, 128, 256}",
+    );
+    check_listed_chunk(spec.chunk, &SUPPORTED_CHUNKS, why)?;
+    check_retnet_heads(spec.gammas)?;
+    let tile_ok = spec.tile == TileConfig::default() && spec.tile.threads == THREADS;
+    check_tile_and_shared(
+        spec,
+        (tile_ok, "chunkwise uses the default tile (256 threads)"),
+        shared_bytes(spec),
+        "use a shorter chunk",
+    )
 }
 
 /// Check that K and V are head dims the chunk tiling serves: 1..=[`MAX_K`], 1..=[`MAX_V`].

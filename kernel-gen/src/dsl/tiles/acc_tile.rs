@@ -26,6 +26,30 @@ impl AccTileF32 {
         kb.warp_mma_m16n8k16_into(ab, d, a, b, d);
     }
 
+    /// The two `mma`s of an `ldmatrix.x4` B operand `b` (two 8-column n-tiles): n-tile `nt`
+    /// takes `b[0..2]`, n-tile `nt + 1` takes `b[2..4]`.
+    pub fn mma_pair(&self, kb: &mut KernelBuilder, ab: Ty, nt: usize, a: [Reg; 4], b: [Reg; 4]) {
+        self.mma(kb, ab, nt, a, [b[0], b[1]]);
+        self.mma(kb, ab, nt + 1, a, [b[2], b[3]]);
+    }
+
+    /// A new tile whose element e of n-tile nt is `f(kb, nt, e, x)`, x this tile's element,
+    /// emitted in fragment order.
+    pub fn map(
+        &self,
+        kb: &mut KernelBuilder,
+        mut f: impl FnMut(&mut KernelBuilder, usize, usize, Reg) -> Reg,
+    ) -> AccTileF32 {
+        AccTileF32 {
+            frags: self
+                .frags
+                .iter()
+                .enumerate()
+                .map(|(nt, x)| std::array::from_fn(|e| f(kb, nt, e, x[e])))
+                .collect(),
+        }
+    }
+
     /// Multiply rows g by `lo` and rows g+8 by `hi`, in place.
     pub fn scale_rows(&self, kb: &mut KernelBuilder, lo: Reg, hi: Reg) {
         for f in &self.frags {

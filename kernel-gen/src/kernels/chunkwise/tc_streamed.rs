@@ -20,12 +20,14 @@
 //! γ^L once per chunk and gains each block's term as soon as the block arrives, while every
 //! pass reads the chunk-start R̃: exactly the chunkwise recurrence, in a different order.
 
+use crate::blocks::decay::table_entry;
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
-use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
-use crate::dsl::{Address, Cmp, KernelBuilder, Operand, Reg, Space, Ty};
+use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
+use crate::dsl::{Cmp, KernelBuilder, Operand, Reg, Ty};
 use crate::math::chunk_tiling::{BLOCK, SCORE_COLS, StreamedPlan, TcLayout};
-use crate::math::scores::Diagonal;
+use crate::math::scores::{Diagonal, xi_rows};
+use crate::math::state_update::{StateV, accumulate_state_step, zeta_quad};
 
 /// Everything one chunk of the streamed path needs, fixed before the sequence loop.
 pub(super) struct StreamedChunk<'a> {
@@ -76,6 +78,25 @@ pub(super) struct RowsRole {
     /// First R̃ / o chunk of the warp's column group.
     col_chunk: Reg,
     q_rows: Reg,
+}
+
+/// What every pass of a chunk reads.
+struct Pass<'r> {
+    role: &'r RowsRole,
+    /// The chunk's first token and length.
+    at: (Reg, Reg),
+    /// L + C − 1 − 2q: the lane's ζ index base.
+    z_base: Reg,
+    zero: Reg,
+}
+
+/// The warp's rows of one pass: first row, accumulator row d1 = row0 + g, its R̃ / o column
+/// chunks and the O accumulator.
+struct PassRows {
+    row0: Reg,
+    d1: Reg,
+    col_chunks: Vec<Reg>,
+    oacc: AccTileF32,
 }
 
 impl StreamedChunk<'_> {
@@ -154,205 +175,202 @@ impl StreamedChunk<'_> {
     /// one the pass's rows reach.
     pub(super) fn emit(&self, kb: &mut KernelBuilder, role: &RowsRole, len: Reg, tok_c: Reg) {
         let p_rows = self.plan.pass_rows;
-        let resident = self.plan.slots == self.c / BLOCK;
-        let new_per_pass = p_rows / BLOCK;
-        let at = (tok_c, len);
-
         kb.comment("R <- gamma^L R once; R~ keeps the chunk-start state for every pass");
-        let len4 = kb.shl(len, 2u32);
-        let gl_at = kb.add(self.base, len4);
-        let g_len = kb.ld(
-            Space::Shared,
-            Ty::F32,
-            Address::reg(gl_at, i64::from(self.lay.decay)),
-        );
+        let (_, g_len) = table_entry(kb, (self.base, self.lay.decay), len);
         for racc in self.raccs {
             racc.scale(kb, g_len);
         }
         // zeta index + C = L + C - 1 - j, clamped to C (γ^0) past L (zero-filled rows).
         let z1 = kb.add(len, self.c - 1);
         let z_base = kb.sub(z1, self.q2);
-        let ow = self.vs / self.plan.groups;
         let zero = kb.mov(Ty::U32, 0u32);
-
+        let pass = Pass {
+            role,
+            at: (tok_c, len),
+            z_base,
+            zero,
+        };
         kb.comment(format!("passes of {p_rows} query rows, up to L"));
-        kb.for_range(0u32, len, p_rows, |kb, p0| {
-            let first_new = kb.shr(p0, BLOCK.trailing_zeros());
-            kb.comment("stage the pass's q rows and its first k, v blocks");
-            let q_src = (self.q, self.dims.0, self.tails.map(|t| t.0));
-            self.stage(kb, self.lay.q, self.base, q_src, p0, at);
-            let new_blocks: Vec<Reg> = (0..new_per_pass)
-                .map(|i| {
-                    if i == 0 {
-                        first_new
-                    } else {
-                        kb.add(first_new, i)
-                    }
-                })
-                .collect();
-            if resident {
-                for &j in &new_blocks {
-                    let slot_at = self.slot_bytes(kb, j);
-                    self.stage_block(kb, j, slot_at, at);
+        kb.for_range(0u32, len, p_rows, |kb, p0| self.pass(kb, &pass, p0));
+    }
+
+    /// Whether every k, v block of a chunk stays resident in its own slot.
+    fn resident(&self) -> bool {
+        self.plan.slots == self.c / BLOCK
+    }
+
+    /// One pass of query rows `p0..`: stage q and the pass's new k, v blocks; O = s (ξ ⊙ Q R̃
+    /// + Σ_j S̃_j V_j); the new blocks' state terms; o rows out.
+    fn pass(&self, kb: &mut KernelBuilder, x: &Pass, p0: Reg) {
+        let (role, at, zero) = (x.role, x.at, x.zero);
+        let new_per_pass = self.plan.pass_rows / BLOCK;
+        let first_new = kb.shr(p0, BLOCK.trailing_zeros());
+        kb.comment("stage the pass's q rows and its first k, v blocks");
+        let q_src = (self.q, self.dims.0, self.tails.map(|t| t.0));
+        self.stage(kb, self.lay.q, self.base, q_src, p0, at);
+        let new_blocks: Vec<Reg> = (0..new_per_pass)
+            .map(|i| {
+                if i == 0 {
+                    first_new
+                } else {
+                    kb.add(first_new, i)
                 }
-            } else {
-                self.stage_block(kb, zero, (zero, zero), at);
+            })
+            .collect();
+        if self.resident() {
+            for &j in &new_blocks {
+                let slot_at = self.slot_bytes(kb, j);
+                self.stage_block(kb, j, slot_at, at);
             }
+        } else {
+            self.stage_block(kb, zero, (zero, zero), at);
+        }
+        kb.cp_async_commit();
+        kb.cp_async_wait(0);
+        kb.bar_sync(0);
+
+        let rows = self.inter_pass(kb, role, p0);
+        let blocks = kb.add(first_new, new_per_pass);
+        kb.comment("key blocks j = 0..: S = Q K_j^T . D, then O += S~ V_j");
+        kb.for_range(0u32, blocks, 1, |kb, j| self.key_block(kb, x, &rows, j));
+
+        kb.comment("o rows of the pass: scale, round, into the o tile");
+        rows.oacc.scale(kb, self.scale);
+        self.lay.o.store_acc_at(
+            kb,
+            self.base,
+            &rows.oacc,
+            self.ab,
+            role.r_in_pass,
+            self.g,
+            self.q4,
+            role.col_chunk,
+        );
+        // The pass's new blocks are still in their slots (a refilled slot holds the last,
+        // and only, new block): their state terms now, with no O accumulator live.
+        for &j in &new_blocks {
+            let slot = if self.resident() { j } else { zero };
+            self.update_state(kb, j, slot, x.z_base);
+        }
+        kb.bar_sync(0);
+        self.copy_out(kb, p0, at);
+        kb.bar_sync(0);
+    }
+
+    /// O = ξ ⊙ Q R̃ over the warp's columns, for the warp's rows of the pass at `p0`.
+    fn inter_pass(&self, kb: &mut KernelBuilder, role: &RowsRole, p0: Reg) -> PassRows {
+        kb.comment("O = xi . Q R~ over the warp's columns");
+        let ow = self.vs / self.plan.groups;
+        let row0 = kb.add(role.r_in_pass, p0);
+        let d1 = kb.add(row0, self.g);
+        let (xi_lo, xi_hi) = xi_rows(kb, (self.base, self.lay.decay), d1);
+        let col_chunks: Vec<Reg> = (0..ow / 16)
+            .map(|np| kb.add(role.col_chunk, 2 * np))
+            .collect();
+        let oacc = AccTileF32::zeros(kb, ow);
+        for ks in 0..self.kd / 16 {
+            let qa = self.q_frag(kb, role, ks);
+            for (np, &chunk) in col_chunks.iter().enumerate() {
+                let rf = self.lay.rh.ldmatrix_x4(
+                    kb,
+                    self.pty,
+                    true,
+                    self.rh_rows,
+                    16 * ks,
+                    chunk,
+                    self.lanes.p1_x,
+                );
+                oacc.mma_pair(kb, self.ab, 2 * np, qa, rf);
+            }
+        }
+        oacc.scale_rows(kb, xi_lo, xi_hi);
+        PassRows {
+            row0,
+            d1,
+            col_chunks,
+            oacc,
+        }
+    }
+
+    /// The lane's q fragments of the warp's rows for the K step `ks`.
+    fn q_frag(&self, kb: &mut KernelBuilder, role: &RowsRole, ks: u32) -> [Reg; 4] {
+        self.lay
+            .q
+            .ldmatrix_x4(kb, self.pty, false, role.q_rows, 0, 2 * ks, self.lanes.p1_x)
+    }
+
+    /// Key block j of the pass: (refill its slot,) S = Q K_jᵀ ⊙ D, O += S̃ V_j.
+    fn key_block(&self, kb: &mut KernelBuilder, x: &Pass, rows: &PassRows, j: Reg) {
+        let zero = x.zero;
+        let slot = if self.resident() {
+            j
+        } else {
+            kb.comment("refill the slot with block j (block 0 came with q)");
+            let first = kb.setp(Cmp::Eq, j, 0u32);
+            let filled = kb.label();
+            kb.bra_if(first, false, filled);
+            kb.bar_sync(0);
+            self.stage_block(kb, j, (zero, zero), x.at);
             kb.cp_async_commit();
             kb.cp_async_wait(0);
             kb.bar_sync(0);
-
-            kb.comment("O = xi . Q R~ over the warp's columns");
-            let row0 = kb.add(role.r_in_pass, p0);
-            let d1 = kb.add(row0, self.g);
-            let row4 = kb.shl(d1, 2u32);
-            let xi_at = kb.add(self.base, row4);
-            let xi_lo = kb.ld(
-                Space::Shared,
-                Ty::F32,
-                Address::reg(xi_at, i64::from(self.lay.decay + 4)),
-            );
-            let xi_hi = kb.ld(
-                Space::Shared,
-                Ty::F32,
-                Address::reg(xi_at, i64::from(self.lay.decay + 36)),
-            );
-            let col_chunks: Vec<Reg> = (0..ow / 16)
-                .map(|np| kb.add(role.col_chunk, 2 * np))
-                .collect();
-            let oacc = AccTileF32::zeros(kb, ow);
+            kb.place(filled);
+            zero
+        };
+        let j_row = kb.shl(j, BLOCK.trailing_zeros());
+        // A pass longer than a block reaches blocks whose columns lie wholly above
+        // some warps' rows (row0 + 15 < 64j): those warps skip them.
+        let skip = (self.plan.pass_rows > BLOCK).then(|| {
+            let label = kb.label();
+            let last_row = kb.add(rows.row0, 15u32);
+            let above = kb.setp(Cmp::Lt, last_row, j_row);
+            kb.bra_if(above, false, label);
+            label
+        });
+        let (k_off, v_off) = self.slot_bytes(kb, slot);
+        let k_rows = kb.add(self.k_rows, k_off);
+        let v_rows = kb.add(self.v_rows, v_off);
+        // Rows relative to the block's first column: never negative here.
+        let d_rel = kb.sub(rows.d1, j_row);
+        let diag = Diagonal::new(kb, d_rel, self.q2);
+        for sb in 0..BLOCK / SCORE_COLS {
+            let col0 = SCORE_COLS * sb; // first column within the block
+            let sacc = AccTileF32::zeros(kb, SCORE_COLS);
             for ks in 0..self.kd / 16 {
-                let qa = self.lay.q.ldmatrix_x4(
-                    kb,
-                    self.pty,
-                    false,
-                    role.q_rows,
-                    0,
-                    2 * ks,
-                    self.lanes.p1_x,
-                );
-                for (np, &chunk) in col_chunks.iter().enumerate() {
-                    let rf = self.lay.rh.ldmatrix_x4(
+                let qa = self.q_frag(kb, x.role, ks);
+                for np in 0..SCORE_COLS / 16 {
+                    let kf = self.lay.k.ldmatrix_x4(
+                        kb,
+                        self.pty,
+                        false,
+                        k_rows,
+                        col0 + 16 * np,
+                        2 * ks,
+                        self.lanes.p2_x,
+                    );
+                    sacc.mma_pair(kb, self.ab, 2 * np as usize, qa, kf);
+                }
+            }
+            let masked = diag.mask(kb, &sacc, self.base, self.lay.decay, col0);
+            let sa = masked.to_a_fragments(kb, self.ab);
+            for (ks, a) in sa.iter().enumerate() {
+                for (np, &chunk) in rows.col_chunks.iter().enumerate() {
+                    let vf = self.lay.v.ldmatrix_x4(
                         kb,
                         self.pty,
                         true,
-                        self.rh_rows,
-                        16 * ks,
+                        v_rows,
+                        col0 + 16 * ks as u32,
                         chunk,
                         self.lanes.p1_x,
                     );
-                    oacc.mma(kb, self.ab, 2 * np, qa, [rf[0], rf[1]]);
-                    oacc.mma(kb, self.ab, 2 * np + 1, qa, [rf[2], rf[3]]);
+                    rows.oacc.mma_pair(kb, self.ab, 2 * np, *a, vf);
                 }
             }
-            oacc.scale_rows(kb, xi_lo, xi_hi);
-
-            let blocks = kb.add(first_new, new_per_pass);
-            kb.comment("key blocks j = 0..: S = Q K_j^T . D, then O += S~ V_j");
-            kb.for_range(0u32, blocks, 1, |kb, j| {
-                let slot = if resident {
-                    j
-                } else {
-                    kb.comment("refill the slot with block j (block 0 came with q)");
-                    let first = kb.setp(Cmp::Eq, j, 0u32);
-                    let filled = kb.label();
-                    kb.bra_if(first, false, filled);
-                    kb.bar_sync(0);
-                    self.stage_block(kb, j, (zero, zero), at);
-                    kb.cp_async_commit();
-                    kb.cp_async_wait(0);
-                    kb.bar_sync(0);
-                    kb.place(filled);
-                    zero
-                };
-                let j_row = kb.shl(j, BLOCK.trailing_zeros());
-                // A pass longer than a block reaches blocks whose columns lie wholly above
-                // some warps' rows (row0 + 15 < 64j): those warps skip them.
-                let skip = (p_rows > BLOCK).then(|| {
-                    let label = kb.label();
-                    let last_row = kb.add(row0, 15u32);
-                    let above = kb.setp(Cmp::Lt, last_row, j_row);
-                    kb.bra_if(above, false, label);
-                    label
-                });
-                let (k_off, v_off) = self.slot_bytes(kb, slot);
-                let k_rows = kb.add(self.k_rows, k_off);
-                let v_rows = kb.add(self.v_rows, v_off);
-                // Rows relative to the block's first column: never negative here.
-                let d_rel = kb.sub(d1, j_row);
-                let diag = Diagonal::new(kb, d_rel, self.q2);
-                for sb in 0..BLOCK / SCORE_COLS {
-                    let col0 = SCORE_COLS * sb; // first column within the block
-                    let sacc = AccTileF32::zeros(kb, SCORE_COLS);
-                    for ks in 0..self.kd / 16 {
-                        let qa = self.lay.q.ldmatrix_x4(
-                            kb,
-                            self.pty,
-                            false,
-                            role.q_rows,
-                            0,
-                            2 * ks,
-                            self.lanes.p1_x,
-                        );
-                        for np in 0..SCORE_COLS / 16 {
-                            let kf = self.lay.k.ldmatrix_x4(
-                                kb,
-                                self.pty,
-                                false,
-                                k_rows,
-                                col0 + 16 * np,
-                                2 * ks,
-                                self.lanes.p2_x,
-                            );
-                            sacc.mma(kb, self.ab, 2 * np as usize, qa, [kf[0], kf[1]]);
-                            sacc.mma(kb, self.ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
-                        }
-                    }
-                    let masked = diag.mask(kb, &sacc, self.base, self.lay.decay, col0);
-                    let sa = masked.to_a_fragments(kb, self.ab);
-                    for (ks, a) in sa.iter().enumerate() {
-                        for (np, &chunk) in col_chunks.iter().enumerate() {
-                            let vf = self.lay.v.ldmatrix_x4(
-                                kb,
-                                self.pty,
-                                true,
-                                v_rows,
-                                col0 + 16 * ks as u32,
-                                chunk,
-                                self.lanes.p1_x,
-                            );
-                            oacc.mma(kb, self.ab, 2 * np, *a, [vf[0], vf[1]]);
-                            oacc.mma(kb, self.ab, 2 * np + 1, *a, [vf[2], vf[3]]);
-                        }
-                    }
-                }
-                if let Some(label) = skip {
-                    kb.place(label);
-                }
-            });
-
-            kb.comment("o rows of the pass: scale, round, into the o tile");
-            oacc.scale(kb, self.scale);
-            self.lay.o.store_acc_at(
-                kb,
-                self.base,
-                &oacc,
-                self.ab,
-                role.r_in_pass,
-                self.g,
-                self.q4,
-                role.col_chunk,
-            );
-            // The pass's new blocks are still in their slots (a refilled slot holds the last,
-            // and only, new block): their state terms now, with no O accumulator live.
-            for &j in &new_blocks {
-                let slot = if resident { j } else { zero };
-                self.update_state(kb, j, slot, z_base);
-            }
-            kb.bar_sync(0);
-            self.copy_out(kb, p0, at);
-            kb.bar_sync(0);
-        });
+        }
+        if let Some(label) = skip {
+            kb.place(label);
+        }
     }
 
     /// `R_w += (K_jᵀ ⊙ ζ_j)_w V_j` for every state slice of the warp, block `j` in slot
@@ -365,20 +383,14 @@ impl StreamedChunk<'_> {
         let j_row = kb.shl(j, BLOCK.trailing_zeros());
         let z_j = kb.sub(z_base, j_row);
         for ks in 0..BLOCK / 16 {
-            let zeta: Vec<Reg> = [0u32, 1, 8, 9]
-                .iter()
-                .map(|&e| {
-                    let idx = kb.sub(z_j, 16 * ks + e);
-                    let cl = kb.max(idx, self.c);
-                    let cl4 = kb.shl(cl, 2u32);
-                    let at = kb.add(self.base, cl4);
-                    kb.ld(
-                        Space::Shared,
-                        Ty::F32,
-                        Address::reg(at, i64::from(self.lay.decay) - i64::from(4 * self.c)),
-                    )
-                })
-                .collect();
+            let zeta = zeta_quad(kb, z_j, 16 * ks, self.c, (self.base, self.lay.decay));
+            let v = StateV {
+                tile: self.lay.v,
+                rows: v_rows,
+                row0: 16 * ks,
+                lane_x: self.lanes.p1_x,
+                cols: self.vs,
+            };
             for (slice, racc) in self.raccs.iter().enumerate() {
                 // Slice `slice`'s rows of Kᵀ: columns 16(w + slice·W).. of the k tile.
                 let kc: Operand = if slice == 0 {
@@ -395,29 +407,7 @@ impl StreamedChunk<'_> {
                     kc,
                     self.lanes.p2_x,
                 );
-                let split = [
-                    scale_pair_split(kb, ka[0], zeta[0], zeta[1]),
-                    scale_pair_split(kb, ka[1], zeta[0], zeta[1]),
-                    scale_pair_split(kb, ka[2], zeta[2], zeta[3]),
-                    scale_pair_split(kb, ka[3], zeta[2], zeta[3]),
-                ];
-                let head = split.map(|p| p.0);
-                let tail = split.map(|p| p.1);
-                for np in 0..self.vs / 16 {
-                    let vf = self.lay.v.ldmatrix_x4(
-                        kb,
-                        self.pty,
-                        true,
-                        v_rows,
-                        16 * ks,
-                        2 * np,
-                        self.lanes.p1_x,
-                    );
-                    for kz in [head, tail] {
-                        racc.mma(kb, self.ab, 2 * np as usize, kz, [vf[0], vf[1]]);
-                        racc.mma(kb, self.ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
-                    }
-                }
+                accumulate_state_step(kb, racc, (ka, &zeta), &v, (self.pty, self.ab));
             }
         }
     }

@@ -15,12 +15,23 @@ use super::{
     GridZ, ParallelParams, emit_band, for_each_key_tile, for_each_query_tile, value_slice,
 };
 use crate::GenError;
-use crate::blocks::fma::{accumulate_shared, for_each_piece, load_piece, store_piece, zero_acc};
-use crate::blocks::global::{row_limit, store_from_f32_masked, store4_from_f32};
+use crate::blocks::cta::cta_row_head;
+use crate::blocks::fma::{
+    Piece, accumulate_shared, for_each_piece, load_piece, product_piece, store_piece,
+    store_piece_rows, zero_acc,
+};
 use crate::blocks::staging::Stager;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
+use crate::math::fma_chunk::o_rows;
+use crate::math::kernel_head::start_kernel;
 use crate::spec::KernelSpec;
+
+/// The kernel's title line.
+const TITLE: &str = "retention parallel forward";
+/// What the kernel computes, as its header says.
+const FORMULA: &str =
+    "O = 0; for key tiles j <= i: S = (sQ) K_j^T . band ; O += S V_j ; o = O  (f32 tiles on chip)";
 
 /// Threads per CTA.
 pub const THREADS: u32 = 256;
@@ -67,25 +78,19 @@ impl FmaLayout {
 
 /// Stage rows `< len` of a `[B][K]` tile of q (times `scale`) or k, transposed into the f32
 /// `[K][B]` array at shared address `dst`.
-#[allow(clippy::too_many_arguments)]
 fn stage_transposed(
     kb: &mut KernelBuilder,
-    spec: &KernelSpec,
-    stage: &Stager,
-    src: Reg,
-    tok0: Reg,
-    heads: Reg,
-    h: Reg,
-    round_step: Reg,
-    len: Reg,
+    x: &QueryTiles,
+    (src, tok0, len): (Reg, Reg, Reg),
     dst: Reg,
     scale: Option<Reg>,
-    tail: bool,
 ) {
+    let spec = x.spec;
+    let stage = &x.stage_k;
     let (kd, bt) = (spec.k, spec.chunk.unwrap_or_default());
     let es = spec.dtype.size_bytes() as u32;
     let tok = kb.add(tok0, stage.row);
-    let th = kb.mad_lo(tok, heads, h);
+    let th = kb.mad_lo(tok, x.heads_h.0, x.heads_h.1);
     let col_bytes = kb.mul_wide(stage.col, es);
     let off = kb.mad_wide(th, kd * es, col_bytes);
     let first = kb.add(src, off);
@@ -94,65 +99,77 @@ fn stage_transposed(
     let sh = kb.add(dst, elem_bytes);
     // Next rows of the tile are the next columns of its transpose.
     let step = stage.rows_per_round * 4;
-    let cols = tail.then_some((stage.col, kd));
-    stage.stage_f32(
+    let cols = x.tail.then_some((stage.col, kd));
+    stage.stage_f32_transposed(
         kb,
         spec.dtype,
-        (first, round_step),
+        (first, x.round_steps.0),
         len,
         (sh, step),
         cols,
-        |kb, xs, sh| {
-            for (e, &x) in xs.iter().enumerate() {
-                let x = match scale {
-                    Some(s) => kb.mul(x, s),
-                    None => x,
-                };
-                let off = i64::from(e as u32 * bt * 4);
-                kb.st(Space::Shared, Address::reg(sh, off), x);
-            }
-        },
+        (bt * 4, scale),
     );
+}
+
+/// The staging positions, tiles and registers the query-tile phases read, fixed per kernel.
+struct QueryTiles<'a> {
+    spec: &'a KernelSpec,
+    lay: FmaLayout,
+    stage_k: Stager,
+    stage_v: Stager,
+    /// Global bytes between staging rounds of k (q) and of v.
+    round_steps: (Reg, Reg),
+    /// q, k, v, o in global memory.
+    ptrs: [Reg; 4],
+    /// v's staging column (with this CTA's first column) and its byte offset.
+    v_col: (Reg, Reg),
+    st_v: Reg,
+    /// Shared addresses of (sQ)ᵀ and Kᵀ, and the band table.
+    qt_at: Reg,
+    kt_at: Reg,
+    band: Reg,
+    my_o: Reg,
+    full: Reg,
+    t: Reg,
+    base: Reg,
+    heads_h: (Reg, Reg),
+    scale: Reg,
+    log2_gamma: Reg,
+    /// Row b's first token and this CTA's first V column.
+    tok_row: Reg,
+    v_col0: Reg,
+    seq_len: Reg,
+    tail: bool,
+    /// (K padded, V slice, B).
+    dims: (u32, u32, u32),
 }
 
 /// Emit the FMA parallel forward for `spec` (validated by the caller).
 ///
 /// # Errors
 /// [`GenError::Dsl`] on a generator bug.
-#[allow(clippy::too_many_lines)]
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     // Tiles are generated for the padded dims (kd, vd); global rows keep the real (kg, vg).
     let tile = tile_spec(spec);
     let (kd, vd) = (tile.k, tile.v);
     let (kg, vg) = (spec.k, spec.v);
-    let tail = !exact_dims(spec);
     let vs = value_slice(spec);
     let bt = spec.chunk.unwrap_or_default(); // tile rows B
     let es = spec.dtype.size_bytes() as u32;
     let lay = FmaLayout::new(kd, vs, bt);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!("retention parallel forward: {}", spec.slug()));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header("O = 0; for key tiles j <= i: S = (sQ) K_j^T . band ; O += S V_j ; o = O  (f32 tiles on chip)");
-    kb.max_threads(THREADS);
-    kb.min_ctas_per_sm(1);
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
 
     let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        16,
-        &format!(
-            "f32 (sQ)^T [K,B] @{}, K^T [K,B] @{}, V [B,vs] @{}, S^T [B,B] @{}, O [B,vs] @{}, band [2B] @{}",
-            lay.qt, lay.kt, lay.v, lay.st, lay.o, lay.band
-        ),
+    let doc = format!(
+        "f32 (sQ)^T [K,B] @{}, K^T [K,B] @{}, V [B,vs] @{}, S^T [B,B] @{}, O [B,vs] @{}, band [2B] @{}",
+        lay.qt, lay.kt, lay.v, lay.st, lay.o, lay.band
     );
+    let smem = kb.dynamic_shared("smem", lay.total, 16, &doc);
 
     kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let (b, h) = cta_row_head(&mut kb);
     let grid = GridZ::new(&mut kb, vd / vs);
     let t = kb.sreg(Sreg::Tid(Axis::X));
     let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);
@@ -161,12 +178,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let scale = kb.ld_param(&params.scale);
     let base = kb.shared_addr(&smem);
     let band = kb.add(base, lay.band);
-    let (q, k, v, o) = (
+    let ptrs = [
         kb.global_ptr(&params.q),
         kb.global_ptr(&params.k),
         kb.global_ptr(&params.v),
         kb.global_ptr(&params.o),
-    );
+    ];
     let v_col0 = kb.mul_lo(grid.slice, vs);
 
     kb.comment("per-thread staging positions and global row strides (tokens are H*dim apart)");
@@ -186,158 +203,159 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let my_o = kb.add(base, t16);
     let tiles = kb.add(seq_len, bt - 1);
     let tiles = kb.shr(tiles, bt.trailing_zeros());
+    let x = QueryTiles {
+        spec,
+        lay,
+        stage_k,
+        stage_v,
+        round_steps: (round_step_k, round_step_v),
+        ptrs,
+        v_col: (v_col, col_v_bytes),
+        st_v,
+        qt_at,
+        kt_at,
+        band,
+        my_o,
+        full,
+        t,
+        base,
+        heads_h: (heads, h),
+        scale,
+        log2_gamma,
+        tok_row,
+        v_col0,
+        seq_len,
+        tail: !exact_dims(spec),
+        dims: (kd, vs, bt),
+    };
 
     kb.comment(format!("query tiles of {bt} rows, longest first"));
-    for_each_query_tile(&mut kb, &grid, tiles, |kb, i| {
+    for_each_query_tile(&mut kb, &grid, tiles, |kb, i| x.query_tile(kb, i));
+    kb.ret();
+    kb.finish()
+}
+
+impl QueryTiles<'_> {
+    /// Query tile i: (sQ)ᵀ staged once, O = 0; key tiles j = i, i−1, … add S V_j; o = O.
+    fn query_tile(&self, kb: &mut KernelBuilder, i: Reg) {
+        let (_, vs, bt) = self.dims;
         let row0 = kb.mul_lo(i, bt);
-        let remaining = kb.sub(seq_len, row0);
+        let remaining = kb.sub(self.seq_len, row0);
         let len_i = kb.min(remaining, bt);
-        let tok_i = kb.add(tok_row, row0);
+        let tok_i = kb.add(self.tok_row, row0);
         kb.bar_sync(0);
         kb.comment("stage (s q)^T of rows < L; O = 0");
-        stage_transposed(
-            kb,
-            spec,
-            &stage_k,
-            q,
-            tok_i,
-            heads,
-            h,
-            round_step_k,
-            len_i,
-            qt_at,
-            Some(scale),
-            tail,
-        );
+        let q_rows = (self.ptrs[0], tok_i, len_i);
+        stage_transposed(kb, self, q_rows, self.qt_at, Some(self.scale));
         for r in 0..bt * vs / 4 / THREADS {
             let z: Operand = 0.0f32.into();
-            let off = i64::from(lay.o + r * THREADS * 16);
-            kb.st_vec(Space::Shared, Ty::F32, Address::reg(my_o, off), &[z; 4]);
+            let off = i64::from(self.lay.o + r * THREADS * 16);
+            kb.st_vec(
+                Space::Shared,
+                Ty::F32,
+                Address::reg(self.my_o, off),
+                &[z; 4],
+            );
         }
 
         kb.comment("key tiles j = i, i-1, ..., while their decays are not all zero");
-        for_each_key_tile(kb, bt, i, log2_gamma, |kb, j, s| {
-            kb.bar_sync(0);
-            let key0 = kb.mul_lo(j, bt);
-            let tok_j = kb.add(tok_row, key0);
-            let is_diag = kb.setp(Cmp::Eq, s, 0u32);
-            let len_j = kb.selp(len_i, full, is_diag);
-            stage_transposed(
-                kb,
-                spec,
-                &stage_k,
-                k,
-                tok_j,
-                heads,
-                h,
-                round_step_k,
-                len_j,
-                kt_at,
-                None,
-                tail,
-            );
-            let tok_v = kb.add(tok_j, stage_v.row);
-            let th_v = kb.mad_lo(tok_v, heads, h);
-            let v_goff = kb.mad_wide(th_v, vg * es, col_v_bytes);
-            let v_first = kb.add(v, v_goff);
-            let sh_v = kb.add(st_v, lay.v);
-            stage_v.stage_f32(
-                kb,
-                spec.dtype,
-                (v_first, round_step_v),
-                len_j,
-                (sh_v, stage_v.rows_per_round * vs * 4),
-                tail.then_some((v_col, vg)),
-                |kb, xs, sh| {
-                    let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
-                    kb.st_vec(Space::Shared, Ty::F32, Address::reg(sh, 0), &xs);
-                },
-            );
-            emit_band(kb, band, t, bt, s, log2_gamma);
-            kb.bar_sync(0);
-
-            kb.comment("S^T[c][r] = ((sQ_r) . k_c) band[r - c + B - 1]");
-            for_each_piece(kb, t, THREADS, bt, bt, |kb, p| {
-                let acc = zero_acc(kb);
-                let a_off = kb.shl(p.row, 2u32);
-                let a = kb.add(qt_at, a_off);
-                let b_off = kb.shl(p.col, 2u32);
-                let bb = kb.add(kt_at, b_off);
-                accumulate_shared(kb, &acc, a, bt * 4, bb, bt * 4, kd);
-                // band index of (row + r, col + cc) = (row + B − 1 − col) + r − cc.
-                let d0 = kb.add(p.row, bt - 1);
-                let d = kb.sub(d0, p.col);
-                let d4 = kb.shl(d, 2u32);
-                let band_at = kb.add(band, d4);
-                let mut decayed = [[acc[0][0]; 4]; 4];
-                for r in 0..4i64 {
-                    for cc in 0..4i64 {
-                        let dec =
-                            kb.ld(Space::Shared, Ty::F32, Address::reg(band_at, 4 * (r - cc)));
-                        decayed[cc as usize][r as usize] =
-                            kb.mul(acc[r as usize][cc as usize], dec);
-                    }
-                }
-                let dst_elem = kb.mad_lo(p.col, bt, p.row);
-                let dst_off = kb.shl(dst_elem, 2u32);
-                let dst = kb.add(base, dst_off);
-                let dst = kb.add(dst, lay.st);
-                store_piece(kb, &decayed, dst, bt * 4);
-            });
-            kb.bar_sync(0);
-
-            kb.comment("O[r] += sum_{c < L_j} S^T[c][r] v_c");
-            for_each_piece(kb, t, THREADS, bt, vs, |kb, p| {
-                let o_elem = kb.mad_lo(p.row, vs, p.col);
-                let o_off = kb.shl(o_elem, 2u32);
-                let o_at = kb.add(base, o_off);
-                let o_at = kb.add(o_at, lay.o);
-                let acc = load_piece(kb, o_at, vs * 4);
-                let a_off = kb.shl(p.row, 2u32);
-                let a = kb.add(base, a_off);
-                let a = kb.add(a, lay.st);
-                let b_off = kb.shl(p.col, 2u32);
-                let bb = kb.add(base, b_off);
-                let bb = kb.add(bb, lay.v);
-                accumulate_shared(kb, &acc, a, bt * 4, bb, vs * 4, len_j);
-                store_piece(kb, &acc, o_at, vs * 4);
-            });
+        for_each_key_tile(kb, bt, i, self.log2_gamma, |kb, j, s| {
+            self.key_tile(kb, (j, s), len_i);
         });
         kb.bar_sync(0);
 
         kb.comment("o rows < L of the tile = O");
-        for_each_piece(kb, t, THREADS, bt, vs, |kb, p| {
-            let o_elem = kb.mad_lo(p.row, vs, p.col);
-            let o_off = kb.shl(o_elem, 2u32);
-            let o_at = kb.add(base, o_off);
-            let o_at = kb.add(o_at, lay.o);
+        let at = (self.heads_h, self.v_col0);
+        let (o, ts) = (self.ptrs[3], None);
+        let out = o_rows(self.spec, o, (tok_i, len_i), at, ts);
+        for_each_piece(kb, self.t, THREADS, bt, vs, |kb, p| {
+            let o_at = self.o_piece_at(kb, &p);
             let acc = load_piece(kb, o_at, vs * 4);
-            let tok = kb.add(tok_i, p.row);
-            let th = kb.mad_lo(tok, heads, h);
-            let col = kb.add(p.col, v_col0);
-            let col_bytes = kb.mul_wide(col, es);
-            let g_off = kb.mad_wide(th, vg * es, col_bytes);
-            let mut at = kb.add(o, g_off);
-            let tok_stride = kb.mul_wide(heads, vg * es);
-            for (r, row) in acc.iter().enumerate() {
-                if r > 0 {
-                    at = kb.add(at, tok_stride);
-                }
-                let inside_row = kb.add(p.row, r as u32);
-                let inside = kb.setp(Cmp::Lt, inside_row, len_i);
-                if tail {
-                    // Rows past L and columns past V are not stored (one guard each).
-                    let limit = row_limit(kb, inside, vg);
-                    let at = Address::reg(at, 0);
-                    store_from_f32_masked(kb, spec.dtype, at, row, col, limit, vg);
-                } else {
-                    kb.guarded(inside, false, |kb| {
-                        store4_from_f32(kb, spec.dtype, Address::reg(at, 0), row);
-                    });
-                }
-            }
+            store_piece_rows(kb, &acc, &p, &out);
         });
-    });
-    kb.ret();
-    kb.finish()
+    }
+
+    /// Shared address of the O piece `p`.
+    fn o_piece_at(&self, kb: &mut KernelBuilder, p: &Piece) -> Reg {
+        let vs = self.dims.1;
+        let o_elem = kb.mad_lo(p.row, vs, p.col);
+        let o_off = kb.shl(o_elem, 2u32);
+        let o_at = kb.add(self.base, o_off);
+        kb.add(o_at, self.lay.o)
+    }
+
+    /// Key tile j (s tiles below the diagonal): stage Kᵀ, V and the band; Sᵀ = ((sQ) K_jᵀ ⊙
+    /// band)ᵀ; O += S V_j over the tile's valid rows.
+    fn key_tile(&self, kb: &mut KernelBuilder, (j, s): (Reg, Reg), len_i: Reg) {
+        let (kd, vs, bt) = self.dims;
+        let lay = &self.lay;
+        kb.bar_sync(0);
+        let key0 = kb.mul_lo(j, bt);
+        let tok_j = kb.add(self.tok_row, key0);
+        let is_diag = kb.setp(Cmp::Eq, s, 0u32);
+        let len_j = kb.selp(len_i, self.full, is_diag);
+        stage_transposed(kb, self, (self.ptrs[1], tok_j, len_j), self.kt_at, None);
+        let (v_col, col_v_bytes) = self.v_col;
+        let vg = self.spec.v;
+        let es = self.spec.dtype.size_bytes() as u32;
+        let (heads, h) = self.heads_h;
+        let v_goff = self
+            .stage_v
+            .row_offset(kb, tok_j, (heads, h), vg * es, col_v_bytes);
+        let v_first = kb.add(self.ptrs[2], v_goff);
+        let sh_v = kb.add(self.st_v, lay.v);
+        self.stage_v.stage_f32_rows(
+            kb,
+            self.spec.dtype,
+            (v_first, self.round_steps.1),
+            len_j,
+            (sh_v, self.stage_v.rows_per_round * vs * 4),
+            self.tail.then_some((v_col, vg)),
+        );
+        emit_band(kb, self.band, self.t, bt, s, self.log2_gamma);
+        kb.bar_sync(0);
+
+        kb.comment("S^T[c][r] = ((sQ_r) . k_c) band[r - c + B - 1]");
+        for_each_piece(kb, self.t, THREADS, bt, bt, |kb, p| {
+            self.band_scores(kb, &p, kd);
+        });
+        kb.bar_sync(0);
+
+        kb.comment("O[r] += sum_{c < L_j} S^T[c][r] v_c");
+        for_each_piece(kb, self.t, THREADS, bt, vs, |kb, p| {
+            let o_at = self.o_piece_at(kb, &p);
+            let acc = load_piece(kb, o_at, vs * 4);
+            let sv = ((lay.st, bt * 4), (lay.v, vs * 4));
+            product_piece(kb, &acc, (self.base, &p), sv.0, sv.1, len_j);
+            store_piece(kb, &acc, o_at, vs * 4);
+        });
+    }
+
+    /// The piece `p` of Sᵀ[c][r] = ((sQ_r) · k_c) band[r − c + B − 1].
+    fn band_scores(&self, kb: &mut KernelBuilder, p: &Piece, kd: u32) {
+        let bt = self.dims.2;
+        let acc = zero_acc(kb);
+        let a_off = kb.shl(p.row, 2u32);
+        let a = kb.add(self.qt_at, a_off);
+        let b_off = kb.shl(p.col, 2u32);
+        let bb = kb.add(self.kt_at, b_off);
+        accumulate_shared(kb, &acc, a, bt * 4, bb, bt * 4, kd);
+        // band index of (row + r, col + cc) = (row + B − 1 − col) + r − cc.
+        let d0 = kb.add(p.row, bt - 1);
+        let d = kb.sub(d0, p.col);
+        let d4 = kb.shl(d, 2u32);
+        let band_at = kb.add(self.band, d4);
+        let mut decayed = [[acc[0][0]; 4]; 4];
+        for r in 0..4i64 {
+            for cc in 0..4i64 {
+                let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(band_at, 4 * (r - cc)));
+                decayed[cc as usize][r as usize] = kb.mul(acc[r as usize][cc as usize], dec);
+            }
+        }
+        let dst_elem = kb.mad_lo(p.col, bt, p.row);
+        let dst_off = kb.shl(dst_elem, 2u32);
+        let dst = kb.add(self.base, dst_off);
+        let dst = kb.add(dst, self.lay.st);
+        store_piece(kb, &decayed, dst, bt * 4);
+    }
 }

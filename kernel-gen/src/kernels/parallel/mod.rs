@@ -54,7 +54,9 @@ pub mod tc;
 use crate::blocks::decay;
 use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
 use crate::error::unsupported;
-use crate::math::chunk_tiling::{MAX_K, MAX_V, tc_dims, tile_spec};
+use crate::math::chunk_tiling::{
+    MAX_K, MAX_V, check_listed_chunk, check_retnet_heads, check_tile_and_shared, tc_dims, tile_spec,
+};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{GenError, LaunchGeometry};
@@ -96,49 +98,19 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "parallel serves 1 <= V <= 512",
         ));
     }
-    let Some(b) = spec.chunk else {
-        return Err(unsupported(
-            "chunk",
-            "none",
-            "parallel needs a tile size (the chunk field)",
-        ));
-    };
-    if !SUPPORTED_TILES.contains(&b) {
-        return Err(unsupported(
-            "chunk",
-            b,
-            "parallel serves tiles B in {32, 64}",
-        ));
-    }
-    if let GammaSet::Retnet { heads } = spec.gammas
-        && !(1..=48).contains(&heads)
-    {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "retnet(H) needs 1 <= H <= 48",
-        ));
-    }
-    if spec.tile != TileConfig::default() {
-        return Err(unsupported(
-            "tile",
-            format!("{:?}", spec.tile),
-            "parallel uses the default tile config",
-        ));
-    }
-    let bytes = shared_bytes(spec);
-    if bytes > spec.arch.max_dynamic_shared() {
-        return Err(unsupported(
-            "shared memory",
-            bytes,
-            format!(
-                "{} allows at most {} bytes per CTA; use a smaller tile",
-                spec.arch,
-                spec.arch.max_dynamic_shared()
-            ),
-        ));
-    }
-    Ok(())
+    let why = (
+        "parallel needs a tile size (the chunk field)",
+        "parallel serves tiles B in {32, 64}",
+    );
+    check_listed_chunk(spec.chunk, &SUPPORTED_TILES, why)?;
+    check_retnet_heads(spec.gammas)?;
+    let tile_ok = spec.tile == TileConfig::default();
+    check_tile_and_shared(
+        spec,
+        (tile_ok, "parallel uses the default tile config"),
+        shared_bytes(spec),
+        "use a smaller tile",
+    )
 }
 
 /// Whether `spec` runs on tensor cores (f16/bf16 at catalog dims or any even K, V on padded

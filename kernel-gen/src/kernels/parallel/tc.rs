@@ -16,18 +16,23 @@
 //! tile as whole 16-byte rows. Global traffic per query tile: q once, each visited k/v tile
 //! once (a tile whose decays vanish is not even prefetched), o once.
 
-use retention_core::Dtype;
-
 use super::{
     GridZ, ParallelParams, emit_band, for_each_query_tile, key_tile_vanishes, value_slice,
 };
 use crate::GenError;
+use crate::blocks::cta::{cta_row_head, mma_types, warp_lane};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
+use crate::math::kernel_head::start_kernel;
 use crate::spec::KernelSpec;
+
+/// The kernel's title line.
+const TITLE: &str = "retention parallel forward (tensor cores)";
+/// What the kernel computes, as its header says.
+const FORMULA: &str = "per warp: O = 0; for key tiles j <= i: S = Q K_j^T . band ; O += S~ V_j ; o = s O  (mma, f32 accumulators)";
 
 /// Most value columns one CTA serves (its f32 O tile is V/2 registers per thread).
 pub const MAX_VALUE_SLICE: u32 = 128;
@@ -145,11 +150,36 @@ impl KvStager<'_> {
     }
 }
 
+/// The per-lane registers and tiles the query-tile phases read, fixed per kernel.
+struct QueryTiles<'a> {
+    lay: TcLayout,
+    kv: KvStager<'a>,
+    src_q: &'a Source,
+    base: Reg,
+    pty: Ty,
+    ab: Ty,
+    lanes: LaneFragments,
+    /// Per-lane row bases of the q (rows 16w..), k and v tiles (buffer 0).
+    rows: (Reg, Reg, Reg),
+    /// The band table and the lane's entry band[i0 + g − 2q + B − 1].
+    band: (Reg, Reg),
+    /// 16w, g = lane/4 and q4 = lane%4.
+    lane_rows: (Reg, Reg, Reg),
+    scale: Reg,
+    log2_gamma: Reg,
+    /// The sequence length and row b's first token.
+    seq: (Reg, Reg),
+    full: Reg,
+    /// o's per-thread 16-byte chunks: chunk, first row, address, column (padded tiles).
+    o_ch: (Reg, Reg, Reg, Option<Reg>),
+    /// (K padded, V slice, B, real V).
+    dims: (u32, u32, u32, u32),
+}
+
 /// Emit the tensor-core parallel forward for `spec` (validated by the caller).
 ///
 /// # Errors
 /// [`GenError::Dsl`] on a generator bug.
-#[allow(clippy::too_many_lines)]
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     // Tiles are generated for the padded dims (kd, vd); global rows keep the real (kg, vg).
     let tile = tile_spec(spec);
@@ -159,47 +189,25 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let vs = value_slice(spec);
     let bt = spec.chunk.unwrap_or_default(); // tile rows B
     let es = spec.dtype.size_bytes() as u32;
-    let ab = match spec.dtype {
-        Dtype::Bf16 => Ty::Bf16,
-        _ => Ty::F16,
-    };
-    let pty = ab.packed().unwrap_or(Ty::F16x2);
+    let (ab, pty) = mma_types(spec.dtype);
     let threads = 32 * bt / 16;
     let lay = TcLayout::new(kd, vs, bt);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "retention parallel forward (tensor cores): {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header(
-        "per warp: O = 0; for key tiles j <= i: S = Q K_j^T . band ; O += S~ V_j ; o = s O  (mma, f32 accumulators)",
-    );
-    kb.max_threads(threads);
-    kb.min_ctas_per_sm(1);
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
 
     let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        128,
-        &format!(
-            "swizzled 16-bit q [B,K] @{}, k [B,K] @{}, v [B,vs] @{}, o [B,vs] @{}; f32 band [2B] @{}",
-            lay.q.offset, lay.k.offset, lay.v.offset, lay.o.offset, lay.band
-        ),
+    let doc = format!(
+        "swizzled 16-bit q [B,K] @{}, k [B,K] @{}, v [B,vs] @{}, o [B,vs] @{}; f32 band [2B] @{}",
+        lay.q.offset, lay.k.offset, lay.v.offset, lay.o.offset, lay.band
     );
+    let smem = kb.dynamic_shared("smem", lay.total, 128, &doc);
 
     kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let (b, h) = cta_row_head(&mut kb);
     let grid = GridZ::new(&mut kb, vd / vs);
     let t = kb.sreg(Sreg::Tid(Axis::X));
-    let lane = kb.and(t, 31u32);
-    let warp = kb.shr(t, 5u32);
-    let g = kb.shr(lane, 2u32);
-    let q4 = kb.and(lane, 3u32);
+    let (lane, warp, g, q4) = warp_lane(&mut kb, t);
     let q2 = kb.shl(q4, 1u32);
     let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);
     let seq_len = kb.ld_param(&params.t);
@@ -234,21 +242,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_at = kb.add(o, col0_bytes);
     let k_tail = tail.then(|| ColumnTail::new(&mut kb, None, kg));
     let v_tail = tail.then(|| ColumnTail::new(&mut kb, Some(col0), vg));
-    let src_q = Source {
-        at: q,
-        dim: kg,
-        tail: k_tail,
-    };
-    let src_k = Source {
-        at: k,
-        dim: kg,
-        tail: k_tail,
-    };
-    let src_v = Source {
-        at: v_at,
-        dim: vg,
-        tail: v_tail,
-    };
+    let src = |at, dim, tail| Source { at, dim, tail };
+    let (src_q, src_k, src_v) = (
+        src(q, kg, k_tail),
+        src(k, kg, k_tail),
+        src(v_at, vg, v_tail),
+    );
     let full = kb.mov(Ty::U32, bt);
     let kv = KvStager {
         lay,
@@ -268,9 +267,44 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_ch8 = tail.then(|| kb.shl(o_ch, 3u32));
     let tiles = kb.add(seq_len, bt - 1);
     let tiles = kb.shr(tiles, bt.trailing_zeros());
+    let x = QueryTiles {
+        lay,
+        kv,
+        src_q: &src_q,
+        base,
+        pty,
+        ab,
+        lanes,
+        rows: (q_rows, k_rows, v_rows),
+        band: (band, band_lane),
+        lane_rows: (i0, g, q4),
+        scale,
+        log2_gamma,
+        seq: (seq_len, tok_row),
+        full,
+        o_ch: (o_ch, o_row0, o_ch_at, o_ch8),
+        dims: (kd, vs, bt, vg),
+    };
 
     kb.comment(format!("query tiles of {bt} rows, longest first"));
-    for_each_query_tile(&mut kb, &grid, tiles, |kb, i| {
+    for_each_query_tile(&mut kb, &grid, tiles, |kb, i| x.query_tile(kb, i));
+    kb.ret();
+    kb.finish()
+}
+
+impl QueryTiles<'_> {
+    /// Query tile i: O = Σ_j S̃_j V_j over key tiles j = i, i−1, … (double-buffered k, v),
+    /// then o rows < L = s O.
+    fn query_tile(&self, kb: &mut KernelBuilder, i: Reg) {
+        let (_, vs, bt, _) = self.dims;
+        let (seq_len, tok_row) = self.seq;
+        let (t, threads, es, heads, h) = (
+            self.kv.t,
+            self.kv.threads,
+            self.kv.es,
+            self.kv.heads,
+            self.kv.h,
+        );
         let row0 = kb.mul_lo(i, bt);
         let remaining = kb.sub(seq_len, row0);
         let len_i = kb.min(remaining, bt);
@@ -279,36 +313,54 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
             "cp.async the query tile (rows >= L zero-filled); it lands with the first key tile",
         );
         stage_tile(
-            kb, lay.q, base, &src_q, t, threads, es, tok_i, heads, h, len_i,
+            kb, self.lay.q, self.base, self.src_q, t, threads, es, tok_i, heads, h, len_i,
         );
         let oacc = AccTileF32::zeros(kb, vs);
 
         kb.comment("key tiles j = i, i-1, ..., while their decays are not all zero;");
         kb.comment("the copy of key tile s+1 (buffer (s+1)&1) lands while tile s is multiplied");
-        kv.stage(kb, base, tok_i, len_i);
+        self.kv.stage(kb, self.base, tok_i, len_i);
         kb.cp_async_commit();
         let s = kb.mov(Ty::U32, 0u32);
         let top = kb.label();
         kb.place(top);
         kb.bar_sync(0);
+        let (next, no_next) = self.prefetch_next(kb, i, s);
+        self.key_tile(kb, s, &oacc);
+        kb.assign(s, next);
+        kb.bra_if(no_next, true, top);
+        self.store_tile(kb, &oacc, (tok_i, len_i));
+    }
+
+    /// Start the copy of key tile s+1 (when it exists and its decays do not vanish) into
+    /// buffer (s+1)&1, write tile s's band and wait for tile s; returns s+1 and "no next".
+    fn prefetch_next(&self, kb: &mut KernelBuilder, i: Reg, s: Reg) -> (Reg, Reg) {
+        let bt = self.dims.2;
         let next = kb.add(s, 1u32);
         let beyond = kb.setp(Cmp::Gt, next, i);
-        let vanishes = key_tile_vanishes(kb, bt, next, log2_gamma);
+        let vanishes = key_tile_vanishes(kb, bt, next, self.log2_gamma);
         let no_next = kb.or(beyond, vanishes);
         let skip_prefetch = kb.label();
         kb.bra_if(no_next, false, skip_prefetch);
         let j_next = kb.sub(i, next);
         let key0 = kb.mul_lo(j_next, bt);
-        let tok_j = kb.add(tok_row, key0);
+        let tok_j = kb.add(self.seq.1, key0);
         let parity = kb.and(next, 1u32);
-        let buf_base = kb.mad_lo(parity, lay.kv_stride, base);
-        kv.stage(kb, buf_base, tok_j, full);
+        let buf_base = kb.mad_lo(parity, self.lay.kv_stride, self.base);
+        self.kv.stage(kb, buf_base, tok_j, self.full);
         kb.place(skip_prefetch);
         kb.cp_async_commit(); // empty when there is no next tile: the wait below stays uniform
-        emit_band(kb, band, t, bt, s, log2_gamma);
+        emit_band(kb, self.band.0, self.kv.t, bt, s, self.log2_gamma);
         kb.cp_async_wait(1);
         kb.bar_sync(0);
+        (next, no_next)
+    }
 
+    /// Key tile s (buffer s&1): S = Q K_sᵀ ⊙ band, then O += S̃ V_s.
+    fn key_tile(&self, kb: &mut KernelBuilder, s: Reg, oacc: &AccTileF32) {
+        let (kd, vs, bt, _) = self.dims;
+        let (lay, pty, ab, lanes) = (&self.lay, self.pty, self.ab, &self.lanes);
+        let (q_rows, k_rows, v_rows) = self.rows;
         let parity = kb.and(s, 1u32);
         let buf = kb.mul_lo(parity, lay.kv_stride);
         let k_cur = kb.add(k_rows, buf);
@@ -322,52 +374,48 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
                 let kf = lay
                     .k
                     .ldmatrix_x4(kb, pty, false, k_cur, 16 * np, 2 * ks, lanes.p2_x);
-                sacc.mma(kb, ab, 2 * np as usize, qa, [kf[0], kf[1]]);
-                sacc.mma(kb, ab, 2 * np as usize + 1, qa, [kf[2], kf[3]]);
+                sacc.mma_pair(kb, ab, 2 * np as usize, qa, kf);
             }
         }
+        let band_lane = self.band.1;
         // Element e of n-tile nt sits at row i0 + g + 8(e >> 1), column 8nt + 2q + (e & 1).
-        let decayed = AccTileF32 {
-            frags: sacc
-                .frags
-                .iter()
-                .enumerate()
-                .map(|(nt, f)| {
-                    std::array::from_fn(|e| {
-                        let dd = 8 * (e as i64 >> 1) - 8 * nt as i64 - (e as i64 & 1);
-                        let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(band_lane, 4 * dd));
-                        kb.mul(f[e], dec)
-                    })
-                })
-                .collect(),
-        };
+        let decayed = sacc.map(kb, |kb, nt, e, x| {
+            let dd = 8 * (e as i64 >> 1) - 8 * nt as i64 - (e as i64 & 1);
+            let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(band_lane, 4 * dd));
+            kb.mul(x, dec)
+        });
         let sa = decayed.to_a_fragments(kb, ab);
         for (ks, a) in sa.iter().enumerate() {
             for np in 0..vs / 16 {
                 let vf =
                     lay.v
                         .ldmatrix_x4(kb, pty, true, v_cur, 16 * ks as u32, 2 * np, lanes.p1_x);
-                oacc.mma(kb, ab, 2 * np as usize, *a, [vf[0], vf[1]]);
-                oacc.mma(kb, ab, 2 * np as usize + 1, *a, [vf[2], vf[3]]);
+                oacc.mma_pair(kb, ab, 2 * np as usize, *a, vf);
             }
         }
-        kb.assign(s, next);
-        kb.bra_if(no_next, true, top);
+    }
 
+    /// o rows < L of the tile = s O, out through the swizzled o tile.
+    fn store_tile(&self, kb: &mut KernelBuilder, oacc: &AccTileF32, (tok_i, len_i): (Reg, Reg)) {
+        let (_, vs, bt, vg) = self.dims;
+        let (i0, g, q4) = self.lane_rows;
+        let (o_ch, o_row0, o_ch_at, o_ch8) = self.o_ch;
+        let threads = self.kv.threads;
         kb.comment("o rows < L of the tile = s O, out through the swizzled o tile");
-        oacc.scale(kb, scale);
-        lay.o.store_acc(kb, base, &oacc, ab, i0, g, q4, 0);
+        oacc.scale(kb, self.scale);
+        self.lay
+            .o
+            .store_acc(kb, self.base, oacc, self.ab, i0, g, q4, 0);
         kb.bar_sync(0);
+        let o_per_row = vs / 8;
         for round in 0..bt * o_per_row / threads {
             let row = kb.add(o_row0, round * threads / o_per_row);
             let inside = kb.setp(Cmp::Lt, row, len_i);
             let tok = kb.add(tok_i, row);
-            let th = kb.mad_lo(tok, heads, h);
-            let dst = kb.mad_wide(th, vg * es, o_ch_at);
-            let src = lay.o.chunk_addr(kb, base, row, o_ch);
-            copy_chunk_out(kb, src, dst, inside, o_ch8.zip(v_tail));
+            let th = kb.mad_lo(tok, self.kv.heads, self.kv.h);
+            let dst = kb.mad_wide(th, vg * self.kv.es, o_ch_at);
+            let src = self.lay.o.chunk_addr(kb, self.base, row, o_ch);
+            copy_chunk_out(kb, src, dst, inside, o_ch8.zip(self.kv.v.tail));
         }
-    });
-    kb.ret();
-    kb.finish()
+    }
 }

@@ -11,17 +11,23 @@
 //! and `Kᵀ ⊙ ζ` is split into 16-bit head and tail fragments exactly as the chunkwise
 //! kernel does, so the f32 decay is not rounded away.
 
-use retention_core::Dtype;
-
 use super::{TcStatesLayout, declare_params, states_segment, tc_value_slice, tc_warps};
 use crate::GenError;
-use crate::blocks::decay::{self, heads_and_log2_gamma};
+use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane};
+use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, stage_tile_masked};
-use crate::dsl::tiles::{AccTileF32, LaneFragments, scale_pair_split};
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Rounding, Space, Sreg, Ty};
+use crate::dsl::tiles::{AccTileF32, LaneFragments};
+use crate::dsl::{Address, Axis, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
+use crate::math::kernel_head::start_kernel;
+use crate::math::state_update::{StateV, accumulate_state_step, zeta_quad};
 use crate::spec::KernelSpec;
+
+/// The kernel's title line.
+const TITLE: &str = "retention chunk states (two-phase, phase 1, tensor cores)";
+/// What the kernel computes, as its header says.
+const FORMULA: &str = "per warp: R = 0 ; per chunk R <- g^L R + (K^T . zeta) V ; Local_s = R  (mma, f32 state in registers)";
 
 /// Emit the tensor-core phase 1 for `spec` (validated by the caller).
 ///
@@ -36,65 +42,35 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let tail = !exact_dims(spec);
     let c = spec.chunk.unwrap_or_default();
     let es = spec.dtype.size_bytes() as u32;
-    let ab = match spec.dtype {
-        Dtype::Bf16 => Ty::Bf16,
-        _ => Ty::F16,
-    };
-    let pty = ab.packed().unwrap_or(Ty::F16x2);
+    let (ab, pty) = mma_types(spec.dtype);
     let threads = 32 * tc_warps(spec);
     let vs = tc_value_slice(spec); // columns of V this CTA serves
     let slices = vd / vs;
     let lay = TcStatesLayout::new(kd, vs, c);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!(
-        "retention chunk states (two-phase, phase 1, tensor cores): {}",
-        spec.slug()
-    ));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header("per warp: R = 0 ; per chunk R <- g^L R + (K^T . zeta) V ; Local_s = R  (mma, f32 state in registers)");
-    kb.max_threads(threads);
-    kb.min_ctas_per_sm(1);
+    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
     let p = declare_params(&mut kb, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        128,
-        &format!(
-            "swizzled 16-bit k [C,K] @{}, v [C,V] @{}; f32 gamma^d [C+1] @{}",
-            lay.k.offset, lay.v.offset, lay.decay
-        ),
+    let doc = format!(
+        "swizzled 16-bit k [C,K] @{}, v [C,V] @{}; f32 gamma^d [C+1] @{}",
+        lay.k.offset, lay.v.offset, lay.decay
     );
+    let smem = kb.dynamic_shared("smem", lay.total, 128, &doc);
 
     kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, segment s = ctaid.z)");
-    let b = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
-    let lane = kb.and(t, 31u32);
-    let warp = kb.shr(t, 5u32);
-    let g = kb.shr(lane, 2u32);
-    let q4 = kb.and(lane, 3u32);
+    let (b, h, t) = cta_row_head_thread(&mut kb);
+    let (lane, warp, g, q4) = warp_lane(&mut kb, t);
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let seg = states_segment(&mut kb, spec, &p, slices, (b, h, heads));
     let base = kb.shared_addr(&smem);
 
-    kb.comment(format!(
-        "decay table gamma^d = 2^(d log2 gamma), d = 0..={c}, relative exponents only"
-    ));
-    for round in 0..(c + 1).div_ceil(threads) {
-        let d = kb.add(t, round * threads);
-        let in_table = kb.setp(Cmp::Le, d, c);
-        kb.guarded(in_table, false, |kb| {
-            let df = kb.cvt(Ty::F32, d, Some(Rounding::Rn));
-            let x = kb.mul(df, log2_gamma);
-            let gd = decay::emit_exp2(kb, x);
-            let d4 = kb.shl(d, 2u32);
-            let at = kb.add(base, d4);
-            kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay)), gd);
-        });
-    }
+    let fill = TableFill::Rounds {
+        t,
+        threads,
+        reuse_t: false,
+    };
+    emit_decay_table(&mut kb, fill, (base, lay.decay), c, log2_gamma);
 
     kb.comment("per-lane ldmatrix rows; warp w owns rows 16w.. of the state, R_w = 0");
     let lanes = LaneFragments::new(&mut kb, lane);
@@ -150,53 +126,24 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         kb.bar_sync(0);
 
         kb.comment("R_w <- gamma^L R_w + (K^T . zeta) V, zeta_j = gamma^(L-1-j)");
-        let len4 = kb.shl(len, 2u32);
-        let gl_at = kb.add(base, len4);
-        let g_len = kb.ld(
-            Space::Shared,
-            Ty::F32,
-            Address::reg(gl_at, i64::from(lay.decay)),
-        );
+        let (_, g_len) = table_entry(kb, (base, lay.decay), len);
         racc.scale(kb, g_len);
-        // zeta index + C = L + C - 1 - j, j = 16 ks + 2q + e: clamped to C (γ^0) past L,
-        // where the zero-filled k and v rows make the term vanish anyway.
+        // zeta index + C = L + C - 1 - j, j = 16 ks + 2q + e (see `zeta_quad`).
         let z1 = kb.add(len, c - 1);
         let z_base = kb.sub(z1, q2);
         for ks in 0..c / 16 {
             let ka = lay
                 .k
                 .ldmatrix_x4(kb, pty, true, k_rows, 16 * ks, k_chunk, lanes.p2_x);
-            let zeta: Vec<Reg> = [0u32, 1, 8, 9]
-                .iter()
-                .map(|&e| {
-                    let idx = kb.sub(z_base, 16 * ks + e);
-                    let cl = kb.max(idx, c);
-                    let cl4 = kb.shl(cl, 2u32);
-                    let at = kb.add(base, cl4);
-                    kb.ld(
-                        Space::Shared,
-                        Ty::F32,
-                        Address::reg(at, i64::from(lay.decay) - i64::from(4 * c)),
-                    )
-                })
-                .collect();
-            let split = [
-                scale_pair_split(kb, ka[0], zeta[0], zeta[1]),
-                scale_pair_split(kb, ka[1], zeta[0], zeta[1]),
-                scale_pair_split(kb, ka[2], zeta[2], zeta[3]),
-                scale_pair_split(kb, ka[3], zeta[2], zeta[3]),
-            ];
-            let head = split.map(|p| p.0);
-            let tail = split.map(|p| p.1);
-            for np in 0..vs / 16 {
-                let vf = lay
-                    .v
-                    .ldmatrix_x4(kb, pty, true, v_rows, 16 * ks, 2 * np, lanes.p1_x);
-                for kz in [head, tail] {
-                    racc.mma(kb, ab, 2 * np as usize, kz, [vf[0], vf[1]]);
-                    racc.mma(kb, ab, 2 * np as usize + 1, kz, [vf[2], vf[3]]);
-                }
-            }
+            let zeta = zeta_quad(kb, z_base, 16 * ks, c, (base, lay.decay));
+            let v = StateV {
+                tile: lay.v,
+                rows: v_rows,
+                row0: 16 * ks,
+                lane_x: lanes.p1_x,
+                cols: vs,
+            };
+            accumulate_state_step(kb, &racc, (ka, &zeta), &v, (pty, ab));
         }
         kb.comment("every warp is done reading k and v before the next chunk lands");
         kb.bar_sync(0);
