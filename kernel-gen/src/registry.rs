@@ -4,6 +4,7 @@
 //! adding a family is one row in [`FAMILIES`] (see ARCHITECTURE.md).
 
 use crate::dsl::Kernel;
+use crate::kernels::parallel_backward;
 use crate::kernels::{attention_decode, chunkwise, decode, parallel, two_phase};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
@@ -11,7 +12,8 @@ use crate::{GenError, LaunchGeometry};
 
 /// A kernel family: the ops it serves and its steps.
 pub struct Family {
-    /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`).
+    /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`,
+    /// `parallel_backward`).
     pub name: &'static str,
     /// The ops it serves.
     pub ops: &'static [KernelOp],
@@ -28,7 +30,7 @@ pub struct Family {
 }
 
 /// Every family, one row each.
-pub const FAMILIES: [Family; 5] = [
+pub const FAMILIES: [Family; 6] = [
     Family {
         name: "decode",
         ops: &[KernelOp::Decode],
@@ -77,6 +79,19 @@ pub const FAMILIES: [Family; 5] = [
         param_names: attention_decode::param_names,
         plan: attention_plan,
         generate: attention_generate,
+    },
+    Family {
+        name: "parallel_backward",
+        ops: &[
+            KernelOp::ParallelBackwardDq,
+            KernelOp::ParallelBackwardDk,
+            KernelOp::ParallelBackwardDv,
+        ],
+        validate: parallel_backward::validate,
+        launch_geometry: parallel_backward::launch_geometry,
+        param_names: parallel_backward::param_names,
+        plan: parallel_backward::plan,
+        generate: parallel_backward::generate,
     },
 ];
 

@@ -40,11 +40,19 @@ pub enum KernelOp {
     /// Phase 2 of the two-phase chunkwise forward: each segment's initial state folded from
     /// H0 and the workspace, then the chunk loop over the segment (the chunkwise family's segmented mode).
     ChunkwiseSegmented,
+    /// Parallel backward, dQ pass: one CTA per query tile, dQ = M K over key tiles ≤ it
+    /// (M = s·(dO Vᵀ) ⊙ D; the `parallel_backward` family, tile size in `chunk`).
+    ParallelBackwardDq,
+    /// Parallel backward, dK pass: one CTA per key tile, dK = Mᵀ Q over query tiles ≥ it.
+    ParallelBackwardDk,
+    /// Parallel backward, dV pass: one CTA per key tile, dV = Pᵀ dO over query tiles ≥ it
+    /// (P = s·(Q Kᵀ) ⊙ D).
+    ParallelBackwardDv,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 8] = [
+    pub const ALL: [KernelOp; 11] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -53,6 +61,9 @@ impl KernelOp {
         KernelOp::Parallel,
         KernelOp::ChunkStates,
         KernelOp::ChunkwiseSegmented,
+        KernelOp::ParallelBackwardDq,
+        KernelOp::ParallelBackwardDk,
+        KernelOp::ParallelBackwardDv,
     ];
 
     /// Lower-case name, used in entry names.
@@ -66,6 +77,9 @@ impl KernelOp {
             KernelOp::Parallel => "parallel",
             KernelOp::ChunkStates => "chunk_states",
             KernelOp::ChunkwiseSegmented => "chunkwise_segmented",
+            KernelOp::ParallelBackwardDq => "parallel_backward_dq",
+            KernelOp::ParallelBackwardDk => "parallel_backward_dk",
+            KernelOp::ParallelBackwardDv => "parallel_backward_dv",
         }
     }
 }

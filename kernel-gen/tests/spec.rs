@@ -87,7 +87,10 @@ fn default_catalog_has_every_combination_once() {
             | KernelOp::ChunkwiseVarlen
             | KernelOp::Parallel
             | KernelOp::ChunkStates
-            | KernelOp::ChunkwiseSegmented => {
+            | KernelOp::ChunkwiseSegmented
+            | KernelOp::ParallelBackwardDq
+            | KernelOp::ParallelBackwardDk
+            | KernelOp::ParallelBackwardDv => {
                 assert!(s.chunk.is_some(), "{s}");
             }
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {

@@ -13,6 +13,7 @@ pub mod chunkwise;
 pub mod decode;
 pub mod io;
 pub mod parallel;
+pub mod parallel_backward;
 pub mod two_phase;
 pub mod varlen;
 

@@ -1,5 +1,5 @@
 //! The kernel families — decode, chunkwise (one-pass, varlen, and phase 2 of two-phase),
-//! two-phase (its plan and phase 1), parallel, and the softmax-attention decode baseline —
+//! two-phase (its plan and phase 1), parallel, the parallel backward, and the softmax-attention decode baseline —
 //! each validating its spec first. Families are written in the building blocks
 //! ([`crate::blocks`]) and the retention math ([`crate::math`]) and never import each
 //! other; [`crate::registry`] routes a spec to its family. See ARCHITECTURE.md.
@@ -14,6 +14,7 @@ pub mod chunkwise;
 pub mod decode;
 mod decode_phases;
 pub mod parallel;
+pub mod parallel_backward;
 pub mod two_phase;
 
 // The decode and attention families reach the building blocks through their parent.

@@ -1,10 +1,12 @@
 //! Retention math on the GPU, one implementation each, written in the building blocks and
 //! shared by the kernel families: the chunk tiling every chunk kernel follows
 //! ([`chunk_tiling`]), the chunk kernels' parameter table ([`chunk_params`]), the causal
-//! decay mask of the scores ([`scores`]) and the two-phase segment fold ([`segment_fold`]).
+//! decay mask of the scores ([`scores`]), the decay band of a tile pair of the parallel form
+//! ([`decay_band`]) and the two-phase segment fold ([`segment_fold`]).
 //! See ARCHITECTURE.md for the layers.
 
 pub mod chunk_params;
 pub mod chunk_tiling;
+pub mod decay_band;
 pub mod scores;
 pub mod segment_fold;
