@@ -77,17 +77,14 @@ pub fn stage_tile_f32(
                 Some(s) => xs.into_iter().map(|x| kb.mul(x, s)).collect(),
                 None => xs,
             };
-            match elem_stride {
-                Some(stride) => {
-                    for (e, &x) in xs.iter().enumerate() {
-                        let at = Address::reg(sh, i64::from(e as u32 * stride));
-                        kb.st(Space::Shared, at, x);
-                    }
+            if let Some(stride) = elem_stride {
+                for (e, &x) in xs.iter().enumerate() {
+                    let at = Address::reg(sh, i64::from(e as u32 * stride));
+                    kb.st(Space::Shared, at, x);
                 }
-                None => {
-                    let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
-                    kb.st_vec(Space::Shared, crate::dsl::Ty::F32, Address::reg(sh, 0), &xs);
-                }
+            } else {
+                let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
+                kb.st_vec(Space::Shared, crate::dsl::Ty::F32, Address::reg(sh, 0), &xs);
             }
         },
     );

@@ -234,7 +234,7 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
                 if (r + 1) * THREADS * 4 > bt * ws {
                     let inside = kb.setp(Cmp::Lt, t, bt * ws / 4 - r * THREADS);
                     kb.guarded(inside, false, |kb| {
-                        kb.st_vec(Space::Shared, Ty::F32, at, &[zero; 4])
+                        kb.st_vec(Space::Shared, Ty::F32, at, &[zero; 4]);
                     });
                 } else {
                     kb.st_vec(Space::Shared, Ty::F32, at, &[zero; 4]);
