@@ -86,6 +86,7 @@ pub const FAMILIES: [Family; 6] = [
             KernelOp::ParallelBackwardDq,
             KernelOp::ParallelBackwardDk,
             KernelOp::ParallelBackwardDv,
+            KernelOp::ParallelBackwardDlogGamma,
         ],
         validate: parallel_backward::validate,
         launch_geometry: parallel_backward::launch_geometry,

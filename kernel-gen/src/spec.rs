@@ -48,11 +48,14 @@ pub enum KernelOp {
     /// Parallel backward, dV pass: one CTA per key tile, dV = Pᵀ dO over query tiles ≥ it
     /// (P = s·(Q Kᵀ) ⊙ D).
     ParallelBackwardDv,
+    /// Parallel backward, d log γ pass: one CTA per key tile writes its partial of
+    /// Σ_{n≥m} (n−m) M_nm (Q Kᵀ)_nm; the partials sum to d log γ_h.
+    ParallelBackwardDlogGamma,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 11] = [
+    pub const ALL: [KernelOp; 12] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -64,6 +67,7 @@ impl KernelOp {
         KernelOp::ParallelBackwardDq,
         KernelOp::ParallelBackwardDk,
         KernelOp::ParallelBackwardDv,
+        KernelOp::ParallelBackwardDlogGamma,
     ];
 
     /// Lower-case name, used in entry names.
@@ -80,6 +84,7 @@ impl KernelOp {
             KernelOp::ParallelBackwardDq => "parallel_backward_dq",
             KernelOp::ParallelBackwardDk => "parallel_backward_dk",
             KernelOp::ParallelBackwardDv => "parallel_backward_dv",
+            KernelOp::ParallelBackwardDlogGamma => "parallel_backward_dlog_gamma",
         }
     }
 }

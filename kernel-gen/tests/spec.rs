@@ -90,7 +90,8 @@ fn default_catalog_has_every_combination_once() {
             | KernelOp::ChunkwiseSegmented
             | KernelOp::ParallelBackwardDq
             | KernelOp::ParallelBackwardDk
-            | KernelOp::ParallelBackwardDv => {
+            | KernelOp::ParallelBackwardDv
+            | KernelOp::ParallelBackwardDlogGamma => {
                 assert!(s.chunk.is_some(), "{s}");
             }
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {

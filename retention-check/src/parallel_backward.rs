@@ -2,14 +2,16 @@
 //! `parallel_backward` family) in the emulator, or on a GPU through a launch target, and hold
 //! dq, dk and dv to the f64 reference (`reference::parallel_backward` on the dtype-rounded
 //! inputs) with the forward's tolerances (ARCHITECTURE §4): f32 ≤ 1e-5 max relative,
-//! f16/bf16 ≤ 5e-3 relative RMSE, no read of unwritten shared memory.
+//! f16/bf16 ≤ 5e-3 relative RMSE, no read of unwritten shared memory; and d log γ (the sum of
+//! the fourth pass's partials) as ARCHITECTURE §7 holds it: within 1e-5 of the sum of its
+//! terms' magnitudes (the reference on |q|, |k|, |v|, |dO|), in every dtype.
 //!
 //! Arguments are filled by the names `kernel_gen::param_names` gives, so a kernel whose
 //! parameters this check does not know is reported, never launched with guesses. The grid is
 //! the family's plan (one CTA per owned tile and output slice) unless a test picks another.
 
 use kernel_gen::emu::{Buffer, Launch, Param};
-use kernel_gen::kernels::parallel_backward::Pass;
+use kernel_gen::kernels::parallel_backward::{Pass, dlog_gamma_partials};
 use kernel_gen::{GammaSet, KernelSpec, LaunchGeometry, LaunchSize, param_names};
 use retention_core::{Dtype, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
@@ -42,19 +44,42 @@ pub struct BackwardCheck {
     pub dk: EmuCheck,
     /// dv and the dV pass's report.
     pub dv: EmuCheck,
+    /// d log γ: `o_error` is the worst head's |got − want| / Σ|terms|; the d log γ pass's
+    /// report.
+    pub dlog_gamma: EmuCheck,
 }
+
+/// d log γ's tolerance relative to the sum of its terms' magnitudes (ARCHITECTURE §7).
+pub const DLOG_GAMMA_TOLERANCE: f64 = 1e-5;
 
 impl BackwardCheck {
     /// The first gradient off the reference for `dtype`, named, or `None`.
     pub fn failure(&self, dtype: Dtype) -> Option<String> {
+        let g = &self.dlog_gamma;
         [("dq", &self.dq), ("dk", &self.dk), ("dv", &self.dv)]
             .into_iter()
             .find_map(|(name, c)| c.failure(dtype).map(|why| format!("{name}: {why}")))
+            .or_else(|| {
+                (g.o_error.is_nan() || g.o_error > DLOG_GAMMA_TOLERANCE).then(|| {
+                    format!(
+                        "dlog_gamma: error {:.2e} of the terms' magnitudes > {DLOG_GAMMA_TOLERANCE:.0e}",
+                        g.o_error
+                    )
+                })
+            })
+            .or_else(|| {
+                (g.unwritten_shared_reads > 0).then(|| {
+                    format!(
+                        "dlog_gamma: {} reads of shared memory nothing had written",
+                        g.unwritten_shared_reads
+                    )
+                })
+            })
     }
 
-    /// The three checks in pass order (dQ, dK, dV).
-    pub fn passes(&self) -> [&EmuCheck; 3] {
-        [&self.dq, &self.dk, &self.dv]
+    /// The four checks in pass order (dQ, dK, dV, d log γ).
+    pub fn passes(&self) -> [&EmuCheck; 4] {
+        [&self.dq, &self.dk, &self.dv, &self.dlog_gamma]
     }
 }
 
@@ -119,15 +144,17 @@ pub fn check_with(
         v: round(vo_len),
         d_o: round(vo_len),
     };
-    let (qk_shape, vo_shape) = (vec![batch, tokens, heads, k], vec![batch, tokens, heads, v]);
-    let want = reference::parallel_backward(
-        &tensor(qk_shape.clone(), &x.q)?,
-        &tensor(qk_shape, &x.k)?,
-        &tensor(vo_shape.clone(), &x.v)?,
-        &params,
-        &tensor(vo_shape, &x.d_o)?,
-    )
-    .map_err(|e| e.to_string())?;
+    let shapes = (vec![batch, tokens, heads, k], vec![batch, tokens, heads, v]);
+    let want = reference_backward(&x, &shapes, &params)?;
+    let abs = |x: &[f64]| x.iter().map(|v| v.abs()).collect::<Vec<_>>();
+    let x_abs = Inputs {
+        q: abs(&x.q),
+        k: abs(&x.k),
+        v: abs(&x.v),
+        d_o: abs(&x.d_o),
+    };
+    let abs_params = RetentionParams::new(gammas.clone(), Some(problem.scale.abs()));
+    let magnitudes = reference_backward(&x_abs, &shapes, &abs_params)?;
     let log2: Vec<f32> = (0..heads).map(|i| gammas.log2(i) as f32).collect();
     let size = LaunchSize {
         rows: batch as u32,
@@ -139,8 +166,12 @@ pub fn check_with(
             op: pass.op(),
             ..*spec
         };
-        let out_len = if pass == Pass::Dv { vo_len } else { qk_len };
         let g = geometry(&pass_spec, size)?;
+        let out_len = match pass {
+            Pass::Dv => vo_len,
+            Pass::DlogGamma => dlog_gamma_partials(&g),
+            Pass::Dq | Pass::Dk => qk_len,
+        };
         let (got, report) = run_pass(
             &pass_spec,
             target,
@@ -149,11 +180,16 @@ pub fn check_with(
             g,
             (problem.scale, &log2),
         )?;
-        Ok(EmuCheck {
-            o_error: match spec.dtype {
+        let o_error = if pass == Pass::DlogGamma {
+            dlog_gamma_error(&got, (batch, heads), want, magnitudes.dlog_gamma.data())
+        } else {
+            match spec.dtype {
                 Dtype::F32 => reference::max_rel_diff(&got, want),
                 Dtype::F16 | Dtype::Bf16 => reference::rel_rmse(&got, want),
-            },
+            }
+        };
+        Ok(EmuCheck {
+            o_error,
             state_error: 0.0,
             unwritten_shared_reads: unwritten_shared_reads(&report),
             report: Some(report),
@@ -163,7 +199,45 @@ pub fn check_with(
         dq: run(Pass::Dq, want.dq.data())?,
         dk: run(Pass::Dk, want.dk.data())?,
         dv: run(Pass::Dv, want.dv.data())?,
+        dlog_gamma: run(Pass::DlogGamma, want.dlog_gamma.data())?,
     })
+}
+
+/// The f64 reference backward of `x` (q, k `shapes.0`; v, dO `shapes.1`).
+fn reference_backward(
+    x: &Inputs,
+    (qk, vo): &(Vec<usize>, Vec<usize>),
+    params: &RetentionParams,
+) -> Result<reference::ParallelGradients, String> {
+    reference::parallel_backward(
+        &tensor(qk.clone(), &x.q)?,
+        &tensor(qk.clone(), &x.k)?,
+        &tensor(vo.clone(), &x.v)?,
+        params,
+        &tensor(vo.clone(), &x.d_o)?,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The worst head's |Σ partials − want| / Σ|terms|, the partials laid out `[rows][H][z]`.
+fn dlog_gamma_error(
+    partials: &[f64],
+    (rows, heads): (usize, usize),
+    want: &[f64],
+    magnitudes: &[f64],
+) -> f64 {
+    let z = (partials.len() / (rows * heads).max(1)).max(1);
+    (0..heads)
+        .map(|h| {
+            let got: f64 = partials
+                .chunks(z)
+                .enumerate()
+                .filter(|(i, _)| i % heads == h)
+                .flat_map(|(_, c)| c.iter())
+                .sum();
+            (got - want[h]).abs() / magnitudes[h].max(f64::MIN_POSITIVE)
+        })
+        .fold(0.0, f64::max)
 }
 
 /// Launch one pass and read its output back as f64.
@@ -189,6 +263,9 @@ fn run_pass(
             "p_dq" | "p_dk" | "p_dv" => {
                 Param::Buffer(Buffer::zeros(emu_dtype(spec.dtype), out_len).output())
             }
+            "p_dlog_gamma_partial" => {
+                Param::Buffer(Buffer::from_f32(&vec![f32::NAN; out_len]).output())
+            }
             "p_t" => Param::U32(tokens as u32),
             "p_scale" => Param::F32(scale as f32),
             "p_heads" => Param::U32(heads as u32),
@@ -199,8 +276,13 @@ fn run_pass(
     let report = target
         .execute(spec, &mut launch)
         .map_err(|e| e.to_string())?;
+    let out_dtype = if pass == Pass::DlogGamma {
+        Dtype::F32
+    } else {
+        spec.dtype
+    };
     let got = output_values(
-        spec.dtype,
+        out_dtype,
         launch
             .buffer(out_at)
             .ok_or("the output argument is not a buffer")?,

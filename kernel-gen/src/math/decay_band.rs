@@ -10,12 +10,13 @@ use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Rounding, Space, Ty};
 
 /// Emit the band of tile step `s` (a `.u32`) into the f32 table at shared address `table`:
 /// thread `t` (when below 2B − 1) writes `table[t] = γ^(s·B + t − (B − 1))`, or 0 where that
-/// exponent is negative.
+/// exponent is negative. With `weighted`, the entry is n·γ^n instead: the derivative of γ^n
+/// with respect to log γ, what d log γ sums.
 pub fn emit_band_table(
     kb: &mut KernelBuilder,
     table: Reg,
     t: Reg,
-    b: u32,
+    (b, weighted): (u32, bool),
     s: Reg,
     log2_gamma: Reg,
 ) {
@@ -28,6 +29,7 @@ pub fn emit_band_table(
         let n_f = kb.cvt(Ty::F32, n, Some(Rounding::Rn));
         let x = kb.mul(n_f, log2_gamma);
         let g = decay::emit_exp2(kb, x);
+        let g = if weighted { kb.mul(g, n_f) } else { g };
         let value = kb.selp(g, 0.0f32, past_mask);
         let at = kb.mad_lo(t, 4u32, table);
         kb.st(Space::Shared, Address::reg(at, 0), value);

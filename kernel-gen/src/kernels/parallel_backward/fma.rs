@@ -60,7 +60,7 @@ impl Params {
     fn roles(&self, pass: Pass) -> (&ParamRef, &ParamRef, &ParamRef) {
         match pass {
             Pass::Dq => (&self.d_o, &self.v, &self.k),
-            Pass::Dk => (&self.v, &self.d_o, &self.q),
+            Pass::Dk | Pass::DlogGamma => (&self.v, &self.d_o, &self.q),
             Pass::Dv => (&self.k, &self.q, &self.d_o),
         }
     }
@@ -141,6 +141,9 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
         Pass::Dq => "dQ_i = sum_{j<=i} (s dO_i V_j^T . D) K_j  (f32 tiles on chip)",
         Pass::Dk => "dK_j = sum_{i>=j} (s dO_i V_j^T . D)^T Q_i  (f32 tiles on chip)",
         Pass::Dv => "dV_j = sum_{i>=j} (s Q_i K_j^T . D)^T dO_i  (f32 tiles on chip)",
+        Pass::DlogGamma => {
+            "dlog_gamma partial = sum_j K_j . sum_{i>=j} (s dO_i V_j^T . nD)^T Q_i  (nD: n gamma^n)"
+        }
     });
     kb.max_threads(THREADS);
     kb.min_ctas_per_sm(1);
@@ -175,6 +178,7 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
     let (px, py, pz) = params.roles(pass);
     let (gx, gy, gz) = (kb.global_ptr(px), kb.global_ptr(py), kb.global_ptr(pz));
     let out = kb.global_ptr(&params.out);
+    let gx_key = (pass == Pass::DlogGamma).then(|| kb.global_ptr(&params.k));
     let w_col0 = kb.mul_lo(slice, ws);
     let tiles = kb.add(seq_len, bt - 1);
     let tiles = kb.shr(tiles, bt.trailing_zeros());
@@ -199,6 +203,7 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
         kb.add(base, lay.band),
     );
     let my_acc = kb.mad_lo(t, 16u32, acc_at);
+    let dlog_gamma = kb.mov(Ty::F32, 0.0f32);
 
     kb.comment(format!("owned tiles of {bt} rows, longest walk first"));
     emit_loop(
@@ -284,6 +289,35 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
             );
             kb.bar_sync(0);
 
+            if let Some(gx_key) = gx_key {
+                kb.comment("dlog_gamma += sum of A . K over the owned rows and slice columns");
+                let rows = cta.rows(gx_key, wdg, es, tok_own, len_own);
+                let layout = TileLayout::Rows { cols: ws };
+                stage_tile_f32(
+                    kb,
+                    spec.dtype,
+                    &stage_w,
+                    &rows,
+                    (Some(w_col0), wdg),
+                    zs,
+                    layout,
+                    None,
+                );
+                kb.bar_sync(0);
+                for_each_piece(kb, t, THREADS, bt, ws, |kb, p| {
+                    let elem = kb.mad_lo(p.row, ws, p.col);
+                    let a_at = kb_addr(kb, elem, acc_at);
+                    let a = load_piece(kb, a_at, ws * 4);
+                    let k_at = kb_addr(kb, elem, zs);
+                    let k = load_piece(kb, k_at, ws * 4);
+                    for (ar, kr) in a.iter().zip(&k) {
+                        for (&x, &y) in ar.iter().zip(kr) {
+                            kb.fma_into(dlog_gamma, x, y, dlog_gamma);
+                        }
+                    }
+                });
+                return;
+            }
             kb.comment("output rows < L and columns < dim of the owned tile = A");
             for_each_piece(kb, t, THREADS, bt, ws, |kb, p| {
                 let a_elem = kb.mad_lo(p.row, ws, p.col);
@@ -316,8 +350,36 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
             });
         },
     );
+    if pass == Pass::DlogGamma {
+        kb.comment("the CTA's partial: thread 0 sums the threads' sums, in thread order");
+        kb.bar_sync(0);
+        let mine = kb.mad_lo(t, 4u32, st);
+        kb.st(Space::Shared, Address::reg(mine, 0), dlog_gamma);
+        kb.bar_sync(0);
+        let skip = kb.label();
+        let other_thread = kb.setp(Cmp::Ne, t, 0u32);
+        kb.bra_if(other_thread, false, skip);
+        let sum = kb.mov(Ty::F32, 0.0f32);
+        kb.for_range(0u32, THREADS, 1, |kb, i| {
+            let at = kb_addr(kb, i, st);
+            let x = kb.ld(Space::Shared, Ty::F32, Address::reg(at, 0));
+            let next = kb.add(sum, x);
+            kb.assign(sum, next);
+        });
+        let rh = kb.mad_lo(row, heads, h);
+        let slot = kb.mad_lo(rh, nz, z);
+        let off = kb.mul_wide(slot, 4u32);
+        let at = kb.add(out, off);
+        kb.st(Space::Global, Address::reg(at, 0), sum);
+        kb.place(skip);
+    }
     kb.ret();
     kb.finish()
+}
+
+/// The shared address of f32 element `elem` of the array at `base`.
+fn kb_addr(kb: &mut KernelBuilder, elem: Reg, base: Reg) -> Reg {
+    kb.mad_lo(elem, 4u32, base)
 }
 
 /// What one walked tile step needs besides the CTA.
@@ -376,7 +438,14 @@ fn walk_tile(
         layout,
         None,
     );
-    emit_band_table(kb, band, w.t, bt, s, w.log2_gamma);
+    emit_band_table(
+        kb,
+        band,
+        w.t,
+        (bt, pass == Pass::DlogGamma),
+        s,
+        w.log2_gamma,
+    );
     kb.bar_sync(0);
 
     kb.comment("S^T[c][r] = ((s X_r) . Y_c) band[d(r, c)]");

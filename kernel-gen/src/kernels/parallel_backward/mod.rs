@@ -6,7 +6,7 @@
 //! dQ = M K,   dK = Mᵀ Q,   dV = Pᵀ dO                     (reference::parallel_backward)
 //! ```
 //!
-//! Three kernels (ops), one generator ([`fma`]): each CTA owns one B-row tile of its output
+//! Four kernels (ops), one generator ([`fma`]): each CTA owns one B-row tile of its output
 //! and one slice of its columns, and walks the other side's tiles, accumulating in f32:
 //!
 //! | op | owns | walks | score (inner dim) | product |
@@ -14,6 +14,13 @@
 //! | `parallel_backward_dq` | query tile i | key tiles j = i, i−1, … | M_ij = s·dO_i V_jᵀ ⊙ D (V) | dQ_i += M_ij K_j |
 //! | `parallel_backward_dk` | key tile j | query tiles i = j, j+1, … | M_ij (V) | dK_j += M_ijᵀ Q_i |
 //! | `parallel_backward_dv` | key tile j | query tiles i = j, j+1, … | P_ij = s·Q_i K_jᵀ ⊙ D (K) | dV_j += P_ijᵀ dO_i |
+//! | `parallel_backward_dlog_gamma` | key tile j | query tiles i = j, j+1, … | M'_ij = s·dO_i V_jᵀ ⊙ nD (V) | g += Σ K_j ⊙ (M'_ijᵀ Q_i) |
+//!
+//! The last is d log γ = Σ_{n≥m} (n−m) M_nm (Q Kᵀ)_nm = Σ_m k_m · Σ_n (n−m) M_nm q_n: the dK
+//! pass with the decay γ^n replaced by its log γ derivative n·γ^n (nD), dotted with the owned
+//! keys. Each CTA writes one f32 partial (its threads' sums added in thread order), no
+//! atomics; d log γ_h is the sum of head h's partials over rows and grid z
+//! ([`dlog_gamma_partials`]).
 //!
 //! Why three and not one or two: a CTA that owned a key tile and produced dK and dV together
 //! would stage Q, dO, K and V tiles at full width at once (at K = 256, V = 512 and B = 32,
@@ -37,6 +44,7 @@
 //! | 2 | `p_v` | `.u64` | v `[B,T,H,V]` in dtype |
 //! | 3 | `p_do` | `.u64` | dO `[B,T,H,V]` in dtype |
 //! | 4 | `p_dq` / `p_dk` / `p_dv` | `.u64` | the op's output, in dtype (written, every element) |
+//! | 4 | `p_dlog_gamma_partial` | `.u64` | d log γ pass: f32 `[B][H][grid z]` partials (written, every one) |
 //! | 5 | `p_t` | `.u32` | T, tokens per row (0 is allowed: nothing runs) |
 //! | 6 | `p_scale` | `.f32` | s, applied exactly once (to the owned score tile) |
 //! | 7 | `p_heads` | `.u32` | H — runtime-γ variant only |
@@ -78,11 +86,14 @@ pub enum Pass {
     Dk,
     /// dV = Pᵀ dO, one CTA per key tile.
     Dv,
+    /// d log γ partials, one CTA per key tile: the dK pass with n·γ^n for γ^n, dotted with
+    /// the owned keys.
+    DlogGamma,
 }
 
 impl Pass {
     /// Every pass, in the order the ops are listed.
-    pub const ALL: [Pass; 3] = [Pass::Dq, Pass::Dk, Pass::Dv];
+    pub const ALL: [Pass; 4] = [Pass::Dq, Pass::Dk, Pass::Dv, Pass::DlogGamma];
 
     /// The pass of `op`, if the family serves it.
     pub const fn of(op: KernelOp) -> Option<Pass> {
@@ -90,6 +101,7 @@ impl Pass {
             KernelOp::ParallelBackwardDq => Some(Pass::Dq),
             KernelOp::ParallelBackwardDk => Some(Pass::Dk),
             KernelOp::ParallelBackwardDv => Some(Pass::Dv),
+            KernelOp::ParallelBackwardDlogGamma => Some(Pass::DlogGamma),
             _ => None,
         }
     }
@@ -100,6 +112,7 @@ impl Pass {
             Pass::Dq => KernelOp::ParallelBackwardDq,
             Pass::Dk => KernelOp::ParallelBackwardDk,
             Pass::Dv => KernelOp::ParallelBackwardDv,
+            Pass::DlogGamma => KernelOp::ParallelBackwardDlogGamma,
         }
     }
 
@@ -115,6 +128,7 @@ impl Pass {
             Pass::Dq => "p_dq",
             Pass::Dk => "p_dk",
             Pass::Dv => "p_dv",
+            Pass::DlogGamma => "p_dlog_gamma_partial",
         }
     }
 
@@ -122,13 +136,13 @@ impl Pass {
     /// dK, K for dV) and the columns of the output (K for dQ and dK, V for dV).
     pub const fn dims(self, spec: &KernelSpec) -> (u32, u32) {
         match self {
-            Pass::Dq | Pass::Dk => (spec.v, spec.k),
+            Pass::Dq | Pass::Dk | Pass::DlogGamma => (spec.v, spec.k),
             Pass::Dv => (spec.k, spec.v),
         }
     }
 }
 
-/// The three specs of the parallel backward of one shape: dQ, dK and dV passes.
+/// The four specs of the parallel backward of one shape: dQ, dK, dV and d log γ passes.
 pub fn passes(
     k: u32,
     v: u32,
@@ -136,7 +150,7 @@ pub fn passes(
     gammas: GammaSet,
     dtype: Dtype,
     arch: Arch,
-) -> [KernelSpec; 3] {
+) -> [KernelSpec; 4] {
     Pass::ALL.map(|p| KernelSpec {
         op: p.op(),
         ..KernelSpec::parallel(k, v, tile, gammas, dtype, arch)
@@ -330,17 +344,30 @@ pub fn launch_geometry_for_len(
     Ok(g)
 }
 
-/// The plan of one launch over `size.tokens` tokens per row: the FMA path, no workspace.
+/// f32 partials the d log γ pass writes on `geometry`: one per CTA, `[rows][H][grid z]`
+/// (the pass's output; d log γ_h is the sum of head h's).
+pub fn dlog_gamma_partials(geometry: &LaunchGeometry) -> usize {
+    geometry.grid.iter().map(|&g| g as usize).product()
+}
+
+/// The plan of one launch over `size.tokens` tokens per row: the FMA path; the d log γ
+/// pass's workspace is its partials ([`dlog_gamma_partials`]), the other passes have none.
 ///
 /// # Errors
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
+    let geometry = launch_geometry_for_len(spec, size.rows, size.heads, size.tokens)?;
+    let workspace_bytes = if spec.op == KernelOp::ParallelBackwardDlogGamma {
+        4 * dlog_gamma_partials(&geometry) as u64
+    } else {
+        0
+    };
     Ok(KernelPlan {
         spec: *spec,
         path: KernelPath::Fma,
         value_slice: value_slice(spec),
-        geometry: launch_geometry_for_len(spec, size.rows, size.heads, size.tokens)?,
-        workspace_bytes: 0,
+        geometry,
+        workspace_bytes,
         params: param_names(spec),
     })
 }
