@@ -37,7 +37,7 @@ fn launch_for(spec: KernelSpec, g: &kernel_gen::LaunchGeometry) -> KernelLaunch 
 }
 
 /// Binds the scalars and decays every sequence kernel takes.
-fn bind_common(l: &mut KernelLaunch, cx: &Ctx<'_>, heads: usize, t: usize) {
+pub(crate) fn bind_common(l: &mut KernelLaunch, cx: &Ctx<'_>, heads: usize, t: usize) {
     l.bind("p_t", Arg::U32(t as u32))
         .bind("p_scale", Arg::F32(cx.scale))
         .bind("p_heads", Arg::U32(heads as u32))

@@ -36,6 +36,7 @@ mod gpu;
 mod gpu_chunkwise;
 mod gpu_decode;
 mod gpu_parallel;
+mod gpu_parallel_backward;
 mod host_view;
 mod kernel_launch;
 pub mod kernel_timing;
@@ -50,6 +51,7 @@ mod state_pool;
 mod stream;
 mod tensor;
 mod training_device;
+mod training_parallel;
 mod transfer;
 
 pub use capture::Graph;
