@@ -10,7 +10,7 @@
 //! [`dsl`] (IR, builder, tiles; legalise and emit depend on the IR) ← [`blocks`] (building
 //! blocks: global views, staging, decays, FMA products) ← [`math`] (chunk tiling, the chunk
 //! parameter table, the causal decay mask, the two-phase segment fold) ← [`kernels`] (the
-//! families: decode, chunkwise, two-phase, parallel, attention baseline — never importing
+//! families: decode, chunkwise, two-phase, parallel, parallel backward, attention baseline — never importing
 //! each other) ← [`registry`] and [`plan`](mod@plan) (one row per family: validate → plan →
 //! emit).
 //!

@@ -168,7 +168,7 @@ fn catalog_shapes_match_the_reference() {
     }
 }
 
-/// Emulator counters at B = 1, H = 2, T = 512, K = V = 64, retnet(2) decays (no tile is
+/// Emulator counters at B = 1, H = 2, T = 256, K = V = 64, retnet(2) decays (no tile is
 /// skipped), n = T/B tiles, element size e, one output slice. Each pass's CTA reads its owned
 /// score-side tile once and, per walked tile, that tile's score-side and output-side rows,
 /// and writes its output tile once:
@@ -186,9 +186,9 @@ fn catalog_shapes_match_the_reference() {
 fn backward_reads_each_walked_tile_once_per_owned_tile() {
     for dtype in Dtype::ALL {
         let s = spec(64, 64, GammaSet::Retnet { heads: 2 }, dtype, Arch::Sm80);
-        let got = run(&s, problem(1, 2, 512), 77);
-        let (e, h, t, k, v) = (dtype.size_bytes() as u64, 2u64, 512u64, 64u64, 64u64);
-        let (b, n) = (u64::from(DEFAULT_TILE), 512 / u64::from(DEFAULT_TILE));
+        let got = run(&s, problem(1, 2, 256), 77);
+        let (e, h, t, k, v) = (dtype.size_bytes() as u64, 2u64, 256u64, 64u64, 64u64);
+        let (b, n) = (u64::from(DEFAULT_TILE), 256 / u64::from(DEFAULT_TILE));
         let walked = b * n * (n + 1) / 2;
         let want = [
             (e * h * (t * v + walked * (v + k)), e * h * t * k),
