@@ -3,8 +3,9 @@
 //! backward's tolerances: f32 gradients 1e-5 max relative, bf16 5e-3 relative RMSE, dH0
 //! (f32) 1e-5 max relative; d log γ within 1e-5 of Σ|terms| (the reference on |inputs|, as
 //! `retention-kernels/tests/cpu_backward.rs` explains). On the emulated GPU the chunkwise
-//! backward runs the GPU kernels with the same tolerances; its other training ops refuse
-//! with a typed error, and bad shapes are typed errors.
+//! backward runs the GPU kernels with the same tolerances (the parallel backward too:
+//! `tests/parallel_backward_device.rs`); the other training ops refuse with a typed error,
+//! and bad shapes are typed errors.
 
 use half::bf16;
 use retention::{
@@ -285,10 +286,6 @@ fn gpu_like_devices_refuse_with_a_typed_error() {
         other => panic!("{what}: {other:?}"),
     };
     let d_o = &case.d_o;
-    refused(
-        "parallel_backward",
-        ret.parallel_backward(case.qkv(), d_o).map(drop),
-    );
     refused(
         "recurrent_backward",
         ret.recurrent_backward(case.qkv(), None, d_o, None)

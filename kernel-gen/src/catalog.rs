@@ -3,6 +3,7 @@
 use retention_core::Dtype;
 
 use crate::Arch;
+use crate::kernels::parallel_backward;
 use crate::kernels::{chunkwise, chunkwise_backward, decode_plan, parallel};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 
@@ -22,7 +23,8 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 /// C ∈ {32, 64, 128, 256} that the sm_80 generator serves, each dense and varlen, then the
 /// attention decode baseline ([`attention_catalog`]), then the parallel forward
 /// ([`parallel_catalog`]), then both phases of the two-phase chunkwise forward for every
-/// dense chunkwise spec they serve ([`two_phase_catalog`]), then the gated MSR epilogue
+/// dense chunkwise spec they serve ([`two_phase_catalog`]), the chunkwise backward, the parallel
+/// backward ([`parallel_backward_catalog`]), then the gated MSR epilogue
 /// ([`epilogue_catalog`]), in a fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
@@ -31,6 +33,7 @@ pub fn default_catalog() -> Vec<KernelSpec> {
     specs.extend(parallel_catalog());
     specs.extend(two_phase_catalog());
     specs.extend(chunkwise_backward_catalog());
+    specs.extend(parallel_backward_catalog());
     specs.extend(epilogue_catalog());
     specs
 }
@@ -83,6 +86,24 @@ pub fn parallel_catalog() -> Vec<KernelSpec> {
                 for gammas in DEFAULT_GAMMA_SETS {
                     let tile = parallel::default_tile(dtype);
                     specs.push(KernelSpec::parallel(k, v, tile, gammas, dtype, arch));
+                }
+            }
+        }
+    }
+    specs
+}
+
+/// The parallel backward (dQ, dK and dV passes) at the forward parallel catalog's shapes:
+/// every (K, V) of [`CHUNKWISE_HEAD_DIMS`], every dtype (tile
+/// [`parallel_backward::DEFAULT_TILE`]), every default gamma set, sm_80 and sm_90.
+pub fn parallel_backward_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for (k, v) in CHUNKWISE_HEAD_DIMS {
+            for dtype in Dtype::ALL {
+                for gammas in DEFAULT_GAMMA_SETS {
+                    let tile = parallel_backward::DEFAULT_TILE;
+                    specs.extend(parallel_backward::passes(k, v, tile, gammas, dtype, arch));
                 }
             }
         }

@@ -10,8 +10,9 @@
 //! [`dsl`] (IR, builder, tiles; legalise and emit depend on the IR) ← [`blocks`] (building
 //! blocks: global views, staging, decays, FMA products) ← [`math`] (chunk tiling, the chunk
 //! parameter table, the causal decay mask, the two-phase segment fold) ← [`kernels`] (the
-//! families: decode, chunkwise, two-phase, parallel, attention baseline, chunkwise backward
-//! — never importing each other) ← [`registry`] and [`plan`](mod@plan) (one row per family: validate → plan →
+//! families: decode, chunkwise, two-phase, parallel, attention baseline, chunkwise backward,
+//! parallel backward, epilogue — never importing each other) ← [`registry`] and
+//! [`plan`](mod@plan) (one row per family: validate → plan →
 //! emit).
 //!
 //! # Using it

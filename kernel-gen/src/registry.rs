@@ -4,7 +4,7 @@
 //! adding a family is one row in [`FAMILIES`] (see ARCHITECTURE.md).
 
 use crate::dsl::Kernel;
-use crate::kernels::chunkwise_backward;
+use crate::kernels::{chunkwise_backward, parallel_backward};
 use crate::kernels::{attention_decode, chunkwise, decode, epilogue, parallel, two_phase};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
@@ -12,7 +12,8 @@ use crate::{GenError, LaunchGeometry};
 
 /// A kernel family: the ops it serves and its steps.
 pub struct Family {
-    /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`, `epilogue`).
+    /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`, `epilogue`,
+    /// `chunkwise_backward`, `parallel_backward`).
     pub name: &'static str,
     /// The ops it serves.
     pub ops: &'static [KernelOp],
@@ -29,7 +30,7 @@ pub struct Family {
 }
 
 /// Every family, one row each.
-pub const FAMILIES: [Family; 7] = [
+pub const FAMILIES: [Family; 8] = [
     Family {
         name: "decode",
         ops: &[KernelOp::Decode],
@@ -100,6 +101,20 @@ pub const FAMILIES: [Family; 7] = [
         param_names: chunkwise_backward::param_names,
         plan: chunkwise_backward::plan,
         generate: chunkwise_backward::generate,
+    },
+    Family {
+        name: "parallel_backward",
+        ops: &[
+            KernelOp::ParallelBackwardDq,
+            KernelOp::ParallelBackwardDk,
+            KernelOp::ParallelBackwardDv,
+            KernelOp::ParallelBackwardDlogGamma,
+        ],
+        validate: parallel_backward::validate,
+        launch_geometry: parallel_backward::launch_geometry,
+        param_names: parallel_backward::param_names,
+        plan: parallel_backward::plan,
+        generate: parallel_backward::generate,
     },
 ];
 

@@ -52,11 +52,22 @@ pub enum KernelOp {
     ChunkwiseBackwardDk,
     /// Chunkwise backward, dV and dH0: a reverse walk over chunks carrying the adjoint dR.
     ChunkwiseBackwardDv,
+    /// Parallel backward, dQ pass: one CTA per query tile, dQ = M K over key tiles ≤ it
+    /// (M = s·(dO Vᵀ) ⊙ D; the `parallel_backward` family, tile size in `chunk`).
+    ParallelBackwardDq,
+    /// Parallel backward, dK pass: one CTA per key tile, dK = Mᵀ Q over query tiles ≥ it.
+    ParallelBackwardDk,
+    /// Parallel backward, dV pass: one CTA per key tile, dV = Pᵀ dO over query tiles ≥ it
+    /// (P = s·(Q Kᵀ) ⊙ D).
+    ParallelBackwardDv,
+    /// Parallel backward, d log γ pass: one CTA per key tile writes its partial of
+    /// Σ_{n≥m} (n−m) M_nm (Q Kᵀ)_nm; the partials sum to d log γ_h.
+    ParallelBackwardDlogGamma,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 13] = [
+    pub const ALL: [KernelOp; 17] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -70,6 +81,10 @@ impl KernelOp {
         KernelOp::ChunkwiseBackwardDq,
         KernelOp::ChunkwiseBackwardDk,
         KernelOp::ChunkwiseBackwardDv,
+        KernelOp::ParallelBackwardDq,
+        KernelOp::ParallelBackwardDk,
+        KernelOp::ParallelBackwardDv,
+        KernelOp::ParallelBackwardDlogGamma,
     ];
 
     /// Lower-case name, used in entry names.
@@ -88,6 +103,10 @@ impl KernelOp {
             KernelOp::ChunkwiseBackwardDq => "chunkwise_bwd_dq",
             KernelOp::ChunkwiseBackwardDk => "chunkwise_bwd_dk",
             KernelOp::ChunkwiseBackwardDv => "chunkwise_bwd_dv",
+            KernelOp::ParallelBackwardDq => "parallel_backward_dq",
+            KernelOp::ParallelBackwardDk => "parallel_backward_dk",
+            KernelOp::ParallelBackwardDv => "parallel_backward_dv",
+            KernelOp::ParallelBackwardDlogGamma => "parallel_backward_dlog_gamma",
         }
     }
 }

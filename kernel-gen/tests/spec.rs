@@ -106,7 +106,11 @@ fn default_catalog_has_every_combination_once() {
             | KernelOp::ChunkwiseSegmented
             | KernelOp::ChunkwiseBackwardDq
             | KernelOp::ChunkwiseBackwardDk
-            | KernelOp::ChunkwiseBackwardDv => {
+            | KernelOp::ChunkwiseBackwardDv
+            | KernelOp::ParallelBackwardDq
+            | KernelOp::ParallelBackwardDk
+            | KernelOp::ParallelBackwardDv
+            | KernelOp::ParallelBackwardDlogGamma => {
                 assert!(s.chunk.is_some(), "{s}");
             }
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {

@@ -15,6 +15,7 @@ pub mod decode;
 pub mod epilogue;
 pub mod io;
 pub mod parallel;
+pub mod parallel_backward;
 pub mod two_phase;
 pub mod varlen;
 

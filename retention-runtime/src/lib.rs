@@ -40,6 +40,7 @@ mod gpu_backward;
 mod gpu_chunkwise;
 mod gpu_decode;
 mod gpu_parallel;
+mod gpu_parallel_backward;
 mod host_view;
 mod kernel_launch;
 pub mod kernel_timing;
@@ -54,6 +55,7 @@ mod state_pool;
 mod stream;
 mod tensor;
 mod training_device;
+mod training_parallel;
 mod transfer;
 
 pub use blas::{Blas, GemmWrite};

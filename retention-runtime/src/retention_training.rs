@@ -4,8 +4,9 @@
 //!
 //! On `Device::Cpu` these run the fast CPU kernels (`retention_kernels::cpu`): multi-threaded,
 //! gemm-based, f32 accumulation. On `Device::Emulated` and `Device::Cuda`,
-//! [`Retention::chunkwise_backward`] runs the GPU kernels (`gpu_backward`) and the epilogue's
-//! backward its kernel (`epilogue_device`); every other op here returns
+//! [`Retention::chunkwise_backward`] runs the GPU kernels (`gpu_backward`), the parallel
+//! backward its kernels (`training_parallel`) and the epilogue's backward its kernel
+//! (`epilogue_device`); every other op here returns
 //! [`RetentionError::Unsupported`] naming the op — never a wrong answer, never a panic.
 //!
 //! The device-tensor form is `chunkwise_backward_into` (`training_device`); the other
@@ -164,16 +165,19 @@ impl Retention {
     }
 
     /// Gradients of [`Retention::parallel`] for the upstream gradient `d_o` `[B, T, H, V]`;
-    /// `dh0` is `None`.
+    /// `dh0` is `None`. On a GPU-like device the four kernels of the parallel backward run
+    /// (dq, dk, dv and per-CTA d log γ partials, summed per head on the host).
     ///
     /// # Errors
-    /// Shape mismatches, gammas, scale; [`RetentionError::Unsupported`] on a GPU-like device.
+    /// Shape mismatches, gammas, scale; on a GPU-like device a (K, V) no kernel serves.
     pub fn parallel_backward<T: CpuElement>(
         &self,
         (q, k, v): HostQkv<'_, T>,
         d_o: &HostTensor<T>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("parallel_backward")?;
+        if let Some((exec, log2)) = self.gpu() {
+            return self.parallel_backward_on_device((exec, &log2), (q, k, v), d_o);
+        }
         let g = cpu::parallel_backward(q, k, v, self.params(), d_o)?;
         Ok(Gradients {
             dq: g.dq,

@@ -1,7 +1,8 @@
 //! Building blocks: the pieces every kernel family is written in, with no spec knowledge
-//! beyond the dtype — CTA, warp and lane coordinates ([`cta`]), global tensor views and conversions ([`global`]), staging into shared
-//! memory ([`staging`]), decays from log2 γ ([`decay`]), FMA tile products ([`fma`]) and the FMA paths' f32 state
-//! in shared memory ([`shared_state`]).
+//! beyond the dtype — CTA, warp and lane coordinates ([`cta`]), global tensor views and
+//! conversions ([`global`]), staging into shared memory ([`staging`], f32 tiles of the FMA
+//! paths: [`tile_f32`]), decays from log2 γ ([`decay`]), FMA tile products ([`fma`]), the FMA
+//! paths' f32 state in shared memory ([`shared_state`]) and warp-wide sums ([`warp_sum`]).
 //! (Tensor-core tiles and warp-level products live in the DSL's [`crate::dsl::tiles`].)
 //! They import the DSL only; see ARCHITECTURE.md for the layers.
 
@@ -13,3 +14,4 @@ pub mod global;
 pub mod shared_state;
 pub mod staging;
 pub mod warp_sum;
+pub mod tile_f32;
