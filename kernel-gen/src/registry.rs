@@ -4,8 +4,8 @@
 //! adding a family is one row in [`FAMILIES`] (see ARCHITECTURE.md).
 
 use crate::dsl::Kernel;
-use crate::kernels::{chunkwise_backward, parallel_backward};
 use crate::kernels::{attention_decode, chunkwise, decode, epilogue, parallel, two_phase};
+use crate::kernels::{chunkwise_backward, parallel_backward};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};

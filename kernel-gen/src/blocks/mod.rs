@@ -13,5 +13,5 @@ pub mod fma_weighted;
 pub mod global;
 pub mod shared_state;
 pub mod staging;
-pub mod warp_sum;
 pub mod tile_f32;
+pub mod warp_sum;
