@@ -260,3 +260,31 @@ fn a_padded_k_256_with_c_128_streams_on_sm_90() {
         .unwrap_or_else(|e| panic!("{}: {e}", spec.slug()));
     verdict(&spec, "B=1 T=133", &got);
 }
+
+/// Where the FMA path would block a chunk (K = 200 or 256 with an odd 16-bit V), the two-phase
+/// forward is refused by name — the blocked generator ignores segments, so every phase-2 CTA
+/// would redo the whole sequence — and the runtime serves the problem one-pass.
+#[test]
+fn two_phase_refuses_blocked_fma_chunks() {
+    for (k, v, dtype) in [
+        (200, 7, Dtype::F16),
+        (256, 7, Dtype::Bf16),
+        (256, 256, Dtype::F32),
+    ] {
+        let one_pass = KernelSpec::chunkwise(k, v, 64, RUNTIME, dtype, Arch::Sm80);
+        assert!(
+            matches!(path(&one_pass), KernelPath::FmaBlocked { .. }),
+            "{}",
+            one_pass.slug()
+        );
+        for spec in [
+            KernelSpec::chunk_states(k, v, 64, RUNTIME, dtype, Arch::Sm80),
+            KernelSpec::chunkwise_segmented(k, v, 64, RUNTIME, dtype, Arch::Sm80),
+        ] {
+            match spec.validate() {
+                Err(GenError::UnsupportedSpec { what, .. }) => assert_eq!(what, "head dims"),
+                other => panic!("{}: {other:?}", spec.slug()),
+            }
+        }
+    }
+}

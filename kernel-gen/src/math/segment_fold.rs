@@ -4,7 +4,9 @@
 //! once per CTA, so nothing overflows and the f32 state is never narrowed. Also the segment
 //! bounds both phases derive from `ctaid.z` and the envelope both are built for.
 
-use super::chunk_tiling::{THREADS, check_dims, fma_tiling, tile_spec, value_slice};
+use super::chunk_tiling::{
+    THREADS, check_dims, fma_tiling, tile_spec, uses_tensor_cores, value_slice,
+};
 use crate::GenError;
 use crate::blocks::decay;
 use crate::dsl::tiles::AccTileF32;
@@ -33,8 +35,10 @@ pub fn check_envelope(spec: &KernelSpec) -> Result<(), GenError> {
             "the two-phase forward serves C in {32, 64}",
         ));
     }
-    let sixteen_bit = spec.dtype != retention_core::Dtype::F32;
-    if !sixteen_bit && fma_tiling(spec).0 < c {
+    // Every FMA spec, f32 or 16-bit (odd 16-bit dims run there too), must stage whole chunks:
+    // the blocked FMA path walks the whole sequence and ignores the segment parameters, so
+    // each segment's CTA would redo (and rewrite) every segment.
+    if !uses_tensor_cores(spec) && fma_tiling(spec).0 < c {
         return Err(unsupported(
             "head dims",
             format!("K={} V={} C={c}", spec.k, spec.v),

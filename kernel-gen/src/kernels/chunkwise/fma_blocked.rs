@@ -74,7 +74,8 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     let title = format!("retention chunkwise forward (FMA, blocks of {blk})");
     let mut kb = start_kernel(spec, &title, FORMULA, (THREADS, true));
 
-    // The two-phase forward does not take the blocked path (its envelope excludes it).
+    // The two-phase forward never takes the blocked path: `segment_fold::check_envelope`
+    // refuses every FMA spec whose chunk does not fit whole.
     let p: ChunkwiseParams = declare_params(&mut kb, spec, log2_gammas.is_none());
     let smem = kb.dynamic_shared("smem", lay.total, 16, &lay.describe(TILES));
 
