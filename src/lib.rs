@@ -54,7 +54,7 @@ pub use retention_kernels::cpu::CpuElement;
 pub use retention_kernels::reference;
 pub use retention_kernels::reference::RetentionParams;
 pub use retention_runtime::{
-    Device, DeviceDtype, DeviceTensor, EpilogueGradients, Gradients, GradientsInto, Graph,
-    HostState, MemoryPool, OutState, PoolStats, Qkv, Retention, Slot, StateConfig, StatePool,
-    Stream, TrainingForward, TransferStats, Upstream,
+    Device, DeviceDtype, DeviceTensor, EpilogueGradients, GPU_ALIGN, Gradients, GradientsInto,
+    Graph, HostState, MemoryPool, OutState, PoolStats, Qkv, Retention, Slot, StateConfig,
+    StatePool, Stream, TrainingForward, TransferStats, Upstream,
 };

@@ -4,8 +4,8 @@
 //! between host and device except the varlen boundaries (4·(N+1) bytes).
 
 use retention::{
-    CuSeqlens, Device, DeviceDtype, DeviceTensor, Element, Gammas, HostTensor, MemoryPool,
-    Retention, RetentionError, RetentionParams, Stream, TransferStats, reference,
+    CuSeqlens, Device, DeviceDtype, DeviceTensor, Element, GPU_ALIGN, Gammas, HostTensor,
+    MemoryPool, Retention, RetentionError, RetentionParams, Stream, TransferStats, reference,
 };
 
 const TOL: f64 = 1e-5;
@@ -339,6 +339,38 @@ fn borrowed_memory_is_read_and_written_in_place_and_never_freed() {
             &HostTensor::new(shape.to_vec(), caller_o).unwrap(),
             &want,
         );
+    }
+}
+
+/// A borrowed buffer that does not start on a 16-byte boundary is refused on GPU-like
+/// devices with a typed error naming the tensor (the kernels' vector accesses would fault
+/// on a GPU), and still served on the CPU.
+#[test]
+fn misaligned_borrowed_buffers_are_typed_errors_on_gpu_devices() {
+    for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
+        let f = Fixture::new(&device);
+        let q = input::<f32>(vec![1, 5, 2, 64], 21);
+        // One extra f32 in front: the view starts 4 bytes past a 16-byte boundary.
+        let mut backing = vec![0.0f32; 4 + q.data().len()];
+        let start = backing.as_ptr() as u64;
+        let at = (0..4).find(|i| (start + 4 * i) % GPU_ALIGN != 0).unwrap() as usize;
+        backing[at..at + q.data().len()].copy_from_slice(q.data());
+        let address = backing[at..].as_mut_ptr() as u64;
+        assert_ne!(address % GPU_ALIGN, 0);
+        // SAFETY: `backing` outlives the view and nothing else touches it meanwhile.
+        let bq = unsafe { DeviceTensor::from_raw(&device, DeviceDtype::F32, q.shape(), address) };
+        let (dk, mut o) = (f.up(&q), f.up(&q));
+        let got = f
+            .ret
+            .parallel_into((&bq, &dk, &dk), &mut o, Some(&f.stream));
+        match (&device, got) {
+            (Device::Cpu, r) => r.unwrap(),
+            (_, Err(RetentionError::Unsupported { what, reason, .. })) => {
+                assert_eq!(what, "q address");
+                assert!(reason.contains("16-byte"), "{reason}");
+            }
+            (_, other) => panic!("{device}: {other:?}"),
+        }
     }
 }
 

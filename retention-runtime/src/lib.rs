@@ -70,6 +70,6 @@ pub use retention_training::{EpilogueGradients, Gradients, TrainingForward};
 pub use slot::Slot;
 pub use state_pool::{HostState, StateConfig, StatePool};
 pub use stream::{Event, Stream};
-pub use tensor::{DeviceDtype, DeviceTensor};
+pub use tensor::{DeviceDtype, DeviceTensor, GPU_ALIGN};
 pub use training_device::{GradientsInto, Upstream};
 pub use transfer::TransferStats;

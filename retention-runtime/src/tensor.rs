@@ -178,7 +178,8 @@ impl DeviceTensor {
     ///
     /// # Safety
     /// `address` points to at least `shape.iter().product() * dtype.size()` bytes of memory
-    /// of `device`, suitably aligned for `dtype`, that stays allocated — and is not accessed
+    /// of `device`, suitably aligned for `dtype` (ops on GPU-like devices also require
+    /// [`GPU_ALIGN`]-byte alignment and refuse other addresses), that stays allocated — and is not accessed
     /// by anyone else while an op or a replayed graph uses it — for as long as this tensor
     /// (and any graph captured with it) is used.
     pub unsafe fn from_raw(
@@ -374,9 +375,25 @@ impl DeviceTensor {
                 got: format!("{:?}", self.shape),
             });
         }
+        if *device != Device::Cpu && !self.address.is_multiple_of(GPU_ALIGN) {
+            return Err(RetentionError::Unsupported {
+                what: format!("{name} address"),
+                value: format!("{:#x}", self.address),
+                reason: format!(
+                    "GPU kernels access tensors with {GPU_ALIGN}-byte vector loads and stores \
+                     (cp.async, ld.v4), so a borrowed buffer must start {GPU_ALIGN}-byte aligned"
+                ),
+            });
+        }
         Ok(())
     }
 }
+
+/// The alignment, in bytes, every tensor an op reads or writes on a GPU-like device must
+/// start at: the widest access the kernels make (`cp.async` of 16 bytes, `ld.global.v4` of
+/// f32). The pool's blocks always are; [`DeviceTensor::expect`] checks borrowed ones, so a
+/// misaligned caller buffer is a typed error rather than a fault on the device.
+pub const GPU_ALIGN: u64 = 16;
 
 /// Host copies are refused while a stream captures a graph (a replay would re-read host
 /// memory the caller may have reused) and must stay inside the tensor.
