@@ -353,7 +353,9 @@ fn misaligned_borrowed_buffers_are_typed_errors_on_gpu_devices() {
         // One extra f32 in front: the view starts 4 bytes past a 16-byte boundary.
         let mut backing = vec![0.0f32; 4 + q.data().len()];
         let start = backing.as_ptr() as u64;
-        let at = (0..4).find(|i| (start + 4 * i) % GPU_ALIGN != 0).unwrap() as usize;
+        let at = (0..4)
+            .find(|i| !(start + 4 * i).is_multiple_of(GPU_ALIGN))
+            .unwrap() as usize;
         backing[at..at + q.data().len()].copy_from_slice(q.data());
         let address = backing[at..].as_mut_ptr() as u64;
         assert_ne!(address % GPU_ALIGN, 0);
