@@ -57,6 +57,20 @@ fn verify_emulates_chunkwise_backward_specs_within_tolerance() {
 }
 
 #[test]
+fn verify_emulates_parallel_backward_specs_within_tolerance() {
+    // The dq pass of every dtype (each check runs all four passes), and d log γ's rows.
+    verify_slice("parallel_backward_dq_k64_v64_c32_runtime_", 3);
+    verify_slice("parallel_backward_dlog_gamma_k64_v64_c32_runtime_", 3);
+}
+
+#[test]
+fn verify_emulates_epilogue_specs_within_tolerance() {
+    // The forward and the backward kernel of every dtype at V = 128.
+    verify_slice("epilogue_k128_v128_runtime_", 3);
+    verify_slice("epilogue_backward_k128_v128_runtime_", 3);
+}
+
+#[test]
 fn verify_emulates_varlen_specs_within_tolerance() {
     verify_slice("chunkwise_varlen_k64_v64_c32_runtime_", 3);
 }

@@ -8,9 +8,10 @@
 //! Written: o, ht (except parallel), dq, dk, dv (and dg) in the input dtype; dh0 (except
 //! parallel) and dlog_gamma `[H]` in f32.
 //!
-//! `--device reference` computes everything in f64 and rounds once; `--device cpu` runs the
-//! runtime's training API on the fast CPU kernels (`backward_cpu`); GPU-like devices have no
-//! backward kernels yet.
+//! `--device reference` computes everything in f64 and rounds once; the other devices run the
+//! runtime's training API (`backward_runtime`): the fast CPU kernels, or on `emulated`/`cuda`
+//! the GPU backward kernels for what the runtime serves there (dense chunkwise, parallel,
+//! the epilogue's backward) and its typed refusal for the rest.
 
 use retention_core::{CuSeqlens, Dtype, HostTensor};
 use retention_kernels::reference::{self, RetentionParams};

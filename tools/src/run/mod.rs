@@ -8,10 +8,11 @@
 //!
 //! `--backward` also runs the form's backward for the upstream gradients in the input file
 //! (`do`, `dht`, or the epilogue's `dy` and `g`) and writes dq, dk, dv, dh0 and dlog_gamma
-//! (see `backward`); on the reference and CPU devices only until the GPU backward exists.
+//! (see `backward`): on every device; `emulated`/`cuda` run what the runtime's GPU backward
+//! serves (dense chunkwise, parallel, the epilogue's backward) and refuse the rest (exit 2).
 
 mod backward;
-mod backward_cpu;
+mod backward_runtime;
 mod demo;
 mod forms;
 mod gammas_arg;
@@ -94,12 +95,6 @@ pub struct RunArgs {
 /// # Errors
 /// Any [`CliError`]; nothing is written unless everything succeeded.
 pub fn execute(args: &RunArgs) -> Result<(), CliError> {
-    if args.backward && matches!(args.device, Device::Emulated | Device::Cuda) {
-        return Err(CliError::NotSupported {
-            what: format!("run --backward on --device {}", device_name(args.device)),
-            hint: ": the GPU backward is not built yet; use --device cpu or reference".into(),
-        });
-    }
     let runtime = match args.device {
         Device::Reference => None,
         Device::Cpu => Some(retention_runtime::Device::Cpu),
@@ -139,7 +134,9 @@ pub fn execute(args: &RunArgs) -> Result<(), CliError> {
         let up = (up, args.eps);
         let result = match &runtime {
             None => backward::reference(form, args.chunk, &inputs, &params, up)?,
-            Some(_) => backward_cpu::compute(form, args.chunk, &inputs, &params, up)?,
+            Some(device) => {
+                backward_runtime::compute(device, form, args.chunk, &inputs, &params, up)?
+            }
         };
         let mut metadata = provenance(args, form, &params, scale, input);
         metadata.insert("backward".to_string(), "true".to_string());
@@ -166,16 +163,6 @@ pub fn execute(args: &RunArgs) -> Result<(), CliError> {
     }
     let metadata = provenance(args, form, &params, scale, input);
     output_file::write(output, &tensors, metadata)
-}
-
-/// The `--device` flag's value.
-fn device_name(device: Device) -> &'static str {
-    match device {
-        Device::Reference => "reference",
-        Device::Cpu => "cpu",
-        Device::Emulated => "emulated",
-        Device::Cuda => "cuda",
-    }
 }
 
 /// A tensor to write, rounded once from f64 to `dtype`.

@@ -6,6 +6,7 @@
 //! architecture only where its PTX body differs), as `tests/decode_emulated.rs` does; every
 //! spec is still emitted, parsed and (with ptxas) assembled.
 
+mod parallel_backward;
 mod row;
 
 use clap::Args;
@@ -19,8 +20,8 @@ use crate::error::CliError;
 use crate::progress;
 use retention_check::{
     EmuCheck, attention as emulate_attention, chunkwise as emulate_chunkwise,
-    chunkwise_backward as emulate_backward, decode as emulate_decode, parallel as emulate_parallel,
-    two_phase as emulate_two_phase, varlen as emulate_varlen,
+    chunkwise_backward as emulate_backward, decode as emulate_decode, epilogue as emulate_epilogue,
+    parallel as emulate_parallel, two_phase as emulate_two_phase, varlen as emulate_varlen,
 };
 use row::{Row, Status};
 
@@ -33,6 +34,8 @@ const PARALLEL_BUDGET: usize = 2_500_000;
 /// Emulated cached elements (rows × heads × tokens × (K + V)) an attention spec may cost in a
 /// sampled run.
 const ATTENTION_BUDGET: usize = 1_000_000;
+/// Emulated elements of o (every case) an epilogue spec may cost in a sampled run.
+const EPILOGUE_BUDGET: usize = 100_000;
 
 /// Flags of `retention verify`.
 #[derive(Debug, Args)]
@@ -85,6 +88,11 @@ enum Checker {
     Attention,
     /// `retention_check::chunkwise_backward` (dq, dk and dv together, for any of the three).
     ChunkwiseBackward,
+    /// `verify::parallel_backward` over `retention_check::parallel_backward` (all four passes
+    /// together, for any of the four).
+    ParallelBackward,
+    /// `retention_check::epilogue` (the forward or the backward kernel).
+    Epilogue,
 }
 
 impl Checker {
@@ -105,6 +113,10 @@ impl Checker {
             Some(Checker::Attention)
         } else if emulate_backward::OPS.contains(&op) {
             Some(Checker::ChunkwiseBackward)
+        } else if kernel_gen::kernels::parallel_backward::Pass::of(op).is_some() {
+            Some(Checker::ParallelBackward)
+        } else if op == KernelOp::Epilogue || op == KernelOp::EpilogueBackward {
+            Some(Checker::Epilogue)
         } else {
             None
         }
@@ -120,6 +132,8 @@ impl Checker {
             Checker::TwoPhase => (emulate_two_phase::cost(spec), CHUNKWISE_BUDGET),
             Checker::Attention => (emulate_attention::cost(spec), ATTENTION_BUDGET),
             Checker::ChunkwiseBackward => (emulate_backward::cost(spec), CHUNKWISE_BUDGET),
+            Checker::ParallelBackward => (parallel_backward::cost(spec), PARALLEL_BUDGET),
+            Checker::Epilogue => (emulate_epilogue::cost(spec), EPILOGUE_BUDGET),
         }
     }
 
@@ -145,17 +159,26 @@ impl Checker {
                 let case = emulate_backward::problem_case(spec);
                 (case.batch, case.heads)
             }
+            Checker::ParallelBackward => {
+                let p = parallel_backward::problem(spec);
+                (p.batch, p.heads)
+            }
+            Checker::Epilogue => {
+                let case = emulate_epilogue::cases()[0];
+                (case.tokens, case.heads)
+            }
         }
     }
 
-    /// Emulate `spec` against the reference.
+    /// Emulate `spec` against the reference: the check and why it is off (`None` within
+    /// tolerance).
     fn emulate(
         self,
         spec: &KernelSpec,
         module: &dyn LaunchTarget,
         seed: u64,
-    ) -> Result<EmuCheck, String> {
-        match self {
+    ) -> Result<(EmuCheck, Option<String>), String> {
+        let check = match self {
             Checker::Decode => emulate_decode::check(spec, module, seed),
             Checker::Chunkwise => emulate_chunkwise::check(spec, module, seed),
             Checker::Varlen => emulate_varlen::check(spec, module, seed),
@@ -163,7 +186,11 @@ impl Checker {
             Checker::TwoPhase => emulate_two_phase::check(spec, module, seed),
             Checker::Attention => emulate_attention::check(spec, module, seed),
             Checker::ChunkwiseBackward => emulate_backward::check(spec, module, seed),
-        }
+            Checker::Epilogue => emulate_epilogue::check(spec, module, seed),
+            Checker::ParallelBackward => return parallel_backward::check(spec, module, seed),
+        }?;
+        let failure = check.failure(spec.dtype);
+        Ok((check, failure))
     }
 }
 
@@ -241,7 +268,7 @@ fn check_spec(
         None => &module,
     };
     match checker.emulate(spec, target, 1000 + index as u64) {
-        Ok(check) => {
+        Ok((check, failure)) => {
             row.error = Some(check.o_error.max(check.state_error));
             row.predicted = check.report.as_ref().map(|r| {
                 let label = match (r.is_predicted(), spec.arch) {
@@ -251,7 +278,7 @@ fn check_spec(
                 };
                 (label, r.seconds(spec.arch))
             });
-            if let Some(why) = check.failure(spec.dtype) {
+            if let Some(why) = failure {
                 row.fail(why)
             } else {
                 row.status = Status::Passed {

@@ -1,6 +1,9 @@
-//! `run --backward --device cpu`: the forward and backward through the runtime's training API
-//! on the fast CPU kernels, in the input dtype (dense chunkwise through
-//! `chunkwise_for_training` and the backward from its saved states).
+//! `run --backward --device cpu|emulated|cuda`: the forward and backward through the
+//! runtime's public training API, in the input dtype (ARCHITECTURE §7). On the CPU dense
+//! chunkwise goes through `chunkwise_for_training` and the backward from its saved states; on
+//! a GPU-like device the runtime's backward kernels run (dense chunkwise, parallel, and the
+//! epilogue's backward), and forms it still refuses there (recurrent, varlen) come back as
+//! the runtime's typed error.
 
 use half::{bf16, f16};
 use retention_core::{CuSeqlens, Dtype, HostTensor};
@@ -13,12 +16,13 @@ use super::forms::Form;
 use crate::error::CliError;
 use crate::input_file::RunInputs;
 
-/// Forward and backward of `form` on the CPU.
+/// Forward and backward of `form` on `device`.
 ///
 /// # Errors
 /// [`check_form`]'s refusals and any runtime error (shapes of the upstream gradients, γ,
-/// scale, chunk, boundaries).
+/// scale, chunk, boundaries; a backward the device does not serve yet).
 pub fn compute(
+    device: &Device,
     form: Form,
     chunk: usize,
     inputs: &RunInputs,
@@ -31,7 +35,7 @@ pub fn compute(
             "the parallel form takes no initial state, but the input has `h0`; use --form recurrent or chunkwise".into(),
         ));
     }
-    let ret = Retention::new(&Device::Cpu, params.clone())?;
+    let ret = Retention::new(device, params.clone())?;
     match inputs.dtype {
         Dtype::F32 => typed::<f32>(&ret, form, chunk, inputs, up),
         Dtype::F16 => typed::<f16>(&ret, form, chunk, inputs, up),
@@ -62,7 +66,9 @@ fn typed<T: CpuElement>(
         .as_ref()
         .map(|b| CuSeqlens::from_i64(b, inputs.shape().seq_len))
         .transpose()?;
-    // The forward; dense chunkwise keeps its chunk states for the backward.
+    // The forward; dense chunkwise keeps its chunk states for the backward on the CPU (a
+    // GPU-like device recomputes them in its backward kernels).
+    let on_cpu = ret.device() == &Device::Cpu;
     let (o, ht, saved) = match (form, &cu) {
         (Form::Parallel, _) => (ret.parallel(&q, &k, &v)?, None, None),
         (Form::Recurrent, None) => {
@@ -71,6 +77,10 @@ fn typed<T: CpuElement>(
         }
         (Form::Recurrent, Some(cu)) => {
             let (o, ht) = ret.recurrent_varlen(qkv, cu, h0)?;
+            (o, Some(ht), None)
+        }
+        (Form::Chunkwise, None) if !on_cpu => {
+            let (o, ht) = ret.chunkwise(&q, &k, &v, chunk, h0)?;
             (o, Some(ht), None)
         }
         (Form::Chunkwise, None) => {
