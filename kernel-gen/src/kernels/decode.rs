@@ -64,7 +64,7 @@ pub use super::decode_phases::{
 
 use super::decode_phases::{Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o, stream_state};
 use super::decode_stage::{StageIn, stage_inputs};
-use super::{decay, unsupported};
+use super::{check_span, decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
@@ -85,20 +85,18 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the decode generator emits decode only",
         ));
     }
-    if !(1..=MAX_K).contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            format!("decode serves K in 1..={MAX_K}"),
-        ));
-    }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            format!("decode serves V in 1..={MAX_V}"),
-        ));
-    }
+    check_span(
+        "head dim K",
+        spec.k,
+        MAX_K,
+        format!("decode serves K in 1..={MAX_K}"),
+    )?;
+    check_span(
+        "head dim V",
+        spec.v,
+        MAX_V,
+        format!("decode serves V in 1..={MAX_V}"),
+    )?;
     if let GammaSet::Retnet { heads } = spec.gammas
         && !(1..=48).contains(&heads)
     {

@@ -23,7 +23,7 @@ mod backward;
 mod forward;
 mod row;
 
-use crate::error::unsupported;
+use crate::error::{check_span, unsupported};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
@@ -43,13 +43,12 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the epilogue family emits epilogue and epilogue_backward only",
         ));
     }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            format!("the epilogue serves V in 1..={MAX_V}"),
-        ));
-    }
+    check_span(
+        "head dim V",
+        spec.v,
+        MAX_V,
+        format!("the epilogue serves V in 1..={MAX_V}"),
+    )?;
     if spec.k != spec.v {
         return Err(unsupported(
             "head dim K",

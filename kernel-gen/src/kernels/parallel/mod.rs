@@ -53,7 +53,7 @@ pub mod tc;
 
 use crate::blocks::decay;
 use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
-use crate::error::unsupported;
+use crate::error::{check_span, unsupported};
 use crate::math::chunk_tiling::{
     MAX_K, MAX_V, check_listed_chunk, check_retnet_heads, check_tile_and_shared, tc_dims, tile_spec,
 };
@@ -84,20 +84,8 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the parallel generator emits parallel only",
         ));
     }
-    if !(1..=MAX_K).contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            "parallel serves 1 <= K <= 256",
-        ));
-    }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            "parallel serves 1 <= V <= 512",
-        ));
-    }
+    check_span("head dim K", spec.k, MAX_K, "parallel serves 1 <= K <= 256")?;
+    check_span("head dim V", spec.v, MAX_V, "parallel serves 1 <= V <= 512")?;
     let why = (
         "parallel needs a tile size (the chunk field)",
         "parallel serves tiles B in {32, 64}",

@@ -63,7 +63,7 @@
 
 pub mod fma;
 
-use crate::error::unsupported;
+use crate::error::{check_span, unsupported};
 use crate::math::chunk_tiling::{MAX_K, MAX_V, tile_spec};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
@@ -239,20 +239,18 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the parallel_backward family emits parallel_backward_{dq,dk,dv} only",
         ));
     };
-    if !(1..=MAX_K).contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            "parallel backward serves 1 <= K <= 256",
-        ));
-    }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            "parallel backward serves 1 <= V <= 512",
-        ));
-    }
+    check_span(
+        "head dim K",
+        spec.k,
+        MAX_K,
+        "parallel backward serves 1 <= K <= 256",
+    )?;
+    check_span(
+        "head dim V",
+        spec.v,
+        MAX_V,
+        "parallel backward serves 1 <= V <= 512",
+    )?;
     let Some(b) = spec.chunk else {
         return Err(unsupported(
             "chunk",
