@@ -140,14 +140,13 @@ pub fn path(spec: &KernelSpec) -> KernelPath {
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry(spec, size.rows, size.heads)?;
-    Ok(KernelPlan {
-        spec: *spec,
-        path: path(spec),
-        value_slice: value_slice(spec),
+    Ok(KernelPlan::new(
+        spec,
+        path(spec),
+        value_slice(spec),
         geometry,
-        workspace_bytes: 0,
-        params: param_names(spec),
-    })
+        param_names(spec),
+    ))
 }
 
 /// Emit the chunkwise forward for `spec` (validated first): tensor cores for 16-bit inputs

@@ -276,14 +276,14 @@ pub fn launch_geometry(
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry(spec, size.rows, size.heads)?;
     let ctas: u64 = geometry.grid.iter().map(|&g| u64::from(g)).product();
-    Ok(KernelPlan {
-        spec: *spec,
-        path: KernelPath::Fma,
-        value_slice: column_slice(spec),
+    Ok(KernelPlan::new(
+        spec,
+        KernelPath::Fma,
+        column_slice(spec),
         geometry,
-        workspace_bytes: ctas * u64::from(THREADS) * 4,
-        params: param_names(spec),
-    })
+        param_names(spec),
+    )
+    .with_workspace(ctas * u64::from(THREADS) * 4))
 }
 
 /// Emit the kernel for `spec` (validated first).

@@ -139,14 +139,13 @@ pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError>
         .rows
         .checked_mul(size.tokens.max(1))
         .ok_or_else(|| GenError::Launch(format!("{size:?} has more than 2³² − 1 tokens")))?;
-    Ok(KernelPlan {
-        spec: *spec,
-        path: KernelPath::Vector,
-        value_slice: spec.v,
-        geometry: launch_geometry(spec, tokens, size.heads)?,
-        workspace_bytes: 0,
-        params: param_names(spec),
-    })
+    Ok(KernelPlan::new(
+        spec,
+        KernelPath::Vector,
+        spec.v,
+        launch_geometry(spec, tokens, size.heads)?,
+        param_names(spec),
+    ))
 }
 
 /// The kernel of `spec` (validated first).

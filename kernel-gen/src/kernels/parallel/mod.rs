@@ -190,19 +190,14 @@ pub fn launch_geometry_for_len(
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry_for_len(spec, size.rows, size.heads, size.tokens)?;
-    let path = if uses_tensor_cores(spec) {
-        KernelPath::TensorCores
-    } else {
-        KernelPath::Fma
-    };
-    Ok(KernelPlan {
-        spec: *spec,
+    let path = KernelPath::tensor_cores_or_fma(uses_tensor_cores(spec));
+    Ok(KernelPlan::new(
+        spec,
         path,
-        value_slice: value_slice(spec),
+        value_slice(spec),
         geometry,
-        workspace_bytes: 0,
-        params: param_names(spec),
-    })
+        param_names(spec),
+    ))
 }
 
 /// Parameter names in launch order (see the module table).

@@ -360,14 +360,14 @@ pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError>
     } else {
         0
     };
-    Ok(KernelPlan {
-        spec: *spec,
-        path: KernelPath::Fma,
-        value_slice: value_slice(spec),
+    Ok(KernelPlan::new(
+        spec,
+        KernelPath::Fma,
+        value_slice(spec),
         geometry,
-        workspace_bytes,
-        params: param_names(spec),
-    })
+        param_names(spec),
+    )
+    .with_workspace(workspace_bytes))
 }
 
 /// Parameter names in launch order (see the module table).

@@ -300,19 +300,14 @@ impl TcStatesLayout {
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry(spec, size.rows, size.heads)?;
-    let path = if uses_tensor_cores(spec) {
-        KernelPath::TensorCores
-    } else {
-        KernelPath::Fma
-    };
-    Ok(KernelPlan {
-        spec: *spec,
+    let path = KernelPath::tensor_cores_or_fma(uses_tensor_cores(spec));
+    Ok(KernelPlan::new(
+        spec,
         path,
-        value_slice: value_slice(spec),
+        value_slice(spec),
         geometry,
-        workspace_bytes: 0,
-        params: param_names(spec),
-    })
+        param_names(spec),
+    ))
 }
 
 /// Emit phase 1 for `spec` (validated first): tensor cores for 16-bit inputs, FMA for f32.
