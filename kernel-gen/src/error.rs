@@ -94,3 +94,6 @@ pub(crate) fn check_span(
         Err(unsupported(what, value, reason))
     }
 }
+
+/// The result of a kernel-gen call that can fail with a [`GenError`].
+pub type GenResult<T> = Result<T, GenError>;

@@ -67,7 +67,7 @@ use super::decode_stage::{StageIn, stage_inputs};
 use super::{check_span, decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Largest key head dim served (any K in 1..=MAX_K).
 pub const MAX_K: u32 = 256;
@@ -142,11 +142,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
 /// or heads exceeds the grid's y limit (65535); spec errors as [`validate`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     super::check_grid(spec, rows, heads)?;
     Ok(LaunchGeometry {

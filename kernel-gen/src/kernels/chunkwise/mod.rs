@@ -81,7 +81,7 @@ pub use crate::math::chunk_tiling::{
 use crate::math::{chunk_tiling, segment_fold};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Check that this generator serves `spec`: a chunkwise op on a shape the chunk tiling
 /// serves (and, segmented, within the two-phase envelope).
@@ -111,11 +111,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
 /// or the grid is too large; spec errors as [`validate`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     chunk_tiling::launch_geometry(spec, rows, heads)
 }

@@ -26,7 +26,7 @@ mod row;
 use crate::error::{check_span, unsupported};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Largest V served.
 pub const MAX_V: u32 = 512;
@@ -93,11 +93,7 @@ pub fn rows_per_cta(spec: &KernelSpec) -> u32 {
 ///
 /// # Errors
 /// As [`validate`]; [`GenError::Launch`] for zero sizes or more than 2³² − 1 rows.
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    tokens: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, tokens: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     if tokens == 0 || heads == 0 {
         return Err(GenError::Launch(format!(

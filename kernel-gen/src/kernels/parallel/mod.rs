@@ -59,7 +59,7 @@ use crate::math::chunk_tiling::{
 };
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Head dims K the catalog holds (any other K up to 256 runs on a padded tile,
 /// [`tile_spec`]).
@@ -152,11 +152,7 @@ pub fn threads(spec: &KernelSpec) -> u32 {
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
 /// or the grid is too large; spec errors as [`validate`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     spec.check_grid(rows, heads)?;
     Ok(LaunchGeometry {

@@ -67,7 +67,7 @@ use crate::error::{check_span, unsupported};
 use crate::math::chunk_tiling::{MAX_K, MAX_V, tile_spec};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
-use crate::{Arch, GenError, LaunchGeometry};
+use crate::{Arch, GenError, GenResult, LaunchGeometry};
 use retention_core::Dtype;
 
 /// Tile sizes B (query and key rows per tile) served.
@@ -309,11 +309,7 @@ fn slices(spec: &KernelSpec) -> u32 {
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
 /// or the grid is too large; spec errors as [`validate`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     spec.check_grid(rows, heads)?;
     let pass = Pass::of(spec.op).unwrap_or(Pass::Dq);

@@ -70,7 +70,7 @@ use crate::math::chunk_tiling::{self, THREADS, tile_spec, uses_tensor_cores};
 use crate::math::segment_fold::{self, segment_bounds, stored_states};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Byte offsets of the f32 arrays in the FMA path's dynamic shared window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,11 +142,7 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
 ///
 /// # Errors
 /// As [`validate`]; [`GenError::Launch`] for a bad grid.
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     spec.check_grid(rows, heads)?;
     let c = spec.chunk.unwrap_or_default();
