@@ -66,6 +66,7 @@ use super::decode_phases::{Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o
 use super::decode_stage::{StageIn, stage_inputs};
 use super::{check_span, decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
+use crate::math::chunk_params::declare_runtime_gamma;
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 use crate::{GenError, GenResult, LaunchGeometry};
 
@@ -201,14 +202,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let p_o = kb.param("p_o", Ty::U64);
     let p_n = kb.param("p_n", Ty::U32);
     let p_scale = kb.param("p_scale", Ty::F32);
-    let runtime = if log2_gammas.is_none() {
-        Some((
-            kb.param("p_heads", Ty::U32),
-            kb.param("p_log2_gamma", Ty::U64),
-        ))
-    } else {
-        None
-    };
+    let runtime = declare_runtime_gamma(&mut kb, log2_gammas.is_none());
 
     let s_q: SharedRef = kb.shared_array("s_q", k_dim * 4, 16, "q*scale as f32 [K]");
     let s_k = kb.shared_array("s_k", k_dim * 4, 16, "k as f32 [K]");

@@ -15,6 +15,7 @@ use crate::blocks::staging::Stager;
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Rounding, Space, Sreg, Ty,
 };
+use crate::math::chunk_params::declare_runtime_gamma;
 use crate::spec::{GammaSet, KernelSpec};
 
 /// The kernel parameters (the family's table).
@@ -46,12 +47,7 @@ fn declare_params(kb: &mut KernelBuilder, role: Role, runtime: bool) -> Params {
         dlog: kb.param("p_dlog_gamma", Ty::U64),
         t: kb.param("p_t", Ty::U32),
         scale: kb.param("p_scale", Ty::F32),
-        runtime: runtime.then(|| {
-            (
-                kb.param("p_heads", Ty::U32),
-                kb.param("p_log2_gamma", Ty::U64),
-            )
-        }),
+        runtime: declare_runtime_gamma(kb, runtime),
     }
 }
 

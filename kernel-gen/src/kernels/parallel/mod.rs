@@ -54,6 +54,7 @@ pub mod tc;
 use crate::blocks::decay;
 use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
 use crate::error::{check_span, unsupported};
+use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{
     MAX_K, MAX_V, check_listed_chunk, check_retnet_heads, check_tile_and_shared, tc_dims, tile_spec,
 };
@@ -240,12 +241,7 @@ impl ParallelParams {
             o: kb.param("p_o", Ty::U64),
             t: kb.param("p_t", Ty::U32),
             scale: kb.param("p_scale", Ty::F32),
-            runtime: runtime_gamma.then(|| {
-                (
-                    kb.param("p_heads", Ty::U32),
-                    kb.param("p_log2_gamma", Ty::U64),
-                )
-            }),
+            runtime: declare_runtime_gamma(kb, runtime_gamma),
         }
     }
 

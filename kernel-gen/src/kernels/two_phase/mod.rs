@@ -66,6 +66,7 @@ pub mod chunk_states_tc;
 use crate::dsl::tiles::SharedTile16;
 use crate::dsl::{KernelBuilder, ParamRef, Reg, Ty};
 use crate::error::unsupported;
+use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{self, THREADS, tile_spec, uses_tensor_cores};
 use crate::math::segment_fold::{self, segment_bounds, stored_states};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
@@ -197,12 +198,7 @@ pub fn declare_params(kb: &mut KernelBuilder, runtime_gamma: bool) -> StatesPara
         states: kb.param("p_states", Ty::U64),
         t: kb.param("p_t", Ty::U32),
         segment_len: kb.param("p_segment_len", Ty::U32),
-        runtime: runtime_gamma.then(|| {
-            (
-                kb.param("p_heads", Ty::U32),
-                kb.param("p_log2_gamma", Ty::U64),
-            )
-        }),
+        runtime: declare_runtime_gamma(kb, runtime_gamma),
     }
 }
 
