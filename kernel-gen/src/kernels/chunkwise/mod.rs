@@ -136,13 +136,8 @@ pub fn path(spec: &KernelSpec) -> KernelPath {
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry(spec, size.rows, size.heads)?;
-    Ok(KernelPlan::new(
-        spec,
-        path(spec),
-        value_slice(spec),
-        geometry,
-        param_names(spec),
-    ))
+    let (vs, params) = (value_slice(spec), param_names(spec));
+    Ok(KernelPlan::new(spec, path(spec), vs, geometry, params))
 }
 
 /// Emit the chunkwise forward for `spec` (validated first): tensor cores for 16-bit inputs

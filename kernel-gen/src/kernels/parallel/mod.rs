@@ -188,13 +188,8 @@ pub fn launch_geometry_for_len(
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry_for_len(spec, size.rows, size.heads, size.tokens)?;
     let path = KernelPath::tensor_cores_or_fma(uses_tensor_cores(spec));
-    Ok(KernelPlan::new(
-        spec,
-        path,
-        value_slice(spec),
-        geometry,
-        param_names(spec),
-    ))
+    let (vs, params) = (value_slice(spec), param_names(spec));
+    Ok(KernelPlan::new(spec, path, vs, geometry, params))
 }
 
 /// Parameter names in launch order (see the module table).

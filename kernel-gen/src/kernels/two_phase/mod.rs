@@ -293,13 +293,8 @@ impl TcStatesLayout {
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry(spec, size.rows, size.heads)?;
     let path = KernelPath::tensor_cores_or_fma(uses_tensor_cores(spec));
-    Ok(KernelPlan::new(
-        spec,
-        path,
-        value_slice(spec),
-        geometry,
-        param_names(spec),
-    ))
+    let (vs, params) = (value_slice(spec), param_names(spec));
+    Ok(KernelPlan::new(spec, path, vs, geometry, params))
 }
 
 /// Emit phase 1 for `spec` (validated first): tensor cores for 16-bit inputs, FMA for f32.
