@@ -103,14 +103,14 @@ pub enum TableFill {
 }
 
 /// The FMA state kernels' opening on their shared window `smem`: its address `base`, 4t and
-/// 16t for thread `t`, and the decay table γ^d, d = 0..=`c`, at offset `table` (thread t
-/// writing entry t, as [`TableFill::Single`]). Returns `(base, t4, t16)`.
+/// 16t for thread `t` (4t indexes the table), and the decay table γ^d, d = 0..=`c`, at offset `table` (thread t
+/// writing entry t, as [`TableFill::Single`]). Returns `(base, t16)`.
 pub fn window_and_decay_table(
     kb: &mut KernelBuilder,
     (smem, t): (&SharedRef, Reg),
     (table, c): (u32, u32),
     log2_gamma: Reg,
-) -> (Reg, Reg, Reg) {
+) -> (Reg, Reg) {
     let base = kb.shared_addr(smem);
     let t4 = kb.shl(t, 2u32);
     let t16 = kb.shl(t, 4u32);
@@ -121,7 +121,7 @@ pub fn window_and_decay_table(
         c,
         log2_gamma,
     );
-    (base, t4, t16)
+    (base, t16)
 }
 
 /// The decay table γ^d = 2^(d·log2 γ), d = 0..=`c`, as f32 at shared offset `table` from

@@ -79,7 +79,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let rows = chunk_rows(&mut kb, spec, &p, log2_gammas.as_deref(), (b, h));
     let (heads, log2_gamma, scale, segment) =
         (rows.heads, rows.log2_gamma, rows.scale, rows.segment);
-    let (base, t4, t16) = window_and_decay_table(&mut kb, (&smem, t), (lay.decay, c), log2_gamma);
+    let (base, t16) = window_and_decay_table(&mut kb, (&smem, t), (lay.decay, c), log2_gamma);
 
     kb.comment(format!(
         "R = H0[b,h][:, {vs}z..{vs}z+{vs}] when given, else 0 (z = ctaid.z)"

@@ -48,7 +48,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let slices = vd / vs;
     let seg = states_segment(&mut kb, spec, &p, slices, (b, h, heads));
-    let (base, t4, t16) = window_and_decay_table(&mut kb, (&smem, t), (lay.decay, c), log2_gamma);
+    let (base, t16) = window_and_decay_table(&mut kb, (&smem, t), (lay.decay, c), log2_gamma);
 
     kb.comment(format!(
         "R = 0; this CTA serves V columns {vs}z'.. (z' = ctaid.z mod {slices})"
