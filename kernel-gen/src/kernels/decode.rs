@@ -67,6 +67,7 @@ use super::decode_stage::{StageIn, stage_inputs};
 use super::{check_span, decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
 use crate::math::chunk_params::declare_runtime_gamma;
+use crate::math::chunk_tiling::check_retnet_heads;
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 use crate::{GenError, GenResult, LaunchGeometry};
 
@@ -98,15 +99,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
         MAX_V,
         format!("decode serves V in 1..={MAX_V}"),
     )?;
-    if let GammaSet::Retnet { heads } = spec.gammas
-        && !(1..=48).contains(&heads)
-    {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "retnet(H) needs 1 <= H <= 48",
-        ));
-    }
+    check_retnet_heads(spec.gammas)?;
     let t = spec.tile;
     if !t.threads.is_power_of_two() || !(64..=1024).contains(&t.threads) || t.threads * 4 < spec.v {
         return Err(unsupported(

@@ -64,6 +64,7 @@
 pub mod fma;
 
 use crate::error::{check_span, unsupported};
+use crate::math::chunk_tiling::check_retnet_heads;
 use crate::math::chunk_tiling::{MAX_K, MAX_V, tile_spec};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
@@ -265,15 +266,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "parallel backward serves tiles B in {32, 64}",
         ));
     }
-    if let GammaSet::Retnet { heads } = spec.gammas
-        && !(1..=48).contains(&heads)
-    {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "retnet(H) needs 1 <= H <= 48",
-        ));
-    }
+    check_retnet_heads(spec.gammas)?;
     if spec.tile != TileConfig::default() {
         return Err(unsupported(
             "tile",
