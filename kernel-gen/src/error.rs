@@ -79,3 +79,21 @@ pub(crate) fn unsupported(
         reason: reason.into(),
     }
 }
+
+/// `Ok` when `1 <= value <= max`; otherwise [`GenError::UnsupportedSpec`] naming `what`,
+/// `value` and `reason` (the range check every family's `validate` makes on head dims).
+pub(crate) fn check_span(
+    what: &'static str,
+    value: u32,
+    max: u32,
+    reason: impl Into<String>,
+) -> Result<(), GenError> {
+    if (1..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(unsupported(what, value, reason))
+    }
+}
+
+/// The result of a kernel-gen call that can fail with a [`GenError`].
+pub type GenResult<T> = Result<T, GenError>;

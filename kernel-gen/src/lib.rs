@@ -48,7 +48,7 @@ pub mod registry;
 pub mod spec;
 
 pub use arch::Arch;
-pub use error::GenError;
+pub use error::{GenError, GenResult};
 pub use kernels::attention_decode::{AttentionDecodePlan, plan as attention_decode_plan};
 pub use kernels::decode_plan::decode_variant;
 pub use kernels::two_phase::{TwoPhasePlan, prefer_two_phase, two_phase_plan};
@@ -83,11 +83,7 @@ pub fn emit_ptx(spec: &KernelSpec) -> Result<String, GenError> {
 ///
 /// # Errors
 /// [`GenError::Launch`] when the sizes do not fit the spec; spec errors as [`emit_ptx`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     (registry::family(spec.op).launch_geometry)(spec, rows, heads)
 }
 

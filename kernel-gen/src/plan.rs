@@ -48,6 +48,15 @@ impl From<StreamedPlan> for KernelPath {
 }
 
 impl KernelPath {
+    /// [`KernelPath::TensorCores`] when `tensor_cores`, else [`KernelPath::Fma`].
+    pub const fn tensor_cores_or_fma(tensor_cores: bool) -> Self {
+        if tensor_cores {
+            KernelPath::TensorCores
+        } else {
+            KernelPath::Fma
+        }
+    }
+
     /// Whether this path runs on tensor cores.
     pub const fn tensor_cores(self) -> bool {
         matches!(
@@ -88,6 +97,36 @@ pub struct KernelPlan {
     pub workspace_bytes: u64,
     /// Parameter names of the entry, in launch order.
     pub params: Vec<&'static str>,
+}
+
+impl KernelPlan {
+    /// The plan of `spec` on `path` with `value_slice`, `geometry` and `params`, no workspace
+    /// ([`Self::with_workspace`] adds one).
+    pub fn new(
+        spec: &KernelSpec,
+        path: KernelPath,
+        value_slice: u32,
+        geometry: LaunchGeometry,
+        params: Vec<&'static str>,
+    ) -> Self {
+        KernelPlan {
+            spec: *spec,
+            path,
+            value_slice,
+            geometry,
+            workspace_bytes: 0,
+            params,
+        }
+    }
+
+    /// This plan with `bytes` of device scratch.
+    #[must_use]
+    pub fn with_workspace(self, bytes: u64) -> Self {
+        KernelPlan {
+            workspace_bytes: bytes,
+            ..self
+        }
+    }
 }
 
 /// The plan of `spec` at `size` (validated first).

@@ -128,14 +128,13 @@ fn attention_generate(spec: &KernelSpec) -> Result<Kernel, GenError> {
 
 /// The decode step's plan: one CTA per (row, head, V slice), no workspace.
 fn decode_plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
-    Ok(KernelPlan {
-        spec: *spec,
-        path: KernelPath::Vector,
-        value_slice: decode::value_slice(spec),
-        geometry: decode::launch_geometry(spec, size.rows, size.heads)?,
-        workspace_bytes: 0,
-        params: decode::param_names(spec),
-    })
+    Ok(KernelPlan::new(
+        spec,
+        KernelPath::Vector,
+        decode::value_slice(spec),
+        decode::launch_geometry(spec, size.rows, size.heads)?,
+        decode::param_names(spec),
+    ))
 }
 
 /// The attention baseline's plan for a `size.tokens`-token context: the split pass (its
@@ -148,14 +147,14 @@ fn attention_plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, Gen
         }
         _ => split.split,
     };
-    Ok(KernelPlan {
-        spec: *spec,
-        path: KernelPath::Vector,
-        value_slice: spec.v,
+    Ok(KernelPlan::new(
+        spec,
+        KernelPath::Vector,
+        spec.v,
         geometry,
-        workspace_bytes: split.partial_floats * 4,
-        params: attention_decode::param_names(spec),
-    })
+        attention_decode::param_names(spec),
+    )
+    .with_workspace(split.partial_floats * 4))
 }
 
 /// The family that serves `op` (every op has exactly one; a test checks it).

@@ -6,7 +6,7 @@
 //! Taylor polynomial whose only significant error is the final rounding of 1 + e; far from 1
 //! (x < −1/16, where 1 − γ > 0.04) `ex2.approx` is already accurate relative to 1 − γ.
 
-use crate::dsl::{Address, Cmp, KernelBuilder, ParamRef, Reg, Rounding, Space, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, ParamRef, Reg, Rounding, SharedRef, Space, Ty};
 
 /// Below this exponent `ex2.approx` is used; above it the polynomial.
 pub const POLY_MIN_EXPONENT: f32 = -0.0625;
@@ -100,6 +100,28 @@ pub enum TableFill {
         /// Round 0 uses `t` as its index register.
         reuse_t: bool,
     },
+}
+
+/// The FMA state kernels' opening on their shared window `smem`: its address `base`, 4t and
+/// 16t for thread `t` (4t indexes the table), and the decay table γ^d, d = 0..=`c`, at offset `table` (thread t
+/// writing entry t, as [`TableFill::Single`]). Returns `(base, t16)`.
+pub fn window_and_decay_table(
+    kb: &mut KernelBuilder,
+    (smem, t): (&SharedRef, Reg),
+    (table, c): (u32, u32),
+    log2_gamma: Reg,
+) -> (Reg, Reg) {
+    let base = kb.shared_addr(smem);
+    let t4 = kb.shl(t, 2u32);
+    let t16 = kb.shl(t, 4u32);
+    emit_decay_table(
+        kb,
+        TableFill::Single { t, t4 },
+        (base, table),
+        c,
+        log2_gamma,
+    );
+    (base, t16)
 }
 
 /// The decay table γ^d = 2^(d·log2 γ), d = 0..=`c`, as f32 at shared offset `table` from

@@ -89,35 +89,62 @@ pub fn accumulate_decayed_outer(
     zeta: (Reg, u32),
     len: Reg,
 ) {
+    let first = |kb: &mut KernelBuilder| kb.add(zeta.0, zeta.1);
+    accumulate_walked_outer(kb, acc, (base, p), chunk, (first, WeightStep::Down), len);
+}
+
+/// Which way the weight address moves per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightStep {
+    /// Token j + 1's weight is 4 bytes above token j's (ξ_j = γ^(j+1)).
+    Up,
+    /// Token j + 1's weight is 4 bytes below token j's (ζ_j = γ^(L−1−j)).
+    Down,
+}
+
+/// `acc += Σ_{j < len} (Aᵀ[row..row+4, j] · u_j) ⊗ B[j, col..col+4]` for the piece `p`: Aᵀ is
+/// `chunk.kt` (`chunk.kt_rows` columns a row), B is `chunk.v` (`chunk.vs` columns), both
+/// offsets from `base`; `first` emits the register walking the weights (u_0's shared address,
+/// a fresh register the loop moves by `step`); `len` is a `.u32` register.
+pub fn accumulate_walked_outer(
+    kb: &mut KernelBuilder,
+    acc: &Acc4x4,
+    (base, p): (Reg, &Piece),
+    chunk: &StagedChunk,
+    (first, step): (impl FnOnce(&mut KernelBuilder) -> Reg, WeightStep),
+    len: Reg,
+) {
     let c = chunk.kt_rows;
-    let vs = chunk.vs;
     let kt_elem = kb.mul_lo(p.row, c);
     let kt_off = kb.shl(kt_elem, 2u32);
     let kt_at = kb.add(base, kt_off);
     let a_ptr = kb.add(kt_at, chunk.kt);
-    let z_ptr = kb.add(zeta.0, zeta.1);
-    let v_off = kb.shl(p.col, 2u32);
-    let v_at = kb.add(base, v_off);
-    let b_ptr = kb.add(v_at, chunk.v);
+    let u_ptr = first(kb);
+    let b_off = kb.shl(p.col, 2u32);
+    let b_at = kb.add(base, b_off);
+    let b_ptr = kb.add(b_at, chunk.v);
     kb.for_range(0u32, len, 1, |kb, _| {
-        let z = kb.ld(Space::Shared, Ty::F32, Address::reg(z_ptr, 0));
-        let az: Vec<Reg> = (0..4u32)
+        let u = kb.ld(Space::Shared, Ty::F32, Address::reg(u_ptr, 0));
+        let au: Vec<Reg> = (0..4u32)
             .map(|r| {
                 let x = kb.ld(
                     Space::Shared,
                     Ty::F32,
                     Address::reg(a_ptr, i64::from(r * c * 4)),
                 );
-                kb.mul(x, z)
+                kb.mul(x, u)
             })
             .collect();
         let bv = kb.ld_vec(Space::Shared, Ty::F32, 4, Address::reg(b_ptr, 0));
-        rank1_update(kb, acc, &az, &bv);
+        rank1_update(kb, acc, &au, &bv);
         let na = kb.add(a_ptr, 4u32);
         kb.assign(a_ptr, na);
-        let nz = kb.sub(z_ptr, 4u32);
-        kb.assign(z_ptr, nz);
-        let nb = kb.add(b_ptr, vs * 4);
+        let nu = match step {
+            WeightStep::Up => kb.add(u_ptr, 4u32),
+            WeightStep::Down => kb.sub(u_ptr, 4u32),
+        };
+        kb.assign(u_ptr, nu);
+        let nb = kb.add(b_ptr, chunk.vs * 4);
         kb.assign(b_ptr, nb);
     });
 }

@@ -25,7 +25,7 @@ pub fn load4_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address) -> Vec<Reg
     }
 }
 
-/// Round four f32 to `dtype` and store them in one access.
+/// Round four (or two) f32 to `dtype` and store them in one access.
 pub fn store4_from_f32(kb: &mut KernelBuilder, dtype: Dtype, addr: Address, xs: &[Reg]) {
     let ty = elem_ty(dtype);
     let vals: Vec<Operand> = if ty == Ty::F32 {
@@ -103,34 +103,17 @@ pub fn load_f32_masked(
             let ty = elem_ty(dtype);
             let raw = kb.ld_vec(Space::Global, ty, n, addr);
             for (&o, x) in out.iter().zip(raw) {
-                let x = if ty == Ty::F32 {
-                    x
-                } else {
-                    kb.cvt(Ty::F32, x, None)
-                };
+                let x = to_f32(kb, ty, x);
                 kb.assign(o, x);
             }
         });
     } else {
         let ty = elem_ty(dtype);
-        let es = i64::from(dtype.size_bytes() as u32);
-        for (e, &o) in out.iter().enumerate() {
-            let ce = kb.add(col, e as u32);
-            let ok = kb.setp(Cmp::Lt, ce, limit);
-            let at = Address {
-                offset: addr.offset + e as i64 * es,
-                ..addr.clone()
-            };
-            kb.guarded(ok, false, |kb| {
-                let x = kb.ld(Space::Global, ty, at);
-                let x = if ty == Ty::F32 {
-                    x
-                } else {
-                    kb.cvt(Ty::F32, x, None)
-                };
-                kb.assign(o, x);
-            });
-        }
+        each_masked(kb, (dtype, &addr), out.len(), (col, limit), |kb, e, at| {
+            let x = kb.ld(Space::Global, ty, at);
+            let x = to_f32(kb, ty, x);
+            kb.assign(out[e], x);
+        });
     }
     out
 }
@@ -151,36 +134,48 @@ pub fn store_from_f32_masked(
     let limit = limit.into();
     if dim.is_multiple_of(xs.len() as u32) {
         let ok = kb.setp(Cmp::Lt, col, limit);
-        kb.guarded(ok, false, |kb| {
-            let ty = elem_ty(dtype);
-            let vals: Vec<Operand> = if ty == Ty::F32 {
-                xs.iter().map(|&x| x.into()).collect()
-            } else {
-                xs.iter()
-                    .map(|&x| kb.cvt(ty, x, Some(Rounding::Rn)).into())
-                    .collect()
-            };
-            kb.st_vec(Space::Global, ty, addr, &vals);
-        });
+        kb.guarded(ok, false, |kb| store4_from_f32(kb, dtype, addr, xs));
     } else {
         let ty = elem_ty(dtype);
-        let es = i64::from(dtype.size_bytes() as u32);
-        for (e, &x) in xs.iter().enumerate() {
-            let ce = kb.add(col, e as u32);
-            let ok = kb.setp(Cmp::Lt, ce, limit);
-            let at = Address {
-                offset: addr.offset + e as i64 * es,
-                ..addr.clone()
+        each_masked(kb, (dtype, &addr), xs.len(), (col, limit), |kb, e, at| {
+            let v: Operand = if ty == Ty::F32 {
+                xs[e].into()
+            } else {
+                kb.cvt(ty, xs[e], Some(Rounding::Rn)).into()
             };
-            kb.guarded(ok, false, |kb| {
-                let v: Operand = if ty == Ty::F32 {
-                    x.into()
-                } else {
-                    kb.cvt(ty, x, Some(Rounding::Rn)).into()
-                };
-                kb.st_vec(Space::Global, ty, at, &[v]);
-            });
-        }
+            kb.st_vec(Space::Global, ty, at, &[v]);
+        });
+    }
+}
+
+/// `x` as f32: itself when `ty` is f32, else converted (exact: a 16-bit float widens).
+fn to_f32(kb: &mut KernelBuilder, ty: Ty, x: Reg) -> Reg {
+    if ty == Ty::F32 {
+        x
+    } else {
+        kb.cvt(Ty::F32, x, None)
+    }
+}
+
+/// For each element `e < n` of a row at `addr` whose column `col + e` is below `limit`, run
+/// `body(kb, e, address of element e)` under that guard (the scalar path of the masked
+/// loads and stores).
+fn each_masked(
+    kb: &mut KernelBuilder,
+    (dtype, addr): (Dtype, &Address),
+    n: usize,
+    (col, limit): (Reg, Operand),
+    mut body: impl FnMut(&mut KernelBuilder, usize, Address),
+) {
+    let es = i64::from(dtype.size_bytes() as u32);
+    for e in 0..n {
+        let ce = kb.add(col, e as u32);
+        let ok = kb.setp(Cmp::Lt, ce, limit);
+        let at = Address {
+            offset: addr.offset + e as i64 * es,
+            ..addr.clone()
+        };
+        kb.guarded(ok, false, |kb| body(kb, e, at));
     }
 }
 

@@ -5,7 +5,7 @@
 use super::attention_layout::LaneLayout;
 use super::attention_spec::{combine_threads, partial_row_floats, validate};
 use crate::spec::{KernelOp, KernelSpec};
-use crate::{Arch, GenError, LaunchGeometry};
+use crate::{Arch, GenError, GenResult, LaunchGeometry};
 
 /// Tokens one CTA of the split pass reads per step (a power of two).
 pub fn tokens_per_step(spec: &KernelSpec) -> u32 {
@@ -136,11 +136,7 @@ pub fn plan_with_split_len(
 ///
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is 0 or above 65535; spec errors as [`validate`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     let p = plan_with_split_len(spec, rows, heads, 1, 1)?;
     Ok(match spec.op {
         KernelOp::AttentionCombine => LaunchGeometry {

@@ -7,7 +7,7 @@
 //! [`PARTIAL_HEADER`] words (m, l, two pads) and then õ over V rounded up to a multiple of
 //! four ([`padded_v`]), so every row and every õ quad starts 16-byte aligned whatever V is.
 
-use super::unsupported;
+use super::{check_span, unsupported};
 use crate::GenError;
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 
@@ -67,20 +67,18 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the attention generators emit attention_decode and attention_combine only",
         ));
     }
-    if !(1..=MAX_K).contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            format!("attention decode serves K in 1..={MAX_K}"),
-        ));
-    }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            format!("attention decode serves V in 1..={MAX_V}"),
-        ));
-    }
+    check_span(
+        "head dim K",
+        spec.k,
+        MAX_K,
+        format!("attention decode serves K in 1..={MAX_K}"),
+    )?;
+    check_span(
+        "head dim V",
+        spec.v,
+        MAX_V,
+        format!("attention decode serves V in 1..={MAX_V}"),
+    )?;
     if let Some(c) = spec.chunk {
         return Err(unsupported("chunk", c, "attention decode takes no chunk"));
     }

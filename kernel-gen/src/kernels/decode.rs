@@ -64,10 +64,12 @@ pub use super::decode_phases::{
 
 use super::decode_phases::{Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o, stream_state};
 use super::decode_stage::{StageIn, stage_inputs};
-use super::{decay, unsupported};
+use super::{check_span, decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
+use crate::math::chunk_params::declare_runtime_gamma;
+use crate::math::chunk_tiling::check_retnet_heads;
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Largest key head dim served (any K in 1..=MAX_K).
 pub const MAX_K: u32 = 256;
@@ -85,29 +87,19 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the decode generator emits decode only",
         ));
     }
-    if !(1..=MAX_K).contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            format!("decode serves K in 1..={MAX_K}"),
-        ));
-    }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            format!("decode serves V in 1..={MAX_V}"),
-        ));
-    }
-    if let GammaSet::Retnet { heads } = spec.gammas
-        && !(1..=48).contains(&heads)
-    {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "retnet(H) needs 1 <= H <= 48",
-        ));
-    }
+    check_span(
+        "head dim K",
+        spec.k,
+        MAX_K,
+        format!("decode serves K in 1..={MAX_K}"),
+    )?;
+    check_span(
+        "head dim V",
+        spec.v,
+        MAX_V,
+        format!("decode serves V in 1..={MAX_V}"),
+    )?;
+    check_retnet_heads(spec.gammas)?;
     let t = spec.tile;
     if !t.threads.is_power_of_two() || !(64..=1024).contains(&t.threads) || t.threads * 4 < spec.v {
         return Err(unsupported(
@@ -144,11 +136,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
 /// or heads exceeds the grid's y limit (65535); spec errors as [`validate`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     super::check_grid(spec, rows, heads)?;
     Ok(LaunchGeometry {
@@ -207,14 +195,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let p_o = kb.param("p_o", Ty::U64);
     let p_n = kb.param("p_n", Ty::U32);
     let p_scale = kb.param("p_scale", Ty::F32);
-    let runtime = if log2_gammas.is_none() {
-        Some((
-            kb.param("p_heads", Ty::U32),
-            kb.param("p_log2_gamma", Ty::U64),
-        ))
-    } else {
-        None
-    };
+    let runtime = declare_runtime_gamma(&mut kb, log2_gammas.is_none());
 
     let s_q: SharedRef = kb.shared_array("s_q", k_dim * 4, 16, "q*scale as f32 [K]");
     let s_k = kb.shared_array("s_k", k_dim * 4, 16, "k as f32 [K]");

@@ -72,13 +72,22 @@ pub fn declare_params(
                 kb.param("p_segment_len", Ty::U32),
             )
         }),
-        runtime: runtime_gamma.then(|| {
-            (
-                kb.param("p_heads", Ty::U32),
-                kb.param("p_log2_gamma", Ty::U64),
-            )
-        }),
+        runtime: declare_runtime_gamma(kb, runtime_gamma),
     }
+}
+
+/// Declare the runtime-γ pair (`p_heads`, `p_log2_gamma`) when `runtime_gamma`; every family
+/// with a runtime-γ variant ends its parameter list with it.
+pub fn declare_runtime_gamma(
+    kb: &mut KernelBuilder,
+    runtime_gamma: bool,
+) -> Option<(ParamRef, ParamRef)> {
+    runtime_gamma.then(|| {
+        (
+            kb.param("p_heads", Ty::U32),
+            kb.param("p_log2_gamma", Ty::U64),
+        )
+    })
 }
 
 fn declare_lengths(kb: &mut KernelBuilder, spec: &KernelSpec) -> ParamRef {

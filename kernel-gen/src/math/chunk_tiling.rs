@@ -7,9 +7,9 @@
 use retention_core::Dtype;
 
 use crate::dsl::tiles::SharedTile16;
-use crate::error::unsupported;
+use crate::error::{check_span, unsupported};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Head dims K the catalog holds: tiles exactly as wide as the rows. Any other K up to
 /// [`MAX_K`] is served on a padded tile ([`padded_dim`]).
@@ -443,20 +443,18 @@ pub fn check_shape(spec: &KernelSpec) -> Result<(), GenError> {
 /// # Errors
 /// [`GenError::UnsupportedSpec`] naming `head dim K` or `head dim V`.
 pub fn check_dims(spec: &KernelSpec) -> Result<(), GenError> {
-    if !(1..=MAX_K).contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            "chunkwise serves 1 <= K <= 256",
-        ));
-    }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            "chunkwise serves 1 <= V <= 512",
-        ));
-    }
+    check_span(
+        "head dim K",
+        spec.k,
+        MAX_K,
+        "chunkwise serves 1 <= K <= 256",
+    )?;
+    check_span(
+        "head dim V",
+        spec.v,
+        MAX_V,
+        "chunkwise serves 1 <= V <= 512",
+    )?;
     Ok(())
 }
 
@@ -467,11 +465,7 @@ pub fn check_dims(spec: &KernelSpec) -> Result<(), GenError> {
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
 /// or the grid is too large.
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     spec.check_grid(rows, heads)?;
     let threads = if uses_tensor_cores(spec) {
         32 * tc_warps(spec)

@@ -7,8 +7,8 @@ use crate::blocks::decay::table_entry;
 use crate::blocks::fma::{
     StagedChunk, accumulate_decayed_outer, for_each_piece, load_piece, store_piece,
 };
-use crate::dsl::tiles::{AccTileF32, SharedTile16, scale_pair_split};
-use crate::dsl::{Address, KernelBuilder, Reg, Space, Ty};
+use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16, scale_pair_split};
+use crate::dsl::{Address, KernelBuilder, Operand, Reg, Space, Ty};
 
 /// Where the FMA update finds the state and the staged chunk in shared memory.
 pub struct FmaStateTiles {
@@ -137,5 +137,22 @@ pub fn accumulate_state_step(
         for kz in [head, tail] {
             racc.mma_pair(kb, ab, 2 * np as usize, kz, vf);
         }
+    }
+}
+
+/// `oacc += Q · R̃[16·ks.., chunks]`, one 16-deep k step of the tensor-core paths' inter-chunk
+/// term: `qa` is the warp's Q fragment at that step, R̃ the transposed state tile `rh` (rows
+/// at `rh_rows`), and n-tile pair `np` takes R̃'s column chunk `chunks[np]`.
+pub fn mma_state_step(
+    kb: &mut KernelBuilder,
+    oacc: &AccTileF32,
+    (qa, ks): ([Reg; 4], u32),
+    (rh, rh_rows, lanes): (&SharedTile16, Reg, &LaneFragments),
+    chunks: impl IntoIterator<Item = Operand>,
+    (pty, ab): (Ty, Ty),
+) {
+    for (np, chunk) in chunks.into_iter().enumerate() {
+        let rf = rh.ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, chunk, lanes.p1_x);
+        oacc.mma_pair(kb, ab, 2 * np, qa, rf);
     }
 }

@@ -197,16 +197,9 @@ impl KernelBuilder {
 
     /// Declare a static shared array of `bytes` bytes aligned to `align`.
     pub fn shared_array(&mut self, name: &str, bytes: u32, align: u32, comment: &str) -> SharedRef {
-        self.kernel.shared.push(SharedArray {
-            name: name.into(),
-            bytes,
-            align,
-            comment: comment.into(),
-        });
-        SharedRef {
-            name: name.into(),
-            bytes,
-        }
+        let (array, shared) = shared_decl(name, bytes, align, comment);
+        self.kernel.shared.push(array);
+        shared
     }
 
     /// Declare the kernel's dynamic shared memory (`.extern .shared .align a .b8 name[]`):
@@ -223,16 +216,9 @@ impl KernelBuilder {
                 "dynamic shared {name}: a kernel has one dynamic window"
             ));
         }
-        self.kernel.dynamic_shared = Some(SharedArray {
-            name: name.into(),
-            bytes,
-            align,
-            comment: comment.into(),
-        });
-        SharedRef {
-            name: name.into(),
-            bytes,
-        }
+        let (array, shared) = shared_decl(name, bytes, align, comment);
+        self.kernel.dynamic_shared = Some(array);
+        shared
     }
 
     /// The shared-window address of a shared array (`mov.u32 r, symbol`).
@@ -283,4 +269,19 @@ impl KernelBuilder {
             })
         }
     }
+}
+
+/// A shared array's declaration and the handle the kernel refers to it by.
+fn shared_decl(name: &str, bytes: u32, align: u32, comment: &str) -> (SharedArray, SharedRef) {
+    let array = SharedArray {
+        name: name.into(),
+        bytes,
+        align,
+        comment: comment.into(),
+    };
+    let shared = SharedRef {
+        name: name.into(),
+        bytes,
+    };
+    (array, shared)
 }

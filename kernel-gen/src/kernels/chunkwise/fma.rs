@@ -6,7 +6,7 @@
 
 use crate::GenError;
 use crate::blocks::cta::cta_row_head_thread;
-use crate::blocks::decay::{TableFill, emit_decay_table};
+use crate::blocks::decay::window_and_decay_table;
 use crate::blocks::fma::{
     accumulate_shared, for_each_piece, product_piece, store_piece_rows, zero_acc,
 };
@@ -79,11 +79,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let rows = chunk_rows(&mut kb, spec, &p, log2_gammas.as_deref(), (b, h));
     let (heads, log2_gamma, scale, segment) =
         (rows.heads, rows.log2_gamma, rows.scale, rows.segment);
-    let base = kb.shared_addr(&smem);
-    let t4 = kb.shl(t, 2u32);
-    let t16 = kb.shl(t, 4u32);
-    let fill = TableFill::Single { t, t4 };
-    emit_decay_table(&mut kb, fill, (base, lay.decay), c, log2_gamma);
+    let (base, t16) = window_and_decay_table(&mut kb, (&smem, t), (lay.decay, c), log2_gamma);
 
     kb.comment(format!(
         "R = H0[b,h][:, {vs}z..{vs}z+{vs}] when given, else 0 (z = ctaid.z)"

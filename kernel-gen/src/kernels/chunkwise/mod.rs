@@ -81,7 +81,7 @@ pub use crate::math::chunk_tiling::{
 use crate::math::{chunk_tiling, segment_fold};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Check that this generator serves `spec`: a chunkwise op on a shape the chunk tiling
 /// serves (and, segmented, within the two-phase envelope).
@@ -111,11 +111,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
 /// or the grid is too large; spec errors as [`validate`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     chunk_tiling::launch_geometry(spec, rows, heads)
 }
@@ -140,14 +136,8 @@ pub fn path(spec: &KernelSpec) -> KernelPath {
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry(spec, size.rows, size.heads)?;
-    Ok(KernelPlan {
-        spec: *spec,
-        path: path(spec),
-        value_slice: value_slice(spec),
-        geometry,
-        workspace_bytes: 0,
-        params: param_names(spec),
-    })
+    let (vs, params) = (value_slice(spec), param_names(spec));
+    Ok(KernelPlan::new(spec, path(spec), vs, geometry, params))
 }
 
 /// Emit the chunkwise forward for `spec` (validated first): tensor cores for 16-bit inputs

@@ -33,7 +33,7 @@ use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
 use crate::blocks::global::{GlobalRows, load_f32_masked, state_row_limit, store_from_f32_masked};
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments};
-use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Space, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, Operand, Reg, Space, Ty};
 use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params};
 use crate::math::chunk_tiling::{
     StreamedPlan, TcLayout, WHOLE_SCORE_TILE, exact_dims, streamed_plan, tc_layout, tc_value_slice,
@@ -42,7 +42,7 @@ use crate::math::chunk_tiling::{
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{Diagonal, xi_rows};
 use crate::math::segment_fold::{self as two_phase, Segment};
-use crate::math::state_update::{StateV, accumulate_state_step, zeta_quad};
+use crate::math::state_update::{StateV, accumulate_state_step, mma_state_step, zeta_quad};
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -599,19 +599,9 @@ impl<'a> TcForward<'a> {
             let qa = lay
                 .q
                 .ldmatrix_x4(kb, self.pty, false, q_rows, 0, 2 * ks, self.lanes.p1_x);
-            for np in 0..self.ow / 16 {
-                let (nt, chunk) = (np as usize * 2, self.ow / 8 * slice + 2 * np);
-                let rf = lay.rh.ldmatrix_x4(
-                    kb,
-                    self.pty,
-                    true,
-                    self.rh_rows,
-                    16 * ks,
-                    chunk,
-                    self.lanes.p1_x,
-                );
-                oacc.mma_pair(kb, self.ab, nt, qa, rf);
-            }
+            let chunks = (0..self.ow / 16).map(|np| Operand::from(self.ow / 8 * slice + 2 * np));
+            let rh = (&lay.rh, self.rh_rows, &self.lanes);
+            mma_state_step(kb, oacc, (qa, ks), rh, chunks, (self.pty, self.ab));
         }
     }
 

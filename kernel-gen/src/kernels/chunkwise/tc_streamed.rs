@@ -27,7 +27,7 @@ use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
 use crate::dsl::{Cmp, KernelBuilder, Operand, Reg, Ty};
 use crate::math::chunk_tiling::{BLOCK, SCORE_COLS, StreamedPlan, TcLayout};
 use crate::math::scores::{Diagonal, xi_rows};
-use crate::math::state_update::{StateV, accumulate_state_step, zeta_quad};
+use crate::math::state_update::{StateV, accumulate_state_step, mma_state_step, zeta_quad};
 
 /// Everything one chunk of the streamed path needs, fixed before the sequence loop.
 pub(super) struct StreamedChunk<'a> {
@@ -270,18 +270,9 @@ impl StreamedChunk<'_> {
         let oacc = AccTileF32::zeros(kb, ow);
         for ks in 0..self.kd / 16 {
             let qa = self.q_frag(kb, role, ks);
-            for (np, &chunk) in col_chunks.iter().enumerate() {
-                let rf = self.lay.rh.ldmatrix_x4(
-                    kb,
-                    self.pty,
-                    true,
-                    self.rh_rows,
-                    16 * ks,
-                    chunk,
-                    self.lanes.p1_x,
-                );
-                oacc.mma_pair(kb, self.ab, 2 * np, qa, rf);
-            }
+            let chunks = col_chunks.iter().map(|&c| Operand::from(c));
+            let rh = (&self.lay.rh, self.rh_rows, &self.lanes);
+            mma_state_step(kb, &oacc, (qa, ks), rh, chunks, (self.pty, self.ab));
         }
         oacc.scale_rows(kb, xi_lo, xi_hi);
         PassRows {

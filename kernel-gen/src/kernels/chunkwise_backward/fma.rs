@@ -15,6 +15,7 @@ use crate::blocks::staging::Stager;
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Rounding, Space, Sreg, Ty,
 };
+use crate::math::chunk_params::declare_runtime_gamma;
 use crate::spec::{GammaSet, KernelSpec};
 
 /// The kernel parameters (the family's table).
@@ -46,12 +47,7 @@ fn declare_params(kb: &mut KernelBuilder, role: Role, runtime: bool) -> Params {
         dlog: kb.param("p_dlog_gamma", Ty::U64),
         t: kb.param("p_t", Ty::U32),
         scale: kb.param("p_scale", Ty::F32),
-        runtime: runtime.then(|| {
-            (
-                kb.param("p_heads", Ty::U32),
-                kb.param("p_log2_gamma", Ty::U64),
-            )
-        }),
+        runtime: declare_runtime_gamma(kb, runtime),
     }
 }
 
@@ -421,18 +417,8 @@ fn stage_w_tile(
     let sh_off = kb.shl(elem, 2u32);
     let sh = kb.add(cta.base, sh_off);
     let sh = kb.add(sh, lay.w);
-    stage.stage_f32(
-        kb,
-        dtype,
-        (first, step),
-        ch.len,
-        (sh, stage.rows_per_round * d.ns * 4),
-        Some((col, d.ng)),
-        |kb, xs, sh| {
-            let xs: Vec<Operand> = xs.into_iter().map(Into::into).collect();
-            kb.st_vec(Space::Shared, Ty::F32, Address::reg(sh, 0), &xs);
-        },
-    );
+    let shared = (sh, stage.rows_per_round * d.ns * 4);
+    stage.stage_f32_rows(kb, dtype, (first, step), ch.len, shared, Some((col, d.ng)));
 }
 
 /// Zero the score tile `[C][C]` and the state-term tile `[C][Ns]`, each thread the pieces it
@@ -502,22 +488,9 @@ fn stage_xy(
     ] {
         let first = kb.add(ptr, off);
         let sh_t = kb.add(sh, tile);
-        let scale = ptrs.scale;
-        stage.stage_f32(
-            kb,
-            dtype,
-            (first, step),
-            ch.len,
-            (sh_t, stage.rows_per_round * 4),
-            Some((col, d.pg)),
-            |kb, xs, sh| {
-                for (e, &x) in xs.iter().enumerate() {
-                    let x = if scaled { kb.mul(x, scale) } else { x };
-                    let off = i64::from(e as u32 * c * 4);
-                    kb.st(Space::Shared, Address::reg(sh, off), x);
-                }
-            },
-        );
+        let (shared, tail) = ((sh_t, stage.rows_per_round * 4), Some((col, d.pg)));
+        let store = (c * 4, scaled.then_some(ptrs.scale));
+        stage.stage_f32_transposed(kb, dtype, (first, step), ch.len, shared, tail, store);
     }
 }
 

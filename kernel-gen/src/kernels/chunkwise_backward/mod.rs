@@ -58,7 +58,7 @@ use crate::error::unsupported;
 use crate::math::chunk_tiling::{self, padded_dim};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Kernel chunk lengths served (the forward catalog's chunks that hold whole on chip).
 pub const SUPPORTED_CHUNKS: [u32; 2] = [32, 64];
@@ -252,11 +252,7 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
 ///
 /// # Errors
 /// As [`validate`]; [`GenError::Launch`] for a grid the spec cannot take.
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     spec.check_grid(rows, heads)?;
     let (_, n) = padded_dims(spec);
@@ -276,14 +272,14 @@ pub fn launch_geometry(
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry(spec, size.rows, size.heads)?;
     let ctas: u64 = geometry.grid.iter().map(|&g| u64::from(g)).product();
-    Ok(KernelPlan {
-        spec: *spec,
-        path: KernelPath::Fma,
-        value_slice: column_slice(spec),
+    Ok(KernelPlan::new(
+        spec,
+        KernelPath::Fma,
+        column_slice(spec),
         geometry,
-        workspace_bytes: ctas * u64::from(THREADS) * 4,
-        params: param_names(spec),
-    })
+        param_names(spec),
+    )
+    .with_workspace(ctas * u64::from(THREADS) * 4))
 }
 
 /// Emit the kernel for `spec` (validated first).

@@ -23,10 +23,10 @@ mod backward;
 mod forward;
 mod row;
 
-use crate::error::unsupported;
+use crate::error::{check_span, unsupported};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Largest V served.
 pub const MAX_V: u32 = 512;
@@ -43,13 +43,12 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the epilogue family emits epilogue and epilogue_backward only",
         ));
     }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            format!("the epilogue serves V in 1..={MAX_V}"),
-        ));
-    }
+    check_span(
+        "head dim V",
+        spec.v,
+        MAX_V,
+        format!("the epilogue serves V in 1..={MAX_V}"),
+    )?;
     if spec.k != spec.v {
         return Err(unsupported(
             "head dim K",
@@ -94,11 +93,7 @@ pub fn rows_per_cta(spec: &KernelSpec) -> u32 {
 ///
 /// # Errors
 /// As [`validate`]; [`GenError::Launch`] for zero sizes or more than 2³² − 1 rows.
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    tokens: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, tokens: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     if tokens == 0 || heads == 0 {
         return Err(GenError::Launch(format!(
@@ -140,14 +135,13 @@ pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError>
         .rows
         .checked_mul(size.tokens.max(1))
         .ok_or_else(|| GenError::Launch(format!("{size:?} has more than 2³² − 1 tokens")))?;
-    Ok(KernelPlan {
-        spec: *spec,
-        path: KernelPath::Vector,
-        value_slice: spec.v,
-        geometry: launch_geometry(spec, tokens, size.heads)?,
-        workspace_bytes: 0,
-        params: param_names(spec),
-    })
+    Ok(KernelPlan::new(
+        spec,
+        KernelPath::Vector,
+        spec.v,
+        launch_geometry(spec, tokens, size.heads)?,
+        param_names(spec),
+    ))
 }
 
 /// The kernel of `spec` (validated first).

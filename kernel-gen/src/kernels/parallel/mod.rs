@@ -53,13 +53,14 @@ pub mod tc;
 
 use crate::blocks::decay;
 use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
-use crate::error::unsupported;
+use crate::error::{check_span, unsupported};
+use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{
     MAX_K, MAX_V, check_listed_chunk, check_retnet_heads, check_tile_and_shared, tc_dims, tile_spec,
 };
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Head dims K the catalog holds (any other K up to 256 runs on a padded tile,
 /// [`tile_spec`]).
@@ -84,20 +85,8 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the parallel generator emits parallel only",
         ));
     }
-    if !(1..=MAX_K).contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            "parallel serves 1 <= K <= 256",
-        ));
-    }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            "parallel serves 1 <= V <= 512",
-        ));
-    }
+    check_span("head dim K", spec.k, MAX_K, "parallel serves 1 <= K <= 256")?;
+    check_span("head dim V", spec.v, MAX_V, "parallel serves 1 <= V <= 512")?;
     let why = (
         "parallel needs a tile size (the chunk field)",
         "parallel serves tiles B in {32, 64}",
@@ -164,11 +153,7 @@ pub fn threads(spec: &KernelSpec) -> u32 {
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
 /// or the grid is too large; spec errors as [`validate`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     spec.check_grid(rows, heads)?;
     Ok(LaunchGeometry {
@@ -202,19 +187,9 @@ pub fn launch_geometry_for_len(
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry_for_len(spec, size.rows, size.heads, size.tokens)?;
-    let path = if uses_tensor_cores(spec) {
-        KernelPath::TensorCores
-    } else {
-        KernelPath::Fma
-    };
-    Ok(KernelPlan {
-        spec: *spec,
-        path,
-        value_slice: value_slice(spec),
-        geometry,
-        workspace_bytes: 0,
-        params: param_names(spec),
-    })
+    let path = KernelPath::tensor_cores_or_fma(uses_tensor_cores(spec));
+    let (vs, params) = (value_slice(spec), param_names(spec));
+    Ok(KernelPlan::new(spec, path, vs, geometry, params))
 }
 
 /// Parameter names in launch order (see the module table).
@@ -261,12 +236,7 @@ impl ParallelParams {
             o: kb.param("p_o", Ty::U64),
             t: kb.param("p_t", Ty::U32),
             scale: kb.param("p_scale", Ty::F32),
-            runtime: runtime_gamma.then(|| {
-                (
-                    kb.param("p_heads", Ty::U32),
-                    kb.param("p_log2_gamma", Ty::U64),
-                )
-            }),
+            runtime: declare_runtime_gamma(kb, runtime_gamma),
         }
     }
 

@@ -21,6 +21,7 @@ use crate::blocks::global::{GlobalRows, row_limit, store_from_f32_masked};
 use crate::blocks::staging::Stager;
 use crate::blocks::tile_f32::{TileLayout, stage_tile_f32};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Space, Sreg, Ty};
+use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::tile_spec;
 use crate::math::decay_band::{emit_band_table, tile_step_vanishes};
 use crate::spec::KernelSpec;
@@ -47,12 +48,7 @@ impl Params {
             out: kb.param(pass.output_param(), Ty::U64),
             t: kb.param("p_t", Ty::U32),
             scale: kb.param("p_scale", Ty::F32),
-            runtime: runtime_gamma.then(|| {
-                (
-                    kb.param("p_heads", Ty::U32),
-                    kb.param("p_log2_gamma", Ty::U64),
-                )
-            }),
+            runtime: declare_runtime_gamma(kb, runtime_gamma),
         }
     }
 

@@ -63,11 +63,12 @@
 
 pub mod fma;
 
-use crate::error::unsupported;
+use crate::error::{check_span, unsupported};
+use crate::math::chunk_tiling::check_retnet_heads;
 use crate::math::chunk_tiling::{MAX_K, MAX_V, tile_spec};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
-use crate::{Arch, GenError, LaunchGeometry};
+use crate::{Arch, GenError, GenResult, LaunchGeometry};
 use retention_core::Dtype;
 
 /// Tile sizes B (query and key rows per tile) served.
@@ -239,20 +240,18 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the parallel_backward family emits parallel_backward_{dq,dk,dv} only",
         ));
     };
-    if !(1..=MAX_K).contains(&spec.k) {
-        return Err(unsupported(
-            "head dim K",
-            spec.k,
-            "parallel backward serves 1 <= K <= 256",
-        ));
-    }
-    if !(1..=MAX_V).contains(&spec.v) {
-        return Err(unsupported(
-            "head dim V",
-            spec.v,
-            "parallel backward serves 1 <= V <= 512",
-        ));
-    }
+    check_span(
+        "head dim K",
+        spec.k,
+        MAX_K,
+        "parallel backward serves 1 <= K <= 256",
+    )?;
+    check_span(
+        "head dim V",
+        spec.v,
+        MAX_V,
+        "parallel backward serves 1 <= V <= 512",
+    )?;
     let Some(b) = spec.chunk else {
         return Err(unsupported(
             "chunk",
@@ -267,15 +266,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "parallel backward serves tiles B in {32, 64}",
         ));
     }
-    if let GammaSet::Retnet { heads } = spec.gammas
-        && !(1..=48).contains(&heads)
-    {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "retnet(H) needs 1 <= H <= 48",
-        ));
-    }
+    check_retnet_heads(spec.gammas)?;
     if spec.tile != TileConfig::default() {
         return Err(unsupported(
             "tile",
@@ -311,11 +302,7 @@ fn slices(spec: &KernelSpec) -> u32 {
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
 /// or the grid is too large; spec errors as [`validate`].
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     spec.check_grid(rows, heads)?;
     let pass = Pass::of(spec.op).unwrap_or(Pass::Dq);
@@ -362,14 +349,14 @@ pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError>
     } else {
         0
     };
-    Ok(KernelPlan {
-        spec: *spec,
-        path: KernelPath::Fma,
-        value_slice: value_slice(spec),
+    Ok(KernelPlan::new(
+        spec,
+        KernelPath::Fma,
+        value_slice(spec),
         geometry,
-        workspace_bytes,
-        params: param_names(spec),
-    })
+        param_names(spec),
+    )
+    .with_workspace(workspace_bytes))
 }
 
 /// Parameter names in launch order (see the module table).

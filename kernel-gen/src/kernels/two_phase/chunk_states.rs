@@ -5,7 +5,7 @@
 use super::{StatesLayout, declare_params, states_segment, value_slice};
 use crate::GenError;
 use crate::blocks::cta::cta_row_head_thread;
-use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma};
+use crate::blocks::decay::{heads_and_log2_gamma, window_and_decay_table};
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Axis, KernelBuilder, Reg, Sreg};
 use crate::math::chunk_tiling::{THREADS, tile_spec};
@@ -48,11 +48,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
     let slices = vd / vs;
     let seg = states_segment(&mut kb, spec, &p, slices, (b, h, heads));
-    let base = kb.shared_addr(&smem);
-    let t4 = kb.shl(t, 2u32);
-    let t16 = kb.shl(t, 4u32);
-    let fill = TableFill::Single { t, t4 };
-    emit_decay_table(&mut kb, fill, (base, lay.decay), c, log2_gamma);
+    let (base, t16) = window_and_decay_table(&mut kb, (&smem, t), (lay.decay, c), log2_gamma);
 
     kb.comment(format!(
         "R = 0; this CTA serves V columns {vs}z'.. (z' = ctaid.z mod {slices})"

@@ -66,11 +66,12 @@ pub mod chunk_states_tc;
 use crate::dsl::tiles::SharedTile16;
 use crate::dsl::{KernelBuilder, ParamRef, Reg, Ty};
 use crate::error::unsupported;
+use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{self, THREADS, tile_spec, uses_tensor_cores};
 use crate::math::segment_fold::{self, segment_bounds, stored_states};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
-use crate::{GenError, LaunchGeometry};
+use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Byte offsets of the f32 arrays in the FMA path's dynamic shared window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,11 +143,7 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
 ///
 /// # Errors
 /// As [`validate`]; [`GenError::Launch`] for a bad grid.
-pub fn launch_geometry(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-) -> Result<LaunchGeometry, GenError> {
+pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<LaunchGeometry> {
     validate(spec)?;
     spec.check_grid(rows, heads)?;
     let c = spec.chunk.unwrap_or_default();
@@ -201,12 +198,7 @@ pub fn declare_params(kb: &mut KernelBuilder, runtime_gamma: bool) -> StatesPara
         states: kb.param("p_states", Ty::U64),
         t: kb.param("p_t", Ty::U32),
         segment_len: kb.param("p_segment_len", Ty::U32),
-        runtime: runtime_gamma.then(|| {
-            (
-                kb.param("p_heads", Ty::U32),
-                kb.param("p_log2_gamma", Ty::U64),
-            )
-        }),
+        runtime: declare_runtime_gamma(kb, runtime_gamma),
     }
 }
 
@@ -300,19 +292,9 @@ impl TcStatesLayout {
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
     let geometry = launch_geometry(spec, size.rows, size.heads)?;
-    let path = if uses_tensor_cores(spec) {
-        KernelPath::TensorCores
-    } else {
-        KernelPath::Fma
-    };
-    Ok(KernelPlan {
-        spec: *spec,
-        path,
-        value_slice: value_slice(spec),
-        geometry,
-        workspace_bytes: 0,
-        params: param_names(spec),
-    })
+    let path = KernelPath::tensor_cores_or_fma(uses_tensor_cores(spec));
+    let (vs, params) = (value_slice(spec), param_names(spec));
+    Ok(KernelPlan::new(spec, path, vs, geometry, params))
 }
 
 /// Emit phase 1 for `spec` (validated first): tensor cores for 16-bit inputs, FMA for f32.
