@@ -1,5 +1,5 @@
 //! The parallel retention backward (ARCHITECTURE §1 parallel form, §7), flash-style: no T×T
-//! matrix reaches global memory. With D[n][m] = γ^(n−m) (n ≥ m, else 0) and scale s,
+//! matrix reaches global memory. With D(n, m) = γ^(n−m) (n ≥ m, else 0) and scale s,
 //!
 //! ```text
 //! M = s·(dO Vᵀ) ⊙ D,   P = s·(Q Kᵀ) ⊙ D                                (per row b, head h)
@@ -211,7 +211,7 @@ const fn min_slice(b: u32) -> u32 {
 }
 
 /// Output columns one CTA serves: the padded output dim, halved while the f32 tiles overflow
-/// the arch's shared memory (down to [`min_slice`]).
+/// the arch's shared memory (down to `min_slice`).
 pub fn value_slice(spec: &KernelSpec) -> u32 {
     let Some(pass) = Pass::of(spec.op) else {
         return 0;
