@@ -13,8 +13,8 @@ use retention_kernels::reference::{self, RetentionParams};
 use retention_runtime::launch_target::LaunchTarget;
 
 use crate::io::{
-    EmuCheck, check_heads, emu_dtype, gammas_for, input_buffer, output_values, position, tensor,
-    unwritten_shared_reads,
+    EmuCheck, check_heads, emu_dtype, gammas_for, input_buffer, output_values, position,
+    state_work, tensor, unwritten_shared_reads,
 };
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
@@ -31,7 +31,7 @@ pub fn problem_size(spec: &KernelSpec) -> (usize, usize, usize) {
 /// Emulated work (rows × heads × T × K × V): decides whether a sampled run emulates a spec.
 pub fn cost(spec: &KernelSpec) -> usize {
     let (b, h, t) = problem_size(spec);
-    b * h * t * spec.k as usize * spec.v as usize
+    state_work(spec, b, h, t)
 }
 
 /// Run `spec` (a chunkwise spec) in the emulator against the reference.

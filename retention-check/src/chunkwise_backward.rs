@@ -15,7 +15,7 @@ use retention_runtime::launch_target::{LaunchReport, LaunchTarget};
 
 use crate::EmuCheck;
 use crate::io::{
-    check_heads, emu_dtype, gammas_for, input_buffer, output_values, position, tensor,
+    check_heads, emu_dtype, gammas_for, input_buffer, output_values, position, state_work, tensor,
 };
 
 pub use kernel_gen::kernels::chunkwise_backward::OPS;
@@ -75,7 +75,7 @@ pub fn problem_case(spec: &KernelSpec) -> BackwardCase {
 /// emulates a spec.
 pub fn cost(spec: &KernelSpec) -> usize {
     let c = problem_case(spec);
-    3 * c.batch * c.heads * c.t * spec.k as usize * spec.v as usize
+    3 * state_work(spec, c.batch, c.heads, c.t)
 }
 
 /// Run the three kernels of `spec`'s (K, V, chunk, gammas, dtype, arch) on [`problem_case`]

@@ -14,7 +14,8 @@ use retention_kernels::reference::{self, RetentionParams};
 use retention_runtime::launch_target::LaunchTarget;
 
 use crate::io::{
-    EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position, unwritten_shared_reads,
+    EmuCheck, emu_dtype, gammas_for, input_buffer, output_values, position, state_work,
+    unwritten_shared_reads,
 };
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
@@ -33,7 +34,7 @@ pub fn problem_size(spec: &KernelSpec) -> (usize, usize) {
 /// Emulated state elements: the cost that decides whether a sampled run emulates a spec.
 pub fn cost(spec: &KernelSpec) -> usize {
     let (n, h) = problem_size(spec);
-    n * h * spec.k as usize * spec.v as usize
+    state_work(spec, n, h, 1)
 }
 
 /// One decode problem: `rows` rows of `gammas.len()` heads, row r stepping pool slot

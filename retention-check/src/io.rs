@@ -68,6 +68,12 @@ pub fn check_heads(spec: &KernelSpec) -> usize {
     }
 }
 
+/// Emulated work of a state-carrying kernel over `rows` × `heads` × `tokens`: one K × V
+/// state product per token and head — the sampled sweeps' budget measure.
+pub fn state_work(spec: &KernelSpec, rows: usize, heads: usize, tokens: usize) -> usize {
+    rows * heads * tokens * spec.k as usize * spec.v as usize
+}
+
 /// An f64 tensor for the reference, shape errors as one-line strings.
 ///
 /// # Errors

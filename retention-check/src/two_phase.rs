@@ -15,8 +15,8 @@ use retention_kernels::reference::{self, RetentionParams};
 use retention_runtime::launch_target::{LaunchReport, LaunchTarget};
 
 use crate::io::{
-    EmuCheck, check_heads, emu_dtype, gammas_for, input_buffer, output_values, position, tensor,
-    unwritten_shared_reads,
+    EmuCheck, check_heads, emu_dtype, gammas_for, input_buffer, output_values, position,
+    state_work, tensor, unwritten_shared_reads,
 };
 
 /// Scale applied to q (not the default, so a kernel that ignores it fails).
@@ -58,7 +58,7 @@ pub fn problem_size(spec: &KernelSpec) -> TwoPhaseCase {
 /// Emulated work of [`problem_size`] (rows × heads × T × K × V), for sampling decisions.
 pub fn cost(spec: &KernelSpec) -> usize {
     let c = problem_size(spec);
-    c.batch * c.heads * c.t * spec.k as usize * spec.v as usize
+    state_work(spec, c.batch, c.heads, c.t)
 }
 
 /// The other phase's spec: `chunk_states` ↔ `chunkwise_segmented`.

@@ -9,7 +9,7 @@ use retention_core::{CuSeqlens, Dtype, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 
 use crate::io::{
-    EmuCheck, check_heads, emu_dtype, gammas_for, input_buffer, output_values, tensor,
+    EmuCheck, check_heads, emu_dtype, gammas_for, input_buffer, output_values, state_work, tensor,
     unwritten_shared_reads,
 };
 use retention_runtime::launch_target::LaunchTarget;
@@ -25,7 +25,7 @@ fn heads(spec: &KernelSpec) -> usize {
 /// Emulated work of the two batches (tokens × heads × K × V): what a sampled run budgets.
 pub fn cost(spec: &KernelSpec) -> usize {
     let c = spec.chunk.unwrap_or(1) as usize;
-    (3 * c + 9 + c + 5) * heads(spec) * spec.k as usize * spec.v as usize
+    state_work(spec, 1, heads(spec), 3 * c + 9 + c + 5)
 }
 
 /// (sequences, heads) of the first batch's launch.
