@@ -25,6 +25,7 @@ use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, T
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::math::fma_chunk::o_rows;
 use crate::math::kernel_head::start_kernel;
+use crate::math::shared_window::{band_table_bytes, f32_arrays};
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -58,12 +59,8 @@ pub struct FmaLayout {
 impl FmaLayout {
     /// The layout for head dim `k`, value slice `vs` and tile `b`.
     pub const fn new(k: u32, vs: u32, b: u32) -> Self {
-        let qt = 0;
-        let kt = qt + k * b * 4;
-        let v = kt + k * b * 4;
-        let st = v + b * vs * 4;
-        let o = st + b * b * 4;
-        let band = o + b * vs * 4;
+        let lens = [k * b, k * b, b * vs, b * b, b * vs];
+        let ([qt, kt, v, st, o], band) = f32_arrays(0, lens);
         FmaLayout {
             qt,
             kt,
@@ -71,7 +68,7 @@ impl FmaLayout {
             st,
             o,
             band,
-            total: band + 2 * b * 4,
+            total: band + band_table_bytes(b),
         }
     }
 }

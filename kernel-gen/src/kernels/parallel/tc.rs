@@ -27,6 +27,7 @@ use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::math::kernel_head::start_kernel;
+use crate::math::shared_window::{band_table_bytes, tiles16};
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -61,12 +62,10 @@ pub struct TcLayout {
 impl TcLayout {
     /// The layout for head dim `k`, value slice `vs` and tile `b`.
     pub const fn new(k: u32, vs: u32, b: u32) -> Self {
-        let q = SharedTile16::new(0, b, k);
-        let kt = SharedTile16::new(q.offset + q.bytes(), b, k);
-        let vt = SharedTile16::new(kt.offset + kt.bytes(), b, vs);
-        let kv_stride = kt.bytes() + vt.bytes();
-        let o = SharedTile16::new(kt.offset + 2 * kv_stride, b, vs);
-        let band = o.offset + o.bytes();
+        // k and v, then their second buffer, then o.
+        let ([q, kt, vt], buffer1) = tiles16(0, [(b, k), (b, k), (b, vs)]);
+        let kv_stride = buffer1 - kt.offset;
+        let ([o], band) = tiles16(buffer1 + kv_stride, [(b, vs)]);
         TcLayout {
             q,
             k: kt,
@@ -74,7 +73,7 @@ impl TcLayout {
             kv_stride,
             o,
             band,
-            total: band + 2 * b * 4,
+            total: band + band_table_bytes(b),
         }
     }
 }

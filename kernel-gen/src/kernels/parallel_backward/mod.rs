@@ -66,6 +66,7 @@ pub mod fma;
 use crate::error::{check_span, unsupported};
 use crate::math::chunk_tiling::check_retnet_heads;
 use crate::math::chunk_tiling::{MAX_K, MAX_V, tile_spec};
+use crate::math::shared_window::{band_table_bytes, f32_arrays};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{Arch, GenError, GenResult, LaunchGeometry};
@@ -180,12 +181,8 @@ pub struct BackwardLayout {
 impl BackwardLayout {
     /// The layout for score-side dim `ds`, output slice `ws` and tile `b` (padded dims).
     pub const fn new(ds: u32, ws: u32, b: u32) -> Self {
-        let xt = 0;
-        let yt = xt + ds * b * 4;
-        let z = yt + ds * b * 4;
-        let st = z + b * ws * 4;
-        let acc = st + b * b * 4;
-        let band = acc + b * ws * 4;
+        let lens = [ds * b, ds * b, b * ws, b * b, b * ws];
+        let ([xt, yt, z, st, acc], band) = f32_arrays(0, lens);
         BackwardLayout {
             xt,
             yt,
@@ -193,7 +190,7 @@ impl BackwardLayout {
             st,
             acc,
             band,
-            total: band + 2 * b * 4,
+            total: band + band_table_bytes(b),
         }
     }
 

@@ -69,6 +69,7 @@ use crate::error::unsupported;
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{self, THREADS, tile_spec, uses_tensor_cores};
 use crate::math::segment_fold::{self, segment_bounds, stored_states};
+use crate::math::shared_window::{decay_table_bytes, f32_arrays, tiles16};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 use crate::{GenError, GenResult, LaunchGeometry};
@@ -91,16 +92,13 @@ pub struct StatesLayout {
 impl StatesLayout {
     /// The layout for head dim `k`, V-slice `vs` and chunk `c`.
     pub const fn new(k: u32, vs: u32, c: u32) -> Self {
-        let r = 0;
-        let kt = r + k * vs * 4;
-        let v = kt + k * c * 4;
-        let decay = v + c * vs * 4;
+        let ([r, kt, v], decay) = f32_arrays(0, [k * vs, k * c, c * vs]);
         StatesLayout {
             r,
             kt,
             v,
             decay,
-            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+            total: decay + decay_table_bytes(c),
         }
     }
 }
@@ -273,14 +271,12 @@ pub struct TcStatesLayout {
 impl TcStatesLayout {
     /// The layout for head dims `k`, `v` and chunk `c`.
     pub const fn new(k: u32, v: u32, c: u32) -> Self {
-        let kt = SharedTile16::new(0, c, k);
-        let vt = SharedTile16::new(kt.offset + kt.bytes(), c, v);
-        let decay = vt.offset + vt.bytes();
+        let ([k, v], decay) = tiles16(0, [(c, k), (c, v)]);
         TcStatesLayout {
-            k: kt,
-            v: vt,
+            k,
+            v,
             decay,
-            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+            total: decay + decay_table_bytes(c),
         }
     }
 }
