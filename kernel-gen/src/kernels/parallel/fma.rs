@@ -11,9 +11,7 @@
 //! Rows past T in a partial tile hold stale data; they only reach rows of O that are never
 //! written, because the product with V runs over the key tile's valid rows only.
 
-use super::{
-    GridZ, ParallelParams, emit_band, for_each_key_tile, for_each_query_tile, value_slice,
-};
+use super::{ParallelParams, emit_band, for_each_key_tile, value_slice, walk_query_tiles};
 use crate::GenError;
 use crate::blocks::cta::cta_row_head;
 use crate::blocks::fma::{
@@ -25,7 +23,7 @@ use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, T
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::math::fma_chunk::o_rows;
 use crate::math::kernel_head::start_kernel;
-use crate::math::shared_window::{band_table_bytes, f32_arrays};
+use crate::math::tile_walk::{GridZ, TilePairLayout, tile_rows};
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -36,42 +34,6 @@ const FORMULA: &str =
 
 /// Threads per CTA.
 pub const THREADS: u32 = 256;
-
-/// Byte offsets of the f32 arrays in the dynamic shared window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FmaLayout {
-    /// (s·Q)ᵀ `[K][B]`.
-    pub qt: u32,
-    /// Kᵀ `[K][B]`.
-    pub kt: u32,
-    /// V `[B][vs]`.
-    pub v: u32,
-    /// Sᵀ `[B][B]`: decayed, masked scores, `[c][r]`.
-    pub st: u32,
-    /// O `[B][vs]`: the query tile's accumulator.
-    pub o: u32,
-    /// The band table γ^n, 2B − 1 f32 (padded to 2B).
-    pub band: u32,
-    /// Total bytes.
-    pub total: u32,
-}
-
-impl FmaLayout {
-    /// The layout for head dim `k`, value slice `vs` and tile `b`.
-    pub const fn new(k: u32, vs: u32, b: u32) -> Self {
-        let lens = [k * b, k * b, b * vs, b * b, b * vs];
-        let ([qt, kt, v, st, o], band) = f32_arrays(0, lens);
-        FmaLayout {
-            qt,
-            kt,
-            v,
-            st,
-            o,
-            band,
-            total: band + band_table_bytes(b),
-        }
-    }
-}
 
 /// Stage rows `< len` of a `[B][K]` tile of q (times `scale`) or k, transposed into the f32
 /// `[K][B]` array at shared address `dst`.
@@ -111,7 +73,8 @@ fn stage_transposed(
 /// The staging positions, tiles and registers the query-tile phases read, fixed per kernel.
 struct QueryTiles<'a> {
     spec: &'a KernelSpec,
-    lay: FmaLayout,
+    /// The tile pair's window: X = (sQ)ᵀ, Y = Kᵀ, Z = V, A = O.
+    lay: TilePairLayout,
     stage_k: Stager,
     stage_v: Stager,
     /// Global bytes between staging rounds of k (q) and of v.
@@ -153,7 +116,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let vs = value_slice(spec);
     let bt = spec.chunk.unwrap_or_default(); // tile rows B
     let es = spec.dtype.size_bytes() as u32;
-    let lay = FmaLayout::new(kd, vs, bt);
+    let lay = TilePairLayout::new(kd, vs, bt);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
     let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
@@ -161,7 +124,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
     let doc = format!(
         "f32 (sQ)^T [K,B] @{}, K^T [K,B] @{}, V [B,vs] @{}, S^T [B,B] @{}, O [B,vs] @{}, band [2B] @{}",
-        lay.qt, lay.kt, lay.v, lay.st, lay.o, lay.band
+        lay.xt, lay.yt, lay.z, lay.st, lay.acc, lay.band
     );
     let smem = kb.dynamic_shared("smem", lay.total, 16, &doc);
 
@@ -193,13 +156,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let v_elem = kb.mad_lo(stage_v.row, vs, stage_v.col);
     let v_off = kb.shl(v_elem, 2u32);
     let st_v = kb.add(base, v_off);
-    let qt_at = kb.add(base, lay.qt);
-    let kt_at = kb.add(base, lay.kt);
+    let qt_at = kb.add(base, lay.xt);
+    let kt_at = kb.add(base, lay.yt);
     let full = kb.mov(Ty::U32, bt);
     let t16 = kb.shl(t, 4u32);
     let my_o = kb.add(base, t16);
-    let tiles = kb.add(seq_len, bt - 1);
-    let tiles = kb.shr(tiles, bt.trailing_zeros());
     let x = QueryTiles {
         spec,
         lay,
@@ -226,27 +187,21 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         dims: (kd, vs, bt),
     };
 
-    kb.comment(format!("query tiles of {bt} rows, longest first"));
-    for_each_query_tile(&mut kb, &grid, tiles, |kb, i| x.query_tile(kb, i));
-    kb.ret();
-    kb.finish()
+    walk_query_tiles(kb, &grid, (seq_len, bt), |kb, i| x.query_tile(kb, i))
 }
 
 impl QueryTiles<'_> {
     /// Query tile i: (sQ)ᵀ staged once, O = 0; key tiles j = i, i−1, … add S V_j; o = O.
     fn query_tile(&self, kb: &mut KernelBuilder, i: Reg) {
         let (_, vs, bt) = self.dims;
-        let row0 = kb.mul_lo(i, bt);
-        let remaining = kb.sub(self.seq_len, row0);
-        let len_i = kb.min(remaining, bt);
-        let tok_i = kb.add(self.tok_row, row0);
+        let (tok_i, len_i) = tile_rows(kb, i, bt, (self.seq_len, self.tok_row));
         kb.bar_sync(0);
         kb.comment("stage (s q)^T of rows < L; O = 0");
         let q_rows = (self.ptrs[0], tok_i, len_i);
         stage_transposed(kb, self, q_rows, self.qt_at, Some(self.scale));
         for r in 0..bt * vs / 4 / THREADS {
             let z: Operand = 0.0f32.into();
-            let off = i64::from(self.lay.o + r * THREADS * 16);
+            let off = i64::from(self.lay.acc + r * THREADS * 16);
             kb.st_vec(
                 Space::Shared,
                 Ty::F32,
@@ -278,7 +233,7 @@ impl QueryTiles<'_> {
         let o_elem = kb.mad_lo(p.row, vs, p.col);
         let o_off = kb.shl(o_elem, 2u32);
         let o_at = kb.add(self.base, o_off);
-        kb.add(o_at, self.lay.o)
+        kb.add(o_at, self.lay.acc)
     }
 
     /// Key tile j (s tiles below the diagonal): stage Kᵀ, V and the band; Sᵀ = ((sQ) K_jᵀ ⊙
@@ -300,7 +255,7 @@ impl QueryTiles<'_> {
             .stage_v
             .row_offset(kb, tok_j, (heads, h), vg * es, col_v_bytes);
         let v_first = kb.add(self.ptrs[2], v_goff);
-        let sh_v = kb.add(self.st_v, lay.v);
+        let sh_v = kb.add(self.st_v, lay.z);
         self.stage_v.stage_f32_rows(
             kb,
             self.spec.dtype,
@@ -322,7 +277,7 @@ impl QueryTiles<'_> {
         for_each_piece(kb, self.t, THREADS, bt, vs, |kb, p| {
             let o_at = self.o_piece_at(kb, &p);
             let acc = load_piece(kb, o_at, vs * 4);
-            let sv = ((lay.st, bt * 4), (lay.v, vs * 4));
+            let sv = ((lay.st, bt * 4), (lay.z, vs * 4));
             product_piece(kb, &acc, (self.base, &p), sv.0, sv.1, len_j);
             store_piece(kb, &acc, o_at, vs * 4);
         });

@@ -34,7 +34,7 @@
 //!
 //! Grid `(B, H, S·Z)` with S = V / [`value_slice`] value slices: CTA z serves value columns
 //! `(z mod S)·vs..` and query tiles `n−1−z/S, n−1−z/S−Z, …` (n = ⌈T/B⌉, longest first), so
-//! any Z ≥ 1 is correct; [`launch_geometry_for_len`] gives Z = n (one query tile per CTA,
+//! any Z ≥ 1 is correct; [`plan`] gives Z = n (one query tile per CTA,
 //! capped at the grid limit), [`launch_geometry`] (which does not know T) gives Z = 1.
 //!
 //! Head dims: any 1 ≤ K ≤ 256, 1 ≤ V ≤ 512; dims outside the catalog run on padded tiles
@@ -52,11 +52,15 @@ pub mod fma;
 pub mod tc;
 
 use crate::blocks::decay;
-use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
+use crate::dsl::{Address, Cmp, Kernel, KernelBuilder, ParamRef, Reg, Space, Ty};
 use crate::error::{check_span, unsupported};
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{
     MAX_K, MAX_V, check_listed_chunk, check_retnet_heads, check_tile_and_shared, tc_dims, tile_spec,
+};
+use crate::math::decay_band::tile_step_vanishes;
+use crate::math::tile_walk::{
+    GridZ, TilePairLayout, for_each_owned_tile, for_steps, spread_over_tiles, tile_count,
 };
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
@@ -120,7 +124,7 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
         return spec.v.min(tc::MAX_VALUE_SLICE);
     }
     let mut vs = spec.v;
-    while vs > 64 && fma::FmaLayout::new(spec.k, vs, b).total > spec.arch.max_dynamic_shared() {
+    while vs > 64 && TilePairLayout::new(spec.k, vs, b).total > spec.arch.max_dynamic_shared() {
         vs /= 2;
     }
     vs
@@ -133,7 +137,7 @@ fn shared_bytes(spec: &KernelSpec) -> u32 {
     if uses_tensor_cores(spec) {
         tc::TcLayout::new(k, vs, b).total
     } else {
-        fma::FmaLayout::new(k, vs, b).total
+        TilePairLayout::new(k, vs, b).total
     }
 }
 
@@ -148,7 +152,7 @@ pub fn threads(spec: &KernelSpec) -> u32 {
 
 /// The launch for `rows` batch rows and `heads` heads without knowing T: one CTA per (row,
 /// head, value slice) walks every query tile. Correct for any T; prefer
-/// [`launch_geometry_for_len`].
+/// [`plan`].
 ///
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
@@ -163,30 +167,15 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
     })
 }
 
-/// The launch for T = `t` tokens: one CTA per (row, head, value slice, query tile), the
-/// z extent capped at 65535 (whole multiples of the slices; CTAs then take several tiles).
-///
-/// # Errors
-/// As [`launch_geometry`].
-pub fn launch_geometry_for_len(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-    t: u32,
-) -> Result<LaunchGeometry, GenError> {
-    let mut g = launch_geometry(spec, rows, heads)?;
-    let slices = g.grid[2];
-    let tiles = t.div_ceil(spec.chunk.unwrap_or(32)).max(1);
-    g.grid[2] = slices * tiles.min(65535 / slices);
-    Ok(g)
-}
-
-/// The plan of one launch over `size.tokens` tokens per row ([`launch_geometry_for_len`]).
+/// The plan of one launch over T = `size.tokens` tokens per row: one CTA per (row, head,
+/// value slice, query tile), the z extent capped at 65535 (whole multiples of the slices;
+/// CTAs then take several tiles).
 ///
 /// # Errors
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
-    let geometry = launch_geometry_for_len(spec, size.rows, size.heads, size.tokens)?;
+    let one = launch_geometry(spec, size.rows, size.heads)?;
+    let geometry = spread_over_tiles(one, size.tokens, spec.chunk.unwrap_or(32));
     let path = KernelPath::tensor_cores_or_fma(uses_tensor_cores(spec));
     let (vs, params) = (value_slice(spec), param_names(spec));
     Ok(KernelPlan::new(spec, path, vs, geometry, params))
@@ -252,50 +241,19 @@ impl ParallelParams {
     }
 }
 
-/// Where a CTA's work lies on the grid's z axis: its value slice and its query tiles.
-pub(crate) struct GridZ {
-    /// Value slice index (`z mod S`).
-    pub slice: Reg,
-    /// First query-tile step (`z div S`).
-    pub first: Reg,
-    /// Steps between this CTA's query tiles (`nctaid.z div S`).
-    pub stride: Reg,
-}
-
-impl GridZ {
-    /// Decode `ctaid.z` for `slices` (a power of two) value slices.
-    pub(crate) fn new(kb: &mut KernelBuilder, slices: u32) -> Self {
-        let z = kb.sreg(Sreg::Ctaid(Axis::Z));
-        let nz = kb.sreg(Sreg::Nctaid(Axis::Z));
-        let shift = slices.trailing_zeros();
-        GridZ {
-            slice: kb.and(z, slices - 1),
-            first: kb.shr(z, shift),
-            stride: kb.shr(nz, shift),
-        }
-    }
-}
-
-/// Emit `for step in (first..tiles).step_by(stride) { body(query tile tiles−1−step) }` with a
-/// runtime stride (longest query tiles first).
-pub(crate) fn for_each_query_tile(
-    kb: &mut KernelBuilder,
+/// Close the kernel with the CTA's walk over its query tiles of T = `seq_len` tokens
+/// (`query_tile(i)` for each, the longest first).
+pub(crate) fn walk_query_tiles(
+    mut kb: KernelBuilder,
     grid: &GridZ,
-    tiles: Reg,
-    body: impl FnOnce(&mut KernelBuilder, Reg),
-) {
-    let step = kb.mov(Ty::U32, grid.first);
-    let (top, done) = (kb.label(), kb.label());
-    kb.place(top);
-    let past = kb.setp(crate::dsl::Cmp::Ge, step, tiles);
-    kb.bra_if(past, false, done);
-    let last = kb.sub(tiles, 1u32);
-    let i = kb.sub(last, step);
-    body(kb, i);
-    let next = kb.add(step, grid.stride);
-    kb.assign(step, next);
-    kb.bra_uni(top);
-    kb.place(done);
+    (seq_len, b): (Reg, u32),
+    query_tile: impl FnOnce(&mut KernelBuilder, Reg),
+) -> GenResult<Kernel> {
+    let tiles = tile_count(&mut kb, seq_len, b);
+    kb.comment(format!("query tiles of {b} rows, longest first"));
+    for_each_owned_tile(&mut kb, grid, tiles, true, query_tile);
+    kb.ret();
+    kb.finish()
 }
 
 /// Emit the key-tile walk of query tile `i`: `body(j, s)` for s = 0, 1, …, i (key tile
@@ -308,31 +266,16 @@ pub(crate) fn for_each_key_tile(
     log2_gamma: Reg,
     mut body: impl FnMut(&mut KernelBuilder, Reg, Reg),
 ) {
-    use crate::dsl::Cmp;
-    let s = kb.mov(Ty::U32, 0u32);
-    let (top, done) = (kb.label(), kb.label());
-    kb.place(top);
-    let past = kb.setp(Cmp::Gt, s, i);
-    kb.bra_if(past, false, done);
-    let vanished = key_tile_vanishes(kb, b, s, log2_gamma);
-    kb.bra_if(vanished, false, done);
-    let j = kb.sub(i, s);
-    body(kb, j, s);
-    let next = kb.add(s, 1u32);
-    kb.assign(s, next);
-    kb.bra_uni(top);
-    kb.place(done);
-}
-
-/// Whether key step `s` (a `.u32`) and every later one add exact zeros: their largest decay
-/// γ^((s−1)·B+1) is below 2^−150 (never on the diagonal, s = 0). Returns a predicate.
-pub(crate) fn key_tile_vanishes(kb: &mut KernelBuilder, b: u32, s: Reg, log2_gamma: Reg) -> Reg {
-    use crate::dsl::{Cmp, Rounding};
-    let sb = kb.mul_lo(s, b);
-    let sb_f = kb.cvt(Ty::F32, sb, Some(Rounding::Rn));
-    let nearest = kb.sub(sb_f, (b - 1) as f32); // (s−1)·B + 1; ≤ 0 on the diagonal
-    let x = kb.mul(nearest, log2_gamma);
-    kb.setp(Cmp::Lt, x, -150.0f32)
+    let exits = |kb: &mut KernelBuilder, s, done| {
+        let past = kb.setp(Cmp::Gt, s, i);
+        kb.bra_if(past, false, done);
+        let vanished = tile_step_vanishes(kb, b, s, log2_gamma);
+        kb.bra_if(vanished, false, done);
+    };
+    for_steps(kb, 0u32, 1u32, exits, |kb, s| {
+        let j = kb.sub(i, s);
+        body(kb, j, s);
+    });
 }
 
 /// Store the band table of key step `s` at shared address `band`: for d = t < 2B − 1,
@@ -345,7 +288,7 @@ pub(crate) fn emit_band(
     s: Reg,
     log2_gamma: Reg,
 ) {
-    use crate::dsl::{Cmp, Rounding};
+    use crate::dsl::Rounding;
     let in_table = kb.setp(Cmp::Lt, t, 2 * b - 1);
     let sb = kb.mul_lo(s, b);
     let nd = kb.add(sb, t); // n + B − 1

@@ -16,9 +16,7 @@
 //! tile as whole 16-byte rows. Global traffic per query tile: q once, each visited k/v tile
 //! once (a tile whose decays vanish is not even prefetched), o once.
 
-use super::{
-    GridZ, ParallelParams, emit_band, for_each_query_tile, key_tile_vanishes, value_slice,
-};
+use super::{ParallelParams, emit_band, value_slice, walk_query_tiles};
 use crate::GenError;
 use crate::blocks::cta::{cta_row_head, mma_types, warp_lane};
 use crate::blocks::global::GlobalRows;
@@ -26,8 +24,10 @@ use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
+use crate::math::decay_band::tile_step_vanishes;
 use crate::math::kernel_head::start_kernel;
 use crate::math::shared_window::{band_table_bytes, tiles16};
+use crate::math::tile_walk::{GridZ, tile_rows};
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -264,8 +264,6 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_ch_bytes = kb.mul_wide(o_ch, 16u32);
     let o_ch_at = kb.add(o_at, o_ch_bytes);
     let o_ch8 = tail.then(|| kb.shl(o_ch, 3u32));
-    let tiles = kb.add(seq_len, bt - 1);
-    let tiles = kb.shr(tiles, bt.trailing_zeros());
     let x = QueryTiles {
         lay,
         kv,
@@ -285,10 +283,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         dims: (kd, vs, bt, vg),
     };
 
-    kb.comment(format!("query tiles of {bt} rows, longest first"));
-    for_each_query_tile(&mut kb, &grid, tiles, |kb, i| x.query_tile(kb, i));
-    kb.ret();
-    kb.finish()
+    walk_query_tiles(kb, &grid, (seq_len, bt), |kb, i| x.query_tile(kb, i))
 }
 
 impl QueryTiles<'_> {
@@ -304,10 +299,7 @@ impl QueryTiles<'_> {
             self.kv.heads,
             self.kv.h,
         );
-        let row0 = kb.mul_lo(i, bt);
-        let remaining = kb.sub(seq_len, row0);
-        let len_i = kb.min(remaining, bt);
-        let tok_i = kb.add(tok_row, row0);
+        let (tok_i, len_i) = tile_rows(kb, i, bt, (seq_len, tok_row));
         kb.comment(
             "cp.async the query tile (rows >= L zero-filled); it lands with the first key tile",
         );
@@ -337,7 +329,7 @@ impl QueryTiles<'_> {
         let bt = self.dims.2;
         let next = kb.add(s, 1u32);
         let beyond = kb.setp(Cmp::Gt, next, i);
-        let vanishes = key_tile_vanishes(kb, bt, next, self.log2_gamma);
+        let vanishes = tile_step_vanishes(kb, bt, next, self.log2_gamma);
         let no_next = kb.or(beyond, vanishes);
         let skip_prefetch = kb.label();
         kb.bra_if(no_next, false, skip_prefetch);

@@ -13,8 +13,9 @@
 //! d(r, c) = r − c + B − 1 when the CTA owns a query tile (r the query row), c − r + B − 1
 //! when it owns a key tile (c the query row): the exponent is always query − key.
 
-use super::{BackwardLayout, Pass, THREADS, value_slice};
+use super::{Pass, THREADS, value_slice};
 use crate::GenError;
+use crate::blocks::cta::cta_row_head;
 use crate::blocks::decay;
 use crate::blocks::fma::{accumulate_shared, for_each_piece, load_piece, store_piece, zero_acc};
 use crate::blocks::global::{GlobalRows, row_limit, store_from_f32_masked};
@@ -24,6 +25,9 @@ use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Spac
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::tile_spec;
 use crate::math::decay_band::{emit_band_table, tile_step_vanishes};
+use crate::math::tile_walk::{
+    GridZ, TilePairLayout, for_each_owned_tile, for_steps, tile_count, tile_rows,
+};
 use crate::spec::KernelSpec;
 
 /// The parameters, declared in the order of the module table.
@@ -75,10 +79,7 @@ struct Cta {
 impl Cta {
     /// (first token, valid rows) of tile `tile`.
     fn tile(&self, kb: &mut KernelBuilder, tile: Reg) -> (Reg, Reg) {
-        let row0 = kb.mul_lo(tile, self.b);
-        let remaining = kb.sub(self.seq_len, row0);
-        let len = kb.min(remaining, self.b);
-        (kb.add(self.tok_row, row0), len)
+        tile_rows(kb, tile, self.b, (self.seq_len, self.tok_row))
     }
 
     /// The global rows of tensor `src` (rows of `dim` elements) from token `tok`, `len` valid.
@@ -94,27 +95,6 @@ impl Cta {
     }
 }
 
-/// Emit `while cond(step) { body(step); step += 1 }` from `start` with a runtime `stride`.
-fn emit_loop(
-    kb: &mut KernelBuilder,
-    start: Reg,
-    stride: impl Into<Operand>,
-    done_if: impl FnOnce(&mut KernelBuilder, Reg) -> Vec<Reg>,
-    body: impl FnOnce(&mut KernelBuilder, Reg),
-) {
-    let step = kb.mov(Ty::U32, start);
-    let (top, done) = (kb.label(), kb.label());
-    kb.place(top);
-    for stop in done_if(kb, step) {
-        kb.bra_if(stop, false, done);
-    }
-    body(kb, step);
-    let next = kb.add(step, stride);
-    kb.assign(step, next);
-    kb.bra_uni(top);
-    kb.place(done);
-}
-
 /// Emit the kernel of `pass` for `spec` (validated by the caller).
 ///
 /// # Errors
@@ -127,7 +107,7 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
     let ws = value_slice(spec);
     let bt = spec.chunk.unwrap_or_default();
     let es = spec.dtype.size_bytes() as u32;
-    let lay = BackwardLayout::new(ds, ws, bt);
+    let lay = TilePairLayout::new(ds, ws, bt);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
@@ -156,14 +136,8 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
     );
 
     kb.comment("CTA (row = ctaid.x, head h = ctaid.y, output slice and owned tiles from ctaid.z)");
-    let row = kb.sreg(Sreg::Ctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let z = kb.sreg(Sreg::Ctaid(Axis::Z));
-    let nz = kb.sreg(Sreg::Nctaid(Axis::Z));
-    let slices = wd / ws;
-    let slice = kb.and(z, slices - 1);
-    let first = kb.shr(z, slices.trailing_zeros());
-    let stride = kb.shr(nz, slices.trailing_zeros());
+    let (row, h) = cta_row_head(&mut kb);
+    let grid = GridZ::new(&mut kb, wd / ws);
     let t = kb.sreg(Sreg::Tid(Axis::X));
     let (heads, log2_gamma) =
         decay::heads_and_log2_gamma(&mut kb, params.runtime.as_ref(), log2_gammas.as_deref(), h);
@@ -175,9 +149,8 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
     let (gx, gy, gz) = (kb.global_ptr(px), kb.global_ptr(py), kb.global_ptr(pz));
     let out = kb.global_ptr(&params.out);
     let gx_key = (pass == Pass::DlogGamma).then(|| kb.global_ptr(&params.k));
-    let w_col0 = kb.mul_lo(slice, ws);
-    let tiles = kb.add(seq_len, bt - 1);
-    let tiles = kb.shr(tiles, bt.trailing_zeros());
+    let w_col0 = kb.mul_lo(grid.slice, ws);
+    let tiles = tile_count(&mut kb, seq_len, bt);
     let cta = Cta {
         tok_row,
         seq_len,
@@ -202,150 +175,132 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
     let dlog_gamma = kb.mov(Ty::F32, 0.0f32);
 
     kb.comment(format!("owned tiles of {bt} rows, longest walk first"));
-    emit_loop(
-        &mut kb,
-        first,
-        stride,
-        |kb, step| vec![kb.setp(Cmp::Ge, step, cta.tiles)],
-        |kb, step| {
-            let own = if pass.owns_keys() {
-                step
+    for_each_owned_tile(&mut kb, &grid, cta.tiles, !pass.owns_keys(), |kb, own| {
+        let (tok_own, len_own) = cta.tile(kb, own);
+        kb.bar_sync(0);
+        kb.comment("stage (s X)^T of the owned tile; A = 0");
+        let rows = cta.rows(gx, dsg, es, tok_own, len_own);
+        let layout = TileLayout::Transposed { rows: bt };
+        stage_tile_f32(
+            kb,
+            spec.dtype,
+            &stage_s,
+            &rows,
+            (None, dsg),
+            xt,
+            layout,
+            Some(scale),
+        );
+        for r in 0..(bt * ws / 4).div_ceil(THREADS) {
+            let zero: Operand = 0.0f32.into();
+            let at = Address::reg(my_acc, i64::from(r * THREADS * 16));
+            if (r + 1) * THREADS * 4 > bt * ws {
+                let inside = kb.setp(Cmp::Lt, t, bt * ws / 4 - r * THREADS);
+                kb.guarded(inside, false, |kb| {
+                    kb.st_vec(Space::Shared, Ty::F32, at, &[zero; 4]);
+                });
             } else {
-                let last = kb.sub(cta.tiles, 1u32);
-                kb.sub(last, step)
-            };
-            let (tok_own, len_own) = cta.tile(kb, own);
-            kb.bar_sync(0);
-            kb.comment("stage (s X)^T of the owned tile; A = 0");
-            let rows = cta.rows(gx, dsg, es, tok_own, len_own);
-            let layout = TileLayout::Transposed { rows: bt };
+                kb.st_vec(Space::Shared, Ty::F32, at, &[zero; 4]);
+            }
+        }
+
+        kb.comment("walked tiles, nearest first, while their decays are not all zero");
+        let s0 = kb.mov(Ty::U32, 0u32);
+        for_steps(
+            kb,
+            s0,
+            1u32,
+            |kb, s, done| {
+                let ended = if pass.owns_keys() {
+                    let other = kb.add(own, s);
+                    kb.setp(Cmp::Ge, other, cta.tiles)
+                } else {
+                    kb.setp(Cmp::Gt, s, own)
+                };
+                let vanished = tile_step_vanishes(kb, bt, s, log2_gamma);
+                kb.bra_if(ended, false, done);
+                kb.bra_if(vanished, false, done);
+            },
+            |kb, s| {
+                let other = if pass.owns_keys() {
+                    kb.add(own, s)
+                } else {
+                    kb.sub(own, s)
+                };
+                walk_tile(
+                    kb,
+                    spec,
+                    pass,
+                    &cta,
+                    other,
+                    s,
+                    &Walk {
+                        t,
+                        gy,
+                        gz,
+                        dims: (ds, dsg, ws, wdg),
+                        w_col0,
+                        stagers: (&stage_s, &stage_w),
+                        smem: (xt, yt, zs, st, acc_at, band),
+                        log2_gamma,
+                    },
+                );
+            },
+        );
+        kb.bar_sync(0);
+
+        if let Some(gx_key) = gx_key {
+            kb.comment("dlog_gamma += sum of A . K over the owned rows and slice columns");
+            let rows = cta.rows(gx_key, wdg, es, tok_own, len_own);
+            let layout = TileLayout::Rows { cols: ws };
             stage_tile_f32(
                 kb,
                 spec.dtype,
-                &stage_s,
+                &stage_w,
                 &rows,
-                (None, dsg),
-                xt,
+                (Some(w_col0), wdg),
+                zs,
                 layout,
-                Some(scale),
-            );
-            for r in 0..(bt * ws / 4).div_ceil(THREADS) {
-                let zero: Operand = 0.0f32.into();
-                let at = Address::reg(my_acc, i64::from(r * THREADS * 16));
-                if (r + 1) * THREADS * 4 > bt * ws {
-                    let inside = kb.setp(Cmp::Lt, t, bt * ws / 4 - r * THREADS);
-                    kb.guarded(inside, false, |kb| {
-                        kb.st_vec(Space::Shared, Ty::F32, at, &[zero; 4]);
-                    });
-                } else {
-                    kb.st_vec(Space::Shared, Ty::F32, at, &[zero; 4]);
-                }
-            }
-
-            kb.comment("walked tiles, nearest first, while their decays are not all zero");
-            let s0 = kb.mov(Ty::U32, 0u32);
-            emit_loop(
-                kb,
-                s0,
-                1u32,
-                |kb, s| {
-                    let ended = if pass.owns_keys() {
-                        let other = kb.add(own, s);
-                        kb.setp(Cmp::Ge, other, cta.tiles)
-                    } else {
-                        kb.setp(Cmp::Gt, s, own)
-                    };
-                    vec![ended, tile_step_vanishes(kb, bt, s, log2_gamma)]
-                },
-                |kb, s| {
-                    let other = if pass.owns_keys() {
-                        kb.add(own, s)
-                    } else {
-                        kb.sub(own, s)
-                    };
-                    walk_tile(
-                        kb,
-                        spec,
-                        pass,
-                        &cta,
-                        other,
-                        s,
-                        &Walk {
-                            t,
-                            gy,
-                            gz,
-                            dims: (ds, dsg, ws, wdg),
-                            w_col0,
-                            stagers: (&stage_s, &stage_w),
-                            smem: (xt, yt, zs, st, acc_at, band),
-                            log2_gamma,
-                        },
-                    );
-                },
+                None,
             );
             kb.bar_sync(0);
-
-            if let Some(gx_key) = gx_key {
-                kb.comment("dlog_gamma += sum of A . K over the owned rows and slice columns");
-                let rows = cta.rows(gx_key, wdg, es, tok_own, len_own);
-                let layout = TileLayout::Rows { cols: ws };
-                stage_tile_f32(
-                    kb,
-                    spec.dtype,
-                    &stage_w,
-                    &rows,
-                    (Some(w_col0), wdg),
-                    zs,
-                    layout,
-                    None,
-                );
-                kb.bar_sync(0);
-                for_each_piece(kb, t, THREADS, bt, ws, |kb, p| {
-                    let elem = kb.mad_lo(p.row, ws, p.col);
-                    let a_at = kb_addr(kb, elem, acc_at);
-                    let a = load_piece(kb, a_at, ws * 4);
-                    let k_at = kb_addr(kb, elem, zs);
-                    let k = load_piece(kb, k_at, ws * 4);
-                    for (ar, kr) in a.iter().zip(&k) {
-                        for (&x, &y) in ar.iter().zip(kr) {
-                            kb.fma_into(dlog_gamma, x, y, dlog_gamma);
-                        }
-                    }
-                });
-                return;
-            }
-            kb.comment("output rows < L and columns < dim of the owned tile = A");
             for_each_piece(kb, t, THREADS, bt, ws, |kb, p| {
-                let a_elem = kb.mad_lo(p.row, ws, p.col);
-                let a_at = kb.mad_lo(a_elem, 4u32, acc_at);
-                let acc = load_piece(kb, a_at, ws * 4);
-                let tok = kb.add(tok_own, p.row);
-                let th = kb.mad_lo(tok, heads, h);
-                let col = kb.add(p.col, w_col0);
-                let col_bytes = kb.mul_wide(col, es);
-                let g_off = kb.mad_wide(th, wdg * es, col_bytes);
-                let mut at = kb.add(out, g_off);
-                let tok_stride = kb.mul_wide(heads, wdg * es);
-                for (r, vals) in acc.iter().enumerate() {
-                    if r > 0 {
-                        at = kb.add(at, tok_stride);
+                let elem = kb.mad_lo(p.row, ws, p.col);
+                let a_at = kb_addr(kb, elem, acc_at);
+                let a = load_piece(kb, a_at, ws * 4);
+                let k_at = kb_addr(kb, elem, zs);
+                let k = load_piece(kb, k_at, ws * 4);
+                for (ar, kr) in a.iter().zip(&k) {
+                    for (&x, &y) in ar.iter().zip(kr) {
+                        kb.fma_into(dlog_gamma, x, y, dlog_gamma);
                     }
-                    let row_r = kb.add(p.row, r as u32);
-                    let inside = kb.setp(Cmp::Lt, row_r, len_own);
-                    let limit = row_limit(kb, inside, wdg);
-                    store_from_f32_masked(
-                        kb,
-                        spec.dtype,
-                        Address::reg(at, 0),
-                        vals,
-                        col,
-                        limit,
-                        wdg,
-                    );
                 }
             });
-        },
-    );
+            return;
+        }
+        kb.comment("output rows < L and columns < dim of the owned tile = A");
+        for_each_piece(kb, t, THREADS, bt, ws, |kb, p| {
+            let a_elem = kb.mad_lo(p.row, ws, p.col);
+            let a_at = kb.mad_lo(a_elem, 4u32, acc_at);
+            let acc = load_piece(kb, a_at, ws * 4);
+            let tok = kb.add(tok_own, p.row);
+            let th = kb.mad_lo(tok, heads, h);
+            let col = kb.add(p.col, w_col0);
+            let col_bytes = kb.mul_wide(col, es);
+            let g_off = kb.mad_wide(th, wdg * es, col_bytes);
+            let mut at = kb.add(out, g_off);
+            let tok_stride = kb.mul_wide(heads, wdg * es);
+            for (r, vals) in acc.iter().enumerate() {
+                if r > 0 {
+                    at = kb.add(at, tok_stride);
+                }
+                let row_r = kb.add(p.row, r as u32);
+                let inside = kb.setp(Cmp::Lt, row_r, len_own);
+                let limit = row_limit(kb, inside, wdg);
+                store_from_f32_masked(kb, spec.dtype, Address::reg(at, 0), vals, col, limit, wdg);
+            }
+        });
+    });
     if pass == Pass::DlogGamma {
         kb.comment("the CTA's partial: thread 0 sums the threads' sums, in thread order");
         kb.bar_sync(0);
@@ -363,7 +318,7 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
             kb.assign(sum, next);
         });
         let rh = kb.mad_lo(row, heads, h);
-        let slot = kb.mad_lo(rh, nz, z);
+        let slot = kb.mad_lo(rh, grid.nz, grid.z);
         let off = kb.mul_wide(slot, 4u32);
         let at = kb.add(out, off);
         kb.st(Space::Global, Address::reg(at, 0), sum);
