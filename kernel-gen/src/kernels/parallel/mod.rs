@@ -53,7 +53,7 @@ pub mod tc;
 
 use crate::blocks::decay;
 use crate::dsl::{Address, Cmp, Kernel, KernelBuilder, ParamRef, Reg, Space, Ty};
-use crate::error::{check_span, unsupported};
+use crate::error::check_span;
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{
     MAX_K, MAX_V, check_listed_chunk, check_retnet_heads, check_tile_and_shared, tc_dims, tile_spec,
@@ -82,13 +82,10 @@ pub use crate::spec::default_parallel_tile as default_tile;
 /// [`GenError::UnsupportedSpec`] for another op, an unsupported K, V, tile, gamma set or
 /// [`TileConfig`], or a shape whose shared memory exceeds the arch's limit.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if spec.op != KernelOp::Parallel {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the parallel generator emits parallel only",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::Parallel],
+        "the parallel generator emits parallel only",
+    )?;
     check_span("head dim K", spec.k, MAX_K, "parallel serves 1 <= K <= 256")?;
     check_span("head dim V", spec.v, MAX_V, "parallel serves 1 <= V <= 512")?;
     let why = (

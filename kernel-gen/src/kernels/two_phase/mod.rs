@@ -65,7 +65,6 @@ pub mod chunk_states_tc;
 
 use crate::dsl::tiles::SharedTile16;
 use crate::dsl::{KernelBuilder, ParamRef, Reg, Ty};
-use crate::error::unsupported;
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{self, THREADS, tile_spec, uses_tensor_cores};
 use crate::math::segment_fold::{self, segment_bounds, stored_states};
@@ -109,13 +108,10 @@ impl StatesLayout {
 /// # Errors
 /// [`GenError::UnsupportedSpec`] for another op, or a shape the chunk tiling does not serve.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if spec.op != KernelOp::ChunkStates {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the chunk-states generator emits chunk_states only",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::ChunkStates],
+        "the chunk-states generator emits chunk_states only",
+    )?;
     segment_fold::check_envelope(spec)?;
     chunk_tiling::check_shape(spec)
 }
@@ -340,16 +336,10 @@ pub fn two_phase_plan(
     t: u32,
     segment_len: u32,
 ) -> Result<TwoPhasePlan, GenError> {
-    if !matches!(
-        spec.op,
-        KernelOp::ChunkStates | KernelOp::ChunkwiseSegmented
-    ) {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "a two-phase plan is made for chunk_states or chunkwise_segmented",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::ChunkStates, KernelOp::ChunkwiseSegmented],
+        "a two-phase plan is made for chunk_states or chunkwise_segmented",
+    )?;
     let states_spec = KernelSpec {
         op: KernelOp::ChunkStates,
         ..*spec
