@@ -18,7 +18,7 @@ use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::fma_chunk::o_rows;
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
-use crate::math::segment_fold;
+use crate::math::segment_fold::{self, FoldInto};
 use crate::math::state_update::update_state_fma_chunk;
 use crate::spec::KernelSpec;
 
@@ -100,7 +100,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         } else {
             state.elem_bytes
         };
-        seg.fold_into_shared(&mut kb, spec, log2_gamma, bh, ws_elem_bytes, my_state);
+        let into = FoldInto::Shared(my_state);
+        seg.fold(&mut kb, spec, log2_gamma, (bh, ws_elem_bytes), into);
     }
     kb.bar_sync(0);
 

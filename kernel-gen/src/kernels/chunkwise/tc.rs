@@ -41,7 +41,7 @@ use crate::math::chunk_tiling::{
 };
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{Diagonal, xi_rows};
-use crate::math::segment_fold::{self as two_phase, Segment};
+use crate::math::segment_fold::{self as two_phase, FoldInto, Segment};
 use crate::math::state_update::{StateV, accumulate_state_step, mma_state_step, zeta_quad};
 use crate::spec::KernelSpec;
 
@@ -440,7 +440,7 @@ impl<'a> TcForward<'a> {
             } else {
                 kb.add(ws_elem_bytes, u64::from(ws_slice_bytes * j as u32))
             };
-            seg.fold_into_acc(kb, self.spec, log2_gamma, bh, at, racc);
+            seg.fold(kb, self.spec, log2_gamma, (bh, at), FoldInto::Acc(racc));
         }
     }
 
