@@ -11,19 +11,17 @@
 //! Rows past T in a partial tile hold stale data; they only reach rows of O that are never
 //! written, because the product with V runs over the key tile's valid rows only.
 
-use super::{ParallelParams, emit_band, for_each_key_tile, value_slice, walk_query_tiles};
+use super::{emit_band, for_each_key_tile, open_kernel, value_slice, walk_query_tiles};
 use crate::GenError;
-use crate::blocks::cta::cta_row_head;
 use crate::blocks::fma::{
     Piece, accumulate_shared, for_each_piece, load_piece, product_piece, store_piece,
     store_piece_rows, zero_acc,
 };
 use crate::blocks::staging::Stager;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, Operand, Reg, Space, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::math::fma_chunk::o_rows;
-use crate::math::kernel_head::start_kernel;
-use crate::math::tile_walk::{GridZ, TilePairLayout, tile_rows};
+use crate::math::tile_walk::{TilePairLayout, tile_rows};
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -117,27 +115,17 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let bt = spec.chunk.unwrap_or_default(); // tile rows B
     let es = spec.dtype.size_bytes() as u32;
     let lay = TilePairLayout::new(kd, vs, bt);
-    let log2_gammas = spec.gammas.log2_gammas()?;
-
-    let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
-
-    let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
     let doc = format!(
         "f32 (sQ)^T [K,B] @{}, K^T [K,B] @{}, V [B,vs] @{}, S^T [B,B] @{}, O [B,vs] @{}, band [2B] @{}",
         lay.xt, lay.yt, lay.z, lay.st, lay.acc, lay.band
     );
-    let smem = kb.dynamic_shared("smem", lay.total, 16, &doc);
-
-    kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
-    let (b, h) = cta_row_head(&mut kb);
-    let grid = GridZ::new(&mut kb, vd / vs);
-    let t = kb.sreg(Sreg::Tid(Axis::X));
-    let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);
-    let seq_len = kb.ld_param(&params.t);
-    let tok_row = kb.mul_lo(b, seq_len);
-    let scale = kb.ld_param(&params.scale);
-    let base = kb.shared_addr(&smem);
-    let band = kb.add(base, lay.band);
+    let head = (TITLE, FORMULA, THREADS);
+    let (mut kb, open) = open_kernel(spec, head, (lay.total, 16, &doc), vd / vs)?;
+    let (params, grid, (h, t)) = (&open.params, &open.grid, (open.h, open.t));
+    let row = open.row(&mut kb, lay.band);
+    let (heads, log2_gamma, seq_len, tok_row) =
+        (row.heads, row.log2_gamma, row.seq_len, row.tok_row);
+    let (scale, base, band) = (row.scale, row.base, row.band);
     let ptrs = [
         kb.global_ptr(&params.q),
         kb.global_ptr(&params.k),

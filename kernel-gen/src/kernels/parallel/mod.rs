@@ -51,14 +51,18 @@
 pub mod fma;
 pub mod tc;
 
+use crate::blocks::cta::cta_row_head;
 use crate::blocks::decay;
-use crate::dsl::{Address, Cmp, Kernel, KernelBuilder, ParamRef, Reg, Space, Ty};
+use crate::dsl::{
+    Address, Axis, Cmp, Kernel, KernelBuilder, ParamRef, Reg, SharedRef, Space, Sreg, Ty,
+};
 use crate::error::check_span;
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{
     MAX_K, MAX_V, check_listed_chunk, check_retnet_heads, check_tile_and_shared, tc_dims, tile_spec,
 };
 use crate::math::decay_band::tile_step_vanishes;
+use crate::math::kernel_head::start_kernel;
 use crate::math::tile_walk::{
     GridZ, TilePairLayout, for_each_owned_tile, for_steps, spread_over_tiles, tile_count,
 };
@@ -210,11 +214,13 @@ pub(crate) struct ParallelParams {
     pub scale: ParamRef,
     /// `p_heads` and `p_log2_gamma`, runtime-γ only.
     pub runtime: Option<(ParamRef, ParamRef)>,
+    /// log2 γ_h of a named gamma set (baked in as immediates); `None` for runtime γ.
+    pub log2_gammas: Option<Vec<f32>>,
 }
 
 impl ParallelParams {
-    /// Declare the parameters; `runtime_gamma` adds the runtime-γ pair.
-    pub(crate) fn declare(kb: &mut KernelBuilder, runtime_gamma: bool) -> Self {
+    /// Declare the parameters; runtime γ (no `log2_gammas`) adds the runtime-γ pair.
+    pub(crate) fn declare(kb: &mut KernelBuilder, log2_gammas: Option<Vec<f32>>) -> Self {
         ParallelParams {
             q: kb.param("p_q", Ty::U64),
             k: kb.param("p_k", Ty::U64),
@@ -222,20 +228,96 @@ impl ParallelParams {
             o: kb.param("p_o", Ty::U64),
             t: kb.param("p_t", Ty::U32),
             scale: kb.param("p_scale", Ty::F32),
-            runtime: declare_runtime_gamma(kb, runtime_gamma),
+            runtime: declare_runtime_gamma(kb, log2_gammas.is_none()),
+            log2_gammas,
         }
     }
 
     /// (H, log2 γ_h) for head `h`: launch parameter and buffer for runtime γ, immediates
     /// for a named set.
-    pub(crate) fn heads_and_log2_gamma(
-        &self,
-        kb: &mut KernelBuilder,
-        log2_gammas: Option<&[f32]>,
-        h: Reg,
-    ) -> (Reg, Reg) {
-        decay::heads_and_log2_gamma(kb, self.runtime.as_ref(), log2_gammas, h)
+    pub(crate) fn heads_and_log2_gamma(&self, kb: &mut KernelBuilder, h: Reg) -> (Reg, Reg) {
+        let named = self.log2_gammas.as_deref();
+        decay::heads_and_log2_gamma(kb, self.runtime.as_ref(), named, h)
     }
+}
+
+/// What both paths open with, after the builder: the parameters, the dynamic shared
+/// window and the CTA's coordinates.
+pub(crate) struct Opening {
+    pub params: ParallelParams,
+    pub smem: SharedRef,
+    /// Row b (`ctaid.x`) and head h (`ctaid.y`).
+    pub b: Reg,
+    pub h: Reg,
+    /// Value slice and query tiles (`ctaid.z`).
+    pub grid: GridZ,
+    /// The thread (`tid.x`).
+    pub t: Reg,
+}
+
+/// The registers of the CTA's row both paths read: H and log2 γ_h, T, row b's first token,
+/// the scale s, the shared window's base and the band table's address.
+pub(crate) struct RowRegs {
+    pub heads: Reg,
+    pub log2_gamma: Reg,
+    pub seq_len: Reg,
+    pub tok_row: Reg,
+    pub scale: Reg,
+    pub base: Reg,
+    pub band: Reg,
+}
+
+impl Opening {
+    /// Load the row's registers ([`RowRegs`]), the band table at byte `band` of the window.
+    pub(crate) fn row(&self, kb: &mut KernelBuilder, band: u32) -> RowRegs {
+        let params = &self.params;
+        let (heads, log2_gamma) = params.heads_and_log2_gamma(kb, self.h);
+        let seq_len = kb.ld_param(&params.t);
+        let tok_row = kb.mul_lo(self.b, seq_len); // first token of row b
+        let scale = kb.ld_param(&params.scale);
+        let base = kb.shared_addr(&self.smem);
+        RowRegs {
+            heads,
+            log2_gamma,
+            seq_len,
+            tok_row,
+            scale,
+            base,
+            band: kb.add(base, band),
+        }
+    }
+}
+
+/// Open a parallel forward kernel for `spec`: the builder with `head`'s title, formula and
+/// threads ([`start_kernel`]), the parameters, the dynamic shared `window` (bytes,
+/// alignment, comment) and the CTA's coordinates for `slices` value slices.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] for a bad gamma set.
+pub(crate) fn open_kernel(
+    spec: &KernelSpec,
+    head: (&str, &str, u32),
+    (bytes, align, doc): (u32, u32, &str),
+    slices: u32,
+) -> GenResult<(KernelBuilder, Opening)> {
+    let log2_gammas = spec.gammas.log2_gammas()?;
+    let (title, formula, threads) = head;
+    let mut kb = start_kernel(spec, title, formula, (threads, true));
+    let params = ParallelParams::declare(&mut kb, log2_gammas);
+    let smem = kb.dynamic_shared("smem", bytes, align, doc);
+    kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
+    let (b, h) = cta_row_head(&mut kb);
+    let grid = GridZ::new(&mut kb, slices);
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let opening = Opening {
+        params,
+        smem,
+        b,
+        h,
+        grid,
+        t,
+    };
+    Ok((kb, opening))
 }
 
 /// Close the kernel with the CTA's walk over its query tiles of T = `seq_len` tokens

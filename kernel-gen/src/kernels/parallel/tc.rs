@@ -16,18 +16,17 @@
 //! tile as whole 16-byte rows. Global traffic per query tile: q once, each visited k/v tile
 //! once (a tile whose decays vanish is not even prefetched), o once.
 
-use super::{ParallelParams, emit_band, value_slice, walk_query_tiles};
+use super::{emit_band, open_kernel, value_slice, walk_query_tiles};
 use crate::GenError;
-use crate::blocks::cta::{cta_row_head, mma_types, warp_lane};
+use crate::blocks::cta::{mma_types, warp_lane};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Space, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::math::decay_band::tile_step_vanishes;
-use crate::math::kernel_head::start_kernel;
 use crate::math::shared_window::{band_table_bytes, tiles16};
-use crate::math::tile_walk::{GridZ, tile_rows};
+use crate::math::tile_walk::tile_rows;
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -191,29 +190,19 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let (ab, pty) = mma_types(spec.dtype);
     let threads = 32 * bt / 16;
     let lay = TcLayout::new(kd, vs, bt);
-    let log2_gammas = spec.gammas.log2_gammas()?;
-
-    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
-
-    let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
     let doc = format!(
         "swizzled 16-bit q [B,K] @{}, k [B,K] @{}, v [B,vs] @{}, o [B,vs] @{}; f32 band [2B] @{}",
         lay.q.offset, lay.k.offset, lay.v.offset, lay.o.offset, lay.band
     );
-    let smem = kb.dynamic_shared("smem", lay.total, 128, &doc);
-
-    kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
-    let (b, h) = cta_row_head(&mut kb);
-    let grid = GridZ::new(&mut kb, vd / vs);
-    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let head = (TITLE, FORMULA, threads);
+    let (mut kb, open) = open_kernel(spec, head, (lay.total, 128, &doc), vd / vs)?;
+    let (params, grid, (h, t)) = (&open.params, &open.grid, (open.h, open.t));
     let (lane, warp, g, q4) = warp_lane(&mut kb, t);
     let q2 = kb.shl(q4, 1u32);
-    let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);
-    let seq_len = kb.ld_param(&params.t);
-    let tok_row = kb.mul_lo(b, seq_len); // first token of row b
-    let scale = kb.ld_param(&params.scale);
-    let base = kb.shared_addr(&smem);
-    let band = kb.add(base, lay.band);
+    let row = open.row(&mut kb, lay.band);
+    let (heads, log2_gamma, seq_len, tok_row) =
+        (row.heads, row.log2_gamma, row.seq_len, row.tok_row);
+    let (scale, base, band) = (row.scale, row.base, row.band);
 
     kb.comment("per-lane ldmatrix rows; warp w owns query rows 16w.. of the tile");
     let lanes = LaneFragments::new(&mut kb, lane);
