@@ -12,7 +12,7 @@ use crate::blocks::fma::{
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, KernelBuilder, Reg, Space, Ty};
-use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params};
+use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params, for_each_chunk};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec, value_slice};
 use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::fma_chunk::o_rows;
@@ -122,10 +122,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     };
 
     kb.comment(format!("walk the sequence in chunks of {c}"));
-    kb.for_range(0u32, rows.seq_len, c, |kb, c0| {
-        let remaining = kb.sub(rows.seq_len, c0);
-        let len = kb.min(remaining, c);
-        let tok_c = kb.add(rows.tok0, c0);
+    for_each_chunk(&mut kb, (rows.tok0, rows.seq_len), c, |kb, tok_c, len| {
         chunk.stage(kb, tok_c, len);
         chunk.scores(kb);
         chunk.output(kb, tok_c, len);

@@ -23,7 +23,7 @@ use crate::blocks::fma::{
 };
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
-use crate::math::chunk_params::{ChunkwiseParams, chunk_rows_of, declare_params};
+use crate::math::chunk_params::{ChunkwiseParams, chunk_rows_of, declare_params, for_each_chunk};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec};
 use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::fma_chunk::o_rows;
@@ -125,10 +125,7 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     kb.comment(format!(
         "walk the sequence in chunks of {c}, blocks of {blk}"
     ));
-    kb.for_range(0u32, seq_len, c, |kb, c0| {
-        let remaining = kb.sub(seq_len, c0);
-        let len = kb.min(remaining, c);
-        let tok_c = kb.add(tok0, c0);
+    for_each_chunk(&mut kb, (tok0, seq_len), c, |kb, tok_c, len| {
         let len_up = kb.add(len, blk - 1);
         let blocks = kb.shr(len_up, blk.trailing_zeros());
         kb.for_range(0u32, blocks, 1, |kb, bi| {

@@ -62,7 +62,7 @@ use crate::math::chunk_tiling::{
     MAX_K, MAX_V, check_listed_chunk, check_retnet_heads, check_tile_and_shared, tc_dims, tile_spec,
 };
 use crate::math::decay_band::tile_step_vanishes;
-use crate::math::kernel_head::start_kernel;
+use crate::math::kernel_head;
 use crate::math::tile_walk::{
     GridZ, TilePairLayout, for_each_owned_tile, for_steps, spread_over_tiles, tile_count,
 };
@@ -214,13 +214,11 @@ pub(crate) struct ParallelParams {
     pub scale: ParamRef,
     /// `p_heads` and `p_log2_gamma`, runtime-γ only.
     pub runtime: Option<(ParamRef, ParamRef)>,
-    /// log2 γ_h of a named gamma set (baked in as immediates); `None` for runtime γ.
-    pub log2_gammas: Option<Vec<f32>>,
 }
 
 impl ParallelParams {
-    /// Declare the parameters; runtime γ (no `log2_gammas`) adds the runtime-γ pair.
-    pub(crate) fn declare(kb: &mut KernelBuilder, log2_gammas: Option<Vec<f32>>) -> Self {
+    /// Declare the parameters; `runtime_gamma` adds the runtime-γ pair.
+    pub(crate) fn declare(kb: &mut KernelBuilder, runtime_gamma: bool) -> Self {
         ParallelParams {
             q: kb.param("p_q", Ty::U64),
             k: kb.param("p_k", Ty::U64),
@@ -228,16 +226,8 @@ impl ParallelParams {
             o: kb.param("p_o", Ty::U64),
             t: kb.param("p_t", Ty::U32),
             scale: kb.param("p_scale", Ty::F32),
-            runtime: declare_runtime_gamma(kb, log2_gammas.is_none()),
-            log2_gammas,
+            runtime: declare_runtime_gamma(kb, runtime_gamma),
         }
-    }
-
-    /// (H, log2 γ_h) for head `h`: launch parameter and buffer for runtime γ, immediates
-    /// for a named set.
-    pub(crate) fn heads_and_log2_gamma(&self, kb: &mut KernelBuilder, h: Reg) -> (Reg, Reg) {
-        let named = self.log2_gammas.as_deref();
-        decay::heads_and_log2_gamma(kb, self.runtime.as_ref(), named, h)
     }
 }
 
@@ -246,6 +236,8 @@ impl ParallelParams {
 pub(crate) struct Opening {
     pub params: ParallelParams,
     pub smem: SharedRef,
+    /// log2 γ_h of a named gamma set; `None` for runtime γ.
+    pub log2_gammas: Option<Vec<f32>>,
     /// Row b (`ctaid.x`) and head h (`ctaid.y`).
     pub b: Reg,
     pub h: Reg,
@@ -271,7 +263,9 @@ impl Opening {
     /// Load the row's registers ([`RowRegs`]), the band table at byte `band` of the window.
     pub(crate) fn row(&self, kb: &mut KernelBuilder, band: u32) -> RowRegs {
         let params = &self.params;
-        let (heads, log2_gamma) = params.heads_and_log2_gamma(kb, self.h);
+        let named = self.log2_gammas.as_deref();
+        let (heads, log2_gamma) =
+            decay::heads_and_log2_gamma(kb, params.runtime.as_ref(), named, self.h);
         let seq_len = kb.ld_param(&params.t);
         let tok_row = kb.mul_lo(self.b, seq_len); // first token of row b
         let scale = kb.ld_param(&params.scale);
@@ -289,7 +283,7 @@ impl Opening {
 }
 
 /// Open a parallel forward kernel for `spec`: the builder with `head`'s title, formula and
-/// threads ([`start_kernel`]), the parameters, the dynamic shared `window` (bytes,
+/// threads ([`kernel_head::open_kernel`]), the parameters, the dynamic shared `window` (bytes,
 /// alignment, comment) and the CTA's coordinates for `slices` value slices.
 ///
 /// # Errors
@@ -297,21 +291,19 @@ impl Opening {
 pub(crate) fn open_kernel(
     spec: &KernelSpec,
     head: (&str, &str, u32),
-    (bytes, align, doc): (u32, u32, &str),
+    window: (u32, u32, &str),
     slices: u32,
 ) -> GenResult<(KernelBuilder, Opening)> {
-    let log2_gammas = spec.gammas.log2_gammas()?;
-    let (title, formula, threads) = head;
-    let mut kb = start_kernel(spec, title, formula, (threads, true));
-    let params = ParallelParams::declare(&mut kb, log2_gammas);
-    let smem = kb.dynamic_shared("smem", bytes, align, doc);
+    let opened = kernel_head::open_kernel(spec, head, window, ParallelParams::declare)?;
+    let mut kb = opened.kb;
     kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
     let (b, h) = cta_row_head(&mut kb);
     let grid = GridZ::new(&mut kb, slices);
     let t = kb.sreg(Sreg::Tid(Axis::X));
     let opening = Opening {
-        params,
-        smem,
+        params: opened.params,
+        smem: opened.smem,
+        log2_gammas: opened.log2_gammas,
         b,
         h,
         grid,

@@ -25,7 +25,7 @@ use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Spac
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::tile_spec;
 use crate::math::decay_band::{emit_band_table, tile_step_vanishes};
-use crate::math::kernel_head::start_kernel;
+use crate::math::kernel_head::open_kernel;
 use crate::math::tile_walk::{
     GridZ, TilePairLayout, for_each_owned_tile, for_steps, tile_count, tile_rows,
 };
@@ -111,7 +111,6 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
     let ws = value_slice(spec);
     let bt = spec.chunk.unwrap_or_default();
     let lay = TilePairLayout::new(ds, ws, bt);
-    let log2_gammas = spec.gammas.log2_gammas()?;
 
     let formula = match pass {
         Pass::Dq => "dQ_i = sum_{j<=i} (s dO_i V_j^T . D) K_j  (f32 tiles on chip)",
@@ -121,19 +120,14 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
             "dlog_gamma partial = sum_j K_j . sum_{i>=j} (s dO_i V_j^T . nD)^T Q_i  (nD: n gamma^n)"
         }
     };
-    let title = "retention parallel backward";
-    let mut kb = start_kernel(spec, title, formula, (THREADS, true));
-
-    let params = Params::declare(&mut kb, pass, log2_gammas.is_none());
-    let smem = kb.dynamic_shared(
-        "smem",
-        lay.total,
-        16,
-        &format!(
-            "f32 (sX)^T [ds,B] @{}, Y^T [ds,B] @{}, Z [B,ws] @{}, S^T [B,B] @{}, A [B,ws] @{}, band [2B] @{}",
-            lay.xt, lay.yt, lay.z, lay.st, lay.acc, lay.band
-        ),
+    let doc = format!(
+        "f32 (sX)^T [ds,B] @{}, Y^T [ds,B] @{}, Z [B,ws] @{}, S^T [B,B] @{}, A [B,ws] @{}, band [2B] @{}",
+        lay.xt, lay.yt, lay.z, lay.st, lay.acc, lay.band
     );
+    let head = ("retention parallel backward", formula, THREADS);
+    let declare = |kb: &mut KernelBuilder, runtime| Params::declare(kb, pass, runtime);
+    let opened = open_kernel(spec, head, (lay.total, 16, &doc), declare)?;
+    let (mut kb, params, log2_gammas) = (opened.kb, opened.params, opened.log2_gammas);
 
     kb.comment("CTA (row = ctaid.x, head h = ctaid.y, output slice and owned tiles from ctaid.z)");
     let (row, h) = cta_row_head(&mut kb);
@@ -144,7 +138,7 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
     let seq_len = kb.ld_param(&params.t);
     let tok_row = kb.mul_lo(row, seq_len);
     let scale = kb.ld_param(&params.scale);
-    let base = kb.shared_addr(&smem);
+    let base = kb.shared_addr(&opened.smem);
     let (px, py, pz) = params.roles(pass);
     let (gx, gy, gz) = (kb.global_ptr(px), kb.global_ptr(py), kb.global_ptr(pz));
     let out = kb.global_ptr(&params.out);

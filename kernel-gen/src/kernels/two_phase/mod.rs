@@ -63,10 +63,13 @@
 pub mod chunk_states;
 pub mod chunk_states_tc;
 
+use crate::blocks::cta::cta_row_head_thread;
+use crate::blocks::decay::heads_and_log2_gamma;
 use crate::dsl::tiles::SharedTile16;
-use crate::dsl::{KernelBuilder, ParamRef, Reg, Ty};
+use crate::dsl::{KernelBuilder, ParamRef, Reg, SharedRef, Ty};
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{self, THREADS, tile_spec, uses_tensor_cores};
+use crate::math::kernel_head;
 use crate::math::segment_fold::{self, segment_bounds, stored_states};
 use crate::math::shared_window::{decay_table_bytes, f32_arrays, tiles16};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
@@ -193,6 +196,65 @@ pub fn declare_params(kb: &mut KernelBuilder, runtime_gamma: bool) -> StatesPara
         t: kb.param("p_t", Ty::U32),
         segment_len: kb.param("p_segment_len", Ty::U32),
         runtime: declare_runtime_gamma(kb, runtime_gamma),
+    }
+}
+
+/// What both phase-1 paths open with, after the builder: the parameters, the dynamic
+/// shared window and the CTA's coordinates.
+pub struct StatesOpening {
+    /// The parameters.
+    pub p: StatesParams,
+    /// The dynamic shared window.
+    pub smem: SharedRef,
+    /// log2 γ_h of a named gamma set; `None` for runtime γ.
+    pub log2_gammas: Option<Vec<f32>>,
+    /// Row b (`ctaid.x`), head h (`ctaid.y`) and the thread (`tid.x`).
+    pub b: Reg,
+    /// Head h.
+    pub h: Reg,
+    /// The thread.
+    pub t: Reg,
+}
+
+/// Open a phase-1 kernel for `spec`: `head`'s title, formula and threads, the parameters and
+/// the dynamic shared `window` ([`kernel_head::open_kernel`]), then the CTA's coordinates
+/// under the comment `cta`.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] for a bad gamma set.
+pub fn open_states_kernel(
+    spec: &KernelSpec,
+    head: (&str, &str, u32),
+    window: (u32, u32, &str),
+    cta: &str,
+) -> GenResult<(KernelBuilder, StatesOpening)> {
+    let opened = kernel_head::open_kernel(spec, head, window, declare_params)?;
+    let mut kb = opened.kb;
+    kb.comment(cta);
+    let (b, h, t) = cta_row_head_thread(&mut kb);
+    let opening = StatesOpening {
+        p: opened.params,
+        smem: opened.smem,
+        log2_gammas: opened.log2_gammas,
+        b,
+        h,
+        t,
+    };
+    Ok((kb, opening))
+}
+
+impl StatesOpening {
+    /// (H, log2 γ_h) of the CTA's head, and its segment (`slices` V-slices per segment).
+    pub fn segment(
+        &self,
+        kb: &mut KernelBuilder,
+        spec: &KernelSpec,
+        slices: u32,
+    ) -> (Reg, Reg, StatesSegment) {
+        let named = self.log2_gammas.as_deref();
+        let (heads, log2_gamma) = heads_and_log2_gamma(kb, self.p.runtime.as_ref(), named, self.h);
+        let seg = states_segment(kb, spec, &self.p, slices, (self.b, self.h, heads));
+        (heads, log2_gamma, seg)
     }
 }
 
