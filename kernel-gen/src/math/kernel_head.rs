@@ -45,7 +45,7 @@ pub struct Opened<P> {
 /// `window`'s bytes, alignment and comment.
 ///
 /// # Errors
-/// [`GenError::UnsupportedSpec`] for a bad gamma set, before anything is emitted.
+/// [`crate::GenError::UnsupportedSpec`] for a bad gamma set, before anything is emitted.
 pub fn open_kernel<P>(
     spec: &KernelSpec,
     (title, formula, threads): (&str, &str, u32),

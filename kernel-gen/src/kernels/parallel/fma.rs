@@ -175,7 +175,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         dims: (kd, vs, bt),
     };
 
-    walk_query_tiles(kb, &grid, (seq_len, bt), |kb, i| x.query_tile(kb, i))
+    walk_query_tiles(kb, grid, (seq_len, bt), |kb, i| x.query_tile(kb, i))
 }
 
 impl QueryTiles<'_> {

@@ -68,7 +68,7 @@ impl Params {
 }
 
 /// What the tile phases read, fixed per kernel.
-struct Tiles<'a> {
+struct BackwardCta<'a> {
     spec: &'a KernelSpec,
     pass: Pass,
     t: Reg,
@@ -159,7 +159,7 @@ pub fn generate(spec: &KernelSpec, pass: Pass) -> Result<crate::dsl::Kernel, Gen
     );
     let my_acc = kb.mad_lo(t, 16u32, acc_at);
     let dlog_gamma = kb.mov(Ty::F32, 0.0f32);
-    let x = Tiles {
+    let x = BackwardCta {
         spec,
         pass,
         t,
@@ -197,7 +197,7 @@ fn kb_addr(kb: &mut KernelBuilder, elem: Reg, base: Reg) -> Reg {
     kb.mad_lo(elem, 4u32, base)
 }
 
-impl Tiles<'_> {
+impl BackwardCta<'_> {
     /// (first token, valid rows) of tile `tile`.
     fn tile(&self, kb: &mut KernelBuilder, tile: Reg) -> (Reg, Reg) {
         tile_rows(kb, tile, self.dims.4, (self.seq_len, self.tok_row))
