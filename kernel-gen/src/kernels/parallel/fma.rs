@@ -11,7 +11,7 @@
 //! Rows past T in a partial tile hold stale data; they only reach rows of O that are never
 //! written, because the product with V runs over the key tile's valid rows only.
 
-use super::{emit_band, for_each_key_tile, open_kernel, value_slice, walk_query_tiles};
+use super::{RowRegs, emit_band, for_each_key_tile, open_kernel, value_slice, walk_query_tiles};
 use crate::GenError;
 use crate::blocks::fma::{
     Piece, accumulate_shared, for_each_piece, load_piece, product_piece, store_piece,
@@ -47,7 +47,7 @@ fn stage_transposed(
     let (kd, bt) = (spec.k, spec.chunk.unwrap_or_default());
     let es = spec.dtype.size_bytes() as u32;
     let tok = kb.add(tok0, stage.row);
-    let th = kb.mad_lo(tok, x.heads_h.0, x.heads_h.1);
+    let th = kb.mad_lo(tok, x.row.heads, x.h);
     let col_bytes = kb.mul_wide(stage.col, es);
     let off = kb.mad_wide(th, kd * es, col_bytes);
     let first = kb.add(src, off);
@@ -82,21 +82,17 @@ struct QueryTiles<'a> {
     /// v's staging column (with this CTA's first column) and its byte offset.
     v_col: (Reg, Reg),
     st_v: Reg,
-    /// Shared addresses of (sQ)ᵀ and Kᵀ, and the band table.
+    /// Shared addresses of (sQ)ᵀ and Kᵀ.
     qt_at: Reg,
     kt_at: Reg,
-    band: Reg,
     my_o: Reg,
     full: Reg,
     t: Reg,
-    base: Reg,
-    heads_h: (Reg, Reg),
-    scale: Reg,
-    log2_gamma: Reg,
-    /// Row b's first token and this CTA's first V column.
-    tok_row: Reg,
+    /// The row's registers (H, log2 γ_h, T, first token, s, window and band addresses).
+    row: RowRegs,
+    /// Head h and this CTA's first V column.
+    h: Reg,
     v_col0: Reg,
-    seq_len: Reg,
     tail: bool,
     /// (K padded, V slice, B).
     dims: (u32, u32, u32),
@@ -123,9 +119,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let (mut kb, open) = open_kernel(spec, head, (lay.total, 16, &doc), vd / vs)?;
     let (params, grid, (h, t)) = (&open.params, &open.grid, (open.h, open.t));
     let row = open.row(&mut kb, lay.band);
-    let (heads, log2_gamma, seq_len, tok_row) =
-        (row.heads, row.log2_gamma, row.seq_len, row.tok_row);
-    let (scale, base, band) = (row.scale, row.base, row.band);
+    let (heads, seq_len, base) = (row.heads, row.seq_len, row.base);
     let ptrs = [
         kb.global_ptr(&params.q),
         kb.global_ptr(&params.k),
@@ -160,17 +154,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         st_v,
         qt_at,
         kt_at,
-        band,
         my_o,
         full,
         t,
-        base,
-        heads_h: (heads, h),
-        scale,
-        log2_gamma,
-        tok_row,
+        row,
+        h,
         v_col0,
-        seq_len,
         tail: !exact_dims(spec),
         dims: (kd, vs, bt),
     };
@@ -182,11 +171,11 @@ impl QueryTiles<'_> {
     /// Query tile i: (sQ)ᵀ staged once, O = 0; key tiles j = i, i−1, … add S V_j; o = O.
     fn query_tile(&self, kb: &mut KernelBuilder, i: Reg) {
         let (_, vs, bt) = self.dims;
-        let (tok_i, len_i) = tile_rows(kb, i, bt, (self.seq_len, self.tok_row));
+        let (tok_i, len_i) = tile_rows(kb, i, bt, (self.row.seq_len, self.row.tok_row));
         kb.bar_sync(0);
         kb.comment("stage (s q)^T of rows < L; O = 0");
         let q_rows = (self.ptrs[0], tok_i, len_i);
-        stage_transposed(kb, self, q_rows, self.qt_at, Some(self.scale));
+        stage_transposed(kb, self, q_rows, self.qt_at, Some(self.row.scale));
         for r in 0..bt * vs / 4 / THREADS {
             let z: Operand = 0.0f32.into();
             let off = i64::from(self.lay.acc + r * THREADS * 16);
@@ -199,13 +188,13 @@ impl QueryTiles<'_> {
         }
 
         kb.comment("key tiles j = i, i-1, ..., while their decays are not all zero");
-        for_each_key_tile(kb, bt, i, self.log2_gamma, |kb, j, s| {
+        for_each_key_tile(kb, bt, i, self.row.log2_gamma, |kb, j, s| {
             self.key_tile(kb, (j, s), len_i);
         });
         kb.bar_sync(0);
 
         kb.comment("o rows < L of the tile = O");
-        let at = (self.heads_h, self.v_col0);
+        let at = ((self.row.heads, self.h), self.v_col0);
         let (o, ts) = (self.ptrs[3], None);
         let out = o_rows(self.spec, o, (tok_i, len_i), at, ts);
         for_each_piece(kb, self.t, THREADS, bt, vs, |kb, p| {
@@ -220,7 +209,7 @@ impl QueryTiles<'_> {
         let vs = self.dims.1;
         let o_elem = kb.mad_lo(p.row, vs, p.col);
         let o_off = kb.shl(o_elem, 2u32);
-        let o_at = kb.add(self.base, o_off);
+        let o_at = kb.add(self.row.base, o_off);
         kb.add(o_at, self.lay.acc)
     }
 
@@ -231,14 +220,14 @@ impl QueryTiles<'_> {
         let lay = &self.lay;
         kb.bar_sync(0);
         let key0 = kb.mul_lo(j, bt);
-        let tok_j = kb.add(self.tok_row, key0);
+        let tok_j = kb.add(self.row.tok_row, key0);
         let is_diag = kb.setp(Cmp::Eq, s, 0u32);
         let len_j = kb.selp(len_i, self.full, is_diag);
         stage_transposed(kb, self, (self.ptrs[1], tok_j, len_j), self.kt_at, None);
         let (v_col, col_v_bytes) = self.v_col;
         let vg = self.spec.v;
         let es = self.spec.dtype.size_bytes() as u32;
-        let (heads, h) = self.heads_h;
+        let (heads, h) = (self.row.heads, self.h);
         let v_goff = self
             .stage_v
             .row_offset(kb, tok_j, (heads, h), vg * es, col_v_bytes);
@@ -252,7 +241,7 @@ impl QueryTiles<'_> {
             (sh_v, self.stage_v.rows_per_round * vs * 4),
             self.tail.then_some((v_col, vg)),
         );
-        emit_band(kb, self.band, self.t, bt, s, self.log2_gamma);
+        emit_band(kb, self.row.band, self.t, bt, s, self.row.log2_gamma);
         kb.bar_sync(0);
 
         kb.comment("S^T[c][r] = ((sQ_r) . k_c) band[r - c + B - 1]");
@@ -266,7 +255,7 @@ impl QueryTiles<'_> {
             let o_at = self.o_piece_at(kb, &p);
             let acc = load_piece(kb, o_at, vs * 4);
             let sv = ((lay.st, bt * 4), (lay.z, vs * 4));
-            product_piece(kb, &acc, (self.base, &p), sv.0, sv.1, len_j);
+            product_piece(kb, &acc, (self.row.base, &p), sv.0, sv.1, len_j);
             store_piece(kb, &acc, o_at, vs * 4);
         });
     }
@@ -284,7 +273,7 @@ impl QueryTiles<'_> {
         let d0 = kb.add(p.row, bt - 1);
         let d = kb.sub(d0, p.col);
         let d4 = kb.shl(d, 2u32);
-        let band_at = kb.add(self.band, d4);
+        let band_at = kb.add(self.row.band, d4);
         let mut decayed = [[acc[0][0]; 4]; 4];
         for r in 0..4i64 {
             for cc in 0..4i64 {
@@ -294,7 +283,7 @@ impl QueryTiles<'_> {
         }
         let dst_elem = kb.mad_lo(p.col, bt, p.row);
         let dst_off = kb.shl(dst_elem, 2u32);
-        let dst = kb.add(self.base, dst_off);
+        let dst = kb.add(self.row.base, dst_off);
         let dst = kb.add(dst, self.lay.st);
         store_piece(kb, &decayed, dst, bt * 4);
     }

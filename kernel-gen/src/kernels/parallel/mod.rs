@@ -249,6 +249,7 @@ pub(crate) struct Opening {
 
 /// The registers of the CTA's row both paths read: H and log2 γ_h, T, row b's first token,
 /// the scale s, the shared window's base and the band table's address.
+#[derive(Clone, Copy)]
 pub(crate) struct RowRegs {
     pub heads: Reg,
     pub log2_gamma: Reg,
