@@ -6,7 +6,7 @@
 
 use retention_core::Dtype;
 
-use super::shared_window::{decay_table_bytes, f32_arrays, tiles16};
+use super::shared_window::{decay_table_bytes, f32_arrays, tiles16, widest_slice};
 use crate::dsl::tiles::SharedTile16;
 use crate::error::{check_span, unsupported};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
@@ -159,11 +159,9 @@ pub fn fma_tiling(spec: &KernelSpec) -> (u32, u32) {
     let c = spec.chunk.unwrap_or_default();
     let limit = spec.arch.max_dynamic_shared();
     let widest = |blk: u32, start: u32| {
-        let mut vs = start;
-        while vs > 64 && SharedLayout::blocked(spec.k, vs, blk, c).total > limit {
-            vs /= 2;
-        }
-        vs
+        widest_slice(start, 64, limit, |vs| {
+            SharedLayout::blocked(spec.k, vs, blk, c).total
+        })
     };
     let fits = |blk: u32, vs: u32| SharedLayout::blocked(spec.k, vs, blk, c).total <= limit;
     if c <= FMA_WHOLE_CHUNK {

@@ -50,6 +50,17 @@ pub const fn tiles16<const N: usize>(
     (tiles, end)
 }
 
+/// The widest column slice of `start`, `start`/2, … (not below `min`) whose window of
+/// `bytes(slice)` bytes fits `limit`; `min` (or `start` when narrower) when none does — the
+/// caller's validate then refuses the spec.
+pub fn widest_slice(start: u32, min: u32, limit: u32, bytes: impl Fn(u32) -> u32) -> u32 {
+    let mut slice = start;
+    while slice > min && bytes(slice) > limit {
+        slice /= 2;
+    }
+    slice
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +77,9 @@ mod tests {
         assert_eq!(decay_table_bytes(64), 272);
         assert_eq!(decay_table_bytes(3), 16);
         assert_eq!(band_table_bytes(32), 256);
+        // 512 → 256 → 128: the first within 600 bytes at 4 bytes a column; never below 64.
+        assert_eq!(widest_slice(512, 64, 600, |s| 4 * s), 128);
+        assert_eq!(widest_slice(512, 64, 1, |s| 4 * s), 64);
+        assert_eq!(widest_slice(32, 64, 1, |s| 4 * s), 32);
     }
 }

@@ -63,6 +63,7 @@ use crate::math::chunk_tiling::{
 };
 use crate::math::decay_band::tile_step_vanishes;
 use crate::math::kernel_head;
+use crate::math::shared_window::widest_slice;
 use crate::math::tile_walk::{
     GridZ, TilePairLayout, for_each_owned_tile, for_steps, spread_over_tiles, tile_count,
 };
@@ -124,11 +125,10 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
     if tc {
         return spec.v.min(tc::MAX_VALUE_SLICE);
     }
-    let mut vs = spec.v;
-    while vs > 64 && TilePairLayout::new(spec.k, vs, b).total > spec.arch.max_dynamic_shared() {
-        vs /= 2;
-    }
-    vs
+    let limit = spec.arch.max_dynamic_shared();
+    widest_slice(spec.v, 64, limit, |vs| {
+        TilePairLayout::new(spec.k, vs, b).total
+    })
 }
 
 /// Dynamic shared memory of the path that serves `spec`.

@@ -66,6 +66,7 @@ pub mod fma;
 use crate::error::{check_span, unsupported};
 use crate::math::chunk_tiling::check_retnet_heads;
 use crate::math::chunk_tiling::{MAX_K, MAX_V, tile_spec};
+use crate::math::shared_window::widest_slice;
 use crate::math::tile_walk::{TilePairLayout, spread_over_tiles};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
@@ -181,12 +182,10 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
     let tile = tile_spec(spec);
     let b = spec.chunk.unwrap_or(DEFAULT_TILE);
     let (ds, wd) = pass.dims(&tile);
-    let mut ws = wd;
-    while ws > min_slice(b) && TilePairLayout::new(ds, ws, b).total > spec.arch.max_dynamic_shared()
-    {
-        ws /= 2;
-    }
-    ws
+    let limit = spec.arch.max_dynamic_shared();
+    widest_slice(wd, min_slice(b), limit, |ws| {
+        TilePairLayout::new(ds, ws, b).total
+    })
 }
 
 /// Check that this family serves `spec`.

@@ -71,7 +71,7 @@ use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{self, THREADS, tile_spec, uses_tensor_cores};
 use crate::math::kernel_head;
 use crate::math::segment_fold::{self, segment_bounds, stored_states};
-use crate::math::shared_window::{decay_table_bytes, f32_arrays, tiles16};
+use crate::math::shared_window::{decay_table_bytes, f32_arrays, tiles16, widest_slice};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 use crate::{GenError, GenResult, LaunchGeometry};
@@ -128,11 +128,10 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
     }
     let spec = &tile_spec(spec);
     let c = spec.chunk.unwrap_or_default();
-    let mut vs = spec.v;
-    while vs > 64 && StatesLayout::new(spec.k, vs, c).total > spec.arch.max_dynamic_shared() {
-        vs /= 2;
-    }
-    vs
+    let limit = spec.arch.max_dynamic_shared();
+    widest_slice(spec.v, 64, limit, |vs| {
+        StatesLayout::new(spec.k, vs, c).total
+    })
 }
 
 /// The launch for ONE segment per (row, head): grid `(rows, heads, V / value_slice)`;
