@@ -63,11 +63,16 @@ pub enum KernelOp {
     /// Parallel backward, d log γ pass: one CTA per key tile writes its partial of
     /// Σ_{n≥m} (n−m) M_nm (Q Kᵀ)_nm; the partials sum to d log γ_h.
     ParallelBackwardDlogGamma,
+    /// RMSNorm with a gain over the model width d, one warp per row (the `layer_ops`
+    /// family, `kernels::layer_ops`; d in the spec's `v`).
+    RmsNorm,
+    /// The FFN's tanh-form GELU, element-wise in place (the `layer_ops` family).
+    Gelu,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 17] = [
+    pub const ALL: [KernelOp; 19] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -85,6 +90,8 @@ impl KernelOp {
         KernelOp::ParallelBackwardDk,
         KernelOp::ParallelBackwardDv,
         KernelOp::ParallelBackwardDlogGamma,
+        KernelOp::RmsNorm,
+        KernelOp::Gelu,
     ];
 
     /// Lower-case name, used in entry names.
@@ -107,6 +114,8 @@ impl KernelOp {
             KernelOp::ParallelBackwardDk => "parallel_backward_dk",
             KernelOp::ParallelBackwardDv => "parallel_backward_dv",
             KernelOp::ParallelBackwardDlogGamma => "parallel_backward_dlog_gamma",
+            KernelOp::RmsNorm => "rms_norm",
+            KernelOp::Gelu => "gelu",
         }
     }
 }
@@ -360,6 +369,29 @@ impl KernelSpec {
                 threads: 128,
                 rows_per_step: 1,
             },
+        }
+    }
+
+    /// RMSNorm with a gain over rows of width `d` (in `k` = `v`; runtime γ: no decays; one
+    /// warp per row, 4 rows per 128-thread CTA).
+    pub fn rms_norm(d: u32, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::RmsNorm,
+            ..Self::epilogue(d, dtype, arch)
+        }
+    }
+
+    /// The tanh-form GELU in place over a flat tensor whose length is a multiple of `align`
+    /// (4: one vector access per thread, or 1: scalar accesses; in `k` = `v`), 256 threads
+    /// of 4 elements each per CTA.
+    pub fn gelu(align: u32, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::Gelu,
+            tile: TileConfig {
+                threads: 256,
+                rows_per_step: 1,
+            },
+            ..Self::epilogue(align, dtype, arch)
         }
     }
 

@@ -45,6 +45,7 @@ mod host_view;
 mod kernel_launch;
 pub mod kernel_timing;
 pub mod launch_target;
+mod layer_ops_device;
 mod memory_pool;
 mod module_cache;
 mod retention;
