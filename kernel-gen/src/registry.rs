@@ -118,7 +118,7 @@ pub const FAMILIES: [Family; 9] = [
     },
     Family {
         name: "layer_ops",
-        ops: &[KernelOp::RmsNorm, KernelOp::Gelu],
+        ops: &[KernelOp::RmsNorm, KernelOp::Gelu, KernelOp::CopyRows],
         validate: layer_ops::validate,
         launch_geometry: layer_ops::launch_geometry,
         param_names: layer_ops::param_names,

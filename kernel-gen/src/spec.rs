@@ -68,11 +68,14 @@ pub enum KernelOp {
     RmsNorm,
     /// The FFN's tanh-form GELU, element-wise in place (the `layer_ops` family).
     Gelu,
+    /// A strided copy of rows, bit-exact (the `layer_ops` family): projections split into
+    /// their parts, a KV cache's row written at a position.
+    CopyRows,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 19] = [
+    pub const ALL: [KernelOp; 20] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -92,6 +95,7 @@ impl KernelOp {
         KernelOp::ParallelBackwardDlogGamma,
         KernelOp::RmsNorm,
         KernelOp::Gelu,
+        KernelOp::CopyRows,
     ];
 
     /// Lower-case name, used in entry names.
@@ -116,6 +120,7 @@ impl KernelOp {
             KernelOp::ParallelBackwardDlogGamma => "parallel_backward_dlog_gamma",
             KernelOp::RmsNorm => "rms_norm",
             KernelOp::Gelu => "gelu",
+            KernelOp::CopyRows => "copy_rows",
         }
     }
 }
@@ -392,6 +397,14 @@ impl KernelSpec {
                 rows_per_step: 1,
             },
             ..Self::epilogue(align, dtype, arch)
+        }
+    }
+
+    /// The strided row copy in `dtype` (`k` = `v` = 1), 256 threads of one element each.
+    pub fn copy_rows(dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::CopyRows,
+            ..Self::gelu(1, dtype, arch)
         }
     }
 

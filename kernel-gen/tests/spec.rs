@@ -119,7 +119,8 @@ fn default_catalog_has_every_combination_once() {
             KernelOp::Epilogue
             | KernelOp::EpilogueBackward
             | KernelOp::RmsNorm
-            | KernelOp::Gelu => {
+            | KernelOp::Gelu
+            | KernelOp::CopyRows => {
                 assert!(
                     s.chunk.is_none() && s.gammas == GammaSet::Runtime && s.k == s.v,
                     "{s}"

@@ -27,6 +27,7 @@
 //! timing ([`kernel_timing`], host-buffer launches for `retention bench`/`autotune`) lives
 //! here, but no op depends on it.
 
+mod attention_device;
 pub mod autotune_cache;
 mod blas;
 mod capture;
@@ -59,6 +60,7 @@ mod training_device;
 mod training_parallel;
 mod transfer;
 
+pub use attention_device::RowCopy;
 pub use blas::{Blas, GemmWrite};
 pub use capture::Graph;
 pub use device::Device;

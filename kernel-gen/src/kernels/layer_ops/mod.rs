@@ -4,6 +4,7 @@
 //! ```text
 //! rms_norm:  y[r] = x[r] · (mean(x[r]²) + eps)^(−1/2) ⊙ gain        per row of width d
 //! gelu:      x ← x · σ(2·√(2/π)·(x + 0.044715·x³))                   element-wise, in place
+//! copy_rows: dst[r·ds + do + c] = src[r·ss + so + c]                 bit-exact row moves
 //! ```
 //!
 //! (`x·σ(2u)` is the tanh form `x/2·(1 + tanh u)` exactly, and keeps its relative accuracy
@@ -16,8 +17,10 @@
 //! squares, then the scaled store: the second read hits L1/L2). `gelu` ([`gelu`]) is one
 //! thread per 4 consecutive elements, 256 threads per CTA, grid `(⌈n/1024⌉, 1, 1)`; the spec's
 //! `v` (4 or 1) says whether n is a multiple of 4 (one vector access) or not (guarded scalar
-//! accesses). Neither takes a chunk or decays (runtime γ).
+//! accesses). `copy_rows` ([`copy_rows`]) is one thread per copied element, 256 per CTA
+//! (the spec's `v` is 1). None takes a chunk or decays (runtime γ).
 
+mod copy_rows;
 mod gelu;
 mod rms_norm;
 
@@ -44,6 +47,9 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             MAX_WIDTH,
             format!("rms_norm serves d in 1..={MAX_WIDTH}"),
         )?,
+        KernelOp::CopyRows if spec.v != 1 => {
+            return Err(unsupported("v", spec.v, "copy_rows takes v = 1"));
+        }
         KernelOp::Gelu if !matches!(spec.v, 1 | 4) => {
             return Err(unsupported(
                 "alignment v",
@@ -51,12 +57,12 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
                 "gelu takes 4 (length a multiple of 4) or 1",
             ));
         }
-        KernelOp::Gelu => {}
+        KernelOp::Gelu | KernelOp::CopyRows => {}
         other => {
             return Err(unsupported(
                 "op",
                 other.name(),
-                "the layer_ops family emits rms_norm and gelu only",
+                "the layer_ops family emits rms_norm, gelu and copy_rows only",
             ));
         }
     }
@@ -89,7 +95,8 @@ pub fn rows_per_cta(spec: &KernelSpec) -> u32 {
     spec.tile.threads / 32
 }
 
-/// The launch over `rows` rows (`rms_norm`) or `rows` elements (`gelu`); `heads` must be 1.
+/// The launch over `rows` rows (`rms_norm`) or `rows` elements (`gelu`, `copy_rows`);
+/// `heads` must be 1.
 ///
 /// # Errors
 /// As [`validate`]; [`GenError::Launch`] for zero sizes or `heads` ≠ 1.
@@ -102,6 +109,7 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
     }
     let per_cta = match spec.op {
         KernelOp::Gelu => spec.tile.threads * GELU_PER_THREAD,
+        KernelOp::CopyRows => spec.tile.threads,
         _ => rows_per_cta(spec),
     };
     Ok(LaunchGeometry {
@@ -115,6 +123,16 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     match spec.op {
         KernelOp::Gelu => vec!["p_x", "p_n"],
+        KernelOp::CopyRows => vec![
+            "p_src",
+            "p_dst",
+            "p_n",
+            "p_width",
+            "p_src_stride",
+            "p_src_offset",
+            "p_dst_stride",
+            "p_dst_offset",
+        ],
         _ => vec!["p_x", "p_gain", "p_y", "p_rows", "p_eps"],
     }
 }
@@ -142,6 +160,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
     match spec.op {
         KernelOp::Gelu => gelu::generate(spec),
+        KernelOp::CopyRows => copy_rows::generate(spec),
         _ => rms_norm::generate(spec),
     }
 }
