@@ -30,6 +30,7 @@
 mod attention_device;
 pub mod autotune_cache;
 mod blas;
+mod blas_host;
 mod capture;
 pub mod cuda;
 pub mod cuda_target;
