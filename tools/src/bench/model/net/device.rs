@@ -68,6 +68,9 @@ pub struct DeviceNet {
     blas: Blas,
     layers: Vec<DeviceLayer>,
     mixer: Mixer,
+    /// Pool bytes in use for the state or KV cache, and for the weights (measured: the
+    /// pool's `in_use` after each was allocated).
+    bytes: (u64, u64),
 }
 
 /// The device, its memory pool, a stream, the layer ops and the GEMMs.
@@ -134,17 +137,13 @@ impl DeviceNet {
             .map(|_| pool.alloc())
             .collect::<Result<Vec<_>, _>>()?;
         pool.stage(&slots, Some(&p.stream))?;
+        let cache = p.memory.stats().in_use;
         let layers = upload_layers(&p, host.layers())?;
-        Ok(Self::assemble::<T>(
-            cfg,
-            batch,
-            p,
-            layers,
-            Mixer::Retention {
-                pool,
-                _slots: slots,
-            },
-        ))
+        let mixer = Mixer::Retention {
+            pool,
+            _slots: slots,
+        };
+        Ok(Self::assemble::<T>(cfg, batch, p, layers, (mixer, cache)))
     }
 
     /// `host`'s weights and KV caches (started: [`Transformer::start`]) on `device`; each
@@ -177,13 +176,14 @@ impl DeviceNet {
         let floats =
             (p.ops).attention_workspace_floats(dtype, (batch, heads, context), (hd, hd))?;
         let workspace = DeviceTensor::zeros(&p.memory, device, DeviceDtype::F32, &[floats.max(1)])?;
+        let cache = p.memory.stats().in_use;
         let layers = upload_layers(&p, host.layers())?;
         let mixer = Mixer::Attention {
             caches,
             pos: context - 1,
             workspace,
         };
-        Ok(Self::assemble::<T>(cfg, batch, p, layers, mixer))
+        Ok(Self::assemble::<T>(cfg, batch, p, layers, (mixer, cache)))
     }
 
     fn assemble<T: NetElement>(
@@ -191,8 +191,9 @@ impl DeviceNet {
         batch: usize,
         p: Parts,
         layers: Vec<DeviceLayer>,
-        mixer: Mixer,
+        (mixer, cache): (Mixer, usize),
     ) -> Self {
+        let weights = p.memory.stats().in_use.saturating_sub(cache);
         Self {
             cfg,
             batch,
@@ -203,7 +204,13 @@ impl DeviceNet {
             blas: p.blas,
             layers,
             mixer,
+            bytes: (cache as u64, weights as u64),
         }
+    }
+
+    /// Pool bytes of (state or KV cache, weights), measured when they were allocated.
+    pub fn bytes(&self) -> (u64, u64) {
+        self.bytes
     }
 
     /// The stream the step runs on.
