@@ -64,8 +64,8 @@ impl Retention {
     ) -> Result<()> {
         let dtype = float_dtype(src, "src")?;
         src.expect("src", self.device(), src.dtype(), src.shape())?;
-        dst.expect("dst", self.device(), src.dtype(), &dst.shape().to_vec())?;
-        for (name, t, at) in [("src", &*src, copy.src), ("dst", &*dst, copy.dst)] {
+        dst.expect("dst", self.device(), src.dtype(), dst.shape())?;
+        for (name, t, at) in [("src", src, copy.src), ("dst", &*dst, copy.dst)] {
             if copy.end(at).is_none_or(|end| end > t.len()) {
                 return Err(RetentionError::ShapeMismatch {
                     tensor: name.into(),
@@ -219,12 +219,7 @@ impl Retention {
         let need = plan.partial_floats as usize;
         let ws = match workspace {
             Some(w) if need > 0 => {
-                w.expect(
-                    "workspace",
-                    self.device(),
-                    DeviceDtype::F32,
-                    &w.shape().to_vec(),
-                )?;
+                w.expect("workspace", self.device(), DeviceDtype::F32, w.shape())?;
                 if w.len() < need {
                     return Err(short_workspace(need, w.len()));
                 }

@@ -49,7 +49,7 @@ unsafe fn run<T: 'static + Copy>(
     accumulate: bool,
     one: T,
 ) {
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     // SAFETY: the caller guarantees m·k, k·n and m·n live, aligned elements at x, W and out,
     // each row-major with column stride 1, out disjoint from both; T is f32 or f16, types
     // the gemm crate serves.

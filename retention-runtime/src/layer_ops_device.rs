@@ -81,7 +81,7 @@ impl Retention {
     /// elements or more.
     pub fn gelu_in_place(&self, x: &mut DeviceTensor, stream: Option<&Stream>) -> Result<()> {
         let dtype = float_dtype(x, "x")?;
-        x.expect("x", self.device(), x.dtype(), &x.shape().to_vec())?;
+        x.expect("x", self.device(), x.dtype(), x.shape())?;
         let stream = self.stream_for(stream)?;
         let Some((exec, _)) = self.gpu() else {
             return match dtype {

@@ -45,7 +45,7 @@ struct DeviceLayer {
 /// What mixes tokens: RetNet's state pool or the Transformer's KV caches.
 enum Mixer {
     Retention {
-        pool: StatePool,
+        pool: Box<StatePool>,
         _slots: Vec<Slot>,
     },
     Attention {
@@ -140,7 +140,7 @@ impl DeviceNet {
         let cache = p.memory.stats().in_use;
         let layers = upload_layers(&p, host.layers())?;
         let mixer = Mixer::Retention {
-            pool,
+            pool: Box::new(pool),
             _slots: slots,
         };
         Ok(Self::assemble::<T>(cfg, batch, p, layers, (mixer, cache)))
