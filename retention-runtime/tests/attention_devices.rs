@@ -8,46 +8,15 @@
 //! moves no bytes between host and device; bad arguments are typed errors.
 
 use half::{bf16, f16};
-use retention_core::{Dtype, Element, Gammas, HostTensor, RetentionError, SplitMix64};
+use retention_core::{Element, HostTensor, RetentionError, SplitMix64};
 use retention_kernels::cpu::CpuElement;
-use retention_kernels::reference::{self, RetentionParams};
-use retention_runtime::{
-    Device, DeviceDtype, DeviceTensor, MemoryPool, Retention, RowCopy, Stream,
-};
+use retention_kernels::reference;
+use retention_runtime::{Device, DeviceDtype, RowCopy};
 
 mod common;
+mod device_fixture;
 use common::devices;
-
-fn close(what: &str, dtype: Dtype, got: &[f64], want: &[f64]) {
-    let (e, tol) = match dtype {
-        Dtype::F32 => (reference::max_rel_diff(got, want), 1e-5),
-        Dtype::F16 | Dtype::Bf16 => (reference::rel_rmse(got, want), 5e-3),
-    };
-    assert!(e <= tol, "{what}: error {e:e} > {tol:e}");
-}
-
-struct Fixture {
-    ret: Retention,
-    mem: MemoryPool,
-    stream: Stream,
-}
-
-impl Fixture {
-    fn new(device: &Device) -> Self {
-        let params = RetentionParams::new(Gammas::retnet(1).unwrap(), None);
-        Self {
-            ret: Retention::new(device, params).unwrap(),
-            mem: MemoryPool::on(device, None).unwrap(),
-            stream: Stream::new(device).unwrap(),
-        }
-    }
-    fn up<T: Element>(&self, h: &HostTensor<T>) -> DeviceTensor {
-        DeviceTensor::upload(&self.mem, h, &self.stream).unwrap()
-    }
-    fn zeros(&self, dt: DeviceDtype, shape: &[usize]) -> DeviceTensor {
-        DeviceTensor::zeros(&self.mem, self.stream.device(), dt, shape).unwrap()
-    }
-}
+use device_fixture::{Fixture, close};
 
 fn input<T: Element>(shape: &[usize], seed: u64) -> HostTensor<T> {
     let mut rng = SplitMix64::new(seed);
@@ -102,14 +71,13 @@ fn one_case<T: CpuElement>(
     let got_k = dkc.download::<T>(&f.stream).unwrap();
     assert!(got_k.data() == kc.data(), "{what}: k cache after append");
     let want = reference::attention_decode(&q.to_f64(), &kc.to_f64(), &vc.to_f64(), None).unwrap();
-    let got = o.download::<T>(&f.stream).unwrap().to_f64();
-    close(&what, dtype, got.data(), want.data());
+    close(&what, dtype, &f.down::<T>(&o), want.data());
 }
 
 #[test]
 fn append_then_attention_decode_matches_the_reference_on_every_device() {
     for device in devices() {
-        let f = Fixture::new(&device);
+        let f = Fixture::new(&device, 1);
         one_case::<f32>(&f, (2, 2, 9), (32, 32));
         one_case::<f16>(&f, (1, 2, 300), (64, 64));
         one_case::<bf16>(&f, (2, 1, 77), (36, 20));
@@ -120,7 +88,7 @@ fn append_then_attention_decode_matches_the_reference_on_every_device() {
 #[test]
 fn bad_arguments_are_typed_errors() {
     for device in devices() {
-        let f = Fixture::new(&device);
+        let f = Fixture::new(&device, 1);
         let s = Some(&f.stream);
         let rows = f.zeros(DeviceDtype::F32, &[1, 2, 8]);
         let mut cache = f.zeros(DeviceDtype::F32, &[1, 2, 4, 8]);

@@ -8,45 +8,14 @@
 //! between host and device, and bad arguments are typed errors.
 
 use half::{bf16, f16};
-use retention_core::{Dtype, Element, Gammas, HostTensor, RetentionError, SplitMix64};
+use retention_core::{Element, HostTensor, RetentionError, SplitMix64};
 use retention_kernels::cpu::CpuElement;
-use retention_kernels::reference::{self, RetentionParams};
-use retention_runtime::{Device, DeviceDtype, DeviceTensor, MemoryPool, Retention, Stream};
+use retention_runtime::DeviceDtype;
 
 mod common;
+mod device_fixture;
 use common::devices;
-
-fn close(what: &str, dtype: Dtype, got: &[f64], want: &[f64]) {
-    let (e, tol) = match dtype {
-        Dtype::F32 => (reference::max_rel_diff(got, want), 1e-5),
-        Dtype::F16 | Dtype::Bf16 => (reference::rel_rmse(got, want), 5e-3),
-    };
-    assert!(e <= tol, "{what}: error {e:e} > {tol:e}");
-}
-
-struct Fixture {
-    ret: Retention,
-    mem: MemoryPool,
-    stream: Stream,
-}
-
-impl Fixture {
-    fn new(device: &Device) -> Self {
-        let params = RetentionParams::new(Gammas::retnet(1).unwrap(), None);
-        Self {
-            ret: Retention::new(device, params).unwrap(),
-            mem: MemoryPool::on(device, None).unwrap(),
-            stream: Stream::new(device).unwrap(),
-        }
-    }
-    fn up<T: Element>(&self, h: &HostTensor<T>) -> DeviceTensor {
-        DeviceTensor::upload(&self.mem, h, &self.stream).unwrap()
-    }
-    fn down<T: Element>(&self, t: &DeviceTensor) -> Vec<f64> {
-        let h = t.download::<T>(&self.stream).unwrap();
-        h.to_f64().data().to_vec()
-    }
-}
+use device_fixture::{Fixture, close};
 
 fn input<T: Element>(shape: &[usize], scale: f64, offset: f64, seed: u64) -> HostTensor<T> {
     let mut rng = SplitMix64::new(seed);
@@ -80,7 +49,7 @@ fn rms_case<T: CpuElement>(f: &Fixture, rows: usize, d: usize) {
     let gain = input::<T>(&[d], 0.2, 1.0, 7);
     let (dx, dg) = (f.up(&x), f.up(&gain));
     let dt = DeviceDtype::of::<T>().unwrap();
-    let mut y = DeviceTensor::zeros(&f.mem, f.stream.device(), dt, &shape).unwrap();
+    let mut y = f.zeros(dt, &shape);
     let before = f.stream.transfers();
     f.ret
         .rms_norm_into(&dx, &dg, 1e-6, &mut y, Some(&f.stream))
@@ -111,7 +80,7 @@ fn gelu_case<T: CpuElement>(f: &Fixture, n: usize) {
 #[test]
 fn rms_norm_and_gelu_match_f64_on_every_device() {
     for device in devices() {
-        let f = Fixture::new(&device);
+        let f = Fixture::new(&device, 1);
         for (rows, d) in [(5, 64), (3, 300), (6, 98), (2, 37)] {
             rms_case::<f32>(&f, rows, d);
             rms_case::<f16>(&f, rows, d);
@@ -128,13 +97,11 @@ fn rms_norm_and_gelu_match_f64_on_every_device() {
 #[test]
 fn bad_arguments_are_typed_errors() {
     for device in devices() {
-        let f = Fixture::new(&device);
+        let f = Fixture::new(&device, 1);
         let x = f.up(&input::<f32>(&[2, 16], 1.0, 0.0, 1));
         let gain = f.up(&input::<f32>(&[16], 1.0, 0.0, 2));
         let short_gain = f.up(&input::<f32>(&[8], 1.0, 0.0, 3));
-        let zeros = |dt, shape: &[usize]| {
-            DeviceTensor::zeros(&f.mem, f.stream.device(), dt, shape).unwrap()
-        };
+        let zeros = |dt, shape: &[usize]| f.zeros(dt, shape);
         let mut out = zeros(DeviceDtype::F32, &[2, 16]);
         let mut out_f16 = zeros(DeviceDtype::F16, &[2, 16]);
         let mut ints = zeros(DeviceDtype::U32, &[4]);

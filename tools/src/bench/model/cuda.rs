@@ -79,7 +79,7 @@ pub fn collect<T: NetElement>(
             .collect(),
         grid,
         rows,
-        summary: empty_summary(cfg),
+        summary: Summary::empty(&cfg.name, 0),
         notes: vec![
             "cuda: seconds are MEASURED — the median wall time of a synchronised decode step of \
              the whole model, device-resident (cuBLAS GEMMs; the runtime's RMSNorm, GELU, \
@@ -144,21 +144,4 @@ fn point<T: NetElement>(
     row.total_bytes = Some(net.memory().stats().high_water as u64);
     row.activation_bytes = row.total_bytes.map(|t| t.saturating_sub(cache + weights));
     Ok(row)
-}
-
-fn empty_summary(cfg: &NetConfig) -> Summary {
-    Summary {
-        model: cfg.name.clone(),
-        context: 0,
-        memory_ratio: None,
-        throughput_ratio: None,
-        latency_ratio: None,
-        retnet_best_batch: None,
-        transformer_best_batch: None,
-        max_batch: Vec::new(),
-        prefill_tokens: 0,
-        retnet_ttft_ms: None,
-        transformer_ttft_ms: None,
-        ttft_ratio: None,
-    }
 }

@@ -124,6 +124,26 @@ pub struct Summary {
     pub ttft_ratio: Option<f64>,
 }
 
+impl Summary {
+    /// No ratios measured: every figure null (the emulated device, CUDA's fixed grid).
+    pub fn empty(model: &str, context: usize) -> Self {
+        Self {
+            model: model.into(),
+            context,
+            memory_ratio: None,
+            throughput_ratio: None,
+            latency_ratio: None,
+            retnet_best_batch: None,
+            transformer_best_batch: None,
+            max_batch: Vec::new(),
+            prefill_tokens: 0,
+            retnet_ttft_ms: None,
+            transformer_ttft_ms: None,
+            ttft_ratio: None,
+        }
+    }
+}
+
 /// The largest batch that fitted at one context.
 #[derive(Debug, Clone, Serialize)]
 pub struct MaxBatch {
