@@ -70,13 +70,7 @@ pub fn collect<T: NetElement>(
             predicted: false,
             gpu_model: None,
         },
-        models: [cfg, &twin]
-            .into_iter()
-            .map(|c| ModelInfo {
-                config: c.clone(),
-                params: c.params() as u64,
-            })
-            .collect(),
+        models: ModelInfo::configured(cfg),
         grid,
         rows,
         summary: Summary::empty(&cfg.name, 0),

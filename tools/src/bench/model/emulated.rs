@@ -102,13 +102,7 @@ pub fn collect(device: &Device, cfg: &NetConfig, dtype: DtypeArg) -> Result<Mode
         dtype: dtype.name(),
         memory_limit_bytes: 0,
         limits,
-        models: [cfg, &twin]
-            .into_iter()
-            .map(|c| ModelInfo {
-                config: c.clone(),
-                params: c.params() as u64,
-            })
-            .collect(),
+        models: ModelInfo::configured(cfg),
         grid,
         rows,
         summary: Summary::empty(&cfg.name, CONTEXT),

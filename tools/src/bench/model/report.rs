@@ -36,6 +36,20 @@ pub struct ModelInfo {
     pub params: u64,
 }
 
+impl ModelInfo {
+    /// `cfg` and `cfg`'s Transformer twin with their configured parameter counts (where no
+    /// host weights are allocated to count).
+    pub fn configured(cfg: &NetConfig) -> Vec<Self> {
+        [cfg.clone(), cfg.transformer_twin()]
+            .into_iter()
+            .map(|c| Self {
+                params: c.params() as u64,
+                config: c,
+            })
+            .collect()
+    }
+}
+
 /// One point.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelRow {
