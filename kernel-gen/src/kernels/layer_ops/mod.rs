@@ -164,3 +164,46 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         _ => rms_norm::generate(spec),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Arch;
+    use retention_core::Dtype;
+
+    #[test]
+    fn specs_outside_the_family_are_typed_errors() {
+        let ok = KernelSpec::rms_norm(4096, Dtype::F16, Arch::Sm90);
+        assert!(validate(&ok).is_ok());
+        for bad in [
+            KernelSpec::rms_norm(0, Dtype::F32, Arch::Sm80),
+            KernelSpec::rms_norm(MAX_WIDTH + 1, Dtype::F32, Arch::Sm80),
+            KernelSpec::gelu(3, Dtype::F32, Arch::Sm80),
+            KernelSpec {
+                v: 4,
+                k: 4,
+                ..KernelSpec::copy_rows(Dtype::F32, Arch::Sm80)
+            },
+            KernelSpec::epilogue(64, Dtype::F32, Arch::Sm80),
+        ] {
+            assert!(
+                matches!(validate(&bad), Err(GenError::UnsupportedSpec { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            launch_geometry(&ok, 10, 2),
+            Err(GenError::Launch(_))
+        ));
+    }
+
+    #[test]
+    fn launches_cover_every_row_and_element() {
+        let norm = KernelSpec::rms_norm(300, Dtype::F32, Arch::Sm80);
+        assert_eq!(launch_geometry(&norm, 9, 1).unwrap().grid, [3, 1, 1]); // 4 rows a CTA
+        let gelu = KernelSpec::gelu(4, Dtype::Bf16, Arch::Sm80);
+        assert_eq!(launch_geometry(&gelu, 1025, 1).unwrap().grid, [2, 1, 1]); // 1024 a CTA
+        let copy = KernelSpec::copy_rows(Dtype::F16, Arch::Sm90);
+        assert_eq!(launch_geometry(&copy, 257, 1).unwrap().grid, [2, 1, 1]); // 256 a CTA
+    }
+}
