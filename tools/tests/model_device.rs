@@ -94,3 +94,26 @@ fn transformer_device_step_equals_the_host_step() {
         compare(&what, 64, |x| host.step(x).unwrap(), &mut dev);
     }
 }
+
+#[test]
+fn zeroed_transformer_steps_on_the_device_and_its_cache_is_measured() {
+    let device = Device::Emulated(GpuArch::Sm80);
+    let ledger = Ledger::new(u64::MAX);
+    let cfg = tiny().transformer_twin();
+    let host = Transformer::<f32>::new(&cfg, &ledger, 6).unwrap();
+    let (batch, context) = (BATCH, 300);
+    let mut dev = DeviceNet::transformer_zeroed(&device, &host, (batch, context)).unwrap();
+    let kv_bytes = (2 * cfg.layers * batch * cfg.heads * context * cfg.dk * 4) as u64;
+    let (cache, weights) = dev.bytes();
+    assert!(
+        cache >= kv_bytes && cache < 2 * kv_bytes,
+        "{cache} vs {kv_bytes}"
+    );
+    assert!(weights >= (cfg.params() * 4) as u64, "{weights}");
+    let h = HostTensor::new(vec![batch, cfg.d_model], input(cfg.d_model, 3)).unwrap();
+    let stream = dev.stream().clone();
+    let mut dx = DeviceTensor::upload(dev.memory(), &h, &stream).unwrap();
+    dev.step(&mut dx).unwrap();
+    let out = dx.download::<f32>(&stream).unwrap();
+    assert!(out.data().iter().all(|v| v.is_finite()));
+}

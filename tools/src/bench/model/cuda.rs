@@ -2,8 +2,8 @@
 //! ([`super::net::DeviceNet`]: cuBLAS GEMMs, the runtime's RMSNorm, GELU, row-copy,
 //! retention decode, epilogue and attention decode kernels on one stream), timed by wall
 //! clock around synchronised steps, memory from the device pool's measured `in_use` and
-//! high-water mark. Weights and the Transformer's seeded KV cache are built on the host and
-//! uploaded once. A fixed grid of (batch, context) points; the batch sweep to the device's
+//! high-water mark. Weights are built on the host and uploaded once; the Transformer's KV
+//! cache is zero-filled on the device (attention's cost does not depend on its values). A fixed grid of (batch, context) points; the batch sweep to the device's
 //! memory limit and the prefill are not run on CUDA yet (the rows and notes say so).
 
 use std::time::Instant;
@@ -105,9 +105,8 @@ fn point<T: NetElement>(
             DeviceNet::retnet(device, &host, batch)
         }
         Arch::Transformer => {
-            let mut host = Transformer::<T>::new(c, &ledger, seed).map_err(cli_error)?;
-            host.start(batch, context, seed).map_err(cli_error)?;
-            DeviceNet::transformer(device, &host)
+            let host = Transformer::<T>::new(c, &ledger, seed).map_err(cli_error)?;
+            DeviceNet::transformer_zeroed(device, &host, (batch, context))
         }
     }
     .map_err(cli_error)?;

@@ -151,30 +151,70 @@ impl DeviceNet {
     ///
     /// # Errors
     /// Not started; device errors; out of device memory; head dims the kernels refuse.
+    #[allow(
+        dead_code,
+        reason = "compared with the host step in tools/tests/model_device.rs"
+    )]
     pub fn transformer<T: NetElement>(
         device: &Device,
         host: &Transformer<T>,
     ) -> Result<Self, ModelError> {
-        let cfg = host.config().clone();
-        let params = RetentionParams::new(Gammas::retnet(1)?, None);
-        let p = parts(device, params)?;
         let Some(first) = host.cache(0) else {
             return Err(ModelError::Config("transformer not started".into()));
         };
-        let &[batch, heads, context, hd] = first.k.get().shape() else {
+        let &[batch, _, context, _] = first.k.get().shape() else {
             return Err(ModelError::Config("KV cache of rank other than 4".into()));
         };
+        Self::transformer_with(device, host, (batch, context), |p, l| {
+            let c = host
+                .cache(l)
+                .ok_or_else(|| ModelError::Config(format!("transformer cache {l} missing")))?;
+            Ok((upload(p, c.k.get())?, upload(p, c.v.get())?))
+        })
+    }
+
+    /// `host`'s weights (`host` need not be started) on `device` with zero-filled KV caches
+    /// of `batch` sequences at `context` tokens, allocated on the device only (no host copy
+    /// of a cache that may not fit host memory); attention's cost does not depend on the
+    /// cached values, so this is what the benchmark times.
+    ///
+    /// # Errors
+    /// Device errors; out of device memory; head dims the kernels refuse.
+    pub fn transformer_zeroed<T: NetElement>(
+        device: &Device,
+        host: &Transformer<T>,
+        (batch, context): (usize, usize),
+    ) -> Result<Self, ModelError> {
+        let c = host.config();
+        let shape = [batch, c.heads, context, c.dk];
+        let dtype = DeviceDtype::of::<T>()?;
+        Self::transformer_with(device, host, (batch, context), |p, _| {
+            let zeros = || DeviceTensor::zeros(&p.memory, device, dtype, &shape);
+            Ok((zeros()?, zeros()?))
+        })
+    }
+
+    /// The Transformer on `device` with layer `l`'s (keys, values) cache from `cache(p, l)`.
+    fn transformer_with<T: NetElement>(
+        device: &Device,
+        host: &Transformer<T>,
+        (batch, context): (usize, usize),
+        cache: impl Fn(&Parts, usize) -> Result<(DeviceTensor, DeviceTensor), ModelError>,
+    ) -> Result<Self, ModelError> {
+        let cfg = host.config().clone();
+        if batch == 0 || context == 0 {
+            return Err(ModelError::Config(format!(
+                "batch {batch} and context {context} must be at least 1"
+            )));
+        }
+        let params = RetentionParams::new(Gammas::retnet(1)?, None);
+        let p = parts(device, params)?;
         let caches = (0..cfg.layers)
-            .map(|l| {
-                let c = host
-                    .cache(l)
-                    .ok_or_else(|| ModelError::Config(format!("transformer cache {l} missing")))?;
-                Ok((upload(&p, c.k.get())?, upload(&p, c.v.get())?))
-            })
+            .map(|l| cache(&p, l))
             .collect::<Result<Vec<_>, ModelError>>()?;
         let dtype = T::DTYPE.ok_or_else(|| ModelError::Config("element type".into()))?;
-        let floats =
-            (p.ops).attention_workspace_floats(dtype, (batch, heads, context), (hd, hd))?;
+        let geometry = ((batch, cfg.heads, context), (cfg.dk, cfg.dv));
+        let floats = (p.ops).attention_workspace_floats(dtype, geometry.0, geometry.1)?;
         let workspace = DeviceTensor::zeros(&p.memory, device, DeviceDtype::F32, &[floats.max(1)])?;
         let cache = p.memory.stats().in_use;
         let layers = upload_layers(&p, host.layers())?;
