@@ -116,7 +116,11 @@ fn default_catalog_has_every_combination_once() {
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
                 assert!(s.chunk.is_none() && s.gammas == GammaSet::Runtime, "{s}");
             }
-            KernelOp::Epilogue | KernelOp::EpilogueBackward => {
+            KernelOp::Epilogue
+            | KernelOp::EpilogueBackward
+            | KernelOp::RmsNorm
+            | KernelOp::Gelu
+            | KernelOp::CopyRows => {
                 assert!(
                     s.chunk.is_none() && s.gammas == GammaSet::Runtime && s.k == s.v,
                     "{s}"
