@@ -369,8 +369,8 @@ fn device_tensor_backward_on(device: &Device) {
         dq: &mut dq,
         dk: &mut dk,
         dv: &mut dv,
-        dh0: &mut dh0,
-        dlog_gamma: &mut dlg,
+        dh0: Some(&mut dh0),
+        dlog_gamma: Some(&mut dlg),
     };
     ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, (3, None))
         .unwrap();
@@ -386,12 +386,93 @@ fn device_tensor_backward_on(device: &Device) {
         dq: &mut dq,
         dk: &mut dk,
         dv: &mut dv,
-        dh0: &mut dh0,
-        dlog_gamma: &mut short,
+        dh0: Some(&mut dh0),
+        dlog_gamma: Some(&mut short),
     };
     let err = ret.chunkwise_backward_into((&q, &k, &v), None, (&d_o, None), out, (3, None));
     assert!(
         matches!(err, Err(RetentionError::ShapeMismatch { ref tensor, .. }) if tensor == "dlog_gamma"),
         "{err:?}"
     );
+}
+
+/// dh0 and dlog_gamma are optional outputs of the device-tensor backward: without them, on
+/// the CPU and on the emulated GPU, dq, dk and dv are bit-for-bit those of the call that asks
+/// for everything (skipping d log γ changes nothing else), and asking for dh0 alone gives the
+/// same dh0.
+#[test]
+fn device_tensor_backward_optional_outputs() {
+    for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
+        optional_outputs_on(&device);
+    }
+}
+
+fn optional_outputs_on(device: &Device) {
+    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    let case = Case::<f32>::new((1, 9, 2, 8, 4), 1);
+    let ret = Retention::new(device, params(2)).unwrap();
+    let stream = Stream::default_for(device).unwrap();
+    let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
+    let (q, k, v, d_o, h0, d_ht) = (
+        up(&case.q),
+        up(&case.k),
+        up(&case.v),
+        up(&case.d_o),
+        up(&case.h0),
+        up(&case.d_ht),
+    );
+    let zeros = |shape: &[usize]| {
+        DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, shape).unwrap()
+    };
+    let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
+    // (want dh0, want dlog_gamma) → (dq, dk, dv, dh0 if asked, dlog_gamma if asked)
+    let run = |want_dh0: bool, want_dlog: bool| {
+        let (mut dq, mut dk, mut dv) = (
+            zeros(&[1, 9, 2, 8]),
+            zeros(&[1, 9, 2, 8]),
+            zeros(&[1, 9, 2, 4]),
+        );
+        let (mut dh0, mut dlg) = (zeros(&[1, 2, 8, 4]), zeros(&[2]));
+        let out = GradientsInto {
+            dq: &mut dq,
+            dk: &mut dk,
+            dv: &mut dv,
+            dh0: want_dh0.then_some(&mut dh0),
+            dlog_gamma: want_dlog.then_some(&mut dlg),
+        };
+        ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, (4, None))
+            .unwrap();
+        (down(&dq), down(&dk), down(&dv), down(&dh0), down(&dlg))
+    };
+    let all = run(true, true);
+    assert!(
+        all.3.data().iter().any(|&x| x != 0.0),
+        "{device}: dh0 written"
+    );
+    assert!(
+        all.4.data().iter().any(|&x| x != 0.0),
+        "{device}: dlog_gamma written"
+    );
+    let none = run(false, false);
+    assert_eq!(
+        (&none.0, &none.1, &none.2),
+        (&all.0, &all.1, &all.2),
+        "{device}"
+    );
+    assert!(
+        none.3.data().iter().all(|&x| x == 0.0),
+        "{device}: dh0 untouched"
+    );
+    assert!(
+        none.4.data().iter().all(|&x| x == 0.0),
+        "{device}: dlog_gamma untouched"
+    );
+    let dh0_only = run(true, false);
+    assert_eq!(
+        (&dh0_only.0, &dh0_only.1, &dh0_only.2, &dh0_only.3),
+        (&all.0, &all.1, &all.2, &all.3),
+        "{device}"
+    );
+    let dlog_only = run(false, true);
+    assert_eq!(dlog_only.4, all.4, "{device}: d log γ without dh0");
 }
