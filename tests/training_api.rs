@@ -476,3 +476,59 @@ fn optional_outputs_on(device: &Device) {
     let dlog_only = run(false, true);
     assert_eq!(dlog_only.4, all.4, "{device}: d log γ without dh0");
 }
+
+/// The parallel backward on device tensors (`parallel_backward_into`), on the CPU and the
+/// emulated GPU: exactly the host form's dq, dk, dv and d log γ on the same device; skipping
+/// d log γ leaves dq, dk, dv bit-identical; a dh0 output is a typed error.
+#[test]
+fn parallel_backward_into_equals_the_host_form() {
+    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
+        let case = Case::<f32>::new((1, 9, 2, 8, 4), 1);
+        let ret = Retention::new(&device, params(2)).unwrap();
+        let want = ret.parallel_backward(case.qkv(), &case.d_o).unwrap();
+        let stream = Stream::default_for(&device).unwrap();
+        let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
+        let (q, k, v, d_o) = (up(&case.q), up(&case.k), up(&case.v), up(&case.d_o));
+        let zeros = |shape: &[usize]| {
+            DeviceTensor::zeros(ret.memory(), &device, DeviceDtype::F32, shape).unwrap()
+        };
+        let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
+        let run = |want_dlog: bool, want_dh0: bool| {
+            let (mut dq, mut dk) = (zeros(&[1, 9, 2, 8]), zeros(&[1, 9, 2, 8]));
+            let (mut dv, mut dlg, mut dh0) =
+                (zeros(&[1, 9, 2, 4]), zeros(&[2]), zeros(&[1, 2, 8, 4]));
+            let out = GradientsInto {
+                dq: &mut dq,
+                dk: &mut dk,
+                dv: &mut dv,
+                dh0: want_dh0.then_some(&mut dh0),
+                dlog_gamma: want_dlog.then_some(&mut dlg),
+            };
+            ret.parallel_backward_into((&q, &k, &v), &d_o, out, Some(&stream))
+                .map(|()| (down(&dq), down(&dk), down(&dv), down(&dlg)))
+        };
+        let all = run(true, false).unwrap();
+        assert_eq!(
+            (&all.0, &all.1, &all.2),
+            (&want.dq, &want.dk, &want.dv),
+            "{device}"
+        );
+        assert_eq!(all.3, want.dlog_gamma, "{device}");
+        let bare = run(false, false).unwrap();
+        assert_eq!(
+            (&bare.0, &bare.1, &bare.2),
+            (&want.dq, &want.dk, &want.dv),
+            "{device}"
+        );
+        assert!(
+            bare.3.data().iter().all(|&x| x == 0.0),
+            "{device}: dlog_gamma untouched"
+        );
+        let err = run(true, true);
+        assert!(
+            matches!(err, Err(RetentionError::Unsupported { .. })),
+            "{device}: {err:?}"
+        );
+    }
+}

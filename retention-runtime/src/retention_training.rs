@@ -175,8 +175,8 @@ impl Retention {
         (q, k, v): HostQkv<'_, T>,
         d_o: &HostTensor<T>,
     ) -> Result<Gradients<T>> {
-        if let Some((exec, log2)) = self.gpu() {
-            return self.parallel_backward_on_device((exec, &log2), (q, k, v), d_o);
+        if self.gpu().is_some() {
+            return self.parallel_backward_on_device((q, k, v), d_o);
         }
         let g = cpu::parallel_backward(q, k, v, self.params(), d_o)?;
         Ok(Gradients {
