@@ -1,8 +1,14 @@
 //! `StatePool` for serving (ARCHITECTURE §6): per-sequence recurrent state in fixed slots,
 //! decode steps for a batch of arbitrary slots, chunkwise prefill from a slot, snapshot and
-//! restore — the runtime's [`retention_runtime::StatePool`] on the CPU, its slots
-//! generation-checked handles (a freed or foreign slot is a `ValueError`).
+//! restore — the runtime's [`retention_runtime::StatePool`] on the CPU or a CUDA device, its
+//! slots generation-checked handles (a freed or foreign slot is a `ValueError`).
+//!
+//! On CUDA (and under the emulator test route) the decode step runs the device API on the
+//! tensors' memory and torch's current stream (`stage` + `step_into`: no copy of q, k, v, o,
+//! the states never leave the device); snapshot and restore are host copies by nature (the
+//! snapshot waits for torch's stream first); prefill takes CPU tensors only there.
 
+use pyo3::exceptions::PyNotImplementedError;
 use pyo3::prelude::*;
 use retention_core::HostTensor;
 use retention_kernels::cpu::CpuElement;
@@ -11,7 +17,7 @@ use retention_runtime::{Device, HostState, MemoryPool, Slot, StateConfig};
 
 use crate::error::{IntoPy, PyResult};
 use crate::problem::Decays;
-use crate::raw::Raw;
+use crate::raw::{Raw, cpu_device, torch_stream};
 
 /// A handle to one sequence's state in a [`StatePool`].
 #[pyclass(
@@ -36,7 +42,8 @@ impl PySlot {
     }
 }
 
-/// Fixed-capacity store of recurrent states `[capacity, layers, H, K, V]` f32 on the CPU.
+/// Fixed-capacity store of recurrent states `[capacity, layers, H, K, V]` f32 on the CPU or
+/// a CUDA device.
 #[pyclass(name = "StatePool", module = "retention._native")]
 #[derive(Debug)]
 pub struct PyStatePool {
@@ -46,9 +53,11 @@ pub struct PyStatePool {
 
 #[pymethods]
 impl PyStatePool {
-    /// A pool of `capacity` sequences × `layers` layers of H × K × V state.
+    /// A pool of `capacity` sequences × `layers` layers of H × K × V state, on CUDA device
+    /// `cuda` or (`None`) the CPU.
     #[new]
-    #[pyo3(signature = (heads, dk, dv, layers, capacity, gammas=None, head_offset=0, scale=None))]
+    #[pyo3(signature = (heads, dk, dv, layers, capacity, gammas=None, head_offset=0, scale=None, cuda=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         heads: usize,
         dk: usize,
@@ -58,8 +67,12 @@ impl PyStatePool {
         gammas: Option<Vec<f64>>,
         head_offset: usize,
         scale: Option<f64>,
+        cuda: Option<usize>,
     ) -> PyResult<Self> {
-        let device = Device::Cpu;
+        let device = match cuda {
+            Some(ordinal) => Device::cuda(ordinal).py()?,
+            None => cpu_device(),
+        };
         let decays = Decays {
             gammas,
             head_offset,
@@ -114,8 +127,12 @@ impl PyStatePool {
         self.pool.reset(slot.0).py()
     }
 
-    /// Copies a slot's state into `out` (`[layers, H, K, V]` f32).
-    fn snapshot(&self, slot: &PySlot, out: Raw) -> PyResult<()> {
+    /// Copies a slot's state into the CPU tensor `out` (`[layers, H, K, V]` f32), after
+    /// torch's current stream on CUDA (steps were enqueued there).
+    fn snapshot(&self, py: Python<'_>, slot: &PySlot, out: Raw) -> PyResult<()> {
+        if let Some(s) = torch_stream(py, self.pool.device())? {
+            s.synchronize().py()?;
+        }
         let HostState(t) = self.pool.snapshot(slot.0).py()?;
         out.write("state", &t)
     }
@@ -126,9 +143,12 @@ impl PyStatePool {
         self.pool.restore(slot.0, &HostState(t)).py()
     }
 
-    /// One decode step of `layer` for rows of `slots`: q, k `[N, H, K]`, v, o `[N, H, V]`.
+    /// One decode step of `layer` for rows of `slots`: q, k `[N, H, K]`, v, o `[N, H, V]`,
+    /// on the pool's device (there: in place, on torch's current stream).
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
+        py: Python<'_>,
         layer: usize,
         slots: Vec<PyRef<'_, PySlot>>,
         q: Raw,
@@ -137,6 +157,19 @@ impl PyStatePool {
         o: Raw,
     ) -> PyResult<()> {
         let slots: Vec<Slot> = slots.iter().map(|s| s.0).collect();
+        let device = self.pool.device().clone();
+        if device != Device::Cpu {
+            let stream = torch_stream(py, &device)?;
+            let (tq, tk, tv) = (
+                q.view("q", &device)?,
+                k.view("k", &device)?,
+                v.view("v", &device)?,
+            );
+            let mut to = o.view("o", &device)?;
+            let s = stream.as_ref();
+            self.pool.stage(&slots, s).py()?;
+            return self.pool.step_into(layer, (&tq, &tk, &tv), &mut to, s).py();
+        }
         let pool = &mut self.pool;
         crate::by_dtype!(
             q.float("q")?,
@@ -157,6 +190,12 @@ impl PyStatePool {
         o: Raw,
         chunk_size: usize,
     ) -> PyResult<()> {
+        if q.cuda.is_some() {
+            return Err(PyNotImplementedError::new_err(
+                "prefill from a slot takes CPU tensors; on CUDA run chunk_retention with \
+                 initial_state from snapshot() and restore() its final state",
+            ));
+        }
         let (pool, io) = (&mut self.pool, [&q, &k, &v, &o]);
         crate::by_dtype!(
             q.float("q")?,
