@@ -49,6 +49,22 @@ impl<T: CpuElement> Case<T> {
         }
     }
 
+    /// q, k, v, dO, H0, dH_T as tensors of `ret`'s device, uploaded on `stream`.
+    fn upload(&self, ret: &Retention, stream: &retention::Stream) -> [retention::DeviceTensor; 6] {
+        use retention::DeviceTensor;
+        let mem = ret.memory();
+        let io = |t: &HostTensor<T>| DeviceTensor::upload(mem, t, stream).unwrap();
+        let st = |t: &HostTensor<f32>| DeviceTensor::upload(mem, t, stream).unwrap();
+        [
+            io(&self.q),
+            io(&self.k),
+            io(&self.v),
+            io(&self.d_o),
+            st(&self.h0),
+            st(&self.d_ht),
+        ]
+    }
+
     fn qkv(&self) -> (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>) {
         (&self.q, &self.k, &self.v)
     }
@@ -340,31 +356,15 @@ fn device_tensor_backward_equals_the_host_form() {
 }
 
 fn device_tensor_backward_on(device: &Device) {
-    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    use retention::{DeviceTensor, GradientsInto, Stream};
     let case = Case::<f32>::new((2, 7, 2, 8, 4), 2);
     let ret = Retention::new(device, params(2)).unwrap();
     let want = ret
         .chunkwise_backward(case.qkv(), 3, Some(&case.h0), &case.d_o, Some(&case.d_ht))
         .unwrap();
     let stream = Stream::default_for(device).unwrap();
-    let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
-    let (q, k, v, d_o, h0, d_ht) = (
-        up(&case.q),
-        up(&case.k),
-        up(&case.v),
-        up(&case.d_o),
-        up(&case.h0),
-        up(&case.d_ht),
-    );
-    let zeros = |shape: &[usize]| {
-        DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, shape).unwrap()
-    };
-    let (mut dq, mut dk, mut dv) = (
-        zeros(&[2, 7, 2, 8]),
-        zeros(&[2, 7, 2, 8]),
-        zeros(&[2, 7, 2, 4]),
-    );
-    let (mut dh0, mut dlg) = (zeros(&[2, 2, 8, 4]), zeros(&[2]));
+    let [q, k, v, d_o, h0, d_ht] = case.upload(&ret, &stream);
+    let [mut dq, mut dk, mut dv, mut dh0, mut dlg] = zero_grads(&ret, (2, 7, 2, 8, 4));
     let out = GradientsInto {
         dq: &mut dq,
         dk: &mut dk,
@@ -381,7 +381,7 @@ fn device_tensor_backward_on(device: &Device) {
     assert_eq!(&down(&dh0), want.dh0.as_ref().unwrap());
     assert_eq!(down(&dlg), want.dlog_gamma);
 
-    let mut short = zeros(&[3]);
+    let [.., mut short] = zero_grads(&ret, (1, 1, 3, 1, 1));
     let out = GradientsInto {
         dq: &mut dq,
         dk: &mut dk,
@@ -408,31 +408,15 @@ fn device_tensor_backward_optional_outputs() {
 }
 
 fn optional_outputs_on(device: &Device) {
-    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    use retention::{DeviceTensor, GradientsInto, Stream};
     let case = Case::<f32>::new((1, 9, 2, 8, 4), 1);
     let ret = Retention::new(device, params(2)).unwrap();
     let stream = Stream::default_for(device).unwrap();
-    let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
-    let (q, k, v, d_o, h0, d_ht) = (
-        up(&case.q),
-        up(&case.k),
-        up(&case.v),
-        up(&case.d_o),
-        up(&case.h0),
-        up(&case.d_ht),
-    );
-    let zeros = |shape: &[usize]| {
-        DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, shape).unwrap()
-    };
+    let [q, k, v, d_o, h0, d_ht] = case.upload(&ret, &stream);
     let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
     // (want dh0, want dlog_gamma) → (dq, dk, dv, dh0 if asked, dlog_gamma if asked)
     let run = |want_dh0: bool, want_dlog: bool| {
-        let (mut dq, mut dk, mut dv) = (
-            zeros(&[1, 9, 2, 8]),
-            zeros(&[1, 9, 2, 8]),
-            zeros(&[1, 9, 2, 4]),
-        );
-        let (mut dh0, mut dlg) = (zeros(&[1, 2, 8, 4]), zeros(&[2]));
+        let [mut dq, mut dk, mut dv, mut dh0, mut dlg] = zero_grads(&ret, (1, 9, 2, 8, 4));
         let out = GradientsInto {
             dq: &mut dq,
             dk: &mut dk,
@@ -482,22 +466,16 @@ fn optional_outputs_on(device: &Device) {
 /// d log γ leaves dq, dk, dv bit-identical; a dh0 output is a typed error.
 #[test]
 fn parallel_backward_into_equals_the_host_form() {
-    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    use retention::{DeviceTensor, GradientsInto, Stream};
     for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
         let case = Case::<f32>::new((1, 9, 2, 8, 4), 1);
         let ret = Retention::new(&device, params(2)).unwrap();
         let want = ret.parallel_backward(case.qkv(), &case.d_o).unwrap();
         let stream = Stream::default_for(&device).unwrap();
-        let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
-        let (q, k, v, d_o) = (up(&case.q), up(&case.k), up(&case.v), up(&case.d_o));
-        let zeros = |shape: &[usize]| {
-            DeviceTensor::zeros(ret.memory(), &device, DeviceDtype::F32, shape).unwrap()
-        };
+        let [q, k, v, d_o, ..] = case.upload(&ret, &stream);
         let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
         let run = |want_dlog: bool, want_dh0: bool| {
-            let (mut dq, mut dk) = (zeros(&[1, 9, 2, 8]), zeros(&[1, 9, 2, 8]));
-            let (mut dv, mut dlg, mut dh0) =
-                (zeros(&[1, 9, 2, 4]), zeros(&[2]), zeros(&[1, 2, 8, 4]));
+            let [mut dq, mut dk, mut dv, mut dh0, mut dlg] = zero_grads(&ret, (1, 9, 2, 8, 4));
             let out = GradientsInto {
                 dq: &mut dq,
                 dk: &mut dk,
@@ -531,4 +509,22 @@ fn parallel_backward_into_equals_the_host_form() {
             "{device}: {err:?}"
         );
     }
+}
+
+/// Zeroed f32 gradient outputs on `ret`'s device for (B, T, H, K, V): dq, dk, dv, dH0, d log γ.
+fn zero_grads(
+    ret: &Retention,
+    (b, t, h, k, v): (usize, usize, usize, usize, usize),
+) -> [retention::DeviceTensor; 5] {
+    let zeros = |shape: &[usize]| {
+        let f32t = retention::DeviceDtype::F32;
+        retention::DeviceTensor::zeros(ret.memory(), ret.device(), f32t, shape).unwrap()
+    };
+    [
+        zeros(&[b, t, h, k]),
+        zeros(&[b, t, h, k]),
+        zeros(&[b, t, h, v]),
+        zeros(&[b, h, k, v]),
+        zeros(&[h]),
+    ]
 }
