@@ -22,6 +22,14 @@ from . import _native
 from ._native_call import Backward, bounds, decays
 
 
+def _dlog_gamma_out(q: Tensor, gammas: Optional[Tensor]) -> Tensor:
+    """d log γ's output. With the fixed RetNet decays (``gammas`` None) nobody reads it, so it
+    is not computed (zeros keep the op pure) — on CUDA that also spares the backward its one
+    wait for the stream (d log γ's partials are summed on the host)."""
+    new = q.new_zeros if gammas is None else q.new_empty
+    return new((q.shape[2],), dtype=torch.float32)
+
+
 def _rows(q: Tensor, cu_seqlens: Optional[Tensor]) -> int:
     return q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
 
@@ -83,8 +91,9 @@ def stateful_bwd(
     # Without an initial state nobody reads dh0: it is not computed (zeros keep the op pure).
     new = q.new_zeros if h0 is None else q.new_empty
     dh0 = new((n, h, q.shape[-1], v.shape[-1]), dtype=torch.float32)
-    dlog_gamma = q.new_empty((h,), dtype=torch.float32)
-    io = Backward(q, k, v, h0, d_o, d_ht, dq, dk, dv, None if h0 is None else dh0, dlog_gamma)
+    dlog_gamma = _dlog_gamma_out(q, gammas)
+    io = Backward(q, k, v, h0, d_o, d_ht, dq, dk, dv, None if h0 is None else dh0,
+                  None if gammas is None else dlog_gamma)
     _native.stateful_backward(io, decays(gammas, head_offset, scale),
                               chunk if chunk > 0 else None, bounds(cu_seqlens))
     return dq, dk, dv, dh0, dlog_gamma
@@ -160,8 +169,9 @@ def parallel_bwd(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     q, k, v, d_o = q.contiguous(), k.contiguous(), v.contiguous(), d_o.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    dlog_gamma = q.new_empty((q.shape[2],), dtype=torch.float32)
-    io = Backward(q, k, v, None, d_o, None, dq, dk, dv, None, dlog_gamma)
+    dlog_gamma = _dlog_gamma_out(q, gammas)
+    io = Backward(q, k, v, None, d_o, None, dq, dk, dv, None,
+                  None if gammas is None else dlog_gamma)
     _native.parallel_backward(io, decays(gammas, head_offset, scale))
     return dq, dk, dv, dlog_gamma
 
