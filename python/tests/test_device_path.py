@@ -85,3 +85,14 @@ def test_device_varlen_backward_is_not_implemented():
         o, _ = retention.chunk_retention(q, k, v, cu_seqlens=cu, chunk_size=4)
         with pytest.raises(NotImplementedError, match="varlen backward"):
             o.sum().backward()
+
+
+def test_pool_device_and_tensor_placement_are_checked():
+    with pytest.raises(ValueError, match="CPU or CUDA"):
+        retention.StatePool(heads=2, dk=8, dv=8, device="meta")
+    pool = retention.StatePool(heads=2, dk=8, dv=8)
+    assert pool.device == torch.device("cpu")
+    slot = pool.alloc()
+    q = torch.randn(1, 2, 8, device="meta")
+    with pytest.raises(ValueError, match="meta"):
+        pool.step(0, [slot], q, q, q)
