@@ -96,3 +96,20 @@ def test_pool_device_and_tensor_placement_are_checked():
     q = torch.randn(1, 2, 8, device="meta")
     with pytest.raises(ValueError, match="meta"):
         pool.step(0, [slot], q, q, q)
+
+
+def test_device_pool_prefill_snapshot_restore():
+    h, dk, dv = 2, 16, 8
+    q, k, v = inputs(1, 10, h, dk, dv, seed=7)
+    with emulated_device():
+        pool = retention.StatePool(heads=h, dk=dk, dv=dv, layers=2, capacity=2)
+        a, b = pool.alloc(), pool.alloc()
+        o = pool.prefill(1, a, q, k, v, chunk_size=4)
+        snap = pool.snapshot(a)
+        pool.restore(b, snap)
+        again = pool.snapshot(b)
+    want_o, want_ht = ref(q, k, v, retnet_gammas(h))
+    assert_close(o, want_o, torch.float32, "prefill o")
+    assert snap[0].abs().sum() == 0
+    assert_close(snap[1], want_ht[0], torch.float32, "prefilled state")
+    assert torch.equal(again, snap)
