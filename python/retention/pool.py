@@ -4,10 +4,10 @@ sequence holding ``[layers, H, K, V]`` float32, decode steps over any set of slo
 Slots are generation-checked: a freed or foreign slot raises ``ValueError``.
 
 ``device`` ``"cpu"`` (default) or a CUDA device: there the states live in GPU memory and
-``step`` runs our decode kernel on the tensors' own memory and ``torch.cuda.current_stream()``
-(no copy); ``snapshot``/``restore`` copy through CPU tensors (the snapshot waits for the
-current stream); ``prefill`` takes CPU tensors only (on CUDA, run ``chunk_retention`` with
-``initial_state`` from a snapshot and ``restore`` its final state)."""
+``step`` and ``prefill`` run our kernels on the tensors' own memory and
+``torch.cuda.current_stream()`` (no copy; ``prefill`` waits for the stream once, before its
+scratch states go back to the pool); ``snapshot``/``restore`` copy through CPU tensors (the
+snapshot waits for the current stream)."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ class StatePool:
                 chunk_size: int = 64) -> Tensor:
         """Chunkwise prefill of one sequence (q, k ``[1, T, H, K]``, v ``[1, T, H, V]``) from
         the slot's state of ``layer``; the final state is written back. Returns o."""
-        q, k, v = (_on(torch.device("cpu"), n, t, 4, f"[1, T, H, {d}]") for n, t, d in (("q", q, "K"), ("k", k, "K"), ("v", v, "V")))
+        q, k, v = (_on(self.device, n, t, 4, f"[1, T, H, {d}]") for n, t, d in (("q", q, "K"), ("k", k, "K"), ("v", v, "V")))
         layer = _checks.positive_int("layer", layer, 0)
         o = q.new_empty(q.shape[:3] + (self.dv,))
         self._pool.prefill(layer, slot, q, k, v, o,

@@ -5,10 +5,10 @@
 //!
 //! On CUDA (and under the emulator test route) the decode step runs the device API on the
 //! tensors' memory and torch's current stream (`stage` + `step_into`: no copy of q, k, v, o,
-//! the states never leave the device); snapshot and restore are host copies by nature (the
-//! snapshot waits for torch's stream first); prefill takes CPU tensors only there.
+//! the states never leave the device), and so does prefill (`prefill_into`, which waits for
+//! the stream before its scratch states go back to the pool); snapshot and restore are host
+//! copies by nature (the snapshot waits for torch's stream first).
 
-use pyo3::exceptions::PyNotImplementedError;
 use pyo3::prelude::*;
 use retention_core::HostTensor;
 use retention_kernels::cpu::CpuElement;
@@ -180,8 +180,10 @@ impl PyStatePool {
     /// Chunkwise prefill of `layer` of one sequence from its slot's state, writing the final
     /// state back: q, k `[1, T, H, K]`, v, o `[1, T, H, V]`.
     #[pyo3(signature = (layer, slot, q, k, v, o, chunk_size=64))]
+    #[allow(clippy::too_many_arguments)]
     fn prefill(
         &mut self,
+        py: Python<'_>,
         layer: usize,
         slot: &PySlot,
         q: Raw,
@@ -190,11 +192,20 @@ impl PyStatePool {
         o: Raw,
         chunk_size: usize,
     ) -> PyResult<()> {
-        if q.cuda.is_some() {
-            return Err(PyNotImplementedError::new_err(
-                "prefill from a slot takes CPU tensors; on CUDA run chunk_retention with \
-                 initial_state from snapshot() and restore() its final state",
-            ));
+        let device = self.pool.device().clone();
+        if device != Device::Cpu {
+            let stream = torch_stream(py, &device)?;
+            let (tq, tk, tv) = (
+                q.view("q", &device)?,
+                k.view("k", &device)?,
+                v.view("v", &device)?,
+            );
+            let mut to = o.view("o", &device)?;
+            let (qkv, s) = ((&tq, &tk, &tv), stream.as_ref());
+            return self
+                .pool
+                .prefill_into((layer, slot.0), qkv, &mut to, chunk_size, s)
+                .py();
         }
         let (pool, io) = (&mut self.pool, [&q, &k, &v, &o]);
         crate::by_dtype!(
