@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use retention_core::HostTensor;
 use retention_kernels::cpu::CpuElement;
 use retention_kernels::reference::RetentionParams;
-use retention_runtime::{Device, HostState, MemoryPool, Slot, StateConfig};
+use retention_runtime::{Device, DeviceTensor, HostState, MemoryPool, Slot, StateConfig};
 
 use crate::error::{IntoPy, PyResult};
 use crate::problem::Decays;
@@ -160,12 +160,7 @@ impl PyStatePool {
         let device = self.pool.device().clone();
         if device != Device::Cpu {
             let stream = torch_stream(py, &device)?;
-            let (tq, tk, tv) = (
-                q.view("q", &device)?,
-                k.view("k", &device)?,
-                v.view("v", &device)?,
-            );
-            let mut to = o.view("o", &device)?;
+            let ([tq, tk, tv], mut to) = views(&device, [&q, &k, &v, &o])?;
             let s = stream.as_ref();
             self.pool.stage(&slots, s).py()?;
             return self.pool.step_into(layer, (&tq, &tk, &tv), &mut to, s).py();
@@ -195,12 +190,7 @@ impl PyStatePool {
         let device = self.pool.device().clone();
         if device != Device::Cpu {
             let stream = torch_stream(py, &device)?;
-            let (tq, tk, tv) = (
-                q.view("q", &device)?,
-                k.view("k", &device)?,
-                v.view("v", &device)?,
-            );
-            let mut to = o.view("o", &device)?;
+            let ([tq, tk, tv], mut to) = views(&device, [&q, &k, &v, &o])?;
             let (qkv, s) = ((&tq, &tk, &tv), stream.as_ref());
             return self
                 .pool
@@ -213,6 +203,18 @@ impl PyStatePool {
             prefill::<T>(pool, layer, slot.0, io, chunk_size)
         )
     }
+}
+
+/// Borrowed views of q, k, v and o on the pool's `device` (no copy).
+fn views(device: &Device, [q, k, v, o]: [&Raw; 4]) -> PyResult<([DeviceTensor; 3], DeviceTensor)> {
+    Ok((
+        [
+            q.view("q", device)?,
+            k.view("k", device)?,
+            v.view("v", device)?,
+        ],
+        o.view("o", device)?,
+    ))
 }
 
 fn inputs<T: CpuElement>(
