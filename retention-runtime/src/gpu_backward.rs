@@ -35,7 +35,7 @@ impl Retention {
             dq: out_dq,
             dk: out_dk,
             dv: out_dv,
-            dh0: out_dh0,
+            dh0: mut out_dh0,
             dlog_gamma: out_dlog,
         }: GradientsInto<'_>,
         stream: Option<&Stream>,
@@ -46,9 +46,12 @@ impl Retention {
         out_dk.expect("dk", dev, dt, &s.qk_shape())?;
         out_dv.expect("dv", dev, dt, &s.vo_shape())?;
         let states = s.state_shape(s.batch);
-        self.check_states(h0, out_dh0, &states)?;
-        self.check_states(d_ht, out_dh0, &states)?;
-        out_dlog.expect("dlog_gamma", dev, DeviceDtype::F32, &[s.heads])?;
+        for (name, t) in [("h0", h0), ("d_ht", d_ht), ("dh0", out_dh0.as_deref())] {
+            t.map_or(Ok(()), |t| t.expect(name, dev, DeviceDtype::F32, &states))?;
+        }
+        if let Some(t) = out_dlog.as_deref() {
+            t.expect("dlog_gamma", dev, DeviceDtype::F32, &[s.heads])?;
+        }
         let stream = self.stream_for(stream)?;
         let Some((exec, log2)) = self.gpu() else {
             return Err(RetentionError::KernelLoad(
@@ -69,7 +72,8 @@ impl Retention {
             let plan = kernel_gen::plan(&spec, size).map_err(RetentionError::from)?;
             let g = plan.geometry;
             let elems = (plan.workspace_bytes / 4) as usize;
-            let mut ws = DeviceTensor::zeros(self.memory(), dev, DeviceDtype::F32, &[elems])?;
+            let zeros = || DeviceTensor::zeros(self.memory(), dev, DeviceDtype::F32, &[elems]);
+            let mut ws = out_dlog.is_some().then(zeros).transpose()?;
             let mut l = KernelLaunch::new(spec, g.grid, g.block, g.dynamic_smem_bytes);
             let (grad, state) = match op {
                 KernelOp::ChunkwiseBackwardDq => (Region::of_mut(out_dq), h0),
@@ -83,13 +87,16 @@ impl Retention {
                 .bind("p_do", Arg::Ptr(Region::of(d_o)))
                 .bind("p_grad", Arg::Ptr(grad))
                 .bind("p_state", opt(state))
-                .bind("p_dh0", Arg::Ptr(Region::of_mut(out_dh0)))
+                .bind("p_dh0", opt_mut(out_dh0.as_deref_mut()))
                 .bind("p_h0", opt(h0))
-                .bind("p_dlog_gamma", Arg::Ptr(Region::of_mut(&mut ws)));
+                .bind("p_dlog_gamma", opt_mut(ws.as_mut()));
             bind_common(&mut l, &cx, s.heads, s.seq_len);
             exec.launch(&l, &stream)?;
-            partials.push((ws, g.grid[2] as usize * g.block[0] as usize));
+            partials.extend(ws.map(|ws| (ws, g.grid[2] as usize * g.block[0] as usize)));
         }
+        let Some(out_dlog) = out_dlog else {
+            return Ok(());
+        };
         let mut sums = vec![0.0f64; s.heads];
         for (ws, per_pair) in &partials {
             let host = ws.download::<f32>(&stream)?;
@@ -130,8 +137,8 @@ impl Retention {
             dq: &mut dq,
             dk: &mut dk,
             dv: &mut dv,
-            dh0: &mut dh0,
-            dlog_gamma: &mut dlog_gamma,
+            dh0: Some(&mut dh0),
+            dlog_gamma: Some(&mut dlog_gamma),
         };
         self.chunkwise_backward_into(
             (&dq_in, &dk_in, &dv_in),
@@ -148,6 +155,11 @@ impl Retention {
             dlog_gamma: dlog_gamma.download(&stream)?,
         })
     }
+}
+
+/// A launch argument for an optional output: its region, or the null pointer.
+fn opt_mut(t: Option<&mut DeviceTensor>) -> Arg {
+    t.map_or(Arg::Null, |t| Arg::Ptr(Region::of_mut(t)))
 }
 
 /// The family's dq spec for this problem: kernel chunk 64, or 32 where 64 does not fit.
