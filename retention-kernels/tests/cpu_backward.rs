@@ -827,3 +827,103 @@ fn chunk_parallel_path<T: CpuElement>() {
 fn fewer_pairs_than_threads_run_chunks_in_parallel_and_match_every_dtype() {
     for_each_dtype!(chunk_parallel_path);
 }
+
+fn chunk_parallel_forward<T: CpuElement>() {
+    // One or two (row, head) pairs on eight threads: the forward's chunks run in parallel;
+    // o, H_T and every saved state match the f64 reference, dense and varlen.
+    let p = params(1, Some(0.6));
+    for (dims, cu) in [
+        ((1, 203, 1, 12, 10), None),
+        (
+            (1, 120, 1, 8, 6),
+            Some(CuSeqlens::new(vec![0, 0, 37, 120], 120).unwrap()),
+        ),
+    ] {
+        let x = Qkv::<T>::new(1300, dims);
+        let (q, k, v) = x.f64();
+        let rows = cu.as_ref().map_or(1, CuSeqlens::num_seqs);
+        for h0 in [None, Some(random_state(1301, &[rows, 1, dims.3, dims.4]))] {
+            let h0_ref = h0.as_ref().map(HostTensor::to_f64);
+            for chunk in [7usize, 16] {
+                let what = format!("{dims:?} chunk {chunk} h0 {}", h0.is_some());
+                let f = on_threads(8, || match &cu {
+                    None => cpu::chunkwise_with_states(&x.q, &x.k, &x.v, &p, chunk, h0.as_ref()),
+                    Some(cu) => cpu::chunkwise_varlen_with_states(
+                        &x.q,
+                        &x.k,
+                        &x.v,
+                        cu,
+                        &p,
+                        chunk,
+                        h0.as_ref(),
+                    ),
+                })
+                .unwrap();
+                let (o, ht) = match &cu {
+                    None => reference::chunkwise(&q, &k, &v, &p, chunk, h0_ref.as_ref()),
+                    Some(cu) => {
+                        reference::chunkwise_varlen(&q, &k, &v, cu, &p, chunk, h0_ref.as_ref())
+                    }
+                }
+                .unwrap();
+                assert_matches(&format!("o, {what}"), &f.o, &o);
+                assert_state(&format!("H_T, {what}"), &f.ht, &ht);
+                // Every saved state is the reference's H_T after the tokens before its chunk.
+                let (seqs, kv) = (
+                    cu.as_ref()
+                        .map_or(std::iter::once(0..dims.1).collect::<Vec<_>>(), |cu| {
+                            (0..cu.num_seqs()).map(|n| cu.range(n)).collect()
+                        }),
+                    dims.3 * dims.4,
+                );
+                let mut slot = 0;
+                for (n, range) in seqs.into_iter().enumerate() {
+                    for start in (range.start..range.end).step_by(chunk) {
+                        let cut = |t: &HostTensor<f64>| {
+                            let d = t.shape()[3];
+                            let data = t.data()[range.start * d..start * d].to_vec();
+                            HostTensor::new(vec![1, start - range.start, 1, d], data).unwrap()
+                        };
+                        let h0n = h0_ref.as_ref().map(|h| {
+                            HostTensor::new(
+                                vec![1, 1, dims.3, dims.4],
+                                h.data()[n * kv..(n + 1) * kv].to_vec(),
+                            )
+                            .unwrap()
+                        });
+                        let got = f.states.data()[slot * kv..(slot + 1) * kv].to_vec();
+                        let want = match (start == range.start, h0n) {
+                            (true, None) => {
+                                assert!(got.iter().all(|&g| g == 0.0), "state {slot}, {what}");
+                                slot += 1;
+                                continue;
+                            }
+                            (true, Some(h)) => h,
+                            (false, h) => {
+                                reference::chunkwise(
+                                    &cut(&q),
+                                    &cut(&k),
+                                    &cut(&v),
+                                    &p,
+                                    chunk,
+                                    h.as_ref(),
+                                )
+                                .unwrap()
+                                .1
+                            }
+                        };
+                        let got = HostTensor::new(vec![1, 1, dims.3, dims.4], got).unwrap();
+                        assert_state(&format!("state {slot}, {what}"), &got, &want);
+                        slot += 1;
+                    }
+                }
+                assert_eq!(slot, f.states.shape()[0], "{what}: chunk count");
+            }
+        }
+    }
+}
+
+#[test]
+fn forward_with_states_on_fewer_pairs_than_threads_matches_reference_every_dtype() {
+    for_each_dtype!(chunk_parallel_forward);
+}

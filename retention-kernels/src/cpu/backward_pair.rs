@@ -8,11 +8,9 @@ use rayon::prelude::*;
 use super::backward_kernel::{
     BackwardInputs, BackwardOutputs, BackwardTiles, adjoint_contribution, backward_chunk,
 };
-use super::chunk_kernel::{Inputs, Tiles};
+use super::chunk_kernel::{Inputs, Tiles, own_state};
 use super::element::CpuElement;
-use super::matmul::{View, matmul};
 use super::simd;
-use super::validate::decay_table;
 
 /// Where one pair's chunk-entering states come from in the chunk-parallel backward.
 #[derive(Clone, Copy)]
@@ -71,15 +69,16 @@ impl<T: CpuElement> Pair<'_, '_, T> {
             all[kv..].par_chunks_mut(kv).enumerate().for_each_init(
                 || Tiles::new(c, dk, dv),
                 |tiles, (i, own)| {
-                    let chunk = self.chunk(i);
-                    let len = chunk.len();
-                    self.fwd.load_kv(self.b, chunk, self.h, tiles);
-                    decay_table(self.log2g, len, &mut tiles.pow);
-                    for (j, vrow) in tiles.v.chunks_exact_mut(dv).take(len).enumerate() {
-                        simd::scale(vrow, tiles.pow[len - 1 - j]);
-                    }
-                    let (kt, vt) = (View::transposed(&tiles.k, dk), View::rows(&tiles.v, dv));
-                    matmul(dk, dv, len, own, dv, None, kt, vt);
+                    own_state(
+                        self.fwd,
+                        self.b,
+                        self.chunk(i),
+                        self.h,
+                        self.log2g,
+                        own,
+                        None,
+                        tiles,
+                    );
                 },
             );
             for i in 1..n {

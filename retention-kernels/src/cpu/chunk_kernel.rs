@@ -188,17 +188,79 @@ pub(crate) unsafe fn chunkwise_heads<T: CpuElement>(
             decay_table(log2g[h], len, &mut tiles.pow);
             x.load(b, chunk.clone(), h, tiles);
             // SAFETY: forwarded from this function's contract.
-            unsafe { chunk_step(x, b, chunk.clone(), h, state, state_is_zero, emit, tiles) };
+            unsafe {
+                chunk_step(
+                    x,
+                    b,
+                    chunk.clone(),
+                    h,
+                    state,
+                    state_is_zero,
+                    emit,
+                    true,
+                    tiles,
+                );
+            }
         }
         state_is_zero = false;
         start += len;
     }
 }
 
-/// One chunk of one head, its inputs already in `tiles` and γ^0..=γ^L in `tiles.pow`.
+/// The outputs of tokens `chunk` (row `b`, head `h`) from the state entering the chunk
+/// (`state_is_zero`: a zero one), which is left as it is — the chunk-parallel forward's last
+/// pass ([`super::forward_pair`]).
+///
+/// # Safety
+/// No other task may write rows (b, t, h), t ∈ `chunk`, of `out` concurrently.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn chunk_outputs<T: CpuElement>(
+    x: &Inputs<'_, T>,
+    b: usize,
+    chunk: Range<usize>,
+    h: usize,
+    log2g: f32,
+    state: &mut [f32],
+    state_is_zero: bool,
+    out: &SharedOut<'_, T>,
+    tiles: &mut Tiles,
+) {
+    decay_table(log2g, chunk.len(), &mut tiles.pow);
+    x.load(b, chunk.clone(), h, tiles);
+    let emit = Emit::Outputs(out);
+    // SAFETY: forwarded from this function's contract.
+    unsafe { chunk_step(x, b, chunk, h, state, state_is_zero, &emit, false, tiles) };
+}
+
+/// A chunk's own state contribution Kᵀ (V ⊙ ζ), ζ_j = γ^(L−1−j), of tokens `chunk` (row `b`,
+/// head `h`) into `dst` (K×V): `dst ← own` (`beta = None`) or `dst ← beta·dst + own`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn own_state<T: CpuElement>(
+    x: &Inputs<'_, T>,
+    b: usize,
+    chunk: Range<usize>,
+    h: usize,
+    log2g: f32,
+    dst: &mut [f32],
+    beta: Option<f32>,
+    tiles: &mut Tiles,
+) {
+    let (dk, dv, len) = (x.dk, x.dv, chunk.len());
+    x.load_kv(b, chunk, h, tiles);
+    decay_table(log2g, len, &mut tiles.pow);
+    for (j, vrow) in tiles.v.chunks_exact_mut(dv).take(len).enumerate() {
+        super::simd::scale(vrow, tiles.pow[len - 1 - j]);
+    }
+    let (kt, vt) = (View::transposed(&tiles.k, dk), View::rows(&tiles.v, dv));
+    matmul(dk, dv, len, dst, dv, beta, kt, vt);
+}
+
+/// One chunk of one head, its inputs already in `tiles` and γ^0..=γ^L in `tiles.pow`;
+/// with `advance` the state steps past the chunk, otherwise it is only read.
 ///
 /// # Safety
 /// As [`chunkwise_heads`].
+#[allow(clippy::too_many_arguments)]
 unsafe fn chunk_step<T: CpuElement>(
     x: &Inputs<'_, T>,
     b: usize,
@@ -207,6 +269,7 @@ unsafe fn chunk_step<T: CpuElement>(
     state: &mut [f32],
     state_is_zero: bool,
     emit: &Emit<'_, '_, T>,
+    advance: bool,
     tiles: &mut Tiles,
 ) {
     let (dk, dv, len) = (x.dk, x.dv, chunk.len());
@@ -270,6 +333,9 @@ unsafe fn chunk_step<T: CpuElement>(
         }
         // SAFETY: forwarded from this function's contract.
         unsafe { x.store(b, chunk, h, o, out) };
+    }
+    if !advance {
+        return;
     }
     // R ← γ^L R + Kᵀ (diag(ζ) V), ζ_j = γ^(L−1−j).
     for (j, vrow) in v.chunks_exact_mut(dv).take(len).enumerate() {

@@ -23,15 +23,11 @@ use retention_core::{CuSeqlens, HostTensor, Result, RetentionError};
 
 use super::backward_kernel::{BackwardInputs, BackwardOutputs, BackwardTiles, backward_range};
 use super::backward_pair::{Pair, PairStates};
-use super::chunk_kernel::{Inputs, Tiles};
+use super::chunk_kernel::{Inputs, Tiles, own_state};
 use super::chunkwise_states::{Seq, check_saved, forward_inputs, sequences};
 use super::element::CpuElement;
-use super::matmul::{View, matmul};
 use super::shared_out::SharedOut;
-use super::simd;
-use super::validate::{
-    Dims, STATE_AXES, VO_AXES, check_packed, check_qkv, check_state, decay_table,
-};
+use super::validate::{Dims, STATE_AXES, VO_AXES, check_packed, check_qkv, check_state};
 use crate::reference::RetentionParams;
 
 /// Gradients from the CPU backward: dq, dk, dv in the input dtype; dh0 and d log γ in f32.
@@ -68,24 +64,11 @@ fn recompute_states<T: CpuElement>(
     for i in 1..all.len() / kv {
         let start = range.start + (i - 1) * c;
         let len = c.min(range.end - start);
-        x.load_kv(b, start..start + len, h, tiles);
-        decay_table(log2g, len, &mut tiles.pow);
-        for (j, vrow) in tiles.v.chunks_exact_mut(dv).take(len).enumerate() {
-            simd::scale(vrow, tiles.pow[len - 1 - j]);
-        }
         let (done, rest) = all.split_at_mut(i * kv);
         let next = &mut rest[..kv];
         next.copy_from_slice(&done[(i - 1) * kv..]);
-        matmul(
-            dk,
-            dv,
-            len,
-            next,
-            dv,
-            Some(tiles.pow[len]),
-            View::transposed(&tiles.k, dk),
-            View::rows(&tiles.v, dv),
-        );
+        let beta = (len as f32 * log2g).exp2();
+        own_state(x, b, start..start + len, h, log2g, next, Some(beta), tiles);
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Per (sequence, head), chunk by chunk: the state R_{i−1} entering chunk i is copied out,
 //! then the forward's own chunk step runs ([`chunkwise_heads`]: O = s·((Q Kᵀ ⊙ D) V +
-//! (Q R) ⊙ ξ), R ← γ^L R + Kᵀ (V ⊙ ζ)). Threads split the work by (sequence, head).
+//! (Q R) ⊙ ξ), R ← γ^L R + Kᵀ (V ⊙ ζ)). Threads split the work by (sequence, head); with
+//! fewer pairs than threads (and at least 4 chunks), pairs run one at a time with their
+//! chunks spread over the threads ([`super::forward_pair`]).
 //!
 //! Memory: K·V f32 per chunk and head, 4KV/C bytes per token-head (K = V = 128, C = 64:
 //! 1 KiB per token-head, against 2(K+V) = 512 bytes of its bf16 q, k, v). What it saves the
@@ -17,6 +19,7 @@ use retention_core::{CuSeqlens, HostTensor, Result, RetentionError, RetentionSha
 
 use super::chunk_kernel::{Emit, Inputs, Tiles, chunkwise_heads};
 use super::element::CpuElement;
+use super::forward_pair::ForwardPair;
 use super::shared_out::SharedOut;
 use super::validate::{Dims, check_packed, check_qkv, check_state};
 use crate::reference::RetentionParams;
@@ -104,6 +107,25 @@ fn forward_with_states<T: CpuElement>(
     let mut states = HostTensor::<f32>::zeros(vec![n_chunks, heads, s.dk, s.dv]);
     let out = SharedOut::new(o.data_mut());
     let saved = SharedOut::new(states.data_mut());
+    let longest = seqs.iter().map(|q| q.range.len().div_ceil(c)).max();
+    if seqs.len() * heads < rayon::current_num_threads() && longest.unwrap_or(0) >= 4 {
+        // Fewer pairs than threads: one pair at a time, its chunks in parallel.
+        for (job, state) in ht.data_mut().chunks_exact_mut(kv).enumerate() {
+            let (seq, h) = (&seqs[job / heads], job % heads);
+            let pair = ForwardPair {
+                x,
+                b: seq.b,
+                range: seq.range.clone(),
+                h,
+                c,
+                log2g: dims.log2g[h],
+            };
+            let slots = ((seq.first_chunk * heads + h) * kv, heads * kv);
+            // SAFETY: pairs run one at a time; each writes its own rows and slots.
+            unsafe { pair.run(state, h0.is_none(), &out, &saved, slots) };
+        }
+        return ChunkwiseForward { o, ht, states };
+    }
     ht.data_mut().par_chunks_mut(kv).enumerate().for_each_init(
         || Tiles::new(c, s.dk, s.dv),
         |tiles, (job, state)| {

@@ -23,6 +23,7 @@ mod decode;
 mod element;
 mod epilogue;
 mod epilogue_backward;
+mod forward_pair;
 mod layer_ops;
 mod matmul;
 mod parallel;
