@@ -109,7 +109,9 @@ impl Retention {
     }
 
     /// The chunkwise forward for training: o, H_T and the f32 state entering every chunk
-    /// (see [`TrainingForward`]). o and H_T equal [`Retention::chunkwise`]'s.
+    /// (see [`TrainingForward`]). o and H_T equal [`Retention::chunkwise`]'s within the
+    /// forward's tolerances (bit for bit while the (row, head) pairs are at least the threads;
+    /// with fewer pairs each splits the sequence its own way, so the roundings differ).
     ///
     /// # Errors
     /// As [`Retention::chunkwise`]; [`RetentionError::Unsupported`] on a GPU-like device.
