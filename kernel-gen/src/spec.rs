@@ -6,6 +6,7 @@ use std::fmt;
 use retention_core::{Dtype, Gammas};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{check_span, unsupported};
 use crate::{Arch, GenError};
 
 /// The parallel forward's catalog tile for `dtype`: 64 on tensor cores (4 warps of 16 query
@@ -444,6 +445,82 @@ impl KernelSpec {
         )
     }
 
+    /// The head-dim check of a family serving any K in 1..=`max_k` and V in 1..=`max_v`.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the head dim outside its span and `family`.
+    pub fn check_head_dims(
+        &self,
+        (max_k, max_v): (u32, u32),
+        family: &str,
+    ) -> Result<(), GenError> {
+        check_span(
+            "head dim K",
+            self.k,
+            max_k,
+            format!("{family} serves K in 1..={max_k}"),
+        )?;
+        check_span(
+            "head dim V",
+            self.v,
+            max_v,
+            format!("{family} serves V in 1..={max_v}"),
+        )
+    }
+
+    /// The check of a family with neither a chunk nor decays (the attention baseline, the
+    /// epilogue): `chunk` is `None` and the gamma set is runtime (nothing baked in).
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the chunk or the gamma set and `family`.
+    pub fn check_no_chunk_no_decays(&self, family: &str) -> Result<(), GenError> {
+        if let Some(c) = self.chunk {
+            return Err(unsupported("chunk", c, format!("{family} takes no chunk")));
+        }
+        if self.gammas != GammaSet::Runtime {
+            return Err(unsupported(
+                "gamma set",
+                self.gammas.name(),
+                format!("{family} has no decays: use `runtime` (nothing baked in)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tile threads of a family whose threads own at most four value columns each: a
+    /// power of two in 64..=`max_threads` with 4·threads ≥ V.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the tile's threads.
+    pub fn check_column_threads(&self, max_threads: u32) -> Result<(), GenError> {
+        let threads = self.tile.threads;
+        if threads.is_power_of_two()
+            && (64..=max_threads).contains(&threads)
+            && threads * 4 >= self.v
+        {
+            Ok(())
+        } else {
+            Err(unsupported(
+                "tile threads",
+                threads,
+                format!("a power of two in 64..={max_threads} with 4·threads >= V"),
+            ))
+        }
+    }
+
+    /// The tile's rows_per_step is one of `allowed` (`reason` says what they mean).
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the tile's rows_per_step.
+    pub fn check_rows_per_step(&self, allowed: &[u32], reason: &str) -> Result<(), GenError> {
+        let rows = self.tile.rows_per_step;
+        if allowed.contains(&rows) {
+            Ok(())
+        } else {
+            Err(unsupported("tile rows_per_step", rows, reason))
+        }
+    }
+
     /// The checks every `(rows, heads)` launch grid shares: both at least 1, a named gamma
     /// set's own head count, and the CUDA grid limits (x ≤ 2³¹ − 1, y ≤ 65535).
     ///
@@ -469,6 +546,18 @@ impl KernelSpec {
             )));
         }
         Ok(())
+    }
+
+    /// The op check a generator's `validate` opens with: the spec's op is one of `ops`.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the op, with `reason`.
+    pub fn check_op(&self, ops: &[KernelOp], reason: &str) -> Result<(), GenError> {
+        if ops.contains(&self.op) {
+            Ok(())
+        } else {
+            Err(crate::error::unsupported("op", self.op.name(), reason))
+        }
     }
 }
 

@@ -23,7 +23,6 @@ use super::attention_layout::{load_piece_words_masked, store_columns};
 use super::attention_spec::{
     NO_SCORE, PARTIAL_HEADER, combine_mapping, padded_v, partial_row_floats, validate,
 };
-use super::unsupported;
 use crate::GenError;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Sreg, Ty};
 use crate::math::kernel_head::start_kernel;
@@ -45,13 +44,10 @@ const UNROLL: u32 = 8;
 /// [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
-    if spec.op != KernelOp::AttentionCombine {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "this generator emits the combine pass (attention_combine)",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::AttentionCombine],
+        "this generator emits the combine pass (attention_combine)",
+    )?;
     let vd = spec.v;
     let (threads, cols) = combine_mapping(spec); // cols: 2 or 4
     // Threads whose columns start at or past the padded V (a V that fills no whole warp).

@@ -52,7 +52,6 @@
 use super::attention_layout::{
     LaneLayout, RowSplit, column_width, load_piece_words, load_piece_words_masked, widen,
 };
-use super::unsupported;
 use crate::GenError;
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, ParamRef, Reg, SharedRef, ShflMode, Space, Sreg, Ty,
@@ -246,13 +245,10 @@ fn stage_q(
 /// [`super::attention_combine::generate`]); [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
-    if spec.op != KernelOp::AttentionDecode {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "this generator emits the split pass (attention_decode)",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::AttentionDecode],
+        "this generator emits the split pass (attention_decode)",
+    )?;
     let lay = LaneLayout::new(spec);
     let (kd, vd) = (spec.k, spec.v);
     let vp = padded_v(vd); // columns of a warp's shared row and of a partial row's o~

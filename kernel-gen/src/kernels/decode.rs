@@ -64,7 +64,7 @@ pub use super::decode_phases::{
 
 use super::decode_phases::{Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o, stream_state};
 use super::decode_stage::{StageIn, stage_inputs};
-use super::{check_span, decay, unsupported};
+use super::{decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::check_retnet_heads;
@@ -80,41 +80,14 @@ pub const MAX_V: u32 = 512;
 /// # Errors
 /// [`GenError::UnsupportedSpec`] for an unsupported K, V, chunk, gamma set or tile.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if spec.op != KernelOp::Decode {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the decode generator emits decode only",
-        ));
-    }
-    check_span(
-        "head dim K",
-        spec.k,
-        MAX_K,
-        format!("decode serves K in 1..={MAX_K}"),
+    spec.check_op(
+        &[KernelOp::Decode],
+        "the decode generator emits decode only",
     )?;
-    check_span(
-        "head dim V",
-        spec.v,
-        MAX_V,
-        format!("decode serves V in 1..={MAX_V}"),
-    )?;
+    spec.check_head_dims((MAX_K, MAX_V), "decode")?;
     check_retnet_heads(spec.gammas)?;
-    let t = spec.tile;
-    if !t.threads.is_power_of_two() || !(64..=1024).contains(&t.threads) || t.threads * 4 < spec.v {
-        return Err(unsupported(
-            "tile threads",
-            t.threads,
-            "a power of two in 64..=1024 with 4·threads >= V",
-        ));
-    }
-    if !matches!(t.rows_per_step, 1 | 2 | 4 | 8) {
-        return Err(unsupported(
-            "tile rows_per_step",
-            t.rows_per_step,
-            "one of 1, 2, 4, 8",
-        ));
-    }
+    spec.check_column_threads(1024)?;
+    spec.check_rows_per_step(&[1, 2, 4, 8], "one of 1, 2, 4, 8")?;
     if let Some(w) = spec.chunk
         && !slice_allowed(spec, w)
     {
@@ -124,7 +97,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             format!(
                 "a power of two wider than the default slice {} and below 2·V, at most {} column groups",
                 default_value_slice(spec),
-                t.threads
+                spec.tile.threads
             ),
         ));
     }
