@@ -155,14 +155,15 @@ fn two_phase_workloads(
         num(row, "segment_len"),
     );
     let segments = t.div_ceil(len);
-    let spec = KernelSpec::chunkwise_segmented(
+    let spec = KernelSpec::chunkwise(
         dk,
         dv,
         c,
         GammaSet::Runtime,
         dtype(row["dtype"].as_str().unwrap()),
         Arch::Sm90,
-    );
+    )
+    .with_op(KernelOp::ChunkwiseSegmented);
     let states = checks::two_phase::partner(&spec).unwrap();
     let key = format!("{} S={segments}", spec.slug());
     let [p1a, p2a, p1b, p2b] = *cache.entry(key).or_insert_with(|| {

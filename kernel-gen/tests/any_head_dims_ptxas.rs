@@ -6,7 +6,7 @@
 //! found (`RETENTION_PTXAS` or `PATH`; `scripts/install-ptxas.sh` installs it).
 
 use kernel_gen::ptxas::{assemble_all, find_ptxas};
-use kernel_gen::{Arch, GammaSet, KernelSpec, emit_ptx};
+use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, emit_ptx};
 use retention_core::Dtype;
 
 fn sample() -> Vec<KernelSpec> {
@@ -26,14 +26,20 @@ fn sample() -> Vec<KernelSpec> {
             KernelSpec::chunkwise(100, 24, 256, rt, Dtype::F16, arch),
             KernelSpec::chunkwise(60, 100, 128, rt, Dtype::Bf16, arch),
             KernelSpec::chunkwise(200, 100, 128, rt, Dtype::F16, arch),
-            KernelSpec::chunkwise_varlen(100, 60, 64, rt, Dtype::Bf16, arch),
-            KernelSpec::chunkwise_varlen(60, 24, 32, rt, Dtype::F32, arch),
-            KernelSpec::chunk_states(60, 24, 32, rt, Dtype::F32, arch),
-            KernelSpec::chunkwise_segmented(60, 24, 32, rt, Dtype::F32, arch),
-            KernelSpec::chunk_states(100, 200, 64, rt, Dtype::Bf16, arch),
-            KernelSpec::chunkwise_segmented(100, 200, 64, rt, Dtype::Bf16, arch),
-            KernelSpec::chunk_states(13, 7, 32, rt, Dtype::F16, arch),
-            KernelSpec::chunkwise_segmented(13, 7, 32, rt, Dtype::F16, arch),
+            KernelSpec::chunkwise(100, 60, 64, rt, Dtype::Bf16, arch)
+                .with_op(KernelOp::ChunkwiseVarlen),
+            KernelSpec::chunkwise(60, 24, 32, rt, Dtype::F32, arch)
+                .with_op(KernelOp::ChunkwiseVarlen),
+            KernelSpec::chunkwise(60, 24, 32, rt, Dtype::F32, arch).with_op(KernelOp::ChunkStates),
+            KernelSpec::chunkwise(60, 24, 32, rt, Dtype::F32, arch)
+                .with_op(KernelOp::ChunkwiseSegmented),
+            KernelSpec::chunkwise(100, 200, 64, rt, Dtype::Bf16, arch)
+                .with_op(KernelOp::ChunkStates),
+            KernelSpec::chunkwise(100, 200, 64, rt, Dtype::Bf16, arch)
+                .with_op(KernelOp::ChunkwiseSegmented),
+            KernelSpec::chunkwise(13, 7, 32, rt, Dtype::F16, arch).with_op(KernelOp::ChunkStates),
+            KernelSpec::chunkwise(13, 7, 32, rt, Dtype::F16, arch)
+                .with_op(KernelOp::ChunkwiseSegmented),
             KernelSpec::parallel(8, 24, 32, rt, Dtype::F32, arch),
             KernelSpec::parallel(60, 100, 64, named, Dtype::Bf16, arch),
             KernelSpec::parallel(200, 200, 32, rt, Dtype::F32, arch),

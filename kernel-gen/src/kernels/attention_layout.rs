@@ -210,9 +210,8 @@ pub(crate) fn widen(kb: &mut KernelBuilder, words: &[Reg]) -> Vec<Reg> {
         } else if matches!(w.ty, Ty::F16 | Ty::Bf16) {
             out.push(kb.cvt(Ty::F32, w, None));
         } else {
-            let (lo, hi) = kb.unpack(w);
-            out.push(kb.cvt(Ty::F32, lo, None));
-            out.push(kb.cvt(Ty::F32, hi, None));
+            let (lo, hi) = kb.unpack_f32(w);
+            out.extend([lo, hi]);
         }
     }
     out

@@ -141,6 +141,19 @@ impl KernelBuilder {
         });
     }
 
+    /// `n` fresh registers of type `ty`, written by the op `make` builds from them (a vector
+    /// load, an `ldmatrix`), which is pushed; returns the registers.
+    pub(super) fn push_writing(
+        &mut self,
+        ty: Ty,
+        n: usize,
+        make: impl FnOnce(Vec<Reg>) -> Op,
+    ) -> Vec<Reg> {
+        let dsts: Vec<Reg> = (0..n).map(|_| self.reg(ty)).collect();
+        self.push(make(dsts.clone()));
+        dsts
+    }
+
     /// A fresh register of type `ty`.
     pub fn reg(&mut self, ty: Ty) -> Reg {
         let count = &mut self.kernel.reg_counts[ty.index()];
