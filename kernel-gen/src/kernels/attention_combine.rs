@@ -21,7 +21,8 @@
 
 use super::attention_layout::{load_piece_words_masked, store_columns};
 use super::attention_spec::{
-    NO_SCORE, PARTIAL_HEADER, combine_mapping, padded_v, partial_row_floats, validate,
+    COMBINE_PARAMS, NO_SCORE, PARTIAL_HEADER, combine_mapping, padded_v, partial_row_floats,
+    validate,
 };
 use crate::GenError;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Sreg, Ty};
@@ -56,9 +57,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let row_bytes = partial_row_floats(spec) * 4;
 
     let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, false));
-    let p_partial = kb.param("p_partial", Ty::U64);
-    let p_o = kb.param("p_o", Ty::U64);
-    let p_splits = kb.param("p_splits", Ty::U32);
+    let [p_partial, p_o, p_splits] = kb.params(COMBINE_PARAMS, &[("p_splits", Ty::U32)]);
 
     kb.comment("one CTA per (head h = ctaid.y, row n = ctaid.z)");
     let h = kb.sreg(Sreg::Ctaid(Axis::Y));

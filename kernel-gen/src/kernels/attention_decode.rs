@@ -67,7 +67,7 @@ pub use super::attention_plan::{
 pub use super::attention_spec::{
     MAX_K, MAX_V, PARTIAL_HEADER, combine_threads, partial_row_floats, validate,
 };
-use super::attention_spec::{NO_SCORE, padded_v};
+use super::attention_spec::{NO_SCORE, SPLIT_PARAMS, padded_v};
 
 /// The kernel's title line.
 const TITLE: &str = "softmax attention decode, split pass";
@@ -261,14 +261,21 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, false));
 
-    let p_q = kb.param("p_q", Ty::U64);
-    let p_k = kb.param("p_k_cache", Ty::U64);
-    let p_v = kb.param("p_v_cache", Ty::U64);
-    let p_o = kb.param("p_o", Ty::U64);
-    let p_partial = kb.param("p_partial", Ty::U64);
-    let p_context = kb.param("p_context", Ty::U32);
-    let p_split_len = kb.param("p_split_len", Ty::U32);
-    let p_scale = kb.param("p_scale", Ty::F32);
+    let scalars = [
+        ("p_context", Ty::U32),
+        ("p_split_len", Ty::U32),
+        ("p_scale", Ty::F32),
+    ];
+    let [
+        p_q,
+        p_k,
+        p_v,
+        p_o,
+        p_partial,
+        p_context,
+        p_split_len,
+        p_scale,
+    ] = kb.params(SPLIT_PARAMS, &scalars);
 
     let s_q = kb.shared_array("s_q", kd * 4, 16, "q*scale*log2(e) as f32 [K]");
     let s_ml = kb.shared_array("s_ml", warps * 8, 16, "each warp's (m, l) as f32 [W, 2]");

@@ -19,6 +19,20 @@ pub const PARTIAL_HEADER: u32 = 4;
 /// The running max of a lane group that has seen no token: finite, so max − max is 0.
 pub(crate) const NO_SCORE: f32 = f32::MIN;
 
+/// The split pass's parameters in launch order (the module table of `attention_decode`).
+pub(crate) const SPLIT_PARAMS: [&str; 8] = [
+    "p_q",
+    "p_k_cache",
+    "p_v_cache",
+    "p_o",
+    "p_partial",
+    "p_context",
+    "p_split_len",
+    "p_scale",
+];
+/// The combine pass's parameters in launch order (the module table of `attention_combine`).
+pub(crate) const COMBINE_PARAMS: [&str; 3] = ["p_partial", "p_o", "p_splits"];
+
 /// V rounded up to a multiple of 4: the õ words of a partial row and the f32 columns of a
 /// warp's row in the split pass's shared merge buffer (columns past V hold zeros).
 pub fn padded_v(v: u32) -> u32 {

@@ -119,11 +119,15 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
     })
 }
 
+/// The parameters every decode kernel has, in launch order (runtime γ appends `p_heads`
+/// and `p_log2_gamma`).
+const PARAMS: [&str; 8] = [
+    "p_q", "p_k", "p_v", "p_state", "p_slots", "p_o", "p_n", "p_scale",
+];
+
 /// Parameter names in launch order (see the module table).
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
-    let mut names = vec![
-        "p_q", "p_k", "p_v", "p_state", "p_slots", "p_o", "p_n", "p_scale",
-    ];
+    let mut names = PARAMS.to_vec();
     if spec.gammas == GammaSet::Runtime {
         names.extend(["p_heads", "p_log2_gamma"]);
     }
@@ -160,14 +164,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.header("S <- gamma_h * S + k^T v ; o = scale * q . S   (state f32, in place)".to_string());
     kb.max_threads(threads);
 
-    let p_q = kb.param("p_q", Ty::U64);
-    let p_k = kb.param("p_k", Ty::U64);
-    let p_v = kb.param("p_v", Ty::U64);
-    let p_state = kb.param("p_state", Ty::U64);
-    let p_slots = kb.param("p_slots", Ty::U64);
-    let p_o = kb.param("p_o", Ty::U64);
-    let p_n = kb.param("p_n", Ty::U32);
-    let p_scale = kb.param("p_scale", Ty::F32);
+    let [p_q, p_k, p_v, p_state, p_slots, p_o, p_n, p_scale] =
+        kb.params(PARAMS, &[("p_n", Ty::U32), ("p_scale", Ty::F32)]);
     let runtime = declare_runtime_gamma(&mut kb, log2_gammas.is_none());
 
     let s_q: SharedRef = kb.shared_array("s_q", k_dim * 4, 16, "q*scale as f32 [K]");

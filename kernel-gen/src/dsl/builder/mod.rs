@@ -169,6 +169,22 @@ impl KernelBuilder {
 
     // ---- parameters and shared memory ----
 
+    /// Declare `names` in order ([`Self::param`]): each `.u64` (a device pointer) unless
+    /// `scalars` gives its type.
+    pub fn params<const N: usize>(
+        &mut self,
+        names: [&str; N],
+        scalars: &[(&str, Ty)],
+    ) -> [ParamRef; N] {
+        names.map(|name| {
+            let ty = scalars
+                .iter()
+                .find(|&&(scalar, _)| scalar == name)
+                .map_or(Ty::U64, |&(_, ty)| ty);
+            self.param(name, ty)
+        })
+    }
+
     /// Declare a parameter (appended to the signature in call order).
     pub fn param(&mut self, name: &str, ty: Ty) -> ParamRef {
         if !matches!(ty, Ty::U32 | Ty::S32 | Ty::U64 | Ty::F32) {

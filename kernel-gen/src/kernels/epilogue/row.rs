@@ -29,21 +29,11 @@ pub(super) fn begin<const N: usize>(
     kb.header(format!("spec: {}", spec.canonical()));
     kb.header(math);
     kb.max_threads(spec.tile.threads);
-    let params: Vec<ParamRef> = param_names(spec)
-        .into_iter()
-        .map(|name| {
-            let ty = match name {
-                "p_rows" => Ty::U32,
-                "p_eps" => Ty::F32,
-                _ => Ty::U64,
-            };
-            kb.param(name, ty)
-        })
-        .collect();
-    let params = params.try_into().map_err(|_| GenError::Dsl {
+    let names: [&str; N] = param_names(spec).try_into().map_err(|_| GenError::Dsl {
         kernel: spec.entry(),
         message: format!("param_names does not list the {what}'s {N} parameters"),
     })?;
+    let params = kb.params(names, &[("p_rows", Ty::U32), ("p_eps", Ty::F32)]);
     Ok((kb, params))
 }
 
