@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use kernel_gen::emu::{EmuReport, H100_MODEL, Launch, Workload};
-use kernel_gen::{Arch, GammaSet, KernelSpec};
+use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec};
 use kernel_gen::{attention_decode_plan, decode_variant};
 use retention_check as checks;
 use retention_check::attention::Case;

@@ -62,7 +62,7 @@ pub use super::decode_phases::{
     column_width, default_value_slice, slice_allowed, value_slice, value_slices,
 };
 
-use super::decode_phases::{Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o, stream_state};
+use super::decode_phases::{Mapping, element_ptr, reduce_to_o, stream_state};
 use super::decode_stage::{StageIn, stage_inputs};
 use super::{decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
@@ -238,12 +238,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         s_slot: &s_slot,
     };
     let staged = stage_inputs(&mut kb, spec, &map, &stage_in);
-    let (sq_addr, sk_addr, slot_addr) = (staged.sq_addr, staged.sk_addr, staged.slot_addr);
-    let (sv_addr, t_f32, t_cols) = (staged.sv_addr, staged.t_f32, staged.t_cols);
     kb.bar_sync(0);
 
     let log2_gamma = match &log2_gammas {
-        None => kb.ld(Space::Shared, Ty::F32, Address::reg(slot_addr, 4)),
+        None => kb.ld(Space::Shared, Ty::F32, Address::reg(staged.slot_addr, 4)),
         Some(l) => {
             kb.comment("log2 gamma_h: exact f32 immediates, one per head");
             select_log2_gamma(&mut kb, l, h)
@@ -252,7 +250,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let gamma = decay::emit_exp2(&mut kb, log2_gamma);
 
     kb.comment("state of (slot, h) at (slot*H + h)*K*V");
-    let slot = kb.ld(Space::Shared, Ty::U32, Address::reg(slot_addr, 0));
+    let slot = kb.ld(Space::Shared, Ty::U32, Address::reg(staged.slot_addr, 0));
     let slot_h = kb.mad_lo(slot, heads, h);
     let state = kb.global_ptr(&p_state);
     let mut g_state = kb.mad_wide(slot_h, k_dim * v_dim * 4, state); // (K, V) f32 of this (slot, h)
@@ -260,26 +258,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         g_state = element_ptr(&mut kb, g_state, col0, 4);
     }
 
-    let stream = StreamIn {
-        t,
-        g_state,
-        gamma,
-        sv_addr,
-        sq_addr,
-        sk_addr,
-        cols_left,
-    };
-    let acc = stream_state(&mut kb, spec, &map, &stream);
-
-    let out = ReduceIn {
-        t,
-        t_f32,
-        t_cols,
-        g_o,
-        cols_left,
-        acc,
-    };
-    reduce_to_o(&mut kb, spec, &map, &out, &s_part);
+    let acc = stream_state(&mut kb, spec, &map, &staged, (g_state, gamma));
+    reduce_to_o(&mut kb, spec, &map, &staged, (g_o, &acc), &s_part);
     kb.place(done);
     kb.ret();
     kb.finish()
