@@ -19,13 +19,13 @@
 //! õ rows of eight splits are loaded together before they are merged (a loop of one split
 //! at a time would wait a full memory latency per split).
 
-use super::attention_layout::{load_piece_words_masked, store_columns};
+use super::attention_layout::{head_row_thread, load_piece_words_masked, store_columns};
 use super::attention_spec::{
     COMBINE_PARAMS, NO_SCORE, PARTIAL_HEADER, combine_mapping, padded_v, partial_row_floats,
     validate,
 };
 use crate::GenError;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Sreg, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, Reg, ShflMode, Ty};
 use crate::math::kernel_head::start_kernel;
 use crate::spec::{KernelOp, KernelSpec};
 use retention_core::Dtype;
@@ -60,10 +60,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let [p_partial, p_o, p_splits] = kb.params(COMBINE_PARAMS, &[("p_splits", Ty::U32)]);
 
     kb.comment("one CTA per (head h = ctaid.y, row n = ctaid.z)");
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let heads = kb.sreg(Sreg::Nctaid(Axis::Y));
-    let n = kb.sreg(Sreg::Ctaid(Axis::Z));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let (h, heads, n, t) = head_row_thread(&mut kb);
     let lane = kb.and(t, 31u32);
     let nh = kb.mad_lo(n, heads, h);
     let splits = kb.ld_param(&p_splits);

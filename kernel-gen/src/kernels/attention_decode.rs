@@ -50,7 +50,8 @@
 //! in accesses of 4, 2 or 1 elements (V's alignment), columns past V predicated off.
 
 use super::attention_layout::{
-    LaneLayout, RowSplit, column_width, load_piece_words, load_piece_words_masked, widen,
+    LaneLayout, RowSplit, column_width, head_row_thread, load_piece_words, load_piece_words_masked,
+    widen,
 };
 use crate::GenError;
 use crate::dsl::{
@@ -284,10 +285,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment("one CTA per (split = ctaid.x, head h = ctaid.y, row n = ctaid.z)");
     let split = kb.sreg(Sreg::Ctaid(Axis::X));
     let splits = kb.sreg(Sreg::Nctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let heads = kb.sreg(Sreg::Nctaid(Axis::Y));
-    let n = kb.sreg(Sreg::Ctaid(Axis::Z));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let (h, heads, n, t) = head_row_thread(&mut kb);
     let nh = kb.mad_lo(n, heads, h);
     let context = kb.ld_param(&p_context);
     let split_len = kb.ld_param(&p_split_len);

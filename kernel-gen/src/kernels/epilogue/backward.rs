@@ -57,7 +57,5 @@ pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError
         })
         .collect();
     row.store(&mut kb, &p_do, &d_o);
-    kb.place(row.done);
-    kb.ret();
-    kb.finish()
+    row.close(kb)
 }

@@ -35,7 +35,5 @@ pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError
         })
         .collect();
     row.store(&mut kb, &p_y, &y);
-    kb.place(row.done);
-    kb.ret();
-    kb.finish()
+    row.close(kb)
 }

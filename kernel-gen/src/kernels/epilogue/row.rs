@@ -67,8 +67,8 @@ pub(super) struct RowLanes {
     offset: Reg, // .u64
     /// First column of this lane in each group (.u32).
     cols: Vec<Reg>,
-    /// Where the warps past the last row jump to (place it before `ret`).
-    pub done: Label,
+    /// Where the warps past the last row jump to ([`Self::close`] places it).
+    done: Label,
 }
 
 /// Columns per lane per access: 4 when 4 | V (one vector access), else 2 when 2 | V, else 4
@@ -162,6 +162,16 @@ impl RowLanes {
         let inv = kb.div(1.0f32, denom);
         let positive = kb.setp(Cmp::Gt, ms, 0.0f32);
         kb.selp(inv, 0.0f32, positive)
+    }
+
+    /// End the kernel: the warps past the last row land here, then every warp returns.
+    ///
+    /// # Errors
+    /// [`GenError::Dsl`] on a generator bug ([`KernelBuilder::finish`]).
+    pub fn close(self, mut kb: KernelBuilder) -> Result<crate::dsl::Kernel, GenError> {
+        kb.place(self.done);
+        kb.ret();
+        kb.finish()
     }
 
     /// mean over the row (V entries) of a row sum.
