@@ -26,20 +26,6 @@ fn sample() -> Vec<KernelSpec> {
             KernelSpec::chunkwise(100, 24, 256, rt, Dtype::F16, arch),
             KernelSpec::chunkwise(60, 100, 128, rt, Dtype::Bf16, arch),
             KernelSpec::chunkwise(200, 100, 128, rt, Dtype::F16, arch),
-            KernelSpec::chunkwise(100, 60, 64, rt, Dtype::Bf16, arch)
-                .with_op(KernelOp::ChunkwiseVarlen),
-            KernelSpec::chunkwise(60, 24, 32, rt, Dtype::F32, arch)
-                .with_op(KernelOp::ChunkwiseVarlen),
-            KernelSpec::chunkwise(60, 24, 32, rt, Dtype::F32, arch).with_op(KernelOp::ChunkStates),
-            KernelSpec::chunkwise(60, 24, 32, rt, Dtype::F32, arch)
-                .with_op(KernelOp::ChunkwiseSegmented),
-            KernelSpec::chunkwise(100, 200, 64, rt, Dtype::Bf16, arch)
-                .with_op(KernelOp::ChunkStates),
-            KernelSpec::chunkwise(100, 200, 64, rt, Dtype::Bf16, arch)
-                .with_op(KernelOp::ChunkwiseSegmented),
-            KernelSpec::chunkwise(13, 7, 32, rt, Dtype::F16, arch).with_op(KernelOp::ChunkStates),
-            KernelSpec::chunkwise(13, 7, 32, rt, Dtype::F16, arch)
-                .with_op(KernelOp::ChunkwiseSegmented),
             KernelSpec::parallel(8, 24, 32, rt, Dtype::F32, arch),
             KernelSpec::parallel(60, 100, 64, named, Dtype::Bf16, arch),
             KernelSpec::parallel(200, 200, 32, rt, Dtype::F32, arch),
@@ -47,6 +33,21 @@ fn sample() -> Vec<KernelSpec> {
             KernelSpec::parallel(24, 200, 32, rt, Dtype::Bf16, arch),
             KernelSpec::parallel(200, 60, 64, rt, Dtype::F16, arch),
         ]);
+        let varlen = KernelOp::ChunkwiseVarlen;
+        let phases = [KernelOp::ChunkStates, KernelOp::ChunkwiseSegmented];
+        let other_ops = [
+            ((100, 60, 64, Dtype::Bf16), &[varlen][..]),
+            (
+                (60, 24, 32, Dtype::F32),
+                &[varlen, phases[0], phases[1]][..],
+            ),
+            ((100, 200, 64, Dtype::Bf16), &phases[..]),
+            ((13, 7, 32, Dtype::F16), &phases[..]),
+        ];
+        for ((k, v, c, dtype), ops) in other_ops {
+            let spec = KernelSpec::chunkwise(k, v, c, rt, dtype, arch);
+            specs.extend(ops.iter().map(|&op| spec.with_op(op)));
+        }
     }
     specs
 }
