@@ -38,7 +38,7 @@ pub fn chunkwise_backward_plans(
     p: BackwardProblem,
     size: LaunchSize,
 ) -> GenResult<[KernelPlan; 3]> {
-    let spec = |op, c| KernelSpec::chunkwise_backward(op, p.k, p.v, c, p.gammas, p.dtype, p.arch);
+    let spec = |op, c| KernelSpec::chunkwise(p.k, p.v, c, p.gammas, p.dtype, p.arch).with_op(op);
     let mut refusal = None;
     for c in chunkwise_backward::SUPPORTED_CHUNKS.into_iter().rev() {
         match spec(KernelOp::ChunkwiseBackwardDq, c).validate() {
