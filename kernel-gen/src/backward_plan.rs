@@ -32,8 +32,9 @@ pub struct BackwardProblem {
 /// writes ([`workspace_floats`]).
 ///
 /// # Errors
-/// [`GenError::UnsupportedSpec`] for a (K, V, dtype) no chunk serves (the last refusal);
-/// [`GenError::Launch`] for a size the grid cannot hold.
+/// [`GenError::UnsupportedSpec`](crate::GenError::UnsupportedSpec) for a (K, V, dtype) no
+/// chunk serves (the last refusal); [`GenError::Launch`](crate::GenError::Launch) for a size
+/// the grid cannot hold.
 pub fn chunkwise_backward_plans(
     p: BackwardProblem,
     size: LaunchSize,
