@@ -140,7 +140,8 @@ fn chunkwise_varlen_serves_any_head_dims() {
         .iter()
         .enumerate()
     {
-        let spec = KernelSpec::chunkwise_varlen(k, v, c, RUNTIME, dtype, Arch::Sm80);
+        let spec = KernelSpec::chunkwise(k, v, c, RUNTIME, dtype, Arch::Sm80)
+            .with_op(KernelOp::ChunkwiseVarlen);
         let m = module(&spec);
         let c = c as usize;
         let got = varlen::check_batch(&spec, &m, &[c / 2 + 3, 0, c + 5], true, 800 + i as u64)
@@ -195,14 +196,15 @@ fn head_dims_outside_the_served_range_are_refused_by_name() {
     }
     for op_spec in [
         KernelSpec::chunkwise(64, 513, 64, RUNTIME, Dtype::F32, a),
-        KernelSpec::chunkwise_varlen(64, 0, 64, RUNTIME, Dtype::F32, a),
+        KernelSpec::chunkwise(64, 0, 64, RUNTIME, Dtype::F32, a).with_op(KernelOp::ChunkwiseVarlen),
         KernelSpec::parallel(64, 1024, 32, RUNTIME, Dtype::Bf16, a),
     ] {
         refused(op_spec, "head dim V");
     }
     for op_spec in [
-        KernelSpec::chunk_states(257, 100, 64, RUNTIME, Dtype::F32, a),
-        KernelSpec::chunkwise_segmented(0, 24, 32, RUNTIME, Dtype::Bf16, a),
+        KernelSpec::chunkwise(257, 100, 64, RUNTIME, Dtype::F32, a).with_op(KernelOp::ChunkStates),
+        KernelSpec::chunkwise(0, 24, 32, RUNTIME, Dtype::Bf16, a)
+            .with_op(KernelOp::ChunkwiseSegmented),
     ] {
         refused(op_spec, "head dim K");
     }
@@ -220,8 +222,10 @@ fn two_phase_serves_any_head_dims() {
         (13, 7, 32, Dtype::Bf16, RUNTIME, Want::Fma),
     ];
     for (i, &(k, v, c, dtype, gammas, want)) in pairs.iter().enumerate() {
-        let states = KernelSpec::chunk_states(k, v, c, gammas, dtype, Arch::Sm80);
-        let segmented = KernelSpec::chunkwise_segmented(k, v, c, gammas, dtype, Arch::Sm80);
+        let states = KernelSpec::chunkwise(k, v, c, gammas, dtype, Arch::Sm80)
+            .with_op(KernelOp::ChunkStates);
+        let segmented = KernelSpec::chunkwise(k, v, c, gammas, dtype, Arch::Sm80)
+            .with_op(KernelOp::ChunkwiseSegmented);
         assert_eq!(states.op, KernelOp::ChunkStates);
         assert_eq!(kind(path(&segmented)), want, "{}", segmented.slug());
         let (m1, m2) = (module(&states), module(&segmented));
@@ -278,8 +282,10 @@ fn two_phase_refuses_blocked_fma_chunks() {
             one_pass.slug()
         );
         for spec in [
-            KernelSpec::chunk_states(k, v, 64, RUNTIME, dtype, Arch::Sm80),
-            KernelSpec::chunkwise_segmented(k, v, 64, RUNTIME, dtype, Arch::Sm80),
+            KernelSpec::chunkwise(k, v, 64, RUNTIME, dtype, Arch::Sm80)
+                .with_op(KernelOp::ChunkStates),
+            KernelSpec::chunkwise(k, v, 64, RUNTIME, dtype, Arch::Sm80)
+                .with_op(KernelOp::ChunkwiseSegmented),
         ] {
             match spec.validate() {
                 Err(GenError::UnsupportedSpec { what, .. }) => assert_eq!(what, "head dims"),

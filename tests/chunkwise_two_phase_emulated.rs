@@ -216,8 +216,8 @@ fn two_phase_variants_match_the_reference_in_the_emulator() {
 #[test]
 fn two_phase_traffic_stays_near_the_one_pass_minimum() {
     for dtype in [Dtype::Bf16, Dtype::F32] {
-        let spec =
-            KernelSpec::chunkwise_segmented(64, 64, 32, GammaSet::Runtime, dtype, Arch::Sm80);
+        let spec = KernelSpec::chunkwise(64, 64, 32, GammaSet::Runtime, dtype, Arch::Sm80)
+            .with_op(KernelOp::ChunkwiseSegmented);
         let states = KernelSpec {
             op: KernelOp::ChunkStates,
             ..spec
@@ -287,8 +287,8 @@ fn two_phase_traffic_stays_near_the_one_pass_minimum() {
 /// reference on it (one (b, h) pair, SM count 8 so that the split happens on a short T).
 #[test]
 fn preferred_segments_plan_and_run() {
-    let spec =
-        KernelSpec::chunkwise_segmented(64, 64, 32, GammaSet::Runtime, Dtype::F16, Arch::Sm90);
+    let spec = KernelSpec::chunkwise(64, 64, 32, GammaSet::Runtime, Dtype::F16, Arch::Sm90)
+        .with_op(KernelOp::ChunkwiseSegmented);
     let t = 20 * 32 + 7;
     let len = prefer_two_phase(1, 1, t as u32, 32, 8).expect("one (b, h) pair on 8 SMs splits");
     let plan = two_phase_plan(&spec, 1, 1, t as u32, len).unwrap();

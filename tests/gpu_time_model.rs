@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use kernel_gen::emu::{EmuReport, H100_MODEL, Launch, Workload};
-use kernel_gen::{Arch, GammaSet, KernelSpec};
+use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec};
 use kernel_gen::{attention_decode_plan, decode_variant};
 use retention_check as checks;
 use retention_check::attention::Case;
@@ -155,14 +155,15 @@ fn two_phase_workloads(
         num(row, "segment_len"),
     );
     let segments = t.div_ceil(len);
-    let spec = KernelSpec::chunkwise_segmented(
+    let spec = KernelSpec::chunkwise(
         dk,
         dv,
         c,
         GammaSet::Runtime,
         dtype(row["dtype"].as_str().unwrap()),
         Arch::Sm90,
-    );
+    )
+    .with_op(KernelOp::ChunkwiseSegmented);
     let states = checks::two_phase::partner(&spec).unwrap();
     let key = format!("{} S={segments}", spec.slug());
     let [p1a, p2a, p1b, p2b] = *cache.entry(key).or_insert_with(|| {

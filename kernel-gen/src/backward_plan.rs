@@ -32,13 +32,14 @@ pub struct BackwardProblem {
 /// writes ([`workspace_floats`]).
 ///
 /// # Errors
-/// [`GenError::UnsupportedSpec`] for a (K, V, dtype) no chunk serves (the last refusal);
-/// [`GenError::Launch`] for a size the grid cannot hold.
+/// [`GenError::UnsupportedSpec`](crate::GenError::UnsupportedSpec) for a (K, V, dtype) no
+/// chunk serves (the last refusal); [`GenError::Launch`](crate::GenError::Launch) for a size
+/// the grid cannot hold.
 pub fn chunkwise_backward_plans(
     p: BackwardProblem,
     size: LaunchSize,
 ) -> GenResult<[KernelPlan; 3]> {
-    let spec = |op, c| KernelSpec::chunkwise_backward(op, p.k, p.v, c, p.gammas, p.dtype, p.arch);
+    let spec = |op, c| KernelSpec::chunkwise(p.k, p.v, c, p.gammas, p.dtype, p.arch).with_op(op);
     let mut refusal = None;
     for c in chunkwise_backward::SUPPORTED_CHUNKS.into_iter().rev() {
         match spec(KernelOp::ChunkwiseBackwardDq, c).validate() {

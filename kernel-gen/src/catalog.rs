@@ -44,17 +44,11 @@ pub fn epilogue_catalog() -> Vec<KernelSpec> {
     let mut values: Vec<u32> = CHUNKWISE_HEAD_DIMS.iter().map(|&(_, v)| v).collect();
     values.sort_unstable();
     values.dedup();
-    let mut specs = Vec::new();
-    for arch in Arch::ALL {
-        for &v in &values {
-            for dtype in Dtype::ALL {
-                let spec = KernelSpec::epilogue(v, dtype, arch);
-                specs.push(spec);
-                specs.push(spec.epilogue_backward());
-            }
-        }
-    }
-    specs
+    let dims: Vec<(u32, u32)> = values.into_iter().map(|v| (v, v)).collect();
+    walk(&dims, &[None], &[GammaSet::Runtime], |specs, p| {
+        let spec = KernelSpec::epilogue(p.v, p.dtype, p.arch);
+        specs.extend([spec, spec.epilogue_backward()]);
+    })
 }
 
 /// (K, V) of the attention decode baseline: K = V ∈ {64, 128, 256}, and the paper's
@@ -63,52 +57,48 @@ pub const ATTENTION_HEAD_DIMS: [(u32, u32); 4] = [(64, 64), (128, 128), (256, 25
 
 /// The attention decode baseline: split and combine pass of every head shape, dtype and arch.
 pub fn attention_catalog() -> Vec<KernelSpec> {
-    let mut specs = Vec::new();
-    for arch in Arch::ALL {
-        for (k, v) in ATTENTION_HEAD_DIMS {
-            for dtype in Dtype::ALL {
-                let spec = KernelSpec::attention_decode(k, v, dtype, arch);
-                specs.push(spec);
-                specs.push(spec.attention_combine());
-            }
-        }
-    }
-    specs
+    walk(
+        &ATTENTION_HEAD_DIMS,
+        &[None],
+        &[GammaSet::Runtime],
+        |specs, p| {
+            let spec = KernelSpec::attention_decode(p.k, p.v, p.dtype, p.arch);
+            specs.extend([spec, spec.attention_combine()]);
+        },
+    )
 }
 
 /// The parallel-forward part of the catalog: every (K, V) of [`CHUNKWISE_HEAD_DIMS`], every
 /// dtype (tile [`parallel::default_tile`]), every default gamma set, sm_80 and sm_90.
 pub fn parallel_catalog() -> Vec<KernelSpec> {
-    let mut specs = Vec::new();
-    for arch in Arch::ALL {
-        for (k, v) in CHUNKWISE_HEAD_DIMS {
-            for dtype in Dtype::ALL {
-                for gammas in DEFAULT_GAMMA_SETS {
-                    let tile = parallel::default_tile(dtype);
-                    specs.push(KernelSpec::parallel(k, v, tile, gammas, dtype, arch));
-                }
-            }
-        }
-    }
-    specs
+    walk(
+        &CHUNKWISE_HEAD_DIMS,
+        &[None],
+        &DEFAULT_GAMMA_SETS,
+        |specs, p| {
+            let tile = parallel::default_tile(p.dtype);
+            specs.push(KernelSpec::parallel(
+                p.k, p.v, tile, p.gammas, p.dtype, p.arch,
+            ));
+        },
+    )
 }
 
 /// The parallel backward (dQ, dK and dV passes) at the forward parallel catalog's shapes:
 /// every (K, V) of [`CHUNKWISE_HEAD_DIMS`], every dtype (tile
 /// [`parallel_backward::DEFAULT_TILE`]), every default gamma set, sm_80 and sm_90.
 pub fn parallel_backward_catalog() -> Vec<KernelSpec> {
-    let mut specs = Vec::new();
-    for arch in Arch::ALL {
-        for (k, v) in CHUNKWISE_HEAD_DIMS {
-            for dtype in Dtype::ALL {
-                for gammas in DEFAULT_GAMMA_SETS {
-                    let tile = parallel_backward::DEFAULT_TILE;
-                    specs.extend(parallel_backward::passes(k, v, tile, gammas, dtype, arch));
-                }
-            }
-        }
-    }
-    specs
+    walk(
+        &CHUNKWISE_HEAD_DIMS,
+        &[None],
+        &DEFAULT_GAMMA_SETS,
+        |specs, p| {
+            let tile = parallel_backward::DEFAULT_TILE;
+            specs.extend(parallel_backward::passes(
+                p.k, p.v, tile, p.gammas, p.dtype, p.arch,
+            ));
+        },
+    )
 }
 
 /// The two-phase chunkwise forward (`chunk_states` then `chunkwise_segmented`) for every
@@ -142,33 +132,20 @@ pub const CHUNKWISE_HEAD_DIMS: [(u32, u32); 7] = [
 
 /// The chunkwise-forward part of the catalog.
 pub fn chunkwise_catalog() -> Vec<KernelSpec> {
-    let mut specs = Vec::new();
-    for arch in Arch::ALL {
-        for (k, v) in CHUNKWISE_HEAD_DIMS {
-            {
-                for c in chunkwise::SUPPORTED_CHUNKS {
-                    for dtype in Dtype::ALL {
-                        for gammas in DEFAULT_GAMMA_SETS {
-                            let spec = KernelSpec::chunkwise(k, v, c, gammas, dtype, arch);
-                            // One shape set for every arch: what sm_80's shared memory holds.
-                            let on_sm80 = KernelSpec {
-                                arch: Arch::Sm80,
-                                ..spec
-                            };
-                            if on_sm80.validate().is_ok() {
-                                specs.push(spec);
-                                specs.push(KernelSpec {
-                                    op: KernelOp::ChunkwiseVarlen,
-                                    ..spec
-                                });
-                            }
-                        }
-                    }
-                }
-            }
+    walk_chunkwise(&chunkwise::SUPPORTED_CHUNKS, |specs, spec| {
+        // One shape set for every arch: what sm_80's shared memory holds.
+        let on_sm80 = KernelSpec {
+            arch: Arch::Sm80,
+            ..spec
+        };
+        if on_sm80.validate().is_ok() {
+            specs.push(spec);
+            specs.push(KernelSpec {
+                op: KernelOp::ChunkwiseVarlen,
+                ..spec
+            });
         }
-    }
-    specs
+    })
 }
 
 /// The chunkwise backward (dq, dk, dv kernels) for every (K, V) of [`CHUNKWISE_HEAD_DIMS`],
@@ -176,42 +153,85 @@ pub fn chunkwise_catalog() -> Vec<KernelSpec> {
 /// ([`chunkwise_backward::SUPPORTED_CHUNKS`]), every dtype and default gamma set, sm_80 and
 /// sm_90.
 pub fn chunkwise_backward_catalog() -> Vec<KernelSpec> {
-    let mut specs = Vec::new();
-    for arch in Arch::ALL {
-        for (k, v) in CHUNKWISE_HEAD_DIMS {
-            for c in chunkwise_backward::SUPPORTED_CHUNKS {
-                for dtype in Dtype::ALL {
-                    for gammas in DEFAULT_GAMMA_SETS {
-                        for op in chunkwise_backward::OPS {
-                            specs.push(KernelSpec::chunkwise_backward(
-                                op, k, v, c, gammas, dtype, arch,
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    specs
+    walk_chunkwise(&chunkwise_backward::SUPPORTED_CHUNKS, |specs, spec| {
+        specs.extend(chunkwise_backward::OPS.map(|op| KernelSpec { op, ..spec }));
+    })
 }
 
 /// The decode part of the catalog.
 fn decode_catalog() -> Vec<KernelSpec> {
+    let dims: Vec<(u32, u32)> = [64, 128, 256]
+        .into_iter()
+        .flat_map(|k| [(k, k), (k, 2 * k)])
+        .collect();
+    walk(&dims, &[None], &DEFAULT_GAMMA_SETS, |specs, p| {
+        let spec = KernelSpec::decode(p.k, p.v, p.gammas, p.dtype, p.arch);
+        specs.push(spec);
+        // The wider-slice variants the plan picks for larger batches.
+        for w in decode_plan::wider_slices(&spec) {
+            specs.push(KernelSpec {
+                chunk: Some(w),
+                ..spec
+            });
+        }
+    })
+}
+
+/// One point of the catalog's product of archs, head dims, chunks, dtypes and gamma sets.
+#[derive(Clone, Copy)]
+struct Point {
+    arch: Arch,
+    k: u32,
+    v: u32,
+    chunk: Option<u32>,
+    dtype: Dtype,
+    gammas: GammaSet,
+}
+
+/// [`walk`] over [`CHUNKWISE_HEAD_DIMS`], `chunks` and [`DEFAULT_GAMMA_SETS`]: `add(specs,
+/// spec)` with each point's chunkwise-forward spec.
+fn walk_chunkwise(
+    chunks: &[u32],
+    mut add: impl FnMut(&mut Vec<KernelSpec>, KernelSpec),
+) -> Vec<KernelSpec> {
+    let chunks: Vec<Option<u32>> = chunks.iter().copied().map(Some).collect();
+    walk(
+        &CHUNKWISE_HEAD_DIMS,
+        &chunks,
+        &DEFAULT_GAMMA_SETS,
+        |specs, p| {
+            if let Some(c) = p.chunk {
+                let spec = KernelSpec::chunkwise(p.k, p.v, c, p.gammas, p.dtype, p.arch);
+                add(specs, spec);
+            }
+        },
+    )
+}
+
+/// The catalog's fixed order: arch outermost, then (K, V) of `dims`, each of `chunks`
+/// (`[None]` for a family without one), the dtype and each of `gammas` innermost;
+/// `add(specs, point)` appends the specs of each point.
+fn walk(
+    dims: &[(u32, u32)],
+    chunks: &[Option<u32>],
+    gammas: &[GammaSet],
+    mut add: impl FnMut(&mut Vec<KernelSpec>, Point),
+) -> Vec<KernelSpec> {
     let mut specs = Vec::new();
     for arch in Arch::ALL {
-        for k in [64, 128, 256] {
-            for v in [k, 2 * k] {
+        for &(k, v) in dims {
+            for &chunk in chunks {
                 for dtype in Dtype::ALL {
-                    for gammas in DEFAULT_GAMMA_SETS {
-                        let spec = KernelSpec::decode(k, v, gammas, dtype, arch);
-                        specs.push(spec);
-                        // The wider-slice variants the plan picks for larger batches.
-                        for w in decode_plan::wider_slices(&spec) {
-                            specs.push(KernelSpec {
-                                chunk: Some(w),
-                                ..spec
-                            });
-                        }
+                    for &gammas in gammas {
+                        let point = Point {
+                            arch,
+                            k,
+                            v,
+                            chunk,
+                            dtype,
+                            gammas,
+                        };
+                        add(&mut specs, point);
                     }
                 }
             }

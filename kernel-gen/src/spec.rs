@@ -6,6 +6,7 @@ use std::fmt;
 use retention_core::{Dtype, Gammas};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{check_span, unsupported};
 use crate::{Arch, GenError};
 
 /// The parallel forward's catalog tile for `dtype`: 64 on tensor cores (4 warps of 16 query
@@ -176,12 +177,19 @@ pub struct TileConfig {
     pub rows_per_step: u32,
 }
 
+impl TileConfig {
+    /// `threads` per CTA, each streaming `rows_per_step` rows per loop step.
+    pub const fn new(threads: u32, rows_per_step: u32) -> Self {
+        TileConfig {
+            threads,
+            rows_per_step,
+        }
+    }
+}
+
 impl Default for TileConfig {
     fn default() -> Self {
-        TileConfig {
-            threads: 256,
-            rows_per_step: 4,
-        }
+        TileConfig::new(256, 4)
     }
 }
 
@@ -234,17 +242,32 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 impl KernelSpec {
-    /// A decode-step spec with the default tile.
-    pub fn decode(k: u32, v: u32, gammas: GammaSet, dtype: Dtype, arch: Arch) -> Self {
+    /// The fields every constructor starts from: `op` at K = `k`, V = `v` in `dtype` for
+    /// `arch`, no chunk, runtime γ and the default tile.
+    fn base(op: KernelOp, (k, v): (u32, u32), dtype: Dtype, arch: Arch) -> Self {
         KernelSpec {
-            op: KernelOp::Decode,
+            op,
             k,
             v,
             chunk: None,
-            gammas,
+            gammas: GammaSet::Runtime,
             dtype,
             arch,
             tile: TileConfig::default(),
+        }
+    }
+
+    /// The same spec for another op (the other ops over chunks — varlen, the two-phase
+    /// phases, the chunkwise backward — are a [`Self::chunkwise`] spec with their op).
+    pub fn with_op(self, op: KernelOp) -> Self {
+        KernelSpec { op, ..self }
+    }
+
+    /// A decode-step spec with the default tile.
+    pub fn decode(k: u32, v: u32, gammas: GammaSet, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            gammas,
+            ..Self::base(KernelOp::Decode, (k, v), dtype, arch)
         }
     }
 
@@ -258,29 +281,9 @@ impl KernelSpec {
         arch: Arch,
     ) -> Self {
         KernelSpec {
-            op: KernelOp::Chunkwise,
-            k,
-            v,
             chunk: Some(chunk),
             gammas,
-            dtype,
-            arch,
-            tile: TileConfig::default(),
-        }
-    }
-
-    /// As [`Self::chunkwise`] over a packed variable-length batch.
-    pub fn chunkwise_varlen(
-        k: u32,
-        v: u32,
-        chunk: u32,
-        gammas: GammaSet,
-        dtype: Dtype,
-        arch: Arch,
-    ) -> Self {
-        KernelSpec {
-            op: KernelOp::ChunkwiseVarlen,
-            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
+            ..Self::base(KernelOp::Chunkwise, (k, v), dtype, arch)
         }
     }
 
@@ -291,35 +294,20 @@ impl KernelSpec {
     /// measured on an H100.
     pub fn attention_decode(k: u32, v: u32, dtype: Dtype, arch: Arch) -> Self {
         KernelSpec {
-            op: KernelOp::AttentionDecode,
-            k,
-            v,
-            chunk: None,
-            gammas: GammaSet::Runtime,
-            dtype,
-            arch,
-            tile: TileConfig {
-                threads: 512,
-                rows_per_step: 2,
-            },
+            tile: TileConfig::new(512, 2),
+            ..Self::base(KernelOp::AttentionDecode, (k, v), dtype, arch)
         }
     }
 
     /// The combine pass that goes with an attention split-pass spec (same fields, its own op).
     pub fn attention_combine(&self) -> Self {
-        KernelSpec {
-            op: KernelOp::AttentionCombine,
-            ..*self
-        }
+        self.with_op(KernelOp::AttentionCombine)
     }
 
     /// A parallel-forward spec whose query and key tiles have `tile` rows (stored in the
     /// `chunk` field; the parallel family's default tile is the catalog's choice).
     pub fn parallel(k: u32, v: u32, tile: u32, gammas: GammaSet, dtype: Dtype, arch: Arch) -> Self {
-        KernelSpec {
-            op: KernelOp::Parallel,
-            ..Self::chunkwise(k, v, tile, gammas, dtype, arch)
-        }
+        Self::chunkwise(k, v, tile, gammas, dtype, arch).with_op(KernelOp::Parallel)
     }
 
     /// The parallel-forward spec with the catalog's tile for `dtype`
@@ -328,52 +316,13 @@ impl KernelSpec {
         Self::parallel(k, v, default_parallel_tile(dtype), gammas, dtype, arch)
     }
 
-    /// Phase 1 of the two-phase chunkwise forward (see [`KernelOp::ChunkStates`]).
-    pub fn chunk_states(
-        k: u32,
-        v: u32,
-        chunk: u32,
-        gammas: GammaSet,
-        dtype: Dtype,
-        arch: Arch,
-    ) -> Self {
-        KernelSpec {
-            op: KernelOp::ChunkStates,
-            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
-        }
-    }
-
-    /// Phase 2 of the two-phase chunkwise forward (see [`KernelOp::ChunkwiseSegmented`]).
-    pub fn chunkwise_segmented(
-        k: u32,
-        v: u32,
-        chunk: u32,
-        gammas: GammaSet,
-        dtype: Dtype,
-        arch: Arch,
-    ) -> Self {
-        KernelSpec {
-            op: KernelOp::ChunkwiseSegmented,
-            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
-        }
-    }
-
     /// The gated MSR epilogue's forward over rows of V entries (K = V: it has no key dim;
     /// runtime γ: no decays; 4 rows per 128-thread CTA). [`Self::epilogue_backward`] gives
     /// its backward.
     pub fn epilogue(v: u32, dtype: Dtype, arch: Arch) -> Self {
         KernelSpec {
-            op: KernelOp::Epilogue,
-            k: v,
-            v,
-            chunk: None,
-            gammas: GammaSet::Runtime,
-            dtype,
-            arch,
-            tile: TileConfig {
-                threads: 128,
-                rows_per_step: 1,
-            },
+            tile: TileConfig::new(128, 1),
+            ..Self::base(KernelOp::Epilogue, (v, v), dtype, arch)
         }
     }
 
@@ -410,27 +359,7 @@ impl KernelSpec {
 
     /// The backward that goes with an epilogue spec (same fields, its own op).
     pub fn epilogue_backward(&self) -> Self {
-        KernelSpec {
-            op: KernelOp::EpilogueBackward,
-            ..*self
-        }
-    }
-
-    /// One of the three chunkwise-backward kernels (`op` one of
-    /// [`KernelOp::ChunkwiseBackwardDq`], `…Dk`, `…Dv`; the family validates it).
-    pub fn chunkwise_backward(
-        op: KernelOp,
-        k: u32,
-        v: u32,
-        chunk: u32,
-        gammas: GammaSet,
-        dtype: Dtype,
-        arch: Arch,
-    ) -> Self {
-        KernelSpec {
-            op,
-            ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
-        }
+        self.with_op(KernelOp::EpilogueBackward)
     }
 
     /// The canonical text every field is hashed from. Changing it renames every entry, so it
@@ -439,16 +368,26 @@ impl KernelSpec {
         let chunk = self
             .chunk
             .map_or_else(|| "none".to_string(), |c| c.to_string());
+        let (op, k, v, gammas, dtype, arch) = self.names();
+        let TileConfig {
+            threads,
+            rows_per_step,
+        } = self.tile;
         format!(
-            "op={};k={};v={};chunk={chunk};gammas={};dtype={};arch={};threads={};rows_per_step={}",
+            "op={op};k={k};v={v};chunk={chunk};gammas={gammas};dtype={dtype};arch={arch};threads={threads};rows_per_step={rows_per_step}"
+        )
+    }
+
+    /// The printed names of the fields that both [`Self::canonical`] and [`Self::slug`]
+    /// spell out.
+    fn names(&self) -> (&'static str, u32, u32, String, &'static str, &'static str) {
+        (
             self.op.name(),
             self.k,
             self.v,
             self.gammas.name(),
             self.dtype.name(),
             self.arch.name(),
-            self.tile.threads,
-            self.tile.rows_per_step,
         )
     }
 
@@ -478,15 +417,84 @@ impl KernelSpec {
         } else {
             format!("_t{}r{}", self.tile.threads, self.tile.rows_per_step)
         };
-        format!(
-            "{}_k{}_v{}{chunk}_{}_{}_{}{tile}",
-            self.op.name(),
+        let (op, k, v, gammas, dtype, arch) = self.names();
+        format!("{op}_k{k}_v{v}{chunk}_{gammas}_{dtype}_{arch}{tile}")
+    }
+
+    /// The head-dim check of a family serving any K in 1..=`max_k` and V in 1..=`max_v`.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the head dim outside its span and `family`.
+    pub fn check_head_dims(
+        &self,
+        (max_k, max_v): (u32, u32),
+        family: &str,
+    ) -> Result<(), GenError> {
+        check_span(
+            "head dim K",
             self.k,
+            max_k,
+            format!("{family} serves K in 1..={max_k}"),
+        )?;
+        check_span(
+            "head dim V",
             self.v,
-            self.gammas.name(),
-            self.dtype.name(),
-            self.arch.name()
+            max_v,
+            format!("{family} serves V in 1..={max_v}"),
         )
+    }
+
+    /// The check of a family with neither a chunk nor decays (the attention baseline, the
+    /// epilogue): `chunk` is `None` and the gamma set is runtime (nothing baked in).
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the chunk or the gamma set and `family`.
+    pub fn check_no_chunk_no_decays(&self, family: &str) -> Result<(), GenError> {
+        if let Some(c) = self.chunk {
+            return Err(unsupported("chunk", c, format!("{family} takes no chunk")));
+        }
+        if self.gammas != GammaSet::Runtime {
+            return Err(unsupported(
+                "gamma set",
+                self.gammas.name(),
+                format!("{family} has no decays: use `runtime` (nothing baked in)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tile threads of a family whose threads own at most four value columns each: a
+    /// power of two in 64..=`max_threads` with 4·threads ≥ V.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the tile's threads.
+    pub fn check_column_threads(&self, max_threads: u32) -> Result<(), GenError> {
+        let threads = self.tile.threads;
+        if threads.is_power_of_two()
+            && (64..=max_threads).contains(&threads)
+            && threads * 4 >= self.v
+        {
+            Ok(())
+        } else {
+            Err(unsupported(
+                "tile threads",
+                threads,
+                format!("a power of two in 64..={max_threads} with 4·threads >= V"),
+            ))
+        }
+    }
+
+    /// The tile's rows_per_step is one of `allowed` (`reason` says what they mean).
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the tile's rows_per_step.
+    pub fn check_rows_per_step(&self, allowed: &[u32], reason: &str) -> Result<(), GenError> {
+        let rows = self.tile.rows_per_step;
+        if allowed.contains(&rows) {
+            Ok(())
+        } else {
+            Err(unsupported("tile rows_per_step", rows, reason))
+        }
     }
 
     /// The checks every `(rows, heads)` launch grid shares: both at least 1, a named gamma

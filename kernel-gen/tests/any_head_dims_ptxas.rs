@@ -6,7 +6,7 @@
 //! found (`RETENTION_PTXAS` or `PATH`; `scripts/install-ptxas.sh` installs it).
 
 use kernel_gen::ptxas::{assemble_all, find_ptxas};
-use kernel_gen::{Arch, GammaSet, KernelSpec, emit_ptx};
+use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, emit_ptx};
 use retention_core::Dtype;
 
 fn sample() -> Vec<KernelSpec> {
@@ -26,14 +26,6 @@ fn sample() -> Vec<KernelSpec> {
             KernelSpec::chunkwise(100, 24, 256, rt, Dtype::F16, arch),
             KernelSpec::chunkwise(60, 100, 128, rt, Dtype::Bf16, arch),
             KernelSpec::chunkwise(200, 100, 128, rt, Dtype::F16, arch),
-            KernelSpec::chunkwise_varlen(100, 60, 64, rt, Dtype::Bf16, arch),
-            KernelSpec::chunkwise_varlen(60, 24, 32, rt, Dtype::F32, arch),
-            KernelSpec::chunk_states(60, 24, 32, rt, Dtype::F32, arch),
-            KernelSpec::chunkwise_segmented(60, 24, 32, rt, Dtype::F32, arch),
-            KernelSpec::chunk_states(100, 200, 64, rt, Dtype::Bf16, arch),
-            KernelSpec::chunkwise_segmented(100, 200, 64, rt, Dtype::Bf16, arch),
-            KernelSpec::chunk_states(13, 7, 32, rt, Dtype::F16, arch),
-            KernelSpec::chunkwise_segmented(13, 7, 32, rt, Dtype::F16, arch),
             KernelSpec::parallel(8, 24, 32, rt, Dtype::F32, arch),
             KernelSpec::parallel(60, 100, 64, named, Dtype::Bf16, arch),
             KernelSpec::parallel(200, 200, 32, rt, Dtype::F32, arch),
@@ -41,6 +33,21 @@ fn sample() -> Vec<KernelSpec> {
             KernelSpec::parallel(24, 200, 32, rt, Dtype::Bf16, arch),
             KernelSpec::parallel(200, 60, 64, rt, Dtype::F16, arch),
         ]);
+        let varlen = KernelOp::ChunkwiseVarlen;
+        let phases = [KernelOp::ChunkStates, KernelOp::ChunkwiseSegmented];
+        let other_ops = [
+            ((100, 60, 64, Dtype::Bf16), &[varlen][..]),
+            (
+                (60, 24, 32, Dtype::F32),
+                &[varlen, phases[0], phases[1]][..],
+            ),
+            ((100, 200, 64, Dtype::Bf16), &phases[..]),
+            ((13, 7, 32, Dtype::F16), &phases[..]),
+        ];
+        for ((k, v, c, dtype), ops) in other_ops {
+            let spec = KernelSpec::chunkwise(k, v, c, rt, dtype, arch);
+            specs.extend(ops.iter().map(|&op| spec.with_op(op)));
+        }
     }
     specs
 }

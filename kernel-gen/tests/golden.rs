@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use kernel_gen::{Arch, GammaSet, KernelSpec, emit_ptx};
+use kernel_gen::{Arch, GammaSet, KernelOp, KernelSpec, emit_ptx};
 use retention_core::Dtype;
 
 fn golden_specs() -> [KernelSpec; 6] {
@@ -34,14 +34,15 @@ fn golden_specs() -> [KernelSpec; 6] {
         // The chunkwise forward on tensor cores (cp.async, ldmatrix, mma), runtime γ.
         KernelSpec::chunkwise(64, 64, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80),
         // The chunkwise forward's FMA path, packed varlen input, baked decays.
-        KernelSpec::chunkwise_varlen(
+        KernelSpec::chunkwise(
             64,
             64,
             32,
             GammaSet::Retnet { heads: 8 },
             Dtype::F32,
             Arch::Sm90,
-        ),
+        )
+        .with_op(KernelOp::ChunkwiseVarlen),
         // The flash-style parallel forward on tensor cores, baked decays.
         KernelSpec::parallel(
             64,

@@ -13,7 +13,7 @@ use retention_core::Dtype;
 use retention_runtime::launch_target::Emulator;
 
 fn spec(k: u32, v: u32, c: u32, gammas: GammaSet, dtype: Dtype, arch: Arch) -> KernelSpec {
-    KernelSpec::chunkwise_backward(KernelOp::ChunkwiseBackwardDq, k, v, c, gammas, dtype, arch)
+    KernelSpec::chunkwise(k, v, c, gammas, dtype, arch).with_op(KernelOp::ChunkwiseBackwardDq)
 }
 
 fn case(t: usize, reference_chunk: usize, with_h0: bool, with_dht: bool) -> BackwardCase {

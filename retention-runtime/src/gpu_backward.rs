@@ -166,15 +166,15 @@ fn opt_mut(t: Option<&mut DeviceTensor>) -> Arg {
 fn backward_spec(cx: &Ctx<'_>, s: &RetentionShape) -> Result<KernelSpec> {
     let mut last = None;
     for c in SUPPORTED_CHUNKS.into_iter().rev() {
-        let spec = KernelSpec::chunkwise_backward(
-            KernelOp::ChunkwiseBackwardDq,
+        let spec = KernelSpec::chunkwise(
             s.dk as u32,
             s.dv as u32,
             c,
             gamma_set(cx.gammas),
             cx.dtype,
             cx.exec.arch(),
-        );
+        )
+        .with_op(KernelOp::ChunkwiseBackwardDq);
         match spec.validate() {
             Ok(()) => return Ok(spec),
             Err(e) => last = Some(e),

@@ -19,13 +19,13 @@
 //! õ rows of eight splits are loaded together before they are merged (a loop of one split
 //! at a time would wait a full memory latency per split).
 
-use super::attention_layout::{load_piece_words_masked, store_columns};
+use super::attention_layout::{head_row_thread, load_piece_words_masked, store_columns};
 use super::attention_spec::{
-    NO_SCORE, PARTIAL_HEADER, combine_mapping, padded_v, partial_row_floats, validate,
+    COMBINE_PARAMS, NO_SCORE, PARTIAL_HEADER, combine_mapping, padded_v, partial_row_floats,
+    validate,
 };
-use super::unsupported;
 use crate::GenError;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, ShflMode, Sreg, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, Reg, ShflMode, Ty};
 use crate::math::kernel_head::start_kernel;
 use crate::spec::{KernelOp, KernelSpec};
 use retention_core::Dtype;
@@ -45,13 +45,10 @@ const UNROLL: u32 = 8;
 /// [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
-    if spec.op != KernelOp::AttentionCombine {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "this generator emits the combine pass (attention_combine)",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::AttentionCombine],
+        "this generator emits the combine pass (attention_combine)",
+    )?;
     let vd = spec.v;
     let (threads, cols) = combine_mapping(spec); // cols: 2 or 4
     // Threads whose columns start at or past the padded V (a V that fills no whole warp).
@@ -60,15 +57,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let row_bytes = partial_row_floats(spec) * 4;
 
     let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, false));
-    let p_partial = kb.param("p_partial", Ty::U64);
-    let p_o = kb.param("p_o", Ty::U64);
-    let p_splits = kb.param("p_splits", Ty::U32);
+    let [p_partial, p_o, p_splits] = kb.params(COMBINE_PARAMS, &[("p_splits", Ty::U32)]);
 
     kb.comment("one CTA per (head h = ctaid.y, row n = ctaid.z)");
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let heads = kb.sreg(Sreg::Nctaid(Axis::Y));
-    let n = kb.sreg(Sreg::Ctaid(Axis::Z));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let (h, heads, n, t) = head_row_thread(&mut kb);
     let lane = kb.and(t, 31u32);
     let nh = kb.mad_lo(n, heads, h);
     let splits = kb.ld_param(&p_splits);

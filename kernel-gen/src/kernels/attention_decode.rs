@@ -50,9 +50,9 @@
 //! in accesses of 4, 2 or 1 elements (V's alignment), columns past V predicated off.
 
 use super::attention_layout::{
-    LaneLayout, RowSplit, column_width, load_piece_words, load_piece_words_masked, widen,
+    LaneLayout, RowSplit, column_width, head_row_thread, load_piece_words, load_piece_words_masked,
+    widen,
 };
-use super::unsupported;
 use crate::GenError;
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, ParamRef, Reg, SharedRef, ShflMode, Space, Sreg, Ty,
@@ -68,7 +68,7 @@ pub use super::attention_plan::{
 pub use super::attention_spec::{
     MAX_K, MAX_V, PARTIAL_HEADER, combine_threads, partial_row_floats, validate,
 };
-use super::attention_spec::{NO_SCORE, padded_v};
+use super::attention_spec::{NO_SCORE, SPLIT_PARAMS, padded_v};
 
 /// The kernel's title line.
 const TITLE: &str = "softmax attention decode, split pass";
@@ -246,13 +246,10 @@ fn stage_q(
 /// [`super::attention_combine::generate`]); [`GenError::Dsl`] on a generator bug.
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
-    if spec.op != KernelOp::AttentionDecode {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "this generator emits the split pass (attention_decode)",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::AttentionDecode],
+        "this generator emits the split pass (attention_decode)",
+    )?;
     let lay = LaneLayout::new(spec);
     let (kd, vd) = (spec.k, spec.v);
     let vp = padded_v(vd); // columns of a warp's shared row and of a partial row's o~
@@ -265,14 +262,21 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
 
     let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, false));
 
-    let p_q = kb.param("p_q", Ty::U64);
-    let p_k = kb.param("p_k_cache", Ty::U64);
-    let p_v = kb.param("p_v_cache", Ty::U64);
-    let p_o = kb.param("p_o", Ty::U64);
-    let p_partial = kb.param("p_partial", Ty::U64);
-    let p_context = kb.param("p_context", Ty::U32);
-    let p_split_len = kb.param("p_split_len", Ty::U32);
-    let p_scale = kb.param("p_scale", Ty::F32);
+    let scalars = [
+        ("p_context", Ty::U32),
+        ("p_split_len", Ty::U32),
+        ("p_scale", Ty::F32),
+    ];
+    let [
+        p_q,
+        p_k,
+        p_v,
+        p_o,
+        p_partial,
+        p_context,
+        p_split_len,
+        p_scale,
+    ] = kb.params(SPLIT_PARAMS, &scalars);
 
     let s_q = kb.shared_array("s_q", kd * 4, 16, "q*scale*log2(e) as f32 [K]");
     let s_ml = kb.shared_array("s_ml", warps * 8, 16, "each warp's (m, l) as f32 [W, 2]");
@@ -281,10 +285,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.comment("one CTA per (split = ctaid.x, head h = ctaid.y, row n = ctaid.z)");
     let split = kb.sreg(Sreg::Ctaid(Axis::X));
     let splits = kb.sreg(Sreg::Nctaid(Axis::X));
-    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
-    let heads = kb.sreg(Sreg::Nctaid(Axis::Y));
-    let n = kb.sreg(Sreg::Ctaid(Axis::Z));
-    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let (h, heads, n, t) = head_row_thread(&mut kb);
     let nh = kb.mad_lo(n, heads, h);
     let context = kb.ld_param(&p_context);
     let split_len = kb.ld_param(&p_split_len);

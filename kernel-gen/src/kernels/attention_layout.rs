@@ -16,8 +16,18 @@
 
 use retention_core::Dtype;
 
-use crate::dsl::{Address, Cmp, Imm, KernelBuilder, Reg, Rounding, Space, Ty};
+use crate::dsl::{Address, Axis, Cmp, Imm, KernelBuilder, Reg, Rounding, Space, Sreg, Ty};
 use crate::spec::KernelSpec;
+
+/// The coordinates both passes read: head h = `ctaid.y` of H = `nctaid.y` heads, row
+/// n = `ctaid.z` and thread t = `tid.x`, as `(h, H, n, t)`.
+pub(crate) fn head_row_thread(kb: &mut KernelBuilder) -> (Reg, Reg, Reg, Reg) {
+    let h = kb.sreg(Sreg::Ctaid(Axis::Y));
+    let heads = kb.sreg(Sreg::Nctaid(Axis::Y));
+    let n = kb.sreg(Sreg::Ctaid(Axis::Z));
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    (h, heads, n, t)
+}
 
 /// Bytes of the widest global access.
 const MAX_PIECE_BYTES: u32 = 16;
@@ -210,9 +220,8 @@ pub(crate) fn widen(kb: &mut KernelBuilder, words: &[Reg]) -> Vec<Reg> {
         } else if matches!(w.ty, Ty::F16 | Ty::Bf16) {
             out.push(kb.cvt(Ty::F32, w, None));
         } else {
-            let (lo, hi) = kb.unpack(w);
-            out.push(kb.cvt(Ty::F32, lo, None));
-            out.push(kb.cvt(Ty::F32, hi, None));
+            let (lo, hi) = kb.unpack_f32(w);
+            out.extend([lo, hi]);
         }
     }
     out

@@ -3,7 +3,9 @@
 //! [`super::attention_decode`] and [`super::attention_combine`]).
 
 use super::attention_layout::LaneLayout;
-use super::attention_spec::{combine_threads, partial_row_floats, validate};
+use super::attention_spec::{
+    COMBINE_PARAMS, SPLIT_PARAMS, combine_threads, partial_row_floats, validate,
+};
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{Arch, GenError, GenResult, LaunchGeometry};
 
@@ -151,16 +153,7 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
 /// Parameter names in launch order (the module tables of this file and of the combine).
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     match spec.op {
-        KernelOp::AttentionCombine => vec!["p_partial", "p_o", "p_splits"],
-        _ => vec![
-            "p_q",
-            "p_k_cache",
-            "p_v_cache",
-            "p_o",
-            "p_partial",
-            "p_context",
-            "p_split_len",
-            "p_scale",
-        ],
+        KernelOp::AttentionCombine => COMBINE_PARAMS.to_vec(),
+        _ => SPLIT_PARAMS.to_vec(),
     }
 }

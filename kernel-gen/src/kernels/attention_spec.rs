@@ -7,9 +7,8 @@
 //! [`PARTIAL_HEADER`] words (m, l, two pads) and then õ over V rounded up to a multiple of
 //! four ([`padded_v`]), so every row and every õ quad starts 16-byte aligned whatever V is.
 
-use super::{check_span, unsupported};
 use crate::GenError;
-use crate::spec::{GammaSet, KernelOp, KernelSpec};
+use crate::spec::{KernelOp, KernelSpec};
 
 /// Largest key/query head dim served (any K in 1..=MAX_K).
 pub const MAX_K: u32 = 256;
@@ -19,6 +18,20 @@ pub const MAX_V: u32 = 512;
 pub const PARTIAL_HEADER: u32 = 4;
 /// The running max of a lane group that has seen no token: finite, so max − max is 0.
 pub(crate) const NO_SCORE: f32 = f32::MIN;
+
+/// The split pass's parameters in launch order (the module table of `attention_decode`).
+pub(crate) const SPLIT_PARAMS: [&str; 8] = [
+    "p_q",
+    "p_k_cache",
+    "p_v_cache",
+    "p_o",
+    "p_partial",
+    "p_context",
+    "p_split_len",
+    "p_scale",
+];
+/// The combine pass's parameters in launch order (the module table of `attention_combine`).
+pub(crate) const COMBINE_PARAMS: [&str; 3] = ["p_partial", "p_o", "p_splits"];
 
 /// V rounded up to a multiple of 4: the õ words of a partial row and the f32 columns of a
 /// warp's row in the split pass's shared merge buffer (columns past V hold zeros).
@@ -57,52 +70,12 @@ pub fn combine_threads(spec: &KernelSpec) -> u32 {
 /// chunk, a named gamma set, or a tile other than threads ∈ {64, …, 512} (a power of two,
 /// 4·threads ≥ V) and rows_per_step ∈ {1, 2, 4}.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if !matches!(
-        spec.op,
-        KernelOp::AttentionDecode | KernelOp::AttentionCombine
-    ) {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the attention generators emit attention_decode and attention_combine only",
-        ));
-    }
-    check_span(
-        "head dim K",
-        spec.k,
-        MAX_K,
-        format!("attention decode serves K in 1..={MAX_K}"),
+    spec.check_op(
+        &[KernelOp::AttentionDecode, KernelOp::AttentionCombine],
+        "the attention generators emit attention_decode and attention_combine only",
     )?;
-    check_span(
-        "head dim V",
-        spec.v,
-        MAX_V,
-        format!("attention decode serves V in 1..={MAX_V}"),
-    )?;
-    if let Some(c) = spec.chunk {
-        return Err(unsupported("chunk", c, "attention decode takes no chunk"));
-    }
-    if spec.gammas != GammaSet::Runtime {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "attention has no decays: use `runtime` (nothing baked in)",
-        ));
-    }
-    let t = spec.tile;
-    if !t.threads.is_power_of_two() || !(64..=512).contains(&t.threads) || t.threads * 4 < spec.v {
-        return Err(unsupported(
-            "tile threads",
-            t.threads,
-            "a power of two in 64..=512 with 4·threads >= V",
-        ));
-    }
-    if !matches!(t.rows_per_step, 1 | 2 | 4) {
-        return Err(unsupported(
-            "tile rows_per_step",
-            t.rows_per_step,
-            "tokens per lane group per step: 1, 2 or 4",
-        ));
-    }
-    Ok(())
+    spec.check_head_dims((MAX_K, MAX_V), "attention decode")?;
+    spec.check_no_chunk_no_decays("attention decode")?;
+    spec.check_column_threads(512)?;
+    spec.check_rows_per_step(&[1, 2, 4], "tokens per lane group per step: 1, 2 or 4")
 }

@@ -62,9 +62,9 @@ pub use super::decode_phases::{
     column_width, default_value_slice, slice_allowed, value_slice, value_slices,
 };
 
-use super::decode_phases::{Mapping, ReduceIn, StreamIn, element_ptr, reduce_to_o, stream_state};
+use super::decode_phases::{Mapping, element_ptr, reduce_to_o, stream_state};
 use super::decode_stage::{StageIn, stage_inputs};
-use super::{check_span, decay, unsupported};
+use super::{decay, unsupported};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, SharedRef, Space, Sreg, Ty};
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::check_retnet_heads;
@@ -80,41 +80,14 @@ pub const MAX_V: u32 = 512;
 /// # Errors
 /// [`GenError::UnsupportedSpec`] for an unsupported K, V, chunk, gamma set or tile.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if spec.op != KernelOp::Decode {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the decode generator emits decode only",
-        ));
-    }
-    check_span(
-        "head dim K",
-        spec.k,
-        MAX_K,
-        format!("decode serves K in 1..={MAX_K}"),
+    spec.check_op(
+        &[KernelOp::Decode],
+        "the decode generator emits decode only",
     )?;
-    check_span(
-        "head dim V",
-        spec.v,
-        MAX_V,
-        format!("decode serves V in 1..={MAX_V}"),
-    )?;
+    spec.check_head_dims((MAX_K, MAX_V), "decode")?;
     check_retnet_heads(spec.gammas)?;
-    let t = spec.tile;
-    if !t.threads.is_power_of_two() || !(64..=1024).contains(&t.threads) || t.threads * 4 < spec.v {
-        return Err(unsupported(
-            "tile threads",
-            t.threads,
-            "a power of two in 64..=1024 with 4·threads >= V",
-        ));
-    }
-    if !matches!(t.rows_per_step, 1 | 2 | 4 | 8) {
-        return Err(unsupported(
-            "tile rows_per_step",
-            t.rows_per_step,
-            "one of 1, 2, 4, 8",
-        ));
-    }
+    spec.check_column_threads(1024)?;
+    spec.check_rows_per_step(&[1, 2, 4, 8], "one of 1, 2, 4, 8")?;
     if let Some(w) = spec.chunk
         && !slice_allowed(spec, w)
     {
@@ -124,7 +97,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             format!(
                 "a power of two wider than the default slice {} and below 2·V, at most {} column groups",
                 default_value_slice(spec),
-                t.threads
+                spec.tile.threads
             ),
         ));
     }
@@ -146,11 +119,15 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
     })
 }
 
+/// The parameters every decode kernel has, in launch order (runtime γ appends `p_heads`
+/// and `p_log2_gamma`).
+const PARAMS: [&str; 8] = [
+    "p_q", "p_k", "p_v", "p_state", "p_slots", "p_o", "p_n", "p_scale",
+];
+
 /// Parameter names in launch order (see the module table).
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
-    let mut names = vec![
-        "p_q", "p_k", "p_v", "p_state", "p_slots", "p_o", "p_n", "p_scale",
-    ];
+    let mut names = PARAMS.to_vec();
     if spec.gammas == GammaSet::Runtime {
         names.extend(["p_heads", "p_log2_gamma"]);
     }
@@ -187,14 +164,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.header("S <- gamma_h * S + k^T v ; o = scale * q . S   (state f32, in place)".to_string());
     kb.max_threads(threads);
 
-    let p_q = kb.param("p_q", Ty::U64);
-    let p_k = kb.param("p_k", Ty::U64);
-    let p_v = kb.param("p_v", Ty::U64);
-    let p_state = kb.param("p_state", Ty::U64);
-    let p_slots = kb.param("p_slots", Ty::U64);
-    let p_o = kb.param("p_o", Ty::U64);
-    let p_n = kb.param("p_n", Ty::U32);
-    let p_scale = kb.param("p_scale", Ty::F32);
+    let [p_q, p_k, p_v, p_state, p_slots, p_o, p_n, p_scale] =
+        kb.params(PARAMS, &[("p_n", Ty::U32), ("p_scale", Ty::F32)]);
     let runtime = declare_runtime_gamma(&mut kb, log2_gammas.is_none());
 
     let s_q: SharedRef = kb.shared_array("s_q", k_dim * 4, 16, "q*scale as f32 [K]");
@@ -267,12 +238,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         s_slot: &s_slot,
     };
     let staged = stage_inputs(&mut kb, spec, &map, &stage_in);
-    let (sq_addr, sk_addr, slot_addr) = (staged.sq_addr, staged.sk_addr, staged.slot_addr);
-    let (sv_addr, t_f32, t_cols) = (staged.sv_addr, staged.t_f32, staged.t_cols);
     kb.bar_sync(0);
 
     let log2_gamma = match &log2_gammas {
-        None => kb.ld(Space::Shared, Ty::F32, Address::reg(slot_addr, 4)),
+        None => kb.ld(Space::Shared, Ty::F32, Address::reg(staged.slot_addr, 4)),
         Some(l) => {
             kb.comment("log2 gamma_h: exact f32 immediates, one per head");
             select_log2_gamma(&mut kb, l, h)
@@ -281,7 +250,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let gamma = decay::emit_exp2(&mut kb, log2_gamma);
 
     kb.comment("state of (slot, h) at (slot*H + h)*K*V");
-    let slot = kb.ld(Space::Shared, Ty::U32, Address::reg(slot_addr, 0));
+    let slot = kb.ld(Space::Shared, Ty::U32, Address::reg(staged.slot_addr, 0));
     let slot_h = kb.mad_lo(slot, heads, h);
     let state = kb.global_ptr(&p_state);
     let mut g_state = kb.mad_wide(slot_h, k_dim * v_dim * 4, state); // (K, V) f32 of this (slot, h)
@@ -289,26 +258,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         g_state = element_ptr(&mut kb, g_state, col0, 4);
     }
 
-    let stream = StreamIn {
-        t,
-        g_state,
-        gamma,
-        sv_addr,
-        sq_addr,
-        sk_addr,
-        cols_left,
-    };
-    let acc = stream_state(&mut kb, spec, &map, &stream);
-
-    let out = ReduceIn {
-        t,
-        t_f32,
-        t_cols,
-        g_o,
-        cols_left,
-        acc,
-    };
-    reduce_to_o(&mut kb, spec, &map, &out, &s_part);
+    let acc = stream_state(&mut kb, spec, &map, &staged, (g_state, gamma));
+    reduce_to_o(&mut kb, spec, &map, &staged, (g_o, &acc), &s_part);
     kb.place(done);
     kb.ret();
     kb.finish()

@@ -168,42 +168,38 @@ impl Mapping {
     }
 }
 
-/// Registers the state stream reads.
-pub(super) struct StreamIn {
-    /// Thread index.
+/// What the prologue (`decode_stage`) leaves the later phases: the thread, its slice's
+/// columns left, the shared addresses of the staged inputs and the thread's offsets.
+#[derive(Clone, Copy)]
+pub(super) struct Staged {
+    /// Thread index, and V − z·W when several slices end in a masked tail.
     pub(super) t: Reg,
-    /// This CTA's first state column of row 0 (global, f32).
-    pub(super) g_state: Reg,
-    /// γ_h (f32).
-    pub(super) gamma: Reg,
-    /// Shared addresses of the staged v slice, q·s and k.
-    pub(super) sv_addr: Reg,
+    pub(super) cols_left: Option<Reg>,
+    /// `s_q`, `s_k`, `s_v` and `s_slot`.
     pub(super) sq_addr: Reg,
     pub(super) sk_addr: Reg,
-    /// V − z·W when several slices end in a masked tail.
-    pub(super) cols_left: Option<Reg>,
+    pub(super) sv_addr: Reg,
+    pub(super) slot_addr: Reg,
+    /// 4t and t·cw·4 (thread t's f32 and column bytes).
+    pub(super) t_f32: Reg,
+    pub(super) t_cols: Reg,
 }
 
-/// Stream this thread's rows of the state: S ← γS + kᵀv in place, and return its partial
+/// Stream this thread's rows of the state from `g_state` (this CTA's first state column of
+/// row 0, f32) with decay `gamma` (γ_h): S ← γS + kᵀv in place, and return its partial
 /// o = Σ_rows (q·s)·S over its cw columns.
 pub(super) fn stream_state(
     kb: &mut KernelBuilder,
     spec: &KernelSpec,
     map: &Mapping,
-    st: &StreamIn,
+    staged: &Staged,
+    (g_state, gamma): (Reg, Reg),
 ) -> Vec<Reg> {
     let (k_dim, v_dim) = (spec.k, spec.v);
     let (cw, col_groups, row_groups) = (map.cols, map.col_groups, map.row_groups);
     let (rows_per_step, steps) = (map.rows_per_step, map.steps);
-    let StreamIn {
-        t,
-        g_state,
-        gamma,
-        sv_addr,
-        sq_addr,
-        sk_addr,
-        cols_left,
-    } = *st;
+    let (t, cols_left) = (staged.t, staged.cols_left);
+    let (sv_addr, sq_addr, sk_addr) = (staged.sv_addr, staged.sq_addr, staged.sk_addr);
     let cols_left_op: Operand = match cols_left {
         Some(c) => c.into(),
         None => v_dim.into(),
@@ -333,40 +329,22 @@ pub(super) fn stream_state(
     acc
 }
 
-/// Registers the row-group reduction reads.
-pub(super) struct ReduceIn {
-    /// Thread index, 4t and t·cw·4.
-    pub(super) t: Reg,
-    pub(super) t_f32: Reg,
-    pub(super) t_cols: Reg,
-    /// This slice of o (global, column 0 of the slice).
-    pub(super) g_o: Reg,
-    /// V − z·W when several slices end in a masked tail.
-    pub(super) cols_left: Option<Reg>,
-    /// This thread's partial o (cw columns).
-    pub(super) acc: Vec<Reg>,
-}
-
-/// Sum the R row groups' partial outputs through shared memory and write this slice of o
-/// in the output dtype (columns past V not written).
+/// Sum the R row groups' partial outputs `acc` (this thread's cw columns) through shared
+/// memory `s_part` and write this slice of o from `g_o` (its column 0, global) in the output
+/// dtype (columns past V not written).
 pub(super) fn reduce_to_o(
     kb: &mut KernelBuilder,
     spec: &KernelSpec,
     map: &Mapping,
-    rd: &ReduceIn,
+    staged: &Staged,
+    (g_o, acc): (Reg, &[Reg]),
     s_part: &SharedRef,
 ) {
     let (cw, slice, row_groups) = (map.cols, map.slice, map.row_groups);
     let (threads, v_dim) = (spec.tile.threads, spec.v);
     let esize = spec.dtype.size_bytes() as u32;
-    let ReduceIn {
-        t,
-        t_f32,
-        t_cols,
-        g_o,
-        cols_left,
-        ref acc,
-    } = *rd;
+    let (t, cols_left) = (staged.t, staged.cols_left);
+    let (t_f32, t_cols) = (staged.t_f32, staged.t_cols);
     kb.comment(format!(
         "sum the partial outputs of the row groups: s_part[r][{cw}c..{cw}c+{cw}] is at {}t",
         cw * 4

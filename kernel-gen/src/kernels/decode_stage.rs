@@ -7,7 +7,7 @@
 
 use retention_core::Dtype;
 
-use super::decode_phases::{Mapping, element_ptr};
+use super::decode_phases::{Mapping, Staged, element_ptr};
 use crate::blocks::global::elem_ty;
 use crate::dsl::{Address, Cmp, KernelBuilder, Operand, ParamRef, Reg, SharedRef, Space, Ty};
 use crate::spec::KernelSpec;
@@ -34,18 +34,6 @@ pub(super) struct StageIn<'a> {
     pub(super) s_k: &'a SharedRef,
     pub(super) s_v: &'a SharedRef,
     pub(super) s_slot: &'a SharedRef,
-}
-
-/// Shared addresses of the staged inputs and the thread offsets the later phases reuse.
-pub(super) struct Staged {
-    /// `s_q`, `s_k`, `s_v` and `s_slot`.
-    pub(super) sq_addr: Reg,
-    pub(super) sk_addr: Reg,
-    pub(super) sv_addr: Reg,
-    pub(super) slot_addr: Reg,
-    /// 4t and t·cw·4 (thread t's f32 and column bytes).
-    pub(super) t_f32: Reg,
-    pub(super) t_cols: Reg,
 }
 
 /// Load `n` ∈ {1, 2, 4} consecutive elements of `dtype` in one access, unconverted.
@@ -148,6 +136,8 @@ pub(super) fn stage_inputs(
         }
     });
     Staged {
+        t,
+        cols_left: s.cols_left,
         sq_addr,
         sk_addr,
         sv_addr,

@@ -26,7 +26,7 @@ pub mod two_phase;
 
 // The decode and attention families reach the building blocks through their parent.
 pub(crate) use crate::blocks::decay;
-pub(crate) use crate::error::{check_span, unsupported};
+pub(crate) use crate::error::unsupported;
 
 use crate::GenError;
 use crate::spec::KernelSpec;

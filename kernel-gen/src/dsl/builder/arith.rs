@@ -390,4 +390,10 @@ impl KernelBuilder {
         self.push(Op::Unpack { lo, hi, src });
         (lo, hi)
     }
+
+    /// A packed 16-bit pair into its (low, high) halves widened to f32.
+    pub fn unpack_f32(&mut self, src: Reg) -> (Reg, Reg) {
+        let (lo, hi) = self.unpack(src);
+        (self.cvt(Ty::F32, lo, None), self.cvt(Ty::F32, hi, None))
+    }
 }

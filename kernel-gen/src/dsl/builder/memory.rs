@@ -34,13 +34,7 @@ impl KernelBuilder {
             self.fail(format!("ld.v{n}{}: not a legal vector access", ty.suffix()));
         }
         self.check_addr(space, &addr);
-        let dsts: Vec<Reg> = (0..n).map(|_| self.reg(ty)).collect();
-        self.push(Op::Ld {
-            space,
-            dsts: dsts.clone(),
-            addr,
-        });
-        dsts
+        self.push_writing(ty, n, |dsts| Op::Ld { space, dsts, addr })
     }
 
     /// Store one value.

@@ -141,6 +141,19 @@ impl KernelBuilder {
         });
     }
 
+    /// `n` fresh registers of type `ty`, written by the op `make` builds from them (a vector
+    /// load, an `ldmatrix`), which is pushed; returns the registers.
+    pub(super) fn push_writing(
+        &mut self,
+        ty: Ty,
+        n: usize,
+        make: impl FnOnce(Vec<Reg>) -> Op,
+    ) -> Vec<Reg> {
+        let dsts: Vec<Reg> = (0..n).map(|_| self.reg(ty)).collect();
+        self.push(make(dsts.clone()));
+        dsts
+    }
+
     /// A fresh register of type `ty`.
     pub fn reg(&mut self, ty: Ty) -> Reg {
         let count = &mut self.kernel.reg_counts[ty.index()];
@@ -155,6 +168,22 @@ impl KernelBuilder {
     }
 
     // ---- parameters and shared memory ----
+
+    /// Declare `names` in order ([`Self::param`]): each `.u64` (a device pointer) unless
+    /// `scalars` gives its type.
+    pub fn params<const N: usize>(
+        &mut self,
+        names: [&str; N],
+        scalars: &[(&str, Ty)],
+    ) -> [ParamRef; N] {
+        names.map(|name| {
+            let ty = scalars
+                .iter()
+                .find(|&&(scalar, _)| scalar == name)
+                .map_or(Ty::U64, |&(_, ty)| ty);
+            self.param(name, ty)
+        })
+    }
 
     /// Declare a parameter (appended to the signature in call order).
     pub fn param(&mut self, name: &str, ty: Ty) -> ParamRef {

@@ -77,13 +77,7 @@ impl KernelBuilder {
             ));
         }
         self.check_addr(Space::Shared, &addr);
-        let dsts: Vec<Reg> = (0..num).map(|_| self.reg(ty)).collect();
-        self.push(Op::WarpLdmatrix {
-            trans,
-            dsts: dsts.clone(),
-            addr,
-        });
-        dsts
+        self.push_writing(ty, num, |dsts| Op::WarpLdmatrix { trans, dsts, addr })
     }
 
     /// Start an asynchronous copy of `bytes` ∈ {4, 8, 16} from global `src` to shared `dst`

@@ -98,15 +98,11 @@ pub fn scale_pair_split(
     lo_factor: Reg,
     hi_factor: Reg,
 ) -> (Reg, Reg) {
-    let (lo, hi) = kb.unpack(pair);
-    let lo = kb.cvt(Ty::F32, lo, None);
-    let hi = kb.cvt(Ty::F32, hi, None);
+    let (lo, hi) = kb.unpack_f32(pair);
     let lo = kb.mul(lo, lo_factor);
     let hi = kb.mul(hi, hi_factor);
     let head = kb.cvt_pack(pair.ty, hi, lo);
-    let (head_lo, head_hi) = kb.unpack(head);
-    let head_lo = kb.cvt(Ty::F32, head_lo, None);
-    let head_hi = kb.cvt(Ty::F32, head_hi, None);
+    let (head_lo, head_hi) = kb.unpack_f32(head);
     let rest_lo = kb.sub(lo, head_lo);
     let rest_hi = kb.sub(hi, head_hi);
     let tail = kb.cvt_pack(pair.ty, rest_hi, rest_lo);

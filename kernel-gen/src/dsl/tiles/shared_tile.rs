@@ -1,6 +1,6 @@
 //! Swizzled 16-bit tiles in shared memory and the `ldmatrix` fragments read from them.
 
-use crate::dsl::{Address, KernelBuilder, Operand, Reg, Ty};
+use crate::dsl::{Address, Imm, KernelBuilder, Operand, Reg, Ty};
 
 /// A `[rows][cols]` tile of 16-bit elements at byte `offset` of a shared window. Row pitch is
 /// `2·cols` bytes (a multiple of 128); the 16-byte chunk `c` of row `r` is stored at chunk
@@ -114,8 +114,10 @@ impl SharedTile16 {
 
 impl SharedTile16 {
     /// Store a warp's accumulator (rows `r0 + g` and `r0 + g + 8`, `r0` a multiple of 16;
-    /// columns from chunk `first_chunk` on) rounded to `ab`, one packed pair per
-    /// `st.shared.b32`; with the swizzle the eight rows of a store hit eight bank groups.
+    /// columns from chunk `first_chunk` on: n-tile `nt` goes to chunk `first_chunk + nt`, an
+    /// immediate when `first_chunk` is one, else added in a register, e.g. a warp's column
+    /// group) rounded to `ab`, one packed pair per `st.shared.b32`; with the swizzle the
+    /// eight rows of a store hit eight bank groups.
     pub fn store_acc(
         &self,
         kb: &mut KernelBuilder,
@@ -125,47 +127,18 @@ impl SharedTile16 {
         r0: Reg,
         g: Reg,
         q: Reg,
-        first_chunk: u32,
+        first_chunk: impl Into<Operand>,
     ) {
-        self.store_acc_with(kb, base, acc, ab, (r0, g, q), |_, nt| {
-            Operand::from(first_chunk + nt)
-        });
-    }
-
-    /// [`Self::store_acc`] with the first column chunk in a register (a warp's column group):
-    /// chunk `first_chunk + nt` of n-tile `nt`.
-    pub fn store_acc_at(
-        &self,
-        kb: &mut KernelBuilder,
-        base: Reg,
-        acc: &super::AccTileF32,
-        ab: Ty,
-        r0: Reg,
-        g: Reg,
-        q: Reg,
-        first_chunk: Reg,
-    ) {
-        self.store_acc_with(kb, base, acc, ab, (r0, g, q), |kb, nt| {
-            Operand::from(kb.add(first_chunk, nt))
-        });
-    }
-
-    /// The store behind [`Self::store_acc`]: `chunk(kb, nt)` names n-tile `nt`'s chunk.
-    fn store_acc_with(
-        &self,
-        kb: &mut KernelBuilder,
-        base: Reg,
-        acc: &super::AccTileF32,
-        ab: Ty,
-        (r0, g, q): (Reg, Reg, Reg),
-        chunk: impl Fn(&mut KernelBuilder, u32) -> Operand,
-    ) {
+        let first_chunk = first_chunk.into();
         let row = kb.add(r0, g);
         let row_at = kb.mad_lo(row, self.pitch(), base);
         let q4 = kb.shl(q, 2u32);
         let row_at = kb.add(row_at, q4);
         for nt in 0..acc.frags.len() {
-            let c = chunk(kb, nt as u32);
+            let c = match first_chunk {
+                Operand::Imm(Imm::Int(first)) => Operand::Imm(Imm::Int(first + nt as i64)),
+                first => kb.add(first, nt as u32).into(),
+            };
             let phys = kb.xor(g, c);
             let off = kb.shl(phys, 4u32);
             let at = kb.add(row_at, off);

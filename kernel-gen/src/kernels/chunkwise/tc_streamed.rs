@@ -236,7 +236,7 @@ impl StreamedChunk<'_> {
 
         kb.comment("o rows of the pass: scale, round, into the o tile");
         rows.oacc.scale(kb, self.scale);
-        self.lay.o.store_acc_at(
+        self.lay.o.store_acc(
             kb,
             self.base,
             &rows.oacc,

@@ -13,32 +13,20 @@
 //!
 //! Traffic per row: V elements of o, g and dy read, V of do and dg written (the minimum).
 
-use super::row::{RowLanes, begin, row_dot, sigmoid};
+use super::row::{begin, open_row, row_dot, sigmoid};
 use crate::GenError;
 use crate::dsl::Reg;
 use crate::spec::KernelSpec;
 
 /// Emit the backward kernel for a validated `spec`.
 pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let (mut kb, params) = begin(
+    let (mut kb, [p_o, p_g, p_dy, p_do, p_dg, p_rows, p_eps]) = begin(
         spec,
         "backward",
         "dg = dy n sigmoid(g)(1 + g(1 - sigmoid(g))), do = r(dn - n mean(dn n)), dn = dy swish(g)",
-    );
-    let [p_o, p_g, p_dy, p_do, p_dg, p_rows, p_eps] = params.as_slice() else {
-        return Err(GenError::Dsl {
-            kernel: spec.entry(),
-            message: "param_names does not list the backward's seven parameters".into(),
-        });
-    };
-    let row = RowLanes::new(&mut kb, spec, p_rows);
-    let eps = kb.ld_param(p_eps);
-    kb.comment("o, g and dy of the row, f32 (0 past V)");
-    let o = row.load(&mut kb, p_o);
-    let g = row.load(&mut kb, p_g);
-    let dy = row.load(&mut kb, p_dy);
-    kb.comment("r = (mean(o^2) + eps)^(-1/2), 0 for an all-zero row with eps = 0");
-    let r = row.inv_rms(&mut kb, &o, eps);
+    )?;
+    let inputs = [&p_o, &p_g, &p_dy];
+    let (row, [o, g, dy], r) = open_row(&mut kb, spec, (&p_rows, &p_eps), inputs, "o, g and dy");
     kb.comment("n = r o; dg = dy n sigmoid(g)(1 + g(1 - sigmoid(g))); dn = dy g sigmoid(g)");
     let mut n = Vec::with_capacity(o.len());
     let mut dn = Vec::with_capacity(o.len());
@@ -55,7 +43,7 @@ pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError
         dn.push(kb.mul(dyi, swish));
         n.push(ni);
     }
-    row.store(&mut kb, p_dg, &dg);
+    row.store(&mut kb, &p_dg, &dg);
     kb.comment("do = r (dn - n mean(dn n))");
     let dot = row_dot(&mut kb, &dn, &n);
     let m = row.mean(&mut kb, dot);
@@ -68,8 +56,6 @@ pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError
             kb.mul(diff, r)
         })
         .collect();
-    row.store(&mut kb, p_do, &d_o);
-    kb.place(row.done);
-    kb.ret();
-    kb.finish()
+    row.store(&mut kb, &p_do, &d_o);
+    row.close(kb)
 }

@@ -11,30 +11,18 @@
 //!
 //! Traffic per row: V elements of o and g read, V of y written (the minimum).
 
-use super::row::{RowLanes, begin, sigmoid};
+use super::row::{begin, open_row, sigmoid};
 use crate::GenError;
 use crate::spec::KernelSpec;
 
 /// Emit the forward kernel for a validated `spec`.
 pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let (mut kb, params) = begin(
+    let (mut kb, [p_o, p_g, p_y, p_rows, p_eps]) = begin(
         spec,
         "forward",
         "y = o / sqrt(mean(o^2) + eps) * g * sigmoid(g), per (token, head) row",
-    );
-    let [p_o, p_g, p_y, p_rows, p_eps] = params.as_slice() else {
-        return Err(GenError::Dsl {
-            kernel: spec.entry(),
-            message: "param_names does not list the forward's five parameters".into(),
-        });
-    };
-    let row = RowLanes::new(&mut kb, spec, p_rows);
-    let eps = kb.ld_param(p_eps);
-    kb.comment("o and g of the row, f32 (0 past V)");
-    let o = row.load(&mut kb, p_o);
-    let g = row.load(&mut kb, p_g);
-    kb.comment("r = (mean(o^2) + eps)^(-1/2), 0 for an all-zero row with eps = 0");
-    let r = row.inv_rms(&mut kb, &o, eps);
+    )?;
+    let (row, [o, g], r) = open_row(&mut kb, spec, (&p_rows, &p_eps), [&p_o, &p_g], "o and g");
     kb.comment("y = (r o) * (g sigmoid(g))");
     let y: Vec<_> = o
         .iter()
@@ -46,8 +34,6 @@ pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError
             kb.mul(n, swish)
         })
         .collect();
-    row.store(&mut kb, p_y, &y);
-    kb.place(row.done);
-    kb.ret();
-    kb.finish()
+    row.store(&mut kb, &p_y, &y);
+    row.close(kb)
 }

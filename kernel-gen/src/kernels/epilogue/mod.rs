@@ -25,7 +25,7 @@ mod row;
 
 use crate::error::{check_span, unsupported};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
-use crate::spec::{GammaSet, KernelOp, KernelSpec};
+use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Largest V served.
@@ -36,13 +36,10 @@ pub const MAX_V: u32 = 512;
 /// # Errors
 /// [`GenError::UnsupportedSpec`] naming the first field it does not serve.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if !matches!(spec.op, KernelOp::Epilogue | KernelOp::EpilogueBackward) {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the epilogue family emits epilogue and epilogue_backward only",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::Epilogue, KernelOp::EpilogueBackward],
+        "the epilogue family emits epilogue and epilogue_backward only",
+    )?;
     check_span(
         "head dim V",
         spec.v,
@@ -56,32 +53,16 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the epilogue has no key dim: K must equal V",
         ));
     }
-    if let Some(c) = spec.chunk {
-        return Err(unsupported("chunk", c, "the epilogue takes no chunk"));
-    }
-    if spec.gammas != GammaSet::Runtime {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "the epilogue has no decays: use `runtime` (nothing baked in)",
-        ));
-    }
-    let t = spec.tile;
-    if !t.threads.is_multiple_of(32) || !(32..=256).contains(&t.threads) {
+    spec.check_no_chunk_no_decays("the epilogue")?;
+    let threads = spec.tile.threads;
+    if !threads.is_multiple_of(32) || !(32..=256).contains(&threads) {
         return Err(unsupported(
             "tile threads",
-            t.threads,
+            threads,
             "whole warps, 32..=256 (one row per warp)",
         ));
     }
-    if t.rows_per_step != 1 {
-        return Err(unsupported(
-            "tile rows_per_step",
-            t.rows_per_step,
-            "one row per warp: 1",
-        ));
-    }
-    Ok(())
+    spec.check_rows_per_step(&[1], "one row per warp: 1")
 }
 
 /// Rows (warps) one CTA serves.

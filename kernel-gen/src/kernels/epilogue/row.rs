@@ -3,6 +3,7 @@
 
 use retention_core::Dtype;
 
+use crate::GenError;
 use crate::blocks::global::{load_f32_masked, store_from_f32_masked};
 use crate::blocks::warp_sum::warp_sum_f32;
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Label, ParamRef, Precision, Reg, Sreg, Ty};
@@ -15,24 +16,44 @@ const LOG2_E: f32 = std::f32::consts::LOG2_E;
 
 /// A kernel for `spec` with its headers and every parameter of [`param_names`] declared in
 /// launch order (`p_rows` `.u32`, `p_eps` `.f32`, the tensors `.u64`).
-pub(super) fn begin(spec: &KernelSpec, what: &str, math: &str) -> (KernelBuilder, Vec<ParamRef>) {
+///
+/// # Errors
+/// [`GenError::Dsl`] when [`param_names`] does not list `N` parameters (a generator bug).
+pub(super) fn begin<const N: usize>(
+    spec: &KernelSpec,
+    what: &str,
+    math: &str,
+) -> Result<(KernelBuilder, [ParamRef; N]), GenError> {
     let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
     kb.header(format!("gated MSR epilogue, {what}: {}", spec.slug()));
     kb.header(format!("spec: {}", spec.canonical()));
     kb.header(math);
     kb.max_threads(spec.tile.threads);
-    let params = param_names(spec)
-        .into_iter()
-        .map(|name| {
-            let ty = match name {
-                "p_rows" => Ty::U32,
-                "p_eps" => Ty::F32,
-                _ => Ty::U64,
-            };
-            kb.param(name, ty)
-        })
-        .collect();
-    (kb, params)
+    let names: [&str; N] = param_names(spec).try_into().map_err(|_| GenError::Dsl {
+        kernel: spec.entry(),
+        message: format!("param_names does not list the {what}'s {N} parameters"),
+    })?;
+    let params = kb.params(names, &[("p_rows", Ty::U32), ("p_eps", Ty::F32)]);
+    Ok((kb, params))
+}
+
+/// What both kernels open with: the warp's row of `p_rows` ([`RowLanes::new`]), eps, this
+/// lane's columns of each of `inputs` in f32 (0 past V; `names` names them in a comment),
+/// and r = (mean(o²) + eps)^(−1/2) of the first input, o.
+pub(super) fn open_row<const N: usize>(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    (p_rows, p_eps): (&ParamRef, &ParamRef),
+    inputs: [&ParamRef; N],
+    names: &str,
+) -> (RowLanes, [Vec<Reg>; N], Reg) {
+    let row = RowLanes::new(kb, spec, p_rows);
+    let eps = kb.ld_param(p_eps);
+    kb.comment(format!("{names} of the row, f32 (0 past V)"));
+    let loaded = inputs.map(|p| row.load(kb, p));
+    kb.comment("r = (mean(o^2) + eps)^(-1/2), 0 for an all-zero row with eps = 0");
+    let r = row.inv_rms(kb, &loaded[0], eps);
+    (row, loaded, r)
 }
 
 /// One warp's row of every `[rows, V]` tensor, and this lane's columns of it.
@@ -46,8 +67,8 @@ pub(super) struct RowLanes {
     offset: Reg, // .u64
     /// First column of this lane in each group (.u32).
     cols: Vec<Reg>,
-    /// Where the warps past the last row jump to (place it before `ret`).
-    pub done: Label,
+    /// Where the warps past the last row jump to ([`Self::close`] places it).
+    done: Label,
 }
 
 /// Columns per lane per access: 4 when 4 | V (one vector access), else 2 when 2 | V, else 4
@@ -141,6 +162,16 @@ impl RowLanes {
         let inv = kb.div(1.0f32, denom);
         let positive = kb.setp(Cmp::Gt, ms, 0.0f32);
         kb.selp(inv, 0.0f32, positive)
+    }
+
+    /// End the kernel: the warps past the last row land here, then every warp returns.
+    ///
+    /// # Errors
+    /// [`GenError::Dsl`] on a generator bug ([`KernelBuilder::finish`]).
+    pub fn close(self, mut kb: KernelBuilder) -> Result<crate::dsl::Kernel, GenError> {
+        kb.place(self.done);
+        kb.ret();
+        kb.finish()
     }
 
     /// mean over the row (V entries) of a row sum.

@@ -490,7 +490,8 @@ mod tests {
     use retention_core::Dtype;
 
     fn spec() -> KernelSpec {
-        KernelSpec::chunkwise_segmented(64, 64, 32, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80)
+        KernelSpec::chunkwise(64, 64, 32, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80)
+            .with_op(KernelOp::ChunkwiseSegmented)
     }
 
     #[test]
@@ -511,14 +512,8 @@ mod tests {
     fn paper_heads_split_v_in_both_phases() {
         // K = 256, V = 512 (6.7B) in bf16: phase 1 serves 64 columns of V per CTA, phase 2
         // follows the one-pass kernel's 64-column slices; both grids walk segment · 8 + slice.
-        let paper = KernelSpec::chunkwise_segmented(
-            256,
-            512,
-            64,
-            GammaSet::Runtime,
-            Dtype::Bf16,
-            Arch::Sm80,
-        );
+        let paper = KernelSpec::chunkwise(256, 512, 64, GammaSet::Runtime, Dtype::Bf16, Arch::Sm80)
+            .with_op(KernelOp::ChunkwiseSegmented);
         assert!(paper.validate().is_ok());
         let p = two_phase_plan(&paper, 1, 16, 4096, 1024).unwrap();
         assert_eq!(p.segments, 4);
