@@ -285,12 +285,6 @@ fn gpu_like_devices_refuse_with_a_typed_error() {
         }
         other => panic!("{what}: {other:?}"),
     };
-    let d_o = &case.d_o;
-    refused(
-        "recurrent_backward",
-        ret.recurrent_backward(case.qkv(), None, d_o, None)
-            .map(drop),
-    );
     refused(
         "chunkwise_for_training",
         ret.chunkwise_for_training(case.qkv(), 2, None).map(drop),
@@ -326,6 +320,90 @@ fn emulated_chunkwise_backward_matches_the_reference() {
         assert_gradients(&format!("emulated {:?}", T::DTYPE), &got, &want, &bound);
         let err = ret.chunkwise_backward(case.qkv(), 0, h0, &case.d_o, d_ht);
         assert!(matches!(err, Err(RetentionError::ZeroChunk)), "{err:?}");
+    }
+    check::<f32>();
+    check::<bf16>();
+}
+
+/// On the emulated GPU the recurrent backward (dense and varlen) and the chunkwise varlen
+/// backward run the chunkwise-backward kernels (one launch per kernel over every packed
+/// sequence) and meet the f64 reference recurrent and varlen backwards with the CPU forms'
+/// tolerances: sequences of length 1, 0 (dH0 = dH_T) and C ∤ len, H0 and dH_T given or not.
+#[test]
+fn emulated_recurrent_and_varlen_backward_match_the_reference() {
+    fn check<T: CpuElement>() {
+        let p = params(2);
+        let device = Device::Emulated(kernel_gen::Arch::Sm90);
+        let ret = Retention::new(&device, p.clone()).unwrap();
+        let dense = Case::<T>::new((2, 37, 2, 16, 8), 2);
+        let (q, k, v, d_o) = (
+            dense.q.to_f64(),
+            dense.k.to_f64(),
+            dense.v.to_f64(),
+            dense.d_o.to_f64(),
+        );
+        let (h0, d_ht) = (dense.h0.to_f64(), dense.d_ht.to_f64());
+        let want =
+            reference::recurrent_backward(&q, &k, &v, &p, Some(&h0), &d_o, Some(&d_ht)).unwrap();
+        let bound = dense.reference(&p, None, true);
+        let got = ret
+            .recurrent_backward(dense.qkv(), Some(&dense.h0), &dense.d_o, Some(&dense.d_ht))
+            .unwrap();
+        assert_gradients(
+            &format!("emulated recurrent {:?}", T::DTYPE),
+            &got,
+            &want,
+            &bound,
+        );
+
+        let packed = Case::<T>::new((1, 75, 2, 16, 8), 4);
+        for (bounds, states) in [
+            (vec![0, 1, 1, 71, 75], true),
+            (vec![0, 70, 70, 74, 75], false),
+        ] {
+            let cu = CuSeqlens::new(bounds.clone(), 75).unwrap();
+            let want = packed.reference(&p, Some(&cu), false);
+            let bound = packed.reference(&p, Some(&cu), true);
+            let (h0, d_ht) = (Some(&packed.h0), Some(&packed.d_ht));
+            let got = ret
+                .chunkwise_varlen_backward(packed.qkv(), &cu, (h0, 5), &packed.d_o, d_ht)
+                .unwrap();
+            let what = format!("emulated chunkwise varlen {:?} {bounds:?}", T::DTYPE);
+            assert_gradients(&what, &got, &want, &bound);
+            let per = 2 * 16 * 8;
+            let dh0 = got.dh0.as_ref().unwrap();
+            assert_eq!(dh0.data()[per..2 * per], packed.d_ht.data()[per..2 * per]);
+            if states {
+                let got = ret
+                    .recurrent_varlen_backward(packed.qkv(), &cu, h0, &packed.d_o, d_ht)
+                    .unwrap();
+                let what = format!("emulated recurrent varlen {:?} {bounds:?}", T::DTYPE);
+                assert_gradients(&what, &got, &want, &bound);
+            } else {
+                let (q, k, v, d_o) = (
+                    packed.q.to_f64(),
+                    packed.k.to_f64(),
+                    packed.v.to_f64(),
+                    packed.d_o.to_f64(),
+                );
+                let want =
+                    reference::recurrent_backward_varlen(&q, &k, &v, &cu, &p, None, &d_o, None)
+                        .unwrap();
+                let got = ret
+                    .recurrent_varlen_backward(packed.qkv(), &cu, None, &packed.d_o, None)
+                    .unwrap();
+                let what = format!("emulated recurrent varlen, no states {:?}", T::DTYPE);
+                assert_close(&format!("{what} dq"), &got.dq, &want.dq);
+                assert_close(&format!("{what} dk"), &got.dk, &want.dk);
+                assert_close(&format!("{what} dv"), &got.dv, &want.dv);
+            }
+        }
+        let cu = CuSeqlens::new(vec![0, 30, 70], 70).unwrap();
+        let err = ret.chunkwise_varlen_backward(dense.qkv(), &cu, (None, 5), &dense.d_o, None);
+        assert!(
+            matches!(err, Err(RetentionError::ShapeMismatch { .. })),
+            "B = 2 is not a packed batch: {err:?}"
+        );
     }
     check::<f32>();
     check::<bf16>();

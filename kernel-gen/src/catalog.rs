@@ -171,8 +171,8 @@ pub fn chunkwise_catalog() -> Vec<KernelSpec> {
     specs
 }
 
-/// The chunkwise backward (dq, dk, dv kernels) for every (K, V) of [`CHUNKWISE_HEAD_DIMS`],
-/// the forward catalog's chunks that the family serves
+/// The chunkwise backward (dq, dk, dv kernels, each dense and varlen) for every (K, V) of
+/// [`CHUNKWISE_HEAD_DIMS`], the forward catalog's chunks that the family serves
 /// ([`chunkwise_backward::SUPPORTED_CHUNKS`]), every dtype and default gamma set, sm_80 and
 /// sm_90.
 pub fn chunkwise_backward_catalog() -> Vec<KernelSpec> {
@@ -182,7 +182,8 @@ pub fn chunkwise_backward_catalog() -> Vec<KernelSpec> {
             for c in chunkwise_backward::SUPPORTED_CHUNKS {
                 for dtype in Dtype::ALL {
                     for gammas in DEFAULT_GAMMA_SETS {
-                        for op in chunkwise_backward::OPS {
+                        let ops = chunkwise_backward::OPS.iter();
+                        for &op in ops.chain(&chunkwise_backward::VARLEN_OPS) {
                             specs.push(KernelSpec::chunkwise_backward(
                                 op, k, v, c, gammas, dtype, arch,
                             ));

@@ -52,6 +52,12 @@ pub enum KernelOp {
     ChunkwiseBackwardDk,
     /// Chunkwise backward, dV and dH0: a reverse walk over chunks carrying the adjoint dR.
     ChunkwiseBackwardDv,
+    /// [`KernelOp::ChunkwiseBackwardDq`] over a packed variable-length batch (`cu_seqlens`).
+    ChunkwiseVarlenBackwardDq,
+    /// [`KernelOp::ChunkwiseBackwardDk`] over a packed variable-length batch.
+    ChunkwiseVarlenBackwardDk,
+    /// [`KernelOp::ChunkwiseBackwardDv`] over a packed variable-length batch (dH0 `[N,H,K,V]`).
+    ChunkwiseVarlenBackwardDv,
     /// Parallel backward, dQ pass: one CTA per query tile, dQ = M K over key tiles ≤ it
     /// (M = s·(dO Vᵀ) ⊙ D; the `parallel_backward` family, tile size in `chunk`).
     ParallelBackwardDq,
@@ -67,7 +73,7 @@ pub enum KernelOp {
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 17] = [
+    pub const ALL: [KernelOp; 20] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -81,6 +87,9 @@ impl KernelOp {
         KernelOp::ChunkwiseBackwardDq,
         KernelOp::ChunkwiseBackwardDk,
         KernelOp::ChunkwiseBackwardDv,
+        KernelOp::ChunkwiseVarlenBackwardDq,
+        KernelOp::ChunkwiseVarlenBackwardDk,
+        KernelOp::ChunkwiseVarlenBackwardDv,
         KernelOp::ParallelBackwardDq,
         KernelOp::ParallelBackwardDk,
         KernelOp::ParallelBackwardDv,
@@ -103,11 +112,26 @@ impl KernelOp {
             KernelOp::ChunkwiseBackwardDq => "chunkwise_bwd_dq",
             KernelOp::ChunkwiseBackwardDk => "chunkwise_bwd_dk",
             KernelOp::ChunkwiseBackwardDv => "chunkwise_bwd_dv",
+            KernelOp::ChunkwiseVarlenBackwardDq => "chunkwise_varlen_bwd_dq",
+            KernelOp::ChunkwiseVarlenBackwardDk => "chunkwise_varlen_bwd_dk",
+            KernelOp::ChunkwiseVarlenBackwardDv => "chunkwise_varlen_bwd_dv",
             KernelOp::ParallelBackwardDq => "parallel_backward_dq",
             KernelOp::ParallelBackwardDk => "parallel_backward_dk",
             KernelOp::ParallelBackwardDv => "parallel_backward_dv",
             KernelOp::ParallelBackwardDlogGamma => "parallel_backward_dlog_gamma",
         }
+    }
+
+    /// Whether the op walks a packed variable-length batch: its sequences' token ranges come
+    /// from a device `cu_seqlens` (`p_cu_seqlens`, u32 `[N+1]`) instead of `p_t`.
+    pub const fn is_varlen(self) -> bool {
+        matches!(
+            self,
+            KernelOp::ChunkwiseVarlen
+                | KernelOp::ChunkwiseVarlenBackwardDq
+                | KernelOp::ChunkwiseVarlenBackwardDk
+                | KernelOp::ChunkwiseVarlenBackwardDv
+        )
     }
 }
 

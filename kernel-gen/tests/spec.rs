@@ -80,16 +80,19 @@ fn default_catalog_has_every_combination_once() {
         ),
         (180 + 13 * 30, 840, 840, 210, 410, 410, 24, 24, 24, 24)
     );
-    // Chunkwise backward, each of dq, dk, dv: the 7 (K, V) pairs x C in {32, 64} x 3 dtypes
-    // x 5 gamma sets x 2 archs.
+    // Chunkwise backward, each of dq, dk, dv, dense and varlen: the 7 (K, V) pairs x C in
+    // {32, 64} x 3 dtypes x 5 gamma sets x 2 archs.
     assert_eq!(
         [
             KernelOp::ChunkwiseBackwardDq,
             KernelOp::ChunkwiseBackwardDk,
-            KernelOp::ChunkwiseBackwardDv
+            KernelOp::ChunkwiseBackwardDv,
+            KernelOp::ChunkwiseVarlenBackwardDq,
+            KernelOp::ChunkwiseVarlenBackwardDk,
+            KernelOp::ChunkwiseVarlenBackwardDv
         ]
         .map(count),
-        [420; 3]
+        [420; 6]
     );
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
@@ -107,6 +110,9 @@ fn default_catalog_has_every_combination_once() {
             | KernelOp::ChunkwiseBackwardDq
             | KernelOp::ChunkwiseBackwardDk
             | KernelOp::ChunkwiseBackwardDv
+            | KernelOp::ChunkwiseVarlenBackwardDq
+            | KernelOp::ChunkwiseVarlenBackwardDk
+            | KernelOp::ChunkwiseVarlenBackwardDv
             | KernelOp::ParallelBackwardDq
             | KernelOp::ParallelBackwardDk
             | KernelOp::ParallelBackwardDv

@@ -21,6 +21,7 @@ fn case(t: usize, reference_chunk: usize, with_h0: bool, with_dht: bool) -> Back
         batch: 1,
         heads: 3,
         t,
+        packed: None,
         reference_chunk,
         with_h0,
         with_dht,

@@ -4,14 +4,16 @@
 //! launched through the runtime's one launch description on the caller's stream.
 //!
 //! The gradients do not depend on the chunk, so any chunk ≥ 1 is served by the family's
-//! kernel chunk (64, or 32 where 64 does not fit). d log γ comes back from the kernels as
+//! kernel chunk (64, or 32 where 64 does not fit). A packed varlen batch runs the varlen
+//! kernels in one launch each over every sequence, its `cu_seqlens` uploaded as the varlen
+//! forward does. d log γ comes back from the kernels as
 //! per-thread f32 partials (one pool-block workspace per kernel); they are summed per head in
 //! f64 on the host, so this op downloads them and waits for the stream — the one host round
 //! trip of the op (a reduction kernel would keep it on the device).
 
-use kernel_gen::kernels::chunkwise_backward::{OPS, SUPPORTED_CHUNKS};
+use kernel_gen::kernels::chunkwise_backward::{OPS, Role, SUPPORTED_CHUNKS, VARLEN_OPS};
 use kernel_gen::{KernelOp, KernelSpec, LaunchSize};
-use retention_core::{HostTensor, Result, RetentionError, RetentionShape};
+use retention_core::{CuSeqlens, HostTensor, Result, RetentionError, RetentionShape};
 use retention_kernels::cpu::CpuElement;
 
 use crate::device_launch::{Ctx, bind_common, gamma_set};
@@ -23,9 +25,19 @@ use crate::stream::Stream;
 use crate::tensor::{DeviceDtype, DeviceTensor};
 use crate::training_device::{GradientsInto, Upstream};
 
+/// The token ranges the kernels walk: B dense rows of T tokens, or the sequences of a packed
+/// batch `[1, ΣT, H, ·]` (the varlen kernels, states `[N, H, K, V]`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Walk<'a> {
+    /// B rows of T tokens.
+    Dense,
+    /// A packed batch with these boundaries.
+    Packed(&'a CuSeqlens),
+}
+
 impl Retention {
-    /// The GPU form of [`Retention::chunkwise_backward_into`] (this device has a launch
-    /// executor).
+    /// The GPU form of [`Retention::chunkwise_backward_into`] and
+    /// [`Retention::chunkwise_backward_varlen_into`] (this device has a launch executor).
     pub(crate) fn chunkwise_backward_gpu(
         &self,
         qkv: Qkv<'_>,
@@ -38,14 +50,15 @@ impl Retention {
             dh0: out_dh0,
             dlog_gamma: out_dlog,
         }: GradientsInto<'_>,
-        stream: Option<&Stream>,
+        (walk, stream): (Walk<'_>, Option<&Stream>),
     ) -> Result<()> {
         let (s, dtype) = self.check_qkv(qkv, d_o)?;
         let (dev, dt) = (self.device(), DeviceDtype::from(dtype));
         out_dq.expect("dq", dev, dt, &s.qk_shape())?;
         out_dk.expect("dk", dev, dt, &s.qk_shape())?;
         out_dv.expect("dv", dev, dt, &s.vo_shape())?;
-        let states = s.state_shape(s.batch);
+        let seqs = sequences(walk, &s)?;
+        let states = s.state_shape(seqs);
         self.check_states(h0, out_dh0, &states)?;
         self.check_states(d_ht, out_dh0, &states)?;
         out_dlog.expect("dlog_gamma", dev, DeviceDtype::F32, &[s.heads])?;
@@ -57,12 +70,17 @@ impl Retention {
         };
         let cx = self.ctx(exec, &stream, &log2, dtype, s.dk)?;
         let spec = backward_spec(&cx, &s)?;
+        let cu = match walk {
+            Walk::Dense => None,
+            Walk::Packed(cu) => Some(self.upload_bounds(cu, &stream)?),
+        };
+        let ops = if cu.is_some() { VARLEN_OPS } else { OPS };
         let (q, k, v) = qkv;
-        let mut partials = Vec::with_capacity(OPS.len());
-        for op in OPS {
+        let mut partials = Vec::with_capacity(ops.len());
+        for op in ops {
             let spec = KernelSpec { op, ..spec };
             let size = LaunchSize {
-                rows: s.batch as u32,
+                rows: seqs as u32,
                 heads: s.heads as u32,
                 tokens: s.seq_len as u32,
             };
@@ -71,9 +89,9 @@ impl Retention {
             let elems = (plan.workspace_bytes / 4) as usize;
             let mut ws = DeviceTensor::zeros(self.memory(), dev, DeviceDtype::F32, &[elems])?;
             let mut l = KernelLaunch::new(spec, g.grid, g.block, g.dynamic_smem_bytes);
-            let (grad, state) = match op {
-                KernelOp::ChunkwiseBackwardDq => (Region::of_mut(out_dq), h0),
-                KernelOp::ChunkwiseBackwardDk => (Region::of_mut(out_dk), d_ht),
+            let (grad, state) = match Role::of(op) {
+                Some(Role::Dq) => (Region::of_mut(out_dq), h0),
+                Some(Role::Dk) => (Region::of_mut(out_dk), d_ht),
                 _ => (Region::of_mut(out_dv), d_ht),
             };
             let opt = |t: Option<&DeviceTensor>| t.map_or(Arg::Null, |t| Arg::Ptr(Region::of(t)));
@@ -87,6 +105,9 @@ impl Retention {
                 .bind("p_h0", opt(h0))
                 .bind("p_dlog_gamma", Arg::Ptr(Region::of_mut(&mut ws)));
             bind_common(&mut l, &cx, s.heads, s.seq_len);
+            if let Some(cu) = &cu {
+                l.bind("p_cu_seqlens", Arg::Ptr(Region::of(cu)));
+            }
             exec.launch(&l, &stream)?;
             partials.push((ws, g.grid[2] as usize * g.block[0] as usize));
         }
@@ -101,16 +122,33 @@ impl Retention {
         out_dlog.copy_from_host(&dlog, &stream)
     }
 
-    /// [`Retention::chunkwise_backward`] through the device API: upload, run, download.
+    /// `cu`'s N + 1 boundaries as u32 in a pool block on this device (4·(N+1) bytes, counted
+    /// on the stream), as the varlen forward uploads them.
+    fn upload_bounds(&self, cu: &CuSeqlens, stream: &Stream) -> Result<DeviceTensor> {
+        let host: Vec<u32> = cu.as_slice().iter().map(|&b| b as u32).collect();
+        let mut dev = DeviceTensor::zeros(
+            self.memory(),
+            self.device(),
+            DeviceDtype::U32,
+            &[host.len()],
+        )?;
+        dev.write_bytes(0, bytemuck::cast_slice(&host), stream)?;
+        Ok(dev)
+    }
+
+    /// [`Retention::chunkwise_backward`] (`cu` `None`) or
+    /// [`Retention::chunkwise_varlen_backward`] through the device API: upload, run, download.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn chunkwise_backward_via_device<T: CpuElement>(
         &self,
         (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
-        chunk: usize,
+        (cu, chunk): (Option<&CuSeqlens>, usize),
         h0: Option<&HostTensor<f32>>,
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
         let s = crate::retention::shape_of(q, k, v, self.params())?;
+        let seqs = sequences(cu.map_or(Walk::Dense, Walk::Packed), &s)?;
         let stream = Stream::default_for(self.device())?;
         let mem = self.memory();
         let up = |t: &HostTensor<T>| DeviceTensor::upload(mem, t, &stream);
@@ -124,7 +162,7 @@ impl Retention {
         let mut dq = zeros(dt, &s.qk_shape())?;
         let mut dk = zeros(dt, &s.qk_shape())?;
         let mut dv = zeros(dt, &s.vo_shape())?;
-        let mut dh0 = zeros(DeviceDtype::F32, &s.state_shape(s.batch))?;
+        let mut dh0 = zeros(DeviceDtype::F32, &s.state_shape(seqs))?;
         let mut dlog_gamma = zeros(DeviceDtype::F32, &[s.heads])?;
         let out = GradientsInto {
             dq: &mut dq,
@@ -133,13 +171,14 @@ impl Retention {
             dh0: &mut dh0,
             dlog_gamma: &mut dlog_gamma,
         };
-        self.chunkwise_backward_into(
-            (&dq_in, &dk_in, &dv_in),
-            h0_in.as_ref(),
-            (&do_in, dht_in.as_ref()),
-            out,
-            (chunk, Some(&stream)),
-        )?;
+        let (qkv, upstream) = ((&dq_in, &dk_in, &dv_in), (&do_in, dht_in.as_ref()));
+        let at = (chunk, Some(&stream));
+        match cu {
+            None => self.chunkwise_backward_into(qkv, h0_in.as_ref(), upstream, out, at)?,
+            Some(cu) => {
+                self.chunkwise_backward_varlen_into(qkv, cu, h0_in.as_ref(), upstream, out, at)?;
+            }
+        }
         Ok(Gradients {
             dq: dq.download(&stream)?,
             dk: dk.download(&stream)?,
@@ -148,6 +187,22 @@ impl Retention {
             dlog_gamma: dlog_gamma.download(&stream)?,
         })
     }
+}
+
+/// The number of state rows: B, or the packed batch's N sequences (checked against ΣT, with
+/// B = 1).
+fn sequences(walk: Walk<'_>, s: &RetentionShape) -> Result<usize> {
+    let Walk::Packed(cu) = walk else {
+        return Ok(s.batch);
+    };
+    if s.batch != 1 {
+        return Err(RetentionError::ShapeMismatch {
+            tensor: "q".into(),
+            expected: "[B=1, ΣT, H, K] (a packed varlen batch)".into(),
+            got: format!("{:?}", s.qk_shape()),
+        });
+    }
+    Ok(CuSeqlens::new(cu.as_slice().to_vec(), s.seq_len)?.num_seqs())
 }
 
 /// The family's dq spec for this problem: kernel chunk 64, or 32 where 64 does not fit.

@@ -3,14 +3,15 @@
 //! gated MSR epilogue.
 //!
 //! On `Device::Cpu` these run the fast CPU kernels (`retention_kernels::cpu`): multi-threaded,
-//! gemm-based, f32 accumulation. On `Device::Emulated` and `Device::Cuda`,
-//! [`Retention::chunkwise_backward`] runs the GPU kernels (`gpu_backward`), the parallel
+//! gemm-based, f32 accumulation. On `Device::Emulated` and `Device::Cuda`, the chunkwise and
+//! recurrent backwards, dense and varlen, run the GPU chunkwise-backward kernels
+//! (`gpu_backward`; the recurrent gradients are the chunkwise ones at any chunk), the parallel
 //! backward its kernels (`training_parallel`) and the epilogue's backward its kernel
 //! (`epilogue_device`); every other op here returns
 //! [`RetentionError::Unsupported`] naming the op — never a wrong answer, never a panic.
 //!
-//! The device-tensor form is `chunkwise_backward_into` (`training_device`); the other
-//! backwards have none yet.
+//! The device-tensor forms are `chunkwise_backward_into` and `chunkwise_backward_varlen_into`
+//! (`training_device`); the other backwards have none yet.
 //!
 //! What the forward saves: [`Retention::chunkwise_for_training`] keeps the f32 state entering
 //! every chunk, K·V·4/C bytes per token-head (K = V = 128, C = 64: 1 KiB), so the backward
@@ -103,7 +104,7 @@ impl Retention {
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
         if self.gpu().is_some() {
-            return self.chunkwise_backward_via_device((q, k, v), chunk, h0, d_o, d_ht);
+            return self.chunkwise_backward_via_device((q, k, v), (None, chunk), h0, d_o, d_ht);
         }
         cpu::chunkwise_backward(q, k, v, self.params(), chunk, h0, d_o, d_ht).map(Into::into)
     }
@@ -149,7 +150,8 @@ impl Retention {
     }
 
     /// Gradients of [`Retention::recurrent`] (the same function as the chunkwise form, so
-    /// computed chunk by chunk).
+    /// computed chunk by chunk; on a GPU-like device by the chunkwise-backward kernels, whose
+    /// gradients do not depend on the chunk).
     ///
     /// # Errors
     /// As [`Retention::chunkwise_backward`].
@@ -160,7 +162,10 @@ impl Retention {
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("recurrent_backward")?;
+        if self.gpu().is_some() {
+            let at = (None, RECURRENT_CHUNK);
+            return self.chunkwise_backward_via_device((q, k, v), at, h0, d_o, d_ht);
+        }
         cpu::recurrent_backward(q, k, v, self.params(), h0, d_o, d_ht).map(Into::into)
     }
 
@@ -189,11 +194,12 @@ impl Retention {
     }
 
     /// Gradients of [`Retention::chunkwise_varlen`]: packed inputs `[1, ΣT, H, ·]`, `h0`,
-    /// `d_ht` and dH0 `[N, H, K, V]`; chunks restart at every sequence boundary.
+    /// `d_ht` and dH0 `[N, H, K, V]`; chunks restart at every sequence boundary. On a
+    /// GPU-like device the varlen chunkwise-backward kernels run (through
+    /// [`Retention::chunkwise_backward_varlen_into`]: upload, run, download).
     ///
     /// # Errors
-    /// As [`Retention::chunkwise_varlen`], plus shape mismatches of `d_o` and `d_ht`;
-    /// [`RetentionError::Unsupported`] on a GPU-like device.
+    /// As [`Retention::chunkwise_varlen`], plus shape mismatches of `d_o` and `d_ht`.
     pub fn chunkwise_varlen_backward<T: CpuElement>(
         &self,
         (q, k, v): HostQkv<'_, T>,
@@ -202,7 +208,10 @@ impl Retention {
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("chunkwise_varlen_backward")?;
+        if self.gpu().is_some() {
+            let at = (Some(cu_seqlens), chunk);
+            return self.chunkwise_backward_via_device((q, k, v), at, h0, d_o, d_ht);
+        }
         let p = self.params();
         retention_kernels::cpu::chunkwise_backward_varlen(
             q, k, v, cu_seqlens, p, chunk, h0, d_o, d_ht,
@@ -214,7 +223,8 @@ impl Retention {
     /// [`Retention::recurrent_backward`]).
     ///
     /// # Errors
-    /// As [`Retention::chunkwise_varlen_backward`].
+    /// As [`Retention::chunkwise_varlen_backward`] (whose GPU kernels it runs on GPU-like
+    /// devices).
     pub fn recurrent_varlen_backward<T: CpuElement>(
         &self,
         qkv: HostQkv<'_, T>,
@@ -223,7 +233,6 @@ impl Retention {
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("recurrent_varlen_backward")?;
         self.chunkwise_varlen_backward(qkv, cu_seqlens, (h0, RECURRENT_CHUNK), d_o, d_ht)
     }
 
