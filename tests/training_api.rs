@@ -409,6 +409,57 @@ fn emulated_recurrent_and_varlen_backward_match_the_reference() {
     check::<bf16>();
 }
 
+/// The varlen device-tensor form on CPU tensors and on the emulated GPU writes exactly the
+/// host form's gradients, uploads only the N + 1 boundaries and downloads nothing.
+#[test]
+fn device_tensor_varlen_backward_equals_the_host_form() {
+    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
+        let case = Case::<f32>::new((1, 12, 2, 8, 4), 3);
+        let cu = CuSeqlens::new(vec![0, 1, 1, 12], 12).unwrap();
+        let ret = Retention::new(&device, params(2)).unwrap();
+        let (h0, d_ht) = (Some(&case.h0), Some(&case.d_ht));
+        let want = ret
+            .chunkwise_varlen_backward(case.qkv(), &cu, (h0, 5), &case.d_o, d_ht)
+            .unwrap();
+        let stream = Stream::default_for(&device).unwrap();
+        let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
+        let (q, k, v, d_o) = (up(&case.q), up(&case.k), up(&case.v), up(&case.d_o));
+        let (h0, d_ht) = (up(&case.h0), up(&case.d_ht));
+        let zeros = |shape: &[usize]| {
+            DeviceTensor::zeros(ret.memory(), &device, DeviceDtype::F32, shape).unwrap()
+        };
+        let (mut dq, mut dk, mut dv) = (
+            zeros(&[1, 12, 2, 8]),
+            zeros(&[1, 12, 2, 8]),
+            zeros(&[1, 12, 2, 4]),
+        );
+        let (mut dh0, mut dlg) = (zeros(&[3, 2, 8, 4]), zeros(&[2]));
+        let out = GradientsInto {
+            dq: &mut dq,
+            dk: &mut dk,
+            dv: &mut dv,
+            dh0: &mut dh0,
+            dlog_gamma: &mut dlg,
+        };
+        let before = stream.transfers();
+        let (qkv, upstream) = ((&q, &k, &v), (&d_o, Some(&d_ht)));
+        ret.chunkwise_backward_varlen_into(qkv, &cu, Some(&h0), upstream, out, (5, Some(&stream)))
+            .unwrap();
+        let moved = stream.transfers().since(&before);
+        if device != Device::Cpu {
+            assert_eq!(moved.d2h_bytes, 0, "{device}");
+            assert!(moved.h2d_bytes <= 4 * 4, "{device}: {moved:?}");
+        }
+        let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
+        assert_eq!(down(&dq), want.dq, "{device}");
+        assert_eq!(down(&dk), want.dk, "{device}");
+        assert_eq!(down(&dv), want.dv, "{device}");
+        assert_eq!(&down(&dh0), want.dh0.as_ref().unwrap(), "{device}");
+        assert_eq!(down(&dlg), want.dlog_gamma, "{device}");
+    }
+}
+
 /// The device-tensor form on CPU tensors and on the emulated GPU writes exactly the host
 /// form's gradients on the same device, and checks its outputs' shapes.
 #[test]
@@ -450,8 +501,12 @@ fn device_tensor_backward_on(device: &Device) {
         dh0: &mut dh0,
         dlog_gamma: &mut dlg,
     };
-    ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, (3, None))
+    let before = stream.transfers();
+    let at = (3, Some(&stream));
+    ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, at)
         .unwrap();
+    // d log γ is reduced on the device: nothing comes back to the host.
+    assert_eq!(stream.transfers().since(&before).d2h_bytes, 0, "{device}");
     let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
     assert_eq!(down(&dq), want.dq);
     assert_eq!(down(&dk), want.dk);

@@ -25,7 +25,8 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 /// ([`parallel_catalog`]), then both phases of the two-phase chunkwise forward for every
 /// dense chunkwise spec they serve ([`two_phase_catalog`]), the chunkwise backward, the parallel
 /// backward ([`parallel_backward_catalog`]), then the gated MSR epilogue
-/// ([`epilogue_catalog`]), in a fixed order.
+/// ([`epilogue_catalog`]), then the per-head sum of the backward's f32 partials (one per
+/// arch), in a fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
     specs.extend(chunkwise_catalog());
@@ -35,6 +36,7 @@ pub fn default_catalog() -> Vec<KernelSpec> {
     specs.extend(chunkwise_backward_catalog());
     specs.extend(parallel_backward_catalog());
     specs.extend(epilogue_catalog());
+    specs.extend(Arch::ALL.map(KernelSpec::head_sum));
     specs
 }
 

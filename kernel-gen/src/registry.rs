@@ -5,7 +5,7 @@
 
 use crate::dsl::Kernel;
 use crate::kernels::{attention_decode, chunkwise, decode, epilogue, parallel, two_phase};
-use crate::kernels::{chunkwise_backward, parallel_backward};
+use crate::kernels::{chunkwise_backward, head_sum, parallel_backward};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
@@ -13,7 +13,7 @@ use crate::{GenError, LaunchGeometry};
 /// A kernel family: the ops it serves and its steps.
 pub struct Family {
     /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`, `epilogue`,
-    /// `chunkwise_backward`, `parallel_backward`).
+    /// `chunkwise_backward`, `parallel_backward`, `head_sum`).
     pub name: &'static str,
     /// The ops it serves.
     pub ops: &'static [KernelOp],
@@ -30,7 +30,7 @@ pub struct Family {
 }
 
 /// Every family, one row each.
-pub const FAMILIES: [Family; 8] = [
+pub const FAMILIES: [Family; 9] = [
     Family {
         name: "decode",
         ops: &[KernelOp::Decode],
@@ -118,6 +118,15 @@ pub const FAMILIES: [Family; 8] = [
         param_names: parallel_backward::param_names,
         plan: parallel_backward::plan,
         generate: parallel_backward::generate,
+    },
+    Family {
+        name: "head_sum",
+        ops: &[KernelOp::HeadSum],
+        validate: head_sum::validate,
+        launch_geometry: head_sum::launch_geometry,
+        param_names: head_sum::param_names,
+        plan: head_sum::plan,
+        generate: head_sum::generate,
     },
 ];
 

@@ -69,11 +69,14 @@ pub enum KernelOp {
     /// Parallel backward, d log γ pass: one CTA per key tile writes its partial of
     /// Σ_{n≥m} (n−m) M_nm (Q Kᵀ)_nm; the partials sum to d log γ_h.
     ParallelBackwardDlogGamma,
+    /// The per-head sum of f32 partials `[R, H, M]` into `[H]` (the `head_sum` family, how
+    /// the chunkwise backward's d log γ partials are reduced on the device).
+    HeadSum,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 20] = [
+    pub const ALL: [KernelOp; 21] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -94,6 +97,7 @@ impl KernelOp {
         KernelOp::ParallelBackwardDk,
         KernelOp::ParallelBackwardDv,
         KernelOp::ParallelBackwardDlogGamma,
+        KernelOp::HeadSum,
     ];
 
     /// Lower-case name, used in entry names.
@@ -119,6 +123,7 @@ impl KernelOp {
             KernelOp::ParallelBackwardDk => "parallel_backward_dk",
             KernelOp::ParallelBackwardDv => "parallel_backward_dv",
             KernelOp::ParallelBackwardDlogGamma => "parallel_backward_dlog_gamma",
+            KernelOp::HeadSum => "head_sum",
         }
     }
 
@@ -409,6 +414,21 @@ impl KernelSpec {
         KernelSpec {
             op,
             ..Self::chunkwise(k, v, chunk, gammas, dtype, arch)
+        }
+    }
+
+    /// The per-head sum of f32 partials for `arch` (K = V = 1, no chunk, runtime γ, f32, the
+    /// default tile): the one `head_sum` kernel of an arch.
+    pub fn head_sum(arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::HeadSum,
+            k: 1,
+            v: 1,
+            chunk: None,
+            gammas: GammaSet::Runtime,
+            dtype: Dtype::F32,
+            arch,
+            tile: TileConfig::default(),
         }
     }
 

@@ -94,6 +94,7 @@ fn default_catalog_has_every_combination_once() {
         .map(count),
         [420; 6]
     );
+    assert_eq!(count(KernelOp::HeadSum), 2, "one per arch");
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
     assert_eq!(entries.len(), cat.len());
@@ -122,6 +123,7 @@ fn default_catalog_has_every_combination_once() {
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
                 assert!(s.chunk.is_none() && s.gammas == GammaSet::Runtime, "{s}");
             }
+            KernelOp::HeadSum => assert_eq!(*s, KernelSpec::head_sum(s.arch)),
             KernelOp::Epilogue | KernelOp::EpilogueBackward => {
                 assert!(
                     s.chunk.is_none() && s.gammas == GammaSet::Runtime && s.k == s.v,

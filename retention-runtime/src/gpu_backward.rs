@@ -7,9 +7,9 @@
 //! kernel chunk (64, or 32 where 64 does not fit). A packed varlen batch runs the varlen
 //! kernels in one launch each over every sequence, its `cu_seqlens` uploaded as the varlen
 //! forward does. d log γ comes back from the kernels as
-//! per-thread f32 partials (one pool-block workspace per kernel); they are summed per head in
-//! f64 on the host, so this op downloads them and waits for the stream — the one host round
-//! trip of the op (a reduction kernel would keep it on the device).
+//! per-thread f32 partials (one pool-block workspace per kernel), summed per head on the
+//! device by the `head_sum` kernel (Kahan per thread, then warp and CTA sums: within 1e-6 of
+//! Σ|partials|), so the op never downloads or waits for the stream.
 
 use kernel_gen::kernels::chunkwise_backward::{OPS, Role, SUPPORTED_CHUNKS, VARLEN_OPS};
 use kernel_gen::{KernelOp, KernelSpec, LaunchSize};
@@ -111,15 +111,7 @@ impl Retention {
             exec.launch(&l, &stream)?;
             partials.push((ws, g.grid[2] as usize * g.block[0] as usize));
         }
-        let mut sums = vec![0.0f64; s.heads];
-        for (ws, per_pair) in &partials {
-            let host = ws.download::<f32>(&stream)?;
-            for (i, pair) in host.data().chunks(*per_pair).enumerate() {
-                sums[i % s.heads] += pair.iter().map(|&x| f64::from(x)).sum::<f64>();
-            }
-        }
-        let dlog = HostTensor::new(vec![s.heads], sums.iter().map(|&x| x as f32).collect())?;
-        out_dlog.copy_from_host(&dlog, &stream)
+        head_sums(&cx, &partials, (seqs, s.heads), out_dlog)
     }
 
     /// `cu`'s N + 1 boundaries as u32 in a pool block on this device (4·(N+1) bytes, counted
@@ -187,6 +179,30 @@ impl Retention {
             dlog_gamma: dlog_gamma.download(&stream)?,
         })
     }
+}
+
+/// d log γ_h = the sum of every kernel's partials of head h (`[rows, H, per]` each), reduced
+/// on the device by the `head_sum` kernel into `out` (f32 `[H]`): the first workspace writes
+/// it, the others add to it, all on the stream, so nothing is downloaded.
+fn head_sums(
+    cx: &Ctx<'_>,
+    partials: &[(DeviceTensor, usize)],
+    (rows, heads): (usize, usize),
+    out: &mut DeviceTensor,
+) -> Result<()> {
+    let spec = KernelSpec::head_sum(cx.exec.arch());
+    let g = kernel_gen::launch_geometry(&spec, rows as u32, heads as u32)
+        .map_err(RetentionError::from)?;
+    for (i, (ws, per)) in partials.iter().enumerate() {
+        let mut l = KernelLaunch::new(spec, g.grid, g.block, g.dynamic_smem_bytes);
+        l.bind("p_partials", Arg::Ptr(Region::of(ws)))
+            .bind("p_rows", Arg::U32(rows as u32))
+            .bind("p_per", Arg::U32(*per as u32))
+            .bind("p_out", Arg::Ptr(Region::of_mut(out)))
+            .bind("p_accumulate", Arg::U32(u32::from(i > 0)));
+        cx.exec.launch(&l, cx.stream)?;
+    }
+    Ok(())
 }
 
 /// The number of state rows: B, or the packed batch's N sequences (checked against ΣT, with

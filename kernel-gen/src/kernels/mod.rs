@@ -1,7 +1,7 @@
 //! The kernel families — decode, chunkwise (one-pass, varlen, and phase 2 of two-phase),
 //! two-phase (its plan and phase 1), parallel, the chunkwise backward (dq, dk, dv), the
-//! parallel backward, the softmax-attention decode baseline, and the gated MSR epilogue
-//! (forward and backward) —
+//! parallel backward, the softmax-attention decode baseline, the gated MSR epilogue
+//! (forward and backward), and the per-head sum of f32 partials (`head_sum`) —
 //! each validating its spec first. Families are written in the building blocks
 //! ([`crate::blocks`]) and the retention math ([`crate::math`]) and never import each
 //! other; [`crate::registry`] routes a spec to its family. See ARCHITECTURE.md.
@@ -19,6 +19,7 @@ mod decode_phases;
 pub mod decode_plan;
 mod decode_stage;
 pub mod epilogue;
+pub mod head_sum;
 pub mod parallel;
 pub mod parallel_backward;
 pub mod two_phase;
