@@ -413,7 +413,7 @@ fn emulated_recurrent_and_varlen_backward_match_the_reference() {
 /// host form's gradients, uploads only the N + 1 boundaries and downloads nothing.
 #[test]
 fn device_tensor_varlen_backward_equals_the_host_form() {
-    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    use retention::{DeviceTensor, Stream};
     for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
         let case = Case::<f32>::new((1, 12, 2, 8, 4), 3);
         let cu = CuSeqlens::new(vec![0, 1, 1, 12], 12).unwrap();
@@ -422,28 +422,14 @@ fn device_tensor_varlen_backward_equals_the_host_form() {
         let want = ret
             .chunkwise_varlen_backward(case.qkv(), &cu, (h0, 5), &case.d_o, d_ht)
             .unwrap();
-        let stream = Stream::default_for(&device).unwrap();
+        let stream = Stream::new(&device).unwrap();
         let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
         let (q, k, v, d_o) = (up(&case.q), up(&case.k), up(&case.v), up(&case.d_o));
         let (h0, d_ht) = (up(&case.h0), up(&case.d_ht));
-        let zeros = |shape: &[usize]| {
-            DeviceTensor::zeros(ret.memory(), &device, DeviceDtype::F32, shape).unwrap()
-        };
-        let (mut dq, mut dk, mut dv) = (
-            zeros(&[1, 12, 2, 8]),
-            zeros(&[1, 12, 2, 8]),
-            zeros(&[1, 12, 2, 4]),
-        );
-        let (mut dh0, mut dlg) = (zeros(&[3, 2, 8, 4]), zeros(&[2]));
-        let out = GradientsInto {
-            dq: &mut dq,
-            dk: &mut dk,
-            dv: &mut dv,
-            dh0: &mut dh0,
-            dlog_gamma: &mut dlg,
-        };
+        let mut outs = Outputs::new(&ret, &device, (1, 12, 2, 8, 4), 3);
         let before = stream.transfers();
         let (qkv, upstream) = ((&q, &k, &v), (&d_o, Some(&d_ht)));
+        let out = outs.gradients_into();
         ret.chunkwise_backward_varlen_into(qkv, &cu, Some(&h0), upstream, out, (5, Some(&stream)))
             .unwrap();
         let moved = stream.transfers().since(&before);
@@ -451,12 +437,7 @@ fn device_tensor_varlen_backward_equals_the_host_form() {
             assert_eq!(moved.d2h_bytes, 0, "{device}");
             assert!(moved.h2d_bytes <= 4 * 4, "{device}: {moved:?}");
         }
-        let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
-        assert_eq!(down(&dq), want.dq, "{device}");
-        assert_eq!(down(&dk), want.dk, "{device}");
-        assert_eq!(down(&dv), want.dv, "{device}");
-        assert_eq!(&down(&dh0), want.dh0.as_ref().unwrap(), "{device}");
-        assert_eq!(down(&dlg), want.dlog_gamma, "{device}");
+        outs.assert_equal(&stream, &want, &device.to_string());
     }
 }
 
@@ -475,7 +456,7 @@ fn device_tensor_backward_on(device: &Device) {
     let want = ret
         .chunkwise_backward(case.qkv(), 3, Some(&case.h0), &case.d_o, Some(&case.d_ht))
         .unwrap();
-    let stream = Stream::default_for(device).unwrap();
+    let stream = Stream::new(device).unwrap();
     let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
     let (q, k, v, d_o, h0, d_ht) = (
         up(&case.q),
@@ -485,46 +466,75 @@ fn device_tensor_backward_on(device: &Device) {
         up(&case.h0),
         up(&case.d_ht),
     );
-    let zeros = |shape: &[usize]| {
-        DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, shape).unwrap()
-    };
-    let (mut dq, mut dk, mut dv) = (
-        zeros(&[2, 7, 2, 8]),
-        zeros(&[2, 7, 2, 8]),
-        zeros(&[2, 7, 2, 4]),
-    );
-    let (mut dh0, mut dlg) = (zeros(&[2, 2, 8, 4]), zeros(&[2]));
-    let out = GradientsInto {
-        dq: &mut dq,
-        dk: &mut dk,
-        dv: &mut dv,
-        dh0: &mut dh0,
-        dlog_gamma: &mut dlg,
-    };
+    let mut outs = Outputs::new(&ret, device, (2, 7, 2, 8, 4), 2);
+    let out = outs.gradients_into();
     let before = stream.transfers();
     let at = (3, Some(&stream));
     ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, at)
         .unwrap();
     // d log γ is reduced on the device: nothing comes back to the host.
     assert_eq!(stream.transfers().since(&before).d2h_bytes, 0, "{device}");
-    let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
-    assert_eq!(down(&dq), want.dq);
-    assert_eq!(down(&dk), want.dk);
-    assert_eq!(down(&dv), want.dv);
-    assert_eq!(&down(&dh0), want.dh0.as_ref().unwrap());
-    assert_eq!(down(&dlg), want.dlog_gamma);
+    outs.assert_equal(&stream, &want, &device.to_string());
 
-    let mut short = zeros(&[3]);
+    let mut short = DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, &[3]).unwrap();
     let out = GradientsInto {
-        dq: &mut dq,
-        dk: &mut dk,
-        dv: &mut dv,
-        dh0: &mut dh0,
         dlog_gamma: &mut short,
+        ..outs.gradients_into()
     };
     let err = ret.chunkwise_backward_into((&q, &k, &v), None, (&d_o, None), out, (3, None));
     assert!(
         matches!(err, Err(RetentionError::ShapeMismatch { ref tensor, .. }) if tensor == "dlog_gamma"),
         "{err:?}"
     );
+}
+
+/// Zeroed f32 device outputs of a backward: dq, dk `[B,T,H,K]`, dv `[B,T,H,V]`, dh0
+/// `[rows,H,K,V]`, d log γ `[H]`.
+struct Outputs {
+    dq: retention::DeviceTensor,
+    dk: retention::DeviceTensor,
+    dv: retention::DeviceTensor,
+    dh0: retention::DeviceTensor,
+    dlg: retention::DeviceTensor,
+}
+
+impl Outputs {
+    fn new(
+        ret: &Retention,
+        device: &Device,
+        (b, t, h, k, v): (usize, usize, usize, usize, usize),
+        rows: usize,
+    ) -> Self {
+        use retention::{DeviceDtype, DeviceTensor};
+        let zeros = |shape: &[usize]| {
+            DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, shape).unwrap()
+        };
+        Self {
+            dq: zeros(&[b, t, h, k]),
+            dk: zeros(&[b, t, h, k]),
+            dv: zeros(&[b, t, h, v]),
+            dh0: zeros(&[rows, h, k, v]),
+            dlg: zeros(&[h]),
+        }
+    }
+
+    fn gradients_into(&mut self) -> retention::GradientsInto<'_> {
+        retention::GradientsInto {
+            dq: &mut self.dq,
+            dk: &mut self.dk,
+            dv: &mut self.dv,
+            dh0: &mut self.dh0,
+            dlog_gamma: &mut self.dlg,
+        }
+    }
+
+    /// Every output equals the host form's `want`, bit for bit.
+    fn assert_equal(&self, stream: &retention::Stream, want: &Gradients<f32>, what: &str) {
+        let down = |t: &retention::DeviceTensor| t.download::<f32>(stream).unwrap();
+        assert_eq!(down(&self.dq), want.dq, "{what}");
+        assert_eq!(down(&self.dk), want.dk, "{what}");
+        assert_eq!(down(&self.dv), want.dv, "{what}");
+        assert_eq!(&down(&self.dh0), want.dh0.as_ref().unwrap(), "{what}");
+        assert_eq!(down(&self.dlg), want.dlog_gamma, "{what}");
+    }
 }

@@ -170,6 +170,16 @@ pub fn check(spec: &KernelSpec, target: &dyn LaunchTarget, seed: u64) -> Result<
 }
 
 impl BackwardCheck {
+    /// One line of the errors: dq/dk/dv, dH0, and d log γ (values and error of its terms).
+    pub fn summary(&self) -> String {
+        let [dq, dk, dv] = self.grad_errors;
+        format!(
+            "dq/dk/dv {dq:.2e} {dk:.2e} {dv:.2e}, dh0 {:.2e}, d log gamma {:?}: error {:.2e} \
+             of its terms",
+            self.dh0_error, self.dlog_gamma, self.dlog_gamma_error
+        )
+    }
+
     /// Why the result is off, or `None` within the tolerances (and no read of shared memory
     /// nothing wrote, in any dtype: these kernels zero-fill what they stage).
     pub fn failure(&self, dtype: Dtype) -> Option<String> {

@@ -31,18 +31,11 @@ fn case(lengths: &'static [usize], reference_chunk: usize, h0: bool, dht: bool) 
 
 fn run(s: &KernelSpec, c: BackwardCase, seed: u64) -> BackwardCheck {
     let got = check_case(s, &Emulator(s.arch), c, seed).unwrap_or_else(|e| panic!("{s}: {e}"));
+    let (lengths, chunk) = (c.packed, c.reference_chunk);
+    let states = (c.with_h0, c.with_dht);
     eprintln!(
-        "{s} lengths {:?} ref C={} h0={} dht={}: dq/dk/dv {:.2e} {:.2e} {:.2e}, dh0 {:.2e}, \
-         d log gamma {:.2e} of its terms",
-        c.packed,
-        c.reference_chunk,
-        c.with_h0,
-        c.with_dht,
-        got.grad_errors[0],
-        got.grad_errors[1],
-        got.grad_errors[2],
-        got.dh0_error,
-        got.dlog_gamma_error
+        "{s} {lengths:?} ref C={chunk} (h0, dht) {states:?}: {}",
+        got.summary()
     );
     if let Some(why) = got.failure(s.dtype) {
         panic!("{s} {c:?}: {why}");

@@ -49,15 +49,9 @@ impl Retention {
         h0: Option<&DeviceTensor>,
         upstream: Upstream<'_>,
         out: GradientsInto<'_>,
-        (chunk, stream): (usize, Option<&Stream>),
+        at: (usize, Option<&Stream>),
     ) -> Result<()> {
-        if chunk == 0 {
-            return Err(RetentionError::ZeroChunk);
-        }
-        if self.gpu().is_some() {
-            return self.chunkwise_backward_gpu(qkv, h0, upstream, out, (Walk::Dense, stream));
-        }
-        self.backward_on_host((qkv, h0, upstream, out), None, (chunk, stream))
+        self.backward_into((qkv, h0, upstream, out), Walk::Dense, at)
     }
 
     /// [`Retention::chunkwise_varlen_backward`] on device tensors: packed q, k `[1, ΣT, H, K]`,
@@ -75,16 +69,36 @@ impl Retention {
         h0: Option<&DeviceTensor>,
         upstream: Upstream<'_>,
         out: GradientsInto<'_>,
+        at: (usize, Option<&Stream>),
+    ) -> Result<()> {
+        self.backward_into((qkv, h0, upstream, out), Walk::Packed(cu_seqlens), at)
+    }
+
+    /// Both device-tensor backwards: the GPU kernels where this device has an executor, the
+    /// CPU kernels on host views otherwise.
+    fn backward_into(
+        &self,
+        args: (
+            Qkv<'_>,
+            Option<&DeviceTensor>,
+            Upstream<'_>,
+            GradientsInto<'_>,
+        ),
+        walk: Walk<'_>,
         (chunk, stream): (usize, Option<&Stream>),
     ) -> Result<()> {
         if chunk == 0 {
             return Err(RetentionError::ZeroChunk);
         }
         if self.gpu().is_some() {
-            let walk = Walk::Packed(cu_seqlens);
+            let (qkv, h0, upstream, out) = args;
             return self.chunkwise_backward_gpu(qkv, h0, upstream, out, (walk, stream));
         }
-        self.backward_on_host((qkv, h0, upstream, out), Some(cu_seqlens), (chunk, stream))
+        let cu = match walk {
+            Walk::Dense => None,
+            Walk::Packed(cu) => Some(cu),
+        };
+        self.backward_on_host(args, cu, (chunk, stream))
     }
 
     /// The CPU form of both device-tensor backwards: the fast CPU kernels on host views.
