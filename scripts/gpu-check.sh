@@ -35,6 +35,9 @@ step 120 cargo test --release -p retention-capi
 # Issue 13 and 18: decode of the 1.3b head per batch, host time and graph replay.
 step 120 cargo run --release --bin retention -- bench --device cuda --model 1.3b --suite decode \
   --json "$out/decode-1.3b.json"
+# Issue 15: training on CUDA (device forward + GPU backward), fla's shape and the 1.3b heads.
+step 180 cargo run --release --bin retention -- bench --device cuda --suite train --dtype bf16 \
+  --quick --json "$out/train-bf16.json"
 # Issue 17: the model suite on CUDA (refused with a typed error until the device step lands).
 step 60 cargo run --release --bin retention -- bench --device cuda --suite model --model 1.3b \
   --quick --json "$out/model-1.3b.json"

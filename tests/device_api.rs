@@ -385,3 +385,60 @@ fn retention_and_state_pool_cross_threads() {
     send_sync::<DeviceTensor>();
     send_sync::<Stream>();
 }
+
+/// On the CPU device the kernels read and write the tensors' own memory: a borrowed output
+/// buffer holds the result afterwards; an output overlapping an input, or an address not
+/// aligned for the element type, is a typed error (a slice over either would be undefined
+/// behaviour), and the refused call leaves the memory as it was.
+#[test]
+fn cpu_device_runs_in_place_and_refuses_overlapping_or_misaligned_memory() {
+    let f = Fixture::new(&Device::Cpu);
+    let (q, k, v) = (
+        input::<f32>(vec![1, 9, 2, 8], 31),
+        input::<f32>(vec![1, 9, 2, 8], 32),
+        input::<f32>(vec![1, 9, 2, 8], 33),
+    );
+    let want = f.ret.parallel(&q, &k, &v).unwrap();
+    let (dq, dk, dv) = (f.up(&q), f.up(&k), f.up(&v));
+    let mut backing = vec![f32::NAN; q.len() + 1];
+    let borrow = |at: u64| {
+        // SAFETY: `backing` outlives every view and nothing else touches it meanwhile.
+        unsafe { DeviceTensor::from_raw(&Device::Cpu, DeviceDtype::F32, q.shape(), at) }
+    };
+    let base = backing.as_mut_ptr() as u64;
+    let mut o = borrow(base);
+    f.ret
+        .parallel_into((&dq, &dk, &dv), &mut o, Some(&f.stream))
+        .unwrap();
+    assert_eq!(&backing[..q.len()], want.data(), "written in place");
+
+    // q borrowed over the output's own bytes (shifted by one element): refused, untouched.
+    let before = backing.clone();
+    let overlapping_q = borrow(base + 4);
+    let got = f
+        .ret
+        .parallel_into((&overlapping_q, &dk, &dv), &mut o, Some(&f.stream));
+    match got {
+        Err(RetentionError::Unsupported { what, reason, .. }) => {
+            assert_eq!(what, "memory of o");
+            assert!(reason.contains("overlaps q"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(same(&backing, &before), "a refused call writes nothing");
+
+    // An output two bytes past an f32 boundary.
+    let mut misaligned = borrow(base + 2);
+    match f
+        .ret
+        .parallel_into((&dq, &dk, &dv), &mut misaligned, Some(&f.stream))
+    {
+        Err(RetentionError::Unsupported { what, reason, .. }) => {
+            assert_eq!(what, "address of o");
+            assert!(reason.contains("4 bytes"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(same(&backing, &before), "a refused call writes nothing");
+}

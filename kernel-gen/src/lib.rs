@@ -24,6 +24,9 @@
 //!   ([`kernels::two_phase`]) — [`prefer_two_phase`] picks a segment length,
 //!   [`two_phase_plan`] sizes the `chunk_states` and `chunkwise_segmented` launches and
 //!   their f32 workspace. The attention baseline's split plan: [`attention_decode_plan`].
+//! - A backward call's launches, planned at once: [`chunkwise_backward_plans`],
+//!   [`parallel_backward_plans`] (each plan's op says which gradient it writes; the d log γ
+//!   partials are plan workspaces, [`workspace_floats`]).
 //! - [`catalog::default_catalog`] lists what ships; `kernel-gen --out DIR [--arch
 //!   sm_80,sm_90] [--filter TEXT]` writes one `.ptx` per catalog spec and `manifest.json`
 //!   (with `ptxas -v` figures when ptxas is found); `kernel-gen emu FILE.ptx --launch
@@ -35,6 +38,7 @@
 pub use ptx_emu as emu;
 
 mod arch;
+pub mod backward_plan;
 pub mod blocks;
 pub mod catalog;
 pub mod dsl;
@@ -48,6 +52,9 @@ pub mod registry;
 pub mod spec;
 
 pub use arch::Arch;
+pub use backward_plan::{
+    BackwardProblem, chunkwise_backward_plans, parallel_backward_plans, workspace_floats,
+};
 pub use error::{GenError, GenResult};
 pub use kernels::attention_decode::{AttentionDecodePlan, plan as attention_decode_plan};
 pub use kernels::decode_plan::decode_variant;

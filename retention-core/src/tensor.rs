@@ -62,6 +62,11 @@ impl<T: Element> HostTensor<T> {
         &mut self.data
     }
 
+    /// The shape and the writable elements at once (for a mutable view).
+    pub(crate) fn shape_and_data_mut(&mut self) -> (&[usize], &mut [T]) {
+        (&self.shape, &mut self.data)
+    }
+
     /// Take the elements.
     pub fn into_data(self) -> Vec<T> {
         self.data

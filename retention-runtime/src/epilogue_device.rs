@@ -208,8 +208,9 @@ fn cpu_forward<T: CpuElement>(
     eps: f64,
     out: &mut DeviceTensor,
 ) -> Result<()> {
-    let y = cpu::msr_epilogue(&host_view::read::<T>(o)?, &host_view::read::<T>(g)?, eps)?;
-    host_view::write(out, &y)
+    host_view::check_disjoint(&[("out", out)], &[("o", o), ("g", g)])?;
+    let (o, g) = (host_view::view::<T>(o, "o")?, host_view::view::<T>(g, "g")?);
+    cpu::msr_epilogue_into(o, g, eps, host_view::view_mut::<T>(out, "out")?)
 }
 
 fn cpu_backward<T: CpuElement>(

@@ -3,44 +3,36 @@
 //! device tensors, each on its plan's grid, enqueued on one stream. Callers have checked
 //! devices, dtypes and shapes; nothing here allocates.
 
-use kernel_gen::kernels::parallel_backward::{DEFAULT_TILE, Pass, dlog_gamma_partials, passes};
-use kernel_gen::{KernelPlan, LaunchSize};
+use kernel_gen::{BackwardProblem, KernelOp, KernelPlan, LaunchSize};
 use retention_core::{Result, RetentionError, RetentionShape};
 
 use crate::device_launch::{Ctx, bind_common, gamma_set};
 use crate::kernel_launch::{Arg, KernelLaunch, Region};
 
-/// The plans of the four passes for shape `s`, in [`Pass::ALL`] order.
+/// The plans of the four passes for shape `s` (dq, dk, dv, d log γ partials).
 ///
 /// # Errors
 /// [`RetentionError::Unsupported`]-like kernel errors for a (K, V) no kernel serves, or a
 /// grid too large.
 pub(crate) fn plans(cx: &Ctx<'_>, s: &RetentionShape) -> Result<[KernelPlan; 4]> {
-    let specs = passes(
-        s.dk as u32,
-        s.dv as u32,
-        DEFAULT_TILE,
-        gamma_set(cx.gammas),
-        cx.dtype,
-        cx.exec.arch(),
-    );
+    let problem = BackwardProblem {
+        k: s.dk as u32,
+        v: s.dv as u32,
+        gammas: gamma_set(cx.gammas),
+        dtype: cx.dtype,
+        arch: cx.exec.arch(),
+    };
     let size = LaunchSize {
         rows: s.batch as u32,
         heads: s.heads as u32,
         tokens: s.seq_len as u32,
     };
-    let plan = |spec| kernel_gen::plan(spec, size).map_err(RetentionError::from);
-    Ok([
-        plan(&specs[0])?,
-        plan(&specs[1])?,
-        plan(&specs[2])?,
-        plan(&specs[3])?,
-    ])
+    kernel_gen::parallel_backward_plans(problem, size).map_err(RetentionError::from)
 }
 
 /// f32 d log γ partials the d log γ pass of `plans` writes, `[B][H][z]`.
 pub(crate) fn partial_count(plans: &[KernelPlan; 4]) -> usize {
-    dlog_gamma_partials(&plans[3].geometry)
+    kernel_gen::workspace_floats(&plans[3])
 }
 
 /// Inputs (q, k, v, dO) and outputs (dq, dk, dv, the d log γ partials) of one backward.
@@ -65,20 +57,20 @@ pub(crate) fn launch(
     plans: &[KernelPlan; 4],
     r: &BackwardRegions,
 ) -> Result<()> {
-    for (pass, plan) in Pass::ALL.into_iter().zip(plans) {
+    for plan in plans {
         let g = &plan.geometry;
         let mut l = KernelLaunch::new(plan.spec, g.grid, g.block, g.dynamic_smem_bytes);
-        let out = match pass {
-            Pass::Dq => &r.dq,
-            Pass::Dk => &r.dk,
-            Pass::Dv => &r.dv,
-            Pass::DlogGamma => &r.partials,
+        let (output_param, out) = match plan.spec.op {
+            KernelOp::ParallelBackwardDq => ("p_dq", &r.dq),
+            KernelOp::ParallelBackwardDk => ("p_dk", &r.dk),
+            KernelOp::ParallelBackwardDv => ("p_dv", &r.dv),
+            _ => ("p_dlog_gamma_partial", &r.partials),
         };
         l.bind("p_q", Arg::Ptr(r.q.clone()))
             .bind("p_k", Arg::Ptr(r.k.clone()))
             .bind("p_v", Arg::Ptr(r.v.clone()))
             .bind("p_do", Arg::Ptr(r.d_o.clone()))
-            .bind(pass.output_param(), Arg::Ptr(out.clone()));
+            .bind(output_param, Arg::Ptr(out.clone()));
         bind_common(&mut l, cx, s.heads, s.seq_len);
         cx.exec.launch(&l, cx.stream)?;
     }

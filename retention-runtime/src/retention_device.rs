@@ -4,14 +4,13 @@
 //! §1's: q, k `[B,T,H,K]`, v, o `[B,T,H,V]`, states `[B,H,K,V]` f32; varlen batches are packed
 //! `[1,ΣT,H,·]` with N sequences.
 //!
-//! On `Device::Cpu` the fast CPU kernels run (they still allocate their results, which are
-//! then copied into the outputs). The MSR epilogue and its backward are in `epilogue_device`.
+//! On `Device::Cpu` the fast CPU kernels run in place on the tensors' host memory (no copy;
+//! outputs must not overlap inputs, a typed error otherwise). The MSR epilogue and its
+//! backward are in `epilogue_device`.
 
 use half::{bf16, f16};
 use kernel_gen::KernelOp;
-use retention_core::{
-    CuSeqlens, Dtype, HostTensor, Result, RetentionError, RetentionShape, validate_scale,
-};
+use retention_core::{CuSeqlens, Dtype, Result, RetentionError, RetentionShape, validate_scale};
 use retention_kernels::cpu::{self, CpuElement};
 
 use crate::device_launch::{self as dl, Ctx, SeqArgs};
@@ -358,13 +357,13 @@ fn cpu_parallel<T: CpuElement>(
     (q, k, v): Qkv<'_>,
     o: &mut DeviceTensor,
 ) -> Result<()> {
-    let out = cpu::parallel(
-        &host_view::read::<T>(q)?,
-        &host_view::read::<T>(k)?,
-        &host_view::read::<T>(v)?,
-        r.params(),
-    )?;
-    host_view::write(o, &out)
+    host_view::check_disjoint(&[("o", o)], &[("q", q), ("k", k), ("v", v)])?;
+    let (q, k, v) = (
+        host_view::view::<T>(q, "q")?,
+        host_view::view::<T>(k, "k")?,
+        host_view::view::<T>(v, "v")?,
+    );
+    cpu::parallel_into(q, k, v, r.params(), host_view::view_mut::<T>(o, "o")?)
 }
 
 fn cpu_chunkwise<T: CpuElement>(
@@ -375,16 +374,21 @@ fn cpu_chunkwise<T: CpuElement>(
     chunk: usize,
     cu: Option<&CuSeqlens>,
 ) -> Result<()> {
+    let mut inputs = vec![("q", q), ("k", k), ("v", v)];
+    inputs.extend(h0.map(|h| ("h0", h)));
+    host_view::check_disjoint(&[("o", o), ("ht", ht)], &inputs)?;
     let (q, k, v) = (
-        host_view::read::<T>(q)?,
-        host_view::read::<T>(k)?,
-        host_view::read::<T>(v)?,
+        host_view::view::<T>(q, "q")?,
+        host_view::view::<T>(k, "k")?,
+        host_view::view::<T>(v, "v")?,
     );
-    let h0: Option<HostTensor<f32>> = h0.map(host_view::read::<f32>).transpose()?;
-    let (out, state) = match cu {
-        Some(cu) => cpu::chunkwise_varlen(&q, &k, &v, cu, r.params(), chunk, h0.as_ref())?,
-        None => cpu::chunkwise(&q, &k, &v, r.params(), chunk, h0.as_ref())?,
-    };
-    host_view::write(o, &out)?;
-    host_view::write(ht, &state)
+    let h0 = h0.map(|h| host_view::view::<f32>(h, "h0")).transpose()?;
+    let out = (
+        host_view::view_mut::<T>(o, "o")?,
+        host_view::view_mut::<f32>(ht, "ht")?,
+    );
+    match cu {
+        Some(cu) => cpu::chunkwise_varlen_into(q, k, v, cu, r.params(), chunk, h0, out),
+        None => cpu::chunkwise_into(q, k, v, r.params(), chunk, h0, out),
+    }
 }

@@ -321,14 +321,12 @@ impl StatePool {
             (q, k, v): (&DeviceTensor, &DeviceTensor, &DeviceTensor),
             o: &mut DeviceTensor,
         ) -> Result<()> {
-            let (q, k, v) = (
-                crate::host_view::read::<T>(q)?,
-                crate::host_view::read::<T>(k)?,
-                crate::host_view::read::<T>(v)?,
-            );
-            let params = pool.cfg.params.clone();
-            let out = cpu::decode_step_in(&q, &k, &v, pool.host_states()?, rows, &params)?;
-            crate::host_view::write(o, &out)
+            use crate::host_view::{check_disjoint, view, view_mut};
+            check_disjoint(&[("o", o)], &[("q", q), ("k", k), ("v", v)])?;
+            let (q, k, v) = (view::<T>(q, "q")?, view::<T>(k, "k")?, view::<T>(v, "v")?);
+            let states = host_states(&pool.rt, &mut pool.states)?;
+            let o = view_mut::<T>(o, "o")?;
+            cpu::decode_step_into(q, k, v, states, rows, &pool.cfg.params, o)
         }
         let rows: Vec<usize> = self.staged.iter().map(|&r| r as usize + layer).collect();
         match dtype {
@@ -340,16 +338,7 @@ impl StatePool {
 
     /// The pool's state as host f32s (CPU pools only).
     fn host_states(&mut self) -> Result<&mut [f32]> {
-        if self.rt.device() != &Device::Cpu {
-            return Err(RetentionError::NoDevice(
-                "the state is in device memory".into(),
-            ));
-        }
-        // SAFETY: a CPU tensor is host memory of `len()` f32s (4-byte aligned pool block),
-        // alive as long as `self`, and `&mut self` makes this the only access.
-        Ok(unsafe {
-            std::slice::from_raw_parts_mut(self.states.address() as *mut f32, self.states.len())
-        })
+        host_states(&self.rt, &mut self.states)
     }
 
     /// One decode step of `layer` for a batch whose rows belong to arbitrary slots
@@ -495,4 +484,16 @@ impl StatePool {
         self.states
             .write_bytes(range.start * 4, bytemuck::cast_slice(data), &self.stream)
     }
+}
+
+/// The pool's states as host f32s: `states` of a pool on `rt`'s device, which must be the CPU.
+fn host_states<'a>(rt: &Retention, states: &'a mut DeviceTensor) -> Result<&'a mut [f32]> {
+    if rt.device() != &Device::Cpu {
+        return Err(RetentionError::NoDevice(
+            "the state is in device memory".into(),
+        ));
+    }
+    // SAFETY: a CPU tensor is host memory of `len()` f32s (4-byte aligned pool block), alive
+    // as long as `states`, and `&mut states` makes this the only access.
+    Ok(unsafe { std::slice::from_raw_parts_mut(states.address() as *mut f32, states.len()) })
 }

@@ -8,12 +8,14 @@
 use std::ops::Range;
 
 use rayon::prelude::*;
-use retention_core::{CuSeqlens, HostTensor, Result, RetentionError};
+use retention_core::{CuSeqlens, HostTensor, Result, RetentionError, TensorView, TensorViewMut};
 
 use super::chunk_kernel::{Emit, Inputs, Tiles, chunkwise_heads};
 use super::element::CpuElement;
 use super::shared_out::SharedOut;
-use super::validate::{check_packed, check_qkv, check_state};
+use super::validate::{
+    STATE_AXES, VO_AXES, check_packed, check_qkv_views, check_state_view, expect_shape,
+};
 use crate::reference::RetentionParams;
 
 /// A token range of one row for a group of consecutive heads, with their states.
@@ -196,31 +198,17 @@ pub fn chunkwise<T: CpuElement>(
     chunk: usize,
     h0: Option<&HostTensor<f32>>,
 ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
-    if chunk == 0 {
-        return Err(RetentionError::ZeroChunk);
-    }
-    let dims = check_qkv(q, k, v, params)?;
-    let s = dims.shape;
-    check_state(h0, &s, s.batch)?;
-    let mut ht = h0
-        .cloned()
-        .unwrap_or_else(|| HostTensor::zeros(s.state_shape(s.batch)));
-    let mut o = HostTensor::<T>::zeros(s.vo_shape());
-    let x = Inputs {
-        q: q.data(),
-        k: k.data(),
-        v: v.data(),
-        seq_len: s.seq_len,
-        heads: s.heads,
-        dk: s.dk,
-        dv: s.dv,
-        scale: dims.scale,
-    };
-    let jobs = make_jobs(ht.data_mut(), s.batch, s.heads, s.state_len(), |b| {
-        (b, 0..s.seq_len)
-    });
-    let out = SharedOut::new(o.data_mut());
-    run_jobs(&x, jobs, chunk, &dims.log2g, h0.is_none(), &out);
+    let (mut o, mut ht) = outputs(q, k, v, q.shape().first().copied().unwrap_or(0));
+    let out = (o.view_mut(), ht.view_mut());
+    chunkwise_into(
+        q.view(),
+        k.view(),
+        v.view(),
+        params,
+        chunk,
+        h0.map(|h| h.view()),
+        out,
+    )?;
     Ok((o, ht))
 }
 
@@ -240,18 +228,120 @@ pub fn chunkwise_varlen<T: CpuElement>(
     chunk: usize,
     h0: Option<&HostTensor<f32>>,
 ) -> Result<(HostTensor<T>, HostTensor<f32>)> {
+    let (mut o, mut ht) = outputs(q, k, v, cu_seqlens.num_seqs());
+    let (qv, kv, vv) = (q.view(), k.view(), v.view());
+    let out = (o.view_mut(), ht.view_mut());
+    chunkwise_varlen_into(
+        qv,
+        kv,
+        vv,
+        cu_seqlens,
+        params,
+        chunk,
+        h0.map(|h| h.view()),
+        out,
+    )?;
+    Ok((o, ht))
+}
+
+/// Zeroed outputs for `rows` states, shaped from the inputs (validated by the `_into` call).
+fn outputs<T: CpuElement>(
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    v: &HostTensor<T>,
+    rows: usize,
+) -> (HostTensor<T>, HostTensor<f32>) {
+    let heads = q.shape().get(2).copied().unwrap_or(0);
+    let dk = k.shape().last().copied().unwrap_or(0);
+    let dv = v.shape().last().copied().unwrap_or(0);
+    (
+        HostTensor::zeros(v.shape()),
+        HostTensor::zeros(vec![rows, heads, dk, dv]),
+    )
+}
+
+/// The outputs of a chunkwise call: o `[B, T, H, V]` and H_T `[rows, H, K, V]`.
+pub type ChunkwiseOut<'a, T> = (TensorViewMut<'a, T>, TensorViewMut<'a, f32>);
+
+/// [`chunkwise`] into a caller's o and H_T (every element written), allocating nothing but
+/// per-thread tiles and the job list.
+///
+/// # Errors
+/// As [`chunkwise`], plus an o or H_T of the wrong shape.
+pub fn chunkwise_into<T: CpuElement>(
+    q: TensorView<'_, T>,
+    k: TensorView<'_, T>,
+    v: TensorView<'_, T>,
+    params: &RetentionParams,
+    chunk: usize,
+    h0: Option<TensorView<'_, f32>>,
+    out: ChunkwiseOut<'_, T>,
+) -> Result<()> {
+    let rows = q.shape().first().copied().unwrap_or(0);
+    run_into(
+        q,
+        k,
+        v,
+        params,
+        chunk,
+        h0,
+        out,
+        rows,
+        |b| (b, 0..q.shape()[1]),
+        None,
+    )
+}
+
+/// [`chunkwise_varlen`] into a caller's o and H_T `[N, H, K, V]` (every element written).
+///
+/// # Errors
+/// As [`chunkwise_varlen`], plus an o or H_T of the wrong shape.
+#[allow(clippy::too_many_arguments)] // the varlen form of chunkwise_into: one more input
+pub fn chunkwise_varlen_into<T: CpuElement>(
+    q: TensorView<'_, T>,
+    k: TensorView<'_, T>,
+    v: TensorView<'_, T>,
+    cu_seqlens: &CuSeqlens,
+    params: &RetentionParams,
+    chunk: usize,
+    h0: Option<TensorView<'_, f32>>,
+    out: ChunkwiseOut<'_, T>,
+) -> Result<()> {
+    let n = cu_seqlens.num_seqs();
+    let row_of = |seq| (0, cu_seqlens.range(seq));
+    run_into(q, k, v, params, chunk, h0, out, n, row_of, Some(cu_seqlens))
+}
+
+/// Validate, seed H_T from h0 (or zeros) and run every (row, head group) job; `row_of(r)`
+/// gives state row r's (batch row, token range).
+#[allow(clippy::too_many_arguments)]
+fn run_into<T: CpuElement>(
+    q: TensorView<'_, T>,
+    k: TensorView<'_, T>,
+    v: TensorView<'_, T>,
+    params: &RetentionParams,
+    chunk: usize,
+    h0: Option<TensorView<'_, f32>>,
+    (mut o, mut ht): ChunkwiseOut<'_, T>,
+    rows: usize,
+    row_of: impl Fn(usize) -> (usize, Range<usize>),
+    cu_seqlens: Option<&CuSeqlens>,
+) -> Result<()> {
     if chunk == 0 {
         return Err(RetentionError::ZeroChunk);
     }
-    let dims = check_qkv(q, k, v, params)?;
+    let dims = check_qkv_views(&q, &k, &v, params)?;
     let s = dims.shape;
-    check_packed(&s, cu_seqlens)?;
-    let n = cu_seqlens.num_seqs();
-    check_state(h0, &s, n)?;
-    let mut ht = h0
-        .cloned()
-        .unwrap_or_else(|| HostTensor::zeros(s.state_shape(n)));
-    let mut o = HostTensor::<T>::zeros(s.vo_shape());
+    if let Some(cu) = cu_seqlens {
+        check_packed(&s, cu)?;
+    }
+    check_state_view(h0.as_ref(), &s, rows)?;
+    expect_shape("o", &VO_AXES, o.shape(), &s.vo_shape())?;
+    expect_shape("ht", &STATE_AXES, ht.shape(), &s.state_shape(rows))?;
+    match &h0 {
+        Some(h0) => ht.data_mut().copy_from_slice(h0.data()),
+        None => ht.data_mut().fill(0.0),
+    }
     let x = Inputs {
         q: q.data(),
         k: k.data(),
@@ -262,10 +352,8 @@ pub fn chunkwise_varlen<T: CpuElement>(
         dv: s.dv,
         scale: dims.scale,
     };
-    let jobs = make_jobs(ht.data_mut(), n, s.heads, s.state_len(), |seq| {
-        (0, cu_seqlens.range(seq))
-    });
+    let jobs = make_jobs(ht.data_mut(), rows, s.heads, s.state_len(), row_of);
     let out = SharedOut::new(o.data_mut());
     run_jobs(&x, jobs, chunk, &dims.log2g, h0.is_none(), &out);
-    Ok((o, ht))
+    Ok(())
 }

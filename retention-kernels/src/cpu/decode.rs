@@ -1,11 +1,11 @@
 //! The batched decode step with slot-indexed f32 state (continuous batching).
 
 use rayon::prelude::*;
-use retention_core::{HostTensor, Result, RetentionError};
+use retention_core::{HostTensor, Result, RetentionError, TensorView, TensorViewMut};
 
 use super::element::CpuElement;
 use super::simd::decode_update;
-use super::validate::{check_qkv_shapes, check_slots, decode_rows};
+use super::validate::{check_qkv_shapes, check_slots, decode_rows, expect_shape};
 use crate::reference::RetentionParams;
 
 /// One batched decode step: row n of q, k `[N, H, K]` and v `[N, H, V]` advances the f32
@@ -55,6 +55,33 @@ pub fn decode_step_in<T: CpuElement>(
     slots: &[usize],
     params: &RetentionParams,
 ) -> Result<HostTensor<T>> {
+    let mut o = HostTensor::<T>::zeros(v.shape());
+    decode_step_into(
+        q.view(),
+        k.view(),
+        v.view(),
+        pool,
+        slots,
+        params,
+        o.view_mut(),
+    )?;
+    Ok(o)
+}
+
+/// [`decode_step_in`] into a caller's o `[N, H, V]` (every element written): no allocation
+/// but O(S + N·H) bookkeeping and per-thread rows.
+///
+/// # Errors
+/// As [`decode_step_in`], plus an o of the wrong shape.
+pub fn decode_step_into<T: CpuElement>(
+    q: TensorView<'_, T>,
+    k: TensorView<'_, T>,
+    v: TensorView<'_, T>,
+    pool: &mut [f32],
+    slots: &[usize],
+    params: &RetentionParams,
+    mut o: TensorViewMut<'_, T>,
+) -> Result<()> {
     let (qs, ks, vs) = (
         decode_rows(q.shape())?,
         decode_rows(k.shape())?,
@@ -72,6 +99,7 @@ pub fn decode_step_in<T: CpuElement>(
     }
     let capacity = pool.len() / per_slot;
     check_slots(slots, s.batch, capacity)?;
+    expect_shape("o", &["N", "H", "V"], o.shape(), v.shape())?;
 
     let (heads, dk, dv) = (s.heads, s.dk, s.dv);
     let state_len = dk * dv;
@@ -86,7 +114,6 @@ pub fn decode_step_in<T: CpuElement>(
         }
     }
     let gammas: Vec<f32> = dims.log2g.iter().map(|l| l.exp2()).collect();
-    let mut o = HostTensor::<T>::zeros(vec![s.batch, heads, dv]);
     let (qd, kd, vd) = (q.data(), k.data(), v.data());
     work.into_par_iter()
         .zip(o.data_mut().par_chunks_exact_mut(dv))
@@ -112,5 +139,5 @@ pub fn decode_step_in<T: CpuElement>(
                 T::store_f32(of, out);
             },
         );
-    Ok(o)
+    Ok(())
 }

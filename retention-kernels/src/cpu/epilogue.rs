@@ -1,7 +1,7 @@
 //! The MultiScaleRetention epilogue o ← RMSNorm_head(o) ⊙ swish(g), in f32.
 
 use rayon::prelude::*;
-use retention_core::{HostTensor, Result, RetentionError};
+use retention_core::{HostTensor, Result, RetentionError, TensorView, TensorViewMut};
 
 use super::element::CpuElement;
 use super::validate::{VO_AXES, expect_shape, rank4};
@@ -21,6 +21,21 @@ pub fn msr_epilogue<T: CpuElement>(
     g: &HostTensor<T>,
     eps: f64,
 ) -> Result<HostTensor<T>> {
+    let mut out = HostTensor::<T>::zeros(o.shape().to_vec());
+    msr_epilogue_into(o.view(), g.view(), eps, out.view_mut())?;
+    Ok(out)
+}
+
+/// [`msr_epilogue`] into a caller's `out` (same shape as o; every element written).
+///
+/// # Errors
+/// As [`msr_epilogue`], plus an `out` of the wrong shape.
+pub fn msr_epilogue_into<T: CpuElement>(
+    o: TensorView<'_, T>,
+    g: TensorView<'_, T>,
+    eps: f64,
+    mut out: TensorViewMut<'_, T>,
+) -> Result<()> {
     let [_, _, _, dv] = rank4(o.shape(), "o", &VO_AXES)?;
     expect_shape("g", &VO_AXES, g.shape(), o.shape())?;
     if !(eps.is_finite() && eps >= 0.0) {
@@ -30,8 +45,8 @@ pub fn msr_epilogue<T: CpuElement>(
             reason: "must be finite and >= 0".into(),
         });
     }
+    expect_shape("out", &VO_AXES, out.shape(), o.shape())?;
     let eps = eps as f32;
-    let mut out = HostTensor::<T>::zeros(o.shape().to_vec());
     let block = ROWS_PER_TASK * dv.max(1);
     out.data_mut()
         .par_chunks_mut(block)
@@ -56,5 +71,5 @@ pub fn msr_epilogue<T: CpuElement>(
                 }
             },
         );
-    Ok(out)
+    Ok(())
 }

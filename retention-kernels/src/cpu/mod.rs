@@ -32,15 +32,17 @@ mod validate;
 
 pub use attention::attention_decode;
 pub use attention_prefill::attention_prefill;
-pub use chunkwise::{chunkwise, chunkwise_varlen};
+pub use chunkwise::{
+    ChunkwiseOut, chunkwise, chunkwise_into, chunkwise_varlen, chunkwise_varlen_into,
+};
 pub use chunkwise_backward::{
     CpuGradients, chunkwise_backward, chunkwise_backward_varlen, chunkwise_backward_with_states,
     recurrent_backward,
 };
 pub use chunkwise_states::{ChunkwiseForward, chunkwise_varlen_with_states, chunkwise_with_states};
-pub use decode::{decode_step, decode_step_in};
+pub use decode::{decode_step, decode_step_in, decode_step_into};
 pub use element::CpuElement;
-pub use epilogue::msr_epilogue;
+pub use epilogue::{msr_epilogue, msr_epilogue_into};
 pub use epilogue_backward::{CpuEpilogueGradients, msr_epilogue_backward};
-pub use parallel::parallel;
+pub use parallel::{parallel, parallel_into};
 pub use parallel_backward::{CpuParallelGradients, parallel_backward};

@@ -2,13 +2,13 @@
 //! walking key blocks from the diagonal backwards until the decay underflows to 0 in f32.
 
 use rayon::prelude::*;
-use retention_core::{HostTensor, Result};
+use retention_core::{HostTensor, Result, TensorView, TensorViewMut};
 
 use super::chunk_kernel::{Inputs, Tiles};
 use super::element::CpuElement;
 use super::matmul::{View, matmul};
 use super::shared_out::SharedOut;
-use super::validate::check_qkv;
+use super::validate::{VO_AXES, check_qkv_views, expect_shape};
 use crate::reference::RetentionParams;
 
 /// Query and key block length.
@@ -24,12 +24,29 @@ pub fn parallel<T: CpuElement>(
     v: &HostTensor<T>,
     params: &RetentionParams,
 ) -> Result<HostTensor<T>> {
-    let dims = check_qkv(q, k, v, params)?;
+    let mut o = HostTensor::<T>::zeros(v.shape());
+    parallel_into(q.view(), k.view(), v.view(), params, o.view_mut())?;
+    Ok(o)
+}
+
+/// [`parallel`] into a caller's o `[B, T, H, V]` (every element written), allocating
+/// nothing but per-thread tiles.
+///
+/// # Errors
+/// As [`parallel`], plus an o of the wrong shape.
+pub fn parallel_into<T: CpuElement>(
+    q: TensorView<'_, T>,
+    k: TensorView<'_, T>,
+    v: TensorView<'_, T>,
+    params: &RetentionParams,
+    mut o: TensorViewMut<'_, T>,
+) -> Result<()> {
+    let dims = check_qkv_views(&q, &k, &v, params)?;
     let s = dims.shape;
+    expect_shape("o", &VO_AXES, o.shape(), &s.vo_shape())?;
     let (dk, dv, tlen) = (s.dk, s.dv, s.seq_len);
     let blk = BLOCK.min(tlen);
     let nblk = tlen.div_ceil(blk);
-    let mut o = HostTensor::<T>::zeros(s.vo_shape());
     let x = Inputs {
         q: q.data(),
         k: k.data(),
@@ -106,5 +123,5 @@ pub fn parallel<T: CpuElement>(
             unsafe { x.store(b, q0..q0 + qlen, h, &qt.o, &out) };
         },
     );
-    Ok(o)
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Input checks shared by the CPU kernels. They accept and reject exactly what the f64
 //! reference does, with the same error variants (named axes in shape errors).
 
-use retention_core::{Element, HostTensor, Result, RetentionShape};
+use retention_core::{Element, HostTensor, Result, RetentionShape, TensorView};
 
 use crate::reference::RetentionParams;
 
@@ -28,6 +28,16 @@ pub(crate) fn check_qkv<T: Element>(
     check_qkv_shapes(q.shape(), k.shape(), v.shape(), params)
 }
 
+/// [`check_qkv`] on borrowed tensors.
+pub(crate) fn check_qkv_views<T: Element>(
+    q: &TensorView<'_, T>,
+    k: &TensorView<'_, T>,
+    v: &TensorView<'_, T>,
+    params: &RetentionParams,
+) -> Result<Dims> {
+    check_qkv_shapes(q.shape(), k.shape(), v.shape(), params)
+}
+
 /// [`check_qkv`] on bare shapes.
 pub(crate) fn check_qkv_shapes(
     q: &[usize],
@@ -45,6 +55,18 @@ pub(crate) fn check_qkv_shapes(
         log2g,
         scale,
     })
+}
+
+/// Check an optional borrowed state `[rows, H, K, V]`.
+pub(crate) fn check_state_view(
+    h0: Option<&TensorView<'_, f32>>,
+    shape: &RetentionShape,
+    rows: usize,
+) -> Result<()> {
+    match h0 {
+        Some(s) => expect_shape("h0", &STATE_AXES, s.shape(), &shape.state_shape(rows)),
+        None => Ok(()),
+    }
 }
 
 /// Check an optional state `[rows, H, K, V]`.

@@ -115,7 +115,13 @@ impl Checker {
         } else if emulate_backward::OPS.contains(&op) || emulate_backward::VARLEN_OPS.contains(&op)
         {
             Some(Checker::ChunkwiseBackward)
-        } else if kernel_gen::kernels::parallel_backward::Pass::of(op).is_some() {
+        } else if matches!(
+            op,
+            KernelOp::ParallelBackwardDq
+                | KernelOp::ParallelBackwardDk
+                | KernelOp::ParallelBackwardDv
+                | KernelOp::ParallelBackwardDlogGamma
+        ) {
             Some(Checker::ParallelBackward)
         } else if op == KernelOp::Epilogue || op == KernelOp::EpilogueBackward {
             Some(Checker::Epilogue)
