@@ -11,8 +11,10 @@
 //! device by the `head_sum` kernel (Kahan per thread, then warp and CTA sums: within 1e-6 of
 //! Σ|partials|), so the op never downloads or waits for the stream.
 
-use kernel_gen::kernels::chunkwise_backward::{OPS, Role, SUPPORTED_CHUNKS, VARLEN_OPS};
-use kernel_gen::{KernelOp, KernelSpec, LaunchSize};
+use kernel_gen::{
+    BackwardProblem, KernelSpec, LaunchSize, chunkwise_backward_plans,
+    chunkwise_varlen_backward_plans, workspace_floats,
+};
 use retention_core::{CuSeqlens, HostTensor, Result, RetentionError, RetentionShape};
 use retention_kernels::cpu::CpuElement;
 
@@ -69,29 +71,36 @@ impl Retention {
             ));
         };
         let cx = self.ctx(exec, &stream, &log2, dtype, s.dk)?;
-        let spec = backward_spec(&cx, &s)?;
-        let cu = match walk {
-            Walk::Dense => None,
-            Walk::Packed(cu) => Some(self.upload_bounds(cu, &stream)?),
+        let problem = BackwardProblem {
+            k: s.dk as u32,
+            v: s.dv as u32,
+            gammas: gamma_set(cx.gammas),
+            dtype,
+            arch: exec.arch(),
         };
-        let ops = if cu.is_some() { VARLEN_OPS } else { OPS };
+        let size = LaunchSize {
+            rows: seqs as u32,
+            heads: s.heads as u32,
+            tokens: s.seq_len as u32,
+        };
+        let (plans, cu) = match walk {
+            Walk::Dense => (chunkwise_backward_plans(problem, size)?, None),
+            Walk::Packed(cu) => (
+                chunkwise_varlen_backward_plans(problem, size)?,
+                Some(self.upload_bounds(cu, &stream)?),
+            ),
+        };
         let (q, k, v) = qkv;
-        let mut partials = Vec::with_capacity(ops.len());
-        for op in ops {
-            let spec = KernelSpec { op, ..spec };
-            let size = LaunchSize {
-                rows: seqs as u32,
-                heads: s.heads as u32,
-                tokens: s.seq_len as u32,
-            };
-            let plan = kernel_gen::plan(&spec, size).map_err(RetentionError::from)?;
+        let mut partials = Vec::with_capacity(plans.len());
+        // The plans are dq, dk, dv in launch order.
+        for (i, plan) in plans.iter().enumerate() {
             let g = plan.geometry;
-            let elems = (plan.workspace_bytes / 4) as usize;
+            let elems = workspace_floats(plan);
             let mut ws = DeviceTensor::zeros(self.memory(), dev, DeviceDtype::F32, &[elems])?;
-            let mut l = KernelLaunch::new(spec, g.grid, g.block, g.dynamic_smem_bytes);
-            let (grad, state) = match Role::of(op) {
-                Some(Role::Dq) => (Region::of_mut(out_dq), h0),
-                Some(Role::Dk) => (Region::of_mut(out_dk), d_ht),
+            let mut l = KernelLaunch::new(plan.spec, g.grid, g.block, g.dynamic_smem_bytes);
+            let (grad, state) = match i {
+                0 => (Region::of_mut(out_dq), h0),
+                1 => (Region::of_mut(out_dk), d_ht),
                 _ => (Region::of_mut(out_dv), d_ht),
             };
             let opt = |t: Option<&DeviceTensor>| t.map_or(Arg::Null, |t| Arg::Ptr(Region::of(t)));
@@ -219,28 +228,4 @@ fn sequences(walk: Walk<'_>, s: &RetentionShape) -> Result<usize> {
         });
     }
     Ok(CuSeqlens::new(cu.as_slice().to_vec(), s.seq_len)?.num_seqs())
-}
-
-/// The family's dq spec for this problem: kernel chunk 64, or 32 where 64 does not fit.
-fn backward_spec(cx: &Ctx<'_>, s: &RetentionShape) -> Result<KernelSpec> {
-    let mut last = None;
-    for c in SUPPORTED_CHUNKS.into_iter().rev() {
-        let spec = KernelSpec::chunkwise_backward(
-            KernelOp::ChunkwiseBackwardDq,
-            s.dk as u32,
-            s.dv as u32,
-            c,
-            gamma_set(cx.gammas),
-            cx.dtype,
-            cx.exec.arch(),
-        );
-        match spec.validate() {
-            Ok(()) => return Ok(spec),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.map_or_else(
-        || RetentionError::KernelLoad("no chunkwise backward kernel chunk".into()),
-        RetentionError::from,
-    ))
 }
