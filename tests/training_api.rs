@@ -276,19 +276,14 @@ fn gpu_like_devices_refuse_with_a_typed_error() {
     let case = Case::<f32>::new((1, 4, 2, 8, 8), 1);
     let device = Device::Emulated(kernel_gen::Arch::Sm80);
     let ret = Retention::new(&device, params(2)).unwrap();
-    let refused = |what: &str, r: retention::Result<()>| match r {
-        Err(RetentionError::Unsupported {
-            what: w, reason, ..
-        }) => {
-            assert!(w.contains(what), "{w}");
-            assert!(reason.contains("GPU backward is not built yet"), "{reason}");
+    // The GPU keeps chunk states only for the two-phase forward's chunks.
+    match ret.chunkwise_for_training(case.qkv(), 2, None) {
+        Err(RetentionError::Unsupported { what, reason, .. }) => {
+            assert!(what.contains("chunkwise_for_training"), "{what}");
+            assert!(reason.contains("C in {32, 64}"), "{reason}");
         }
-        other => panic!("{what}: {other:?}"),
-    };
-    refused(
-        "chunkwise_for_training",
-        ret.chunkwise_for_training(case.qkv(), 2, None).map(drop),
-    );
+        other => panic!("chunk 2: {other:?}"),
+    }
     // The epilogue's backward has its GPU kernel: it runs there and meets the reference.
     let (o, dy) = (&case.v, &case.v);
     let got = ret.msr_epilogue_backward(o, o, 1e-6, dy).unwrap();
@@ -439,6 +434,84 @@ fn device_tensor_varlen_backward_equals_the_host_form() {
         }
         outs.assert_equal(&stream, &want, &device.to_string());
     }
+}
+
+/// On the emulated GPU `chunkwise_for_training` (C = 32, 64) returns the forward's o and H_T
+/// and the f32 state entering every chunk — each the f64 reference chunkwise forward's final
+/// state over the tokens before that chunk — within the forward's state tolerance (1e-5 max
+/// relative; o 1e-5 f32, 5e-3 relative RMSE bf16), with and without H0, T = C·2 + 5 and
+/// T < C (one chunk); and `chunkwise_backward_saved` from them gives exactly the recomputing
+/// backward's gradients.
+#[test]
+fn emulated_chunkwise_for_training_keeps_the_reference_chunk_states() {
+    fn check<T: CpuElement>(chunk: usize, t: usize, with_h0: bool) {
+        let (b, h, k, v) = (2, 2, 16, 8);
+        let case = Case::<T>::new((b, t, h, k, v), b);
+        let p = params(h);
+        let device = Device::Emulated(kernel_gen::Arch::Sm90);
+        let ret = Retention::new(&device, p.clone()).unwrap();
+        let h0 = with_h0.then_some(&case.h0);
+        let got = ret.chunkwise_for_training(case.qkv(), chunk, h0).unwrap();
+        let what = format!("{:?} C={chunk} T={t} h0={with_h0}", T::DTYPE);
+        let (q, kk, vv) = (case.q.to_f64(), case.k.to_f64(), case.v.to_f64());
+        let h0_64 = case.h0.to_f64();
+        let (o, ht) = reference::chunkwise(&q, &kk, &vv, &p, chunk, h0.map(|_| &h0_64)).unwrap();
+        assert_close(&format!("{what} o"), &got.o, &o);
+        let e = reference::max_rel_diff(got.ht.to_f64().data(), ht.data());
+        assert!(e <= 1e-5, "{what} ht: {e:e}");
+        let per_row = t.div_ceil(chunk);
+        assert_eq!(got.states.shape(), [b * per_row, h, k, v], "{what}");
+        let state = h * k * v;
+        for i in 0..per_row {
+            // The state entering chunk i: the forward's H_T over the first i·C tokens.
+            let want: Vec<f64> = if i == 0 {
+                if with_h0 {
+                    h0_64.data().to_vec()
+                } else {
+                    vec![0.0; b * state]
+                }
+            } else {
+                let prefix = |x: &HostTensor<f64>, d: usize| {
+                    let data = (0..b)
+                        .flat_map(|r| x.data()[r * t * h * d..][..i * chunk * h * d].to_vec())
+                        .collect();
+                    HostTensor::new(vec![b, i * chunk, h, d], data).unwrap()
+                };
+                let (pq, pk, pv) = (prefix(&q, k), prefix(&kk, k), prefix(&vv, v));
+                let h0 = h0.map(|_| &h0_64);
+                reference::chunkwise(&pq, &pk, &pv, &p, chunk, h0)
+                    .unwrap()
+                    .1
+                    .data()
+                    .to_vec()
+            };
+            let states = got.states.to_f64();
+            for r in 0..b {
+                let got_i = &states.data()[(r * per_row + i) * state..][..state];
+                let want_i = &want[r * state..][..state];
+                let e = reference::max_rel_diff(got_i, want_i);
+                assert!(e <= 1e-5, "{what} row {r} chunk {i}: {e:e}");
+            }
+        }
+        let d_ht = Some(&case.d_ht);
+        let saved = ret
+            .chunkwise_backward_saved(case.qkv(), &got, &case.d_o, d_ht)
+            .unwrap();
+        let direct = ret
+            .chunkwise_backward(case.qkv(), chunk, h0, &case.d_o, d_ht)
+            .unwrap();
+        if with_h0 {
+            assert_eq!(saved, direct, "{what}");
+        } else {
+            assert_eq!(
+                (saved.dq, saved.dk, saved.dv),
+                (direct.dq, direct.dk, direct.dv)
+            );
+        }
+    }
+    check::<f32>(32, 69, true);
+    check::<f32>(64, 20, false);
+    check::<bf16>(64, 133, true);
 }
 
 /// The device-tensor form on CPU tensors and on the emulated GPU writes exactly the host

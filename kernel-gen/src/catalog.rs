@@ -26,7 +26,8 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 /// dense chunkwise spec they serve ([`two_phase_catalog`]), the chunkwise backward, the parallel
 /// backward ([`parallel_backward_catalog`]), then the gated MSR epilogue
 /// ([`epilogue_catalog`]), then the per-head sum of the backward's f32 partials (one per
-/// arch), in a fixed order.
+/// arch), then the fold of the chunk-entering states ([`boundary_states_catalog`]), in a
+/// fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
     specs.extend(chunkwise_catalog());
@@ -37,6 +38,23 @@ pub fn default_catalog() -> Vec<KernelSpec> {
     specs.extend(parallel_backward_catalog());
     specs.extend(epilogue_catalog());
     specs.extend(Arch::ALL.map(KernelSpec::head_sum));
+    specs.extend(boundary_states_catalog());
+    specs
+}
+
+/// The fold of the chunk-entering states (`chunkwise_for_training` on a GPU) for every (K, V)
+/// of [`CHUNKWISE_HEAD_DIMS`], C ∈ {32, 64} and every default gamma set, sm_80 and sm_90.
+pub fn boundary_states_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for (k, v) in CHUNKWISE_HEAD_DIMS {
+            for c in crate::kernels::boundary_states::SUPPORTED_CHUNKS {
+                for gammas in DEFAULT_GAMMA_SETS {
+                    specs.push(KernelSpec::boundary_states(k, v, c, gammas, arch));
+                }
+            }
+        }
+    }
     specs
 }
 

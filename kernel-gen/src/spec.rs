@@ -72,11 +72,15 @@ pub enum KernelOp {
     /// The per-head sum of f32 partials `[R, H, M]` into `[H]` (the `head_sum` family, how
     /// the chunkwise backward's d log γ partials are reduced on the device).
     HeadSum,
+    /// The f32 state entering every chunk, folded from H0 and the chunk-local states of the
+    /// two-phase forward's phase 1 run with one chunk per segment (the `boundary_states`
+    /// family: what `chunkwise_for_training` keeps).
+    ChunkBoundaryStates,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 21] = [
+    pub const ALL: [KernelOp; 22] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -98,6 +102,7 @@ impl KernelOp {
         KernelOp::ParallelBackwardDv,
         KernelOp::ParallelBackwardDlogGamma,
         KernelOp::HeadSum,
+        KernelOp::ChunkBoundaryStates,
     ];
 
     /// Lower-case name, used in entry names.
@@ -124,6 +129,7 @@ impl KernelOp {
             KernelOp::ParallelBackwardDv => "parallel_backward_dv",
             KernelOp::ParallelBackwardDlogGamma => "parallel_backward_dlog_gamma",
             KernelOp::HeadSum => "head_sum",
+            KernelOp::ChunkBoundaryStates => "chunk_boundary_states",
         }
     }
 
@@ -429,6 +435,15 @@ impl KernelSpec {
             dtype: Dtype::F32,
             arch,
             tile: TileConfig::default(),
+        }
+    }
+
+    /// The fold of the chunk-entering states for a chunkwise forward of (K, V, chunk, γ set)
+    /// on `arch` (f32, the default tile).
+    pub fn boundary_states(k: u32, v: u32, chunk: u32, gammas: GammaSet, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::ChunkBoundaryStates,
+            ..Self::chunkwise(k, v, chunk, gammas, Dtype::F32, arch)
         }
     }
 

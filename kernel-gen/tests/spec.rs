@@ -95,6 +95,8 @@ fn default_catalog_has_every_combination_once() {
         [420; 6]
     );
     assert_eq!(count(KernelOp::HeadSum), 2, "one per arch");
+    // 7 (K, V) x C in {32, 64} x 5 gamma sets x 2 archs.
+    assert_eq!(count(KernelOp::ChunkBoundaryStates), 140);
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
     assert_eq!(entries.len(), cat.len());
@@ -114,6 +116,7 @@ fn default_catalog_has_every_combination_once() {
             | KernelOp::ChunkwiseVarlenBackwardDq
             | KernelOp::ChunkwiseVarlenBackwardDk
             | KernelOp::ChunkwiseVarlenBackwardDv
+            | KernelOp::ChunkBoundaryStates
             | KernelOp::ParallelBackwardDq
             | KernelOp::ParallelBackwardDk
             | KernelOp::ParallelBackwardDv

@@ -7,8 +7,9 @@
 //! recurrent backwards, dense and varlen, run the GPU chunkwise-backward kernels
 //! (`gpu_backward`; the recurrent gradients are the chunkwise ones at any chunk), the parallel
 //! backward its kernels (`training_parallel`) and the epilogue's backward its kernel
-//! (`epilogue_device`); every other op here returns
-//! [`RetentionError::Unsupported`] naming the op — never a wrong answer, never a panic.
+//! (`epilogue_device`), and `chunkwise_for_training` the device forward plus the chunk-state
+//! kernels (`gpu_training_forward`, C in {32, 64}; other chunks are a typed
+//! [`RetentionError::Unsupported`](retention_core::RetentionError::Unsupported) — never a wrong answer, never a panic).
 //!
 //! The device-tensor forms are `chunkwise_backward_into` and `chunkwise_backward_varlen_into`
 //! (`training_device`); the other backwards have none yet.
@@ -18,7 +19,7 @@
 //! skips recomputing them (2KV FLOPs per token-head and a second read of k and v).
 //! [`Retention::chunkwise_backward`] saves nothing and recomputes them.
 
-use retention_core::{CuSeqlens, HostTensor, Result, RetentionError};
+use retention_core::{CuSeqlens, HostTensor, Result};
 use retention_kernels::cpu::{self, CpuElement, CpuEpilogueGradients, CpuGradients};
 
 use crate::retention::Retention;
@@ -74,18 +75,6 @@ pub struct TrainingForward<T: CpuElement> {
 type HostQkv<'a, T> = (&'a HostTensor<T>, &'a HostTensor<T>, &'a HostTensor<T>);
 
 impl Retention {
-    /// `Ok` on the CPU; on a GPU-like device the typed refusal of `op`.
-    pub(crate) fn backward_on_cpu_only(&self, op: &str) -> Result<()> {
-        if self.gpu().is_none() {
-            return Ok(());
-        }
-        Err(RetentionError::Unsupported {
-            what: format!("op `{op}` on device"),
-            value: self.device().name(),
-            reason: "the GPU backward is not built yet; run training ops on Device::Cpu".into(),
-        })
-    }
-
     /// Gradients of [`Retention::chunkwise`] with chunk `chunk` (any chunk ≥ 1) for the
     /// upstream gradient `d_o` `[B, T, H, V]` and optional `d_ht` `[B, H, K, V]` f32, with
     /// optional initial state `h0`. The chunk states are recomputed from k, v and h0. On a
@@ -112,15 +101,22 @@ impl Retention {
     /// The chunkwise forward for training: o, H_T and the f32 state entering every chunk
     /// (see [`TrainingForward`]). o and H_T equal [`Retention::chunkwise`]'s.
     ///
+    /// On a GPU-like device the device chunkwise forward runs, then phase 1 of the two-phase
+    /// forward at one chunk per segment and the `boundary_states` fold write the states
+    /// (`gpu_training_forward`; C in {32, 64}).
+    ///
     /// # Errors
-    /// As [`Retention::chunkwise`]; [`RetentionError::Unsupported`] on a GPU-like device.
+    /// As [`Retention::chunkwise`]; on a GPU-like device [`RetentionError::Unsupported`](retention_core::RetentionError::Unsupported) for
+    /// a chunk other than 32 or 64.
     pub fn chunkwise_for_training<T: CpuElement>(
         &self,
         (q, k, v): HostQkv<'_, T>,
         chunk: usize,
         h0: Option<&HostTensor<f32>>,
     ) -> Result<TrainingForward<T>> {
-        self.backward_on_cpu_only("chunkwise_for_training")?;
+        if self.gpu().is_some() {
+            return self.chunkwise_for_training_via_device((q, k, v), chunk, h0);
+        }
         let f = cpu::chunkwise_with_states(q, k, v, self.params(), chunk, h0)?;
         Ok(TrainingForward {
             o: f.o,
@@ -132,7 +128,8 @@ impl Retention {
 
     /// [`Retention::chunkwise_backward`] from the states a
     /// [`Retention::chunkwise_for_training`] call with the same q, k, v (and h0) saved: no
-    /// recompute. dH0 is returned as ever (H0 is the saved chunk-0 state).
+    /// recompute. dH0 is returned as ever (H0 is the saved chunk-0 state). On a GPU-like device
+    /// the GPU backward recomputes the states on chip (from H0 = the saved chunk-0 states).
     ///
     /// # Errors
     /// As [`Retention::chunkwise_backward`], plus a shape mismatch of the saved states.
@@ -143,7 +140,9 @@ impl Retention {
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("chunkwise_backward_saved")?;
+        if self.gpu().is_some() {
+            return self.chunkwise_backward_saved_via_device((q, k, v), saved, d_o, d_ht);
+        }
         let p = self.params();
         cpu::chunkwise_backward_with_states(q, k, v, p, saved.chunk, &saved.states, d_o, d_ht)
             .map(Into::into)

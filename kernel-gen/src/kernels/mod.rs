@@ -1,7 +1,8 @@
 //! The kernel families — decode, chunkwise (one-pass, varlen, and phase 2 of two-phase),
 //! two-phase (its plan and phase 1), parallel, the chunkwise backward (dq, dk, dv), the
 //! parallel backward, the softmax-attention decode baseline, the gated MSR epilogue
-//! (forward and backward), and the per-head sum of f32 partials (`head_sum`) —
+//! (forward and backward), the per-head sum of f32 partials (`head_sum`), and the fold of
+//! the chunk-entering states (`boundary_states`) —
 //! each validating its spec first. Families are written in the building blocks
 //! ([`crate::blocks`]) and the retention math ([`crate::math`]) and never import each
 //! other; [`crate::registry`] routes a spec to its family. See ARCHITECTURE.md.
@@ -12,6 +13,7 @@ mod attention_layout;
 mod attention_merge;
 mod attention_plan;
 mod attention_spec;
+pub mod boundary_states;
 pub mod chunkwise;
 pub mod chunkwise_backward;
 pub mod decode;
