@@ -529,6 +529,18 @@ impl KernelSpec {
         }
         Ok(())
     }
+
+    /// The op check a generator's `validate` opens with: the spec's op is one of `ops`.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the op, with `reason`.
+    pub fn check_op(&self, ops: &[KernelOp], reason: &str) -> Result<(), GenError> {
+        if ops.contains(&self.op) {
+            Ok(())
+        } else {
+            Err(crate::error::unsupported("op", self.op.name(), reason))
+        }
+    }
 }
 
 impl fmt::Display for KernelSpec {

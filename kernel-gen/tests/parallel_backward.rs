@@ -4,7 +4,7 @@
 //! the f64 reference is `retention-check/tests/parallel_backward_emulated.rs`.
 
 use kernel_gen::kernels::parallel_backward::{
-    BackwardLayout, DEFAULT_TILE, Pass, dlog_gamma_partials, passes, value_slice,
+    DEFAULT_TILE, Pass, dlog_gamma_partials, layout, passes, value_slice,
 };
 use kernel_gen::registry::family;
 use kernel_gen::{
@@ -107,7 +107,7 @@ fn output_slices_fit_shared_memory() {
             let pass = Pass::of(spec.op).unwrap();
             let ws = value_slice(&spec);
             assert!(ws >= 32 && ws.is_power_of_two(), "{}", spec.slug());
-            let bytes = BackwardLayout::of(&spec, pass).total;
+            let bytes = layout(&spec, pass).total;
             assert!(
                 bytes <= arch.max_dynamic_shared(),
                 "{}: {bytes}",

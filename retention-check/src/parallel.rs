@@ -5,7 +5,7 @@
 //!
 //! Arguments are filled by the names `kernel_gen::param_names` gives, so a kernel whose
 //! parameters this check does not know is reported, never launched with guesses. The grid is
-//! `kernels::parallel::launch_geometry_for_len` (one CTA per query tile and value slice).
+//! `kernel_gen::plan`'s (one CTA per query tile and value slice).
 
 use kernel_gen::emu::{Buffer, Launch, Param};
 

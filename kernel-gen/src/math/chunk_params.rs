@@ -171,3 +171,20 @@ pub fn chunk_rows_of(
         scale,
     }
 }
+
+/// Emit `body(tok_c, len)` for each chunk of `c` tokens of the walk over `seq_len` tokens
+/// from `tok0`: the chunk's first token and its valid rows (at most `c`; the last chunk may
+/// be shorter).
+pub fn for_each_chunk(
+    kb: &mut KernelBuilder,
+    (tok0, seq_len): (Reg, Reg),
+    c: u32,
+    body: impl FnOnce(&mut KernelBuilder, Reg, Reg),
+) {
+    kb.for_range(0u32, seq_len, c, |kb, c0| {
+        let remaining = kb.sub(seq_len, c0);
+        let len = kb.min(remaining, c);
+        let tok_c = kb.add(tok0, c0);
+        body(kb, tok_c, len);
+    });
+}

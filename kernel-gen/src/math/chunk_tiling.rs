@@ -6,6 +6,7 @@
 
 use retention_core::Dtype;
 
+use super::shared_window::{decay_table_bytes, f32_arrays, tiles16, widest_slice};
 use crate::dsl::tiles::SharedTile16;
 use crate::error::{check_span, unsupported};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
@@ -99,13 +100,9 @@ impl SharedLayout {
 
     /// The layout for head dims `k`, `v` and chunk `c`.
     pub const fn new(k: u32, v: u32, c: u32) -> Self {
-        let r = 0;
-        let qt = r + k * v * 4;
-        let kt = qt + k * c * 4;
-        let vv = kt + k * c * 4;
-        let st = vv + c * v * 4;
-        let decay = st + c * c * 4;
-        let total = decay + ((c + 1) * 4).div_ceil(16) * 16;
+        let lens = [k * v, k * c, k * c, c * v, c * c];
+        let ([r, qt, kt, vv, st], decay) = f32_arrays(0, lens);
+        let total = decay + decay_table_bytes(c);
         SharedLayout {
             r,
             qt,
@@ -122,7 +119,7 @@ impl SharedLayout {
     pub const fn blocked(k: u32, v: u32, b: u32, c: u32) -> Self {
         let l = Self::new(k, v, b);
         SharedLayout {
-            total: l.decay + ((c + 1) * 4).div_ceil(16) * 16,
+            total: l.decay + decay_table_bytes(c),
             ..l
         }
     }
@@ -162,11 +159,9 @@ pub fn fma_tiling(spec: &KernelSpec) -> (u32, u32) {
     let c = spec.chunk.unwrap_or_default();
     let limit = spec.arch.max_dynamic_shared();
     let widest = |blk: u32, start: u32| {
-        let mut vs = start;
-        while vs > 64 && SharedLayout::blocked(spec.k, vs, blk, c).total > limit {
-            vs /= 2;
-        }
-        vs
+        widest_slice(start, 64, limit, |vs| {
+            SharedLayout::blocked(spec.k, vs, blk, c).total
+        })
     };
     let fits = |blk: u32, vs: u32| SharedLayout::blocked(spec.k, vs, blk, c).total <= limit;
     if c <= FMA_WHOLE_CHUNK {
@@ -295,12 +290,8 @@ impl TcLayout {
     /// The layout with `q_rows` rows of q and o and `kv_rows` rows of k and v, in the order
     /// q, k, v, R̃, o, then γ^d for d = 0..=C.
     pub const fn with_rows(k: u32, v: u32, c: u32, q_rows: u32, kv_rows: u32) -> Self {
-        let q = SharedTile16::new(0, q_rows, k);
-        let kt = SharedTile16::new(q.offset + q.bytes(), kv_rows, k);
-        let vt = SharedTile16::new(kt.offset + kt.bytes(), kv_rows, v);
-        let rh = SharedTile16::new(vt.offset + vt.bytes(), k, v);
-        let o = SharedTile16::new(rh.offset + rh.bytes(), q_rows, v);
-        let decay = o.offset + o.bytes();
+        let shapes = [(q_rows, k), (kv_rows, k), (kv_rows, v), (k, v), (q_rows, v)];
+        let ([q, kt, vt, rh, o], decay) = tiles16(0, shapes);
         TcLayout {
             q,
             k: kt,
@@ -308,7 +299,7 @@ impl TcLayout {
             rh,
             o,
             decay,
-            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+            total: decay + decay_table_bytes(c),
         }
     }
 }

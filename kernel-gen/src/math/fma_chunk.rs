@@ -1,12 +1,15 @@
 //! Staging a chunk (or a block of one) of q, k, v as f32 tiles in shared memory for the FMA
 //! chunk kernels (chunkwise FMA, blocked FMA, FMA chunk states; ARCHITECTURE §3): `(sQ)ᵀ`
 //! and `Kᵀ` transposed `[K][rows]`, V row-major `[rows][vs]`, every thread its
-//! [`Stager`] rounds, tails past the real K, V zero-filled when the tiles are padded.
+//! [`Stager`] rounds, tails past the real K, V zero-filled when the tiles are padded; and
+//! the CTA's slice of the f32 state R, loaded from H0 or zeroed ([`load_state_slice`]).
 
 use retention_core::Dtype;
 
 use super::chunk_tiling::{THREADS, exact_dims, tile_spec};
+use super::segment_fold::value_slice_index;
 use crate::blocks::fma::PieceRowsOut;
+use crate::blocks::shared_state::SharedStateRounds;
 use crate::blocks::staging::Stager;
 use crate::dsl::{KernelBuilder, ParamRef, Reg};
 use crate::spec::KernelSpec;
@@ -231,5 +234,52 @@ pub fn o_rows(
         len,
         tail: !exact_dims(spec),
         tok_stride,
+    }
+}
+
+/// The CTA's slice of the f32 state R in shared memory (FMA chunk kernels): R as
+/// `[K][vs]` groups of four, group t first.
+pub struct StateSlice {
+    /// The CTA's first V column.
+    pub v_col0: Reg,
+    /// The (row, head) index b·H + h.
+    pub bh: Reg,
+    /// The rounds that move the thread's groups.
+    pub state: SharedStateRounds,
+    /// Byte offset of the thread's first group in the global `[N,H,K,V]` state.
+    pub state_bytes: Reg,
+    /// The thread's first group in shared memory.
+    pub my_state: Reg,
+}
+
+/// Load R = H0[b,h][:, vs·z..vs·z+vs] when `h0` is given, else 0 (z the V-slice part of
+/// `ctaid.z`), for thread `t` of the CTA of row `b`, head `h` (of H = `heads`); the state
+/// window at `base`, `t16` = 16·t. `tail`: the real (K, V) of padded tiles.
+pub fn load_state_slice(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    h0: &ParamRef,
+    (b, h, heads, t): (Reg, Reg, Reg, Reg),
+    (base, t16): (Reg, Reg),
+    (vs, tail): (u32, Option<(u32, u32)>),
+) -> StateSlice {
+    let (kd, kg, vg) = (tile_spec(spec).k, spec.k, spec.v);
+    kb.comment(format!(
+        "R = H0[b,h][:, {vs}z..{vs}z+{vs}] when given, else 0 (z = ctaid.z)"
+    ));
+    let z = value_slice_index(kb, spec);
+    let v_col0 = kb.mul_lo(z, vs); // first V column of this CTA
+    let bh = kb.mad_lo(b, heads, h);
+    let bh_bytes = kb.mul_wide(bh, kg * vg * 4);
+    let state = SharedStateRounds::new(kb, t, v_col0, (kd, vs, vg), THREADS);
+    let state_bytes = kb.add(bh_bytes, state.elem_bytes); // this thread's first global group
+    let my_state = kb.add(base, t16);
+    state.load_or_zero(kb, h0, state_bytes, my_state, tail);
+    StateSlice {
+        v_col0,
+        bh,
+        state,
+        state_bytes,
+        my_state,
     }
 }

@@ -189,77 +189,96 @@ impl Segment {
         kb.add(at, elem_bytes)
     }
 
-    /// FMA path: `R ← γ^L R + Local_s'` for s' < s on the thread's own groups of R in shared
-    /// memory (laid out as the chunkwise FMA prologue moves H0: group `t + r·THREADS` at
-    /// global `elem_bytes + r·rows_per_round·V·4`). No barrier: each thread folds what it owns.
-    pub fn fold_into_shared(
+    /// `R ← γ^L R + Local_s'` for every earlier segment s' < s (Horner), on the state `into`
+    /// holds; the thread's first element of a state lies `elem_bytes` into the (row, head)
+    /// `bh`'s first workspace state, as the H0 prologue of `into`'s path loads it.
+    pub fn fold(
         &self,
         kb: &mut KernelBuilder,
         spec: &KernelSpec,
         log2_gamma: Reg,
-        bh: Reg,
-        elem_bytes: Reg,
-        my_state: Reg,
+        (bh, elem_bytes): (Reg, Reg),
+        into: FoldInto<'_>,
     ) {
-        let vs = value_slice(spec);
-        let rows_per_round = THREADS / (vs / 4);
-        let tile = tile_spec(spec);
-        let rounds = tile.k * vs / 4 / THREADS;
-        let global_round = i64::from(rows_per_round * tile.v * 4);
-        kb.comment("R <- gamma^L R + Local_s' for every earlier segment s' (Horner)");
+        kb.comment(match into {
+            FoldInto::Shared(_) => {
+                "R <- gamma^L R + Local_s' for every earlier segment s' (Horner)"
+            }
+            FoldInto::Acc(_) => {
+                "R_w <- gamma^L R_w + Local_s' rows 16w.. for every earlier segment s' (Horner)"
+            }
+        });
         let at = self.first_state(kb, spec, bh, elem_bytes);
         let decay = self.fold_decay(kb, log2_gamma);
         kb.for_range(0u32, self.index, 1, |kb, _| {
-            for r in 0..rounds {
-                let sh = Address::reg(my_state, i64::from(r * THREADS * 16));
-                let old = kb.ld_vec(Space::Shared, Ty::F32, 4, sh.clone());
-                let local = kb.ld_vec(
-                    Space::Global,
-                    Ty::F32,
-                    4,
-                    Address::reg(at, i64::from(r) * global_round),
-                );
-                let new: Vec<_> = old
-                    .iter()
-                    .zip(&local)
-                    .map(|(&o, &l)| kb.fma(o, decay, l).into())
-                    .collect();
-                kb.st_vec(Space::Shared, Ty::F32, sh, &new);
+            match into {
+                FoldInto::Shared(my_state) => fold_shared_state(kb, spec, (at, decay), my_state),
+                FoldInto::Acc(racc) => fold_acc_state(kb, spec, (at, decay), racc),
             }
             let next = kb.add(at, u64::from(state_elems(spec) * 4));
             kb.assign(at, next);
         });
     }
+}
 
-    /// Tensor-core path: `R ← γ^L R + Local_s'` for s' < s on the warp's accumulator slice
-    /// (element (16w + g, 2q) of the state at `elem_bytes`, as the H0 prologue loads it).
-    pub fn fold_into_acc(
-        &self,
-        kb: &mut KernelBuilder,
-        spec: &KernelSpec,
-        log2_gamma: Reg,
-        bh: Reg,
-        elem_bytes: Reg,
-        racc: &AccTileF32,
-    ) {
-        kb.comment(
-            "R_w <- gamma^L R_w + Local_s' rows 16w.. for every earlier segment s' (Horner)",
+/// Where the state a segment folds into lives.
+#[derive(Clone, Copy)]
+pub enum FoldInto<'a> {
+    /// FMA path: the thread's own groups of R in shared memory from this address (laid out
+    /// as the chunkwise FMA prologue moves H0: group `t + r·THREADS` at global
+    /// `elem_bytes + r·rows_per_round·V·4`). No barrier: each thread folds what it owns.
+    Shared(Reg),
+    /// Tensor-core path: the warp's accumulator slice (element (16w + g, 2q) of the state at
+    /// `elem_bytes`).
+    Acc(&'a AccTileF32),
+}
+
+/// One Horner step on the thread's groups of R in shared memory at `my_state`: R ← γ^L R +
+/// the state at `at`.
+fn fold_shared_state(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    (at, decay): (Reg, Reg),
+    my_state: Reg,
+) {
+    let vs = value_slice(spec);
+    let rows_per_round = THREADS / (vs / 4);
+    let tile = tile_spec(spec);
+    let rounds = tile.k * vs / 4 / THREADS;
+    let global_round = i64::from(rows_per_round * tile.v * 4);
+    for r in 0..rounds {
+        let sh = Address::reg(my_state, i64::from(r * THREADS * 16));
+        let old = kb.ld_vec(Space::Shared, Ty::F32, 4, sh.clone());
+        let local = kb.ld_vec(
+            Space::Global,
+            Ty::F32,
+            4,
+            Address::reg(at, i64::from(r) * global_round),
         );
-        let at = self.first_state(kb, spec, bh, elem_bytes);
-        let decay = self.fold_decay(kb, log2_gamma);
-        kb.for_range(0u32, self.index, 1, |kb, _| {
-            for (nt, f) in racc.frags.iter().enumerate() {
-                for half in 0..2u32 {
-                    let off = i64::from(nt as u32 * 32 + half * 8 * tile_spec(spec).v * 4);
-                    let x = kb.ld_vec(Space::Global, Ty::F32, 2, Address::reg(at, off));
-                    for e in 0..2 {
-                        let i = 2 * half as usize + e;
-                        kb.fma_into(f[i], f[i], decay, x[e]);
-                    }
-                }
+        let new: Vec<_> = old
+            .iter()
+            .zip(&local)
+            .map(|(&o, &l)| kb.fma(o, decay, l).into())
+            .collect();
+        kb.st_vec(Space::Shared, Ty::F32, sh, &new);
+    }
+}
+
+/// One Horner step on the warp's accumulator slice `racc`: R_w ← γ^L R_w + the state at `at`.
+fn fold_acc_state(
+    kb: &mut KernelBuilder,
+    spec: &KernelSpec,
+    (at, decay): (Reg, Reg),
+    racc: &AccTileF32,
+) {
+    for (nt, f) in racc.frags.iter().enumerate() {
+        for half in 0..2u32 {
+            let off = i64::from(nt as u32 * 32 + half * 8 * tile_spec(spec).v * 4);
+            let x = kb.ld_vec(Space::Global, Ty::F32, 2, Address::reg(at, off));
+            for e in 0..2 {
+                let i = 2 * half as usize + e;
+                kb.fma_into(f[i], f[i], decay, x[e]);
             }
-            let next = kb.add(at, u64::from(state_elems(spec) * 4));
-            kb.assign(at, next);
-        });
+        }
     }
 }

@@ -10,15 +10,14 @@ use crate::blocks::decay::window_and_decay_table;
 use crate::blocks::fma::{
     accumulate_shared, for_each_piece, product_piece, store_piece_rows, zero_acc,
 };
-use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Address, KernelBuilder, Reg, Space, Ty};
-use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params};
+use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params, for_each_chunk};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec, value_slice};
-use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::fma_chunk::o_rows;
+use crate::math::fma_chunk::{FmaChunkStaging, load_state_slice};
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
-use crate::math::segment_fold;
+use crate::math::segment_fold::FoldInto;
 use crate::math::state_update::update_state_fma_chunk;
 use crate::spec::KernelSpec;
 
@@ -81,17 +80,10 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         (rows.heads, rows.log2_gamma, rows.scale, rows.segment);
     let (base, t16) = window_and_decay_table(&mut kb, (&smem, t), (lay.decay, c), log2_gamma);
 
-    kb.comment(format!(
-        "R = H0[b,h][:, {vs}z..{vs}z+{vs}] when given, else 0 (z = ctaid.z)"
-    ));
-    let z = segment_fold::value_slice_index(&mut kb, spec);
-    let v_col0 = kb.mul_lo(z, vs); // first V column of this CTA
-    let bh = kb.mad_lo(b, heads, h);
-    let bh_bytes = kb.mul_wide(bh, kg * vg * 4);
-    let state = SharedStateRounds::new(&mut kb, t, v_col0, (kd, vs, vg), THREADS);
-    let state_bytes = kb.add(bh_bytes, state.elem_bytes); // this thread's first global group
-    let my_state = kb.add(base, t16); // R as [K*vs/4] groups of 4, group t first
-    state.load_or_zero(&mut kb, &p.h0, state_bytes, my_state, tail);
+    let cta = (b, h, heads, t);
+    let slice = load_state_slice(&mut kb, spec, &p.h0, cta, (base, t16), (vs, tail));
+    let (v_col0, bh, my_state) = (slice.v_col0, slice.bh, slice.my_state);
+    let (state, state_bytes) = (&slice.state, slice.state_bytes);
     if let Some(seg) = &segment {
         // The workspace holds padded states: the thread's offset in a [kd][vd] tile.
         let ws_elem_bytes = if tail.is_some() {
@@ -100,7 +92,8 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         } else {
             state.elem_bytes
         };
-        seg.fold_into_shared(&mut kb, spec, log2_gamma, bh, ws_elem_bytes, my_state);
+        let into = FoldInto::Shared(my_state);
+        seg.fold(&mut kb, spec, log2_gamma, (bh, ws_elem_bytes), into);
     }
     kb.bar_sync(0);
 
@@ -121,10 +114,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     };
 
     kb.comment(format!("walk the sequence in chunks of {c}"));
-    kb.for_range(0u32, rows.seq_len, c, |kb, c0| {
-        let remaining = kb.sub(rows.seq_len, c0);
-        let len = kb.min(remaining, c);
-        let tok_c = kb.add(rows.tok0, c0);
+    for_each_chunk(&mut kb, (rows.tok0, rows.seq_len), c, |kb, tok_c, len| {
         chunk.stage(kb, tok_c, len);
         chunk.scores(kb);
         chunk.output(kb, tok_c, len);

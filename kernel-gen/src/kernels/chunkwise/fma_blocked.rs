@@ -21,12 +21,11 @@ use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
 use crate::blocks::fma::{
     Acc4x4, StagedChunk, for_each_piece, product_piece, store_piece_rows, zero_acc,
 };
-use crate::blocks::shared_state::SharedStateRounds;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
-use crate::math::chunk_params::{ChunkwiseParams, chunk_rows_of, declare_params};
+use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Space, Ty};
+use crate::math::chunk_params::{ChunkwiseParams, chunk_rows_of, declare_params, for_each_chunk};
 use crate::math::chunk_tiling::{SharedLayout, THREADS, exact_dims, tile_spec};
-use crate::math::fma_chunk::FmaChunkStaging;
 use crate::math::fma_chunk::o_rows;
+use crate::math::fma_chunk::{FmaChunkStaging, load_state_slice};
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{FmaScoreTiles, causal_scores_piece_fma};
 use crate::math::state_update::{FmaStateTiles, update_state_fma};
@@ -94,17 +93,11 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     };
     emit_decay_table(&mut kb, fill, (base, lay.decay), c, log2_gamma);
 
-    kb.comment(format!(
-        "R = H0[b,h][:, {vs}z..{vs}z+{vs}] when given, else 0 (z = ctaid.z)"
-    ));
-    let z = kb.sreg(Sreg::Ctaid(Axis::Z));
-    let v_col0 = kb.mul_lo(z, vs); // first V column of this CTA
-    let bh = kb.mad_lo(b, heads, h);
-    let bh_bytes = kb.mul_wide(bh, kg * vg * 4);
-    let state = SharedStateRounds::new(&mut kb, t, v_col0, (kd, vs, vg), THREADS);
-    let state_bytes = kb.add(bh_bytes, state.elem_bytes);
-    let my_state = kb.add(base, t16);
-    state.load_or_zero(&mut kb, &p.h0, state_bytes, my_state, tail);
+    // The blocked path is never segmented: z is the V slice.
+    let cta = (b, h, heads, t);
+    let slice = load_state_slice(&mut kb, spec, &p.h0, cta, (base, t16), (vs, tail));
+    let (v_col0, my_state) = (slice.v_col0, slice.my_state);
+    let (state, state_bytes) = (&slice.state, slice.state_bytes);
     kb.bar_sync(0);
 
     let params = [&p.q, &p.k, &p.v, &p.o];
@@ -125,10 +118,7 @@ pub fn generate(spec: &KernelSpec, blk: u32, vs: u32) -> Result<crate::dsl::Kern
     kb.comment(format!(
         "walk the sequence in chunks of {c}, blocks of {blk}"
     ));
-    kb.for_range(0u32, seq_len, c, |kb, c0| {
-        let remaining = kb.sub(seq_len, c0);
-        let len = kb.min(remaining, c);
-        let tok_c = kb.add(tok0, c0);
+    for_each_chunk(&mut kb, (tok0, seq_len), c, |kb, tok_c, len| {
         let len_up = kb.add(len, blk - 1);
         let blocks = kb.shr(len_up, blk.trailing_zeros());
         kb.for_range(0u32, blocks, 1, |kb, bi| {

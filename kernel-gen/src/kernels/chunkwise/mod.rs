@@ -72,7 +72,6 @@ pub mod fma_blocked;
 pub mod tc;
 pub mod tc_streamed;
 
-use crate::error::unsupported;
 pub use crate::math::chunk_params::param_names;
 pub use crate::math::chunk_tiling::{
     FMA_WHOLE_CHUNK, SUPPORTED_CHUNKS, SUPPORTED_K, SUPPORTED_V, SharedLayout, StreamedPlan,
@@ -93,16 +92,15 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
     if spec.op == KernelOp::ChunkwiseSegmented {
         segment_fold::check_envelope(spec)?;
     }
-    if !matches!(
-        spec.op,
-        KernelOp::Chunkwise | KernelOp::ChunkwiseVarlen | KernelOp::ChunkwiseSegmented
-    ) {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the chunkwise generator emits chunkwise, chunkwise_varlen and chunkwise_segmented only",
-        ));
-    }
+    let ops = [
+        KernelOp::Chunkwise,
+        KernelOp::ChunkwiseVarlen,
+        KernelOp::ChunkwiseSegmented,
+    ];
+    spec.check_op(
+        &ops,
+        "the chunkwise generator emits chunkwise, chunkwise_varlen and chunkwise_segmented only",
+    )?;
     chunk_tiling::check_shape(spec)
 }
 

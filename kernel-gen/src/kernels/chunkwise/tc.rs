@@ -34,14 +34,14 @@ use crate::blocks::global::{GlobalRows, load_f32_masked, state_row_limit, store_
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments};
 use crate::dsl::{Address, Cmp, KernelBuilder, Operand, Reg, Space, Ty};
-use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params};
+use crate::math::chunk_params::{ChunkwiseParams, chunk_rows, declare_params, for_each_chunk};
 use crate::math::chunk_tiling::{
     StreamedPlan, TcLayout, WHOLE_SCORE_TILE, exact_dims, streamed_plan, tc_layout, tc_value_slice,
     tc_warps, tile_spec,
 };
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{Diagonal, xi_rows};
-use crate::math::segment_fold::{self as two_phase, Segment};
+use crate::math::segment_fold::{self as two_phase, FoldInto, Segment};
 use crate::math::state_update::{StateV, accumulate_state_step, mma_state_step, zeta_quad};
 use crate::spec::KernelSpec;
 
@@ -189,10 +189,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let streamed_role = streamed.as_ref().map(|s| s.rows_role(&mut kb));
 
     kb.comment(format!("walk the sequence in chunks of {c}"));
-    kb.for_range(0u32, seq_len, c, |kb, c0| {
-        let remaining = kb.sub(seq_len, c0);
-        let len = kb.min(remaining, c);
-        let tok_c = kb.add(tok0, c0);
+    for_each_chunk(&mut kb, (tok0, seq_len), c, |kb, tok_c, len| {
         if let (Some(chunk), Some(role)) = (&streamed, &streamed_role) {
             chunk.emit(kb, role, len, tok_c);
             kb.comment("R~ <- R rounded, for the next chunk's passes");
@@ -440,7 +437,7 @@ impl<'a> TcForward<'a> {
             } else {
                 kb.add(ws_elem_bytes, u64::from(ws_slice_bytes * j as u32))
             };
-            seg.fold_into_acc(kb, self.spec, log2_gamma, bh, at, racc);
+            seg.fold(kb, self.spec, log2_gamma, (bh, at), FoldInto::Acc(racc));
         }
     }
 

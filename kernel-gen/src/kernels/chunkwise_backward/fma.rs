@@ -16,6 +16,7 @@ use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Rounding, Space, Sreg, Ty,
 };
 use crate::math::chunk_params::{declare_lengths, declare_runtime_gamma, sequence_bounds};
+use crate::math::kernel_head::start_kernel;
 use crate::spec::{GammaSet, KernelSpec};
 
 /// The kernel parameters (the family's table).
@@ -99,16 +100,13 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
     let lay = layout(spec);
     let log2_gammas = spec.gammas.log2_gammas()?;
 
-    let mut kb = KernelBuilder::new(spec.entry(), spec.arch);
-    kb.header(format!("retention chunkwise backward: {}", spec.slug()));
-    kb.header(format!("spec: {}", spec.canonical()));
-    kb.header(match role {
+    let formula = match role {
         Role::Dq => "dQ = (s dO V^T . D) K + s (dO . xi) R^T ; R <- g^L R + K^T (V . zeta)",
         Role::Dk => "dK = (s dO V^T . D)^T Q + (V . zeta) dR^T ; dR <- g^L dR + s Q^T (dO . xi)",
         Role::Dv => "dV = s (Q K^T . D)^T dO + (K . zeta) dR ; dR <- g^L dR + s Q^T (dO . xi)",
-    });
-    kb.max_threads(THREADS);
-    kb.min_ctas_per_sm(1);
+    };
+    let title = "retention chunkwise backward";
+    let mut kb = start_kernel(spec, title, formula, (THREADS, true));
     let p = declare_params(&mut kb, spec, role);
     let smem = kb.dynamic_shared(
         "smem",

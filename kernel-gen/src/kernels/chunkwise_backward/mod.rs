@@ -61,6 +61,7 @@ pub mod fma;
 
 use crate::error::unsupported;
 use crate::math::chunk_tiling::{self, padded_dim};
+use crate::math::shared_window::{decay_table_bytes, f32_arrays};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{GenError, GenResult, LaunchGeometry};
@@ -149,14 +150,9 @@ pub struct BackwardLayout {
 impl BackwardLayout {
     /// The layout for padded state rows `p`, column slice `ns` and chunk `c`.
     pub const fn new(p: u32, ns: u32, c: u32) -> Self {
-        let s = 0;
-        let xt = s + p * ns * 4;
-        let yt = xt + P_BLOCK * c * 4;
-        let w = yt + P_BLOCK * c * 4;
-        let sc = w + c * ns * 4;
-        let os = sc + c * c * 4;
-        let decay = os + c * ns * 4;
-        let total = decay + ((c + 1) * 4).div_ceil(16) * 16;
+        let lens = [p * ns, P_BLOCK * c, P_BLOCK * c, c * ns, c * c, c * ns];
+        let ([s, xt, yt, w, sc, os], decay) = f32_arrays(0, lens);
+        let total = decay + decay_table_bytes(c);
         BackwardLayout {
             s,
             xt,

@@ -11,20 +11,17 @@
 //! Rows past T in a partial tile hold stale data; they only reach rows of O that are never
 //! written, because the product with V runs over the key tile's valid rows only.
 
-use super::{
-    GridZ, ParallelParams, emit_band, for_each_key_tile, for_each_query_tile, value_slice,
-};
+use super::{RowRegs, emit_band, for_each_key_tile, open_kernel, value_slice, walk_query_tiles};
 use crate::GenError;
-use crate::blocks::cta::cta_row_head;
 use crate::blocks::fma::{
     Piece, accumulate_shared, for_each_piece, load_piece, product_piece, store_piece,
     store_piece_rows, zero_acc,
 };
 use crate::blocks::staging::Stager;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Space, Sreg, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, Operand, Reg, Space, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
 use crate::math::fma_chunk::o_rows;
-use crate::math::kernel_head::start_kernel;
+use crate::math::tile_walk::{TilePairLayout, tile_rows};
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -35,46 +32,6 @@ const FORMULA: &str =
 
 /// Threads per CTA.
 pub const THREADS: u32 = 256;
-
-/// Byte offsets of the f32 arrays in the dynamic shared window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FmaLayout {
-    /// (s·Q)ᵀ `[K][B]`.
-    pub qt: u32,
-    /// Kᵀ `[K][B]`.
-    pub kt: u32,
-    /// V `[B][vs]`.
-    pub v: u32,
-    /// Sᵀ `[B][B]`: decayed, masked scores, `[c][r]`.
-    pub st: u32,
-    /// O `[B][vs]`: the query tile's accumulator.
-    pub o: u32,
-    /// The band table γ^n, 2B − 1 f32 (padded to 2B).
-    pub band: u32,
-    /// Total bytes.
-    pub total: u32,
-}
-
-impl FmaLayout {
-    /// The layout for head dim `k`, value slice `vs` and tile `b`.
-    pub const fn new(k: u32, vs: u32, b: u32) -> Self {
-        let qt = 0;
-        let kt = qt + k * b * 4;
-        let v = kt + k * b * 4;
-        let st = v + b * vs * 4;
-        let o = st + b * b * 4;
-        let band = o + b * vs * 4;
-        FmaLayout {
-            qt,
-            kt,
-            v,
-            st,
-            o,
-            band,
-            total: band + 2 * b * 4,
-        }
-    }
-}
 
 /// Stage rows `< len` of a `[B][K]` tile of q (times `scale`) or k, transposed into the f32
 /// `[K][B]` array at shared address `dst`.
@@ -90,7 +47,7 @@ fn stage_transposed(
     let (kd, bt) = (spec.k, spec.chunk.unwrap_or_default());
     let es = spec.dtype.size_bytes() as u32;
     let tok = kb.add(tok0, stage.row);
-    let th = kb.mad_lo(tok, x.heads_h.0, x.heads_h.1);
+    let th = kb.mad_lo(tok, x.row.heads, x.h);
     let col_bytes = kb.mul_wide(stage.col, es);
     let off = kb.mad_wide(th, kd * es, col_bytes);
     let first = kb.add(src, off);
@@ -114,7 +71,8 @@ fn stage_transposed(
 /// The staging positions, tiles and registers the query-tile phases read, fixed per kernel.
 struct QueryTiles<'a> {
     spec: &'a KernelSpec,
-    lay: FmaLayout,
+    /// The tile pair's window: X = (sQ)ᵀ, Y = Kᵀ, Z = V, A = O.
+    lay: TilePairLayout,
     stage_k: Stager,
     stage_v: Stager,
     /// Global bytes between staging rounds of k (q) and of v.
@@ -124,21 +82,17 @@ struct QueryTiles<'a> {
     /// v's staging column (with this CTA's first column) and its byte offset.
     v_col: (Reg, Reg),
     st_v: Reg,
-    /// Shared addresses of (sQ)ᵀ and Kᵀ, and the band table.
+    /// Shared addresses of (sQ)ᵀ and Kᵀ.
     qt_at: Reg,
     kt_at: Reg,
-    band: Reg,
     my_o: Reg,
     full: Reg,
     t: Reg,
-    base: Reg,
-    heads_h: (Reg, Reg),
-    scale: Reg,
-    log2_gamma: Reg,
-    /// Row b's first token and this CTA's first V column.
-    tok_row: Reg,
+    /// The row's registers (H, log2 γ_h, T, first token, s, window and band addresses).
+    row: RowRegs,
+    /// Head h and this CTA's first V column.
+    h: Reg,
     v_col0: Reg,
-    seq_len: Reg,
     tail: bool,
     /// (K padded, V slice, B).
     dims: (u32, u32, u32),
@@ -156,28 +110,16 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let vs = value_slice(spec);
     let bt = spec.chunk.unwrap_or_default(); // tile rows B
     let es = spec.dtype.size_bytes() as u32;
-    let lay = FmaLayout::new(kd, vs, bt);
-    let log2_gammas = spec.gammas.log2_gammas()?;
-
-    let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
-
-    let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
+    let lay = TilePairLayout::new(kd, vs, bt);
     let doc = format!(
         "f32 (sQ)^T [K,B] @{}, K^T [K,B] @{}, V [B,vs] @{}, S^T [B,B] @{}, O [B,vs] @{}, band [2B] @{}",
-        lay.qt, lay.kt, lay.v, lay.st, lay.o, lay.band
+        lay.xt, lay.yt, lay.z, lay.st, lay.acc, lay.band
     );
-    let smem = kb.dynamic_shared("smem", lay.total, 16, &doc);
-
-    kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
-    let (b, h) = cta_row_head(&mut kb);
-    let grid = GridZ::new(&mut kb, vd / vs);
-    let t = kb.sreg(Sreg::Tid(Axis::X));
-    let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);
-    let seq_len = kb.ld_param(&params.t);
-    let tok_row = kb.mul_lo(b, seq_len);
-    let scale = kb.ld_param(&params.scale);
-    let base = kb.shared_addr(&smem);
-    let band = kb.add(base, lay.band);
+    let head = (TITLE, FORMULA, THREADS);
+    let (mut kb, open) = open_kernel(spec, head, (lay.total, 16, &doc), vd / vs)?;
+    let (params, grid, (h, t)) = (&open.params, &open.grid, (open.h, open.t));
+    let row = open.row(&mut kb, lay.band);
+    let (heads, seq_len, base) = (row.heads, row.seq_len, row.base);
     let ptrs = [
         kb.global_ptr(&params.q),
         kb.global_ptr(&params.k),
@@ -196,13 +138,11 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let v_elem = kb.mad_lo(stage_v.row, vs, stage_v.col);
     let v_off = kb.shl(v_elem, 2u32);
     let st_v = kb.add(base, v_off);
-    let qt_at = kb.add(base, lay.qt);
-    let kt_at = kb.add(base, lay.kt);
+    let qt_at = kb.add(base, lay.xt);
+    let kt_at = kb.add(base, lay.yt);
     let full = kb.mov(Ty::U32, bt);
     let t16 = kb.shl(t, 4u32);
     let my_o = kb.add(base, t16);
-    let tiles = kb.add(seq_len, bt - 1);
-    let tiles = kb.shr(tiles, bt.trailing_zeros());
     let x = QueryTiles {
         spec,
         lay,
@@ -214,42 +154,31 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         st_v,
         qt_at,
         kt_at,
-        band,
         my_o,
         full,
         t,
-        base,
-        heads_h: (heads, h),
-        scale,
-        log2_gamma,
-        tok_row,
+        row,
+        h,
         v_col0,
-        seq_len,
         tail: !exact_dims(spec),
         dims: (kd, vs, bt),
     };
 
-    kb.comment(format!("query tiles of {bt} rows, longest first"));
-    for_each_query_tile(&mut kb, &grid, tiles, |kb, i| x.query_tile(kb, i));
-    kb.ret();
-    kb.finish()
+    walk_query_tiles(kb, grid, (seq_len, bt), |kb, i| x.query_tile(kb, i))
 }
 
 impl QueryTiles<'_> {
     /// Query tile i: (sQ)ᵀ staged once, O = 0; key tiles j = i, i−1, … add S V_j; o = O.
     fn query_tile(&self, kb: &mut KernelBuilder, i: Reg) {
         let (_, vs, bt) = self.dims;
-        let row0 = kb.mul_lo(i, bt);
-        let remaining = kb.sub(self.seq_len, row0);
-        let len_i = kb.min(remaining, bt);
-        let tok_i = kb.add(self.tok_row, row0);
+        let (tok_i, len_i) = tile_rows(kb, i, bt, (self.row.seq_len, self.row.tok_row));
         kb.bar_sync(0);
         kb.comment("stage (s q)^T of rows < L; O = 0");
         let q_rows = (self.ptrs[0], tok_i, len_i);
-        stage_transposed(kb, self, q_rows, self.qt_at, Some(self.scale));
+        stage_transposed(kb, self, q_rows, self.qt_at, Some(self.row.scale));
         for r in 0..bt * vs / 4 / THREADS {
             let z: Operand = 0.0f32.into();
-            let off = i64::from(self.lay.o + r * THREADS * 16);
+            let off = i64::from(self.lay.acc + r * THREADS * 16);
             kb.st_vec(
                 Space::Shared,
                 Ty::F32,
@@ -259,13 +188,13 @@ impl QueryTiles<'_> {
         }
 
         kb.comment("key tiles j = i, i-1, ..., while their decays are not all zero");
-        for_each_key_tile(kb, bt, i, self.log2_gamma, |kb, j, s| {
+        for_each_key_tile(kb, bt, i, self.row.log2_gamma, |kb, j, s| {
             self.key_tile(kb, (j, s), len_i);
         });
         kb.bar_sync(0);
 
         kb.comment("o rows < L of the tile = O");
-        let at = (self.heads_h, self.v_col0);
+        let at = ((self.row.heads, self.h), self.v_col0);
         let (o, ts) = (self.ptrs[3], None);
         let out = o_rows(self.spec, o, (tok_i, len_i), at, ts);
         for_each_piece(kb, self.t, THREADS, bt, vs, |kb, p| {
@@ -280,8 +209,8 @@ impl QueryTiles<'_> {
         let vs = self.dims.1;
         let o_elem = kb.mad_lo(p.row, vs, p.col);
         let o_off = kb.shl(o_elem, 2u32);
-        let o_at = kb.add(self.base, o_off);
-        kb.add(o_at, self.lay.o)
+        let o_at = kb.add(self.row.base, o_off);
+        kb.add(o_at, self.lay.acc)
     }
 
     /// Key tile j (s tiles below the diagonal): stage Kᵀ, V and the band; Sᵀ = ((sQ) K_jᵀ ⊙
@@ -291,19 +220,19 @@ impl QueryTiles<'_> {
         let lay = &self.lay;
         kb.bar_sync(0);
         let key0 = kb.mul_lo(j, bt);
-        let tok_j = kb.add(self.tok_row, key0);
+        let tok_j = kb.add(self.row.tok_row, key0);
         let is_diag = kb.setp(Cmp::Eq, s, 0u32);
         let len_j = kb.selp(len_i, self.full, is_diag);
         stage_transposed(kb, self, (self.ptrs[1], tok_j, len_j), self.kt_at, None);
         let (v_col, col_v_bytes) = self.v_col;
         let vg = self.spec.v;
         let es = self.spec.dtype.size_bytes() as u32;
-        let (heads, h) = self.heads_h;
+        let (heads, h) = (self.row.heads, self.h);
         let v_goff = self
             .stage_v
             .row_offset(kb, tok_j, (heads, h), vg * es, col_v_bytes);
         let v_first = kb.add(self.ptrs[2], v_goff);
-        let sh_v = kb.add(self.st_v, lay.v);
+        let sh_v = kb.add(self.st_v, lay.z);
         self.stage_v.stage_f32_rows(
             kb,
             self.spec.dtype,
@@ -312,7 +241,7 @@ impl QueryTiles<'_> {
             (sh_v, self.stage_v.rows_per_round * vs * 4),
             self.tail.then_some((v_col, vg)),
         );
-        emit_band(kb, self.band, self.t, bt, s, self.log2_gamma);
+        emit_band(kb, self.row.band, self.t, bt, s, self.row.log2_gamma);
         kb.bar_sync(0);
 
         kb.comment("S^T[c][r] = ((sQ_r) . k_c) band[r - c + B - 1]");
@@ -325,8 +254,8 @@ impl QueryTiles<'_> {
         for_each_piece(kb, self.t, THREADS, bt, vs, |kb, p| {
             let o_at = self.o_piece_at(kb, &p);
             let acc = load_piece(kb, o_at, vs * 4);
-            let sv = ((lay.st, bt * 4), (lay.v, vs * 4));
-            product_piece(kb, &acc, (self.base, &p), sv.0, sv.1, len_j);
+            let sv = ((lay.st, bt * 4), (lay.z, vs * 4));
+            product_piece(kb, &acc, (self.row.base, &p), sv.0, sv.1, len_j);
             store_piece(kb, &acc, o_at, vs * 4);
         });
     }
@@ -344,7 +273,7 @@ impl QueryTiles<'_> {
         let d0 = kb.add(p.row, bt - 1);
         let d = kb.sub(d0, p.col);
         let d4 = kb.shl(d, 2u32);
-        let band_at = kb.add(self.band, d4);
+        let band_at = kb.add(self.row.band, d4);
         let mut decayed = [[acc[0][0]; 4]; 4];
         for r in 0..4i64 {
             for cc in 0..4i64 {
@@ -354,7 +283,7 @@ impl QueryTiles<'_> {
         }
         let dst_elem = kb.mad_lo(p.col, bt, p.row);
         let dst_off = kb.shl(dst_elem, 2u32);
-        let dst = kb.add(self.base, dst_off);
+        let dst = kb.add(self.row.base, dst_off);
         let dst = kb.add(dst, self.lay.st);
         store_piece(kb, &decayed, dst, bt * 4);
     }

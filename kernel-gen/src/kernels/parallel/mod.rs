@@ -34,7 +34,7 @@
 //!
 //! Grid `(B, H, S·Z)` with S = V / [`value_slice`] value slices: CTA z serves value columns
 //! `(z mod S)·vs..` and query tiles `n−1−z/S, n−1−z/S−Z, …` (n = ⌈T/B⌉, longest first), so
-//! any Z ≥ 1 is correct; [`launch_geometry_for_len`] gives Z = n (one query tile per CTA,
+//! any Z ≥ 1 is correct; [`plan`] gives Z = n (one query tile per CTA,
 //! capped at the grid limit), [`launch_geometry`] (which does not know T) gives Z = 1.
 //!
 //! Head dims: any 1 ≤ K ≤ 256, 1 ≤ V ≤ 512; dims outside the catalog run on padded tiles
@@ -51,12 +51,21 @@
 pub mod fma;
 pub mod tc;
 
+use crate::blocks::cta::cta_row_head;
 use crate::blocks::decay;
-use crate::dsl::{Address, Axis, KernelBuilder, ParamRef, Reg, Space, Sreg, Ty};
-use crate::error::{check_span, unsupported};
+use crate::dsl::{
+    Address, Axis, Cmp, Kernel, KernelBuilder, ParamRef, Reg, SharedRef, Space, Sreg, Ty,
+};
+use crate::error::check_span;
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{
     MAX_K, MAX_V, check_listed_chunk, check_retnet_heads, check_tile_and_shared, tc_dims, tile_spec,
+};
+use crate::math::decay_band::tile_step_vanishes;
+use crate::math::kernel_head;
+use crate::math::shared_window::widest_slice;
+use crate::math::tile_walk::{
+    GridZ, TilePairLayout, for_each_owned_tile, for_steps, spread_over_tiles, tile_count,
 };
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
@@ -78,13 +87,10 @@ pub use crate::spec::default_parallel_tile as default_tile;
 /// [`GenError::UnsupportedSpec`] for another op, an unsupported K, V, tile, gamma set or
 /// [`TileConfig`], or a shape whose shared memory exceeds the arch's limit.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if spec.op != KernelOp::Parallel {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the parallel generator emits parallel only",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::Parallel],
+        "the parallel generator emits parallel only",
+    )?;
     check_span("head dim K", spec.k, MAX_K, "parallel serves 1 <= K <= 256")?;
     check_span("head dim V", spec.v, MAX_V, "parallel serves 1 <= V <= 512")?;
     let why = (
@@ -119,11 +125,10 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
     if tc {
         return spec.v.min(tc::MAX_VALUE_SLICE);
     }
-    let mut vs = spec.v;
-    while vs > 64 && fma::FmaLayout::new(spec.k, vs, b).total > spec.arch.max_dynamic_shared() {
-        vs /= 2;
-    }
-    vs
+    let limit = spec.arch.max_dynamic_shared();
+    widest_slice(spec.v, 64, limit, |vs| {
+        TilePairLayout::new(spec.k, vs, b).total
+    })
 }
 
 /// Dynamic shared memory of the path that serves `spec`.
@@ -133,7 +138,7 @@ fn shared_bytes(spec: &KernelSpec) -> u32 {
     if uses_tensor_cores(spec) {
         tc::TcLayout::new(k, vs, b).total
     } else {
-        fma::FmaLayout::new(k, vs, b).total
+        TilePairLayout::new(k, vs, b).total
     }
 }
 
@@ -148,7 +153,7 @@ pub fn threads(spec: &KernelSpec) -> u32 {
 
 /// The launch for `rows` batch rows and `heads` heads without knowing T: one CTA per (row,
 /// head, value slice) walks every query tile. Correct for any T; prefer
-/// [`launch_geometry_for_len`].
+/// [`plan`].
 ///
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
@@ -163,30 +168,15 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
     })
 }
 
-/// The launch for T = `t` tokens: one CTA per (row, head, value slice, query tile), the
-/// z extent capped at 65535 (whole multiples of the slices; CTAs then take several tiles).
-///
-/// # Errors
-/// As [`launch_geometry`].
-pub fn launch_geometry_for_len(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-    t: u32,
-) -> Result<LaunchGeometry, GenError> {
-    let mut g = launch_geometry(spec, rows, heads)?;
-    let slices = g.grid[2];
-    let tiles = t.div_ceil(spec.chunk.unwrap_or(32)).max(1);
-    g.grid[2] = slices * tiles.min(65535 / slices);
-    Ok(g)
-}
-
-/// The plan of one launch over `size.tokens` tokens per row ([`launch_geometry_for_len`]).
+/// The plan of one launch over T = `size.tokens` tokens per row: one CTA per (row, head,
+/// value slice, query tile), the z extent capped at 65535 (whole multiples of the slices;
+/// CTAs then take several tiles).
 ///
 /// # Errors
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
-    let geometry = launch_geometry_for_len(spec, size.rows, size.heads, size.tokens)?;
+    let one = launch_geometry(spec, size.rows, size.heads)?;
+    let geometry = spread_over_tiles(one, size.tokens, spec.chunk.unwrap_or(32));
     let path = KernelPath::tensor_cores_or_fma(uses_tensor_cores(spec));
     let (vs, params) = (value_slice(spec), param_names(spec));
     Ok(KernelPlan::new(spec, path, vs, geometry, params))
@@ -239,63 +229,103 @@ impl ParallelParams {
             runtime: declare_runtime_gamma(kb, runtime_gamma),
         }
     }
-
-    /// (H, log2 γ_h) for head `h`: launch parameter and buffer for runtime γ, immediates
-    /// for a named set.
-    pub(crate) fn heads_and_log2_gamma(
-        &self,
-        kb: &mut KernelBuilder,
-        log2_gammas: Option<&[f32]>,
-        h: Reg,
-    ) -> (Reg, Reg) {
-        decay::heads_and_log2_gamma(kb, self.runtime.as_ref(), log2_gammas, h)
-    }
 }
 
-/// Where a CTA's work lies on the grid's z axis: its value slice and its query tiles.
-pub(crate) struct GridZ {
-    /// Value slice index (`z mod S`).
-    pub slice: Reg,
-    /// First query-tile step (`z div S`).
-    pub first: Reg,
-    /// Steps between this CTA's query tiles (`nctaid.z div S`).
-    pub stride: Reg,
+/// What both paths open with, after the builder: the parameters, the dynamic shared
+/// window and the CTA's coordinates.
+pub(crate) struct Opening {
+    pub params: ParallelParams,
+    pub smem: SharedRef,
+    /// log2 γ_h of a named gamma set; `None` for runtime γ.
+    pub log2_gammas: Option<Vec<f32>>,
+    /// Row b (`ctaid.x`) and head h (`ctaid.y`).
+    pub b: Reg,
+    pub h: Reg,
+    /// Value slice and query tiles (`ctaid.z`).
+    pub grid: GridZ,
+    /// The thread (`tid.x`).
+    pub t: Reg,
 }
 
-impl GridZ {
-    /// Decode `ctaid.z` for `slices` (a power of two) value slices.
-    pub(crate) fn new(kb: &mut KernelBuilder, slices: u32) -> Self {
-        let z = kb.sreg(Sreg::Ctaid(Axis::Z));
-        let nz = kb.sreg(Sreg::Nctaid(Axis::Z));
-        let shift = slices.trailing_zeros();
-        GridZ {
-            slice: kb.and(z, slices - 1),
-            first: kb.shr(z, shift),
-            stride: kb.shr(nz, shift),
+/// The registers of the CTA's row both paths read: H and log2 γ_h, T, row b's first token,
+/// the scale s, the shared window's base and the band table's address.
+#[derive(Clone, Copy)]
+pub(crate) struct RowRegs {
+    pub heads: Reg,
+    pub log2_gamma: Reg,
+    pub seq_len: Reg,
+    pub tok_row: Reg,
+    pub scale: Reg,
+    pub base: Reg,
+    pub band: Reg,
+}
+
+impl Opening {
+    /// Load the row's registers ([`RowRegs`]), the band table at byte `band` of the window.
+    pub(crate) fn row(&self, kb: &mut KernelBuilder, band: u32) -> RowRegs {
+        let params = &self.params;
+        let named = self.log2_gammas.as_deref();
+        let (heads, log2_gamma) =
+            decay::heads_and_log2_gamma(kb, params.runtime.as_ref(), named, self.h);
+        let seq_len = kb.ld_param(&params.t);
+        let tok_row = kb.mul_lo(self.b, seq_len); // first token of row b
+        let scale = kb.ld_param(&params.scale);
+        let base = kb.shared_addr(&self.smem);
+        RowRegs {
+            heads,
+            log2_gamma,
+            seq_len,
+            tok_row,
+            scale,
+            base,
+            band: kb.add(base, band),
         }
     }
 }
 
-/// Emit `for step in (first..tiles).step_by(stride) { body(query tile tiles−1−step) }` with a
-/// runtime stride (longest query tiles first).
-pub(crate) fn for_each_query_tile(
-    kb: &mut KernelBuilder,
+/// Open a parallel forward kernel for `spec`: the builder with `head`'s title, formula and
+/// threads ([`kernel_head::open_kernel`]), the parameters, the dynamic shared `window` (bytes,
+/// alignment, comment) and the CTA's coordinates for `slices` value slices.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] for a bad gamma set.
+pub(crate) fn open_kernel(
+    spec: &KernelSpec,
+    head: (&str, &str, u32),
+    window: (u32, u32, &str),
+    slices: u32,
+) -> GenResult<(KernelBuilder, Opening)> {
+    let opened = kernel_head::open_kernel(spec, head, window, ParallelParams::declare)?;
+    let mut kb = opened.kb;
+    kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
+    let (b, h) = cta_row_head(&mut kb);
+    let grid = GridZ::new(&mut kb, slices);
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let opening = Opening {
+        params: opened.params,
+        smem: opened.smem,
+        log2_gammas: opened.log2_gammas,
+        b,
+        h,
+        grid,
+        t,
+    };
+    Ok((kb, opening))
+}
+
+/// Close the kernel with the CTA's walk over its query tiles of T = `seq_len` tokens
+/// (`query_tile(i)` for each, the longest first).
+pub(crate) fn walk_query_tiles(
+    mut kb: KernelBuilder,
     grid: &GridZ,
-    tiles: Reg,
-    body: impl FnOnce(&mut KernelBuilder, Reg),
-) {
-    let step = kb.mov(Ty::U32, grid.first);
-    let (top, done) = (kb.label(), kb.label());
-    kb.place(top);
-    let past = kb.setp(crate::dsl::Cmp::Ge, step, tiles);
-    kb.bra_if(past, false, done);
-    let last = kb.sub(tiles, 1u32);
-    let i = kb.sub(last, step);
-    body(kb, i);
-    let next = kb.add(step, grid.stride);
-    kb.assign(step, next);
-    kb.bra_uni(top);
-    kb.place(done);
+    (seq_len, b): (Reg, u32),
+    query_tile: impl FnOnce(&mut KernelBuilder, Reg),
+) -> GenResult<Kernel> {
+    let tiles = tile_count(&mut kb, seq_len, b);
+    kb.comment(format!("query tiles of {b} rows, longest first"));
+    for_each_owned_tile(&mut kb, grid, tiles, true, query_tile);
+    kb.ret();
+    kb.finish()
 }
 
 /// Emit the key-tile walk of query tile `i`: `body(j, s)` for s = 0, 1, …, i (key tile
@@ -308,31 +338,16 @@ pub(crate) fn for_each_key_tile(
     log2_gamma: Reg,
     mut body: impl FnMut(&mut KernelBuilder, Reg, Reg),
 ) {
-    use crate::dsl::Cmp;
-    let s = kb.mov(Ty::U32, 0u32);
-    let (top, done) = (kb.label(), kb.label());
-    kb.place(top);
-    let past = kb.setp(Cmp::Gt, s, i);
-    kb.bra_if(past, false, done);
-    let vanished = key_tile_vanishes(kb, b, s, log2_gamma);
-    kb.bra_if(vanished, false, done);
-    let j = kb.sub(i, s);
-    body(kb, j, s);
-    let next = kb.add(s, 1u32);
-    kb.assign(s, next);
-    kb.bra_uni(top);
-    kb.place(done);
-}
-
-/// Whether key step `s` (a `.u32`) and every later one add exact zeros: their largest decay
-/// γ^((s−1)·B+1) is below 2^−150 (never on the diagonal, s = 0). Returns a predicate.
-pub(crate) fn key_tile_vanishes(kb: &mut KernelBuilder, b: u32, s: Reg, log2_gamma: Reg) -> Reg {
-    use crate::dsl::{Cmp, Rounding};
-    let sb = kb.mul_lo(s, b);
-    let sb_f = kb.cvt(Ty::F32, sb, Some(Rounding::Rn));
-    let nearest = kb.sub(sb_f, (b - 1) as f32); // (s−1)·B + 1; ≤ 0 on the diagonal
-    let x = kb.mul(nearest, log2_gamma);
-    kb.setp(Cmp::Lt, x, -150.0f32)
+    let exits = |kb: &mut KernelBuilder, s, done| {
+        let past = kb.setp(Cmp::Gt, s, i);
+        kb.bra_if(past, false, done);
+        let vanished = tile_step_vanishes(kb, b, s, log2_gamma);
+        kb.bra_if(vanished, false, done);
+    };
+    for_steps(kb, 0u32, 1u32, exits, |kb, s| {
+        let j = kb.sub(i, s);
+        body(kb, j, s);
+    });
 }
 
 /// Store the band table of key step `s` at shared address `band`: for d = t < 2B − 1,
@@ -345,7 +360,7 @@ pub(crate) fn emit_band(
     s: Reg,
     log2_gamma: Reg,
 ) {
-    use crate::dsl::{Cmp, Rounding};
+    use crate::dsl::Rounding;
     let in_table = kb.setp(Cmp::Lt, t, 2 * b - 1);
     let sb = kb.mul_lo(s, b);
     let nd = kb.add(sb, t); // n + B − 1

@@ -16,17 +16,17 @@
 //! tile as whole 16-byte rows. Global traffic per query tile: q once, each visited k/v tile
 //! once (a tile whose decays vanish is not even prefetched), o once.
 
-use super::{
-    GridZ, ParallelParams, emit_band, for_each_query_tile, key_tile_vanishes, value_slice,
-};
+use super::{emit_band, open_kernel, value_slice, walk_query_tiles};
 use crate::GenError;
-use crate::blocks::cta::{cta_row_head, mma_types, warp_lane};
+use crate::blocks::cta::{mma_types, warp_lane};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments, SharedTile16};
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Reg, Space, Sreg, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Space, Ty};
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
-use crate::math::kernel_head::start_kernel;
+use crate::math::decay_band::tile_step_vanishes;
+use crate::math::shared_window::{band_table_bytes, tiles16};
+use crate::math::tile_walk::tile_rows;
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -61,12 +61,10 @@ pub struct TcLayout {
 impl TcLayout {
     /// The layout for head dim `k`, value slice `vs` and tile `b`.
     pub const fn new(k: u32, vs: u32, b: u32) -> Self {
-        let q = SharedTile16::new(0, b, k);
-        let kt = SharedTile16::new(q.offset + q.bytes(), b, k);
-        let vt = SharedTile16::new(kt.offset + kt.bytes(), b, vs);
-        let kv_stride = kt.bytes() + vt.bytes();
-        let o = SharedTile16::new(kt.offset + 2 * kv_stride, b, vs);
-        let band = o.offset + o.bytes();
+        // k and v, then their second buffer, then o.
+        let ([q, kt, vt], buffer1) = tiles16(0, [(b, k), (b, k), (b, vs)]);
+        let kv_stride = buffer1 - kt.offset;
+        let ([o], band) = tiles16(buffer1 + kv_stride, [(b, vs)]);
         TcLayout {
             q,
             k: kt,
@@ -74,7 +72,7 @@ impl TcLayout {
             kv_stride,
             o,
             band,
-            total: band + 2 * b * 4,
+            total: band + band_table_bytes(b),
         }
     }
 }
@@ -192,29 +190,19 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let (ab, pty) = mma_types(spec.dtype);
     let threads = 32 * bt / 16;
     let lay = TcLayout::new(kd, vs, bt);
-    let log2_gammas = spec.gammas.log2_gammas()?;
-
-    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
-
-    let params = ParallelParams::declare(&mut kb, log2_gammas.is_none());
     let doc = format!(
         "swizzled 16-bit q [B,K] @{}, k [B,K] @{}, v [B,vs] @{}, o [B,vs] @{}; f32 band [2B] @{}",
         lay.q.offset, lay.k.offset, lay.v.offset, lay.o.offset, lay.band
     );
-    let smem = kb.dynamic_shared("smem", lay.total, 128, &doc);
-
-    kb.comment("CTA (row b = ctaid.x, head h = ctaid.y, value slice and query tiles from ctaid.z)");
-    let (b, h) = cta_row_head(&mut kb);
-    let grid = GridZ::new(&mut kb, vd / vs);
-    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let head = (TITLE, FORMULA, threads);
+    let (mut kb, open) = open_kernel(spec, head, (lay.total, 128, &doc), vd / vs)?;
+    let (params, grid, (h, t)) = (&open.params, &open.grid, (open.h, open.t));
     let (lane, warp, g, q4) = warp_lane(&mut kb, t);
     let q2 = kb.shl(q4, 1u32);
-    let (heads, log2_gamma) = params.heads_and_log2_gamma(&mut kb, log2_gammas.as_deref(), h);
-    let seq_len = kb.ld_param(&params.t);
-    let tok_row = kb.mul_lo(b, seq_len); // first token of row b
-    let scale = kb.ld_param(&params.scale);
-    let base = kb.shared_addr(&smem);
-    let band = kb.add(base, lay.band);
+    let row = open.row(&mut kb, lay.band);
+    let (heads, log2_gamma, seq_len, tok_row) =
+        (row.heads, row.log2_gamma, row.seq_len, row.tok_row);
+    let (scale, base, band) = (row.scale, row.base, row.band);
 
     kb.comment("per-lane ldmatrix rows; warp w owns query rows 16w.. of the tile");
     let lanes = LaneFragments::new(&mut kb, lane);
@@ -265,8 +253,6 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let o_ch_bytes = kb.mul_wide(o_ch, 16u32);
     let o_ch_at = kb.add(o_at, o_ch_bytes);
     let o_ch8 = tail.then(|| kb.shl(o_ch, 3u32));
-    let tiles = kb.add(seq_len, bt - 1);
-    let tiles = kb.shr(tiles, bt.trailing_zeros());
     let x = QueryTiles {
         lay,
         kv,
@@ -286,10 +272,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         dims: (kd, vs, bt, vg),
     };
 
-    kb.comment(format!("query tiles of {bt} rows, longest first"));
-    for_each_query_tile(&mut kb, &grid, tiles, |kb, i| x.query_tile(kb, i));
-    kb.ret();
-    kb.finish()
+    walk_query_tiles(kb, grid, (seq_len, bt), |kb, i| x.query_tile(kb, i))
 }
 
 impl QueryTiles<'_> {
@@ -305,10 +288,7 @@ impl QueryTiles<'_> {
             self.kv.heads,
             self.kv.h,
         );
-        let row0 = kb.mul_lo(i, bt);
-        let remaining = kb.sub(seq_len, row0);
-        let len_i = kb.min(remaining, bt);
-        let tok_i = kb.add(tok_row, row0);
+        let (tok_i, len_i) = tile_rows(kb, i, bt, (seq_len, tok_row));
         kb.comment(
             "cp.async the query tile (rows >= L zero-filled); it lands with the first key tile",
         );
@@ -338,7 +318,7 @@ impl QueryTiles<'_> {
         let bt = self.dims.2;
         let next = kb.add(s, 1u32);
         let beyond = kb.setp(Cmp::Gt, next, i);
-        let vanishes = key_tile_vanishes(kb, bt, next, self.log2_gamma);
+        let vanishes = tile_step_vanishes(kb, bt, next, self.log2_gamma);
         let no_next = kb.or(beyond, vanishes);
         let skip_prefetch = kb.label();
         kb.bra_if(no_next, false, skip_prefetch);

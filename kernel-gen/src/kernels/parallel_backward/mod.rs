@@ -52,7 +52,7 @@
 //!
 //! Grid `(B, H, S·Z)` with S = (padded output dim) / [`value_slice`]: CTA z serves output
 //! columns `(z mod S)·ws..` and owned tiles `z/S, z/S + Z, …` (longest walk first), so any
-//! Z ≥ 1 is correct; [`launch_geometry_for_len`] gives Z = ⌈T/B⌉ (capped at the grid
+//! Z ≥ 1 is correct; [`plan`] gives Z = ⌈T/B⌉ (capped at the grid
 //! limit), [`launch_geometry`] Z = 1. 256 threads, f32 tiles in shared memory (f32, f16 and
 //! bf16 inputs alike: 16-bit values are widened as staged, outputs rounded once).
 //!
@@ -66,6 +66,8 @@ pub mod fma;
 use crate::error::{check_span, unsupported};
 use crate::math::chunk_tiling::check_retnet_heads;
 use crate::math::chunk_tiling::{MAX_K, MAX_V, tile_spec};
+use crate::math::shared_window::widest_slice;
+use crate::math::tile_walk::{TilePairLayout, spread_over_tiles};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec, TileConfig};
 use crate::{Arch, GenError, GenResult, LaunchGeometry};
@@ -158,50 +160,11 @@ pub fn passes(
     })
 }
 
-/// Byte offsets of the f32 arrays in the dynamic shared window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackwardLayout {
-    /// Owned score-side tile, transposed and scaled, `[ds][B]`.
-    pub xt: u32,
-    /// Walked score-side tile, transposed, `[ds][B]`.
-    pub yt: u32,
-    /// Walked output-side tile's slice, `[B][ws]`.
-    pub z: u32,
-    /// Decayed scores, `[walked row][owned row]`, `[B][B]`.
-    pub st: u32,
-    /// The owned tile's accumulator, `[B][ws]`.
-    pub acc: u32,
-    /// The band of decays, 2B − 1 f32 (padded to 2B).
-    pub band: u32,
-    /// Total bytes.
-    pub total: u32,
-}
-
-impl BackwardLayout {
-    /// The layout for score-side dim `ds`, output slice `ws` and tile `b` (padded dims).
-    pub const fn new(ds: u32, ws: u32, b: u32) -> Self {
-        let xt = 0;
-        let yt = xt + ds * b * 4;
-        let z = yt + ds * b * 4;
-        let st = z + b * ws * 4;
-        let acc = st + b * b * 4;
-        let band = acc + b * ws * 4;
-        BackwardLayout {
-            xt,
-            yt,
-            z,
-            st,
-            acc,
-            band,
-            total: band + 2 * b * 4,
-        }
-    }
-
-    /// The layout of `spec` (its padded dims, tile and [`value_slice`]).
-    pub fn of(spec: &KernelSpec, pass: Pass) -> Self {
-        let (ds, _) = pass.dims(&tile_spec(spec));
-        BackwardLayout::new(ds, value_slice(spec), spec.chunk.unwrap_or(DEFAULT_TILE))
-    }
+/// The shared layout of `spec`'s pass: a tile pair ([`TilePairLayout`]: X, Y, Z as the
+/// [`fma`] module names them) of the padded dims, its tile and [`value_slice`].
+pub fn layout(spec: &KernelSpec, pass: Pass) -> TilePairLayout {
+    let (ds, _) = pass.dims(&tile_spec(spec));
+    TilePairLayout::new(ds, value_slice(spec), spec.chunk.unwrap_or(DEFAULT_TILE))
 }
 
 /// The narrowest output slice the staging serves: B·ws/4 four-element groups cover the 256
@@ -219,12 +182,10 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
     let tile = tile_spec(spec);
     let b = spec.chunk.unwrap_or(DEFAULT_TILE);
     let (ds, wd) = pass.dims(&tile);
-    let mut ws = wd;
-    while ws > min_slice(b) && BackwardLayout::new(ds, ws, b).total > spec.arch.max_dynamic_shared()
-    {
-        ws /= 2;
-    }
-    ws
+    let limit = spec.arch.max_dynamic_shared();
+    widest_slice(wd, min_slice(b), limit, |ws| {
+        TilePairLayout::new(ds, ws, b).total
+    })
 }
 
 /// Check that this family serves `spec`.
@@ -274,7 +235,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "parallel backward uses the default tile config",
         ));
     }
-    let bytes = BackwardLayout::of(spec, pass).total;
+    let bytes = layout(spec, pass).total;
     if bytes > spec.arch.max_dynamic_shared() {
         return Err(unsupported(
             "shared memory",
@@ -297,7 +258,7 @@ fn slices(spec: &KernelSpec) -> u32 {
 
 /// The launch for `rows` batch rows and `heads` heads without knowing T: one CTA per (row,
 /// head, slice) walks every owned tile. Correct for any T; prefer
-/// [`launch_geometry_for_len`].
+/// [`plan`].
 ///
 /// # Errors
 /// [`GenError::Launch`] when rows or heads is zero, heads differs from a named gamma set's,
@@ -309,26 +270,8 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
     Ok(LaunchGeometry {
         grid: [rows, heads, slices(spec)],
         block: [THREADS, 1, 1],
-        dynamic_smem_bytes: BackwardLayout::of(spec, pass).total,
+        dynamic_smem_bytes: layout(spec, pass).total,
     })
-}
-
-/// The launch for T = `t` tokens: one CTA per (row, head, slice, owned tile), the z extent
-/// capped at 65535 (whole multiples of the slices; CTAs then own several tiles).
-///
-/// # Errors
-/// As [`launch_geometry`].
-pub fn launch_geometry_for_len(
-    spec: &KernelSpec,
-    rows: u32,
-    heads: u32,
-    t: u32,
-) -> Result<LaunchGeometry, GenError> {
-    let mut g = launch_geometry(spec, rows, heads)?;
-    let s = g.grid[2];
-    let tiles = t.div_ceil(spec.chunk.unwrap_or(DEFAULT_TILE)).max(1);
-    g.grid[2] = s * tiles.min(65535 / s);
-    Ok(g)
 }
 
 /// f32 partials the d log γ pass writes on `geometry`: one per CTA, `[rows][H][grid z]`
@@ -337,13 +280,16 @@ pub fn dlog_gamma_partials(geometry: &LaunchGeometry) -> usize {
     geometry.grid.iter().map(|&g| g as usize).product()
 }
 
-/// The plan of one launch over `size.tokens` tokens per row: the FMA path; the d log γ
+/// The plan of one launch over T = `size.tokens` tokens per row: one CTA per (row, head,
+/// slice, owned tile), the z extent capped at 65535 (whole multiples of the slices; CTAs
+/// then own several tiles); the FMA path; the d log γ
 /// pass's workspace is its partials ([`dlog_gamma_partials`]), the other passes have none.
 ///
 /// # Errors
 /// As [`launch_geometry`].
 pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError> {
-    let geometry = launch_geometry_for_len(spec, size.rows, size.heads, size.tokens)?;
+    let one = launch_geometry(spec, size.rows, size.heads)?;
+    let geometry = spread_over_tiles(one, size.tokens, spec.chunk.unwrap_or(DEFAULT_TILE));
     let workspace_bytes = if spec.op == KernelOp::ParallelBackwardDlogGamma {
         4 * dlog_gamma_partials(&geometry) as u64
     } else {

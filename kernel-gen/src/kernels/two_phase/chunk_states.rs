@@ -2,15 +2,14 @@
 //! [`super::value_slice`] columns of V per CTA. Math, parameters and grid: the family's
 //! module docs.
 
-use super::{StatesLayout, declare_params, states_segment, value_slice};
+use super::{StatesLayout, open_states_kernel, value_slice};
 use crate::GenError;
-use crate::blocks::cta::cta_row_head_thread;
-use crate::blocks::decay::{heads_and_log2_gamma, window_and_decay_table};
+use crate::blocks::decay::window_and_decay_table;
 use crate::blocks::shared_state::SharedStateRounds;
 use crate::dsl::{Axis, KernelBuilder, Reg, Sreg};
+use crate::math::chunk_params::for_each_chunk;
 use crate::math::chunk_tiling::{THREADS, tile_spec};
 use crate::math::fma_chunk::FmaChunkStaging;
-use crate::math::kernel_head::start_kernel;
 use crate::math::state_update::update_state_fma_chunk;
 use crate::spec::KernelSpec;
 
@@ -32,23 +31,18 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let vs = value_slice(spec);
     let c = spec.chunk.unwrap_or_default();
     let lay = StatesLayout::new(kd, vs, c);
-    let log2_gammas = spec.gammas.log2_gammas()?;
-
-    let mut kb = start_kernel(spec, TITLE, FORMULA, (THREADS, true));
-    let p = declare_params(&mut kb, log2_gammas.is_none());
     let doc = format!(
         "f32 R [K,Vs] @{}, K^T [K,C] @{}, V [C,Vs] @{}, gamma^d [C+1] @{}",
         lay.r, lay.kt, lay.v, lay.decay
     );
-    let smem = kb.dynamic_shared("smem", lay.total, 16, &doc);
-
-    kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, segment and V-slice ctaid.z)");
-    let (b, h, t) = cta_row_head_thread(&mut kb);
-    let (heads, log2_gamma) =
-        heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
+    let cta = "one CTA per (row b = ctaid.x, head h = ctaid.y, segment and V-slice ctaid.z)";
+    let head = (TITLE, FORMULA, THREADS);
+    let (mut kb, open) = open_states_kernel(spec, head, (lay.total, 16, &doc), cta)?;
+    let (p, t) = (&open.p, open.t);
     let slices = vd / vs;
-    let seg = states_segment(&mut kb, spec, &p, slices, (b, h, heads));
-    let (base, t16) = window_and_decay_table(&mut kb, (&smem, t), (lay.decay, c), log2_gamma);
+    let (heads, log2_gamma, seg) = open.segment(&mut kb, spec, slices);
+    let window = (&open.smem, t);
+    let (base, t16) = window_and_decay_table(&mut kb, window, (lay.decay, c), log2_gamma);
 
     kb.comment(format!(
         "R = 0; this CTA serves V columns {vs}z'.. (z' = ctaid.z mod {slices})"
@@ -62,15 +56,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     kb.bar_sync(0);
 
     let params = [&p.k, &p.v];
-    let (cta, cols) = ((t, base, heads, h), (vs, c, v_col0));
-    let staging = FmaChunkStaging::for_spec(&mut kb, spec, cta, cols, (false, &params));
+    let (cta_regs, cols) = ((t, base, heads, open.h), (vs, c, v_col0));
+    let staging = FmaChunkStaging::for_spec(&mut kb, spec, cta_regs, cols, (false, &params));
     let (k, v) = (staging.ptrs[0], staging.ptrs[1]);
 
     kb.comment(format!("walk the segment in chunks of {c}"));
-    kb.for_range(0u32, seg.len, c, |kb, c0| {
-        let remaining = kb.sub(seg.len, c0);
-        let len = kb.min(remaining, c);
-        let tok_c = kb.add(seg.start, c0);
+    for_each_chunk(&mut kb, (seg.start, seg.len), c, |kb, tok_c, len| {
         kb.comment("stage k^T and v of rows < L as f32");
         staging.stage_kt(kb, (k, tok_c, len), lay.kt, None);
         staging.stage_v(kb, (v, tok_c, len), lay.v);

@@ -11,16 +11,16 @@
 //! and `Kᵀ ⊙ ζ` is split into 16-bit head and tail fragments exactly as the chunkwise
 //! kernel does, so the f32 decay is not rounded away.
 
-use super::{TcStatesLayout, declare_params, states_segment, tc_value_slice, tc_warps};
+use super::{TcStatesLayout, open_states_kernel, tc_value_slice, tc_warps};
 use crate::GenError;
-use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane};
-use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
+use crate::blocks::cta::{mma_types, warp_lane};
+use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
 use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments};
 use crate::dsl::{Address, Axis, Space, Sreg, Ty};
+use crate::math::chunk_params::for_each_chunk;
 use crate::math::chunk_tiling::{exact_dims, tile_spec};
-use crate::math::kernel_head::start_kernel;
 use crate::math::state_update::{StateV, accumulate_state_step, zeta_quad};
 use crate::spec::KernelSpec;
 
@@ -47,23 +47,17 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     let vs = tc_value_slice(spec); // columns of V this CTA serves
     let slices = vd / vs;
     let lay = TcStatesLayout::new(kd, vs, c);
-    let log2_gammas = spec.gammas.log2_gammas()?;
-
-    let mut kb = start_kernel(spec, TITLE, FORMULA, (threads, true));
-    let p = declare_params(&mut kb, log2_gammas.is_none());
     let doc = format!(
         "swizzled 16-bit k [C,K] @{}, v [C,V] @{}; f32 gamma^d [C+1] @{}",
         lay.k.offset, lay.v.offset, lay.decay
     );
-    let smem = kb.dynamic_shared("smem", lay.total, 128, &doc);
-
-    kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, segment s = ctaid.z)");
-    let (b, h, t) = cta_row_head_thread(&mut kb);
+    let cta = "one CTA per (row b = ctaid.x, head h = ctaid.y, segment s = ctaid.z)";
+    let head = (TITLE, FORMULA, threads);
+    let (mut kb, open) = open_states_kernel(spec, head, (lay.total, 128, &doc), cta)?;
+    let (p, h, t) = (&open.p, open.h, open.t);
     let (lane, warp, g, q4) = warp_lane(&mut kb, t);
-    let (heads, log2_gamma) =
-        heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
-    let seg = states_segment(&mut kb, spec, &p, slices, (b, h, heads));
-    let base = kb.shared_addr(&smem);
+    let (heads, log2_gamma, seg) = open.segment(&mut kb, spec, slices);
+    let base = kb.shared_addr(&open.smem);
 
     let fill = TableFill::Rounds {
         t,
@@ -103,11 +97,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     });
 
     kb.comment(format!("walk the segment in chunks of {c}"));
-    kb.for_range(0u32, seg.len, c, |kb, c0| {
-        let remaining = kb.sub(seg.len, c0);
-        let len = kb.min(remaining, c);
-        let tok_c = kb.add(seg.start, c0);
-
+    for_each_chunk(&mut kb, (seg.start, seg.len), c, |kb, tok_c, len| {
         kb.comment("cp.async k, v rows of the chunk (rows >= L zero-filled)");
         let (kt, vt) = (tails.map(|t| t.0), tails.map(|t| t.1));
         for (tile, src, cols, tail) in [(lay.k, k, kg, kt), (lay.v, v, vg, vt)] {

@@ -63,12 +63,15 @@
 pub mod chunk_states;
 pub mod chunk_states_tc;
 
+use crate::blocks::cta::cta_row_head_thread;
+use crate::blocks::decay::heads_and_log2_gamma;
 use crate::dsl::tiles::SharedTile16;
-use crate::dsl::{KernelBuilder, ParamRef, Reg, Ty};
-use crate::error::unsupported;
+use crate::dsl::{KernelBuilder, ParamRef, Reg, SharedRef, Ty};
 use crate::math::chunk_params::declare_runtime_gamma;
 use crate::math::chunk_tiling::{self, THREADS, tile_spec, uses_tensor_cores};
+use crate::math::kernel_head;
 use crate::math::segment_fold::{self, segment_bounds, stored_states};
+use crate::math::shared_window::{decay_table_bytes, f32_arrays, tiles16, widest_slice};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{GammaSet, KernelOp, KernelSpec};
 use crate::{GenError, GenResult, LaunchGeometry};
@@ -91,16 +94,13 @@ pub struct StatesLayout {
 impl StatesLayout {
     /// The layout for head dim `k`, V-slice `vs` and chunk `c`.
     pub const fn new(k: u32, vs: u32, c: u32) -> Self {
-        let r = 0;
-        let kt = r + k * vs * 4;
-        let v = kt + k * c * 4;
-        let decay = v + c * vs * 4;
+        let ([r, kt, v], decay) = f32_arrays(0, [k * vs, k * c, c * vs]);
         StatesLayout {
             r,
             kt,
             v,
             decay,
-            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+            total: decay + decay_table_bytes(c),
         }
     }
 }
@@ -111,13 +111,10 @@ impl StatesLayout {
 /// # Errors
 /// [`GenError::UnsupportedSpec`] for another op, or a shape the chunk tiling does not serve.
 pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
-    if spec.op != KernelOp::ChunkStates {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "the chunk-states generator emits chunk_states only",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::ChunkStates],
+        "the chunk-states generator emits chunk_states only",
+    )?;
     segment_fold::check_envelope(spec)?;
     chunk_tiling::check_shape(spec)
 }
@@ -131,11 +128,10 @@ pub fn value_slice(spec: &KernelSpec) -> u32 {
     }
     let spec = &tile_spec(spec);
     let c = spec.chunk.unwrap_or_default();
-    let mut vs = spec.v;
-    while vs > 64 && StatesLayout::new(spec.k, vs, c).total > spec.arch.max_dynamic_shared() {
-        vs /= 2;
-    }
-    vs
+    let limit = spec.arch.max_dynamic_shared();
+    widest_slice(spec.v, 64, limit, |vs| {
+        StatesLayout::new(spec.k, vs, c).total
+    })
 }
 
 /// The launch for ONE segment per (row, head): grid `(rows, heads, V / value_slice)`;
@@ -199,6 +195,65 @@ pub fn declare_params(kb: &mut KernelBuilder, runtime_gamma: bool) -> StatesPara
         t: kb.param("p_t", Ty::U32),
         segment_len: kb.param("p_segment_len", Ty::U32),
         runtime: declare_runtime_gamma(kb, runtime_gamma),
+    }
+}
+
+/// What both phase-1 paths open with, after the builder: the parameters, the dynamic
+/// shared window and the CTA's coordinates.
+pub struct StatesOpening {
+    /// The parameters.
+    pub p: StatesParams,
+    /// The dynamic shared window.
+    pub smem: SharedRef,
+    /// log2 γ_h of a named gamma set; `None` for runtime γ.
+    pub log2_gammas: Option<Vec<f32>>,
+    /// Row b (`ctaid.x`), head h (`ctaid.y`) and the thread (`tid.x`).
+    pub b: Reg,
+    /// Head h.
+    pub h: Reg,
+    /// The thread.
+    pub t: Reg,
+}
+
+/// Open a phase-1 kernel for `spec`: `head`'s title, formula and threads, the parameters and
+/// the dynamic shared `window` ([`kernel_head::open_kernel`]), then the CTA's coordinates
+/// under the comment `cta`.
+///
+/// # Errors
+/// [`GenError::UnsupportedSpec`] for a bad gamma set.
+pub fn open_states_kernel(
+    spec: &KernelSpec,
+    head: (&str, &str, u32),
+    window: (u32, u32, &str),
+    cta: &str,
+) -> GenResult<(KernelBuilder, StatesOpening)> {
+    let opened = kernel_head::open_kernel(spec, head, window, declare_params)?;
+    let mut kb = opened.kb;
+    kb.comment(cta);
+    let (b, h, t) = cta_row_head_thread(&mut kb);
+    let opening = StatesOpening {
+        p: opened.params,
+        smem: opened.smem,
+        log2_gammas: opened.log2_gammas,
+        b,
+        h,
+        t,
+    };
+    Ok((kb, opening))
+}
+
+impl StatesOpening {
+    /// (H, log2 γ_h) of the CTA's head, and its segment (`slices` V-slices per segment).
+    pub fn segment(
+        &self,
+        kb: &mut KernelBuilder,
+        spec: &KernelSpec,
+        slices: u32,
+    ) -> (Reg, Reg, StatesSegment) {
+        let named = self.log2_gammas.as_deref();
+        let (heads, log2_gamma) = heads_and_log2_gamma(kb, self.p.runtime.as_ref(), named, self.h);
+        let seg = states_segment(kb, spec, &self.p, slices, (self.b, self.h, heads));
+        (heads, log2_gamma, seg)
     }
 }
 
@@ -273,14 +328,12 @@ pub struct TcStatesLayout {
 impl TcStatesLayout {
     /// The layout for head dims `k`, `v` and chunk `c`.
     pub const fn new(k: u32, v: u32, c: u32) -> Self {
-        let kt = SharedTile16::new(0, c, k);
-        let vt = SharedTile16::new(kt.offset + kt.bytes(), c, v);
-        let decay = vt.offset + vt.bytes();
+        let ([k, v], decay) = tiles16(0, [(c, k), (c, v)]);
         TcStatesLayout {
-            k: kt,
-            v: vt,
+            k,
+            v,
             decay,
-            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+            total: decay + decay_table_bytes(c),
         }
     }
 }
@@ -344,16 +397,10 @@ pub fn two_phase_plan(
     t: u32,
     segment_len: u32,
 ) -> Result<TwoPhasePlan, GenError> {
-    if !matches!(
-        spec.op,
-        KernelOp::ChunkStates | KernelOp::ChunkwiseSegmented
-    ) {
-        return Err(unsupported(
-            "op",
-            spec.op.name(),
-            "a two-phase plan is made for chunk_states or chunkwise_segmented",
-        ));
-    }
+    spec.check_op(
+        &[KernelOp::ChunkStates, KernelOp::ChunkwiseSegmented],
+        "a two-phase plan is made for chunk_states or chunkwise_segmented",
+    )?;
     let states_spec = KernelSpec {
         op: KernelOp::ChunkStates,
         ..*spec
