@@ -71,7 +71,7 @@ fn odd_head_dims_and_named_gammas() {
 }
 
 /// One sequence packed alone gives the dense kernels' gradients exactly: same tokens, same
-/// arithmetic, only where the range comes from differs.
+/// arithmetic, only where the range comes from differs (two `cu_seqlens` bounds per CTA).
 #[test]
 fn one_packed_sequence_equals_the_dense_kernels() {
     let s = spec(64, 64, 32, Dtype::F32, Arch::Sm90);
@@ -90,4 +90,24 @@ fn one_packed_sequence_equals_the_dense_kernels() {
     assert_eq!(packed.dlog_gamma, dense.dlog_gamma);
     assert_eq!(packed.grad_errors, dense.grad_errors);
     assert_eq!(packed.dh0_error, dense.dh0_error);
+    // Global traffic: the dense kernels' plus the two u32 bounds, which every thread of a
+    // CTA loads (the emulator counts 8 bytes per thread; on a GPU each warp's load is one
+    // broadcast sector: 2 per warp, 8 warps per CTA).
+    let ops = kernel_gen::kernels::chunkwise_backward::VARLEN_OPS;
+    for ((p, d), op) in packed.reports.iter().zip(&dense.reports).zip(ops) {
+        let spec = KernelSpec { op, ..s };
+        let ctas: u32 = kernel_gen::launch_geometry(&spec, 1, 2)
+            .unwrap()
+            .grid
+            .iter()
+            .product();
+        let ctas = u64::from(ctas);
+        assert_eq!(
+            p.global_bytes_read,
+            d.global_bytes_read + 8 * 256 * ctas,
+            "{op:?}"
+        );
+        assert_eq!(p.global_sectors, d.global_sectors + 2 * 8 * ctas, "{op:?}");
+        assert_eq!(p.global_bytes_written, d.global_bytes_written, "{op:?}");
+    }
 }
