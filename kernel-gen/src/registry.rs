@@ -5,7 +5,7 @@
 
 use crate::dsl::Kernel;
 use crate::kernels::{attention_decode, chunkwise, decode, epilogue, parallel, two_phase};
-use crate::kernels::{boundary_states, chunkwise_backward, head_sum, parallel_backward};
+use crate::kernels::{boundary_states, chunkwise_backward, head_sum, layer_ops, parallel_backward};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
@@ -13,7 +13,7 @@ use crate::{GenError, LaunchGeometry};
 /// A kernel family: the ops it serves and its steps.
 pub struct Family {
     /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`, `epilogue`,
-    /// `chunkwise_backward`, `parallel_backward`, `head_sum`, `boundary_states`).
+    /// `chunkwise_backward`, `parallel_backward`, `layer_ops`, `head_sum`, `boundary_states`).
     pub name: &'static str,
     /// The ops it serves.
     pub ops: &'static [KernelOp],
@@ -30,7 +30,7 @@ pub struct Family {
 }
 
 /// Every family, one row each.
-pub const FAMILIES: [Family; 10] = [
+pub const FAMILIES: [Family; 11] = [
     Family {
         name: "decode",
         ops: &[KernelOp::Decode],
@@ -118,6 +118,15 @@ pub const FAMILIES: [Family; 10] = [
         param_names: parallel_backward::param_names,
         plan: parallel_backward::plan,
         generate: parallel_backward::generate,
+    },
+    Family {
+        name: "layer_ops",
+        ops: &[KernelOp::RmsNorm, KernelOp::Gelu, KernelOp::CopyRows],
+        validate: layer_ops::validate,
+        launch_geometry: layer_ops::launch_geometry,
+        param_names: layer_ops::param_names,
+        plan: layer_ops::plan,
+        generate: layer_ops::generate,
     },
     Family {
         name: "head_sum",

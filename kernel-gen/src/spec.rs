@@ -69,6 +69,14 @@ pub enum KernelOp {
     /// Parallel backward, d log γ pass: one CTA per key tile writes its partial of
     /// Σ_{n≥m} (n−m) M_nm (Q Kᵀ)_nm; the partials sum to d log γ_h.
     ParallelBackwardDlogGamma,
+    /// RMSNorm with a gain over the model width d, one warp per row (the `layer_ops`
+    /// family, `kernels::layer_ops`; d in the spec's `v`).
+    RmsNorm,
+    /// The FFN's tanh-form GELU, element-wise in place (the `layer_ops` family).
+    Gelu,
+    /// A strided copy of rows, bit-exact (the `layer_ops` family): projections split into
+    /// their parts, a KV cache's row written at a position.
+    CopyRows,
     /// The per-head sum of f32 partials `[R, H, M]` into `[H]` (the `head_sum` family, how
     /// the chunkwise backward's d log γ partials are reduced on the device).
     HeadSum,
@@ -80,7 +88,7 @@ pub enum KernelOp {
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 22] = [
+    pub const ALL: [KernelOp; 25] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -101,6 +109,9 @@ impl KernelOp {
         KernelOp::ParallelBackwardDk,
         KernelOp::ParallelBackwardDv,
         KernelOp::ParallelBackwardDlogGamma,
+        KernelOp::RmsNorm,
+        KernelOp::Gelu,
+        KernelOp::CopyRows,
         KernelOp::HeadSum,
         KernelOp::ChunkBoundaryStates,
     ];
@@ -128,6 +139,9 @@ impl KernelOp {
             KernelOp::ParallelBackwardDk => "parallel_backward_dk",
             KernelOp::ParallelBackwardDv => "parallel_backward_dv",
             KernelOp::ParallelBackwardDlogGamma => "parallel_backward_dlog_gamma",
+            KernelOp::RmsNorm => "rms_norm",
+            KernelOp::Gelu => "gelu",
+            KernelOp::CopyRows => "copy_rows",
             KernelOp::HeadSum => "head_sum",
             KernelOp::ChunkBoundaryStates => "chunk_boundary_states",
         }
@@ -395,6 +409,37 @@ impl KernelSpec {
                 threads: 128,
                 rows_per_step: 1,
             },
+        }
+    }
+
+    /// RMSNorm with a gain over rows of width `d` (in `k` = `v`; runtime γ: no decays; one
+    /// warp per row, 4 rows per 128-thread CTA).
+    pub fn rms_norm(d: u32, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::RmsNorm,
+            ..Self::epilogue(d, dtype, arch)
+        }
+    }
+
+    /// The tanh-form GELU in place over a flat tensor whose length is a multiple of `align`
+    /// (4: one vector access per thread, or 1: scalar accesses; in `k` = `v`), 256 threads
+    /// of 4 elements each per CTA.
+    pub fn gelu(align: u32, dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::Gelu,
+            tile: TileConfig {
+                threads: 256,
+                rows_per_step: 1,
+            },
+            ..Self::epilogue(align, dtype, arch)
+        }
+    }
+
+    /// The strided row copy in `dtype` (`k` = `v` = 1), 256 threads of one element each.
+    pub fn copy_rows(dtype: Dtype, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::CopyRows,
+            ..Self::gelu(1, dtype, arch)
         }
     }
 

@@ -127,7 +127,11 @@ fn default_catalog_has_every_combination_once() {
                 assert!(s.chunk.is_none() && s.gammas == GammaSet::Runtime, "{s}");
             }
             KernelOp::HeadSum => assert_eq!(*s, KernelSpec::head_sum(s.arch)),
-            KernelOp::Epilogue | KernelOp::EpilogueBackward => {
+            KernelOp::Epilogue
+            | KernelOp::EpilogueBackward
+            | KernelOp::RmsNorm
+            | KernelOp::Gelu
+            | KernelOp::CopyRows => {
                 assert!(
                     s.chunk.is_none() && s.gammas == GammaSet::Runtime && s.k == s.v,
                     "{s}"

@@ -1,11 +1,14 @@
 //! Dense GEMMs on device tensors, for model code around retention (projections, FFN): on a
 //! CUDA stream through cuBLAS (`libcublas` opened at run time, like the driver), in the
 //! stream's order, with no synchronisation and no host copy (ARCHITECTURE §2: device-resident
-//! tensors). Other devices have their own GEMMs (the `gemm` crate on host memory) and are
-//! refused here with a typed error, never a panic.
+//! tensors). On `Device::Cpu` and `Device::Emulated`, whose tensors are host memory, the same
+//! calls run the `gemm` crate on the tensors' own bytes (`blas_host`; f32 and f16), so model
+//! code is one body for every device and runs in CI on the emulator. The emulator has no time
+//! model for these GEMMs: its predicted times cover kernels only.
 
 use retention_core::{Result, RetentionError};
 
+use crate::blas_host::gemm_host;
 use crate::cuda::{BlasDtype, BlasHandle};
 use crate::stream::Stream;
 use crate::tensor::{DeviceDtype, DeviceTensor};
@@ -19,31 +22,28 @@ pub enum GemmWrite {
     Accumulate,
 }
 
-/// cuBLAS bound to one CUDA stream.
+/// GEMMs bound to one stream: cuBLAS on CUDA, the `gemm` crate on host-memory devices.
 #[derive(Debug)]
 pub struct Blas {
     stream: Stream,
-    handle: BlasHandle,
+    /// `None` on the CPU and emulated devices (host GEMM).
+    handle: Option<BlasHandle>,
 }
 
 impl Blas {
-    /// cuBLAS on `stream` (a CUDA stream).
+    /// GEMMs on `stream`: cuBLAS on a CUDA stream, the host GEMM on a CPU or emulated one.
     ///
     /// # Errors
-    /// [`RetentionError::Unsupported`] for a stream of another device;
     /// [`RetentionError::KernelLoad`] when `libcublas` cannot be opened;
     /// [`RetentionError::DeviceFailure`] when cuBLAS cannot create its handle.
     pub fn new(stream: &Stream) -> Result<Self> {
-        let Some(cuda) = stream.cuda() else {
-            return Err(RetentionError::Unsupported {
-                what: "cuBLAS GEMM device".into(),
-                value: stream.device().name(),
-                reason: "cuBLAS runs on CUDA devices only".into(),
-            });
+        let handle = match stream.cuda() {
+            Some(cuda) => Some(BlasHandle::new(cuda)?),
+            None => None,
         };
         Ok(Self {
             stream: stream.clone(),
-            handle: BlasHandle::new(cuda)?,
+            handle,
         })
     }
 
@@ -54,12 +54,13 @@ impl Blas {
 
     /// `out (+)= x·W` with row-major x `[m, k]` (any rank: its last axis is k), W `[k, n]`
     /// and out `[m, n]` (the same leading axes as x, last axis n); all three f32, f16 or bf16
-    /// alike, on the stream's device; f32 accumulation. Enqueued: it returns before the
-    /// product has run.
+    /// alike (f32 or f16 on host-memory devices), on the stream's device; f32 accumulation.
+    /// On CUDA it is enqueued and returns before the product has run.
     ///
     /// # Errors
     /// [`RetentionError::WrongDevice`], [`RetentionError::DtypeMismatch`] or
-    /// [`RetentionError::ShapeMismatch`] naming the tensor; a cuBLAS failure.
+    /// [`RetentionError::ShapeMismatch`] naming the tensor; bf16 on a host-memory device;
+    /// a cuBLAS failure.
     pub fn linear_into(
         &self,
         x: &DeviceTensor,
@@ -68,7 +69,8 @@ impl Blas {
         write: GemmWrite,
     ) -> Result<()> {
         let device = self.stream.device();
-        let dtype = blas_dtype(x.dtype())?;
+        let dtype = x.dtype();
+        blas_dtype(dtype)?;
         let &[k, n] = w.shape() else {
             return Err(shape_error("W", "rank 2 [k, n]", w.shape()));
         };
@@ -87,18 +89,20 @@ impl Blas {
         if k == 0 {
             return Err(RetentionError::ZeroDim { axis: "k" });
         }
+        let addresses = (x.address(), w.address(), out.address());
+        let accumulate = write == GemmWrite::Accumulate;
+        let Some(handle) = &self.handle else {
+            // SAFETY: host-memory tensors (CPU or emulator) of the stream's device, live for
+            // the borrows, with m·k, k·n and m·n elements of one dtype (checked above) at
+            // addresses aligned for it (pool blocks, or `from_raw`'s contract); out is a
+            // unique borrow, so it overlaps neither operand.
+            return unsafe { gemm_host(dtype, (m, k, n), addresses, accumulate) };
+        };
         // SAFETY: the three tensors are live on the stream's device (checked above), with
         // m·k, k·n and m·n elements of one dtype (their shapes, checked above); out is a
         // unique borrow, so it is neither operand; the borrows outlast the enqueue, and the
         // caller's tensors outlive stream order as every device op requires.
-        unsafe {
-            self.handle.gemm_row_major(
-                dtype,
-                (m, k, n),
-                (x.address(), w.address(), out.address()),
-                write == GemmWrite::Accumulate,
-            )
-        }
+        unsafe { handle.gemm_row_major(blas_dtype(dtype)?, (m, k, n), addresses, accumulate) }
     }
 }
 
@@ -134,17 +138,6 @@ fn shape_error(tensor: &str, expected: &str, got: &[usize]) -> RetentionError {
 mod tests {
     use super::*;
     use crate::device::Device;
-
-    #[test]
-    fn other_devices_are_refused_with_a_typed_error() {
-        for device in [Device::Cpu, Device::from_name("emulated").unwrap()] {
-            let stream = Stream::new(&device).unwrap();
-            assert!(matches!(
-                Blas::new(&stream),
-                Err(RetentionError::Unsupported { .. })
-            ));
-        }
-    }
 
     #[test]
     fn cuda_without_a_gpu_is_a_typed_error() {

@@ -27,8 +27,10 @@
 //! timing ([`kernel_timing`], host-buffer launches for `retention bench`/`autotune`) lives
 //! here, but no op depends on it.
 
+mod attention_device;
 pub mod autotune_cache;
 mod blas;
+mod blas_host;
 mod capture;
 pub mod cuda;
 pub mod cuda_target;
@@ -46,6 +48,7 @@ mod host_view;
 mod kernel_launch;
 pub mod kernel_timing;
 pub mod launch_target;
+mod layer_ops_device;
 mod memory_pool;
 mod module_cache;
 mod retention;
@@ -59,6 +62,7 @@ mod training_device;
 mod training_parallel;
 mod transfer;
 
+pub use attention_device::RowCopy;
 pub use blas::{Blas, GemmWrite};
 pub use capture::Graph;
 pub use device::Device;

@@ -227,6 +227,23 @@ impl DeviceTensor {
         self.len() * self.dtype.size()
     }
 
+    /// The same elements under another shape of equal element count (dense row-major, so
+    /// no byte moves): `[N, 1, H, V]` as `[N, H, V]` or `[N, H·V]`, say.
+    ///
+    /// # Errors
+    /// [`RetentionError::ShapeMismatch`] when the element counts differ.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
+        if shape.iter().product::<usize>() != self.len() {
+            return Err(RetentionError::ShapeMismatch {
+                tensor: "reshape".into(),
+                expected: format!("{} elements", self.len()),
+                got: format!("{shape:?}"),
+            });
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
     /// True for a view of caller memory ([`DeviceTensor::from_raw`]).
     pub fn is_borrowed(&self) -> bool {
         matches!(self.storage, Storage::Borrowed)

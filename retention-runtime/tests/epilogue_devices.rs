@@ -8,51 +8,15 @@
 
 use half::{bf16, f16};
 use kernel_gen::Arch;
-use retention_core::{Dtype, Element, Gammas, HostTensor, RetentionError, SplitMix64};
+use retention_core::{Element, HostTensor, RetentionError, SplitMix64};
 use retention_kernels::cpu::CpuElement;
-use retention_kernels::reference::{self, RetentionParams};
-use retention_runtime::{Device, DeviceDtype, DeviceTensor, MemoryPool, Retention, Stream};
+use retention_kernels::reference;
+use retention_runtime::{Device, DeviceDtype, Stream};
 
 mod common;
+mod device_fixture;
 use common::devices;
-
-fn close(what: &str, dtype: Dtype, got: &[f64], want: &[f64]) {
-    let (e, tol) = match dtype {
-        Dtype::F32 => (reference::max_rel_diff(got, want), 1e-5),
-        Dtype::F16 | Dtype::Bf16 => (reference::rel_rmse(got, want), 5e-3),
-    };
-    assert!(e <= tol, "{what}: error {e:e} > {tol:e}");
-}
-
-struct Fixture {
-    ret: Retention,
-    mem: MemoryPool,
-    stream: Stream,
-}
-
-impl Fixture {
-    fn new(device: &Device) -> Self {
-        let params = RetentionParams::new(Gammas::retnet(3).unwrap(), None);
-        Self {
-            ret: Retention::new(device, params).unwrap(),
-            mem: MemoryPool::on(device, None).unwrap(),
-            stream: Stream::new(device).unwrap(),
-        }
-    }
-    fn up<T: Element>(&self, h: &HostTensor<T>) -> DeviceTensor {
-        DeviceTensor::upload(&self.mem, h, &self.stream).unwrap()
-    }
-    fn zeros(&self, dtype: DeviceDtype, shape: &[usize]) -> DeviceTensor {
-        DeviceTensor::zeros(&self.mem, self.stream.device(), dtype, shape).unwrap()
-    }
-    fn down<T: Element>(&self, t: &DeviceTensor) -> Vec<f64> {
-        t.download::<T>(&self.stream)
-            .unwrap()
-            .to_f64()
-            .data()
-            .to_vec()
-    }
-}
+use device_fixture::{Fixture, close};
 
 fn input<T: Element>(shape: &[usize], scale: f64, seed: u64) -> HostTensor<T> {
     let mut rng = SplitMix64::new(seed);
@@ -117,7 +81,7 @@ fn one_case<T: CpuElement>(f: &Fixture, v: usize, eps: f64, zero_row: bool) {
 #[test]
 fn epilogue_forward_and_backward_match_the_reference_on_every_device() {
     for device in devices() {
-        let f = Fixture::new(&device);
+        let f = Fixture::new(&device, 3);
         for v in [60, 100] {
             one_case::<f32>(&f, v, 1e-5, false);
             one_case::<f16>(&f, v, 1e-5, false);
@@ -131,7 +95,7 @@ fn epilogue_forward_and_backward_match_the_reference_on_every_device() {
 #[test]
 fn bad_arguments_are_typed_errors() {
     for device in devices() {
-        let f = Fixture::new(&device);
+        let f = Fixture::new(&device, 3);
         let shape = [1, 2, 2, 16];
         let o = f.up(&input::<f32>(&shape, 1.0, 1));
         let mut out = f.zeros(DeviceDtype::F32, &shape);
@@ -173,7 +137,7 @@ fn bad_arguments_are_typed_errors() {
         } else {
             Device::Cpu
         };
-        let foreign = Fixture::new(&other).up(&input::<f32>(&shape, 1.0, 2));
+        let foreign = Fixture::new(&other, 3).up(&input::<f32>(&shape, 1.0, 2));
         assert!(matches!(
             r.msr_epilogue_into(&o, &foreign, 0.0, &mut out, None),
             Err(RetentionError::WrongDevice { .. })

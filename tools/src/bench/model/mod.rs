@@ -8,15 +8,16 @@
 //! swept, `point` one measurement, `sweep` one architecture's sweeps, `summary` the ratios,
 //! `report` the JSON, `text` the table, `chart` and `plot` the SVGs.
 //!
-//! Devices: whole models on the CPU only. On CUDA the GEMMs are `retention_runtime::Blas`
-//! (cuBLAS on the runtime's stream, over device tensors), but the device-resident step also
-//! needs RMSNorm, GELU, residual add and attention decode device ops that the runtime lacks,
-//! so `--device cuda` is refused with a typed error (no GPU: the device does not open),
-//! never answered with numbers from another device. The emulated device predicts the
-//! retention and attention kernels only (`emulated`), labelled so.
+//! Devices: the full sweeps on the CPU. On CUDA (`cuda`) the step is device-resident end to
+//! end (`net::DeviceNet`: cuBLAS GEMMs and the runtime's layer, retention and attention
+//! kernels on one stream) over a fixed grid of points, measured (no GPU: the device does not
+//! open, a typed error). The emulated device predicts the retention and attention kernels
+//! only (`emulated`), labelled so; `DeviceNet` runs there too, in the tests, but the
+//! emulator has no predicted time for the GEMMs.
 
 mod batch_limit;
 pub mod chart;
+mod cuda;
 mod emulated;
 mod grid;
 pub mod memory_limit;
@@ -35,7 +36,7 @@ use crate::error::CliError;
 use crate::host_info;
 use crate::output_file::{check_writable, write_atomic};
 use crate::progress;
-use retention_runtime::{Blas, Device, Stream};
+use retention_runtime::Device;
 
 use super::BenchArgs;
 use super::limits::{self, LimitSizes};
@@ -49,13 +50,10 @@ const SEED: u64 = 17;
 /// Run the model suite.
 ///
 /// # Errors
-/// CUDA ([`CliError::NotSupported`]); a model the flags cannot build;
+/// A model the flags cannot build; device errors;
 /// an output that cannot be written (checked before measuring); kernel errors.
 pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
     let device = args.device.open()?;
-    if let Device::Cuda(_) = device {
-        return Err(cuda_refusal(&device));
-    }
     let shape = args.model.shape();
     let cfg = if shape.name == "custom" {
         NetConfig::custom(shape.heads, shape.dk, shape.dv, shape.layers)
@@ -72,6 +70,13 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
     }
     if let Device::Emulated(_) = device {
         let report = emulated::collect(&device, &cfg, args.dtype)?;
+        return emit(args, &report);
+    }
+    if let Device::Cuda(_) = device {
+        let report = match args.dtype {
+            DtypeArg::F32 => cuda::collect::<f32>(&device, &cfg, args.dtype, args.quick, SEED)?,
+            _ => cuda::collect::<f16>(&device, &cfg, args.dtype, args.quick, SEED)?,
+        };
         return emit(args, &report);
     }
     let grid = if args.quick {
@@ -98,24 +103,6 @@ pub fn execute(args: &BenchArgs) -> Result<(), CliError> {
         }
     };
     emit(args, &report)
-}
-
-/// Why `--device cuda` gets no numbers yet (a GPU is present: the device opened). The GEMMs
-/// are ready — `retention_runtime::Blas` (cuBLAS on the runtime's stream; its failure to load
-/// is reported first) — but a device-resident whole-model step also needs RMSNorm, GELU,
-/// residual add and attention decode as device ops, which the runtime does not have yet.
-fn cuda_refusal(device: &Device) -> CliError {
-    let blas = Stream::default_for(device).and_then(|s| Blas::new(&s));
-    if let Err(e) = blas {
-        return CliError::Retention(e);
-    }
-    CliError::NotSupported {
-        what: format!("`bench --suite model` on {device}"),
-        hint: "; cuBLAS loads, but the runtime has no device RMSNorm, GELU, residual add or \
-               attention decode op for a device-resident whole-model step yet: run it with \
-               --device cpu"
-            .into(),
-    }
 }
 
 /// Measure both architectures and summarise.
@@ -179,8 +166,8 @@ fn standard_notes() -> Vec<String> {
          each batch context is found by running batches (a linear fit of the measured memory \
          picks the first guess, bisection makes it exact): the largest that fitted and the \
          one above it that did not are both rows",
-        "cuda: not yet (cuBLAS GEMMs exist; device RMSNorm, GELU, residual add and attention \
-         decode ops do not); the ratios are this CPU's, under its memory limit",
+        "the ratios are this CPU's, under its memory limit (--device cuda runs the \
+         device-resident step on the GPU over a fixed grid)",
     ]
     .into_iter()
     .map(String::from)

@@ -36,6 +36,20 @@ pub struct ModelInfo {
     pub params: u64,
 }
 
+impl ModelInfo {
+    /// `cfg` and `cfg`'s Transformer twin with their configured parameter counts (where no
+    /// host weights are allocated to count).
+    pub fn configured(cfg: &NetConfig) -> Vec<Self> {
+        [cfg.clone(), cfg.transformer_twin()]
+            .into_iter()
+            .map(|c| Self {
+                params: c.params() as u64,
+                config: c,
+            })
+            .collect()
+    }
+}
+
 /// One point.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelRow {
@@ -122,6 +136,26 @@ pub struct Summary {
     pub transformer_ttft_ms: Option<f64>,
     /// `transformer_ttft_ms / retnet_ttft_ms`.
     pub ttft_ratio: Option<f64>,
+}
+
+impl Summary {
+    /// No ratios measured: every figure null (the emulated device, CUDA's fixed grid).
+    pub fn empty(model: &str, context: usize) -> Self {
+        Self {
+            model: model.into(),
+            context,
+            memory_ratio: None,
+            throughput_ratio: None,
+            latency_ratio: None,
+            retnet_best_batch: None,
+            transformer_best_batch: None,
+            max_batch: Vec::new(),
+            prefill_tokens: 0,
+            retnet_ttft_ms: None,
+            transformer_ttft_ms: None,
+            ttft_ratio: None,
+        }
+    }
 }
 
 /// The largest batch that fitted at one context.

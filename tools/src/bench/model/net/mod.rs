@@ -23,6 +23,7 @@
 //! This module knows nothing of the command line: tests include it as is.
 
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod fill;
 pub mod layers;
@@ -33,6 +34,7 @@ pub mod transformer;
 pub mod weights;
 
 pub use config::{Arch, NetConfig};
+pub use device::DeviceNet;
 pub use error::ModelError;
 pub use ledger::{Kind, Ledger};
 pub use retnet::RetNet;
