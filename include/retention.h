@@ -9,9 +9,9 @@
  * q, k, v, o (and their gradients) share one dtype: F32, F16 or BF16; states, dh0 and
  * dlog_gamma [H] are always F32.
  * Memory: host pointers on the CPU and the emulator; CUdeviceptr on CUDA, on the stream set
- * with retention_set_stream (snapshots and cu_seqlens stay host memory). The backwards run
- * on CPU handles only, the epilogue where the runtime has its kernel (RETENTION_UNSUPPORTED
- * elsewhere).
+ * with retention_set_stream (snapshots and cu_seqlens stay host memory). Every op runs on
+ * every device on the caller's memory, except the varlen backward: CPU handles only
+ * (RETENTION_UNSUPPORTED elsewhere).
  * Every function returns a RetentionStatus; on failure retention_last_error() gives a message
  * valid until the next call on the same thread. */
 #ifndef RETENTION_H
@@ -78,7 +78,8 @@ RetentionStatus retention_destroy(RetentionHandle *h);
 /* A CUstream of the handle's GPU (primary context) for its ops and for pools created later;
  * NULL: the device's default stream (CUDA's legacy default stream). Ops never synchronise,
  * except forwards needing scratch memory (final_state NULL, or varlen) on a caller stream, which
- * wait for it before freeing the scratch.
+ * wait for it before freeing the scratch, and backwards asked for dlog_gamma (its partials are
+ * summed on the host).
  * On the CPU and the emulator a non-NULL stream gives RETENTION_UNSUPPORTED. */
 RetentionStatus retention_set_stream(RetentionHandle *h, void *stream);
 
@@ -103,7 +104,8 @@ RetentionStatus retention_parallel_forward(const RetentionHandle *h, const Reten
                                            const RetentionTensor *k, const RetentionTensor *v,
                                            const RetentionTensor *o);
 
-/* Backward (CPU handles): d_final_state and initial_state may be NULL. */
+/* Backward: d_final_state and initial_state may be NULL. Chunkwise and parallel on every device
+ * (GPU kernels on the caller's memory and stream, no copy); varlen on CPU handles only. */
 RetentionStatus retention_chunkwise_backward(const RetentionHandle *h, const RetentionTensor *q,
                                              const RetentionTensor *k, const RetentionTensor *v,
                                              const RetentionTensor *initial_state, uint32_t chunk,
@@ -120,7 +122,7 @@ RetentionStatus retention_parallel_backward(const RetentionHandle *h, const Rete
                                             const RetentionTensor *d_o,
                                             const RetentionGradients *grads);
 
-/* out = RMSNorm_head(o) * swish(g), all [B, T, H, V]; and its backward (CPU handles). */
+/* out = RMSNorm_head(o) * swish(g), all [B, T, H, V]; and its backward; every device. */
 RetentionStatus retention_gated_epilogue_forward(const RetentionHandle *h, const RetentionTensor *o,
                                                  const RetentionTensor *g, double eps,
                                                  const RetentionTensor *out);

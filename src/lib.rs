@@ -13,13 +13,14 @@
 //! [`Graph`]s that capture a whole decode step. The host-tensor methods upload, run and
 //! download.
 //!
-//! Training (on the CPU for now; GPU-like devices answer `RetentionError::Unsupported`):
+//! Training (on every device for the dense chunkwise and parallel forms and the epilogue;
+//! other forms answer `RetentionError::Unsupported` on GPU-like devices):
 //! `Retention::chunkwise_backward`, `parallel_backward`, `recurrent_backward`,
 //! `chunkwise_varlen_backward`, `recurrent_varlen_backward` return [`Gradients`] (dq, dk, dv,
 //! dH0 and d log γ per head); `chunkwise_for_training` returns a [`TrainingForward`] (o, H_T
 //! and the f32 chunk states) that `chunkwise_backward_saved` consumes; `msr_epilogue_backward`
-//! returns [`EpilogueGradients`]; `chunkwise_backward_into` is the device-tensor form (CPU
-//! tensors, writing a [`GradientsInto`]).
+//! returns [`EpilogueGradients`]; `chunkwise_backward_into` and `parallel_backward_into` are
+//! the device-tensor forms (writing a [`GradientsInto`] whose dH0 and d log γ are optional).
 //!
 //! ```
 //! use retention::{Device, Gammas, HostTensor, Retention, RetentionParams, reference};

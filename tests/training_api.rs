@@ -49,6 +49,22 @@ impl<T: CpuElement> Case<T> {
         }
     }
 
+    /// q, k, v, dO, H0, dH_T as tensors of `ret`'s device, uploaded on `stream`.
+    fn upload(&self, ret: &Retention, stream: &retention::Stream) -> [retention::DeviceTensor; 6] {
+        use retention::DeviceTensor;
+        let mem = ret.memory();
+        let io = |t: &HostTensor<T>| DeviceTensor::upload(mem, t, stream).unwrap();
+        let st = |t: &HostTensor<f32>| DeviceTensor::upload(mem, t, stream).unwrap();
+        [
+            io(&self.q),
+            io(&self.k),
+            io(&self.v),
+            io(&self.d_o),
+            st(&self.h0),
+            st(&self.d_ht),
+        ]
+    }
+
     fn qkv(&self) -> (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>) {
         (&self.q, &self.k, &self.v)
     }
@@ -523,7 +539,7 @@ fn device_tensor_backward_equals_the_host_form() {
 }
 
 fn device_tensor_backward_on(device: &Device) {
-    use retention::{DeviceDtype, DeviceTensor, GradientsInto, Stream};
+    use retention::{DeviceTensor, GradientsInto, Stream};
     let case = Case::<f32>::new((2, 7, 2, 8, 4), 2);
     let ret = Retention::new(device, params(2)).unwrap();
     let want = ret
@@ -549,9 +565,10 @@ fn device_tensor_backward_on(device: &Device) {
     assert_eq!(stream.transfers().since(&before).d2h_bytes, 0, "{device}");
     outs.assert_equal(&stream, &want, &device.to_string());
 
-    let mut short = DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, &[3]).unwrap();
+    let mut short =
+        DeviceTensor::zeros(ret.memory(), device, retention::DeviceDtype::F32, &[3]).unwrap();
     let out = GradientsInto {
-        dlog_gamma: &mut short,
+        dlog_gamma: Some(&mut short),
         ..outs.gradients_into()
     };
     let err = ret.chunkwise_backward_into((&q, &k, &v), None, (&d_o, None), out, (3, None));
@@ -596,8 +613,8 @@ impl Outputs {
             dq: &mut self.dq,
             dk: &mut self.dk,
             dv: &mut self.dv,
-            dh0: &mut self.dh0,
-            dlog_gamma: &mut self.dlg,
+            dh0: Some(&mut self.dh0),
+            dlog_gamma: Some(&mut self.dlg),
         }
     }
 
@@ -610,4 +627,137 @@ impl Outputs {
         assert_eq!(&down(&self.dh0), want.dh0.as_ref().unwrap(), "{what}");
         assert_eq!(down(&self.dlg), want.dlog_gamma, "{what}");
     }
+}
+
+/// dh0 and dlog_gamma are optional outputs of the device-tensor backward: without them, on
+/// the CPU and on the emulated GPU, dq, dk and dv are bit-for-bit those of the call that asks
+/// for everything (skipping d log γ changes nothing else), and asking for dh0 alone gives the
+/// same dh0.
+#[test]
+fn device_tensor_backward_optional_outputs() {
+    for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
+        optional_outputs_on(&device);
+    }
+}
+
+fn optional_outputs_on(device: &Device) {
+    use retention::{DeviceTensor, GradientsInto, Stream};
+    let case = Case::<f32>::new((1, 9, 2, 8, 4), 1);
+    let ret = Retention::new(device, params(2)).unwrap();
+    let stream = Stream::default_for(device).unwrap();
+    let [q, k, v, d_o, h0, d_ht] = case.upload(&ret, &stream);
+    let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
+    // (want dh0, want dlog_gamma) → (dq, dk, dv, dh0 if asked, dlog_gamma if asked)
+    let run = |want_dh0: bool, want_dlog: bool| {
+        let [mut dq, mut dk, mut dv, mut dh0, mut dlg] = zero_grads(&ret, (1, 9, 2, 8, 4));
+        let out = GradientsInto {
+            dq: &mut dq,
+            dk: &mut dk,
+            dv: &mut dv,
+            dh0: want_dh0.then_some(&mut dh0),
+            dlog_gamma: want_dlog.then_some(&mut dlg),
+        };
+        ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, (4, None))
+            .unwrap();
+        (down(&dq), down(&dk), down(&dv), down(&dh0), down(&dlg))
+    };
+    let all = run(true, true);
+    assert!(
+        all.3.data().iter().any(|&x| x != 0.0),
+        "{device}: dh0 written"
+    );
+    assert!(
+        all.4.data().iter().any(|&x| x != 0.0),
+        "{device}: dlog_gamma written"
+    );
+    let none = run(false, false);
+    assert_eq!(
+        (&none.0, &none.1, &none.2),
+        (&all.0, &all.1, &all.2),
+        "{device}"
+    );
+    assert!(
+        none.3.data().iter().all(|&x| x == 0.0),
+        "{device}: dh0 untouched"
+    );
+    assert!(
+        none.4.data().iter().all(|&x| x == 0.0),
+        "{device}: dlog_gamma untouched"
+    );
+    let dh0_only = run(true, false);
+    assert_eq!(
+        (&dh0_only.0, &dh0_only.1, &dh0_only.2, &dh0_only.3),
+        (&all.0, &all.1, &all.2, &all.3),
+        "{device}"
+    );
+    let dlog_only = run(false, true);
+    assert_eq!(dlog_only.4, all.4, "{device}: d log γ without dh0");
+}
+
+/// The parallel backward on device tensors (`parallel_backward_into`), on the CPU and the
+/// emulated GPU: exactly the host form's dq, dk, dv and d log γ on the same device; skipping
+/// d log γ leaves dq, dk, dv bit-identical; a dh0 output is a typed error.
+#[test]
+fn parallel_backward_into_equals_the_host_form() {
+    use retention::{DeviceTensor, GradientsInto, Stream};
+    for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
+        let case = Case::<f32>::new((1, 9, 2, 8, 4), 1);
+        let ret = Retention::new(&device, params(2)).unwrap();
+        let want = ret.parallel_backward(case.qkv(), &case.d_o).unwrap();
+        let stream = Stream::default_for(&device).unwrap();
+        let [q, k, v, d_o, ..] = case.upload(&ret, &stream);
+        let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
+        let run = |want_dlog: bool, want_dh0: bool| {
+            let [mut dq, mut dk, mut dv, mut dh0, mut dlg] = zero_grads(&ret, (1, 9, 2, 8, 4));
+            let out = GradientsInto {
+                dq: &mut dq,
+                dk: &mut dk,
+                dv: &mut dv,
+                dh0: want_dh0.then_some(&mut dh0),
+                dlog_gamma: want_dlog.then_some(&mut dlg),
+            };
+            ret.parallel_backward_into((&q, &k, &v), &d_o, out, Some(&stream))
+                .map(|()| (down(&dq), down(&dk), down(&dv), down(&dlg)))
+        };
+        let all = run(true, false).unwrap();
+        assert_eq!(
+            (&all.0, &all.1, &all.2),
+            (&want.dq, &want.dk, &want.dv),
+            "{device}"
+        );
+        assert_eq!(all.3, want.dlog_gamma, "{device}");
+        let bare = run(false, false).unwrap();
+        assert_eq!(
+            (&bare.0, &bare.1, &bare.2),
+            (&want.dq, &want.dk, &want.dv),
+            "{device}"
+        );
+        assert!(
+            bare.3.data().iter().all(|&x| x == 0.0),
+            "{device}: dlog_gamma untouched"
+        );
+        let err = run(true, true);
+        assert!(
+            matches!(err, Err(RetentionError::Unsupported { .. })),
+            "{device}: {err:?}"
+        );
+    }
+}
+
+/// Zeroed f32 gradient outputs on `ret`'s device for (B, T, H, K, V): dq, dk, dv, dH0, d log γ.
+fn zero_grads(
+    ret: &Retention,
+    (b, t, h, k, v): (usize, usize, usize, usize, usize),
+) -> [retention::DeviceTensor; 5] {
+    let zeros = |shape: &[usize]| {
+        let f32t = retention::DeviceDtype::F32;
+        retention::DeviceTensor::zeros(ret.memory(), ret.device(), f32t, shape).unwrap()
+    };
+    [
+        zeros(&[b, t, h, k]),
+        zeros(&[b, t, h, k]),
+        zeros(&[b, t, h, v]),
+        zeros(&[b, h, k, v]),
+        zeros(&[h]),
+    ]
 }

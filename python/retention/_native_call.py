@@ -24,7 +24,7 @@ class Backward(NamedTuple):
     dk: Tensor
     dv: Tensor
     dh0: Optional[Tensor]
-    dlog_gamma: Tensor
+    dlog_gamma: Optional[Tensor]
 
 
 class Decays(NamedTuple):

@@ -3,6 +3,10 @@ forms (chunkwise, recurrent, varlen), the parallel form and the gated epilogue, 
 fake (meta) kernel so ``torch.compile`` traces through it, and autograd registered over our
 backward kernels (ARCHITECTURE §7). Inputs here are already checked by ``retention.ops``.
 
+Devices: every op runs on CPU tensors (our CPU kernels) and on CUDA tensors (our PTX kernels
+on the tensors' own memory and ``torch.cuda.current_stream()``, no copy), except the varlen
+backward, which raises ``NotImplementedError`` on CUDA (no GPU kernel yet).
+
 ``chunk`` 0 selects the recurrent form. ``gammas`` ``None`` means the RetNet decays of global
 heads ``head_offset..head_offset+H``; a ``[H]`` tensor of γ gets the gradient
 dL/dγ = (dL/d log γ) / γ.
@@ -18,12 +22,12 @@ from . import _native
 from ._native_call import Backward, bounds, decays
 
 
-def _cpu_only(q: Tensor, what: str) -> None:
-    if q.device.type != "cpu":
-        raise NotImplementedError(
-            f"{what} on {q.device}: the GPU backward is not built yet; "
-            "train on CPU tensors (the forward runs on CUDA)"
-        )
+def _dlog_gamma_out(q: Tensor, gammas: Optional[Tensor]) -> Tensor:
+    """d log γ's output. With the fixed RetNet decays (``gammas`` None) nobody reads it, so it
+    is not computed (zeros keep the op pure) — on CUDA that also spares the backward its one
+    wait for the stream (d log γ's partials are summed on the host)."""
+    new = q.new_zeros if gammas is None else q.new_empty
+    return new((q.shape[2],), dtype=torch.float32)
 
 
 def _rows(q: Tensor, cu_seqlens: Optional[Tensor]) -> int:
@@ -79,15 +83,17 @@ def stateful_bwd(
     chunk: int,
     cu_seqlens: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    _cpu_only(q, "the retention backward")
     q, k, v, d_o = q.contiguous(), k.contiguous(), v.contiguous(), d_o.contiguous()
     h0 = None if h0 is None else h0.contiguous()
     d_ht = None if d_ht is None else d_ht.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     n, h = _rows(q, cu_seqlens), q.shape[2]
-    dh0 = q.new_empty((n, h, q.shape[-1], v.shape[-1]), dtype=torch.float32)
-    dlog_gamma = q.new_empty((h,), dtype=torch.float32)
-    io = Backward(q, k, v, h0, d_o, d_ht, dq, dk, dv, dh0, dlog_gamma)
+    # Without an initial state nobody reads dh0: it is not computed (zeros keep the op pure).
+    new = q.new_zeros if h0 is None else q.new_empty
+    dh0 = new((n, h, q.shape[-1], v.shape[-1]), dtype=torch.float32)
+    dlog_gamma = _dlog_gamma_out(q, gammas)
+    io = Backward(q, k, v, h0, d_o, d_ht, dq, dk, dv, None if h0 is None else dh0,
+                  None if gammas is None else dlog_gamma)
     _native.stateful_backward(io, decays(gammas, head_offset, scale),
                               chunk if chunk > 0 else None, bounds(cu_seqlens))
     return dq, dk, dv, dh0, dlog_gamma
@@ -161,11 +167,11 @@ def parallel_bwd(
     head_offset: int,
     scale: Optional[float],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    _cpu_only(q, "the retention backward")
     q, k, v, d_o = q.contiguous(), k.contiguous(), v.contiguous(), d_o.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    dlog_gamma = q.new_empty((q.shape[2],), dtype=torch.float32)
-    io = Backward(q, k, v, None, d_o, None, dq, dk, dv, None, dlog_gamma)
+    dlog_gamma = _dlog_gamma_out(q, gammas)
+    io = Backward(q, k, v, None, d_o, None, dq, dk, dv, None,
+                  None if gammas is None else dlog_gamma)
     _native.parallel_backward(io, decays(gammas, head_offset, scale))
     return dq, dk, dv, dlog_gamma
 
@@ -196,7 +202,6 @@ parallel_fwd.register_autograd(_parallel_backward, setup_context=_parallel_setup
 
 @torch.library.custom_op("retention::rms_norm_swish_gate", mutates_args=())
 def norm_gate_fwd(x: Tensor, g: Tensor, eps: float) -> Tensor:
-    _cpu_only(x, "rms_norm_swish_gate")
     x, g = x.contiguous(), g.contiguous()
     y = torch.empty_like(x)
     _native.rms_norm_swish_gate(x, g, eps, y)
@@ -210,7 +215,6 @@ def _(x, g, eps):
 
 @torch.library.custom_op("retention::rms_norm_swish_gate_bwd", mutates_args=())
 def norm_gate_bwd(x: Tensor, g: Tensor, eps: float, dy: Tensor) -> tuple[Tensor, Tensor]:
-    _cpu_only(x, "rms_norm_swish_gate")
     x, g, dy = x.contiguous(), g.contiguous(), dy.contiguous()
     dx, dg = torch.empty_like(x), torch.empty_like(g)
     _native.rms_norm_swish_gate_backward(x, g, eps, dy, dx, dg)

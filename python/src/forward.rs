@@ -6,32 +6,11 @@
 //! (`Stream::from_raw_cuda`), never synchronised, and the tensors are never copied — so it
 //! orders with the caller's other torch work exactly as a torch op would.
 
-use std::ffi::c_void;
-
 use pyo3::prelude::*;
-use retention_runtime::{Device, Stream};
 
 use crate::error::{IntoPy, PyResult};
 use crate::problem::{Decays, Form, cu_seqlens, dim};
-use crate::raw::{Raw, device_of};
-
-/// torch's current stream of a CUDA `device`; `None` on the CPU.
-fn torch_stream(py: Python<'_>, device: &Device) -> PyResult<Option<Stream>> {
-    let Device::Cuda(ordinal) = device else {
-        return Ok(None);
-    };
-    let raw: usize = py
-        .import("torch.cuda")?
-        .call_method1("current_stream", (*ordinal,))?
-        .getattr("cuda_stream")?
-        .extract()?;
-    // SAFETY: `raw` is torch's current stream of this CUDA device, a stream of the device's
-    // primary context (the one torch uses), which torch keeps alive past this call; the
-    // runtime stream wrapping it is dropped when the call returns.
-    unsafe { Stream::from_raw_cuda(device, raw as *mut c_void) }
-        .py()
-        .map(Some)
-}
+use crate::raw::{Raw, device_of, torch_stream};
 
 /// The stateful forms: o and H_T from q, k, v and an optional H0, dense `[B, T, H, ·]` or
 /// packed varlen (`cu_seqlens`). `chunk` `None` runs the recurrent form.

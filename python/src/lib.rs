@@ -45,6 +45,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backward::parallel_backward, m)?)?;
     m.add_function(wrap_pyfunction!(epilogue::rms_norm_swish_gate, m)?)?;
     m.add_function(wrap_pyfunction!(epilogue::rms_norm_swish_gate_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(raw::_route_cpu_through_emulator, m)?)?;
     m.add_class::<pool::PyStatePool>()?;
     m.add_class::<pool::PySlot>()?;
     Ok(())

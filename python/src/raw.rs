@@ -6,10 +6,13 @@
 //! of a supported dtype, on the device the op runs on (host copies only from CPU tensors), with
 //! a non-null aligned pointer when non-empty and an element count that does not overflow.
 
+use std::ffi::c_void;
+use std::sync::Mutex;
+
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use retention_core::{Dtype, Element, HostTensor};
-use retention_runtime::{Device, DeviceDtype, DeviceTensor};
+use retention_runtime::{Device, DeviceDtype, DeviceTensor, Stream};
 
 use crate::error::{IntoPy, PyResult};
 
@@ -68,12 +71,59 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Raw {
     }
 }
 
-/// The device an op on `t` runs on: the CPU, or `t`'s CUDA device.
+/// TEST PATH ONLY: the device CPU tensors run on instead of the CPU — the emulated GPU,
+/// whose memory is host memory, so CPU tensors are borrowed by address exactly as CUDA
+/// tensors are and the device code path (the PTX kernels, on the emulator) runs on them.
+static CPU_ROUTE: Mutex<Option<Device>> = Mutex::new(None);
+
+/// TEST PATH ONLY (`retention.testing.emulated_device`): route ops on CPU tensors through the
+/// emulated GPU (`on`), or back to the CPU kernels. Not for production: the emulator is slow.
+#[pyfunction]
+pub fn _route_cpu_through_emulator(on: bool) -> PyResult<()> {
+    let device = if on {
+        Some(Device::from_name("emulated").py()?)
+    } else {
+        None
+    };
+    *CPU_ROUTE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = device;
+    Ok(())
+}
+
+/// The device an op on `t` runs on: the CPU (or the emulated GPU under the test route), or
+/// `t`'s CUDA device.
 pub fn device_of(t: &Raw) -> PyResult<Device> {
     match t.cuda {
-        None => Ok(Device::Cpu),
+        None => Ok(cpu_device()),
         Some(ordinal) => Device::cuda(ordinal).py(),
     }
+}
+
+/// The device CPU tensors run on: the CPU, or the emulated GPU under the test route.
+pub fn cpu_device() -> Device {
+    let route = CPU_ROUTE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    route.clone().unwrap_or(Device::Cpu)
+}
+
+/// torch's current stream of a CUDA `device`; `None` elsewhere (the device's default).
+pub fn torch_stream(py: Python<'_>, device: &Device) -> PyResult<Option<Stream>> {
+    let Device::Cuda(ordinal) = device else {
+        return Ok(None);
+    };
+    let raw: usize = py
+        .import("torch.cuda")?
+        .call_method1("current_stream", (*ordinal,))?
+        .getattr("cuda_stream")?
+        .extract()?;
+    // SAFETY: `raw` is torch's current stream of this CUDA device, a stream of the device's
+    // primary context (the one torch uses), which torch keeps alive past this call; the
+    // runtime stream wrapping it is dropped when the call returns.
+    unsafe { Stream::from_raw_cuda(device, raw as *mut c_void) }
+        .py()
+        .map(Some)
 }
 
 impl Raw {
@@ -113,7 +163,7 @@ impl Raw {
     /// A `ValueError` unless the tensor lives on `device`.
     fn expect_device(&self, name: &str, device: &Device) -> PyResult<()> {
         let same = match (device, self.cuda) {
-            (Device::Cpu, None) => true,
+            (Device::Cpu | Device::Emulated(_), None) => true,
             (Device::Cuda(d), Some(t)) => *d == t,
             _ => false,
         };

@@ -1,10 +1,12 @@
 //! The backward of the chunkwise (dense and varlen) and parallel forms (ARCHITECTURE §7):
-//! dq, dk, dv in the input dtype, dH0 and d log γ in f32. The runtime's backward runs on the
-//! CPU only, so these entries refuse other devices before reading any pointer; on the CPU the
-//! inputs are copied into host tensors and the gradients copied out.
+//! dq, dk, dv in the input dtype, dH0 and d log γ in f32. The dense chunkwise and the parallel
+//! backward borrow the caller's memory as tensors of the handle's device and run the
+//! runtime's device forms on the handle's stream (no copy on a GPU-like device; the CPU
+//! kernels work on host copies). The varlen backward has a host-tensor form only: it refuses
+//! other devices before reading any pointer, and copies on the CPU.
 
 use half::{bf16, f16};
-use retention::{CpuElement, CuSeqlens, DeviceDtype, Gradients};
+use retention::{CpuElement, CuSeqlens, DeviceDtype, Gradients, GradientsInto};
 
 use crate::forward::{CQkv, cu_seqlens, qkv_views};
 use crate::handle::{RetentionHandle, handle};
@@ -120,7 +122,46 @@ unsafe fn run<T: CpuElement>(r: &RetentionHandle, c: &Call, form: &Form) -> Resu
     Ok(())
 }
 
-/// Shared body: checks, the CPU-only refusal, the dtype dispatch.
+/// Run a dense form (chunkwise or parallel) on the caller's memory through the runtime's
+/// device API, on the handle's stream.
+///
+/// # Safety
+/// The views describe live memory of the handle's device (inputs readable, outputs writable,
+/// not aliasing inputs or each other).
+unsafe fn run_on_device(r: &RetentionHandle, c: &Call, form: &Form) -> Result<(), Failure> {
+    let d = r.device();
+    // SAFETY: the caller's precondition; the runtime checks every tensor's device, dtype and
+    // shape before touching its memory.
+    unsafe {
+        let [q, k, v] = c.qkv.each_ref().map(|x| x.borrow(d));
+        let borrow = |x: &Option<View>| x.as_ref().map(|x| x.borrow(d));
+        let (h0, d_ht, d_o) = (borrow(&c.h0), borrow(&c.d_ht), c.d_o.borrow(d));
+        let [mut dq, mut dk, mut dv] = c.out.each_ref().map(|x| x.borrow(d));
+        let (mut dh0, mut dlog_gamma) = (borrow(&c.dh0), borrow(&c.dlog_gamma));
+        let out = GradientsInto {
+            dq: &mut dq,
+            dk: &mut dk,
+            dv: &mut dv,
+            dh0: dh0.as_mut(),
+            dlog_gamma: dlog_gamma.as_mut(),
+        };
+        let (qkv, upstream) = ((&q, &k, &v), (&d_o, d_ht.as_ref()));
+        match form {
+            Form::Chunkwise(n) => {
+                r.ret
+                    .chunkwise_backward_into(qkv, h0.as_ref(), upstream, out, (*n, r.stream()))?;
+            }
+            _ => r.ret.parallel_backward_into(qkv, &d_o, out, r.stream())?,
+        }
+    }
+    // d log γ's partials were scratch from the runtime's pool.
+    if c.dlog_gamma.is_some() {
+        r.wait_for_caller_stream()?;
+    }
+    Ok(())
+}
+
+/// Shared body: checks, the device dispatch (varlen: CPU only), the dtype dispatch.
 ///
 /// # Safety
 /// As [`retention_chunkwise_backward`].
@@ -132,13 +173,17 @@ unsafe fn backward(
 ) -> Result<(), Failure> {
     // SAFETY: the caller's precondition.
     let r = unsafe { handle(h)? };
-    r.cpu_only(op)?;
     if matches!(form, Form::Parallel) && (c.h0.is_some() || c.d_ht.is_some() || c.dh0.is_some()) {
         return Err(Failure::new(
             RetentionStatus::InvalidArgument,
             "the parallel form has no initial or final state: pass NULL for them and dh0",
         ));
     }
+    if !matches!(form, Form::Varlen(..)) {
+        // SAFETY: the views describe memory of the handle's device, per the caller's contract.
+        return unsafe { run_on_device(r, c, form) };
+    }
+    r.cpu_only(op)?;
     // SAFETY: a CPU handle: the views are host memory, per the caller's contract.
     unsafe {
         match c.qkv[0].dtype {
@@ -152,11 +197,13 @@ unsafe fn backward(
 
 /// Gradients of [`crate::retention_chunkwise_forward`] (chunk `chunk`, optional f32
 /// `initial_state`) for the upstream `d_o` `[B, T, H, V]` and optional f32 `d_final_state`
-/// `[B, H, K, V]`, written to `grads`. CPU handles only (`RETENTION_UNSUPPORTED` elsewhere).
+/// `[B, H, K, V]`, written to `grads` (dh0 and dlog_gamma may be NULL), on every device: the
+/// caller's memory of the handle's device, on the handle's stream. Asking for dlog_gamma on a
+/// GPU makes the call wait for the stream (its partials are summed on the host).
 ///
 /// # Safety
 /// `h` from [`crate::retention_create`]; `grads` readable; every non-null tensor as in
-/// [`crate::retention_chunkwise_forward`] (host memory).
+/// [`crate::retention_chunkwise_forward`] (memory of the handle's device).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn retention_chunkwise_backward(
     h: *const RetentionHandle,
@@ -185,9 +232,11 @@ pub unsafe extern "C" fn retention_chunkwise_backward(
 
 /// Gradients of [`crate::retention_chunkwise_varlen_forward`] (same packed layout and
 /// `cu_seqlens`; `chunk` 0 means the recurrent form, whose gradients are the same function's).
+/// CPU handles only (`RETENTION_UNSUPPORTED` elsewhere, before any pointer is read).
 ///
 /// # Safety
-/// As [`retention_chunkwise_backward`]; `cu_seqlens` readable for `num_bounds` values.
+/// As [`retention_chunkwise_backward`] (host memory); `cu_seqlens` readable for `num_bounds`
+/// values.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn retention_chunkwise_varlen_backward(
     h: *const RetentionHandle,
@@ -219,7 +268,7 @@ pub unsafe extern "C" fn retention_chunkwise_varlen_backward(
 }
 
 /// Gradients of [`crate::retention_parallel_forward`] for the upstream `d_o`; `grads.dh0`
-/// must be NULL.
+/// must be NULL. On every device, as [`retention_chunkwise_backward`].
 ///
 /// # Safety
 /// As [`retention_chunkwise_backward`].

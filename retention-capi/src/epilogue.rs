@@ -1,15 +1,11 @@
 //! The gated MSR epilogue y = RMSNorm_head(o) ⊙ swish(g) (ARCHITECTURE §1) and its backward,
-//! all `[B, T, H, V]` in one input dtype. The forward runs the runtime's device form on the
-//! caller's memory (the runtime answers `Unsupported` on devices without an epilogue kernel,
-//! before touching memory); the backward copies host tensors, so it refuses other devices
-//! before any pointer is read.
-
-use half::{bf16, f16};
-use retention::{CpuElement, DeviceDtype};
+//! all `[B, T, H, V]` in one input dtype. Both run the runtime's device forms on the caller's
+//! memory of the handle's device, on the handle's stream (the epilogue family's kernels on a
+//! GPU-like device, no copy; the CPU kernels on the CPU).
 
 use crate::handle::{RetentionHandle, handle};
-use crate::status::{Failure, RetentionStatus, guard};
-use crate::tensor::{RetentionTensor, View, view};
+use crate::status::{RetentionStatus, guard};
+use crate::tensor::{RetentionTensor, view};
 
 /// The gated (MSR) epilogue: out = RMSNorm_head(o) ⊙ swish(g), all `[B, T, H, V]`.
 ///
@@ -36,28 +32,8 @@ pub unsafe extern "C" fn retention_gated_epilogue_forward(
     })
 }
 
-/// Read o, g, dy at `T`, run the backward, write do and dg.
-///
-/// # Safety
-/// Host views: inputs readable, outputs writable and not aliasing them.
-unsafe fn run<T: CpuElement>(
-    r: &RetentionHandle,
-    [o, g, dy]: &[View; 3],
-    eps: f64,
-    [d_o, dg]: &[View; 2],
-) -> Result<(), Failure> {
-    // SAFETY: the caller's precondition; reads and writes check dtype and shape first.
-    unsafe {
-        let grads =
-            r.ret
-                .msr_epilogue_backward(&o.read::<T>()?, &g.read::<T>()?, eps, &dy.read::<T>()?)?;
-        d_o.write(&grads.d_o)?;
-        dg.write(&grads.dg)
-    }
-}
-
 /// Gradients of [`retention_gated_epilogue_forward`] for the upstream `dy`: `d_o` and `dg`,
-/// `[B, T, H, V]` in the input dtype. CPU handles only.
+/// `[B, T, H, V]` in the input dtype, on every device (as the forward).
 ///
 /// # Safety
 /// As [`retention_gated_epilogue_forward`].
@@ -72,18 +48,20 @@ pub unsafe extern "C" fn retention_gated_epilogue_backward(
     dg: *const RetentionTensor,
 ) -> RetentionStatus {
     guard(|| {
-        // SAFETY: all pointer preconditions are the caller's; a CPU handle means host memory.
+        // SAFETY: all pointer preconditions are the caller's; the runtime checks every
+        // tensor's device, dtype and shape before touching its memory.
         unsafe {
             let r = handle(h)?;
-            r.cpu_only("the gated epilogue backward")?;
-            let ins = [view(o, "o", 4)?, view(g, "g", 4)?, view(dy, "dy", 4)?];
-            let outs = [view(d_o, "d_o", 4)?, view(dg, "dg", 4)?];
-            match ins[0].dtype {
-                DeviceDtype::F16 => run::<f16>(r, &ins, eps, &outs),
-                DeviceDtype::Bf16 => run::<bf16>(r, &ins, eps, &outs),
-                DeviceDtype::F32 => run::<f32>(r, &ins, eps, &outs),
-                DeviceDtype::U32 => Err(Failure::new(RetentionStatus::BadDtype, "o: dtype u32")),
-            }
+            let d = r.device();
+            let [o, g, dy] = [view(o, "o", 4)?, view(g, "g", 4)?, view(dy, "dy", 4)?]
+                .each_ref()
+                .map(|x| x.borrow(d));
+            let mut grad_o = view(d_o, "d_o", 4)?.borrow(d);
+            let mut grad_g = view(dg, "dg", 4)?.borrow(d);
+            let out = (&mut grad_o, &mut grad_g);
+            r.ret
+                .msr_epilogue_backward_into(&o, &g, eps, &dy, out, r.stream())?;
         }
+        Ok(())
     })
 }

@@ -53,8 +53,8 @@ impl RetentionHandle {
         self.ret.device()
     }
 
-    /// `Err(Unsupported)` naming `op` unless the handle runs on the CPU (the training ops and
-    /// the epilogue have no GPU kernels yet; refusing here keeps device pointers unread).
+    /// `Err(Unsupported)` naming `op` unless the handle runs on the CPU (for ops the runtime
+    /// has as host-tensor APIs only; refusing here keeps device pointers unread).
     pub(crate) fn cpu_only(&self, op: &str) -> Result<(), Failure> {
         if self.device() == &Device::Cpu {
             return Ok(());

@@ -8,12 +8,13 @@
 //! [`RetentionStatus::InvalidHandle`] where the memory is still readable.
 //!
 //! Tensors are described by [`RetentionTensor`] (pointer, dtype f32/f16/bf16, shape, strides)
-//! in the token-major layouts of ARCHITECTURE §1, dense row-major only. The forwards, the
-//! epilogue and the decode step run on the caller's memory of the handle's device (host
-//! pointers on the CPU and the emulator, `CUdeviceptr`s on CUDA, on the caller's stream or the
-//! default one); the backwards (of every form, and the epilogue's) run on the CPU only (the
-//! runtime's backwards take host tensors) and say so with [`RetentionStatus::Unsupported`]
-//! elsewhere, as does the runtime for an op its device has no kernel for.
+//! in the token-major layouts of ARCHITECTURE §1, dense row-major only. The forwards, the dense
+//! chunkwise and parallel backwards, the epilogue and its backward, and the decode step run on
+//! the caller's memory of the handle's device (host pointers on the CPU and the emulator,
+//! `CUdeviceptr`s on CUDA, on the caller's stream or the default one); the varlen backward runs
+//! on the CPU only (the runtime's varlen backward takes host tensors) and says so with
+//! [`RetentionStatus::Unsupported`] elsewhere, as does the runtime for an op its device has no
+//! kernel for.
 //!
 //! This crate uses only the public facade; it must not know about kernels or the runtime's
 //! internals.

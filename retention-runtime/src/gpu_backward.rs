@@ -49,7 +49,7 @@ impl Retention {
             dq: out_dq,
             dk: out_dk,
             dv: out_dv,
-            dh0: out_dh0,
+            dh0: mut out_dh0,
             dlog_gamma: out_dlog,
         }: GradientsInto<'_>,
         (walk, stream): (Walk<'_>, Option<&Stream>),
@@ -61,9 +61,12 @@ impl Retention {
         out_dv.expect("dv", dev, dt, &s.vo_shape())?;
         let seqs = sequences(walk, &s)?;
         let states = s.state_shape(seqs);
-        self.check_states(h0, out_dh0, &states)?;
-        self.check_states(d_ht, out_dh0, &states)?;
-        out_dlog.expect("dlog_gamma", dev, DeviceDtype::F32, &[s.heads])?;
+        for (name, t) in [("h0", h0), ("d_ht", d_ht), ("dh0", out_dh0.as_deref())] {
+            t.map_or(Ok(()), |t| t.expect(name, dev, DeviceDtype::F32, &states))?;
+        }
+        if let Some(t) = out_dlog.as_deref() {
+            t.expect("dlog_gamma", dev, DeviceDtype::F32, &[s.heads])?;
+        }
         let stream = self.stream_for(stream)?;
         let Some((exec, log2)) = self.gpu() else {
             return Err(RetentionError::KernelLoad(
@@ -96,7 +99,8 @@ impl Retention {
         for (i, plan) in plans.iter().enumerate() {
             let g = plan.geometry;
             let elems = workspace_floats(plan);
-            let mut ws = DeviceTensor::zeros(self.memory(), dev, DeviceDtype::F32, &[elems])?;
+            let zeros = || DeviceTensor::zeros(self.memory(), dev, DeviceDtype::F32, &[elems]);
+            let mut ws = out_dlog.is_some().then(zeros).transpose()?;
             let mut l = KernelLaunch::new(plan.spec, g.grid, g.block, g.dynamic_smem_bytes);
             let (grad, state) = match i {
                 0 => (Region::of_mut(out_dq), h0),
@@ -110,17 +114,20 @@ impl Retention {
                 .bind("p_do", Arg::Ptr(Region::of(d_o)))
                 .bind("p_grad", Arg::Ptr(grad))
                 .bind("p_state", opt(state))
-                .bind("p_dh0", Arg::Ptr(Region::of_mut(out_dh0)))
+                .bind("p_dh0", opt_mut(out_dh0.as_deref_mut()))
                 .bind("p_h0", opt(h0))
-                .bind("p_dlog_gamma", Arg::Ptr(Region::of_mut(&mut ws)));
+                .bind("p_dlog_gamma", opt_mut(ws.as_mut()));
             bind_common(&mut l, &cx, s.heads, s.seq_len);
             if let Some(cu) = &cu {
                 l.bind("p_cu_seqlens", Arg::Ptr(Region::of(cu)));
             }
             exec.launch(&l, &stream)?;
-            partials.push((ws, g.grid[2] as usize * g.block[0] as usize));
+            partials.extend(ws.map(|ws| (ws, g.grid[2] as usize * g.block[0] as usize)));
         }
-        head_sums(&cx, &partials, (seqs, s.heads), out_dlog)
+        match out_dlog {
+            Some(out) => head_sums(&cx, &partials, (seqs, s.heads), out),
+            None => Ok(()),
+        }
     }
 
     /// `cu`'s N + 1 boundaries as u32 in a pool block on this device (4·(N+1) bytes, counted
@@ -169,8 +176,8 @@ impl Retention {
             dq: &mut dq,
             dk: &mut dk,
             dv: &mut dv,
-            dh0: &mut dh0,
-            dlog_gamma: &mut dlog_gamma,
+            dh0: Some(&mut dh0),
+            dlog_gamma: Some(&mut dlog_gamma),
         };
         let (qkv, upstream) = ((&dq_in, &dk_in, &dv_in), (&do_in, dht_in.as_ref()));
         let at = (chunk, Some(&stream));
@@ -212,6 +219,11 @@ fn head_sums(
         cx.exec.launch(&l, cx.stream)?;
     }
     Ok(())
+}
+
+/// A launch argument for an optional output: its region, or the null pointer.
+fn opt_mut(t: Option<&mut DeviceTensor>) -> Arg {
+    t.map_or(Arg::Null, |t| Arg::Ptr(Region::of_mut(t)))
 }
 
 /// The number of state rows: B, or the packed batch's N sequences (checked against ΣT, with

@@ -44,10 +44,12 @@ pub(crate) struct BackwardRegions {
     pub dq: Region,
     pub dk: Region,
     pub dv: Region,
-    pub partials: Region,
+    /// The d log γ partials, or `None` to skip the d log γ pass.
+    pub partials: Option<Region>,
 }
 
-/// Enqueue the four passes of `plans` (every output element and partial is written).
+/// Enqueue the passes of `plans` (every output element and partial is written; the d log γ
+/// pass only when `r.partials` is given).
 ///
 /// # Errors
 /// A launch the executor refuses (for the emulator: a bounds or race fault).
@@ -64,7 +66,10 @@ pub(crate) fn launch(
             KernelOp::ParallelBackwardDq => ("p_dq", &r.dq),
             KernelOp::ParallelBackwardDk => ("p_dk", &r.dk),
             KernelOp::ParallelBackwardDv => ("p_dv", &r.dv),
-            _ => ("p_dlog_gamma_partial", &r.partials),
+            _ => match &r.partials {
+                Some(p) => ("p_dlog_gamma_partial", p),
+                None => continue,
+            },
         };
         l.bind("p_q", Arg::Ptr(r.q.clone()))
             .bind("p_k", Arg::Ptr(r.k.clone()))

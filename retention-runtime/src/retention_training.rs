@@ -11,8 +11,9 @@
 //! kernels (`gpu_training_forward`, C in {32, 64}; other chunks are a typed
 //! [`RetentionError::Unsupported`](retention_core::RetentionError::Unsupported) — never a wrong answer, never a panic).
 //!
-//! The device-tensor forms are `chunkwise_backward_into` and `chunkwise_backward_varlen_into`
-//! (`training_device`); the other backwards have none yet.
+//! The device-tensor forms are `chunkwise_backward_into`, `chunkwise_backward_varlen_into`
+//! (`training_device`) and `parallel_backward_into` (`training_parallel`); the other
+//! backwards have none yet.
 //!
 //! What the forward saves: [`Retention::chunkwise_for_training`] keeps the f32 state entering
 //! every chunk, K·V·4/C bytes per token-head (K = V = 128, C = 64: 1 KiB), so the backward
@@ -179,8 +180,8 @@ impl Retention {
         (q, k, v): HostQkv<'_, T>,
         d_o: &HostTensor<T>,
     ) -> Result<Gradients<T>> {
-        if let Some((exec, log2)) = self.gpu() {
-            return self.parallel_backward_on_device((exec, &log2), (q, k, v), d_o);
+        if self.gpu().is_some() {
+            return self.parallel_backward_on_device((q, k, v), d_o);
         }
         let g = cpu::parallel_backward(q, k, v, self.params(), d_o)?;
         Ok(Gradients {

@@ -397,13 +397,7 @@ impl StatePool {
         if chunk == 0 {
             return Err(RetentionError::ZeroChunk);
         }
-        if q.shape().first() != Some(&1) {
-            return Err(RetentionError::ShapeMismatch {
-                tensor: "q".into(),
-                expected: "[B=1, T, H, K] (one sequence)".into(),
-                got: format!("{:?}", q.shape()),
-            });
-        }
+        one_sequence(q.shape())?;
         let c = &self.cfg;
         let r = self.range(i, layer);
         if self.rt.device() == &Device::Cpu {
@@ -412,49 +406,72 @@ impl StatePool {
             self.write(r, ht.data())?;
             return Ok(o);
         }
-        self.prefill_device(r, (q, k, v), chunk)
+        self.prefill_device((layer, slot), (q, k, v), chunk)
     }
 
-    /// Prefill on a GPU-like device: H0 and H_T go through two scratch tensors of the pool's
-    /// memory (the kernel reads H0 while it writes H_T), copied on the device.
-    fn prefill_device<T: CpuElement>(
+    /// [`StatePool::prefill`] on device tensors of a GPU-like pool: q, k `[1, T, H, K]`, v and
+    /// o `[1, T, H, V]` on the pool's device, enqueued on `stream` (the pool's when `None`),
+    /// with no host traffic: H0 is copied from the slot into a scratch state (the kernel
+    /// reads H0 while it writes H_T) and H_T copied back, on the device. On CUDA it waits for
+    /// `stream` before its two scratch states go back to the pool.
+    ///
+    /// # Errors
+    /// As [`StatePool::prefill`]; tensors of another device, dtype or shape;
+    /// [`RetentionError::Unsupported`] on the CPU (whose [`StatePool::prefill`] copies nothing
+    /// it need not).
+    pub fn prefill_into(
         &mut self,
-        r: Range<usize>,
-        (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+        (layer, slot): (usize, Slot),
+        qkv: (&DeviceTensor, &DeviceTensor, &DeviceTensor),
+        o: &mut DeviceTensor,
         chunk: usize,
-    ) -> Result<HostTensor<T>> {
-        let c = self.cfg.clone();
-        let (stream, memory, device) = (
-            self.stream.clone(),
-            self.rt.memory().clone(),
-            self.rt.device().clone(),
-        );
-        let up = |t: &HostTensor<T>| DeviceTensor::upload(&memory, t, &stream);
-        let (dq, dk, dv) = (up(q)?, up(k)?, up(v)?);
-        let t = q.shape().get(1).copied().unwrap_or(0);
+        stream: Option<&Stream>,
+    ) -> Result<()> {
+        self.check_layer(layer)?;
+        let i = self.slots.check(slot)?;
+        one_sequence(qkv.0.shape())?;
+        let Some((exec, _)) = self.rt.gpu() else {
+            return Err(RetentionError::Unsupported {
+                what: "StatePool::prefill_into".into(),
+                value: self.rt.device().name(),
+                reason: "a CPU pool prefills through StatePool::prefill".into(),
+            });
+        };
+        let exec = exec.clone();
+        let stream = stream.unwrap_or(&self.stream).clone();
+        let (memory, device) = (self.rt.memory().clone(), self.rt.device().clone());
+        let c = &self.cfg;
         let state_shape = [1, c.heads, c.dk, c.dv];
         let mut h0 = DeviceTensor::zeros(&memory, &device, DeviceDtype::F32, &state_shape)?;
         let mut ht = DeviceTensor::zeros(&memory, &device, DeviceDtype::F32, &state_shape)?;
-        let mut o = DeviceTensor::zeros(
-            &memory,
-            &device,
-            DeviceDtype::of::<T>()?,
-            &[1, t, c.heads, c.dv],
-        )?;
-        let Some((exec, _)) = self.rt.gpu() else {
-            return Err(RetentionError::NoDevice("the pool has no GPU".into()));
-        };
-        let exec = exec.clone();
+        let r = self.range(i, layer);
         let slot = Region::of_mut(&mut self.states).sub(r.start * 4, r.len() * 4)?;
         exec.copy(&slot, &Region::of_mut(&mut h0), &stream)?;
-        self.rt.chunkwise_into(
-            (&dq, &dk, &dv),
-            Some(&h0),
-            (&mut o, &mut ht),
-            chunk,
-            Some(&stream),
-        )?;
+        self.rt
+            .chunkwise_into(qkv, Some(&h0), (o, &mut ht), chunk, Some(&stream))?;
         exec.copy(&Region::of(&ht), &slot, &stream)?;
+        if matches!(device, Device::Cuda(_)) {
+            stream.synchronize()?;
+        }
+        Ok(())
+    }
+
+    /// Prefill of host tensors on a GPU-like device: upload, [`StatePool::prefill_into`] on
+    /// the pool's stream, download o.
+    fn prefill_device<T: CpuElement>(
+        &mut self,
+        at: (usize, Slot),
+        (q, k, v): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+        chunk: usize,
+    ) -> Result<HostTensor<T>> {
+        let (stream, memory) = (self.stream.clone(), self.rt.memory().clone());
+        let up = |t: &HostTensor<T>| DeviceTensor::upload(&memory, t, &stream);
+        let (dq, dk, dv) = (up(q)?, up(k)?, up(v)?);
+        let t = q.shape().get(1).copied().unwrap_or(0);
+        let dt = DeviceDtype::of::<T>()?;
+        let o_shape = [1, t, self.cfg.heads, self.cfg.dv];
+        let mut o = DeviceTensor::zeros(&memory, self.rt.device(), dt, &o_shape)?;
+        self.prefill_into(at, (&dq, &dk, &dv), &mut o, chunk, Some(&stream))?;
         o.download(&stream)
     }
 
@@ -496,4 +513,16 @@ fn host_states<'a>(rt: &Retention, states: &'a mut DeviceTensor) -> Result<&'a m
     // SAFETY: a CPU tensor is host memory of `len()` f32s (4-byte aligned pool block), alive
     // as long as `states`, and `&mut states` makes this the only access.
     Ok(unsafe { std::slice::from_raw_parts_mut(states.address() as *mut f32, states.len()) })
+}
+
+/// `Ok` when q's shape `[B, T, H, K]` holds one sequence (B = 1).
+fn one_sequence(q_shape: &[usize]) -> Result<()> {
+    if q_shape.first() == Some(&1) {
+        return Ok(());
+    }
+    Err(RetentionError::ShapeMismatch {
+        tensor: "q".into(),
+        expected: "[B=1, T, H, K] (one sequence)".into(),
+        got: format!("{q_shape:?}"),
+    })
 }

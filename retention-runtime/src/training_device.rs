@@ -20,7 +20,8 @@ use crate::tensor::{DeviceDtype, DeviceTensor};
 pub type Upstream<'a> = (&'a DeviceTensor, Option<&'a DeviceTensor>);
 
 /// Caller-provided outputs of a backward: dq, dk `[B, T, H, K]` and dv `[B, T, H, V]` in the
-/// input dtype; dh0 `[B, H, K, V]` and dlog_gamma `[H]` in f32.
+/// input dtype; dh0 `[B, H, K, V]` and dlog_gamma `[H]` in f32, each optional (`None`: not
+/// computed into any caller memory; dq, dk and dv are the same either way).
 #[derive(Debug)]
 pub struct GradientsInto<'a> {
     /// dL/dq.
@@ -29,10 +30,12 @@ pub struct GradientsInto<'a> {
     pub dk: &'a mut DeviceTensor,
     /// dL/dv.
     pub dv: &'a mut DeviceTensor,
-    /// dL/dH0.
-    pub dh0: &'a mut DeviceTensor,
-    /// dL/dlog γ per head.
-    pub dlog_gamma: &'a mut DeviceTensor,
+    /// dL/dH0, when wanted.
+    pub dh0: Option<&'a mut DeviceTensor>,
+    /// dL/dlog γ per head, when wanted. On a GPU-like device, asking for it makes the op wait
+    /// for the stream (its per-thread partials are summed on the host); without it the op
+    /// only enqueues.
+    pub dlog_gamma: Option<&'a mut DeviceTensor>,
 }
 
 impl Retention {
@@ -177,13 +180,21 @@ impl Retention {
         out.dq.expect("dq", d, dt, g.dq.shape())?;
         out.dk.expect("dk", d, dt, g.dk.shape())?;
         out.dv.expect("dv", d, dt, g.dv.shape())?;
-        out.dh0.expect("dh0", d, f32t, dh0.shape())?;
-        out.dlog_gamma
-            .expect("dlog_gamma", d, f32t, g.dlog_gamma.shape())?;
+        if let Some(t) = out.dh0.as_deref() {
+            t.expect("dh0", d, f32t, dh0.shape())?;
+        }
+        if let Some(t) = out.dlog_gamma.as_deref() {
+            t.expect("dlog_gamma", d, f32t, g.dlog_gamma.shape())?;
+        }
         host_view::write(out.dq, &g.dq)?;
         host_view::write(out.dk, &g.dk)?;
         host_view::write(out.dv, &g.dv)?;
-        host_view::write(out.dh0, dh0)?;
-        host_view::write(out.dlog_gamma, &g.dlog_gamma)
+        if let Some(t) = out.dh0 {
+            host_view::write(t, dh0)?;
+        }
+        match out.dlog_gamma {
+            Some(t) => host_view::write(t, &g.dlog_gamma),
+            None => Ok(()),
+        }
     }
 }

@@ -66,8 +66,8 @@ pub fn measure<T: CpuElement>(
             dq: &mut dq,
             dk: &mut dk_,
             dv: &mut dv_,
-            dh0: &mut dh0,
-            dlog_gamma: &mut dlog,
+            dh0: Some(&mut dh0),
+            dlog_gamma: Some(&mut dlog),
         };
         ret.chunkwise_backward_into(qkv, None, (&d_o, None), out, (CHUNK, Some(&stream)))?;
         Ok(stream.synchronize()?)
