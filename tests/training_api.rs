@@ -292,25 +292,14 @@ fn gpu_like_devices_refuse_with_a_typed_error() {
     let case = Case::<f32>::new((1, 4, 2, 8, 8), 1);
     let device = Device::Emulated(kernel_gen::Arch::Sm80);
     let ret = Retention::new(&device, params(2)).unwrap();
-    let refused = |what: &str, r: retention::Result<()>| match r {
-        Err(RetentionError::Unsupported {
-            what: w, reason, ..
-        }) => {
-            assert!(w.contains(what), "{w}");
-            assert!(reason.contains("GPU backward is not built yet"), "{reason}");
+    // The GPU keeps chunk states only for the two-phase forward's chunks.
+    match ret.chunkwise_for_training(case.qkv(), 2, None) {
+        Err(RetentionError::Unsupported { what, reason, .. }) => {
+            assert!(what.contains("chunkwise_for_training"), "{what}");
+            assert!(reason.contains("C in {32, 64}"), "{reason}");
         }
-        other => panic!("{what}: {other:?}"),
-    };
-    let d_o = &case.d_o;
-    refused(
-        "recurrent_backward",
-        ret.recurrent_backward(case.qkv(), None, d_o, None)
-            .map(drop),
-    );
-    refused(
-        "chunkwise_for_training",
-        ret.chunkwise_for_training(case.qkv(), 2, None).map(drop),
-    );
+        other => panic!("chunk 2: {other:?}"),
+    }
     // The epilogue's backward has its GPU kernel: it runs there and meets the reference.
     let (o, dy) = (&case.v, &case.v);
     let got = ret.msr_epilogue_backward(o, o, 1e-6, dy).unwrap();
@@ -347,6 +336,200 @@ fn emulated_chunkwise_backward_matches_the_reference() {
     check::<bf16>();
 }
 
+/// On the emulated GPU the recurrent backward (dense and varlen) and the chunkwise varlen
+/// backward run the chunkwise-backward kernels (one launch per kernel over every packed
+/// sequence) and meet the f64 reference recurrent and varlen backwards with the CPU forms'
+/// tolerances: sequences of length 1, 0 (dH0 = dH_T) and C ∤ len, H0 and dH_T given or not.
+#[test]
+fn emulated_recurrent_and_varlen_backward_match_the_reference() {
+    fn check<T: CpuElement>() {
+        let p = params(2);
+        let device = Device::Emulated(kernel_gen::Arch::Sm90);
+        let ret = Retention::new(&device, p.clone()).unwrap();
+        let dense = Case::<T>::new((2, 37, 2, 16, 8), 2);
+        let (q, k, v, d_o) = (
+            dense.q.to_f64(),
+            dense.k.to_f64(),
+            dense.v.to_f64(),
+            dense.d_o.to_f64(),
+        );
+        let (h0, d_ht) = (dense.h0.to_f64(), dense.d_ht.to_f64());
+        let want =
+            reference::recurrent_backward(&q, &k, &v, &p, Some(&h0), &d_o, Some(&d_ht)).unwrap();
+        let bound = dense.reference(&p, None, true);
+        let got = ret
+            .recurrent_backward(dense.qkv(), Some(&dense.h0), &dense.d_o, Some(&dense.d_ht))
+            .unwrap();
+        assert_gradients(
+            &format!("emulated recurrent {:?}", T::DTYPE),
+            &got,
+            &want,
+            &bound,
+        );
+
+        let packed = Case::<T>::new((1, 75, 2, 16, 8), 4);
+        for (bounds, states) in [
+            (vec![0, 1, 1, 71, 75], true),
+            (vec![0, 70, 70, 74, 75], false),
+        ] {
+            let cu = CuSeqlens::new(bounds.clone(), 75).unwrap();
+            let want = packed.reference(&p, Some(&cu), false);
+            let bound = packed.reference(&p, Some(&cu), true);
+            let (h0, d_ht) = (Some(&packed.h0), Some(&packed.d_ht));
+            let got = ret
+                .chunkwise_varlen_backward(packed.qkv(), &cu, (h0, 5), &packed.d_o, d_ht)
+                .unwrap();
+            let what = format!("emulated chunkwise varlen {:?} {bounds:?}", T::DTYPE);
+            assert_gradients(&what, &got, &want, &bound);
+            let per = 2 * 16 * 8;
+            let dh0 = got.dh0.as_ref().unwrap();
+            assert_eq!(dh0.data()[per..2 * per], packed.d_ht.data()[per..2 * per]);
+            if states {
+                let got = ret
+                    .recurrent_varlen_backward(packed.qkv(), &cu, h0, &packed.d_o, d_ht)
+                    .unwrap();
+                let what = format!("emulated recurrent varlen {:?} {bounds:?}", T::DTYPE);
+                assert_gradients(&what, &got, &want, &bound);
+            } else {
+                let (q, k, v, d_o) = (
+                    packed.q.to_f64(),
+                    packed.k.to_f64(),
+                    packed.v.to_f64(),
+                    packed.d_o.to_f64(),
+                );
+                let want =
+                    reference::recurrent_backward_varlen(&q, &k, &v, &cu, &p, None, &d_o, None)
+                        .unwrap();
+                let got = ret
+                    .recurrent_varlen_backward(packed.qkv(), &cu, None, &packed.d_o, None)
+                    .unwrap();
+                let what = format!("emulated recurrent varlen, no states {:?}", T::DTYPE);
+                assert_close(&format!("{what} dq"), &got.dq, &want.dq);
+                assert_close(&format!("{what} dk"), &got.dk, &want.dk);
+                assert_close(&format!("{what} dv"), &got.dv, &want.dv);
+            }
+        }
+        let cu = CuSeqlens::new(vec![0, 30, 70], 70).unwrap();
+        let err = ret.chunkwise_varlen_backward(dense.qkv(), &cu, (None, 5), &dense.d_o, None);
+        assert!(
+            matches!(err, Err(RetentionError::ShapeMismatch { .. })),
+            "B = 2 is not a packed batch: {err:?}"
+        );
+    }
+    check::<f32>();
+    check::<bf16>();
+}
+
+/// The varlen device-tensor form on CPU tensors and on the emulated GPU writes exactly the
+/// host form's gradients, uploads only the N + 1 boundaries and downloads nothing.
+#[test]
+fn device_tensor_varlen_backward_equals_the_host_form() {
+    use retention::{DeviceTensor, Stream};
+    for device in [Device::Cpu, Device::Emulated(kernel_gen::Arch::Sm80)] {
+        let case = Case::<f32>::new((1, 12, 2, 8, 4), 3);
+        let cu = CuSeqlens::new(vec![0, 1, 1, 12], 12).unwrap();
+        let ret = Retention::new(&device, params(2)).unwrap();
+        let (h0, d_ht) = (Some(&case.h0), Some(&case.d_ht));
+        let want = ret
+            .chunkwise_varlen_backward(case.qkv(), &cu, (h0, 5), &case.d_o, d_ht)
+            .unwrap();
+        let stream = Stream::new(&device).unwrap();
+        let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
+        let (q, k, v, d_o) = (up(&case.q), up(&case.k), up(&case.v), up(&case.d_o));
+        let (h0, d_ht) = (up(&case.h0), up(&case.d_ht));
+        let mut outs = Outputs::new(&ret, &device, (1, 12, 2, 8, 4), 3);
+        let before = stream.transfers();
+        let (qkv, upstream) = ((&q, &k, &v), (&d_o, Some(&d_ht)));
+        let out = outs.gradients_into();
+        ret.chunkwise_backward_varlen_into(qkv, &cu, Some(&h0), upstream, out, (5, Some(&stream)))
+            .unwrap();
+        let moved = stream.transfers().since(&before);
+        if device != Device::Cpu {
+            assert_eq!(moved.d2h_bytes, 0, "{device}");
+            assert!(moved.h2d_bytes <= 4 * 4, "{device}: {moved:?}");
+        }
+        outs.assert_equal(&stream, &want, &device.to_string());
+    }
+}
+
+/// On the emulated GPU `chunkwise_for_training` (C = 32, 64) returns the forward's o and H_T
+/// and the f32 state entering every chunk — each the f64 reference chunkwise forward's final
+/// state over the tokens before that chunk — within the forward's state tolerance (1e-5 max
+/// relative; o 1e-5 f32, 5e-3 relative RMSE bf16), with and without H0, T = C·2 + 5 and
+/// T < C (one chunk); and `chunkwise_backward_saved` from them gives exactly the recomputing
+/// backward's gradients.
+#[test]
+fn emulated_chunkwise_for_training_keeps_the_reference_chunk_states() {
+    fn check<T: CpuElement>(chunk: usize, t: usize, with_h0: bool) {
+        let (b, h, k, v) = (2, 2, 16, 8);
+        let case = Case::<T>::new((b, t, h, k, v), b);
+        let p = params(h);
+        let device = Device::Emulated(kernel_gen::Arch::Sm90);
+        let ret = Retention::new(&device, p.clone()).unwrap();
+        let h0 = with_h0.then_some(&case.h0);
+        let got = ret.chunkwise_for_training(case.qkv(), chunk, h0).unwrap();
+        let what = format!("{:?} C={chunk} T={t} h0={with_h0}", T::DTYPE);
+        let (q, kk, vv) = (case.q.to_f64(), case.k.to_f64(), case.v.to_f64());
+        let h0_64 = case.h0.to_f64();
+        let (o, ht) = reference::chunkwise(&q, &kk, &vv, &p, chunk, h0.map(|_| &h0_64)).unwrap();
+        assert_close(&format!("{what} o"), &got.o, &o);
+        let e = reference::max_rel_diff(got.ht.to_f64().data(), ht.data());
+        assert!(e <= 1e-5, "{what} ht: {e:e}");
+        let per_row = t.div_ceil(chunk);
+        assert_eq!(got.states.shape(), [b * per_row, h, k, v], "{what}");
+        let state = h * k * v;
+        for i in 0..per_row {
+            // The state entering chunk i: the forward's H_T over the first i·C tokens.
+            let want: Vec<f64> = if i == 0 {
+                if with_h0 {
+                    h0_64.data().to_vec()
+                } else {
+                    vec![0.0; b * state]
+                }
+            } else {
+                let prefix = |x: &HostTensor<f64>, d: usize| {
+                    let data = (0..b)
+                        .flat_map(|r| x.data()[r * t * h * d..][..i * chunk * h * d].to_vec())
+                        .collect();
+                    HostTensor::new(vec![b, i * chunk, h, d], data).unwrap()
+                };
+                let (pq, pk, pv) = (prefix(&q, k), prefix(&kk, k), prefix(&vv, v));
+                let h0 = h0.map(|_| &h0_64);
+                reference::chunkwise(&pq, &pk, &pv, &p, chunk, h0)
+                    .unwrap()
+                    .1
+                    .data()
+                    .to_vec()
+            };
+            let states = got.states.to_f64();
+            for r in 0..b {
+                let got_i = &states.data()[(r * per_row + i) * state..][..state];
+                let want_i = &want[r * state..][..state];
+                let e = reference::max_rel_diff(got_i, want_i);
+                assert!(e <= 1e-5, "{what} row {r} chunk {i}: {e:e}");
+            }
+        }
+        let d_ht = Some(&case.d_ht);
+        let saved = ret
+            .chunkwise_backward_saved(case.qkv(), &got, &case.d_o, d_ht)
+            .unwrap();
+        let direct = ret
+            .chunkwise_backward(case.qkv(), chunk, h0, &case.d_o, d_ht)
+            .unwrap();
+        if with_h0 {
+            assert_eq!(saved, direct, "{what}");
+        } else {
+            assert_eq!(
+                (saved.dq, saved.dk, saved.dv),
+                (direct.dq, direct.dk, direct.dv)
+            );
+        }
+    }
+    check::<f32>(32, 69, true);
+    check::<f32>(64, 20, false);
+    check::<bf16>(64, 133, true);
+}
+
 /// The device-tensor form on CPU tensors and on the emulated GPU writes exactly the host
 /// form's gradients on the same device, and checks its outputs' shapes.
 #[test]
@@ -362,38 +545,88 @@ fn device_tensor_backward_on(device: &Device) {
     let want = ret
         .chunkwise_backward(case.qkv(), 3, Some(&case.h0), &case.d_o, Some(&case.d_ht))
         .unwrap();
-    let stream = Stream::default_for(device).unwrap();
-    let [q, k, v, d_o, h0, d_ht] = case.upload(&ret, &stream);
-    let [mut dq, mut dk, mut dv, mut dh0, mut dlg] = zero_grads(&ret, (2, 7, 2, 8, 4));
-    let out = GradientsInto {
-        dq: &mut dq,
-        dk: &mut dk,
-        dv: &mut dv,
-        dh0: Some(&mut dh0),
-        dlog_gamma: Some(&mut dlg),
-    };
-    ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, (3, None))
+    let stream = Stream::new(device).unwrap();
+    let up = |t: &HostTensor<f32>| DeviceTensor::upload(ret.memory(), t, &stream).unwrap();
+    let (q, k, v, d_o, h0, d_ht) = (
+        up(&case.q),
+        up(&case.k),
+        up(&case.v),
+        up(&case.d_o),
+        up(&case.h0),
+        up(&case.d_ht),
+    );
+    let mut outs = Outputs::new(&ret, device, (2, 7, 2, 8, 4), 2);
+    let out = outs.gradients_into();
+    let before = stream.transfers();
+    let at = (3, Some(&stream));
+    ret.chunkwise_backward_into((&q, &k, &v), Some(&h0), (&d_o, Some(&d_ht)), out, at)
         .unwrap();
-    let down = |t: &DeviceTensor| t.download::<f32>(&stream).unwrap();
-    assert_eq!(down(&dq), want.dq);
-    assert_eq!(down(&dk), want.dk);
-    assert_eq!(down(&dv), want.dv);
-    assert_eq!(&down(&dh0), want.dh0.as_ref().unwrap());
-    assert_eq!(down(&dlg), want.dlog_gamma);
+    // d log γ is reduced on the device: nothing comes back to the host.
+    assert_eq!(stream.transfers().since(&before).d2h_bytes, 0, "{device}");
+    outs.assert_equal(&stream, &want, &device.to_string());
 
-    let [.., mut short] = zero_grads(&ret, (1, 1, 3, 1, 1));
+    let mut short =
+        DeviceTensor::zeros(ret.memory(), device, retention::DeviceDtype::F32, &[3]).unwrap();
     let out = GradientsInto {
-        dq: &mut dq,
-        dk: &mut dk,
-        dv: &mut dv,
-        dh0: Some(&mut dh0),
         dlog_gamma: Some(&mut short),
+        ..outs.gradients_into()
     };
     let err = ret.chunkwise_backward_into((&q, &k, &v), None, (&d_o, None), out, (3, None));
     assert!(
         matches!(err, Err(RetentionError::ShapeMismatch { ref tensor, .. }) if tensor == "dlog_gamma"),
         "{err:?}"
     );
+}
+
+/// Zeroed f32 device outputs of a backward: dq, dk `[B,T,H,K]`, dv `[B,T,H,V]`, dh0
+/// `[rows,H,K,V]`, d log γ `[H]`.
+struct Outputs {
+    dq: retention::DeviceTensor,
+    dk: retention::DeviceTensor,
+    dv: retention::DeviceTensor,
+    dh0: retention::DeviceTensor,
+    dlg: retention::DeviceTensor,
+}
+
+impl Outputs {
+    fn new(
+        ret: &Retention,
+        device: &Device,
+        (b, t, h, k, v): (usize, usize, usize, usize, usize),
+        rows: usize,
+    ) -> Self {
+        use retention::{DeviceDtype, DeviceTensor};
+        let zeros = |shape: &[usize]| {
+            DeviceTensor::zeros(ret.memory(), device, DeviceDtype::F32, shape).unwrap()
+        };
+        Self {
+            dq: zeros(&[b, t, h, k]),
+            dk: zeros(&[b, t, h, k]),
+            dv: zeros(&[b, t, h, v]),
+            dh0: zeros(&[rows, h, k, v]),
+            dlg: zeros(&[h]),
+        }
+    }
+
+    fn gradients_into(&mut self) -> retention::GradientsInto<'_> {
+        retention::GradientsInto {
+            dq: &mut self.dq,
+            dk: &mut self.dk,
+            dv: &mut self.dv,
+            dh0: Some(&mut self.dh0),
+            dlog_gamma: Some(&mut self.dlg),
+        }
+    }
+
+    /// Every output equals the host form's `want`, bit for bit.
+    fn assert_equal(&self, stream: &retention::Stream, want: &Gradients<f32>, what: &str) {
+        let down = |t: &retention::DeviceTensor| t.download::<f32>(stream).unwrap();
+        assert_eq!(down(&self.dq), want.dq, "{what}");
+        assert_eq!(down(&self.dk), want.dk, "{what}");
+        assert_eq!(down(&self.dv), want.dv, "{what}");
+        assert_eq!(&down(&self.dh0), want.dh0.as_ref().unwrap(), "{what}");
+        assert_eq!(down(&self.dlg), want.dlog_gamma, "{what}");
+    }
 }
 
 /// dh0 and dlog_gamma are optional outputs of the device-tensor backward: without them, on

@@ -39,12 +39,33 @@ pub fn chunkwise_backward_plans(
     p: BackwardProblem,
     size: LaunchSize,
 ) -> GenResult<[KernelPlan; 3]> {
+    chunkwise_plans(p, size, chunkwise_backward::OPS)
+}
+
+/// As [`chunkwise_backward_plans`] for a packed variable-length batch: the varlen ops
+/// (`chunkwise_varlen_bwd_{dq,dk,dv}`), `size.rows` the N sequences, on the same kernel chunk.
+///
+/// # Errors
+/// As [`chunkwise_backward_plans`].
+pub fn chunkwise_varlen_backward_plans(
+    p: BackwardProblem,
+    size: LaunchSize,
+) -> GenResult<[KernelPlan; 3]> {
+    chunkwise_plans(p, size, chunkwise_backward::VARLEN_OPS)
+}
+
+/// The plans of `ops` (dq, dk, dv) on the largest kernel chunk that serves `p`.
+fn chunkwise_plans(
+    p: BackwardProblem,
+    size: LaunchSize,
+    ops: [KernelOp; 3],
+) -> GenResult<[KernelPlan; 3]> {
     let spec = |op, c| KernelSpec::chunkwise(p.k, p.v, c, p.gammas, p.dtype, p.arch).with_op(op);
     let mut refusal = None;
     for c in chunkwise_backward::SUPPORTED_CHUNKS.into_iter().rev() {
         match spec(KernelOp::ChunkwiseBackwardDq, c).validate() {
             Ok(()) => {
-                let [dq, dk, dv] = chunkwise_backward::OPS.map(|op| spec(op, c));
+                let [dq, dk, dv] = ops.map(|op| spec(op, c));
                 return Ok([plan(&dq, size)?, plan(&dk, size)?, plan(&dv, size)?]);
             }
             Err(e) => refusal = Some(e),
@@ -95,6 +116,24 @@ mod tests {
         heads: 3,
         tokens: 100,
     };
+
+    #[test]
+    fn varlen_plans_are_the_varlen_ops_on_the_dense_chunk() {
+        let dense = chunkwise_backward_plans(problem(256, 512, Dtype::Bf16), SIZE).unwrap();
+        let packed = chunkwise_varlen_backward_plans(problem(256, 512, Dtype::Bf16), SIZE);
+        for (d, v) in dense.iter().zip(packed.unwrap().iter()) {
+            assert!(v.spec.op.is_varlen() && !d.spec.op.is_varlen());
+            assert_eq!(
+                KernelSpec {
+                    op: d.spec.op,
+                    ..v.spec
+                },
+                d.spec
+            );
+            assert_eq!(v.geometry, d.geometry);
+            assert!(v.params.contains(&"p_cu_seqlens") && !v.params.contains(&"p_t"));
+        }
+    }
 
     #[test]
     fn chunkwise_plans_are_dq_dk_dv_on_one_chunk() {

@@ -25,7 +25,9 @@ pub const DEFAULT_GAMMA_SETS: [GammaSet; 5] = [
 /// ([`parallel_catalog`]), then both phases of the two-phase chunkwise forward for every
 /// dense chunkwise spec they serve ([`two_phase_catalog`]), the chunkwise backward, the parallel
 /// backward ([`parallel_backward_catalog`]), then the gated MSR epilogue
-/// ([`epilogue_catalog`]), in a fixed order.
+/// ([`epilogue_catalog`]), then the per-head sum of the backward's f32 partials (one per
+/// arch), then the fold of the chunk-entering states ([`boundary_states_catalog`]), in a
+/// fixed order.
 pub fn default_catalog() -> Vec<KernelSpec> {
     let mut specs = decode_catalog();
     specs.extend(chunkwise_catalog());
@@ -35,6 +37,24 @@ pub fn default_catalog() -> Vec<KernelSpec> {
     specs.extend(chunkwise_backward_catalog());
     specs.extend(parallel_backward_catalog());
     specs.extend(epilogue_catalog());
+    specs.extend(Arch::ALL.map(KernelSpec::head_sum));
+    specs.extend(boundary_states_catalog());
+    specs
+}
+
+/// The fold of the chunk-entering states (`chunkwise_for_training` on a GPU) for every (K, V)
+/// of [`CHUNKWISE_HEAD_DIMS`], C ∈ {32, 64} and every default gamma set, sm_80 and sm_90.
+pub fn boundary_states_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for (k, v) in CHUNKWISE_HEAD_DIMS {
+            for c in crate::kernels::boundary_states::SUPPORTED_CHUNKS {
+                for gammas in DEFAULT_GAMMA_SETS {
+                    specs.push(KernelSpec::boundary_states(k, v, c, gammas, arch));
+                }
+            }
+        }
+    }
     specs
 }
 
@@ -148,13 +168,17 @@ pub fn chunkwise_catalog() -> Vec<KernelSpec> {
     })
 }
 
-/// The chunkwise backward (dq, dk, dv kernels) for every (K, V) of [`CHUNKWISE_HEAD_DIMS`],
-/// the forward catalog's chunks that the family serves
+/// The chunkwise backward (dq, dk, dv kernels, each dense and varlen) for every (K, V) of
+/// [`CHUNKWISE_HEAD_DIMS`], the forward catalog's chunks that the family serves
 /// ([`chunkwise_backward::SUPPORTED_CHUNKS`]), every dtype and default gamma set, sm_80 and
 /// sm_90.
 pub fn chunkwise_backward_catalog() -> Vec<KernelSpec> {
     walk_chunkwise(&chunkwise_backward::SUPPORTED_CHUNKS, |specs, spec| {
-        specs.extend(chunkwise_backward::OPS.map(|op| KernelSpec { op, ..spec }));
+        let ops = chunkwise_backward::OPS.into_iter();
+        specs.extend(
+            ops.chain(chunkwise_backward::VARLEN_OPS)
+                .map(|op| spec.with_op(op)),
+        );
     })
 }
 

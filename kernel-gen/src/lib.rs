@@ -24,7 +24,8 @@
 //!   ([`kernels::two_phase`]) — [`prefer_two_phase`] picks a segment length,
 //!   [`two_phase_plan`] sizes the `chunk_states` and `chunkwise_segmented` launches and
 //!   their f32 workspace. The attention baseline's split plan: [`attention_decode_plan`].
-//! - A backward call's launches, planned at once: [`chunkwise_backward_plans`],
+//! - A backward call's launches, planned at once: [`chunkwise_backward_plans`] (dense) and
+//!   [`chunkwise_varlen_backward_plans`] (packed),
 //!   [`parallel_backward_plans`] (each plan's op says which gradient it writes; the d log γ
 //!   partials are plan workspaces, [`workspace_floats`]).
 //! - [`catalog::default_catalog`] lists what ships; `kernel-gen --out DIR [--arch
@@ -53,7 +54,8 @@ pub mod spec;
 
 pub use arch::Arch;
 pub use backward_plan::{
-    BackwardProblem, chunkwise_backward_plans, parallel_backward_plans, workspace_floats,
+    BackwardProblem, chunkwise_backward_plans, chunkwise_varlen_backward_plans,
+    parallel_backward_plans, workspace_floats,
 };
 pub use error::{GenError, GenResult};
 pub use kernels::attention_decode::{AttentionDecodePlan, plan as attention_decode_plan};

@@ -5,7 +5,7 @@
 
 use crate::dsl::Kernel;
 use crate::kernels::{attention_decode, chunkwise, decode, epilogue, parallel, two_phase};
-use crate::kernels::{chunkwise_backward, layer_ops, parallel_backward};
+use crate::kernels::{boundary_states, chunkwise_backward, head_sum, layer_ops, parallel_backward};
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
 use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, LaunchGeometry};
@@ -13,7 +13,7 @@ use crate::{GenError, LaunchGeometry};
 /// A kernel family: the ops it serves and its steps.
 pub struct Family {
     /// Family name (`decode`, `chunkwise`, `two_phase`, `parallel`, `attention`, `epilogue`,
-    /// `chunkwise_backward`, `parallel_backward`, `layer_ops`).
+    /// `chunkwise_backward`, `parallel_backward`, `layer_ops`, `head_sum`, `boundary_states`).
     pub name: &'static str,
     /// The ops it serves.
     pub ops: &'static [KernelOp],
@@ -30,7 +30,7 @@ pub struct Family {
 }
 
 /// Every family, one row each.
-pub const FAMILIES: [Family; 9] = [
+pub const FAMILIES: [Family; 11] = [
     Family {
         name: "decode",
         ops: &[KernelOp::Decode],
@@ -95,6 +95,9 @@ pub const FAMILIES: [Family; 9] = [
             KernelOp::ChunkwiseBackwardDq,
             KernelOp::ChunkwiseBackwardDk,
             KernelOp::ChunkwiseBackwardDv,
+            KernelOp::ChunkwiseVarlenBackwardDq,
+            KernelOp::ChunkwiseVarlenBackwardDk,
+            KernelOp::ChunkwiseVarlenBackwardDv,
         ],
         validate: chunkwise_backward::validate,
         launch_geometry: chunkwise_backward::launch_geometry,
@@ -124,6 +127,24 @@ pub const FAMILIES: [Family; 9] = [
         param_names: layer_ops::param_names,
         plan: layer_ops::plan,
         generate: layer_ops::generate,
+    },
+    Family {
+        name: "head_sum",
+        ops: &[KernelOp::HeadSum],
+        validate: head_sum::validate,
+        launch_geometry: head_sum::launch_geometry,
+        param_names: head_sum::param_names,
+        plan: head_sum::plan,
+        generate: head_sum::generate,
+    },
+    Family {
+        name: "boundary_states",
+        ops: &[KernelOp::ChunkBoundaryStates],
+        validate: boundary_states::validate,
+        launch_geometry: boundary_states::launch_geometry,
+        param_names: boundary_states::param_names,
+        plan: boundary_states::plan,
+        generate: boundary_states::generate,
     },
 ];
 

@@ -53,6 +53,12 @@ pub enum KernelOp {
     ChunkwiseBackwardDk,
     /// Chunkwise backward, dV and dH0: a reverse walk over chunks carrying the adjoint dR.
     ChunkwiseBackwardDv,
+    /// [`KernelOp::ChunkwiseBackwardDq`] over a packed variable-length batch (`cu_seqlens`).
+    ChunkwiseVarlenBackwardDq,
+    /// [`KernelOp::ChunkwiseBackwardDk`] over a packed variable-length batch.
+    ChunkwiseVarlenBackwardDk,
+    /// [`KernelOp::ChunkwiseBackwardDv`] over a packed variable-length batch (dH0 `[N,H,K,V]`).
+    ChunkwiseVarlenBackwardDv,
     /// Parallel backward, dQ pass: one CTA per query tile, dQ = M K over key tiles ≤ it
     /// (M = s·(dO Vᵀ) ⊙ D; the `parallel_backward` family, tile size in `chunk`).
     ParallelBackwardDq,
@@ -72,11 +78,18 @@ pub enum KernelOp {
     /// A strided copy of rows, bit-exact (the `layer_ops` family): projections split into
     /// their parts, a KV cache's row written at a position.
     CopyRows,
+    /// The per-head sum of f32 partials `[R, H, M]` into `[H]` (the `head_sum` family, how
+    /// the chunkwise backward's d log γ partials are reduced on the device).
+    HeadSum,
+    /// The f32 state entering every chunk, folded from H0 and the chunk-local states of the
+    /// two-phase forward's phase 1 run with one chunk per segment (the `boundary_states`
+    /// family: what `chunkwise_for_training` keeps).
+    ChunkBoundaryStates,
 }
 
 impl KernelOp {
     /// Every op.
-    pub const ALL: [KernelOp; 20] = [
+    pub const ALL: [KernelOp; 25] = [
         KernelOp::Decode,
         KernelOp::Chunkwise,
         KernelOp::ChunkwiseVarlen,
@@ -90,6 +103,9 @@ impl KernelOp {
         KernelOp::ChunkwiseBackwardDq,
         KernelOp::ChunkwiseBackwardDk,
         KernelOp::ChunkwiseBackwardDv,
+        KernelOp::ChunkwiseVarlenBackwardDq,
+        KernelOp::ChunkwiseVarlenBackwardDk,
+        KernelOp::ChunkwiseVarlenBackwardDv,
         KernelOp::ParallelBackwardDq,
         KernelOp::ParallelBackwardDk,
         KernelOp::ParallelBackwardDv,
@@ -97,6 +113,8 @@ impl KernelOp {
         KernelOp::RmsNorm,
         KernelOp::Gelu,
         KernelOp::CopyRows,
+        KernelOp::HeadSum,
+        KernelOp::ChunkBoundaryStates,
     ];
 
     /// Lower-case name, used in entry names.
@@ -115,6 +133,9 @@ impl KernelOp {
             KernelOp::ChunkwiseBackwardDq => "chunkwise_bwd_dq",
             KernelOp::ChunkwiseBackwardDk => "chunkwise_bwd_dk",
             KernelOp::ChunkwiseBackwardDv => "chunkwise_bwd_dv",
+            KernelOp::ChunkwiseVarlenBackwardDq => "chunkwise_varlen_bwd_dq",
+            KernelOp::ChunkwiseVarlenBackwardDk => "chunkwise_varlen_bwd_dk",
+            KernelOp::ChunkwiseVarlenBackwardDv => "chunkwise_varlen_bwd_dv",
             KernelOp::ParallelBackwardDq => "parallel_backward_dq",
             KernelOp::ParallelBackwardDk => "parallel_backward_dk",
             KernelOp::ParallelBackwardDv => "parallel_backward_dv",
@@ -122,7 +143,21 @@ impl KernelOp {
             KernelOp::RmsNorm => "rms_norm",
             KernelOp::Gelu => "gelu",
             KernelOp::CopyRows => "copy_rows",
+            KernelOp::HeadSum => "head_sum",
+            KernelOp::ChunkBoundaryStates => "chunk_boundary_states",
         }
+    }
+
+    /// Whether the op walks a packed variable-length batch: its sequences' token ranges come
+    /// from a device `cu_seqlens` (`p_cu_seqlens`, u32 `[N+1]`) instead of `p_t`.
+    pub const fn is_varlen(self) -> bool {
+        matches!(
+            self,
+            KernelOp::ChunkwiseVarlen
+                | KernelOp::ChunkwiseVarlenBackwardDq
+                | KernelOp::ChunkwiseVarlenBackwardDk
+                | KernelOp::ChunkwiseVarlenBackwardDv
+        )
     }
 }
 
@@ -360,6 +395,30 @@ impl KernelSpec {
     /// The backward that goes with an epilogue spec (same fields, its own op).
     pub fn epilogue_backward(&self) -> Self {
         self.with_op(KernelOp::EpilogueBackward)
+    }
+
+    /// The per-head sum of f32 partials for `arch` (K = V = 1, no chunk, runtime γ, f32, the
+    /// default tile): the one `head_sum` kernel of an arch.
+    pub fn head_sum(arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::HeadSum,
+            k: 1,
+            v: 1,
+            chunk: None,
+            gammas: GammaSet::Runtime,
+            dtype: Dtype::F32,
+            arch,
+            tile: TileConfig::default(),
+        }
+    }
+
+    /// The fold of the chunk-entering states for a chunkwise forward of (K, V, chunk, γ set)
+    /// on `arch` (f32, the default tile).
+    pub fn boundary_states(k: u32, v: u32, chunk: u32, gammas: GammaSet, arch: Arch) -> Self {
+        KernelSpec {
+            op: KernelOp::ChunkBoundaryStates,
+            ..Self::chunkwise(k, v, chunk, gammas, Dtype::F32, arch)
+        }
     }
 
     /// The canonical text every field is hashed from. Changing it renames every entry, so it

@@ -80,17 +80,23 @@ fn default_catalog_has_every_combination_once() {
         ),
         (180 + 13 * 30, 840, 840, 210, 410, 410, 24, 24, 24, 24)
     );
-    // Chunkwise backward, each of dq, dk, dv: the 7 (K, V) pairs x C in {32, 64} x 3 dtypes
-    // x 5 gamma sets x 2 archs.
+    // Chunkwise backward, each of dq, dk, dv, dense and varlen: the 7 (K, V) pairs x C in
+    // {32, 64} x 3 dtypes x 5 gamma sets x 2 archs.
     assert_eq!(
         [
             KernelOp::ChunkwiseBackwardDq,
             KernelOp::ChunkwiseBackwardDk,
-            KernelOp::ChunkwiseBackwardDv
+            KernelOp::ChunkwiseBackwardDv,
+            KernelOp::ChunkwiseVarlenBackwardDq,
+            KernelOp::ChunkwiseVarlenBackwardDk,
+            KernelOp::ChunkwiseVarlenBackwardDv
         ]
         .map(count),
-        [420; 3]
+        [420; 6]
     );
+    assert_eq!(count(KernelOp::HeadSum), 2, "one per arch");
+    // 7 (K, V) x C in {32, 64} x 5 gamma sets x 2 archs.
+    assert_eq!(count(KernelOp::ChunkBoundaryStates), 140);
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
     assert_eq!(entries.len(), cat.len());
@@ -107,6 +113,10 @@ fn default_catalog_has_every_combination_once() {
             | KernelOp::ChunkwiseBackwardDq
             | KernelOp::ChunkwiseBackwardDk
             | KernelOp::ChunkwiseBackwardDv
+            | KernelOp::ChunkwiseVarlenBackwardDq
+            | KernelOp::ChunkwiseVarlenBackwardDk
+            | KernelOp::ChunkwiseVarlenBackwardDv
+            | KernelOp::ChunkBoundaryStates
             | KernelOp::ParallelBackwardDq
             | KernelOp::ParallelBackwardDk
             | KernelOp::ParallelBackwardDv
@@ -116,6 +126,7 @@ fn default_catalog_has_every_combination_once() {
             KernelOp::AttentionDecode | KernelOp::AttentionCombine => {
                 assert!(s.chunk.is_none() && s.gammas == GammaSet::Runtime, "{s}");
             }
+            KernelOp::HeadSum => assert_eq!(*s, KernelSpec::head_sum(s.arch)),
             KernelOp::Epilogue
             | KernelOp::EpilogueBackward
             | KernelOp::RmsNorm

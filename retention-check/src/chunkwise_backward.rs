@@ -6,10 +6,15 @@
 //! (f16/bf16), dH0 ≤ 1e-5 max relative, and d log γ (the three kernels' partials summed per
 //! head in f64) within 1e-5 of the sum of its terms' magnitudes (the reference backward on
 //! |inputs|, as the CPU backward's tests bound it).
+//!
+//! A case with `packed` lengths runs the varlen ops (`chunkwise_varlen_bwd_*`) over one packed
+//! batch `[1, ΣT, H, ·]` with device `cu_seqlens` and per-sequence states `[N, H, K, V]`,
+//! against `reference::chunkwise_backward_varlen`.
 
 use kernel_gen::emu::{Buffer, Dtype as EmuDtype, EmuReport, Launch, Param};
-use kernel_gen::{KernelOp, KernelSpec, launch_geometry, param_names};
-use retention_core::{Dtype, SplitMix64};
+use kernel_gen::kernels::chunkwise_backward::Role;
+use kernel_gen::{KernelSpec, launch_geometry, param_names};
+use retention_core::{CuSeqlens, Dtype, HostTensor, SplitMix64};
 use retention_kernels::reference::{self, RetentionParams};
 use retention_runtime::launch_target::{LaunchReport, LaunchTarget};
 
@@ -18,17 +23,19 @@ use crate::io::{
     check_heads, emu_dtype, gammas_for, input_buffer, output_values, position, state_work, tensor,
 };
 
-pub use kernel_gen::kernels::chunkwise_backward::OPS;
+pub use kernel_gen::kernels::chunkwise_backward::{OPS, VARLEN_OPS};
 
 /// One backward problem.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackwardCase {
-    /// Batch rows.
+    /// Batch rows (ignored when `packed`).
     pub batch: usize,
     /// Heads (a named gamma set fixes its own).
     pub heads: usize,
-    /// Tokens per row.
+    /// Tokens per row (ignored when `packed`).
     pub t: usize,
+    /// The sequence lengths of a packed varlen batch (the varlen ops), or `None` (dense).
+    pub packed: Option<&'static [usize]>,
     /// The chunk of the reference derivation (any C ≥ 1).
     pub reference_chunk: usize,
     /// Whether H0 is given.
@@ -57,13 +64,20 @@ pub struct BackwardCheck {
 }
 
 /// The case `retention verify` runs a backward spec with: one row, the spec's heads (3 for
-/// runtime γ), a full kernel chunk and a partial one, H0 and dH_T, reference chunk 7.
+/// runtime γ), a full kernel chunk and a partial one, H0 and dH_T, reference chunk 7; a
+/// varlen spec runs three packed sequences of 1, C + 5 and 3 tokens.
 pub fn problem_case(spec: &KernelSpec) -> BackwardCase {
     let c = spec.chunk.unwrap_or(1) as usize;
+    let packed: Option<&'static [usize]> = match (spec.op.is_varlen(), c) {
+        (false, _) => None,
+        (true, 32) => Some(&[1, 37, 3]),
+        (true, _) => Some(&[1, 69, 3]),
+    };
     BackwardCase {
-        batch: 1,
+        batch: packed.map_or(1, <[usize]>::len),
         heads: check_heads(spec),
         t: c + 5,
+        packed,
         reference_chunk: 7,
         with_h0: true,
         with_dht: true,
@@ -71,11 +85,72 @@ pub fn problem_case(spec: &KernelSpec) -> BackwardCase {
     }
 }
 
+/// Where a case's tokens are: `b` rows of `t` tokens, or one packed row of sequences.
+#[derive(Debug, Clone)]
+struct Tokens {
+    /// Rows of the token tensors (1 when packed).
+    rows: usize,
+    /// Tokens per row (ΣT when packed).
+    t: usize,
+    /// Rows of the states: B, or N sequences.
+    states: usize,
+    /// The packed batch's boundaries.
+    cu: Option<CuSeqlens>,
+}
+
+impl Tokens {
+    fn of(case: &BackwardCase) -> Result<Tokens, String> {
+        let Some(lengths) = case.packed else {
+            return Ok(Tokens {
+                rows: case.batch,
+                t: case.t,
+                states: case.batch,
+                cu: None,
+            });
+        };
+        let mut bounds = vec![0usize];
+        for l in lengths {
+            bounds.push(bounds.last().copied().unwrap_or(0) + l);
+        }
+        let total = bounds.last().copied().unwrap_or(0);
+        let cu = CuSeqlens::new(bounds, total).map_err(|e| e.to_string())?;
+        Ok(Tokens {
+            rows: 1,
+            t: total,
+            states: lengths.len(),
+            cu: Some(cu),
+        })
+    }
+
+    /// The reference backward of this layout.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        &self,
+        (q, k, v): (&HostTensor<f64>, &HostTensor<f64>, &HostTensor<f64>),
+        params: &RetentionParams,
+        chunk: usize,
+        h0: Option<&HostTensor<f64>>,
+        d_o: &HostTensor<f64>,
+        dht: Option<&HostTensor<f64>>,
+    ) -> Result<reference::Gradients, String> {
+        match &self.cu {
+            None => reference::chunkwise_backward(q, k, v, params, chunk, h0, d_o, dht),
+            Some(cu) => {
+                reference::chunkwise_backward_varlen(q, k, v, cu, params, chunk, h0, d_o, dht)
+            }
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
 /// Emulated work (rows × heads × T × K × V, three kernels): decides whether a sampled run
 /// emulates a spec.
 pub fn cost(spec: &KernelSpec) -> usize {
     let c = problem_case(spec);
-    3 * state_work(spec, c.batch, c.heads, c.t)
+    match c.packed {
+        Some(lengths) => 3 * state_work(spec, 1, c.heads, lengths.iter().sum()),
+        None => 3 * state_work(spec, c.batch, c.heads, c.t),
+    }
 }
 
 /// Run the three kernels of `spec`'s (K, V, chunk, gammas, dtype, arch) on [`problem_case`]
@@ -95,6 +170,16 @@ pub fn check(spec: &KernelSpec, target: &dyn LaunchTarget, seed: u64) -> Result<
 }
 
 impl BackwardCheck {
+    /// One line of the errors: dq/dk/dv, dH0, and d log γ (values and error of its terms).
+    pub fn summary(&self) -> String {
+        let [dq, dk, dv] = self.grad_errors;
+        format!(
+            "dq/dk/dv {dq:.2e} {dk:.2e} {dv:.2e}, dh0 {:.2e}, d log gamma {:?}: error {:.2e} \
+             of its terms",
+            self.dh0_error, self.dlog_gamma, self.dlog_gamma_error
+        )
+    }
+
     /// Why the result is off, or `None` within the tolerances (and no read of shared memory
     /// nothing wrote, in any dtype: these kernels zero-fill what they stage).
     pub fn failure(&self, dtype: Dtype) -> Option<String> {
@@ -145,7 +230,8 @@ pub fn check_case(
         kernel_gen::GammaSet::Retnet { heads } => heads as usize,
         kernel_gen::GammaSet::Runtime => case.heads,
     };
-    let (b, t) = (case.batch, case.t);
+    let toks = Tokens::of(&case)?;
+    let (b, t, n) = (toks.rows, toks.t, toks.states);
     let (k, v) = (spec.k as usize, spec.v as usize);
     let gammas = gammas_for(spec.gammas, h)?;
     let params = RetentionParams::new(gammas.clone(), Some(case.scale));
@@ -161,29 +247,20 @@ pub fn check_case(
         k: round(b * t * h * k),
         v: round(b * t * h * v),
         d_o: round(b * t * h * v),
-        h0: round(b * h * k * v)
+        h0: round(n * h * k * v)
             .into_iter()
             .map(|x| f64::from(x as f32))
             .collect(),
-        dht: round(b * h * k * v)
+        dht: round(n * h * k * v)
             .into_iter()
             .map(|x| f64::from(x as f32))
             .collect(),
     };
-    let state = tensor(vec![b, h, k, v], &inputs.h0)?;
-    let dht = tensor(vec![b, h, k, v], &inputs.dht)?;
-    let want = reference::chunkwise_backward(
-        &tensor(vec![b, t, h, k], &inputs.q)?,
-        &tensor(vec![b, t, h, k], &inputs.k)?,
-        &tensor(vec![b, t, h, v], &inputs.v)?,
-        &params,
-        case.reference_chunk,
-        case.with_h0.then_some(&state),
-        &tensor(vec![b, t, h, v], &inputs.d_o)?,
-        case.with_dht.then_some(&dht),
-    )
-    .map_err(|e| e.to_string())?;
-    let bound = terms_magnitude(spec, &inputs, (b, h, t), &params, case)?;
+    let want = reference_of(&toks, spec, &inputs, h, &params, case, f64::clone)?;
+    let abs_params = RetentionParams::new(params.gammas.clone(), Some(case.scale.abs()));
+    // Σ|terms| of d log γ per head: the reference backward on |inputs| with |s|.
+    let bound = reference_of(&toks, spec, &inputs, h, &abs_params, case, |x| x.abs())?;
+    let bound = bound.dlog_gamma.data().to_vec();
 
     let log2: Vec<f32> = (0..h).map(|i| gammas.log2(i) as f32).collect();
     let mut grad_errors = [0.0; 3];
@@ -191,17 +268,12 @@ pub fn check_case(
     let mut reports = Vec::new();
     let mut last_report = None;
     let mut dlog_gamma = vec![0.0; h];
-    for (i, op) in OPS.into_iter().enumerate() {
+    let ops = if spec.op.is_varlen() { VARLEN_OPS } else { OPS };
+    for (i, op) in ops.into_iter().enumerate() {
         let s = KernelSpec { op, ..*spec };
-        let out_len = b
-            * t
-            * h
-            * if op == KernelOp::ChunkwiseBackwardDv {
-                v
-            } else {
-                k
-            };
-        let state_in = if op == KernelOp::ChunkwiseBackwardDq {
+        let role = Role::of(op).ok_or("not a chunkwise backward op")?;
+        let out_len = b * t * h * if role == Role::Dv { v } else { k };
+        let state_in = if role == Role::Dq {
             case.with_h0.then_some(&inputs.h0)
         } else {
             case.with_dht.then_some(&inputs.dht)
@@ -209,7 +281,7 @@ pub fn check_case(
         let slices = launch_geometry(&s, 1, h as u32)
             .map_err(|e| e.to_string())?
             .grid[2] as usize;
-        let mut launch = build_launch(&s, (b, h, t), &inputs, (state_in, out_len), &log2, case)?;
+        let mut launch = build_launch(&s, (&toks, h), &inputs, (state_in, out_len), &log2, case)?;
         let report = target.execute(&s, &mut launch).map_err(|e| e.to_string())?;
         if let Some(r) = report.emulated() {
             reports.push(r.clone());
@@ -234,7 +306,7 @@ pub fn check_case(
             Dtype::F32 => reference::max_rel_diff(&got, want_grad),
             Dtype::F16 | Dtype::Bf16 => reference::rel_rmse(&got, want_grad),
         };
-        if op == KernelOp::ChunkwiseBackwardDv {
+        if role == Role::Dv {
             let got_dh0: Vec<f64> = launch
                 .buffer(position(&names, "p_dh0", &s)?)
                 .ok_or("the dH0 argument is not a buffer")?
@@ -261,45 +333,47 @@ pub fn check_case(
     })
 }
 
-/// Σ|terms| of d log γ per head: the reference backward on |inputs| with |s|.
-fn terms_magnitude(
+/// The reference backward of `case` on the inputs mapped by `f` (identity, or |x| for the
+/// bound on d log γ's terms).
+fn reference_of(
+    toks: &Tokens,
     spec: &KernelSpec,
     inputs: &Inputs,
-    (b, h, t): (usize, usize, usize),
+    h: usize,
     params: &RetentionParams,
     case: BackwardCase,
-) -> Result<Vec<f64>, String> {
+    f: fn(&f64) -> f64,
+) -> Result<reference::Gradients, String> {
+    let (b, t, n) = (toks.rows, toks.t, toks.states);
     let (k, v) = (spec.k as usize, spec.v as usize);
-    let abs = |shape: Vec<usize>, x: &[f64]| {
-        tensor(shape, &x.iter().map(|y| y.abs()).collect::<Vec<_>>())
-    };
-    let abs_params = RetentionParams::new(params.gammas.clone(), Some(case.scale.abs()));
-    let state = abs(vec![b, h, k, v], &inputs.h0)?;
-    let dht = abs(vec![b, h, k, v], &inputs.dht)?;
-    let g = reference::chunkwise_backward(
-        &abs(vec![b, t, h, k], &inputs.q)?,
-        &abs(vec![b, t, h, k], &inputs.k)?,
-        &abs(vec![b, t, h, v], &inputs.v)?,
-        &abs_params,
+    let map = |shape: Vec<usize>, x: &[f64]| tensor(shape, &x.iter().map(f).collect::<Vec<_>>());
+    let state = map(vec![n, h, k, v], &inputs.h0)?;
+    let dht = map(vec![n, h, k, v], &inputs.dht)?;
+    toks.reference(
+        (
+            &map(vec![b, t, h, k], &inputs.q)?,
+            &map(vec![b, t, h, k], &inputs.k)?,
+            &map(vec![b, t, h, v], &inputs.v)?,
+        ),
+        params,
         case.reference_chunk,
         case.with_h0.then_some(&state),
-        &abs(vec![b, t, h, v], &inputs.d_o)?,
+        &map(vec![b, t, h, v], &inputs.d_o)?,
         case.with_dht.then_some(&dht),
     )
-    .map_err(|e| e.to_string())?;
-    Ok(g.dlog_gamma.data().to_vec())
 }
 
 /// The launch of one kernel, its arguments filled by name.
 fn build_launch(
     spec: &KernelSpec,
-    (b, h, t): (usize, usize, usize),
+    (toks, h): (&Tokens, usize),
     inputs: &Inputs,
     (state_in, out_len): (Option<&Vec<f64>>, usize),
     log2: &[f32],
     case: BackwardCase,
 ) -> Result<Launch, String> {
-    let geometry = launch_geometry(spec, b as u32, h as u32).map_err(|e| e.to_string())?;
+    let geometry =
+        launch_geometry(spec, toks.states as u32, h as u32).map_err(|e| e.to_string())?;
     let mut launch = Launch::new(spec.entry(), geometry.grid, geometry.block)
         .dynamic_shared(geometry.dynamic_smem_bytes);
     let ws_len = geometry.grid.iter().product::<u32>() as usize * 256;
@@ -316,7 +390,12 @@ fn build_launch(
             "p_h0" if case.with_h0 => Param::Buffer(f32_buffer(&inputs.h0)),
             "p_h0" => Param::U64(0),
             "p_dlog_gamma" => Param::Buffer(Buffer::zeros(EmuDtype::F32, ws_len).output()),
-            "p_t" => Param::U32(t as u32),
+            "p_t" => Param::U32(toks.t as u32),
+            "p_cu_seqlens" => {
+                let cu = toks.cu.as_ref().ok_or("a varlen op needs a packed case")?;
+                let bounds: Vec<u32> = cu.as_slice().iter().map(|&x| x as u32).collect();
+                Param::Buffer(Buffer::from_u32(&bounds))
+            }
             "p_scale" => Param::F32(case.scale as f32),
             "p_heads" => Param::U32(h as u32),
             "p_log2_gamma" => Param::Buffer(Buffer::from_f32(log2)),

@@ -21,6 +21,7 @@ fn case(t: usize, reference_chunk: usize, with_h0: bool, with_dht: bool) -> Back
         batch: 1,
         heads: 3,
         t,
+        packed: None,
         reference_chunk,
         with_h0,
         with_dht,
@@ -35,19 +36,12 @@ fn run(
 ) -> retention_check::chunkwise_backward::BackwardCheck {
     let got = check_case(s, &Emulator(s.arch), c, seed).unwrap_or_else(|e| panic!("{s}: {e}"));
     eprintln!(
-        "{s} T={} ref C={} h0={} dht={}: dq/dk/dv {:.2e} {:.2e} {:.2e}, dh0 {:.2e}",
+        "{s} T={} ref C={} h0={} dht={}: {}",
         c.t,
         c.reference_chunk,
         c.with_h0,
         c.with_dht,
-        got.grad_errors[0],
-        got.grad_errors[1],
-        got.grad_errors[2],
-        got.dh0_error
-    );
-    eprintln!(
-        "  d log gamma {:?}: error {:.2e} of its terms",
-        got.dlog_gamma, got.dlog_gamma_error
+        got.summary()
     );
     if let Some(why) = got.failure(s.dtype) {
         panic!("{s} {c:?}: {why}");

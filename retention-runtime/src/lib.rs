@@ -43,6 +43,7 @@ mod gpu_chunkwise;
 mod gpu_decode;
 mod gpu_parallel;
 mod gpu_parallel_backward;
+mod gpu_training_forward;
 mod host_view;
 mod kernel_launch;
 pub mod kernel_timing;

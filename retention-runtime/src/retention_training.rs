@@ -3,21 +3,24 @@
 //! gated MSR epilogue.
 //!
 //! On `Device::Cpu` these run the fast CPU kernels (`retention_kernels::cpu`): multi-threaded,
-//! gemm-based, f32 accumulation. On `Device::Emulated` and `Device::Cuda`,
-//! [`Retention::chunkwise_backward`] runs the GPU kernels (`gpu_backward`), the parallel
+//! gemm-based, f32 accumulation. On `Device::Emulated` and `Device::Cuda`, the chunkwise and
+//! recurrent backwards, dense and varlen, run the GPU chunkwise-backward kernels
+//! (`gpu_backward`; the recurrent gradients are the chunkwise ones at any chunk), the parallel
 //! backward its kernels (`training_parallel`) and the epilogue's backward its kernel
-//! (`epilogue_device`); every other op here returns
-//! [`RetentionError::Unsupported`] naming the op — never a wrong answer, never a panic.
+//! (`epilogue_device`), and `chunkwise_for_training` the device forward plus the chunk-state
+//! kernels (`gpu_training_forward`, C in {32, 64}; other chunks are a typed
+//! [`RetentionError::Unsupported`](retention_core::RetentionError::Unsupported) — never a wrong answer, never a panic).
 //!
-//! The device-tensor forms are `chunkwise_backward_into` (`training_device`) and
-//! `parallel_backward_into` (`training_parallel`); the other backwards have none yet.
+//! The device-tensor forms are `chunkwise_backward_into`, `chunkwise_backward_varlen_into`
+//! (`training_device`) and `parallel_backward_into` (`training_parallel`); the other
+//! backwards have none yet.
 //!
 //! What the forward saves: [`Retention::chunkwise_for_training`] keeps the f32 state entering
 //! every chunk, K·V·4/C bytes per token-head (K = V = 128, C = 64: 1 KiB), so the backward
 //! skips recomputing them (2KV FLOPs per token-head and a second read of k and v).
 //! [`Retention::chunkwise_backward`] saves nothing and recomputes them.
 
-use retention_core::{CuSeqlens, HostTensor, Result, RetentionError};
+use retention_core::{CuSeqlens, HostTensor, Result};
 use retention_kernels::cpu::{self, CpuElement, CpuEpilogueGradients, CpuGradients};
 
 use crate::retention::Retention;
@@ -73,18 +76,6 @@ pub struct TrainingForward<T: CpuElement> {
 type HostQkv<'a, T> = (&'a HostTensor<T>, &'a HostTensor<T>, &'a HostTensor<T>);
 
 impl Retention {
-    /// `Ok` on the CPU; on a GPU-like device the typed refusal of `op`.
-    pub(crate) fn backward_on_cpu_only(&self, op: &str) -> Result<()> {
-        if self.gpu().is_none() {
-            return Ok(());
-        }
-        Err(RetentionError::Unsupported {
-            what: format!("op `{op}` on device"),
-            value: self.device().name(),
-            reason: "the GPU backward is not built yet; run training ops on Device::Cpu".into(),
-        })
-    }
-
     /// Gradients of [`Retention::chunkwise`] with chunk `chunk` (any chunk ≥ 1) for the
     /// upstream gradient `d_o` `[B, T, H, V]` and optional `d_ht` `[B, H, K, V]` f32, with
     /// optional initial state `h0`. The chunk states are recomputed from k, v and h0. On a
@@ -103,7 +94,7 @@ impl Retention {
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
         if self.gpu().is_some() {
-            return self.chunkwise_backward_via_device((q, k, v), chunk, h0, d_o, d_ht);
+            return self.chunkwise_backward_via_device((q, k, v), (None, chunk), h0, d_o, d_ht);
         }
         cpu::chunkwise_backward(q, k, v, self.params(), chunk, h0, d_o, d_ht).map(Into::into)
     }
@@ -113,15 +104,22 @@ impl Retention {
     /// forward's tolerances (bit for bit while the (row, head) pairs are at least the threads;
     /// with fewer pairs each splits the sequence its own way, so the roundings differ).
     ///
+    /// On a GPU-like device the device chunkwise forward runs, then phase 1 of the two-phase
+    /// forward at one chunk per segment and the `boundary_states` fold write the states
+    /// (`gpu_training_forward`; C in {32, 64}).
+    ///
     /// # Errors
-    /// As [`Retention::chunkwise`]; [`RetentionError::Unsupported`] on a GPU-like device.
+    /// As [`Retention::chunkwise`]; on a GPU-like device [`RetentionError::Unsupported`](retention_core::RetentionError::Unsupported) for
+    /// a chunk other than 32 or 64.
     pub fn chunkwise_for_training<T: CpuElement>(
         &self,
         (q, k, v): HostQkv<'_, T>,
         chunk: usize,
         h0: Option<&HostTensor<f32>>,
     ) -> Result<TrainingForward<T>> {
-        self.backward_on_cpu_only("chunkwise_for_training")?;
+        if self.gpu().is_some() {
+            return self.chunkwise_for_training_via_device((q, k, v), chunk, h0);
+        }
         let f = cpu::chunkwise_with_states(q, k, v, self.params(), chunk, h0)?;
         Ok(TrainingForward {
             o: f.o,
@@ -133,7 +131,8 @@ impl Retention {
 
     /// [`Retention::chunkwise_backward`] from the states a
     /// [`Retention::chunkwise_for_training`] call with the same q, k, v (and h0) saved: no
-    /// recompute. dH0 is returned as ever (H0 is the saved chunk-0 state).
+    /// recompute. dH0 is returned as ever (H0 is the saved chunk-0 state). On a GPU-like device
+    /// the GPU backward recomputes the states on chip (from H0 = the saved chunk-0 states).
     ///
     /// # Errors
     /// As [`Retention::chunkwise_backward`], plus a shape mismatch of the saved states.
@@ -144,14 +143,17 @@ impl Retention {
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("chunkwise_backward_saved")?;
+        if self.gpu().is_some() {
+            return self.chunkwise_backward_saved_via_device((q, k, v), saved, d_o, d_ht);
+        }
         let p = self.params();
         cpu::chunkwise_backward_with_states(q, k, v, p, saved.chunk, &saved.states, d_o, d_ht)
             .map(Into::into)
     }
 
     /// Gradients of [`Retention::recurrent`] (the same function as the chunkwise form, so
-    /// computed chunk by chunk).
+    /// computed chunk by chunk; on a GPU-like device by the chunkwise-backward kernels, whose
+    /// gradients do not depend on the chunk).
     ///
     /// # Errors
     /// As [`Retention::chunkwise_backward`].
@@ -162,7 +164,10 @@ impl Retention {
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("recurrent_backward")?;
+        if self.gpu().is_some() {
+            let at = (None, RECURRENT_CHUNK);
+            return self.chunkwise_backward_via_device((q, k, v), at, h0, d_o, d_ht);
+        }
         cpu::recurrent_backward(q, k, v, self.params(), h0, d_o, d_ht).map(Into::into)
     }
 
@@ -191,11 +196,12 @@ impl Retention {
     }
 
     /// Gradients of [`Retention::chunkwise_varlen`]: packed inputs `[1, ΣT, H, ·]`, `h0`,
-    /// `d_ht` and dH0 `[N, H, K, V]`; chunks restart at every sequence boundary.
+    /// `d_ht` and dH0 `[N, H, K, V]`; chunks restart at every sequence boundary. On a
+    /// GPU-like device the varlen chunkwise-backward kernels run (through
+    /// [`Retention::chunkwise_backward_varlen_into`]: upload, run, download).
     ///
     /// # Errors
-    /// As [`Retention::chunkwise_varlen`], plus shape mismatches of `d_o` and `d_ht`;
-    /// [`RetentionError::Unsupported`] on a GPU-like device.
+    /// As [`Retention::chunkwise_varlen`], plus shape mismatches of `d_o` and `d_ht`.
     pub fn chunkwise_varlen_backward<T: CpuElement>(
         &self,
         (q, k, v): HostQkv<'_, T>,
@@ -204,7 +210,10 @@ impl Retention {
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("chunkwise_varlen_backward")?;
+        if self.gpu().is_some() {
+            let at = (Some(cu_seqlens), chunk);
+            return self.chunkwise_backward_via_device((q, k, v), at, h0, d_o, d_ht);
+        }
         let p = self.params();
         retention_kernels::cpu::chunkwise_backward_varlen(
             q, k, v, cu_seqlens, p, chunk, h0, d_o, d_ht,
@@ -216,7 +225,8 @@ impl Retention {
     /// [`Retention::recurrent_backward`]).
     ///
     /// # Errors
-    /// As [`Retention::chunkwise_varlen_backward`].
+    /// As [`Retention::chunkwise_varlen_backward`] (whose GPU kernels it runs on GPU-like
+    /// devices).
     pub fn recurrent_varlen_backward<T: CpuElement>(
         &self,
         qkv: HostQkv<'_, T>,
@@ -225,7 +235,6 @@ impl Retention {
         d_o: &HostTensor<T>,
         d_ht: Option<&HostTensor<f32>>,
     ) -> Result<Gradients<T>> {
-        self.backward_on_cpu_only("recurrent_varlen_backward")?;
         self.chunkwise_varlen_backward(qkv, cu_seqlens, (h0, RECURRENT_CHUNK), d_o, d_ht)
     }
 

@@ -1,12 +1,14 @@
-//! The device-tensor form of the chunkwise backward ([`Retention::chunkwise_backward_into`]).
+//! The device-tensor form of the chunkwise backward ([`Retention::chunkwise_backward_into`],
+//! and [`Retention::chunkwise_backward_varlen_into`] over a packed varlen batch).
 //! On `Device::Cpu`, as the CPU forms of the device API, the fast CPU kernels run on host
 //! views of the tensors and their results are copied into the caller's outputs; GPU-like
 //! devices run kernel-gen's chunkwise-backward kernels (`gpu_backward`).
 
 use half::{bf16, f16};
-use retention_core::{Dtype, Result, RetentionError};
+use retention_core::{CuSeqlens, Dtype, Result, RetentionError};
 use retention_kernels::cpu::CpuElement;
 
+use crate::gpu_backward::Walk;
 use crate::host_view;
 use crate::retention::Retention;
 use crate::retention_device::Qkv;
@@ -50,14 +52,70 @@ impl Retention {
         h0: Option<&DeviceTensor>,
         upstream: Upstream<'_>,
         out: GradientsInto<'_>,
+        at: (usize, Option<&Stream>),
+    ) -> Result<()> {
+        self.backward_into((qkv, h0, upstream, out), Walk::Dense, at)
+    }
+
+    /// [`Retention::chunkwise_varlen_backward`] on device tensors: packed q, k `[1, ΣT, H, K]`,
+    /// v, dO, dv `[1, ΣT, H, V]`, per-sequence h0, dH_T and dh0 `[N, H, K, V]` f32, chunks
+    /// restarting at every sequence. On GPU-like devices the varlen kernels run, one launch
+    /// each over all N sequences, the N + 1 boundaries uploaded into a pool block (4·(N+1)
+    /// bytes, counted on the stream). Recurrent gradients are these at any chunk.
+    ///
+    /// # Errors
+    /// As [`Retention::chunkwise_backward_into`], plus B ≠ 1 and boundaries not ending at ΣT.
+    pub fn chunkwise_backward_varlen_into(
+        &self,
+        qkv: Qkv<'_>,
+        cu_seqlens: &CuSeqlens,
+        h0: Option<&DeviceTensor>,
+        upstream: Upstream<'_>,
+        out: GradientsInto<'_>,
+        at: (usize, Option<&Stream>),
+    ) -> Result<()> {
+        self.backward_into((qkv, h0, upstream, out), Walk::Packed(cu_seqlens), at)
+    }
+
+    /// Both device-tensor backwards: the GPU kernels where this device has an executor, the
+    /// CPU kernels on host views otherwise.
+    fn backward_into(
+        &self,
+        args: (
+            Qkv<'_>,
+            Option<&DeviceTensor>,
+            Upstream<'_>,
+            GradientsInto<'_>,
+        ),
+        walk: Walk<'_>,
         (chunk, stream): (usize, Option<&Stream>),
     ) -> Result<()> {
         if chunk == 0 {
             return Err(RetentionError::ZeroChunk);
         }
         if self.gpu().is_some() {
-            return self.chunkwise_backward_gpu(qkv, h0, upstream, out, stream);
+            let (qkv, h0, upstream, out) = args;
+            return self.chunkwise_backward_gpu(qkv, h0, upstream, out, (walk, stream));
         }
+        let cu = match walk {
+            Walk::Dense => None,
+            Walk::Packed(cu) => Some(cu),
+        };
+        self.backward_on_host(args, cu, (chunk, stream))
+    }
+
+    /// The CPU form of both device-tensor backwards: the fast CPU kernels on host views.
+    fn backward_on_host(
+        &self,
+        (qkv, h0, upstream, out): (
+            Qkv<'_>,
+            Option<&DeviceTensor>,
+            Upstream<'_>,
+            GradientsInto<'_>,
+        ),
+        cu: Option<&CuSeqlens>,
+        (chunk, stream): (usize, Option<&Stream>),
+    ) -> Result<()> {
         if let Some(s) = stream.filter(|s| s.device() != self.device()) {
             return Err(RetentionError::WrongDevice {
                 tensor: "stream".into(),
@@ -74,7 +132,7 @@ impl Retention {
                 expected: "f32, f16 or bf16".into(),
                 got: q.dtype().to_string(),
             })?;
-        let args = (qkv, h0, upstream, out, chunk);
+        let args = (qkv, h0, upstream, out, (cu, chunk));
         match dtype {
             Dtype::F32 => self.backward_typed::<f32>(args),
             Dtype::F16 => self.backward_typed::<f16>(args),
@@ -85,12 +143,12 @@ impl Retention {
     #[allow(clippy::type_complexity)]
     fn backward_typed<T: CpuElement>(
         &self,
-        ((q, k, v), h0, (d_o, d_ht), out, chunk): (
+        ((q, k, v), h0, (d_o, d_ht), out, (cu, chunk)): (
             Qkv<'_>,
             Option<&DeviceTensor>,
             Upstream<'_>,
             GradientsInto<'_>,
-            usize,
+            (Option<&CuSeqlens>, usize),
         ),
     ) -> Result<()> {
         let (d, dt, f32t) = (self.device(), DeviceDtype::of::<T>()?, DeviceDtype::F32);
@@ -110,8 +168,14 @@ impl Retention {
         );
         let (hh0, hdht) = (read_f32(h0)?, read_f32(d_ht)?);
         let hdo = host_view::read::<T>(d_o)?;
-        let g =
-            self.chunkwise_backward((&hq, &hk, &hv), chunk, hh0.as_ref(), &hdo, hdht.as_ref())?;
+        let qkv = (&hq, &hk, &hv);
+        let g = match cu {
+            None => self.chunkwise_backward(qkv, chunk, hh0.as_ref(), &hdo, hdht.as_ref())?,
+            Some(cu) => {
+                let at = (hh0.as_ref(), chunk);
+                self.chunkwise_varlen_backward(qkv, cu, at, &hdo, hdht.as_ref())?
+            }
+        };
         let dh0 = g.dh0.as_ref().expect("the chunkwise backward returns dH0");
         out.dq.expect("dq", d, dt, g.dq.shape())?;
         out.dk.expect("dk", d, dt, g.dk.shape())?;

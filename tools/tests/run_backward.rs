@@ -2,9 +2,9 @@
 //! once (bit-exact), the CPU device matches it within the CPU backward's tolerances (f32: 1e-5
 //! max relative; d log γ within 1e-5 of Σ|terms|, the reference on |inputs|), the epilogue's
 //! `dy`/`g` route do through its backward, and the emulated device's GPU backward kernels
-//! (dense chunkwise, parallel, the epilogue's backward) match the reference device (f32: 1e-5
-//! max relative; bf16: 5e-3 relative RMSE; d log γ within 1e-5 of Σ|terms|) while the forms
-//! it does not serve yet are refused in one line (exit 2).
+//! (chunkwise and recurrent, dense and varlen, parallel, the epilogue's backward) match the
+//! reference device (f32: 1e-5 max relative; bf16: 5e-3 relative RMSE; d log γ within 1e-5 of
+//! Σ|terms|, or 1e-4 relative on the packed batch, as the CPU device there).
 
 mod common;
 
@@ -151,15 +151,6 @@ fn gpu_devices_and_missing_gradients_are_one_line_errors() {
     let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
     let mut args = vec!["run", "--input", i, "--output", o];
     args.extend(ARGS);
-    // The recurrent backward has no GPU kernels: the runtime's typed refusal, in one line.
-    let mut emulated = vec!["run", "--input", i, "--output", o, "--form", "recurrent"];
-    emulated.extend(["--backward", "--device", "emulated"]);
-    let r = retention(&emulated);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert_eq!(r.status.code(), Some(2), "{err}");
-    assert!(err.contains("GPU backward is not built yet"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-
     let mut files = inputs(&p);
     files.retain(|t| t.name != "do");
     write_input(&input, &files);
@@ -170,10 +161,10 @@ fn gpu_devices_and_missing_gradients_are_one_line_errors() {
     assert!(!out.exists(), "nothing is written on failure");
 }
 
-/// A packed batch (lengths 3, 0, 4; per-sequence h0 and dht) through the recurrent form, and
-/// the parallel form of a dense batch: the CPU device's gradients equal the reference
-/// device's within the f32 tolerance (1e-5 max relative; d log γ 1e-4 relative, both runs of
-/// one file).
+/// A packed batch (lengths 3, 0, 4; per-sequence h0 and dht) through the recurrent form (and,
+/// on the emulated device, the chunkwise form at C = 3), and the parallel form of a dense
+/// batch: the CPU and emulated devices' gradients equal the reference device's within the
+/// f32 tolerance (1e-5 max relative; d log γ 1e-4 relative, both runs of one file).
 #[test]
 fn varlen_and_parallel_agree_between_cpu_and_reference() {
     let (t, h, dk, dv, n) = (7, 2, 8, 4, 3);
@@ -211,52 +202,39 @@ fn varlen_and_parallel_agree_between_cpu_and_reference() {
         let mut args = form.to_vec();
         args.push("--backward");
         let want = run_ok(&input, &out, &args);
+        let mut runs = vec![(args.clone(), "cpu")];
         if form[1] == "recurrent" {
-            refused_on_emulated(&input, &out);
+            runs.push((args.clone(), "emulated"));
+            let chunkwise = ["--form", "chunkwise", "--chunk", "3", "--backward"];
+            runs.push((chunkwise.to_vec(), "emulated"));
         }
-        args.extend(["--device", "cpu"]);
-        let got = run_ok(&input, &out, &args);
-        let mut names = vec!["dq", "dk", "dv", "dlog_gamma"];
-        if form[1] == "recurrent" {
-            names.push("dh0");
-        } else {
-            assert!(!got.contains_key("dh0") && !got.contains_key("ht"));
-        }
-        for name in names {
-            let (g, w) = (f32_values(&got[name]), f32_values(&want[name]));
-            assert_eq!(g.shape(), w.shape(), "{form:?} {name}");
-            let tol = if name == "dlog_gamma" { 1e-4 } else { 1e-5 };
-            let e = reference::max_rel_diff(g.data(), w.data());
-            assert!(e <= tol, "{form:?} {name}: {e:e}");
+        for (mut args, device) in runs {
+            args.extend(["--device", device]);
+            let got = run_ok(&input, &out, &args);
+            let mut names = vec!["dq", "dk", "dv", "dlog_gamma"];
+            if form[1] == "recurrent" {
+                names.push("dh0");
+            } else {
+                assert!(!got.contains_key("dh0") && !got.contains_key("ht"));
+            }
+            for name in names {
+                let (g, w) = (f32_values(&got[name]), f32_values(&want[name]));
+                assert_eq!(g.shape(), w.shape(), "{args:?} {name}");
+                let tol = if name == "dlog_gamma" { 1e-4 } else { 1e-5 };
+                let e = reference::max_rel_diff(g.data(), w.data());
+                assert!(e <= tol, "{args:?} {name}: {e:e}");
+            }
         }
     }
 }
 
-/// The varlen backward (both forms) has no GPU kernels: the runtime's one-line refusal,
-/// exit 2, nothing written.
-fn refused_on_emulated(input: &std::path::Path, out: &std::path::Path) {
-    std::fs::remove_file(out).ok();
-    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
-    for form in ["recurrent", "chunkwise"] {
-        let args = ["run", "--input", i, "--output", o, "--form", form];
-        let r = retention(&[&args[..], &["--backward", "--device", "emulated"]].concat());
-        let err = String::from_utf8_lossy(&r.stderr);
-        assert_eq!(r.status.code(), Some(2), "{form}: {err}");
-        assert!(
-            err.contains("GPU backward is not built yet"),
-            "{form}: {err}"
-        );
-        assert_eq!(err.trim().lines().count(), 1, "{form}: {err}");
-        assert!(!out.exists(), "{form}: nothing is written on failure");
-    }
-}
-
-/// One emulated-vs-reference case: `form` over a random problem in `dtype` (chunkwise with
-/// h0 and dht at C = 3 ∤ T = 7; parallel without), optionally through the epilogue.
+/// One emulated-vs-reference case: `form` over a random problem in `dtype` (chunkwise and
+/// recurrent with h0 and dht, chunkwise at C = 3 ∤ T = 7; parallel without), optionally
+/// through the epilogue.
 fn emulated_case(form: &str, dtype: Dtype, epilogue: bool) {
     let (b, t, h, dk, dv) = DIMS;
     let mut rng = SplitMix64::new(41);
-    let chunkwise = form == "chunkwise";
+    let chunkwise = form != "parallel";
     let mut shapes = vec![
         ("q", [b, t, h, dk]),
         ("k", [b, t, h, dk]),
@@ -356,6 +334,12 @@ fn emulated_case(form: &str, dtype: Dtype, epilogue: bool) {
 fn emulated_chunkwise_backward_matches_the_reference_device() {
     emulated_case("chunkwise", Dtype::F32, false);
     emulated_case("chunkwise", Dtype::Bf16, false);
+}
+
+#[test]
+fn emulated_recurrent_backward_matches_the_reference_device() {
+    emulated_case("recurrent", Dtype::F32, false);
+    emulated_case("recurrent", Dtype::Bf16, false);
 }
 
 #[test]

@@ -90,8 +90,9 @@ pub fn declare_runtime_gamma(
     })
 }
 
-fn declare_lengths(kb: &mut KernelBuilder, spec: &KernelSpec) -> ParamRef {
-    if spec.op == KernelOp::ChunkwiseVarlen {
+/// Declare `p_cu_seqlens` (u64) for a varlen op, `p_t` (u32) otherwise.
+pub fn declare_lengths(kb: &mut KernelBuilder, spec: &KernelSpec) -> ParamRef {
+    if spec.op.is_varlen() {
         kb.param("p_cu_seqlens", Ty::U64)
     } else {
         kb.param("p_t", Ty::U32)
@@ -106,7 +107,7 @@ pub fn sequence_bounds(
     lengths: &ParamRef,
     b: Reg,
 ) -> (Reg, Reg) {
-    if spec.op == KernelOp::ChunkwiseVarlen {
+    if spec.op.is_varlen() {
         let cu = kb.global_ptr(lengths);
         let off = kb.mul_wide(b, 4u32);
         let at = kb.add(cu, off);

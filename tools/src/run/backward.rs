@@ -10,8 +10,8 @@
 //!
 //! `--device reference` computes everything in f64 and rounds once; the other devices run the
 //! runtime's training API (`backward_runtime`): the fast CPU kernels, or on `emulated`/`cuda`
-//! the GPU backward kernels for what the runtime serves there (dense chunkwise, parallel,
-//! the epilogue's backward) and its typed refusal for the rest.
+//! the GPU backward kernels (chunkwise and recurrent, dense and varlen; parallel; the
+//! epilogue's backward).
 
 use retention_core::{CuSeqlens, Dtype, HostTensor};
 use retention_kernels::reference::{self, RetentionParams};

@@ -1,9 +1,8 @@
 //! `run --backward --device cpu|emulated|cuda`: the forward and backward through the
 //! runtime's public training API, in the input dtype (ARCHITECTURE §7). On the CPU dense
 //! chunkwise goes through `chunkwise_for_training` and the backward from its saved states; on
-//! a GPU-like device the runtime's backward kernels run (dense chunkwise, parallel, and the
-//! epilogue's backward), and forms it still refuses there (recurrent, varlen) come back as
-//! the runtime's typed error.
+//! a GPU-like device the runtime's backward kernels run (chunkwise and recurrent, dense and
+//! varlen; parallel; the epilogue's backward), the forward without saved states.
 
 use half::{bf16, f16};
 use retention_core::{CuSeqlens, Dtype, HostTensor};

@@ -8,8 +8,8 @@
 //!
 //! `--backward` also runs the form's backward for the upstream gradients in the input file
 //! (`do`, `dht`, or the epilogue's `dy` and `g`) and writes dq, dk, dv, dh0 and dlog_gamma
-//! (see `backward`): on every device; `emulated`/`cuda` run what the runtime's GPU backward
-//! serves (dense chunkwise, parallel, the epilogue's backward) and refuse the rest (exit 2).
+//! (see `backward`): on every device; `emulated`/`cuda` run the runtime's GPU backward
+//! kernels (chunkwise and recurrent, dense and varlen; parallel; the epilogue's backward).
 
 mod backward;
 mod backward_runtime;

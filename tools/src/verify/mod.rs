@@ -86,7 +86,8 @@ enum Checker {
     TwoPhase,
     /// `retention_check::attention` (split pass and combine together, for either op).
     Attention,
-    /// `retention_check::chunkwise_backward` (dq, dk and dv together, for any of the three).
+    /// `retention_check::chunkwise_backward` (dq, dk and dv together, for any of the three,
+    /// dense or varlen).
     ChunkwiseBackward,
     /// `verify::parallel_backward` over `retention_check::parallel_backward` (all four passes
     /// together, for any of the four).
@@ -111,7 +112,8 @@ impl Checker {
             Some(Checker::TwoPhase)
         } else if op == KernelOp::AttentionDecode || op == KernelOp::AttentionCombine {
             Some(Checker::Attention)
-        } else if emulate_backward::OPS.contains(&op) {
+        } else if emulate_backward::OPS.contains(&op) || emulate_backward::VARLEN_OPS.contains(&op)
+        {
             Some(Checker::ChunkwiseBackward)
         } else if matches!(
             op,

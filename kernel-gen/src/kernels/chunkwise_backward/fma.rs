@@ -15,7 +15,7 @@ use crate::blocks::staging::Stager;
 use crate::dsl::{
     Address, Axis, Cmp, KernelBuilder, Operand, ParamRef, Reg, Rounding, Space, Sreg, Ty,
 };
-use crate::math::chunk_params::declare_runtime_gamma;
+use crate::math::chunk_params::{declare_lengths, declare_runtime_gamma, sequence_bounds};
 use crate::math::kernel_head::start_kernel;
 use crate::spec::{GammaSet, KernelSpec};
 
@@ -30,12 +30,14 @@ struct Params {
     dh0: Option<ParamRef>,
     h0: Option<ParamRef>,
     dlog: ParamRef,
-    t: ParamRef,
+    /// `p_t` (dense) or `p_cu_seqlens` (varlen).
+    lengths: ParamRef,
     scale: ParamRef,
     runtime: Option<(ParamRef, ParamRef)>,
 }
 
-fn declare_params(kb: &mut KernelBuilder, role: Role, runtime: bool) -> Params {
+fn declare_params(kb: &mut KernelBuilder, spec: &KernelSpec, role: Role) -> Params {
+    let runtime = spec.gammas == GammaSet::Runtime;
     Params {
         q: kb.param("p_q", Ty::U64),
         k: kb.param("p_k", Ty::U64),
@@ -46,7 +48,7 @@ fn declare_params(kb: &mut KernelBuilder, role: Role, runtime: bool) -> Params {
         dh0: (role == Role::Dv).then(|| kb.param("p_dh0", Ty::U64)),
         h0: (role == Role::Dv).then(|| kb.param("p_h0", Ty::U64)),
         dlog: kb.param("p_dlog_gamma", Ty::U64),
-        t: kb.param("p_t", Ty::U32),
+        lengths: declare_lengths(kb, spec),
         scale: kb.param("p_scale", Ty::F32),
         runtime: declare_runtime_gamma(kb, runtime),
     }
@@ -105,7 +107,7 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
     };
     let title = "retention chunkwise backward";
     let mut kb = start_kernel(spec, title, formula, (THREADS, true));
-    let p = declare_params(&mut kb, role, spec.gammas == GammaSet::Runtime);
+    let p = declare_params(&mut kb, spec, role);
     let smem = kb.dynamic_shared(
         "smem",
         lay.total,
@@ -116,15 +118,18 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
         ),
     );
 
-    kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, column slice z = ctaid.z)");
+    kb.comment(if spec.op.is_varlen() {
+        "one CTA per (sequence n = ctaid.x, head h = ctaid.y, column slice z = ctaid.z)"
+    } else {
+        "one CTA per (row b = ctaid.x, head h = ctaid.y, column slice z = ctaid.z)"
+    });
     let b = kb.sreg(Sreg::Ctaid(Axis::X));
     let h = kb.sreg(Sreg::Ctaid(Axis::Y));
     let z = kb.sreg(Sreg::Ctaid(Axis::Z));
     let t = kb.sreg(Sreg::Tid(Axis::X));
     let (heads, log2_gamma) =
         heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
-    let seq_len = kb.ld_param(&p.t);
-    let tok0 = kb.mul_lo(b, seq_len);
+    let (tok0, seq_len) = sequence_bounds(&mut kb, spec, &p.lengths, b);
     let base = kb.shared_addr(&smem);
     let n0 = kb.mul_lo(z, d.ns);
     let bh = kb.mad_lo(b, heads, h);

@@ -34,9 +34,14 @@
 //! | 6 | `p_dh0`        | dv only: dH0 (written), or 0                                  |
 //! | 7 | `p_h0`         | dv only: H0 for d log γ's T⟨H0, dH0⟩, or 0                    |
 //! | 8 | `p_dlog_gamma` | f32 `[B,H,slices,256]` d log γ partials (written), or 0       |
-//! | 9 | `p_t`          | `.u32` T                                                      |
+//! | 9 | `p_t`          | `.u32` T; varlen ops: `p_cu_seqlens`, u32 `[N+1]` (device)    |
 //! | 10 | `p_scale`     | `.f32` s                                                      |
 //! | 11 | `p_heads`, `p_log2_gamma` | runtime-γ variant only (as the forward's)         |
+//!
+//! The varlen ops (`chunkwise_varlen_bwd_{dq,dk,dv}`) are the same kernels over a packed batch
+//! `[1, ΣT, H, ·]`: the grid's x axis walks the N sequences, each CTA reading its token range
+//! from `cu_seqlens` as the varlen forward does, with per-sequence H0, dH_T and dH0
+//! `[N,H,K,V]` and d log γ weights from its own sequence's length.
 //!
 //! d log γ: see the `dlog_gamma` module's identity; each kernel adds its terms from the f32
 //! gradients it holds and writes per-thread partials, which the caller sums per head in f64.
@@ -69,6 +74,12 @@ pub const OPS: [KernelOp; 3] = [
     KernelOp::ChunkwiseBackwardDk,
     KernelOp::ChunkwiseBackwardDv,
 ];
+/// The varlen ops, in the same order as [`OPS`].
+pub const VARLEN_OPS: [KernelOp; 3] = [
+    KernelOp::ChunkwiseVarlenBackwardDq,
+    KernelOp::ChunkwiseVarlenBackwardDk,
+    KernelOp::ChunkwiseVarlenBackwardDv,
+];
 /// Rows of P staged per block of xᵀ and yᵀ.
 pub const P_BLOCK: u32 = 64;
 /// Threads per CTA.
@@ -89,9 +100,9 @@ impl Role {
     /// The role of a backward op.
     pub fn of(op: KernelOp) -> Option<Role> {
         match op {
-            KernelOp::ChunkwiseBackwardDq => Some(Role::Dq),
-            KernelOp::ChunkwiseBackwardDk => Some(Role::Dk),
-            KernelOp::ChunkwiseBackwardDv => Some(Role::Dv),
+            KernelOp::ChunkwiseBackwardDq | KernelOp::ChunkwiseVarlenBackwardDq => Some(Role::Dq),
+            KernelOp::ChunkwiseBackwardDk | KernelOp::ChunkwiseVarlenBackwardDk => Some(Role::Dk),
+            KernelOp::ChunkwiseBackwardDv | KernelOp::ChunkwiseVarlenBackwardDv => Some(Role::Dv),
             _ => None,
         }
     }
@@ -191,7 +202,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
         return Err(unsupported(
             "op",
             spec.op.name(),
-            "the chunkwise_backward family emits chunkwise_bwd_{dq,dk,dv} only",
+            "the chunkwise_backward family emits chunkwise_{,varlen_}bwd_{dq,dk,dv} only",
         ));
     }
     chunk_tiling::check_dims(spec)?;
@@ -237,14 +248,20 @@ pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     if Role::of(spec.op) == Some(Role::Dv) {
         names.extend(["p_dh0", "p_h0"]);
     }
-    names.extend(["p_dlog_gamma", "p_t", "p_scale"]);
+    let lengths = if spec.op.is_varlen() {
+        "p_cu_seqlens"
+    } else {
+        "p_t"
+    };
+    names.extend(["p_dlog_gamma", lengths, "p_scale"]);
     if spec.gammas == GammaSet::Runtime {
         names.extend(["p_heads", "p_log2_gamma"]);
     }
     names
 }
 
-/// The launch for `rows` batch rows and `heads` heads: grid `(B, H, N/Ns)`, 256 threads.
+/// The launch for `rows` batch rows (varlen: sequences) and `heads` heads: grid
+/// `(B, H, N/Ns)`, 256 threads.
 ///
 /// # Errors
 /// As [`validate`]; [`GenError::Launch`] for a grid the spec cannot take.
