@@ -556,6 +556,23 @@ impl KernelSpec {
         }
     }
 
+    /// The tile of a family that gives each warp one row: whole warps, 32..=256 threads, one
+    /// row per step.
+    ///
+    /// # Errors
+    /// [`GenError::UnsupportedSpec`] naming the tile's threads or rows_per_step.
+    pub fn check_warp_rows(&self) -> Result<(), GenError> {
+        let threads = self.tile.threads;
+        if !threads.is_multiple_of(32) || !(32..=256).contains(&threads) {
+            return Err(unsupported(
+                "tile threads",
+                threads,
+                "whole warps, 32..=256 (one row per warp)",
+            ));
+        }
+        self.check_rows_per_step(&[1], "one row per warp: 1")
+    }
+
     /// The checks every `(rows, heads)` launch grid shares: both at least 1, a named gamma
     /// set's own head count, and the CUDA grid limits (x ≤ 2³¹ − 1, y ≤ 65535).
     ///

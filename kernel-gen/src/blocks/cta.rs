@@ -3,7 +3,7 @@
 
 use retention_core::Dtype;
 
-use crate::dsl::{Axis, KernelBuilder, Reg, Sreg, Ty};
+use crate::dsl::{Axis, Cmp, KernelBuilder, Label, ParamRef, Reg, Sreg, Ty};
 
 /// `(b, h)` = (`ctaid.x`, `ctaid.y`): the CTA's batch row and head.
 pub fn cta_row_head(kb: &mut KernelBuilder) -> (Reg, Reg) {
@@ -27,6 +27,28 @@ pub fn warp_lane(kb: &mut KernelBuilder, t: Reg) -> (Reg, Reg, Reg, Reg) {
     let g = kb.shr(lane, 2u32);
     let q4 = kb.and(lane, 3u32);
     (lane, warp, g, q4)
+}
+
+/// One warp per row of a row-major tensor: `(row, lane, done)` with row = `ctaid.x · warps +
+/// warp` of `p_rows` rows (`what` names a row in the comment); warps past the last row branch
+/// to `done`, which the caller places (a whole warp at once: every lane shares the row).
+pub fn warp_row(
+    kb: &mut KernelBuilder,
+    warps: u32,
+    p_rows: &ParamRef,
+    what: &str,
+) -> (Reg, Reg, Label) {
+    kb.comment(format!("one warp per {what}: row = ctaid.x * warps + warp"));
+    let t = kb.sreg(Sreg::Tid(Axis::X));
+    let cta = kb.sreg(Sreg::Ctaid(Axis::X));
+    let warp = kb.shr(t, 5u32);
+    let lane = kb.and(t, 31u32);
+    let row = kb.mad_lo(cta, warps, warp);
+    let rows = kb.ld_param(p_rows);
+    let past = kb.setp(Cmp::Ge, row, rows);
+    let done = kb.label();
+    kb.bra_if(past, false, done);
+    (row, lane, done)
 }
 
 /// The `mma` operand type of a 16-bit dtype and its packed pair type (f16 for anything that

@@ -54,15 +54,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
         ));
     }
     spec.check_no_chunk_no_decays("the epilogue")?;
-    let threads = spec.tile.threads;
-    if !threads.is_multiple_of(32) || !(32..=256).contains(&threads) {
-        return Err(unsupported(
-            "tile threads",
-            threads,
-            "whole warps, 32..=256 (one row per warp)",
-        ));
-    }
-    spec.check_rows_per_step(&[1], "one row per warp: 1")
+    spec.check_warp_rows()
 }
 
 /// Rows (warps) one CTA serves.

@@ -4,9 +4,10 @@
 use retention_core::Dtype;
 
 use crate::GenError;
+use crate::blocks::cta::warp_row;
 use crate::blocks::global::{load_f32_masked, store_from_f32_masked};
 use crate::blocks::warp_sum::warp_sum_f32;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Label, ParamRef, Precision, Reg, Sreg, Ty};
+use crate::dsl::{Address, Cmp, KernelBuilder, Label, ParamRef, Precision, Reg, Ty};
 use crate::spec::KernelSpec;
 
 use super::{param_names, rows_per_cta};
@@ -88,16 +89,7 @@ impl RowLanes {
         let (v, dtype) = (spec.v, spec.dtype);
         let width = lane_width(v);
         let groups = v.div_ceil(32 * width);
-        kb.comment("one warp per (token, head) row: row = ctaid.x * warps + warp");
-        let t = kb.sreg(Sreg::Tid(Axis::X));
-        let cta = kb.sreg(Sreg::Ctaid(Axis::X));
-        let warp = kb.shr(t, 5u32);
-        let lane = kb.and(t, 31u32);
-        let row = kb.mad_lo(cta, rows_per_cta(spec), warp);
-        let rows = kb.ld_param(p_rows);
-        let past = kb.setp(Cmp::Ge, row, rows);
-        let done = kb.label();
-        kb.bra_if(past, false, done);
+        let (row, lane, done) = warp_row(kb, rows_per_cta(spec), p_rows, "(token, head) row");
         let es = dtype.size_bytes() as u32;
         let row_bytes = kb.mul_wide(row, v * es);
         let lane_bytes = kb.mul_wide(lane, width * es);

@@ -17,39 +17,26 @@
 //! Traffic: each copied element read once and written once; consecutive threads touch
 //! consecutive columns, so accesses coalesce along a row.
 
-use super::param_names;
+use super::{COPY_ROWS_PARAMS, open_kernel};
 use crate::GenError;
 use crate::blocks::global::elem_ty;
 use crate::dsl::{Address, Axis, Cmp, Space, Sreg, Ty};
-use crate::math::kernel_head::start_kernel;
 use crate::spec::KernelSpec;
 
 /// Emit the kernel for a validated `spec`.
 pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let mut kb = start_kernel(
-        spec,
-        "strided row copy",
-        "dst[r*ds + do + c] = src[r*ss + so + c], r < n / width, c < width",
-        (spec.tile.threads, false),
-    );
-    let names = param_names(spec);
-    let params: Vec<_> = names
+    let scalars: Vec<_> = COPY_ROWS_PARAMS[2..]
         .iter()
-        .map(|n| {
-            let ty = if matches!(*n, "p_src" | "p_dst") {
-                Ty::U64
-            } else {
-                Ty::U32
-            };
-            kb.param(n, ty)
-        })
+        .map(|&n| (n, Ty::U32))
         .collect();
-    let [p_src, p_dst, p_n, p_width, p_ss, p_so, p_ds, p_do] = params.as_slice() else {
-        return Err(GenError::Dsl {
-            kernel: spec.entry(),
-            message: "param_names does not list copy_rows' eight parameters".into(),
-        });
-    };
+    let formula = "dst[r*ds + do + c] = src[r*ss + so + c], r < n / width, c < width";
+    let (mut kb, params) = open_kernel(
+        spec,
+        ("strided row copy", formula),
+        COPY_ROWS_PARAMS,
+        &scalars,
+    );
+    let [p_src, p_dst, p_n, p_width, p_ss, p_so, p_ds, p_do] = &params;
     let t = kb.sreg(Sreg::Tid(Axis::X));
     let cta = kb.sreg(Sreg::Ctaid(Axis::X));
     let i = kb.mad_lo(cta, spec.tile.threads, t);

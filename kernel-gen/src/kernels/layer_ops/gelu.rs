@@ -10,11 +10,10 @@
 //! σ(z) = 1 / (1 + 2^(−z·log2 e)) with `ex2.approx` and `rcp.approx` (a few ulp): 0 far
 //! below 0, 1 far above, so x·σ(2u) keeps its relative accuracy at both ends.
 
-use super::{GELU_PER_THREAD, param_names};
+use super::{GELU_PARAMS, GELU_PER_THREAD, open_kernel};
 use crate::GenError;
 use crate::blocks::global::{load_f32_masked, store_from_f32_masked};
 use crate::dsl::{Address, Axis, KernelBuilder, Precision, Reg, Sreg, Ty};
-use crate::math::kernel_head::start_kernel;
 use crate::spec::KernelSpec;
 
 /// √(2/π).
@@ -25,23 +24,10 @@ const TWO_LOG2_E: f32 = 2.0 * std::f32::consts::LOG2_E;
 
 /// Emit the kernel for a validated `spec`.
 pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let mut kb = start_kernel(
-        spec,
-        "GELU (tanh form) in place",
-        "x = x * sigmoid(2 * sqrt(2/pi) * (x + 0.044715 x^3))",
-        (spec.tile.threads, false),
-    );
-    let names = param_names(spec);
-    let params: Vec<_> = names
-        .iter()
-        .map(|n| kb.param(n, if *n == "p_n" { Ty::U32 } else { Ty::U64 }))
-        .collect();
-    let [p_x, p_n] = params.as_slice() else {
-        return Err(GenError::Dsl {
-            kernel: spec.entry(),
-            message: "param_names does not list gelu's two parameters".into(),
-        });
-    };
+    let formula = "x = x * sigmoid(2 * sqrt(2/pi) * (x + 0.044715 x^3))";
+    let head = ("GELU (tanh form) in place", formula);
+    let (mut kb, params) = open_kernel(spec, head, GELU_PARAMS, &[("p_n", Ty::U32)]);
+    let [p_x, p_n] = &params;
     let (dtype, per) = (spec.dtype, GELU_PER_THREAD);
     kb.comment("thread i serves elements 4i .. 4i + 4");
     let t = kb.sreg(Sreg::Tid(Axis::X));

@@ -24,9 +24,11 @@ mod copy_rows;
 mod gelu;
 mod rms_norm;
 
+use crate::dsl::{KernelBuilder, ParamRef, Ty};
 use crate::error::{check_span, unsupported};
+use crate::math::kernel_head::start_kernel;
 use crate::plan::{KernelPath, KernelPlan, LaunchSize};
-use crate::spec::{GammaSet, KernelOp, KernelSpec};
+use crate::spec::{KernelOp, KernelSpec};
 use crate::{GenError, GenResult, LaunchGeometry};
 
 /// Widest row `rms_norm` serves (the paper's 6.7B model has d = 4096).
@@ -69,25 +71,8 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
     if spec.k != spec.v {
         return Err(unsupported("head dim K", spec.k, "K must equal v"));
     }
-    if let Some(c) = spec.chunk {
-        return Err(unsupported("chunk", c, "layer ops take no chunk"));
-    }
-    if spec.gammas != GammaSet::Runtime {
-        return Err(unsupported(
-            "gamma set",
-            spec.gammas.name(),
-            "layer ops have no decays: use `runtime`",
-        ));
-    }
-    let t = spec.tile;
-    if !t.threads.is_multiple_of(32) || !(32..=256).contains(&t.threads) || t.rows_per_step != 1 {
-        return Err(unsupported(
-            "tile",
-            format!("{} threads x {} rows", t.threads, t.rows_per_step),
-            "whole warps, 32..=256 threads, rows_per_step 1",
-        ));
-    }
-    Ok(())
+    spec.check_no_chunk_no_decays("a layer op")?;
+    spec.check_warp_rows()
 }
 
 /// Rows (warps) one `rms_norm` CTA serves.
@@ -122,20 +107,43 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
 /// Parameter names in launch order.
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     match spec.op {
-        KernelOp::Gelu => vec!["p_x", "p_n"],
-        KernelOp::CopyRows => vec![
-            "p_src",
-            "p_dst",
-            "p_n",
-            "p_width",
-            "p_src_stride",
-            "p_src_offset",
-            "p_dst_stride",
-            "p_dst_offset",
-        ],
-        _ => vec!["p_x", "p_gain", "p_y", "p_rows", "p_eps"],
+        KernelOp::Gelu => GELU_PARAMS.to_vec(),
+        KernelOp::CopyRows => COPY_ROWS_PARAMS.to_vec(),
+        _ => RMS_NORM_PARAMS.to_vec(),
     }
 }
+
+/// A layer-op kernel for `spec` (CTAs of `spec.tile.threads`) with its headers (`title`,
+/// `formula`) and `names` declared in launch order, `.u64` unless `scalars` types them.
+fn open_kernel<const N: usize>(
+    spec: &KernelSpec,
+    (title, formula): (&str, &str),
+    names: [&str; N],
+    scalars: &[(&str, Ty)],
+) -> (KernelBuilder, [ParamRef; N]) {
+    let mut kb = start_kernel(spec, title, formula, (spec.tile.threads, false));
+    let params = kb.params(names, scalars);
+    (kb, params)
+}
+
+/// gelu's parameters, in launch order (`p_n` `.u32`, `p_x` `.u64`).
+pub const GELU_PARAMS: [&str; 2] = ["p_x", "p_n"];
+
+/// copy_rows' parameters, in launch order (the two pointers `.u64`, the rest `.u32`).
+pub const COPY_ROWS_PARAMS: [&str; 8] = [
+    "p_src",
+    "p_dst",
+    "p_n",
+    "p_width",
+    "p_src_stride",
+    "p_src_offset",
+    "p_dst_stride",
+    "p_dst_offset",
+];
+
+/// rms_norm's parameters, in launch order (`p_rows` `.u32`, `p_eps` `.f32`, the tensors
+/// `.u64`).
+pub const RMS_NORM_PARAMS: [&str; 5] = ["p_x", "p_gain", "p_y", "p_rows", "p_eps"];
 
 /// The plan of a launch over `size.rows` rows (or elements for `gelu`): vector path, no
 /// workspace.

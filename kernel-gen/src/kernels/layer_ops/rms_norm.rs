@@ -15,12 +15,12 @@
 
 use retention_core::Dtype;
 
-use super::{param_names, rows_per_cta};
+use super::{RMS_NORM_PARAMS, open_kernel, rows_per_cta};
 use crate::GenError;
+use crate::blocks::cta::warp_row;
 use crate::blocks::global::{load_f32_masked, store_from_f32_masked};
 use crate::blocks::warp_sum::warp_sum_f32;
-use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Precision, Reg, Sreg, Ty};
-use crate::math::kernel_head::start_kernel;
+use crate::dsl::{Address, Cmp, KernelBuilder, Precision, Reg, Ty};
 use crate::spec::KernelSpec;
 
 /// One lane's walk over a row: `width` columns per access, `groups` accesses 32·width
@@ -53,41 +53,22 @@ impl LaneWalk {
 
 /// Emit the kernel for a validated `spec`.
 pub(super) fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
-    let mut kb = start_kernel(
+    let formula = "y = x / sqrt(mean(x^2) + eps) * gain, per row of width d";
+    let scalars = [("p_rows", Ty::U32), ("p_eps", Ty::F32)];
+    let (mut kb, params) = open_kernel(
         spec,
-        "RMSNorm with gain",
-        "y = x / sqrt(mean(x^2) + eps) * gain, per row of width d",
-        (spec.tile.threads, false),
+        ("RMSNorm with gain", formula),
+        RMS_NORM_PARAMS,
+        &scalars,
     );
-    let names = param_names(spec);
-    let ty = |n: &str| match n {
-        "p_rows" => Ty::U32,
-        "p_eps" => Ty::F32,
-        _ => Ty::U64,
-    };
-    let params: Vec<_> = names.iter().map(|n| kb.param(n, ty(n))).collect();
-    let [p_x, p_gain, p_y, p_rows, p_eps] = params.as_slice() else {
-        return Err(GenError::Dsl {
-            kernel: spec.entry(),
-            message: "param_names does not list rms_norm's five parameters".into(),
-        });
-    };
+    let [p_x, p_gain, p_y, p_rows, p_eps] = &params;
     let (d, dtype) = (spec.v, spec.dtype);
     let width = if d.is_multiple_of(4) || !d.is_multiple_of(2) {
         4
     } else {
         2
     };
-    kb.comment("one warp per row: row = ctaid.x * warps + warp");
-    let t = kb.sreg(Sreg::Tid(Axis::X));
-    let cta = kb.sreg(Sreg::Ctaid(Axis::X));
-    let warp = kb.shr(t, 5u32);
-    let lane = kb.and(t, 31u32);
-    let row = kb.mad_lo(cta, rows_per_cta(spec), warp);
-    let rows = kb.ld_param(p_rows);
-    let past = kb.setp(Cmp::Ge, row, rows);
-    let done = kb.label();
-    kb.bra_if(past, false, done);
+    let (row, lane, done) = warp_row(&mut kb, rows_per_cta(spec), p_rows, "row");
     let es = dtype.size_bytes() as u32;
     let first = kb.mul_lo(lane, width);
     let walk = LaneWalk {
