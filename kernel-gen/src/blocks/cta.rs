@@ -3,7 +3,7 @@
 
 use retention_core::Dtype;
 
-use crate::dsl::{Axis, KernelBuilder, Reg, Sreg, Ty};
+use crate::dsl::{Axis, Cmp, KernelBuilder, Label, Reg, Sreg, Ty};
 
 /// `(b, h)` = (`ctaid.x`, `ctaid.y`): the CTA's batch row and head.
 pub fn cta_row_head(kb: &mut KernelBuilder) -> (Reg, Reg) {
@@ -37,4 +37,15 @@ pub fn mma_types(dtype: Dtype) -> (Ty, Ty) {
         _ => Ty::F16,
     };
     (ab, ab.packed().unwrap_or(Ty::F16x2))
+}
+
+/// Branch to a fresh label when `warp >= limit` (a warp-uniform role test); returns the
+/// label to place after the role's code, or `None` when every one of `warps` has the role.
+pub fn warp_role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<Label> {
+    (limit < warps).then(|| {
+        let skip = kb.label();
+        let idle = kb.setp(Cmp::Ge, warp, limit);
+        kb.bra_if(idle, false, skip);
+        skip
+    })
 }

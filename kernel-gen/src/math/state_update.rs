@@ -96,6 +96,21 @@ pub fn zeta_quad(
         .collect()
 }
 
+/// ξ_j = γ^(j+1) for the four rows j = row0 + 2q + e, e ∈ {0, 1, 8, 9}, of a lane's
+/// `ldmatrix` fragments (as [`zeta_quad`]; `q2` = 2q): the reverse walk's update weights
+/// (the chunkwise backward's dk and dv). Every index is at most C.
+pub fn xi_quad(kb: &mut KernelBuilder, q2: Reg, row0: u32, (base, table): (Reg, u32)) -> Vec<Reg> {
+    let q8 = kb.shl(q2, 2u32);
+    let at = kb.add(base, q8);
+    [0u32, 1, 8, 9]
+        .iter()
+        .map(|&e| {
+            let off = i64::from(table + 4 * (row0 + e + 1));
+            kb.ld(Space::Shared, Ty::F32, Address::reg(at, off))
+        })
+        .collect()
+}
+
 /// The v tile operand of a tensor-core state step: the tile, the lane's row base, the step's
 /// first row, the lane's `ldmatrix` address part and the columns (the value slice).
 #[derive(Clone, Copy)]

@@ -28,7 +28,7 @@ use retention_core::Dtype;
 
 use super::tc_streamed::StreamedChunk;
 use crate::GenError;
-use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane};
+use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane, warp_role as role};
 use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
 use crate::blocks::global::{GlobalRows, load_f32_masked, state_row_limit, store_from_f32_masked};
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
@@ -119,17 +119,6 @@ struct OutRows {
     o_ch_at: Reg,
     o_ch8: Option<Reg>,
     tails: Option<(ColumnTail, ColumnTail)>,
-}
-
-/// Branch to a fresh label when `warp >= limit` (a warp-uniform role test); returns the
-/// label to place after the role's code, or `None` when every warp has the role.
-fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<crate::dsl::Label> {
-    (limit < warps).then(|| {
-        let skip = kb.label();
-        let idle = kb.setp(Cmp::Ge, warp, limit);
-        kb.bra_if(idle, false, skip);
-        skip
-    })
 }
 
 /// Emit the tensor-core chunkwise forward for `spec` (validated by the caller).

@@ -19,22 +19,22 @@ use crate::math::chunk_params::declare_runtime_gamma;
 use crate::spec::{GammaSet, KernelSpec};
 
 /// The kernel parameters (the family's table).
-struct Params {
-    q: ParamRef,
-    k: ParamRef,
-    v: ParamRef,
-    d_o: ParamRef,
-    grad: ParamRef,
-    state: ParamRef,
-    dh0: Option<ParamRef>,
-    h0: Option<ParamRef>,
-    dlog: ParamRef,
-    t: ParamRef,
-    scale: ParamRef,
-    runtime: Option<(ParamRef, ParamRef)>,
+pub(super) struct Params {
+    pub(super) q: ParamRef,
+    pub(super) k: ParamRef,
+    pub(super) v: ParamRef,
+    pub(super) d_o: ParamRef,
+    pub(super) grad: ParamRef,
+    pub(super) state: ParamRef,
+    pub(super) dh0: Option<ParamRef>,
+    pub(super) h0: Option<ParamRef>,
+    pub(super) dlog: ParamRef,
+    pub(super) t: ParamRef,
+    pub(super) scale: ParamRef,
+    pub(super) runtime: Option<(ParamRef, ParamRef)>,
 }
 
-fn declare_params(kb: &mut KernelBuilder, role: Role, runtime: bool) -> Params {
+pub(super) fn declare_params(kb: &mut KernelBuilder, role: Role, runtime: bool) -> Params {
     Params {
         q: kb.param("p_q", Ty::U64),
         k: kb.param("p_k", Ty::U64),

@@ -1,0 +1,673 @@
+//! The tensor-core generator of the three chunkwise-backward kernels (f16/bf16 inputs, f32
+//! accumulation; ARCHITECTURE §7): the family's one shape (module docs of [`super`]),
+//! out_i = λ_i x_i·S + Σ_j m(i,j) (x_i·y_j) w_j with S ← γ^L S + Σ_j u_j y_jᵀ w_j, laid out as
+//! the chunkwise forward's tensor-core path lays out O and R (x, y, w in the places of q, k,
+//! v), one CTA per (row b, head h, 64 columns z of N), 8 warps:
+//!
+//! ```text
+//! warp w, rows 16w.. of the chunk (w < C/16):
+//!   A_w = s·(X_w Yᵀ ⊙ D)          D: γ^(i−j), j ≤ i (dq) or γ^(j−i), j ≥ i (dk, dv)
+//!   O_w = λ ⊙ (X_w (S̃ + S_rest)) + (Ã + A_rest) W      (mma, f32, in registers)
+//! warp w, state rows 16(w + 8j).. (w < P/16):
+//!   S ← γ^L S + (Yᵀ ⊙ u) W                              (f32 mma accumulators)
+//! ```
+//!
+//! λ = s·ξ, u = ζ walking forwards (dq); λ = ζ, u = s·ξ walking backwards (dk, dv). The
+//! state never leaves registers in f32; after each chunk it goes to shared memory as a 16-bit
+//! head S̃ and the rounding of its rest, and the masked scores go to A fragments the same way,
+//! so both products of the output carry about twice the input type's precision (the f32
+//! decays enter the state as head + tail fragments, [`accumulate_state_step`]) — what the
+//! f32 d log γ partials, held to 1e-5 of their terms, need. x, y, w arrive by `cp.async`
+//! (rows past a partial chunk and columns past a head dim zero-filled), the gradient leaves
+//! through a swizzled tile in 16-byte rows. Parameters, d log γ partials and the walk's
+//! alignment are the FMA kernels' ([`super::fma`]).
+
+use super::dlog_gamma;
+use super::fma::{Params, declare_params};
+use super::tc_plan::{TC_SLICE, TcBackwardLayout, out_width, scaled_update, tc_layout};
+use super::{Role, THREADS, padded_dims};
+use crate::GenError;
+use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane, warp_role};
+use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
+use crate::blocks::global::{GlobalRows, load_f32_masked, row_limit};
+use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
+use crate::dsl::tiles::{AccTileF32, LaneFragments};
+use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
+use crate::math::chunk_tiling::exact_dims;
+use crate::math::kernel_head::start_kernel;
+use crate::math::scores::{Diagonal, xi_rows, zeta_rows};
+use crate::math::state_update::{
+    StateV, accumulate_state_step, mma_state_step, xi_quad, zeta_quad,
+};
+use crate::spec::{GammaSet, KernelSpec};
+
+/// Warps per CTA.
+const WARPS: u32 = THREADS / 32;
+/// The kernel's title line.
+const TITLE: &str = "retention chunkwise backward (tensor cores)";
+
+/// What the kernel computes, as its header says.
+fn formula(role: Role) -> &'static str {
+    match role {
+        Role::Dq => {
+            "dQ = (s dO V^T . D) K + s (dO . xi) R^T ; R <- g^L R + K^T (V . zeta)  (mma, f32)"
+        }
+        Role::Dk => {
+            "dK = (s dO V^T . D)^T Q + (V . zeta) dR^T ; dR <- g^L dR + s Q^T (dO . xi)  (mma, f32)"
+        }
+        Role::Dv => {
+            "dV = s (Q K^T . D)^T dO + (K . zeta) dR ; dR <- g^L dR + s Q^T (dO . xi)  (mma, f32)"
+        }
+    }
+}
+
+/// The kernel's shape and the per-lane registers every phase reads.
+struct Tc {
+    role: Role,
+    lay: TcBackwardLayout,
+    base: Reg,
+    t: Reg,
+    pty: Ty,
+    ab: Ty,
+    lanes: LaneFragments,
+    warp: Reg,
+    g: Reg,
+    q4: Reg,
+    q2: Reg,
+    /// 16w: the warp's first chunk row.
+    i0: Reg,
+    x_rows: Reg,
+    y_rows: Reg,
+    w_rows: Reg,
+    rh_rows: Reg,
+    rl_rows: Reg,
+    scale: Reg,
+    heads: Reg,
+    h: Reg,
+    /// First column of N this CTA serves.
+    n0: Reg,
+    /// Real (P, N), padded P, the `[K,V]` state's V, C, the output strip width, element bytes.
+    pg: u32,
+    ng: u32,
+    pd: u32,
+    state_v: u32,
+    c: u32,
+    ow: u32,
+    es: u32,
+    tail: bool,
+    dtype: retention_core::Dtype,
+}
+
+/// Global views: x, y rows; w, the gradient and the own input (q for dq, k for dk: d log γ)
+/// from this CTA's first column; the padded tiles' real columns.
+struct Globals {
+    x: Reg,
+    y: Reg,
+    w: Reg,
+    grad: Reg,
+    own: Option<Reg>,
+    tails: Option<(ColumnTail, ColumnTail)>,
+}
+
+/// The warp's f32 state slices and the lane's first element of each.
+struct TcState {
+    raccs: Vec<AccTileF32>,
+    /// 16(w + 8j) per slice j.
+    slice_rows: Vec<Reg>,
+    /// 16(w + 8j) + g per slice j.
+    my_rows: Vec<Reg>,
+    /// n0 + 2q.
+    my_col: Reg,
+    /// Byte offset of (b, h)'s `[K,V]` state.
+    bh_bytes: Reg,
+}
+
+/// d log γ bookkeeping: this thread's partial and T − 1 as f32.
+struct Dlog {
+    dlg: Reg,
+    t_last: Reg,
+}
+
+/// Emit the `role` kernel for `spec` (validated by the caller).
+///
+/// # Errors
+/// [`GenError::Dsl`] on a generator bug; [`GenError::UnsupportedSpec`] for a bad gamma set.
+pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, GenError> {
+    let lay = tc_layout(spec);
+    let c = spec.chunk.unwrap_or_default();
+    let log2_gammas = spec.gammas.log2_gammas()?;
+    let mut kb = start_kernel(spec, TITLE, formula(role), (THREADS, true));
+    let p = declare_params(&mut kb, role, spec.gammas == GammaSet::Runtime);
+    let smem = kb.dynamic_shared("smem", lay.total, 128, &lay.describe());
+
+    kb.comment("one CTA per (row b = ctaid.x, head h = ctaid.y, 64 columns z = ctaid.z)");
+    let (b, h, t) = cta_row_head_thread(&mut kb);
+    let z = kb.sreg(Sreg::Ctaid(Axis::Z));
+    let (lane, warp, g, q4) = warp_lane(&mut kb, t);
+    let (heads, log2_gamma) =
+        heads_and_log2_gamma(&mut kb, p.runtime.as_ref(), log2_gammas.as_deref(), h);
+    let seq_len = kb.ld_param(&p.t);
+    let tok0 = kb.mul_lo(b, seq_len);
+    let base = kb.shared_addr(&smem);
+    let fill = TableFill::Rounds {
+        t,
+        threads: THREADS,
+        reuse_t: true,
+    };
+    emit_decay_table(&mut kb, fill, (base, lay.decay), c, log2_gamma);
+
+    let x = Tc::new(
+        &mut kb,
+        spec,
+        role,
+        (lay, base, t),
+        (warp, g, q4, lane),
+        (z, heads, h),
+        &p,
+    );
+    let gl = x.globals(&mut kb, &p);
+    let bh = kb.mad_lo(b, heads, h);
+    let state = x.load_state(&mut kb, &p, bh);
+    let t_last = kb.max(seq_len, 1u32);
+    let t_last = kb.sub(t_last, 1u32);
+    let dl = Dlog {
+        dlg: kb.mov(Ty::F32, 0.0f32),
+        t_last: kb.cvt(Ty::F32, t_last, Some(Rounding::Rn)),
+    };
+
+    // The last chunk's first token: ((max(T, 1) − 1) div C)·C.
+    let last = kb.shr(t_last, c.trailing_zeros());
+    let last = kb.shl(last, c.trailing_zeros());
+    kb.comment(format!(
+        "walk the sequence in chunks of {c}, {}",
+        if role.reverse() {
+            "last chunk first"
+        } else {
+            "first chunk first"
+        }
+    ));
+    kb.for_range(0u32, seq_len, c, |kb, i| {
+        let c0 = if role.reverse() {
+            kb.sub(last, i)
+        } else {
+            kb.mov(Ty::U32, i)
+        };
+        let remaining = kb.sub(seq_len, c0);
+        let len = kb.min(remaining, c);
+        let tok_c = kb.add(tok0, c0);
+        x.stage_chunk(kb, &gl, (tok_c, len));
+        x.rows(kb, &gl, &dl, (tok_c, c0, len));
+        kb.bar_sync(0);
+        x.update_state(kb, &state, len);
+        kb.comment("S~ <- S rounded and its rest; gradient rows < L leave as 16-byte pieces");
+        x.store_rh(kb, &state);
+        x.copy_out(kb, &gl, (tok_c, len));
+        kb.bar_sync(0);
+    });
+
+    if let (Some(dh0), Some(h0)) = (&p.dh0, &p.h0) {
+        kb.comment("dH0 = S when asked for; d log gamma's T <H0, dH0>");
+        x.finish_dv(&mut kb, &state, (dh0, h0), (dl.dlg, seq_len));
+    }
+    kb.comment("this thread's d log gamma partial, when asked for");
+    let (_, n) = padded_dims(spec);
+    dlog_gamma::store_partial(&mut kb, &p.dlog, dl.dlg, n / TC_SLICE);
+    kb.ret();
+    kb.finish()
+}
+
+impl Tc {
+    /// The shape of `spec` and the per-lane `ldmatrix` rows (warp w owns chunk rows 16w..).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        kb: &mut KernelBuilder,
+        spec: &KernelSpec,
+        role: Role,
+        (lay, base, t): (TcBackwardLayout, Reg, Reg),
+        (warp, g, q4, lane): (Reg, Reg, Reg, Reg),
+        (z, heads, h): (Reg, Reg, Reg),
+        p: &Params,
+    ) -> Self {
+        let (pg, ng) = role.dims(spec.k, spec.v);
+        let (pd, _) = padded_dims(spec);
+        let (ab, pty) = mma_types(spec.dtype);
+        kb.comment("per-lane ldmatrix rows; warp w owns rows 16w.. of the chunk and of the state");
+        let lanes = LaneFragments::new(kb, lane);
+        let zero = kb.mov(Ty::U32, 0u32);
+        let i0 = kb.shl(warp, 4u32);
+        let q2 = kb.shl(q4, 1u32);
+        let n0 = kb.mul_lo(z, TC_SLICE);
+        let scale = kb.ld_param(&p.scale);
+        Tc {
+            role,
+            lay,
+            base,
+            t,
+            pty,
+            ab,
+            lanes,
+            warp,
+            g,
+            q4,
+            q2,
+            i0,
+            x_rows: lay.x.lane_rows(kb, base, i0, lanes.p1_row),
+            y_rows: lay.y.lane_rows(kb, base, zero, lanes.p2_row),
+            w_rows: lay.w.lane_rows(kb, base, zero, lanes.p1_row),
+            rh_rows: lay.rh.lane_rows(kb, base, zero, lanes.p1_row),
+            rl_rows: lay.rl.lane_rows(kb, base, zero, lanes.p1_row),
+            scale,
+            heads,
+            h,
+            n0,
+            pg,
+            ng,
+            pd,
+            state_v: spec.v,
+            c: spec.chunk.unwrap_or_default(),
+            ow: out_width(spec),
+            es: spec.dtype.size_bytes() as u32,
+            tail: !exact_dims(spec),
+            dtype: spec.dtype,
+        }
+    }
+
+    /// The role's operands: (x, y, w) = (dO, V, K) for dq, (V, dO, Q) for dk, (K, Q, dO) for dv.
+    fn globals(&self, kb: &mut KernelBuilder, p: &Params) -> Globals {
+        let (x, y, w, own) = match self.role {
+            Role::Dq => (&p.d_o, &p.v, &p.k, Some(&p.q)),
+            Role::Dk => (&p.v, &p.d_o, &p.q, Some(&p.k)),
+            Role::Dv => (&p.k, &p.q, &p.d_o, None),
+        };
+        let col_bytes = kb.mul_wide(self.n0, self.es);
+        let w = kb.global_ptr(w);
+        let grad = kb.global_ptr(&p.grad);
+        let tails = self.tail.then(|| {
+            let pt = ColumnTail::new(kb, None, self.pg);
+            let nt = ColumnTail::new(kb, Some(self.n0), self.ng);
+            (pt, nt)
+        });
+        Globals {
+            x: kb.global_ptr(x),
+            y: kb.global_ptr(y),
+            w: kb.add(w, col_bytes),
+            grad: kb.add(grad, col_bytes),
+            own: own.map(|o| kb.global_ptr(o)),
+            tails,
+        }
+    }
+
+    /// S = the role's initial state (H0ᵀ, dH_Tᵀ or dH_T; 0 when not given) in the warp's
+    /// accumulators; S̃ and its rest stored.
+    fn load_state(&self, kb: &mut KernelBuilder, p: &Params, bh: Reg) -> TcState {
+        kb.comment("S = the initial state (or 0) in mma accumulators, state rows 16(w + 8j)..");
+        let slices = (self.pd / 16 / WARPS).max(1);
+        let raccs: Vec<AccTileF32> = (0..slices)
+            .map(|_| AccTileF32::zeros(kb, TC_SLICE))
+            .collect();
+        let slice_rows: Vec<Reg> = (0..slices)
+            .map(|j| kb.add(self.i0, 16 * WARPS * j))
+            .collect();
+        let my_rows = slice_rows.iter().map(|&r| kb.add(r, self.g)).collect();
+        let my_col = kb.add(self.n0, self.q2);
+        let bh_bytes = kb.mul_wide(bh, self.pg * self.ng * 4);
+        let state = TcState {
+            raccs,
+            slice_rows,
+            my_rows,
+            my_col,
+            bh_bytes,
+        };
+        let skip = warp_role(kb, self.warp, self.pd / 16, WARPS);
+        let at = self.state_ptr(kb, &p.state, &state);
+        self.state_elems(kb, &state, at, |kb, x, gat| {
+            let v = kb.ld(Space::Global, Ty::F32, Address::reg(gat, 0));
+            kb.assign(x, v);
+        });
+        self.store_rh(kb, &state);
+        if let Some(skip) = skip {
+            kb.place(skip);
+        }
+        kb.bar_sync(0);
+        state
+    }
+
+    /// `(given, address of (b, h)'s state)` of a state parameter (given: not 0).
+    fn state_ptr(
+        &self,
+        kb: &mut KernelBuilder,
+        param: &crate::dsl::ParamRef,
+        st: &TcState,
+    ) -> (Reg, Reg) {
+        let raw = kb.ld_param(param);
+        let given = kb.setp(Cmp::Ne, raw, 0u64);
+        let ptr = kb.global_ptr(param);
+        (given, kb.add(ptr, st.bh_bytes))
+    }
+
+    /// Run `body(kb, element, global address)` for each state element the lane holds that
+    /// exists in the `[K,V]` state at `(given, at)` (transposed for dq and dk), when given.
+    fn state_elems(
+        &self,
+        kb: &mut KernelBuilder,
+        st: &TcState,
+        (given, at): (Reg, Reg),
+        mut body: impl FnMut(&mut KernelBuilder, Reg, Reg),
+    ) {
+        let ng = kb.mov(Ty::U32, self.ng);
+        let ng = kb.selp(ng, 0u32, given);
+        for (racc, &row0) in st.raccs.iter().zip(&st.my_rows) {
+            for (nt, f) in racc.frags.iter().enumerate() {
+                for (e, &x) in f.iter().enumerate() {
+                    let row = kb.add(row0, 8 * (e as u32 >> 1));
+                    let col = kb.add(st.my_col, 8 * nt as u32 + (e as u32 & 1));
+                    let row_in = kb.setp(Cmp::Lt, row, self.pg);
+                    let limit = kb.selp(ng, 0u32, row_in);
+                    let ok = kb.setp(Cmp::Lt, col, limit);
+                    let idx = if self.role.transposed() {
+                        kb.mad_lo(col, self.state_v, row)
+                    } else {
+                        kb.mad_lo(row, self.state_v, col)
+                    };
+                    let off = kb.mul_wide(idx, 4u32);
+                    let gat = kb.add(at, off);
+                    kb.guarded(ok, false, |kb| body(kb, x, gat));
+                }
+            }
+        }
+    }
+
+    /// S̃ ← S rounded and the rest ← S − S̃ rounded (warps holding state rows).
+    fn store_rh(&self, kb: &mut KernelBuilder, st: &TcState) {
+        let skip = warp_role(kb, self.warp, self.pd / 16, WARPS);
+        for (racc, &r0) in st.raccs.iter().zip(&st.slice_rows) {
+            let (g, q4) = (self.g, self.q4);
+            self.lay
+                .rh
+                .store_acc(kb, self.base, racc, self.ab, r0, g, q4, 0);
+            let rest = racc.rounding_rest(kb, self.ab);
+            self.lay
+                .rl
+                .store_acc(kb, self.base, &rest, self.ab, r0, g, q4, 0);
+        }
+        if let Some(skip) = skip {
+            kb.place(skip);
+        }
+    }
+
+    /// `cp.async` the chunk's x, y rows and w's 64 columns (rows ≥ L zero-filled).
+    fn stage_chunk(&self, kb: &mut KernelBuilder, gl: &Globals, (tok_c, len): (Reg, Reg)) {
+        kb.comment("cp.async x, y, w rows of the chunk (rows >= L zero-filled)");
+        let lay = &self.lay;
+        let (pt, nt) = (gl.tails.map(|t| t.0), gl.tails.map(|t| t.1));
+        for (tile, src, row_elems, cols) in [
+            (lay.x, gl.x, self.pg, pt),
+            (lay.y, gl.y, self.pg, pt),
+            (lay.w, gl.w, self.ng, nt),
+        ] {
+            let rows = GlobalRows {
+                src,
+                row_bytes: row_elems * self.es,
+                tok_c,
+                heads: self.heads,
+                h: self.h,
+                len,
+            };
+            stage_tile_masked(kb, tile, self.base, self.t, THREADS, &rows, cols);
+        }
+        kb.cp_async_commit();
+        kb.cp_async_wait(0);
+        kb.bar_sync(0);
+    }
+
+    /// Rows 16w.. of the chunk: A = s·(X Yᵀ ⊙ D), then O = λ ⊙ X (S̃ + rest) + (Ã + rest) W,
+    /// `ow` columns at a time, into the gradient tile (and the d log γ terms of dq, dk).
+    fn rows(&self, kb: &mut KernelBuilder, gl: &Globals, dl: &Dlog, ch: (Reg, Reg, Reg)) {
+        let (lay, c, ow) = (&self.lay, self.c, self.ow);
+        kb.comment("rows 16w..: A = s (X Y^T . D) on tensor cores");
+        let skip = warp_role(kb, self.warp, c / 16, WARPS);
+        let sacc = AccTileF32::zeros(kb, c);
+        for ks in 0..self.pd / 16 {
+            let xa = self.x_frag(kb, ks);
+            for np in 0..c / 16 {
+                let yf = lay.y.ldmatrix_x4(
+                    kb,
+                    self.pty,
+                    false,
+                    self.y_rows,
+                    16 * np,
+                    2 * ks,
+                    self.lanes.p2_x,
+                );
+                sacc.mma_pair(kb, self.ab, 2 * np as usize, xa, yf);
+            }
+        }
+        let d1 = kb.add(self.i0, self.g);
+        let diag = Diagonal::new(kb, d1, self.q2);
+        let masked = if self.role.reverse() {
+            diag.mask_reverse(kb, &sacc, self.base, lay.decay, 0)
+        } else {
+            diag.mask(kb, &sacc, self.base, lay.decay, 0)
+        };
+        masked.scale(kb, self.scale);
+        let rest = masked.rounding_rest(kb, self.ab);
+        let sa = [
+            masked.to_a_fragments(kb, self.ab),
+            rest.to_a_fragments(kb, self.ab),
+        ];
+        let (lam_lo, lam_hi) = self.lambda_rows(kb, d1, ch.2);
+        kb.comment(format!("O = lambda . X S + A W, {ow} columns at a time"));
+        for slice in 0..TC_SLICE / ow {
+            let oacc = AccTileF32::zeros(kb, ow);
+            for (tile, rows) in [(&lay.rh, self.rh_rows), (&lay.rl, self.rl_rows)] {
+                for ks in 0..self.pd / 16 {
+                    let xa = self.x_frag(kb, ks);
+                    let chunks = (0..ow / 16).map(|np| Operand::from(ow / 8 * slice + 2 * np));
+                    let state = (tile, rows, &self.lanes);
+                    mma_state_step(kb, &oacc, (xa, ks), state, chunks, (self.pty, self.ab));
+                }
+            }
+            oacc.scale_rows(kb, lam_lo, lam_hi);
+            for a in &sa {
+                self.intra(kb, &oacc, a, slice);
+            }
+            if let Some(own) = gl.own {
+                self.dlog_rows(kb, &oacc, (own, dl), (d1, slice), ch);
+            }
+            let (g, q4) = (self.g, self.q4);
+            lay.o.store_acc(
+                kb,
+                self.base,
+                &oacc,
+                self.ab,
+                self.i0,
+                g,
+                q4,
+                ow / 8 * slice,
+            );
+        }
+        if let Some(skip) = skip {
+            kb.place(skip);
+        }
+    }
+
+    /// The warp's x fragment (rows 16w..) at 16-deep step `ks` of P.
+    fn x_frag(&self, kb: &mut KernelBuilder, ks: u32) -> [Reg; 4] {
+        self.lay
+            .x
+            .ldmatrix_x4(kb, self.pty, false, self.x_rows, 0, 2 * ks, self.lanes.p1_x)
+    }
+
+    /// λ for the lane's rows d1 and d1 + 8: s·ξ (dq) or ζ (dk, dv).
+    fn lambda_rows(&self, kb: &mut KernelBuilder, d1: Reg, len: Reg) -> (Reg, Reg) {
+        let table = (self.base, self.lay.decay);
+        if self.role.reverse() {
+            zeta_rows(kb, table, d1, len)
+        } else {
+            let (lo, hi) = xi_rows(kb, table, d1);
+            (kb.mul(lo, self.scale), kb.mul(hi, self.scale))
+        }
+    }
+
+    /// `oacc += A W[:, slice]` for the packed score fragments `sa` (16 rows of W each).
+    fn intra(&self, kb: &mut KernelBuilder, oacc: &AccTileF32, sa: &[[Reg; 4]], slice: u32) {
+        for (ks, a) in sa.iter().enumerate() {
+            for np in 0..self.ow / 16 {
+                let chunk = self.ow / 8 * slice + 2 * np;
+                let wf = self.lay.w.ldmatrix_x4(
+                    kb,
+                    self.pty,
+                    true,
+                    self.w_rows,
+                    16 * ks as u32,
+                    chunk,
+                    self.lanes.p1_x,
+                );
+                oacc.mma_pair(kb, self.ab, np as usize * 2, *a, wf);
+            }
+        }
+    }
+
+    /// dlg ± Σ (t − T + 1)⟨own_t, grad_t⟩ over the lane's gradient elements (minus for dk),
+    /// rows < L, own (q or k) read at the same columns.
+    fn dlog_rows(
+        &self,
+        kb: &mut KernelBuilder,
+        oacc: &AccTileF32,
+        (own, dl): (Reg, &Dlog),
+        (d1, slice): (Reg, u32),
+        (tok_c, c0, len): (Reg, Reg, Reg),
+    ) {
+        let col0 = kb.add(self.n0, self.q2);
+        for half in 0..2u32 {
+            let row = kb.add(d1, 8 * half);
+            let inside = kb.setp(Cmp::Lt, row, len);
+            let limit = row_limit(kb, inside, self.ng);
+            let pos = kb.add(c0, row);
+            let weight = dlog_gamma::weight(kb, pos, dl.t_last);
+            let weight = if self.role == Role::Dk {
+                kb.neg(weight)
+            } else {
+                weight
+            };
+            let tok = kb.add(tok_c, row);
+            let th = kb.mad_lo(tok, self.heads, self.h);
+            for (nt, f) in oacc.frags.iter().enumerate() {
+                let col = kb.add(col0, self.ow * slice + 8 * nt as u32);
+                let col_bytes = kb.mul_wide(col, self.es);
+                let off = kb.mad_wide(th, self.ng * self.es, col_bytes);
+                let at = kb.add(own, off);
+                let x = load_f32_masked(
+                    kb,
+                    (self.dtype, 2),
+                    Address::reg(at, 0),
+                    col,
+                    limit,
+                    self.ng,
+                );
+                let i = 2 * half as usize;
+                let dot = kb.mul(x[0], f[i]);
+                let dot = kb.fma(x[1], f[i + 1], dot);
+                kb.fma_into(dl.dlg, weight, dot, dl.dlg);
+            }
+        }
+    }
+
+    /// State rows 16(w + 8j)..: S ← γ^L S + (Yᵀ ⊙ u) W.
+    fn update_state(&self, kb: &mut KernelBuilder, st: &TcState, len: Reg) {
+        let (lay, c) = (&self.lay, self.c);
+        kb.comment("state rows 16(w + 8j)..: S <- gamma^L S + (Y^T . u) W");
+        let skip = warp_role(kb, self.warp, self.pd / 16, WARPS);
+        let (_, g_len) = table_entry(kb, (self.base, lay.decay), len);
+        for racc in &st.raccs {
+            racc.scale(kb, g_len);
+        }
+        // ζ index + C = L + C − 1 − j (see `zeta_quad`).
+        let z1 = kb.add(len, c - 1);
+        let z_base = kb.sub(z1, self.q2);
+        let y_chunk = kb.shl(self.warp, 1u32);
+        for ks in 0..c / 16 {
+            let table = (self.base, lay.decay);
+            let mut u = if self.role.reverse() {
+                xi_quad(kb, self.q2, 16 * ks, table)
+            } else {
+                zeta_quad(kb, z_base, 16 * ks, c, table)
+            };
+            if scaled_update(self.role) {
+                u = u.into_iter().map(|x| kb.mul(x, self.scale)).collect();
+            }
+            let w = StateV {
+                tile: lay.w,
+                rows: self.w_rows,
+                row0: 16 * ks,
+                lane_x: self.lanes.p1_x,
+                cols: TC_SLICE,
+            };
+            for (j, racc) in st.raccs.iter().enumerate() {
+                // Slice j's rows of Yᵀ: columns 16(w + 8j).. of the y tile.
+                let yc = kb.add(y_chunk, 2 * WARPS * j as u32);
+                let ya = lay.y.ldmatrix_x4(
+                    kb,
+                    self.pty,
+                    true,
+                    self.y_rows,
+                    16 * ks,
+                    yc,
+                    self.lanes.p2_x,
+                );
+                accumulate_state_step(kb, racc, (ya, &u), &w, (self.pty, self.ab));
+            }
+        }
+        if let Some(skip) = skip {
+            kb.place(skip);
+        }
+        kb.bar_sync(0);
+    }
+
+    /// Gradient rows < L leave the gradient tile as whole 16-byte pieces.
+    fn copy_out(&self, kb: &mut KernelBuilder, gl: &Globals, (tok_c, len): (Reg, Reg)) {
+        let per_row = TC_SLICE / 8;
+        let ch = kb.and(self.t, per_row - 1);
+        let row0 = kb.shr(self.t, per_row.trailing_zeros());
+        let ch_bytes = kb.mul_wide(ch, 16u32);
+        let ch_at = kb.add(gl.grad, ch_bytes);
+        let ch8 = gl.tails.map(|t| (kb.shl(ch, 3u32), t.1));
+        for round in 0..self.c * per_row / THREADS {
+            let row = kb.add(row0, round * THREADS / per_row);
+            let inside = kb.setp(Cmp::Lt, row, len);
+            let tok = kb.add(tok_c, row);
+            let th = kb.mad_lo(tok, self.heads, self.h);
+            let dst = kb.mad_wide(th, self.ng * self.es, ch_at);
+            let src = self.lay.o.chunk_addr(kb, self.base, row, ch);
+            copy_chunk_out(kb, src, dst, inside, ch8);
+        }
+    }
+
+    /// dv: dH0 = S when asked for, and dlg = T ⟨H0, dH0⟩ over the lane's elements.
+    fn finish_dv(
+        &self,
+        kb: &mut KernelBuilder,
+        st: &TcState,
+        (dh0, h0): (&crate::dsl::ParamRef, &crate::dsl::ParamRef),
+        (dlg, seq_len): (Reg, Reg),
+    ) {
+        let skip = kb.label();
+        if self.pd / 16 < WARPS {
+            let idle = kb.setp(Cmp::Ge, self.warp, self.pd / 16);
+            kb.bra_if(idle, false, skip);
+        }
+        let at = self.state_ptr(kb, dh0, st);
+        self.state_elems(kb, st, at, |kb, x, gat| {
+            kb.st(Space::Global, Address::reg(gat, 0), x);
+        });
+        let at = self.state_ptr(kb, h0, st);
+        self.state_elems(kb, st, at, |kb, x, gat| {
+            let v = kb.ld(Space::Global, Ty::F32, Address::reg(gat, 0));
+            kb.fma_into(dlg, x, v, dlg);
+        });
+        kb.place(skip);
+        let tf = kb.cvt(Ty::F32, seq_len, Some(Rounding::Rn));
+        let scaled = kb.mul(dlg, tf);
+        kb.assign(dlg, scaled);
+    }
+}
