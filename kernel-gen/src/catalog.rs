@@ -192,6 +192,33 @@ pub fn chunkwise_backward_catalog() -> Vec<KernelSpec> {
             }
         }
     }
+    specs.extend(chunkwise_backward_tc_catalog());
+    specs
+}
+
+/// The tensor-core chunkwise backward: every spec of [`chunkwise_backward_catalog`]'s FMA
+/// part that has a tensor-core kernel (f16 and bf16; dq and dk only where V ≤ 256), named
+/// by its tile (`chunkwise_backward::tc_plan::TC_TILE`).
+pub fn chunkwise_backward_tc_catalog() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for arch in Arch::ALL {
+        for (k, v) in CHUNKWISE_HEAD_DIMS {
+            for c in chunkwise_backward::SUPPORTED_CHUNKS {
+                for dtype in [Dtype::F16, Dtype::Bf16] {
+                    for gammas in DEFAULT_GAMMA_SETS {
+                        for op in chunkwise_backward::OPS {
+                            let fma =
+                                KernelSpec::chunkwise_backward(op, k, v, c, gammas, dtype, arch);
+                            let tc = chunkwise_backward::preferred(&fma);
+                            if tc != fma {
+                                specs.push(tc);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
     specs
 }
 

@@ -19,6 +19,8 @@ use crate::io::{
 };
 
 pub use kernel_gen::kernels::chunkwise_backward::OPS;
+use kernel_gen::kernels::chunkwise_backward::preferred;
+use kernel_gen::kernels::chunkwise_backward::tc_plan::is_tensor_core;
 
 /// One backward problem.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -192,7 +194,12 @@ pub fn check_case(
     let mut last_report = None;
     let mut dlog_gamma = vec![0.0; h];
     for (i, op) in OPS.into_iter().enumerate() {
-        let s = KernelSpec { op, ..*spec };
+        // A tensor-core spec runs each op on its tensor-core kernel where it has one.
+        let s = if is_tensor_core(spec) {
+            preferred(&KernelSpec { op, ..*spec })
+        } else {
+            KernelSpec { op, ..*spec }
+        };
         let out_len = b
             * t
             * h

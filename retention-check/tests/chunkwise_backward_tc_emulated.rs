@@ -73,3 +73,78 @@ fn k64_v64_partial_chunk_with_and_without_states() {
     run(&s, case(2, 37, true, true), 1);
     run(&s, case(2, 37, false, false), 2);
 }
+
+#[test]
+fn every_catalog_head_dim_c_not_dividing_t() {
+    // Each pair of the catalog's head dims once, chunk, dtype and arch alternating; T leaves
+    // a partial chunk (C ∤ T), the reference derives with C = 7. (256, 512): dq and dk run
+    // their FMA kernels (P = V = 512 > 256), dv its tensor-core kernel.
+    let dims = kernel_gen::catalog::CHUNKWISE_HEAD_DIMS;
+    for (i, (k, v)) in dims.into_iter().enumerate() {
+        let (c, dtype, arch) = match i % 4 {
+            0 => (32, Dtype::Bf16, Arch::Sm80),
+            1 => (64, Dtype::F16, Arch::Sm90),
+            2 => (64, Dtype::Bf16, Arch::Sm80),
+            _ => (32, Dtype::F16, Arch::Sm90),
+        };
+        let s = spec(k, v, c, dtype, arch);
+        let t = c as usize + 9;
+        run(&s, case(1, t, true, true), 20 + i as u64);
+    }
+}
+
+#[test]
+fn states_given_one_at_a_time() {
+    let s = spec(64, 128, 64, Dtype::F16, Arch::Sm80);
+    run(&s, case(2, 75, true, false), 30);
+    run(&s, case(2, 75, false, true), 31);
+}
+
+#[test]
+fn padded_even_head_dims_and_named_gammas() {
+    let s = spec(60, 100, 32, Dtype::Bf16, Arch::Sm80);
+    run(&s, case(2, 41, true, true), 40);
+    let named = KernelSpec {
+        gammas: GammaSet::Retnet { heads: 8 },
+        ..spec(64, 64, 64, Dtype::Bf16, Arch::Sm90)
+    };
+    run(&named, case(8, 70, true, true), 41);
+}
+
+#[test]
+fn tensor_core_kernels_only_where_served() {
+    let s = spec(256, 512, 64, Dtype::Bf16, Arch::Sm80);
+    let path = |op| {
+        let p = kernel_gen::kernels::chunkwise_backward::preferred(&KernelSpec { op, ..s });
+        plan(
+            &p,
+            LaunchSize {
+                rows: 1,
+                heads: 1,
+                tokens: 1,
+            },
+        )
+        .unwrap()
+        .path
+        .tensor_cores()
+    };
+    assert!(
+        !path(KernelOp::ChunkwiseBackwardDq),
+        "dq: P = V = 512 stays FMA"
+    );
+    assert!(
+        !path(KernelOp::ChunkwiseBackwardDk),
+        "dk: P = V = 512 stays FMA"
+    );
+    assert!(
+        path(KernelOp::ChunkwiseBackwardDv),
+        "dv: P = K = 256 on tensor cores"
+    );
+    let f32 = spec(64, 64, 32, Dtype::F32, Arch::Sm80);
+    assert!(f32.validate().is_err(), "f32 has no tensor-core kernel");
+    let odd = spec(7, 33, 32, Dtype::F16, Arch::Sm80);
+    assert!(
+        odd.validate().is_err(),
+        "odd dims have no tensor-core kernel"
+    );
+}

@@ -9,7 +9,7 @@
 //! f64 on the host, so this op downloads them and waits for the stream — the one host round
 //! trip of the op (a reduction kernel would keep it on the device).
 
-use kernel_gen::kernels::chunkwise_backward::{OPS, SUPPORTED_CHUNKS};
+use kernel_gen::kernels::chunkwise_backward::{self, OPS, SUPPORTED_CHUNKS};
 use kernel_gen::{KernelOp, KernelSpec, LaunchSize};
 use retention_core::{HostTensor, Result, RetentionError, RetentionShape};
 use retention_kernels::cpu::CpuElement;
@@ -60,7 +60,7 @@ impl Retention {
         let (q, k, v) = qkv;
         let mut partials = Vec::with_capacity(OPS.len());
         for op in OPS {
-            let spec = KernelSpec { op, ..spec };
+            let spec = chunkwise_backward::preferred(&KernelSpec { op, ..spec });
             let size = LaunchSize {
                 rows: s.batch as u32,
                 heads: s.heads as u32,

@@ -251,6 +251,21 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
     Ok(())
 }
 
+/// The kernel that serves `spec`'s (op, K, V, C, γ, dtype, arch) best: its tensor-core
+/// kernel where that validates (f16/bf16, even dims, P ≤ [`tc_plan::TC_MAX_P`]), else the
+/// FMA kernel (the default tile).
+pub fn preferred(spec: &KernelSpec) -> KernelSpec {
+    let tc = tc_plan::tensor_core_spec(spec);
+    if validate(&tc).is_ok() {
+        tc
+    } else {
+        KernelSpec {
+            tile: TileConfig::default(),
+            ..*spec
+        }
+    }
+}
+
 /// Parameter names in launch order (the module docs' table).
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
     let mut names = vec!["p_q", "p_k", "p_v", "p_do", "p_grad", "p_state"];
