@@ -148,3 +148,49 @@ fn tensor_core_kernels_only_where_served() {
         "odd dims have no tensor-core kernel"
     );
 }
+
+/// Predicted (the emulator's counters × its H100 time model; not measured) time and global
+/// traffic of the three kernels on tensor cores against the FMA kernels, one shape given by
+/// `RETENTION_TC_BWD_SHAPE` = "heads,T,K,V" (default 8,2048,128,128), bf16, C = 64, sm_90.
+/// Minutes of emulation at the default shape: run on request (`--ignored`).
+#[test]
+#[ignore]
+fn predicted_time_and_traffic_against_the_fma_path() {
+    let shape = std::env::var("RETENTION_TC_BWD_SHAPE").unwrap_or_else(|_| "8,2048,128,128".into());
+    let n: Vec<usize> = shape.split(',').map(|x| x.parse().unwrap()).collect();
+    let (heads, t, k, v) = (n[0], n[1], n[2] as u32, n[3] as u32);
+    let tc = spec(k, v, 64, Dtype::Bf16, Arch::Sm90);
+    let fma = KernelSpec {
+        tile: kernel_gen::TileConfig::default(),
+        ..tc
+    };
+    let c = BackwardCase {
+        reference_chunk: 64,
+        ..case(heads, t, true, true)
+    };
+    for (name, s) in [("fma", fma), ("tensor cores", tc)] {
+        let got = run(&s, c, 50);
+        let mut total = (0.0, 0u64, 0u64);
+        for (op, r) in ["dq", "dk", "dv"].iter().zip(&got.reports) {
+            eprintln!(
+                "{name} {op}: predicted H100 {:.1} us, A100 {:.1} us; read {} B, written {} B; \
+                 {} mma, bank conflicts {}",
+                r.predicted_h100_seconds * 1e6,
+                r.predicted_a100_seconds * 1e6,
+                r.global_bytes_read,
+                r.global_bytes_written,
+                r.mma_flops / 4096,
+                r.shared_bank_conflicts
+            );
+            total.0 += r.predicted_h100_seconds;
+            total.1 += r.global_bytes_read;
+            total.2 += r.global_bytes_written;
+        }
+        eprintln!(
+            "{name} total: predicted H100 {:.1} us, read {} B, written {} B",
+            total.0 * 1e6,
+            total.1,
+            total.2
+        );
+    }
+}
