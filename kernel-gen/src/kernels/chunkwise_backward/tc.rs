@@ -24,12 +24,12 @@
 
 use super::dlog_gamma;
 use super::fma::{Params, declare_params};
-use super::tc_plan::{TC_SLICE, TcBackwardLayout, out_width, scaled_update, tc_layout};
+use super::tc_plan::{TC_SLICE, TcBackwardLayout, out_width, tc_layout};
 use super::{Role, THREADS, padded_dims};
 use crate::GenError;
 use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane, warp_role};
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
-use crate::blocks::global::{GlobalRows, load_f32_masked, row_limit};
+use crate::blocks::global::GlobalRows;
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
 use crate::dsl::tiles::{AccTileF32, LaneFragments};
 use crate::dsl::{Address, Axis, Cmp, KernelBuilder, Operand, Reg, Rounding, Space, Sreg, Ty};
@@ -95,7 +95,6 @@ struct Tc {
     ow: u32,
     es: u32,
     tail: bool,
-    dtype: retention_core::Dtype,
 }
 
 /// Global views: x, y rows; w, the gradient and the own input (q for dq, k for dk: d log γ)
@@ -109,17 +108,10 @@ struct Globals {
     tails: Option<(ColumnTail, ColumnTail)>,
 }
 
-/// The warp's f32 state slices and the lane's first element of each.
+/// The warp's f32 state: slice j holds rows 16(w + 8j).. (their coordinates are recomputed
+/// where needed, so nothing but the accumulators stays live across the walk).
 struct TcState {
     raccs: Vec<AccTileF32>,
-    /// 16(w + 8j) per slice j.
-    slice_rows: Vec<Reg>,
-    /// 16(w + 8j) + g per slice j.
-    my_rows: Vec<Reg>,
-    /// n0 + 2q.
-    my_col: Reg,
-    /// Byte offset of (b, h)'s `[K,V]` state.
-    bh_bytes: Reg,
 }
 
 /// d log γ bookkeeping: this thread's partial and T − 1 as f32.
@@ -155,6 +147,7 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
         reuse_t: true,
     };
     emit_decay_table(&mut kb, fill, (base, lay.decay), c, log2_gamma);
+    scaled_table(&mut kb, (base, t), &lay, c, &p);
 
     let x = Tc::new(
         &mut kb,
@@ -166,8 +159,7 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
         &p,
     );
     let gl = x.globals(&mut kb, &p);
-    let bh = kb.mad_lo(b, heads, h);
-    let state = x.load_state(&mut kb, &p, bh);
+    let state = x.load_state(&mut kb, &p);
     let t_last = kb.max(seq_len, 1u32);
     let t_last = kb.sub(t_last, 1u32);
     let dl = Dlog {
@@ -209,11 +201,32 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
         kb.comment("dH0 = S when asked for; d log gamma's T <H0, dH0>");
         x.finish_dv(&mut kb, &state, (dh0, h0), (dl.dlg, seq_len));
     }
+    if role == Role::Dk {
+        let neg = kb.neg(dl.dlg);
+        kb.assign(dl.dlg, neg);
+    }
     kb.comment("this thread's d log gamma partial, when asked for");
     let (_, n) = padded_dims(spec);
     dlog_gamma::store_partial(&mut kb, &p.dlog, dl.dlg, n / TC_SLICE);
     kb.ret();
     kb.finish()
+}
+
+/// s·γ^d beside the decay table, entry t by thread t (which wrote γ^t itself).
+fn scaled_table(
+    kb: &mut KernelBuilder,
+    (base, t): (Reg, Reg),
+    lay: &TcBackwardLayout,
+    c: u32,
+    p: &Params,
+) {
+    let scale = kb.ld_param(&p.scale);
+    let in_table = kb.setp(Cmp::Le, t, c);
+    kb.guarded(in_table, false, |kb| {
+        let (at, g) = table_entry(kb, (base, lay.decay), t);
+        let sg = kb.mul(g, scale);
+        kb.st(Space::Shared, Address::reg(at, i64::from(lay.decay_s)), sg);
+    });
 }
 
 impl Tc {
@@ -268,7 +281,6 @@ impl Tc {
             ow: out_width(spec),
             es: spec.dtype.size_bytes() as u32,
             tail: !exact_dims(spec),
-            dtype: spec.dtype,
         }
     }
 
@@ -292,34 +304,25 @@ impl Tc {
             y: kb.global_ptr(y),
             w: kb.add(w, col_bytes),
             grad: kb.add(grad, col_bytes),
-            own: own.map(|o| kb.global_ptr(o)),
+            own: own.map(|o| {
+                let o = kb.global_ptr(o);
+                kb.add(o, col_bytes)
+            }),
             tails,
         }
     }
 
     /// S = the role's initial state (H0ᵀ, dH_Tᵀ or dH_T; 0 when not given) in the warp's
     /// accumulators; S̃ and its rest stored.
-    fn load_state(&self, kb: &mut KernelBuilder, p: &Params, bh: Reg) -> TcState {
+    fn load_state(&self, kb: &mut KernelBuilder, p: &Params) -> TcState {
         kb.comment("S = the initial state (or 0) in mma accumulators, state rows 16(w + 8j)..");
         let slices = (self.pd / 16 / WARPS).max(1);
         let raccs: Vec<AccTileF32> = (0..slices)
             .map(|_| AccTileF32::zeros(kb, TC_SLICE))
             .collect();
-        let slice_rows: Vec<Reg> = (0..slices)
-            .map(|j| kb.add(self.i0, 16 * WARPS * j))
-            .collect();
-        let my_rows = slice_rows.iter().map(|&r| kb.add(r, self.g)).collect();
-        let my_col = kb.add(self.n0, self.q2);
-        let bh_bytes = kb.mul_wide(bh, self.pg * self.ng * 4);
-        let state = TcState {
-            raccs,
-            slice_rows,
-            my_rows,
-            my_col,
-            bh_bytes,
-        };
+        let state = TcState { raccs };
         let skip = warp_role(kb, self.warp, self.pd / 16, WARPS);
-        let at = self.state_ptr(kb, &p.state, &state);
+        let at = self.state_ptr(kb, &p.state);
         self.state_elems(kb, &state, at, |kb, x, gat| {
             let v = kb.ld(Space::Global, Ty::F32, Address::reg(gat, 0));
             kb.assign(x, v);
@@ -333,16 +336,23 @@ impl Tc {
     }
 
     /// `(given, address of (b, h)'s state)` of a state parameter (given: not 0).
-    fn state_ptr(
-        &self,
-        kb: &mut KernelBuilder,
-        param: &crate::dsl::ParamRef,
-        st: &TcState,
-    ) -> (Reg, Reg) {
+    fn state_ptr(&self, kb: &mut KernelBuilder, param: &crate::dsl::ParamRef) -> (Reg, Reg) {
         let raw = kb.ld_param(param);
         let given = kb.setp(Cmp::Ne, raw, 0u64);
         let ptr = kb.global_ptr(param);
-        (given, kb.add(ptr, st.bh_bytes))
+        let b = kb.sreg(Sreg::Ctaid(Axis::X));
+        let bh = kb.mad_lo(b, self.heads, self.h);
+        let bh_bytes = kb.mul_wide(bh, self.pg * self.ng * 4);
+        (given, kb.add(ptr, bh_bytes))
+    }
+
+    /// The first row of the warp's state slice `j`: 16(w + 8j).
+    fn slice_row(&self, kb: &mut KernelBuilder, j: usize) -> Reg {
+        if j == 0 {
+            self.i0
+        } else {
+            kb.add(self.i0, 16 * WARPS * j as u32)
+        }
     }
 
     /// Run `body(kb, element, global address)` for each state element the lane holds that
@@ -356,11 +366,14 @@ impl Tc {
     ) {
         let ng = kb.mov(Ty::U32, self.ng);
         let ng = kb.selp(ng, 0u32, given);
-        for (racc, &row0) in st.raccs.iter().zip(&st.my_rows) {
+        let my_col = kb.add(self.n0, self.q2);
+        for (j, racc) in st.raccs.iter().enumerate() {
+            let r0 = self.slice_row(kb, j);
+            let row0 = kb.add(r0, self.g);
             for (nt, f) in racc.frags.iter().enumerate() {
                 for (e, &x) in f.iter().enumerate() {
                     let row = kb.add(row0, 8 * (e as u32 >> 1));
-                    let col = kb.add(st.my_col, 8 * nt as u32 + (e as u32 & 1));
+                    let col = kb.add(my_col, 8 * nt as u32 + (e as u32 & 1));
                     let row_in = kb.setp(Cmp::Lt, row, self.pg);
                     let limit = kb.selp(ng, 0u32, row_in);
                     let ok = kb.setp(Cmp::Lt, col, limit);
@@ -380,7 +393,8 @@ impl Tc {
     /// S̃ ← S rounded and the rest ← S − S̃ rounded (warps holding state rows).
     fn store_rh(&self, kb: &mut KernelBuilder, st: &TcState) {
         let skip = warp_role(kb, self.warp, self.pd / 16, WARPS);
-        for (racc, &r0) in st.raccs.iter().zip(&st.slice_rows) {
+        for (j, racc) in st.raccs.iter().enumerate() {
+            let r0 = self.slice_row(kb, j);
             let (g, q4) = (self.g, self.q4);
             self.lay
                 .rh
@@ -395,16 +409,21 @@ impl Tc {
         }
     }
 
-    /// `cp.async` the chunk's x, y rows and w's 64 columns (rows ≥ L zero-filled).
+    /// `cp.async` the chunk's x, y rows and the 64 columns of w (and of q or k: d log γ)
+    /// (rows ≥ L zero-filled).
     fn stage_chunk(&self, kb: &mut KernelBuilder, gl: &Globals, (tok_c, len): (Reg, Reg)) {
-        kb.comment("cp.async x, y, w rows of the chunk (rows >= L zero-filled)");
+        kb.comment("cp.async x, y, w (and own) rows of the chunk (rows >= L zero-filled)");
         let lay = &self.lay;
         let (pt, nt) = (gl.tails.map(|t| t.0), gl.tails.map(|t| t.1));
+        let own = gl.own.map(|o| (lay.own, o, self.ng, nt));
         for (tile, src, row_elems, cols) in [
             (lay.x, gl.x, self.pg, pt),
             (lay.y, gl.y, self.pg, pt),
             (lay.w, gl.w, self.ng, nt),
-        ] {
+        ]
+        .into_iter()
+        .chain(own)
+        {
             let rows = GlobalRows {
                 src,
                 row_bytes: row_elems * self.es,
@@ -471,8 +490,8 @@ impl Tc {
             for a in &sa {
                 self.intra(kb, &oacc, a, slice);
             }
-            if let Some(own) = gl.own {
-                self.dlog_rows(kb, &oacc, (own, dl), (d1, slice), ch);
+            if gl.own.is_some() {
+                self.dlog_rows(kb, &oacc, dl, (d1, slice), ch.1);
             }
             let (g, q4) = (self.g, self.q4);
             lay.o.store_acc(
@@ -528,46 +547,34 @@ impl Tc {
         }
     }
 
-    /// dlg ± Σ (t − T + 1)⟨own_t, grad_t⟩ over the lane's gradient elements (minus for dk),
-    /// rows < L, own (q or k) read at the same columns.
+    /// dlg += Σ (t − T + 1)⟨own_t, grad_t⟩ over the lane's gradient elements (dk negates the
+    /// sum at the end),
+    /// own (q or k) read from its staged tile at the same rows and columns (rows ≥ L and
+    /// columns past N are zero there).
     fn dlog_rows(
         &self,
         kb: &mut KernelBuilder,
         oacc: &AccTileF32,
-        (own, dl): (Reg, &Dlog),
+        dl: &Dlog,
         (d1, slice): (Reg, u32),
-        (tok_c, c0, len): (Reg, Reg, Reg),
+        c0: Reg,
     ) {
-        let col0 = kb.add(self.n0, self.q2);
+        let q4b = kb.shl(self.q4, 2u32);
         for half in 0..2u32 {
             let row = kb.add(d1, 8 * half);
-            let inside = kb.setp(Cmp::Lt, row, len);
-            let limit = row_limit(kb, inside, self.ng);
             let pos = kb.add(c0, row);
             let weight = dlog_gamma::weight(kb, pos, dl.t_last);
-            let weight = if self.role == Role::Dk {
-                kb.neg(weight)
-            } else {
-                weight
-            };
-            let tok = kb.add(tok_c, row);
-            let th = kb.mad_lo(tok, self.heads, self.h);
             for (nt, f) in oacc.frags.iter().enumerate() {
-                let col = kb.add(col0, self.ow * slice + 8 * nt as u32);
-                let col_bytes = kb.mul_wide(col, self.es);
-                let off = kb.mad_wide(th, self.ng * self.es, col_bytes);
-                let at = kb.add(own, off);
-                let x = load_f32_masked(
-                    kb,
-                    (self.dtype, 2),
-                    Address::reg(at, 0),
-                    col,
-                    limit,
-                    self.ng,
-                );
+                let chunk = kb.mov(Ty::U32, self.ow / 8 * slice + nt as u32);
+                let at = self.lay.own.chunk_addr(kb, self.base, row, chunk);
+                let at = kb.add(at, q4b);
+                let pair = kb.ld(Space::Shared, self.pty, Address::reg(at, 0));
+                let (lo, hi) = kb.unpack(pair);
+                let lo = kb.cvt(Ty::F32, lo, None);
+                let hi = kb.cvt(Ty::F32, hi, None);
                 let i = 2 * half as usize;
-                let dot = kb.mul(x[0], f[i]);
-                let dot = kb.fma(x[1], f[i + 1], dot);
+                let dot = kb.mul(lo, f[i]);
+                let dot = kb.fma(hi, f[i + 1], dot);
                 kb.fma_into(dl.dlg, weight, dot, dl.dlg);
             }
         }
@@ -588,14 +595,12 @@ impl Tc {
         let y_chunk = kb.shl(self.warp, 1u32);
         for ks in 0..c / 16 {
             let table = (self.base, lay.decay);
-            let mut u = if self.role.reverse() {
-                xi_quad(kb, self.q2, 16 * ks, table)
+            // u = s·ξ walking backwards (dk: y = s·dO, dv: y = s·Q), ζ forwards (dq).
+            let u = if self.role.reverse() {
+                xi_quad(kb, self.q2, 16 * ks, (self.base, lay.decay_s))
             } else {
                 zeta_quad(kb, z_base, 16 * ks, c, table)
             };
-            if scaled_update(self.role) {
-                u = u.into_iter().map(|x| kb.mul(x, self.scale)).collect();
-            }
             let w = StateV {
                 tile: lay.w,
                 rows: self.w_rows,
@@ -656,11 +661,11 @@ impl Tc {
             let idle = kb.setp(Cmp::Ge, self.warp, self.pd / 16);
             kb.bra_if(idle, false, skip);
         }
-        let at = self.state_ptr(kb, dh0, st);
+        let at = self.state_ptr(kb, dh0);
         self.state_elems(kb, st, at, |kb, x, gat| {
             kb.st(Space::Global, Address::reg(gat, 0), x);
         });
-        let at = self.state_ptr(kb, h0, st);
+        let at = self.state_ptr(kb, h0);
         self.state_elems(kb, st, at, |kb, x, gat| {
             let v = kb.ld(Space::Global, Ty::F32, Address::reg(gat, 0));
             kb.fma_into(dlg, x, v, dlg);

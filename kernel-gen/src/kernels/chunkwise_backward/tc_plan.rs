@@ -87,22 +87,30 @@ pub struct TcBackwardLayout {
     pub rl: SharedTile16,
     /// The gradient rows `[C][64]` on their way out.
     pub o: SharedTile16,
+    /// dq, dk: the input paired with the gradient in d log γ (q, k) `[C][64]`, staged with
+    /// the chunk so its reads have shared-memory latency (0 rows for dv).
+    pub own: SharedTile16,
     /// γ^d, d = 0..=C, f32.
     pub decay: u32,
+    /// s·γ^d, d = 0..=C, f32: the reverse walk's update weights s·ξ read whole.
+    pub decay_s: u32,
     /// Total bytes.
     pub total: u32,
 }
 
 impl TcBackwardLayout {
-    /// The layout for padded state rows `p` and chunk `c`.
-    pub const fn new(p: u32, c: u32) -> Self {
+    /// The layout for padded state rows `p`, chunk `c`, and whether d log γ needs the own
+    /// tile.
+    pub const fn new(p: u32, c: u32, own: bool) -> Self {
         let x = SharedTile16::new(0, c, p);
         let y = SharedTile16::new(x.offset + x.bytes(), c, p);
         let w = SharedTile16::new(y.offset + y.bytes(), c, TC_SLICE);
         let rh = SharedTile16::new(w.offset + w.bytes(), p, TC_SLICE);
         let rl = SharedTile16::new(rh.offset + rh.bytes(), p, TC_SLICE);
         let o = SharedTile16::new(rl.offset + rl.bytes(), c, TC_SLICE);
-        let decay = o.offset + o.bytes();
+        let own = SharedTile16::new(o.offset + o.bytes(), if own { c } else { 0 }, TC_SLICE);
+        let decay = own.offset + own.bytes();
+        let table = ((c + 1) * 4).div_ceil(16) * 16;
         TcBackwardLayout {
             x,
             y,
@@ -110,22 +118,27 @@ impl TcBackwardLayout {
             rh,
             rl,
             o,
+            own,
             decay,
-            total: decay + ((c + 1) * 4).div_ceil(16) * 16,
+            decay_s: decay + table,
+            total: decay + 2 * table,
         }
     }
 
     /// The shared window's comment.
     pub fn describe(&self) -> String {
         format!(
-            "swizzled 16-bit x [C,P] @{}, y [C,P] @{}, w [C,64] @{}, S~ [P,64] @{}, S-S~ [P,64] @{}, grad [C,64] @{}; f32 gamma^d [C+1] @{}",
+            "swizzled 16-bit x [C,P] @{}, y [C,P] @{}, w [C,64] @{}, S~ [P,64] @{}, S-S~ [P,64] @{}, grad [C,64] @{}, own [{},64] @{}; f32 gamma^d [C+1] @{}, s gamma^d [C+1] @{}",
             self.x.offset,
             self.y.offset,
             self.w.offset,
             self.rh.offset,
             self.rl.offset,
             self.o.offset,
-            self.decay
+            self.own.rows,
+            self.own.offset,
+            self.decay,
+            self.decay_s
         )
     }
 }
@@ -133,22 +146,17 @@ impl TcBackwardLayout {
 /// The tensor-core layout of `spec`.
 pub fn tc_layout(spec: &KernelSpec) -> TcBackwardLayout {
     let (p, _) = padded_dims(spec);
-    TcBackwardLayout::new(p, spec.chunk.unwrap_or_default())
+    let own = Role::of(spec.op) != Some(Role::Dv);
+    TcBackwardLayout::new(p, spec.chunk.unwrap_or_default(), own)
 }
 
-/// Columns of the gradient built at a time: 32 where two state slices (P = 256) and a
-/// 64-row chunk leave no registers for 64.
+/// Columns of the gradient built at a time: 32, and 16 where two state slices per warp
+/// (P = 256) and a 64-row chunk leave no registers for more.
 pub fn out_width(spec: &KernelSpec) -> u32 {
     let (p, _) = padded_dims(spec);
     if p == TC_MAX_P && spec.chunk.unwrap_or_default() >= 64 {
-        32
+        16
     } else {
-        64
+        32
     }
-}
-
-/// Whether the role's state update carries the scale s (dk, dv: y = s·dO, s·Q) rather than
-/// its row weights λ (dq: x = s·dO).
-pub const fn scaled_update(role: Role) -> bool {
-    !matches!(role, Role::Dq)
 }
