@@ -446,8 +446,14 @@ impl Tc {
         kb.comment("rows 16w..: A = s (X Y^T . D) on tensor cores");
         let skip = warp_role(kb, self.warp, c / 16, WARPS);
         let sacc = AccTileF32::zeros(kb, c);
+        // Whole-width output strips take their state term in the same pass over P as the
+        // scores, so each x fragment is read once.
+        let fused = (ow == TC_SLICE).then(|| AccTileF32::zeros(kb, ow));
         for ks in 0..self.pd / 16 {
             let xa = self.x_frag(kb, ks);
+            if let Some(oacc) = &fused {
+                self.state_term_step(kb, oacc, xa, (ks, 0));
+            }
             for np in 0..c / 16 {
                 let yf = lay.y.ldmatrix_x4(
                     kb,
@@ -477,15 +483,17 @@ impl Tc {
         let (lam_lo, lam_hi) = self.lambda_rows(kb, d1, ch.2);
         kb.comment(format!("O = lambda . X S + A W, {ow} columns at a time"));
         for slice in 0..TC_SLICE / ow {
-            let oacc = AccTileF32::zeros(kb, ow);
-            for (tile, rows) in [(&lay.rh, self.rh_rows), (&lay.rl, self.rl_rows)] {
-                for ks in 0..self.pd / 16 {
-                    let xa = self.x_frag(kb, ks);
-                    let chunks = (0..ow / 16).map(|np| Operand::from(ow / 8 * slice + 2 * np));
-                    let state = (tile, rows, &self.lanes);
-                    mma_state_step(kb, &oacc, (xa, ks), state, chunks, (self.pty, self.ab));
+            let oacc = match &fused {
+                Some(oacc) => oacc.clone(),
+                None => {
+                    let oacc = AccTileF32::zeros(kb, ow);
+                    for ks in 0..self.pd / 16 {
+                        let xa = self.x_frag(kb, ks);
+                        self.state_term_step(kb, &oacc, xa, (ks, slice));
+                    }
+                    oacc
                 }
-            }
+            };
             oacc.scale_rows(kb, lam_lo, lam_hi);
             for a in &sa {
                 self.intra(kb, &oacc, a, slice);
@@ -507,6 +515,23 @@ impl Tc {
         }
         if let Some(skip) = skip {
             kb.place(skip);
+        }
+    }
+
+    /// `oacc += X_w[:, 16ks..] (S̃ + rest)[16ks.., strip]`: one 16-deep step of P of the state
+    /// term, for output strip `slice` (`ow` columns), from both state tiles.
+    fn state_term_step(
+        &self,
+        kb: &mut KernelBuilder,
+        oacc: &AccTileF32,
+        xa: [Reg; 4],
+        (ks, slice): (u32, u32),
+    ) {
+        let ow = self.ow;
+        for (tile, rows) in [(&self.lay.rh, self.rh_rows), (&self.lay.rl, self.rl_rows)] {
+            let chunks = (0..ow / 16).map(|np| Operand::from(ow / 8 * slice + 2 * np));
+            let state = (tile, rows, &self.lanes);
+            mma_state_step(kb, oacc, (xa, ks), state, chunks, (self.pty, self.ab));
         }
     }
 

@@ -154,9 +154,5 @@ pub fn tc_layout(spec: &KernelSpec) -> TcBackwardLayout {
 /// (P = 256) and a 64-row chunk leave no registers for more.
 pub fn out_width(spec: &KernelSpec) -> u32 {
     let (p, _) = padded_dims(spec);
-    if p == TC_MAX_P && spec.chunk.unwrap_or_default() >= 64 {
-        16
-    } else {
-        32
-    }
+    if p == TC_MAX_P { 16 } else { 64 }
 }
