@@ -154,7 +154,7 @@ fn tensor_core_kernels_only_where_served() {
 /// `RETENTION_TC_BWD_SHAPE` = "heads,T,K,V" (default 8,2048,128,128), bf16, C = 64, sm_90.
 /// Minutes of emulation at the default shape: run on request (`--ignored`).
 #[test]
-#[ignore]
+#[ignore = "minutes of emulation at the default shape; run with --ignored"]
 fn predicted_time_and_traffic_against_the_fma_path() {
     let shape = std::env::var("RETENTION_TC_BWD_SHAPE").unwrap_or_else(|_| "8,2048,128,128".into());
     let n: Vec<usize> = shape.split(',').map(|x| x.parse().unwrap()).collect();

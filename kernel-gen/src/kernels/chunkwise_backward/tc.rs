@@ -483,16 +483,15 @@ impl Tc {
         let (lam_lo, lam_hi) = self.lambda_rows(kb, d1, ch.2);
         kb.comment(format!("O = lambda . X S + A W, {ow} columns at a time"));
         for slice in 0..TC_SLICE / ow {
-            let oacc = match &fused {
-                Some(oacc) => oacc.clone(),
-                None => {
-                    let oacc = AccTileF32::zeros(kb, ow);
-                    for ks in 0..self.pd / 16 {
-                        let xa = self.x_frag(kb, ks);
-                        self.state_term_step(kb, &oacc, xa, (ks, slice));
-                    }
-                    oacc
+            let oacc = if let Some(oacc) = &fused {
+                oacc.clone()
+            } else {
+                let oacc = AccTileF32::zeros(kb, ow);
+                for ks in 0..self.pd / 16 {
+                    let xa = self.x_frag(kb, ks);
+                    self.state_term_step(kb, &oacc, xa, (ks, slice));
                 }
+                oacc
             };
             oacc.scale_rows(kb, lam_lo, lam_hi);
             for a in &sa {
