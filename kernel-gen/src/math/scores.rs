@@ -34,17 +34,14 @@ impl Diagonal {
         decay: u32,
         col0: u32,
     ) -> AccTileF32 {
-        sacc.map(kb, |kb, nt, e, x| {
-            let dv = if e < 2 { self.d_lo } else { self.d_hi };
-            let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
+        self.masked(kb, sacc, col0, |kb, dv, thr| {
             let causal = kb.setp(Cmp::Ge, dv, thr);
             let cl = kb.max(dv, thr);
             let cl4 = kb.shl(cl, 2u32);
             let at = kb.add(base, cl4);
             let off = i64::from(decay) - i64::from(4 * thr);
             let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(at, off));
-            let val = kb.mul(x, dec);
-            kb.selp(val, 0.0f32, causal)
+            (causal, dec)
         })
     }
 
@@ -58,16 +55,32 @@ impl Diagonal {
         decay: u32,
         col0: u32,
     ) -> AccTileF32 {
-        sacc.map(kb, |kb, nt, e, x| {
-            let dv = if e < 2 { self.d_lo } else { self.d_hi };
-            let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
+        self.masked(kb, sacc, col0, |kb, dv, thr| {
             let kept = kb.setp(Cmp::Le, dv, thr);
             let cl = kb.min(dv, thr);
             let top = kb.mov(Ty::U32, thr);
             let d = kb.sub(top, cl);
             let (_, dec) = table_entry(kb, (base, decay), d);
+            (kept, dec)
+        })
+    }
+
+    /// `S[i][j] ← keep ? dec·S[i][j] : 0` (a `selp`, never a product with a mask), where
+    /// `rule(kb, diff, thr)` gives (keep, dec) for the element's diagonal distance `diff`
+    /// and threshold `thr` = 16 + col0 + 8nt + (e&1).
+    fn masked(
+        &self,
+        kb: &mut KernelBuilder,
+        sacc: &AccTileF32,
+        col0: u32,
+        mut rule: impl FnMut(&mut KernelBuilder, Reg, u32) -> (Reg, Reg),
+    ) -> AccTileF32 {
+        sacc.map(kb, |kb, nt, e, x| {
+            let dv = if e < 2 { self.d_lo } else { self.d_hi };
+            let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
+            let (keep, dec) = rule(kb, dv, thr);
             let val = kb.mul(x, dec);
-            kb.selp(val, 0.0f32, kept)
+            kb.selp(val, 0.0f32, keep)
         })
     }
 }
