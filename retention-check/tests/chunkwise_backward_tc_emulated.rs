@@ -194,3 +194,30 @@ fn predicted_time_and_traffic_against_the_fma_path() {
         );
     }
 }
+
+/// The tensor-core kernels move exactly the FMA kernels' global bytes (the family's traffic
+/// model, stated against the algorithmic minimum in `chunkwise_backward_emulated.rs`: x, y
+/// once per 64-column slice, w, q or k, the states and the gradient once), with no shared
+/// bank conflicts.
+#[test]
+fn global_traffic_equals_the_fma_kernels_and_no_bank_conflicts() {
+    let tc = spec(64, 128, 32, Dtype::Bf16, Arch::Sm90);
+    let fma = KernelSpec {
+        tile: kernel_gen::TileConfig::default(),
+        ..tc
+    };
+    let c = BackwardCase {
+        batch: 2,
+        ..case(3, 64, true, true)
+    };
+    let (t, f) = (run(&tc, c, 60), run(&fma, c, 60));
+    for (i, (a, b)) in t.reports.iter().zip(&f.reports).enumerate() {
+        assert_eq!(a.global_bytes_read, b.global_bytes_read, "kernel {i} read");
+        assert_eq!(
+            a.global_bytes_written, b.global_bytes_written,
+            "kernel {i} written"
+        );
+        assert_eq!(a.shared_bank_conflicts, 0, "kernel {i} bank conflicts");
+        assert!(a.mma_flops > 0, "kernel {i} runs on tensor cores");
+    }
+}
