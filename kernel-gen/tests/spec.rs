@@ -81,16 +81,21 @@ fn default_catalog_has_every_combination_once() {
         (180 + 13 * 30, 840, 840, 210, 410, 410, 24, 24, 24, 24)
     );
     // Chunkwise backward, each of dq, dk, dv: the 7 (K, V) pairs x C in {32, 64} x 3 dtypes
-    // x 5 gamma sets x 2 archs.
-    assert_eq!(
-        [
-            KernelOp::ChunkwiseBackwardDq,
-            KernelOp::ChunkwiseBackwardDk,
-            KernelOp::ChunkwiseBackwardDv
-        ]
-        .map(count),
-        [420; 3]
-    );
+    // x 5 gamma sets x 2 archs on the FMA units (the default tile), and the 16-bit ones
+    // again on tensor cores (their own tile) where P <= 256: dq and dk not at V = 512
+    // (6 pairs x 2 x 2 x 5 x 2 = 240), dv at every pair (280).
+    let ops = [
+        KernelOp::ChunkwiseBackwardDq,
+        KernelOp::ChunkwiseBackwardDk,
+        KernelOp::ChunkwiseBackwardDv,
+    ];
+    let count_tile = |op, tc: bool| {
+        cat.iter()
+            .filter(|s| s.op == op && (s.tile == TileConfig::default()) != tc)
+            .count()
+    };
+    assert_eq!(ops.map(|op| count_tile(op, false)), [420; 3]);
+    assert_eq!(ops.map(|op| count_tile(op, true)), [240, 240, 280]);
     let entries: HashSet<String> = cat.iter().map(KernelSpec::entry).collect();
     let slugs: HashSet<String> = cat.iter().map(KernelSpec::slug).collect();
     assert_eq!(entries.len(), cat.len());
