@@ -47,12 +47,12 @@ impl Diagonal {
 
     /// The reverse walk's mask, `S[i][j] ← (j ≥ i) ? γ^(j−i) S[i][j] : 0` (the chunkwise
     /// backward's dk and dv): with the same thresholds as [`Self::mask`], j − i = thr − diff.
+    /// The decay table is at (shared window base, offset).
     pub fn mask_reverse(
         &self,
         kb: &mut KernelBuilder,
         sacc: &AccTileF32,
-        base: Reg,
-        decay: u32,
+        (base, decay): (Reg, u32),
         col0: u32,
     ) -> AccTileF32 {
         self.masked(kb, sacc, col0, |kb, dv, thr| {

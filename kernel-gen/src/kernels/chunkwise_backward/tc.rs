@@ -376,7 +376,7 @@ impl Tc {
         let d1 = kb.add(self.i0, self.g);
         let diag = Diagonal::new(kb, d1, self.q2);
         let masked = if self.role.reverse() {
-            diag.mask_reverse(kb, &sacc, self.base, lay.decay, 0)
+            diag.mask_reverse(kb, &sacc, (self.base, lay.decay), 0)
         } else {
             diag.mask(kb, &sacc, self.base, lay.decay, 0)
         };
