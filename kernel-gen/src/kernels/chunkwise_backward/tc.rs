@@ -37,7 +37,7 @@ use crate::math::chunk_tiling::exact_dims;
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{Diagonal, xi_rows, zeta_rows};
 use crate::math::state_update::{
-    StateV, accumulate_state_step, mma_state_step, xi_quad, zeta_quad,
+    StateK, StateV, accumulate_state_slices, mma_state_step, xi_quad, zeta_quad,
 };
 use crate::spec::{GammaSet, KernelSpec};
 
@@ -524,13 +524,6 @@ impl Tc {
         let z_base = kb.sub(z1, self.q2);
         let y_chunk = kb.shl(self.warp, 1u32);
         for ks in 0..c / 16 {
-            let table = (self.base, lay.decay);
-            // u = s·ξ walking backwards (dk: y = s·dO, dv: y = s·Q), ζ forwards (dq).
-            let u = if self.role.reverse() {
-                xi_quad(kb, self.q2, 16 * ks, (self.base, lay.decay_s))
-            } else {
-                zeta_quad(kb, z_base, 16 * ks, c, table)
-            };
             let w = StateV {
                 tile: lay.w,
                 rows: self.w_rows,
@@ -538,20 +531,23 @@ impl Tc {
                 lane_x: self.lanes.p1_x,
                 cols: TC_SLICE,
             };
-            for (j, racc) in st.raccs.iter().enumerate() {
-                // Slice j's rows of Yᵀ: columns 16(w + 8j).. of the y tile.
-                let yc = kb.add(y_chunk, 2 * WARPS * j as u32);
-                let ya = lay.y.ldmatrix_x4(
-                    kb,
-                    self.pty,
-                    true,
-                    self.y_rows,
-                    16 * ks,
-                    yc,
-                    self.lanes.p2_x,
-                );
-                accumulate_state_step(kb, racc, (ya, &u), &w, (self.pty, self.ab));
-            }
+            // Slice j's rows of Yᵀ: columns 16(w + 8j).. of the y tile.
+            let y = StateK {
+                tile: lay.y,
+                rows: self.y_rows,
+                lane_x: self.lanes.p2_x,
+                chunk0: y_chunk,
+                stride: 2 * WARPS,
+            };
+            // u = s·ξ walking backwards (dk: y = s·dO, dv: y = s·Q), ζ forwards (dq).
+            let u = |kb: &mut KernelBuilder| {
+                if self.role.reverse() {
+                    xi_quad(kb, self.q2, 16 * ks, (self.base, lay.decay_s))
+                } else {
+                    zeta_quad(kb, z_base, 16 * ks, c, (self.base, lay.decay))
+                }
+            };
+            accumulate_state_slices(kb, &st.raccs, (&y, &w), u, (self.pty, self.ab));
         }
         if let Some(skip) = skip {
             kb.place(skip);
