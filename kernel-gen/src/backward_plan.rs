@@ -65,7 +65,8 @@ fn chunkwise_plans(
     for c in chunkwise_backward::SUPPORTED_CHUNKS.into_iter().rev() {
         match spec(KernelOp::ChunkwiseBackwardDq, c).validate() {
             Ok(()) => {
-                let [dq, dk, dv] = ops.map(|op| spec(op, c));
+                // Each op on its tensor-core kernel where it has one (dense 16-bit), else FMA.
+                let [dq, dk, dv] = ops.map(|op| chunkwise_backward::preferred(&spec(op, c)));
                 return Ok([plan(&dq, size)?, plan(&dk, size)?, plan(&dv, size)?]);
             }
             Err(e) => refusal = Some(e),

@@ -173,12 +173,30 @@ pub fn chunkwise_catalog() -> Vec<KernelSpec> {
 /// ([`chunkwise_backward::SUPPORTED_CHUNKS`]), every dtype and default gamma set, sm_80 and
 /// sm_90.
 pub fn chunkwise_backward_catalog() -> Vec<KernelSpec> {
-    walk_chunkwise(&chunkwise_backward::SUPPORTED_CHUNKS, |specs, spec| {
+    let mut specs = walk_chunkwise(&chunkwise_backward::SUPPORTED_CHUNKS, |specs, spec| {
         let ops = chunkwise_backward::OPS.into_iter();
         specs.extend(
             ops.chain(chunkwise_backward::VARLEN_OPS)
                 .map(|op| spec.with_op(op)),
         );
+    });
+    specs.extend(chunkwise_backward_tc_catalog());
+    specs
+}
+
+/// The tensor-core chunkwise backward: every dense spec of [`chunkwise_backward_catalog`]'s
+/// FMA part that has a tensor-core kernel (f16 and bf16; dq and dk only where V ≤ 256), named
+/// by its tile (`chunkwise_backward::tc_plan::TC_TILE`).
+pub fn chunkwise_backward_tc_catalog() -> Vec<KernelSpec> {
+    walk_chunkwise(&chunkwise_backward::SUPPORTED_CHUNKS, |specs, spec| {
+        if matches!(spec.dtype, Dtype::F16 | Dtype::Bf16) {
+            for fma in chunkwise_backward::OPS.map(|op| spec.with_op(op)) {
+                let tc = chunkwise_backward::preferred(&fma);
+                if tc != fma {
+                    specs.push(tc);
+                }
+            }
+        }
     })
 }
 

@@ -80,19 +80,32 @@ fn default_catalog_has_every_combination_once() {
         ),
         (180 + 13 * 30, 840, 840, 210, 410, 410, 24, 24, 24, 24)
     );
-    // Chunkwise backward, each of dq, dk, dv, dense and varlen: the 7 (K, V) pairs x C in
-    // {32, 64} x 3 dtypes x 5 gamma sets x 2 archs.
+    // Chunkwise backward, each of dq, dk, dv: the 7 (K, V) pairs x C in {32, 64} x 3 dtypes
+    // x 5 gamma sets x 2 archs on the FMA units (the default tile), and the 16-bit ones
+    // again on tensor cores (their own tile) where P <= 256: dq and dk not at V = 512
+    // (6 pairs x 2 x 2 x 5 x 2 = 240), dv at every pair (280).
+    let ops = [
+        KernelOp::ChunkwiseBackwardDq,
+        KernelOp::ChunkwiseBackwardDk,
+        KernelOp::ChunkwiseBackwardDv,
+    ];
+    let count_tile = |op, tc: bool| {
+        cat.iter()
+            .filter(|s| s.op == op && (s.tile == TileConfig::default()) != tc)
+            .count()
+    };
+    assert_eq!(ops.map(|op| count_tile(op, false)), [420; 3]);
+    assert_eq!(ops.map(|op| count_tile(op, true)), [240, 240, 280]);
+    // The varlen chunkwise backward (FMA only): 7 (K, V) pairs x C in {32, 64} x 3 dtypes x
+    // 5 gamma sets x 2 archs each.
     assert_eq!(
         [
-            KernelOp::ChunkwiseBackwardDq,
-            KernelOp::ChunkwiseBackwardDk,
-            KernelOp::ChunkwiseBackwardDv,
             KernelOp::ChunkwiseVarlenBackwardDq,
             KernelOp::ChunkwiseVarlenBackwardDk,
             KernelOp::ChunkwiseVarlenBackwardDv
         ]
         .map(count),
-        [420; 6]
+        [420; 3]
     );
     assert_eq!(count(KernelOp::HeadSum), 2, "one per arch");
     // 7 (K, V) x C in {32, 64} x 5 gamma sets x 2 archs.

@@ -23,6 +23,8 @@ use crate::io::{
     check_heads, emu_dtype, gammas_for, input_buffer, output_values, position, state_work, tensor,
 };
 
+use kernel_gen::kernels::chunkwise_backward::preferred;
+use kernel_gen::kernels::chunkwise_backward::tc_plan::is_tensor_core;
 pub use kernel_gen::kernels::chunkwise_backward::{OPS, VARLEN_OPS};
 
 /// One backward problem.
@@ -270,7 +272,12 @@ pub fn check_case(
     let mut dlog_gamma = vec![0.0; h];
     let ops = if spec.op.is_varlen() { VARLEN_OPS } else { OPS };
     for (i, op) in ops.into_iter().enumerate() {
-        let s = KernelSpec { op, ..*spec };
+        // A tensor-core spec runs each op on its tensor-core kernel where it has one.
+        let s = if is_tensor_core(spec) {
+            preferred(&KernelSpec { op, ..*spec })
+        } else {
+            KernelSpec { op, ..*spec }
+        };
         let role = Role::of(op).ok_or("not a chunkwise backward op")?;
         let out_len = b * t * h * if role == Role::Dv { v } else { k };
         let state_in = if role == Role::Dq {

@@ -16,7 +16,7 @@ fn verify_slice(filter: &str, expected: usize) {
         .filter(|s| s.arch == Arch::Sm80 && s.slug().contains(filter))
         .map(|s| s.slug())
         .collect();
-    assert_eq!(want.len(), expected, "one spec per dtype");
+    assert_eq!(want.len(), expected, "one spec per dtype and path");
     for slug in &want {
         let line = stdout
             .lines()
@@ -52,8 +52,9 @@ fn verify_emulates_parallel_specs_within_tolerance() {
 
 #[test]
 fn verify_emulates_chunkwise_backward_specs_within_tolerance() {
-    // dq, dk and dv of every dtype (each check runs all three kernels).
-    verify_slice("chunkwise_bwd_dq_k64_v64_c32_runtime_", 3);
+    // dq, dk and dv of every dtype (each check runs all three kernels), on the FMA kernels
+    // and, f16 and bf16, on the tensor-core ones.
+    verify_slice("chunkwise_bwd_dq_k64_v64_c32_runtime_", 5);
 }
 
 #[test]

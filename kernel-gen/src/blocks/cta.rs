@@ -60,3 +60,14 @@ pub fn mma_types(dtype: Dtype) -> (Ty, Ty) {
     };
     (ab, ab.packed().unwrap_or(Ty::F16x2))
 }
+
+/// Branch to a fresh label when `warp >= limit` (a warp-uniform role test); returns the
+/// label to place after the role's code, or `None` when every one of `warps` has the role.
+pub fn warp_role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<Label> {
+    (limit < warps).then(|| {
+        let skip = kb.label();
+        let idle = kb.setp(Cmp::Ge, warp, limit);
+        kb.bra_if(idle, false, skip);
+        skip
+    })
+}

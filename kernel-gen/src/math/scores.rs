@@ -2,6 +2,7 @@
 //! 0) applied to a warp's f32 score fragments, reading γ^d from the CTA's shared decay table,
 //! and the same scores on the FMA units ([`causal_scores_piece_fma`]).
 
+use crate::blocks::decay::table_entry;
 use crate::blocks::fma::{Piece, product_piece, store_piece, zero_acc};
 use crate::dsl::tiles::AccTileF32;
 use crate::dsl::{Address, Cmp, KernelBuilder, Reg, Space, Ty};
@@ -33,17 +34,53 @@ impl Diagonal {
         decay: u32,
         col0: u32,
     ) -> AccTileF32 {
-        sacc.map(kb, |kb, nt, e, x| {
-            let dv = if e < 2 { self.d_lo } else { self.d_hi };
-            let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
+        self.masked(kb, sacc, col0, |kb, dv, thr| {
             let causal = kb.setp(Cmp::Ge, dv, thr);
             let cl = kb.max(dv, thr);
             let cl4 = kb.shl(cl, 2u32);
             let at = kb.add(base, cl4);
             let off = i64::from(decay) - i64::from(4 * thr);
             let dec = kb.ld(Space::Shared, Ty::F32, Address::reg(at, off));
+            (causal, dec)
+        })
+    }
+
+    /// The reverse walk's mask, `S[i][j] ← (j ≥ i) ? γ^(j−i) S[i][j] : 0` (the chunkwise
+    /// backward's dk and dv): with the same thresholds as [`Self::mask`], j − i = thr − diff.
+    /// The decay table is at (shared window base, offset).
+    pub fn mask_reverse(
+        &self,
+        kb: &mut KernelBuilder,
+        sacc: &AccTileF32,
+        (base, decay): (Reg, u32),
+        col0: u32,
+    ) -> AccTileF32 {
+        self.masked(kb, sacc, col0, |kb, dv, thr| {
+            let kept = kb.setp(Cmp::Le, dv, thr);
+            let cl = kb.min(dv, thr);
+            let top = kb.mov(Ty::U32, thr);
+            let d = kb.sub(top, cl);
+            let (_, dec) = table_entry(kb, (base, decay), d);
+            (kept, dec)
+        })
+    }
+
+    /// `S[i][j] ← keep ? dec·S[i][j] : 0` (a `selp`, never a product with a mask), where
+    /// `rule(kb, diff, thr)` gives (keep, dec) for the element's diagonal distance `diff`
+    /// and threshold `thr` = 16 + col0 + 8nt + (e&1).
+    fn masked(
+        &self,
+        kb: &mut KernelBuilder,
+        sacc: &AccTileF32,
+        col0: u32,
+        mut rule: impl FnMut(&mut KernelBuilder, Reg, u32) -> (Reg, Reg),
+    ) -> AccTileF32 {
+        sacc.map(kb, |kb, nt, e, x| {
+            let dv = if e < 2 { self.d_lo } else { self.d_hi };
+            let thr = 16 + col0 + 8 * nt as u32 + (e as u32 & 1);
+            let (keep, dec) = rule(kb, dv, thr);
             let val = kb.mul(x, dec);
-            kb.selp(val, 0.0f32, causal)
+            kb.selp(val, 0.0f32, keep)
         })
     }
 }
@@ -128,4 +165,25 @@ pub fn xi_rows(kb: &mut KernelBuilder, (base, table): (Reg, u32), d1: Reg) -> (R
         Address::reg(xi_at, i64::from(table + 36)),
     );
     (xi_lo, xi_hi)
+}
+
+/// ζ_i = γ^(L−1−i) for a lane's two accumulator rows i = `d1` and `d1 + 8` (the reverse
+/// walk's row weights), read from the shared decay table at offset `table` from `base`; rows
+/// at or past L (never stored) read γ^0.
+pub fn zeta_rows(
+    kb: &mut KernelBuilder,
+    (base, table): (Reg, u32),
+    d1: Reg,
+    len: Reg,
+) -> (Reg, Reg) {
+    let top = kb.sub(len, 1u32);
+    let at_row = |kb: &mut KernelBuilder, i: Reg| {
+        let m = kb.max(top, i);
+        let d = kb.sub(m, i);
+        table_entry(kb, (base, table), d).1
+    };
+    let lo = at_row(kb, d1);
+    let d2 = kb.add(d1, 8u32);
+    let hi = at_row(kb, d2);
+    (lo, hi)
 }

@@ -96,6 +96,21 @@ pub fn zeta_quad(
         .collect()
 }
 
+/// ξ_j = γ^(j+1) for the four rows j = row0 + 2q + e, e ∈ {0, 1, 8, 9}, of a lane's
+/// `ldmatrix` fragments (as [`zeta_quad`]; `q2` = 2q): the reverse walk's update weights
+/// (the chunkwise backward's dk and dv). Every index is at most C.
+pub fn xi_quad(kb: &mut KernelBuilder, q2: Reg, row0: u32, (base, table): (Reg, u32)) -> Vec<Reg> {
+    let q8 = kb.shl(q2, 2u32);
+    let at = kb.add(base, q8);
+    [0u32, 1, 8, 9]
+        .iter()
+        .map(|&e| {
+            let off = i64::from(table + 4 * (row0 + e + 1));
+            kb.ld(Space::Shared, Ty::F32, Address::reg(at, off))
+        })
+        .collect()
+}
+
 /// The v tile operand of a tensor-core state step: the tile, the lane's row base, the step's
 /// first row, the lane's `ldmatrix` address part and the columns (the value slice).
 #[derive(Clone, Copy)]
@@ -154,5 +169,49 @@ pub fn mma_state_step(
     for (np, chunk) in chunks.into_iter().enumerate() {
         let rf = rh.ldmatrix_x4(kb, pty, true, rh_rows, 16 * ks, chunk, lanes.p1_x);
         oacc.mma_pair(kb, ab, 2 * np, qa, rf);
+    }
+}
+
+/// The Kᵀ operand of a warp's state slices at one 16-row step: the k tile (y in the
+/// chunkwise backward), the lane's row base and `ldmatrix` column part, and the column chunk
+/// of the first slice's rows with the chunk stride between slices.
+#[derive(Clone, Copy)]
+pub struct StateK {
+    /// The swizzled k tile.
+    pub tile: SharedTile16,
+    /// The lane's row base in it.
+    pub rows: Reg,
+    /// The lane's `ldmatrix` column part.
+    pub lane_x: Reg,
+    /// Column chunk of slice 0's state rows.
+    pub chunk0: Reg,
+    /// Chunks between consecutive slices.
+    pub stride: u32,
+}
+
+/// `R_j += (Kᵀ ⊙ u) V` for every state slice `raccs[j]` of a warp at the step `v.row0`
+/// ([`accumulate_state_step`]); the weights `u` are emitted by `weights` after slice 0's
+/// Kᵀ fragment is read.
+pub fn accumulate_state_slices(
+    kb: &mut KernelBuilder,
+    raccs: &[AccTileF32],
+    (k, v): (&StateK, &StateV),
+    weights: impl FnOnce(&mut KernelBuilder) -> Vec<Reg>,
+    (pty, ab): (Ty, Ty),
+) {
+    let fragment = |kb: &mut KernelBuilder, chunk: Reg| {
+        k.tile
+            .ldmatrix_x4(kb, pty, true, k.rows, v.row0, chunk, k.lane_x)
+    };
+    let ka0 = fragment(kb, k.chunk0);
+    let u = weights(kb);
+    for (j, racc) in raccs.iter().enumerate() {
+        let ka = if j == 0 {
+            ka0
+        } else {
+            let kc = kb.add(k.chunk0, k.stride * j as u32);
+            fragment(kb, kc)
+        };
+        accumulate_state_step(kb, racc, (ka, &u), v, (pty, ab));
     }
 }

@@ -1,6 +1,6 @@
 //! A warp's f32 accumulator tile held as `mma.m16n8k16` C/D fragments.
 
-use crate::dsl::{KernelBuilder, Reg, Ty};
+use crate::dsl::{KernelBuilder, Reg, Rounding, Ty};
 
 /// A 16 × 8n f32 tile, one warp: `frags[nt]` holds (row g, cols 2q, 2q+1) and (row g+8,
 /// cols 2q, 2q+1) of n-tile `nt` (columns `8nt..8nt+8`).
@@ -70,6 +70,16 @@ impl AccTileF32 {
     pub fn packed_pair(&self, kb: &mut KernelBuilder, ab: Ty, nt: usize, i: usize) -> Reg {
         let f = self.frags[nt];
         kb.cvt_pack(ab.packed().unwrap_or(Ty::F16x2), f[i + 1], f[i])
+    }
+
+    /// What rounding to the 16-bit type `ab` leaves out of each element, x − round(x): the
+    /// tail of a head + tail pair of products that carries about twice `ab`'s precision.
+    pub fn rounding_rest(&self, kb: &mut KernelBuilder, ab: Ty) -> AccTileF32 {
+        self.map(kb, |kb, _, _, x| {
+            let r = kb.cvt(ab, x, Some(Rounding::Rn));
+            let w = kb.cvt(Ty::F32, r, None);
+            kb.sub(x, w)
+        })
     }
 
     /// The tile as A fragments of a following product (16 × 16 per k-step), rounded to `ab`:

@@ -28,7 +28,7 @@ use retention_core::Dtype;
 
 use super::tc_streamed::StreamedChunk;
 use crate::GenError;
-use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane};
+use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane, warp_role as role};
 use crate::blocks::decay::{TableFill, emit_decay_table, table_entry};
 use crate::blocks::global::{GlobalRows, load_f32_masked, state_row_limit, store_from_f32_masked};
 use crate::blocks::staging::{ColumnTail, copy_chunk_out, stage_tile_masked};
@@ -42,7 +42,9 @@ use crate::math::chunk_tiling::{
 use crate::math::kernel_head::start_kernel;
 use crate::math::scores::{Diagonal, xi_rows};
 use crate::math::segment_fold::{self as two_phase, FoldInto, Segment};
-use crate::math::state_update::{StateV, accumulate_state_step, mma_state_step, zeta_quad};
+use crate::math::state_update::{
+    StateK, StateV, accumulate_state_slices, mma_state_step, zeta_quad,
+};
 use crate::spec::KernelSpec;
 
 /// The kernel's title line.
@@ -119,17 +121,6 @@ struct OutRows {
     o_ch_at: Reg,
     o_ch8: Option<Reg>,
     tails: Option<(ColumnTail, ColumnTail)>,
-}
-
-/// Branch to a fresh label when `warp >= limit` (a warp-uniform role test); returns the
-/// label to place after the role's code, or `None` when every warp has the role.
-fn role(kb: &mut KernelBuilder, warp: Reg, limit: u32, warps: u32) -> Option<crate::dsl::Label> {
-    (limit < warps).then(|| {
-        let skip = kb.label();
-        let idle = kb.setp(Cmp::Ge, warp, limit);
-        kb.bra_if(idle, false, skip);
-        skip
-    })
 }
 
 /// Emit the tensor-core chunkwise forward for `spec` (validated by the caller).
@@ -724,16 +715,6 @@ impl<'a> TcForward<'a> {
         let z1 = kb.add(len, c - 1);
         let z_base = kb.sub(z1, self.q2);
         for ks in 0..c / 16 {
-            let ka0 = lay.k.ldmatrix_x4(
-                kb,
-                self.pty,
-                true,
-                self.k_rows,
-                16 * ks,
-                self.k_chunk,
-                self.lanes.p2_x,
-            );
-            let zeta = zeta_quad(kb, z_base, 16 * ks, c, (self.base, lay.decay));
             let v = StateV {
                 tile: lay.v,
                 rows: self.v_rows,
@@ -741,24 +722,17 @@ impl<'a> TcForward<'a> {
                 lane_x: self.lanes.p1_x,
                 cols: self.vs,
             };
-            for (j, racc) in raccs.iter().enumerate() {
-                // Slice j's rows of K^T: columns 16(w + jW).. of the k tile.
-                let ka = if j == 0 {
-                    ka0
-                } else {
-                    let kc = kb.add(self.k_chunk, 2 * self.w_count * j as u32);
-                    lay.k.ldmatrix_x4(
-                        kb,
-                        self.pty,
-                        true,
-                        self.k_rows,
-                        16 * ks,
-                        kc,
-                        self.lanes.p2_x,
-                    )
-                };
-                accumulate_state_step(kb, racc, (ka, &zeta), &v, (self.pty, self.ab));
-            }
+            // Slice j's rows of K^T: columns 16(w + jW).. of the k tile.
+            let k = StateK {
+                tile: lay.k,
+                rows: self.k_rows,
+                lane_x: self.lanes.p2_x,
+                chunk0: self.k_chunk,
+                stride: 2 * self.w_count,
+            };
+            let zeta =
+                |kb: &mut KernelBuilder| zeta_quad(kb, z_base, 16 * ks, c, (self.base, lay.decay));
+            accumulate_state_slices(kb, raccs, (&k, &v), zeta, (self.pty, self.ab));
         }
         if let Some(skip) = state_role {
             kb.place(skip);

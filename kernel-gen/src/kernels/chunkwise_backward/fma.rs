@@ -20,23 +20,23 @@ use crate::math::kernel_head::start_kernel;
 use crate::spec::{GammaSet, KernelSpec};
 
 /// The kernel parameters (the family's table).
-struct Params {
-    q: ParamRef,
-    k: ParamRef,
-    v: ParamRef,
-    d_o: ParamRef,
-    grad: ParamRef,
-    state: ParamRef,
-    dh0: Option<ParamRef>,
-    h0: Option<ParamRef>,
-    dlog: ParamRef,
+pub(super) struct Params {
+    pub(super) q: ParamRef,
+    pub(super) k: ParamRef,
+    pub(super) v: ParamRef,
+    pub(super) d_o: ParamRef,
+    pub(super) grad: ParamRef,
+    pub(super) state: ParamRef,
+    pub(super) dh0: Option<ParamRef>,
+    pub(super) h0: Option<ParamRef>,
+    pub(super) dlog: ParamRef,
     /// `p_t` (dense) or `p_cu_seqlens` (varlen).
-    lengths: ParamRef,
-    scale: ParamRef,
-    runtime: Option<(ParamRef, ParamRef)>,
+    pub(super) lengths: ParamRef,
+    pub(super) scale: ParamRef,
+    pub(super) runtime: Option<(ParamRef, ParamRef)>,
 }
 
-fn declare_params(kb: &mut KernelBuilder, spec: &KernelSpec, role: Role) -> Params {
+pub(super) fn declare_params(kb: &mut KernelBuilder, spec: &KernelSpec, role: Role) -> Params {
     let runtime = spec.gammas == GammaSet::Runtime;
     Params {
         q: kb.param("p_q", Ty::U64),

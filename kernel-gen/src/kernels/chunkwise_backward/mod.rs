@@ -58,6 +58,8 @@
 
 mod dlog_gamma;
 pub mod fma;
+pub mod tc;
+pub mod tc_plan;
 
 use crate::error::unsupported;
 use crate::math::chunk_tiling::{self, padded_dim};
@@ -176,6 +178,9 @@ pub fn padded_dims(spec: &KernelSpec) -> (u32, u32) {
 /// Columns of N one CTA serves: 64 (or all of N when narrower) when the layout fits the
 /// arch's shared memory, else 32.
 pub fn column_slice(spec: &KernelSpec) -> u32 {
+    if tc_plan::is_tensor_core(spec) {
+        return tc_plan::TC_SLICE;
+    }
     let (p, n) = padded_dims(spec);
     let c = spec.chunk.unwrap_or(SUPPORTED_CHUNKS[0]);
     let wide = n.min(64);
@@ -192,8 +197,17 @@ pub fn layout(spec: &KernelSpec) -> BackwardLayout {
     BackwardLayout::new(p, column_slice(spec), spec.chunk.unwrap_or_default())
 }
 
+/// Dynamic shared memory of the kernel serving `spec` (FMA or tensor-core layout).
+pub fn shared_bytes(spec: &KernelSpec) -> u32 {
+    if tc_plan::is_tensor_core(spec) {
+        tc_plan::tc_layout(spec).total
+    } else {
+        layout(spec).total
+    }
+}
+
 /// Check that this family serves `spec`: a backward op, K ≤ 256, V ≤ 512, C in
-/// [`SUPPORTED_CHUNKS`], the default tile, and a layout within the arch's shared memory.
+/// [`SUPPORTED_CHUNKS`], the default tile (or [`tc_plan::TC_TILE`] where [`tc_plan::check`] holds), and a layout within the arch's shared memory.
 ///
 /// # Errors
 /// [`GenError::UnsupportedSpec`] naming the first field not served.
@@ -214,11 +228,13 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "the chunkwise backward's kernels serve C in {32, 64} (gradients do not depend on C)",
         ));
     }
-    if spec.tile != TileConfig::default() {
+    if tc_plan::is_tensor_core(spec) {
+        tc_plan::check(spec)?;
+    } else if spec.tile != TileConfig::default() {
         return Err(unsupported(
             "tile",
             format!("{:?}", spec.tile),
-            "the chunkwise backward uses the default tile (256 threads)",
+            "the chunkwise backward uses the default tile (256 threads) or tc_plan::TC_TILE",
         ));
     }
     if let GammaSet::Retnet { heads } = spec.gammas
@@ -230,7 +246,7 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
             "a named gamma set has 1..=64 heads",
         ));
     }
-    let need = layout(spec).total;
+    let need = shared_bytes(spec);
     let limit = spec.arch.max_dynamic_shared();
     if need > limit {
         return Err(unsupported(
@@ -240,6 +256,21 @@ pub fn validate(spec: &KernelSpec) -> Result<(), GenError> {
         ));
     }
     Ok(())
+}
+
+/// The kernel that serves `spec`'s (op, K, V, C, γ, dtype, arch) best: its tensor-core
+/// kernel where that validates (f16/bf16, even dims, P ≤ [`tc_plan::TC_MAX_P`]), else the
+/// FMA kernel (the default tile).
+pub fn preferred(spec: &KernelSpec) -> KernelSpec {
+    let tc = tc_plan::tensor_core_spec(spec);
+    if validate(&tc).is_ok() {
+        tc
+    } else {
+        KernelSpec {
+            tile: TileConfig::default(),
+            ..*spec
+        }
+    }
 }
 
 /// Parameter names in launch order (the module docs' table).
@@ -272,11 +303,11 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
     Ok(LaunchGeometry {
         grid: [rows, heads, n / column_slice(spec)],
         block: [THREADS, 1, 1],
-        dynamic_smem_bytes: layout(spec).total,
+        dynamic_smem_bytes: shared_bytes(spec),
     })
 }
 
-/// The plan of one launch: the FMA path; nothing saved by the forward (states are
+/// The plan of one launch: the tensor-core path for a [`tc_plan::TC_TILE`] spec, else FMA; nothing saved by the forward (states are
 /// recomputed), and the workspace is the d log γ partials, one f32 per thread of every CTA
 /// (`p_dlog_gamma`, needed only when d log γ is asked for).
 ///
@@ -287,7 +318,7 @@ pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError>
     let ctas: u64 = geometry.grid.iter().map(|&g| u64::from(g)).product();
     Ok(KernelPlan::new(
         spec,
-        KernelPath::Fma,
+        KernelPath::tensor_cores_or_fma(tc_plan::is_tensor_core(spec)),
         column_slice(spec),
         geometry,
         param_names(spec),
@@ -302,5 +333,8 @@ pub fn plan(spec: &KernelSpec, size: LaunchSize) -> Result<KernelPlan, GenError>
 pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
     validate(spec)?;
     let role = Role::of(spec.op).unwrap_or(Role::Dq);
+    if tc_plan::is_tensor_core(spec) {
+        return tc::generate(spec, role);
+    }
     fma::generate(spec, role)
 }
