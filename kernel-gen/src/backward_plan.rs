@@ -120,8 +120,10 @@ mod tests {
 
     #[test]
     fn varlen_plans_are_the_varlen_ops_on_the_dense_chunk() {
-        let dense = chunkwise_backward_plans(problem(256, 512, Dtype::Bf16), SIZE).unwrap();
-        let packed = chunkwise_varlen_backward_plans(problem(256, 512, Dtype::Bf16), SIZE);
+        // f32: both on the FMA kernels (16-bit dense ops may take their tensor-core kernel,
+        // which the varlen ops do not have; `tensor_cores_only_for_dense_16_bit` below).
+        let dense = chunkwise_backward_plans(problem(256, 512, Dtype::F32), SIZE).unwrap();
+        let packed = chunkwise_varlen_backward_plans(problem(256, 512, Dtype::F32), SIZE);
         for (d, v) in dense.iter().zip(packed.unwrap().iter()) {
             assert!(v.spec.op.is_varlen() && !d.spec.op.is_varlen());
             assert_eq!(
@@ -134,6 +136,22 @@ mod tests {
             assert_eq!(v.geometry, d.geometry);
             assert!(v.params.contains(&"p_cu_seqlens") && !v.params.contains(&"p_t"));
         }
+    }
+
+    #[test]
+    fn tensor_cores_only_for_dense_16_bit() {
+        let tc = |plans: [KernelPlan; 3]| plans.map(|p| p.path.tensor_cores());
+        let dense = |dtype| chunkwise_backward_plans(problem(128, 128, dtype), SIZE).unwrap();
+        let packed = |dtype| chunkwise_varlen_backward_plans(problem(128, 128, dtype), SIZE);
+        assert_eq!(tc(dense(Dtype::Bf16)), [true; 3]);
+        assert_eq!(tc(dense(Dtype::F32)), [false; 3]);
+        assert_eq!(tc(packed(Dtype::Bf16).unwrap()), [false; 3]);
+        // V = 512: dq and dk hold P = V state rows, past the tensor-core kernels' 256.
+        assert_eq!(tc(dense_at(256, 512)), [false, false, true]);
+    }
+
+    fn dense_at(k: u32, v: u32) -> [KernelPlan; 3] {
+        chunkwise_backward_plans(problem(k, v, Dtype::F16), SIZE).unwrap()
     }
 
     #[test]
