@@ -6,7 +6,7 @@
 //! E_0 = H0 (or 0);   E_i = γ^C E_{i−1} + Local_{i−1},   i = 1 … S−1,   S = ⌈T/C⌉
 //! ```
 //!
-//! (the chunkwise recurrence R_i = γ^L R_{i−1} + K_[i]ᵀ(V_[i] ⊙ ζ) of §1 over full chunks;
+//! (the chunkwise recurrence `R_i = γ^L R_{i−1} + K_iᵀ(V_i ⊙ ζ)` of §1 over full chunks;
 //! γ^C = 2^(C·log2 γ), a relative exponent). Every element is independent: one thread per
 //! (k, v) entry of one (row b, head h) walks the S chunks, so the grid is
 //! `(B, H, ⌈K·V/256⌉)` with 256 threads; Local is read once and E written once — the
@@ -87,12 +87,15 @@ pub fn launch_geometry(spec: &KernelSpec, rows: u32, heads: u32) -> GenResult<La
 
 /// Parameter names in launch order (the module docs' table).
 pub fn param_names(spec: &KernelSpec) -> Vec<&'static str> {
-    let mut names = vec!["p_local", "p_h0", "p_states", "p_t"];
+    let mut names = PARAMS.to_vec();
     if spec.gammas == GammaSet::Runtime {
         names.extend(["p_heads", "p_log2_gamma"]);
     }
     names
 }
+
+/// The parameters every spec declares first, in launch order (runtime γ adds its two).
+const PARAMS: [&str; 4] = ["p_local", "p_h0", "p_states", "p_t"];
 
 /// The plan of one launch: the vector path, no workspace.
 ///
@@ -125,10 +128,7 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         "E_0 = H0; E_i = g^C E_(i-1) + Local_(i-1)  (f32, one thread per (k, v) entry)",
         (THREADS, false),
     );
-    let p_local = kb.param("p_local", Ty::U64);
-    let p_h0 = kb.param("p_h0", Ty::U64);
-    let p_states = kb.param("p_states", Ty::U64);
-    let p_t = kb.param("p_t", Ty::U32);
+    let [p_local, p_h0, p_states, p_t] = kb.params(PARAMS, &[("p_t", Ty::U32)]);
     let runtime = declare_runtime_gamma(&mut kb, spec.gammas == GammaSet::Runtime);
 
     let b = kb.sreg(Sreg::Ctaid(Axis::X));

@@ -1,5 +1,5 @@
-//! The per-head sum of f32 partials (ARCHITECTURE §3, §7): out[h] (+)= Σ_r Σ_m
-//! in[(r·H + h)·M + m] over a `[R, H, M]` workspace — how the chunkwise backward's d log γ
+//! The per-head sum of f32 partials (ARCHITECTURE §3, §7): `out[h] (+)= Σ_r Σ_m
+//! in[(r·H + h)·M + m]` over a `[R, H, M]` workspace — how the chunkwise backward's d log γ
 //! partials (`[B, H, slices, 256]` per kernel) become d log γ_h on the device, with no
 //! device→host download.
 //!
@@ -19,7 +19,7 @@
 //! | 1 | `p_rows`       | `.u32` | R                                                  |
 //! | 2 | `p_per`        | `.u32` | M, partials per (row, head)                        |
 //! | 3 | `p_out`        | `.u64` | f32 `[H]` (written)                                |
-//! | 4 | `p_accumulate` | `.u32` | 0: out[h] = sum; otherwise out[h] += sum           |
+//! | 4 | `p_accumulate` | `.u32` | 0: `out[h] = sum`; otherwise `out[h] += sum`       |
 //!
 //! The spec: op `head_sum`, K = V = 1 (no head dims), no chunk, runtime γ (no decays), f32,
 //! the default tile (256 threads); [`KernelSpec::head_sum`] builds it.
@@ -93,8 +93,11 @@ pub fn launch_geometry(spec: &KernelSpec, _rows: u32, heads: u32) -> GenResult<L
 
 /// Parameter names in launch order (the module docs' table).
 pub fn param_names(_spec: &KernelSpec) -> Vec<&'static str> {
-    vec!["p_partials", "p_rows", "p_per", "p_out", "p_accumulate"]
+    PARAMS.to_vec()
 }
+
+/// The parameters, in launch order: the partials and the sums `.u64`, the counts `.u32`.
+const PARAMS: [&str; 5] = ["p_partials", "p_rows", "p_per", "p_out", "p_accumulate"];
 
 /// The plan of one launch over `size.heads` heads: the vector path, no workspace.
 ///
@@ -123,11 +126,12 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         "out[h] (+)= sum_r sum_m partials[r, h, m]  (Kahan per thread, then warp and CTA sums)",
         (THREADS, false),
     );
-    let p_in = kb.param("p_partials", Ty::U64);
-    let p_rows = kb.param("p_rows", Ty::U32);
-    let p_per = kb.param("p_per", Ty::U32);
-    let p_out = kb.param("p_out", Ty::U64);
-    let p_acc = kb.param("p_accumulate", Ty::U32);
+    let counts = [
+        ("p_rows", Ty::U32),
+        ("p_per", Ty::U32),
+        ("p_accumulate", Ty::U32),
+    ];
+    let [p_in, p_rows, p_per, p_out, p_acc] = kb.params(PARAMS, &counts);
     let warps = THREADS / 32;
     let sh = kb.shared_array("warp_sums", warps * 4, 4, "f32 [8]: one sum per warp");
 

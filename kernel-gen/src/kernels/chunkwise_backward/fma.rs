@@ -5,7 +5,9 @@
 use retention_core::Dtype;
 
 use super::dlog_gamma;
-use super::{BackwardLayout, P_BLOCK, Role, THREADS, column_slice, layout, padded_dims};
+use super::{
+    BackwardLayout, P_BLOCK, Role, THREADS, column_slice, layout, padded_dims, walk_chunks,
+};
 use crate::GenError;
 use crate::blocks::decay::{self, heads_and_log2_gamma};
 use crate::blocks::fma::{StagedChunk, accumulate_shared, for_each_piece, load_piece, store_piece};
@@ -314,6 +316,21 @@ fn move_state(
     kb.place(skip);
 }
 
+/// γ^(n − back) from the shared decay table (f32 entries from `lay.decay`; `back` shifts the
+/// address down by whole entries, for a table read offset by a constant), and the address
+/// `base + 4n` it was read at (before the table's offset).
+fn decay_at(
+    kb: &mut KernelBuilder,
+    base: Reg,
+    lay: &BackwardLayout,
+    (n, back): (Reg, u32),
+) -> (Reg, Reg) {
+    let n4 = kb.shl(n, 2u32);
+    let at = kb.add(base, n4);
+    let offset = i64::from(lay.decay) - 4 * i64::from(back);
+    (at, kb.ld(Space::Shared, Ty::F32, Address::reg(at, offset)))
+}
+
 /// Walk the chunks (forwards for dq, backwards for dk and dv).
 #[allow(clippy::too_many_arguments)]
 fn chunk_loop(
@@ -326,52 +343,56 @@ fn chunk_loop(
     ptrs: &Ptrs,
     (tok0, seq_len): (Reg, Reg),
 ) {
+    let walk = Walk {
+        dtype,
+        cta,
+        d,
+        lay,
+        ptrs,
+    };
     let c = d.c;
     let stage_x = Stager::new(kb, cta.t, P_BLOCK, c, THREADS);
     let stage_w = Stager::new(kb, cta.t, d.ns, c, THREADS);
-    // The last chunk's first token: ((max(T, 1) − 1) div C)·C.
     let t1 = kb.max(seq_len, 1u32);
-    let t1 = kb.sub(t1, 1u32);
-    let last = kb.shr(t1, c.trailing_zeros());
-    let last = kb.shl(last, c.trailing_zeros());
-    kb.comment(format!(
-        "walk the sequence in chunks of {c}, {}",
-        if role.reverse() {
-            "last chunk first"
-        } else {
-            "first chunk first"
-        }
-    ));
-    kb.for_range(0u32, seq_len, c, |kb, i| {
-        let c0 = if role.reverse() {
-            kb.sub(last, i)
-        } else {
-            kb.mov(Ty::U32, i)
-        };
-        let remaining = kb.sub(seq_len, c0);
-        let len = kb.min(remaining, c);
-        let tok_c = kb.add(tok0, c0);
-        let ch = Chunk { tok_c, len, c0 };
+    let t_last = kb.sub(t1, 1u32);
+    walk_chunks(
+        kb,
+        (role, c),
+        (tok0, seq_len, t_last),
+        |kb, (tok_c, len, c0)| {
+            let ch = Chunk { tok_c, len, c0 };
 
-        kb.comment("stage w [C, Ns] (zeros past L and N); zero the score and state-term tiles");
-        stage_w_tile(kb, dtype, cta, d, lay, ptrs, &stage_w, &ch);
-        zero_tiles(kb, cta, d, lay);
+            kb.comment("stage w [C, Ns] (zeros past L and N); zero the score and state-term tiles");
+            stage_w_tile(kb, &walk, &stage_w, &ch);
+            zero_tiles(kb, cta, d, lay);
 
-        kb.comment("per block of 64 rows of P: scores += x y^T, state term += x S, S updated");
-        kb.for_range(0u32, d.pd, P_BLOCK, |kb, p0| {
-            stage_xy(kb, dtype, cta, d, lay, ptrs, &stage_x, &ch, p0);
-            kb.bar_sync(0);
-            accumulate_scores(kb, cta, d, lay, p0);
-            kb.bar_sync(0);
-            update_state(kb, role, cta, d, lay, p0, len);
-            kb.bar_sync(0);
-        });
+            kb.comment("per block of 64 rows of P: scores += x y^T, state term += x S, S updated");
+            kb.for_range(0u32, d.pd, P_BLOCK, |kb, p0| {
+                stage_xy(kb, &walk, &stage_x, &ch, p0);
+                kb.bar_sync(0);
+                accumulate_scores(kb, cta, d, lay, p0);
+                kb.bar_sync(0);
+                update_state(kb, role, cta, d, lay, p0, len);
+                kb.bar_sync(0);
+            });
 
-        mask_scores(kb, role, cta, c, lay);
-        kb.bar_sync(0);
-        write_gradient(kb, dtype, role, cta, d, lay, ptrs, &ch);
-        kb.bar_sync(0);
-    });
+            mask_scores(kb, role, cta, c, lay);
+            kb.bar_sync(0);
+            write_gradient(kb, &walk, role, &ch);
+            kb.bar_sync(0);
+        },
+    );
+}
+
+/// What every staging and output step of the chunk walk reads: the dtype, the CTA's
+/// registers, the sizes, the shared layout and the global pointers.
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    dtype: Dtype,
+    cta: &'a Cta,
+    d: &'a Dims,
+    lay: &'a BackwardLayout,
+    ptrs: &'a Ptrs,
 }
 
 /// The current chunk: its first token (flattened over rows) and length L.
@@ -403,17 +424,8 @@ fn staged_rows(
 }
 
 /// Stage w `[C][Ns]` as f32, zeros past L and past N.
-#[allow(clippy::too_many_arguments)]
-fn stage_w_tile(
-    kb: &mut KernelBuilder,
-    dtype: Dtype,
-    cta: &Cta,
-    d: &Dims,
-    lay: &BackwardLayout,
-    ptrs: &Ptrs,
-    stage: &Stager,
-    ch: &Chunk,
-) {
+fn stage_w_tile(kb: &mut KernelBuilder, walk: &Walk<'_>, stage: &Stager, ch: &Chunk) {
+    let (dtype, cta, d, lay, ptrs) = (walk.dtype, walk.cta, walk.d, walk.lay, walk.ptrs);
     let (col, off, step) = staged_rows(kb, cta, stage, (ch, cta.n0), d.ng * d.es, d.es);
     let first = kb.add(ptrs.w, off);
     let elem = kb.mad_lo(stage.row, d.ns, stage.col);
@@ -468,18 +480,8 @@ fn tile_at(
 
 /// Stage xᵀ and yᵀ `[64][C]` (rows p0.. of P) as f32, the scaled one times s, zeros past L
 /// and past P.
-#[allow(clippy::too_many_arguments)]
-fn stage_xy(
-    kb: &mut KernelBuilder,
-    dtype: Dtype,
-    cta: &Cta,
-    d: &Dims,
-    lay: &BackwardLayout,
-    ptrs: &Ptrs,
-    stage: &Stager,
-    ch: &Chunk,
-    p0: Reg,
-) {
+fn stage_xy(kb: &mut KernelBuilder, walk: &Walk<'_>, stage: &Stager, ch: &Chunk, p0: Reg) {
+    let (dtype, cta, d, lay, ptrs) = (walk.dtype, walk.cta, walk.d, walk.lay, walk.ptrs);
     let c = d.c;
     let (col, off, step) = staged_rows(kb, cta, stage, (ch, p0), d.pg * d.es, d.es);
     let elem = kb.mad_lo(stage.col, c, stage.row);
@@ -533,13 +535,7 @@ fn update_state(
     len: Reg,
 ) {
     let base = cta.base;
-    let len4 = kb.shl(len, 2u32);
-    let g_len_at = kb.add(base, len4);
-    let g_len = kb.ld(
-        Space::Shared,
-        Ty::F32,
-        Address::reg(g_len_at, i64::from(lay.decay)),
-    );
+    let (g_len_at, g_len) = decay_at(kb, base, lay, (len, 0));
     // u_0: ζ_0 = γ^(L−1) (then downwards) or ξ_0 = γ^1 (then upwards).
     let weight0 = if role.reverse() {
         kb.add(base, lay.decay + 4)
@@ -595,13 +591,7 @@ fn mask_scores(kb: &mut KernelBuilder, role: Role, cta: &Cta, c: u32, lay: &Back
                 let dr = kb.add(diff, grow);
                 let causal = kb.setp(Cmp::Ge, dr, need);
                 let clamped = kb.max(dr, need);
-                let cl4 = kb.shl(clamped, 2u32);
-                let g_at = kb.add(base, cl4);
-                let g = kb.ld(
-                    Space::Shared,
-                    Ty::F32,
-                    Address::reg(g_at, i64::from(lay.decay) - 4 * i64::from(need)),
-                );
+                let (_, g) = decay_at(kb, base, lay, (clamped, need));
                 let val = kb.mul(raw[cc][r], g);
                 kb.selp(val, 0.0f32, causal)
             })
@@ -612,17 +602,8 @@ fn mask_scores(kb: &mut KernelBuilder, role: Role, cta: &Cta, c: u32, lay: &Back
 
 /// out_i = λ_i · term_i + Σ_{j<L} scores[j][i] w_j, rows i < L and columns < N to global in
 /// the dtype (λ = ξ walking forwards, ζ backwards).
-#[allow(clippy::too_many_arguments)]
-fn write_gradient(
-    kb: &mut KernelBuilder,
-    dtype: Dtype,
-    role: Role,
-    cta: &Cta,
-    d: &Dims,
-    lay: &BackwardLayout,
-    ptrs: &Ptrs,
-    ch: &Chunk,
-) {
+fn write_gradient(kb: &mut KernelBuilder, walk: &Walk<'_>, role: Role, ch: &Chunk) {
+    let (dtype, cta, d, lay, ptrs) = (walk.dtype, walk.cta, walk.d, walk.lay, walk.ptrs);
     let base = cta.base;
     let c = d.c;
     let tok_stride = kb.mul_wide(cta.heads, d.ng * d.es);
@@ -638,13 +619,7 @@ fn write_gradient(
             } else {
                 kb.add(i, 1u32)
             };
-            let i4 = kb.shl(idx, 2u32);
-            let g_at = kb.add(base, i4);
-            let lambda = kb.ld(
-                Space::Shared,
-                Ty::F32,
-                Address::reg(g_at, i64::from(lay.decay)),
-            );
+            let (_, lambda) = decay_at(kb, base, lay, (idx, 0));
             std::array::from_fn(|cc| kb.mul(term[r][cc], lambda))
         });
         let a = column_at(kb, base, lay.sc, pc.row);

@@ -61,6 +61,7 @@ pub mod fma;
 pub mod tc;
 pub mod tc_plan;
 
+use crate::dsl::{KernelBuilder, Reg, Ty};
 use crate::error::unsupported;
 use crate::math::chunk_tiling::{self, padded_dim};
 use crate::math::shared_window::{decay_table_bytes, f32_arrays};
@@ -337,4 +338,38 @@ pub fn generate(spec: &KernelSpec) -> Result<crate::dsl::Kernel, GenError> {
         return tc::generate(spec, role);
     }
     fma::generate(spec, role)
+}
+
+/// The chunk walk both generators share: chunks of `c` tokens over `seq_len` from token
+/// `tok0`, the last chunk first when `role` walks backwards (`t_last` = max(T, 1) − 1 locates
+/// it); `body(kb, (tok_c, len, c0))` emits one chunk (its first token, its length L ≤ C and
+/// its offset in the sequence).
+pub(super) fn walk_chunks(
+    kb: &mut KernelBuilder,
+    (role, c): (Role, u32),
+    (tok0, seq_len, t_last): (Reg, Reg, Reg),
+    body: impl FnOnce(&mut KernelBuilder, (Reg, Reg, Reg)),
+) {
+    // The last chunk's first token: ((max(T, 1) − 1) div C)·C.
+    let last = kb.shr(t_last, c.trailing_zeros());
+    let last = kb.shl(last, c.trailing_zeros());
+    kb.comment(format!(
+        "walk the sequence in chunks of {c}, {}",
+        if role.reverse() {
+            "last chunk first"
+        } else {
+            "first chunk first"
+        }
+    ));
+    kb.for_range(0u32, seq_len, c, |kb, i| {
+        let c0 = if role.reverse() {
+            kb.sub(last, i)
+        } else {
+            kb.mov(Ty::U32, i)
+        };
+        let remaining = kb.sub(seq_len, c0);
+        let len = kb.min(remaining, c);
+        let tok_c = kb.add(tok0, c0);
+        body(kb, (tok_c, len, c0));
+    });
 }

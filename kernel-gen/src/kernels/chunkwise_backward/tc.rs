@@ -16,7 +16,7 @@
 //! state never leaves registers in f32; after each chunk it goes to shared memory as a 16-bit
 //! head S̃ and the rounding of its rest, and the masked scores go to A fragments the same way,
 //! so both products of the output carry about twice the input type's precision (the f32
-//! decays enter the state as head + tail fragments, [`accumulate_state_step`]) — what the
+//! decays enter the state as head + tail fragments, [`crate::math::state_update::accumulate_state_step`]) — what the
 //! f32 d log γ partials, held to 1e-5 of their terms, need. x, y, w arrive by `cp.async`
 //! (rows past a partial chunk and columns past a head dim zero-filled), the gradient leaves
 //! through a swizzled tile in 16-byte rows. Parameters, d log γ partials and the walk's
@@ -25,7 +25,7 @@
 use super::dlog_gamma;
 use super::fma::{Params, declare_params};
 use super::tc_plan::{TC_SLICE, TcBackwardLayout, out_width, tc_layout};
-use super::{Role, THREADS, padded_dims};
+use super::{Role, THREADS, padded_dims, walk_chunks};
 use crate::GenError;
 use crate::blocks::cta::{cta_row_head_thread, mma_types, warp_lane, warp_role};
 use crate::blocks::decay::{TableFill, emit_decay_table, heads_and_log2_gamma, table_entry};
@@ -170,35 +170,21 @@ pub fn generate(spec: &KernelSpec, role: Role) -> Result<crate::dsl::Kernel, Gen
         t_last: kb.cvt(Ty::F32, t_last, Some(Rounding::Rn)),
     };
 
-    // The last chunk's first token: ((max(T, 1) − 1) div C)·C.
-    let last = kb.shr(t_last, c.trailing_zeros());
-    let last = kb.shl(last, c.trailing_zeros());
-    kb.comment(format!(
-        "walk the sequence in chunks of {c}, {}",
-        if role.reverse() {
-            "last chunk first"
-        } else {
-            "first chunk first"
-        }
-    ));
-    kb.for_range(0u32, seq_len, c, |kb, i| {
-        let c0 = if role.reverse() {
-            kb.sub(last, i)
-        } else {
-            kb.mov(Ty::U32, i)
-        };
-        let remaining = kb.sub(seq_len, c0);
-        let len = kb.min(remaining, c);
-        let tok_c = kb.add(tok0, c0);
-        x.stage_chunk(kb, &gl, (tok_c, len));
-        x.rows(kb, &gl, &dl, (tok_c, c0, len));
-        kb.bar_sync(0);
-        x.update_state(kb, &state, len);
-        kb.comment("S~ <- S rounded and its rest; gradient rows < L leave as 16-byte pieces");
-        x.store_rh(kb, &state);
-        x.copy_out(kb, &gl, (tok_c, len));
-        kb.bar_sync(0);
-    });
+    walk_chunks(
+        &mut kb,
+        (role, c),
+        (tok0, seq_len, t_last),
+        |kb, (tok_c, len, c0)| {
+            x.stage_chunk(kb, &gl, (tok_c, len));
+            x.rows(kb, &gl, &dl, (tok_c, c0, len));
+            kb.bar_sync(0);
+            x.update_state(kb, &state, len);
+            kb.comment("S~ <- S rounded and its rest; gradient rows < L leave as 16-byte pieces");
+            x.store_rh(kb, &state);
+            x.copy_out(kb, &gl, (tok_c, len));
+            kb.bar_sync(0);
+        },
+    );
 
     if let (Some(dh0), Some(h0)) = (&p.dh0, &p.h0) {
         kb.comment("dH0 = S when asked for; d log gamma's T <H0, dH0>");

@@ -11,13 +11,13 @@
 //! where the tanh form cancels.) All math in f32 whatever the dtype; every input read once
 //! per pass and every output written once.
 //!
-//! Mapping: `rms_norm` ([`rms_norm`]) is one warp per row, 4 rows per 128-thread CTA, grid
+//! Mapping: `rms_norm` (`rms_norm.rs`) is one warp per row, 4 rows per 128-thread CTA, grid
 //! `(⌈rows/4⌉, 1, 1)`, the width d baked in (`k` = `v` = d ≤ [`MAX_WIDTH`]); lanes stride the
 //! row 4 (or 2) columns at a time, so loads are coalesced; the row is read twice (the sum of
-//! squares, then the scaled store: the second read hits L1/L2). `gelu` ([`gelu`]) is one
+//! squares, then the scaled store: the second read hits L1/L2). `gelu` (`gelu.rs`) is one
 //! thread per 4 consecutive elements, 256 threads per CTA, grid `(⌈n/1024⌉, 1, 1)`; the spec's
 //! `v` (4 or 1) says whether n is a multiple of 4 (one vector access) or not (guarded scalar
-//! accesses). `copy_rows` ([`copy_rows`]) is one thread per copied element, 256 per CTA
+//! accesses). `copy_rows` (`copy_rows.rs`) is one thread per copied element, 256 per CTA
 //! (the spec's `v` is 1). None takes a chunk or decays (runtime γ).
 
 mod copy_rows;
