@@ -11,7 +11,6 @@
 //! saved states' shape, takes each row's H0 from its chunk-0 state, and runs the GPU
 //! chunkwise backward.
 
-use kernel_gen::kernels::boundary_states::SUPPORTED_CHUNKS;
 use kernel_gen::{KernelOp, KernelSpec, launch_geometry, two_phase_plan};
 use retention_core::{HostTensor, Result, RetentionError, RetentionShape};
 use retention_kernels::cpu::CpuElement;
@@ -35,16 +34,23 @@ impl Retention {
         if chunk == 0 {
             return Err(RetentionError::ZeroChunk);
         }
-        if !SUPPORTED_CHUNKS.contains(&(chunk as u32)) {
-            return Err(RetentionError::Unsupported {
-                what: "chunk of chunkwise_for_training on device".into(),
-                value: chunk.to_string(),
-                reason: "the GPU keeps chunk states for C in {32, 64}; chunkwise_backward \
-                         (which recomputes them) serves every chunk"
-                    .into(),
-            });
-        }
         let s = shape_of(q, k, v, self.params())?;
+        // Refused before any upload when no state kernel serves the chunk (the plan's check).
+        if let Some((exec, _)) = self.gpu() {
+            let c = u32::try_from(chunk).unwrap_or(u32::MAX);
+            let gammas = gamma_set(&self.params().gammas);
+            let states =
+                KernelSpec::boundary_states(s.dk as u32, s.dv as u32, c, gammas, exec.arch());
+            if let Err(e) = states.validate() {
+                return Err(RetentionError::Unsupported {
+                    what: "chunk of chunkwise_for_training on device".into(),
+                    value: chunk.to_string(),
+                    reason: format!(
+                        "{e}; chunkwise_backward (which recomputes the states) serves every chunk"
+                    ),
+                });
+            }
+        }
         let stream = Stream::default_for(self.device())?;
         let mem = self.memory();
         let up = |t: &HostTensor<T>| DeviceTensor::upload(mem, t, &stream);
