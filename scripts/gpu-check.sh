@@ -3,7 +3,7 @@
 # device tool's H200): issue 13 (device API, byte counters, graphs, decode bench with and
 # without replay), 15 (GPU chunkwise backward and the epilogue kernels on CUDA against the
 # reference), 16 (C ABI on CUDA pointers; the peer script against fla and SDPA when torch is
-# there), 17 (model suite refusal/prediction), 18 (decode per batch to re-measure the time
+# there), 17 (the device-resident model step on CUDA), 18 (decode per batch to re-measure the time
 # model's excluded rows), and compute-sanitizer memcheck + racecheck over one launch of every
 # family. Results go to ${OUT:-./gpu-check}; every step runs even if an earlier one fails;
 # each step has a time limit so the whole run fits one 10-minute device call after the build.
@@ -27,9 +27,10 @@ step() {
 step 300 cargo build --release --bin retention --tests
 # Issue 13, 15: one test body per op on Cpu, Emulated and Cuda (present here).
 step 240 cargo test --release --test device_api --test device_pool --test facade_devices \
-  --test training_api
+  --test training_api --test parallel_backward_device --test gpu_backward_long
 step 120 cargo test --release -p retention-runtime --test epilogue_devices --test decode_variants \
-  --test state_pool_devices
+  --test state_pool_devices --test state_pool_prefill_into --test layer_ops_devices \
+  --test attention_devices --test blas_devices
 step 60 cargo test --release -p retention-runtime --lib cuda
 step 120 cargo test --release -p retention-capi
 # Issue 13 and 18: decode of the 1.3b head per batch, host time and graph replay.
@@ -38,7 +39,8 @@ step 120 cargo run --release --bin retention -- bench --device cuda --model 1.3b
 # Issue 15: training on CUDA (device forward + GPU backward), fla's shape and the 1.3b heads.
 step 180 cargo run --release --bin retention -- bench --device cuda --suite train --dtype bf16 \
   --quick --json "$out/train-bf16.json"
-# Issue 17: the model suite on CUDA (refused with a typed error until the device step lands).
+# Issue 17: the model suite on CUDA (the device-resident step: cuBLAS GEMMs, layer ops,
+# retention decode through the state pool, attention decode over the device KV cache).
 step 60 cargo run --release --bin retention -- bench --device cuda --suite model --model 1.3b \
   --quick --json "$out/model-1.3b.json"
 # Issue 16: the peer script on CUDA (fla from the carried `fla-core` wheel when present).
