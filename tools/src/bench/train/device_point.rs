@@ -75,27 +75,8 @@ pub fn measure<T: CpuElement>(
     backward()?;
     let backward = plan.measure(0, &mut backward)?;
     let peak_bytes = (mem.stats().high_water + ret.memory().stats().high_water) as u64;
-    let (ff, fb) = shape.flops(tokens);
-    let seconds = forward.median + backward.median;
-    Ok(TrainRow {
-        suite: "train",
-        shape: shape.name,
-        batch: b,
-        tokens,
-        heads: h,
-        dk,
-        dv,
-        chunk: CHUNK,
-        dtype,
-        forward_seconds: forward.median,
-        backward_seconds: backward.median,
-        seconds,
-        flops: ff + fb,
-        gflops: (ff + fb) / seconds / 1e9,
-        gemm_fraction: None,
-        peak_bytes,
-        saved_state_bytes: 0,
-    })
+    let row = TrainRow::new(shape, (tokens, dtype), (forward.median, backward.median));
+    Ok(TrainRow { peak_bytes, ..row })
 }
 
 #[cfg(test)]

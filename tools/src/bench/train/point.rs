@@ -138,26 +138,44 @@ pub fn measure<T: CpuElement>(
         ret.chunkwise_backward_saved(qkv, &fwd, &d_o, None)
             .map(drop)
     })?;
-    let (ff, fb) = shape.flops(tokens);
-    let seconds = forward.median + backward.median;
-    let gflops = (ff + fb) / seconds / 1e9;
+    let row = TrainRow::new(shape, (tokens, dtype), (forward.median, backward.median));
     Ok(TrainRow {
-        suite: "train",
-        shape: shape.name,
-        batch: b,
-        tokens,
-        heads: h,
-        dk,
-        dv,
-        chunk: CHUNK,
-        dtype,
-        forward_seconds: forward.median,
-        backward_seconds: backward.median,
-        seconds,
-        flops: ff + fb,
-        gflops,
-        gemm_fraction: gemm_gflops.map(|g| gflops / g),
+        gemm_fraction: gemm_gflops.map(|g| row.gflops / g),
         peak_bytes,
         saved_state_bytes: shape.state_bytes(tokens),
+        ..row
     })
+}
+
+impl TrainRow {
+    /// The row of `shape` at `tokens` tokens in `dtype` from the median forward and backward
+    /// seconds: FLOPs counted by [`TrainShape::flops`]; no gemm fraction, peak or saved
+    /// states yet (the caller fills what its device measures).
+    pub fn new(
+        shape: &TrainShape,
+        (tokens, dtype): (usize, &'static str),
+        (forward_seconds, backward_seconds): (f64, f64),
+    ) -> Self {
+        let (ff, fb) = shape.flops(tokens);
+        let seconds = forward_seconds + backward_seconds;
+        TrainRow {
+            suite: "train",
+            shape: shape.name,
+            batch: shape.batch,
+            tokens,
+            heads: shape.heads,
+            dk: shape.dk,
+            dv: shape.dv,
+            chunk: CHUNK,
+            dtype,
+            forward_seconds,
+            backward_seconds,
+            seconds,
+            flops: ff + fb,
+            gflops: (ff + fb) / seconds / 1e9,
+            gemm_fraction: None,
+            peak_bytes: 0,
+            saved_state_bytes: 0,
+        }
+    }
 }
