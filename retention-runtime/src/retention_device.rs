@@ -374,9 +374,11 @@ fn cpu_chunkwise<T: CpuElement>(
     chunk: usize,
     cu: Option<&CuSeqlens>,
 ) -> Result<()> {
-    let mut inputs = vec![("q", q), ("k", k), ("v", v)];
-    inputs.extend(h0.map(|h| ("h0", h)));
-    host_view::check_disjoint(&[("o", o), ("ht", ht)], &inputs)?;
+    let outputs = [("o", &*o), ("ht", &*ht)];
+    host_view::check_disjoint(&outputs, &[("q", q), ("k", k), ("v", v)])?;
+    if let Some(h0) = h0 {
+        host_view::check_disjoint(&outputs, &[("h0", h0)])?;
+    }
     let (q, k, v) = (
         host_view::view::<T>(q, "q")?,
         host_view::view::<T>(k, "k")?,
